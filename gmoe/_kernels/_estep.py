@@ -1,0 +1,65 @@
+"""The fused, row-parallel E-step of a Gaussian mixture of experts."""
+
+import math
+
+import numba
+import numpy as np
+
+from ._config import NJIT
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, out_resp, out_log_lik):
+    """Responsibilities and per-row log-likelihood in one pass (no validation).
+
+    Parameters
+    ----------
+    X : float64 (n_samples, n_features), C-contiguous
+    y : float64 (n_samples,)
+    log_gate : float64 (n_samples, n_experts); ``-inf`` marks an inactive expert
+    expert_coef : float64 (n_experts, n_features)
+    expert_intercept, expert_var : float64 (n_experts,)
+    out_resp : float64 (n_samples, n_experts), written
+    out_log_lik : float64 (n_samples,), written: ``log p(y_i | x_i)``
+    """
+    n_samples, n_features = X.shape
+    n_experts = expert_intercept.shape[0]
+    log_norm_const = np.empty(n_experts)
+    inv_var = np.empty(n_experts)
+    for j in range(n_experts):
+        log_norm_const[j] = -0.5 * (_LOG_2PI + math.log(expert_var[j]))
+        inv_var[j] = 1.0 / expert_var[j]
+    # Rows are independent and write disjoint outputs: identical results for any thread count.
+    for i in numba.prange(n_samples):
+        row_max = -np.inf
+        for j in range(n_experts):
+            lg = log_gate[i, j]
+            if lg == -np.inf:
+                out_resp[i, j] = -np.inf
+                continue
+            mean = expert_intercept[j]
+            for f in range(n_features):
+                mean += X[i, f] * expert_coef[j, f]
+            resid = y[i] - mean
+            joint = lg + log_norm_const[j] - 0.5 * resid * resid * inv_var[j]
+            out_resp[i, j] = joint
+            if joint > row_max:
+                row_max = joint
+        if row_max == -np.inf:
+            # Cannot happen for a valid gate; keep the row finite-free of NaN.
+            for j in range(n_experts):
+                out_resp[i, j] = 0.0
+            out_log_lik[i] = -np.inf
+            continue
+        total = 0.0
+        for j in range(n_experts):
+            total += math.exp(out_resp[i, j] - row_max)
+        log_lik = row_max + math.log(total)
+        out_log_lik[i] = log_lik
+        for j in range(n_experts):
+            out_resp[i, j] = math.exp(out_resp[i, j] - log_lik)
+
+
+e_step_into = numba.njit(parallel=True, **NJIT)(_e_step)
+e_step_serial_into = numba.njit(parallel=False, **NJIT)(_e_step)

@@ -1,0 +1,92 @@
+"""Input checks with messages that name the parameter, the expectation and the value."""
+
+import numpy as np
+
+
+def _describe(value):
+    arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if arr.ndim == 0:
+        return repr(value)
+    return f"array of shape {arr.shape}"
+
+
+def check_float_array(value, name, *, ndim, shape=None, finite=True):
+    """Return ``value`` as a C-contiguous float64 array, checked.
+
+    Parameters
+    ----------
+    value : array-like
+    name : str
+        Parameter name used in error messages.
+    ndim : int
+        Required number of dimensions.
+    shape : tuple of (int or None), optional
+        Required shape; ``None`` entries are free.
+    finite : bool, default=True
+        Reject NaN and infinite entries.
+    """
+    try:
+        arr = np.array(value, dtype=np.float64, copy=None)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} must be an array of real numbers, got {type(value).__name__}: {value!r}."
+        ) from err
+    if arr.ndim != ndim:
+        hint = ""
+        if name == "X" and arr.ndim == 1:
+            hint = (
+                " Reshape your data with X.reshape(-1, 1) if it has a single feature or "
+                "X.reshape(1, -1) if it is a single sample."
+            )
+        raise ValueError(
+            f"{name} must be a {ndim}-D array, got a {arr.ndim}-D array of shape {arr.shape}."
+            + hint
+        )
+    if shape is not None:
+        for axis, (want, got) in enumerate(zip(shape, arr.shape, strict=True)):
+            if want is not None and want != got:
+                expected = tuple("?" if s is None else s for s in shape)
+                raise ValueError(
+                    f"{name} must have shape {expected}, got shape {arr.shape} "
+                    f"(axis {axis} is {got}, expected {want})."
+                )
+    if finite and not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = tuple(int(i) for i in bad)
+        raise ValueError(
+            f"{name} must contain only finite values, got {arr[tuple(bad)]} at index {where}."
+        )
+    return np.ascontiguousarray(arr)
+
+
+def check_positive_scalar(value, name, *, allow_none=False):
+    """Return ``value`` as a finite float > 0, or ``None`` when allowed."""
+    if value is None and allow_none:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} must be a positive finite number, got {type(value).__name__}: {value!r}."
+        ) from err
+    if not np.isfinite(out) or out <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {name}={value!r}.")
+    return out
+
+
+def check_option(value, name, options):
+    """Check that ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(
+            f"{name} must be one of {sorted(options)}, got {name}={value!r}."
+        )
+    return value
+
+
+def check_int_in_range(value, name, low, high):
+    """Check that ``value`` is an int with ``low <= value <= high``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}.")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {name}={value}.")
+    return int(value)

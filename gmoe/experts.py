@@ -1,0 +1,92 @@
+"""Gaussian linear experts: log-densities and the weighted least-squares M-step."""
+
+import numpy as np
+import scipy.linalg
+
+_LOG_2PI = np.log(2.0 * np.pi)
+
+
+def compute_expert_means(X, expert_coef, expert_intercept):
+    """Expert means ``a_j^T x_i + b_j``, shape (n_samples, n_experts)."""
+    return X @ expert_coef.T + expert_intercept
+
+
+def compute_expert_log_density(X, y, expert_coef, expert_intercept, expert_var):
+    """Log-density ``log N(y_i | a_j^T x_i + b_j, nu_j)`` of every row under every expert.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept, expert_var : ndarray of shape (n_experts,)
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_experts)
+    """
+    resid = y[:, None] - compute_expert_means(X, expert_coef, expert_intercept)
+    return -0.5 * (_LOG_2PI + np.log(expert_var) + resid * resid / expert_var)
+
+
+def compute_var_floor(y, sample_weight, reg_var):
+    """Absolute variance floor ``reg_var * v``, v the weighted variance of y (1 if it is 0)."""
+    total = np.sum(sample_weight)
+    mean = np.dot(sample_weight, y) / total
+    v = np.dot(sample_weight, (y - mean) ** 2) / total
+    if not v > 0:
+        v = 1.0
+    return reg_var * v
+
+
+def estimate_expert_params(X, y, resp, sample_weight, var_floor):
+    """Weighted least squares for every expert (the M-step of the experts).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    resp : ndarray of shape (n_samples, n_experts)
+        Responsibilities.
+    sample_weight : ndarray of shape (n_samples,)
+    var_floor : float
+        Absolute lower bound of every variance.
+
+    Returns
+    -------
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept : ndarray of shape (n_experts,)
+    expert_var : ndarray of shape (n_experts,)
+    weight_sums : ndarray of shape (n_experts,)
+        Total weight of each expert (``sum_i w_i r_ij``), for degeneracy checks.
+    """
+    n_samples, n_features = X.shape
+    n_experts = resp.shape[1]
+    Z = np.empty((n_samples, n_features + 1))
+    Z[:, :n_features] = X
+    Z[:, n_features] = 1.0
+    weights = resp * sample_weight[:, None]
+    # 10 eps guards an expert that lost all its weight (as scikit-learn's mixtures do).
+    weight_sums = weights.sum(axis=0) + 10 * np.finfo(np.float64).eps
+    coef = np.zeros((n_experts, n_features))
+    intercept = np.zeros(n_experts)
+    var = np.empty(n_experts)
+    for j in range(n_experts):
+        w = weights[:, j]
+        gram = (Z * w[:, None]).T @ Z
+        rhs = Z.T @ (w * y)
+        try:
+            theta = scipy.linalg.solve(gram, rhs, assume_a="pos", check_finite=False)
+            if not np.all(np.isfinite(theta)):
+                raise np.linalg.LinAlgError("non-finite solution")
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            # Rank-deficient weighted design (an expert owning fewer points than
+            # coefficients): the minimum-norm least-squares solution is still the maximiser.
+            sqrt_w = np.sqrt(w)
+            theta = np.linalg.lstsq(Z * sqrt_w[:, None], sqrt_w * y, rcond=None)[0]
+        coef[j] = theta[:n_features]
+        intercept[j] = theta[n_features]
+        resid = y - Z @ theta
+        var[j] = np.dot(w, resid * resid) / weight_sums[j]
+    np.maximum(var, var_floor, out=var)
+    return coef, intercept, var, weight_sums

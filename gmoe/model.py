@@ -1,0 +1,430 @@
+"""The parameters of one Gaussian mixture of experts, its density and its sampler.
+
+:class:`MixingMeasure` holds a model ``G`` (SPEC 2): gate parameters, expert parameters
+and the gating family. The module functions evaluate ``p_G(y | x)``, run the E-step and
+draw data from ``G``.
+"""
+
+import numpy as np
+
+from . import _kernels
+from ._validation import check_float_array, check_option, check_positive_scalar
+from .experts import compute_expert_means
+from .gating import GATINGS, make_gating
+from .utils import check_random_state
+
+__all__ = [
+    "MixingMeasure",
+    "conditional_log_density",
+    "compute_e_step",
+    "e_step",
+    "make_design",
+    "sample_moe",
+]
+
+
+def _frozen(arr):
+    arr = np.array(arr, dtype=np.float64, copy=True)
+    arr.flags.writeable = False
+    return arr
+
+
+class MixingMeasure:
+    """The parameters of a Gaussian mixture of experts (a discrete mixing measure).
+
+    .. math::
+
+        p_G(y \\mid x) = \\sum_{i=1}^{k} g_i(x)\\, \\mathcal{N}(y \\mid a_i^\\top x + b_i, \\nu_i)
+
+    with the gate ``g`` given by ``gating`` (SPEC 2.1). Read as the measure
+    ``G = sum_i w_i delta_{theta_i}`` with weights ``w_i = exp(beta0_i)`` (or
+    ``exp(beta0_i / tau)`` for the temperature families) and atoms
+    ``theta_i = (beta1_i, a_i, b_i, nu_i)`` (plus ``tau`` for the temperature families).
+
+    Parameters
+    ----------
+    gate_coef : array-like of shape (n_experts, n_features)
+        Gate slopes ``beta1``.
+    gate_intercept : array-like of shape (n_experts,)
+        Gate intercepts ``beta0``.
+    expert_coef : array-like of shape (n_experts, n_features)
+        Expert slopes ``a``.
+    expert_intercept : array-like of shape (n_experts,)
+        Expert intercepts ``b``.
+    expert_var : array-like of shape (n_experts,)
+        Expert **variances** ``nu`` (not standard deviations), all > 0.
+    gating : {'softmax', 'topk', 'temperature', 'activation'}, default='softmax'
+    temperature : float, optional
+        ``tau > 0``; required for 'temperature' and 'activation', not allowed otherwise.
+    top_k : int, optional
+        Required for 'topk': ``1 <= top_k <= n_experts``.
+    topk_selection : {'affine', 'linear'}, default='affine'
+        Selection score of the top-K gate.
+    activation : {'tanh', 'sigmoid', 'gelu', 'identity'}, optional
+        Required for 'activation'.
+    rebase : bool, default=False
+        Translate the gate parameters so that the identifiability convention holds
+        instead of raising when it does not. The density is unchanged.
+
+    Notes
+    -----
+    Identifiability convention (SPEC 2.2): the last expert is the reference. For
+    'softmax', 'topk' and 'temperature' its gate slope and intercept are 0; for
+    'activation' only its intercept is (every slope is free).
+    """
+
+    def __init__(self, gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var, *,
+                 gating="softmax", temperature=None, top_k=None, topk_selection="affine",
+                 activation=None, rebase=False):
+        check_option(gating, "gating", GATINGS)
+        expert_coef = check_float_array(expert_coef, "expert_coef", ndim=2)
+        n_experts, n_features = expert_coef.shape
+        if n_experts < 1 or n_features < 1:
+            raise ValueError(
+                "expert_coef must have shape (n_experts, n_features) with both >= 1, "
+                f"got shape {expert_coef.shape}."
+            )
+        shape_k = (n_experts,)
+        gate_coef = check_float_array(gate_coef, "gate_coef", ndim=2,
+                                      shape=(n_experts, n_features))
+        gate_intercept = check_float_array(gate_intercept, "gate_intercept", ndim=1,
+                                           shape=shape_k)
+        expert_intercept = check_float_array(expert_intercept, "expert_intercept", ndim=1,
+                                             shape=shape_k)
+        expert_var = check_float_array(expert_var, "expert_var", ndim=1, shape=shape_k)
+        if np.any(expert_var <= 0):
+            j = int(np.argmax(expert_var <= 0))
+            raise ValueError(
+                "expert_var must hold variances > 0, got "
+                f"expert_var[{j}]={expert_var[j]!r}."
+            )
+        family = make_gating(gating, top_k=top_k, topk_selection=topk_selection,
+                             activation=activation, n_experts=n_experts)
+        if family.uses_temperature:
+            if temperature is None:
+                raise ValueError(f"temperature must be a positive number for gating={gating!r}, "
+                                 "got temperature=None.")
+            temperature = check_positive_scalar(temperature, "temperature")
+        elif temperature is not None:
+            raise ValueError(
+                f"temperature applies only to gating='temperature' or 'activation', got "
+                f"temperature={temperature!r} with gating={gating!r}."
+            )
+        gate_coef, gate_intercept = self._apply_convention(
+            family, gate_coef, gate_intercept, rebase)
+
+        self.gate_coef = _frozen(gate_coef)
+        self.gate_intercept = _frozen(gate_intercept)
+        self.expert_coef = _frozen(expert_coef)
+        self.expert_intercept = _frozen(expert_intercept)
+        self.expert_var = _frozen(expert_var)
+        self.gating = gating
+        self.temperature = temperature
+        self.top_k = family.top_k if gating == "topk" else None
+        self.topk_selection = topk_selection if gating == "topk" else "affine"
+        self.activation = activation if gating == "activation" else None
+        self.family = family
+
+    @staticmethod
+    def _apply_convention(family, gate_coef, gate_intercept, rebase):
+        shift_coef = gate_coef[-1] if family.pins_reference_coef else np.zeros_like(gate_coef[-1])
+        shift_intercept = gate_intercept[-1]
+        if not np.any(shift_coef) and shift_intercept == 0:
+            return gate_coef, gate_intercept
+        if not rebase:
+            what = ("gate_coef[-1] = 0 and gate_intercept[-1] = 0" if family.pins_reference_coef
+                    else "gate_intercept[-1] = 0")
+            raise ValueError(
+                f"The last expert is the gate's reference for gating={family.name!r}: expected "
+                f"{what}, got gate_coef[-1]={gate_coef[-1].tolist()}, "
+                f"gate_intercept[-1]={gate_intercept[-1]!r}. Pass rebase=True to translate the "
+                "gate parameters (the density is unchanged)."
+            )
+        return gate_coef - shift_coef, gate_intercept - shift_intercept
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_experts(self):
+        """Number of experts ``k``."""
+        return self.expert_coef.shape[0]
+
+    @property
+    def n_features(self):
+        """Number of features ``d``."""
+        return self.expert_coef.shape[1]
+
+    def _options(self):
+        return dict(gating=self.gating, temperature=self.temperature, top_k=self.top_k,
+                    topk_selection=self.topk_selection, activation=self.activation)
+
+    def replace(self, **changes):
+        """Return a copy with some parameters or options replaced (validated again)."""
+        fields = dict(gate_coef=self.gate_coef, gate_intercept=self.gate_intercept,
+                      expert_coef=self.expert_coef, expert_intercept=self.expert_intercept,
+                      expert_var=self.expert_var, **self._options())
+        fields.update(changes)
+        return MixingMeasure(**fields)
+
+    # ---------------------------------------------------------- measure view
+    @property
+    def weights(self):
+        """Atom weights ``w_i = exp(beta0_i)`` (``exp(beta0_i / tau)`` with a temperature)."""
+        scale = self.temperature if self.family.uses_temperature else 1.0
+        return np.exp(self.gate_intercept / scale)
+
+    @property
+    def atoms(self):
+        """Atoms ``theta_i = (beta1_i, a_i, b_i, nu_i[, tau])``, shape (n_experts, n_atom).
+
+        ``beta0`` is not part of an atom: it is carried by the weight.
+        """
+        cols = [self.gate_coef, self.expert_coef, self.expert_intercept[:, None],
+                self.expert_var[:, None]]
+        if self.family.uses_temperature:
+            cols.append(np.full((self.n_experts, 1), self.temperature))
+        return np.hstack(cols)
+
+    def to_vector(self):
+        """All parameters as one flat vector.
+
+        Order: ``gate_coef`` (row-major), ``gate_intercept``, ``expert_coef`` (row-major),
+        ``expert_intercept``, ``expert_var``, then ``temperature`` for the temperature
+        families.
+        """
+        parts = [self.gate_coef.ravel(), self.gate_intercept, self.expert_coef.ravel(),
+                 self.expert_intercept, self.expert_var]
+        if self.family.uses_temperature:
+            parts.append([self.temperature])
+        return np.concatenate(parts)
+
+    @classmethod
+    def from_vector(cls, vector, like):
+        """Build a measure shaped like ``like`` from a vector made by :meth:`to_vector`."""
+        k, d = like.n_experts, like.n_features
+        size = 2 * k * d + 3 * k + (1 if like.family.uses_temperature else 0)
+        vector = check_float_array(vector, "vector", ndim=1, shape=(size,))
+        pos = 0
+
+        def take(count, shape):
+            nonlocal pos
+            out = vector[pos:pos + count].reshape(shape)
+            pos += count
+            return out
+
+        gate_coef = take(k * d, (k, d))
+        gate_intercept = take(k, (k,))
+        expert_coef = take(k * d, (k, d))
+        expert_intercept = take(k, (k,))
+        expert_var = take(k, (k,))
+        options = like._options()
+        if like.family.uses_temperature:
+            options["temperature"] = float(vector[pos])
+        return cls(gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var,
+                   **options)
+
+    def identifiable(self):
+        """The representative of this model on the identifiable scale (SPEC 2.2).
+
+        * 'temperature': the gate on ``gamma = (beta1, beta0) / tau`` (returned with
+          ``temperature=1``); ``(beta1, beta0, tau)`` themselves are determined only up to
+          a common positive scale.
+        * 'topk' with ``top_k=1``: the gate rescaled to unit Frobenius norm of
+          ``(beta1, beta0)`` (of ``beta1`` alone, with ``beta0`` set to 0, for linear
+          selection), since only the selection regions are identifiable.
+        * otherwise the measure itself.
+
+        Returns
+        -------
+        MixingMeasure
+        """
+        if self.gating == "temperature":
+            return self.replace(gate_coef=self.gate_coef / self.temperature,
+                                gate_intercept=self.gate_intercept / self.temperature,
+                                temperature=1.0)
+        if self.gating == "topk" and self.top_k == 1:
+            if self.topk_selection == "linear":
+                scale = np.linalg.norm(self.gate_coef)
+                intercept = np.zeros(self.n_experts)
+            else:
+                scale = np.sqrt(np.sum(self.gate_coef ** 2) + np.sum(self.gate_intercept ** 2))
+                intercept = self.gate_intercept
+            if scale == 0:
+                return self.replace(gate_intercept=intercept)
+            return self.replace(gate_coef=self.gate_coef / scale,
+                                gate_intercept=intercept / scale)
+        return self
+
+    def is_symmetric_fixed_point(self, *, atol=1e-12):
+        """Whether a two-expert tanh/sigmoid gate has ``beta1_1 = -beta1_2`` (SPEC 2.2).
+
+        At such a point the gate is its own symmetric image and the Fisher information
+        is singular; such a model cannot serve as a truth or a start.
+        """
+        return (self.gating == "activation" and self.activation in ("tanh", "sigmoid")
+                and self.n_experts == 2
+                and bool(np.allclose(self.gate_coef[0], -self.gate_coef[1], rtol=0, atol=atol)))
+
+    # --------------------------------------------------------------- density
+    def log_gate(self, X):
+        """Log-gate ``log g_i(x)`` for every row of ``X``, shape (n_samples, n_experts)."""
+        X = self._check_X(X)
+        return self.family.log_gate(X, self.gate_coef, self.gate_intercept, self.temperature)
+
+    def _check_X(self, X):
+        return check_float_array(X, "X", ndim=2, shape=(None, self.n_features))
+
+    def __repr__(self):
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._options().items()
+                         if v is not None and not (k == "topk_selection" and self.top_k is None))
+        return f"MixingMeasure(n_experts={self.n_experts}, n_features={self.n_features}, {opts})"
+
+    def __eq__(self, other):
+        if not isinstance(other, MixingMeasure):
+            return NotImplemented
+        return self._options() == other._options() and np.array_equal(
+            self.to_vector(), other.to_vector()) and self.n_features == other.n_features
+
+    __hash__ = None
+
+    def __getstate__(self):
+        return self.__dict__.copy()
+
+    def __setstate__(self, state):
+        for key in ("gate_coef", "gate_intercept", "expert_coef", "expert_intercept",
+                    "expert_var"):
+            state[key] = _frozen(state[key])
+        self.__dict__.update(state)
+
+
+def _check_Xy(measure, X, y):
+    X = measure._check_X(X)
+    y = check_float_array(y, "y", ndim=1, shape=(X.shape[0],))
+    return X, y
+
+
+def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *, parallel=True):
+    """Run the fused numba E-step on validated float64 arrays.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    log_gate : ndarray of shape (n_samples, n_experts)
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept, expert_var : ndarray of shape (n_experts,)
+    parallel : bool, default=True
+        Use the row-parallel kernel (identical results either way).
+
+    Returns
+    -------
+    resp : ndarray of shape (n_samples, n_experts)
+        Responsibilities ``r_ij``; rows sum to 1.
+    log_lik : ndarray of shape (n_samples,)
+        ``log p(y_i | x_i)``.
+    """
+    n_samples, n_experts = log_gate.shape
+    resp = np.empty((n_samples, n_experts))
+    log_lik = np.empty(n_samples)
+    kernel = _kernels.e_step_into if parallel else _kernels.e_step_serial_into
+    kernel(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64),
+           np.ascontiguousarray(log_gate, dtype=np.float64),
+           np.ascontiguousarray(expert_coef, dtype=np.float64),
+           np.ascontiguousarray(expert_intercept, dtype=np.float64),
+           np.ascontiguousarray(expert_var, dtype=np.float64), resp, log_lik)
+    return resp, log_lik
+
+
+def e_step(measure, X, y):
+    """Responsibilities and per-row log-likelihood of ``(X, y)`` under ``measure``.
+
+    Returns
+    -------
+    resp : ndarray of shape (n_samples, n_experts)
+    log_lik : ndarray of shape (n_samples,)
+    """
+    X, y = _check_Xy(measure, X, y)
+    log_gate = measure.family.log_gate(X, measure.gate_coef, measure.gate_intercept,
+                                       measure.temperature)
+    return compute_e_step(X, y, log_gate, measure.expert_coef, measure.expert_intercept,
+                          measure.expert_var)
+
+
+def conditional_log_density(measure, X, y):
+    """``log p_G(y_i | x_i)`` for every row, shape (n_samples,)."""
+    return e_step(measure, X, y)[1]
+
+
+def make_design(n, kind="grid", *, low=0.0, high=1.0, n_features=1, random_state=None):
+    """Make a design matrix ``X`` of ``n`` rows.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows, >= 1.
+    kind : {'grid', 'uniform', 'normal'}, default='grid'
+        'grid' is ``linspace(low, high, n)`` (one feature only, as in the papers);
+        'uniform' draws from ``Uniform[low, high]^d``; 'normal' from ``N(0, I_d)``.
+    low, high : float
+        Range for 'grid' and 'uniform'.
+    n_features : int, default=1
+    random_state : int, Generator, RandomState or None
+
+    Returns
+    -------
+    X : ndarray of shape (n, n_features)
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got n={n!r}.")
+    if isinstance(n_features, bool) or not isinstance(n_features, int | np.integer) \
+            or n_features < 1:
+        raise ValueError(f"n_features must be an integer >= 1, got n_features={n_features!r}.")
+    check_option(kind, "kind", ("grid", "uniform", "normal"))
+    if kind != "normal" and not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"low and high must be finite with low < high, got low={low!r}, "
+                         f"high={high!r}.")
+    if kind == "grid":
+        if n_features != 1:
+            raise ValueError(f"kind='grid' makes a single feature, got n_features={n_features}; "
+                             "use kind='uniform' or 'normal' for several features.")
+        return np.linspace(low, high, int(n))[:, None]
+    rng = check_random_state(random_state)
+    if kind == "uniform":
+        return rng.uniform(low, high, size=(int(n), int(n_features)))
+    return rng.standard_normal((int(n), int(n_features)))
+
+
+def sample_moe(measure, X, *, random_state=None, return_labels=False):
+    """Draw ``y`` from ``p_G(y | x)`` for every row of ``X``.
+
+    Parameters
+    ----------
+    measure : MixingMeasure
+    X : array-like of shape (n_samples, n_features)
+    random_state : int, Generator, RandomState or None
+    return_labels : bool, default=False
+        Also return the index of the expert that generated each row.
+
+    Returns
+    -------
+    y : ndarray of shape (n_samples,)
+    labels : ndarray of int of shape (n_samples,)
+        Only when ``return_labels`` is True.
+    """
+    if not isinstance(measure, MixingMeasure):
+        raise ValueError(f"measure must be a MixingMeasure, got {type(measure).__name__}.")
+    X = measure._check_X(X)
+    rng = check_random_state(random_state)
+    gate = np.exp(measure.log_gate(X))
+    uniform = rng.random(X.shape[0])
+    cumulative = np.cumsum(gate, axis=1)
+    labels = np.minimum(np.sum(cumulative < uniform[:, None] * cumulative[:, -1:], axis=1),
+                        measure.n_experts - 1)
+    # Inverse CDF: the first expert whose cumulative gate reaches u, never one of zero gate
+    # (an inactive top-K expert); the minimum guards a rounding slip at the upper end.
+    means = compute_expert_means(X, measure.expert_coef, measure.expert_intercept)
+    rows = np.arange(X.shape[0])
+    noise = rng.standard_normal(X.shape[0])
+    y = means[rows, labels] + np.sqrt(measure.expert_var[labels]) * noise
+    if return_labels:
+        return y, labels
+    return y
