@@ -1,5 +1,7 @@
 """Gaussian linear experts: log-densities and the weighted least-squares M-step."""
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 
@@ -76,12 +78,15 @@ def estimate_expert_params(X, y, resp, sample_weight, var_floor):
         gram = (Z * w[:, None]).T @ Z
         rhs = Z.T @ (w * y)
         try:
-            theta = scipy.linalg.solve(gram, rhs, assume_a="pos", check_finite=False)
+            with warnings.catch_warnings():
+                # An ill-conditioned Gram matrix is handled below, not reported.
+                warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+                theta = scipy.linalg.solve(gram, rhs, assume_a="pos", check_finite=False)
             if not np.all(np.isfinite(theta)):
                 raise np.linalg.LinAlgError("non-finite solution")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-            # Rank-deficient weighted design (an expert owning fewer points than
-            # coefficients): the minimum-norm least-squares solution is still the maximiser.
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
+            # Rank-deficient or ill-conditioned weighted design (an expert owning fewer points
+            # than coefficients): the minimum-norm least-squares solution still maximises.
             sqrt_w = np.sqrt(w)
             theta = np.linalg.lstsq(Z * sqrt_w[:, None], sqrt_w * y, rcond=None)[0]
         coef[j] = theta[:n_features]

@@ -11,8 +11,10 @@ simulation sweeps never mutate a family.
 """
 
 import numpy as np
+import scipy.linalg
 from scipy.special import expit, ndtr
 
+from ._kernels import log_softmax_into
 from ._validation import check_int_in_range, check_option
 
 GATINGS = ("softmax", "topk", "temperature", "activation")
@@ -34,10 +36,10 @@ def compute_log_softmax(logits):
     -------
     ndarray of shape (n_samples, n_experts)
     """
-    row_max = np.max(logits, axis=1, keepdims=True)
-    shifted = logits - row_max
-    log_norm = np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-    return shifted - log_norm
+    logits = np.ascontiguousarray(logits, dtype=np.float64)
+    out = np.empty_like(logits)
+    log_softmax_into(logits, out)
+    return out
 
 
 def compute_topk_mask(scores, top_k):
@@ -114,6 +116,39 @@ class SoftmaxGating:
     def log_gate(self, X, gate_coef, gate_intercept, temperature=None):
         """Log-gates ``log g(x)``, shape (n_samples, n_experts)."""
         return compute_log_softmax(self.logits(X, gate_coef, gate_intercept, temperature))
+
+    def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
+        """Number of free gate parameters under the identifiability convention."""
+        return (n_experts - 1) * (n_features + 1)
+
+    def m_step(self, X, weighted_resp, gate_coef, gate_intercept, temperature=None, *,
+               max_iter=20):
+        """Gate M-step: Newton ascent of ``Q`` from the current parameters.
+
+        For the temperature gate the ascent runs on ``gamma = (beta1, beta0) / tau`` and
+        ``tau`` is held (the data cannot determine it, SPEC 2.2).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        weighted_resp : ndarray of shape (n_samples, n_experts)
+            Sample weight times responsibility.
+        gate_coef : ndarray of shape (n_experts, n_features)
+        gate_intercept : ndarray of shape (n_experts,)
+        temperature : float or None
+        max_iter : int, default=20
+            Newton steps at most.
+
+        Returns
+        -------
+        gate_coef, gate_intercept, temperature
+            ``Q`` is no lower than at the given parameters.
+        """
+        scale = temperature if self.uses_temperature else 1.0
+        free = np.arange(gate_coef.shape[0] - 1)
+        coef, intercept = _softmax_m_step(X, weighted_resp, gate_coef, gate_intercept, scale,
+                                          free, max_iter)
+        return coef, intercept, temperature
 
     def __eq__(self, other):
         return type(self) is type(other) and vars(self) == vars(other)
@@ -229,3 +264,161 @@ def make_gating(gating="softmax", *, top_k=None, topk_selection="affine", activa
                          "gating='activation', got activation=None.")
     check_option(activation, "activation", ACTIVATIONS)
     return ActivationGating(activation)
+
+
+# --------------------------------------------------------------------------------------
+# Gate M-step of the linear-logit (softmax) gate: maximise
+#     Q(theta) = sum_i sum_j rw_ij log g_j(z_i; theta),   rw_ij = w_i r_ij,
+# over the free rows of theta (the reference row is pinned to 0). Q is concave; Newton
+# with the exact Hessian, step halving and a warm start never decreases it.
+
+
+def _design_with_intercept(X):
+    Z = np.empty((X.shape[0], X.shape[1] + 1))
+    Z[:, :-1] = X
+    Z[:, -1] = 1.0
+    return Z
+
+
+def compute_softmax_gate_objective(theta, Z, weighted_resp):
+    """Gate objective ``Q`` of the linear-logit softmax gate.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_experts, n_features + 1)
+        Gate slopes and intercept (last column) of every expert.
+    Z : ndarray of shape (n_samples, n_features + 1)
+        Design with a trailing column of ones.
+    weighted_resp : ndarray of shape (n_samples, n_experts)
+        Sample weight times responsibility.
+
+    Returns
+    -------
+    float
+    """
+    return float(np.sum(weighted_resp * compute_log_softmax(Z @ theta.T)))
+
+
+def compute_softmax_gate_gradient(theta, Z, weighted_resp):
+    """Gradient of :func:`compute_softmax_gate_objective`, shape of ``theta``."""
+    gate = np.exp(compute_log_softmax(Z @ theta.T))
+    return _gate_gradient(gate, Z, weighted_resp, weighted_resp.sum(axis=1))
+
+
+def compute_softmax_gate_hessian(theta, Z, weighted_resp, free):
+    """Hessian of the gate objective over the free rows of ``theta``.
+
+    Parameters
+    ----------
+    theta, Z, weighted_resp
+        As for :func:`compute_softmax_gate_objective`.
+    free : ndarray of int
+        Indices of the free experts (rows of ``theta``).
+
+    Returns
+    -------
+    ndarray of shape (len(free) * (n_features + 1), len(free) * (n_features + 1))
+        Blocks in the order of ``free``, each over ``(slopes..., intercept)``.
+    """
+    gate = np.exp(compute_log_softmax(Z @ theta.T))
+    return _gate_hessian(gate, Z, weighted_resp.sum(axis=1), free)
+
+
+def _gate_gradient(gate, Z, weighted_resp, row_total):
+    return (weighted_resp - gate * row_total[:, None]).T @ Z
+
+
+def _gate_hessian(gate, Z, row_total, free):
+    n_cols = Z.shape[1]
+    size = len(free) * n_cols
+    hess = np.empty((size, size))
+    for a, j in enumerate(free):
+        gj = gate[:, j] * row_total
+        for b in range(a, len(free)):
+            other = free[b]
+            c = gj * ((1.0 if j == other else 0.0) - gate[:, other])
+            block = -((Z * c[:, None]).T @ Z)
+            hess[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = block
+            hess[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = block.T
+    return hess
+
+
+def solve_newton_direction(neg_hess, grad):
+    """Solve ``neg_hess @ step = grad`` for a positive (semi)definite ``neg_hess``.
+
+    Cholesky first; a rank-deficient system (a gate slope the data cannot see, such as a
+    constant feature) is regularised by an increasing ridge.
+    """
+    scale = max(float(np.max(np.abs(np.diag(neg_hess)))), 1e-300)
+    ridge = 0.0
+    for _ in range(30):
+        try:
+            factor = scipy.linalg.cho_factor(neg_hess + ridge * np.eye(len(grad)),
+                                             check_finite=False)
+            step = scipy.linalg.cho_solve(factor, grad, check_finite=False)
+            if np.all(np.isfinite(step)):
+                return step
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            pass
+        ridge = scale * 1e-12 if ridge == 0.0 else ridge * 10.0
+    return grad / scale
+
+
+def maximise_softmax_gate(theta, Z, weighted_resp, free, *, max_iter=20, tol=1e-10):
+    """Newton ascent of the softmax gate objective from a warm start.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_experts, n_features + 1)
+        Starting point; rows not in ``free`` are kept as they are.
+    Z : ndarray of shape (n_samples, n_features + 1)
+    weighted_resp : ndarray of shape (n_samples, n_experts)
+    free : ndarray of int
+        The rows of ``theta`` that move.
+    max_iter : int, default=20
+        Newton steps at most.
+    tol : float, default=1e-10
+        Stop when a step raises ``Q`` by less than ``tol * (1 + |Q|)``.
+
+    Returns
+    -------
+    theta : ndarray of shape (n_experts, n_features + 1)
+        A point with ``Q`` no lower than at the start.
+    """
+    theta = np.array(theta, dtype=np.float64, copy=True)
+    if len(free) == 0:
+        return theta
+    row_total = weighted_resp.sum(axis=1)
+    log_gate = compute_log_softmax(Z @ theta.T)
+    objective = float(np.sum(weighted_resp * log_gate))
+    for _ in range(max_iter):
+        gate = np.exp(log_gate)
+        grad = _gate_gradient(gate, Z, weighted_resp, row_total)[free].ravel()
+        neg_hess = -_gate_hessian(gate, Z, row_total, free)
+        step = solve_newton_direction(neg_hess, grad).reshape(len(free), -1)
+        accepted = False
+        t = 1.0
+        for _halving in range(40):
+            candidate = theta.copy()
+            candidate[free] += t * step
+            candidate_log_gate = compute_log_softmax(Z @ candidate.T)
+            value = float(np.sum(weighted_resp * candidate_log_gate))
+            if value >= objective:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            break
+        gain = value - objective
+        theta, objective, log_gate = candidate, value, candidate_log_gate
+        if gain <= tol * (1.0 + abs(objective)):
+            break
+    return theta
+
+
+def _softmax_m_step(X, weighted_resp, gate_coef, gate_intercept, scale, free, max_iter):
+    Z = _design_with_intercept(X)
+    theta = np.hstack([gate_coef, gate_intercept[:, None]]) / scale
+    theta = maximise_softmax_gate(theta, Z, weighted_resp, free, max_iter=max_iter)
+    theta *= scale
+    return np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1])

@@ -30,11 +30,11 @@ def _frozen(arr):
 
 
 class MixingMeasure:
-    """The parameters of a Gaussian mixture of experts (a discrete mixing measure).
+    r"""The parameters of a Gaussian mixture of experts (a discrete mixing measure).
 
     .. math::
 
-        p_G(y \\mid x) = \\sum_{i=1}^{k} g_i(x)\\, \\mathcal{N}(y \\mid a_i^\\top x + b_i, \\nu_i)
+        p_G(y \mid x) = \sum_{i=1}^{k} g_i(x)\, \mathcal{N}(y \mid a_i^\top x + b_i, \nu_i)
 
     with the gate ``g`` given by ``gating`` (SPEC 2.1). Read as the measure
     ``G = sum_i w_i delta_{theta_i}`` with weights ``w_i = exp(beta0_i)`` (or

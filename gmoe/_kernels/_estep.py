@@ -47,18 +47,20 @@ def _e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, out_resp,
             if joint > row_max:
                 row_max = joint
         if row_max == -np.inf:
-            # Cannot happen for a valid gate; keep the row finite-free of NaN.
+            # Cannot happen for a valid gate (some expert is active); never write NaN.
             for j in range(n_experts):
                 out_resp[i, j] = 0.0
             out_log_lik[i] = -np.inf
             continue
         total = 0.0
         for j in range(n_experts):
-            total += math.exp(out_resp[i, j] - row_max)
-        log_lik = row_max + math.log(total)
-        out_log_lik[i] = log_lik
+            weight = math.exp(out_resp[i, j] - row_max)
+            out_resp[i, j] = weight
+            total += weight
+        out_log_lik[i] = row_max + math.log(total)
+        inv_total = 1.0 / total
         for j in range(n_experts):
-            out_resp[i, j] = math.exp(out_resp[i, j] - log_lik)
+            out_resp[i, j] *= inv_total
 
 
 e_step_into = numba.njit(parallel=True, **NJIT)(_e_step)

@@ -1,0 +1,630 @@
+"""GaussianMoERegressor: maximum-likelihood fitting of a Gaussian mixture of experts by EM."""
+
+import numbers
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._validation import check_option
+from .exceptions import DegenerateExpertWarning
+from .experts import compute_expert_means, compute_var_floor, estimate_expert_params
+from .gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS, make_gating
+from .model import MixingMeasure, compute_e_step
+from .utils import check_random_state
+
+__all__ = ["GaussianMoERegressor", "log_likelihood_scorer"]
+
+# Label smoothing of hard initial assignments, so that the first gate M-step is finite even
+# when the initial clusters are linearly separable.
+_INIT_SMOOTHING = 0.2
+# An expert whose share of the total weight falls below this is numerically empty.
+_EMPTY_SHARE = 1e-8
+# Extra starts tried, beyond n_init, when on_degenerate="restart" discards runs.
+_MAX_EXTRA_RESTARTS = 10
+
+
+class _DegenerateRun(Exception):
+    """Raised inside one EM run when ``on_degenerate='restart'`` discards it."""
+
+
+class GaussianMoERegressor(RegressorMixin, BaseEstimator):
+    r"""Gaussian mixture-of-experts regression fitted by maximum likelihood (EM).
+
+    .. math::
+
+        p(y \mid x) = \sum_{i=1}^{k} g_i(x)\, \mathcal{N}(y \mid a_i^\top x + b_i, \nu_i)
+
+    with a softmax, top-K sparse softmax, dense-to-sparse (temperature) or activation
+    gate ``g`` (SPEC 2.1). The E-step is a fused numba kernel; the experts' M-step is
+    weighted least squares with a relative variance floor; the gate's M-step is Newton
+    ascent of its concave objective with step halving, warm-started, so the
+    log-likelihood never decreases.
+
+    Parameters
+    ----------
+    n_experts : int, default=2
+        Number of experts ``k``.
+    gating : {'softmax', 'topk', 'temperature', 'activation'}, default='softmax'
+        Gating family.
+    top_k : int, default=None
+        Active experts per input for ``gating='topk'`` (``1 <= top_k <= n_experts``).
+    topk_selection : {'affine', 'linear'}, default='affine'
+        Selection score of the top-K gate: ``beta1^T x + beta0`` or ``beta1^T x``.
+    activation : {'tanh', 'sigmoid', 'gelu', 'identity'}, default='tanh'
+        Activation of ``gating='activation'``.
+    temperature : float, default=1.0
+        Temperature ``tau`` of the temperature families. For 'temperature' it is held
+        at this value (or at the start's, when ``init_params`` is a MixingMeasure): the
+        data determine only ``gamma = (beta1, beta0) / tau``.
+    learn_temperature : bool, default=True
+        Whether the activation gate learns ``tau``; ignored by the other families.
+    tol : float, default=1e-6
+        Stop when the relative change of the log-likelihood falls below ``tol``.
+    max_iter : int, default=500
+        EM iterations at most, per start.
+    n_init : int, default=5
+        Number of starts; the best log-likelihood is kept.
+    init_params : {'kmeans', 'random'} or MixingMeasure, default='kmeans'
+        'kmeans' clusters the standardised ``(x, y)``; 'random' assigns each row to the
+        nearest of ``n_experts`` random rows; a MixingMeasure is used as the start.
+    reg_var : float, default=1e-6
+        Relative variance floor: every variance is at least ``reg_var * v``, with ``v``
+        the weighted variance of ``y`` (1 when it is 0).
+    on_degenerate : {'warn', 'restart'}, default='warn'
+        What to do when an expert's weight or variance collapses: warn and keep going,
+        or discard the run and start again.
+    random_state : int, RandomState instance, Generator or None, default=None
+        Seeds the starts; the same value gives the same fit.
+    warm_start : bool, default=False
+        Start from the previous fit's parameters (one start).
+    verbose : int, default=0
+        Print the log-likelihood every iteration when > 1, per start when 1.
+
+    Attributes
+    ----------
+    gate_coef_ : ndarray of shape (n_experts, n_features)
+        Gate slopes ``beta1`` (last row 0 except for 'activation').
+    gate_intercept_ : ndarray of shape (n_experts,)
+        Gate intercepts ``beta0`` (last entry 0).
+    temperature_ : float or None
+        Temperature ``tau`` of the temperature families, else None.
+    expert_coef_ : ndarray of shape (n_experts, n_features)
+    expert_intercept_ : ndarray of shape (n_experts,)
+    expert_var_ : ndarray of shape (n_experts,)
+        Expert variances (not standard deviations).
+    mixing_measure_ : MixingMeasure
+        The fitted model.
+    converged_ : bool
+        Whether the best start met ``tol`` within ``max_iter``.
+    n_iter_ : int
+        EM iterations of the best start.
+    lower_bound_ : float
+        Final mean (weighted) log-likelihood of the best start.
+    lower_bounds_ : ndarray
+        Mean log-likelihood after each iteration of the best start (the first entry is
+        the start's).
+    init_log_likelihoods_ : ndarray of shape (n_starts,)
+        Final mean log-likelihood of every start tried.
+    degenerate_experts_ : list of int
+        Experts of the best start whose weight or variance collapsed.
+    n_features_in_ : int
+    fit_time_ : float
+        Seconds spent in the last call to :meth:`fit`.
+
+    Notes
+    -----
+    Identifiability (SPEC 2.2): the last expert is the gate's reference. For
+    ``gating='temperature'`` only ``gamma = (beta1, beta0) / tau`` is determined by the
+    data: ``(beta1, beta0, tau)`` is known up to a common positive scale, so the reported
+    ``gate_coef_`` and ``temperature_`` are set by the start. Use
+    ``mixing_measure_.identifiable()`` to compare fits.
+
+    References
+    ----------
+    .. [1] Nguyen, Nguyen & Ho (2023). Demystifying softmax gating function in Gaussian
+       mixture of experts. NeurIPS.
+
+    Examples
+    --------
+    >>> import gmoe
+    >>> truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]],
+    ...                            [1.0, -1.0], [0.05, 0.05])
+    >>> X = gmoe.make_design(2000, "uniform", random_state=0)
+    >>> y = gmoe.sample_moe(truth, X, random_state=0)
+    >>> est = gmoe.GaussianMoERegressor(n_experts=2, random_state=0).fit(X, y)
+    >>> est.converged_
+    True
+    """
+
+    def __init__(self, n_experts=2, *, gating="softmax", top_k=None, topk_selection="affine",
+                 activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-6,
+                 max_iter=500, n_init=5, init_params="kmeans", reg_var=1e-6,
+                 on_degenerate="warn", random_state=None, warm_start=False, verbose=0):
+        self.n_experts = n_experts
+        self.gating = gating
+        self.top_k = top_k
+        self.topk_selection = topk_selection
+        self.activation = activation
+        self.temperature = temperature
+        self.learn_temperature = learn_temperature
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.reg_var = reg_var
+        self.on_degenerate = on_degenerate
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ validation
+    def _check_parameters(self):
+        def check_int(name, low):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}.")
+
+        def check_real(name, *, positive):
+            value = getattr(self, name)
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+                and np.isfinite(value) and (value > 0 if positive else value >= 0)
+            if not ok:
+                what = "> 0" if positive else ">= 0"
+                raise ValueError(f"{name} must be a finite number {what}, got {name}={value!r}.")
+
+        check_int("n_experts", 1)
+        check_int("max_iter", 1)
+        check_int("n_init", 1)
+        check_real("tol", positive=False)
+        check_real("reg_var", positive=False)
+        check_option(self.gating, "gating", GATINGS)
+        check_option(self.on_degenerate, "on_degenerate", ("warn", "restart"))
+        if self.gating in ("temperature", "activation"):
+            check_real("temperature", positive=True)
+        if self.gating == "activation":
+            check_option(self.activation, "activation", ACTIVATIONS)
+        if self.gating == "topk":
+            check_option(self.topk_selection, "topk_selection", TOPK_SELECTIONS)
+        if isinstance(self.init_params, str):
+            check_option(self.init_params, "init_params", ("kmeans", "random"))
+        elif not isinstance(self.init_params, MixingMeasure):
+            raise ValueError("init_params must be 'kmeans', 'random' or a MixingMeasure, got "
+                             f"{type(self.init_params).__name__}: {self.init_params!r}.")
+        return make_gating(self.gating, top_k=self.top_k, topk_selection=self.topk_selection,
+                           activation=self.activation, n_experts=self.n_experts)
+
+    def _check_sample_weight(self, sample_weight, n_samples):
+        if sample_weight is None:
+            return np.ones(n_samples)
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        if sw.ndim == 0:
+            return np.full(n_samples, float(sw)) if float(sw) > 0 and np.isfinite(sw) else \
+                self._raise_sample_weight(f"the scalar {float(sw)!r}")
+        if sw.shape != (n_samples,):
+            self._raise_sample_weight(f"an array of shape {sw.shape}", n_samples)
+        if not np.all(np.isfinite(sw)):
+            self._raise_sample_weight("non-finite values", n_samples)
+        if np.any(sw < 0):
+            self._raise_sample_weight(f"a negative value ({sw.min()!r})", n_samples)
+        if not np.any(sw > 0):
+            self._raise_sample_weight("all zeros", n_samples)
+        return np.ascontiguousarray(sw)
+
+    @staticmethod
+    def _raise_sample_weight(received, n_samples=None):
+        shape = f"of shape ({n_samples},) " if n_samples is not None else ""
+        raise ValueError(f"sample_weight must be an array {shape}of finite non-negative "
+                         f"weights with a positive sum, got {received}.")
+
+    def _n_parameters(self):
+        """Number of free parameters of the fitted model (for BIC/AIC)."""
+        return self._count_parameters(self.mixing_measure_.family, self.n_features_in_)
+
+    def _learns_temperature(self):
+        return self.gating == "activation" and bool(self.learn_temperature)
+
+    # --------------------------------------------------------------- starts
+    def _start_from_measure(self, family, n_features):
+        start = self.init_params
+        if start.n_experts != self.n_experts or start.n_features != n_features:
+            raise ValueError(
+                "init_params must have n_experts and n_features matching the estimator and X: "
+                f"expected ({self.n_experts}, {n_features}), got ({start.n_experts}, "
+                f"{start.n_features}).")
+        if start.family != family:
+            raise ValueError(f"init_params must use the estimator's gating {family!r}, got "
+                             f"{start.family!r}.")
+        if start.is_symmetric_fixed_point():
+            raise ValueError(
+                "init_params is a two-expert tanh/sigmoid gate with gate_coef[0] = "
+                "-gate_coef[1], a fixed point of the gate's symmetry where the Fisher "
+                "information is singular; perturb the gate slopes.")
+        return _Params.from_measure(start)
+
+    def _start_from_labels(self, family, X, y, sample_weight, var_floor, labels, temperature):
+        n_samples = X.shape[0]
+        k = self.n_experts
+        resp = np.full((n_samples, k), _INIT_SMOOTHING / k)
+        resp[np.arange(n_samples), labels] += 1.0 - _INIT_SMOOTHING
+        coef, intercept, var, _ = estimate_expert_params(X, y, resp, sample_weight, var_floor)
+        params = _Params(np.zeros((k, X.shape[1])), np.zeros(k), temperature, coef, intercept,
+                         var)
+        return self._gate_m_step(family, params, X, resp * sample_weight[:, None])
+
+    def _initial_labels(self, X, y, sample_weight, rng):
+        data = np.column_stack([X, y])
+        spread = data.std(axis=0)
+        data = (data - data.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+        k = self.n_experts
+        seed = int(rng.integers(np.iinfo(np.int32).max))
+        if self.init_params == "kmeans":
+            km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(
+                data, sample_weight=sample_weight)
+            return km.labels_
+        # Distinct rows with positive weight serve as centres.
+        candidates = np.flatnonzero(sample_weight > 0)
+        centres = data[rng.choice(candidates, size=min(k, len(candidates)), replace=False)]
+        dist = np.column_stack([((data - centre) ** 2).sum(axis=1) for centre in centres])
+        return np.argmin(dist, axis=1)
+
+    def _initial_temperature(self):
+        return float(self.temperature) if self.gating in ("temperature", "activation") else None
+
+    # ------------------------------------------------------------------ EM
+    def _gate_m_step(self, family, params, X, weighted_resp):
+        if self.gating == "activation":
+            gate_coef, gate_intercept, temperature = family.m_step(
+                X, weighted_resp, params.gate_coef, params.gate_intercept, params.temperature,
+                learn_temperature=self._learns_temperature())
+        else:
+            gate_coef, gate_intercept, temperature = family.m_step(
+                X, weighted_resp, params.gate_coef, params.gate_intercept, params.temperature)
+        return params._replace(gate_coef=gate_coef, gate_intercept=gate_intercept,
+                               temperature=temperature)
+
+    def _e_step(self, family, params, X, y, sample_weight):
+        log_gate = family.log_gate(X, params.gate_coef, params.gate_intercept,
+                                   params.temperature)
+        resp, log_lik = compute_e_step(X, y, log_gate, params.expert_coef,
+                                       params.expert_intercept, params.expert_var)
+        return resp, float(np.dot(sample_weight, log_lik))
+
+    def _m_step(self, family, params, X, y, sample_weight, resp, var_floor):
+        coef, intercept, var, weight_sums = estimate_expert_params(X, y, resp, sample_weight,
+                                                                   var_floor)
+        params = params._replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
+        params = self._gate_m_step(family, params, X, resp * sample_weight[:, None])
+        return params, weight_sums
+
+    def _find_degenerate(self, params, weight_sums, total_weight, var_floor):
+        collapsed_var = params.expert_var <= var_floor * (1.0 + 1e-9)
+        empty = weight_sums <= _EMPTY_SHARE * total_weight
+        return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
+
+    def _run_em(self, family, params, X, y, sample_weight, var_floor):
+        total_weight = float(sample_weight.sum())
+        resp, log_lik = self._e_step(family, params, X, y, sample_weight)
+        if not np.isfinite(log_lik):
+            raise FloatingPointError("the start has a non-finite log-likelihood")
+        trace = [log_lik / total_weight]
+        converged = False
+        degenerate = []
+        n_iter = 0
+        for n_iter in range(1, self.max_iter + 1):
+            new_params, weight_sums = self._m_step(family, params, X, y, sample_weight, resp,
+                                                   var_floor)
+            new_resp, new_log_lik = self._e_step(family, new_params, X, y, sample_weight)
+            if not np.isfinite(new_log_lik) or not new_params.is_finite():
+                # Keep the last good iterate rather than return NaN parameters.
+                warnings.warn(
+                    f"EM produced non-finite values at iteration {n_iter}; stopping at the last "
+                    "finite iterate. Increase reg_var or scale X.", DegenerateExpertWarning,
+                    stacklevel=3)
+                break
+            params, resp = new_params, new_resp
+            found = self._find_degenerate(params, weight_sums, total_weight, var_floor)
+            if found:
+                if self.on_degenerate == "restart":
+                    raise _DegenerateRun(found)
+                degenerate = sorted(set(degenerate) | set(found))
+            trace.append(new_log_lik / total_weight)
+            if self.verbose > 1:
+                print(f"  iteration {n_iter:4d}  mean log-likelihood {trace[-1]:.10g}")
+            change = abs(new_log_lik - log_lik)
+            log_lik = new_log_lik
+            if change <= self.tol * abs(log_lik):
+                converged = True
+                break
+        return params, np.asarray(trace), converged, n_iter, degenerate
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model by EM from ``n_init`` starts, keeping the best.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows in the log-likelihood.
+
+        Returns
+        -------
+        self : GaussianMoERegressor
+        """
+        started = time.perf_counter()
+        family = self._check_parameters()
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        X = np.ascontiguousarray(X)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        n_samples, n_features = X.shape
+        sample_weight = self._check_sample_weight(sample_weight, n_samples)
+        if self.n_experts > n_samples:
+            raise ValueError(f"Expected n_samples >= n_experts, got n_experts={self.n_experts}, "
+                             f"n_samples={n_samples}.")
+        n_params = self._count_parameters(family, n_features)
+        n_used = int(np.count_nonzero(sample_weight))
+        if n_used < n_params:
+            warnings.warn(
+                f"Fewer samples with positive weight ({n_used}) than free parameters "
+                f"({n_params} for n_experts={self.n_experts}, n_features={n_features}): the "
+                "maximum-likelihood estimate is not unique and variances may sit at the floor. "
+                "Use fewer experts or more data.", DegenerateExpertWarning, stacklevel=2)
+        if np.ptp(y) == 0:
+            warnings.warn("y is constant: every expert's variance sits at the floor "
+                          "reg_var (relative to 1); the likelihood is unbounded.",
+                          DegenerateExpertWarning, stacklevel=2)
+        var_floor = max(compute_var_floor(y, sample_weight, self.reg_var),
+                        np.finfo(np.float64).tiny)
+
+        rng = check_random_state(self.random_state)
+        warm = self.warm_start and hasattr(self, "mixing_measure_")
+        n_starts = 1 if warm or isinstance(self.init_params, MixingMeasure) else self.n_init
+        best = None
+        start_log_liks = []
+        attempts = 0
+        max_attempts = n_starts + (_MAX_EXTRA_RESTARTS if self.on_degenerate == "restart" else 0)
+        fallback = None
+        while len(start_log_liks) < n_starts and attempts < max_attempts:
+            attempts += 1
+            if warm:
+                params = _Params.from_measure(self.mixing_measure_)
+            elif isinstance(self.init_params, MixingMeasure):
+                params = self._start_from_measure(family, n_features)
+            else:
+                labels = self._initial_labels(X, y, sample_weight, rng)
+                params = self._start_from_labels(family, X, y, sample_weight, var_floor, labels,
+                                                 self._initial_temperature())
+            try:
+                result = self._run_em(family, params, X, y, sample_weight, var_floor)
+            except _DegenerateRun as err:
+                if self.verbose:
+                    print(f"start {attempts}: experts {err.args[0]} collapsed; restarting")
+                if fallback is None:
+                    fallback = params
+                if warm or isinstance(self.init_params, MixingMeasure):
+                    break
+                continue
+            start_log_liks.append(result[1][-1])
+            if self.verbose:
+                print(f"start {attempts}: mean log-likelihood {result[1][-1]:.10g}, "
+                      f"{result[3]} iterations, converged={result[2]}")
+            if best is None or result[1][-1] > best[1][-1]:
+                best = result
+        if best is None:
+            # Every start degenerated under on_degenerate="restart": report the first one.
+            warnings.warn("Every start had a collapsing expert; keeping the first start's fit. "
+                          "Use fewer experts or a larger reg_var.", DegenerateExpertWarning,
+                          stacklevel=2)
+            saved, self.on_degenerate = self.on_degenerate, "warn"
+            try:
+                best = self._run_em(family, fallback, X, y, sample_weight, var_floor)
+            finally:
+                self.on_degenerate = saved
+            start_log_liks.append(best[1][-1])
+
+        params, trace, converged, n_iter, degenerate = best
+        self._set_fitted(params, trace, converged, n_iter, degenerate, start_log_liks)
+        if degenerate:
+            warnings.warn(
+                f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
+                "weight near 0). The fit is finite but the likelihood may be unbounded there; "
+                "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
+                DegenerateExpertWarning, stacklevel=2)
+        if not converged:
+            warnings.warn(
+                f"EM did not converge in max_iter={self.max_iter} iterations (relative "
+                f"log-likelihood change above tol={self.tol}). Increase max_iter or tol, or "
+                "check the data.", ConvergenceWarning, stacklevel=2)
+        self.fit_time_ = time.perf_counter() - started
+        return self
+
+    def _count_parameters(self, family, n_features):
+        k = self.n_experts
+        gate = family.n_free_parameters(k, n_features,
+                                        learn_temperature=self._learns_temperature())
+        return gate + k * (n_features + 1) + k
+
+    def _set_fitted(self, params, trace, converged, n_iter, degenerate, start_log_liks):
+        measure = params.to_measure(self)
+        self.mixing_measure_ = measure
+        self.gate_coef_ = np.array(measure.gate_coef)
+        self.gate_intercept_ = np.array(measure.gate_intercept)
+        self.temperature_ = measure.temperature
+        self.expert_coef_ = np.array(measure.expert_coef)
+        self.expert_intercept_ = np.array(measure.expert_intercept)
+        self.expert_var_ = np.array(measure.expert_var)
+        self.converged_ = bool(converged)
+        self.n_iter_ = int(n_iter)
+        self.lower_bounds_ = trace
+        self.lower_bound_ = float(trace[-1])
+        self.init_log_likelihoods_ = np.asarray(start_log_liks)
+        self.degenerate_experts_ = list(degenerate)
+
+    # ------------------------------------------------------------ predictions
+    def _check_X(self, X):
+        check_is_fitted(self, "mixing_measure_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return np.ascontiguousarray(X)
+
+    def _check_Xy(self, X, y):
+        check_is_fitted(self, "mixing_measure_")
+        X, y = validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
+        return np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=np.float64)
+
+    def _log_gate(self, X):
+        m = self.mixing_measure_
+        return m.family.log_gate(X, m.gate_coef, m.gate_intercept, m.temperature)
+
+    def predict_proba(self, X):
+        """Gate probabilities ``g_i(x)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
+        return np.exp(self._log_gate(self._check_X(X)))
+
+    def predict(self, X):
+        """Conditional mean ``E[y | x] = sum_i g_i(x) (a_i^T x + b_i)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        X = self._check_X(X)
+        m = self.mixing_measure_
+        gate = np.exp(self._log_gate(X))
+        return np.sum(gate * compute_expert_means(X, m.expert_coef, m.expert_intercept), axis=1)
+
+    def _e_step_rows(self, X, y):
+        m = self.mixing_measure_
+        return compute_e_step(X, y, self._log_gate(X), m.expert_coef, m.expert_intercept,
+                              m.expert_var)
+
+    def predict_responsibilities(self, X, y):
+        """Posterior probability of each expert given ``(x, y)``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
+        X, y = self._check_Xy(X, y)
+        return self._e_step_rows(X, y)[0]
+
+    def score_samples(self, X, y):
+        """Conditional log-density ``log p(y_i | x_i)`` of every row.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        X, y = self._check_Xy(X, y)
+        return self._e_step_rows(X, y)[1]
+
+    def log_likelihood(self, X, y, sample_weight=None):
+        """Total (weighted) conditional log-likelihood of ``(X, y)``."""
+        log_lik = self.score_samples(X, y)
+        sample_weight = self._check_sample_weight(sample_weight, log_lik.shape[0])
+        return float(np.dot(sample_weight, log_lik))
+
+    def bic(self, X, y):
+        """Bayesian information criterion ``-2 L + p log n`` (lower is better)."""
+        log_lik = self.log_likelihood(X, y)
+        return -2.0 * log_lik + self._n_parameters() * np.log(np.asarray(X).shape[0])
+
+    def aic(self, X, y):
+        """Akaike information criterion ``-2 L + 2 p`` (lower is better)."""
+        return -2.0 * self.log_likelihood(X, y) + 2.0 * self._n_parameters()
+
+    def sample(self, X, random_state=None):
+        """Draw ``y`` from the fitted conditional density at every row of ``X``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        from .model import sample_moe
+
+        return sample_moe(self.mixing_measure_, self._check_X(X), random_state=random_state)
+
+    def predict_distribution(self, X):
+        """The predictive mixture ``p(y | x)`` at every row of ``X``.
+
+        Returns
+        -------
+        PredictiveMixture
+        """
+        from .predictive import predictive_distribution
+
+        return predictive_distribution(self.mixing_measure_, self._check_X(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+def log_likelihood_scorer(estimator, X, y, sample_weight=None):
+    """Mean conditional log-likelihood, a scorer for model selection (higher is better).
+
+    Use as ``GridSearchCV(est, grid, scoring=gmoe.log_likelihood_scorer)``.
+    """
+    log_lik = estimator.score_samples(X, y)
+    if sample_weight is None:
+        return float(np.mean(log_lik))
+    sample_weight = np.asarray(sample_weight, dtype=np.float64)
+    return float(np.dot(sample_weight, log_lik) / sample_weight.sum())
+
+
+class _Params:
+    """The parameters of one EM iterate (plain arrays; no validation)."""
+
+    __slots__ = ("gate_coef", "gate_intercept", "temperature", "expert_coef",
+                 "expert_intercept", "expert_var")
+
+    def __init__(self, gate_coef, gate_intercept, temperature, expert_coef, expert_intercept,
+                 expert_var):
+        self.gate_coef = gate_coef
+        self.gate_intercept = gate_intercept
+        self.temperature = temperature
+        self.expert_coef = expert_coef
+        self.expert_intercept = expert_intercept
+        self.expert_var = expert_var
+
+    def _replace(self, **changes):
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return _Params(**fields)
+
+    def is_finite(self):
+        arrays = [self.gate_coef, self.gate_intercept, self.expert_coef, self.expert_intercept,
+                  self.expert_var]
+        ok = all(np.all(np.isfinite(a)) for a in arrays)
+        return ok and (self.temperature is None or np.isfinite(self.temperature))
+
+    @classmethod
+    def from_measure(cls, measure):
+        return cls(np.array(measure.gate_coef), np.array(measure.gate_intercept),
+                   measure.temperature, np.array(measure.expert_coef),
+                   np.array(measure.expert_intercept), np.array(measure.expert_var))
+
+    def to_measure(self, estimator):
+        return MixingMeasure(self.gate_coef, self.gate_intercept, self.expert_coef,
+                             self.expert_intercept, self.expert_var, gating=estimator.gating,
+                             temperature=self.temperature, top_k=estimator.top_k,
+                             topk_selection=estimator.topk_selection,
+                             activation=estimator.activation, rebase=True)
