@@ -12,7 +12,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
-from .experts import compute_expert_means, compute_var_floor, estimate_expert_params
+from .experts import (
+    compute_expert_log_density,
+    compute_expert_means,
+    compute_var_floor,
+    estimate_expert_params,
+)
 from .gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS, make_gating
 from .model import MixingMeasure, compute_e_step
 from .utils import check_random_state
@@ -252,9 +257,12 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         resp = np.full((n_samples, k), _INIT_SMOOTHING / k)
         resp[np.arange(n_samples), labels] += 1.0 - _INIT_SMOOTHING
         coef, intercept, var, _ = estimate_expert_params(X, y, resp, sample_weight, var_floor)
-        params = _Params(np.zeros((k, X.shape[1])), np.zeros(k), temperature, coef, intercept,
-                         var)
-        return self._gate_m_step(family, params, X, resp * sample_weight[:, None])
+        # The family's first gate (the softmax fit, mapped to the family) is the start as it
+        # is: a gate M-step here can drive a tanh/sigmoid gate onto its symmetric fixed
+        # point beta1_1 = -beta1_2, which EM never leaves (SPEC 2.2).
+        gate_coef, gate_intercept = family.initial_gate(X, resp * sample_weight[:, None],
+                                                        temperature)
+        return _Params(gate_coef, gate_intercept, temperature, coef, intercept, var)
 
     def _initial_labels(self, X, y, sample_weight, rng):
         data = np.column_stack([X, y])
@@ -276,14 +284,18 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return float(self.temperature) if self.gating in ("temperature", "activation") else None
 
     # ------------------------------------------------------------------ EM
-    def _gate_m_step(self, family, params, X, weighted_resp):
+    def _gate_m_step(self, family, params, X, y, sample_weight, weighted_resp):
+        args = (X, weighted_resp, params.gate_coef, params.gate_intercept, params.temperature)
         if self.gating == "activation":
-            gate_coef, gate_intercept, temperature = family.m_step(
-                X, weighted_resp, params.gate_coef, params.gate_intercept, params.temperature,
-                learn_temperature=self._learns_temperature())
+            result = family.m_step(*args, learn_temperature=self._learns_temperature())
+        elif self.gating == "topk":
+            expert_log_density = compute_expert_log_density(
+                X, y, params.expert_coef, params.expert_intercept, params.expert_var)
+            result = family.m_step(*args, expert_log_density=expert_log_density,
+                                   sample_weight=sample_weight)
         else:
-            gate_coef, gate_intercept, temperature = family.m_step(
-                X, weighted_resp, params.gate_coef, params.gate_intercept, params.temperature)
+            result = family.m_step(*args)
+        gate_coef, gate_intercept, temperature = result
         return params._replace(gate_coef=gate_coef, gate_intercept=gate_intercept,
                                temperature=temperature)
 
@@ -298,7 +310,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         coef, intercept, var, weight_sums = estimate_expert_params(X, y, resp, sample_weight,
                                                                    var_floor)
         params = params._replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
-        params = self._gate_m_step(family, params, X, resp * sample_weight[:, None])
+        params = self._gate_m_step(family, params, X, y, sample_weight,
+                                   resp * sample_weight[:, None])
         return params, weight_sums
 
     def _find_degenerate(self, params, weight_sums, total_weight, var_floor):

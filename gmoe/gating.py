@@ -121,6 +121,20 @@ class SoftmaxGating:
         """Number of free gate parameters under the identifiability convention."""
         return (n_experts - 1) * (n_features + 1)
 
+    def initial_gate(self, X, weighted_resp, temperature=None):
+        """A first gate for given responsibilities: the softmax fit from zero.
+
+        Returns
+        -------
+        gate_coef, gate_intercept
+        """
+        n_experts = weighted_resp.shape[1]
+        zeros = np.zeros((n_experts, X.shape[1])), np.zeros(n_experts)
+        scale = temperature if self.uses_temperature else 1.0
+        coef, intercept = _softmax_m_step(X, weighted_resp, *zeros, scale,
+                                          np.arange(n_experts - 1), 20)
+        return coef, intercept
+
     def m_step(self, X, weighted_resp, gate_coef, gate_intercept, temperature=None, *,
                max_iter=20):
         """Gate M-step: Newton ascent of ``Q`` from the current parameters.
@@ -206,6 +220,26 @@ class TopKGating(SoftmaxGating):
         mask = self.active_mask(X, gate_coef, gate_intercept)
         return compute_log_softmax(np.where(mask, logits, -np.inf))
 
+    def m_step(self, X, weighted_resp, gate_coef, gate_intercept, temperature=None, *,
+               expert_log_density, sample_weight, max_iter=20):
+        """Gate M-step: held-selection Newton, then a search over the selection boundaries.
+
+        Unlike the other families, the step needs the experts' log-densities
+        ``(n_samples, n_experts)`` and the sample weights, because the boundaries are
+        moved by maximising the log-likelihood itself (SPEC 3); the log-likelihood never
+        falls.
+
+        Returns
+        -------
+        gate_coef, gate_intercept, None
+        """
+        from . import _gate_topk
+
+        coef, intercept = _gate_topk.m_step(self, X, weighted_resp, gate_coef, gate_intercept,
+                                            expert_log_density, sample_weight,
+                                            max_iter=max_iter)
+        return coef, intercept, None
+
 
 class ActivationGating(SoftmaxGating):
     """Activation dense-to-sparse gate: logits ``(sigma(beta1_i^T x) + beta0_i) / tau``.
@@ -225,6 +259,41 @@ class ActivationGating(SoftmaxGating):
     def logits(self, X, gate_coef, gate_intercept, temperature=None):
         """Logits ``s(x)``, shape (n_samples, n_experts)."""
         return (compute_activation(X @ gate_coef.T, self.activation) + gate_intercept) / temperature
+
+    def initial_gate(self, X, weighted_resp, temperature=None):
+        """A first gate: the softmax fit mapped through the activation's slope at 0.
+
+        Starting every ``beta1`` at 0 would sit on the symmetric fixed point
+        ``beta1_1 = -beta1_2`` of tanh/sigmoid, which EM never leaves; the linearisation
+        ``sigma(u) ~ sigma(0) + sigma'(0) u`` of the fitted softmax gate is a start off it.
+        """
+        coef, intercept = SoftmaxGating.initial_gate(self, X, weighted_resp, temperature)
+        slope_at_zero = compute_activation_derivatives(np.zeros(1), self.activation)[0][0]
+        return coef / slope_at_zero, intercept
+
+    def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
+        """Every slope, all intercepts but the reference's, and ``tau`` when learned."""
+        return n_experts * n_features + n_experts - 1 + (1 if learn_temperature else 0)
+
+    def m_step(self, X, weighted_resp, gate_coef, gate_intercept, temperature=None, *,
+               learn_temperature=True, max_iter=20):
+        """Gate M-step: damped Newton with an eigenvalue-clipped Hessian (SPEC 3).
+
+        ``Q`` is not concave in ``beta1``; steps are accepted only when ``Q`` rises.
+        ``tau`` is learned on the log scale when ``learn_temperature`` is True.
+
+        Returns
+        -------
+        gate_coef, gate_intercept, temperature
+        """
+        from . import _gate_activation
+
+        vector = _gate_activation.pack(gate_coef, gate_intercept, temperature,
+                                       learn_temperature)
+        vector = _gate_activation.maximise(vector, X, weighted_resp, self.activation,
+                                           temperature, learn_temperature, max_iter=max_iter)
+        return _gate_activation.unpack(vector, gate_coef.shape[0], X.shape[1], temperature,
+                                       learn_temperature)
 
 
 def make_gating(gating="softmax", *, top_k=None, topk_selection="affine", activation=None,
@@ -364,7 +433,20 @@ def solve_newton_direction(neg_hess, grad):
     return grad / scale
 
 
-def maximise_softmax_gate(theta, Z, weighted_resp, free, *, max_iter=20, tol=1e-10):
+def _masked_log_softmax(Z, theta, mask):
+    logits = Z @ theta.T
+    if mask is not None:
+        logits = np.where(mask, logits, -np.inf)
+    return compute_log_softmax(logits)
+
+
+def _masked_objective(weighted_resp, log_gate, mask):
+    if mask is None:
+        return float(np.sum(weighted_resp * log_gate))
+    return float(np.sum(weighted_resp[mask] * log_gate[mask]))
+
+
+def maximise_softmax_gate(theta, Z, weighted_resp, free, *, mask=None, max_iter=20, tol=1e-10):
     """Newton ascent of the softmax gate objective from a warm start.
 
     Parameters
@@ -373,8 +455,11 @@ def maximise_softmax_gate(theta, Z, weighted_resp, free, *, max_iter=20, tol=1e-
         Starting point; rows not in ``free`` are kept as they are.
     Z : ndarray of shape (n_samples, n_features + 1)
     weighted_resp : ndarray of shape (n_samples, n_experts)
+        Zero wherever ``mask`` is False.
     free : ndarray of int
         The rows of ``theta`` that move.
+    mask : ndarray of bool of shape (n_samples, n_experts), optional
+        Active sets held fixed (top-K): the softmax runs over each row's active experts.
     max_iter : int, default=20
         Newton steps at most.
     tol : float, default=1e-10
@@ -389,8 +474,8 @@ def maximise_softmax_gate(theta, Z, weighted_resp, free, *, max_iter=20, tol=1e-
     if len(free) == 0:
         return theta
     row_total = weighted_resp.sum(axis=1)
-    log_gate = compute_log_softmax(Z @ theta.T)
-    objective = float(np.sum(weighted_resp * log_gate))
+    log_gate = _masked_log_softmax(Z, theta, mask)
+    objective = _masked_objective(weighted_resp, log_gate, mask)
     for _ in range(max_iter):
         gate = np.exp(log_gate)
         grad = _gate_gradient(gate, Z, weighted_resp, row_total)[free].ravel()
@@ -401,8 +486,8 @@ def maximise_softmax_gate(theta, Z, weighted_resp, free, *, max_iter=20, tol=1e-
         for _halving in range(40):
             candidate = theta.copy()
             candidate[free] += t * step
-            candidate_log_gate = compute_log_softmax(Z @ candidate.T)
-            value = float(np.sum(weighted_resp * candidate_log_gate))
+            candidate_log_gate = _masked_log_softmax(Z, candidate, mask)
+            value = _masked_objective(weighted_resp, candidate_log_gate, mask)
             if value >= objective:
                 accepted = True
                 break
