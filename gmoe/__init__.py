@@ -4,6 +4,7 @@ Softmax, top-K sparse, dense-to-sparse (temperature) and activation gating; Voro
 metrics; a convergence-rate simulation harness.
 """
 
+from . import alignment
 from .estimator import GaussianMoERegressor, log_likelihood_scorer
 from .exceptions import DegenerateExpertWarning, GMoEWarning, SingularInformationWarning
 from .model import (
@@ -14,6 +15,7 @@ from .model import (
     make_design,
     sample_moe,
 )
+from .predictive import PredictiveMixture, predictive_distribution
 
 __version__ = "0.1.0.dev0"
 
@@ -22,11 +24,14 @@ __all__ = [
     "GMoEWarning",
     "GaussianMoERegressor",
     "MixingMeasure",
+    "PredictiveMixture",
     "SingularInformationWarning",
+    "alignment",
     "compute_e_step",
     "conditional_log_density",
     "e_step",
     "log_likelihood_scorer",
+    "predictive_distribution",
     "make_design",
     "sample_moe",
 ]

@@ -29,6 +29,8 @@ __all__ = ["GaussianMoERegressor", "log_likelihood_scorer"]
 _INIT_SMOOTHING = 0.2
 # An expert whose share of the total weight falls below this is numerically empty.
 _EMPTY_SHARE = 1e-8
+# k-means starts cluster at most this many rows.
+_KMEANS_MAX_ROWS = 20000
 # Extra starts tried, beyond n_init, when on_degenerate="restart" discards runs.
 _MAX_EXTRA_RESTARTS = 10
 
@@ -271,9 +273,14 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         k = self.n_experts
         seed = int(rng.integers(np.iinfo(np.int32).max))
         if self.init_params == "kmeans":
+            # Cluster a subsample and label every row by its nearest centre: a start needs
+            # no more, and it keeps the start O(n) cheap for n in the millions.
+            fit_rows = np.flatnonzero(sample_weight > 0)
+            if len(fit_rows) > _KMEANS_MAX_ROWS:
+                fit_rows = np.sort(rng.choice(fit_rows, size=_KMEANS_MAX_ROWS, replace=False))
             km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(
-                data, sample_weight=sample_weight)
-            return km.labels_
+                data[fit_rows], sample_weight=sample_weight[fit_rows])
+            return km.predict(data)
         # Distinct rows with positive weight serve as centres.
         candidates = np.flatnonzero(sample_weight > 0)
         centres = data[rng.choice(candidates, size=min(k, len(candidates)), replace=False)]
@@ -464,7 +471,15 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return gate + k * (n_features + 1) + k
 
     def _set_fitted(self, params, trace, converged, n_iter, degenerate, start_log_liks):
-        measure = params.to_measure(self)
+        self._set_measure(params.to_measure(self))
+        self.converged_ = bool(converged)
+        self.n_iter_ = int(n_iter)
+        self.lower_bounds_ = trace
+        self.lower_bound_ = float(trace[-1])
+        self.init_log_likelihoods_ = np.asarray(start_log_liks)
+        self.degenerate_experts_ = list(degenerate)
+
+    def _set_measure(self, measure):
         self.mixing_measure_ = measure
         self.gate_coef_ = np.array(measure.gate_coef)
         self.gate_intercept_ = np.array(measure.gate_intercept)
@@ -472,12 +487,6 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         self.expert_coef_ = np.array(measure.expert_coef)
         self.expert_intercept_ = np.array(measure.expert_intercept)
         self.expert_var_ = np.array(measure.expert_var)
-        self.converged_ = bool(converged)
-        self.n_iter_ = int(n_iter)
-        self.lower_bounds_ = trace
-        self.lower_bound_ = float(trace[-1])
-        self.init_log_likelihoods_ = np.asarray(start_log_liks)
-        self.degenerate_experts_ = list(degenerate)
 
     # ------------------------------------------------------------ predictions
     def _check_X(self, X):
@@ -574,16 +583,46 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
         return sample_moe(self.mixing_measure_, self._check_X(X), random_state=random_state)
 
-    def predict_distribution(self, X):
+    def predict_distribution(self, X, *, chunk_size=None):
         """The predictive mixture ``p(y | x)`` at every row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        chunk_size : int, optional
+            Rows per block in the mixture's vectorised methods (memory bound).
 
         Returns
         -------
         PredictiveMixture
+            Mean, variance, quantiles, intervals, densities and draws of ``y`` given ``x``.
         """
         from .predictive import predictive_distribution
 
-        return predictive_distribution(self.mixing_measure_, self._check_X(X))
+        return predictive_distribution(self.mixing_measure_, self._check_X(X),
+                                       chunk_size=chunk_size)
+
+    def align_to(self, reference):
+        """Relabel the fitted experts to match ``reference`` (in place; same density).
+
+        Parameters
+        ----------
+        reference : MixingMeasure or fitted GaussianMoERegressor
+            Same ``n_experts`` and ``n_features``.
+
+        Returns
+        -------
+        self : GaussianMoERegressor
+            With ``alignment_permutation_``: new expert ``j`` is old expert
+            ``alignment_permutation_[j]``. See :func:`gmoe.alignment.align_to`.
+        """
+        from .alignment import align_to
+
+        check_is_fitted(self, "mixing_measure_")
+        aligned, perm = align_to(self.mixing_measure_, reference)
+        self._set_measure(aligned)
+        self.alignment_permutation_ = perm
+        return self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import expit, ndtr
 
-from ._kernels import log_softmax_into
+from . import _kernels
 from ._validation import check_int_in_range, check_option
 
 GATINGS = ("softmax", "topk", "temperature", "activation")
@@ -38,7 +38,10 @@ def compute_log_softmax(logits):
     """
     logits = np.ascontiguousarray(logits, dtype=np.float64)
     out = np.empty_like(logits)
-    log_softmax_into(logits, out)
+    if logits.shape[0] >= _kernels.PARALLEL_MIN_ROWS:
+        _kernels.log_softmax_into(logits, out)
+    else:
+        _kernels.log_softmax_serial_into(logits, out)
     return out
 
 

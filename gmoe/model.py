@@ -198,8 +198,12 @@ class MixingMeasure:
         return np.concatenate(parts)
 
     @classmethod
-    def from_vector(cls, vector, like):
-        """Build a measure shaped like ``like`` from a vector made by :meth:`to_vector`."""
+    def from_vector(cls, vector, like, *, rebase=False):
+        """Build a measure shaped like ``like`` from a vector made by :meth:`to_vector`.
+
+        ``rebase=True`` translates the gate onto the identifiability convention (useful
+        after perturbing a vector); by default a vector that breaks it is an error.
+        """
         k, d = like.n_experts, like.n_features
         size = 2 * k * d + 3 * k + (1 if like.family.uses_temperature else 0)
         vector = check_float_array(vector, "vector", ndim=1, shape=(size,))
@@ -220,7 +224,7 @@ class MixingMeasure:
         if like.family.uses_temperature:
             options["temperature"] = float(vector[pos])
         return cls(gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var,
-                   **options)
+                   rebase=rebase, **options)
 
     def identifiable(self):
         """The representative of this model on the identifiable scale (SPEC 2.2).
@@ -254,6 +258,24 @@ class MixingMeasure:
                                 gate_intercept=intercept / scale)
         return self
 
+    def align_to(self, reference):
+        """Relabel the experts to match ``reference`` by optimal matching.
+
+        Returns
+        -------
+        aligned : MixingMeasure
+            The same density, expert ``j`` matched with the reference's expert ``j``.
+        perm : ndarray of int
+            ``aligned`` expert ``j`` is expert ``perm[j]`` of this measure.
+
+        See Also
+        --------
+        gmoe.alignment.align_to
+        """
+        from .alignment import align_to
+
+        return align_to(self, reference)
+
     def is_symmetric_fixed_point(self, *, atol=1e-12):
         """Whether a two-expert tanh/sigmoid gate has ``beta1_1 = -beta1_2`` (SPEC 2.2).
 
@@ -267,10 +289,11 @@ class MixingMeasure:
     # --------------------------------------------------------------- density
     def log_gate(self, X):
         """Log-gate ``log g_i(x)`` for every row of ``X``, shape (n_samples, n_experts)."""
-        X = self._check_X(X)
+        X = self.check_X(X)
         return self.family.log_gate(X, self.gate_coef, self.gate_intercept, self.temperature)
 
-    def _check_X(self, X):
+    def check_X(self, X):
+        """Return ``X`` as a checked float64 array of shape (n_samples, n_features)."""
         return check_float_array(X, "X", ndim=2, shape=(None, self.n_features))
 
     def __repr__(self):
@@ -297,12 +320,13 @@ class MixingMeasure:
 
 
 def _check_Xy(measure, X, y):
-    X = measure._check_X(X)
+    X = measure.check_X(X)
     y = check_float_array(y, "y", ndim=1, shape=(X.shape[0],))
     return X, y
 
 
-def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *, parallel=True):
+def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *,
+                   parallel=None):
     """Run the fused numba E-step on validated float64 arrays.
 
     Parameters
@@ -312,8 +336,9 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *,
     log_gate : ndarray of shape (n_samples, n_experts)
     expert_coef : ndarray of shape (n_experts, n_features)
     expert_intercept, expert_var : ndarray of shape (n_experts,)
-    parallel : bool, default=True
-        Use the row-parallel kernel (identical results either way).
+    parallel : bool, optional
+        Use the row-parallel kernel (identical results either way). By default it is
+        used from ``gmoe._kernels.PARALLEL_MIN_ROWS`` rows on.
 
     Returns
     -------
@@ -325,6 +350,8 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *,
     n_samples, n_experts = log_gate.shape
     resp = np.empty((n_samples, n_experts))
     log_lik = np.empty(n_samples)
+    if parallel is None:
+        parallel = n_samples >= _kernels.PARALLEL_MIN_ROWS
     kernel = _kernels.e_step_into if parallel else _kernels.e_step_serial_into
     kernel(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64),
            np.ascontiguousarray(log_gate, dtype=np.float64),
@@ -412,10 +439,10 @@ def sample_moe(measure, X, *, random_state=None, return_labels=False):
     """
     if not isinstance(measure, MixingMeasure):
         raise ValueError(f"measure must be a MixingMeasure, got {type(measure).__name__}.")
-    X = measure._check_X(X)
+    X = measure.check_X(X)
     rng = check_random_state(random_state)
     gate = np.exp(measure.log_gate(X))
-    uniform = rng.random(X.shape[0])
+    uniform = 1.0 - rng.random(X.shape[0])  # in (0, 1]: never selects a zero-gate expert
     cumulative = np.cumsum(gate, axis=1)
     labels = np.minimum(np.sum(cumulative < uniform[:, None] * cumulative[:, -1:], axis=1),
                         measure.n_experts - 1)

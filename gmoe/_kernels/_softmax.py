@@ -36,3 +36,4 @@ def _log_softmax(logits, out):
 
 
 log_softmax_into = numba.njit(parallel=True, **NJIT)(_log_softmax)
+log_softmax_serial_into = numba.njit(parallel=False, **NJIT)(_log_softmax)
