@@ -4,7 +4,7 @@ Softmax, top-K sparse, dense-to-sparse (temperature) and activation gating; Voro
 metrics; a convergence-rate simulation harness.
 """
 
-from . import alignment
+from . import alignment, metrics
 from .estimator import GaussianMoERegressor, log_likelihood_scorer
 from .exceptions import DegenerateExpertWarning, GMoEWarning, SingularInformationWarning
 from .model import (
@@ -27,6 +27,7 @@ __all__ = [
     "PredictiveMixture",
     "SingularInformationWarning",
     "alignment",
+    "metrics",
     "compute_e_step",
     "conditional_log_density",
     "e_step",

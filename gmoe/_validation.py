@@ -45,7 +45,8 @@ def check_float_array(value, name, *, ndim, shape=None, finite=True):
     if shape is not None:
         for axis, (want, got) in enumerate(zip(shape, arr.shape, strict=True)):
             if want is not None and want != got:
-                expected = tuple("?" if s is None else s for s in shape)
+                expected = "(" + ", ".join("?" if s is None else str(s) for s in shape) + (
+                    ",)" if len(shape) == 1 else ")")
                 raise ValueError(
                     f"{name} must have shape {expected}, got shape {arr.shape} "
                     f"(axis {axis} is {got}, expected {want})."

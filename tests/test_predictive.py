@@ -425,7 +425,7 @@ def test_predictive_distribution_validation():
         predictive_distribution(object(), np.zeros((2, 1)))
     with pytest.raises(ValueError, match="Reshape your data"):
         predictive_distribution(_softmax(), np.zeros(3))
-    with pytest.raises(ValueError, match=re.escape("X must have shape ('?', 1)")):
+    with pytest.raises(ValueError, match=re.escape("X must have shape (?, 1)")):
         predictive_distribution(_softmax(), np.zeros((3, 2)))
 
 

@@ -10,8 +10,58 @@ from ._config import NJIT
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, out_resp, out_log_lik):
-    """Responsibilities and per-row log-likelihood in one pass (no validation).
+@numba.njit(inline="always", **NJIT)
+def _e_step_row(i, X, y, log_gate, expert_coef, expert_intercept, log_norm_const, inv_var,
+                out_resp, out_log_lik):
+    """Responsibilities and log-likelihood of row ``i`` (no validation)."""
+    n_features = X.shape[1]
+    n_experts = expert_intercept.shape[0]
+    row_max = -np.inf
+    for j in range(n_experts):
+        lg = log_gate[i, j]
+        if lg == -np.inf:
+            out_resp[i, j] = -np.inf
+            continue
+        mean = expert_intercept[j]
+        for f in range(n_features):
+            mean += X[i, f] * expert_coef[j, f]
+        resid = y[i] - mean
+        joint = lg + log_norm_const[j] - 0.5 * resid * resid * inv_var[j]
+        out_resp[i, j] = joint
+        if joint > row_max:
+            row_max = joint
+    if row_max == -np.inf:
+        # Cannot happen for a valid gate (some expert is active); never write NaN.
+        for j in range(n_experts):
+            out_resp[i, j] = 0.0
+        out_log_lik[i] = -np.inf
+        return
+    total = 0.0
+    for j in range(n_experts):
+        weight = math.exp(out_resp[i, j] - row_max)
+        out_resp[i, j] = weight
+        total += weight
+    out_log_lik[i] = row_max + math.log(total)
+    inv_total = 1.0 / total
+    for j in range(n_experts):
+        out_resp[i, j] *= inv_total
+
+
+@numba.njit(**NJIT)
+def _expert_constants(expert_var):
+    n_experts = expert_var.shape[0]
+    log_norm_const = np.empty(n_experts)
+    inv_var = np.empty(n_experts)
+    for j in range(n_experts):
+        log_norm_const[j] = -0.5 * (_LOG_2PI + math.log(expert_var[j]))
+        inv_var[j] = 1.0 / expert_var[j]
+    return log_norm_const, inv_var
+
+
+@numba.njit(parallel=True, **NJIT)
+def e_step_into(X, y, log_gate, expert_coef, expert_intercept, expert_var, out_resp,
+                out_log_lik):
+    """Responsibilities and per-row log-likelihood in one row-parallel pass (no validation).
 
     Parameters
     ----------
@@ -20,48 +70,21 @@ def _e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, out_resp,
     log_gate : float64 (n_samples, n_experts); ``-inf`` marks an inactive expert
     expert_coef : float64 (n_experts, n_features)
     expert_intercept, expert_var : float64 (n_experts,)
-    out_resp : float64 (n_samples, n_experts), written
+    out_resp : float64 (n_samples, n_experts), written: responsibilities
     out_log_lik : float64 (n_samples,), written: ``log p(y_i | x_i)``
     """
-    n_samples, n_features = X.shape
-    n_experts = expert_intercept.shape[0]
-    log_norm_const = np.empty(n_experts)
-    inv_var = np.empty(n_experts)
-    for j in range(n_experts):
-        log_norm_const[j] = -0.5 * (_LOG_2PI + math.log(expert_var[j]))
-        inv_var[j] = 1.0 / expert_var[j]
+    log_norm_const, inv_var = _expert_constants(expert_var)
     # Rows are independent and write disjoint outputs: identical results for any thread count.
-    for i in numba.prange(n_samples):
-        row_max = -np.inf
-        for j in range(n_experts):
-            lg = log_gate[i, j]
-            if lg == -np.inf:
-                out_resp[i, j] = -np.inf
-                continue
-            mean = expert_intercept[j]
-            for f in range(n_features):
-                mean += X[i, f] * expert_coef[j, f]
-            resid = y[i] - mean
-            joint = lg + log_norm_const[j] - 0.5 * resid * resid * inv_var[j]
-            out_resp[i, j] = joint
-            if joint > row_max:
-                row_max = joint
-        if row_max == -np.inf:
-            # Cannot happen for a valid gate (some expert is active); never write NaN.
-            for j in range(n_experts):
-                out_resp[i, j] = 0.0
-            out_log_lik[i] = -np.inf
-            continue
-        total = 0.0
-        for j in range(n_experts):
-            weight = math.exp(out_resp[i, j] - row_max)
-            out_resp[i, j] = weight
-            total += weight
-        out_log_lik[i] = row_max + math.log(total)
-        inv_total = 1.0 / total
-        for j in range(n_experts):
-            out_resp[i, j] *= inv_total
+    for i in numba.prange(X.shape[0]):
+        _e_step_row(i, X, y, log_gate, expert_coef, expert_intercept, log_norm_const, inv_var,
+                    out_resp, out_log_lik)
 
 
-e_step_into = numba.njit(parallel=True, **NJIT)(_e_step)
-e_step_serial_into = numba.njit(parallel=False, **NJIT)(_e_step)
+@numba.njit(**NJIT)
+def e_step_serial_into(X, y, log_gate, expert_coef, expert_intercept, expert_var, out_resp,
+                       out_log_lik):
+    """Serial twin of :func:`e_step_into` (same arguments, bit-identical output)."""
+    log_norm_const, inv_var = _expert_constants(expert_var)
+    for i in range(X.shape[0]):
+        _e_step_row(i, X, y, log_gate, expert_coef, expert_intercept, log_norm_const, inv_var,
+                    out_resp, out_log_lik)

@@ -1,0 +1,267 @@
+"""Tests of gmoe.metrics.density: expected Hellinger and total-variation distances."""
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy.integrate import quad
+from scipy.stats import norm
+
+from gmoe import MixingMeasure, make_design
+from gmoe.metrics import hellinger, total_variation
+from gmoe.metrics.density import _Components, _pointwise_hellinger_sq, _pointwise_tv
+
+
+def col(values):
+    return np.asarray(values, dtype=float)[:, None]
+
+
+def spec52_truth(**options):
+    return MixingMeasure(col([25.0, 0.0]), [-8.0, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                         [0.09, 0.16], **options)
+
+
+def three_expert_fit():
+    return MixingMeasure(col([24.0, 0.0, 1.0]), [-7.5, 0.0, 0.3], col([-20.5, 20.0, 19.0]),
+                         [15.2, -5.0, -4.0], [0.1, 0.16, 0.3], rebase=True)
+
+
+def one_expert(slope, intercept, var):
+    """A single Gaussian expert: p(y | x) = N(y | slope x + intercept, var)."""
+    return MixingMeasure([[0.0]], [0.0], [[slope]], [intercept], [var])
+
+
+def options(measure):
+    return dict(gating=measure.gating, temperature=measure.temperature, top_k=measure.top_k,
+                topk_selection=measure.topk_selection, activation=measure.activation)
+
+
+def permuted(measure, order):
+    order = list(order)
+    return MixingMeasure(measure.gate_coef[order], measure.gate_intercept[order],
+                         measure.expert_coef[order], measure.expert_intercept[order],
+                         measure.expert_var[order], rebase=True, **options(measure))
+
+
+def pointwise(g1, g2, X):
+    first, second = _Components(g1, X), _Components(g2, X)
+    return _pointwise_hellinger_sq(first, second), _pointwise_tv(first, second)
+
+
+def models():
+    yield spec52_truth()
+    yield three_expert_fit()
+    yield spec52_truth(gating="topk", top_k=1)
+    yield MixingMeasure(col([6.25, 0.0]), [-2.0, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                        [0.09, 0.16], gating="temperature", temperature=0.25)
+    yield MixingMeasure(col([4.0, -1.0]), [-0.9, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                        [0.09, 0.16], gating="activation", temperature=0.25, activation="tanh")
+
+
+GRID = np.linspace(0, 1, 21)[:, None]
+
+
+# ------------------------------------------------------------------------ identities
+@pytest.mark.parametrize("model", list(models()), ids=lambda m: m.gating)
+def test_zero_between_a_model_and_itself(model):
+    assert hellinger(model, model, GRID) == 0.0
+    assert total_variation(model, model, GRID) == 0.0
+
+
+@pytest.mark.parametrize("order", [(1, 0, 2), (2, 1, 0), (1, 2, 0)])
+def test_invariant_to_relabelling(order):
+    true, fit = spec52_truth(), three_expert_fit()
+    relabelled = permuted(fit, order)
+    assert relabelled != fit
+    # Same density: the distance to the original is 0 up to rounding.
+    assert hellinger(fit, relabelled, GRID) == pytest.approx(0.0, abs=1e-7)
+    assert total_variation(fit, relabelled, GRID) == pytest.approx(0.0, abs=1e-12)
+    assert hellinger(relabelled, true, GRID) == pytest.approx(hellinger(fit, true, GRID),
+                                                              rel=1e-12)
+    assert total_variation(relabelled, true, GRID) == pytest.approx(
+        total_variation(fit, true, GRID), rel=1e-12)
+
+
+def test_models_of_different_families_and_sizes_with_one_density():
+    true = spec52_truth()
+    # The temperature gate with (beta1, beta0) = tau * gamma is the softmax model in gamma.
+    temperature = MixingMeasure(0.25 * true.gate_coef, 0.25 * true.gate_intercept,
+                                true.expert_coef, true.expert_intercept, true.expert_var,
+                                gating="temperature", temperature=0.25)
+    identity = MixingMeasure(0.25 * true.gate_coef, 0.25 * true.gate_intercept,
+                             true.expert_coef, true.expert_intercept, true.expert_var,
+                             gating="activation", temperature=0.25, activation="identity")
+    split = MixingMeasure(col([25.0, 0.0, 0.0]), [-8.0, np.log(0.5), np.log(0.5)],
+                          col([-20.0, 20.0, 20.0]), [15.0, -5.0, -5.0], [0.09, 0.16, 0.16],
+                          rebase=True)
+    for other in (temperature, identity, split):
+        assert hellinger(true, other, GRID) == pytest.approx(0.0, abs=1e-7)
+        assert total_variation(true, other, GRID) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_symmetric_bounded_and_ordered():
+    true, fit = spec52_truth(), three_expert_fit()
+    h2, tv = pointwise(true, fit, GRID)
+    h2_rev, tv_rev = pointwise(fit, true, GRID)
+    assert_allclose(h2, h2_rev, rtol=1e-12, atol=1e-15)
+    assert_allclose(tv, tv_rev, rtol=1e-12, atol=1e-15)
+    assert np.all((h2 > 0) & (h2 < 1) & (tv > 0) & (tv < 1))
+    # h^2 <= TV <= sqrt(2) h for h^2 = 1/2 int (sqrt p - sqrt q)^2.
+    assert np.all(h2 <= tv) and np.all(tv <= np.sqrt(2 * h2))
+    assert hellinger(true, fit, GRID) == pytest.approx(np.mean(np.sqrt(h2)), rel=1e-14)
+    assert total_variation(true, fit, GRID) == pytest.approx(np.mean(tv), rel=1e-14)
+
+
+def test_disjoint_densities_are_at_distance_one():
+    g1, g2 = one_expert(0.0, 0.0, 1e-4), one_expert(0.0, 5.0, 1e-4)
+    X = np.zeros((2, 1))
+    assert hellinger(g1, g2, X) == pytest.approx(1.0, abs=1e-12)
+    assert total_variation(g1, g2, X) == pytest.approx(1.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------------- closed forms
+GAUSSIAN_PAIRS = [
+    # (a1, b1, s1, a2, b2, s2): N(a1 x + b1, s1^2) against N(a2 x + b2, s2^2)
+    (0.0, 0.0, 1.0, 0.0, 1.0, 1.0),
+    (1.0, 0.0, 1.0, -1.0, 0.5, 1.0),
+    (0.0, 0.0, 1.0, 0.0, 0.0, 2.0),
+    (2.0, 0.3, 0.3, -1.0, -1.0, 0.7),
+    (0.0, 0.0, 1.0, 0.0, 1e-3, 1.0001),
+    (0.0, 0.0, 1e-3, 0.5, 0.0, 2e-3),
+    (0.0, 0.0, 5.0, 0.0, 3.0, 0.05),
+]
+
+
+def hellinger_sq_closed_form(m1, s1, m2, s2):
+    return 1 - np.sqrt(2 * s1 * s2 / (s1 ** 2 + s2 ** 2)) * np.exp(
+        -(m1 - m2) ** 2 / (4 * (s1 ** 2 + s2 ** 2)))
+
+
+def tv_closed_form(m1, s1, m2, s2):
+    """TV of two normals: equal variances 2 Phi(|m1 - m2| / (2 s)) - 1; otherwise
+    sup_A P(A) - Q(A) over the set between the two crossing points of the densities."""
+    if s1 == s2:
+        return 2 * norm.cdf(abs(m1 - m2) / (2 * s1)) - 1
+    # log N(y; m1, s1) = log N(y; m2, s2)  <=>  A y^2 + B y + C = 0 with
+    A = 1 / (2 * s2 ** 2) - 1 / (2 * s1 ** 2)
+    B = m1 / s1 ** 2 - m2 / s2 ** 2
+    C = m2 ** 2 / (2 * s2 ** 2) - m1 ** 2 / (2 * s1 ** 2) + np.log(s2 / s1)
+    disc = np.sqrt(B ** 2 - 4 * A * C)
+    u, v = sorted([(-B - disc) / (2 * A), (-B + disc) / (2 * A)])
+    # The narrower density is the larger one between the crossings.
+    (mn, sn), (mw, sw) = ((m1, s1), (m2, s2)) if s1 < s2 else ((m2, s2), (m1, s1))
+    def mass(m, s):
+        return norm.cdf((v - m) / s) - norm.cdf((u - m) / s)
+    return mass(mn, sn) - mass(mw, sw)
+
+
+@pytest.mark.parametrize("pair", GAUSSIAN_PAIRS)
+def test_hellinger_of_two_gaussians_matches_the_closed_form(pair):
+    a1, b1, s1, a2, b2, s2 = pair
+    X = np.linspace(-1, 1, 5)[:, None]
+    m1, m2 = a1 * X[:, 0] + b1, a2 * X[:, 0] + b2
+    expected_sq = hellinger_sq_closed_form(m1, s1, m2, s2)
+    g1, g2 = one_expert(a1, b1, s1 ** 2), one_expert(a2, b2, s2 ** 2)
+    h2, _ = pointwise(g1, g2, X)
+    assert_allclose(h2, expected_sq, rtol=1e-8, atol=1e-12)
+    assert hellinger(g1, g2, X) == pytest.approx(np.mean(np.sqrt(expected_sq)), rel=1e-8,
+                                                 abs=1e-10)
+
+
+@pytest.mark.parametrize("pair", GAUSSIAN_PAIRS)
+def test_total_variation_of_two_gaussians_matches_the_closed_form(pair):
+    a1, b1, s1, a2, b2, s2 = pair
+    X = np.linspace(-1, 1, 5)[:, None]
+    expected = np.array([tv_closed_form(a1 * x + b1, s1, a2 * x + b2, s2) for x in X[:, 0]])
+    g1, g2 = one_expert(a1, b1, s1 ** 2), one_expert(a2, b2, s2 ** 2)
+    _, tv = pointwise(g1, g2, X)
+    assert_allclose(tv, expected, rtol=1e-8, atol=1e-12)
+    assert total_variation(g1, g2, X) == pytest.approx(np.mean(expected), rel=1e-8,
+                                                       abs=1e-12)
+
+
+def test_equal_variance_tv_by_hand():
+    # Means 0 and 1, unit variances: TV = 2 Phi(1/2) - 1 = 0.38292492254802624.
+    g1, g2 = one_expert(0.0, 0.0, 1.0), one_expert(0.0, 1.0, 1.0)
+    assert total_variation(g1, g2, np.zeros((1, 1))) == pytest.approx(0.38292492254802624,
+                                                                      abs=1e-14)
+    # h^2 = 1 - exp(-1/8).
+    assert hellinger(g1, g2, np.zeros((1, 1))) == pytest.approx(np.sqrt(1 - np.exp(-1 / 8)),
+                                                                abs=1e-14)
+
+
+def mixture_density(measure, x, y):
+    gate = np.exp(measure.log_gate(np.array([[x]]))[0])
+    means = measure.expert_coef[:, 0] * x + measure.expert_intercept
+    return float(np.sum(gate * norm.pdf(y, means, np.sqrt(measure.expert_var))))
+
+
+@pytest.mark.parametrize("x", [0.1, 0.9])
+def test_mixtures_agree_with_adaptive_quadrature(x):
+    true, fit = spec52_truth(), three_expert_fit()
+    means = np.concatenate([m.expert_coef[:, 0] * x + m.expert_intercept for m in (true, fit)])
+    points = np.sort(means)
+    kwargs = dict(points=points, limit=500, epsabs=1e-14, epsrel=1e-12)
+    h2_ref = quad(lambda y: 0.5 * (np.sqrt(mixture_density(true, x, y))
+                                   - np.sqrt(mixture_density(fit, x, y))) ** 2,
+                  points[0] - 12, points[-1] + 12, **kwargs)[0]
+    tv_ref = quad(lambda y: 0.5 * abs(mixture_density(true, x, y) - mixture_density(fit, x, y)),
+                  points[0] - 12, points[-1] + 12, **kwargs)[0]
+    h2, tv = pointwise(true, fit, np.array([[x]]))
+    # quad's own accuracy at these tolerances is ~1e-12.
+    assert h2[0] == pytest.approx(h2_ref, abs=1e-9)
+    assert tv[0] == pytest.approx(tv_ref, abs=1e-9)
+
+
+def test_topk_gates_with_inactive_experts():
+    # Top-1: p(. | x) is a single Gaussian, the selected expert's: closed forms apply.
+    top1 = spec52_truth(gating="topk", top_k=1)
+    single = one_expert(-20.0, 15.0, 0.09)
+    X = np.array([[0.5], [0.9]])          # 25 x - 8 > 0: expert 0 is selected
+    assert hellinger(top1, single, X) == pytest.approx(0.0, abs=1e-7)
+    other = one_expert(20.0, -5.0, 0.16)
+    expected = np.mean([np.sqrt(hellinger_sq_closed_form(-20 * x + 15, 0.3, 20 * x - 5, 0.4))
+                        for x in X[:, 0]])
+    assert hellinger(top1, other, X) == pytest.approx(expected, rel=1e-8)
+
+
+# ----------------------------------------------------------------- design handling
+def test_monte_carlo_design():
+    true, fit = spec52_truth(), three_expert_fit()
+    X = make_design(50, "uniform", random_state=3)
+    assert hellinger(true, fit, n_mc=50, random_state=3) == pytest.approx(
+        hellinger(true, fit, X), rel=1e-14)
+    assert total_variation(true, fit, n_mc=50, random_state=3) == pytest.approx(
+        total_variation(true, fit, X), rel=1e-14)
+    grid = make_design(11, "grid")
+    assert hellinger(true, fit, n_mc=11, design="grid") == pytest.approx(
+        hellinger(true, fit, grid), rel=1e-14)
+
+
+def test_accepts_fitted_estimators():
+    true, fit = spec52_truth(), three_expert_fit()
+    estimator = SimpleNamespace(mixing_measure_=fit)
+    assert hellinger(estimator, true, GRID) == hellinger(fit, true, GRID)
+    assert total_variation(true, estimator, GRID) == total_variation(true, fit, GRID)
+
+
+def test_bad_input():
+    true = spec52_truth()
+    two_features = MixingMeasure(np.zeros((1, 2)), [0.0], np.zeros((1, 2)), [0.0], [1.0])
+    with pytest.raises(ValueError, match=re.escape(
+            "expected n_features=1 (g1's), got n_features=2 (g2's)")):
+        hellinger(true, two_features, GRID)
+    with pytest.raises(ValueError, match="Pass exactly one of X"):
+        total_variation(true, true)
+    with pytest.raises(ValueError, match="Pass exactly one of X"):
+        total_variation(true, true, GRID, n_mc=10)
+    with pytest.raises(ValueError, match="X must be a 2-D array"):
+        hellinger(true, true, np.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match=re.escape("axis 1 is 2, expected 1")):
+        hellinger(true, true, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="g2 must be a MixingMeasure or a fitted estimator"):
+        hellinger(true, "model", GRID)
+    with pytest.raises(ValueError, match="n_mc must be an integer"):
+        hellinger(true, true, n_mc=0)

@@ -1,0 +1,621 @@
+"""Tests of gmoe.metrics.voronoi: Voronoi cells, D1/D2, top-K, top-1, per-parameter errors."""
+
+import itertools
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from gmoe import MixingMeasure
+from gmoe.metrics import (
+    ParameterErrors,
+    boundary_error,
+    parameter_errors,
+    voronoi_cells,
+    voronoi_loss,
+)
+
+LOG_HALF = np.log(0.5)
+
+
+def col(values):
+    return np.asarray(values, dtype=float)[:, None]
+
+
+def softmax_truth():
+    """k* = 2, d = 1: beta1* = (2, 0), w* = (1, 1), a* = (1, 0), b* = (0, 1), nu* = (1, 1)."""
+    return MixingMeasure(col([2.0, 0.0]), [0.0, 0.0], col([1.0, 0.0]), [0.0, 1.0], [1.0, 1.0])
+
+
+def spec52_truth(**options):
+    """The truth of SPEC 5.2 (the reference expert is the second)."""
+    return MixingMeasure(col([25.0, 0.0]), [-8.0, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                         [0.09, 0.16], **options)
+
+
+def options(measure):
+    return dict(gating=measure.gating, temperature=measure.temperature, top_k=measure.top_k,
+                topk_selection=measure.topk_selection, activation=measure.activation)
+
+
+def permuted(measure, order):
+    """The same model with its experts in ``order``, rebased onto the new last expert."""
+    order = list(order)
+    return MixingMeasure(measure.gate_coef[order], measure.gate_intercept[order],
+                         measure.expert_coef[order], measure.expert_intercept[order],
+                         measure.expert_var[order], rebase=True, **options(measure))
+
+
+def random_softmax(rng, k, d):
+    return MixingMeasure(
+        np.vstack([rng.normal(0, 2, (k - 1, d)), np.zeros((1, d))]),
+        np.append(rng.normal(0, 1, k - 1), 0.0),
+        rng.normal(0, 2, (k, d)), rng.normal(0, 2, k), rng.uniform(0.2, 2.0, k))
+
+
+def perturbed(measure, rng, scale):
+    return MixingMeasure(
+        measure.gate_coef + np.vstack([rng.normal(0, scale, (measure.n_experts - 1,
+                                                             measure.n_features)),
+                                       np.zeros((1, measure.n_features))]),
+        measure.gate_intercept + np.append(rng.normal(0, scale, measure.n_experts - 1), 0),
+        measure.expert_coef + rng.normal(0, scale, measure.expert_coef.shape),
+        measure.expert_intercept + rng.normal(0, scale, measure.n_experts),
+        measure.expert_var * np.exp(rng.normal(0, scale, measure.n_experts)),
+        **options(measure))
+
+
+def overfit(measure, k):
+    """``measure`` with its first atom split into ``k - k*  + 1`` atoms of equal weight."""
+    m = k - measure.n_experts + 1
+    idx = np.concatenate([np.zeros(m - 1, dtype=int), np.arange(measure.n_experts)])
+    beta0 = measure.gate_intercept[idx].copy()
+    beta0[:m] -= np.log(m)
+    return MixingMeasure(measure.gate_coef[idx], beta0, measure.expert_coef[idx],
+                         measure.expert_intercept[idx], measure.expert_var[idx], rebase=True)
+
+
+# ------------------------------------------------------------------ hand-computed D1
+def hand_fit():
+    """k = 2 fit of softmax_truth(): beta1 = (2.5, 0), w = (1.5, 1), a = (1, 0.2),
+    b = (0.1, 1), nu = (1, 1.3)."""
+    return MixingMeasure(col([2.5, 0.0]), [np.log(1.5), 0.0], col([1.0, 0.2]), [0.1, 1.0],
+                         [1.0, 1.3])
+
+
+def test_d1_hand_computed_untranslated():
+    # Cells: atom 0 -> dist to true 0 = 0.5 + 0 + 0.1 + 0 = 0.6 (to true 1: 4.4);
+    #        atom 1 -> dist to true 1 = 0 + 0.2 + 0 + 0.3 = 0.5 (to true 0: 4.1).
+    # D1 = |1.5 - 1| + |1 - 1| + 1.5 (0.5 + 0.1) + 1 (0.2 + 0.3) = 0.5 + 0.9 + 0.5 = 1.9
+    fit, true = hand_fit(), softmax_truth()
+    assert_array_equal(voronoi_cells(fit, true, translation="none"), [0, 1])
+    assert voronoi_loss(fit, true, translation="none") == pytest.approx(1.9, abs=1e-14)
+    assert voronoi_loss(fit, true, kind="exact", translation="none") == pytest.approx(1.9)
+
+
+def test_d1_hand_computed_infimum():
+    # The fit's gate is translated: beta1_i + t1, w_i s. The beta1 terms
+    # 1.5 |0.5 + t1| + 1 |t1| are smallest at t1 = -0.5 (value 0.5; cells unchanged), so
+    # C = 1.5 * 0.1 + 1 * (0.5 + 0.2 + 0.3) = 1.15 and
+    # F(s) = |1.5 s - 1| + |s - 1| + 1.15 s, kinks at 2/3 and 1, slopes -1.35, +1.65, ...:
+    # the minimum is at s = 2/3 (the W-weighted quantile of w*_j / W_j at level
+    # (1 - C/W)/2 = (1 - 1.15/2.5)/2 = 0.27): F = 0 + 1/3 + 1.15 * 2/3 = 1.1.
+    fit, true = hand_fit(), softmax_truth()
+    assert voronoi_loss(fit, true) == pytest.approx(1.1, abs=1e-9)
+
+
+def test_parameter_errors_hand_computed():
+    fit, true = hand_fit(), softmax_truth()
+    raw = parameter_errors(fit, true, translation="none")
+    assert isinstance(raw, ParameterErrors)
+    assert_array_equal(raw.cells, [0, 1])
+    assert_allclose(raw.weight, [0.5, 0.0], atol=1e-15)
+    assert_allclose(raw.gate_coef, [0.5, 0.0], atol=1e-15)
+    assert_allclose(raw.gate_intercept, [np.log(1.5), 0.0], atol=1e-15)
+    assert_allclose(raw.expert_coef, [0.0, 0.2], atol=1e-15)
+    assert_allclose(raw.expert_intercept, [0.1, 0.0], atol=1e-15)
+    assert_allclose(raw.expert_var, [0.0, 0.3], atol=1e-15)
+    assert raw.temperature is None and raw.symmetric_image is False
+    # After the translation t1 = -0.5, t2 = log(2/3) of the D1 infimum (test above):
+    # weights (1, 2/3), beta1 (2, -0.5), beta0 (0, log 2/3).
+    aligned = parameter_errors(fit, true)
+    assert_allclose(aligned.weight, [0.0, 1 / 3], atol=1e-9)
+    assert_allclose(aligned.gate_coef, [0.0, 0.5], atol=1e-9)
+    assert_allclose(aligned.gate_intercept, [0.0, np.log(1.5)], atol=1e-9)
+    assert_allclose(aligned.expert_var, [0.0, 0.3], atol=1e-15)
+
+
+def test_parameter_errors_empty_cell_is_nan():
+    true = softmax_truth()
+    fit = MixingMeasure(col([0.1, 0.0]), [0.0, 0.0], col([0.0, 0.0]), [1.0, 1.1], [1.0, 1.0])
+    errors = parameter_errors(fit, true, translation="none")
+    assert_array_equal(errors.cells, [1, 1])
+    assert np.isnan(errors.gate_coef[0]) and np.isnan(errors.expert_var[0])
+    assert errors.weight[0] == pytest.approx(1.0)   # |0 - w*_0|
+    assert errors.weight[1] == pytest.approx(1.0)   # |2 - 1|
+
+
+# ---------------------------------------------------------------------------- cells
+def test_cells_ties_go_to_the_lower_true_atom():
+    true = MixingMeasure(col([0.0, 0.0]), [0.0, 0.0], col([0.0, 0.0]), [-1.0, 1.0], [1.0, 1.0])
+    fit = MixingMeasure(col([0.0]), [0.0], col([0.0]), [0.0], [1.0])   # b = 0: dist 1 and 1
+    assert_array_equal(voronoi_cells(fit, true, translation="none"), [0])
+    fit_up = fit.replace(expert_intercept=[1e-9])
+    assert_array_equal(voronoi_cells(fit_up, true, translation="none"), [1])
+
+
+def test_cells_ignore_beta0():
+    true, fit = softmax_truth(), hand_fit()
+    moved = fit.replace(gate_intercept=[30.0, 0.0])
+    assert_array_equal(voronoi_cells(moved, true, translation="none"),
+                       voronoi_cells(fit, true, translation="none"))
+
+
+def test_cells_use_every_atom_coordinate():
+    # beta1 decides: expert parameters equidistant (b = 0 between -1 and 1), slope 0.4 is
+    # closer to 0 than to 3.
+    true = MixingMeasure(col([3.0, 0.0]), [0.0, 0.0], col([0.0, 0.0]), [-1.0, 1.0],
+                         [1.0, 1.0])
+    fit = MixingMeasure(col([0.4, 0.0]), [0.0, 0.0], col([0.0, 0.0]), [0.0, 0.0], [1.0, 1.0])
+    assert_array_equal(voronoi_cells(fit, true, translation="none"), [1, 1])
+    # nu decides: true variances 1 and 1.5; 1.2 is 0.2 from the first, 1.3 0.2 from the second.
+    true_nu = MixingMeasure(col([0.0, 0.0]), [0.0, 0.0], col([0.0, 0.0]), [0.0, 0.0],
+                            [1.0, 1.5])
+    fit_nu = true_nu.replace(expert_var=[1.3, 1.2])
+    assert_array_equal(voronoi_cells(fit_nu, true_nu, translation="none"), [1, 0])
+    # a decides (two features: the norm): ||(0.3, 0.4)|| = 0.5 < ||(0.3, 0.4) - (1, 0)||.
+    true_a = MixingMeasure(np.zeros((2, 2)), [0.0, 0.0], [[1.0, 0.0], [0.0, 0.0]], [0.0, 0.0],
+                           [1.0, 1.0])
+    fit_a = true_a.replace(expert_coef=[[0.3, 0.4], [0.8, 0.1]])
+    assert_array_equal(voronoi_cells(fit_a, true_a, translation="none"), [1, 0])
+
+
+def test_cells_are_label_free_by_default():
+    rng = np.random.default_rng(3)
+    true = random_softmax(rng, 3, 2)
+    fit = perturbed(true, rng, 0.05)
+    base = voronoi_cells(fit, true)
+    for order in itertools.permutations(range(3)):
+        assert_array_equal(voronoi_cells(permuted(fit, order), true), base[list(order)])
+
+
+# -------------------------------------------------------------------- basic properties
+def family_truths():
+    yield "softmax", spec52_truth()
+    yield "temperature", MixingMeasure(col([6.25, 0.0]), [-2.0, 0.0], col([-20.0, 20.0]),
+                                       [15.0, -5.0], [0.09, 0.16], gating="temperature",
+                                       temperature=0.25)
+    yield "tanh", MixingMeasure(col([4.0, -1.0]), [-0.9, 0.0], col([-20.0, 20.0]),
+                                [15.0, -5.0], [0.09, 0.16], gating="activation",
+                                temperature=0.25, activation="tanh")
+    yield "gelu", MixingMeasure(col([4.0, -1.0]), [-0.9, 0.0], col([-20.0, 20.0]),
+                                [15.0, -5.0], [0.09, 0.16], gating="activation",
+                                temperature=0.25, activation="gelu")
+    yield "top2", MixingMeasure(col([2.0, -1.0, 0.0]), [0.5, -0.5, 0.0], col([1.0, -1.0, 0.0]),
+                                [0.0, 2.0, -2.0], [1.0, 0.5, 0.25], gating="topk", top_k=2)
+    yield "top1", spec52_truth(gating="topk", top_k=1)
+
+
+@pytest.mark.parametrize("name,true", list(family_truths()), ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_zero_at_the_truth(name, true):
+    for translation in ("infimum", "none"):
+        assert voronoi_loss(true, true, translation=translation) == 0.0
+        assert voronoi_loss(true, true, kind="over", translation=translation, rbar={2: 4}) == 0.0
+    assert_array_equal(voronoi_cells(true, true), np.arange(true.n_experts))
+    errors = parameter_errors(true, true)
+    for field in ("gate_coef", "expert_coef", "expert_intercept", "expert_var"):
+        assert_allclose(getattr(errors, field), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("near", [True, False], ids=["near", "random"])
+@pytest.mark.parametrize("k_true,k,d", [(2, 2, 1), (2, 3, 1), (3, 3, 2), (2, 4, 2)])
+def test_nonnegative_label_free_and_infimum_below_untranslated(global_random_seed, near,
+                                                               k_true, k, d):
+    rng = np.random.default_rng(global_random_seed)
+    true = random_softmax(rng, k_true, d)
+    fit = perturbed(overfit(true, k), rng, 0.1) if near else random_softmax(rng, k, d)
+    rbar = {2: 4, 3: 6, 4: 8}
+    loss = voronoi_loss(fit, true, rbar=rbar)
+    untranslated = voronoi_loss(fit, true, rbar=rbar, translation="none")
+    assert loss >= 0.0
+    assert loss <= untranslated + 1e-12
+    # Translation to t2 -> -inf is allowed, so the loss never exceeds sum_j w*_j.
+    assert loss <= true.weights.sum() + 1e-12
+    for order in list(itertools.permutations(range(k)))[1:4]:
+        other = voronoi_loss(permuted(fit, order), true, rbar=rbar)
+        # Nelder-Mead's stopping tolerance (xatol 1e-10) bounds the disagreement.
+        assert other == pytest.approx(loss, rel=1e-7, abs=1e-9)
+
+
+# ------------------------------------------------------- equal densities, other labels
+def duplicated_reference_fit():
+    """SPEC 5.2's truth with the reference expert split in two halves (beta0 = log 1/2)."""
+    return MixingMeasure(col([25.0, 0.0, 0.0]), [-8.0, LOG_HALF, LOG_HALF],
+                         col([-20.0, 20.0, 20.0]), [15.0, -5.0, -5.0], [0.09, 0.16, 0.16],
+                         rebase=True)
+
+
+def test_duplicated_reference_untranslated_is_one_plus_e_minus_8():
+    # Rebased: beta0 = (-8 + log 2, 0, 0), weights (2 e^-8, 1, 1): the weight terms give
+    # |2 e^-8 - e^-8| + |2 - 1| = 1 + e^-8 (SPEC 4); every atom sits on its true atom.
+    fit, true = duplicated_reference_fit(), spec52_truth()
+    assert_allclose(fit.gate_intercept, [-8.0 + np.log(2.0), 0.0, 0.0])
+    assert voronoi_loss(fit, true, translation="none") == pytest.approx(1 + np.exp(-8),
+                                                                        rel=1e-12)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_infimum_is_zero_when_the_densities_agree(order):
+    fit, true = permuted(duplicated_reference_fit(), order), spec52_truth()
+    assert voronoi_loss(fit, true) == pytest.approx(0.0, abs=1e-12)
+    assert voronoi_loss(fit, true, kind="over", rbar={2: 4}) == pytest.approx(0.0, abs=1e-12)
+    cells = voronoi_cells(fit, true)
+    assert_array_equal(np.bincount(cells), [1, 2])
+
+
+def test_permuted_exact_fit_is_zero():
+    true = spec52_truth()
+    fit = permuted(true, [1, 0])
+    assert fit.gate_coef[0, 0] == -25.0   # the labels and the reference differ
+    assert voronoi_loss(fit, true) == pytest.approx(0.0, abs=1e-12)
+    assert voronoi_loss(fit, true, translation="none") > 1.0
+
+
+# ------------------------------------------------------------------------- D2, rbar
+def split_fit(delta, coords, m=2):
+    """softmax_truth() with atom 1 split into m atoms of weight 1/m each, atom j of the
+    split moved by offsets[j] * delta in ``coords`` (g: beta1, b, a, n: nu)."""
+    offsets = {2: [1.0, -1.0], 3: [1.0, -1.0, 0.0], 4: [1.0, -1.0, 0.5, -0.5]}[m]
+    off = np.array(offsets) * delta
+    zero = np.zeros(m)
+    beta1 = np.concatenate([[2.0], off if "g" in coords else zero])
+    b = np.concatenate([[0.0], 1.0 + (off if "b" in coords else zero)])
+    a = np.concatenate([[1.0], off if "a" in coords else zero])
+    nu = np.concatenate([[1.0], 1.0 + (off if "n" in coords else zero)])
+    beta0 = np.concatenate([[0.0], np.full(m, np.log(1.0 / m))])
+    return MixingMeasure(col(beta1), beta0, col(a), b, nu, rebase=True)
+
+
+def test_d2_hand_computed_split_cell():
+    # Cell 1 holds two atoms of weight 1/2 (W_1 = w*_1 = 1) at beta1 = +-0.1, b = 1 +- 0.1:
+    # each contributes (1/2)(0.1^4 + 0.1^4); cell 0 is exact. D2 = 2 * 0.1^4 = 2e-4, at
+    # t1 = 0 (the singleton's |t1| outweighs the quartic gain) and s = 1.
+    fit, true = split_fit(0.1, "gb"), softmax_truth()
+    # Untranslated, the rebased parameters are beta1 = (2.1, 0.2, 0), weights (2, 1, 1):
+    # weight terms |2 - 1| + |2 - 1|, singleton 2 * 0.1, split cell 0.2^4 + 0.1^4 + 0.1^4.
+    assert voronoi_loss(fit, true, translation="none") == pytest.approx(
+        2 + 0.2 + 0.2 ** 4 + 2 * 0.1 ** 4, rel=1e-12)
+    assert voronoi_loss(fit, true) == pytest.approx(2e-4, rel=1e-9)
+    assert voronoi_loss(fit, true, kind="over") == pytest.approx(2e-4, rel=1e-9)
+
+
+def test_d2_three_atom_cell_uses_rbar_six():
+    # Three atoms of weight 1/3 at offsets (+d, -d, 0) in beta1 and b: 2 * (1/3) * 2 d^6.
+    fit, true = split_fit(0.1, "gb", m=3), softmax_truth()
+    assert voronoi_loss(fit, true) == pytest.approx(4 / 3 * 0.1 ** 6, rel=1e-9)
+
+
+@pytest.mark.parametrize("coords,m,rbar,slope", [
+    ("gb", 2, None, 4.0),      # d beta1, d b: rbar(2) = 4
+    ("an", 2, None, 2.0),      # d a, d nu: rbar(2) / 2
+    ("gb", 3, None, 6.0),
+    ("gb", 4, {4: 8.0}, 8.0),
+    ("an", 4, lambda m: 2.0 * m, 4.0),
+])
+def test_d2_of_a_split_cell_shrinks_like_distance_to_the_rbar(coords, m, rbar, slope):
+    deltas = np.array([1e-1, 1e-2, 1e-3])
+    true = softmax_truth()
+    losses = np.array([voronoi_loss(split_fit(dl, coords, m), true, rbar=rbar)
+                       for dl in deltas])
+    slopes = np.diff(np.log(losses)) / np.diff(np.log(deltas))
+    assert_allclose(slopes, slope, rtol=1e-6)
+
+
+def test_d2_singletons_only_equals_d1():
+    fit, true = hand_fit(), softmax_truth()
+    assert voronoi_loss(fit, true, kind="over") == pytest.approx(voronoi_loss(fit, true))
+
+
+# ---------------------------------------------------------------------- temperature
+def temperature_truth():
+    return MixingMeasure(col([6.25, 0.0]), [-2.0, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                         [0.09, 0.16], gating="temperature", temperature=0.25)
+
+
+def test_temperature_losses_on_gamma_and_raw():
+    true = temperature_truth()
+    # (beta1, beta0, tau) scaled by 2: the same model, the same gamma.
+    fit = true.replace(gate_coef=2 * true.gate_coef, gate_intercept=2 * true.gate_intercept,
+                       temperature=0.5)
+    assert voronoi_loss(fit, true) == 0.0
+    # Raw: weights exp(beta0 / tau) agree (e^-8, 1); cells (0, 1);
+    # D1 = e^-8 (|12.5 - 6.25| + |0.5 - 0.25|) + 1 (0 + |0.5 - 0.25|) = 6.5 e^-8 + 0.25,
+    # and no translation helps (the reference atom's |t1| costs weight 1).
+    expected = 6.5 * np.exp(-8) + 0.25
+    assert voronoi_loss(fit, true, scale="raw", translation="none") == pytest.approx(expected)
+    assert voronoi_loss(fit, true, scale="raw") == pytest.approx(expected, rel=1e-9)
+    errors = parameter_errors(fit, true, scale="raw")
+    assert errors.temperature == pytest.approx(0.25)
+    assert_allclose(errors.gate_coef, [6.25, 0.0], atol=1e-9)
+    assert parameter_errors(fit, true).temperature == 0.0
+
+
+def test_temperature_split_cell_raw_tau_term_uses_the_beta1_exponent():
+    true = temperature_truth()
+    fit = MixingMeasure(col([6.25, 0.0, 0.0]), [-2.0, 0.25 * LOG_HALF, 0.25 * LOG_HALF],
+                        col([-20.0, 20.0, 20.0]), [15.0, -5.0, -5.0], [0.09, 0.16, 0.16],
+                        gating="temperature", temperature=0.25, rebase=True)
+    assert voronoi_loss(fit, true) == pytest.approx(0.0, abs=1e-12)
+    hot = fit.replace(temperature=0.35)     # d tau = 0.1; weights exp(beta0 / tau) change
+    raw = voronoi_loss(hot, true, scale="raw", translation="none")
+    w = hot.weights
+    W = np.array([w[0], w[1] + w[2]])
+    # singleton: |d beta1| = 0 ... + |d tau| = 0.1; split cell: |d tau|^4 for each atom.
+    expected = np.abs(W - true.weights).sum() + w[0] * 0.1 + (w[1] + w[2]) * 0.1 ** 4
+    assert raw == pytest.approx(expected, rel=1e-12)
+
+
+# ------------------------------------------------------------------------ activation
+def tanh_truth(activation="tanh"):
+    return MixingMeasure(col([4.0, -1.0]), [-0.9, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                         [0.09, 0.16], gating="activation", temperature=0.25,
+                         activation=activation)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_activation_takes_the_minimum_over_the_symmetric_image(activation):
+    true = tanh_truth(activation)
+    image = true.replace(gate_coef=col([1.0, -4.0]))   # (b1, b2) -> (-b2, -b1)
+    assert voronoi_loss(image, true) == 0.0
+    errors = parameter_errors(image, true)
+    assert errors.symmetric_image is True
+    assert_allclose(errors.gate_coef, 0.0)
+    near = image.replace(expert_intercept=[15.1, -5.0])
+    assert voronoi_loss(near, true) == pytest.approx(np.exp(-0.9 / 0.25) * 0.1, rel=1e-9)
+
+
+def test_gelu_has_no_symmetric_image_and_the_loss_saturates():
+    # Against the gelu truth the "image" is just a fit with |d beta1| = 3 in both cells:
+    # F(s) = (w*_0 + w*_1)(|s - 1| + 3 s) increases in s, so the infimum is approached as
+    # s = e^{t2} -> 0 and equals sum_j w*_j (the bound of the translated loss).
+    true = tanh_truth("gelu")
+    image = true.replace(gate_coef=col([1.0, -4.0]))
+    assert voronoi_loss(image, true) == pytest.approx(np.exp(-0.9 / 0.25) + 1.0, rel=1e-12)
+    w = true.weights
+    assert voronoi_loss(image, true, translation="none") == pytest.approx(3 * w.sum())
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_symmetric_fixed_point_truth_is_rejected(activation):
+    true = tanh_truth(activation).replace(gate_coef=col([1.5, -1.5]))
+    with pytest.raises(ValueError, match="symmetric fixed point"):
+        voronoi_loss(tanh_truth(activation), true)
+    with pytest.raises(ValueError, match="symmetric fixed point"):
+        parameter_errors(tanh_truth(activation), true)
+
+
+def test_activation_has_only_the_intercept_translation():
+    true = tanh_truth()
+    fit = true.replace(gate_coef=col([4.3, -0.7]))
+    # Only t2 applies: D1 = sum_i w_i 0.3 after the best weight factor (s = 1 here).
+    w = true.weights
+    assert voronoi_loss(fit, true) == pytest.approx(0.3 * w.sum(), rel=1e-9)
+
+
+def test_identity_activation_has_the_temperature_symmetries():
+    true = tanh_truth("identity")
+    scaled = true.replace(gate_coef=2 * true.gate_coef, gate_intercept=2 * true.gate_intercept,
+                          temperature=0.5)
+    slid = true.replace(gate_coef=true.gate_coef + 0.3)   # logits shift by 0.3 x / tau
+    for fit in (scaled, slid):
+        assert voronoi_loss(fit, true) == pytest.approx(0.0, abs=1e-12)
+    assert voronoi_loss(scaled, true, scale="raw") > 0.1
+    # tanh: the same slide changes the density, and no translation undoes it.
+    tanh = tanh_truth()
+    assert voronoi_loss(tanh.replace(gate_coef=tanh.gate_coef + 0.3), tanh) == pytest.approx(
+        0.3 * tanh.weights.sum(), rel=1e-9)
+
+
+def test_activation_over_specified_needs_rbar():
+    true = tanh_truth()
+    half = 0.25 * LOG_HALF                   # weight exp(beta0 / tau) = 1/2
+    fit = MixingMeasure(col([4.0, -1.0, -1.0]), [-0.9, half, half], col([-20.0, 20.0, 20.0]),
+                        [15.0, -5.0, -5.0], [0.09, 0.16, 0.16], gating="activation",
+                        temperature=0.25, activation="tanh", rebase=True)
+    with pytest.raises(ValueError, match=re.escape("rbar is required for gating='activation'")):
+        voronoi_loss(fit, true)
+    assert voronoi_loss(fit, true, rbar={2: 4}) == pytest.approx(0.0, abs=1e-12)
+    assert voronoi_loss(fit, true, rbar={2: 4}, translation="none") > 1.0
+
+
+# ----------------------------------------------------------------------------- top-K
+def top2_truth():
+    return MixingMeasure(col([2.0, -1.0, 0.0]), [0.5, -0.5, 0.0], col([1.0, -1.0, 0.0]),
+                         [0.0, 2.0, -2.0], [1.0, 0.5, 0.25], gating="topk", top_k=2)
+
+
+def test_topk_loss_is_the_largest_pair_of_cells():
+    true = top2_truth()
+    fit = true.replace(expert_intercept=[0.1, 2.3, -2.6])
+    # Per-cell terms: e^0.5 * 0.1, e^-0.5 * 0.3, 1 * 0.6; the max over 2-subsets of true
+    # atoms keeps the two largest: 0.6 + 0.3 e^-0.5.
+    expected = 0.6 + 0.3 * np.exp(-0.5)
+    assert voronoi_loss(fit, true, translation="none") == pytest.approx(expected, rel=1e-12)
+    assert voronoi_loss(fit, true) == pytest.approx(expected, rel=1e-9)
+    # With K = 3 = k* every cell counts.
+    dense = MixingMeasure(true.gate_coef, true.gate_intercept, true.expert_coef,
+                          true.expert_intercept, true.expert_var, gating="topk", top_k=3)
+    fit3 = dense.replace(expert_intercept=[0.1, 2.3, -2.6])
+    assert voronoi_loss(fit3, dense, translation="none") == pytest.approx(
+        expected + 0.1 * np.exp(0.5), rel=1e-12)
+
+
+def test_topk_label_free():
+    true = top2_truth()
+    fit = perturbed(true, np.random.default_rng(2), 0.1)
+    loss = voronoi_loss(fit, true)
+    for order in itertools.permutations(range(3)):
+        assert voronoi_loss(permuted(fit, order), true) == pytest.approx(loss, rel=1e-7)
+
+
+def top1_truth():
+    """SPEC 5.2's truth as a top-1 gate; boundary at x = 8.1 / 25 = 0.324."""
+    return MixingMeasure(col([25.0, 0.0]), [-8.1, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                         [0.09, 0.16], gating="topk", top_k=1)
+
+
+def test_top1_rescaled_translated_fit_is_exact():
+    true = top1_truth()
+    fit = true.replace(gate_coef=3 * true.gate_coef, gate_intercept=3 * true.gate_intercept)
+    for candidate in (fit, permuted(fit, [1, 0])):
+        assert voronoi_loss(candidate, true) == pytest.approx(0.0, abs=1e-12)
+        X = np.linspace(0, 1, 101)[:, None]
+        assert boundary_error(candidate, true, X) == 0.0
+        assert boundary_error(candidate, true, X, kind="hausdorff") == pytest.approx(
+            0.0, abs=1e-12)
+    errors = parameter_errors(fit, true)
+    assert np.all(np.isnan(errors.weight))
+    assert_allclose(errors.gate_coef, 0.0, atol=1e-12)
+
+
+def test_top1_hand_computed():
+    # Fit gamma = ((25, -9.1), (0, 0)) against gamma* = ((25, -8.1), (0, 0)), cells (0, 1).
+    # Least squares over c >= 0 and t: centred vectors +-(12.5, -4.55) and +-(12.5, -4.05),
+    # c = (12.5^2 + 4.55 * 4.05) / (12.5^2 + 4.55^2), t1 = 12.5 - 12.5 c; aligned slopes
+    # 12.5 (1 + c) and 12.5 (1 - c): both cells err by 12.5 (1 - c) in beta1, nothing else;
+    # no weight terms, unit atom weights, the max over cells.
+    true = top1_truth()
+    fit = true.replace(gate_intercept=[-9.1, 0.0])
+    c = (12.5 ** 2 + 4.55 * 4.05) / (12.5 ** 2 + 4.55 ** 2)
+    assert voronoi_loss(fit, true) == pytest.approx(12.5 * (1 - c), rel=1e-12)
+    # Boundaries 0.324 and 0.364: the grid points 0.33, ..., 0.36 switch expert.
+    X = np.linspace(0, 1, 101)[:, None]
+    assert boundary_error(fit, true, X) == pytest.approx(4 / 101)
+    assert boundary_error(fit, true, X, kind="hausdorff") == pytest.approx(0.04)
+
+
+def top1_three_experts(second_expert):
+    """A top-1 fit selecting expert 2 on [0, 0.324), 0 on (0.324, 0.705), 1 on (0.705, 1].
+
+    Scores 25 x - 8.1, 35 x - 15.15 (equal at x = 0.705) and 0.
+    """
+    a, b, nu = second_expert
+    return MixingMeasure(col([25.0, 35.0, 0.0]), [-8.1, -15.15, 0.0], col([-20.0, a, 20.0]),
+                         [15.0, b, -5.0], [0.09, nu, 0.16], gating="topk", top_k=1)
+
+
+def test_top1_boundary_inside_one_cell_is_not_a_boundary():
+    true = top1_truth()
+    fit = top1_three_experts((-20.0, 15.0, 0.09))   # expert 1 copies expert 0: cell 0
+    X = np.linspace(0, 1, 101)[:, None]
+    assert_array_equal(voronoi_cells(fit, true), [0, 0, 1])
+    assert boundary_error(fit, true, X) == 0.0
+    assert boundary_error(fit, true, X, kind="hausdorff") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_top1_boundary_error_with_an_extra_boundary():
+    true = top1_truth()
+    fit = top1_three_experts((20.0, -5.0, 0.16))    # expert 1 copies the reference: cell 1
+    X = np.linspace(0, 1, 101)[:, None]
+    assert_array_equal(voronoi_cells(fit, true), [0, 1, 1])
+    # On (0.705, 1] the fit selects cell 1, the truth cell 0: the 30 grid points 0.71..1.
+    assert boundary_error(fit, true, X) == pytest.approx(30 / 101)
+    # Boundaries {0, 0.324, 1} against {0, 0.324, 0.705, 1}: 0.705 is 0.295 from 1.
+    assert boundary_error(fit, true, X, kind="hausdorff") == pytest.approx(0.295)
+
+
+def test_boundary_error_counts_swapped_regions():
+    true = top1_truth()
+    swapped = true.replace(gate_coef=col([-25.0, 0.0]), gate_intercept=[8.1, 0.0])
+    X = np.linspace(0, 1, 101)[:, None]
+    # The fit selects expert 0 where the truth selects 1 and vice versa: every row differs,
+    # while the boundary location is the same.
+    assert boundary_error(swapped, true, X) == 1.0
+    assert boundary_error(swapped, true, X, kind="hausdorff") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_boundary_error_hausdorff_needs_one_feature_and_linear_scores():
+    rng = np.random.default_rng(0)
+    true = random_softmax(rng, 2, 2)
+    with pytest.raises(ValueError, match=re.escape("expected n_features=1, got n_features=2")):
+        boundary_error(true, true, rng.normal(size=(5, 2)), kind="hausdorff")
+    with pytest.raises(ValueError, match="linear selection scores"):
+        boundary_error(tanh_truth(), tanh_truth(), np.zeros((3, 1)), kind="hausdorff")
+    assert boundary_error(tanh_truth(), tanh_truth(), np.linspace(0, 1, 9)[:, None]) == 0.0
+
+
+# -------------------------------------------------------------------------- inputs
+def test_accepts_fitted_estimators():
+    true, fit = softmax_truth(), hand_fit()
+    estimator = SimpleNamespace(mixing_measure_=fit)
+    assert voronoi_loss(estimator, SimpleNamespace(mixing_measure_=true)) == pytest.approx(
+        voronoi_loss(fit, true))
+    assert_array_equal(voronoi_cells(estimator, true), voronoi_cells(fit, true))
+    with pytest.raises(ValueError, match="fitted must be a MixingMeasure or a fitted"):
+        voronoi_loss(object(), true)
+    with pytest.raises(ValueError, match="true must be a MixingMeasure"):
+        parameter_errors(fit, SimpleNamespace())
+
+
+def test_error_different_feature_counts():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=re.escape(
+            "expected n_features=1 (the truth's), got n_features=2 (the fit's)")):
+        voronoi_loss(random_softmax(rng, 2, 2), softmax_truth())
+    with pytest.raises(ValueError, match="n_features"):
+        voronoi_cells(random_softmax(rng, 2, 2), softmax_truth())
+
+
+def test_error_different_gating_families():
+    with pytest.raises(ValueError, match=re.escape(
+            "expected gating='temperature' (the truth's), got gating='softmax' (the fit's)")):
+        voronoi_loss(spec52_truth(), temperature_truth())
+    with pytest.raises(ValueError, match=re.escape(
+            "expected activation='tanh' (the truth's), got activation='gelu'")):
+        voronoi_loss(tanh_truth("gelu"), tanh_truth())
+    linear = MixingMeasure(col([25.0, 0.0]), [-8.1, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
+                           [0.09, 0.16], gating="topk", top_k=1, topk_selection="linear")
+    with pytest.raises(ValueError, match="topk_selection"):
+        voronoi_loss(linear, top1_truth())
+
+
+def test_error_too_few_fitted_experts():
+    true = top2_truth().replace(gating="softmax", top_k=None)
+    fit = softmax_truth()
+    with pytest.raises(ValueError, match=re.escape(
+            "kind='over' (D2) needs fitted.n_experts >= true.n_experts: expected n_experts "
+            ">= 3, got n_experts=2")):
+        voronoi_loss(fit, true, kind="over")
+    with pytest.raises(ValueError, match=re.escape("expected n_experts >= 3, got n_experts=2")):
+        voronoi_loss(fit, true)
+    with pytest.raises(ValueError, match=re.escape("expected n_experts=3, got n_experts=2")):
+        voronoi_loss(fit, true, kind="exact")
+    with pytest.raises(ValueError, match=re.escape("Use kind='over'")):
+        voronoi_loss(split_fit(0.1, "gb"), softmax_truth(), kind="exact")
+
+
+def test_error_missing_exponents():
+    fit, true = split_fit(0.1, "gb", m=4), softmax_truth()
+    with pytest.raises(ValueError, match=re.escape("rbar(4) is unknown for a cell of m=4")):
+        voronoi_loss(fit, true)
+    with pytest.raises(ValueError, match=re.escape("rbar(4) is unknown")):
+        voronoi_loss(fit, true, rbar={5: 10})
+    with pytest.raises(ValueError, match="rbar must be None, a dict"):
+        voronoi_loss(fit, true, rbar=4)
+    with pytest.raises(ValueError, match=re.escape("rbar(4) must be a positive number")):
+        voronoi_loss(fit, true, rbar={4: -1})
+
+
+def test_error_bad_options():
+    true = softmax_truth()
+    with pytest.raises(ValueError, match=re.escape("kind must be one of")):
+        voronoi_loss(true, true, kind="D1")
+    with pytest.raises(ValueError, match=re.escape("translation must be one of")):
+        voronoi_loss(true, true, translation="reference")
+    with pytest.raises(ValueError, match=re.escape("scale must be one of")):
+        voronoi_cells(true, true, scale="gamma")
+    with pytest.raises(ValueError, match=re.escape("kind must be one of")):
+        boundary_error(true, true, np.zeros((2, 1)), kind="area")
