@@ -7,6 +7,7 @@ metrics; a convergence-rate simulation harness.
 from . import alignment, metrics
 from .estimator import GaussianMoERegressor, log_likelihood_scorer
 from .exceptions import DegenerateExpertWarning, GMoEWarning, SingularInformationWarning
+from .inference import MoEResults, bootstrap, fit_results
 from .model import (
     MixingMeasure,
     compute_e_step,
@@ -16,6 +17,7 @@ from .model import (
     sample_moe,
 )
 from .predictive import PredictiveMixture, predictive_distribution
+from .selection import SelectionResult, select_n_experts
 
 __version__ = "0.1.0.dev0"
 
@@ -24,15 +26,20 @@ __all__ = [
     "GMoEWarning",
     "GaussianMoERegressor",
     "MixingMeasure",
+    "MoEResults",
     "PredictiveMixture",
+    "SelectionResult",
     "SingularInformationWarning",
     "alignment",
+    "bootstrap",
     "metrics",
     "compute_e_step",
     "conditional_log_density",
     "e_step",
+    "fit_results",
     "log_likelihood_scorer",
     "predictive_distribution",
     "make_design",
     "sample_moe",
+    "select_n_experts",
 ]

@@ -466,8 +466,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
     def _count_parameters(self, family, n_features):
         k = self.n_experts
-        gate = family.n_free_parameters(k, n_features,
-                                        learn_temperature=self._learns_temperature())
+        # One expert has a constant gate: no gate parameter at all.
+        gate = 0 if k == 1 else family.n_free_parameters(
+            k, n_features, learn_temperature=self._learns_temperature())
         return gate + k * (n_features + 1) + k
 
     def _set_fitted(self, params, trace, converged, n_iter, degenerate, start_log_liks):

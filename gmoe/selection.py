@@ -1,0 +1,225 @@
+r"""Choosing the number of experts: BIC, AIC, ICL and cross-validated log-likelihood.
+
+:func:`select_n_experts` fits :class:`~gmoe.GaussianMoERegressor` for each candidate
+number of experts and scores the fits by one criterion (lower is better except for
+``'cv'``):
+
+* ``'bic'``: ``-2 L + p log n``;
+* ``'aic'``: ``-2 L + 2 p``;
+* ``'icl'``: ``BIC + 2 EN``, with ``EN = -sum_i w_i sum_j r_ij log r_ij >= 0`` the
+  entropy of the responsibilities (Biernacki, Celeux & Govaert 2000): ICL penalises fits
+  whose experts overlap, so it prefers well-separated experts;
+* ``'cv'``: the held-out conditional log-likelihood per unit of weight, averaged over
+  :class:`~sklearn.model_selection.KFold` folds (higher is better).
+
+``L`` is the (weighted) log-likelihood, ``p`` the number of free parameters on the
+identifiable scale and ``n`` the sum of the sample weights (the number of rows without
+weights), as in :class:`gmoe.inference.MoEResults`.
+"""
+
+import numbers
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.model_selection import KFold
+
+from .estimator import GaussianMoERegressor
+from .utils import check_random_state
+
+__all__ = ["SelectionResult", "select_n_experts"]
+
+CRITERIA = ("bic", "aic", "icl", "cv")
+_COLUMNS = ("n_experts", "n_params", "log_lik", "aic", "bic", "icl", "entropy", "cv_log_lik",
+            "converged", "n_iter")
+
+
+@dataclass
+class SelectionResult:
+    """The outcome of :func:`select_n_experts`.
+
+    Attributes
+    ----------
+    criterion : str
+        The criterion that made the choice.
+    n_experts : int
+        The chosen number of experts.
+    table : list of dict
+        One row per candidate, with keys ``n_experts``, ``n_params``, ``log_lik``,
+        ``aic``, ``bic``, ``icl``, ``entropy``, ``cv_log_lik`` (NaN unless
+        ``criterion='cv'``), ``converged``, ``n_iter``, and ``error`` (the message, when
+        the fit raised; its numbers are then NaN).
+    best_estimator : GaussianMoERegressor
+        Fitted on all the data with the chosen number of experts.
+    estimators : dict of int to GaussianMoERegressor
+        Every candidate's fit on all the data.
+    """
+
+    criterion: str
+    n_experts: int
+    table: list
+    best_estimator: GaussianMoERegressor = field(repr=False)
+    estimators: dict = field(repr=False, default_factory=dict)
+
+    def scores(self):
+        """The criterion of every candidate, ``{n_experts: value}``."""
+        key = "cv_log_lik" if self.criterion == "cv" else self.criterion
+        return {row["n_experts"]: row[key] for row in self.table}
+
+    def __str__(self):
+        columns = [c for c in _COLUMNS if c != "cv_log_lik" or self.criterion == "cv"]
+        key = "cv_log_lik" if self.criterion == "cv" else self.criterion
+        cells = [[_fmt(row[c]) for c in columns] for row in self.table]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        head = "  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))
+        best = "lowest" if self.criterion != "cv" else "highest"
+        lines = [f"select_n_experts: criterion={self.criterion!r} ({best} {key} wins), "
+                 f"chosen n_experts={self.n_experts}", head, "-" * len(head)]
+        for row, cell in zip(self.table, cells, strict=True):
+            mark = "  <-" if row["n_experts"] == self.n_experts else ""
+            err = f"  error: {row['error']}" if row.get("error") else ""
+            lines.append("  ".join(s.rjust(w) for s, w in zip(cell, widths, strict=True))
+                         + mark + err)
+        return "\n".join(lines)
+
+
+def _fmt(value):
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if value is None or not np.isfinite(value):
+        return "nan"
+    return f"{value:.6g}"
+
+
+def _n_params(est, n_features):
+    if est.n_experts == 1:
+        # One expert: the gate is identically 1, none of its parameters is free.
+        return n_features + 2
+    return int(est._n_parameters())
+
+
+def _entropy(est, X, y, sample_weight):
+    resp = est.predict_responsibilities(X, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(resp > 0, resp * np.log(resp), 0.0)
+    return float(-np.dot(sample_weight, terms.sum(axis=1))) + 0.0  # no "-0"
+
+
+def _cv_log_lik(params, X, y, sample_weight, n_splits, seed):
+    folds = KFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    scores = []
+    for train, test in folds.split(X):
+        est = GaussianMoERegressor(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X[train], y[train], sample_weight=sample_weight[train])
+        w = sample_weight[test]
+        scores.append(float(np.dot(w, est.score_samples(X[test], y[test])) / w.sum()))
+    return float(np.mean(scores))
+
+
+def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
+                     random_state=None, cv=5, sample_weight=None, **estimator_params):
+    """Fit each candidate number of experts and choose one by an information criterion.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    n_experts : iterable of int, default=range(1, 6)
+        Candidate numbers of experts (distinct, >= 1).
+    criterion : {'bic', 'aic', 'icl', 'cv'}, default='bic'
+        Lower is better for 'bic', 'aic' and 'icl'; higher held-out log-likelihood for
+        'cv'. Every criterion but 'cv' is reported in the table either way.
+    n_init : int, default=5
+        Starts per fit (the best log-likelihood is kept).
+    random_state : int, RandomState instance, Generator or None, default=None
+        Seeds every fit and the folds; the same value gives the same result.
+    cv : int, default=5
+        Number of KFold splits (shuffled) for ``criterion='cv'``.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Frequency weights of the rows, used in every fit and criterion.
+    **estimator_params
+        Passed to :class:`~gmoe.GaussianMoERegressor` (``gating``, ``tol``, ...).
+
+    Returns
+    -------
+    SelectionResult
+        ``.n_experts`` (the choice), ``.table`` (one dict per candidate; ``print`` shows
+        it) and ``.best_estimator``.
+
+    Notes
+    -----
+    Ties go to the smaller number of experts. A candidate whose fit raises is kept in
+    the table with its error and NaN criteria. With one expert the gate is identically 1
+    and carries no free parameter, whatever the family.
+
+    Examples
+    --------
+    >>> import gmoe
+    >>> from gmoe.selection import select_n_experts
+    >>> truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]],
+    ...                            [1.0, -1.0], [0.05, 0.05])
+    >>> X = gmoe.make_design(1000, "uniform", random_state=0)
+    >>> y = gmoe.sample_moe(truth, X, random_state=0)
+    >>> select_n_experts(X, y, n_experts=[1, 2, 3], n_init=2, random_state=0).n_experts
+    2
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {list(CRITERIA)}, got "
+                         f"criterion={criterion!r}.")
+    candidates = list(n_experts)
+    bad = [k for k in candidates
+           if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1]
+    if not candidates or bad or len(set(candidates)) != len(candidates):
+        raise ValueError("n_experts must be a non-empty iterable of distinct integers >= 1, "
+                         f"got {candidates!r}.")
+    if criterion == "cv" and (isinstance(cv, bool) or not isinstance(cv, numbers.Integral)
+                              or cv < 2):
+        raise ValueError(f"cv must be an integer >= 2, got cv={cv!r}.")
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+    y = np.ascontiguousarray(np.asarray(y, dtype=np.float64))
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array, got a {X.ndim}-D array of shape {X.shape}. "
+                         "Reshape your data with X.reshape(-1, 1) if it has a single feature.")
+    sw = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight,
+                                                                       dtype=np.float64)
+    total_weight = float(sw.sum())
+    rng = check_random_state(random_state)
+    seeds = rng.integers(0, np.iinfo(np.int32).max, size=len(candidates))
+
+    table, estimators = [], {}
+    for k, seed in zip(candidates, seeds, strict=True):
+        params = dict(estimator_params, n_experts=int(k), n_init=n_init,
+                      random_state=int(seed))
+        row = dict.fromkeys(_COLUMNS, np.nan)
+        row.update(n_experts=int(k), converged=False, n_iter=0, error=None)
+        try:
+            est = GaussianMoERegressor(**params).fit(X, y, sample_weight=sample_weight)
+            log_lik = float(np.dot(sw, est.score_samples(X, y)))
+            p = _n_params(est, X.shape[1])
+            entropy = _entropy(est, X, y, sw)
+            bic = -2.0 * log_lik + p * np.log(total_weight)
+            row.update(n_params=p, log_lik=log_lik, aic=-2.0 * log_lik + 2.0 * p, bic=bic,
+                       icl=bic + 2.0 * entropy, entropy=entropy,
+                       converged=bool(est.converged_), n_iter=int(est.n_iter_))
+            if criterion == "cv":
+                row["cv_log_lik"] = _cv_log_lik(params, X, y, sw, cv, int(seed))
+            estimators[int(k)] = est
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
+            row["error"] = str(err)
+        table.append(row)
+
+    key = "cv_log_lik" if criterion == "cv" else criterion
+    values = np.array([row[key] for row in table], dtype=np.float64)
+    if not np.any(np.isfinite(values)):
+        raise ValueError("Every candidate fit failed; see the errors: "
+                         + "; ".join(f"n_experts={r['n_experts']}: {r['error']}" for r in table))
+    sign = -1.0 if criterion == "cv" else 1.0
+    order = sorted((sign * v, k) for v, k in zip(values, candidates, strict=True)
+                   if np.isfinite(v))
+    chosen = int(order[0][1])
+    return SelectionResult(criterion=criterion, n_experts=chosen, table=table,
+                           best_estimator=estimators[chosen], estimators=estimators)

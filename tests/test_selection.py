@@ -1,0 +1,151 @@
+"""Model selection: BIC/AIC/ICL bookkeeping, cross-validation, and choosing k* by BIC."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy.stats import entropy
+from sklearn.exceptions import ConvergenceWarning
+
+import gmoe
+from gmoe.selection import SelectionResult, select_n_experts
+
+TRUTH_2 = gmoe.MixingMeasure([[2.0], [0.0]], [0.5, 0.0], [[2.0], [-1.5]], [1.0, -1.0],
+                             [0.25, 0.49])
+TRUTH_3 = gmoe.MixingMeasure([[3.0], [-3.0], [0.0]], [0.0, 0.0, 0.0], [[2.0], [-2.0], [0.5]],
+                             [1.0, -1.0, 3.0], [0.1, 0.1, 0.1])
+
+
+def _data(truth, n, seed):
+    X = gmoe.make_design(n, "uniform", low=-2.0, high=2.0, random_state=seed)
+    return X, gmoe.sample_moe(truth, X, random_state=seed + 1)
+
+
+@pytest.fixture(scope="module")
+def selection():
+    X, y = _data(TRUTH_2, 400, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # over-specified candidates warn (degenerate, slow EM)
+        result = select_n_experts(X, y, n_experts=[1, 2, 3], n_init=2, random_state=0,
+                                  max_iter=200)
+    return result, X, y
+
+
+def test_table_and_choice(selection):
+    result, X, y = selection
+    assert isinstance(result, SelectionResult)
+    assert result.criterion == "bic" and result.n_experts == 2
+    assert [row["n_experts"] for row in result.table] == [1, 2, 3]
+    assert result.best_estimator is result.estimators[2]
+    assert result.best_estimator.n_experts == 2
+    scores = result.scores()
+    assert min(scores, key=scores.get) == 2
+    for row in result.table:
+        assert row["error"] is None and np.isnan(row["cv_log_lik"])
+    text = str(result)
+    assert "criterion='bic'" in text and "chosen n_experts=2" in text and "<-" in text
+    assert "cv_log_lik" not in text
+
+
+def test_criteria_are_consistent(selection):
+    result, X, y = selection
+    n = X.shape[0]
+    for row in result.table:
+        k, p, log_lik = row["n_experts"], row["n_params"], row["log_lik"]
+        est = result.estimators[k]
+        assert p == (3 if k == 1 else est._n_parameters())
+        assert_allclose(log_lik, est.log_likelihood(X, y), rtol=1e-12)
+        assert_allclose(row["aic"], -2 * log_lik + 2 * p, rtol=1e-12)
+        assert_allclose(row["bic"], -2 * log_lik + p * np.log(n), rtol=1e-12)
+        if k > 1:
+            assert_allclose(row["bic"], est.bic(X, y), rtol=1e-12)
+        # ICL = BIC + 2 * entropy of the responsibilities: it penalises overlap.
+        resp = est.predict_responsibilities(X, y)
+        ent = float(np.sum(entropy(resp, axis=1)))
+        assert_allclose(row["entropy"], ent, rtol=1e-10, atol=1e-10)
+        assert_allclose(row["icl"], row["bic"] + 2 * ent, rtol=1e-12)
+        assert row["icl"] >= row["bic"]
+    assert result.table[0]["entropy"] == 0.0 and result.table[0]["icl"] == result.table[0]["bic"]
+
+
+@pytest.mark.parametrize("criterion", ["aic", "icl"])
+def test_other_criteria_choose_the_minimum(criterion):
+    X, y = _data(TRUTH_2, 300, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = select_n_experts(X, y, n_experts=[1, 2], criterion=criterion, n_init=1,
+                                  random_state=1)
+    values = {row["n_experts"]: row[criterion] for row in result.table}
+    assert result.n_experts == min(values, key=values.get) == 2
+
+
+def test_cross_validation():
+    X, y = _data(TRUTH_2, 300, 2)
+    kwargs = dict(n_experts=[1, 2], criterion="cv", n_init=1, cv=3, random_state=3)
+    result = select_n_experts(X, y, **kwargs)
+    cv = [row["cv_log_lik"] for row in result.table]
+    assert np.all(np.isfinite(cv))
+    assert result.n_experts == 2 and cv[1] > cv[0]
+    assert "cv_log_lik" in str(result) and "highest cv_log_lik wins" in str(result)
+    again = select_n_experts(X, y, **kwargs)
+    assert [row["cv_log_lik"] for row in again.table] == cv
+
+
+def test_sample_weight_enters_the_criteria():
+    X, y = _data(TRUTH_2, 200, 5)
+    w = np.full(200, 2.0)
+    result = select_n_experts(X, y, n_experts=[1], sample_weight=w, random_state=0)
+    row = result.table[0]
+    assert_allclose(row["log_lik"], 2 * result.best_estimator.log_likelihood(X, y))
+    assert_allclose(row["bic"], -2 * row["log_lik"] + 3 * np.log(400.0))
+
+
+def test_estimator_params_are_passed():
+    X, y = _data(TRUTH_2, 200, 6)
+    with pytest.warns(ConvergenceWarning, match="max_iter=5"):
+        result = select_n_experts(X, y, n_experts=[2], n_init=1, random_state=0,
+                                  gating="temperature", temperature=0.5, max_iter=5)
+    est = result.best_estimator
+    assert est.gating == "temperature" and est.temperature == 0.5 and est.max_iter == 5
+
+
+def test_failed_candidate_is_reported():
+    X, y = _data(TRUTH_2, 30, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = select_n_experts(X, y, n_experts=[1, 40], n_init=1, random_state=0)
+    assert result.n_experts == 1
+    failed = result.table[1]
+    assert "n_samples >= n_experts" in failed["error"] and np.isnan(failed["bic"])
+    assert "error:" in str(result)
+
+
+def test_bad_input():
+    X, y = _data(TRUTH_2, 50, 8)
+    with pytest.raises(ValueError, match=re.escape("criterion must be one of")):
+        select_n_experts(X, y, criterion="waic")
+    with pytest.raises(ValueError, match="distinct integers >= 1"):
+        select_n_experts(X, y, n_experts=[0, 1])
+    with pytest.raises(ValueError, match="distinct integers >= 1"):
+        select_n_experts(X, y, n_experts=[2, 2])
+    with pytest.raises(ValueError, match="distinct integers >= 1"):
+        select_n_experts(X, y, n_experts=[])
+    with pytest.raises(ValueError, match="cv must be an integer >= 2"):
+        select_n_experts(X, y, criterion="cv", cv=1)
+    with pytest.raises(ValueError, match="X must be a 2-D array"):
+        select_n_experts(X[:, 0], y)
+    with pytest.raises(ValueError, match="Every candidate fit failed"):
+        select_n_experts(X, y, n_experts=[60, 70])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("truth", [TRUTH_2, TRUTH_3], ids=["k*=2", "k*=3"])
+def test_bic_picks_the_true_number_of_experts(truth):
+    """At n = 1e4 BIC chooses k* among 1..5 (about 10-20 s per truth)."""
+    X, y = _data(truth, 10_000, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = select_n_experts(X, y, n_experts=range(1, 6), n_init=3, random_state=0)
+    assert result.n_experts == truth.n_experts, str(result)
