@@ -1,0 +1,822 @@
+"""Convergence rates from a tidy table of simulation results (SPEC 5).
+
+Every function here is pure: it takes a *table* of finished tasks and returns numbers. A
+table is either a mapping of equal-length 1-D arrays (a ``dict``, a pandas ``DataFrame``)
+or a sequence of rows (``dict`` or ``sqlite3.Row``), with a sample-size column ``n`` (or
+``n_samples``, the name of STYLE.md B8) and one or more numeric loss columns, one row per
+``(n, replication)`` task. Nothing here reads the result store.
+
+A loss entry that is not finite (NaN for a failed fit, SQL ``NULL``, ``inf``) is dropped
+for that loss only; the number dropped is reported (:attr:`RateFit.n_dropped`, the
+``n_dropped`` column of :func:`rate_table`). A negative loss is an error. The rate is the
+least-squares slope of ``log(mean loss over replications)`` on ``log n`` (SPEC 5.2), with
+the t-interval of statsmodels' OLS; :func:`bootstrap_slope` resamples the replications
+instead.
+"""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ..utils import check_random_state
+
+__all__ = [
+    "BootstrapSlope",
+    "LossByN",
+    "RateFit",
+    "SETTINGS",
+    "THEORY_LOSSES",
+    "bootstrap_slope",
+    "fit_rate",
+    "format_rate_table",
+    "mean_loss_by_n",
+    "rate_table",
+    "slope_sensitivity",
+    "theoretical_slope",
+]
+
+_N_COLUMNS = ("n", "n_samples")
+
+
+# --------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------
+
+
+def _as_columns(table):
+    """A table (mapping of 1-D arrays or sequence of rows) as a dict of 1-D arrays."""
+    if isinstance(table, Mapping) or (hasattr(table, "keys") and hasattr(table, "columns")):
+        columns = {str(key): np.asarray(table[key]) for key in table.keys()}
+    elif isinstance(table, (list, tuple)):
+        rows = []
+        for i, row in enumerate(table):
+            try:
+                rows.append(dict(row))
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"table rows must be mappings (dict or sqlite3.Row), got row {i} of type "
+                    f"{type(row).__name__}: {row!r}."
+                ) from err
+        names = list(dict.fromkeys(key for row in rows for key in row))
+        columns = {
+            str(name): np.asarray([row.get(name, np.nan) for row in rows]) for name in names
+        }
+    else:
+        raise ValueError(
+            "table must be a mapping of equal-length 1-D arrays or a list of dict rows, got "
+            f"{type(table).__name__}."
+        )
+    lengths = {name: col.shape for name, col in columns.items()}
+    bad = {name: shape for name, shape in lengths.items() if len(shape) != 1}
+    if bad:
+        raise ValueError(f"table columns must be 1-D, got shapes {bad}.")
+    if len({shape[0] for shape in lengths.values()}) > 1:
+        raise ValueError(
+            "table columns must have equal lengths, got "
+            + ", ".join(f"{name}: {shape[0]}" for name, shape in lengths.items())
+            + "."
+        )
+    return columns
+
+
+def _restrict(table, min_n):
+    """The table's rows with ``n >= min_n`` (the table itself when None)."""
+    if min_n is None:
+        return table
+    columns = _as_columns(table)
+    keep = _sizes(columns) >= min_n
+    return {key: col[keep] for key, col in columns.items()}
+
+
+def _numeric(columns, name):
+    """Column ``name`` as float64, with an error naming it when absent or not numeric."""
+    if name not in columns:
+        raise ValueError(
+            f"table has no column {name!r}; available columns: {sorted(columns)}."
+        )
+    try:
+        return np.asarray(columns[name], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"column {name!r} must be numeric, got values of dtype {columns[name].dtype}."
+        ) from err
+
+
+def _sizes(columns):
+    """The sample-size column (``n``, else ``n_samples``), checked."""
+    for name in _N_COLUMNS:
+        if name in columns:
+            n = _numeric(columns, name)
+            if not np.all(np.isfinite(n)) or np.any(n <= 0):
+                raise ValueError(
+                    f"column {name!r} (sample size) must hold positive finite numbers, got "
+                    f"{n[~(np.isfinite(n) & (n > 0))][:5]}."
+                )
+            return n
+    raise ValueError(
+        f"table has no sample-size column 'n' (or 'n_samples'); available columns: "
+        f"{sorted(columns)}."
+    )
+
+
+def _loss_values(table, loss):
+    """(n, values, n_dropped): the finite entries of column ``loss`` and their sizes."""
+    if not isinstance(loss, str):
+        raise ValueError(f"loss must be a column name (str), got {loss!r}.")
+    columns = _as_columns(table)
+    values = _numeric(columns, loss)
+    n = _sizes(columns)
+    keep = np.isfinite(values)
+    return n[keep], values[keep], int(np.count_nonzero(~keep))
+
+
+class LossByN(NamedTuple):
+    """Per-sample-size summary of one loss column (see :func:`mean_loss_by_n`)."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    count: np.ndarray
+
+
+def _group(n, values):
+    sizes, inverse = np.unique(n, return_inverse=True)
+    count = np.bincount(inverse, minlength=sizes.size)
+    mean = np.bincount(inverse, weights=values, minlength=sizes.size) / count
+    sq = np.bincount(inverse, weights=(values - mean[inverse]) ** 2, minlength=sizes.size)
+    se = np.full(sizes.size, np.nan)
+    many = count > 1
+    se[many] = np.sqrt(sq[many] / (count[many] - 1) / count[many])
+    return LossByN(sizes, mean, se, count)
+
+
+def mean_loss_by_n(table, loss):
+    """Mean loss over replications at each sample size, with its standard error.
+
+    Parameters
+    ----------
+    table : mapping of 1-D arrays or list of dict rows
+        One row per ``(n, replication)`` task, with a column ``n`` (or ``n_samples``) and
+        the column ``loss``.
+    loss : str
+        Name of the loss column. Non-finite entries (failed fits) are dropped.
+
+    Returns
+    -------
+    LossByN
+        Named tuple ``(n, mean, se, count)`` of 1-D arrays, sorted by ``n``: the distinct
+        sample sizes, the mean of the loss, its standard error ``SD / sqrt(count)`` (``SD``
+        with ``ddof=1``; NaN where ``count == 1``) and the number of finite entries.
+
+    Raises
+    ------
+    ValueError
+        If the column is missing or not numeric, or no finite entry is left.
+    """
+    n, values, _ = _loss_values(table, loss)
+    if n.size == 0:
+        raise ValueError(f"column {loss!r} has no finite entry (every fit failed?).")
+    return _group(n, values)
+
+
+# --------------------------------------------------------------------------------------
+# Slope fits
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """Fitted rate ``mean loss ~ C n^slope`` of one loss column.
+
+    Attributes
+    ----------
+    loss : str
+        Name of the loss column.
+    slope : float
+        Least-squares slope of ``log(mean loss)`` on ``log n``.
+    intercept : float
+        Intercept of that fit, ``log C``.
+    conf_int : tuple of float
+        ``(low, high)``: the ``1 - alpha`` t-interval of the slope (NaN with two points).
+    r_squared : float
+        Coefficient of determination of the log-log fit.
+    n_points : int
+        Number of distinct sample sizes fitted.
+    n_min, n_max : float
+        Smallest and largest sample size fitted.
+    n_dropped : int
+        Entries of the column dropped as not finite (failed fits), over the whole table.
+    alpha : float
+        Level of the interval.
+    """
+
+    loss: str
+    slope: float
+    intercept: float
+    conf_int: tuple
+    r_squared: float
+    n_points: int
+    n_min: float
+    n_max: float
+    n_dropped: int = 0
+    alpha: float = 0.05
+
+    @property
+    def C(self):  # the papers' name for the constant
+        """The constant ``C = exp(intercept)``."""
+        return math.exp(self.intercept)
+
+    @property
+    def legend(self):
+        """Legend text in the papers' style, e.g. ``"33.1 n^-0.638"``."""
+        return f"{self.C:.3g} n^{self.slope:.3f}"
+
+    def covers(self, slope):
+        """Whether ``slope`` lies in the confidence interval (False if it is NaN)."""
+        low, high = self.conf_int
+        return bool(low <= slope <= high)
+
+    def predict(self, n):
+        """The fitted curve ``C n^slope`` at sample sizes ``n``."""
+        return np.exp(self.intercept) * np.asarray(n, dtype=np.float64) ** self.slope
+
+    def __str__(self):
+        low, high = self.conf_int
+        level = f"{100 * (1 - self.alpha):g}%"
+        dropped = f", {self.n_dropped} failed fits dropped" if self.n_dropped else ""
+        return (
+            f"{self.loss}: {self.legend} ({level} CI of the slope [{low:.3f}, {high:.3f}], "
+            f"R^2 = {self.r_squared:.3f}, {self.n_points} sample sizes in "
+            f"[{self.n_min:g}, {self.n_max:g}]{dropped})"
+        )
+
+
+def _check_alpha(alpha):
+    if not (isinstance(alpha, float | int) and 0 < alpha < 1):
+        raise ValueError(f"alpha must be a number in (0, 1), got alpha={alpha!r}.")
+
+
+def _summary_for_fit(table, loss, min_n):
+    """Grouped means of ``loss`` restricted to ``n >= min_n``, checked for the log fit."""
+    n, values, n_dropped = _loss_values(table, loss)
+    if np.any(values < 0):
+        raise ValueError(
+            f"column {loss!r} has negative entries ({np.count_nonzero(values < 0)}, e.g. "
+            f"{values[values < 0][0]!r}); a loss must be >= 0."
+        )
+    if min_n is not None:
+        keep = n >= min_n
+        n, values = n[keep], values[keep]
+    summary = _group(n, values)
+    if summary.n.size < 2:
+        where = "" if min_n is None else f" with n >= min_n={min_n!r}"
+        raise ValueError(
+            f"column {loss!r} has finite entries at {summary.n.size} distinct sample "
+            f"size(s){where}; a rate needs at least 2."
+        )
+    if np.any(summary.mean <= 0):
+        zeros = summary.n[summary.mean <= 0]
+        raise ValueError(
+            f"column {loss!r} has mean 0 at n = {zeros.tolist()}; log(mean loss) is undefined "
+            "there. Exclude those sample sizes (min_n) or fit another loss."
+        )
+    return summary, n_dropped
+
+
+def _ols(log_n, log_mean, alpha):
+    """(slope, intercept, conf_int, r_squared) of statsmodels OLS, two points handled."""
+    import statsmodels.api as sm
+
+    if log_n.size == 2:
+        slope = (log_mean[1] - log_mean[0]) / (log_n[1] - log_n[0])
+        return float(slope), float(log_mean[0] - slope * log_n[0]), (np.nan, np.nan), 1.0
+    results = sm.OLS(log_mean, sm.add_constant(log_n, has_constant="add")).fit()
+    low, high = results.conf_int(alpha=alpha)[1]
+    tss = np.sum((log_mean - log_mean.mean()) ** 2)
+    r_squared = 1.0 - results.ssr / tss if tss > 0 else 1.0
+    return float(results.params[1]), float(results.params[0]), (float(low), float(high)), float(
+        r_squared
+    )
+
+
+def fit_rate(table, loss, *, min_n=None, alpha=0.05):
+    r"""Fit ``mean loss = C n^slope`` by least squares on the log-log scale (SPEC 5.2).
+
+    Parameters
+    ----------
+    table : mapping of 1-D arrays or list of dict rows
+        One row per ``(n, replication)`` task, with a column ``n`` (or ``n_samples``) and
+        the column ``loss``.
+    loss : str
+        Name of the loss column. Non-finite entries (failed fits) are dropped and counted.
+    min_n : float, default=None
+        Fit only the sample sizes ``n >= min_n``.
+    alpha : float, default=0.05
+        The slope's interval has level ``1 - alpha``.
+
+    Returns
+    -------
+    RateFit
+        Slope, intercept (``C = exp(intercept)``), confidence interval, ``R^2`` and the
+        range fitted.
+
+    Raises
+    ------
+    ValueError
+        If the column is missing, not numeric or has a negative entry, if fewer than two
+        distinct sample sizes have a finite entry, or if the mean loss is 0 at some size.
+
+    See Also
+    --------
+    slope_sensitivity, bootstrap_slope, rate_table
+
+    Notes
+    -----
+    The model is the OLS regression
+
+    .. math:: \log \bar L_n = \log C + s \log n + \varepsilon_n
+
+    over the distinct sample sizes, ``\bar L_n`` the mean loss over the replications at
+    ``n``, with the t-interval of statsmodels for ``s``. With two sample sizes the line
+    passes through both points and the interval is NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gmoe.simulation.rates import fit_rate
+    >>> n = np.repeat([100, 1000, 10000], 2)
+    >>> print(fit_rate({"n": n, "D1": 3.0 * n ** -0.5}, "D1").legend)
+    3 n^-0.500
+    """
+    _check_alpha(alpha)
+    summary, n_dropped = _summary_for_fit(table, loss, min_n)
+    slope, intercept, conf_int, r_squared = _ols(
+        np.log(summary.n), np.log(summary.mean), alpha
+    )
+    return RateFit(
+        loss=loss,
+        slope=slope,
+        intercept=intercept,
+        conf_int=conf_int,
+        r_squared=r_squared,
+        n_points=int(summary.n.size),
+        n_min=float(summary.n[0]),
+        n_max=float(summary.n[-1]),
+        n_dropped=n_dropped,
+        alpha=float(alpha),
+    )
+
+
+def slope_sensitivity(table, loss, drop_fractions=(0, 0.1, 0.25, 0.5), *, alpha=0.05):
+    """Refit the rate after dropping the smallest sample sizes (SPEC 5.2).
+
+    Parameters
+    ----------
+    table : mapping of 1-D arrays or list of dict rows
+        As in :func:`fit_rate`.
+    loss : str
+        Name of the loss column.
+    drop_fractions : sequence of float, default=(0, 0.1, 0.25, 0.5)
+        For each fraction ``f`` in ``[0, 1)``, the ``floor(f * N)`` smallest of the ``N``
+        distinct sample sizes (those with a finite entry) are dropped before the fit.
+    alpha : float, default=0.05
+        Level of the intervals.
+
+    Returns
+    -------
+    list of RateFit
+        One fit per fraction, in the order given; ``n_min`` says where each starts.
+
+    Raises
+    ------
+    ValueError
+        If a fraction is outside ``[0, 1)`` or leaves fewer than two sample sizes, and in
+        the cases of :func:`fit_rate`.
+    """
+    sizes = mean_loss_by_n(table, loss).n
+    fits = []
+    for fraction in drop_fractions:
+        if not (0 <= fraction < 1):
+            raise ValueError(
+                f"drop_fractions must lie in [0, 1), got {fraction!r} in {drop_fractions!r}."
+            )
+        n_drop = int(math.floor(fraction * sizes.size + 1e-9))
+        if sizes.size - n_drop < 2:
+            raise ValueError(
+                f"dropping the fraction {fraction!r} of the {sizes.size} sample sizes of column "
+                f"{loss!r} leaves {sizes.size - n_drop}; a rate needs at least 2."
+            )
+        fits.append(fit_rate(table, loss, min_n=sizes[n_drop], alpha=alpha))
+    return fits
+
+
+@dataclass(frozen=True)
+class BootstrapSlope:
+    """Bootstrap distribution of the log-log slope (see :func:`bootstrap_slope`).
+
+    Attributes
+    ----------
+    loss : str
+        Name of the loss column.
+    slope : float
+        Slope of the original data (as :func:`fit_rate`).
+    conf_int : tuple of float
+        Percentile interval ``(alpha/2, 1 - alpha/2)`` of the bootstrap slopes.
+    slopes : ndarray of shape (n_valid,)
+        The bootstrap slopes (resamples whose mean is 0 at some size are left out).
+    alpha : float
+        Level of the interval.
+    """
+
+    loss: str
+    slope: float
+    conf_int: tuple
+    slopes: np.ndarray
+    alpha: float = 0.05
+
+
+def bootstrap_slope(table, loss, n_boot=1000, *, min_n=None, alpha=0.05, random_state=None):
+    """Percentile-bootstrap interval of the slope, resampling replications within each ``n``.
+
+    Parameters
+    ----------
+    table : mapping of 1-D arrays or list of dict rows
+        As in :func:`fit_rate`.
+    loss : str
+        Name of the loss column.
+    n_boot : int, default=1000
+        Number of bootstrap resamples.
+    min_n : float, default=None
+        Use only the sample sizes ``n >= min_n``.
+    alpha : float, default=0.05
+        The interval has level ``1 - alpha``.
+    random_state : None, int, SeedSequence or Generator, default=None
+        Seeds the resampling.
+
+    Returns
+    -------
+    BootstrapSlope
+        The slope, the percentile interval and the bootstrap slopes.
+
+    Notes
+    -----
+    Each resample draws, at every sample size, as many replications as it has (with
+    replacement) and refits the least-squares slope of ``log(mean)`` on ``log n``. Unlike
+    the OLS interval, it reflects the spread of the replications rather than the scatter
+    of the means about the line.
+    """
+    _check_alpha(alpha)
+    if not (isinstance(n_boot, int) and n_boot >= 1):
+        raise ValueError(f"n_boot must be a positive integer, got n_boot={n_boot!r}.")
+    summary, _ = _summary_for_fit(table, loss, min_n)
+    rng = check_random_state(random_state)
+    n, values, _ = _loss_values(table, loss)
+    if min_n is not None:
+        n, values = n[n >= min_n], values[n >= min_n]
+    means = np.empty((n_boot, summary.n.size))
+    for j, size in enumerate(summary.n):
+        group = values[n == size]
+        means[:, j] = group[rng.integers(0, group.size, size=(n_boot, group.size))].mean(axis=1)
+    means = means[np.all(means > 0, axis=1)]
+    x = np.log(summary.n) - np.log(summary.n).mean()
+    log_means = np.log(means)
+    slopes = (log_means - log_means.mean(axis=1, keepdims=True)) @ x / (x @ x)
+    if slopes.size:
+        low, high = np.quantile(slopes, [alpha / 2, 1 - alpha / 2])
+    else:  # pragma: no cover - needs every resample to hit a zero mean
+        low = high = np.nan
+    slope = float(x @ (np.log(summary.mean) - np.log(summary.mean).mean()) / (x @ x))
+    return BootstrapSlope(
+        loss=loss, slope=slope, conf_int=(float(low), float(high)), slopes=slopes,
+        alpha=float(alpha),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Theory (SPEC 5.1)
+# --------------------------------------------------------------------------------------
+
+SETTINGS = (
+    "softmax-exact",
+    "softmax-over",
+    "topk-exact",
+    "topk-over",
+    "temperature",
+    "temperature-raw",
+    "activation-exact",
+    "activation-over",
+)
+"""The settings of SPEC 5.1 known to :func:`theoretical_slope`."""
+
+THEORY_LOSSES = (
+    "voronoi",
+    "D1",
+    "D2",
+    "hellinger",
+    "tv",
+    "weights",
+    "gate_coef",
+    "expert_intercept",
+    "expert_coef",
+    "expert_var",
+)
+"""The losses known to :func:`theoretical_slope` (aliases in its Notes)."""
+
+_LOSS_ALIASES = {
+    "voronoi": "voronoi", "voronoi_loss": "voronoi", "d1": "d1", "d2": "d2",
+    "hellinger": "hellinger",
+    "tv": "tv", "total_variation": "tv",
+    "weights": "weights", "weight": "weights", "cell_weights": "weights",
+    "gate_coef": "gate_coef", "beta1": "gate_coef",
+    "expert_intercept": "expert_intercept", "b": "expert_intercept",
+    "expert_coef": "expert_coef", "a": "expert_coef",
+    "expert_var": "expert_var", "nu": "expert_var",
+}
+
+_RBAR = {2: 4, 3: 6}
+
+
+class _Theory(NamedTuple):
+    slope: float | None
+    reason: str
+    fit_slope: bool  # False where a slope would be meaningless (not consistent)
+
+
+def _canonical_loss(loss):
+    key = str(loss).lower()
+    for prefix in ("err_", "error_"):
+        key = key.removeprefix(prefix)
+    for suffix in ("_error", "_err"):
+        key = key.removesuffix(suffix)
+    if key not in _LOSS_ALIASES:
+        raise ValueError(
+            f"loss {loss!r} has no theoretical rate; expected one of {list(THEORY_LOSSES)} "
+            "(or an alias: beta1, b, a, nu, weight, total_variation, with an optional "
+            "'_error' suffix)."
+        )
+    return _LOSS_ALIASES[key]
+
+
+def _canonical_setting(setting):
+    key = str(setting).lower().replace("_", "-")
+    if key not in SETTINGS:
+        raise ValueError(f"setting must be one of {list(SETTINGS)}, got setting={setting!r}.")
+    return key
+
+
+def _resolve_rbar(m, rbar):
+    if rbar is not None:
+        if not (isinstance(rbar, int | float) and rbar >= 1):
+            raise ValueError(f"rbar must be a number >= 1, got rbar={rbar!r}.")
+        return rbar
+    if m is None:
+        m = 2
+    if not (isinstance(m, int) and m >= 1):
+        raise ValueError(f"m (atoms in the cell) must be a positive integer, got m={m!r}.")
+    if m == 1:
+        return 1
+    if m not in _RBAR:
+        raise ValueError(
+            f"rbar({m}) is unknown (SPEC 4 gives rbar(2) = 4, rbar(3) = 6); pass rbar."
+        )
+    return _RBAR[m]
+
+
+_HALF = -0.5
+
+
+def _theory(setting, loss, m=None, rbar=None):
+    """(slope, reason, fit_slope) of SPEC 5.1 for a setting and a loss."""
+    setting = _canonical_setting(setting)
+    kind = _canonical_loss(loss)
+    family, _, variant = setting.partition("-")
+    if kind in ("hellinger", "tv"):
+        return _Theory(_HALF, "density rate n^-1/2 (SPEC 5.1)", True)
+    if setting == "temperature-raw":
+        return _Theory(
+            None,
+            "raw (beta1, beta0, tau) are not identified: the estimate is set by the start and "
+            "is not consistent (SPEC 2.2, 5.1); report the curve, fit no slope",
+            False,
+        )
+    if setting == "activation-over":
+        return _Theory(
+            None,
+            "over-specified activation gate: polynomial, but the exponents are not "
+            "established (SPEC 5.1)",
+            True,
+        )
+    if family == "temperature":
+        over = m is not None and m >= 2 or rbar is not None
+    else:
+        over = variant == "over"
+    if not over:
+        return _Theory(_HALF, f"{setting}: parametric rate n^-1/2 (SPEC 5.1)", True)
+    r = _resolve_rbar(m, rbar)
+    if kind in ("voronoi", "d2", "weights") or r == 1:
+        what = "cell weights" if kind == "weights" else "D2"
+        return _Theory(_HALF, f"{setting}: {what} decays as n^-1/2 (SPEC 5.1)", True)
+    slow = -1.0 / (2 * r)
+    if kind in ("gate_coef", "expert_intercept", "d1"):
+        reason = f"{setting}: beta1 and b in a cell with rbar = {r:g}: n^-1/(2 rbar) (SPEC 5.1)"
+        if kind == "d1":
+            reason = (
+                f"{setting}: D1 (exponent 1) is dominated by its beta1 and b terms, "
+                f"n^-1/(2 rbar) with rbar = {r:g}"
+            )
+        return _Theory(slow, reason, True)
+    return _Theory(-1.0 / r, f"{setting}: a and nu, rbar = {r:g}: n^-1/rbar (SPEC 5.1)", True)
+
+
+def theoretical_slope(setting, loss, *, m=None, rbar=None):
+    """The rate exponent that the theory predicts (SPEC 5.1), or None where it has none.
+
+    Parameters
+    ----------
+    setting : str
+        One of ``'softmax-exact'``, ``'softmax-over'``, ``'topk-exact'``, ``'topk-over'``,
+        ``'temperature'`` (losses on the identifiable scale ``gamma``), ``'temperature-raw'``
+        (losses on the raw ``(beta1, beta0, tau)``), ``'activation-exact'``,
+        ``'activation-over'`` (underscores are accepted for hyphens).
+    loss : str
+        ``'voronoi'`` (the setting's own loss: D1 exact, D2 over-specified), ``'D1'``,
+        ``'D2'``, ``'hellinger'``, ``'tv'``, ``'weights'`` (``|W_j - w*_j|``),
+        ``'gate_coef'`` (``beta1``), ``'expert_intercept'`` (``b``), ``'expert_coef'``
+        (``a``) or ``'expert_var'`` (``nu``), case-insensitive.
+    m : int, default=None
+        Number of fitted atoms in the cell studied, for the over-specified settings
+        (default 2). For ``'temperature'``, ``m >= 2`` selects the over-specified rates.
+    rbar : float, default=None
+        The exponent ``rbar(m)``; by default ``rbar(1) = 1`` (a singleton cell: parametric
+        rates), ``rbar(2) = 4``, ``rbar(3) = 6``, and an error for ``m >= 4``.
+
+    Returns
+    -------
+    float or None
+        The slope ``s`` of ``loss ~ n^s``, up to log factors; None where the theory gives
+        no polynomial rate (see Notes).
+
+    Raises
+    ------
+    ValueError
+        For an unknown setting or loss, or ``m >= 4`` without ``rbar``.
+
+    Notes
+    -----
+    ================================= ============= ========== ============== ==========
+    setting                           hellinger, tv weights    beta1, b       a, nu
+    ================================= ============= ========== ============== ==========
+    softmax-, topk-, activation-exact -1/2          -1/2       -1/2           -1/2
+    softmax-, topk-over (cell of m)   -1/2          -1/2       -1/(2 rbar(m)) -1/rbar(m)
+    temperature (on gamma)            -1/2          as softmax as softmax     as softmax
+    temperature-raw                   -1/2          None       None           None
+    activation-over                   -1/2          None       None           None
+    ================================= ============= ========== ============== ==========
+
+    ``voronoi`` and ``D2`` decay as ``n^-1/2`` wherever the theory holds; ``D1`` in an
+    over-specified setting is dominated by its exponent-1 ``beta1`` and ``b`` terms,
+    ``n^-1/(2 rbar)``. None means: for ``temperature-raw``, the raw parameters are not
+    identified, so their estimates are set by the start and not consistent (report the
+    curve, fit no slope); for ``activation-over``, the rates are polynomial but their
+    exponents are not established. For ``topk-over`` the density rate holds only if the
+    fitted ``K`` covers the selected true cells.
+
+    Examples
+    --------
+    >>> from gmoe.simulation.rates import theoretical_slope
+    >>> theoretical_slope("softmax-over", "gate_coef", m=2)
+    -0.125
+    >>> theoretical_slope("temperature-raw", "gate_coef") is None
+    True
+    """
+    return _theory(setting, loss, m, rbar).slope
+
+
+# --------------------------------------------------------------------------------------
+# Slope tables
+# --------------------------------------------------------------------------------------
+
+
+def _as_list(losses):
+    return [losses] if isinstance(losses, str) else list(losses)
+
+
+def _theory_or_none(setting, loss, m, rbar):
+    """Theory for a column, or a None slope when the column is not a theoretical loss."""
+    if setting is None:
+        return _Theory(None, "", True)
+    _canonical_setting(setting)  # an unknown setting is an error, not a silent None
+    try:
+        return _theory(setting, loss, m, rbar)
+    except ValueError as err:
+        if "has no theoretical rate" in str(err):
+            return _Theory(None, "no theoretical rate for this column", True)
+        raise
+
+
+def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, rbar=None):
+    """Fitted and theoretical slopes of several loss columns.
+
+    Parameters
+    ----------
+    table : mapping of 1-D arrays or list of dict rows
+        As in :func:`fit_rate`.
+    losses : str or sequence of str
+        Loss columns, one row each.
+    setting : str, default=None
+        A setting of :func:`theoretical_slope`; None reports no theory.
+    min_n : float, default=None
+        Fit only the sample sizes ``n >= min_n``.
+    alpha : float, default=0.05
+        Level of the intervals.
+    m, rbar : int or float, default=None
+        Passed to :func:`theoretical_slope`.
+
+    Returns
+    -------
+    list of dict
+        One row per loss with keys ``loss``, ``slope``, ``ci_low``, ``ci_high``, ``C``,
+        ``r_squared``, ``n_points``, ``n_dropped``, ``theory`` (float or None),
+        ``within_ci`` (bool, None without a theoretical slope) and ``note`` (why there is
+        no theory or no fitted slope). Where the theory says the estimate is not consistent
+        (``'temperature-raw'``) no slope is fitted and the fitted entries are NaN.
+
+    See Also
+    --------
+    format_rate_table
+    """
+    rows = []
+    for loss in _as_list(losses):
+        theory = _theory_or_none(setting, loss, m, rbar)
+        if theory.fit_slope:
+            fit = fit_rate(table, loss, min_n=min_n, alpha=alpha)
+            slope, (low, high), C = fit.slope, fit.conf_int, fit.C
+            r_squared, n_points, n_dropped = fit.r_squared, fit.n_points, fit.n_dropped
+        else:
+            summary = mean_loss_by_n(_restrict(table, min_n), loss)
+            slope = low = high = C = r_squared = np.nan
+            n_points = int(summary.n.size)
+            n_dropped = _loss_values(table, loss)[2]
+        within = None
+        if theory.slope is not None and np.isfinite(slope):
+            within = bool(low <= theory.slope <= high)
+        rows.append(
+            {
+                "loss": loss,
+                "slope": slope,
+                "ci_low": low,
+                "ci_high": high,
+                "C": C,
+                "r_squared": r_squared,
+                "n_points": n_points,
+                "n_dropped": n_dropped,
+                "theory": theory.slope,
+                "within_ci": within,
+                "note": "" if theory.slope is not None else theory.reason,
+            }
+        )
+    return rows
+
+
+def _fmt(value, spec):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and not np.isfinite(value):
+        return "-"
+    return format(value, spec)
+
+
+def format_rate_table(rows):
+    """Render the rows of :func:`rate_table` as a plain-text table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        As returned by :func:`rate_table`.
+
+    Returns
+    -------
+    str
+        One line per loss (``-`` for a missing value), then the notes.
+    """
+    header = ("loss", "slope", "CI low", "CI high", "C", "R^2", "sizes", "dropped", "theory",
+              "in CI")
+    specs = ("", ".3f", ".3f", ".3f", ".3g", ".3f", "d", "d", ".3f", "")
+    keys = ("loss", "slope", "ci_low", "ci_high", "C", "r_squared", "n_points", "n_dropped",
+            "theory", "within_ci")
+    body = [[_fmt(row[key], spec) for key, spec in zip(keys, specs, strict=True)]
+            for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+             for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"{row['loss']}: {row['note']}" for row in rows if row.get("note")]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
