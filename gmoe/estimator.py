@@ -541,6 +541,13 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     def predict_responsibilities(self, X, y):
         """Posterior probability of each expert given ``(x, y)``.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+        y : array-like of shape (n_samples,)
+            Target values.
+
         Returns
         -------
         ndarray of shape (n_samples, n_experts)
@@ -551,6 +558,13 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     def score_samples(self, X, y):
         """Conditional log-density ``log p(y_i | x_i)`` of every row.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+        y : array-like of shape (n_samples,)
+            Target values.
+
         Returns
         -------
         ndarray of shape (n_samples,)
@@ -559,22 +573,70 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return self._e_step_rows(X, y)[1]
 
     def log_likelihood(self, X, y, sample_weight=None):
-        """Total (weighted) conditional log-likelihood of ``(X, y)``."""
+        """Total (weighted) conditional log-likelihood of ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+        y : array-like of shape (n_samples,)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each row; ``None`` weighs every row 1.
+
+        Returns
+        -------
+        float
+            ``sum_i w_i log p(y_i | x_i)``.
+        """
         log_lik = self.score_samples(X, y)
         sample_weight = self._check_sample_weight(sample_weight, log_lik.shape[0])
         return float(np.dot(sample_weight, log_lik))
 
     def bic(self, X, y):
-        """Bayesian information criterion ``-2 L + p log n`` (lower is better)."""
+        """Bayesian information criterion ``-2 L + p log n`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+        y : array-like of shape (n_samples,)
+            Target values.
+
+        Returns
+        -------
+        float
+            The BIC, with ``p`` the number of free parameters and ``n = n_samples``.
+        """
         log_lik = self.log_likelihood(X, y)
         return -2.0 * log_lik + self._n_parameters() * np.log(np.asarray(X).shape[0])
 
     def aic(self, X, y):
-        """Akaike information criterion ``-2 L + 2 p`` (lower is better)."""
+        """Akaike information criterion ``-2 L + 2 p`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+        y : array-like of shape (n_samples,)
+            Target values.
+
+        Returns
+        -------
+        float
+            The AIC, with ``p`` the number of free parameters.
+        """
         return -2.0 * self.log_likelihood(X, y) + 2.0 * self._n_parameters()
 
     def sample(self, X, random_state=None):
         """Draw ``y`` from the fitted conditional density at every row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+        random_state : int, RandomState instance, Generator or None, default=None
+            Seed or generator of the draws (see :func:`gmoe.utils.check_random_state`).
 
         Returns
         -------
@@ -635,6 +697,22 @@ def log_likelihood_scorer(estimator, X, y, sample_weight=None):
     """Mean conditional log-likelihood, a scorer for model selection (higher is better).
 
     Use as ``GridSearchCV(est, grid, scoring=gmoe.log_likelihood_scorer)``.
+
+    Parameters
+    ----------
+    estimator : GaussianMoERegressor
+        A fitted estimator (anything with ``score_samples(X, y)``).
+    X : array-like of shape (n_samples, n_features)
+        Input data.
+    y : array-like of shape (n_samples,)
+        Target values.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weight of each row; ``None`` gives the plain mean.
+
+    Returns
+    -------
+    float
+        The (weighted) mean of ``log p(y_i | x_i)``.
     """
     log_lik = estimator.score_samples(X, y)
     if sample_weight is None:

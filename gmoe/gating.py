@@ -113,23 +113,82 @@ class SoftmaxGating:
     pins_reference_coef = True
 
     def logits(self, X, gate_coef, gate_intercept, temperature=None):
-        """Logits ``s(x)``, shape (n_samples, n_experts)."""
+        """Logits ``s(x)``, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Gate intercepts ``beta0``.
+        temperature : float or None, default=None
+            Ignored by this family; accepted for a common signature.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
         return X @ gate_coef.T + gate_intercept
 
     def log_gate(self, X, gate_coef, gate_intercept, temperature=None):
-        """Log-gates ``log g(x)``, shape (n_samples, n_experts)."""
+        """Log-gates ``log g(x)``, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Gate intercepts ``beta0``.
+        temperature : float or None, default=None
+            Temperature ``tau``; used only by the temperature families.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+            Row-wise log-softmax of :meth:`logits`.
+        """
         return compute_log_softmax(self.logits(X, gate_coef, gate_intercept, temperature))
 
     def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
-        """Number of free gate parameters under the identifiability convention."""
+        """Number of free gate parameters under the identifiability convention.
+
+        Parameters
+        ----------
+        n_experts : int
+            Number of experts ``k``.
+        n_features : int
+            Number of features ``d``.
+        learn_temperature : bool, default=False
+            Whether ``tau`` is a free parameter.
+
+        Returns
+        -------
+        int
+            ``(n_experts - 1) * (n_features + 1)``; ``learn_temperature`` is ignored.
+        """
         return (n_experts - 1) * (n_features + 1)
 
     def initial_gate(self, X, weighted_resp, temperature=None):
         """A first gate for given responsibilities: the softmax fit from zero.
 
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        weighted_resp : ndarray of shape (n_samples, n_experts)
+            Sample weight times responsibility.
+        temperature : float or None, default=None
+            Temperature ``tau`` the gate is fitted at; used only by the temperature
+            families.
+
         Returns
         -------
-        gate_coef, gate_intercept
+        gate_coef : ndarray of shape (n_experts, n_features)
+        gate_intercept : ndarray of shape (n_experts,)
         """
         n_experts = weighted_resp.shape[1]
         zeros = np.zeros((n_experts, X.shape[1])), np.zeros(n_experts)
@@ -185,7 +244,23 @@ class TemperatureGating(SoftmaxGating):
     uses_temperature = True
 
     def logits(self, X, gate_coef, gate_intercept, temperature=None):
-        """Logits ``s(x)``, shape (n_samples, n_experts)."""
+        """Logits ``s(x)``, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Gate intercepts ``beta0``.
+        temperature : float
+            Temperature ``tau > 0``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
         return (X @ gate_coef.T + gate_intercept) / temperature
 
 
@@ -207,18 +282,64 @@ class TopKGating(SoftmaxGating):
         self.selection = selection
 
     def selection_scores(self, X, gate_coef, gate_intercept):
-        """Scores that choose the active set, shape (n_samples, n_experts)."""
+        """Scores that choose the active set, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Gate intercepts ``beta0``.
+            Added to the scores only for ``selection='affine'``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
         scores = X @ gate_coef.T
         if self.selection == "affine":
             scores = scores + gate_intercept
         return scores
 
     def active_mask(self, X, gate_coef, gate_intercept):
-        """Boolean active set of each row, shape (n_samples, n_experts)."""
+        """Boolean active set of each row, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Gate intercepts ``beta0``.
+
+        Returns
+        -------
+        ndarray of bool, shape (n_samples, n_experts)
+            True for the ``top_k`` experts of each row (ties to the lower index).
+        """
         return compute_topk_mask(self.selection_scores(X, gate_coef, gate_intercept), self.top_k)
 
     def log_gate(self, X, gate_coef, gate_intercept, temperature=None):
-        """Log-gates, exactly ``-inf`` outside the active set."""
+        """Log-gates, exactly ``-inf`` outside the active set.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Gate intercepts ``beta0``.
+        temperature : float or None, default=None
+            Ignored by this family; accepted for a common signature.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
         logits = self.logits(X, gate_coef, gate_intercept)
         mask = self.active_mask(X, gate_coef, gate_intercept)
         return compute_log_softmax(np.where(mask, logits, -np.inf))
@@ -232,9 +353,30 @@ class TopKGating(SoftmaxGating):
         moved by maximising the log-likelihood itself (SPEC 3); the log-likelihood never
         falls.
 
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        weighted_resp : ndarray of shape (n_samples, n_experts)
+            Sample weight times responsibility.
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Current gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Current gate intercepts ``beta0``.
+        temperature : float or None, default=None
+            Ignored by this family; accepted for a common signature.
+        expert_log_density : ndarray of shape (n_samples, n_experts)
+            Log-density of ``y_i`` under each expert.
+        sample_weight : ndarray of shape (n_samples,)
+            Weight of each row.
+        max_iter : int, default=20
+            Newton steps at most.
+
         Returns
         -------
-        gate_coef, gate_intercept, None
+        gate_coef : ndarray of shape (n_experts, n_features)
+        gate_intercept : ndarray of shape (n_experts,)
+        temperature : None
         """
         from . import _gate_topk
 
@@ -260,7 +402,23 @@ class ActivationGating(SoftmaxGating):
         self.activation = activation
 
     def logits(self, X, gate_coef, gate_intercept, temperature=None):
-        """Logits ``s(x)``, shape (n_samples, n_experts)."""
+        """Logits ``s(x)``, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Gate intercepts ``beta0``.
+        temperature : float
+            Temperature ``tau > 0``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
         return (compute_activation(X @ gate_coef.T, self.activation) + gate_intercept) / temperature
 
     def initial_gate(self, X, weighted_resp, temperature=None):
@@ -269,13 +427,43 @@ class ActivationGating(SoftmaxGating):
         Starting every ``beta1`` at 0 would sit on the symmetric fixed point
         ``beta1_1 = -beta1_2`` of tanh/sigmoid, which EM never leaves; the linearisation
         ``sigma(u) ~ sigma(0) + sigma'(0) u`` of the fitted softmax gate is a start off it.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        weighted_resp : ndarray of shape (n_samples, n_experts)
+            Sample weight times responsibility.
+        temperature : float or None, default=None
+            Temperature ``tau`` the gate is fitted at; used only by the temperature
+            families.
+
+        Returns
+        -------
+        gate_coef : ndarray of shape (n_experts, n_features)
+        gate_intercept : ndarray of shape (n_experts,)
         """
         coef, intercept = SoftmaxGating.initial_gate(self, X, weighted_resp, temperature)
         slope_at_zero = compute_activation_derivatives(np.zeros(1), self.activation)[0][0]
         return coef / slope_at_zero, intercept
 
     def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
-        """Every slope, all intercepts but the reference's, and ``tau`` when learned."""
+        """Every slope, all intercepts but the reference's, and ``tau`` when learned.
+
+        Parameters
+        ----------
+        n_experts : int
+            Number of experts ``k``.
+        n_features : int
+            Number of features ``d``.
+        learn_temperature : bool, default=False
+            Whether ``tau`` is a free parameter.
+
+        Returns
+        -------
+        int
+            ``n_experts * n_features + n_experts - 1``, plus 1 when ``learn_temperature``.
+        """
         return n_experts * n_features + n_experts - 1 + (1 if learn_temperature else 0)
 
     def m_step(self, X, weighted_resp, gate_coef, gate_intercept, temperature=None, *,
@@ -285,9 +473,29 @@ class ActivationGating(SoftmaxGating):
         ``Q`` is not concave in ``beta1``; steps are accepted only when ``Q`` rises.
         ``tau`` is learned on the log scale when ``learn_temperature`` is True.
 
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Input data (no validation).
+        weighted_resp : ndarray of shape (n_samples, n_experts)
+            Sample weight times responsibility.
+        gate_coef : ndarray of shape (n_experts, n_features)
+            Current gate slopes ``beta1``.
+        gate_intercept : ndarray of shape (n_experts,)
+            Current gate intercepts ``beta0``.
+        temperature : float
+            Current temperature ``tau > 0``.
+        learn_temperature : bool, default=True
+            Update ``tau`` too; otherwise it is held.
+        max_iter : int, default=20
+            Newton steps at most.
+
         Returns
         -------
-        gate_coef, gate_intercept, temperature
+        gate_coef : ndarray of shape (n_experts, n_features)
+        gate_intercept : ndarray of shape (n_experts,)
+        temperature : float
+            The updated ``tau``, or the given one when it is held.
         """
         from . import _gate_activation
 

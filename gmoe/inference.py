@@ -769,6 +769,11 @@ class BootstrapResults:
     def summary(self, alpha=0.05):
         """A printable table of estimates, bootstrap standard errors and percentile intervals.
 
+        Parameters
+        ----------
+        alpha : float, default=0.05
+            The intervals have coverage ``1 - alpha``.
+
         Returns
         -------
         MoESummary

@@ -158,7 +158,18 @@ class MixingMeasure:
                     topk_selection=self.topk_selection, activation=self.activation)
 
     def replace(self, **changes):
-        """Return a copy with some parameters or options replaced (validated again)."""
+        """Return a copy with some parameters or options replaced (validated again).
+
+        Parameters
+        ----------
+        **changes
+            New values of any :class:`MixingMeasure` constructor arguments (``gate_coef``,
+            ``expert_var``, ``gating``, ``temperature``, ...); the others are kept.
+
+        Returns
+        -------
+        MixingMeasure
+        """
         fields = dict(gate_coef=self.gate_coef, gate_intercept=self.gate_intercept,
                       expert_coef=self.expert_coef, expert_intercept=self.expert_intercept,
                       expert_var=self.expert_var, **self._options())
@@ -190,6 +201,11 @@ class MixingMeasure:
         Order: ``gate_coef`` (row-major), ``gate_intercept``, ``expert_coef`` (row-major),
         ``expert_intercept``, ``expert_var``, then ``temperature`` for the temperature
         families.
+
+        Returns
+        -------
+        ndarray of shape (2 * n_experts * n_features + 3 * n_experts,)
+            One entry longer for the temperature families.
         """
         parts = [self.gate_coef.ravel(), self.gate_intercept, self.expert_coef.ravel(),
                  self.expert_intercept, self.expert_var]
@@ -203,6 +219,19 @@ class MixingMeasure:
 
         ``rebase=True`` translates the gate onto the identifiability convention (useful
         after perturbing a vector); by default a vector that breaks it is an error.
+
+        Parameters
+        ----------
+        vector : array-like of shape (n_params,)
+            Parameters in the order of :meth:`to_vector`.
+        like : MixingMeasure
+            Template that gives ``n_experts``, ``n_features`` and the gating options.
+        rebase : bool, default=False
+            Translate the gate onto the identifiability convention instead of raising.
+
+        Returns
+        -------
+        MixingMeasure
         """
         k, d = like.n_experts, like.n_features
         size = 2 * k * d + 3 * k + (1 if like.family.uses_temperature else 0)
@@ -261,6 +290,11 @@ class MixingMeasure:
     def align_to(self, reference):
         """Relabel the experts to match ``reference`` by optimal matching.
 
+        Parameters
+        ----------
+        reference : MixingMeasure or fitted GaussianMoERegressor
+            Same ``n_experts`` and ``n_features``.
+
         Returns
         -------
         aligned : MixingMeasure
@@ -281,6 +315,15 @@ class MixingMeasure:
 
         At such a point the gate is its own symmetric image and the Fisher information
         is singular; such a model cannot serve as a truth or a start.
+
+        Parameters
+        ----------
+        atol : float, default=1e-12
+            Absolute tolerance of the comparison ``beta1_1 == -beta1_2``.
+
+        Returns
+        -------
+        bool
         """
         return (self.gating == "activation" and self.activation in ("tanh", "sigmoid")
                 and self.n_experts == 2
@@ -288,12 +331,32 @@ class MixingMeasure:
 
     # --------------------------------------------------------------- density
     def log_gate(self, X):
-        """Log-gate ``log g_i(x)`` for every row of ``X``, shape (n_samples, n_experts)."""
+        """Log-gate ``log g_i(x)`` for every row of ``X``, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
         X = self.check_X(X)
         return self.family.log_gate(X, self.gate_coef, self.gate_intercept, self.temperature)
 
     def check_X(self, X):
-        """Return ``X`` as a checked float64 array of shape (n_samples, n_features)."""
+        """Return ``X`` as a checked float64 array of shape (n_samples, n_features).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data; ``n_features`` must match the measure's.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
         return check_float_array(X, "X", ndim=2, shape=(None, self.n_features))
 
     def __repr__(self):
@@ -364,6 +427,15 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *,
 def e_step(measure, X, y):
     """Responsibilities and per-row log-likelihood of ``(X, y)`` under ``measure``.
 
+    Parameters
+    ----------
+    measure : MixingMeasure
+        The model ``G``.
+    X : array-like of shape (n_samples, n_features)
+        Input data.
+    y : array-like of shape (n_samples,)
+        Target values.
+
     Returns
     -------
     resp : ndarray of shape (n_samples, n_experts)
@@ -377,7 +449,21 @@ def e_step(measure, X, y):
 
 
 def conditional_log_density(measure, X, y):
-    """``log p_G(y_i | x_i)`` for every row, shape (n_samples,)."""
+    """``log p_G(y_i | x_i)`` for every row, shape (n_samples,).
+
+    Parameters
+    ----------
+    measure : MixingMeasure
+        The model ``G``.
+    X : array-like of shape (n_samples, n_features)
+        Input data.
+    y : array-like of shape (n_samples,)
+        Target values.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
     return e_step(measure, X, y)[1]
 
 

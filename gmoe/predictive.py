@@ -285,7 +285,17 @@ class PredictiveMixture:
         return self._rowwise(y, "y", self._logpdf_block)
 
     def pdf(self, y):
-        """Predictive density ``p(y | x_i)``; ``y`` as in :meth:`logpdf`."""
+        """Predictive density ``p(y | x_i)``; ``y`` as in :meth:`logpdf`.
+
+        Parameters
+        ----------
+        y : float or array-like of shape (n_samples,), (n_samples, m) or (1, m)
+            Points (finite).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, m)
+        """
         return np.exp(self.logpdf(y))
 
     def _cdf_block(self, y, rows):
@@ -317,6 +327,15 @@ class PredictiveMixture:
 
         Computed from the upper tails directly, so it keeps its relative precision
         where ``cdf`` rounds to 1. ``y`` as in :meth:`cdf`.
+
+        Parameters
+        ----------
+        y : float or array-like of shape (n_samples,), (n_samples, m) or (1, m)
+            Points; ``-inf`` and ``inf`` are allowed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, m)
         """
         return np.clip(self._rowwise(y, "y", self._sf_block, allow_inf=True), 0.0, 1.0)
 
@@ -408,7 +427,13 @@ class PredictiveMixture:
         return self._rowwise(arr, "q", self._ppf_block)
 
     def median(self):
-        """Predictive median, shape (n_samples,)."""
+        """Predictive median, shape (n_samples,).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            ``ppf(0.5)``.
+        """
         return self.ppf(0.5)
 
     def interval(self, level=0.9):

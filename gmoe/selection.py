@@ -62,7 +62,14 @@ class SelectionResult:
     estimators: dict = field(repr=False, default_factory=dict)
 
     def scores(self):
-        """The criterion of every candidate, ``{n_experts: value}``."""
+        """The criterion of every candidate, ``{n_experts: value}``.
+
+        Returns
+        -------
+        dict of int to float
+            ``criterion`` value of each candidate number of experts (``cv_log_lik`` for
+            ``criterion='cv'``).
+        """
         key = "cv_log_lik" if self.criterion == "cv" else self.criterion
         return {row["n_experts"]: row[key] for row in self.table}
 

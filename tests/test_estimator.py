@@ -231,11 +231,15 @@ def test_over_specified_collapse_warns_and_stays_finite():
 def test_on_degenerate_restart_discards_collapsed_runs():
     X = gmoe.make_design(40, "uniform", random_state=0)
     y = gmoe.sample_moe(TRUTH_52, X, random_state=1)
-    est = gmoe.GaussianMoERegressor(6, n_init=1, init_params="random", random_state=0,
-                                    max_iter=300, on_degenerate="restart")
+    params = dict(n_init=1, init_params="random", random_state=0, max_iter=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateExpertWarning)
+        warned = gmoe.GaussianMoERegressor(4, **params).fit(X, y)
+    assert warned.degenerate_experts_  # this start collapses ...
+    est = gmoe.GaussianMoERegressor(4, on_degenerate="restart", **params)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateExpertWarning)
-        est.fit(X, y)  # the same seed with on_degenerate="warn" collapses (test above)
+        est.fit(X, y)  # ... and "restart" replaces it by one that does not
     assert est.degenerate_experts_ == []
     assert len(est.init_log_likelihoods_) == 1
 

@@ -112,12 +112,18 @@ def test_tanh_recovers_truth_or_its_symmetric_image():
                                 expert_var=fitted.expert_var[::-1], rebase=True)
     errors = [np.abs(fitted.gate_coef - cand.gate_coef).max()
               for cand in (TANH_TRUTH, _symmetric_image(TANH_TRUTH))]
-    # Over seeds at n = 2e4 the gate slopes vary by ~0.1 and tau by ~0.01: about 5 SD.
-    assert min(errors) < 0.5
-    assert abs(fitted.gate_intercept[0] + 0.9) < 0.15
-    assert abs(fitted.temperature - 0.25) < 0.05
+    # The tanh gate's raw parameters are weakly determined (beta1 trades off against tau):
+    # over 8 data seeds at n = 2e4 the slopes' SD was 0.6, beta0's 0.09 and tau's 0.03.
+    # About 3 SD each.
+    assert min(errors) < 2.0
+    assert abs(fitted.gate_intercept[0] + 0.9) < 0.3
+    assert abs(fitted.temperature - 0.25) < 0.1
     assert_allclose(fitted.expert_coef, TANH_TRUTH.expert_coef, atol=0.1)
-    # At least as likely as the truth (it is the MLE), and close to it.
+    # What the data do determine well is the gate itself (the truth and its image share it).
+    grid = np.linspace(0, 1, 201)[:, None]
+    gate_error = np.abs(np.exp(fitted.log_gate(grid)) - np.exp(TANH_TRUTH.log_gate(grid)))
+    assert gate_error.max() < 0.05
+    # The MLE is at least as likely as the truth.
     truth_mean = gmoe.conditional_log_density(TANH_TRUTH, X, y).mean()
     assert est.lower_bound_ >= truth_mean
 

@@ -235,12 +235,33 @@ class RateFit:
         return f"{self.C:.3g} n^{self.slope:.3f}"
 
     def covers(self, slope):
-        """Whether ``slope`` lies in the confidence interval (False if it is NaN)."""
+        """Whether ``slope`` lies in the confidence interval (False if it is NaN).
+
+        Parameters
+        ----------
+        slope : float
+            The slope to test, e.g. a theoretical rate.
+
+        Returns
+        -------
+        bool
+        """
         low, high = self.conf_int
         return bool(low <= slope <= high)
 
     def predict(self, n):
-        """The fitted curve ``C n^slope`` at sample sizes ``n``."""
+        """The fitted curve ``C n^slope`` at sample sizes ``n``.
+
+        Parameters
+        ----------
+        n : float or array-like
+            Sample sizes.
+
+        Returns
+        -------
+        float or ndarray
+            ``C n^slope``, the shape of ``n``.
+        """
         return np.exp(self.intercept) * np.asarray(n, dtype=np.float64) ** self.slope
 
     def __str__(self):

@@ -1,0 +1,46 @@
+"""The convergence-rate simulation harness (SPEC 5, DESIGN "The simulation harness").
+
+An experiment is a TOML file in ``simulations/`` (:mod:`gmoe.simulation.spec`): truth,
+design, fit, start, sample sizes, replications, metrics, master seed. Each
+``(n, replication)`` task draws its own data from
+``SeedSequence(seed, spawn_key=(n, rep))`` (:mod:`gmoe.simulation.seeds`), fits, measures
+(:mod:`gmoe.simulation.tasks`), and its row goes to a SQLite store as soon as it finishes
+(:mod:`gmoe.simulation.store`); runs resume where they stopped. The ``gmoe-sim`` command
+(:mod:`gmoe.simulation.cli`) lists, runs, reports and exports the studies.
+
+Examples
+--------
+>>> from gmoe.simulation import load_experiment, run_experiment  # doctest: +SKIP
+>>> exp = load_experiment("simulations/softmax-exact.toml").quick_variant()  # doctest: +SKIP
+>>> run_experiment(exp, "results/softmax-exact-quick.sqlite", n_jobs=2)  # doctest: +SKIP
+"""
+
+from .report import fit_slope, format_report, summarize
+from .runner import RunSummary, default_db_path, run_experiment
+from .seeds import task_seed_sequence, task_streams
+from .spec import Experiment, ExperimentError, load_experiment, parse_sizes
+from .start import draw_assignment, make_near_truth_start
+from .store import ResultStore, StoreMismatchError, export_csv, read_rows
+from .tasks import run_task
+
+__all__ = [
+    "Experiment",
+    "ExperimentError",
+    "ResultStore",
+    "RunSummary",
+    "StoreMismatchError",
+    "default_db_path",
+    "draw_assignment",
+    "export_csv",
+    "fit_slope",
+    "format_report",
+    "load_experiment",
+    "make_near_truth_start",
+    "parse_sizes",
+    "read_rows",
+    "run_experiment",
+    "run_task",
+    "summarize",
+    "task_seed_sequence",
+    "task_streams",
+]

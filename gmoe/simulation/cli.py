@@ -1,0 +1,244 @@
+"""The ``gmoe-sim`` command line: list, run, report and export rate studies.
+
+::
+
+    gmoe-sim list
+    gmoe-sim run NAME [--quick] [--n-jobs N] [--db PATH] [--force-new] [--no-progress]
+    gmoe-sim report NAME [--quick] [--db PATH] [--all]
+    gmoe-sim export NAME [--quick] [--db PATH] [--csv PATH]
+
+``NAME`` is a path to a TOML file, or the stem of a file in ``./simulations/`` (the
+current directory's, searched first) or in the repository's ``simulations/`` (next to
+the ``gmoe`` package). The store defaults to ``results/NAME.sqlite``
+(``results/NAME-quick.sqlite`` with ``--quick``) under the current directory.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .report import format_report
+from .runner import default_db_path, run_experiment
+from .spec import ExperimentError, load_experiment
+from .store import StoreMismatchError, export_csv, read_rows
+
+__all__ = ["find_experiment", "main", "search_dirs"]
+
+_REPO_SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
+
+
+def search_dirs():
+    """The directories searched for ``NAME.toml``: ``./simulations``, then the repo's.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The existing ones, without duplicates.
+    """
+    out = []
+    for d in (Path.cwd() / "simulations", _REPO_SIMULATIONS):
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def find_experiment(name):
+    """Resolve ``name`` to an experiment file.
+
+    Parameters
+    ----------
+    name : str
+        A path to a file, or the stem of a ``.toml`` file in :func:`search_dirs`.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ExperimentError
+        Nothing matches; the message lists the known names.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    if not (path.suffix == ".toml" or len(path.parts) > 1):
+        for d in search_dirs():
+            candidate = d / f"{name}.toml"
+            if candidate.is_file():
+                return candidate
+    known = sorted({p.stem for d in search_dirs() for p in d.glob("*.toml")})
+    raise ExperimentError(
+        f"No experiment {name!r}: not a file, and no {name}.toml in "
+        f"{', '.join(str(d) for d in search_dirs()) or 'any simulations/ directory'}. "
+        f"Known: {', '.join(known) or 'none'}.")
+
+
+def _load(args):
+    experiment = load_experiment(find_experiment(args.name))
+    return experiment.quick_variant() if args.quick else experiment
+
+
+def _db_path(args, experiment):
+    return Path(args.db) if args.db else default_db_path(experiment)
+
+
+def _no_slope(experiment):
+    if experiment.truth.gating != "temperature":
+        return {}
+    reason = ("not fitted: the raw (beta1, beta0, tau) of the temperature gate are not "
+              "identifiable (SPEC 2.2); where a fit ends is set by its start")
+    return {c: reason for c in experiment.metric_columns() if c.endswith("_raw")}
+
+
+def _report_text(experiment, db_path, show_all=False):
+    rows, meta = read_rows(db_path)
+    notes = []
+    if meta.get("task_sha256") != experiment.task_sha256:
+        notes.append(f"warning: {db_path} was written for another task definition than "
+                     f"{experiment.path} (see `gmoe-sim run`); showing the stored rows.")
+        keep = rows
+    else:
+        grid = set(experiment.tasks())
+        keep = [r for r in rows if (r["n"], r["rep"]) in grid]
+        if len(keep) < len(rows):
+            notes.append(f"note: {len(rows) - len(keep)} stored rows lie outside the current "
+                         "grid and are not shown.")
+        missing = len(grid) - len(keep)
+        if missing:
+            notes.append(f"note: {missing} of {len(grid)} tasks are not stored yet.")
+    columns = experiment.metric_columns() if show_all else experiment.summary_columns()
+    title = (f"{experiment.name}{' (quick)' if experiment.is_quick else ''}: mean over "
+             f"replications by n  [{db_path}]")
+    text = format_report(keep, columns, title=title, no_slope=_no_slope(experiment))
+    return "\n".join([text, *notes])
+
+
+def _cmd_list(args):
+    dirs = search_dirs()
+    if not dirs:
+        print("No simulations/ directory found.")
+        return 0
+    for d in dirs:
+        print(f"{d}:")
+        for path in sorted(d.glob("*.toml")):
+            try:
+                exp = load_experiment(path)
+            except ExperimentError as err:
+                print(f"  {path.stem:<20} INVALID: {err}")
+                continue
+            quick = exp.quick_variant() if exp.quick else None
+            fit = exp.fit
+            what = (f"{exp.truth.gating} k*={exp.truth.n_experts} -> {fit['gating']} "
+                    f"k={fit['n_experts']}, {len(exp.sizes)} sizes x {exp.replications} reps "
+                    f"= {len(exp.tasks())} tasks")
+            if quick is not None:
+                what += f" (quick: {len(quick.tasks())})"
+            print(f"  {path.stem:<20} {what}")
+            if exp.description:
+                print(f"  {'':<20} {exp.description.strip().splitlines()[0]}")
+    return 0
+
+
+def _cmd_run(args):
+    experiment = _load(args)
+    db_path = _db_path(args, experiment)
+    print(f"{experiment.name}{' (quick)' if experiment.is_quick else ''}: "
+          f"{len(experiment.tasks())} tasks ({len(experiment.sizes)} sizes x "
+          f"{experiment.replications} replications) -> {db_path}", flush=True)
+    started = time.perf_counter()
+    summary = run_experiment(experiment, db_path, n_jobs=args.n_jobs,
+                             progress=not args.no_progress, force_new=args.force_new,
+                             log=lambda m: print(m, flush=True))
+    wall = time.perf_counter() - started
+    print(f"stored {summary.tasks_stored} rows ({summary.failures} not ok) with "
+          f"{summary.n_jobs} workers in {wall:.1f} s; fits took {summary.fit_seconds:.1f} "
+          f"s in total.")
+    print(_report_text(experiment, db_path))
+    return 0
+
+
+def _cmd_report(args):
+    experiment = _load(args)
+    print(_report_text(experiment, _db_path(args, experiment), show_all=args.all))
+    return 0
+
+
+def _cmd_export(args):
+    experiment = _load(args)
+    db_path = _db_path(args, experiment)
+    csv_path = Path(args.csv) if args.csv else db_path.with_suffix(".csv")
+    count = export_csv(db_path, csv_path)
+    print(f"wrote {count} rows to {csv_path}")
+    return 0
+
+
+def _n_jobs(text):
+    value = int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a non-zero integer (-1: every core)")
+    return value
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="gmoe-sim", description="Run and inspect the convergence-rate studies of "
+        "simulations/*.toml (SPEC 5).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the experiment files")
+
+    def study(name, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("name", metavar="NAME",
+                       help="experiment: simulations/NAME.toml or a path to a TOML file")
+        p.add_argument("--quick", action="store_true",
+                       help="use the file's [quick] grid and replications")
+        p.add_argument("--db", metavar="PATH",
+                       help="result store (default results/NAME[-quick].sqlite)")
+        return p
+
+    run = study("run", "run the tasks not yet stored, then print the report")
+    run.add_argument("--n-jobs", type=_n_jobs, default=-1, metavar="N",
+                     help="parallel workers (default -1: every core)")
+    run.add_argument("--force-new", action="store_true",
+                     help="move aside a store of another task definition and start afresh")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    report = study("report", "print mean losses by n and log-log slopes")
+    report.add_argument("--all", action="store_true",
+                        help="every metric column (per-cell parameter errors too)")
+    export = study("export", "write the stored rows to CSV")
+    export.add_argument("--csv", metavar="PATH",
+                        help="output file (default: the store's path with .csv)")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``gmoe-sim``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on an error in the experiment or the store.
+    """
+    args = _parser().parse_args(argv)
+    command = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
+               "export": _cmd_export}[args.command]
+    try:
+        return command(args)
+    except (ExperimentError, StoreMismatchError, FileNotFoundError) as err:
+        print(f"gmoe-sim: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gmoe-sim: interrupted; finished tasks are stored, run again to resume.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

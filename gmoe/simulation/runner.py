@@ -1,0 +1,156 @@
+"""Run an experiment's tasks in parallel (joblib) and store each row as it arrives."""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from joblib import Parallel, delayed, effective_n_jobs
+from tqdm.auto import tqdm
+
+from .store import ResultStore
+from .tasks import run_task
+
+__all__ = ["RunSummary", "default_db_path", "run_experiment"]
+
+
+def default_db_path(experiment, *, root=None):
+    """``results/NAME.sqlite`` (``NAME-quick.sqlite`` for a quick run) under ``root``.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    root : str or pathlib.Path, optional
+        Default: the current directory.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    root = Path.cwd() if root is None else Path(root)
+    suffix = "-quick" if experiment.is_quick else ""
+    return root / "results" / f"{experiment.name}{suffix}.sqlite"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one call to :func:`run_experiment` did.
+
+    Attributes
+    ----------
+    db_path : pathlib.Path
+    tasks_total : int
+        Tasks of the grid.
+    tasks_before : int
+        Of them, already stored when the run began.
+    tasks_stored : int
+        Rows stored by this run.
+    failures : int
+        Of them, rows whose status is not 'ok'.
+    wall_seconds : float
+        Wall time of the parallel section (workers start, tasks, stores).
+    fit_seconds : float
+        Sum of the stored rows' fit times (this run's rows).
+    task_seconds : float
+        Sum of the stored rows' task times (data, fits, metrics).
+    n_jobs : int
+        Workers used.
+    """
+
+    db_path: Path
+    tasks_total: int
+    tasks_before: int
+    tasks_stored: int
+    failures: int
+    wall_seconds: float
+    fit_seconds: float
+    task_seconds: float
+    n_jobs: int
+
+
+def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_new=False,
+                   log=None):
+    """Run every task of ``experiment`` not yet in the store at ``db_path``.
+
+    Tasks run in ``n_jobs`` joblib workers (each pinned to one BLAS and numba thread) and
+    their rows are written by this process as they finish (``generator_unordered``), one
+    commit per row: a run stopped at any point resumes with the same call, recomputing
+    only the tasks in flight. Task ``(n, rep)`` depends only on the experiment's task
+    definition, its seed and ``(n, rep)``, so the stored numbers do not depend on
+    ``n_jobs``, on the order the tasks finish in, or on interruptions.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        From :func:`~gmoe.simulation.load_experiment` (``.quick_variant()`` for --quick).
+    db_path : str or pathlib.Path, optional
+        The SQLite store; default :func:`default_db_path`.
+    n_jobs : int, default=-1
+        Workers (joblib convention: -1 is every core).
+    progress : bool, default=True
+        Show a tqdm progress bar over finished tasks.
+    force_new : bool, default=False
+        Move aside a store that holds another task definition instead of raising.
+    log : callable, optional
+        Called with one-line messages (resuming, file changed, moved store).
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    StoreMismatchError
+        The store holds another task definition (see :mod:`gmoe.simulation.store`).
+    """
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero integer (-1: every core), got "
+                         f"n_jobs={n_jobs!r}.")
+    log = log or (lambda message: None)
+    db_path = default_db_path(experiment) if db_path is None else Path(db_path)
+    store = ResultStore(db_path, experiment, force_new=force_new)
+    if store.moved_to is not None:
+        log(f"moved the previous store (another task definition) to {store.moved_to}")
+    if store.file_changed:
+        log(f"{experiment.path.name} changed since the stored run, but not what a task "
+            "computes (grid, replications, [quick] or description): stored tasks are kept")
+    tasks = experiment.tasks()
+    done = store.completed_keys()
+    todo = [task for task in tasks if task not in done]
+    # Largest samples first: the longest tasks start early, which balances the workers.
+    todo.sort(key=lambda task: (-task[0], task[1]))
+    before = len(tasks) - len(todo)
+    if before:
+        log(f"resuming {db_path}: {before} of {len(tasks)} tasks already stored")
+    workers = max(1, min(effective_n_jobs(n_jobs), len(todo)))
+    run_id = store.begin_run(n_jobs=workers, tasks_planned=len(todo))
+    stored = failures = 0
+    fit_seconds = task_seconds = 0.0
+    status = "failed"
+    started = time.perf_counter()
+    try:
+        if todo:
+            parallel = Parallel(n_jobs=workers, return_as="generator_unordered", batch_size=1)
+            rows = parallel(delayed(run_task)(experiment, n, rep) for n, rep in todo)
+            with tqdm(total=len(todo), disable=not progress, unit="task", mininterval=1.0,
+                      desc=experiment.name + (" (quick)" if experiment.is_quick else "")) \
+                    as bar:
+                for row in rows:
+                    if store.insert(row):
+                        stored += 1
+                        failures += row["status"] != "ok"
+                        fit_seconds += row["fit_seconds"] or 0.0
+                        task_seconds += row["task_seconds"] or 0.0
+                    bar.update(1)
+                    if failures:
+                        bar.set_postfix(failed=failures, refresh=False)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        wall = time.perf_counter() - started
+        store.end_run(run_id, status=status, tasks_stored=stored, wall_seconds=wall)
+        store.close()
+    return RunSummary(db_path=db_path, tasks_total=len(tasks), tasks_before=before,
+                      tasks_stored=stored, failures=failures, wall_seconds=wall,
+                      fit_seconds=fit_seconds, task_seconds=task_seconds, n_jobs=workers)

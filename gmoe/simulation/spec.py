@@ -1,0 +1,849 @@
+"""Experiment files: a rate study as data (TOML), validated into an :class:`Experiment`.
+
+An experiment file declares the true model, the design of ``X``, the fitted model, the
+start, the EM settings, the sample-size grid, the replications, the metrics to record and a
+master seed (SPEC 5, DESIGN "The simulation harness")::
+
+    description = "SPEC 5.2, exact-specified"
+    seed = 20230501                       # master seed of every task's SeedSequence
+
+    [truth]                               # a MixingMeasure; the last expert is the reference
+    gating = "softmax"                    # softmax | topk | temperature | activation
+    gate_coef = [[25.0], [0.0]]           # (k*, d)
+    gate_intercept = [-8.0, 0.0]          # (k*,)
+    expert_coef = [[-20.0], [20.0]]       # (k*, d)
+    expert_intercept = [15.0, -5.0]       # (k*,)
+    expert_var = [0.09, 0.16]             # (k*,) variances, not standard deviations
+    # temperature = 0.25; top_k = 2; topk_selection = "affine"; activation = "tanh"
+
+    [design]                              # X of every task
+    kind = "grid"                         # grid (linspace(low, high, n)) | uniform | normal
+    low = 0.0
+    high = 1.0
+
+    [fit]                                 # the estimator (GaussianMoERegressor)
+    n_experts = 2
+    gating = "softmax"                    # default: the truth's (top_k, activation, ... too)
+    tol = 1e-6
+    max_iter = 2000
+    reg_var = 1e-6
+
+    [start]
+    kind = "near_truth"                   # or "data" (init_params = "kmeans" | "random", n_init)
+    n_starts = 1                          # near-truth starts per task, best log-likelihood kept
+
+    [sizes]
+    n = [{ linspace = [100, 900, 5] }, { linspace = [1000, 100000, 195] }]
+    replications = 40
+
+    [metrics]
+    voronoi = ["exact"]                   # "exact" -> column d1, "over" -> column d2
+    parameter_errors = true
+    hellinger = true
+    total_variation = true
+
+    [metrics.evaluation]                  # the design the density distances average over
+    kind = "grid"
+    n = 1000
+
+    [quick]                               # what --quick runs instead
+    n = [{ logspace = [100, 10000, 8] }]
+    replications = 4
+
+Sample sizes: integers, and tables ``{linspace = [start, stop, num]}`` (evenly spaced) or
+``{logspace = [start, stop, num]}`` (geometrically spaced between the *values* start and
+stop, not exponents), rounded to the nearest integer; several segments may be listed; the
+grid is the sorted set of the values (duplicates after rounding count once).
+
+Every error raised while reading a file is an :class:`ExperimentError` whose message names
+the file and the key (``[fit] max_iter``) and says what was expected and what was found.
+
+What defines a task
+-------------------
+:meth:`Experiment.task_definition` holds everything that determines the result of one
+``(n, replication)`` task: truth, design, fit, start (with ``n_starts``), metrics, master
+seed, with every default filled in. Its SHA-256 (:attr:`Experiment.task_sha256`) guards a
+result store: the sample sizes, the replications, ``[quick]`` and ``description`` are not
+part of it, so growing the grid or the replications keeps every stored task valid, while
+any change to what a task computes is refused (see :mod:`gmoe.simulation.store`). The hash
+of the file's bytes (:attr:`Experiment.file_sha256`) is recorded as well, for provenance.
+"""
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import numbers
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from ..gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS
+from ..model import MixingMeasure
+
+__all__ = ["Experiment", "ExperimentError", "TASK_FORMAT_VERSION", "load_experiment",
+           "parse_sizes"]
+
+#: Bumped only when the harness changes what a task computes (a new draw order, say), so
+#: that stores written by an older harness are refused instead of silently mixed.
+TASK_FORMAT_VERSION = 1
+
+_REQUIRED = object()
+_DESIGN_KINDS = ("grid", "uniform", "normal")
+_START_KINDS = ("near_truth", "data")
+_VORONOI_KINDS = ("exact", "over")
+_SCALES = ("identifiable", "raw")
+_TRANSLATIONS = ("infimum", "none")
+_VAR_CENTERS = ("truth", "published")
+_PARAMETER_FIELDS = ("weight", "gate_coef", "gate_intercept", "expert_coef",
+                     "expert_intercept", "expert_var")
+
+_TOP_KEYS = ("description", "seed", "truth", "design", "fit", "start", "sizes", "metrics",
+             "quick")
+
+
+class ExperimentError(ValueError):
+    """An experiment file that cannot be used; the message names the file and the key."""
+
+
+# --------------------------------------------------------------------------- reading
+class _Table:
+    """One TOML table of an experiment file, with checked accessors (private)."""
+
+    def __init__(self, path, name, table):
+        self.path = path
+        self.name = name
+        if not isinstance(table, dict):
+            raise ExperimentError(f"{path}: [{name}]: expected a table, got "
+                                  f"{_describe(table)}.")
+        self.table = table
+
+    def where(self, key):
+        return f"[{self.name}] {key}" if self.name else key
+
+    def error(self, key, message):
+        return ExperimentError(f"{self.path}: {self.where(key)}: {message}")
+
+    def check_keys(self, allowed):
+        for key in self.table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                section = f"[{self.name}]" if self.name else "the top level"
+                raise ExperimentError(
+                    f"{self.path}: unknown key {key!r} in {section}{hint}; allowed keys: "
+                    f"{', '.join(allowed)}.")
+
+    def has(self, key):
+        return key in self.table
+
+    def sub(self, key, *, required=True):
+        child = self._child(key)
+        if key not in self.table:
+            if required:
+                raise ExperimentError(f"{self.path}: [{child}]: missing required table.")
+            return _Table(self.path, child, {})
+        value = self.table[key]
+        if not isinstance(value, dict):
+            raise ExperimentError(f"{self.path}: [{child}]: expected a table, got "
+                                  f"{_describe(value)}.")
+        return _Table(self.path, child, value)
+
+    def _child(self, key):
+        return f"{self.name}.{key}" if self.name else key
+
+    def raw(self, key, default=_REQUIRED):
+        return self._get(key, default)[1]
+
+    def _get(self, key, default):
+        """(present, value): the value, or the default when the key is absent."""
+        if key in self.table:
+            return True, self.table[key]
+        if default is _REQUIRED:
+            raise self.error(key, "missing required key.")
+        return False, default
+
+    def integer(self, key, default=_REQUIRED, *, low=None, high=None):
+        present, value = self._get(key, default)
+        if not present:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {_describe(value)}.")
+        _check_range(self, key, value, low, high)
+        return int(value)
+
+    def number(self, key, default=_REQUIRED, *, low=None, high=None, strict_low=False):
+        present, value = self._get(key, default)
+        if not present:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise self.error(key, f"expected a finite number, got {_describe(value)}.")
+        if strict_low and low is not None and not value > low:
+            raise self.error(key, f"expected a number > {low}, got {value!r}.")
+        _check_range(self, key, value, None if strict_low else low, high)
+        return float(value)
+
+    def boolean(self, key, default=_REQUIRED):
+        present, value = self._get(key, default)
+        if present and not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_describe(value)}.")
+        return value
+
+    def string(self, key, default=_REQUIRED, *, options=None):
+        present, value = self._get(key, default)
+        if not present:
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_describe(value)}.")
+        if options is not None and value not in options:
+            close = difflib.get_close_matches(value, options, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.error(key, f"expected one of {', '.join(map(repr, options))}, got "
+                                  f"{value!r}{hint}.")
+        return value
+
+    def matrix(self, key):
+        value = self.raw(key)
+        if not isinstance(value, list) or not value or not all(
+                isinstance(row, list) for row in value):
+            raise self.error(key, "expected a non-empty array of arrays of numbers "
+                                  f"(one row per expert), got {_describe(value)}.")
+        widths = {len(row) for row in value}
+        if len(widths) != 1 or 0 in widths:
+            raise self.error(key, "expected rows of one common, non-zero length, got row "
+                                  f"lengths {[len(row) for row in value]}.")
+        for i, row in enumerate(value):
+            for j, entry in enumerate(row):
+                if isinstance(entry, bool) or not isinstance(entry, int | float) \
+                        or not math.isfinite(entry):
+                    raise self.error(key, f"expected finite numbers, got "
+                                          f"{_describe(entry)} at [{i}][{j}].")
+        return np.array(value, dtype=np.float64)
+
+    def vector(self, key):
+        value = self.raw(key)
+        if not isinstance(value, list) or not value:
+            raise self.error(key, f"expected a non-empty array of numbers, got "
+                                  f"{_describe(value)}.")
+        for i, entry in enumerate(value):
+            if isinstance(entry, bool) or not isinstance(entry, int | float) \
+                    or not math.isfinite(entry):
+                raise self.error(key, f"expected finite numbers, got {_describe(entry)} at "
+                                      f"[{i}].")
+        return np.array(value, dtype=np.float64)
+
+
+def _check_range(table, key, value, low, high):
+    if low is not None and value < low:
+        raise table.error(key, f"expected a value >= {low}, got {value!r}.")
+    if high is not None and value > high:
+        raise table.error(key, f"expected a value <= {high}, got {value!r}.")
+
+
+def _describe(value):
+    if isinstance(value, dict):
+        return f"a table with keys {sorted(value)}"
+    if isinstance(value, list):
+        return f"an array {value!r}" if len(repr(value)) < 80 else \
+            f"an array of length {len(value)}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _integral(value):
+    """``value`` as an int when it is an integral finite number (``1e4`` included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def parse_sizes(value, *, where="n", path="<sizes>"):
+    """Turn a sample-size specification into the sorted tuple of distinct sizes.
+
+    Parameters
+    ----------
+    value : int, dict or list of (int or dict)
+        Integers (``1e4`` is accepted when integral) and segments
+        ``{"linspace": [start, stop, num]}`` (evenly spaced) or
+        ``{"logspace": [start, stop, num]}`` (geometrically spaced between the values
+        ``start`` and ``stop``), rounded to the nearest integer.
+    where : str, default='n'
+        The key named in error messages.
+    path : str, default='<sizes>'
+        The file named in error messages.
+
+    Returns
+    -------
+    tuple of int
+        Sorted, distinct, all >= 1.
+
+    Raises
+    ------
+    ExperimentError
+        A malformed entry; the message names ``path``, ``where`` and the entry.
+
+    Examples
+    --------
+    >>> parse_sizes([{"linspace": [100, 900, 5]}, 1000])
+    (100, 300, 500, 700, 900, 1000)
+    >>> parse_sizes({"logspace": [10, 1000, 3]})
+    (10, 100, 1000)
+    """
+    def fail(message):
+        return ExperimentError(f"{path}: {where}: {message}")
+
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise fail("expected at least one sample size, got an empty array.")
+    sizes = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            keys = sorted(item)
+            if keys not in (["linspace"], ["logspace"]):
+                raise fail(f"entry {i}: expected a table with exactly one of 'linspace', "
+                           f"'logspace', got keys {keys}.")
+            kind = keys[0]
+            segment = item[kind]
+            if not isinstance(segment, list) or len(segment) != 3:
+                raise fail(f"entry {i}: {kind} expects [start, stop, num], got "
+                           f"{_describe(segment)}.")
+            start, stop, num = segment
+            ok_ends = all(isinstance(v, int | float) and not isinstance(v, bool)
+                          and math.isfinite(v) and v >= 1 for v in (start, stop))
+            if not ok_ends or stop < start:
+                raise fail(f"entry {i}: {kind} expects numbers 1 <= start <= stop, got "
+                           f"start={start!r}, stop={stop!r}.")
+            count = _integral(num)
+            if count is None or count < 1:
+                raise fail(f"entry {i}: {kind} expects an integer num >= 1, got num={num!r}.")
+            space = np.linspace if kind == "linspace" else np.geomspace
+            sizes.extend(int(v) for v in np.rint(space(start, stop, count)))
+        else:
+            size = _integral(item)
+            if size is None or size < 1:
+                raise fail(f"entry {i}: expected an integer >= 1 or a table {{linspace = "
+                           f"[start, stop, num]}} / {{logspace = [...]}}, got "
+                           f"{_describe(item)}.")
+            sizes.append(size)
+    return tuple(sorted(set(sizes)))
+
+
+# ------------------------------------------------------------------------ experiment
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A validated rate study (read with :func:`load_experiment`).
+
+    Attributes
+    ----------
+    name : str
+        The file's stem.
+    path : pathlib.Path
+        The file.
+    description : str
+    seed : int
+        Master seed: task ``(n, rep)`` draws from ``SeedSequence(seed, spawn_key=(n, rep))``.
+    truth : MixingMeasure
+        The true model.
+    design : dict
+        ``kind``, ``low``, ``high``, ``n_features``.
+    fit : dict
+        Estimator settings: ``n_experts``, ``gating``, ``top_k``, ``topk_selection``,
+        ``activation``, ``temperature``, ``learn_temperature``, ``tol``, ``max_iter``,
+        ``reg_var``.
+    start : dict
+        ``kind`` ('near_truth' or 'data') and its options.
+    sizes : tuple of int
+        The sample-size grid.
+    replications : int
+    metrics : dict
+        What each task records (see :meth:`metric_columns`).
+    quick : dict or None
+        The ``[quick]`` overrides.
+    file_sha256 : str
+        SHA-256 of the file's bytes.
+    is_quick : bool
+        Whether the ``[quick]`` overrides are applied.
+    """
+
+    name: str
+    path: Path
+    description: str
+    seed: int
+    truth: MixingMeasure
+    design: dict
+    fit: dict
+    start: dict
+    sizes: tuple
+    replications: int
+    metrics: dict
+    quick: dict | None
+    file_sha256: str
+    is_quick: bool = False
+
+    # ---------------------------------------------------------------- variants
+    def quick_variant(self):
+        """Return the experiment with its ``[quick]`` overrides applied.
+
+        Returns
+        -------
+        Experiment
+            A copy with ``sizes``, ``replications`` and (when given) ``n_starts`` or
+            ``n_init`` replaced, and ``is_quick=True``.
+
+        Raises
+        ------
+        ExperimentError
+            The file has no ``[quick]`` table.
+        """
+        if self.quick is None:
+            raise ExperimentError(f"{self.path}: [quick]: missing; --quick needs a [quick] "
+                                  "table with n and replications.")
+        start = dict(self.start)
+        for key in ("n_starts", "n_init"):
+            if key in self.quick:
+                start[key] = self.quick[key]
+        return dataclasses.replace(self, sizes=self.quick["sizes"],
+                                   replications=self.quick["replications"], start=start,
+                                   is_quick=True)
+
+    # ------------------------------------------------------------------- tasks
+    def tasks(self):
+        """Every ``(n, replication)`` pair of the grid, replications numbered from 0.
+
+        Returns
+        -------
+        list of tuple of (int, int)
+        """
+        return [(n, rep) for n in self.sizes for rep in range(self.replications)]
+
+    def task_definition(self):
+        """Everything that determines one task's result, with defaults filled in.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable: ``format``, ``seed``, ``truth``, ``design``, ``fit``,
+            ``start``, ``metrics``. Not in it: the sizes, the replications, ``[quick]``
+            and the description.
+        """
+        truth = self.truth
+        truth_dict = {
+            "gating": truth.gating,
+            "gate_coef": truth.gate_coef.tolist(),
+            "gate_intercept": truth.gate_intercept.tolist(),
+            "expert_coef": truth.expert_coef.tolist(),
+            "expert_intercept": truth.expert_intercept.tolist(),
+            "expert_var": truth.expert_var.tolist(),
+            "temperature": truth.temperature,
+            "top_k": truth.top_k,
+            "topk_selection": truth.topk_selection,
+            "activation": truth.activation,
+        }
+        metrics = copy.deepcopy(self.metrics)
+        metrics["rbar"] = {str(k): v for k, v in sorted(metrics["rbar"].items())}
+        return {"format": TASK_FORMAT_VERSION, "seed": self.seed, "truth": truth_dict,
+                "design": dict(self.design), "fit": dict(self.fit),
+                "start": dict(self.start), "metrics": metrics}
+
+    @property
+    def task_sha256(self):
+        """SHA-256 of the canonical JSON of :meth:`task_definition`."""
+        text = json.dumps(self.task_definition(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def metric_columns(self):
+        """Names of the metric columns each task records, in order.
+
+        * ``d1`` / ``d2``: the Voronoi loss, exact- / over-specified (SPEC 4);
+        * ``pe_<field>_<j>``: parameter errors of true cell ``j`` (0-based), fields
+          ``weight, gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var``
+          (and ``pe_temperature`` for the temperature families);
+        * the same with the suffix ``_raw`` for the raw-parameter scale;
+        * ``hellinger``, ``tv``: expected distances over the evaluation design;
+        * ``boundary``: the fraction of evaluation rows whose selected expert differs.
+
+        Returns
+        -------
+        list of str
+        """
+        cols = []
+        k_true = self.truth.n_experts
+        for scale in self.metrics["scales"]:
+            suffix = "" if scale == "identifiable" else "_raw"
+            for kind in self.metrics["voronoi"]:
+                cols.append(("d1" if kind == "exact" else "d2") + suffix)
+            if self.metrics["parameter_errors"]:
+                for field in _PARAMETER_FIELDS:
+                    cols.extend(f"pe_{field}_{j}{suffix}" for j in range(k_true))
+                if self.truth.family.uses_temperature:
+                    cols.append(f"pe_temperature{suffix}")
+        if self.metrics["hellinger"]:
+            cols.append("hellinger")
+        if self.metrics["total_variation"]:
+            cols.append("tv")
+        if self.metrics["boundary_error"]:
+            cols.append("boundary")
+        return cols
+
+    def summary_columns(self):
+        """The metric columns a report shows by default (losses and distances)."""
+        return [c for c in self.metric_columns() if not c.startswith("pe_")]
+
+    def estimator_params(self):
+        """Keyword arguments of :class:`~gmoe.GaussianMoERegressor` shared by every fit.
+
+        Returns
+        -------
+        dict
+            Without ``init_params``, ``n_init`` and ``random_state``, which each task sets.
+        """
+        fit = self.fit
+        params = dict(n_experts=fit["n_experts"], gating=fit["gating"], tol=fit["tol"],
+                      max_iter=fit["max_iter"], reg_var=fit["reg_var"],
+                      on_degenerate="warn")
+        if fit["gating"] == "topk":
+            params.update(top_k=fit["top_k"], topk_selection=fit["topk_selection"])
+        if fit["gating"] == "activation":
+            params.update(activation=fit["activation"],
+                          learn_temperature=fit["learn_temperature"])
+        if fit["gating"] in ("temperature", "activation"):
+            params["temperature"] = fit["temperature"]
+        return params
+
+
+# ------------------------------------------------------------------------ loading
+def load_experiment(path):
+    """Read and validate an experiment file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A TOML file (see the module documentation for its layout).
+
+    Returns
+    -------
+    Experiment
+
+    Raises
+    ------
+    ExperimentError
+        The file is missing, is not TOML, or a key is missing, unknown, of the wrong type
+        or inconsistent with another; the message names the file and the key.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ExperimentError(f"{path}: cannot read the experiment file: {err}.") from err
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ExperimentError(f"{path}: not a valid TOML file: {err}.") from err
+
+    top = _Table(path, "", doc)
+    top.check_keys(_TOP_KEYS)
+    description = top.string("description", "")
+    seed = top.integer("seed", low=0)
+    truth = _read_truth(top.sub("truth"))
+    design = _read_design(top.sub("design", required=False), truth)
+    fit = _read_fit(top.sub("fit"), truth)
+    start = _read_start(top.sub("start"), truth, fit)
+    sizes_table = top.sub("sizes")
+    sizes_table.check_keys(("n", "replications"))
+    sizes = parse_sizes(sizes_table.raw("n"), where="[sizes] n", path=str(path))
+    _check_min_size(sizes_table, sizes, fit)
+    replications = sizes_table.integer("replications", low=1)
+    metrics = _read_metrics(top.sub("metrics"), truth, fit, design)
+    quick = None
+    if top.has("quick"):
+        quick = _read_quick(top.sub("quick"), fit, start)
+    return Experiment(name=path.stem, path=path.resolve(), description=description,
+                      seed=seed, truth=truth, design=design, fit=fit, start=start,
+                      sizes=sizes, replications=replications, metrics=metrics, quick=quick,
+                      file_sha256=hashlib.sha256(data).hexdigest())
+
+
+def _check_min_size(table, sizes, fit):
+    if sizes[0] < fit["n_experts"]:
+        raise table.error("n", f"every sample size must be >= [fit] n_experts = "
+                               f"{fit['n_experts']}, got n = {sizes[0]}.")
+
+
+def _read_truth(t):
+    t.check_keys(("gating", "gate_coef", "gate_intercept", "expert_coef", "expert_intercept",
+                  "expert_var", "temperature", "top_k", "topk_selection", "activation"))
+    gating = t.string("gating", "softmax", options=GATINGS)
+    expert_coef = t.matrix("expert_coef")
+    k, d = expert_coef.shape
+    gate_coef = t.matrix("gate_coef")
+    if gate_coef.shape != (k, d):
+        raise t.error("gate_coef", f"expected shape ({k}, {d}) like [truth] expert_coef "
+                                   f"({k} experts, {d} features), got {gate_coef.shape}.")
+    vectors = {}
+    for key in ("gate_intercept", "expert_intercept", "expert_var"):
+        vectors[key] = t.vector(key)
+        if vectors[key].shape != (k,):
+            raise t.error(key, f"expected {k} entries (one per expert, like [truth] "
+                               f"expert_coef), got {vectors[key].shape[0]}.")
+    options = _read_gate_options(t, gating, k)
+    try:
+        truth = MixingMeasure(gate_coef, vectors["gate_intercept"], expert_coef,
+                              vectors["expert_intercept"], vectors["expert_var"],
+                              gating=gating, **options)
+    except ValueError as err:
+        raise ExperimentError(f"{t.path}: [truth]: {err}") from err
+    if truth.is_symmetric_fixed_point():
+        raise t.error("gate_coef", "a two-expert tanh/sigmoid truth with gate_coef[0] = "
+                                   "-gate_coef[1] is a fixed point of the gate's symmetry "
+                                   "(singular Fisher information, SPEC 2.2); choose another.")
+    return truth
+
+
+def _read_gate_options(t, gating, n_experts, *, inherit=None):
+    """Read the options of one gate (temperature, top_k, selection, activation)."""
+    inherit = inherit or {}
+    uses_temperature = gating in ("temperature", "activation")
+    out = {}
+    for key, applies in (("temperature", uses_temperature), ("top_k", gating == "topk"),
+                         ("topk_selection", gating == "topk"),
+                         ("activation", gating == "activation")):
+        if t.has(key) and not applies:
+            raise t.error(key, f"does not apply to gating={gating!r}; remove it.")
+    if uses_temperature:
+        out["temperature"] = t.number("temperature", inherit.get("temperature"), low=0.0,
+                                     strict_low=True)
+        if out["temperature"] is None:
+            raise t.error("temperature", f"missing; required for gating={gating!r} (a "
+                                         "number > 0).")
+    if gating == "topk":
+        out["top_k"] = t.integer("top_k", inherit.get("top_k"), low=1, high=n_experts)
+        if out["top_k"] is None:
+            raise t.error("top_k", f"missing; required for gating='topk' (an integer in "
+                                   f"1..{n_experts}).")
+        out["topk_selection"] = t.string("topk_selection",
+                                      inherit.get("topk_selection") or "affine",
+                                      options=TOPK_SELECTIONS)
+    if gating == "activation":
+        out["activation"] = t.string("activation", inherit.get("activation"),
+                                  options=ACTIVATIONS)
+        if out["activation"] is None:
+            raise t.error("activation", f"missing; required for gating='activation' (one "
+                                        f"of {', '.join(ACTIVATIONS)}).")
+    return out
+
+
+def _read_design(t, truth):
+    t.check_keys(("kind", "low", "high", "n_features"))
+    kind = t.string("kind", "grid", options=_DESIGN_KINDS)
+    low = t.number("low", 0.0)
+    high = t.number("high", 1.0)
+    if kind != "normal" and not low < high:
+        raise t.error("high", f"expected low < high, got low={low!r}, high={high!r}.")
+    n_features = t.integer("n_features", truth.n_features, low=1)
+    if n_features != truth.n_features:
+        raise t.error("n_features", f"expected the truth's number of features "
+                                    f"{truth.n_features} ([truth] expert_coef has "
+                                    f"{truth.n_features} columns), got {n_features}.")
+    if kind == "grid" and n_features != 1:
+        raise t.error("kind", f"'grid' makes one feature, but the truth has {n_features}; "
+                              "use 'uniform' or 'normal'.")
+    return {"kind": kind, "low": low, "high": high, "n_features": n_features}
+
+
+def _read_fit(t, truth):
+    t.check_keys(("n_experts", "gating", "top_k", "topk_selection", "activation",
+                  "temperature", "learn_temperature", "tol", "max_iter", "reg_var"))
+    n_experts = t.integer("n_experts", low=1)
+    if n_experts < truth.n_experts:
+        raise t.error("n_experts", f"expected at least the truth's {truth.n_experts} experts "
+                                   "(exact- or over-specified fits), got "
+                                   f"{n_experts}.")
+    gating = t.string("gating", truth.gating, options=GATINGS)
+    inherit = {}
+    if gating == truth.gating:
+        inherit = {"temperature": truth.temperature, "top_k": truth.top_k,
+                   "topk_selection": truth.topk_selection, "activation": truth.activation}
+    elif gating in ("temperature", "activation"):
+        inherit = {"temperature": truth.temperature or 1.0}
+    options = _read_gate_options(t, gating, n_experts, inherit=inherit)
+    if t.has("learn_temperature") and gating != "activation":
+        raise t.error("learn_temperature", "applies to gating='activation' only (the "
+                                           "temperature gate holds tau, SPEC 3); remove it.")
+    return {
+        "n_experts": n_experts,
+        "gating": gating,
+        "top_k": options.get("top_k"),
+        "topk_selection": options.get("topk_selection"),
+        "activation": options.get("activation"),
+        "temperature": options.get("temperature"),
+        "learn_temperature": t.boolean("learn_temperature", True) if gating == "activation"
+        else None,
+        "tol": t.number("tol", 1e-6, low=0.0),
+        "max_iter": t.integer("max_iter", 500, low=1),
+        "reg_var": t.number("reg_var", 1e-6, low=0.0),
+    }
+
+
+_NEAR_TRUTH_DEFAULTS = {
+    "gate_noise": 0.005, "expert_noise": 0.05, "var_noise": 0.005,
+    "noise_exponent": 0.083, "var_noise_exponent": 0.25,
+}
+
+
+def _read_start(t, truth, fit):
+    near_keys = ("n_starts", "assignment", "var_center", *_NEAR_TRUTH_DEFAULTS)
+    data_keys = ("init_params", "n_init")
+    t.check_keys(("kind", *near_keys, *data_keys))
+    kind = t.string("kind", options=_START_KINDS)
+    wrong = data_keys if kind == "near_truth" else near_keys
+    for key in wrong:
+        if t.has(key):
+            raise t.error(key, f"does not apply to kind={kind!r}; remove it.")
+    if kind == "data":
+        return {"kind": kind,
+                "init_params": t.string("init_params", "kmeans", options=("kmeans", "random")),
+                "n_init": t.integer("n_init", 5, low=1)}
+    if fit["gating"] != truth.gating:
+        raise ExperimentError(
+            f"{t.path}: [start] kind: 'near_truth' starts from the truth's parameters, so "
+            f"[fit] gating must be the truth's {truth.gating!r}, got {fit['gating']!r}.")
+    for key, gating in (("activation", "activation"), ("topk_selection", "topk")):
+        if truth.gating == gating and fit[key] != getattr(truth, key):
+            raise ExperimentError(
+                f"{t.path}: [fit] {key}: 'near_truth' starts need the truth's "
+                f"{key}={getattr(truth, key)!r}, got {fit[key]!r}.")
+    out = {"kind": kind, "n_starts": t.integer("n_starts", 1, low=1),
+           "var_center": t.string("var_center", "truth", options=_VAR_CENTERS)}
+    for key, default in _NEAR_TRUTH_DEFAULTS.items():
+        out[key] = t.number(key, default, low=0.0)
+    out["assignment"] = _read_assignment(t, truth.n_experts, fit["n_experts"])
+    return out
+
+
+def _read_assignment(t, k_true, k_fit):
+    if not t.has("assignment"):
+        return None
+    value = t.raw("assignment")
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise t.error("assignment", f"expected an array of integers (the true atom of each "
+                                    f"fitted atom), got {_describe(value)}.")
+    if len(value) != k_fit:
+        raise t.error("assignment", f"expected {k_fit} entries (one per fitted expert, [fit] "
+                                    f"n_experts), got {len(value)}.")
+    if any(v < 0 or v >= k_true for v in value):
+        raise t.error("assignment", f"expected true-atom indices in 0..{k_true - 1}, got "
+                                    f"{value}.")
+    if set(value) != set(range(k_true)):
+        raise t.error("assignment", f"every true atom 0..{k_true - 1} needs at least one "
+                                    f"fitted atom, got {value}.")
+    if value[-1] != k_true - 1:
+        raise t.error("assignment", f"the last fitted atom must go to the true reference "
+                                    f"{k_true - 1}, got {value[-1]}.")
+    return list(value)
+
+
+def _read_metrics(t, truth, fit, design):
+    t.check_keys(("voronoi", "rbar", "translation", "scales", "parameter_errors",
+                  "hellinger", "total_variation", "boundary_error", "evaluation"))
+    voronoi = t.raw("voronoi", [])
+    if isinstance(voronoi, str):
+        voronoi = [voronoi]
+    if not isinstance(voronoi, list) or any(v not in _VORONOI_KINDS for v in voronoi) \
+            or len(set(voronoi)) != len(voronoi):
+        raise t.error("voronoi", f"expected an array of distinct kinds among "
+                                 f"{', '.join(map(repr, _VORONOI_KINDS))}, got "
+                                 f"{_describe(voronoi)}.")
+    k, k_true = fit["n_experts"], truth.n_experts
+    if "exact" in voronoi and k != k_true:
+        raise t.error("voronoi", f"'exact' (D1) needs [fit] n_experts equal to the truth's "
+                                 f"{k_true}, got {k}; use 'over' (D2).")
+    if "over" in voronoi and k == k_true:
+        raise t.error("voronoi", f"'over' (D2) is for over-specified fits ([fit] n_experts > "
+                                 f"{k_true}), got n_experts={k}; use 'exact' (D1).")
+    rbar = _read_rbar(t)
+    if "over" in voronoi and fit["gating"] == "activation" and not rbar:
+        raise t.error("rbar", "required with voronoi 'over' for gating='activation': its "
+                              "exponents are not established (SPEC 4); give e.g. "
+                              "rbar = { 2 = 4.0 }.")
+    parameter_errors = t.boolean("parameter_errors", False)
+    if (voronoi or parameter_errors) and fit["gating"] != truth.gating:
+        raise t.error("voronoi" if voronoi else "parameter_errors",
+                      f"Voronoi losses and parameter errors compare models of one gating "
+                      f"family, but [fit] gating={fit['gating']!r} differs from [truth] "
+                      f"gating={truth.gating!r}; record hellinger / total_variation only.")
+    scales = t.raw("scales", ["identifiable"])
+    if not isinstance(scales, list) or not scales or any(s not in _SCALES for s in scales) \
+            or len(set(scales)) != len(scales):
+        raise t.error("scales", f"expected a non-empty array of distinct scales among "
+                                f"{', '.join(map(repr, _SCALES))}, got {_describe(scales)}.")
+    boundary = t.boolean("boundary_error", False)
+    if boundary and fit["gating"] != truth.gating:
+        raise t.error("boundary_error", "needs the fit and the truth in one gating family.")
+    evaluation = _read_evaluation(t.sub("evaluation", required=False), design)
+    hellinger = t.boolean("hellinger", False)
+    total_variation = t.boolean("total_variation", False)
+    if not (voronoi or parameter_errors or hellinger or total_variation or boundary):
+        raise ExperimentError(f"{t.path}: [metrics]: records nothing; set at least one of "
+                              "voronoi, parameter_errors, hellinger, total_variation, "
+                              "boundary_error.")
+    return {"voronoi": list(voronoi), "rbar": rbar,
+            "translation": t.string("translation", "infimum", options=_TRANSLATIONS),
+            "scales": list(scales), "parameter_errors": parameter_errors,
+            "hellinger": hellinger, "total_variation": total_variation,
+            "boundary_error": boundary, "evaluation": evaluation}
+
+
+def _read_rbar(t):
+    value = t.raw("rbar", {})
+    if not isinstance(value, dict):
+        raise t.error("rbar", f"expected a table {{cell size = exponent}}, e.g. "
+                              f"rbar = {{ 4 = 8.0 }}, got {_describe(value)}.")
+    out = {}
+    for key, exponent in value.items():
+        try:
+            m = int(key)
+        except ValueError:
+            m = None
+        if m is None or m < 2 or str(m) != key.strip():
+            raise t.error("rbar", f"expected integer cell sizes >= 2 as keys, got {key!r}.")
+        if isinstance(exponent, bool) or not isinstance(exponent, int | float) \
+                or not math.isfinite(exponent) or exponent <= 0:
+            raise t.error("rbar", f"expected a positive exponent for cell size {m}, got "
+                                  f"{_describe(exponent)}.")
+        out[m] = float(exponent)
+    return out
+
+
+def _read_evaluation(t, design):
+    t.check_keys(("kind", "n", "low", "high"))
+    kind = t.string("kind", "grid" if design["n_features"] == 1 else "uniform",
+                 options=_DESIGN_KINDS)
+    low = t.number("low", design["low"])
+    high = t.number("high", design["high"])
+    if kind != "normal" and not low < high:
+        raise t.error("high", f"expected low < high, got low={low!r}, high={high!r}.")
+    if kind == "grid" and design["n_features"] != 1:
+        raise t.error("kind", "'grid' makes one feature; use 'uniform' or 'normal'.")
+    return {"kind": kind, "n": t.integer("n", 1000, low=1), "low": low, "high": high}
+
+
+def _read_quick(t, fit, start):
+    t.check_keys(("n", "replications", "n_starts", "n_init"))
+    out = {"sizes": parse_sizes(t.raw("n"), where="[quick] n", path=str(t.path)),
+           "replications": t.integer("replications", low=1)}
+    _check_min_size(t, out["sizes"], fit)
+    for key, kind in (("n_starts", "near_truth"), ("n_init", "data")):
+        if t.has(key):
+            if start["kind"] != kind:
+                raise t.error(key, f"applies to [start] kind={kind!r}, got "
+                                   f"{start['kind']!r}; remove it.")
+            out[key] = t.integer(key, low=1)
+    return out

@@ -1,0 +1,234 @@
+"""One simulation task: draw data, fit, measure; returns one row of the result store.
+
+A task never raises for a failed fit or metric: the row's ``status`` says what happened
+(``'ok'``, ``'fit_failed'``, ``'metric_failed'``) and ``error`` holds the error text, so
+that one bad replication cannot stop a run of thousands.
+"""
+
+import os
+import time
+import traceback
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..estimator import GaussianMoERegressor
+from ..metrics import boundary_error, hellinger, parameter_errors, total_variation, voronoi_loss
+from ..model import make_design, sample_moe
+from .seeds import evaluation_seed_sequence, task_streams
+from .start import make_near_truth_start
+
+__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "make_evaluation_design", "run_task"]
+
+#: Columns every result row has, before the experiment's metric columns (name, SQL type).
+BASE_COLUMNS = (
+    ("n", "INTEGER NOT NULL"),
+    ("rep", "INTEGER NOT NULL"),
+    ("seed_entropy", "TEXT NOT NULL"),
+    ("spawn_key", "TEXT NOT NULL"),
+    ("status", "TEXT NOT NULL"),
+    ("error", "TEXT"),
+    ("mean_log_likelihood", "REAL"),
+    ("n_iter", "INTEGER"),
+    ("converged", "INTEGER"),
+    ("n_starts", "INTEGER"),  # near-truth starts fitted, or the estimator's n_init
+    ("degenerate_experts", "TEXT"),
+    ("warnings", "TEXT"),
+    ("fit_seconds", "REAL"),
+    ("task_seconds", "REAL"),
+    ("worker_pid", "INTEGER"),
+    ("finished_at", "REAL"),
+)
+#: Columns that vary from run to run (timings, process): excluded when comparing results.
+TIMING_COLUMNS = ("fit_seconds", "task_seconds", "worker_pid", "finished_at")
+
+_PARAMETER_FIELDS = ("weight", "gate_coef", "gate_intercept", "expert_coef",
+                     "expert_intercept", "expert_var")
+_MAX_TEXT = 2000
+
+
+@contextmanager
+def _single_threaded():
+    """Pin BLAS/OpenMP (threadpoolctl) and numba to one thread; restore afterwards."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _error_text(err):
+    """``Type: message (file:line in function)`` of the innermost frame."""
+    text = "".join(traceback.format_exception_only(type(err), err)).strip()
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" ({os.path.basename(last.filename)}:{last.lineno} in {last.name})"
+    return text[:_MAX_TEXT]
+
+
+def make_evaluation_design(experiment):
+    """The design the density distances and the boundary error average over.
+
+    Parameters
+    ----------
+    experiment : Experiment
+
+    Returns
+    -------
+    ndarray of shape (n_eval, n_features)
+        Drawn, when random, from :func:`~gmoe.simulation.seeds.evaluation_seed_sequence`.
+    """
+    ev = experiment.metrics["evaluation"]
+    return make_design(ev["n"], ev["kind"], low=ev["low"], high=ev["high"],
+                       n_features=experiment.design["n_features"],
+                       random_state=evaluation_seed_sequence(experiment.seed))
+
+
+def _fit(experiment, X, y, streams, n):
+    """Fit from the experiment's start(s); the best log-likelihood wins.
+
+    Returns (estimator or None, summed fit seconds, number of fits, failure notes).
+    """
+    params = experiment.estimator_params()
+    start = experiment.start
+    fits, notes, seconds = [], [], 0.0
+    if start["kind"] == "data":
+        est = GaussianMoERegressor(**params, init_params=start["init_params"],
+                                   n_init=start["n_init"], random_state=streams.fit_seed)
+        est.fit(X, y)
+        return est, est.fit_time_, start["n_init"], notes
+    for j in range(start["n_starts"]):
+        # Each start's noise is drawn before its fit, so start j's noise never depends on
+        # whether an earlier fit failed.
+        init = make_near_truth_start(
+            experiment.truth, params["n_experts"], n, streams.start,
+            top_k=experiment.fit["top_k"], assignment=start["assignment"],
+            gate_noise=start["gate_noise"], expert_noise=start["expert_noise"],
+            var_noise=start["var_noise"], noise_exponent=start["noise_exponent"],
+            var_noise_exponent=start["var_noise_exponent"], var_center=start["var_center"])
+        est = GaussianMoERegressor(**params, init_params=init, n_init=1,
+                                   random_state=streams.fit_seed)
+        t0 = time.perf_counter()
+        try:
+            est.fit(X, y)
+        except Exception as err:  # recorded in the row, never raised
+            notes.append(f"start {j} failed: {_error_text(err)}")
+            seconds += time.perf_counter() - t0
+            if start["n_starts"] == 1:
+                raise
+            continue
+        seconds += est.fit_time_
+        fits.append(est)
+    if not fits:
+        raise RuntimeError("every start failed: " + "; ".join(notes))
+    best = max(fits, key=lambda e: e.lower_bound_)
+    return best, seconds, start["n_starts"], notes
+
+
+def _metrics(experiment, fitted, X_eval):
+    """Every metric column of the experiment; a failing metric leaves NaN and a note."""
+    truth, cfg = experiment.truth, experiment.metrics
+    values, notes = {}, []
+
+    def attempt(columns, compute):
+        try:
+            values.update(compute())
+        except Exception as err:  # recorded in the row, never raised
+            values.update({c: np.nan for c in columns})
+            notes.append(f"{', '.join(columns)}: {_error_text(err)}")
+
+    rbar = cfg["rbar"] or None
+    k_true = truth.n_experts
+    for scale in cfg["scales"]:
+        suffix = "" if scale == "identifiable" else "_raw"
+        for kind in cfg["voronoi"]:
+            col = ("d1" if kind == "exact" else "d2") + suffix
+            attempt([col], lambda kind=kind, scale=scale, col=col: {col: voronoi_loss(
+                fitted, truth, kind=kind, rbar=rbar, translation=cfg["translation"],
+                scale=scale)})
+        if cfg["parameter_errors"]:
+            cols = [f"pe_{f}_{j}{suffix}" for f in _PARAMETER_FIELDS for j in range(k_true)]
+            if truth.family.uses_temperature:
+                cols.append(f"pe_temperature{suffix}")
+
+            def per_cell(scale=scale, suffix=suffix):
+                pe = parameter_errors(fitted, truth, translation=cfg["translation"],
+                                      scale=scale)
+                out = {f"pe_{f}_{j}{suffix}": float(getattr(pe, f)[j])
+                       for f in _PARAMETER_FIELDS for j in range(k_true)}
+                if truth.family.uses_temperature:
+                    out[f"pe_temperature{suffix}"] = float(pe.temperature)
+                return out
+
+            attempt(cols, per_cell)
+    if cfg["hellinger"]:
+        attempt(["hellinger"], lambda: {"hellinger": hellinger(fitted, truth, X_eval)})
+    if cfg["total_variation"]:
+        attempt(["tv"], lambda: {"tv": total_variation(fitted, truth, X_eval)})
+    if cfg["boundary_error"]:
+        attempt(["boundary"], lambda: {"boundary": boundary_error(fitted, truth, X_eval)})
+    return values, notes
+
+
+def run_task(experiment, n, rep):
+    """Run task ``(n, rep)`` of ``experiment`` and return its result row.
+
+    Draws ``X`` and ``y`` from the truth, fits from the experiment's start(s) (the best
+    log-likelihood of ``n_starts`` near-truth starts, or the estimator's own ``n_init``
+    data-driven starts), and computes every metric column. BLAS and numba run on one
+    thread. Fit and metric failures are recorded in the row, never raised.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    n : int
+        Sample size.
+    rep : int
+        Replication index.
+
+    Returns
+    -------
+    dict
+        One value per column of :data:`BASE_COLUMNS` and of
+        ``experiment.metric_columns()``; NaN where undefined.
+    """
+    started = time.perf_counter()
+    row = {name: None for name, _ in BASE_COLUMNS}
+    row.update({c: np.nan for c in experiment.metric_columns()})
+    row.update(n=int(n), rep=int(rep), seed_entropy=str(experiment.seed),
+               spawn_key=f"{int(n)},{int(rep)}", worker_pid=os.getpid())
+    with _single_threaded(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        streams = task_streams(experiment.seed, n, rep)
+        d = experiment.design
+        try:
+            X = make_design(int(n), d["kind"], low=d["low"], high=d["high"],
+                            n_features=d["n_features"], random_state=streams.data)
+            y = sample_moe(experiment.truth, X, random_state=streams.data)
+            est, fit_seconds, n_fits, notes = _fit(experiment, X, y, streams, int(n))
+        except Exception as err:  # recorded in the row, never raised
+            row.update(status="fit_failed", error=_error_text(err))
+            est = None
+        if est is not None:
+            row.update(mean_log_likelihood=float(est.lower_bound_), n_iter=int(est.n_iter_),
+                       converged=int(bool(est.converged_)), n_starts=n_fits,
+                       fit_seconds=float(fit_seconds),
+                       degenerate_experts=",".join(map(str, est.degenerate_experts_)) or None)
+            values, metric_notes = _metrics(experiment, est.mixing_measure_,
+                                            make_evaluation_design(experiment))
+            row.update(values)
+            row["status"] = "metric_failed" if metric_notes else "ok"
+            all_notes = notes + metric_notes
+            row["error"] = "; ".join(all_notes)[:_MAX_TEXT] if all_notes else None
+    messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    row["warnings"] = " | ".join(messages)[:_MAX_TEXT] if messages else None
+    row["task_seconds"] = time.perf_counter() - started
+    row["finished_at"] = time.time()
+    return row

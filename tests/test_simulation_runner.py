@@ -1,0 +1,361 @@
+"""The runner, the SQLite store, resume after a kill, a growing grid and the CLI."""
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import gmoe.simulation.tasks as tasks_module
+from gmoe.simulation import (
+    ResultStore,
+    StoreMismatchError,
+    export_csv,
+    load_experiment,
+    read_rows,
+    run_experiment,
+    run_task,
+)
+from gmoe.simulation.cli import main
+from gmoe.simulation.tasks import TIMING_COLUMNS
+
+TINY = """\
+description = "tiny harness test"
+seed = 7
+
+[truth]
+gating = "softmax"
+gate_coef = [[25.0], [0.0]]
+gate_intercept = [-8.0, 0.0]
+expert_coef = [[-20.0], [20.0]]
+expert_intercept = [15.0, -5.0]
+expert_var = [0.09, 0.16]
+
+[design]
+kind = "uniform"
+
+[fit]
+n_experts = 2
+tol = 1e-6
+max_iter = 100
+
+[start]
+kind = "near_truth"
+n_starts = 2
+
+[sizes]
+n = SIZES
+replications = REPS
+
+[metrics]
+voronoi = ["exact"]
+parameter_errors = true
+hellinger = true
+total_variation = true
+
+[metrics.evaluation]
+kind = "uniform"
+n = 40
+
+[quick]
+n = [60, 120]
+replications = 2
+"""
+SIZES = "[60, 90, 130, 200]"
+REPS = 3
+
+
+def tiny(tmp_path, sizes=SIZES, reps=REPS, name="tiny.toml", text=TINY):
+    path = tmp_path / name
+    path.write_text(text.replace("SIZES", sizes).replace("REPS", str(reps)))
+    return path
+
+
+def comparable(rows):
+    """Rows without the columns that vary between runs (timings, process id)."""
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny experiment run once, in process, by one worker."""
+    tmp = tmp_path_factory.mktemp("reference")
+    exp = load_experiment(tiny(tmp))
+    summary = run_experiment(exp, tmp / "ref.sqlite", n_jobs=1, progress=False)
+    assert summary.tasks_stored == len(exp.tasks()) == 12
+    rows, meta = read_rows(tmp / "ref.sqlite")
+    return rows, meta
+
+
+def test_rows_are_complete(reference):
+    rows, meta = reference
+    assert [(r["n"], r["rep"]) for r in rows] == [(n, r) for n in (60, 90, 130, 200)
+                                                  for r in range(3)]
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert row["seed_entropy"] == "7" and row["spawn_key"] == f"{row['n']},{row['rep']}"
+        assert row["n_starts"] == 2 and row["n_iter"] >= 1
+        assert np.isfinite(row["mean_log_likelihood"]) and row["fit_seconds"] > 0
+        assert 0 <= row["hellinger"] <= 1 and row["d1"] >= 0
+        assert row["pe_expert_var_1"] >= 0
+    assert len({r["mean_log_likelihood"] for r in rows}) == len(rows)  # distinct data
+    assert meta["experiment_name"] == "tiny" and len(meta["file_sha256"]) == 64
+
+
+def test_one_and_two_workers_store_identical_numbers(tmp_path, reference):
+    exp = load_experiment(tiny(tmp_path))
+    summary = run_experiment(exp, tmp_path / "two.sqlite", n_jobs=2, progress=False)
+    assert summary.n_jobs == 2 and summary.tasks_stored == 12
+    rows, _ = read_rows(tmp_path / "two.sqlite")
+    assert comparable(rows) == comparable(reference[0])
+    assert os.getpid() not in {r["worker_pid"] for r in rows}  # ran in worker processes
+
+
+def test_run_task_is_deterministic(tmp_path, reference):
+    exp = load_experiment(tiny(tmp_path))
+    row = run_task(exp, 90, 1)
+    row = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
+    stored = next(r for r in reference[0] if (r["n"], r["rep"]) == (90, 1))
+    assert comparable([row]) == comparable([stored])
+
+
+SLOW_CLI = """
+import sys, time
+import gmoe.simulation.runner as runner
+from gmoe.simulation.cli import main
+
+def slow(*args, _task=runner.run_task):
+    time.sleep(0.1)
+    return _task(*args)
+
+runner.run_task = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _count(db):
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_killed_run_resumes_to_the_same_table(tmp_path, reference):
+    path = tiny(tmp_path)
+    db = tmp_path / "killed.sqlite"
+    # The real command line, each task slowed by 0.1 s so that the kill lands mid-run
+    # whatever the machine's speed.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, "run", str(path), "--db", str(db), "--n-jobs", "1",
+         "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    try:
+        while _count(db) < 3:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the run stored nothing in 120 s"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    stored_at_kill = _count(db)
+    assert 3 <= stored_at_kill < 12, "the kill must land mid-run"
+    exp = load_experiment(path)
+    summary = run_experiment(exp, db, n_jobs=1, progress=False)
+    assert summary.tasks_before == stored_at_kill
+    assert summary.tasks_stored == 12 - stored_at_kill
+    rows, _ = read_rows(db)
+    assert comparable(rows) == comparable(reference[0])  # no duplicates, no losses
+    conn = sqlite3.connect(db)
+    runs = conn.execute("SELECT status FROM runs ORDER BY id").fetchall()
+    conn.close()
+    assert [r[0] for r in runs] == ["running", "finished"]  # the killed run never ended
+
+
+def test_growing_the_grid_keeps_stored_tasks(tmp_path, reference):
+    db = tmp_path / "grow.sqlite"
+    small = load_experiment(tiny(tmp_path, sizes="[60, 130]", reps=2))
+    run_experiment(small, db, n_jobs=1, progress=False)
+    before, _ = read_rows(db)
+    # The same file, grown: more sizes and more replications.
+    grown = load_experiment(tiny(tmp_path))
+    assert grown.file_sha256 != small.file_sha256
+    logs = []
+    summary = run_experiment(grown, db, n_jobs=1, progress=False, log=logs.append)
+    assert summary.tasks_before == 4 and summary.tasks_stored == 8
+    assert any("stored tasks are kept" in m for m in logs)
+    after, meta = read_rows(db)
+    kept = [r for r in after if (r["n"], r["rep"]) in {(b["n"], b["rep"]) for b in before}]
+    assert kept == before  # untouched, timings included: not recomputed
+    assert comparable(after) == comparable(reference[0])  # same seeds as a fresh run
+    assert meta["file_sha256"] == grown.file_sha256
+
+
+def test_changed_task_definition_is_refused(tmp_path):
+    db = tmp_path / "refuse.sqlite"
+    run_experiment(load_experiment(tiny(tmp_path, sizes="[60]", reps=1)), db, n_jobs=1,
+                   progress=False)
+    changed = load_experiment(tiny(tmp_path, sizes="[60]", reps=1,
+                                   text=TINY.replace("max_iter = 100", "max_iter = 99")))
+    with pytest.raises(StoreMismatchError) as info:
+        run_experiment(changed, db, n_jobs=1, progress=False)
+    message = str(info.value)
+    assert "fit.max_iter: 100 -> 99" in message
+    assert "--force-new" in message and "--db" in message
+    summary = run_experiment(changed, db, n_jobs=1, progress=False, force_new=True)
+    assert summary.tasks_before == 0 and summary.tasks_stored == 1
+    assert len(list(tmp_path.glob("refuse.sqlite.replaced-*"))) == 1
+
+
+def test_failed_fit_and_metric_are_recorded(tmp_path, monkeypatch):
+    class Failing(tasks_module.GaussianMoERegressor):
+        def fit(self, X, y, sample_weight=None):
+            if X.shape[0] == 90:
+                raise np.linalg.LinAlgError("simulated failure")
+            return super().fit(X, y, sample_weight)
+
+    def broken_hellinger(*args, **kwargs):
+        raise ValueError("simulated metric failure")
+
+    monkeypatch.setattr(tasks_module, "GaussianMoERegressor", Failing)
+    monkeypatch.setattr(tasks_module, "hellinger", broken_hellinger)
+    exp = load_experiment(tiny(tmp_path, sizes="[60, 90]", reps=1))
+    summary = run_experiment(exp, tmp_path / "fail.sqlite", n_jobs=1, progress=False)
+    assert summary.tasks_stored == 2 and summary.failures == 2
+    rows = {r["n"]: r for r in read_rows(tmp_path / "fail.sqlite")[0]}
+    assert rows[90]["status"] == "fit_failed"
+    assert "every start failed" in rows[90]["error"]
+    assert "LinAlgError: simulated failure" in rows[90]["error"]
+    assert rows[90]["d1"] is None and rows[90]["mean_log_likelihood"] is None
+    assert rows[60]["status"] == "metric_failed"
+    assert "hellinger: ValueError: simulated metric failure" in rows[60]["error"]
+    assert rows[60]["hellinger"] is None and rows[60]["d1"] is not None
+
+
+def test_tasks_run_single_threaded():
+    import numba
+    from threadpoolctl import threadpool_info
+
+    before = numba.get_num_threads()
+    with tasks_module._single_threaded():
+        assert numba.get_num_threads() == 1
+        assert all(info["num_threads"] == 1 for info in threadpool_info())
+    assert numba.get_num_threads() == before
+
+
+def test_store_insert_never_duplicates(tmp_path, reference):
+    exp = load_experiment(tiny(tmp_path))
+    with ResultStore(tmp_path / "dup.sqlite", exp) as store:
+        row = reference[0][0]
+        assert store.insert(row) is True
+        assert store.insert(row) is False
+        assert store.count() == 1 and store.completed_keys() == {(60, 0)}
+
+
+def test_export_csv(tmp_path, reference):
+    db = tmp_path / "export.sqlite"
+    exp = load_experiment(tiny(tmp_path))
+    with ResultStore(db, exp) as store:
+        for row in reference[0]:
+            store.insert(row)
+    out = tmp_path / "out" / "rows.csv"
+    assert export_csv(db, out) == 12
+    with out.open() as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 12 and table[0]["n"] == "60"
+    assert float(table[0]["d1"]) == reference[0][0]["d1"]
+    assert list(table[0])[:3] == ["n", "rep", "seed_entropy"]
+
+
+def test_cli_run_report_export_list(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "simulations").mkdir()
+    tiny(tmp_path / "simulations", name="mini.toml")
+    assert main(["list"]) == 0
+    assert "mini" in capsys.readouterr().out
+
+    assert main(["run", "mini", "--quick", "--n-jobs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    db = tmp_path / "results" / "mini-quick.sqlite"
+    assert db.exists() and str(db) in out
+    assert "slope d1:" in out and "4 tasks over 2 sample sizes" in out
+
+    assert main(["report", "mini", "--quick", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "pe_expert_var_1" in out and "slope hellinger:" in out
+
+    assert main(["export", "mini", "--quick", "--csv", "rows.csv"]) == 0
+    assert "wrote 4 rows" in capsys.readouterr().out
+    assert (tmp_path / "rows.csv").exists()
+
+    # A path works as NAME; a second run has nothing left to do.
+    assert main(["run", str(tmp_path / "simulations" / "mini.toml"), "--quick",
+                 "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "no-such-study"]) == 2
+    err = capsys.readouterr().err
+    assert "No experiment 'no-such-study'" in err and "softmax-exact" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = 1\n")
+    assert main(["report", str(bad)]) == 2
+    assert f"{bad}: [truth]: missing required table." in capsys.readouterr().err
+    path = tiny(tmp_path)
+    assert main(["report", str(path)]) == 2
+    assert "run the experiment first" in capsys.readouterr().err
+    assert main(["run", str(path), "--quick", "--db", str(tmp_path / "x.sqlite"),
+                 "--n-jobs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    path.write_text(path.read_text().replace("max_iter = 100", "max_iter = 10"))
+    assert main(["run", str(path), "--quick", "--db", str(tmp_path / "x.sqlite"),
+                 "--no-progress"]) == 2
+    assert "--force-new" in capsys.readouterr().err
+
+
+FAMILIES = {
+    "data-start": ('kind = "near_truth"\nn_starts = 2', 'kind = "data"\nn_init = 2'),
+    "temperature": ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\n'
+                    'gate_intercept = [-8.0, 0.0]',
+                    'gating = "temperature"\ntemperature = 0.25\ngate_coef = [[6.25], [0.0]]\n'
+                    'gate_intercept = [-2.0, 0.0]'),
+    "activation": ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\n'
+                   'gate_intercept = [-8.0, 0.0]',
+                   'gating = "activation"\nactivation = "tanh"\ntemperature = 0.25\n'
+                   'gate_coef = [[4.0], [-1.0]]\ngate_intercept = [-0.9, 0.0]'),
+    "topk-over": ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\n'
+                  'gate_intercept = [-8.0, 0.0]',
+                  'gating = "topk"\ntop_k = 1\ngate_coef = [[25.0], [0.0]]\n'
+                  'gate_intercept = [-8.0, 0.0]'),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_run_task_other_families_and_starts(tmp_path, family):
+    old, new = FAMILIES[family]
+    text = TINY.replace(old, new, 1)
+    if family == "temperature":
+        text = text.replace("total_variation = true", 'total_variation = true\n'
+                            'scales = ["identifiable", "raw"]')
+    if family == "topk-over":
+        text = text.replace("n_experts = 2", "n_experts = 3\ntop_k = 2").replace(
+            '"exact"', '"over"').replace("n_starts = 2", "n_starts = 1\nassignment = [0, 1, 1]")
+    exp = load_experiment(tiny(tmp_path, text=text))
+    row = run_task(exp, 150, 0)
+    assert row["status"] == "ok", row["error"]
+    for col in exp.metric_columns():
+        assert row[col] is not None and (np.isfinite(row[col]) or col.startswith("pe_")), col
+    if family == "temperature":
+        assert "d1_raw" in row and row["pe_temperature_raw"] == 0.0
+    if family == "data-start":
+        assert row["n_starts"] == 2
