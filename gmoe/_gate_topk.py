@@ -17,6 +17,7 @@ alone never moves the gate. The step therefore has two parts:
 
 import numpy as np
 
+from . import _kernels
 from .gating import (
     _design_with_intercept,
     compute_topk_mask,
@@ -32,10 +33,8 @@ _MIN_RELATIVE_GAIN = 1e-12
 def compute_log_likelihood(family, X, gate_coef, gate_intercept, expert_log_density,
                            sample_weight):
     """Weighted log-likelihood ``L`` for a top-K gate and fixed expert log-densities."""
-    joint = family.log_gate(X, gate_coef, gate_intercept) + expert_log_density
-    row_max = np.max(joint, axis=1)
-    log_lik = row_max + np.log(np.sum(np.exp(joint - row_max[:, None]), axis=1))
-    return float(np.dot(sample_weight, log_lik))
+    log_gate = family.log_gate(X, gate_coef, gate_intercept)
+    return float(_kernels.weighted_log_likelihood(log_gate, expert_log_density, sample_weight))
 
 
 def _kth_largest_of_others(scores, j, top_k):

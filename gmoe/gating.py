@@ -57,13 +57,10 @@ def compute_topk_mask(scores, top_k):
     -------
     ndarray of bool, shape (n_samples, n_experts)
     """
-    n_samples, n_experts = scores.shape
-    if top_k >= n_experts:
+    if top_k >= scores.shape[1]:
         return np.ones(scores.shape, dtype=bool)
-    # A stable sort of the negated scores lists tied experts in index order.
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-    mask = np.zeros(scores.shape, dtype=bool)
-    np.put_along_axis(mask, order, True, axis=1)
+    mask = np.empty(scores.shape, dtype=bool)
+    _kernels.topk_mask_into(np.ascontiguousarray(scores, dtype=np.float64), int(top_k), mask)
     return mask
 
 

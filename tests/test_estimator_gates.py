@@ -256,3 +256,19 @@ def test_topk_with_k_equal_to_n_experts_is_softmax():
     soft = gmoe.GaussianMoERegressor(2, n_init=2, random_state=1).fit(X, y)
     assert_allclose(topk.mixing_measure_.to_vector(), soft.mixing_measure_.to_vector(),
                     rtol=1e-10, atol=1e-10)
+
+
+def test_topk_log_likelihood_kernel_matches_logsumexp():
+    from scipy.special import logsumexp
+
+    from gmoe import _kernels
+
+    rng = np.random.default_rng(0)
+    log_gate = np.log(rng.dirichlet(np.ones(4), size=50))
+    log_gate[rng.random((50, 4)) < 0.4] = -np.inf
+    log_gate[:, 0] = np.where(np.isinf(log_gate).all(axis=1), 0.0, log_gate[:, 0])
+    density = rng.normal(0, 30, size=(50, 4))
+    weights = rng.uniform(0, 2, size=50)
+    expected = np.dot(weights, logsumexp(log_gate + density, axis=1))
+    got = _kernels.weighted_log_likelihood(log_gate, density, weights)
+    assert got == pytest.approx(expected, rel=1e-13)
