@@ -86,24 +86,27 @@ def hand_fit():
 
 
 def test_d1_hand_computed_untranslated():
+    # The fit's weights (1.5, 1) are normalised to the truth's total mass 2:
+    # w = (1.5, 1) * 2 / 2.5 = (1.2, 0.8).
     # Cells: atom 0 -> dist to true 0 = 0.5 + 0 + 0.1 + 0 = 0.6 (to true 1: 4.4);
     #        atom 1 -> dist to true 1 = 0 + 0.2 + 0 + 0.3 = 0.5 (to true 0: 4.1).
-    # D1 = |1.5 - 1| + |1 - 1| + 1.5 (0.5 + 0.1) + 1 (0.2 + 0.3) = 0.5 + 0.9 + 0.5 = 1.9
+    # D1 = |1.2 - 1| + |0.8 - 1| + 1.2 (0.5 + 0.1) + 0.8 (0.2 + 0.3)
+    #    = 0.2 + 0.2 + 0.72 + 0.4 = 1.52
     fit, true = hand_fit(), softmax_truth()
     assert_array_equal(voronoi_cells(fit, true, translation="none"), [0, 1])
-    assert voronoi_loss(fit, true, translation="none") == pytest.approx(1.9, abs=1e-14)
-    assert voronoi_loss(fit, true, kind="exact", translation="none") == pytest.approx(1.9)
+    assert voronoi_loss(fit, true, translation="none") == pytest.approx(1.52, abs=1e-14)
+    assert voronoi_loss(fit, true, kind="exact", translation="none") == pytest.approx(1.52)
 
 
 def test_d1_hand_computed_infimum():
-    # The fit's gate is translated: beta1_i + t1, w_i s. The beta1 terms
-    # 1.5 |0.5 + t1| + 1 |t1| are smallest at t1 = -0.5 (value 0.5; cells unchanged), so
-    # C = 1.5 * 0.1 + 1 * (0.5 + 0.2 + 0.3) = 1.15 and
-    # F(s) = |1.5 s - 1| + |s - 1| + 1.15 s, kinks at 2/3 and 1, slopes -1.35, +1.65, ...:
-    # the minimum is at s = 2/3 (the W-weighted quantile of w*_j / W_j at level
-    # (1 - C/W)/2 = (1 - 1.15/2.5)/2 = 0.27): F = 0 + 1/3 + 1.15 * 2/3 = 1.1.
+    # Normalised fit weights (1.2, 0.8) (test above); the fit's slopes are translated,
+    # beta1_i + t1, and the truth's weights, s w*_j. The beta1 terms
+    # 1.2 |0.5 + t1| + 0.8 |t1| are smallest at t1 = -0.5 (value 0.4; cells unchanged), so
+    # C = 1.2 * 0.1 + 0.8 * (0.5 + 0.2 + 0.3) = 0.92, and
+    # F(s) = |1.2 - s| + |0.8 - s| + 0.92, kinks at W_j / w*_j = 1.2 and 0.8: the
+    # w*-weighted median is any s in [0.8, 1.2], F = 0.4 + 0.92 = 1.32.
     fit, true = hand_fit(), softmax_truth()
-    assert voronoi_loss(fit, true) == pytest.approx(1.1, abs=1e-9)
+    assert voronoi_loss(fit, true) == pytest.approx(1.32, abs=1e-9)
 
 
 def test_parameter_errors_hand_computed():
@@ -111,19 +114,20 @@ def test_parameter_errors_hand_computed():
     raw = parameter_errors(fit, true, translation="none")
     assert isinstance(raw, ParameterErrors)
     assert_array_equal(raw.cells, [0, 1])
-    assert_allclose(raw.weight, [0.5, 0.0], atol=1e-15)
+    # Normalised weights (1.2, 0.8) against w* = (1, 1); log-weights (log 1.2, log 0.8).
+    assert_allclose(raw.weight, [0.2, 0.2], atol=1e-15)
     assert_allclose(raw.gate_coef, [0.5, 0.0], atol=1e-15)
-    assert_allclose(raw.gate_intercept, [np.log(1.5), 0.0], atol=1e-15)
+    assert_allclose(raw.gate_intercept, [np.log(1.2), -np.log(0.8)], atol=1e-15)
     assert_allclose(raw.expert_coef, [0.0, 0.2], atol=1e-15)
     assert_allclose(raw.expert_intercept, [0.1, 0.0], atol=1e-15)
     assert_allclose(raw.expert_var, [0.0, 0.3], atol=1e-15)
     assert raw.temperature is None and raw.symmetric_image is False
-    # After the translation t1 = -0.5, t2 = log(2/3) of the D1 infimum (test above):
-    # weights (1, 2/3), beta1 (2, -0.5), beta0 (0, log 2/3).
+    # After the translation of the D1 infimum (test above): t1 = -0.5, beta1 (2, -0.5); the
+    # median interval [0.8, 1.2] contains 1, so s = 1 is reported: |W_j - s w*_j| = 0.2.
     aligned = parameter_errors(fit, true)
-    assert_allclose(aligned.weight, [0.0, 1 / 3], atol=1e-9)
+    assert_allclose(aligned.weight, [0.2, 0.2], atol=1e-9)
     assert_allclose(aligned.gate_coef, [0.0, 0.5], atol=1e-9)
-    assert_allclose(aligned.gate_intercept, [0.0, np.log(1.5)], atol=1e-9)
+    assert_allclose(aligned.gate_intercept, [np.log(1.2), -np.log(0.8)], atol=1e-9)
     assert_allclose(aligned.expert_var, [0.0, 0.3], atol=1e-15)
 
 
@@ -222,8 +226,6 @@ def test_nonnegative_label_free_and_infimum_below_untranslated(global_random_see
     untranslated = voronoi_loss(fit, true, rbar=rbar, translation="none")
     assert loss >= 0.0
     assert loss <= untranslated + 1e-12
-    # Translation to t2 -> -inf is allowed, so the loss never exceeds sum_j w*_j.
-    assert loss <= true.weights.sum() + 1e-12
     for order in list(itertools.permutations(range(k)))[1:4]:
         other = voronoi_loss(permuted(fit, order), true, rbar=rbar)
         # Nelder-Mead's stopping tolerance (xatol 1e-10) bounds the disagreement.
@@ -238,13 +240,16 @@ def duplicated_reference_fit():
                          rebase=True)
 
 
-def test_duplicated_reference_untranslated_is_one_plus_e_minus_8():
-    # Rebased: beta0 = (-8 + log 2, 0, 0), weights (2 e^-8, 1, 1): the weight terms give
-    # |2 e^-8 - e^-8| + |2 - 1| = 1 + e^-8 (SPEC 4); every atom sits on its true atom.
+def test_duplicated_reference_normalised_untranslated_is_zero():
+    # Rebased: beta0 = (-8 + log 2, 0, 0), weights (2 e^-8, 1, 1). In that reference
+    # convention the weight terms would be |2 e^-8 - e^-8| + |2 - 1| = 1 + e^-8 (SPEC 4).
+    # Normalised to the truth's mass 1 + e^-8 (factor 1/2): (e^-8, 1/2, 1/2), cell masses
+    # (e^-8, 1) = w*, and every atom sits on its true atom: 0 even untranslated.
     fit, true = duplicated_reference_fit(), spec52_truth()
     assert_allclose(fit.gate_intercept, [-8.0 + np.log(2.0), 0.0, 0.0])
-    assert voronoi_loss(fit, true, translation="none") == pytest.approx(1 + np.exp(-8),
-                                                                        rel=1e-12)
+    W_reference = np.array([fit.weights[0], fit.weights[1] + fit.weights[2]])
+    assert np.abs(W_reference - true.weights).sum() == pytest.approx(1 + np.exp(-8))
+    assert voronoi_loss(fit, true, translation="none") == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
@@ -262,6 +267,58 @@ def test_permuted_exact_fit_is_zero():
     assert fit.gate_coef[0, 0] == -25.0   # the labels and the reference differ
     assert voronoi_loss(fit, true) == pytest.approx(0.0, abs=1e-12)
     assert voronoi_loss(fit, true, translation="none") > 1.0
+
+
+# ------------------------------------------------------------- no cap, representation
+def test_far_off_fit_is_not_capped_at_the_truths_mass():
+    # Every expert intercept moved by +10: cells stay (0, 1) (dist 10 against 12 and 14),
+    # the weights agree (W = w* = (1, 1)), no t1 helps: D1 = 1 * 10 + 1 * 10 = 20 > 2.
+    true = softmax_truth()
+    far = true.replace(expert_intercept=true.expert_intercept + 10.0)
+    assert voronoi_loss(far, true) == pytest.approx(20.0, rel=1e-9)
+    assert voronoi_loss(far, true) > true.weights.sum()
+    # Over-specified: a split far-off fit, and a fit of the wrong weights, both above
+    # sum_j w*_j and growing with the distance.
+    spec = spec52_truth()
+    mass = spec.weights.sum()
+    losses = []
+    for shift in (5.0, 10.0, 20.0):
+        fit = overfit(spec, 3)
+        fit = fit.replace(expert_intercept=fit.expert_intercept + shift,
+                          gate_intercept=fit.gate_intercept + np.array([3.0, -2.0, 0.0]))
+        losses.append(voronoi_loss(fit, spec))
+    assert min(losses) > mass
+    assert np.all(np.diff(losses) > 0)
+
+
+@pytest.mark.parametrize("name,true", [t for t in family_truths() if t[0] != "top1"],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_common_shift_of_the_fitted_intercepts_leaves_the_loss_unchanged(name, true):
+    # The convention pins the last expert's intercept, so a common shift of every fitted
+    # beta0 is a rebase onto another reference expert. Give expert 0 the reference's slope
+    # (0 for the slope-pinning families), move it last and rebase: every beta0 shifts by
+    # -beta0_0 and nothing else changes, so even the untranslated loss (no t1) must agree.
+    rng = np.random.default_rng(7)
+    fit = perturbed(true, rng, 0.2)
+    scale = true.temperature if true.family.uses_temperature else 1.0
+    beta1 = fit.gate_coef.copy()
+    beta1[0] = beta1[-1]
+    beta0 = fit.gate_intercept.copy()
+    beta0[0] = 1.7 * scale
+    fit = fit.replace(gate_coef=beta1, gate_intercept=beta0)
+    order = list(range(1, fit.n_experts)) + [0]
+    shifted = permuted(fit, order)
+    assert_allclose(shifted.gate_coef, fit.gate_coef[order])
+    assert_allclose(shifted.gate_intercept, fit.gate_intercept[order] - 1.7 * scale)
+    assert shifted.weights.sum() < 0.5 * fit.weights.sum()   # the raw weights differ
+    for translation in ("infimum", "none"):
+        assert voronoi_loss(shifted, true, translation=translation) == pytest.approx(
+            voronoi_loss(fit, true, translation=translation), rel=1e-9, abs=1e-12)
+        errors = parameter_errors(fit, true, translation=translation)
+        moved = parameter_errors(shifted, true, translation=translation)
+        assert_array_equal(moved.cells, errors.cells[order])
+        assert_allclose(moved.weight, errors.weight, rtol=1e-9, atol=1e-12)
+        assert_allclose(moved.gate_intercept, errors.gate_intercept, rtol=1e-9, atol=1e-9)
 
 
 # ------------------------------------------------------------------------- D2, rbar
@@ -284,10 +341,11 @@ def test_d2_hand_computed_split_cell():
     # each contributes (1/2)(0.1^4 + 0.1^4); cell 0 is exact. D2 = 2 * 0.1^4 = 2e-4, at
     # t1 = 0 (the singleton's |t1| outweighs the quartic gain) and s = 1.
     fit, true = split_fit(0.1, "gb"), softmax_truth()
-    # Untranslated, the rebased parameters are beta1 = (2.1, 0.2, 0), weights (2, 1, 1):
-    # weight terms |2 - 1| + |2 - 1|, singleton 2 * 0.1, split cell 0.2^4 + 0.1^4 + 0.1^4.
+    # Untranslated, the rebased parameters are beta1 = (2.1, 0.2, 0), weights (2, 1, 1),
+    # normalised to the truth's mass 2: (1, 1/2, 1/2), cell masses (1, 1) = w*. No weight
+    # terms; singleton 1 * 0.1, split cell (1/2)(0.2^4 + 0.1^4) + (1/2)(0^4 + 0.1^4).
     assert voronoi_loss(fit, true, translation="none") == pytest.approx(
-        2 + 0.2 + 0.2 ** 4 + 2 * 0.1 ** 4, rel=1e-12)
+        0.1 + 0.5 * (0.2 ** 4 + 2 * 0.1 ** 4), rel=1e-12)
     assert voronoi_loss(fit, true) == pytest.approx(2e-4, rel=1e-9)
     assert voronoi_loss(fit, true, kind="over") == pytest.approx(2e-4, rel=1e-9)
 
@@ -351,7 +409,7 @@ def test_temperature_split_cell_raw_tau_term_uses_the_beta1_exponent():
     assert voronoi_loss(fit, true) == pytest.approx(0.0, abs=1e-12)
     hot = fit.replace(temperature=0.35)     # d tau = 0.1; weights exp(beta0 / tau) change
     raw = voronoi_loss(hot, true, scale="raw", translation="none")
-    w = hot.weights
+    w = hot.weights * true.weights.sum() / hot.weights.sum()    # normalised to the truth
     W = np.array([w[0], w[1] + w[2]])
     # singleton: |d beta1| = 0 ... + |d tau| = 0.1; split cell: |d tau|^4 for each atom.
     expected = np.abs(W - true.weights).sum() + w[0] * 0.1 + (w[1] + w[2]) * 0.1 ** 4
@@ -377,14 +435,14 @@ def test_activation_takes_the_minimum_over_the_symmetric_image(activation):
     assert voronoi_loss(near, true) == pytest.approx(np.exp(-0.9 / 0.25) * 0.1, rel=1e-9)
 
 
-def test_gelu_has_no_symmetric_image_and_the_loss_saturates():
-    # Against the gelu truth the "image" is just a fit with |d beta1| = 3 in both cells:
-    # F(s) = (w*_0 + w*_1)(|s - 1| + 3 s) increases in s, so the infimum is approached as
-    # s = e^{t2} -> 0 and equals sum_j w*_j (the bound of the translated loss).
+def test_gelu_has_no_symmetric_image_and_the_loss_is_not_capped():
+    # Against the gelu truth the "image" is just a fit with |d beta1| = 3 in both cells and
+    # the truth's weights: F(s) = sum_j w*_j |1 - s| + 3 sum_j w*_j, smallest at s = 1,
+    # so D1 = 3 sum_j w*_j, above sum_j w*_j (no cap; no slope translation for gelu).
     true = tanh_truth("gelu")
     image = true.replace(gate_coef=col([1.0, -4.0]))
-    assert voronoi_loss(image, true) == pytest.approx(np.exp(-0.9 / 0.25) + 1.0, rel=1e-12)
     w = true.weights
+    assert voronoi_loss(image, true) == pytest.approx(3 * w.sum(), rel=1e-12)
     assert voronoi_loss(image, true, translation="none") == pytest.approx(3 * w.sum())
 
 
@@ -428,7 +486,10 @@ def test_activation_over_specified_needs_rbar():
     with pytest.raises(ValueError, match=re.escape("rbar is required for gating='activation'")):
         voronoi_loss(fit, true)
     assert voronoi_loss(fit, true, rbar={2: 4}) == pytest.approx(0.0, abs=1e-12)
-    assert voronoi_loss(fit, true, rbar={2: 4}, translation="none") > 1.0
+    # Rebased: weights (2 e^-3.6, 1, 1); normalised to the truth's mass (factor 1/2) they
+    # are (e^-3.6, 1/2, 1/2), so even untranslated the loss is 0 (no cap, no reference).
+    assert voronoi_loss(fit, true, rbar={2: 4}, translation="none") == pytest.approx(
+        0.0, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- top-K

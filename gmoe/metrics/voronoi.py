@@ -5,39 +5,51 @@ A fit ``G = sum_i w_i delta_{theta_i}`` (k atoms) is compared with a truth
 ``A_j = {i : theta_i is closest to theta*_j}``: the exact-specified loss D1, the
 over-specified loss D2, their top-K and top-1 variants, and per-parameter errors.
 
-Which side is translated. The gate parameters are identified only up to a common
-translation ``(t1, t2)`` of every ``(beta1_i, beta0_i)`` (SPEC 2.2). We translate the
-**fit**: ``beta1_i -> beta1_i + t1`` and ``log w_i -> log w_i + t2`` (``w_i -> s w_i``,
-``s = e^{t2}``, which also rescales the ``w_i`` multiplying the parameter terms), and take
-the infimum over ``(t1, t2)``. The loss is then a function of the fit's density class
-(relabelling and rebasing a fit are such translations), which is what makes it
-label-free. The alternative, translating the truth (``|W_j - e^{t2} w*_j|``, as paper 1
-writes it), is not: translating the fit by ``u2`` multiplies that loss by ``e^{u2}``, so
-a fit relabelled and rebased onto another reference expert changes its loss.
+Which representation, which side translated. The gate parameters are identified only up
+to a common translation ``(t1, t2)`` of every ``(beta1_i, beta0_i)`` (SPEC 2.2), so both the
+fit and the truth come in a whole orbit of representations. We proceed in two steps.
 
-Closed form of ``t2`` (proof). For fixed ``t1`` the cells, the cell masses ``W_j`` and
-``C_j = sum_{i in A_j} w_i rho_i`` (``rho_i`` the atom's parameter terms) are fixed and
+1. The fit's intercepts are fixed label-free: its weights are normalised to the truth's total
+   mass, ``w_i <- w_i M / sum_l w_l`` with ``M = sum_j w*_j`` (``w_i = M softmax(beta0 /
+   tau)_i``). A common shift of the fitted ``beta0`` (rebasing the fit onto another reference
+   expert, relabelling it) leaves these weights unchanged, and they multiply the parameter
+   terms as they are.
+2. The **truth** is translated, as paper 1 writes its infimum: ``log w*_j -> log w*_j + t2``
+   (``w*_j -> s w*_j``, ``s = e^{t2}``) and the fit's slopes are compared after ``t1``
+   (``beta1_i + t1``, cells recomputed), the infimum taken over ``(t1, t2)``.
 
-    F(s) = sum_j |s W_j - w*_j| + s sum_j C_j,      s = e^{t2} in (0, inf).
+This departs from SPEC 4's literal reading, which compares the fit in its reference-convention
+representation (``beta0 = 0`` for the last expert): there the weights ``w_i = exp(beta0_i)``
+depend on which fitted expert is the reference, and translating the truth alone would not
+be label-free (a common shift ``u`` of the fitted ``beta0`` multiplies every ``w_i`` by
+``e^u``). Translating the fit's intercepts instead (``s W_j`` against ``w*_j``) is label-free
+but lets ``s -> 0``, which caps the loss at ``M``: a bad fit saturates at ``M`` and the rate
+curves flatten. With the normalisation the loss is label-free (a function of the fit's
+density class, up to the ``t1`` search's tolerance) and not capped: it is at least the
+summed parameter terms ``C``, which grow without bound as the fit moves away.
 
-Each term is convex and piecewise linear in ``s``, with a kink at ``c_j = w*_j / W_j`` only
-(``W_j > 0``; an empty cell contributes the constant ``w*_j``). ``F`` is therefore convex
-and piecewise linear on ``[0, inf)``, with slope ``sum_j W_j + sum_j C_j > 0`` beyond the
-last kink, so its infimum over ``s > 0`` is attained at a kink or approached as ``s -> 0``
-(value ``sum_j w*_j``, so the loss never exceeds the truth's total weight): evaluating
-``F`` on ``{0} U {c_j}`` gives the infimum exactly.
-Its right derivative at ``s`` is ``2 sum_{c_l <= s} W_l - W + C`` (``W = sum W_j``,
-``C = sum C_j``), so the minimiser is the W-weighted quantile of the ``c_j`` at level
-``(1 - C / W) / 2``; for a fit whose atoms sit on the true atoms (``C = 0``) it is the
-W-weighted median of ``w*_j / W_j``. (SPEC 4's "w*-weighted median of ``W_j / w*_j``" is
-the minimiser when the truth is translated instead, see above.) For the top-K loss
-(a sum of the K largest per-cell terms, still convex and piecewise linear in ``s``) the
-crossing points of the per-cell pieces are added to the candidates.
+Closed form of ``t2`` (proof). For fixed ``t1`` the cells, the normalised cell masses ``W_j``
+(``sum_j W_j = M``) and ``C_j = sum_{i in A_j} w_i rho_i`` (``rho_i`` the atom's parameter
+terms) are fixed and
+
+    F(s) = sum_j |W_j - s w*_j| + C,      C = sum_j C_j,  s = e^{t2} in (0, inf).
+
+Each term is convex and piecewise linear in ``s`` with a single kink at ``c_j = W_j / w*_j``
+(``w*_j > 0``; an empty cell has ``c_j = 0``). ``F`` is therefore convex and piecewise linear
+on ``[0, inf)``; its right derivative at ``s`` is ``sum_{c_l <= s} w*_l - sum_{c_l > s} w*_l``,
+so the minimiser is the w*-weighted median of the ``W_j / w*_j`` (SPEC 4), attained at a kink
+(at ``c_j = 0``, i.e. the limit ``s -> 0``, when the empty cells carry at least half of
+``M``), and evaluating ``F`` on ``{0} U {c_j}`` gives the infimum exactly. The weight part
+lies in ``[0, M]`` (``F(0) = M + C``); ``C`` does not depend on ``s``. When the median is an
+interval, the ``s`` closest to 1 (the untranslated truth) is reported. For the top-K loss (a
+sum of the K largest per-cell terms ``|W_j - s w*_j| + C_j``, still convex and piecewise
+linear in ``s``) the crossing points of the per-cell pieces are added to the candidates.
 
 ``t1`` enters the ``beta1`` terms and the cells. It is searched numerically: the loss is
 evaluated at ``t1 = 0`` and at every candidate ``beta1*_j - beta1_i`` (carrying fitted atom
 ``i``'s slope onto true atom ``j``'s), then Nelder-Mead is run from the best two.
-The result is never above the untranslated loss (``t1 = 0``, ``s = 1`` are feasible).
+``translation='none'`` evaluates the same normalised fit at ``t1 = 0``, ``s = 1``, so the
+infimum is never above it.
 """
 
 from collections.abc import Mapping
@@ -45,6 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import logsumexp, softmax
 
 from .._validation import check_float_array, check_option
 from ..model import MixingMeasure
@@ -208,34 +221,36 @@ def _resolve_rbar(rbar, gating):
 
 # ---------------------------------------------------------------------- the loss core
 def _minimise_scale(W, wstar, C, n_sub):
-    """Infimum over ``s > 0`` of the sum of the ``n_sub`` largest ``|s W_j - w*_j| + s C_j``.
+    """Infimum over ``s > 0`` of the sum of the ``n_sub`` largest ``|W_j - s w*_j| + C_j``.
 
     Exact: the objective is convex and piecewise linear in ``s`` (module docstring), so it
-    is evaluated on ``{0}``, the kinks ``w*_j / W_j`` and, for ``n_sub < k*``, the
-    crossings of the per-cell linear pieces. Returns ``(value, s)``.
+    is evaluated on ``{0}``, the kinks ``W_j / w*_j`` and, for ``n_sub < k*``, the
+    crossings of the per-cell linear pieces. Among tied minimisers (an interval: the
+    objective is convex) the ``s`` closest to 1 is returned. Returns ``(value, s)``.
     """
     n_true = W.shape[0]
     if not np.all(np.isfinite(C)):   # a cell of unknown exponent: configuration excluded
         return np.inf, 1.0
-    filled = W > 0
-    candidates = [np.zeros(1), wstar[filled] / W[filled]]
+    candidates = [np.array([0.0, 1.0]), W / wstar]
     if n_sub < n_true:
-        # Pieces of T_j: w*_j + s (C_j - W_j) left of its kink, -w*_j + s (C_j + W_j) right.
-        slopes = np.concatenate([C - W, C + W])
-        offsets = np.concatenate([wstar, -wstar])
+        # Pieces of T_j: W_j + C_j - s w*_j left of its kink, -W_j + C_j + s w*_j right.
+        slopes = np.concatenate([-wstar, wstar])
+        offsets = np.concatenate([W + C, C - W])
         ds = slopes[:, None] - slopes[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
             cross = (offsets[None, :] - offsets[:, None]) / ds
         cross = cross[np.isfinite(cross) & (cross > 0)]
         candidates.append(cross)
-    s = np.concatenate(candidates)
-    terms = np.abs(s[:, None] * W - wstar) + s[:, None] * C
+    s = np.unique(np.concatenate(candidates))
+    terms = np.abs(W - s[:, None] * wstar) + C
     if n_sub < n_true:
         values = np.sort(terms, axis=1)[:, n_true - n_sub:].sum(axis=1)
     else:
         values = terms.sum(axis=1)
-    best = int(np.argmin(values))
-    return float(values[best]), float(s[best])
+    best = float(values.min())
+    tied = s[values <= best + 1e-12 * max(1.0, abs(best))]
+    s_best = float(np.clip(1.0, tied.min(), tied.max()))
+    return best, s_best
 
 
 class _Problem:
@@ -251,9 +266,16 @@ class _Problem:
         self.dnu = np.abs(fit.nu[:, None] - true.nu[None, :])
         self.dtau = 0.0 if fit.tau is None else abs(fit.tau - true.tau)
         self.expert_dist = self.da + self.db + self.dnu
-        self.w = np.ones(fit.k) if unit_weights else fit.weights
         self.wstar = true.weights
+        # The fit's weights normalised to the truth's total mass (label-free, module doc).
+        self.w = np.ones(fit.k) if unit_weights else _normalised_weights(fit, self.wstar.sum())
         self.rows = np.arange(fit.k)
+
+    @property
+    def log_factor(self):
+        """``log(M / sum_i w_i)``: the normalisation's shift of the fit's log-weights."""
+        return float(np.log(self.wstar.sum()) - logsumexp(self.fit.beta0
+                                                          / self.fit.intercept_scale))
 
     def dbeta1(self, shifted_beta1):
         diff = shifted_beta1[:, None, :] - self.true.beta1[None, :, :]
@@ -296,6 +318,19 @@ class _Problem:
             return _minimise_scale(W, self.wstar, C, self.n_sub)
         terms = np.abs(W - self.wstar) + C
         return float(np.sort(terms)[self.true.k - self.n_sub:].sum()), 1.0
+
+
+def _normalised_weights(side, mass):
+    """The fit's weights rescaled to total ``mass``: ``mass * softmax(beta0 / tau)``.
+
+    The raw weights are rescaled when representable (exact when their sum is already
+    ``mass``, e.g. a fit equal to the truth), the softmax is taken otherwise.
+    """
+    raw = side.weights
+    total = raw.sum()
+    if np.isfinite(total) and total > 1e-300:
+        return raw * (mass / total)
+    return mass * softmax(side.beta0 / side.intercept_scale)
 
 
 #: Nelder-Mead runs of the t1 search, from the best candidates.
@@ -398,7 +433,8 @@ class _Alignment:
     cells: np.ndarray
     beta1: np.ndarray          # the fit's aligned gate slopes
     beta0: np.ndarray | None   # the fit's aligned gate intercepts (None: not identified)
-    s: float | None            # weight factor e^{t2} (None for a top-1 truth)
+    s: float | None            # the truth's weight factor e^{t2} (None for a top-1 truth)
+    w: np.ndarray | None       # the fit's normalised weights (None for a top-1 truth)
     symmetric_image: bool
 
 
@@ -407,7 +443,7 @@ def _align(fit_m, true_m, translation, scale):
     _check_pair(fit_m, true_m)
     if _is_top1(true_m):
         fit, true, (cells, beta1, beta0, _, _) = _top1(fit_m, true_m, translation)
-        return _Alignment(fit, true, cells, beta1, beta0, None, False)
+        return _Alignment(fit, true, cells, beta1, beta0, None, None, False)
     fit = _side(fit_m, scale)
     best = None
     for image, truth in enumerate(_truth_images(true_m)):
@@ -416,9 +452,10 @@ def _align(fit_m, true_m, translation, scale):
         value, t1, s = _solve(problem, translation)
         if best is None or value < best[0]:
             cells = problem.masses(t1)[0]
-            beta0 = fit.beta0 + fit.intercept_scale * np.log(s) if s > 0 else \
-                np.full(fit.k, -np.inf)
-            best = (value, _Alignment(fit, true, cells, fit.beta1 + t1, beta0, s,
+            # The normalised fit against the truth translated by s, as a shift of the fit.
+            beta0 = (fit.beta0 + fit.intercept_scale * (problem.log_factor - np.log(s))
+                     if s > 0 else np.full(fit.k, np.inf))
+            best = (value, _Alignment(fit, true, cells, fit.beta1 + t1, beta0, s, problem.w,
                                       bool(image)))
     return best[1]
 
@@ -488,8 +525,10 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
         ``m -> exponent``. Defaults ``rbar(2) = 4``, ``rbar(3) = 6`` (a dict extends them);
         larger cells need it. Required for the activation gate.
     translation : {'infimum', 'none'}, default='infimum'
-        'infimum': the infimum over a common translation of the fit's gate parameters
-        (the only label-free form). 'none': the parameters as given.
+        'infimum': the infimum over a common translation of the gate parameters (the
+        fit's slopes by ``t1``, the truth's log-weights by ``t2``). 'none': the slopes as
+        given and the truth's weights untranslated. Both use the fit's weights normalised
+        to the truth's total mass (see Notes).
     scale : {'identifiable', 'raw'}, default='identifiable'
         Temperature gate (and the identity activation): losses on
         ``gamma = (beta1, beta0) / tau`` or, on request, on the raw ``(beta1, beta0, tau)``,
@@ -513,7 +552,9 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
 
     Notes
     -----
-    SPEC 4, with cells ``A_j`` from :func:`voronoi_cells`, ``W_j = sum_{i in A_j} w_i``:
+    SPEC 4, with cells ``A_j`` from :func:`voronoi_cells`, ``W_j = sum_{i in A_j} w_i`` and
+    the fit's weights normalised to the truth's total mass,
+    ``w_i = (sum_j w*_j) exp(beta0_i) / sum_l exp(beta0_l)``:
 
     .. math::
 
@@ -526,13 +567,24 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
 
     with ``rbar = rbar(|A_j|)``; ``|d tau|`` is added with the exponent of ``d beta1``.
 
-    * Translation: the fit's gate is translated, ``beta1_i + t1``, ``w_i e^{t2}``, and the
-      infimum taken. ``t2`` has a closed form (the W-weighted quantile of ``w*_j / W_j`` at
-      level ``(1 - C / W) / 2``, ``C`` the summed parameter terms; the proof is in the
-      module source); ``t1`` is searched from the candidates that carry each fitted slope
-      onto each true slope, then refined by Nelder-Mead with the cells recomputed. Because
-      ``e^{t2} -> 0`` is allowed, the loss never exceeds ``sum_j w*_j``. The activation
-      gate has no slope translation (except the identity activation): only ``t2``.
+    * Translation: the fit is normalised to the truth's total mass and the truth is
+      translated, as in paper 1: ``|W_j - e^{t2} w*_j|`` with the fit's slopes compared
+      after ``beta1_i + t1``, and the infimum taken over ``(t1, t2)``. ``e^{t2}`` has a
+      closed form, the w*-weighted median of ``W_j / w*_j`` (the proof is in the module
+      source); ``t1`` is searched from the candidates that carry each fitted slope onto
+      each true slope, then refined by Nelder-Mead with the cells recomputed. The
+      activation gate has no slope translation (except the identity activation): only
+      ``t2``. 'none' is the same normalised fit at ``t1 = 0``, ``e^{t2} = 1``, so the
+      infimum is never above it.
+    * The loss is label-free (relabelling or rebasing a fit changes its ``beta0`` by a
+      common shift, which the normalisation removes) and not capped: it is at least the
+      summed parameter terms, which grow without bound as the fit moves away (the weight
+      terms alone lie in ``[0, sum_j w*_j]``). This departs from SPEC 4's literal
+      "reference convention" representation of the fit, ``w_i = exp(beta0_i)`` with the
+      last expert's ``beta0 = 0``: those weights depend on which fitted expert is the
+      reference, so translating the truth against them is not label-free, while
+      translating the fit's weights instead (``e^{t2} W_j`` against ``w*_j``) lets
+      ``e^{t2} -> 0`` and caps the loss at ``sum_j w*_j``, where bad fits saturate.
     * Top-K truth: the maximum over the K-subsets of true atoms of the per-cell terms
       restricted to them, i.e. the sum of the K largest per-cell terms.
     * Top-1 truth: the fit's gate vectors ``(beta1_i, beta0_i)`` are mapped to
@@ -660,12 +712,14 @@ class ParameterErrors:
     cells : ndarray of int of shape (k,)
         Voronoi cell of each fitted atom (after the alignment).
     weight : ndarray of shape (k*,)
-        ``|W_j - w*_j|`` after the translation (NaN for a top-1 truth: no weights).
+        ``|W_j - s w*_j|``: the cell mass of the fit's weights normalised to the truth's
+        total mass against the truth's weight translated by ``s = e^{t2}`` of the
+        alignment (``s = 1`` without translation); NaN for a top-1 truth (no weights).
     gate_coef : ndarray of shape (k*,)
         ``max ||d beta1||``.
     gate_intercept : ndarray of shape (k*,)
-        ``max |d beta0|`` after the translation (NaN where ``beta0`` is not identified:
-        top-1 truth with linear selection).
+        ``max |d beta0|`` between the normalised fit and the translated truth (NaN where
+        ``beta0`` is not identified: top-1 truth with linear selection).
     expert_coef : ndarray of shape (k*,)
         ``max ||d a||``.
     expert_intercept : ndarray of shape (k*,)
@@ -717,7 +771,7 @@ def parameter_errors(fitted, true, *, translation="infimum", scale="identifiable
     Returns
     -------
     ParameterErrors
-        Cells, ``|W_j - w*_j|`` and the maxima over each cell of ``||d beta1||``,
+        Cells, ``|W_j - s w*_j|`` and the maxima over each cell of ``||d beta1||``,
         ``|d beta0|``, ``||d a||``, ``|d b|``, ``|d nu|``.
 
     See Also
@@ -729,10 +783,14 @@ def parameter_errors(fitted, true, *, translation="infimum", scale="identifiable
     The alignment is that of :func:`voronoi_cells`: for a top-1 truth, the least-squares
     scale and translation of the gate (weights are then not defined and reported as NaN);
     for a two-expert tanh/sigmoid truth, the closer of the truth and its symmetric image.
-    ``d beta0`` compares the translated fitted intercept with the true one, so a cell
-    split into ``m`` atoms of equal weight shows ``|d beta0| = log m`` (and ``inf`` when
-    the infimum sends the fit's weights to 0, ``e^{t2} -> 0``: a fit far from the truth,
-    see :func:`voronoi_loss`).
+    As in :func:`voronoi_loss`, the fit's weights are normalised to the truth's total mass
+    and the truth's weights translated by ``s = e^{t2}`` (when the weighted median defining
+    ``s`` is an interval, the ``s`` closest to 1). ``weight`` is ``|W_j - s w*_j|`` with the
+    normalised cell masses ``W_j``; ``d beta0`` compares the normalised fitted log-weight
+    ``tau log w_i`` with the translated true one ``tau log(s w*_j)``, so a cell split into
+    ``m`` atoms of equal weight shows ``|d beta0| = log m`` (``tau log m`` on a temperature
+    scale), and ``inf`` when ``s = 0`` (empty cells holding at least half of the truth's
+    mass).
     """
     fit_m, true_m = _as_measure(fitted, "fitted"), _as_measure(true, "true")
     check_option(translation, "translation", _TRANSLATIONS)
@@ -751,8 +809,8 @@ def parameter_errors(fitted, true, *, translation="infimum", scale="identifiable
     if al.s is None:
         weight = np.full(n_true, np.nan)
     else:
-        W = np.bincount(cells, weights=al.s * fit.weights, minlength=n_true)
-        weight = np.abs(W - true_side.weights)
+        W = np.bincount(cells, weights=al.w, minlength=n_true)
+        weight = np.abs(W - al.s * true_side.weights)
     return ParameterErrors(
         cells=cells.astype(np.intp),
         weight=weight,
