@@ -13,9 +13,22 @@ Examples
 >>> from gmoe.simulation import load_experiment, run_experiment  # doctest: +SKIP
 >>> exp = load_experiment("simulations/softmax-exact.toml").quick_variant()  # doctest: +SKIP
 >>> run_experiment(exp, "results/softmax-exact-quick.sqlite", n_jobs=2)  # doctest: +SKIP
+
+On a Dask cluster (joblib's Dask backend; same seeds, same store):
+
+>>> from dask.distributed import Client  # doctest: +SKIP
+>>> with Client("tcp://scheduler:8786") as client:  # doctest: +SKIP
+...     run_experiment(exp, "results/softmax-exact-quick.sqlite", client=client)
 """
 
-from .report import fit_slope, format_report, summarize
+from .report import (
+    fit_slope,
+    format_report,
+    study_report,
+    study_setting,
+    summarize,
+    write_study_plots,
+)
 from .runner import RunSummary, default_db_path, run_experiment
 from .seeds import task_seed_sequence, task_streams
 from .spec import Experiment, ExperimentError, load_experiment, parse_sizes
@@ -40,7 +53,10 @@ __all__ = [
     "read_rows",
     "run_experiment",
     "run_task",
+    "study_report",
+    "study_setting",
     "summarize",
     "task_seed_sequence",
     "task_streams",
+    "write_study_plots",
 ]

@@ -3,14 +3,16 @@
 ::
 
     gmoe-sim list
-    gmoe-sim run NAME [--quick] [--n-jobs N] [--db PATH] [--force-new] [--no-progress]
-    gmoe-sim report NAME [--quick] [--db PATH] [--all]
+    gmoe-sim run NAME [--quick] [--n-jobs N | --scheduler ADDR] [--db PATH] [--out DIR]
+                      [--force-new] [--no-progress]
+    gmoe-sim report NAME [--quick] [--db PATH] [--out DIR] [--all]
     gmoe-sim export NAME [--quick] [--db PATH] [--csv PATH]
 
 ``NAME`` is a path to a TOML file, or the stem of a file in ``./simulations/`` (the
 current directory's, searched first) or in the repository's ``simulations/`` (next to
 the ``gmoe`` package). The store defaults to ``results/NAME.sqlite``
-(``results/NAME-quick.sqlite`` with ``--quick``) under the current directory.
+(``results/NAME-quick.sqlite`` with ``--quick``) under the current directory, and the
+plots and slope table go to the directory of the same name (``results/NAME[-quick]/``).
 """
 
 import argparse
@@ -18,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .report import format_report
+from .report import study_report, write_study_plots
 from .runner import default_db_path, run_experiment
 from .spec import ExperimentError, load_experiment
 from .store import StoreMismatchError, export_csv, read_rows
@@ -84,15 +86,12 @@ def _db_path(args, experiment):
     return Path(args.db) if args.db else default_db_path(experiment)
 
 
-def _no_slope(experiment):
-    if experiment.truth.gating != "temperature":
-        return {}
-    reason = ("not fitted: the raw (beta1, beta0, tau) of the temperature gate are not "
-              "identifiable (SPEC 2.2); where a fit ends is set by its start")
-    return {c: reason for c in experiment.metric_columns() if c.endswith("_raw")}
+def _out_dir(args, db_path):
+    """``--out``, else the store's path without ``.sqlite`` (``results/NAME[-quick]/``)."""
+    return Path(args.out) if getattr(args, "out", None) else db_path.with_suffix("")
 
 
-def _report_text(experiment, db_path, show_all=False):
+def _report_text(experiment, db_path, show_all=False, out_dir=None):
     rows, meta = read_rows(db_path)
     notes = []
     if meta.get("task_sha256") != experiment.task_sha256:
@@ -111,8 +110,17 @@ def _report_text(experiment, db_path, show_all=False):
     columns = experiment.metric_columns() if show_all else experiment.summary_columns()
     title = (f"{experiment.name}{' (quick)' if experiment.is_quick else ''}: mean over "
              f"replications by n  [{db_path}]")
-    text = format_report(keep, columns, title=title, no_slope=_no_slope(experiment))
-    return "\n".join([text, *notes])
+    text = study_report(keep, experiment, columns=columns, title=title)
+    parts = [text, *notes]
+    if out_dir is not None and keep:
+        written = write_study_plots(keep, experiment, out_dir)
+        if written is None:
+            parts.append("no plot: a rate needs two sample sizes with a value.")
+        else:
+            parts.append("wrote:")
+            parts += [f"  {path}" for path in (written.rate_plot, written.panels,
+                                               written.slope_table)]
+    return "\n".join(parts)
 
 
 def _cmd_list(args):
@@ -150,18 +158,21 @@ def _cmd_run(args):
     started = time.perf_counter()
     summary = run_experiment(experiment, db_path, n_jobs=args.n_jobs,
                              progress=not args.no_progress, force_new=args.force_new,
-                             log=lambda m: print(m, flush=True))
+                             log=lambda m: print(m, flush=True), scheduler=args.scheduler)
     wall = time.perf_counter() - started
+    where = "Dask worker threads" if summary.backend == "dask" else "workers"
     print(f"stored {summary.tasks_stored} rows ({summary.failures} not ok) with "
-          f"{summary.n_jobs} workers in {wall:.1f} s; fits took {summary.fit_seconds:.1f} "
+          f"{summary.n_jobs} {where} in {wall:.1f} s; fits took {summary.fit_seconds:.1f} "
           f"s in total.")
-    print(_report_text(experiment, db_path))
+    print(_report_text(experiment, db_path, out_dir=_out_dir(args, db_path)))
     return 0
 
 
 def _cmd_report(args):
     experiment = _load(args)
-    print(_report_text(experiment, _db_path(args, experiment), show_all=args.all))
+    db_path = _db_path(args, experiment)
+    print(_report_text(experiment, db_path, show_all=args.all,
+                       out_dir=_out_dir(args, db_path)))
     return 0
 
 
@@ -198,13 +209,26 @@ def _parser():
                        help="result store (default results/NAME[-quick].sqlite)")
         return p
 
-    run = study("run", "run the tasks not yet stored, then print the report")
-    run.add_argument("--n-jobs", type=_n_jobs, default=-1, metavar="N",
-                     help="parallel workers (default -1: every core)")
+    def plots(p):
+        p.add_argument("--out", metavar="DIR",
+                       help="directory of the plots and slope table (default: the store's "
+                            "path without .sqlite, results/NAME[-quick]/)")
+
+    run = study("run", "run the tasks not yet stored, then print the report and write "
+                "the plots")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--n-jobs", type=_n_jobs, default=-1, metavar="N",
+                       help="local parallel workers (default -1: every core)")
+    where.add_argument("--scheduler", metavar="ADDR",
+                       help="run on the Dask cluster of this scheduler (tcp://host:8786) "
+                            "through joblib's Dask backend")
+    plots(run)
     run.add_argument("--force-new", action="store_true",
                      help="move aside a store of another task definition and start afresh")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    report = study("report", "print mean losses by n and log-log slopes")
+    report = study("report", "print mean losses by n, rates with intervals and theory; "
+                   "write the plots")
+    plots(report)
     report.add_argument("--all", action="store_true",
                         help="every metric column (per-cell parameter errors too)")
     export = study("export", "write the stored rows to CSV")

@@ -1,10 +1,18 @@
-"""Run an experiment's tasks in parallel (joblib) and store each row as it arrives."""
+"""Run an experiment's tasks in parallel (joblib) and store each row as it arrives.
+
+Locally the tasks run in joblib's default (loky) worker processes; given a
+:class:`dask.distributed.Client` or a scheduler address they run on that Dask cluster
+through joblib's Dask backend. Either way the rows come back to this process, which writes
+them to the same SQLite store, and each task draws from its own seed, so the stored numbers
+do not depend on the backend.
+"""
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import Parallel, delayed, effective_n_jobs, parallel_config
 from tqdm.auto import tqdm
 
 from .store import ResultStore
@@ -53,7 +61,9 @@ class RunSummary:
     task_seconds : float
         Sum of the stored rows' task times (data, fits, metrics).
     n_jobs : int
-        Workers used.
+        Workers used (with Dask: the cluster's worker threads when the run began).
+    backend : str
+        ``'loky'`` (local joblib workers) or ``'dask'``.
     """
 
     db_path: Path
@@ -65,13 +75,29 @@ class RunSummary:
     fit_seconds: float
     task_seconds: float
     n_jobs: int
+    backend: str = "loky"
+
+
+def _dask_client(stack, client, scheduler):
+    """The client to run on: ``client``, or a new one connected to ``scheduler``."""
+    if client is not None and scheduler is not None:
+        raise ValueError("give either client or scheduler, not both.")
+    if client is not None:
+        return client
+    try:
+        from distributed import Client
+    except ImportError as err:  # pragma: no cover - the [dask] extra
+        raise ImportError("running on a Dask scheduler needs dask.distributed: "
+                          "pip install 'gmoe[dask]'") from err
+    return stack.enter_context(Client(scheduler))
 
 
 def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_new=False,
-                   log=None):
+                   log=None, client=None, scheduler=None):
     """Run every task of ``experiment`` not yet in the store at ``db_path``.
 
-    Tasks run in ``n_jobs`` joblib workers (each pinned to one BLAS and numba thread) and
+    Tasks run in ``n_jobs`` joblib workers, or on a Dask cluster (``client`` or
+    ``scheduler``), each task pinned to one BLAS and numba thread, and
     their rows are written by this process as they finish (``generator_unordered``), one
     commit per row: a run stopped at any point resumes with the same call, recomputing
     only the tasks in flight. Task ``(n, rep)`` depends only on the experiment's task
@@ -92,6 +118,12 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
         Move aside a store that holds another task definition instead of raising.
     log : callable, optional
         Called with one-line messages (resuming, file changed, moved store).
+    client : dask.distributed.Client, optional
+        Run the tasks on this client's cluster (joblib's Dask backend) instead of local
+        workers; ``n_jobs`` is then ignored. The client is left open.
+    scheduler : str, optional
+        Address of a Dask scheduler (``tcp://host:8786``): as ``client``, with a client
+        connected for the run and closed afterwards.
 
     Returns
     -------
@@ -121,7 +153,22 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     before = len(tasks) - len(todo)
     if before:
         log(f"resuming {db_path}: {before} of {len(tasks)} tasks already stored")
-    workers = max(1, min(effective_n_jobs(n_jobs), len(todo)))
+    use_dask = client is not None or scheduler is not None
+    stack = ExitStack()
+    try:
+        if use_dask:
+            dask_client = _dask_client(stack, client, scheduler)
+            stack.enter_context(parallel_config(backend="dask", client=dask_client))
+            cores = sum(dask_client.ncores().values())
+            log(f"running on the Dask cluster at {dask_client.scheduler.address} "
+                f"({cores} worker threads)")
+            workers, parallel_jobs = max(1, cores), -1
+        else:
+            workers = parallel_jobs = max(1, min(effective_n_jobs(n_jobs), len(todo)))
+    except BaseException:
+        stack.close()
+        store.close()
+        raise
     run_id = store.begin_run(n_jobs=workers, tasks_planned=len(todo))
     stored = failures = 0
     fit_seconds = task_seconds = 0.0
@@ -129,7 +176,8 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     started = time.perf_counter()
     try:
         if todo:
-            parallel = Parallel(n_jobs=workers, return_as="generator_unordered", batch_size=1)
+            parallel = Parallel(n_jobs=parallel_jobs, return_as="generator_unordered",
+                                batch_size=1)
             rows = parallel(delayed(run_task)(experiment, n, rep) for n, rep in todo)
             with tqdm(total=len(todo), disable=not progress, unit="task", mininterval=1.0,
                       desc=experiment.name + (" (quick)" if experiment.is_quick else "")) \
@@ -151,6 +199,8 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
         wall = time.perf_counter() - started
         store.end_run(run_id, status=status, tasks_stored=stored, wall_seconds=wall)
         store.close()
+        stack.close()
     return RunSummary(db_path=db_path, tasks_total=len(tasks), tasks_before=before,
                       tasks_stored=stored, failures=failures, wall_seconds=wall,
-                      fit_seconds=fit_seconds, task_seconds=task_seconds, n_jobs=workers)
+                      fit_seconds=fit_seconds, task_seconds=task_seconds, n_jobs=workers,
+                      backend="dask" if use_dask else "loky")

@@ -1,0 +1,105 @@
+"""The runner on a Dask cluster (joblib's Dask backend) stores what the local run stores."""
+
+import pytest
+
+from gmoe.simulation import load_experiment, read_rows, run_experiment
+from gmoe.simulation.cli import main
+from gmoe.simulation.tasks import TIMING_COLUMNS
+
+distributed = pytest.importorskip("distributed")
+
+TINY = """\
+description = "tiny Dask test"
+seed = 11
+
+[truth]
+gating = "softmax"
+gate_coef = [[25.0], [0.0]]
+gate_intercept = [-8.0, 0.0]
+expert_coef = [[-20.0], [20.0]]
+expert_intercept = [15.0, -5.0]
+expert_var = [0.09, 0.16]
+
+[design]
+kind = "uniform"
+
+[fit]
+n_experts = 2
+tol = 1e-6
+max_iter = 100
+
+[start]
+kind = "near_truth"
+n_starts = 1
+
+[sizes]
+n = [60, 120, 240]
+replications = 2
+
+[metrics]
+voronoi = ["exact"]
+parameter_errors = true
+hellinger = true
+
+[metrics.evaluation]
+kind = "uniform"
+n = 40
+"""
+
+
+def _comparable(rows):
+    return sorted(({k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows),
+                  key=lambda row: (row["n"], row["rep"]))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dask") / "tiny.toml"
+    path.write_text(TINY)
+    return load_experiment(path)
+
+
+def test_dask_client_stores_the_joblib_numbers(tmp_path, cluster, experiment):
+    local = run_experiment(experiment, tmp_path / "local.sqlite", n_jobs=1, progress=False)
+    messages = []
+    with distributed.Client(cluster) as client:
+        remote = run_experiment(experiment, tmp_path / "dask.sqlite", client=client,
+                                progress=False, log=messages.append)
+        # Tasks ran in the workers, which are not this process.
+        pids = set(client.run(lambda: __import__("os").getpid()).values())
+    assert remote.backend == "dask" and local.backend == "loky"
+    assert remote.n_jobs == 2 and remote.tasks_stored == local.tasks_stored == 6
+    assert any("Dask cluster" in m for m in messages)
+    rows_local, _ = read_rows(tmp_path / "local.sqlite")
+    rows_dask, meta = read_rows(tmp_path / "dask.sqlite")
+    assert _comparable(rows_dask) == _comparable(rows_local)
+    assert {row["worker_pid"] for row in rows_dask} <= pids
+    assert meta["task_sha256"] == experiment.task_sha256
+
+
+def test_cli_scheduler_address_resumes(tmp_path, cluster, experiment, capsys):
+    db = tmp_path / "cli.sqlite"
+    # Part of the grid locally, the rest on the cluster by address: one store, no duplicate.
+    small = tmp_path / "small.toml"
+    small.write_text(TINY.replace("n = [60, 120, 240]", "n = [60, 120]"))
+    run_experiment(load_experiment(small), db, n_jobs=1, progress=False)
+    assert main(["run", str(experiment.path), "--db", str(db), "--scheduler",
+                 cluster.scheduler_address, "--no-progress", "--out",
+                 str(tmp_path / "plots")]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and cluster.scheduler_address in out
+    rows, _ = read_rows(db)
+    assert len(rows) == 6
+
+
+def test_client_and_scheduler_are_exclusive(tmp_path, cluster, experiment):
+    with distributed.Client(cluster) as client, pytest.raises(ValueError, match="either"):
+        run_experiment(experiment, tmp_path / "x.sqlite", client=client,
+                       scheduler=cluster.scheduler_address, progress=False)
