@@ -493,7 +493,13 @@ class Experiment:
         return cols
 
     def summary_columns(self):
-        """The metric columns a report shows by default (losses and distances)."""
+        """The metric columns a report shows by default (losses and distances).
+
+        Returns
+        -------
+        list of str
+            Every metric column except the per-cell parameter errors (``pe_*``).
+        """
         return [c for c in self.metric_columns() if not c.startswith("pe_")]
 
     def estimator_params(self):

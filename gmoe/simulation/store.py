@@ -221,15 +221,31 @@ class ResultStore:
 
     # ------------------------------------------------------------- access
     def metadata(self):
-        """The ``meta`` table as a dict."""
+        """The ``meta`` table as a dict.
+
+        Returns
+        -------
+        dict of str to str
+            Hashes, file path and format version recorded with the store.
+        """
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
     def completed_keys(self):
-        """The ``(n, rep)`` of every stored task, as a set."""
+        """The ``(n, rep)`` of every stored task, as a set.
+
+        Returns
+        -------
+        set of tuple of int
+        """
         return {(int(n), int(r)) for n, r in self.conn.execute("SELECT n, rep FROM results")}
 
     def count(self):
-        """Number of stored rows."""
+        """Number of stored rows.
+
+        Returns
+        -------
+        int
+        """
         return self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
     def insert(self, row):
@@ -253,12 +269,30 @@ class ResultStore:
         return cur.rowcount == 1
 
     def rows(self):
-        """Every stored row, ordered by ``(n, rep)``, as dicts."""
+        """Every stored row, ordered by ``(n, rep)``, as dicts.
+
+        Returns
+        -------
+        list of dict
+        """
         return _fetch(self.conn)
 
     # --------------------------------------------------------------- runs
     def begin_run(self, *, n_jobs, tasks_planned):
-        """Record the start of a run; returns its id."""
+        """Record the start of a run.
+
+        Parameters
+        ----------
+        n_jobs : int or None
+            Workers of the run (as given).
+        tasks_planned : int
+            Tasks the run will attempt (those not stored yet).
+
+        Returns
+        -------
+        int
+            The run's id in the ``runs`` table.
+        """
         from .. import __version__
 
         exp = self.experiment
@@ -272,7 +306,19 @@ class ResultStore:
         return cur.lastrowid
 
     def end_run(self, run_id, *, status, tasks_stored, wall_seconds):
-        """Record the end of run ``run_id``."""
+        """Record the end of run ``run_id``.
+
+        Parameters
+        ----------
+        run_id : int
+            From :meth:`begin_run`.
+        status : str
+            How the run ended (for example ``"finished"`` or ``"interrupted"``).
+        tasks_stored : int
+            Rows the run stored.
+        wall_seconds : float
+            Wall time of the run.
+        """
         with self.conn:
             self.conn.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, tasks_stored = ?, "
