@@ -96,7 +96,7 @@ class MixingMeasure:
             j = int(np.argmax(expert_var <= 0))
             raise ValueError(
                 "expert_var must hold variances > 0, got "
-                f"expert_var[{j}]={expert_var[j]!r}."
+                f"expert_var[{j}]={float(expert_var[j])!r}."
             )
         family = make_gating(gating, top_k=top_k, topk_selection=topk_selection,
                              activation=activation, n_experts=n_experts)
@@ -137,8 +137,8 @@ class MixingMeasure:
             raise ValueError(
                 f"The last expert is the gate's reference for gating={family.name!r}: expected "
                 f"{what}, got gate_coef[-1]={gate_coef[-1].tolist()}, "
-                f"gate_intercept[-1]={gate_intercept[-1]!r}. Pass rebase=True to translate the "
-                "gate parameters (the density is unchanged)."
+                f"gate_intercept[-1]={float(gate_intercept[-1])!r}. Pass rebase=True to "
+                "translate the gate parameters (the density is unchanged)."
             )
         return gate_coef - shift_coef, gate_intercept - shift_intercept
 

@@ -1,0 +1,253 @@
+"""Numba kernels against the numpy/scipy references of ``_reference.py`` (STYLE.md B7).
+
+The E-step kernel (``gmoe.compute_e_step``, parallel and serial builds) and the log-softmax
+kernel, on ordinary and extreme inputs and on edge shapes.
+"""
+
+import _reference as ref
+import hypothesis.extra.numpy as hnp
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import log_softmax
+
+import gmoe
+from gmoe._kernels import log_softmax_into, log_softmax_serial_into
+from gmoe.gating import compute_log_softmax
+
+# ------------------------------------------------------------------------------ inputs
+CASES = ["ordinary", "logits_1e3", "tiny_var", "huge_var", "huge_y", "inactive", "mixed"]
+SHAPES = [(1, 1, 1), (1, 3, 2), (200, 1, 1), (200, 4, 3)]  # (n_samples, n_experts, n_features)
+
+
+def _make_case(case, n, k, d, rng):
+    """Inputs of the E-step: X, y, log_gate, expert_coef, expert_intercept, expert_var."""
+    X = rng.standard_normal((n, d))
+    coef = 3.0 * rng.standard_normal((k, d))
+    intercept = 3.0 * rng.standard_normal(k)
+    var = np.exp(rng.uniform(-2.0, 1.0, k))
+    logit_values = 2.0 * rng.standard_normal((n, k))
+    if case in ("logits_1e3", "mixed"):
+        logit_values = rng.choice([-1e3, 1e3], size=(n, k)) * rng.uniform(0.5, 1.0, (n, k))
+        logit_values[0, 0] = 1e3
+    if case == "tiny_var":
+        var = np.where(np.arange(k) % 2 == 0, 1e-10, var)
+    if case == "huge_var":
+        var = np.where(np.arange(k) % 2 == 0, 1e10, var)
+    if case == "mixed":
+        var = rng.permutation(np.resize([1e-10, 1.0, 1e10], k))
+    if case in ("huge_y", "mixed"):
+        intercept = rng.choice([-1e8, 1e8], size=k) + rng.uniform(-10.0, 10.0, k)
+    if case in ("inactive", "mixed"):
+        active = rng.random((n, k)) < 0.5
+        active[np.arange(n), rng.integers(0, k, n)] = True  # a gate has >= 1 active expert
+        logit_values = np.where(active, logit_values, -np.inf)
+    log_gate = log_softmax(logit_values, axis=1)
+    # y from a random expert, so that small variances meet small residuals somewhere.
+    labels = rng.integers(0, k, n)
+    means = X @ coef.T + intercept
+    y = means[np.arange(n), labels] + np.sqrt(var[labels]) * rng.standard_normal(n)
+    if case == "tiny_var":
+        y[0] = means[0, 0]  # exactly on a 1e-10-variance expert's mean
+    return X, y, log_gate, coef, intercept, var
+
+
+# ------------------------------------------------------------------------------ E-step
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("case", CASES)
+def test_e_step_matches_reference(case, shape, parallel, global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    args = _make_case(case, *shape, rng)
+    resp, log_lik = gmoe.compute_e_step(*args, parallel=parallel)
+    assert resp.shape == shape[:2] and log_lik.shape == shape[:1]
+    ref.assert_e_step_close(resp, log_lik, *args)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+def test_e_step_topk_log_gate(top_k, parallel, global_random_seed):
+    # top-K with K = 1 (one-hot responsibilities), 1 < K < k, and K = k (dense).
+    rng = np.random.default_rng(global_random_seed)
+    n, k, d = 300, 4, 2
+    X, y, _, coef, intercept, var = _make_case("ordinary", n, k, d, rng)
+    gate_coef = rng.standard_normal((k, d))
+    gate_intercept = rng.standard_normal(k)
+    log_gate = ref.log_gate(X, gate_coef, gate_intercept, gating="topk", top_k=top_k)
+    resp, log_lik = gmoe.compute_e_step(X, y, log_gate, coef, intercept, var, parallel=parallel)
+    ref.assert_e_step_close(resp, log_lik, X, y, log_gate, coef, intercept, var)
+    assert_array_equal(np.sum(np.isfinite(log_gate), axis=1), top_k)
+    assert_array_equal(resp[np.isneginf(log_gate)], 0.0)  # active ones may underflow to 0 too
+    if top_k == 1:
+        assert_array_equal(resp, np.isfinite(log_gate).astype(float))
+        selected = np.argmax(log_gate, axis=1)
+        log_dens = ref.expert_log_density(X, y, coef, intercept, var)
+        assert_allclose(log_lik, log_dens[np.arange(n), selected], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_e_step_single_expert(parallel, global_random_seed):
+    # k = 1: the gate is 1, responsibilities are exactly 1, log_lik is the expert's density.
+    rng = np.random.default_rng(global_random_seed)
+    X, y, log_gate, coef, intercept, var = _make_case("ordinary", 50, 1, 2, rng)
+    assert_array_equal(log_gate, 0.0)
+    resp, log_lik = gmoe.compute_e_step(X, y, log_gate, coef, intercept, var, parallel=parallel)
+    assert_array_equal(resp, 1.0)
+    assert_allclose(log_lik, ref.expert_log_density(X, y, coef, intercept, var)[:, 0],
+                    rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_e_step_row_without_active_expert_is_not_nan(parallel):
+    # Not a valid gate, but the kernel must not produce NaN (documented: resp 0, log_lik -inf).
+    X = np.zeros((2, 1))
+    log_gate = np.array([[-np.inf, -np.inf], [0.0, -np.inf]])
+    resp, log_lik = gmoe.compute_e_step(X, np.zeros(2), log_gate, np.zeros((2, 1)),
+                                        np.zeros(2), np.ones(2), parallel=parallel)
+    assert_array_equal(resp, [[0.0, 0.0], [1.0, 0.0]])
+    assert log_lik[0] == -np.inf and np.isfinite(log_lik[1])
+
+
+def test_e_step_default_kernel_choice_is_invisible(global_random_seed):
+    # parallel=None picks serial below gmoe._kernels.PARALLEL_MIN_ROWS rows, parallel above.
+    rng = np.random.default_rng(global_random_seed)
+    for n in (10, 60_000):
+        args = _make_case("ordinary", n, 3, 2, rng)
+        resp, log_lik = gmoe.compute_e_step(*args)
+        for parallel in (False, True):
+            resp_k, log_lik_k = gmoe.compute_e_step(*args, parallel=parallel)
+            assert_array_equal(resp_k, resp)
+            assert_array_equal(log_lik_k, log_lik)
+
+
+def test_e_step_accepts_non_contiguous_input(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    X, y, log_gate, coef, intercept, var = _make_case("ordinary", 40, 3, 2, rng)
+    X_f = np.asfortranarray(X)
+    log_gate_strided = np.repeat(log_gate, 2, axis=1)[:, ::2]
+    resp, log_lik = gmoe.compute_e_step(X_f, y, log_gate_strided, coef, intercept, var)
+    ref.assert_e_step_close(resp, log_lik, X, y, log_gate, coef, intercept, var)
+
+
+# ------------------------------------------------------------------ parallel vs serial
+def _big_case(rng):
+    X, y, log_gate, coef, intercept, var = _make_case("mixed", 20_011, 4, 3, rng)
+    X2, y2, log_gate2, *_ = _make_case("ordinary", 20_011, 4, 3, rng)
+    half = slice(0, 10_000)  # half extreme rows, half ordinary
+    X[half], y[half], log_gate[half] = X2[half], y2[half], log_gate2[half]
+    return X, y, log_gate, coef, intercept, var
+
+
+def test_parallel_and_serial_kernels_bit_identical(global_random_seed):
+    args = _big_case(np.random.default_rng(global_random_seed))
+    resp_p, log_lik_p = gmoe.compute_e_step(*args, parallel=True)
+    resp_s, log_lik_s = gmoe.compute_e_step(*args, parallel=False)
+    assert_array_equal(resp_p, resp_s)
+    assert_array_equal(log_lik_p, log_lik_s)
+
+
+def test_parallel_kernel_bit_identical_across_thread_counts(global_random_seed):
+    args = _big_case(np.random.default_rng(global_random_seed))
+    previous = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            results.append(gmoe.compute_e_step(*args, parallel=True))
+    finally:
+        numba.set_num_threads(previous)
+    for resp, log_lik in results[1:]:
+        assert_array_equal(resp, results[0][0])
+        assert_array_equal(log_lik, results[0][1])
+
+
+# --------------------------------------------------------------- E-step: properties
+_finite = dict(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def e_step_inputs(draw):
+    n = draw(st.integers(1, 25))
+    k = draw(st.integers(1, 5))
+    d = draw(st.integers(1, 3))
+    X = draw(hnp.arrays(np.float64, (n, d), elements=st.floats(-1e3, 1e3, **_finite)))
+    y = draw(hnp.arrays(np.float64, n, elements=st.floats(-1e8, 1e8, **_finite)))
+    logit_values = draw(hnp.arrays(np.float64, (n, k), elements=st.floats(-1e3, 1e3, **_finite)))
+    active = draw(hnp.arrays(np.bool_, (n, k)))
+    active[np.arange(n), np.argmax(logit_values, axis=1)] = True
+    coef = draw(hnp.arrays(np.float64, (k, d), elements=st.floats(-1e3, 1e3, **_finite)))
+    intercept = draw(hnp.arrays(np.float64, k, elements=st.floats(-1e8, 1e8, **_finite)))
+    log10_var = draw(hnp.arrays(np.float64, k, elements=st.floats(-10, 10, **_finite)))
+    log_gate = log_softmax(np.where(active, logit_values, -np.inf), axis=1)
+    return X, y, log_gate, coef, intercept, 10.0**log10_var
+
+
+@settings(max_examples=80, deadline=None)
+@given(args=e_step_inputs(), parallel=st.booleans())
+def test_e_step_properties(args, parallel):
+    resp, log_lik = gmoe.compute_e_step(*args, parallel=parallel)
+    log_gate = args[2]
+    assert np.all(np.isfinite(resp)) and np.all(np.isfinite(log_lik))
+    assert np.all(resp >= 0.0) and np.all(resp <= 1.0)
+    # Sum-type: k <= 5 terms, each rounded once after the division: a few ulp.
+    assert_allclose(resp.sum(axis=1), 1.0, rtol=0, atol=1e-14)
+    assert_array_equal(resp[np.isneginf(log_gate)], 0.0)
+    ref.assert_e_step_close(resp, log_lik, *args)
+
+
+# ------------------------------------------------------------------------ log-softmax
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (30, 1), (100, 5)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("case", ["ordinary", "logits_1e3", "inactive"])
+def test_log_softmax_matches_reference(case, shape, global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    values = 3.0 * rng.standard_normal(shape)
+    if case == "logits_1e3":
+        values = rng.choice([-1e3, 1e3], size=shape) * rng.uniform(0.5, 1.0, shape)
+    if case == "inactive":
+        active = rng.random(shape) < 0.5
+        active[np.arange(shape[0]), rng.integers(0, shape[1], shape[0])] = True
+        values = np.where(active, values, -np.inf)
+    got = compute_log_softmax(values)
+    ref.assert_log_gate_close(got, log_softmax(values, axis=1), values)
+    for kernel in (log_softmax_into, log_softmax_serial_into):
+        out = np.empty_like(values)
+        kernel(np.ascontiguousarray(values), out)
+        assert_array_equal(out, got)
+
+
+@pytest.mark.parametrize("kernel", [log_softmax_into, log_softmax_serial_into],
+                         ids=["parallel", "serial"])
+def test_log_softmax_in_place_and_all_inactive_row(kernel):
+    values = np.array([[1.0, -np.inf, 3.0], [-np.inf, -np.inf, -np.inf]])
+    expected = log_softmax(values[:1], axis=1)
+    kernel(values, values)  # the kernel may alias its output to its input
+    assert_allclose(values[:1], expected, rtol=1e-12)
+    assert_array_equal(values[1], -np.inf)  # never NaN
+
+
+def test_log_softmax_parallel_and_serial_bit_identical(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    values = rng.choice([-1e3, 1.0, 1e3], size=(60_013, 5)) * rng.standard_normal((60_013, 5))
+    values[rng.random(values.shape) < 0.3] = -np.inf
+    values[:, 0] = 0.0
+    out_p, out_s = np.empty_like(values), np.empty_like(values)
+    log_softmax_into(values, out_p)
+    log_softmax_serial_into(values, out_s)
+    assert_array_equal(out_p, out_s)
+    assert_array_equal(compute_log_softmax(values), out_p)  # >= PARALLEL_MIN_ROWS: parallel
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=8),
+                         elements=st.floats(-1e3, 1e3, **_finite)),
+       shift=st.floats(-1e3, 1e3, **_finite))
+def test_log_softmax_properties(values, shift):
+    got = compute_log_softmax(values)
+    assert np.all(np.isfinite(got)) and np.all(got <= 0.0)
+    assert_allclose(np.exp(got).sum(axis=1), 1.0, rtol=0, atol=1e-13)
+    ref.assert_log_gate_close(got, log_softmax(values, axis=1), values)
+    ref.assert_log_gate_close(compute_log_softmax(values + shift), got, values + shift)
