@@ -20,7 +20,7 @@ from .experts import (
     estimate_expert_params,
 )
 from .gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS, make_gating
-from .model import MixingMeasure, compute_e_step
+from .model import MixingMeasure, compute_e_step, sample_moe
 from .utils import check_random_state
 
 __all__ = ["GaussianMoERegressor", "log_likelihood_scorer"]
@@ -667,8 +667,6 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        from .model import sample_moe
-
         return sample_moe(self.mixing_measure_, self._check_X(X), random_state=random_state)
 
     def predict_distribution(self, X, *, chunk_size=None):
