@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -359,3 +360,22 @@ def test_run_task_other_families_and_starts(tmp_path, family):
         assert "d1_raw" in row and row["pe_temperature_raw"] == 0.0
     if family == "data-start":
         assert row["n_starts"] == 2
+
+
+def test_resuming_a_store_made_by_other_gmoe_sources_warns(tmp_path):
+    from gmoe.exceptions import GMoEWarning
+    from gmoe.simulation.store import code_sha256
+
+    exp = load_experiment(tiny(tmp_path))
+    db = tmp_path / "code.sqlite"
+    ResultStore(db, exp).conn.close()
+    with sqlite3.connect(db) as conn:
+        stored = dict(conn.execute("SELECT key, value FROM meta"))["code_sha256"]
+        assert stored == code_sha256()
+        conn.execute("UPDATE meta SET value = 'feedfacefeedface' WHERE key = 'code_sha256'")
+    with pytest.warns(GMoEWarning, match="another build of gmoe"):
+        ResultStore(db, exp).conn.close()
+    # The same sources resume silently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GMoEWarning)
+        ResultStore(db, exp).conn.close()

@@ -10,7 +10,8 @@ Tables
 ``meta``
     Key/value pairs: the experiment's name and path, the SHA-256 of the file's bytes
     (``file_sha256``), the SHA-256 and canonical JSON of its task definition
-    (``task_sha256``, ``task_definition``), the column list, the gmoe version, times.
+    (``task_sha256``, ``task_definition``), the column list, the gmoe version, the hash of
+    gmoe's sources (``code_sha256``; resuming with other sources warns), times.
 ``runs``
     One row per invocation of the runner: start and end time, status, workers, tasks
     planned and stored, wall time, the file hash at the time.
@@ -32,20 +33,41 @@ drops a row.
 """
 
 import csv
+import functools
+import hashlib
 import json
 import math
 import socket
 import sqlite3
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import GMoEWarning
 from .tasks import BASE_COLUMNS
 
 __all__ = ["ResultStore", "StoreMismatchError", "export_csv", "read_rows"]
 
 SCHEMA_VERSION = 1
+
+
+@functools.cache
+def code_sha256():
+    """SHA-256 of gmoe's Python sources: identifies the build that computed a row.
+
+    Returns
+    -------
+    str
+        Hex digest over every ``*.py`` file of the installed package, in path order.
+    """
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for source in sorted(root.rglob("*.py")):
+        digest.update(source.relative_to(root).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 class StoreMismatchError(RuntimeError):
@@ -166,6 +188,14 @@ class ResultStore:
             return f"{self.path} is not a gmoe result store ({err}). {advice}"
         if meta.get("task_sha256") == exp.task_sha256:
             self.file_changed = meta.get("file_sha256") != exp.file_sha256
+            stored_code = meta.get("code_sha256")
+            if stored_code is not None and stored_code != code_sha256():
+                # The seeds make every task reproducible only for one build of gmoe.
+                warnings.warn(
+                    f"{self.path} holds rows computed by another build of gmoe (code hash "
+                    f"{stored_code[:12]}, now {code_sha256()[:12]}); resuming mixes results "
+                    "of two code versions. Use --force-new to recompute every task.",
+                    GMoEWarning, stacklevel=3)
             return None
         try:
             old = json.loads(meta.get("task_definition", "{}"))
@@ -208,6 +238,7 @@ class ResultStore:
                 "task_definition": json.dumps(exp.task_definition(), sort_keys=True),
                 "columns": json.dumps(self.columns),
                 "gmoe_version": __version__,
+                "code_sha256": code_sha256(),
                 "updated_at": now,
             }
             if fresh:
