@@ -12,18 +12,22 @@ from ._config import NJIT
 def _log_softmax_row(i, logits, out):
     n_experts = logits.shape[1]
     row_max = -np.inf
+    arg_max = 0
     for j in range(n_experts):
         if logits[i, j] > row_max:
             row_max = logits[i, j]
+            arg_max = j
     if row_max == -np.inf:
         # No active expert: cannot happen for a valid gate; never produce NaN.
         for j in range(n_experts):
             out[i, j] = -np.inf
         return
-    total = 0.0
+    # The largest term is exp(0) = 1: skip its exp and use log1p for the rest.
+    rest = 0.0
     for j in range(n_experts):
-        total += math.exp(logits[i, j] - row_max)
-    log_norm = row_max + math.log(total)
+        if j != arg_max:
+            rest += math.exp(logits[i, j] - row_max)
+    log_norm = row_max + math.log1p(rest)
     for j in range(n_experts):
         out[i, j] = logits[i, j] - log_norm
 
