@@ -229,14 +229,15 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             return np.ones(n_samples)
         sw = np.asarray(sample_weight, dtype=np.float64)
         if sw.ndim == 0:
-            return np.full(n_samples, float(sw)) if float(sw) > 0 and np.isfinite(sw) else \
+            if not (np.isfinite(sw) and sw > 0):
                 self._raise_sample_weight(f"the scalar {float(sw)!r}")
+            return np.full(n_samples, float(sw))
         if sw.shape != (n_samples,):
             self._raise_sample_weight(f"an array of shape {sw.shape}", n_samples)
         if not np.all(np.isfinite(sw)):
             self._raise_sample_weight("non-finite values", n_samples)
         if np.any(sw < 0):
-            self._raise_sample_weight(f"a negative value ({sw.min()!r})", n_samples)
+            self._raise_sample_weight(f"a negative value ({float(sw.min())!r})", n_samples)
         if not np.any(sw > 0):
             self._raise_sample_weight("all zeros", n_samples)
         return np.ascontiguousarray(sw)

@@ -372,9 +372,6 @@ class MixingMeasure:
 
     __hash__ = None
 
-    def __getstate__(self):
-        return self.__dict__.copy()
-
     def __setstate__(self, state):
         for key in ("gate_coef", "gate_intercept", "expert_coef", "expert_intercept",
                     "expert_var"):

@@ -356,10 +356,12 @@ def test_bad_data_raise():
     with pytest.raises(ValueError, match=re.escape("sample_weight must be an array of shape "
                                                    "(50,)")):
         est.fit(X, y, sample_weight=np.ones(49))
-    with pytest.raises(ValueError, match="negative value"):
+    with pytest.raises(ValueError, match=re.escape("a negative value (-1.0)")):
         est.fit(X, y, sample_weight=np.r_[-1.0, np.ones(49)])
     with pytest.raises(ValueError, match="all zeros"):
         est.fit(X, y, sample_weight=np.zeros(50))
+    with pytest.raises(ValueError, match=re.escape("got the scalar -2.0")):
+        est.fit(X, y, sample_weight=-2.0)
     wrong_start = gmoe.MixingMeasure(np.zeros((3, 1)), np.zeros(3), np.zeros((3, 1)),
                                      np.zeros(3), np.ones(3))
     with pytest.raises(ValueError, match=re.escape("expected (2, 1), got (3, 1)")):
