@@ -18,11 +18,8 @@ alone never moves the gate. The step therefore has two parts:
 import numpy as np
 
 from . import _kernels
-from .gating import (
-    _design_with_intercept,
-    compute_topk_mask,
-    maximise_softmax_gate,
-)
+from ._expert_major import design_with_intercept
+from .gating import compute_topk_mask, maximise_softmax_gate
 
 # Intervals evaluated on each side of the current value when top_k > 1.
 _N_CANDIDATE_INTERVALS = 3
@@ -99,7 +96,7 @@ def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sa
         ``L`` is no lower than at the given parameters.
     """
     n_experts, n_features = gate_coef.shape
-    Z = _design_with_intercept(X)
+    Z = design_with_intercept(X)
     theta = np.column_stack([gate_coef, gate_intercept])
     affine = family.selection == "affine"
     # Linear selection: the intercept does not enter the selection scores.
@@ -159,7 +156,7 @@ def m_step(family, X, weighted_resp, gate_coef, gate_intercept, expert_log_densi
     if family.top_k > 1:
         mask = compute_topk_mask(family.selection_scores(X, coef, intercept), family.top_k)
         theta = maximise_softmax_gate(np.column_stack([coef, intercept]),
-                                      _design_with_intercept(X), weighted_resp,
+                                      design_with_intercept(X), weighted_resp,
                                       np.arange(n_experts - 1), mask=mask, max_iter=max_iter)
         before = compute_log_likelihood(family, X, coef, intercept, expert_log_density,
                                         sample_weight)

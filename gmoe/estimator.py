@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
+from ._expert_major import e_step_columns, transposed_design
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import (
@@ -18,6 +19,7 @@ from .experts import (
     compute_expert_means,
     compute_var_floor,
     estimate_expert_params,
+    fit_experts_expert_major,
 )
 from .gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS, make_gating
 from .model import MixingMeasure, compute_e_step, sample_moe
@@ -311,37 +313,50 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return float(self.temperature) if self.gating in ("temperature", "activation") else None
 
     # ------------------------------------------------------------------ EM
-    def _gate_m_step(self, family, params, X, y, sample_weight, weighted_resp):
-        args = (X, weighted_resp, params.gate_coef, params.gate_intercept, params.temperature)
+    # EM keeps responsibilities and log-gates expert-major, shape (n_experts, n_samples):
+    # every pass over the samples is then a contiguous vectorised loop (gmoe._expert_major).
+    def _gate_m_step(self, family, params, X, ZT, y, sample_weight, weighted_resp):
+        """The gate's M-step; returns the new parameters and, if known, their log-gate."""
         steps = _GATE_STEPS_PER_ITERATION
-        if self.gating == "activation":
-            result = family.m_step(*args, learn_temperature=self._learns_temperature(),
-                                   max_iter=steps)
-        elif self.gating == "topk":
+        gate = (params.gate_coef, params.gate_intercept, params.temperature)
+        log_gate = None
+        if family.expert_major_em:
+            *result, log_gate = family.m_step_expert_major(
+                ZT, weighted_resp, weighted_resp.sum(axis=0), *gate, max_iter=steps)
+        elif self.gating == "activation":
+            result = family.m_step(X, weighted_resp.T, *gate,
+                                   learn_temperature=self._learns_temperature(), max_iter=steps)
+        else:
             expert_log_density = compute_expert_log_density(
                 X, y, params.expert_coef, params.expert_intercept, params.expert_var)
-            result = family.m_step(*args, expert_log_density=expert_log_density,
+            result = family.m_step(X, weighted_resp.T, *gate,
+                                   expert_log_density=expert_log_density,
                                    sample_weight=sample_weight, max_iter=steps)
-        else:
-            result = family.m_step(*args, max_iter=steps)
         gate_coef, gate_intercept, temperature = result
-        return params._replace(gate_coef=gate_coef, gate_intercept=gate_intercept,
-                               temperature=temperature)
+        params = params._replace(gate_coef=gate_coef, gate_intercept=gate_intercept,
+                                 temperature=temperature)
+        return params, log_gate
 
-    def _e_step(self, family, params, X, y, sample_weight):
-        log_gate = family.log_gate(X, params.gate_coef, params.gate_intercept,
-                                   params.temperature)
-        resp, log_lik = compute_e_step(X, y, log_gate, params.expert_coef,
+    def _e_step(self, family, params, X, ZT, y, sample_weight, log_gate=None):
+        """Expert-major responsibilities and the weighted log-likelihood."""
+        if log_gate is None:
+            gate = (params.gate_coef, params.gate_intercept, params.temperature)
+            if family.expert_major_em:
+                log_gate = family.log_gate_expert_major(ZT, *gate)
+            else:
+                log_gate = np.array(family.log_gate(X, *gate).T, order="C")
+        resp, log_lik = e_step_columns(ZT, y, log_gate, params.expert_coef,
                                        params.expert_intercept, params.expert_var)
         return resp, float(np.dot(sample_weight, log_lik))
 
-    def _m_step(self, family, params, X, y, sample_weight, resp, var_floor):
-        coef, intercept, var, weight_sums = estimate_expert_params(X, y, resp, sample_weight,
-                                                                   var_floor)
+    def _m_step(self, family, params, X, ZT, y, sample_weight, resp, var_floor):
+        weighted_resp = resp * sample_weight
+        coef, intercept, var, weight_sums = fit_experts_expert_major(ZT, y, weighted_resp,
+                                                                     var_floor)
         params = params._replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
-        params = self._gate_m_step(family, params, X, y, sample_weight,
-                                   resp * sample_weight[:, None])
-        return params, weight_sums
+        params, log_gate = self._gate_m_step(family, params, X, ZT, y, sample_weight,
+                                             weighted_resp)
+        return params, weight_sums, log_gate
 
     def _find_degenerate(self, params, weight_sums, total_weight, var_floor):
         collapsed_var = params.expert_var <= var_floor * (1.0 + 1e-9)
@@ -354,7 +369,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
     def _em_iterations(self, family, params, X, y, sample_weight, var_floor):
         total_weight = float(sample_weight.sum())
-        resp, log_lik = self._e_step(family, params, X, y, sample_weight)
+        ZT = transposed_design(X)
+        resp, log_lik = self._e_step(family, params, X, ZT, y, sample_weight)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")
         trace = [log_lik / total_weight]
@@ -362,9 +378,10 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         degenerate = []
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
-            new_params, weight_sums = self._m_step(family, params, X, y, sample_weight, resp,
-                                                   var_floor)
-            new_resp, new_log_lik = self._e_step(family, new_params, X, y, sample_weight)
+            new_params, weight_sums, log_gate = self._m_step(family, params, X, ZT, y,
+                                                             sample_weight, resp, var_floor)
+            new_resp, new_log_lik = self._e_step(family, new_params, X, ZT, y, sample_weight,
+                                                 log_gate)
             if not np.isfinite(new_log_lik) or not new_params.is_finite():
                 # Keep the last good iterate rather than return NaN parameters.
                 warnings.warn(

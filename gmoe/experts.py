@@ -5,6 +5,8 @@ import warnings
 import numpy as np
 import scipy.linalg
 
+from ._expert_major import transposed_design
+
 _LOG_2PI = np.log(2.0 * np.pi)
 
 
@@ -62,21 +64,38 @@ def estimate_expert_params(X, y, resp, sample_weight, var_floor):
     weight_sums : ndarray of shape (n_experts,)
         Total weight of each expert (``sum_i w_i r_ij``), for degeneracy checks.
     """
-    n_samples, n_features = X.shape
-    n_experts = resp.shape[1]
-    Z = np.empty((n_samples, n_features + 1))
-    Z[:, :n_features] = X
-    Z[:, n_features] = 1.0
-    weights = resp * sample_weight[:, None]
+    weights = np.array((resp * sample_weight[:, None]).T, order="C")
+    return fit_experts_expert_major(transposed_design(X), y, weights, var_floor)
+
+
+def fit_experts_expert_major(ZT, y, weights, var_floor):
+    """:func:`estimate_expert_params` from the transposed design and expert-major weights.
+
+    Parameters
+    ----------
+    ZT : ndarray of shape (n_features + 1, n_samples)
+        The design with intercept, transposed (``gmoe._expert_major.transposed_design``).
+    y : ndarray of shape (n_samples,)
+    weights : ndarray of shape (n_experts, n_samples)
+        Sample weight times responsibility.
+    var_floor : float
+
+    Returns
+    -------
+    expert_coef, expert_intercept, expert_var, weight_sums
+        As for :func:`estimate_expert_params`.
+    """
+    n_features = ZT.shape[0] - 1
+    n_experts = weights.shape[0]
     # 10 eps guards an expert that lost all its weight (as scikit-learn's mixtures do).
-    weight_sums = weights.sum(axis=0) + 10 * np.finfo(np.float64).eps
+    weight_sums = weights.sum(axis=1) + 10 * np.finfo(np.float64).eps
     coef = np.zeros((n_experts, n_features))
     intercept = np.zeros(n_experts)
     var = np.empty(n_experts)
     for j in range(n_experts):
-        w = weights[:, j]
-        gram = (Z * w[:, None]).T @ Z
-        rhs = Z.T @ (w * y)
+        w = weights[j]
+        gram = (ZT * w) @ ZT.T
+        rhs = ZT @ (w * y)
         try:
             with warnings.catch_warnings():
                 # An ill-conditioned Gram matrix is handled below, not reported.
@@ -88,10 +107,10 @@ def estimate_expert_params(X, y, resp, sample_weight, var_floor):
             # Rank-deficient or ill-conditioned weighted design (an expert owning fewer points
             # than coefficients): the minimum-norm least-squares solution still maximises.
             sqrt_w = np.sqrt(w)
-            theta = np.linalg.lstsq(Z * sqrt_w[:, None], sqrt_w * y, rcond=None)[0]
+            theta = np.linalg.lstsq((ZT * sqrt_w).T, sqrt_w * y, rcond=None)[0]
         coef[j] = theta[:n_features]
         intercept[j] = theta[n_features]
-        resid = y - Z @ theta
+        resid = y - theta @ ZT
         var[j] = np.dot(w, resid * resid) / weight_sums[j]
     np.maximum(var, var_floor, out=var)
     return coef, intercept, var, weight_sums

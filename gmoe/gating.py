@@ -15,6 +15,12 @@ import scipy.linalg
 from scipy.special import expit, ndtr
 
 from . import _kernels
+from ._expert_major import (
+    design_with_intercept,
+    gate_pass,
+    linear_log_gate_columns,
+    log_softmax_columns,
+)
 from ._validation import check_int_in_range, check_option
 
 GATINGS = ("softmax", "topk", "temperature", "activation")
@@ -36,13 +42,9 @@ def compute_log_softmax(logits):
     -------
     ndarray of shape (n_samples, n_experts)
     """
-    logits = np.ascontiguousarray(logits, dtype=np.float64)
-    out = np.empty_like(logits)
-    if logits.shape[0] >= _kernels.PARALLEL_MIN_ROWS:
-        _kernels.log_softmax_into(logits, out)
-    else:
-        _kernels.log_softmax_serial_into(logits, out)
-    return out
+    log_gate = np.array(np.asarray(logits, dtype=np.float64).T, order="C")
+    log_softmax_columns(log_gate)
+    return log_gate.T
 
 
 def compute_topk_mask(scores, top_k):
@@ -108,6 +110,10 @@ class SoftmaxGating:
     uses_temperature = False
     #: The last expert's slope is pinned to 0 by the identifiability convention.
     pins_reference_coef = True
+    #: Whether :meth:`m_step_expert_major` and :meth:`log_gate_expert_major` hold for
+    #: this family (the linear-logit softmax gates); subclasses that change the gate's
+    #: form set it to False.
+    expert_major_em = True
 
     def logits(self, X, gate_coef, gate_intercept, temperature=None):
         """Logits ``s(x)``, shape (n_samples, n_experts).
@@ -217,11 +223,58 @@ class SoftmaxGating:
         gate_coef, gate_intercept, temperature
             ``Q`` is no lower than at the given parameters.
         """
+        ZT, weighted_resp_t, row_total = _check_gate_inputs(design_with_intercept(X),
+                                                            weighted_resp)
+        return self.m_step_expert_major(ZT, weighted_resp_t, row_total, gate_coef,
+                                        gate_intercept, temperature, max_iter=max_iter)[:3]
+
+    def m_step_expert_major(self, ZT, weighted_resp, row_total, gate_coef, gate_intercept,
+                            temperature=None, *, max_iter=20):
+        """:meth:`m_step` on expert-major arrays, returning the new log-gate as well.
+
+        Used by the estimator's EM, which keeps responsibilities expert-major and hands the
+        log-gate on to the next E-step.
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+        weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
+            Sample weight times responsibility.
+        row_total : ndarray of shape (n_samples,)
+            ``weighted_resp.sum(axis=0)``.
+        gate_coef, gate_intercept, temperature, max_iter
+            As for :meth:`m_step`.
+
+        Returns
+        -------
+        gate_coef, gate_intercept, temperature
+            As for :meth:`m_step`.
+        log_gate : ndarray of shape (n_experts, n_samples)
+            The log-gate at the returned parameters.
+        """
         scale = temperature if self.uses_temperature else 1.0
-        free = np.arange(gate_coef.shape[0] - 1)
-        coef, intercept = _softmax_m_step(X, weighted_resp, gate_coef, gate_intercept, scale,
-                                          free, max_iter)
-        return coef, intercept, temperature
+        theta = np.column_stack([gate_coef, gate_intercept]) / scale
+        theta, log_gate = maximise_softmax_gate_columns(
+            theta, ZT, weighted_resp, row_total, np.arange(theta.shape[0] - 1),
+            max_iter=max_iter)
+        theta *= scale
+        return (np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1]),
+                temperature, log_gate)
+
+    def log_gate_expert_major(self, ZT, gate_coef, gate_intercept, temperature=None):
+        """Log-gates, expert-major: shape (n_experts, n_samples), C-contiguous.
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+        gate_coef, gate_intercept, temperature
+            As for :meth:`log_gate`.
+        """
+        scale = temperature if self.uses_temperature else 1.0
+        theta = np.column_stack([gate_coef, gate_intercept]) / scale
+        return linear_log_gate_columns(ZT, theta)[0]
 
     def __eq__(self, other):
         return type(self) is type(other) and vars(self) == vars(other)
@@ -273,6 +326,7 @@ class TopKGating(SoftmaxGating):
     """
 
     name = "topk"
+    expert_major_em = False
 
     def __init__(self, top_k, selection="affine"):
         self.top_k = top_k
@@ -393,6 +447,7 @@ class ActivationGating(SoftmaxGating):
 
     name = "activation"
     uses_temperature = True
+    expert_major_em = False
     pins_reference_coef = False
 
     def __init__(self, activation="tanh"):
@@ -550,11 +605,11 @@ def make_gating(gating="softmax", *, top_k=None, topk_selection="affine", activa
 # with the exact Hessian, step halving and a warm start never decreases it.
 
 
-def _design_with_intercept(X):
-    Z = np.empty((X.shape[0], X.shape[1] + 1))
-    Z[:, :-1] = X
-    Z[:, -1] = 1.0
-    return Z
+def _check_gate_inputs(Z, weighted_resp):
+    """Transposed design, expert-major weighted responsibilities and their row totals."""
+    ZT = np.array(np.asarray(Z, dtype=np.float64).T, order="C")
+    weighted_resp_t = np.array(np.asarray(weighted_resp, dtype=np.float64).T, order="C")
+    return ZT, weighted_resp_t, weighted_resp_t.sum(axis=0)
 
 
 def compute_softmax_gate_objective(theta, Z, weighted_resp):
@@ -573,13 +628,17 @@ def compute_softmax_gate_objective(theta, Z, weighted_resp):
     -------
     float
     """
-    return float(np.sum(weighted_resp * compute_log_softmax(Z @ theta.T)))
+    ZT, weighted_resp_t, row_total = _check_gate_inputs(Z, weighted_resp)
+    return gate_pass(ZT, theta, weighted_resp_t, row_total, np.arange(0), want_info=False)[0]
 
 
 def compute_softmax_gate_gradient(theta, Z, weighted_resp):
     """Gradient of :func:`compute_softmax_gate_objective`, shape of ``theta``."""
-    gate = np.exp(compute_log_softmax(Z @ theta.T))
-    return _gate_gradient(gate, Z, weighted_resp, weighted_resp.sum(axis=1))
+    ZT, weighted_resp_t, row_total = _check_gate_inputs(Z, weighted_resp)
+    n_experts = weighted_resp_t.shape[0]
+    grad = gate_pass(ZT, theta, weighted_resp_t, row_total, np.arange(n_experts),
+                     want_info=False)[2]
+    return grad.reshape(n_experts, Z.shape[1])
 
 
 def compute_softmax_gate_hessian(theta, Z, weighted_resp, free):
@@ -597,27 +656,8 @@ def compute_softmax_gate_hessian(theta, Z, weighted_resp, free):
     ndarray of shape (len(free) * (n_features + 1), len(free) * (n_features + 1))
         Blocks in the order of ``free``, each over ``(slopes..., intercept)``.
     """
-    gate = np.exp(compute_log_softmax(Z @ theta.T))
-    return _gate_hessian(gate, Z, weighted_resp.sum(axis=1), free)
-
-
-def _gate_gradient(gate, Z, weighted_resp, row_total):
-    return (weighted_resp - gate * row_total[:, None]).T @ Z
-
-
-def _gate_hessian(gate, Z, row_total, free):
-    n_cols = Z.shape[1]
-    size = len(free) * n_cols
-    hess = np.empty((size, size))
-    for a, j in enumerate(free):
-        gj = gate[:, j] * row_total
-        for b in range(a, len(free)):
-            other = free[b]
-            c = gj * ((1.0 if j == other else 0.0) - gate[:, other])
-            block = -((Z * c[:, None]).T @ Z)
-            hess[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = block
-            hess[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = block.T
-    return hess
+    ZT, weighted_resp_t, row_total = _check_gate_inputs(Z, weighted_resp)
+    return -gate_pass(ZT, theta, weighted_resp_t, row_total, free)[3]
 
 
 def solve_newton_direction(neg_hess, grad):
@@ -639,19 +679,6 @@ def solve_newton_direction(neg_hess, grad):
             pass
         ridge = scale * 1e-12 if ridge == 0.0 else ridge * 10.0
     return grad / scale
-
-
-def _masked_log_softmax(Z, theta, mask):
-    logits = Z @ theta.T
-    if mask is not None:
-        logits = np.where(mask, logits, -np.inf)
-    return compute_log_softmax(logits)
-
-
-def _masked_objective(weighted_resp, log_gate, mask):
-    if mask is None:
-        return float(np.sum(weighted_resp * log_gate))
-    return float(np.sum(weighted_resp[mask] * log_gate[mask]))
 
 
 def maximise_softmax_gate(theta, Z, weighted_resp, free, *, mask=None, max_iter=20, tol=1e-10):
@@ -678,24 +705,57 @@ def maximise_softmax_gate(theta, Z, weighted_resp, free, *, mask=None, max_iter=
     theta : ndarray of shape (n_experts, n_features + 1)
         A point with ``Q`` no lower than at the start.
     """
+    ZT, weighted_resp_t, row_total = _check_gate_inputs(Z, weighted_resp)
+    inactive = None if mask is None else np.array(~np.asarray(mask, dtype=bool).T, order="C")
+    return maximise_softmax_gate_columns(theta, ZT, weighted_resp_t, row_total, free,
+                                         inactive=inactive, max_iter=max_iter, tol=tol)[0]
+
+
+def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, inactive=None,
+                                  max_iter=20, tol=1e-10):
+    """:func:`maximise_softmax_gate` on expert-major arrays; also returns the final log-gate.
+
+    Each Newton step costs one pass over the rows (:func:`gmoe._expert_major.gate_pass`):
+    the candidate's ``Q`` decides acceptance, and the same pass gives the gradient and
+    information of the next step.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_experts, n_features + 1)
+    ZT : ndarray of shape (n_features + 1, n_samples)
+        The design with intercept, transposed (``gmoe._expert_major.transposed_design``).
+    weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
+    row_total : ndarray of shape (n_samples,)
+        ``weighted_resp.sum(axis=0)``.
+    free : ndarray of int
+    inactive : ndarray of bool of shape (n_experts, n_samples), optional
+        Experts held out of each row's softmax (top-K).
+    max_iter : int, default=20
+    tol : float, default=1e-10
+
+    Returns
+    -------
+    theta : ndarray of shape (n_experts, n_features + 1)
+    log_gate : ndarray of shape (n_experts, n_samples)
+        The log-gate at the returned ``theta``.
+    """
     theta = np.array(theta, dtype=np.float64, copy=True)
-    if len(free) == 0:
-        return theta
-    row_total = weighted_resp.sum(axis=1)
-    log_gate = _masked_log_softmax(Z, theta, mask)
-    objective = _masked_objective(weighted_resp, log_gate, mask)
-    for _ in range(max_iter):
-        gate = np.exp(log_gate)
-        grad = _gate_gradient(gate, Z, weighted_resp, row_total)[free].ravel()
-        neg_hess = -_gate_hessian(gate, Z, row_total, free)
-        step = solve_newton_direction(neg_hess, grad).reshape(len(free), -1)
+    want_info = len(free) > 0 and max_iter > 0
+    objective, log_gate, grad, info = gate_pass(ZT, theta, weighted_resp, row_total, free,
+                                                inactive, want_info)
+    if not want_info:
+        return theta, log_gate
+    for iteration in range(max_iter):
+        step = solve_newton_direction(info, grad).reshape(len(free), -1)
+        # The information at the new point is needed only if another step follows.
+        want_info = iteration + 1 < max_iter
         accepted = False
         t = 1.0
         for _halving in range(40):
             candidate = theta.copy()
             candidate[free] += t * step
-            candidate_log_gate = _masked_log_softmax(Z, candidate, mask)
-            value = _masked_objective(weighted_resp, candidate_log_gate, mask)
+            value, candidate_log_gate, candidate_grad, candidate_info = gate_pass(
+                ZT, candidate, weighted_resp, row_total, free, inactive, want_info)
             if value >= objective:
                 accepted = True
                 break
@@ -704,13 +764,14 @@ def maximise_softmax_gate(theta, Z, weighted_resp, free, *, mask=None, max_iter=
             break
         gain = value - objective
         theta, objective, log_gate = candidate, value, candidate_log_gate
-        if gain <= tol * (1.0 + abs(objective)):
+        grad, info = candidate_grad, candidate_info
+        if gain <= tol * (1.0 + abs(objective)) or info is None:
             break
-    return theta
+    return theta, log_gate
 
 
 def _softmax_m_step(X, weighted_resp, gate_coef, gate_intercept, scale, free, max_iter):
-    Z = _design_with_intercept(X)
+    Z = design_with_intercept(X)
     theta = np.hstack([gate_coef, gate_intercept[:, None]]) / scale
     theta = maximise_softmax_gate(theta, Z, weighted_resp, free, max_iter=max_iter)
     theta *= scale

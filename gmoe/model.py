@@ -7,7 +7,7 @@ draw data from ``G``.
 
 import numpy as np
 
-from . import _kernels
+from ._expert_major import e_step_columns, transposed_design
 from ._validation import check_float_array, check_option, check_positive_scalar
 from .experts import compute_expert_means
 from .gating import GATINGS, make_gating
@@ -385,9 +385,8 @@ def _check_Xy(measure, X, y):
     return X, y
 
 
-def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *,
-                   parallel=None):
-    """Run the fused numba E-step on validated float64 arrays.
+def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var):
+    """Run the E-step (numba kernels and numpy's vectorised exp) on float64 arrays.
 
     Parameters
     ----------
@@ -396,9 +395,6 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *,
     log_gate : ndarray of shape (n_samples, n_experts)
     expert_coef : ndarray of shape (n_experts, n_features)
     expert_intercept, expert_var : ndarray of shape (n_experts,)
-    parallel : bool, optional
-        Use the row-parallel kernel (identical results either way). By default it is
-        used from ``gmoe._kernels.PARALLEL_MIN_ROWS`` rows on.
 
     Returns
     -------
@@ -407,18 +403,13 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var, *,
     log_lik : ndarray of shape (n_samples,)
         ``log p(y_i | x_i)``.
     """
-    n_samples, n_experts = log_gate.shape
-    resp = np.empty((n_samples, n_experts))
-    log_lik = np.empty(n_samples)
-    if parallel is None:
-        parallel = n_samples >= _kernels.PARALLEL_MIN_ROWS
-    kernel = _kernels.e_step_into if parallel else _kernels.e_step_serial_into
-    kernel(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64),
-           np.ascontiguousarray(log_gate, dtype=np.float64),
-           np.ascontiguousarray(expert_coef, dtype=np.float64),
-           np.ascontiguousarray(expert_intercept, dtype=np.float64),
-           np.ascontiguousarray(expert_var, dtype=np.float64), resp, log_lik)
-    return resp, log_lik
+    as_float = dict(dtype=np.float64)
+    resp, log_lik = e_step_columns(
+        transposed_design(np.asarray(X, **as_float)), np.ascontiguousarray(y, **as_float),
+        np.array(np.asarray(log_gate, **as_float).T, order="C"),
+        np.asarray(expert_coef, **as_float), np.asarray(expert_intercept, **as_float),
+        np.ascontiguousarray(expert_var, **as_float))
+    return resp.T, log_lik
 
 
 def e_step(measure, X, y):

@@ -1,21 +1,22 @@
 """Numba kernels against the numpy/scipy references of ``_reference.py`` (STYLE.md B7).
 
-The E-step kernel (``gmoe.compute_e_step``, parallel and serial builds) and the log-softmax
-kernel, on ordinary and extreme inputs and on edge shapes.
+The E-step (``gmoe.compute_e_step``), the log-softmax, and the expert-major column kernels
+they are built from, on ordinary and extreme inputs and on edge shapes.
 """
 
 import _reference as ref
 import hypothesis.extra.numpy as hnp
-import numba
 import numpy as np
 import pytest
+import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import log_softmax
 
 import gmoe
-from gmoe._kernels import log_softmax_into, log_softmax_serial_into
+from gmoe import _kernels
+from gmoe._expert_major import log_softmax_columns
 from gmoe.gating import compute_log_softmax
 
 # ------------------------------------------------------------------------------ inputs
@@ -56,20 +57,18 @@ def _make_case(case, n, k, d, rng):
 
 
 # ------------------------------------------------------------------------------ E-step
-@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("case", CASES)
-def test_e_step_matches_reference(case, shape, parallel, global_random_seed):
+def test_e_step_matches_reference(case, shape, global_random_seed):
     rng = np.random.default_rng(global_random_seed)
     args = _make_case(case, *shape, rng)
-    resp, log_lik = gmoe.compute_e_step(*args, parallel=parallel)
+    resp, log_lik = gmoe.compute_e_step(*args)
     assert resp.shape == shape[:2] and log_lik.shape == shape[:1]
     ref.assert_e_step_close(resp, log_lik, *args)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("top_k", [1, 2, 4])
-def test_e_step_topk_log_gate(top_k, parallel, global_random_seed):
+def test_e_step_topk_log_gate(top_k, global_random_seed):
     # top-K with K = 1 (one-hot responsibilities), 1 < K < k, and K = k (dense).
     rng = np.random.default_rng(global_random_seed)
     n, k, d = 300, 4, 2
@@ -77,7 +76,7 @@ def test_e_step_topk_log_gate(top_k, parallel, global_random_seed):
     gate_coef = rng.standard_normal((k, d))
     gate_intercept = rng.standard_normal(k)
     log_gate = ref.log_gate(X, gate_coef, gate_intercept, gating="topk", top_k=top_k)
-    resp, log_lik = gmoe.compute_e_step(X, y, log_gate, coef, intercept, var, parallel=parallel)
+    resp, log_lik = gmoe.compute_e_step(X, y, log_gate, coef, intercept, var)
     ref.assert_e_step_close(resp, log_lik, X, y, log_gate, coef, intercept, var)
     assert_array_equal(np.sum(np.isfinite(log_gate), axis=1), top_k)
     assert_array_equal(resp[np.isneginf(log_gate)], 0.0)  # active ones may underflow to 0 too
@@ -88,39 +87,25 @@ def test_e_step_topk_log_gate(top_k, parallel, global_random_seed):
         assert_allclose(log_lik, log_dens[np.arange(n), selected], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_e_step_single_expert(parallel, global_random_seed):
+def test_e_step_single_expert(global_random_seed):
     # k = 1: the gate is 1, responsibilities are exactly 1, log_lik is the expert's density.
     rng = np.random.default_rng(global_random_seed)
     X, y, log_gate, coef, intercept, var = _make_case("ordinary", 50, 1, 2, rng)
     assert_array_equal(log_gate, 0.0)
-    resp, log_lik = gmoe.compute_e_step(X, y, log_gate, coef, intercept, var, parallel=parallel)
+    resp, log_lik = gmoe.compute_e_step(X, y, log_gate, coef, intercept, var)
     assert_array_equal(resp, 1.0)
     assert_allclose(log_lik, ref.expert_log_density(X, y, coef, intercept, var)[:, 0],
                     rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_e_step_row_without_active_expert_is_not_nan(parallel):
+def test_e_step_row_without_active_expert_is_not_nan():
     # Not a valid gate, but the kernel must not produce NaN (documented: resp 0, log_lik -inf).
     X = np.zeros((2, 1))
     log_gate = np.array([[-np.inf, -np.inf], [0.0, -np.inf]])
     resp, log_lik = gmoe.compute_e_step(X, np.zeros(2), log_gate, np.zeros((2, 1)),
-                                        np.zeros(2), np.ones(2), parallel=parallel)
+                                        np.zeros(2), np.ones(2))
     assert_array_equal(resp, [[0.0, 0.0], [1.0, 0.0]])
     assert log_lik[0] == -np.inf and np.isfinite(log_lik[1])
-
-
-def test_e_step_default_kernel_choice_is_invisible(global_random_seed):
-    # parallel=None picks serial below gmoe._kernels.PARALLEL_MIN_ROWS rows, parallel above.
-    rng = np.random.default_rng(global_random_seed)
-    for n in (10, 60_000):
-        args = _make_case("ordinary", n, 3, 2, rng)
-        resp, log_lik = gmoe.compute_e_step(*args)
-        for parallel in (False, True):
-            resp_k, log_lik_k = gmoe.compute_e_step(*args, parallel=parallel)
-            assert_array_equal(resp_k, resp)
-            assert_array_equal(log_lik_k, log_lik)
 
 
 def test_e_step_accepts_non_contiguous_input(global_random_seed):
@@ -130,38 +115,6 @@ def test_e_step_accepts_non_contiguous_input(global_random_seed):
     log_gate_strided = np.repeat(log_gate, 2, axis=1)[:, ::2]
     resp, log_lik = gmoe.compute_e_step(X_f, y, log_gate_strided, coef, intercept, var)
     ref.assert_e_step_close(resp, log_lik, X, y, log_gate, coef, intercept, var)
-
-
-# ------------------------------------------------------------------ parallel vs serial
-def _big_case(rng):
-    X, y, log_gate, coef, intercept, var = _make_case("mixed", 20_011, 4, 3, rng)
-    X2, y2, log_gate2, *_ = _make_case("ordinary", 20_011, 4, 3, rng)
-    half = slice(0, 10_000)  # half extreme rows, half ordinary
-    X[half], y[half], log_gate[half] = X2[half], y2[half], log_gate2[half]
-    return X, y, log_gate, coef, intercept, var
-
-
-def test_parallel_and_serial_kernels_bit_identical(global_random_seed):
-    args = _big_case(np.random.default_rng(global_random_seed))
-    resp_p, log_lik_p = gmoe.compute_e_step(*args, parallel=True)
-    resp_s, log_lik_s = gmoe.compute_e_step(*args, parallel=False)
-    assert_array_equal(resp_p, resp_s)
-    assert_array_equal(log_lik_p, log_lik_s)
-
-
-def test_parallel_kernel_bit_identical_across_thread_counts(global_random_seed):
-    args = _big_case(np.random.default_rng(global_random_seed))
-    previous = numba.get_num_threads()
-    results = []
-    try:
-        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(threads)
-            results.append(gmoe.compute_e_step(*args, parallel=True))
-    finally:
-        numba.set_num_threads(previous)
-    for resp, log_lik in results[1:]:
-        assert_array_equal(resp, results[0][0])
-        assert_array_equal(log_lik, results[0][1])
 
 
 # --------------------------------------------------------------- E-step: properties
@@ -186,9 +139,9 @@ def e_step_inputs(draw):
 
 
 @settings(max_examples=80, deadline=None)
-@given(args=e_step_inputs(), parallel=st.booleans())
-def test_e_step_properties(args, parallel):
-    resp, log_lik = gmoe.compute_e_step(*args, parallel=parallel)
+@given(args=e_step_inputs())
+def test_e_step_properties(args):
+    resp, log_lik = gmoe.compute_e_step(*args)
     log_gate = args[2]
     assert np.all(np.isfinite(resp)) and np.all(np.isfinite(log_lik))
     assert np.all(resp >= 0.0) and np.all(resp <= 1.0)
@@ -213,32 +166,76 @@ def test_log_softmax_matches_reference(case, shape, global_random_seed):
         values = np.where(active, values, -np.inf)
     got = compute_log_softmax(values)
     ref.assert_log_gate_close(got, log_softmax(values, axis=1), values)
-    for kernel in (log_softmax_into, log_softmax_serial_into):
-        out = np.empty_like(values)
-        kernel(np.ascontiguousarray(values), out)
-        assert_array_equal(out, got)
 
 
-@pytest.mark.parametrize("kernel", [log_softmax_into, log_softmax_serial_into],
-                         ids=["parallel", "serial"])
-def test_log_softmax_in_place_and_all_inactive_row(kernel):
-    values = np.array([[1.0, -np.inf, 3.0], [-np.inf, -np.inf, -np.inf]])
-    expected = log_softmax(values[:1], axis=1)
-    kernel(values, values)  # the kernel may alias its output to its input
-    assert_allclose(values[:1], expected, rtol=1e-12)
-    assert_array_equal(values[1], -np.inf)  # never NaN
+def test_log_softmax_columns_in_place_and_all_inactive_column():
+    values = np.array([[1.0, -np.inf], [-np.inf, -np.inf], [3.0, -np.inf]])
+    expected = log_softmax(values[:, :1], axis=0)[:, 0]
+    probs, log_norm = log_softmax_columns(values)
+    assert_allclose(values[:, 0], expected, rtol=1e-12)
+    assert_allclose(probs[:, 0], np.exp(expected), rtol=1e-12)
+    assert_allclose(log_norm[0], np.logaddexp(1.0, 3.0), rtol=1e-15)
+    # A column without an active expert: never NaN.
+    assert_array_equal(values[:, 1], -np.inf)
+    assert_array_equal(probs[:, 1], 0.0)
+    assert log_norm[1] == -np.inf
 
 
-def test_log_softmax_parallel_and_serial_bit_identical(global_random_seed):
+# ------------------------------------------------------------ column kernels, one by one
+def test_shift_by_column_max_matches_numpy(global_random_seed):
     rng = np.random.default_rng(global_random_seed)
-    values = rng.choice([-1e3, 1.0, 1e3], size=(60_013, 5)) * rng.standard_normal((60_013, 5))
+    values = rng.choice([-1e3, 1.0, 1e3], size=(5, 301)) * rng.standard_normal((5, 301))
     values[rng.random(values.shape) < 0.3] = -np.inf
-    values[:, 0] = 0.0
-    out_p, out_s = np.empty_like(values), np.empty_like(values)
-    log_softmax_into(values, out_p)
-    log_softmax_serial_into(values, out_s)
-    assert_array_equal(out_p, out_s)
-    assert_array_equal(compute_log_softmax(values), out_p)  # >= PARALLEL_MIN_ROWS: parallel
+    values[:, :3] = [[2.0, -np.inf, 7.0]] * 5  # ties: the first row wins
+    values[:, 3] = -np.inf
+    expected_max = values.max(axis=0)
+    expected_arg = values.argmax(axis=0)
+    with np.errstate(invalid="ignore"):
+        expected = np.where(np.isneginf(expected_max), -np.inf, values - expected_max)
+    out_max, out_arg = np.empty(301), np.empty(301, dtype=np.int64)
+    _kernels.shift_by_column_max_into(values, out_max, out_arg)
+    assert_array_equal(out_max, expected_max)
+    assert_array_equal(out_arg[np.isfinite(expected_max)], expected_arg[np.isfinite(expected_max)])
+    assert_array_equal(values, expected)  # one subtraction each: exact
+
+
+def test_normalise_columns_matches_numpy(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    exps = rng.random((4, 200))
+    arg = rng.integers(0, 4, 200)
+    exps[arg, np.arange(200)] = 1.0
+    exps[:, 0] = [1.0, 1e-300, 0.0, 1e-17]  # rest tiny: log1p(rest) must keep it
+    arg[0] = 0
+    expected_rest = exps.sum(axis=0) - 1.0
+    expected_rest[0] = 1e-300 + 1e-17
+    expected = exps / exps.sum(axis=0)
+    rest = np.empty(200)
+    _kernels.normalise_columns_into(exps, arg, rest)
+    # rest adds k - 1 terms in another order than numpy: a few ulp.
+    assert_allclose(rest, expected_rest, rtol=1e-14, atol=0)
+    assert_allclose(exps, expected, rtol=1e-14, atol=0)
+
+
+def test_weighted_column_sums_skip_zero_weights():
+    weights = np.array([[1.0, 0.0, 2.0], [0.5, 3.0, 0.0]])
+    values = np.array([[-1.0, -np.inf, 4.0], [2.0, -0.5, -np.inf]])
+    out = np.empty(3)
+    _kernels.weighted_column_sums_into(weights, values, out)
+    assert_array_equal(out, [-1.0 + 1.0, -1.5, 8.0])
+
+
+def test_joint_log_density_matches_scipy(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    y = 3.0 * rng.standard_normal(50)
+    means = rng.standard_normal((3, 50))
+    var = np.array([1e-6, 1.0, 1e6])
+    log_gate = log_softmax(rng.standard_normal((3, 50)), axis=0)
+    log_gate[1, :5] = -np.inf
+    expected = log_gate + scipy.stats.norm.logpdf(y, means, np.sqrt(var)[:, None])
+    _kernels.joint_log_density_into(y, log_gate, var, means)
+    assert_array_equal(np.isneginf(means), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    assert_allclose(means[finite], expected[finite], rtol=1e-13)
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,0 +1,153 @@
+"""The E-step and the softmax gate's passes on expert-major arrays.
+
+Responsibilities, log-gates and gate probabilities are held with shape
+``(n_experts, n_samples)`` here, so that every pass over the samples is a contiguous,
+vectorised loop (``gmoe/_kernels/_columns.py``), a numpy ufunc or a BLAS product. The EM of
+:class:`~gmoe.GaussianMoERegressor` keeps this layout from one iteration to the next; the
+public functions that take and return ``(n_samples, n_experts)`` arrays transpose at their
+boundary.
+"""
+
+import numpy as np
+
+from . import _kernels
+
+
+def design_with_intercept(X):
+    """``X`` with a trailing column of ones, shape (n_samples, n_features + 1)."""
+    Z = np.empty((X.shape[0], X.shape[1] + 1))
+    Z[:, :-1] = X
+    Z[:, -1] = 1.0
+    return Z
+
+
+def transposed_design(X):
+    """The design with intercept, transposed: shape (n_features + 1, n_samples), C-contiguous.
+
+    The passes below take the design in this form: ``theta @ ZT`` and ``(ZT * w) @ ZT.T``
+    are contiguous BLAS products, several times faster than their row-major twins.
+    """
+    ZT = np.empty((X.shape[1] + 1, X.shape[0]))
+    ZT[:-1] = X.T
+    ZT[-1] = 1.0
+    return ZT
+
+
+def log_softmax_columns(values):
+    """Log-softmax of every column of ``values``, in place, with the column log-sum-exp.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_experts, n_samples), C-contiguous
+        Overwritten by ``values - logsumexp(values, axis=0)``; ``-inf`` entries stay
+        ``-inf`` (an all ``-inf`` column stays so, never NaN).
+
+    Returns
+    -------
+    probs : ndarray of shape (n_experts, n_samples)
+        ``exp`` of the result (an all ``-inf`` column gives zeros).
+    log_norm : ndarray of shape (n_samples,)
+        The columns' log-sum-exp (max-shifted).
+    """
+    n_samples = values.shape[1]
+    col_max = np.empty(n_samples)
+    arg = np.empty(n_samples, dtype=np.int64)
+    _kernels.shift_by_column_max_into(values, col_max, arg)
+    probs = np.exp(values)
+    rest = np.empty(n_samples)
+    _kernels.normalise_columns_into(probs, arg, rest)
+    log_rest = np.log1p(rest, out=rest)
+    values -= log_rest
+    return probs, np.add(col_max, log_rest, out=col_max)
+
+
+def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var):
+    """Responsibilities and per-row log-likelihood from an expert-major log-gate.
+
+    Parameters
+    ----------
+    ZT : ndarray of shape (n_features + 1, n_samples)
+        :func:`transposed_design` of ``X``.
+    y : ndarray of shape (n_samples,)
+    log_gate : ndarray of shape (n_experts, n_samples), C-contiguous
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept, expert_var : ndarray of shape (n_experts,)
+
+    Returns
+    -------
+    resp : ndarray of shape (n_experts, n_samples)
+    log_lik : ndarray of shape (n_samples,)
+    """
+    joint = np.column_stack([expert_coef, expert_intercept]) @ ZT
+    _kernels.joint_log_density_into(y, log_gate, expert_var, joint)
+    return log_softmax_columns(joint)
+
+
+def linear_log_gate_columns(ZT, theta, inactive=None):
+    """Log-gate and gate probabilities of the linear-logit softmax gate, expert-major.
+
+    Parameters
+    ----------
+    ZT : ndarray of shape (n_cols, n_samples)
+        :func:`transposed_design` of ``X``.
+    theta : ndarray of shape (n_experts, n_cols)
+        Slopes and intercept (last column) of every expert.
+    inactive : ndarray of bool of shape (n_experts, n_samples), optional
+        Experts held out of the softmax (top-K): log-gate ``-inf``, probability 0.
+
+    Returns
+    -------
+    log_gate, probs : ndarray of shape (n_experts, n_samples)
+    """
+    log_gate = theta @ ZT
+    if inactive is not None:
+        np.copyto(log_gate, -np.inf, where=inactive)
+    probs, _ = log_softmax_columns(log_gate)
+    return log_gate, probs
+
+
+def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_info=True):
+    """Gate objective ``Q``, its gradient and (optionally) information, in one pass.
+
+    ``Q(theta) = sum_ij rw_ij log g_ij``; its gradient over the free experts is
+    ``sum_i (rw_ij - t_i g_ij) z_i`` and its information (minus the Hessian) has blocks
+    ``sum_i t_i g_ij (delta_jl - g_il) z_i z_i^T``, with ``t_i = sum_j rw_ij``.
+
+    Parameters
+    ----------
+    ZT : ndarray of shape (n_cols, n_samples)
+        :func:`transposed_design` of ``X``.
+    theta : ndarray of shape (n_experts, n_cols)
+    weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
+        Sample weight times responsibility; zero wherever ``inactive``.
+    row_total : ndarray of shape (n_samples,)
+        ``weighted_resp.sum(axis=0)``.
+    free : ndarray of int
+        The experts (rows of ``theta``) whose gradient and information are wanted.
+    inactive : ndarray of bool of shape (n_experts, n_samples), optional
+    want_info : bool, default=True
+
+    Returns
+    -------
+    objective : float
+    log_gate : ndarray of shape (n_experts, n_samples)
+    grad : ndarray of shape (len(free) * n_cols,)
+    info : ndarray of shape (len(free) * n_cols, len(free) * n_cols) or None
+    """
+    log_gate, probs = linear_log_gate_columns(ZT, theta, inactive)
+    parts = np.empty(ZT.shape[1])
+    _kernels.weighted_column_sums_into(weighted_resp, log_gate, parts)
+    objective = float(np.sum(parts))
+    weighted_probs = probs[free] * row_total
+    grad = ((weighted_resp[free] - weighted_probs) @ ZT.T).ravel()
+    info = None
+    if want_info:
+        n_cols = ZT.shape[0]
+        info = np.empty((len(free) * n_cols, len(free) * n_cols))
+        for a, j in enumerate(free):
+            for b in range(a, len(free)):
+                h = weighted_probs[a] * ((1.0 if free[b] == j else 0.0) - probs[free[b]])
+                block = (ZT * h) @ ZT.T
+                info[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = block
+                info[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = block.T
+    return objective, log_gate, grad, info
