@@ -150,4 +150,7 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
                 block = (ZT * h) @ ZT.T
                 info[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = block
                 info[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = block.T
+        # BLAS rounds the (u, v) and (v, u) entries of a diagonal block differently.
+        info += info.T
+        info *= 0.5
     return objective, log_gate, grad, info

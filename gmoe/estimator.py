@@ -47,8 +47,8 @@ _THREADPOOLS = None
 def _single_threaded_blas():
     """Context that holds BLAS to one thread.
 
-    EM's matrix products are tall and skinny (n x (d + 1)); BLAS threads buy nothing on
-    them and, spinning beside numba's threads, slowed a 1e5-row fit about twofold.
+    A fit's matrix products are tall and skinny (n x (d + 1)); BLAS threads buy nothing on
+    them, and their spinning slowed a 1e5-row fit about twofold (starts included).
     """
     global _THREADPOOLS
     if _THREADPOOLS is None:
@@ -68,10 +68,10 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         p(y \mid x) = \sum_{i=1}^{k} g_i(x)\, \mathcal{N}(y \mid a_i^\top x + b_i, \nu_i)
 
     with a softmax, top-K sparse softmax, dense-to-sparse (temperature) or activation
-    gate ``g`` (SPEC 2.1). The E-step is a fused numba kernel; the experts' M-step is
-    weighted least squares with a relative variance floor; the gate's M-step is Newton
-    ascent of its concave objective with step halving, warm-started, so the
-    log-likelihood never decreases.
+    gate ``g`` (SPEC 2.1). The E-step runs numba kernels and numpy's vectorised ``exp``
+    on expert-major arrays; the experts' M-step is weighted least squares with a relative
+    variance floor; the gate's M-step is Newton ascent of its concave objective with step
+    halving, warm-started, so the log-likelihood never decreases.
 
     Parameters
     ----------
@@ -363,10 +363,6 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         empty = weight_sums <= _EMPTY_SHARE * total_weight
         return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
 
-    def _run_em(self, family, params, X, y, sample_weight, var_floor):
-        with _single_threaded_blas():
-            return self._em_iterations(family, params, X, y, sample_weight, var_floor)
-
     def _em_iterations(self, family, params, X, y, sample_weight, var_floor):
         total_weight = float(sample_weight.sum())
         ZT = transposed_design(X)
@@ -406,6 +402,57 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return params, np.asarray(trace), converged, n_iter, degenerate
 
     # ----------------------------------------------------------------- fit
+    def _fit_starts(self, family, X, y, sample_weight, var_floor):
+        """EM from every start; returns the best run and each start's log-likelihood."""
+        n_features = X.shape[1]
+        rng = check_random_state(self.random_state)
+        warm = self.warm_start and hasattr(self, "mixing_measure_")
+        n_starts = 1 if warm or isinstance(self.init_params, MixingMeasure) else self.n_init
+        best = None
+        start_log_liks = []
+        attempts = 0
+        max_attempts = n_starts + (_MAX_EXTRA_RESTARTS if self.on_degenerate == "restart" else 0)
+        fallback = None
+        while len(start_log_liks) < n_starts and attempts < max_attempts:
+            attempts += 1
+            if warm:
+                params = _Params.from_measure(self.mixing_measure_)
+            elif isinstance(self.init_params, MixingMeasure):
+                params = self._start_from_measure(family, n_features)
+            else:
+                labels = self._initial_labels(X, y, sample_weight, rng)
+                params = self._start_from_labels(family, X, y, sample_weight, var_floor, labels,
+                                                 self._initial_temperature())
+            try:
+                result = self._em_iterations(family, params, X, y, sample_weight, var_floor)
+            except _DegenerateRun as err:
+                if self.verbose:
+                    print(f"start {attempts}: experts {err.args[0]} collapsed; restarting")
+                if fallback is None:
+                    fallback = params
+                if warm or isinstance(self.init_params, MixingMeasure):
+                    break
+                continue
+            start_log_liks.append(result[1][-1])
+            if self.verbose:
+                print(f"start {attempts}: mean log-likelihood {result[1][-1]:.10g}, "
+                      f"{result[3]} iterations, converged={result[2]}")
+            if best is None or result[1][-1] > best[1][-1]:
+                best = result
+        if best is None:
+            # Every start degenerated under on_degenerate="restart": report the first one.
+            warnings.warn("Every start had a collapsing expert; keeping the first start's fit. "
+                          "Use fewer experts or a larger reg_var.", DegenerateExpertWarning,
+                          stacklevel=2)
+            saved, self.on_degenerate = self.on_degenerate, "warn"
+            try:
+                best = self._em_iterations(family, fallback, X, y, sample_weight, var_floor)
+            finally:
+                self.on_degenerate = saved
+            start_log_liks.append(best[1][-1])
+
+        return best, start_log_liks
+
     def fit(self, X, y, sample_weight=None):
         """Fit the model by EM from ``n_init`` starts, keeping the best.
 
@@ -445,52 +492,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         var_floor = max(compute_var_floor(y, sample_weight, self.reg_var),
                         np.finfo(np.float64).tiny)
 
-        rng = check_random_state(self.random_state)
-        warm = self.warm_start and hasattr(self, "mixing_measure_")
-        n_starts = 1 if warm or isinstance(self.init_params, MixingMeasure) else self.n_init
-        best = None
-        start_log_liks = []
-        attempts = 0
-        max_attempts = n_starts + (_MAX_EXTRA_RESTARTS if self.on_degenerate == "restart" else 0)
-        fallback = None
-        while len(start_log_liks) < n_starts and attempts < max_attempts:
-            attempts += 1
-            if warm:
-                params = _Params.from_measure(self.mixing_measure_)
-            elif isinstance(self.init_params, MixingMeasure):
-                params = self._start_from_measure(family, n_features)
-            else:
-                labels = self._initial_labels(X, y, sample_weight, rng)
-                params = self._start_from_labels(family, X, y, sample_weight, var_floor, labels,
-                                                 self._initial_temperature())
-            try:
-                result = self._run_em(family, params, X, y, sample_weight, var_floor)
-            except _DegenerateRun as err:
-                if self.verbose:
-                    print(f"start {attempts}: experts {err.args[0]} collapsed; restarting")
-                if fallback is None:
-                    fallback = params
-                if warm or isinstance(self.init_params, MixingMeasure):
-                    break
-                continue
-            start_log_liks.append(result[1][-1])
-            if self.verbose:
-                print(f"start {attempts}: mean log-likelihood {result[1][-1]:.10g}, "
-                      f"{result[3]} iterations, converged={result[2]}")
-            if best is None or result[1][-1] > best[1][-1]:
-                best = result
-        if best is None:
-            # Every start degenerated under on_degenerate="restart": report the first one.
-            warnings.warn("Every start had a collapsing expert; keeping the first start's fit. "
-                          "Use fewer experts or a larger reg_var.", DegenerateExpertWarning,
-                          stacklevel=2)
-            saved, self.on_degenerate = self.on_degenerate, "warn"
-            try:
-                best = self._run_em(family, fallback, X, y, sample_weight, var_floor)
-            finally:
-                self.on_degenerate = saved
-            start_log_liks.append(best[1][-1])
-
+        with _single_threaded_blas():
+            best, start_log_liks = self._fit_starts(family, X, y, sample_weight, var_floor)
         params, trace, converged, n_iter, degenerate = best
         self._set_fitted(params, trace, converged, n_iter, degenerate, start_log_liks)
         if degenerate:

@@ -101,6 +101,31 @@ def measure_log_density(X, y, gate_coef, gate_intercept, expert_coef, expert_int
                   np.asarray(expert_var, float))[1]
 
 
+# ------------------------------------------------------------------- gate M-step terms
+def softmax_gate_terms(theta, Z, weighted_resp, free, active=None):
+    """``Q``, its gradient and information over ``free``, from the textbook formulas.
+
+    ``Q = sum_ij rw_ij log g_ij`` with ``g = softmax(Z theta^T)`` over each row's active
+    experts; gradient block ``j``: ``sum_i (rw_ij - t_i g_ij) z_i``; information block
+    ``(j, l)``: ``sum_i t_i g_ij (delta_jl - g_il) z_i z_i^T`` (``t_i = sum_j rw_ij``),
+    each as an explicit sum of per-row outer products.
+    """
+    logit_values = Z @ theta.T
+    if active is not None:
+        logit_values = np.where(active, logit_values, -np.inf)
+    log_g = log_softmax(logit_values, axis=1)
+    g = np.exp(log_g)
+    used = weighted_resp != 0
+    q = np.sum(weighted_resp[used] * log_g[used])
+    t = weighted_resp.sum(axis=1)
+    grad = np.concatenate([((weighted_resp[:, j] - t * g[:, j])[:, None] * Z).sum(axis=0)
+                           for j in free])
+    outer = Z[:, :, None] * Z[:, None, :]
+    blocks = [[np.einsum("i,iuv->uv", t * g[:, j] * (float(j == m) - g[:, m]), outer)
+               for m in free] for j in free]
+    return q, grad, np.block(blocks)
+
+
 # ----------------------------------------------------------------------------- E-step
 def e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var):
     """Responsibilities and per-row log-likelihood by ``logsumexp``.

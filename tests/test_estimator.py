@@ -165,6 +165,35 @@ def test_same_random_state_gives_identical_fits():
     assert_array_equal(a.lower_bounds_, b.lower_bounds_)
 
 
+@pytest.mark.parametrize("gating", ["softmax", "temperature"])
+def test_reused_log_gate_gives_the_fresh_log_likelihood(gating):
+    # EM hands the gate M-step's final log-gate to the next E-step instead of recomputing
+    # it: the reported log-likelihood must be the model's, evaluated afresh.
+    X = gmoe.make_design(3000, "uniform", random_state=0)
+    y = gmoe.sample_moe(TRUTH_52, X, random_state=1)
+    est = gmoe.GaussianMoERegressor(2, gating=gating, temperature=0.5, n_init=1,
+                                    random_state=0).fit(X, y)
+    assert est.lower_bound_ * len(y) == pytest.approx(est.log_likelihood(X, y), rel=1e-13)
+
+
+def test_expert_major_gate_m_step_equals_the_public_m_step(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    n, d, k = 400, 2, 3
+    X = rng.normal(size=(n, d))
+    weighted_resp = rng.dirichlet(np.ones(k), size=n) * rng.uniform(0.5, 2.0, size=(n, 1))
+    coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
+    coef[-1], intercept[-1] = 0.0, 0.0
+    family = gmoe.gating.make_gating("temperature")
+    public = family.m_step(X, weighted_resp, coef, intercept, 0.7, max_iter=3)
+    ZT = gmoe._expert_major.transposed_design(X)
+    wr = np.ascontiguousarray(weighted_resp.T)
+    *columns, log_gate = family.m_step_expert_major(ZT, wr, wr.sum(axis=0), coef, intercept,
+                                                    0.7, max_iter=3)
+    for a, b in zip(public, columns, strict=True):
+        assert_array_equal(a, b)
+    assert_allclose(log_gate.T, family.log_gate(X, *columns), rtol=1e-13, atol=1e-13)
+
+
 def test_two_one_iteration_warm_fits_equal_one_two_iteration_fit():
     X = gmoe.make_design(300, "uniform", random_state=0)
     y = gmoe.sample_moe(TRUTH_52, X, random_state=1)

@@ -16,7 +16,7 @@ from scipy.special import log_softmax
 
 import gmoe
 from gmoe import _kernels
-from gmoe._expert_major import log_softmax_columns
+from gmoe._expert_major import gate_pass, log_softmax_columns
 from gmoe.gating import compute_log_softmax
 
 # ------------------------------------------------------------------------------ inputs
@@ -248,3 +248,36 @@ def test_log_softmax_properties(values, shift):
     assert_allclose(np.exp(got).sum(axis=1), 1.0, rtol=0, atol=1e-13)
     ref.assert_log_gate_close(got, log_softmax(values, axis=1), values)
     ref.assert_log_gate_close(compute_log_softmax(values + shift), got, values + shift)
+
+
+# --------------------------------------------------------------------- gate M-step pass
+@pytest.mark.parametrize("masked", [False, True], ids=["dense", "topk_mask"])
+def test_gate_pass_matches_reference(masked, global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    n, d, k = 500, 2, 4
+    Z = np.column_stack([rng.normal(size=(n, d)), np.ones(n)])
+    theta = 2.0 * rng.normal(size=(k, d + 1))
+    theta[-1] = 0.0
+    active = None
+    weighted_resp = rng.dirichlet(np.ones(k), size=n) * rng.uniform(0.5, 2.0, size=(n, 1))
+    if masked:
+        active = gmoe.gating.compute_topk_mask(Z @ theta.T, 2)
+        weighted_resp = np.where(active, weighted_resp, 0.0)
+    free = np.array([0, 2])
+    q_ref, grad_ref, info_ref = ref.softmax_gate_terms(theta, Z, weighted_resp, free, active)
+    ZT = np.ascontiguousarray(Z.T)
+    wr = np.ascontiguousarray(weighted_resp.T)
+    inactive = None if active is None else np.ascontiguousarray(~active.T)
+    q, log_gate, grad, info = gate_pass(ZT, theta, wr, wr.sum(axis=0), free, inactive)
+    # Sums of n = 500 terms of size ~1, in different orders: relative 1e-12 is ample.
+    assert q == pytest.approx(q_ref, rel=1e-12)
+    assert_allclose(grad, grad_ref, rtol=1e-10, atol=1e-10 * np.abs(grad_ref).max())
+    assert_allclose(info, info_ref, rtol=1e-10, atol=1e-10 * np.abs(info_ref).max())
+    assert_array_equal(info, info.T)
+    expected_log_gate = ref.log_gate(Z[:, :-1], theta[:, :-1], theta[:, -1]) if not masked \
+        else log_softmax(np.where(active, Z @ theta.T, -np.inf), axis=1)
+    ref.assert_log_gate_close(log_gate.T, expected_log_gate, Z @ theta.T)
+    _, _, grad_only, no_info = gate_pass(ZT, theta, wr, wr.sum(axis=0), free, inactive,
+                                         want_info=False)
+    assert no_info is None
+    assert_array_equal(grad_only, grad)
