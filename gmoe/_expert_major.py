@@ -6,11 +6,35 @@ vectorised loop (``gmoe/_kernels/_columns.py``), a numpy ufunc or a BLAS product
 :class:`~gmoe.GaussianMoERegressor` keeps this layout from one iteration to the next; the
 public functions that take and return ``(n_samples, n_experts)`` arrays transpose at their
 boundary.
+
+The passes write their sample-sized temporaries into a :class:`Workspace`, which one EM
+run reuses from pass to pass.
 """
 
 import numpy as np
 
 from . import _kernels
+
+
+class Workspace:
+    """Named scratch arrays, reused by the passes of one EM run.
+
+    Fresh sample-sized temporaries are expensive: the C allocator hands blocks of a few MB
+    back to the operating system when they are freed, and touching new pages faults. A
+    1e5-row fit spent over half its time in page faults before its passes reused their
+    buffers. An array handed out under a name is valid until that name is asked for again.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, dtype=np.float64):
+        """The array called ``name``, of the given shape and dtype (contents undefined)."""
+        shape = tuple(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self._buffers[name] = np.empty(shape, dtype=dtype)
+        return buffer
 
 
 def design_with_intercept(X):
@@ -33,7 +57,7 @@ def transposed_design(X):
     return ZT
 
 
-def log_softmax_columns(values):
+def log_softmax_columns(values, workspace=None, *, probs_name="probs"):
     """Log-softmax of every column of ``values``, in place, with the column log-sum-exp.
 
     Parameters
@@ -41,27 +65,33 @@ def log_softmax_columns(values):
     values : ndarray of shape (n_experts, n_samples), C-contiguous
         Overwritten by ``values - logsumexp(values, axis=0)``; ``-inf`` entries stay
         ``-inf`` (an all ``-inf`` column stays so, never NaN).
+    workspace : Workspace, optional
+        Where the outputs and temporaries live; a fresh one by default.
+    probs_name : str, default="probs"
+        The workspace name of the returned probabilities.
 
     Returns
     -------
     probs : ndarray of shape (n_experts, n_samples)
         ``exp`` of the result (an all ``-inf`` column gives zeros).
     log_norm : ndarray of shape (n_samples,)
-        The columns' log-sum-exp (max-shifted).
+        The columns' log-sum-exp (max-shifted); the workspace's ``"log_norm"``.
     """
+    workspace = Workspace() if workspace is None else workspace
     n_samples = values.shape[1]
-    col_max = np.empty(n_samples)
-    arg = np.empty(n_samples, dtype=np.int64)
+    col_max = workspace.get("log_norm", (n_samples,))
+    arg = workspace.get("arg_max", (n_samples,), np.int64)
     _kernels.shift_by_column_max_into(values, col_max, arg)
-    probs = np.exp(values)
-    rest = np.empty(n_samples)
+    probs = np.exp(values, out=workspace.get(probs_name, values.shape))
+    rest = workspace.get("rest", (n_samples,))
     _kernels.normalise_columns_into(probs, arg, rest)
     log_rest = np.log1p(rest, out=rest)
     values -= log_rest
     return probs, np.add(col_max, log_rest, out=col_max)
 
 
-def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var):
+def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var,
+                   workspace=None):
     """Responsibilities and per-row log-likelihood from an expert-major log-gate.
 
     Parameters
@@ -72,18 +102,25 @@ def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var):
     log_gate : ndarray of shape (n_experts, n_samples), C-contiguous
     expert_coef : ndarray of shape (n_experts, n_features)
     expert_intercept, expert_var : ndarray of shape (n_experts,)
+    workspace : Workspace, optional
+        Where the outputs and temporaries live; a fresh one by default.
 
     Returns
     -------
     resp : ndarray of shape (n_experts, n_samples)
+        The workspace's ``"resp"``.
     log_lik : ndarray of shape (n_samples,)
+        The workspace's ``"log_norm"``.
     """
-    joint = np.column_stack([expert_coef, expert_intercept]) @ ZT
+    workspace = Workspace() if workspace is None else workspace
+    joint = workspace.get("joint", log_gate.shape)
+    np.matmul(np.column_stack([expert_coef, expert_intercept]), ZT, out=joint)
     _kernels.joint_log_density_into(y, log_gate, expert_var, joint)
-    return log_softmax_columns(joint)
+    return log_softmax_columns(joint, workspace, probs_name="resp")
 
 
-def linear_log_gate_columns(ZT, theta, inactive=None):
+def linear_log_gate_columns(ZT, theta, inactive=None, workspace=None, *,
+                            log_gate_name="log_gate"):
     """Log-gate and gate probabilities of the linear-logit softmax gate, expert-major.
 
     Parameters
@@ -94,19 +131,26 @@ def linear_log_gate_columns(ZT, theta, inactive=None):
         Slopes and intercept (last column) of every expert.
     inactive : ndarray of bool of shape (n_experts, n_samples), optional
         Experts held out of the softmax (top-K): log-gate ``-inf``, probability 0.
+    workspace : Workspace, optional
+        Where the outputs and temporaries live; a fresh one by default.
+    log_gate_name : str, default="log_gate"
+        The workspace name of the returned log-gate.
 
     Returns
     -------
     log_gate, probs : ndarray of shape (n_experts, n_samples)
     """
-    log_gate = theta @ ZT
+    workspace = Workspace() if workspace is None else workspace
+    log_gate = workspace.get(log_gate_name, (theta.shape[0], ZT.shape[1]))
+    np.matmul(theta, ZT, out=log_gate)
     if inactive is not None:
         np.copyto(log_gate, -np.inf, where=inactive)
-    probs, _ = log_softmax_columns(log_gate)
+    probs, _ = log_softmax_columns(log_gate, workspace)
     return log_gate, probs
 
 
-def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_info=True):
+def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_info=True,
+              workspace=None, *, log_gate_name="log_gate"):
     """Gate objective ``Q``, its gradient and (optionally) information, in one pass.
 
     ``Q(theta) = sum_ij rw_ij log g_ij``; its gradient over the free experts is
@@ -126,6 +170,10 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
         The experts (rows of ``theta``) whose gradient and information are wanted.
     inactive : ndarray of bool of shape (n_experts, n_samples), optional
     want_info : bool, default=True
+    workspace : Workspace, optional
+        Where the outputs and temporaries live; a fresh one by default.
+    log_gate_name : str, default="log_gate"
+        The workspace name of the returned log-gate.
 
     Returns
     -------
@@ -134,20 +182,36 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
     grad : ndarray of shape (len(free) * n_cols,)
     info : ndarray of shape (len(free) * n_cols, len(free) * n_cols) or None
     """
-    log_gate, probs = linear_log_gate_columns(ZT, theta, inactive)
-    parts = np.empty(ZT.shape[1])
+    workspace = Workspace() if workspace is None else workspace
+    n_cols, n_samples = ZT.shape
+    log_gate, probs = linear_log_gate_columns(ZT, theta, inactive, workspace,
+                                              log_gate_name=log_gate_name)
+    parts = workspace.get("parts", (n_samples,))
     _kernels.weighted_column_sums_into(weighted_resp, log_gate, parts)
     objective = float(np.sum(parts))
-    weighted_probs = probs[free] * row_total
-    grad = ((weighted_resp[free] - weighted_probs) @ ZT.T).ravel()
+    # Rows of the free experts: t_i g_ij, then rw_ij - t_i g_ij.
+    weighted_probs = workspace.get("weighted_probs", (len(free), n_samples))
+    residual = workspace.get("gate_residual", (len(free), n_samples))
+    for a, j in enumerate(free):
+        np.multiply(probs[j], row_total, out=weighted_probs[a])
+        np.subtract(weighted_resp[j], weighted_probs[a], out=residual[a])
+    grad = (residual @ ZT.T).ravel()
     info = None
     if want_info:
-        n_cols = ZT.shape[0]
         info = np.empty((len(free) * n_cols, len(free) * n_cols))
+        h = workspace.get("info_weight", (n_samples,))
+        weighted_design = workspace.get("weighted_design", (n_cols, n_samples))
         for a, j in enumerate(free):
             for b in range(a, len(free)):
-                h = weighted_probs[a] * ((1.0 if free[b] == j else 0.0) - probs[free[b]])
-                block = (ZT * h) @ ZT.T
+                other = free[b]
+                # h = t g_j (delta_jl - g_l)
+                if other == j:
+                    np.subtract(1.0, probs[other], out=h)
+                else:
+                    np.negative(probs[other], out=h)
+                h *= weighted_probs[a]
+                np.multiply(ZT, h, out=weighted_design)
+                block = weighted_design @ ZT.T
                 info[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = block
                 info[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = block.T
         # BLAS rounds the (u, v) and (v, u) entries of a diagonal block differently.

@@ -11,14 +11,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
-from ._expert_major import e_step_columns, transposed_design
+from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import (
     compute_expert_log_density,
     compute_expert_means,
     compute_var_floor,
-    estimate_expert_params,
     fit_experts_expert_major,
 )
 from .gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS, make_gating
@@ -275,23 +274,28 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                 "information is singular; perturb the gate slopes.")
         return _Params.from_measure(start)
 
-    def _start_from_labels(self, family, X, y, sample_weight, var_floor, labels, temperature):
-        n_samples = X.shape[0]
-        k = self.n_experts
-        resp = np.full((n_samples, k), _INIT_SMOOTHING / k)
-        resp[np.arange(n_samples), labels] += 1.0 - _INIT_SMOOTHING
-        coef, intercept, var, _ = estimate_expert_params(X, y, resp, sample_weight, var_floor)
+    def _start_from_labels(self, family, ZT, y, sample_weight, var_floor, labels, temperature,
+                           workspace):
+        k, n_samples = self.n_experts, ZT.shape[1]
+        # Smoothed one-hot responsibilities of the labels, expert-major, times the weights.
+        weighted_resp = np.full((k, n_samples), _INIT_SMOOTHING / k)
+        weighted_resp[labels, np.arange(n_samples)] += 1.0 - _INIT_SMOOTHING
+        weighted_resp *= sample_weight
+        coef, intercept, var, _ = fit_experts_expert_major(ZT, y, weighted_resp, var_floor,
+                                                           workspace)
         # The family's first gate (the softmax fit, mapped to the family) is the start as it
         # is: a gate M-step here can drive a tanh/sigmoid gate onto its symmetric fixed
         # point beta1_1 = -beta1_2, which EM never leaves (SPEC 2.2).
-        gate_coef, gate_intercept = family.initial_gate(X, resp * sample_weight[:, None],
-                                                        temperature)
+        gate_coef, gate_intercept = family.initial_gate_expert_major(ZT, weighted_resp,
+                                                                     temperature, workspace)
         return _Params(gate_coef, gate_intercept, temperature, coef, intercept, var)
 
-    def _initial_labels(self, X, y, sample_weight, rng):
-        data = np.column_stack([X, y])
-        spread = data.std(axis=0)
-        data = (data - data.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    def _initial_labels(self, ZT, y, sample_weight, rng):
+        # Standardised (x, y), one row per variable: row-wise reductions are contiguous.
+        data = np.vstack([ZT[:-1], y])
+        spread = data.std(axis=1)
+        data -= data.mean(axis=1)[:, None]
+        data /= np.where(spread > 0, spread, 1.0)[:, None]
         k = self.n_experts
         seed = int(rng.integers(np.iinfo(np.int32).max))
         if self.init_params == "kmeans":
@@ -301,13 +305,16 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             if len(fit_rows) > _KMEANS_MAX_ROWS:
                 fit_rows = np.sort(rng.choice(fit_rows, size=_KMEANS_MAX_ROWS, replace=False))
             km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(
-                data[fit_rows], sample_weight=sample_weight[fit_rows])
-            return km.predict(data)
-        # Distinct rows with positive weight serve as centres.
-        candidates = np.flatnonzero(sample_weight > 0)
-        centres = data[rng.choice(candidates, size=min(k, len(candidates)), replace=False)]
-        dist = np.column_stack([((data - centre) ** 2).sum(axis=1) for centre in centres])
-        return np.argmin(dist, axis=1)
+                data[:, fit_rows].T, sample_weight=sample_weight[fit_rows])
+            centres = km.cluster_centers_
+        else:
+            # Distinct rows with positive weight serve as centres.
+            candidates = np.flatnonzero(sample_weight > 0)
+            centres = data[:, rng.choice(candidates, size=min(k, len(candidates)),
+                                         replace=False)].T
+        # Nearest centre (the first on ties, as KMeans.predict).
+        dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
+        return np.argmin(dist, axis=0)
 
     def _initial_temperature(self):
         return float(self.temperature) if self.gating in ("temperature", "activation") else None
@@ -315,14 +322,16 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ EM
     # EM keeps responsibilities and log-gates expert-major, shape (n_experts, n_samples):
     # every pass over the samples is then a contiguous vectorised loop (gmoe._expert_major).
-    def _gate_m_step(self, family, params, X, ZT, y, sample_weight, weighted_resp):
+    def _gate_m_step(self, family, params, X, ZT, y, sample_weight, weighted_resp, workspace):
         """The gate's M-step; returns the new parameters and, if known, their log-gate."""
         steps = _GATE_STEPS_PER_ITERATION
         gate = (params.gate_coef, params.gate_intercept, params.temperature)
         log_gate = None
         if family.expert_major_em:
+            row_total = np.sum(weighted_resp, axis=0,
+                               out=workspace.get("row_total", (weighted_resp.shape[1],)))
             *result, log_gate = family.m_step_expert_major(
-                ZT, weighted_resp, weighted_resp.sum(axis=0), *gate, max_iter=steps)
+                ZT, weighted_resp, row_total, *gate, max_iter=steps, workspace=workspace)
         elif self.gating == "activation":
             result = family.m_step(X, weighted_resp.T, *gate,
                                    learn_temperature=self._learns_temperature(), max_iter=steps)
@@ -337,25 +346,26 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                                  temperature=temperature)
         return params, log_gate
 
-    def _e_step(self, family, params, X, ZT, y, sample_weight, log_gate=None):
-        """Expert-major responsibilities and the weighted log-likelihood."""
+    def _e_step(self, family, params, X, ZT, y, sample_weight, workspace, log_gate=None):
+        """Expert-major responsibilities (a workspace array) and the weighted log-likelihood."""
         if log_gate is None:
             gate = (params.gate_coef, params.gate_intercept, params.temperature)
             if family.expert_major_em:
-                log_gate = family.log_gate_expert_major(ZT, *gate)
+                log_gate = family.log_gate_expert_major(ZT, *gate, workspace=workspace)
             else:
                 log_gate = np.array(family.log_gate(X, *gate).T, order="C")
         resp, log_lik = e_step_columns(ZT, y, log_gate, params.expert_coef,
-                                       params.expert_intercept, params.expert_var)
+                                       params.expert_intercept, params.expert_var, workspace)
         return resp, float(np.dot(sample_weight, log_lik))
 
-    def _m_step(self, family, params, X, ZT, y, sample_weight, resp, var_floor):
-        weighted_resp = resp * sample_weight
-        coef, intercept, var, weight_sums = fit_experts_expert_major(ZT, y, weighted_resp,
-                                                                     var_floor)
+    def _m_step(self, family, params, X, ZT, y, sample_weight, resp, var_floor, workspace):
+        weighted_resp = np.multiply(resp, sample_weight,
+                                    out=workspace.get("weighted_resp", resp.shape))
+        coef, intercept, var, weight_sums = fit_experts_expert_major(
+            ZT, y, weighted_resp, var_floor, workspace)
         params = params._replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
         params, log_gate = self._gate_m_step(family, params, X, ZT, y, sample_weight,
-                                             weighted_resp)
+                                             weighted_resp, workspace)
         return params, weight_sums, log_gate
 
     def _find_degenerate(self, params, weight_sums, total_weight, var_floor):
@@ -363,10 +373,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         empty = weight_sums <= _EMPTY_SHARE * total_weight
         return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
 
-    def _em_iterations(self, family, params, X, y, sample_weight, var_floor):
+    def _em_iterations(self, family, params, X, ZT, y, sample_weight, var_floor, workspace):
         total_weight = float(sample_weight.sum())
-        ZT = transposed_design(X)
-        resp, log_lik = self._e_step(family, params, X, ZT, y, sample_weight)
+        resp, log_lik = self._e_step(family, params, X, ZT, y, sample_weight, workspace)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")
         trace = [log_lik / total_weight]
@@ -374,10 +383,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         degenerate = []
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
-            new_params, weight_sums, log_gate = self._m_step(family, params, X, ZT, y,
-                                                             sample_weight, resp, var_floor)
-            new_resp, new_log_lik = self._e_step(family, new_params, X, ZT, y, sample_weight,
-                                                 log_gate)
+            new_params, weight_sums, log_gate = self._m_step(
+                family, params, X, ZT, y, sample_weight, resp, var_floor, workspace)
+            # The new responsibilities overwrite the old ones (the same workspace array).
+            resp, new_log_lik = self._e_step(family, new_params, X, ZT, y, sample_weight,
+                                             workspace, log_gate)
             if not np.isfinite(new_log_lik) or not new_params.is_finite():
                 # Keep the last good iterate rather than return NaN parameters.
                 warnings.warn(
@@ -385,7 +395,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                     "finite iterate. Increase reg_var or scale X.", DegenerateExpertWarning,
                     stacklevel=3)
                 break
-            params, resp = new_params, new_resp
+            params = new_params
             found = self._find_degenerate(params, weight_sums, total_weight, var_floor)
             if found:
                 if self.on_degenerate == "restart":
@@ -405,6 +415,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     def _fit_starts(self, family, X, y, sample_weight, var_floor):
         """EM from every start; returns the best run and each start's log-likelihood."""
         n_features = X.shape[1]
+        ZT = transposed_design(X)
+        # The passes' sample-sized arrays, reused from start to start and pass to pass.
+        workspace = Workspace()
         rng = check_random_state(self.random_state)
         warm = self.warm_start and hasattr(self, "mixing_measure_")
         n_starts = 1 if warm or isinstance(self.init_params, MixingMeasure) else self.n_init
@@ -420,11 +433,12 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             elif isinstance(self.init_params, MixingMeasure):
                 params = self._start_from_measure(family, n_features)
             else:
-                labels = self._initial_labels(X, y, sample_weight, rng)
-                params = self._start_from_labels(family, X, y, sample_weight, var_floor, labels,
-                                                 self._initial_temperature())
+                labels = self._initial_labels(ZT, y, sample_weight, rng)
+                params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
+                                                 self._initial_temperature(), workspace)
             try:
-                result = self._em_iterations(family, params, X, y, sample_weight, var_floor)
+                result = self._em_iterations(family, params, X, ZT, y, sample_weight,
+                                             var_floor, workspace)
             except _DegenerateRun as err:
                 if self.verbose:
                     print(f"start {attempts}: experts {err.args[0]} collapsed; restarting")
@@ -446,7 +460,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                           stacklevel=2)
             saved, self.on_degenerate = self.on_degenerate, "warn"
             try:
-                best = self._em_iterations(family, fallback, X, y, sample_weight, var_floor)
+                best = self._em_iterations(family, fallback, X, ZT, y, sample_weight,
+                                           var_floor, workspace)
             finally:
                 self.on_degenerate = saved
             start_log_liks.append(best[1][-1])

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from ._expert_major import transposed_design
+from ._expert_major import Workspace, transposed_design
 
 _LOG_2PI = np.log(2.0 * np.pi)
 
@@ -68,7 +68,7 @@ def estimate_expert_params(X, y, resp, sample_weight, var_floor):
     return fit_experts_expert_major(transposed_design(X), y, weights, var_floor)
 
 
-def fit_experts_expert_major(ZT, y, weights, var_floor):
+def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
     """:func:`estimate_expert_params` from the transposed design and expert-major weights.
 
     Parameters
@@ -79,14 +79,20 @@ def fit_experts_expert_major(ZT, y, weights, var_floor):
     weights : ndarray of shape (n_experts, n_samples)
         Sample weight times responsibility.
     var_floor : float
+    workspace : gmoe._expert_major.Workspace, optional
+        Where the sample-sized temporaries live; a fresh one by default.
 
     Returns
     -------
     expert_coef, expert_intercept, expert_var, weight_sums
         As for :func:`estimate_expert_params`.
     """
+    workspace = Workspace() if workspace is None else workspace
     n_features = ZT.shape[0] - 1
     n_experts = weights.shape[0]
+    weighted_design = workspace.get("weighted_design", ZT.shape)
+    weighted_y = workspace.get("weighted_y", y.shape)
+    resid = workspace.get("resid", y.shape)
     # 10 eps guards an expert that lost all its weight (as scikit-learn's mixtures do).
     weight_sums = weights.sum(axis=1) + 10 * np.finfo(np.float64).eps
     coef = np.zeros((n_experts, n_features))
@@ -94,8 +100,9 @@ def fit_experts_expert_major(ZT, y, weights, var_floor):
     var = np.empty(n_experts)
     for j in range(n_experts):
         w = weights[j]
-        gram = (ZT * w) @ ZT.T
-        rhs = ZT @ (w * y)
+        np.multiply(ZT, w, out=weighted_design)
+        gram = weighted_design @ ZT.T
+        rhs = ZT @ np.multiply(w, y, out=weighted_y)
         try:
             with warnings.catch_warnings():
                 # An ill-conditioned Gram matrix is handled below, not reported.
@@ -110,7 +117,9 @@ def fit_experts_expert_major(ZT, y, weights, var_floor):
             theta = np.linalg.lstsq((ZT * sqrt_w).T, sqrt_w * y, rcond=None)[0]
         coef[j] = theta[:n_features]
         intercept[j] = theta[n_features]
-        resid = y - theta @ ZT
-        var[j] = np.dot(w, resid * resid) / weight_sums[j]
+        np.matmul(theta, ZT, out=resid)
+        np.subtract(y, resid, out=resid)
+        resid *= resid
+        var[j] = np.dot(w, resid) / weight_sums[j]
     np.maximum(var, var_floor, out=var)
     return coef, intercept, var, weight_sums

@@ -16,6 +16,7 @@ from scipy.special import expit, ndtr
 
 from . import _kernels
 from ._expert_major import (
+    Workspace,
     design_with_intercept,
     gate_pass,
     linear_log_gate_columns,
@@ -193,12 +194,35 @@ class SoftmaxGating:
         gate_coef : ndarray of shape (n_experts, n_features)
         gate_intercept : ndarray of shape (n_experts,)
         """
-        n_experts = weighted_resp.shape[1]
-        zeros = np.zeros((n_experts, X.shape[1])), np.zeros(n_experts)
-        scale = temperature if self.uses_temperature else 1.0
-        coef, intercept = _softmax_m_step(X, weighted_resp, *zeros, scale,
-                                          np.arange(n_experts - 1), 20)
-        return coef, intercept
+        ZT, weighted_resp_t, _ = _check_gate_inputs(design_with_intercept(X), weighted_resp)
+        return self.initial_gate_expert_major(ZT, weighted_resp_t, temperature)
+
+    def initial_gate_expert_major(self, ZT, weighted_resp, temperature=None, workspace=None):
+        """:meth:`initial_gate` on the transposed design and expert-major responsibilities.
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+        weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
+            Sample weight times responsibility.
+        temperature : float or None, default=None
+            As for :meth:`initial_gate`.
+        workspace : gmoe._expert_major.Workspace, optional
+            Where the passes' arrays live; a fresh one by default.
+
+        Returns
+        -------
+        gate_coef : ndarray of shape (n_experts, n_features)
+        gate_intercept : ndarray of shape (n_experts,)
+        """
+        n_experts = weighted_resp.shape[0]
+        theta, _ = maximise_softmax_gate_columns(
+            np.zeros((n_experts, ZT.shape[0])), ZT, weighted_resp, weighted_resp.sum(axis=0),
+            np.arange(n_experts - 1), max_iter=20, workspace=workspace)
+        if self.uses_temperature:
+            theta *= temperature
+        return np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1])
 
     def m_step(self, X, weighted_resp, gate_coef, gate_intercept, temperature=None, *,
                max_iter=20):
@@ -229,7 +253,7 @@ class SoftmaxGating:
                                         gate_intercept, temperature, max_iter=max_iter)[:3]
 
     def m_step_expert_major(self, ZT, weighted_resp, row_total, gate_coef, gate_intercept,
-                            temperature=None, *, max_iter=20):
+                            temperature=None, *, max_iter=20, workspace=None):
         """:meth:`m_step` on expert-major arrays, returning the new log-gate as well.
 
         Used by the estimator's EM, which keeps responsibilities expert-major and hands the
@@ -245,24 +269,27 @@ class SoftmaxGating:
             ``weighted_resp.sum(axis=0)``.
         gate_coef, gate_intercept, temperature, max_iter
             As for :meth:`m_step`.
+        workspace : gmoe._expert_major.Workspace, optional
+            Where the passes' arrays live; a fresh one by default.
 
         Returns
         -------
         gate_coef, gate_intercept, temperature
             As for :meth:`m_step`.
         log_gate : ndarray of shape (n_experts, n_samples)
-            The log-gate at the returned parameters.
+            The log-gate at the returned parameters (a workspace array).
         """
         scale = temperature if self.uses_temperature else 1.0
         theta = np.column_stack([gate_coef, gate_intercept]) / scale
         theta, log_gate = maximise_softmax_gate_columns(
             theta, ZT, weighted_resp, row_total, np.arange(theta.shape[0] - 1),
-            max_iter=max_iter)
+            max_iter=max_iter, workspace=workspace)
         theta *= scale
         return (np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1]),
                 temperature, log_gate)
 
-    def log_gate_expert_major(self, ZT, gate_coef, gate_intercept, temperature=None):
+    def log_gate_expert_major(self, ZT, gate_coef, gate_intercept, temperature=None,
+                              workspace=None):
         """Log-gates, expert-major: shape (n_experts, n_samples), C-contiguous.
 
         Parameters
@@ -271,10 +298,12 @@ class SoftmaxGating:
             The design with intercept, transposed.
         gate_coef, gate_intercept, temperature
             As for :meth:`log_gate`.
+        workspace : gmoe._expert_major.Workspace, optional
+            Where the result lives; a fresh one by default.
         """
         scale = temperature if self.uses_temperature else 1.0
         theta = np.column_stack([gate_coef, gate_intercept]) / scale
-        return linear_log_gate_columns(ZT, theta)[0]
+        return linear_log_gate_columns(ZT, theta, workspace=workspace)[0]
 
     def __eq__(self, other):
         return type(self) is type(other) and vars(self) == vars(other)
@@ -473,7 +502,7 @@ class ActivationGating(SoftmaxGating):
         """
         return (compute_activation(X @ gate_coef.T, self.activation) + gate_intercept) / temperature
 
-    def initial_gate(self, X, weighted_resp, temperature=None):
+    def initial_gate_expert_major(self, ZT, weighted_resp, temperature=None, workspace=None):
         """A first gate: the softmax fit mapped through the activation's slope at 0.
 
         Starting every ``beta1`` at 0 would sit on the symmetric fixed point
@@ -482,20 +511,22 @@ class ActivationGating(SoftmaxGating):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-            Input data (no validation).
-        weighted_resp : ndarray of shape (n_samples, n_experts)
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+        weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
             Sample weight times responsibility.
         temperature : float or None, default=None
-            Temperature ``tau`` the gate is fitted at; used only by the temperature
-            families.
+            Temperature ``tau`` the gate is fitted at.
+        workspace : gmoe._expert_major.Workspace, optional
+            Where the passes' arrays live; a fresh one by default.
 
         Returns
         -------
         gate_coef : ndarray of shape (n_experts, n_features)
         gate_intercept : ndarray of shape (n_experts,)
         """
-        coef, intercept = SoftmaxGating.initial_gate(self, X, weighted_resp, temperature)
+        coef, intercept = SoftmaxGating.initial_gate_expert_major(self, ZT, weighted_resp,
+                                                                  temperature, workspace)
         slope_at_zero = compute_activation_derivatives(np.zeros(1), self.activation)[0][0]
         return coef / slope_at_zero, intercept
 
@@ -712,7 +743,7 @@ def maximise_softmax_gate(theta, Z, weighted_resp, free, *, mask=None, max_iter=
 
 
 def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, inactive=None,
-                                  max_iter=20, tol=1e-10):
+                                  max_iter=20, tol=1e-10, workspace=None):
     """:func:`maximise_softmax_gate` on expert-major arrays; also returns the final log-gate.
 
     Each Newton step costs one pass over the rows (:func:`gmoe._expert_major.gate_pass`):
@@ -732,17 +763,23 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
         Experts held out of each row's softmax (top-K).
     max_iter : int, default=20
     tol : float, default=1e-10
+    workspace : gmoe._expert_major.Workspace, optional
+        Where the passes' arrays live; a fresh one by default.
 
     Returns
     -------
     theta : ndarray of shape (n_experts, n_features + 1)
     log_gate : ndarray of shape (n_experts, n_samples)
-        The log-gate at the returned ``theta``.
+        The log-gate at the returned ``theta`` (a workspace array).
     """
+    workspace = Workspace() if workspace is None else workspace
     theta = np.array(theta, dtype=np.float64, copy=True)
+    # The accepted point's log-gate and the candidate's live in two buffers that swap.
+    names = ["log_gate_a", "log_gate_b"]
     want_info = len(free) > 0 and max_iter > 0
     objective, log_gate, grad, info = gate_pass(ZT, theta, weighted_resp, row_total, free,
-                                                inactive, want_info)
+                                                inactive, want_info, workspace,
+                                                log_gate_name=names[0])
     if not want_info:
         return theta, log_gate
     for iteration in range(max_iter):
@@ -755,7 +792,8 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
             candidate = theta.copy()
             candidate[free] += t * step
             value, candidate_log_gate, candidate_grad, candidate_info = gate_pass(
-                ZT, candidate, weighted_resp, row_total, free, inactive, want_info)
+                ZT, candidate, weighted_resp, row_total, free, inactive, want_info, workspace,
+                log_gate_name=names[1])
             if value >= objective:
                 accepted = True
                 break
@@ -765,14 +803,7 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
         gain = value - objective
         theta, objective, log_gate = candidate, value, candidate_log_gate
         grad, info = candidate_grad, candidate_info
+        names.reverse()
         if gain <= tol * (1.0 + abs(objective)) or info is None:
             break
     return theta, log_gate
-
-
-def _softmax_m_step(X, weighted_resp, gate_coef, gate_intercept, scale, free, max_iter):
-    Z = design_with_intercept(X)
-    theta = np.hstack([gate_coef, gate_intercept[:, None]]) / scale
-    theta = maximise_softmax_gate(theta, Z, weighted_resp, free, max_iter=max_iter)
-    theta *= scale
-    return np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1])
