@@ -150,7 +150,7 @@ def linear_log_gate_columns(ZT, theta, inactive=None, workspace=None, *,
 
 
 def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_info=True,
-              workspace=None, *, log_gate_name="log_gate"):
+              workspace=None, *, log_gate_name="log_gate", log_gate=None):
     """Gate objective ``Q``, its gradient and (optionally) information, in one pass.
 
     ``Q(theta) = sum_ij rw_ij log g_ij``; its gradient over the free experts is
@@ -174,6 +174,9 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
         Where the outputs and temporaries live; a fresh one by default.
     log_gate_name : str, default="log_gate"
         The workspace name of the returned log-gate.
+    log_gate : ndarray of shape (n_experts, n_samples), optional
+        The log-gate at ``theta`` when it is already known (the E-step's): the pass then
+        only exponentiates it, and returns it as it is.
 
     Returns
     -------
@@ -184,8 +187,11 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
     """
     workspace = Workspace() if workspace is None else workspace
     n_cols, n_samples = ZT.shape
-    log_gate, probs = linear_log_gate_columns(ZT, theta, inactive, workspace,
-                                              log_gate_name=log_gate_name)
+    if log_gate is None:
+        log_gate, probs = linear_log_gate_columns(ZT, theta, inactive, workspace,
+                                                  log_gate_name=log_gate_name)
+    else:
+        probs = np.exp(log_gate, out=workspace.get("probs", log_gate.shape))
     parts = workspace.get("parts", (n_samples,))
     _kernels.weighted_column_sums_into(weighted_resp, log_gate, parts)
     objective = float(np.sum(parts))

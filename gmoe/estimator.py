@@ -322,20 +322,26 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ EM
     # EM keeps responsibilities and log-gates expert-major, shape (n_experts, n_samples):
     # every pass over the samples is then a contiguous vectorised loop (gmoe._expert_major).
-    def _gate_m_step(self, family, params, X, ZT, y, sample_weight, weighted_resp, workspace):
-        """The gate's M-step; returns the new parameters and, if known, their log-gate."""
+    def _gate_m_step(self, family, params, X, ZT, y, sample_weight, weighted_resp, log_gate,
+                     workspace):
+        """The gate's M-step from ``params``, whose log-gate is ``log_gate``.
+
+        Returns the new parameters and, if known, their log-gate.
+        """
         steps = _GATE_STEPS_PER_ITERATION
         gate = (params.gate_coef, params.gate_intercept, params.temperature)
-        log_gate = None
         if family.expert_major_em:
             row_total = np.sum(weighted_resp, axis=0,
                                out=workspace.get("row_total", (weighted_resp.shape[1],)))
             *result, log_gate = family.m_step_expert_major(
-                ZT, weighted_resp, row_total, *gate, max_iter=steps, workspace=workspace)
+                ZT, weighted_resp, row_total, *gate, max_iter=steps, workspace=workspace,
+                log_gate=log_gate)
         elif self.gating == "activation":
+            log_gate = None
             result = family.m_step(X, weighted_resp.T, *gate,
                                    learn_temperature=self._learns_temperature(), max_iter=steps)
         else:
+            log_gate = None
             expert_log_density = compute_expert_log_density(
                 X, y, params.expert_coef, params.expert_intercept, params.expert_var)
             result = family.m_step(X, weighted_resp.T, *gate,
@@ -347,7 +353,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return params, log_gate
 
     def _e_step(self, family, params, X, ZT, y, sample_weight, workspace, log_gate=None):
-        """Expert-major responsibilities (a workspace array) and the weighted log-likelihood."""
+        """Responsibilities, weighted log-likelihood and the log-gate used (expert-major)."""
         if log_gate is None:
             gate = (params.gate_coef, params.gate_intercept, params.temperature)
             if family.expert_major_em:
@@ -356,16 +362,17 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                 log_gate = np.array(family.log_gate(X, *gate).T, order="C")
         resp, log_lik = e_step_columns(ZT, y, log_gate, params.expert_coef,
                                        params.expert_intercept, params.expert_var, workspace)
-        return resp, float(np.dot(sample_weight, log_lik))
+        return resp, float(np.dot(sample_weight, log_lik)), log_gate
 
-    def _m_step(self, family, params, X, ZT, y, sample_weight, resp, var_floor, workspace):
+    def _m_step(self, family, params, X, ZT, y, sample_weight, resp, log_gate, var_floor,
+                workspace):
         weighted_resp = np.multiply(resp, sample_weight,
                                     out=workspace.get("weighted_resp", resp.shape))
         coef, intercept, var, weight_sums = fit_experts_expert_major(
             ZT, y, weighted_resp, var_floor, workspace)
         params = params._replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
         params, log_gate = self._gate_m_step(family, params, X, ZT, y, sample_weight,
-                                             weighted_resp, workspace)
+                                             weighted_resp, log_gate, workspace)
         return params, weight_sums, log_gate
 
     def _find_degenerate(self, params, weight_sums, total_weight, var_floor):
@@ -375,7 +382,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
     def _em_iterations(self, family, params, X, ZT, y, sample_weight, var_floor, workspace):
         total_weight = float(sample_weight.sum())
-        resp, log_lik = self._e_step(family, params, X, ZT, y, sample_weight, workspace)
+        resp, log_lik, log_gate = self._e_step(family, params, X, ZT, y, sample_weight,
+                                               workspace)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")
         trace = [log_lik / total_weight]
@@ -384,10 +392,10 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
             new_params, weight_sums, log_gate = self._m_step(
-                family, params, X, ZT, y, sample_weight, resp, var_floor, workspace)
+                family, params, X, ZT, y, sample_weight, resp, log_gate, var_floor, workspace)
             # The new responsibilities overwrite the old ones (the same workspace array).
-            resp, new_log_lik = self._e_step(family, new_params, X, ZT, y, sample_weight,
-                                             workspace, log_gate)
+            resp, new_log_lik, log_gate = self._e_step(family, new_params, X, ZT, y,
+                                                       sample_weight, workspace, log_gate)
             if not np.isfinite(new_log_lik) or not new_params.is_finite():
                 # Keep the last good iterate rather than return NaN parameters.
                 warnings.warn(

@@ -253,7 +253,7 @@ class SoftmaxGating:
                                         gate_intercept, temperature, max_iter=max_iter)[:3]
 
     def m_step_expert_major(self, ZT, weighted_resp, row_total, gate_coef, gate_intercept,
-                            temperature=None, *, max_iter=20, workspace=None):
+                            temperature=None, *, max_iter=20, workspace=None, log_gate=None):
         """:meth:`m_step` on expert-major arrays, returning the new log-gate as well.
 
         Used by the estimator's EM, which keeps responsibilities expert-major and hands the
@@ -271,6 +271,8 @@ class SoftmaxGating:
             As for :meth:`m_step`.
         workspace : gmoe._expert_major.Workspace, optional
             Where the passes' arrays live; a fresh one by default.
+        log_gate : ndarray of shape (n_experts, n_samples), optional
+            The log-gate at the given parameters, if known (it saves a pass).
 
         Returns
         -------
@@ -283,7 +285,7 @@ class SoftmaxGating:
         theta = np.column_stack([gate_coef, gate_intercept]) / scale
         theta, log_gate = maximise_softmax_gate_columns(
             theta, ZT, weighted_resp, row_total, np.arange(theta.shape[0] - 1),
-            max_iter=max_iter, workspace=workspace)
+            max_iter=max_iter, workspace=workspace, log_gate=log_gate)
         theta *= scale
         return (np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1]),
                 temperature, log_gate)
@@ -743,7 +745,7 @@ def maximise_softmax_gate(theta, Z, weighted_resp, free, *, mask=None, max_iter=
 
 
 def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, inactive=None,
-                                  max_iter=20, tol=1e-10, workspace=None):
+                                  max_iter=20, tol=1e-10, workspace=None, log_gate=None):
     """:func:`maximise_softmax_gate` on expert-major arrays; also returns the final log-gate.
 
     Each Newton step costs one pass over the rows (:func:`gmoe._expert_major.gate_pass`):
@@ -765,21 +767,27 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
     tol : float, default=1e-10
     workspace : gmoe._expert_major.Workspace, optional
         Where the passes' arrays live; a fresh one by default.
+    log_gate : ndarray of shape (n_experts, n_samples), optional
+        The log-gate at ``theta``, if known (it saves a pass). It is not written to unless
+        it is one of the workspace's ``"log_gate_a"``, ``"log_gate_b"``.
 
     Returns
     -------
     theta : ndarray of shape (n_experts, n_features + 1)
     log_gate : ndarray of shape (n_experts, n_samples)
-        The log-gate at the returned ``theta`` (a workspace array).
+        The log-gate at the returned ``theta`` (a workspace array, or the one given).
     """
     workspace = Workspace() if workspace is None else workspace
     theta = np.array(theta, dtype=np.float64, copy=True)
-    # The accepted point's log-gate and the candidate's live in two buffers that swap.
+    # The accepted point's log-gate and the candidate's live in two buffers that swap;
+    # a given log-gate that is one of them is the accepted point's.
     names = ["log_gate_a", "log_gate_b"]
+    if log_gate is not None and log_gate is workspace.get(names[1], log_gate.shape):
+        names.reverse()
     want_info = len(free) > 0 and max_iter > 0
     objective, log_gate, grad, info = gate_pass(ZT, theta, weighted_resp, row_total, free,
                                                 inactive, want_info, workspace,
-                                                log_gate_name=names[0])
+                                                log_gate_name=names[0], log_gate=log_gate)
     if not want_info:
         return theta, log_gate
     for iteration in range(max_iter):
