@@ -78,16 +78,27 @@ def log_softmax_columns(values, workspace=None, *, probs_name="probs"):
         The columns' log-sum-exp (max-shifted); the workspace's ``"log_norm"``.
     """
     workspace = Workspace() if workspace is None else workspace
+    probs = workspace.get(probs_name, values.shape)
+    log_norm, log_rest = _softmax_columns_into(values, probs, workspace)
+    values -= log_rest
+    return probs, log_norm
+
+
+def _softmax_columns_into(values, probs, workspace):
+    """Column softmax of ``values`` (shifted in place) into ``probs``, which may be ``values``.
+
+    Returns the column log-sum-exp (the workspace's ``"log_norm"``) and ``log1p(rest)``, what
+    the shifted values lack of the log-softmax (the workspace's ``"rest"``).
+    """
     n_samples = values.shape[1]
     col_max = workspace.get("log_norm", (n_samples,))
     arg = workspace.get("arg_max", (n_samples,), np.int64)
     _kernels.shift_by_column_max_into(values, col_max, arg)
-    probs = np.exp(values, out=workspace.get(probs_name, values.shape))
+    np.exp(values, out=probs)
     rest = workspace.get("rest", (n_samples,))
     _kernels.normalise_columns_into(probs, arg, rest)
     log_rest = np.log1p(rest, out=rest)
-    values -= log_rest
-    return probs, np.add(col_max, log_rest, out=col_max)
+    return np.add(col_max, log_rest, out=col_max), log_rest
 
 
 def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var,
@@ -99,7 +110,7 @@ def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var,
     ZT : ndarray of shape (n_features + 1, n_samples)
         :func:`transposed_design` of ``X``.
     y : ndarray of shape (n_samples,)
-    log_gate : ndarray of shape (n_experts, n_samples), C-contiguous
+    log_gate : ndarray of shape (n_experts, n_samples)
     expert_coef : ndarray of shape (n_experts, n_features)
     expert_intercept, expert_var : ndarray of shape (n_experts,)
     workspace : Workspace, optional
@@ -108,15 +119,42 @@ def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var,
     Returns
     -------
     resp : ndarray of shape (n_experts, n_samples)
-        The workspace's ``"resp"``.
+        The workspace's ``"joint"``.
     log_lik : ndarray of shape (n_samples,)
         The workspace's ``"log_norm"``.
     """
     workspace = Workspace() if workspace is None else workspace
-    joint = workspace.get("joint", log_gate.shape)
-    np.matmul(np.column_stack([expert_coef, expert_intercept]), ZT, out=joint)
-    _kernels.joint_log_density_into(y, log_gate, expert_var, joint)
-    return log_softmax_columns(joint, workspace, probs_name="resp")
+    means = workspace.get("joint", log_gate.shape)
+    np.matmul(np.column_stack([expert_coef, expert_intercept]), ZT, out=means)
+    return e_step_from_means(means, y, log_gate, expert_var, workspace)
+
+
+def e_step_from_means(means, y, log_gate, expert_var, workspace=None):
+    """:func:`e_step_columns` from the expert means; ``means`` is overwritten.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_experts, n_samples), C-contiguous
+        ``a_j^T x_i + b_j``; overwritten by the responsibilities, and returned.
+    y : ndarray of shape (n_samples,)
+    log_gate : ndarray of shape (n_experts, n_samples)
+        Any memory layout (the transpose of a row-major ``(n_samples, n_experts)`` array
+        is read as it is).
+    expert_var : ndarray of shape (n_experts,)
+    workspace : Workspace, optional
+        Where the outputs and temporaries live; a fresh one by default.
+
+    Returns
+    -------
+    resp : ndarray of shape (n_experts, n_samples)
+        ``means``, now the responsibilities.
+    log_lik : ndarray of shape (n_samples,)
+        The workspace's ``"log_norm"``.
+    """
+    workspace = Workspace() if workspace is None else workspace
+    _kernels.joint_log_density_into(y, log_gate, expert_var, means)
+    log_lik, _ = _softmax_columns_into(means, means, workspace)
+    return means, log_lik
 
 
 def linear_log_gate_columns(ZT, theta, inactive=None, workspace=None, *,

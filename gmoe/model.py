@@ -7,7 +7,7 @@ draw data from ``G``.
 
 import numpy as np
 
-from ._expert_major import e_step_columns, transposed_design
+from ._expert_major import e_step_from_means
 from ._validation import check_float_array, check_option, check_positive_scalar
 from .experts import compute_expert_means
 from .gating import GATINGS, make_gating
@@ -404,11 +404,14 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var):
         ``log p(y_i | x_i)``.
     """
     as_float = dict(dtype=np.float64)
-    resp, log_lik = e_step_columns(
-        transposed_design(np.asarray(X, **as_float)), np.ascontiguousarray(y, **as_float),
-        np.array(np.asarray(log_gate, **as_float).T, order="C"),
-        np.asarray(expert_coef, **as_float), np.asarray(expert_intercept, **as_float),
-        np.ascontiguousarray(expert_var, **as_float))
+    X = np.asarray(X, **as_float)
+    # Expert-major: (n_experts, n_samples). The row-major log-gate is read through its
+    # transpose, without a copy.
+    means = np.asarray(expert_coef, **as_float) @ X.T
+    means += np.asarray(expert_intercept, **as_float)[:, None]
+    resp, log_lik = e_step_from_means(means, np.ascontiguousarray(y, **as_float),
+                                      np.asarray(log_gate, **as_float).T,
+                                      np.ascontiguousarray(expert_var, **as_float))
     return resp.T, log_lik
 
 
