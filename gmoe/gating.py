@@ -302,6 +302,11 @@ class SoftmaxGating:
             As for :meth:`log_gate`.
         workspace : gmoe._expert_major.Workspace, optional
             Where the result lives; a fresh one by default.
+
+        Returns
+        -------
+        ndarray of shape (n_experts, n_samples)
+            The workspace's ``"log_gate"``.
         """
         scale = temperature if self.uses_temperature else 1.0
         theta = np.column_stack([gate_coef, gate_intercept]) / scale
