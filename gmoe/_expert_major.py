@@ -101,6 +101,21 @@ def _softmax_columns_into(values, probs, workspace):
     return np.add(col_max, log_rest, out=col_max), log_rest
 
 
+def column_logsumexp(values):
+    """Max-shifted log-sum-exp of every column; ``values`` is overwritten.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_experts, n_samples), C-contiguous
+        ``-inf`` entries allowed (an all ``-inf`` column gives ``-inf``).
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    return _softmax_columns_into(values, values, Workspace())[0]
+
+
 def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var,
                    workspace=None):
     """Responsibilities and per-row log-likelihood from an expert-major log-gate.

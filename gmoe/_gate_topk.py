@@ -17,8 +17,7 @@ alone never moves the gate. The step therefore has two parts:
 
 import numpy as np
 
-from . import _kernels
-from ._expert_major import design_with_intercept
+from ._expert_major import column_logsumexp, design_with_intercept, transposed_design
 from .gating import compute_topk_mask, maximise_softmax_gate
 
 # Intervals evaluated on each side of the current value when top_k > 1.
@@ -29,9 +28,21 @@ _MIN_RELATIVE_GAIN = 1e-12
 
 def compute_log_likelihood(family, X, gate_coef, gate_intercept, expert_log_density,
                            sample_weight):
-    """Weighted log-likelihood ``L`` for a top-K gate and fixed expert log-densities."""
-    log_gate = family.log_gate(X, gate_coef, gate_intercept)
-    return float(_kernels.weighted_log_likelihood(log_gate, expert_log_density, sample_weight))
+    """Weighted log-likelihood ``L`` for a top-K gate and fixed expert log-densities.
+
+    ``L = sum_i w_i [logsumexp_{j in A_i}(s_ij + l_ij) - logsumexp_{j in A_i}(s_ij)]``, with
+    ``A_i`` the active set, ``s`` the logits and ``l`` the expert log-densities: two column
+    log-sum-exps on expert-major arrays. Rows of weight 0 do not count.
+    """
+    ZT = transposed_design(X)
+    logits = np.column_stack([gate_coef, gate_intercept]) @ ZT
+    scores = logits if family.selection == "affine" else gate_coef @ ZT[:-1]
+    inactive = ~compute_topk_mask(scores.T, family.top_k).T
+    np.copyto(logits, -np.inf, where=inactive)
+    joint = logits + np.asarray(expert_log_density).T
+    log_lik = column_logsumexp(joint) - column_logsumexp(logits)
+    used = sample_weight > 0
+    return float(np.dot(sample_weight[used], log_lik[used]))
 
 
 def _kth_largest_of_others(scores, j, top_k):

@@ -3,6 +3,7 @@
 import re
 import warnings
 
+import _reference as ref
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -258,17 +259,25 @@ def test_topk_with_k_equal_to_n_experts_is_softmax():
                     rtol=1e-10, atol=1e-10)
 
 
-def test_topk_log_likelihood_kernel_matches_logsumexp():
+def test_topk_log_likelihood_matches_logsumexp(global_random_seed):
     from scipy.special import logsumexp
 
-    from gmoe import _kernels
+    from gmoe._gate_topk import compute_log_likelihood
 
-    rng = np.random.default_rng(0)
-    log_gate = np.log(rng.dirichlet(np.ones(4), size=50))
-    log_gate[rng.random((50, 4)) < 0.4] = -np.inf
-    log_gate[:, 0] = np.where(np.isinf(log_gate).all(axis=1), 0.0, log_gate[:, 0])
-    density = rng.normal(0, 30, size=(50, 4))
-    weights = rng.uniform(0, 2, size=50)
-    expected = np.dot(weights, logsumexp(log_gate + density, axis=1))
-    got = _kernels.weighted_log_likelihood(log_gate, density, weights)
-    assert got == pytest.approx(expected, rel=1e-13)
+    rng = np.random.default_rng(global_random_seed)
+    n, d, k = 300, 2, 4
+    X = rng.normal(size=(n, d))
+    coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
+    coef[-1], intercept[-1] = 0.0, 0.0
+    density = rng.normal(0, 30, size=(n, k))
+    weights = rng.uniform(0, 2, size=n)
+    weights[:10] = 0.0
+    for top_k, selection in [(1, "affine"), (2, "affine"), (2, "linear"), (4, "affine")]:
+        family = gmoe.gating.make_gating("topk", top_k=top_k, topk_selection=selection,
+                                         n_experts=k)
+        log_gate = ref.log_gate(X, coef, intercept, gating="topk", top_k=top_k,
+                                topk_selection=selection)
+        expected = np.dot(weights, logsumexp(log_gate + density, axis=1))
+        got = compute_log_likelihood(family, X, coef, intercept, density, weights)
+        # n = 300 terms of size ~30-100, summed in another order: relative 1e-12.
+        assert got == pytest.approx(expected, rel=1e-12)

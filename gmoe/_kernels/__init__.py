@@ -10,7 +10,7 @@ from ._columns import (
     shift_by_column_max_into,
     weighted_column_sums_into,
 )
-from ._topk import topk_mask_into, weighted_log_likelihood
+from ._topk import topk_mask_into
 
 __all__ = [
     "joint_log_density_into",
@@ -18,5 +18,4 @@ __all__ = [
     "shift_by_column_max_into",
     "topk_mask_into",
     "weighted_column_sums_into",
-    "weighted_log_likelihood",
 ]

@@ -1,9 +1,6 @@
-"""Top-K selection and the log-likelihood of fixed expert densities (serial kernels)."""
-
-import math
+"""Top-K selection (a serial kernel)."""
 
 import numba
-import numpy as np
 
 from ._config import NJIT
 
@@ -29,29 +26,3 @@ def topk_mask_into(scores, top_k, out_mask):
                 if scores[i, m] > s or (scores[i, m] == s and m < j):
                     better += 1
             out_mask[i, j] = better < top_k
-
-
-@numba.njit(**NJIT)
-def weighted_log_likelihood(log_gate, expert_log_density, sample_weight):
-    """``sum_i w_i log sum_j exp(log_gate_ij + expert_log_density_ij)``, serially.
-
-    ``-inf`` log-gates (inactive experts) contribute nothing; the sum is in row order, so
-    the result does not depend on the number of threads.
-    """
-    n_samples, n_experts = log_gate.shape
-    total = 0.0
-    for i in range(n_samples):
-        row_max = -np.inf
-        for j in range(n_experts):
-            v = log_gate[i, j] + expert_log_density[i, j]
-            if v > row_max:
-                row_max = v
-        if row_max == -np.inf:
-            if sample_weight[i] > 0:
-                return -np.inf
-            continue
-        acc = 0.0
-        for j in range(n_experts):
-            acc += math.exp(log_gate[i, j] + expert_log_density[i, j] - row_max)
-        total += sample_weight[i] * (row_max + math.log(acc))
-    return total
