@@ -57,7 +57,7 @@ def transposed_design(X):
     return ZT
 
 
-def log_softmax_columns(values, workspace=None, *, probs_name="probs"):
+def log_softmax_columns(values, workspace=None):
     """Log-softmax of every column of ``values``, in place, with the column log-sum-exp.
 
     Parameters
@@ -67,18 +67,17 @@ def log_softmax_columns(values, workspace=None, *, probs_name="probs"):
         ``-inf`` (an all ``-inf`` column stays so, never NaN).
     workspace : Workspace, optional
         Where the outputs and temporaries live; a fresh one by default.
-    probs_name : str, default="probs"
-        The workspace name of the returned probabilities.
 
     Returns
     -------
     probs : ndarray of shape (n_experts, n_samples)
-        ``exp`` of the result (an all ``-inf`` column gives zeros).
+        ``exp`` of the result (an all ``-inf`` column gives zeros); the workspace's
+        ``"probs"``.
     log_norm : ndarray of shape (n_samples,)
         The columns' log-sum-exp (max-shifted); the workspace's ``"log_norm"``.
     """
     workspace = Workspace() if workspace is None else workspace
-    probs = workspace.get(probs_name, values.shape)
+    probs = workspace.get("probs", values.shape)
     log_norm, log_rest = _softmax_columns_into(values, probs, workspace)
     values -= log_rest
     return probs, log_norm

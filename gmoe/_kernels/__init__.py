@@ -1,7 +1,8 @@
 """Numba kernels: arrays in, arrays out, no validation.
 
-Each kernel has an independent numpy twin in ``tests/_reference.py``. The row-wise passes
-work on expert-major arrays, shape (n_experts, n_samples) (``_columns.py``).
+Each kernel is checked against an independent numpy computation (``tests/test_kernels.py``,
+``tests/_reference.py``). The passes over the samples work on expert-major arrays, shape
+(n_experts, n_samples) (``_columns.py``).
 """
 
 from ._columns import (

@@ -1,6 +1,6 @@
 """Kernels on expert-major arrays: shape (n_experts, n_samples), one column per sample.
 
-Every loop runs over samples innermost, on contiguous memory, with selects instead of
+Every loop runs over samples innermost (contiguous memory, in EM) with selects instead of
 branches, so LLVM vectorises it; no loop reassociates a floating-point sum, so results
 are exactly those of the scalar loops. The transcendental functions are left to numpy's
 vectorised ``exp`` and ``log1p`` (scalar libm calls from numba cost 5 to 10 times more),
