@@ -100,19 +100,23 @@ def _softmax_columns_into(values, probs, workspace):
     return np.add(col_max, log_rest, out=col_max), log_rest
 
 
-def column_logsumexp(values):
+def column_logsumexp(values, workspace=None):
     """Max-shifted log-sum-exp of every column; ``values`` is overwritten.
 
     Parameters
     ----------
     values : ndarray of shape (n_experts, n_samples), C-contiguous
         ``-inf`` entries allowed (an all ``-inf`` column gives ``-inf``).
+    workspace : Workspace, optional
+        Where the temporaries live; a fresh one by default.
 
     Returns
     -------
     ndarray of shape (n_samples,)
+        A new array.
     """
-    return _softmax_columns_into(values, values, Workspace())[0]
+    workspace = Workspace() if workspace is None else workspace
+    return _softmax_columns_into(values, values, workspace)[0].copy()
 
 
 def e_step_columns(ZT, y, log_gate, expert_coef, expert_intercept, expert_var,

@@ -17,8 +17,13 @@ alone never moves the gate. The step therefore has two parts:
 
 import numpy as np
 
-from ._expert_major import column_logsumexp, design_with_intercept, transposed_design
-from .gating import compute_topk_mask, maximise_softmax_gate
+from ._expert_major import (
+    Workspace,
+    column_logsumexp,
+    design_with_intercept,
+    transposed_design,
+)
+from .gating import compute_topk_mask, compute_topk_mask_columns, maximise_softmax_gate
 
 # Intervals evaluated on each side of the current value when top_k > 1.
 _N_CANDIDATE_INTERVALS = 3
@@ -26,23 +31,54 @@ _N_CANDIDATE_INTERVALS = 3
 _MIN_RELATIVE_GAIN = 1e-12
 
 
-def compute_log_likelihood(family, X, gate_coef, gate_intercept, expert_log_density,
-                           sample_weight):
-    """Weighted log-likelihood ``L`` for a top-K gate and fixed expert log-densities.
+class TopKLikelihood:
+    """Weighted log-likelihood ``L(theta)`` of a top-K gate with the experts held.
 
     ``L = sum_i w_i [logsumexp_{j in A_i}(s_ij + l_ij) - logsumexp_{j in A_i}(s_ij)]``, with
     ``A_i`` the active set, ``s`` the logits and ``l`` the expert log-densities: two column
-    log-sum-exps on expert-major arrays. Rows of weight 0 do not count.
+    log-sum-exps on expert-major arrays. Rows of weight 0 do not count. The data are
+    prepared once and the buffers reused, since the boundary search evaluates ``L`` dozens
+    of times per EM iteration.
+
+    Parameters
+    ----------
+    family : TopKGating
+    X : ndarray of shape (n_samples, n_features)
+    expert_log_density : ndarray of shape (n_samples, n_experts)
+    sample_weight : ndarray of shape (n_samples,)
     """
-    ZT = transposed_design(X)
-    logits = np.column_stack([gate_coef, gate_intercept]) @ ZT
-    scores = logits if family.selection == "affine" else gate_coef @ ZT[:-1]
-    inactive = ~compute_topk_mask(scores.T, family.top_k).T
-    np.copyto(logits, -np.inf, where=inactive)
-    joint = logits + np.asarray(expert_log_density).T
-    log_lik = column_logsumexp(joint) - column_logsumexp(logits)
-    used = sample_weight > 0
-    return float(np.dot(sample_weight[used], log_lik[used]))
+
+    def __init__(self, family, X, expert_log_density, sample_weight):
+        self.family = family
+        self.ZT = transposed_design(X)
+        self.expert_log_density = np.array(np.asarray(expert_log_density).T, order="C")
+        self.used = sample_weight > 0
+        self.weight = sample_weight[self.used]
+        self.workspace = Workspace()
+
+    def __call__(self, theta):
+        """``L`` at gate parameters ``theta`` (slopes, then intercept), shape (k, d + 1)."""
+        shape = self.expert_log_density.shape
+        logits = np.matmul(np.ascontiguousarray(theta), self.ZT,
+                           out=self.workspace.get("topk_logits", shape))
+        if self.family.selection == "affine":
+            scores = logits
+        else:
+            scores = np.ascontiguousarray(theta[:, :-1]) @ self.ZT[:-1]
+        inactive = ~compute_topk_mask_columns(scores, self.family.top_k)
+        np.copyto(logits, -np.inf, where=inactive)
+        joint = np.add(logits, self.expert_log_density,
+                       out=self.workspace.get("topk_joint", shape))
+        log_lik = column_logsumexp(joint, self.workspace)
+        log_lik -= column_logsumexp(logits, self.workspace)
+        return float(np.dot(self.weight, log_lik[self.used]))
+
+
+def compute_log_likelihood(family, X, gate_coef, gate_intercept, expert_log_density,
+                           sample_weight):
+    """Weighted log-likelihood ``L`` for a top-K gate and fixed expert log-densities."""
+    likelihood = TopKLikelihood(family, X, expert_log_density, sample_weight)
+    return likelihood(np.column_stack([gate_coef, gate_intercept]))
 
 
 def _kth_largest_of_others(scores, j, top_k):
@@ -98,8 +134,11 @@ def _scan_top1(scores, col, j, expert_log_density, sample_weight, current_log_li
     return 0.0, current_log_lik
 
 
-def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sample_weight):
+def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sample_weight,
+                    likelihood=None):
     """One sweep of coordinate-wise search on L over the free gate parameters.
+
+    ``likelihood`` is the :class:`TopKLikelihood` of these data, if one exists already.
 
     Returns
     -------
@@ -112,8 +151,9 @@ def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sa
     affine = family.selection == "affine"
     # Linear selection: the intercept does not enter the selection scores.
     columns = range(n_features + 1) if affine else range(n_features)
-    log_lik = compute_log_likelihood(family, X, theta[:, :-1], theta[:, -1],
-                                     expert_log_density, sample_weight)
+    if likelihood is None:
+        likelihood = TopKLikelihood(family, X, expert_log_density, sample_weight)
+    log_lik = likelihood(theta)
     for j in range(n_experts - 1):
         for c in columns:
             scores = family.selection_scores(X, theta[:, :-1], theta[:, -1])
@@ -122,13 +162,12 @@ def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sa
                 step, value = _scan_top1(scores, col, j, expert_log_density, sample_weight,
                                          log_lik)
             else:
-                step, value = _search_topk(family, X, theta, scores, col, j, c,
-                                           expert_log_density, sample_weight, log_lik)
+                step, value = _search_topk(family, theta, scores, col, j, c, likelihood,
+                                           log_lik)
             if step != 0.0:
                 theta[j, c] += step
                 # Recompute rather than trust the scan, so L never falls by round-off.
-                new = compute_log_likelihood(family, X, theta[:, :-1], theta[:, -1],
-                                             expert_log_density, sample_weight)
+                new = likelihood(theta)
                 if new >= log_lik:
                     log_lik = new
                 else:
@@ -136,8 +175,7 @@ def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sa
     return np.ascontiguousarray(theta[:, :-1]), np.ascontiguousarray(theta[:, -1])
 
 
-def _search_topk(family, X, theta, scores, col, j, c, expert_log_density, sample_weight,
-                 current_log_lik):
+def _search_topk(family, theta, scores, col, j, c, likelihood, current_log_lik):
     """Best of L at interval midpoints near the current value (K > 1)."""
     threshold, _ = _kth_largest_of_others(scores, j, family.top_k)
     moving = col != 0
@@ -152,8 +190,7 @@ def _search_topk(family, X, theta, scores, col, j, c, expert_log_density, sample
     for t in points[lo:hi]:
         trial = theta.copy()
         trial[j, c] += t
-        value = compute_log_likelihood(family, X, trial[:, :-1], trial[:, -1],
-                                       expert_log_density, sample_weight)
+        value = likelihood(trial)
         if value > best_value + _MIN_RELATIVE_GAIN * abs(best_value):
             best_step, best_value = float(t), value
     return best_step, best_value
@@ -164,20 +201,19 @@ def m_step(family, X, weighted_resp, gate_coef, gate_intercept, expert_log_densi
     """Top-K gate M-step: held-selection Newton, then boundary search (module docstring)."""
     n_experts = gate_coef.shape[0]
     coef, intercept = gate_coef, gate_intercept
+    likelihood = TopKLikelihood(family, X, expert_log_density, sample_weight)
     if family.top_k > 1:
         mask = compute_topk_mask(family.selection_scores(X, coef, intercept), family.top_k)
         theta = maximise_softmax_gate(np.column_stack([coef, intercept]),
                                       design_with_intercept(X), weighted_resp,
                                       np.arange(n_experts - 1), mask=mask, max_iter=max_iter)
-        before = compute_log_likelihood(family, X, coef, intercept, expert_log_density,
-                                        sample_weight)
-        after = compute_log_likelihood(family, X, theta[:, :-1], theta[:, -1],
-                                       expert_log_density, sample_weight)
+        before = likelihood(np.column_stack([coef, intercept]))
+        after = likelihood(theta)
         # The new parameters may also change the selection: keep them only if L holds.
         if after >= before:
             coef = np.ascontiguousarray(theta[:, :-1])
             intercept = np.ascontiguousarray(theta[:, -1])
     if family.top_k < n_experts:
         coef, intercept = move_boundaries(family, X, coef, intercept, expert_log_density,
-                                          sample_weight)
+                                          sample_weight, likelihood)
     return coef, intercept

@@ -60,11 +60,28 @@ def compute_topk_mask(scores, top_k):
     -------
     ndarray of bool, shape (n_samples, n_experts)
     """
-    if top_k >= scores.shape[1]:
+    return compute_topk_mask_columns(np.array(np.asarray(scores, dtype=np.float64).T,
+                                              order="C"), top_k).T
+
+
+def compute_topk_mask_columns(scores, top_k):
+    """:func:`compute_topk_mask` of expert-major scores, shape (n_experts, n_samples).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_experts, n_samples), C-contiguous float64
+    top_k : int
+
+    Returns
+    -------
+    ndarray of bool, shape (n_experts, n_samples)
+        True for the ``top_k`` best experts of each column (ties to the lower index).
+    """
+    if top_k >= scores.shape[0]:
         return np.ones(scores.shape, dtype=bool)
-    mask = np.empty(scores.shape, dtype=bool)
-    _kernels.topk_mask_into(np.ascontiguousarray(scores, dtype=np.float64), int(top_k), mask)
-    return mask
+    active = np.empty(scores.shape, dtype=bool)
+    _kernels.topk_columns_into(scores, int(top_k), active)
+    return active
 
 
 def compute_activation(u, activation):

@@ -9,14 +9,14 @@ from ._columns import (
     joint_log_density_into,
     normalise_columns_into,
     shift_by_column_max_into,
+    topk_columns_into,
     weighted_column_sums_into,
 )
-from ._topk import topk_mask_into
 
 __all__ = [
     "joint_log_density_into",
     "normalise_columns_into",
     "shift_by_column_max_into",
-    "topk_mask_into",
+    "topk_columns_into",
     "weighted_column_sums_into",
 ]

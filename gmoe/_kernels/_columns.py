@@ -106,3 +106,32 @@ def weighted_column_sums_into(weights, values, out):
     for j in range(n_rows):
         for i in range(n_cols):
             out[i] += 0.0 if weights[j, i] == 0.0 else weights[j, i] * values[j, i]
+
+
+@numba.njit(**NJIT)
+def topk_columns_into(scores, top_k, out_active):
+    """Mark the ``top_k`` largest scores of every column, ties to the lower row.
+
+    Expert ``j`` is selected iff fewer than ``top_k`` experts beat it: a larger score, or an
+    equal score at a lower index.
+
+    Parameters
+    ----------
+    scores : float64 (n_experts, n_samples)
+    top_k : int, 1 <= top_k <= n_experts
+    out_active : bool (n_experts, n_samples), written
+    """
+    n_rows, n_cols = scores.shape
+    beaten_by = np.empty(n_cols, dtype=np.int64)
+    for j in range(n_rows):
+        for i in range(n_cols):
+            beaten_by[i] = 0
+        for m in range(n_rows):
+            if m < j:
+                for i in range(n_cols):
+                    beaten_by[i] += 1 if scores[m, i] >= scores[j, i] else 0
+            elif m > j:
+                for i in range(n_cols):
+                    beaten_by[i] += 1 if scores[m, i] > scores[j, i] else 0
+        for i in range(n_cols):
+            out_active[j, i] = beaten_by[i] < top_k
