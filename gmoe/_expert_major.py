@@ -37,14 +37,6 @@ class Workspace:
         return buffer
 
 
-def design_with_intercept(X):
-    """``X`` with a trailing column of ones, shape (n_samples, n_features + 1)."""
-    Z = np.empty((X.shape[0], X.shape[1] + 1))
-    Z[:, :-1] = X
-    Z[:, -1] = 1.0
-    return Z
-
-
 def transposed_design(X):
     """The design with intercept, transposed: shape (n_features + 1, n_samples), C-contiguous.
 

@@ -9,7 +9,12 @@ the temperature is learned.
 
 import numpy as np
 
-from .gating import compute_activation, compute_activation_derivatives, compute_log_softmax
+from .gating import (
+    backtrack,
+    compute_activation,
+    compute_activation_derivatives,
+    compute_log_softmax,
+)
 
 # Eigenvalues of -H are clipped below at this fraction of the largest one.
 _EIG_FLOOR = 1e-8
@@ -126,19 +131,16 @@ def maximise(vector, X, weighted_resp, activation, temperature, learn_temperatur
     objective, grad, hess = compute_derivatives(vector, *args)
     for _ in range(max_iter):
         step = clipped_newton_direction(grad, hess)
-        t = 1.0
-        accepted = False
-        for _halving in range(40):
-            candidate = vector + t * step
-            value = compute_objective(candidate, *args)
-            if np.isfinite(value) and value >= objective:
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
+
+        def evaluate(t, start=vector, step=step):
+            candidate = start + t * step
+            return compute_objective(candidate, *args), candidate
+
+        accepted = backtrack(evaluate, objective)
+        if accepted is None:
             break
+        value, vector = accepted
         gain = value - objective
-        vector = candidate
         if gain <= tol * (1.0 + abs(value)):
             break
         objective, grad, hess = compute_derivatives(vector, *args)

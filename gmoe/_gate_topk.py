@@ -17,13 +17,8 @@ alone never moves the gate. The step therefore has two parts:
 
 import numpy as np
 
-from ._expert_major import (
-    Workspace,
-    column_logsumexp,
-    design_with_intercept,
-    transposed_design,
-)
-from .gating import compute_topk_mask, compute_topk_mask_columns, maximise_softmax_gate
+from ._expert_major import Workspace, column_logsumexp, transposed_design
+from .gating import compute_topk_mask_columns, maximise_softmax_gate_columns
 
 # Intervals evaluated on each side of the current value when top_k > 1.
 _N_CANDIDATE_INTERVALS = 3
@@ -56,17 +51,24 @@ class TopKLikelihood:
         self.weight = sample_weight[self.used]
         self.workspace = Workspace()
 
-    def __call__(self, theta):
-        """``L`` at gate parameters ``theta`` (slopes, then intercept), shape (k, d + 1)."""
-        shape = self.expert_log_density.shape
+    def _logits_and_active(self, theta):
         logits = np.matmul(np.ascontiguousarray(theta), self.ZT,
-                           out=self.workspace.get("topk_logits", shape))
+                           out=self.workspace.get("topk_logits", self.expert_log_density.shape))
         if self.family.selection == "affine":
             scores = logits
         else:
             scores = np.ascontiguousarray(theta[:, :-1]) @ self.ZT[:-1]
-        inactive = ~compute_topk_mask_columns(scores, self.family.top_k)
-        np.copyto(logits, -np.inf, where=inactive)
+        return logits, compute_topk_mask_columns(scores, self.family.top_k)
+
+    def active(self, theta):
+        """Active sets at ``theta``, expert-major: bool of shape (n_experts, n_samples)."""
+        return self._logits_and_active(theta)[1]
+
+    def __call__(self, theta):
+        """``L`` at gate parameters ``theta`` (slopes, then intercept), shape (k, d + 1)."""
+        shape = self.expert_log_density.shape
+        logits, active = self._logits_and_active(theta)
+        np.copyto(logits, -np.inf, where=~active)
         joint = np.add(logits, self.expert_log_density,
                        out=self.workspace.get("topk_joint", shape))
         log_lik = column_logsumexp(joint, self.workspace)
@@ -146,7 +148,6 @@ def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sa
         ``L`` is no lower than at the given parameters.
     """
     n_experts, n_features = gate_coef.shape
-    Z = design_with_intercept(X)
     theta = np.column_stack([gate_coef, gate_intercept])
     affine = family.selection == "affine"
     # Linear selection: the intercept does not enter the selection scores.
@@ -157,7 +158,7 @@ def move_boundaries(family, X, gate_coef, gate_intercept, expert_log_density, sa
     for j in range(n_experts - 1):
         for c in columns:
             scores = family.selection_scores(X, theta[:, :-1], theta[:, -1])
-            col = Z[:, c]
+            col = likelihood.ZT[c]  # column c of the design with intercept
             if family.top_k == 1:
                 step, value = _scan_top1(scores, col, j, expert_log_density, sample_weight,
                                          log_lik)
@@ -203,11 +204,12 @@ def m_step(family, X, weighted_resp, gate_coef, gate_intercept, expert_log_densi
     coef, intercept = gate_coef, gate_intercept
     likelihood = TopKLikelihood(family, X, expert_log_density, sample_weight)
     if family.top_k > 1:
-        mask = compute_topk_mask(family.selection_scores(X, coef, intercept), family.top_k)
-        theta = maximise_softmax_gate(np.column_stack([coef, intercept]),
-                                      design_with_intercept(X), weighted_resp,
-                                      np.arange(n_experts - 1), mask=mask, max_iter=max_iter)
-        before = likelihood(np.column_stack([coef, intercept]))
+        start = np.column_stack([coef, intercept])
+        weighted_resp_t = np.ascontiguousarray(weighted_resp.T)
+        theta, _ = maximise_softmax_gate_columns(
+            start, likelihood.ZT, weighted_resp_t, weighted_resp_t.sum(axis=0),
+            np.arange(n_experts - 1), inactive=~likelihood.active(start), max_iter=max_iter)
+        before = likelihood(start)
         after = likelihood(theta)
         # The new parameters may also change the selection: keep them only if L holds.
         if after >= before:

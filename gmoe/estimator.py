@@ -359,7 +359,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             if family.expert_major_em:
                 log_gate = family.log_gate_expert_major(ZT, *gate, workspace=workspace)
             else:
-                log_gate = np.array(family.log_gate(X, *gate).T, order="C")
+                log_gate = np.ascontiguousarray(family.log_gate(X, *gate).T)
         resp, log_lik = e_step_columns(ZT, y, log_gate, params.expert_coef,
                                        params.expert_intercept, params.expert_var, workspace)
         return resp, float(np.dot(sample_weight, log_lik)), log_gate

@@ -17,10 +17,10 @@ from scipy.special import expit, ndtr
 from . import _kernels
 from ._expert_major import (
     Workspace,
-    design_with_intercept,
     gate_pass,
     linear_log_gate_columns,
     log_softmax_columns,
+    transposed_design,
 )
 from ._validation import check_int_in_range, check_option
 
@@ -211,8 +211,9 @@ class SoftmaxGating:
         gate_coef : ndarray of shape (n_experts, n_features)
         gate_intercept : ndarray of shape (n_experts,)
         """
-        ZT, weighted_resp_t, _ = _check_gate_inputs(design_with_intercept(X), weighted_resp)
-        return self.initial_gate_expert_major(ZT, weighted_resp_t, temperature)
+        weighted_resp_t, _ = _expert_major_weights(weighted_resp)
+        return self.initial_gate_expert_major(transposed_design(X), weighted_resp_t,
+                                              temperature)
 
     def initial_gate_expert_major(self, ZT, weighted_resp, temperature=None, workspace=None):
         """:meth:`initial_gate` on the transposed design and expert-major responsibilities.
@@ -264,9 +265,8 @@ class SoftmaxGating:
         gate_coef, gate_intercept, temperature
             ``Q`` is no lower than at the given parameters.
         """
-        ZT, weighted_resp_t, row_total = _check_gate_inputs(design_with_intercept(X),
-                                                            weighted_resp)
-        return self.m_step_expert_major(ZT, weighted_resp_t, row_total, gate_coef,
+        weighted_resp_t, row_total = _expert_major_weights(weighted_resp)
+        return self.m_step_expert_major(transposed_design(X), weighted_resp_t, row_total, gate_coef,
                                         gate_intercept, temperature, max_iter=max_iter)[:3]
 
     def m_step_expert_major(self, ZT, weighted_resp, row_total, gate_coef, gate_intercept,
@@ -662,9 +662,14 @@ def make_gating(gating="softmax", *, top_k=None, topk_selection="affine", activa
 
 def _check_gate_inputs(Z, weighted_resp):
     """Transposed design, expert-major weighted responsibilities and their row totals."""
-    ZT = np.array(np.asarray(Z, dtype=np.float64).T, order="C")
-    weighted_resp_t = np.array(np.asarray(weighted_resp, dtype=np.float64).T, order="C")
-    return ZT, weighted_resp_t, weighted_resp_t.sum(axis=0)
+    ZT = np.ascontiguousarray(np.asarray(Z, dtype=np.float64).T)
+    return (ZT, *_expert_major_weights(weighted_resp))
+
+
+def _expert_major_weights(weighted_resp):
+    """``weighted_resp`` (n_samples, n_experts) expert-major and C-contiguous, with row totals."""
+    weighted_resp_t = np.ascontiguousarray(np.asarray(weighted_resp, dtype=np.float64).T)
+    return weighted_resp_t, weighted_resp_t.sum(axis=0)
 
 
 def compute_softmax_gate_objective(theta, Z, weighted_resp):
@@ -713,6 +718,33 @@ def compute_softmax_gate_hessian(theta, Z, weighted_resp, free):
     """
     ZT, weighted_resp_t, row_total = _check_gate_inputs(Z, weighted_resp)
     return -gate_pass(ZT, theta, weighted_resp_t, row_total, free)[3]
+
+
+def backtrack(evaluate, objective, max_halvings=40):
+    """Step halving: the first of ``t = 1, 1/2, 1/4, ...`` that does not lower ``objective``.
+
+    Parameters
+    ----------
+    evaluate : callable
+        ``evaluate(t)`` returns a tuple whose first item is the objective at step ``t``.
+    objective : float
+        The objective at ``t = 0``.
+    max_halvings : int, default=40
+        Steps tried at most.
+
+    Returns
+    -------
+    tuple or None
+        ``evaluate``'s result at the accepted step, or None if every step lowered the
+        objective (or gave a non-finite value).
+    """
+    t = 1.0
+    for _ in range(max_halvings):
+        result = evaluate(t)
+        if np.isfinite(result[0]) and result[0] >= objective:
+            return result
+        t *= 0.5
+    return None
 
 
 def solve_newton_direction(neg_hess, grad):
@@ -816,23 +848,19 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
         step = solve_newton_direction(info, grad).reshape(len(free), -1)
         # The information at the new point is needed only if another step follows.
         want_info = iteration + 1 < max_iter
-        accepted = False
-        t = 1.0
-        for _halving in range(40):
-            candidate = theta.copy()
+
+        def evaluate(t, start=theta, step=step, want_info=want_info, name=names[1]):
+            candidate = start.copy()
             candidate[free] += t * step
-            value, candidate_log_gate, candidate_grad, candidate_info = gate_pass(
-                ZT, candidate, weighted_resp, row_total, free, inactive, want_info, workspace,
-                log_gate_name=names[1])
-            if value >= objective:
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
+            return (*gate_pass(ZT, candidate, weighted_resp, row_total, free, inactive,
+                               want_info, workspace, log_gate_name=name), candidate)
+
+        accepted = backtrack(evaluate, objective)
+        if accepted is None:
             break
+        value, log_gate, grad, info, theta = accepted
         gain = value - objective
-        theta, objective, log_gate = candidate, value, candidate_log_gate
-        grad, info = candidate_grad, candidate_info
+        objective = value
         names.reverse()
         if gain <= tol * (1.0 + abs(objective)) or info is None:
             break
