@@ -49,6 +49,23 @@ def transposed_design(X):
     return ZT
 
 
+def compute_log_softmax(logits):
+    """Row-wise log-softmax with a max shift; ``-inf`` entries stay ``-inf``.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, n_experts)
+        Each row must hold at least one finite entry.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_experts)
+    """
+    log_gate = np.array(np.asarray(logits, dtype=np.float64).T, order="C")
+    log_softmax_columns(log_gate)
+    return log_gate.T
+
+
 def log_softmax_columns(values, workspace=None):
     """Log-softmax of every column of ``values``, in place, with the column log-sum-exp.
 
@@ -165,110 +182,3 @@ def e_step_from_means(means, y, log_gate, expert_var, workspace=None):
     _kernels.joint_log_density_into(y, log_gate, expert_var, means)
     log_lik, _ = _softmax_columns_into(means, means, workspace)
     return means, log_lik
-
-
-def linear_log_gate_columns(ZT, theta, inactive=None, workspace=None, *,
-                            log_gate_name="log_gate"):
-    """Log-gate and gate probabilities of the linear-logit softmax gate, expert-major.
-
-    Parameters
-    ----------
-    ZT : ndarray of shape (n_cols, n_samples)
-        :func:`transposed_design` of ``X``.
-    theta : ndarray of shape (n_experts, n_cols)
-        Slopes and intercept (last column) of every expert.
-    inactive : ndarray of bool of shape (n_experts, n_samples), optional
-        Experts held out of the softmax (top-K): log-gate ``-inf``, probability 0.
-    workspace : Workspace, optional
-        Where the outputs and temporaries live; a fresh one by default.
-    log_gate_name : str, default="log_gate"
-        The workspace name of the returned log-gate.
-
-    Returns
-    -------
-    log_gate, probs : ndarray of shape (n_experts, n_samples)
-    """
-    workspace = Workspace() if workspace is None else workspace
-    log_gate = workspace.get(log_gate_name, (theta.shape[0], ZT.shape[1]))
-    np.matmul(theta, ZT, out=log_gate)
-    if inactive is not None:
-        np.copyto(log_gate, -np.inf, where=inactive)
-    probs, _ = log_softmax_columns(log_gate, workspace)
-    return log_gate, probs
-
-
-def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_info=True,
-              workspace=None, *, log_gate_name="log_gate", log_gate=None):
-    """Gate objective ``Q``, its gradient and (optionally) information, in one pass.
-
-    ``Q(theta) = sum_ij rw_ij log g_ij``; its gradient over the free experts is
-    ``sum_i (rw_ij - t_i g_ij) z_i`` and its information (minus the Hessian) has blocks
-    ``sum_i t_i g_ij (delta_jl - g_il) z_i z_i^T``, with ``t_i = sum_j rw_ij``.
-
-    Parameters
-    ----------
-    ZT : ndarray of shape (n_cols, n_samples)
-        :func:`transposed_design` of ``X``.
-    theta : ndarray of shape (n_experts, n_cols)
-    weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
-        Sample weight times responsibility; zero wherever ``inactive``.
-    row_total : ndarray of shape (n_samples,)
-        ``weighted_resp.sum(axis=0)``.
-    free : ndarray of int
-        The experts (rows of ``theta``) whose gradient and information are wanted.
-    inactive : ndarray of bool of shape (n_experts, n_samples), optional
-    want_info : bool, default=True
-    workspace : Workspace, optional
-        Where the outputs and temporaries live; a fresh one by default.
-    log_gate_name : str, default="log_gate"
-        The workspace name of the returned log-gate.
-    log_gate : ndarray of shape (n_experts, n_samples), optional
-        The log-gate at ``theta`` when it is already known (the E-step's): the pass then
-        only exponentiates it, and returns it as it is.
-
-    Returns
-    -------
-    objective : float
-    log_gate : ndarray of shape (n_experts, n_samples)
-    grad : ndarray of shape (len(free) * n_cols,)
-    info : ndarray of shape (len(free) * n_cols, len(free) * n_cols) or None
-    """
-    workspace = Workspace() if workspace is None else workspace
-    n_cols, n_samples = ZT.shape
-    if log_gate is None:
-        log_gate, probs = linear_log_gate_columns(ZT, theta, inactive, workspace,
-                                                  log_gate_name=log_gate_name)
-    else:
-        probs = np.exp(log_gate, out=workspace.get("probs", log_gate.shape))
-    parts = workspace.get("parts", (n_samples,))
-    _kernels.weighted_column_sums_into(weighted_resp, log_gate, parts)
-    objective = float(np.sum(parts))
-    # Rows of the free experts: t_i g_ij, then rw_ij - t_i g_ij.
-    weighted_probs = workspace.get("weighted_probs", (len(free), n_samples))
-    residual = workspace.get("gate_residual", (len(free), n_samples))
-    for a, j in enumerate(free):
-        np.multiply(probs[j], row_total, out=weighted_probs[a])
-        np.subtract(weighted_resp[j], weighted_probs[a], out=residual[a])
-    grad = (residual @ ZT.T).ravel()
-    info = None
-    if want_info:
-        info = np.empty((len(free) * n_cols, len(free) * n_cols))
-        h = workspace.get("info_weight", (n_samples,))
-        weighted_design = workspace.get("weighted_design", (n_cols, n_samples))
-        for a, j in enumerate(free):
-            for b in range(a, len(free)):
-                other = free[b]
-                # h = t g_j (delta_jl - g_l)
-                if other == j:
-                    np.subtract(1.0, probs[other], out=h)
-                else:
-                    np.negative(probs[other], out=h)
-                h *= weighted_probs[a]
-                np.multiply(ZT, h, out=weighted_design)
-                block = weighted_design @ ZT.T
-                info[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = block
-                info[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = block.T
-        # BLAS rounds the (u, v) and (v, u) entries of a diagonal block differently.
-        info += info.T
-        info *= 0.5
-    return objective, log_gate, grad, info

@@ -15,12 +15,12 @@ from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import (
-    compute_expert_log_density,
+    compute_expert_log_density_columns,
     compute_expert_means,
     compute_var_floor,
     fit_experts_expert_major,
 )
-from .gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS, make_gating
+from .gates import GateData, GateParams, make_gating
 from .model import MixingMeasure, compute_e_step, sample_moe
 from .utils import check_random_state
 
@@ -209,21 +209,17 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         check_int("n_init", 1)
         check_real("tol", positive=False)
         check_real("reg_var", positive=False)
-        check_option(self.gating, "gating", GATINGS)
         check_option(self.on_degenerate, "on_degenerate", ("warn", "restart"))
-        if self.gating in ("temperature", "activation"):
+        family = make_gating(self.gating, top_k=self.top_k, topk_selection=self.topk_selection,
+                             activation=self.activation, n_experts=self.n_experts)
+        if family.uses_temperature:
             check_real("temperature", positive=True)
-        if self.gating == "activation":
-            check_option(self.activation, "activation", ACTIVATIONS)
-        if self.gating == "topk":
-            check_option(self.topk_selection, "topk_selection", TOPK_SELECTIONS)
         if isinstance(self.init_params, str):
             check_option(self.init_params, "init_params", ("kmeans", "random"))
         elif not isinstance(self.init_params, MixingMeasure):
             raise ValueError("init_params must be 'kmeans', 'random' or a MixingMeasure, got "
                              f"{type(self.init_params).__name__}: {self.init_params!r}.")
-        return make_gating(self.gating, top_k=self.top_k, topk_selection=self.topk_selection,
-                           activation=self.activation, n_experts=self.n_experts)
+        return family
 
     def _check_sample_weight(self, sample_weight, n_samples):
         if sample_weight is None:
@@ -253,8 +249,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         """Number of free parameters of the fitted model (for BIC/AIC)."""
         return self._count_parameters(self.mixing_measure_.family, self.n_features_in_)
 
-    def _learns_temperature(self):
-        return self.gating == "activation" and bool(self.learn_temperature)
+    def _learns_temperature(self, family):
+        return family.learns_temperature and bool(self.learn_temperature)
 
     # --------------------------------------------------------------- starts
     def _start_from_measure(self, family, n_features):
@@ -283,12 +279,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         weighted_resp *= sample_weight
         coef, intercept, var, _ = fit_experts_expert_major(ZT, y, weighted_resp, var_floor,
                                                            workspace)
-        # The family's first gate (the softmax fit, mapped to the family) is the start as it
-        # is: a gate M-step here can drive a tanh/sigmoid gate onto its symmetric fixed
-        # point beta1_1 = -beta1_2, which EM never leaves (SPEC 2.2).
-        gate_coef, gate_intercept = family.initial_gate_expert_major(ZT, weighted_resp,
-                                                                     temperature, workspace)
-        return _Params(gate_coef, gate_intercept, temperature, coef, intercept, var)
+        # The family's first gate is the start as it is: a gate M-step here can drive a
+        # tanh/sigmoid gate onto its symmetric fixed point beta1_1 = -beta1_2, which EM
+        # never leaves (see the theory page's identifiability section).
+        data = GateData(ZT, sample_weight, weighted_resp, workspace=workspace)
+        return _Params(family.initial_gate(data, temperature), coef, intercept, var)
 
     def _initial_labels(self, ZT, y, sample_weight, rng):
         # Standardised (x, y), one row per variable: row-wise reductions are contiguous.
@@ -316,62 +311,45 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
         return np.argmin(dist, axis=0)
 
-    def _initial_temperature(self):
-        return float(self.temperature) if self.gating in ("temperature", "activation") else None
+    def _initial_temperature(self, family):
+        return float(self.temperature) if family.uses_temperature else None
 
     # ------------------------------------------------------------------ EM
     # EM keeps responsibilities and log-gates expert-major, shape (n_experts, n_samples):
     # every pass over the samples is then a contiguous vectorised loop (gmoe._expert_major).
-    def _gate_m_step(self, family, params, X, ZT, y, sample_weight, weighted_resp, log_gate,
+    def _gate_m_step(self, family, params, ZT, y, sample_weight, weighted_resp, log_gate,
                      workspace):
         """The gate's M-step from ``params``, whose log-gate is ``log_gate``.
 
         Returns the new parameters and, if known, their log-gate.
         """
-        steps = _GATE_STEPS_PER_ITERATION
-        gate = (params.gate_coef, params.gate_intercept, params.temperature)
-        if family.expert_major_em:
-            row_total = np.sum(weighted_resp, axis=0,
-                               out=workspace.get("row_total", (weighted_resp.shape[1],)))
-            *result, log_gate = family.m_step_expert_major(
-                ZT, weighted_resp, row_total, *gate, max_iter=steps, workspace=workspace,
-                log_gate=log_gate)
-        elif self.gating == "activation":
-            log_gate = None
-            result = family.m_step(X, weighted_resp.T, *gate,
-                                   learn_temperature=self._learns_temperature(), max_iter=steps)
-        else:
-            log_gate = None
-            expert_log_density = compute_expert_log_density(
-                X, y, params.expert_coef, params.expert_intercept, params.expert_var)
-            result = family.m_step(X, weighted_resp.T, *gate,
-                                   expert_log_density=expert_log_density,
-                                   sample_weight=sample_weight, max_iter=steps)
-        gate_coef, gate_intercept, temperature = result
-        params = params._replace(gate_coef=gate_coef, gate_intercept=gate_intercept,
-                                 temperature=temperature)
-        return params, log_gate
+        def expert_log_density():
+            return compute_expert_log_density_columns(
+                ZT, y, params.expert_coef, params.expert_intercept, params.expert_var)
 
-    def _e_step(self, family, params, X, ZT, y, sample_weight, workspace, log_gate=None):
+        data = GateData(ZT, sample_weight, weighted_resp, expert_log_density,
+                        learn_temperature=self._learns_temperature(family),
+                        max_iter=_GATE_STEPS_PER_ITERATION, workspace=workspace,
+                        log_gate=log_gate)
+        gate, log_gate = family.m_step(data, params.gate)
+        return params._replace(gate=gate), log_gate
+
+    def _e_step(self, family, params, ZT, y, sample_weight, workspace, log_gate=None):
         """Responsibilities, weighted log-likelihood and the log-gate used (expert-major)."""
         if log_gate is None:
-            gate = (params.gate_coef, params.gate_intercept, params.temperature)
-            if family.expert_major_em:
-                log_gate = family.log_gate_expert_major(ZT, *gate, workspace=workspace)
-            else:
-                log_gate = np.ascontiguousarray(family.log_gate(X, *gate).T)
+            log_gate = family.log_gate_columns(ZT, params.gate, workspace=workspace)
         resp, log_lik = e_step_columns(ZT, y, log_gate, params.expert_coef,
                                        params.expert_intercept, params.expert_var, workspace)
         return resp, float(np.dot(sample_weight, log_lik)), log_gate
 
-    def _m_step(self, family, params, X, ZT, y, sample_weight, resp, log_gate, var_floor,
+    def _m_step(self, family, params, ZT, y, sample_weight, resp, log_gate, var_floor,
                 workspace):
         weighted_resp = np.multiply(resp, sample_weight,
                                     out=workspace.get("weighted_resp", resp.shape))
         coef, intercept, var, weight_sums = fit_experts_expert_major(
             ZT, y, weighted_resp, var_floor, workspace)
         params = params._replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
-        params, log_gate = self._gate_m_step(family, params, X, ZT, y, sample_weight,
+        params, log_gate = self._gate_m_step(family, params, ZT, y, sample_weight,
                                              weighted_resp, log_gate, workspace)
         return params, weight_sums, log_gate
 
@@ -380,10 +358,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         empty = weight_sums <= _EMPTY_SHARE * total_weight
         return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
 
-    def _em_iterations(self, family, params, X, ZT, y, sample_weight, var_floor, workspace):
+    def _em_iterations(self, family, params, ZT, y, sample_weight, var_floor, workspace):
         total_weight = float(sample_weight.sum())
-        resp, log_lik, log_gate = self._e_step(family, params, X, ZT, y, sample_weight,
-                                               workspace)
+        resp, log_lik, log_gate = self._e_step(family, params, ZT, y, sample_weight, workspace)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")
         trace = [log_lik / total_weight]
@@ -392,9 +369,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
             new_params, weight_sums, log_gate = self._m_step(
-                family, params, X, ZT, y, sample_weight, resp, log_gate, var_floor, workspace)
+                family, params, ZT, y, sample_weight, resp, log_gate, var_floor, workspace)
             # The new responsibilities overwrite the old ones (the same workspace array).
-            resp, new_log_lik, log_gate = self._e_step(family, new_params, X, ZT, y,
+            resp, new_log_lik, log_gate = self._e_step(family, new_params, ZT, y,
                                                        sample_weight, workspace, log_gate)
             if not np.isfinite(new_log_lik) or not new_params.is_finite():
                 # Keep the last good iterate rather than return NaN parameters.
@@ -443,9 +420,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             else:
                 labels = self._initial_labels(ZT, y, sample_weight, rng)
                 params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
-                                                 self._initial_temperature(), workspace)
+                                                 self._initial_temperature(family), workspace)
             try:
-                result = self._em_iterations(family, params, X, ZT, y, sample_weight,
+                result = self._em_iterations(family, params, ZT, y, sample_weight,
                                              var_floor, workspace)
             except _DegenerateRun as err:
                 if self.verbose:
@@ -468,7 +445,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                           stacklevel=2)
             saved, self.on_degenerate = self.on_degenerate, "warn"
             try:
-                best = self._em_iterations(family, fallback, X, ZT, y, sample_weight,
+                best = self._em_iterations(family, fallback, ZT, y, sample_weight,
                                            var_floor, workspace)
             finally:
                 self.on_degenerate = saved
@@ -518,7 +495,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         with _single_threaded_blas():
             best, start_log_liks = self._fit_starts(family, X, y, sample_weight, var_floor)
         params, trace, converged, n_iter, degenerate = best
-        self._set_fitted(params, trace, converged, n_iter, degenerate, start_log_liks)
+        self._set_fitted(family, params, trace, converged, n_iter, degenerate, start_log_liks)
         if degenerate:
             warnings.warn(
                 f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
@@ -537,11 +514,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         k = self.n_experts
         # One expert has a constant gate: no gate parameter at all.
         gate = 0 if k == 1 else family.n_free_parameters(
-            k, n_features, learn_temperature=self._learns_temperature())
+            k, n_features, learn_temperature=self._learns_temperature(family))
         return gate + k * (n_features + 1) + k
 
-    def _set_fitted(self, params, trace, converged, n_iter, degenerate, start_log_liks):
-        self._set_measure(params.to_measure(self))
+    def _set_fitted(self, family, params, trace, converged, n_iter, degenerate, start_log_liks):
+        self._set_measure(params.to_measure(family))
         self.converged_ = bool(converged)
         self.n_iter_ = int(n_iter)
         self.lower_bounds_ = trace
@@ -791,14 +768,10 @@ def log_likelihood_scorer(estimator, X, y, sample_weight=None):
 class _Params:
     """The parameters of one EM iterate (plain arrays; no validation)."""
 
-    __slots__ = ("gate_coef", "gate_intercept", "temperature", "expert_coef",
-                 "expert_intercept", "expert_var")
+    __slots__ = ("gate", "expert_coef", "expert_intercept", "expert_var")
 
-    def __init__(self, gate_coef, gate_intercept, temperature, expert_coef, expert_intercept,
-                 expert_var):
-        self.gate_coef = gate_coef
-        self.gate_intercept = gate_intercept
-        self.temperature = temperature
+    def __init__(self, gate, expert_coef, expert_intercept, expert_var):
+        self.gate = gate
         self.expert_coef = expert_coef
         self.expert_intercept = expert_intercept
         self.expert_var = expert_var
@@ -809,20 +782,19 @@ class _Params:
         return _Params(**fields)
 
     def is_finite(self):
-        arrays = [self.gate_coef, self.gate_intercept, self.expert_coef, self.expert_intercept,
+        arrays = [self.gate.coef, self.gate.intercept, self.expert_coef, self.expert_intercept,
                   self.expert_var]
         ok = all(np.all(np.isfinite(a)) for a in arrays)
-        return ok and (self.temperature is None or np.isfinite(self.temperature))
+        return ok and (self.gate.temperature is None or np.isfinite(self.gate.temperature))
 
     @classmethod
     def from_measure(cls, measure):
-        return cls(np.array(measure.gate_coef), np.array(measure.gate_intercept),
-                   measure.temperature, np.array(measure.expert_coef),
-                   np.array(measure.expert_intercept), np.array(measure.expert_var))
+        gate = GateParams(np.array(measure.gate_coef), np.array(measure.gate_intercept),
+                          measure.temperature)
+        return cls(gate, np.array(measure.expert_coef), np.array(measure.expert_intercept),
+                   np.array(measure.expert_var))
 
-    def to_measure(self, estimator):
-        return MixingMeasure(self.gate_coef, self.gate_intercept, self.expert_coef,
-                             self.expert_intercept, self.expert_var, gating=estimator.gating,
-                             temperature=self.temperature, top_k=estimator.top_k,
-                             topk_selection=estimator.topk_selection,
-                             activation=estimator.activation, rebase=True)
+    def to_measure(self, family):
+        return MixingMeasure(self.gate.coef, self.gate.intercept, self.expert_coef,
+                             self.expert_intercept, self.expert_var, gating=family,
+                             temperature=self.gate.temperature, rebase=True)

@@ -33,6 +33,29 @@ def compute_expert_log_density(X, y, expert_coef, expert_intercept, expert_var):
     return -0.5 * (_LOG_2PI + np.log(expert_var) + resid * resid / expert_var)
 
 
+def compute_expert_log_density_columns(ZT, y, expert_coef, expert_intercept, expert_var):
+    """:func:`compute_expert_log_density`, expert-major: shape (n_experts, n_samples).
+
+    Parameters
+    ----------
+    ZT : ndarray of shape (n_features + 1, n_samples)
+        The design with intercept, transposed.
+    y : ndarray of shape (n_samples,)
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept, expert_var : ndarray of shape (n_experts,)
+
+    Returns
+    -------
+    ndarray of shape (n_experts, n_samples)
+    """
+    resid = y - np.column_stack([expert_coef, expert_intercept]) @ ZT
+    resid *= resid
+    resid /= expert_var[:, None]
+    resid += (_LOG_2PI + np.log(expert_var))[:, None]
+    resid *= -0.5
+    return resid
+
+
 def compute_var_floor(y, sample_weight, reg_var):
     """Absolute variance floor ``reg_var * v``, v the weighted variance of y (1 if it is 0)."""
     total = np.sum(sample_weight)

@@ -46,8 +46,9 @@ import scipy.linalg
 from scipy import stats
 from scipy.special import logsumexp
 
+from ._expert_major import compute_log_softmax
 from .exceptions import SingularInformationWarning
-from .gating import compute_activation, compute_activation_derivatives, compute_log_softmax
+from .gates import GateLayout
 from .model import MixingMeasure
 from .utils import check_random_state
 
@@ -71,36 +72,33 @@ _SYMMETRIC_ATOL = 1e-7
 class _Parametrisation:
     """Free parameters of a model on the identifiable scale, in a fixed order.
 
-    Order: the gate block first (expert by expert: slopes then intercept; then
-    ``log tau`` for an activation gate that learns it), then expert by expert
-    ``coef..., intercept, var``. Index arrays hold -1 for pinned entries.
+    Order: the gate block first (the family's :class:`~gmoe.gates.GateLayout`: expert by
+    expert, slopes then intercept; then ``log tau`` for a family that learns it), then
+    expert by expert ``coef..., intercept, var``. Index arrays hold -1 for pinned entries.
     """
 
     def __init__(self, like, learn_temperature=False, feature_names=None):
         k, d = like.n_experts, like.n_features
         self.like = like
-        self.gating = like.gating
-        self.learn_temperature = like.gating == "activation" and bool(learn_temperature)
+        self.family = like.family
+        self.layout = GateLayout(self.family, k, d, learn_temperature)
+        self.learn_temperature = self.layout.tau_idx is not None
         if feature_names is None:
             feature_names = [str(m) for m in range(d)]
         feature_names = [str(f) for f in feature_names]
-        prefix = "gamma" if like.gating == "temperature" else "gate"
-        names = []
-        self.gate_coef_idx = np.full((k, d), -1, dtype=np.intp)
-        self.gate_int_idx = np.full(k, -1, dtype=np.intp)
-        all_slopes_free = like.gating == "activation"
+        prefix = self.family.parameter_prefix
+        names = [None] * self.layout.size
         for j in range(k):
-            if all_slopes_free or j < k - 1:
-                for m in range(d):
-                    self.gate_coef_idx[j, m] = len(names)
-                    names.append(f"{prefix}[{j}].coef[{feature_names[m]}]")
-            if j < k - 1:
-                self.gate_int_idx[j] = len(names)
-                names.append(f"{prefix}[{j}].intercept")
-        self.tau_idx = None
+            for m in range(d):
+                if self.layout.coef_idx[j, m] >= 0:
+                    names[self.layout.coef_idx[j, m]] = f"{prefix}[{j}].coef[{feature_names[m]}]"
+            if self.layout.intercept_idx[j] >= 0:
+                names[self.layout.intercept_idx[j]] = f"{prefix}[{j}].intercept"
         if self.learn_temperature:
-            self.tau_idx = len(names)
-            names.append("gate.log_temperature")
+            names[self.layout.tau_idx] = "gate.log_temperature"
+        self.gate_coef_idx = self.layout.coef_idx
+        self.gate_int_idx = self.layout.intercept_idx
+        self.tau_idx = self.layout.tau_idx
         self.n_gate = len(names)
         self.expert_coef_idx = np.empty((k, d), dtype=np.intp)
         self.expert_int_idx = np.empty(k, dtype=np.intp)
@@ -120,42 +118,27 @@ class _Parametrisation:
         """The free parameters of ``measure`` (same shape and family as ``like``)."""
         m = measure.identifiable()
         vec = np.empty(self.size)
-        free = self.gate_coef_idx >= 0
-        vec[self.gate_coef_idx[free]] = m.gate_coef[free]
-        free = self.gate_int_idx >= 0
-        vec[self.gate_int_idx[free]] = m.gate_intercept[free]
-        if self.tau_idx is not None:
-            vec[self.tau_idx] = np.log(m.temperature)
+        vec[:self.n_gate] = self.layout.pack(m.gate_params)
         vec[self.expert_coef_idx] = m.expert_coef
         vec[self.expert_int_idx] = m.expert_intercept
         vec[self.expert_var_idx] = m.expert_var
         return vec
 
-    def gate_arrays(self, vec):
-        """Gate slopes and intercepts (on the identifiable scale) from a vector."""
-        k, d = self.gate_coef_idx.shape
-        gate_coef = np.zeros((k, d))
-        gate_intercept = np.zeros(k)
-        free = self.gate_coef_idx >= 0
-        gate_coef[free] = vec[self.gate_coef_idx[free]]
-        free = self.gate_int_idx >= 0
-        gate_intercept[free] = vec[self.gate_int_idx[free]]
-        return gate_coef, gate_intercept
+    def identifiable_gate(self, vec):
+        """The gate (on the identifiable scale) at a parameter vector."""
+        held = self.like.identifiable().temperature
+        return self.layout.unpack(np.asarray(vec[:self.n_gate], dtype=np.float64), held)
 
     def to_measure(self, vec):
         """The model at a parameter vector, with the options (and held ``tau``) of ``like``."""
         vec = np.asarray(vec, dtype=np.float64)
-        gate_coef, gate_intercept = self.gate_arrays(vec)
-        temperature = self.like.temperature
-        if self.gating == "temperature":
-            # gamma -> beta at the start's temperature: the same density.
-            gate_coef, gate_intercept = gate_coef * temperature, gate_intercept * temperature
-        elif self.tau_idx is not None:
-            temperature = float(np.exp(vec[self.tau_idx]))
-        return self.like.replace(gate_coef=gate_coef, gate_intercept=gate_intercept,
+        gate = self.family.from_identifiable_gate(self.identifiable_gate(vec),
+                                                  self.like.gate_params)
+        return self.like.replace(gate_coef=gate.coef, gate_intercept=gate.intercept,
                                  expert_coef=vec[self.expert_coef_idx],
                                  expert_intercept=vec[self.expert_int_idx],
-                                 expert_var=vec[self.expert_var_idx], temperature=temperature)
+                                 expert_var=vec[self.expert_var_idx],
+                                 temperature=gate.temperature)
 
 
 def _gate_logits_and_jacobian(param, vec, X):
@@ -163,50 +146,15 @@ def _gate_logits_and_jacobian(param, vec, X):
 
     The curvature map takes weights ``c`` of shape (n, k) and returns
     ``sum_ij c_ij d^2 eta_ij / d phi^2`` (n_gate, n_gate), the second derivatives of the
-    logits themselves (zero for linear logits).
+    logits themselves (None for logits linear in the parameters). Everything comes from
+    the gating family's :meth:`~gmoe.gates.GatingFamily.logit_derivatives`.
     """
-    n, d = X.shape
-    k = param.gate_int_idx.shape[0]
-    gate_coef, gate_intercept = param.gate_arrays(vec)
-    E = np.zeros((n, k, param.n_gate))
-    if param.gating != "activation":
-        eta = X @ gate_coef.T + gate_intercept
-        for j in range(k):
-            if param.gate_int_idx[j] >= 0:
-                E[:, j, param.gate_coef_idx[j]] = X
-                E[:, j, param.gate_int_idx[j]] = 1.0
+    eta, d_coef, d_intercept, d_tau, curvature = param.family.logit_derivatives(
+        X, param.identifiable_gate(vec), param.learn_temperature)
+    E = param.layout.jacobian(d_coef, d_intercept, d_tau)
+    if curvature is None:
         return eta, E, None
-
-    activation = param.like.activation
-    tau = np.exp(vec[param.tau_idx]) if param.tau_idx is not None else param.like.temperature
-    u = X @ gate_coef.T
-    sig = compute_activation(u, activation)
-    d1, d2 = compute_activation_derivatives(u, activation)
-    eta = (sig + gate_intercept) / tau
-    for j in range(k):
-        E[:, j, param.gate_coef_idx[j]] = X * (d1[:, j] / tau)[:, None]
-        if param.gate_int_idx[j] >= 0:
-            E[:, j, param.gate_int_idx[j]] = 1.0 / tau
-        if param.tau_idx is not None:
-            E[:, j, param.tau_idx] = -eta[:, j]
-
-    def curvature(c):
-        out = np.zeros((param.n_gate, param.n_gate))
-        t = param.tau_idx
-        for j in range(k):
-            cols = param.gate_coef_idx[j]
-            out[np.ix_(cols, cols)] += (X * (c[:, j] * d2[:, j] / tau)[:, None]).T @ X
-            if t is not None:
-                cross = -(X * (c[:, j] * d1[:, j] / tau)[:, None]).sum(axis=0)
-                out[cols, t] += cross
-                out[t, cols] += cross
-                if param.gate_int_idx[j] >= 0:
-                    out[param.gate_int_idx[j], t] -= c[:, j].sum() / tau
-                    out[t, param.gate_int_idx[j]] -= c[:, j].sum() / tau
-                out[t, t] += np.dot(c[:, j], eta[:, j])
-        return out
-
-    return eta, E, curvature
+    return eta, E, lambda c: param.layout.curvature_matrix(curvature(c))
 
 
 def _gram(A, weights):
@@ -330,11 +278,11 @@ def _feature_names(estimator, n_features):
     return [str(f) for f in names]
 
 
-def _topk_message(what):
-    return (f"{what} for gating='topk': its log-likelihood is piecewise in the gate "
-            "(the active sets jump), so the observed information does not exist. Use "
-            "gmoe.inference.bootstrap(est, X, y) for bootstrap standard errors and "
-            "percentile intervals.")
+def _not_differentiable_message(what, gating):
+    return (f"{what} for gating={gating!r}: its log-likelihood is not differentiable in "
+            "the gate (for top-K, the active sets jump), so the observed information does "
+            "not exist. Use gmoe.inference.bootstrap(est, X, y) for bootstrap standard "
+            "errors and percentile intervals.")
 
 
 # --------------------------------------------------------------------------------------
@@ -505,8 +453,9 @@ class MoEResults:
     def __init__(self, model, X, y, sample_weight=None, *, learn_temperature=None,
                  rcond=_DEFAULT_RCOND):
         measure, estimator = _check_fitted_estimator(model)
-        if measure.gating == "topk":
-            raise ValueError(_topk_message("MoEResults has no analytic standard errors"))
+        if not measure.family.differentiable:
+            raise ValueError(_not_differentiable_message(
+                "MoEResults has no analytic standard errors", measure.gating))
         if not (isinstance(rcond, numbers.Real) and 0 <= rcond < 1):
             raise ValueError(f"rcond must be a number in [0, 1), got rcond={rcond!r}.")
         if learn_temperature is None:
@@ -613,7 +562,7 @@ class MoEResults:
                 for name, vals in zip(self.param_names, zip(
                     self.params, self.bse, self.zvalues, self.pvalues, ci[:, 0], ci[:, 1],
                     strict=True), strict=True)]
-        info = [("gating", _describe_gating(self.measure)),
+        info = [("gating", self.measure.family.describe()),
                 ("n_experts", str(self.measure.n_experts)),
                 ("nobs", str(self.nobs)), ("log-likelihood", f"{self.llf:.6g}"),
                 ("AIC", f"{self.aic:.6g}"), ("BIC", f"{self.bic:.6g}"),
@@ -627,14 +576,6 @@ class MoEResults:
     def __repr__(self):
         return (f"MoEResults(gating={self.gating!r}, n_experts={self.measure.n_experts}, "
                 f"nobs={self.nobs}, llf={self.llf:.6g}, singular={self.is_singular})")
-
-
-def _describe_gating(measure):
-    if measure.gating == "activation":
-        return f"activation ({measure.activation})"
-    if measure.gating == "topk":
-        return f"topk (K={measure.top_k}, {measure.topk_selection})"
-    return measure.gating
 
 
 def _check_alpha(alpha):

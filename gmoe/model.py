@@ -10,7 +10,7 @@ import numpy as np
 from ._expert_major import e_step_from_means
 from ._validation import check_float_array, check_option, check_positive_scalar
 from .experts import compute_expert_means
-from .gating import GATINGS, make_gating
+from .gates import GateParams, make_gating
 from .utils import check_random_state
 
 __all__ = [
@@ -21,6 +21,10 @@ __all__ = [
     "make_design",
     "sample_moe",
 ]
+
+
+# The gating options MixingMeasure accepts besides ``gating`` and ``temperature``.
+_FAMILY_OPTIONS = ("top_k", "topk_selection", "activation")
 
 
 def _frozen(arr):
@@ -53,9 +57,13 @@ class MixingMeasure:
         Expert intercepts ``b``.
     expert_var : array-like of shape (n_experts,)
         Expert **variances** ``nu`` (not standard deviations), all > 0.
-    gating : {'softmax', 'topk', 'temperature', 'activation'}, default='softmax'
+    gating : str or GatingFamily, default='softmax'
+        A registered gating name (``'softmax'``, ``'topk'``, ``'temperature'``,
+        ``'activation'``, or one added with :func:`gmoe.gates.register_gating`) or a
+        family instance.
     temperature : float, optional
-        ``tau > 0``; required for 'temperature' and 'activation', not allowed otherwise.
+        ``tau > 0``; required for the families with a temperature ('temperature',
+        'activation'), not allowed otherwise.
     top_k : int, optional
         Required for 'topk': ``1 <= top_k <= n_experts``.
     topk_selection : {'affine', 'linear'}, default='affine'
@@ -76,7 +84,6 @@ class MixingMeasure:
     def __init__(self, gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var, *,
                  gating="softmax", temperature=None, top_k=None, topk_selection="affine",
                  activation=None, rebase=False):
-        check_option(gating, "gating", GATINGS)
         expert_coef = check_float_array(expert_coef, "expert_coef", ndim=2)
         n_experts, n_features = expert_coef.shape
         if n_experts < 1 or n_features < 1:
@@ -102,13 +109,13 @@ class MixingMeasure:
                              activation=activation, n_experts=n_experts)
         if family.uses_temperature:
             if temperature is None:
-                raise ValueError(f"temperature must be a positive number for gating={gating!r}, "
-                                 "got temperature=None.")
+                raise ValueError("temperature must be a positive number for "
+                                 f"gating={family.name!r}, got temperature=None.")
             temperature = check_positive_scalar(temperature, "temperature")
         elif temperature is not None:
             raise ValueError(
-                f"temperature applies only to gating='temperature' or 'activation', got "
-                f"temperature={temperature!r} with gating={gating!r}."
+                f"temperature applies only to gating families with a temperature, got "
+                f"temperature={temperature!r} with gating={family.name!r}."
             )
         gate_coef, gate_intercept = self._apply_convention(
             family, gate_coef, gate_intercept, rebase)
@@ -118,11 +125,7 @@ class MixingMeasure:
         self.expert_coef = _frozen(expert_coef)
         self.expert_intercept = _frozen(expert_intercept)
         self.expert_var = _frozen(expert_var)
-        self.gating = gating
         self.temperature = temperature
-        self.top_k = family.top_k if gating == "topk" else None
-        self.topk_selection = topk_selection if gating == "topk" else "affine"
-        self.activation = activation if gating == "activation" else None
         self.family = family
 
     @staticmethod
@@ -153,9 +156,33 @@ class MixingMeasure:
         """Number of features ``d``."""
         return self.expert_coef.shape[1]
 
+    @property
+    def gating(self):
+        """The gating family's name."""
+        return self.family.name
+
+    @property
+    def top_k(self):
+        """Experts selected per input (top-K families), else None."""
+        return self.family.options().get("top_k")
+
+    @property
+    def topk_selection(self):
+        """Selection score of a top-K family (``'affine'`` otherwise)."""
+        return self.family.options().get("topk_selection", "affine")
+
+    @property
+    def activation(self):
+        """The activation of an activation family, else None."""
+        return self.family.options().get("activation")
+
+    @property
+    def gate_params(self):
+        """The gate's parameters as a :class:`~gmoe.gates.GateParams`."""
+        return GateParams(self.gate_coef, self.gate_intercept, self.temperature)
+
     def _options(self):
-        return dict(gating=self.gating, temperature=self.temperature, top_k=self.top_k,
-                    topk_selection=self.topk_selection, activation=self.activation)
+        return dict(gating=self.family, temperature=self.temperature)
 
     def replace(self, **changes):
         """Return a copy with some parameters or options replaced (validated again).
@@ -173,6 +200,9 @@ class MixingMeasure:
         fields = dict(gate_coef=self.gate_coef, gate_intercept=self.gate_intercept,
                       expert_coef=self.expert_coef, expert_intercept=self.expert_intercept,
                       expert_var=self.expert_var, **self._options())
+        if "gating" not in changes and any(key in changes for key in _FAMILY_OPTIONS):
+            # A changed family option (top_k, activation, ...) rebuilds the family by name.
+            fields.update(gating=self.gating, **self.family.options())
         fields.update(changes)
         return MixingMeasure(**fields)
 
@@ -270,22 +300,12 @@ class MixingMeasure:
         -------
         MixingMeasure
         """
-        if self.gating == "temperature":
-            return self.replace(gate_coef=self.gate_coef / self.temperature,
-                                gate_intercept=self.gate_intercept / self.temperature,
-                                temperature=1.0)
-        if self.gating == "topk" and self.top_k == 1:
-            if self.topk_selection == "linear":
-                scale = np.linalg.norm(self.gate_coef)
-                intercept = np.zeros(self.n_experts)
-            else:
-                scale = np.sqrt(np.sum(self.gate_coef ** 2) + np.sum(self.gate_intercept ** 2))
-                intercept = self.gate_intercept
-            if scale == 0:
-                return self.replace(gate_intercept=intercept)
-            return self.replace(gate_coef=self.gate_coef / scale,
-                                gate_intercept=intercept / scale)
-        return self
+        params = self.gate_params
+        gate = self.family.identifiable_gate(params)
+        if gate is params:
+            return self
+        return self.replace(gate_coef=gate.coef, gate_intercept=gate.intercept,
+                            temperature=gate.temperature)
 
     def align_to(self, reference):
         """Relabel the experts to match ``reference`` by optimal matching.
@@ -311,10 +331,11 @@ class MixingMeasure:
         return align_to(self, reference)
 
     def is_symmetric_fixed_point(self, *, atol=1e-12):
-        """Whether a two-expert tanh/sigmoid gate has ``beta1_1 = -beta1_2`` (SPEC 2.2).
+        """Whether the gate is its own symmetric image (see :ref:`theory-identifiability`).
 
-        At such a point the gate is its own symmetric image and the Fisher information
-        is singular; such a model cannot serve as a truth or a start.
+        For a two-expert tanh/sigmoid activation gate: ``beta1_1 = -beta1_2``. At such a
+        point the Fisher information is singular; such a model cannot serve as a truth or
+        a start.
 
         Parameters
         ----------
@@ -325,9 +346,19 @@ class MixingMeasure:
         -------
         bool
         """
-        return (self.gating == "activation" and self.activation in ("tanh", "sigmoid")
-                and self.n_experts == 2
-                and bool(np.allclose(self.gate_coef[0], -self.gate_coef[1], rtol=0, atol=atol)))
+        return self.family.is_symmetric_fixed_point(self.gate_params, atol=atol)
+
+    def symmetric_images(self):
+        """The other measures of exactly the same density, with the experts unchanged.
+
+        Returns
+        -------
+        list of MixingMeasure
+            Empty unless the gate has an exact symmetry (two-expert tanh/sigmoid).
+        """
+        return [self.replace(gate_coef=g.coef, gate_intercept=g.intercept,
+                             temperature=g.temperature)
+                for g in self.family.symmetric_images(self.gate_params)]
 
     # --------------------------------------------------------------- density
     def log_gate(self, X):
@@ -360,9 +391,12 @@ class MixingMeasure:
         return check_float_array(X, "X", ndim=2, shape=(None, self.n_features))
 
     def __repr__(self):
-        opts = ", ".join(f"{k}={v!r}" for k, v in self._options().items()
-                         if v is not None and not (k == "topk_selection" and self.top_k is None))
-        return f"MixingMeasure(n_experts={self.n_experts}, n_features={self.n_features}, {opts})"
+        opts = [f"gating={self.gating!r}"]
+        opts += [f"{k}={v!r}" for k, v in self.family.options().items()]
+        if self.temperature is not None:
+            opts.append(f"temperature={self.temperature!r}")
+        return (f"MixingMeasure(n_experts={self.n_experts}, n_features={self.n_features}, "
+                f"{', '.join(opts)})")
 
     def __eq__(self, other):
         if not isinstance(other, MixingMeasure):

@@ -16,12 +16,18 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import gmoe
+from gmoe._expert_major import transposed_design
 from gmoe.exceptions import DegenerateExpertWarning
-from gmoe.gating import (
-    compute_softmax_gate_gradient,
-    compute_softmax_gate_hessian,
-    compute_softmax_gate_objective,
-)
+from gmoe.gates import GateData, GateParams, SoftmaxGating, TemperatureGating
+from gmoe.gates._linear import gate_pass
+
+
+def _gate_pass(theta, Z, resp, free):
+    """Q, gradient and Hessian (over ``free``) of the softmax gate, from row-major inputs."""
+    ZT = np.ascontiguousarray(Z.T)
+    wr = np.ascontiguousarray(resp.T)
+    objective, _, grad, info = gate_pass(ZT, theta, wr, wr.sum(axis=0), free)
+    return objective, grad, -info
 
 # SPEC 5.2's truth: expert 2 is the reference.
 TRUTH_52 = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
@@ -138,17 +144,17 @@ def test_gate_gradient_and_hessian_match_finite_differences():
     def objective(v):
         t = theta.copy()
         t[free] = v.reshape(len(free), -1)
-        return compute_softmax_gate_objective(t, Z, resp)
+        return _gate_pass(t, Z, resp, np.arange(0))[0]
 
     def gradient(v):
         t = theta.copy()
         t[free] = v.reshape(len(free), -1)
-        return compute_softmax_gate_gradient(t, Z, resp)[free].ravel()
+        return _gate_pass(t, Z, resp, free)[1]
 
     v0 = theta[free].ravel()
     # Central differences would do better; forward differences with h=1e-7 give ~1e-6.
     assert_allclose(gradient(v0), approx_fprime(v0, objective, 1e-7), rtol=1e-5, atol=1e-5)
-    hess = compute_softmax_gate_hessian(theta, Z, resp, free)
+    hess = _gate_pass(theta, Z, resp, free)[2]
     fd_hess = np.array([approx_fprime(v0, lambda v, i=i: gradient(v)[i], 1e-7)
                         for i in range(len(v0))])
     assert_allclose(hess, fd_hess, rtol=1e-5, atol=1e-5)
@@ -176,22 +182,24 @@ def test_reused_log_gate_gives_the_fresh_log_likelihood(gating):
     assert est.lower_bound_ * len(y) == pytest.approx(est.log_likelihood(X, y), rel=1e-13)
 
 
-def test_expert_major_gate_m_step_equals_the_public_m_step(global_random_seed):
+def test_temperature_gate_m_step_is_the_softmax_m_step_on_gamma(global_random_seed):
     rng = np.random.default_rng(global_random_seed)
     n, d, k = 400, 2, 3
     X = rng.normal(size=(n, d))
     weighted_resp = rng.dirichlet(np.ones(k), size=n) * rng.uniform(0.5, 2.0, size=(n, 1))
     coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
     coef[-1], intercept[-1] = 0.0, 0.0
-    family = gmoe.gating.make_gating("temperature")
-    public = family.m_step(X, weighted_resp, coef, intercept, 0.7, max_iter=3)
-    ZT = gmoe._expert_major.transposed_design(X)
-    wr = np.ascontiguousarray(weighted_resp.T)
-    *columns, log_gate = family.m_step_expert_major(ZT, wr, wr.sum(axis=0), coef, intercept,
-                                                    0.7, max_iter=3)
-    for a, b in zip(public, columns, strict=True):
-        assert_array_equal(a, b)
-    assert_allclose(log_gate.T, family.log_gate(X, *columns), rtol=1e-13, atol=1e-13)
+    tau = 0.7
+    data = GateData.from_rows(X, weighted_resp, max_iter=3)
+    tempered, log_gate = TemperatureGating().m_step(data, GateParams(coef, intercept, tau))
+    softmax, _ = SoftmaxGating().m_step(GateData.from_rows(X, weighted_resp, max_iter=3),
+                                        GateParams(coef / tau, intercept / tau))
+    assert tempered.temperature == tau  # held: the data cannot determine it
+    assert_allclose(tempered.coef, tau * softmax.coef, rtol=1e-13, atol=1e-13)
+    assert_allclose(tempered.intercept, tau * softmax.intercept, rtol=1e-13, atol=1e-13)
+    # The log-gate the M-step hands on is the new parameters' own.
+    fresh = TemperatureGating().log_gate_columns(transposed_design(X), tempered)
+    assert_allclose(log_gate, fresh, rtol=1e-13, atol=1e-13)
 
 
 def test_two_one_iteration_warm_fits_equal_one_two_iteration_fit():

@@ -10,8 +10,8 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 
 import gmoe
-from gmoe import _gate_activation
 from gmoe.exceptions import DegenerateExpertWarning
+from gmoe.gates import ActivationGating, GateData, GateLayout
 
 EXPERTS_52 = dict(expert_coef=[[-20.0], [20.0]], expert_intercept=[15.0, -5.0],
                   expert_var=[0.09, 0.16])
@@ -75,19 +75,27 @@ def test_activation_gate_derivatives_match_finite_differences(activation, learn)
     n, d, k = 50, 2, 3
     X = rng.normal(size=(n, d))
     resp = rng.dirichlet(np.ones(k), size=n) * rng.uniform(0.5, 2.0, size=(n, 1))
-    vector = np.concatenate([rng.normal(size=k * d), rng.normal(size=k - 1),
-                             [np.log(0.7)] if learn else []])
-    args = (X, resp, activation, 0.7, learn)
-    objective, grad, hess = _gate_activation.compute_derivatives(vector, *args)
-    assert objective == pytest.approx(_gate_activation.compute_objective(vector, *args),
-                                      rel=1e-14)
+    family = ActivationGating(activation)
+    data = GateData.from_rows(X, resp, learn_temperature=learn)
+    layout = GateLayout(family, k, d, learn)
+    assert layout.size == k * d + k - 1 + (1 if learn else 0)
+    vector = rng.normal(size=layout.size)
+    if learn:
+        vector[layout.tau_idx] = np.log(0.7)
+
+    def objective(v):
+        return family.gate_objective(data, layout.unpack(v, 0.7))
+
+    def derivatives(v):
+        return family.gate_derivatives(data, layout.unpack(v, 0.7), layout)
+
+    value, grad, hess = derivatives(vector)
+    assert value == pytest.approx(objective(vector), rel=1e-14)
     h = 1e-6
     basis = np.eye(len(vector))
-    fd_grad = np.array([(_gate_activation.compute_objective(vector + h * e, *args)
-                         - _gate_activation.compute_objective(vector - h * e, *args)) / (2 * h)
+    fd_grad = np.array([(objective(vector + h * e) - objective(vector - h * e)) / (2 * h)
                         for e in basis])
-    fd_hess = np.array([(_gate_activation.compute_derivatives(vector + h * e, *args)[1]
-                         - _gate_activation.compute_derivatives(vector - h * e, *args)[1])
+    fd_hess = np.array([(derivatives(vector + h * e)[1] - derivatives(vector - h * e)[1])
                         / (2 * h) for e in basis])
     # Central differences with h = 1e-6 on O(10) values: truncation + round-off ~1e-8.
     assert_allclose(grad, fd_grad, rtol=1e-6, atol=1e-6)
@@ -262,7 +270,7 @@ def test_topk_with_k_equal_to_n_experts_is_softmax():
 def test_topk_log_likelihood_matches_logsumexp(global_random_seed):
     from scipy.special import logsumexp
 
-    from gmoe._gate_topk import compute_log_likelihood
+    from gmoe.gates.topk import compute_log_likelihood
 
     rng = np.random.default_rng(global_random_seed)
     n, d, k = 300, 2, 4
@@ -273,7 +281,7 @@ def test_topk_log_likelihood_matches_logsumexp(global_random_seed):
     weights = rng.uniform(0, 2, size=n)
     weights[:10] = 0.0
     for top_k, selection in [(1, "affine"), (2, "affine"), (2, "linear"), (4, "affine")]:
-        family = gmoe.gating.make_gating("topk", top_k=top_k, topk_selection=selection,
+        family = gmoe.gates.make_gating("topk", top_k=top_k, topk_selection=selection,
                                          n_experts=k)
         log_gate = ref.log_gate(X, coef, intercept, gating="topk", top_k=top_k,
                                 topk_selection=selection)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
 import gmoe
-from gmoe.gating import (
+from gmoe.gates import (
     ActivationGating,
     SoftmaxGating,
     TemperatureGating,
@@ -199,7 +199,8 @@ def test_activation_values():
 # ------------------------------------------------------------------------- bad options
 @pytest.mark.parametrize("kwargs, message", [
     (dict(gating="sparse"),
-     "gating must be one of ['activation', 'softmax', 'temperature', 'topk'], "
+     "gating must be one of ['activation', 'softmax', 'temperature', 'topk'] or a "
+         "GatingFamily instance, "
      "got gating='sparse'."),
     (dict(gating="topk"), "top_k must be an integer in [1, n_experts] for gating='topk', "
                           "got top_k=None."),

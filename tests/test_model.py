@@ -354,10 +354,10 @@ _RESHAPE_HINT = ("X must be a 2-D array, got a 1-D array of shape (5,). Reshape 
     (_params(gating="temperature", temperature="hot"),
      "temperature must be a positive finite number, got str: 'hot'."),
     (_params(temperature=1.0),
-     "temperature applies only to gating='temperature' or 'activation', got temperature=1.0 "
+     "temperature applies only to gating families with a temperature, got temperature=1.0 "
      "with gating='softmax'."),
     (_params(gating="topk", top_k=1, temperature=0.5),
-     "temperature applies only to gating='temperature' or 'activation', got temperature=0.5 "
+     "temperature applies only to gating families with a temperature, got temperature=0.5 "
      "with gating='topk'."),
     # top_k
     (_params(gating="topk", top_k=0), "top_k must be an integer in [1, 2], got top_k=0."),
@@ -368,7 +368,8 @@ _RESHAPE_HINT = ("X must be a 2-D array, got a 1-D array of shape (5,). Reshape 
      "top_k must be an integer in [1, n_experts] for gating='topk', got top_k=None."),
     # unknown options
     (_params(gating="sparsemax"),
-     "gating must be one of ['activation', 'softmax', 'temperature', 'topk'], "
+     "gating must be one of ['activation', 'softmax', 'temperature', 'topk'] or a "
+         "GatingFamily instance, "
      "got gating='sparsemax'."),
     (_params(gating="activation", temperature=1.0, activation="relu"),
      "activation must be one of ['gelu', 'identity', 'sigmoid', 'tanh'], "

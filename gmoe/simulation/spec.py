@@ -81,7 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gating import ACTIVATIONS, GATINGS, TOPK_SELECTIONS
+from ..gates import ACTIVATIONS, TOPK_SELECTIONS, available_gatings
 from ..model import MixingMeasure
 
 __all__ = ["Experiment", "ExperimentError", "TASK_FORMAT_VERSION", "load_experiment",
@@ -585,7 +585,7 @@ def _check_min_size(table, sizes, fit):
 def _read_truth(t):
     t.check_keys(("gating", "gate_coef", "gate_intercept", "expert_coef", "expert_intercept",
                   "expert_var", "temperature", "top_k", "topk_selection", "activation"))
-    gating = t.string("gating", "softmax", options=GATINGS)
+    gating = t.string("gating", "softmax", options=available_gatings())
     expert_coef = t.matrix("expert_coef")
     k, d = expert_coef.shape
     gate_coef = t.matrix("gate_coef")
@@ -671,7 +671,7 @@ def _read_fit(t, truth):
         raise t.error("n_experts", f"expected at least the truth's {truth.n_experts} experts "
                                    "(exact- or over-specified fits), got "
                                    f"{n_experts}.")
-    gating = t.string("gating", truth.gating, options=GATINGS)
+    gating = t.string("gating", truth.gating, options=available_gatings())
     inherit = {}
     if gating == truth.gating:
         inherit = {"temperature": truth.temperature, "top_k": truth.top_k,

@@ -1,0 +1,205 @@
+"""The activation dense-to-sparse gate: logits ``(sigma(beta1_j^T x) + beta0_j) / tau``.
+
+``sigma`` is one of tanh, sigmoid, gelu, identity (see :ref:`theory-activation`). Softmax
+absorbs a common shift of the logits, so only the reference's intercept is pinned: every
+slope is free. ``Q`` is not concave in ``beta1``; the generic M-step of
+:class:`~gmoe.gates.smooth.SmoothGatingFamily` (eigenvalue-clipped Newton, step halving)
+fits it, with ``log tau`` when the temperature is learned.
+
+For tanh and sigmoid with two experts, ``sigma(u) + sigma(-u)`` is constant, so
+``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)`` leaves the density unchanged: that image is
+reported by :meth:`ActivationGating.symmetric_images`, and its fixed point
+``beta1_1 = -beta1_2`` (where the information is singular) by
+:meth:`ActivationGating.is_symmetric_fixed_point`.
+"""
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+from .._validation import check_option
+from .base import GateParams
+from .smooth import SmoothGatingFamily
+from .softmax import SoftmaxGating
+
+__all__ = ["ACTIVATIONS", "ActivationGating", "compute_activation",
+           "compute_activation_derivatives"]
+
+ACTIVATIONS = ("tanh", "sigmoid", "gelu", "identity")
+# Activations with sigma(u) + sigma(-u) constant: two experts have a mirror image.
+_ODD_ABOUT_A_CONSTANT = ("tanh", "sigmoid")
+
+_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+
+
+def compute_activation(u, activation):
+    """Apply ``activation`` elementwise."""
+    if activation == "tanh":
+        return np.tanh(u)
+    if activation == "sigmoid":
+        return expit(u)
+    if activation == "gelu":
+        return u * ndtr(u)
+    if activation == "identity":
+        return np.array(u, dtype=np.float64, copy=True)
+    raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}.")
+
+
+def compute_activation_derivatives(u, activation):
+    """First and second derivatives of ``activation`` at ``u``.
+
+    Returns
+    -------
+    d1, d2 : ndarray
+        ``sigma'(u)`` and ``sigma''(u)``, the shape of ``u``.
+    """
+    if activation == "tanh":
+        t = np.tanh(u)
+        d1 = 1.0 - t * t
+        return d1, -2.0 * t * d1
+    if activation == "sigmoid":
+        s = expit(u)
+        d1 = s * (1.0 - s)
+        return d1, d1 * (1.0 - 2.0 * s)
+    if activation == "gelu":
+        phi = _INV_SQRT_2PI * np.exp(-0.5 * u * u)
+        return ndtr(u) + u * phi, phi * (2.0 - u * u)
+    if activation == "identity":
+        return np.ones_like(u), np.zeros_like(u)
+    raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}.")
+
+
+class ActivationGating(SmoothGatingFamily):
+    """Activation dense-to-sparse gate: logits ``(sigma(beta1_i^T x) + beta0_i) / tau``.
+
+    Parameters
+    ----------
+    activation : {'tanh', 'sigmoid', 'gelu', 'identity'}
+        The activation ``sigma``.
+    """
+
+    name = "activation"
+    uses_temperature = True
+    pins_reference_coef = False
+    # sigma(beta1^T x) has no intercept inside sigma: a shift of x cannot be absorbed.
+    centres_design = False
+    learns_temperature = True
+
+    def __init__(self, activation):
+        self.activation = activation
+
+    @classmethod
+    def from_options(cls, *, n_experts=None, activation=None, **ignored):
+        """Build from the estimator's options; ``activation`` is required.
+
+        Parameters
+        ----------
+        n_experts : int, optional
+            Unused.
+        activation : {'tanh', 'sigmoid', 'gelu', 'identity'}
+        **ignored
+            Options of other families.
+
+        Returns
+        -------
+        ActivationGating
+        """
+        if activation is None:
+            raise ValueError(f"activation must be one of {list(ACTIVATIONS)} for "
+                             "gating='activation', got activation=None.")
+        check_option(activation, "activation", ACTIVATIONS)
+        return cls(activation)
+
+    def options(self):  # noqa: D102 (inherited)
+        return {"activation": self.activation}
+
+    def describe(self):  # noqa: D102 (inherited)
+        return f"activation ({self.activation})"
+
+    def compute_logits(self, X, params):  # noqa: D102 (inherited)
+        return (compute_activation(X @ params.coef.T, self.activation)
+                + params.intercept) / params.temperature
+
+    def logit_derivatives(self, X, params, learn_temperature=False):  # noqa: D102 (inherited)
+        tau = params.temperature
+        u = X @ params.coef.T
+        d1, d2 = compute_activation_derivatives(u, self.activation)
+        logits = (compute_activation(u, self.activation) + params.intercept) / tau
+        d_coef = d1[:, :, None] * X[:, None, :] / tau
+        d_intercept = np.full(logits.shape, 1.0 / tau)
+        d_log_tau = -logits if learn_temperature else None
+
+        def curvature(c):
+            # Second derivatives of the logits, weighted by c (n_samples, n_experts).
+            coef_coef = np.einsum("ij,im,il->jml", c * d2 / tau, X, X)
+            coef_tau = -np.einsum("ij,im->jm", c * d1 / tau, X)
+            intercept_tau = -c.sum(axis=0) / tau
+            tau_tau = float(np.sum(c * logits))
+            return coef_coef, coef_tau, intercept_tau, tau_tau
+
+        return logits, d_coef, d_intercept, d_log_tau, curvature
+
+    def initial_gate(self, data, temperature=None):
+        """A first gate: the softmax fit mapped through the activation's slope at 0.
+
+        Starting every ``beta1`` at 0 would sit on the symmetric fixed point
+        ``beta1_1 = -beta1_2`` of tanh/sigmoid, which EM never leaves; the linearisation
+        ``sigma(u) ~ sigma(0) + sigma'(0) u`` of the fitted softmax gate is a start off it.
+
+        Parameters
+        ----------
+        data : GateData
+        temperature : float or None, default=None
+            Temperature ``tau`` the gate is fitted at.
+
+        Returns
+        -------
+        GateParams
+        """
+        start = SoftmaxGating.initial_gate(self, data, temperature)
+        slope_at_zero = compute_activation_derivatives(np.zeros(1), self.activation)[0][0]
+        return GateParams(start.coef / slope_at_zero, start.intercept, temperature)
+
+    # ----------------------------------------------------------- identifiability
+    def _has_mirror(self, params):
+        return self.activation in _ODD_ABOUT_A_CONSTANT and params.coef.shape[0] == 2
+
+    def symmetric_images(self, params):
+        """The mirror image ``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)`` (tanh/sigmoid, k = 2).
+
+        Parameters
+        ----------
+        params : GateParams
+
+        Returns
+        -------
+        list of GateParams
+        """
+        if not self._has_mirror(params):
+            return []
+        return [GateParams(-params.coef[::-1].copy(), params.intercept.copy(),
+                           params.temperature)]
+
+    def is_symmetric_fixed_point(self, params, atol=1e-12):
+        """Whether a two-expert tanh/sigmoid gate has ``beta1_1 = -beta1_2``.
+
+        Parameters
+        ----------
+        params : GateParams
+        atol : float, default=1e-12
+            Absolute tolerance of the comparison.
+
+        Returns
+        -------
+        bool
+        """
+        return self._has_mirror(params) and bool(
+            np.allclose(params.coef[0], -params.coef[1], rtol=0, atol=atol))
+
+    def over_specified_exponents_known(self):
+        """Only for the identity activation (the temperature gate's linear logits).
+
+        Returns
+        -------
+        bool
+        """
+        return self.activation == "identity"
