@@ -16,7 +16,7 @@ labels; alignment is for reading, plotting and comparing two fits side by side.
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .predictive import _as_measure
+from .model import as_measure
 
 __all__ = ["align_to", "canonical_order", "permute_experts"]
 
@@ -48,7 +48,7 @@ def canonical_order(measure):
     >>> canonical_order(g).tolist()
     [1, 0]
     """
-    m = _as_measure(measure)
+    m = as_measure(measure)
     keys = [m.expert_intercept, *m.expert_coef.T, m.expert_var, *m.gate_coef.T,
             m.gate_intercept]
     # np.lexsort sorts by its LAST key first and is stable.
@@ -69,8 +69,9 @@ def _check_permutation(perm, n_experts):
 def permute_experts(measure, perm):
     """The same model with its experts relabelled: new expert ``i`` is old expert ``perm[i]``.
 
-    The gate is re-based so that the new last expert is the reference (SPEC 2.2): the
-    softmax, top-K and temperature gates subtract its gate slope and intercept from every
+    The gate is re-based so that the new last expert is the reference
+    (:ref:`theory-identifiability`): the families that pin the reference's slope
+    (softmax, top-K, temperature) subtract its gate slope and intercept from every
     expert's, the activation gate its intercept only. Each is a common shift of the
     logits (of the top-K selection scores too), so the conditional density is unchanged;
     the one exception is a top-K input at an exact tie of selection scores, which goes to
@@ -86,7 +87,7 @@ def permute_experts(measure, perm):
     -------
     MixingMeasure
     """
-    m = _as_measure(measure)
+    m = as_measure(measure)
     perm = _check_permutation(perm, m.n_experts)
     return m.replace(gate_coef=m.gate_coef[perm], gate_intercept=m.gate_intercept[perm],
                      expert_coef=m.expert_coef[perm],
@@ -124,7 +125,7 @@ def compute_alignment_cost(measure, reference):
         ``cost[j, i]``: squared standardised distance between reference expert ``j`` and
         expert ``i`` of ``measure`` (see :func:`align_to`).
     """
-    m, ref = _as_measure(measure), _as_measure(reference)
+    m, ref = as_measure(measure), as_measure(reference)
     if m.n_experts != ref.n_experts or m.n_features != ref.n_features:
         raise ValueError(
             "measure and reference must have the same n_experts and n_features, got "
@@ -173,6 +174,10 @@ def align_to(measure, reference):
       slopes are centred over the experts, which removes the translation; the activation
       gate's slopes are free and used as they are. Intercepts are always centred.
 
+    When the gate has an exact symmetry (the two-expert tanh/sigmoid activation gate:
+    ``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)``), ``measure`` and its symmetric image
+    describe the same density; the one whose matching costs less is returned.
+
     Each feature is divided by its standard deviation over the ``2 n_experts`` pooled
     experts of both models (1 where that is 0), so that features on different scales
     (a variance of 0.1 next to a gate slope of 25) weigh alike. A feature that is equal
@@ -189,8 +194,15 @@ def align_to(measure, reference):
     >>> perm.tolist()
     [1, 0]
     """
-    m = _as_measure(measure)
-    cost = compute_alignment_cost(m, reference)
-    _, perm = linear_sum_assignment(cost)
-    perm = perm.astype(np.intp)
-    return permute_experts(m, perm), perm
+    m = as_measure(measure)
+    best = None
+    # A gate with an exact symmetry (the two-expert tanh/sigmoid mirror) has other
+    # parameter vectors of the same density: match whichever lies closest to the reference.
+    for candidate in [m, *m.symmetric_images()]:
+        cost = compute_alignment_cost(candidate, reference)
+        _, perm = linear_sum_assignment(cost)
+        total = float(cost[np.arange(len(perm)), perm].sum())
+        if best is None or total < best[0]:
+            best = (total, candidate, perm.astype(np.intp))
+    _, candidate, perm = best
+    return permute_experts(candidate, perm), perm

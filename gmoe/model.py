@@ -6,6 +6,7 @@ draw data from ``G``.
 """
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 
 from ._expert_major import e_step_from_means
 from ._validation import check_float_array, check_option, check_positive_scalar
@@ -15,6 +16,7 @@ from .utils import check_random_state
 
 __all__ = [
     "MixingMeasure",
+    "as_measure",
     "conditional_log_density",
     "compute_e_step",
     "e_step",
@@ -307,29 +309,6 @@ class MixingMeasure:
         return self.replace(gate_coef=gate.coef, gate_intercept=gate.intercept,
                             temperature=gate.temperature)
 
-    def align_to(self, reference):
-        """Relabel the experts to match ``reference`` by optimal matching.
-
-        Parameters
-        ----------
-        reference : MixingMeasure or fitted GaussianMoERegressor
-            Same ``n_experts`` and ``n_features``.
-
-        Returns
-        -------
-        aligned : MixingMeasure
-            The same density, expert ``j`` matched with the reference's expert ``j``.
-        perm : ndarray of int
-            ``aligned`` expert ``j`` is expert ``perm[j]`` of this measure.
-
-        See Also
-        --------
-        gmoe.alignment.align_to
-        """
-        from .alignment import align_to
-
-        return align_to(self, reference)
-
     def is_symmetric_fixed_point(self, *, atol=1e-12):
         """Whether the gate is its own symmetric image (see :ref:`theory-identifiability`).
 
@@ -411,6 +390,39 @@ class MixingMeasure:
                     "expert_var"):
             state[key] = _frozen(state[key])
         self.__dict__.update(state)
+
+
+def as_measure(obj, name="measure"):
+    """``obj`` as a :class:`MixingMeasure`: itself, or a fitted estimator's ``mixing_measure_``.
+
+    Parameters
+    ----------
+    obj : MixingMeasure or fitted estimator
+    name : str, default="measure"
+        The parameter's name in the error message.
+
+    Returns
+    -------
+    MixingMeasure
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        For an estimator that is not fitted (a ValueError, as in scikit-learn).
+    ValueError
+        For anything else.
+    """
+    if isinstance(obj, MixingMeasure):
+        return obj
+    measure = getattr(obj, "mixing_measure_", None)
+    if isinstance(measure, MixingMeasure):
+        return measure
+    if hasattr(type(obj), "fit"):
+        raise NotFittedError(
+            f"This {type(obj).__name__} instance is not fitted yet (it has no "
+            f"mixing_measure_): call fit before passing it as {name}.")
+    raise ValueError(f"{name} must be a MixingMeasure or a fitted estimator with a "
+                     f"mixing_measure_ attribute, got {type(obj).__name__}.")
 
 
 def _check_Xy(measure, X, y):

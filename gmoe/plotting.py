@@ -14,8 +14,8 @@ import numpy as np
 
 from ._validation import check_float_array
 from .experts import compute_expert_means
-from .model import e_step
-from .predictive import _as_measure, predictive_distribution
+from .model import as_measure, e_step
+from .predictive import predictive_distribution
 
 __all__ = [
     "plot_experts",
@@ -118,7 +118,7 @@ def plot_experts(measure, X, y=None, *, feature=None, fixed=None, n_grid=200, ax
     matplotlib.axes.Axes
         With one line ``"expert j"`` and one band per expert (and the scatter ``"data"``).
     """
-    m = _as_measure(measure)
+    m = as_measure(measure)
     X, y = _check_data(m, X, y)
     column = _check_feature(m, feature)
     x_line = _range_grid(X[:, column], n_grid)
@@ -161,7 +161,7 @@ def plot_gates(measure, x_grid=None, *, feature=None, fixed=None, ax=None):
         With one line ``"gate j"`` per expert. A top-K gate shows its jumps; an expert
         outside the active set is drawn at 0.
     """
-    m = _as_measure(measure)
+    m = as_measure(measure)
     if x_grid is None:
         x_grid = np.linspace(0.0, 1.0, 201)
     x_grid = check_float_array(x_grid, "x_grid", ndim=1)
@@ -202,7 +202,7 @@ def plot_predictive(measure, X, y=None, level=0.9, *, feature=None, fixed=None, 
         scatter ``"data"``). A multimodal predictive has its mean between the modes, and
         its interval covers the gap between them.
     """
-    m = _as_measure(measure)
+    m = as_measure(measure)
     X, y = _check_data(m, X, y)
     column = _check_feature(m, feature)
     x_line = _range_grid(X[:, column], n_grid)
@@ -271,7 +271,7 @@ def plot_responsibilities(measure, X, y, *, feature=None, ax=None):
     from matplotlib.colors import to_rgb
     from matplotlib.lines import Line2D
 
-    m = _as_measure(measure)
+    m = as_measure(measure)
     X, y = _check_data(m, X, y, y_required=True)
     column = _check_feature(m, feature)
     resp, _ = e_step(m, X, y)

@@ -24,7 +24,7 @@ from sklearn.exceptions import NotFittedError
 
 from ._validation import check_float_array
 from .experts import compute_expert_means
-from .model import MixingMeasure
+from .model import MixingMeasure, as_measure
 from .utils import check_random_state
 
 __all__ = ["PredictiveMixture", "predictive_distribution"]
@@ -38,25 +38,6 @@ _BLOCK_ELEMENTS = 2**22
 # by more than that from one float to the next).
 _CDF_RTOL = 1e-12
 _MAX_ITER = 200
-
-
-def _as_measure(obj):
-    """Return ``obj`` if it is a MixingMeasure, else its fitted ``mixing_measure_``."""
-    if isinstance(obj, MixingMeasure):
-        return obj
-    measure = getattr(obj, "mixing_measure_", None)
-    if isinstance(measure, MixingMeasure):
-        return measure
-    if hasattr(type(obj), "fit"):
-        # NotFittedError is a ValueError (and an AttributeError), as in scikit-learn.
-        raise NotFittedError(
-            f"This {type(obj).__name__} instance is not fitted yet (it has no "
-            "mixing_measure_): call fit before using it here."
-        )
-    raise ValueError(
-        "measure must be a MixingMeasure or a fitted estimator with a mixing_measure_ "
-        f"attribute, got {type(obj).__name__}."
-    )
 
 
 def _check_chunk_size(chunk_size):
@@ -525,7 +506,7 @@ def predictive_distribution(measure, X, *, chunk_size=None):
     >>> bool(np.all(lower < mix.median()) and np.all(mix.median() < upper))
     True
     """
-    measure = _as_measure(measure)
+    measure = as_measure(measure)
     X = measure.check_X(X)
     log_gate = measure.log_gate(X)
     means = compute_expert_means(X, measure.expert_coef, measure.expert_intercept)

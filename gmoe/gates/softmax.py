@@ -36,6 +36,7 @@ class SoftmaxGating(SmoothGatingFamily):
     """
 
     name = "softmax"
+    centres_design = True
 
     def _scale(self, params):
         return 1.0

@@ -131,9 +131,11 @@ def make_near_truth_start(truth, n_experts, n_samples, random_state=None, *, gat
     center = truth.expert_var if var_center == "truth" else np.sqrt(truth.expert_var)
     expert_var = center[s] + eps_var
 
-    options = dict(gating=gating, temperature=truth.temperature,
-                   topk_selection=truth.topk_selection, activation=truth.activation)
-    if gating == "topk":
-        options["top_k"] = truth.top_k if top_k is None else top_k
+    options = dict(gating=truth.gating, temperature=truth.temperature, **truth.family.options())
+    if top_k is not None:
+        if "top_k" not in options:
+            raise ValueError(f"top_k applies only to a top-K truth, got top_k={top_k!r} with "
+                             f"gating={truth.gating!r}.")
+        options["top_k"] = top_k
     return MixingMeasure(gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var,
                          rebase=True, **options)
