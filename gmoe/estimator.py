@@ -14,12 +14,7 @@ from threadpoolctl import ThreadpoolController
 from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
-from .experts import (
-    compute_expert_log_density_columns,
-    compute_expert_means,
-    compute_var_floor,
-    fit_experts_expert_major,
-)
+from .experts import GAUSSIAN_LINEAR, ExpertParams, compute_expert_means, compute_var_floor
 from .gates import GateData, GateParams, make_gating
 from .model import MixingMeasure, compute_e_step, sample_moe
 from .utils import check_random_state
@@ -277,13 +272,13 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         weighted_resp = np.full((k, n_samples), _INIT_SMOOTHING / k)
         weighted_resp[labels, np.arange(n_samples)] += 1.0 - _INIT_SMOOTHING
         weighted_resp *= sample_weight
-        coef, intercept, var, _ = fit_experts_expert_major(ZT, y, weighted_resp, var_floor,
-                                                           workspace)
+        experts, _ = GAUSSIAN_LINEAR.m_step(ZT, y, weighted_resp, var_floor, workspace)
         # The family's first gate is the start as it is: a gate M-step here can drive a
         # tanh/sigmoid gate onto its symmetric fixed point beta1_1 = -beta1_2, which EM
         # never leaves (see the theory page's identifiability section).
         data = GateData(ZT, sample_weight, weighted_resp, workspace=workspace)
-        return _Params(family.initial_gate(data, temperature), coef, intercept, var)
+        return _Params(family.initial_gate(data, temperature), experts.coef, experts.intercept,
+                       experts.var)
 
     def _initial_labels(self, ZT, y, sample_weight, rng):
         # Standardised (x, y), one row per variable: row-wise reductions are contiguous.
@@ -324,8 +319,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         Returns the new parameters and, if known, their log-gate.
         """
         def expert_log_density():
-            return compute_expert_log_density_columns(
-                ZT, y, params.expert_coef, params.expert_intercept, params.expert_var)
+            return GAUSSIAN_LINEAR.log_density_columns(
+                ZT, y, ExpertParams(params.expert_coef, params.expert_intercept,
+                                    params.expert_var))
 
         data = GateData(ZT, sample_weight, weighted_resp, expert_log_density,
                         learn_temperature=self._learns_temperature(family),
@@ -346,9 +342,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                 workspace):
         weighted_resp = np.multiply(resp, sample_weight,
                                     out=workspace.get("weighted_resp", resp.shape))
-        coef, intercept, var, weight_sums = fit_experts_expert_major(
-            ZT, y, weighted_resp, var_floor, workspace)
-        params = params._replace(expert_coef=coef, expert_intercept=intercept, expert_var=var)
+        experts, weight_sums = GAUSSIAN_LINEAR.m_step(ZT, y, weighted_resp, var_floor, workspace)
+        params = params._replace(expert_coef=experts.coef, expert_intercept=experts.intercept,
+                                 expert_var=experts.var)
         params, log_gate = self._gate_m_step(family, params, ZT, y, sample_weight,
                                              weighted_resp, log_gate, workspace)
         return params, weight_sums, log_gate
@@ -515,7 +511,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         # One expert has a constant gate: no gate parameter at all.
         gate = 0 if k == 1 else family.n_free_parameters(
             k, n_features, learn_temperature=self._learns_temperature(family))
-        return gate + k * (n_features + 1) + k
+        return gate + k * GAUSSIAN_LINEAR.n_parameters_per_expert(n_features)
 
     def _set_fitted(self, family, params, trace, converged, n_iter, degenerate, start_log_liks):
         self._set_measure(params.to_measure(family))

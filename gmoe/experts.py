@@ -1,13 +1,262 @@
-"""Gaussian linear experts: log-densities and the weighted least-squares M-step."""
+"""Expert families: the experts' densities, their weighted M-step, sampling and derivatives.
+
+:class:`ExpertFamily` is everything the estimator, the inference and the metrics need to
+know about an expert; :class:`GaussianLinearExperts` is the one gmoe fits today,
+``N(y | a_j^T x + b_j, nu_j)`` with ``nu`` a variance (see :ref:`theory-model`). Its
+log-density is written here once in numpy; the E-step's fused numba kernel
+(``gmoe/_kernels/_columns.py``, ``joint_log_density_into``) is the compiled form of the
+same formula, checked against this one in the tests.
+"""
 
 import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 from ._expert_major import Workspace, transposed_design
 
+__all__ = ["ExpertFamily", "ExpertParams", "GAUSSIAN_LINEAR", "GaussianLinearExperts",
+           "compute_expert_log_density", "compute_expert_log_density_columns",
+           "compute_expert_means", "compute_var_floor"]
+
 _LOG_2PI = np.log(2.0 * np.pi)
+
+
+@dataclass(frozen=True, eq=False)
+class ExpertParams:
+    """The experts' parameters.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_experts, n_features)
+        Slopes ``a``.
+    intercept : ndarray of shape (n_experts,)
+        Intercepts ``b``.
+    var : ndarray of shape (n_experts,)
+        Variances ``nu`` (not standard deviations).
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    var: np.ndarray
+
+
+class ExpertFamily(ABC):
+    """An expert family: a conditional density of ``y`` per expert, and how to fit it."""
+
+    name = None
+
+    @abstractmethod
+    def means(self, X, params):
+        """Expert means ``E[y | x, expert j]``, shape (n_samples, n_experts)."""
+
+    @abstractmethod
+    def log_density_columns(self, ZT, y, params):
+        """Log-density of ``y_i`` under every expert, expert-major: (n_experts, n_samples).
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+        y : ndarray of shape (n_samples,)
+        params : ExpertParams
+
+        Returns
+        -------
+        ndarray of shape (n_experts, n_samples)
+        """
+
+    def log_density(self, X, y, params):
+        """Log-density of ``y_i`` under every expert, shape (n_samples, n_experts).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+        params : ExpertParams
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
+        return self.log_density_columns(transposed_design(X), y, params).T
+
+    @abstractmethod
+    def m_step(self, ZT, y, weights, var_floor, workspace=None):
+        """Weighted maximum likelihood of every expert.
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+        y : ndarray of shape (n_samples,)
+        weights : ndarray of shape (n_experts, n_samples)
+            Sample weight times responsibility.
+        var_floor : float
+            Lower bound of the variances (absolute).
+        workspace : Workspace, optional
+
+        Returns
+        -------
+        params : ExpertParams
+        weight_sums : ndarray of shape (n_experts,)
+            Total weight of each expert.
+        """
+
+    @abstractmethod
+    def sample(self, X, labels, params, random_state):
+        """Draw ``y_i`` from expert ``labels[i]`` at ``x_i``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        labels : ndarray of int of shape (n_samples,)
+        params : ExpertParams
+        random_state : numpy.random.Generator
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+
+    @abstractmethod
+    def n_parameters_per_expert(self, n_features):
+        """Free parameters of one expert."""
+
+    @abstractmethod
+    def parameter_names(self, feature_names):
+        """Names of one expert's parameters, in the order of :meth:`log_density_derivatives`."""
+
+    @abstractmethod
+    def pack(self, params):
+        """One row per expert, in the order of :meth:`parameter_names`: (n_experts, q)."""
+
+    @abstractmethod
+    def unpack(self, rows):
+        """:class:`ExpertParams` from the rows of :meth:`pack`."""
+
+    @abstractmethod
+    def log_density_derivatives(self, X, y, params):
+        """Log-densities with their gradient and a map to their weighted Hessian.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+        params : ExpertParams
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples, n_experts)
+        grad : ndarray of shape (n_samples, n_experts, q)
+            Gradient of ``log_density[i, j]`` in expert ``j``'s own parameters.
+        hessian : callable
+            ``hessian(c)`` for weights ``c`` (n_samples, n_experts) returns
+            ``sum_i c_ij`` times the Hessian of ``log_density[i, j]``, shape
+            (n_experts, q, q).
+        """
+
+
+class GaussianLinearExperts(ExpertFamily):
+    """Gaussian linear experts: ``y | x, j ~ N(a_j^T x + b_j, nu_j)``.
+
+    Parameters per expert, in order: the slopes ``a_j``, the intercept ``b_j`` and the
+    variance ``nu_j`` (parametrised directly, not through its logarithm).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gmoe.experts import ExpertParams, GAUSSIAN_LINEAR
+    >>> params = ExpertParams(np.array([[1.0]]), np.array([0.0]), np.array([1.0]))
+    >>> GAUSSIAN_LINEAR.log_density(np.array([[0.0]]), np.array([0.0]), params).round(4)
+    array([[-0.9189]])
+    """
+
+    name = "gaussian-linear"
+
+    def means(self, X, params):  # noqa: D102 (inherited)
+        return X @ params.coef.T + params.intercept
+
+    def log_density_columns(self, ZT, y, params):  # noqa: D102 (inherited)
+        resid = y - np.column_stack([params.coef, params.intercept]) @ ZT
+        resid *= resid
+        resid /= params.var[:, None]
+        resid += (_LOG_2PI + np.log(params.var))[:, None]
+        resid *= -0.5
+        return resid
+
+    def m_step(self, ZT, y, weights, var_floor, workspace=None):  # noqa: D102 (inherited)
+        coef, intercept, var, weight_sums = fit_experts_expert_major(ZT, y, weights, var_floor,
+                                                                     workspace)
+        return ExpertParams(coef, intercept, var), weight_sums
+
+    def sample(self, X, labels, params, random_state):  # noqa: D102 (inherited)
+        rows = np.arange(X.shape[0])
+        means = self.means(X, params)[rows, labels]
+        return means + np.sqrt(params.var[labels]) * random_state.standard_normal(X.shape[0])
+
+    def n_parameters_per_expert(self, n_features):
+        """``n_features + 2``: slopes, intercept, variance.
+
+        Parameters
+        ----------
+        n_features : int
+
+        Returns
+        -------
+        int
+        """
+        return n_features + 2
+
+    def parameter_names(self, feature_names):
+        """``coef[f]`` for every feature, ``intercept``, ``var``.
+
+        Parameters
+        ----------
+        feature_names : list of str
+
+        Returns
+        -------
+        list of str
+        """
+        return [f"coef[{f}]" for f in feature_names] + ["intercept", "var"]
+
+    def pack(self, params):  # noqa: D102 (inherited)
+        return np.column_stack([params.coef, params.intercept, params.var])
+
+    def unpack(self, rows):  # noqa: D102 (inherited)
+        rows = np.asarray(rows, dtype=np.float64)
+        return ExpertParams(rows[:, :-2], rows[:, -2], rows[:, -1])
+
+    def log_density_derivatives(self, X, y, params):  # noqa: D102 (inherited)
+        n, d = X.shape
+        var = params.var
+        resid = y[:, None] - self.means(X, params)
+        z = resid / var
+        log_density = -0.5 * (_LOG_2PI + np.log(var) + resid * z)
+        grad = np.empty((n, var.shape[0], d + 2))
+        grad[:, :, :d] = z[:, :, None] * X[:, None, :]
+        grad[:, :, d] = z
+        grad[:, :, d + 1] = 0.5 * (resid * z - 1.0) / var
+        Z = np.column_stack([X, np.ones(n)])
+
+        def hessian(c):
+            out = np.zeros((var.shape[0], d + 2, d + 2))
+            for j, vj in enumerate(var):
+                cj, ej = c[:, j], resid[:, j]
+                out[j, :d + 1, :d + 1] = -(Z * (cj / vj)[:, None]).T @ Z
+                cross = -(Z * (cj * ej / vj ** 2)[:, None]).sum(axis=0)
+                out[j, :d + 1, d + 1] = cross
+                out[j, d + 1, :d + 1] = cross
+                out[j, d + 1, d + 1] = np.sum(cj * (0.5 / vj ** 2 - ej * ej / vj ** 3))
+            return out
+
+        return log_density, grad, hessian
+
+
+#: The Gaussian linear expert family (the only one today).
+GAUSSIAN_LINEAR = GaussianLinearExperts()
 
 
 def compute_expert_means(X, expert_coef, expert_intercept):
@@ -29,31 +278,14 @@ def compute_expert_log_density(X, y, expert_coef, expert_intercept, expert_var):
     -------
     ndarray of shape (n_samples, n_experts)
     """
-    resid = y[:, None] - compute_expert_means(X, expert_coef, expert_intercept)
-    return -0.5 * (_LOG_2PI + np.log(expert_var) + resid * resid / expert_var)
+    return GAUSSIAN_LINEAR.log_density(X, y, ExpertParams(expert_coef, expert_intercept,
+                                                          expert_var))
 
 
 def compute_expert_log_density_columns(ZT, y, expert_coef, expert_intercept, expert_var):
-    """:func:`compute_expert_log_density`, expert-major: shape (n_experts, n_samples).
-
-    Parameters
-    ----------
-    ZT : ndarray of shape (n_features + 1, n_samples)
-        The design with intercept, transposed.
-    y : ndarray of shape (n_samples,)
-    expert_coef : ndarray of shape (n_experts, n_features)
-    expert_intercept, expert_var : ndarray of shape (n_experts,)
-
-    Returns
-    -------
-    ndarray of shape (n_experts, n_samples)
-    """
-    resid = y - np.column_stack([expert_coef, expert_intercept]) @ ZT
-    resid *= resid
-    resid /= expert_var[:, None]
-    resid += (_LOG_2PI + np.log(expert_var))[:, None]
-    resid *= -0.5
-    return resid
+    """:func:`compute_expert_log_density`, expert-major: shape (n_experts, n_samples)."""
+    return GAUSSIAN_LINEAR.log_density_columns(ZT, y, ExpertParams(expert_coef,
+                                                                   expert_intercept, expert_var))
 
 
 def compute_var_floor(y, sample_weight, reg_var):
@@ -66,33 +298,8 @@ def compute_var_floor(y, sample_weight, reg_var):
     return reg_var * v
 
 
-def estimate_expert_params(X, y, resp, sample_weight, var_floor):
-    """Weighted least squares for every expert (the M-step of the experts).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    y : ndarray of shape (n_samples,)
-    resp : ndarray of shape (n_samples, n_experts)
-        Responsibilities.
-    sample_weight : ndarray of shape (n_samples,)
-    var_floor : float
-        Absolute lower bound of every variance.
-
-    Returns
-    -------
-    expert_coef : ndarray of shape (n_experts, n_features)
-    expert_intercept : ndarray of shape (n_experts,)
-    expert_var : ndarray of shape (n_experts,)
-    weight_sums : ndarray of shape (n_experts,)
-        Total weight of each expert (``sum_i w_i r_ij``), for degeneracy checks.
-    """
-    weights = np.array((resp * sample_weight[:, None]).T, order="C")
-    return fit_experts_expert_major(transposed_design(X), y, weights, var_floor)
-
-
 def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
-    """:func:`estimate_expert_params` from the transposed design and expert-major weights.
+    """Weighted least squares for every expert (the experts' M-step), expert-major.
 
     Parameters
     ----------
@@ -107,8 +314,12 @@ def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
 
     Returns
     -------
-    expert_coef, expert_intercept, expert_var, weight_sums
-        As for :func:`estimate_expert_params`.
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept : ndarray of shape (n_experts,)
+    expert_var : ndarray of shape (n_experts,)
+        Weighted mean squared residual, floored at ``var_floor``.
+    weight_sums : ndarray of shape (n_experts,)
+        Total weight of each expert (``sum_i w_i r_ij``), for degeneracy checks.
     """
     workspace = Workspace() if workspace is None else workspace
     n_features = ZT.shape[0] - 1

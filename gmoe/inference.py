@@ -54,7 +54,6 @@ from .utils import check_random_state
 
 __all__ = ["BootstrapResults", "MoEResults", "bootstrap", "fit_results"]
 
-_LOG_2PI = np.log(2.0 * np.pi)
 # Rows per block of the (rows, n_experts, n_params) score array.
 _CHUNK_ROWS = 8192
 # The information is called singular when the smallest eigenvalue of its correlation form
@@ -100,17 +99,12 @@ class _Parametrisation:
         self.gate_int_idx = self.layout.intercept_idx
         self.tau_idx = self.layout.tau_idx
         self.n_gate = len(names)
-        self.expert_coef_idx = np.empty((k, d), dtype=np.intp)
-        self.expert_int_idx = np.empty(k, dtype=np.intp)
-        self.expert_var_idx = np.empty(k, dtype=np.intp)
+        # Expert blocks: expert by expert, the expert family's parameters in its order.
+        self.experts = like.experts
+        q = self.experts.n_parameters_per_expert(d)
+        self.expert_idx = len(names) + np.arange(k * q).reshape(k, q)
         for j in range(k):
-            for m in range(d):
-                self.expert_coef_idx[j, m] = len(names)
-                names.append(f"expert[{j}].coef[{feature_names[m]}]")
-            self.expert_int_idx[j] = len(names)
-            names.append(f"expert[{j}].intercept")
-            self.expert_var_idx[j] = len(names)
-            names.append(f"expert[{j}].var")
+            names += [f"expert[{j}].{p}" for p in self.experts.parameter_names(feature_names)]
         self.names = names
         self.size = len(names)
 
@@ -119,9 +113,7 @@ class _Parametrisation:
         m = measure.identifiable()
         vec = np.empty(self.size)
         vec[:self.n_gate] = self.layout.pack(m.gate_params)
-        vec[self.expert_coef_idx] = m.expert_coef
-        vec[self.expert_int_idx] = m.expert_intercept
-        vec[self.expert_var_idx] = m.expert_var
+        vec[self.expert_idx] = self.experts.pack(m.expert_params)
         return vec
 
     def identifiable_gate(self, vec):
@@ -134,11 +126,10 @@ class _Parametrisation:
         vec = np.asarray(vec, dtype=np.float64)
         gate = self.family.from_identifiable_gate(self.identifiable_gate(vec),
                                                   self.like.gate_params)
+        experts = self.experts.unpack(vec[self.expert_idx])
         return self.like.replace(gate_coef=gate.coef, gate_intercept=gate.intercept,
-                                 expert_coef=vec[self.expert_coef_idx],
-                                 expert_intercept=vec[self.expert_int_idx],
-                                 expert_var=vec[self.expert_var_idx],
-                                 temperature=gate.temperature)
+                                 expert_coef=experts.coef, expert_intercept=experts.intercept,
+                                 expert_var=experts.var, temperature=gate.temperature)
 
 
 def _gate_logits_and_jacobian(param, vec, X):
@@ -180,10 +171,8 @@ def _compute_log_likelihood_derivatives(param, vec, X, y, sample_weight):
     hessian : ndarray of shape (n_params, n_params)
     """
     p, pg = param.size, param.n_gate
-    k, d = param.expert_coef_idx.shape
-    coef = vec[param.expert_coef_idx]
-    intercept = vec[param.expert_int_idx]
-    var = vec[param.expert_var_idx]
+    k, q = param.expert_idx.shape
+    experts = param.experts.unpack(vec[param.expert_idx])
     log_lik = 0.0
     score = np.zeros(p)
     hess = np.zeros((p, p))
@@ -194,26 +183,23 @@ def _compute_log_likelihood_derivatives(param, vec, X, y, sample_weight):
         eta, E, curvature = _gate_logits_and_jacobian(param, vec, Xc)
         log_gate = compute_log_softmax(eta)
         gate = np.exp(log_gate)
-        resid = yc[:, None] - (Xc @ coef.T + intercept)
-        log_dens = -0.5 * (_LOG_2PI + np.log(var) + resid * resid / var)
+        log_dens, expert_grad, expert_hessian = param.experts.log_density_derivatives(
+            Xc, yc, experts)
         joint = log_gate + log_dens
         row_log_lik = logsumexp(joint, axis=1)
         resp = np.exp(joint - row_log_lik[:, None])
         log_lik += float(np.dot(wc, row_log_lik))
 
-        # s_ij: gradient of l_ij = log g_ij + log N_ij.
+        # s_ij: gradient of l_ij = log g_ij + log f_ij (f the expert's density).
         E_bar = np.einsum("ij,ijp->ip", gate, E)
         S = np.zeros((n, k, p))
         S[:, :, :pg] = E - E_bar[:, None, :]
         for j in range(k):
-            z = resid[:, j] / var[j]
-            S[:, j, param.expert_coef_idx[j]] = Xc * z[:, None]
-            S[:, j, param.expert_int_idx[j]] = z
-            S[:, j, param.expert_var_idx[j]] = 0.5 * (resid[:, j] * z - 1.0) / var[j]
+            S[:, j, param.expert_idx[j]] = expert_grad[:, j]
         s_bar = np.einsum("ij,ijp->ip", resp, S)
         score += wc @ s_bar
-        q = wc[:, None] * resp
-        hess += _gram(S.reshape(n * k, p), q.ravel()) - _gram(s_bar, wc)
+        weights = wc[:, None] * resp
+        hess += _gram(S.reshape(n * k, p), weights.ravel()) - _gram(s_bar, wc)
 
         # sum_j r_ij D2_ij, gate block: D2 log g_ij = H eta_ij - sum_l g_il H eta_il
         # - Cov_g(E_i), so the r-weighted sum is sum_j (r_ij - g_ij) H eta_ij - Cov_g(E_i).
@@ -223,17 +209,10 @@ def _compute_log_likelihood_derivatives(param, vec, X, y, sample_weight):
             gate_block += curvature(wc[:, None] * (resp - gate))
         hess[:pg, :pg] += gate_block
 
-        # Expert blocks: log N_ij in (a_j, b_j, nu_j).
-        Z = np.column_stack([Xc, np.ones(n)])
+        # Expert blocks: the expert family's own second derivatives.
+        blocks = expert_hessian(weights)
         for j in range(k):
-            qj, ej, vj = q[:, j], resid[:, j], var[j]
-            idx = np.append(param.expert_coef_idx[j], param.expert_int_idx[j])
-            v = param.expert_var_idx[j]
-            hess[np.ix_(idx, idx)] -= (Z * (qj / vj)[:, None]).T @ Z
-            cross = -(Z * (qj * ej / vj ** 2)[:, None]).sum(axis=0)
-            hess[idx, v] += cross
-            hess[v, idx] += cross
-            hess[v, v] += np.sum(qj * (0.5 / vj ** 2 - ej * ej / vj ** 3))
+            hess[np.ix_(param.expert_idx[j], param.expert_idx[j])] += blocks[j]
     hess = 0.5 * (hess + hess.T)
     return log_lik, score, hess
 

@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 
 from ._expert_major import e_step_from_means
 from ._validation import check_float_array, check_option, check_positive_scalar
-from .experts import compute_expert_means
+from .experts import GAUSSIAN_LINEAR, ExpertParams
 from .gates import GateParams, make_gating
 from .utils import check_random_state
 
@@ -177,6 +177,16 @@ class MixingMeasure:
     def activation(self):
         """The activation of an activation family, else None."""
         return self.family.options().get("activation")
+
+    @property
+    def experts(self):
+        """The expert family (:class:`~gmoe.experts.GaussianLinearExperts`)."""
+        return GAUSSIAN_LINEAR
+
+    @property
+    def expert_params(self):
+        """The experts' parameters as a :class:`~gmoe.experts.ExpertParams`."""
+        return ExpertParams(self.expert_coef, self.expert_intercept, self.expert_var)
 
     @property
     def gate_params(self):
@@ -571,10 +581,7 @@ def sample_moe(measure, X, *, random_state=None, return_labels=False):
                         measure.n_experts - 1)
     # Inverse CDF: the first expert whose cumulative gate reaches u, never one of zero gate
     # (an inactive top-K expert); the minimum guards a rounding slip at the upper end.
-    means = compute_expert_means(X, measure.expert_coef, measure.expert_intercept)
-    rows = np.arange(X.shape[0])
-    noise = rng.standard_normal(X.shape[0])
-    y = means[rows, labels] + np.sqrt(measure.expert_var[labels]) * noise
+    y = measure.experts.sample(X, labels, measure.expert_params, rng)
     if return_labels:
         return y, labels
     return y

@@ -20,11 +20,10 @@ design of a million rows costs memory linear in its size.
 
 import numpy as np
 from scipy.special import ndtr, ndtri
-from sklearn.exceptions import NotFittedError
 
 from ._validation import check_float_array
 from .experts import compute_expert_means
-from .model import MixingMeasure, as_measure
+from .model import as_measure
 from .utils import check_random_state
 
 __all__ = ["PredictiveMixture", "predictive_distribution"]
