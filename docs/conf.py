@@ -35,6 +35,9 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    # A copy of MathJax 3 shipped with the docs (into _static/mathjax), so the formulas
+    # render without a network; the PyPI package of this name (the ``docs`` extra).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
@@ -47,6 +50,10 @@ source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 default_role = "literal"
 nitpicky = False
+
+# The bundled MathJax (sphinx-mathjax-offline sets the same path; stated here so the
+# choice is visible): the TeX input with the CommonHTML output, fonts included.
+mathjax_path = "mathjax/tex-chtml.js"
 
 # -- autodoc / autosummary ---------------------------------------------------------------
 autosummary_generate = True

@@ -3,11 +3,13 @@
 Fitting a softmax-gated mixture of experts
 ==========================================
 
-We draw data from the two-expert model of the reference rate study (SPEC 5.2, the
-published code of Nguyen, Nguyen & Ho, 2023), fit a
-:class:`~gmoe.GaussianMoERegressor` by EM, and compare the estimates with the truth:
-the data with the fitted expert lines, the fitted gate against the true gate, and the
-predictive interval.
+We draw data from the two-expert model of the reference rate study (from the published
+code of Nguyen, Nguyen & Ho, 2023), fit a :class:`~gmoe.GaussianMoERegressor` by EM,
+and compare the estimates with the truth: the data with the fitted expert lines, the
+fitted gate against the true gate, and the predictive interval.
+
+The truth and the protocol of that study are on the theory page
+(:ref:`theory-protocol-reference`).
 """
 
 # %%

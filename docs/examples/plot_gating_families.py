@@ -4,8 +4,8 @@ The four gating families
 ========================
 
 A mixture of experts routes each input ``x`` to its experts through a gate
-:math:`g(x)`, a probability vector over the experts. gmoe offers four families
-(SPEC 2.1), all defined by logits :math:`s_i(x)` and a softmax over an active set:
+:math:`g(x)`, a probability vector over the experts. gmoe offers four families, all
+defined by logits :math:`s_i(x)` and a softmax over an active set:
 
 =================  =======================================================  =================
 ``gating=``        logits :math:`s_i(x)`                                    active set
@@ -16,8 +16,9 @@ A mixture of experts routes each input ``x`` to its experts through a gate
 ``"activation"``   :math:`(\sigma(\beta_{1i}^\top x) + \beta_{0i}) / \tau`  all experts
 =================  =======================================================  =================
 
-Here we draw the gate probabilities of three experts against a scalar ``x`` for fixed
-gate parameters. Only the gate matters for these plots; the experts are placeholders.
+(the full definitions: :ref:`theory-gates`). Here we draw the gate probabilities of
+three experts against a scalar ``x`` for fixed gate parameters. Only the gate matters
+for these plots; the experts are placeholders.
 """
 
 # %%

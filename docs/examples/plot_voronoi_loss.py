@@ -5,15 +5,16 @@ The Voronoi loss D1 against the sample size
 
 For an exact-specified softmax mixture of experts (as many fitted experts as true
 ones), the maximum-likelihood estimate converges to the truth at the parametric rate:
-the Voronoi loss D1 of the fit (SPEC 4) decays like :math:`n^{-1/2}` (Nguyen, Nguyen
-& Ho, 2023). This example is a miniature of the reference rate study (SPEC 5.2): the
-same truth and design, EM started near the truth with the papers' noise schedule, a
-few sample sizes and replications, and the least-squares slope of
-:math:`\log \bar D_1` on :math:`\log n`.
+the Voronoi loss D1 of the fit decays like :math:`n^{-1/2}` (Nguyen, Nguyen & Ho,
+2023). This example is a miniature of the reference rate study: the same truth and
+design, EM started near the truth with the papers' noise schedule, a few sample sizes
+and replications, and the least-squares slope of :math:`\log \bar D_1` on
+:math:`\log n`.
 
 The full study (200 sample sizes up to :math:`10^5`, 40 replications, confidence
 intervals for the slope) is ``gmoe-sim run softmax-exact``; this page runs in seconds
-and its slope is correspondingly rough.
+and its slope is correspondingly rough. The loss is defined in :ref:`theory-d1`, the
+study in :ref:`theory-protocol-reference`.
 """
 
 # %%
@@ -35,7 +36,7 @@ truth = gmoe.MixingMeasure(
 
 
 def start_near_truth(n, rng):
-    """SPEC 5.2's start: the truth plus noise that shrinks slowly with ``n``."""
+    """The reference protocol's start: the truth plus noise shrinking slowly with ``n``."""
     k = truth.n_experts
     gate_noise = rng.normal(0.0, 0.005 * n ** -0.083, size=k)
     expert_noise = rng.normal(0.0, 0.05 * n ** -0.083, size=k)
