@@ -1,7 +1,8 @@
 """Expert labels: a canonical order, permutations, and alignment with a reference model.
 
-Experts are exchangeable (SPEC 2.2): permuting them, with the gate re-based so that the
-last expert stays the reference, gives the same conditional density. These functions
+Experts are exchangeable (:ref:`theory-identifiability`): permuting them, with the gate
+re-based so that the last expert stays the reference, gives the same conditional density.
+These functions
 choose a labelling; they never change the model.
 
 * :func:`canonical_order` -- a deterministic order of the experts of one model.
@@ -9,8 +10,8 @@ choose a labelling; they never change the model.
 * :func:`align_to` -- relabel a model to match a reference model's experts one to one
   (optimal assignment).
 
-Parameter *errors* against a truth go through Voronoi cells (SPEC 4), not through these
-labels; alignment is for reading, plotting and comparing two fits side by side.
+Parameter *errors* against a truth go through Voronoi cells (:ref:`theory-voronoi`), not
+through these labels; alignment is for reading, plotting and comparing two fits side by side.
 """
 
 import numpy as np

@@ -2,10 +2,11 @@ r"""Standard errors, confidence intervals and the bootstrap for a Gaussian mixtu
 
 :class:`MoEResults` (statsmodels' model/results split: it is built from a fitted estimator
 and never mixed into it) holds the maximum-likelihood estimates on the identifiable scale
-(SPEC 2.2), their covariance from the observed information, Wald confidence intervals,
-z-tests, information criteria and a printable summary. :func:`bootstrap` refits on
-resampled data and reports bootstrap standard errors and percentile intervals; it is the
-only option for the top-K gate, whose log-likelihood is not differentiable in the gate.
+(:ref:`theory-identifiability`), their covariance from the observed information, Wald
+confidence intervals, z-tests, information criteria and a printable summary.
+:func:`bootstrap` refits on resampled data and reports bootstrap standard errors and
+percentile intervals; it is the only option for the top-K gate, whose log-likelihood is
+not differentiable in the gate.
 
 The observed information is the negative of the **analytic** Hessian of the observed
 log-likelihood
@@ -33,7 +34,7 @@ Parameters (their names in :attr:`MoEResults.param_names`):
   of all experts but the last, and ``gate.log_temperature`` when the temperature is
   learned (``se(tau) = tau * se(log tau)`` by the delta method);
 * every expert's ``expert[j].coef[m]``, ``expert[j].intercept`` and variance
-  ``expert[j].var``. The variance is parametrised directly (SPEC: ``nu`` is a variance
+  ``expert[j].var``. The variance is parametrised directly (``nu`` is a variance
   everywhere). At a maximum the score is zero, so the information on ``log nu`` is
   exactly ``J^T I J``: the delta method from either scale gives the same standard error.
 """
@@ -331,7 +332,8 @@ class MoEResults:
 
     Standard errors come from the observed information, the negative analytic Hessian
     of the observed log-likelihood at the fitted parameters, on the identifiable scale
-    (SPEC 2.2; see the module documentation for the parameters and their names).
+    (:ref:`theory-identifiability`; see the module documentation for the parameters and
+    their names).
 
     Parameters
     ----------
@@ -467,7 +469,8 @@ class MoEResults:
             self.is_singular = True
             why = (
                 "The two-expert tanh/sigmoid gate is at its symmetric point "
-                "beta1_1 = -beta1_2 (SPEC 2.2), where the Fisher information is singular: "
+                "beta1_1 = -beta1_2 (see the documentation's Theory and conventions page, "
+                "'Identifiability'), where the Fisher information is singular: "
                 "moving both slopes by the same amount changes the density only at second "
                 "order, so observed-information standard errors are not valid. They are "
                 "set to NaN. Refit from another start, or use bootstrap().")

@@ -1,6 +1,6 @@
 """The parameters of one Gaussian mixture of experts, its density and its sampler.
 
-:class:`MixingMeasure` holds a model ``G`` (SPEC 2): gate parameters, expert parameters
+:class:`MixingMeasure` holds a model ``G`` (:ref:`theory-model`): gate parameters, expert parameters
 and the gating family. The module functions evaluate ``p_G(y | x)``, run the E-step and
 draw data from ``G``.
 """
@@ -42,7 +42,7 @@ class MixingMeasure:
 
         p_G(y \mid x) = \sum_{i=1}^{k} g_i(x)\, \mathcal{N}(y \mid a_i^\top x + b_i, \nu_i)
 
-    with the gate ``g`` given by ``gating`` (SPEC 2.1). Read as the measure
+    with the gate ``g`` given by ``gating`` (:ref:`theory-gates`). Read as the measure
     ``G = sum_i w_i delta_{theta_i}`` with weights ``w_i = exp(beta0_i)`` (or
     ``exp(beta0_i / tau)`` for the temperature families) and atoms
     ``theta_i = (beta1_i, a_i, b_i, nu_i)`` (plus ``tau`` for the temperature families).
@@ -78,9 +78,9 @@ class MixingMeasure:
 
     Notes
     -----
-    Identifiability convention (SPEC 2.2): the last expert is the reference. For
-    'softmax', 'topk' and 'temperature' its gate slope and intercept are 0; for
-    'activation' only its intercept is (every slope is free).
+    Identifiability convention (:ref:`theory-identifiability`): the last expert is the
+    reference. For 'softmax', 'topk' and 'temperature' its gate slope and intercept are 0;
+    for 'activation' only its intercept is (every slope is free).
     """
 
     def __init__(self, gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var, *,
@@ -298,7 +298,9 @@ class MixingMeasure:
                    rebase=rebase, **options)
 
     def identifiable(self):
-        """The representative of this model on the identifiable scale (SPEC 2.2).
+        """The representative of this model on the identifiable scale.
+
+        See :ref:`theory-identifiability`.
 
         * 'temperature': the gate on ``gamma = (beta1, beta0) / tau`` (returned with
           ``temperature=1``); ``(beta1, beta0, tau)`` themselves are determined only up to
