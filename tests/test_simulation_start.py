@@ -122,3 +122,51 @@ def test_task_streams_differ_between_tasks_and_streams():
     assert draws[(100, 0)] == (lambda s: (s.data.random(), s.start.random(), s.fit_seed))(
         task_streams(1, 100, 0))
     assert evaluation_seed_sequence(1).spawn_key == (0,)
+
+
+# ------------------------------------------------------------------ published protocol
+@pytest.mark.parametrize("n_experts, expected", [(3, {1: 2 / 3, 2: 1 / 3}),
+                                                 (4, {1: 3 / 7, 2: 3 / 7, 3: 1 / 7})])
+def test_published_assignment_probabilities(n_experts, expected):
+    from gmoe.simulation.start import draw_published_assignment
+
+    rng = np.random.default_rng(0)
+    draws = [draw_published_assignment(2, n_experts, rng) for _ in range(4000)]
+    assert all(s[-1] == 1 and 0 in s for s in draws)
+    counts = np.bincount([int(np.sum(s == 0)) for s in draws], minlength=n_experts)
+    for m, p in expected.items():
+        # 4000 draws: the share's sd is at most sqrt(0.25 / 4000) = 0.008; allow 4 sd.
+        assert counts[m] / 4000 == pytest.approx(p, abs=0.032)
+
+
+def test_published_start_keeps_beta0_and_leaves_the_reference_gate_alone():
+    start = make_near_truth_start(SPEC_TRUTH, 4, 1000, 3, protocol="published",
+                                  var_center="published", assignment=[0, 0, 1, 1])
+    # No - log m: each copy keeps beta0* (up to its gate noise, 0.005 * 1000^-0.083).
+    assert_allclose(start.gate_intercept[:2], -8.0, atol=0.02)
+    assert start.gate_intercept[2] == pytest.approx(0.0, abs=0.02)
+    # The reference (last) atom: exactly the truth's gate, so no re-basing moved the others.
+    assert start.gate_intercept[3] == 0.0 and not np.any(start.gate_coef[3])
+    assert_allclose(start.expert_var, [0.3, 0.3, 0.4, 0.4], atol=0.01)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        make_near_truth_start(SPEC_TRUTH, 3, 100, 0, protocol="paper")
+
+
+@pytest.mark.parametrize("exponent, ratio", [(None, 10 ** -0.083), (0.0, 1.0)])
+def test_temperature_noise_follows_its_schedule(exponent, ratio):
+    # sd of log tau_start - log tau* is 0.05 n^-exponent: the published schedule
+    # (exponent 0.083 by default) or a fixed scale (exponent 0).
+    def spread(n):
+        logs = [np.log(make_near_truth_start(TEMPERATURE_TRUTH, 2, n, seed,
+                                             temperature_noise=0.05,
+                                             temperature_noise_exponent=exponent).temperature)
+                for seed in range(1500)]
+        return np.std(np.array(logs) - np.log(0.25))
+
+    small, large = spread(1000), spread(10000)
+    # 1500 draws: an sd's relative error is ~1/sqrt(2 * 1500) = 2%; allow 8%.
+    expected = 0.05 * 1000 ** -(0.083 if exponent is None else exponent)
+    assert small == pytest.approx(expected, rel=0.08)
+    assert large / small == pytest.approx(ratio, rel=0.1)
+    # Without temperature noise the start copies tau* exactly (the default).
+    assert make_near_truth_start(TEMPERATURE_TRUTH, 2, 1000, 0).temperature == 0.25
