@@ -77,8 +77,8 @@ def rbar_of(m, supplied=None):
         return float(value)
     if m not in DEFAULT_RBAR:
         known = ", ".join(f"rbar({k}) = {v:g}" for k, v in DEFAULT_RBAR.items())
-        raise ValueError(f"rbar({m}) is unknown (the theory gives {known}); supply it, e.g. "
-                         f"rbar={{{m}: ...}}.")
+        raise ValueError(f"rbar({m}) is unknown for a cell of m={m} fitted atoms (the theory "
+                         f"gives {known}); it must be supplied.")
     return DEFAULT_RBAR[m]
 
 
