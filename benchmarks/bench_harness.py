@@ -1,7 +1,9 @@
 """Overhead of the simulation harness: wall time of a run against the time spent fitting.
 
-Runs a small softmax rate study (the SPEC 5.2 truth, one near-truth start per task) into a
-fresh SQLite store for each worker count and prints, per run:
+Runs the test suite's tiny study (``tests/data/study.toml``: paper 1's softmax truth, one
+near-truth start per task) on a grid design, with EM run to 2000 iterations and the sizes,
+replications and metrics given on the command line, into a fresh SQLite store for each
+worker count, and prints, per run:
 
 * wall: seconds from the first task dispatched to the last row committed (worker start-up,
   pickling, data generation, fits, metrics, SQLite included);
@@ -21,50 +23,26 @@ Usage::
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from gmoe.simulation import load_experiment, run_experiment
 
-TEMPLATE = """\
-description = "harness benchmark"
-seed = 1
-
-[truth]
-gating = "softmax"
-gate_coef = [[25.0], [0.0]]
-gate_intercept = [-8.0, 0.0]
-expert_coef = [[-20.0], [20.0]]
-expert_intercept = [15.0, -5.0]
-expert_var = [0.09, 0.16]
-
-[fit]
-n_experts = 2
-tol = 1e-6
-max_iter = 2000
-
-[start]
-kind = "near_truth"
-
-[sizes]
-n = [{{ logspace = [{start}, {stop}, {num}] }}]
-replications = {reps}
-
-[metrics]
-voronoi = ["exact"]
-{density}
-
-[metrics.evaluation]
-n = 1000
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _study import DROP, write_study  # noqa: E402  (tests/ is not a package)
 
 
 def bench(n_jobs, args, workdir):
-    density = "" if args.light else "hellinger = true\ntotal_variation = true"
-    path = Path(workdir) / f"bench-{n_jobs}.toml"
-    path.write_text(TEMPLATE.format(start=args.sizes[0], stop=args.sizes[1],
-                                    num=args.sizes[2], reps=args.reps, density=density))
+    start, stop, num = args.sizes
+    density = DROP if args.light else True
+    path = write_study(
+        workdir, f"bench-{n_jobs}.toml", description="harness benchmark", seed=1,
+        design="grid", sizes=[{"logspace": [start, stop, num]}], replications=args.reps,
+        fit={"max_iter": 2000},
+        metrics={"parameter_errors": DROP, "hellinger": density, "total_variation": density,
+                 "evaluation": {"kind": "grid", "n": 1000}})
     exp = load_experiment(path)
     started = time.perf_counter()
     summary = run_experiment(exp, Path(workdir) / f"bench-{n_jobs}.sqlite", n_jobs=n_jobs,

@@ -1,6 +1,7 @@
 """The runner on a Dask cluster (joblib's Dask backend) stores what the local run stores."""
 
 import pytest
+from _study import DROP, write_study
 
 from gmoe.simulation import load_experiment, read_rows, run_experiment
 from gmoe.simulation.cli import main
@@ -8,43 +9,10 @@ from gmoe.simulation.tasks import TIMING_COLUMNS
 
 distributed = pytest.importorskip("distributed")
 
-TINY = """\
-description = "tiny Dask test"
-seed = 11
-
-[truth]
-gating = "softmax"
-gate_coef = [[25.0], [0.0]]
-gate_intercept = [-8.0, 0.0]
-expert_coef = [[-20.0], [20.0]]
-expert_intercept = [15.0, -5.0]
-expert_var = [0.09, 0.16]
-
-[design]
-kind = "uniform"
-
-[fit]
-n_experts = 2
-tol = 1e-6
-max_iter = 100
-
-[start]
-kind = "near_truth"
-n_starts = 1
-
-[sizes]
-n = [60, 120, 240]
-replications = 2
-
-[metrics]
-voronoi = ["exact"]
-parameter_errors = true
-hellinger = true
-
-[metrics.evaluation]
-kind = "uniform"
-n = 40
-"""
+# The fixture study with one near-truth start per task, 3 sizes x 2 replications, and no
+# total variation.
+STUDY = dict(seed=11, sizes=[60, 120, 240], replications=2,
+             metrics={"total_variation": DROP})
 
 
 def _comparable(rows):
@@ -61,9 +29,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dask") / "tiny.toml"
-    path.write_text(TINY)
-    return load_experiment(path)
+    return load_experiment(write_study(tmp_path_factory.mktemp("dask"), "tiny.toml", **STUDY))
 
 
 def test_dask_client_stores_the_joblib_numbers(tmp_path, cluster, experiment):
@@ -87,8 +53,7 @@ def test_dask_client_stores_the_joblib_numbers(tmp_path, cluster, experiment):
 def test_cli_scheduler_address_resumes(tmp_path, cluster, experiment, capsys):
     db = tmp_path / "cli.sqlite"
     # Part of the grid locally, the rest on the cluster by address: one store, no duplicate.
-    small = tmp_path / "small.toml"
-    small.write_text(TINY.replace("n = [60, 120, 240]", "n = [60, 120]"))
+    small = write_study(tmp_path, "small.toml", **{**STUDY, "sizes": [60, 120]})
     run_experiment(load_experiment(small), db, n_jobs=1, progress=False)
     assert main(["run", str(experiment.path), "--db", str(db), "--scheduler",
                  cluster.scheduler_address, "--no-progress", "--out",

@@ -7,7 +7,6 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from gmoe.simulation.rates import (
-    SETTINGS,
     RateFit,
     bootstrap_slope,
     fit_rate,
@@ -15,8 +14,8 @@ from gmoe.simulation.rates import (
     mean_loss_by_n,
     rate_table,
     slope_sensitivity,
-    theoretical_slope,
 )
+from gmoe.theory import Theory
 
 SIZES = np.geomspace(100, 1e5, 8).round()
 
@@ -190,62 +189,6 @@ def test_bootstrap_coverage(global_random_seed):
 
 
 # --------------------------------------------------------------------------------------
-# Theory (SPEC 5.1)
-# --------------------------------------------------------------------------------------
-
-_ALL_LOSSES = ("voronoi", "hellinger", "tv", "weights", "gate_coef", "expert_intercept",
-               "expert_coef", "expert_var")
-
-
-@pytest.mark.parametrize("setting", ["softmax-exact", "topk-exact", "temperature",
-                                     "activation-exact"])
-@pytest.mark.parametrize("loss", [*_ALL_LOSSES, "D1", "D2"])
-def test_theory_exact_settings(setting, loss):
-    assert theoretical_slope(setting, loss) == -0.5
-
-
-@pytest.mark.parametrize("setting", ["softmax-over", "topk-over"])
-@pytest.mark.parametrize(("m", "rbar"), [(2, 4), (3, 6)])
-def test_theory_over_specified(setting, m, rbar):
-    for loss in ("voronoi", "D2", "hellinger", "tv", "weights"):
-        assert theoretical_slope(setting, loss, m=m) == -0.5
-    for loss in ("gate_coef", "expert_intercept", "beta1", "b", "D1"):
-        assert theoretical_slope(setting, loss, m=m) == -1 / (2 * rbar)
-    for loss in ("expert_coef", "expert_var", "a", "nu"):
-        assert theoretical_slope(setting, loss, m=m) == -1 / rbar
-
-
-def test_theory_over_defaults_and_rbar():
-    assert theoretical_slope("softmax-over", "gate_coef") == -1 / 8  # m = 2 by default
-    assert theoretical_slope("softmax-over", "expert_var", m=1) == -0.5  # singleton cell
-    assert theoretical_slope("softmax-over", "expert_coef", m=4, rbar=8) == -1 / 8
-    with pytest.raises(ValueError, match=re.escape("rbar(4) is unknown")):
-        theoretical_slope("softmax-over", "expert_coef", m=4)
-    # temperature on gamma is softmax; m >= 2 selects the over-specified rates
-    assert theoretical_slope("temperature", "gate_coef", m=3) == -1 / 12
-
-
-def test_theory_none_where_no_polynomial_rate():
-    for loss in ("voronoi", "weights", "gate_coef", "expert_intercept", "expert_coef",
-                 "expert_var"):
-        assert theoretical_slope("temperature-raw", loss) is None
-        assert theoretical_slope("activation-over", loss) is None
-    for setting in ("temperature-raw", "activation-over"):
-        assert theoretical_slope(setting, "hellinger") == -0.5  # the density still converges
-        assert theoretical_slope(setting, "tv") == -0.5
-
-
-def test_theory_aliases_and_errors():
-    assert theoretical_slope("softmax_over", "gate_coef_error") == -1 / 8
-    assert theoretical_slope("SOFTMAX-OVER", "err_nu") == -1 / 4
-    assert len(SETTINGS) == 8
-    with pytest.raises(ValueError, match="setting must be one of"):
-        theoretical_slope("softmax", "voronoi")
-    with pytest.raises(ValueError, match="loss 'loglik' has no theoretical rate"):
-        theoretical_slope("softmax-exact", "loglik")
-
-
-# --------------------------------------------------------------------------------------
 # rate_table
 # --------------------------------------------------------------------------------------
 
@@ -288,6 +231,27 @@ def test_rate_table_temperature_raw_fits_no_slope():
     assert "not consistent" in gate["note"]
     assert gate["n_points"] == hel["n_points"] == int(np.sum(SIZES >= 1000))
     assert hel["within_ci"] is True
+
+
+def test_rate_table_two_sizes_has_no_interval_to_compare():
+    # Two sample sizes: the line passes through both points, the interval is NaN, and
+    # whether it holds the theory is unknown (None), not False.
+    two = {"n": [100, 100, 10000, 10000], "D1": [1.0, 1.0, 0.1, 0.1]}
+    row = rate_table(two, ["D1"], "softmax-exact")[0]
+    assert_allclose(row["slope"], -0.5)
+    assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+    assert row["theory"] == -0.5 and row["within_ci"] is None
+
+
+def test_rate_table_theories_replace_the_lookup_by_name():
+    table = _hand_table()
+    fixed = Theory(None, "fixed by construction", False)
+    rows = rate_table(table, ["D1", "hellinger"], "softmax-exact",
+                      theories={"D1": Theory(-0.638, "given", True), "hellinger": fixed})
+    d1, hel = rows
+    assert d1["theory"] == -0.638 and d1["within_ci"] is True
+    assert np.isnan(hel["slope"]) and hel["note"] == "fixed by construction"
+    assert hel["n_points"] == 8
 
 
 def test_format_rate_table():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _study import write_study
 
 from gmoe.simulation import (
     load_experiment,
@@ -13,44 +14,8 @@ from gmoe.simulation import (
 from gmoe.simulation.cli import _REPO_SIMULATIONS, main
 from gmoe.simulation.rates import fit_rate
 
-TINY = """\
-description = "tiny report test"
-seed = 5
-
-[truth]
-gating = "softmax"
-gate_coef = [[25.0], [0.0]]
-gate_intercept = [-8.0, 0.0]
-expert_coef = [[-20.0], [20.0]]
-expert_intercept = [15.0, -5.0]
-expert_var = [0.09, 0.16]
-
-[design]
-kind = "uniform"
-
-[fit]
-n_experts = 2
-tol = 1e-6
-max_iter = 100
-
-[start]
-kind = "near_truth"
-n_starts = 1
-
-[sizes]
-n = [60, 120, 240, 480]
-replications = 2
-
-[metrics]
-voronoi = ["exact"]
-parameter_errors = true
-hellinger = true
-total_variation = true
-
-[metrics.evaluation]
-kind = "uniform"
-n = 40
-"""
+# The fixture study with one near-truth start per task, 4 sizes x 2 replications.
+STUDY = dict(seed=5, sizes=[60, 120, 240, 480], replications=2)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +23,7 @@ def stored(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     sims = tmp / "simulations"
     sims.mkdir()
-    (sims / "mini.toml").write_text(TINY)
-    exp = load_experiment(sims / "mini.toml")
+    exp = load_experiment(write_study(sims, "mini.toml", **STUDY))
     run_experiment(exp, tmp / "results" / "mini.sqlite", n_jobs=1, progress=False)
     return tmp, exp
 
@@ -104,7 +68,7 @@ def test_report_out_dir_and_numbers_match_rates(stored, monkeypatch, capsys):
 def test_report_without_store_is_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "simulations").mkdir()
-    (tmp_path / "simulations" / "mini.toml").write_text(TINY)
+    write_study(tmp_path / "simulations", "mini.toml", **STUDY)
     assert main(["report", "mini"]) == 2
     assert "run the experiment first" in capsys.readouterr().err
     assert not (tmp_path / "results" / "mini").exists()
@@ -132,6 +96,31 @@ def test_temperature_raw_columns_get_no_slope():
     raw = next(line for line in text.splitlines() if line.startswith("d1_raw "))
     assert raw.split()[1] == "-"  # not fitted: the raw parameters are not identified
     assert "not identified" in text
+
+
+def test_columns_fixed_by_the_alignment_get_no_slope(stored):
+    # pe_gate_intercept_1 holds rounding noise (~1e-17): its "rate" would be noise.
+    tmp, exp = stored
+    rows, _ = read_rows(tmp / "results" / "mini.sqlite")
+    assert max(abs(r["pe_gate_intercept_1"]) for r in rows) < 1e-12
+    text = study_report(rows, exp)
+    for column in ("pe_weight_1", "pe_gate_coef_1", "pe_gate_intercept_1"):
+        line = next(line for line in text.splitlines() if line.split()[:1] == [column])
+        assert line.split()[1] == "-" and line.split()[-2:] == ["-", "-"]
+        assert f"{column}: 0 by construction" in text
+    line = next(line for line in text.splitlines() if line.startswith("pe_gate_intercept_0 "))
+    assert line.split()[1] != "-"  # the other cell's intercept is estimated: fitted
+
+
+def test_two_sizes_have_no_interval_to_compare(tmp_path):
+    exp = load_experiment(write_study(tmp_path, **STUDY))
+    rows = [{"n": n, "status": "ok", "converged": 1, "fit_seconds": 0.1,
+             **{c: 2.0 * n ** -0.5 for c in exp.metric_columns()}}
+            for n in (100, 400) for _ in range(2)]
+    text = study_report(rows, exp)
+    assert "slope d1: -0.500, no CI (2 sizes), mean ~ 2 n^-0.500 over 2 sizes; theory -0.500 " \
+           "(no CI to compare with)" in text.splitlines()
+    assert "OUTSIDE" not in text and "nan" not in text
 
 
 @pytest.mark.slow

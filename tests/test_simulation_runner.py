@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _study import DROP, write_study
 
 import gmoe.simulation.tasks as tasks_module
 from gmoe.simulation import (
@@ -25,56 +26,15 @@ from gmoe.simulation import (
 from gmoe.simulation.cli import main
 from gmoe.simulation.tasks import TIMING_COLUMNS
 
-TINY = """\
-description = "tiny harness test"
-seed = 7
-
-[truth]
-gating = "softmax"
-gate_coef = [[25.0], [0.0]]
-gate_intercept = [-8.0, 0.0]
-expert_coef = [[-20.0], [20.0]]
-expert_intercept = [15.0, -5.0]
-expert_var = [0.09, 0.16]
-
-[design]
-kind = "uniform"
-
-[fit]
-n_experts = 2
-tol = 1e-6
-max_iter = 100
-
-[start]
-kind = "near_truth"
-n_starts = 2
-
-[sizes]
-n = SIZES
-replications = REPS
-
-[metrics]
-voronoi = ["exact"]
-parameter_errors = true
-hellinger = true
-total_variation = true
-
-[metrics.evaluation]
-kind = "uniform"
-n = 40
-
-[quick]
-n = [60, 120]
-replications = 2
-"""
-SIZES = "[60, 90, 130, 200]"
+SIZES = [60, 90, 130, 200]
 REPS = 3
 
 
-def tiny(tmp_path, sizes=SIZES, reps=REPS, name="tiny.toml", text=TINY):
-    path = tmp_path / name
-    path.write_text(text.replace("SIZES", sizes).replace("REPS", str(reps)))
-    return path
+def tiny(tmp_path, name="tiny.toml", **overrides):
+    """The fixture study as this module runs it: seed 7, two near-truth starts per task (the
+    best is kept), SIZES x REPS tasks; ``overrides`` as in :func:`_study.study_text`."""
+    settings = dict(seed=7, n_starts=2, sizes=SIZES, replications=REPS)
+    return write_study(tmp_path, name, **{**settings, **overrides})
 
 
 def comparable(rows):
@@ -183,7 +143,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, reference):
 
 def test_growing_the_grid_keeps_stored_tasks(tmp_path, reference):
     db = tmp_path / "grow.sqlite"
-    small = load_experiment(tiny(tmp_path, sizes="[60, 130]", reps=2))
+    small = load_experiment(tiny(tmp_path, sizes=[60, 130], replications=2))
     run_experiment(small, db, n_jobs=1, progress=False)
     before, _ = read_rows(db)
     # The same file, grown: more sizes and more replications.
@@ -202,10 +162,10 @@ def test_growing_the_grid_keeps_stored_tasks(tmp_path, reference):
 
 def test_changed_task_definition_is_refused(tmp_path):
     db = tmp_path / "refuse.sqlite"
-    run_experiment(load_experiment(tiny(tmp_path, sizes="[60]", reps=1)), db, n_jobs=1,
+    run_experiment(load_experiment(tiny(tmp_path, sizes=[60], replications=1)), db, n_jobs=1,
                    progress=False)
-    changed = load_experiment(tiny(tmp_path, sizes="[60]", reps=1,
-                                   text=TINY.replace("max_iter = 100", "max_iter = 99")))
+    changed = load_experiment(tiny(tmp_path, sizes=[60], replications=1,
+                                   fit={"max_iter": 99}))
     with pytest.raises(StoreMismatchError) as info:
         run_experiment(changed, db, n_jobs=1, progress=False)
     message = str(info.value)
@@ -228,7 +188,7 @@ def test_failed_fit_and_metric_are_recorded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tasks_module, "GaussianMoERegressor", Failing)
     monkeypatch.setattr(tasks_module, "hellinger", broken_hellinger)
-    exp = load_experiment(tiny(tmp_path, sizes="[60, 90]", reps=1))
+    exp = load_experiment(tiny(tmp_path, sizes=[60, 90], replications=1))
     summary = run_experiment(exp, tmp_path / "fail.sqlite", n_jobs=1, progress=False)
     assert summary.tasks_stored == 2 and summary.failures == 2
     rows = {r["n"]: r for r in read_rows(tmp_path / "fail.sqlite")[0]}
@@ -325,37 +285,26 @@ def test_cli_errors(tmp_path, monkeypatch, capsys):
 
 
 FAMILIES = {
-    "data-start": ('kind = "near_truth"\nn_starts = 2', 'kind = "data"\nn_init = 2'),
-    "temperature": ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\n'
-                    'gate_intercept = [-8.0, 0.0]',
-                    'gating = "temperature"\ntemperature = 0.25\ngate_coef = [[6.25], [0.0]]\n'
-                    'gate_intercept = [-2.0, 0.0]'),
-    "activation": ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\n'
-                   'gate_intercept = [-8.0, 0.0]',
-                   'gating = "activation"\nactivation = "tanh"\ntemperature = 0.25\n'
-                   'gate_coef = [[4.0], [-1.0]]\ngate_intercept = [-0.9, 0.0]'),
-    "topk-over": ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\n'
-                  'gate_intercept = [-8.0, 0.0]',
-                  'gating = "topk"\ntop_k = 1\ngate_coef = [[25.0], [0.0]]\n'
-                  'gate_intercept = [-8.0, 0.0]'),
+    "data-start": dict(n_starts=DROP, start={"kind": "data", "n_init": 2}),
+    "temperature": dict(truth={"gating": "temperature", "temperature": 0.25,
+                               "gate_coef": [[6.25], [0.0]], "gate_intercept": [-2.0, 0.0]},
+                        metrics={"scales": ["identifiable", "raw"]}),
+    "activation": dict(truth={"gating": "activation", "activation": "tanh",
+                              "temperature": 0.25, "gate_coef": [[4.0], [-1.0]],
+                              "gate_intercept": [-0.9, 0.0]}),
+    "topk-over": dict(truth={"gating": "topk", "top_k": 1}, n_starts=1,
+                      fit={"n_experts": 3, "top_k": 2}, start={"assignment": [0, 1, 1]},
+                      metrics={"voronoi": ["over"]}),
 }
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_run_task_other_families_and_starts(tmp_path, family):
-    old, new = FAMILIES[family]
-    text = TINY.replace(old, new, 1)
-    if family == "temperature":
-        text = text.replace("total_variation = true", 'total_variation = true\n'
-                            'scales = ["identifiable", "raw"]')
-    if family == "topk-over":
-        text = text.replace("n_experts = 2", "n_experts = 3\ntop_k = 2").replace(
-            '"exact"', '"over"').replace("n_starts = 2", "n_starts = 1\nassignment = [0, 1, 1]")
-    exp = load_experiment(tiny(tmp_path, text=text))
+    exp = load_experiment(tiny(tmp_path, **FAMILIES[family]))
     row = run_task(exp, 150, 0)
     assert row["status"] == "ok", row["error"]
     for col in exp.metric_columns():
-        assert row[col] is not None and (np.isfinite(row[col]) or col.startswith("pe_")), col
+        assert row[col] is not None and np.isfinite(row[col]), col
     if family == "temperature":
         assert "d1_raw" in row and row["pe_temperature_raw"] == 0.0
     if family == "data-start":

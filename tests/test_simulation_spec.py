@@ -4,48 +4,15 @@ import re
 from pathlib import Path
 
 import pytest
+from _study import study_text
 
 from gmoe.simulation import ExperimentError, load_experiment, parse_sizes
 
 REPO_SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
 
-BASE = """\
-description = "tiny"
-seed = 123
-
-[truth]
-gating = "softmax"
-gate_coef = [[25.0], [0.0]]
-gate_intercept = [-8.0, 0.0]
-expert_coef = [[-20.0], [20.0]]
-expert_intercept = [15.0, -5.0]
-expert_var = [0.09, 0.16]
-
-[design]
-kind = "grid"
-
-[fit]
-n_experts = 2
-max_iter = 50
-
-[start]
-kind = "near_truth"
-
-[sizes]
-n = [60, { linspace = [100, 200, 3] }]
-replications = 2
-
-[metrics]
-voronoi = ["exact"]
-hellinger = true
-
-[metrics.evaluation]
-n = 50
-
-[quick]
-n = [60]
-replications = 1
-"""
+# The fixture study with a sample-size grid mixing an integer and a linspace segment.
+BASE = study_text(seed=123, sizes=[60, {"linspace": [100, 200, 3]}], replications=2,
+                  quick={"n": [60], "replications": 1})
 
 
 def write(tmp_path, text, name="exp.toml"):
@@ -97,22 +64,22 @@ def test_load_tiny(tmp_path):
     assert exp.sizes == (60, 100, 150, 200)
     assert exp.replications == 2
     assert len(exp.tasks()) == 8
-    assert exp.fit["gating"] == "softmax" and exp.fit["max_iter"] == 50
+    assert exp.fit["gating"] == "softmax" and exp.fit["max_iter"] == 100
     assert exp.fit["tol"] == 1e-6  # default
     assert exp.start == {"kind": "near_truth", "n_starts": 1, "var_center": "truth",
                          "gate_noise": 0.005, "expert_noise": 0.05, "var_noise": 0.005,
                          "noise_exponent": 0.083, "var_noise_exponent": 0.25,
                          "assignment": None}
-    assert exp.metric_columns() == ["d1", "hellinger"]
-    assert exp.metrics["evaluation"] == {"kind": "grid", "n": 50, "low": 0.0, "high": 1.0}
+    assert exp.metric_columns()[:2] == ["d1", "pe_weight_0"]
+    assert exp.metric_columns()[-2:] == ["hellinger", "tv"]
+    assert exp.metrics["evaluation"] == {"kind": "uniform", "n": 40, "low": 0.0, "high": 1.0}
     quick = exp.quick_variant()
     assert quick.is_quick and quick.sizes == (60,) and quick.replications == 1
     assert quick.task_sha256 == exp.task_sha256  # [quick] did not change n_starts
 
 
 def test_parameter_error_columns_and_scales(tmp_path):
-    text = BASE.replace('hellinger = true', 'hellinger = true\nparameter_errors = true\n'
-                        'total_variation = true\nscales = ["identifiable", "raw"]')
+    text = study_text(metrics={"scales": ["identifiable", "raw"]})
     cols = load_text(tmp_path, text).metric_columns()
     assert cols[:2] == ["d1", "pe_weight_0"]
     assert "pe_expert_var_1" in cols and "d1_raw" in cols and "pe_gate_coef_0_raw" in cols
@@ -122,7 +89,7 @@ def test_parameter_error_columns_and_scales(tmp_path):
 MALFORMED = [
     # (old, new, substrings the message must contain)
     ("expert_var = [0.09, 0.16]\n", "", ["[truth] expert_var", "missing required key"]),
-    ("max_iter = 50", 'max_iter = "many"', ["[fit] max_iter", "expected an integer",
+    ("max_iter = 100", 'max_iter = "many"', ["[fit] max_iter", "expected an integer",
                                             "str 'many'"]),
     ('gating = "softmax"', 'gating = "sofmax"', ["[truth] gating", "'sofmax'",
                                                  "did you mean 'softmax'"]),
@@ -132,7 +99,7 @@ MALFORMED = [
      ["[truth] gate_intercept", "expected 2 entries", "got 1"]),
     ("expert_coef = [[-20.0], [20.0]]", "expert_coef = [[-20.0], [20.0, 1.0]]",
      ["[truth] expert_coef", "common, non-zero length"]),
-    ("max_iter = 50", "max_iters = 50", ["unknown key 'max_iters' in [fit]",
+    ("max_iter = 100", "max_iters = 100", ["unknown key 'max_iters' in [fit]",
                                          "did you mean 'max_iter'"]),
     ("[quick]", "[quik]", ["unknown key 'quik' in the top level"]),
     ("seed = 123", "seed = -1", ["seed", "expected a value >= 0"]),
@@ -149,7 +116,7 @@ MALFORMED = [
     ("n = [60, {", "n = [1, {", ["[sizes] n", ">= [fit] n_experts = 2"]),
     ('gating = "softmax"', 'gating = "temperature"',
      ["[truth] temperature", "required for gating='temperature'"]),
-    ('[design]\nkind = "grid"', '[design]\nkind = "grid"\nlow = 2.0',
+    ('[design]\nkind = "uniform"', '[design]\nkind = "uniform"\nlow = 2.0',
      ["[design] high", "low < high"]),
     ("hellinger = true", "hellinger = 1", ["[metrics] hellinger", "expected true or false"]),
     ("voronoi = [\"exact\"]", "voronoi = [\"D1\"]", ["[metrics] voronoi"]),
@@ -157,7 +124,7 @@ MALFORMED = [
      ["[truth] top_k", "does not apply to gating='softmax'"]),
     ("gate_intercept = [-8.0, 0.0]", "gate_intercept = [-8.0, 1.0]",
      ["[truth]", "gate_intercept[-1]"]),
-    ("[metrics.evaluation]\nn = 50", "evaluation = 3",
+    ('[metrics.evaluation]\nkind = "uniform"\nn = 40', "evaluation = 3",
      ["[metrics.evaluation]", "expected a table", "int 3"]),
 ]
 
@@ -196,8 +163,7 @@ def test_assignment_validation(tmp_path):
 
 
 def test_fit_options_inherit_from_truth(tmp_path):
-    text = BASE.replace('gating = "softmax"', 'gating = "topk"\ntop_k = 1').replace(
-        "gate_intercept = [-8.0, 0.0]", "gate_intercept = [-8.0, 0.0]")
+    text = BASE.replace('gating = "softmax"', 'gating = "topk"\ntop_k = 1')
     exp = load_text(tmp_path, text)
     assert exp.fit["gating"] == "topk" and exp.fit["top_k"] == 1
     assert exp.fit["topk_selection"] == "affine"
@@ -210,23 +176,24 @@ def test_task_hash_ignores_grid_replications_quick_and_comments(tmp_path):
     grown = BASE.replace("n = [60, {", "n = [60, 70, 80, {").replace(
         "replications = 2", "replications = 5").replace(
         "[quick]\nn = [60]", "[quick]\nn = [70]").replace(
-        'description = "tiny"', 'description = "bigger"\n# a comment')
+        'description = "tiny harness study"', 'description = "bigger"\n# a comment')
     other = load_experiment(write(tmp_path, grown, "other.toml"))
     assert other.file_sha256 != ref.file_sha256
     assert other.task_sha256 == ref.task_sha256
     # Spelling out a default changes the bytes, not the task definition.
     explicit = load_experiment(write(tmp_path, BASE.replace(
-        "max_iter = 50", "max_iter = 50\ntol = 1e-6\nreg_var = 1e-6"), "explicit.toml"))
+        "max_iter = 100", "max_iter = 100\ntol = 1e-6\nreg_var = 1e-6"), "explicit.toml"))
     assert explicit.task_sha256 == ref.task_sha256
 
 
 @pytest.mark.parametrize("old, new", [
-    ("max_iter = 50", "max_iter = 51"),
+    ("max_iter = 100", "max_iter = 101"),
     ("seed = 123", "seed = 124"),
     ("expert_var = [0.09, 0.16]", "expert_var = [0.09, 0.17]"),
     ('kind = "near_truth"', 'kind = "near_truth"\nn_starts = 2'),
-    ("[metrics.evaluation]\nn = 50", "[metrics.evaluation]\nn = 51"),
-    ('[design]\nkind = "grid"', '[design]\nkind = "uniform"'),
+    ("[metrics.evaluation]\nkind = \"uniform\"\nn = 40",
+     "[metrics.evaluation]\nkind = \"uniform\"\nn = 41"),
+    ('[design]\nkind = "uniform"', '[design]\nkind = "grid"'),
 ])
 def test_task_hash_changes_with_what_a_task_computes(tmp_path, old, new):
     ref = load_text(tmp_path, BASE)

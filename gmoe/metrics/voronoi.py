@@ -61,6 +61,7 @@ from scipy.special import logsumexp, softmax
 
 from .._validation import check_float_array, check_option
 from ..model import MixingMeasure
+from ..theory import DEFAULT_RBAR
 
 __all__ = [
     "ParameterErrors",
@@ -69,9 +70,6 @@ __all__ = [
     "voronoi_cells",
     "voronoi_loss",
 ]
-
-#: rbar(m) for the linear softmax gate (paper 1): solvability of its polynomial system.
-DEFAULT_RBAR = {2: 4.0, 3: 6.0}
 
 _KINDS = ("auto", "exact", "over")
 _TRANSLATIONS = ("infimum", "none")

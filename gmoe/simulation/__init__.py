@@ -22,7 +22,6 @@ On a Dask cluster (joblib's Dask backend; same seeds, same store):
 """
 
 from .report import (
-    fit_slope,
     format_report,
     study_report,
     study_setting,
@@ -45,7 +44,6 @@ __all__ = [
     "default_db_path",
     "draw_assignment",
     "export_csv",
-    "fit_slope",
     "format_report",
     "load_experiment",
     "make_near_truth_start",

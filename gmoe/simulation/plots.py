@@ -107,13 +107,13 @@ def plot_rate(table, loss, *, fit=None, theory=None, ax=None, label=None):
     return ax
 
 
-def _panel_theory(setting, loss, m, rbar):
-    theory = _theory_or_none(setting, loss, m, rbar)
+def _panel_theory(setting, loss, m, rbar, theories):
+    theory = (theories or {}).get(loss) or _theory_or_none(setting, loss, m, rbar)
     return theory.slope, theory.fit_slope
 
 
 def plot_parameter_rates(table, losses, *, setting=None, ncols=2, fig=None, min_n=None,
-                         m=None, rbar=None):
+                         m=None, rbar=None, theories=None):
     """One rate panel per loss (per-parameter rates), as :func:`plot_rate` draws them.
 
     Parameters
@@ -123,7 +123,7 @@ def plot_parameter_rates(table, losses, *, setting=None, ncols=2, fig=None, min_
     losses : str or sequence of str
         Loss columns, one panel each, row by row.
     setting : str, default=None
-        A setting of :func:`~gmoe.simulation.rates.theoretical_slope`: each panel then
+        A setting of :func:`~gmoe.theory.theoretical_slope`: each panel then
         shows its theoretical slope, and no slope is fitted where the theory says the
         estimate is not consistent. None draws no theory.
     ncols : int, default=2
@@ -133,7 +133,9 @@ def plot_parameter_rates(table, losses, *, setting=None, ncols=2, fig=None, min_
     min_n : float, default=None
         Fit only the sample sizes ``n >= min_n``.
     m, rbar : int or float, default=None
-        Passed to :func:`~gmoe.simulation.rates.theoretical_slope`.
+        Passed to :func:`~gmoe.theory.theoretical_slope`.
+    theories : mapping of str to gmoe.theory.Theory, optional
+        The theory of the losses it names, in place of the setting's lookup by name.
 
     Returns
     -------
@@ -155,7 +157,7 @@ def plot_parameter_rates(table, losses, *, setting=None, ncols=2, fig=None, min_
         fig.clear()
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, loss in zip(axes, losses, strict=False):
-        theory, fit_slope = _panel_theory(setting, loss, m, rbar)
+        theory, fit_slope = _panel_theory(setting, loss, m, rbar, theories)
         fit = fit_rate(table, loss, min_n=min_n) if fit_slope else False
         plot_rate(table, loss, fit=fit, theory=theory, ax=ax)
         ax.set_title(loss)
@@ -189,7 +191,7 @@ class RateReport:
 
 
 def write_report(table, losses, outdir, *, setting=None, name="study", min_n=None, m=None,
-                 rbar=None, dpi=150):
+                 rbar=None, theories=None, dpi=150):
     """Write the rate plots and the slope table of a study.
 
     Parameters
@@ -201,14 +203,17 @@ def write_report(table, losses, outdir, *, setting=None, name="study", min_n=Non
     outdir : str or path-like
         Directory of the outputs (created if needed).
     setting : str, default=None
-        A setting of :func:`~gmoe.simulation.rates.theoretical_slope` (theory slopes).
+        A setting of :func:`~gmoe.theory.theoretical_slope` (theory slopes).
     name : str, default="study"
         Stem of the file names: ``{name}_rate.png``, ``{name}_panels.png``,
         ``{name}_slopes.txt``.
     min_n : float, default=None
         Fit only the sample sizes ``n >= min_n``.
     m, rbar : int or float, default=None
-        Passed to :func:`~gmoe.simulation.rates.theoretical_slope`.
+        Passed to :func:`~gmoe.theory.theoretical_slope`.
+    theories : mapping of str to gmoe.theory.Theory, optional
+        The theory of the losses it names, in place of the setting's lookup by name (see
+        :func:`~gmoe.simulation.rates.rate_table`).
     dpi : int, default=150
         Resolution of the PNGs.
 
@@ -224,10 +229,10 @@ def write_report(table, losses, outdir, *, setting=None, name="study", min_n=Non
         raise ValueError("losses must name at least one loss column, got an empty list.")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    rows = rate_table(table, losses, setting, min_n=min_n, m=m, rbar=rbar)
+    rows = rate_table(table, losses, setting, min_n=min_n, m=m, rbar=rbar, theories=theories)
 
     headline = losses[0]
-    theory, fit_slope = _panel_theory(setting, headline, m, rbar)
+    theory, fit_slope = _panel_theory(setting, headline, m, rbar, theories)
     fit = fit_rate(table, headline, min_n=min_n) if fit_slope else False
     figure = Figure(figsize=(6, 4.5))
     ax = plot_rate(table, headline, fit=fit, theory=theory, ax=figure.add_subplot())
@@ -239,7 +244,7 @@ def write_report(table, losses, outdir, *, setting=None, name="study", min_n=Non
     ncols = min(2, len(losses))
     panels_fig = Figure(figsize=(4.5 * ncols, 3.5 * math.ceil(len(losses) / ncols)))
     plot_parameter_rates(table, losses, setting=setting, ncols=ncols, fig=panels_fig,
-                         min_n=min_n, m=m, rbar=rbar)
+                         min_n=min_n, m=m, rbar=rbar, theories=theories)
     panels = outdir / f"{name}_panels.png"
     panels_fig.savefig(panels, dpi=dpi)
 

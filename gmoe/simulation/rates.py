@@ -1,17 +1,18 @@
-"""Convergence rates from a tidy table of simulation results (SPEC 5).
+"""Convergence rates from a tidy table of simulation results.
 
 Every function here is pure: it takes a *table* of finished tasks and returns numbers. A
 table is either a mapping of equal-length 1-D arrays (a ``dict``, a pandas ``DataFrame``)
 or a sequence of rows (``dict`` or ``sqlite3.Row``), with a sample-size column ``n`` (or
-``n_samples``, the name of STYLE.md B8) and one or more numeric loss columns, one row per
+``n_samples``) and one or more numeric loss columns, one row per
 ``(n, replication)`` task. Nothing here reads the result store.
 
 A loss entry that is not finite (NaN for a failed fit, SQL ``NULL``, ``inf``) is dropped
 for that loss only; the number dropped is reported (:attr:`RateFit.n_dropped`, the
 ``n_dropped`` column of :func:`rate_table`). A negative loss is an error. The rate is the
-least-squares slope of ``log(mean loss over replications)`` on ``log n`` (SPEC 5.2), with
+least-squares slope of ``log(mean loss over replications)`` on ``log n``, with
 the t-interval of statsmodels' OLS; :func:`bootstrap_slope` resamples the replications
-instead.
+instead. The slopes the theory predicts come from :mod:`gmoe.theory`
+(:ref:`theory-rates`).
 """
 
 import math
@@ -21,21 +22,19 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..theory import NO_THEORY, theory
 from ..utils import check_random_state
 
 __all__ = [
     "BootstrapSlope",
     "LossByN",
     "RateFit",
-    "SETTINGS",
-    "THEORY_LOSSES",
     "bootstrap_slope",
     "fit_rate",
     "format_rate_table",
     "mean_loss_by_n",
     "rate_table",
     "slope_sensitivity",
-    "theoretical_slope",
 ]
 
 _N_COLUMNS = ("n", "n_samples")
@@ -324,7 +323,7 @@ def _ols(log_n, log_mean, alpha):
 
 
 def fit_rate(table, loss, *, min_n=None, alpha=0.05):
-    r"""Fit ``mean loss = C n^slope`` by least squares on the log-log scale (SPEC 5.2).
+    r"""Fit ``mean loss = C n^slope`` by least squares on the log-log scale.
 
     Parameters
     ----------
@@ -392,7 +391,7 @@ def fit_rate(table, loss, *, min_n=None, alpha=0.05):
 
 
 def slope_sensitivity(table, loss, drop_fractions=(0, 0.1, 0.25, 0.5), *, alpha=0.05):
-    """Refit the rate after dropping the smallest sample sizes (SPEC 5.2).
+    """Refit the rate after dropping the smallest sample sizes.
 
     Parameters
     ----------
@@ -517,206 +516,6 @@ def bootstrap_slope(table, loss, n_boot=1000, *, min_n=None, alpha=0.05, random_
 
 
 # --------------------------------------------------------------------------------------
-# Theory (SPEC 5.1)
-# --------------------------------------------------------------------------------------
-
-SETTINGS = (
-    "softmax-exact",
-    "softmax-over",
-    "topk-exact",
-    "topk-over",
-    "temperature",
-    "temperature-raw",
-    "activation-exact",
-    "activation-over",
-)
-"""The settings of SPEC 5.1 known to :func:`theoretical_slope`."""
-
-THEORY_LOSSES = (
-    "voronoi",
-    "D1",
-    "D2",
-    "hellinger",
-    "tv",
-    "weights",
-    "gate_coef",
-    "expert_intercept",
-    "expert_coef",
-    "expert_var",
-)
-"""The losses known to :func:`theoretical_slope` (aliases in its Notes)."""
-
-_LOSS_ALIASES = {
-    "voronoi": "voronoi", "voronoi_loss": "voronoi", "d1": "d1", "d2": "d2",
-    "hellinger": "hellinger",
-    "tv": "tv", "total_variation": "tv",
-    "weights": "weights", "weight": "weights", "cell_weights": "weights",
-    "gate_coef": "gate_coef", "beta1": "gate_coef",
-    "expert_intercept": "expert_intercept", "b": "expert_intercept",
-    "expert_coef": "expert_coef", "a": "expert_coef",
-    "expert_var": "expert_var", "nu": "expert_var",
-}
-
-_RBAR = {2: 4, 3: 6}
-
-
-class _Theory(NamedTuple):
-    slope: float | None
-    reason: str
-    fit_slope: bool  # False where a slope would be meaningless (not consistent)
-
-
-def _canonical_loss(loss):
-    key = str(loss).lower()
-    for prefix in ("err_", "error_"):
-        key = key.removeprefix(prefix)
-    for suffix in ("_error", "_err"):
-        key = key.removesuffix(suffix)
-    if key not in _LOSS_ALIASES:
-        raise ValueError(
-            f"loss {loss!r} has no theoretical rate; expected one of {list(THEORY_LOSSES)} "
-            "(or an alias: beta1, b, a, nu, weight, total_variation, with an optional "
-            "'_error' suffix)."
-        )
-    return _LOSS_ALIASES[key]
-
-
-def _canonical_setting(setting):
-    key = str(setting).lower().replace("_", "-")
-    if key not in SETTINGS:
-        raise ValueError(f"setting must be one of {list(SETTINGS)}, got setting={setting!r}.")
-    return key
-
-
-def _resolve_rbar(m, rbar):
-    if rbar is not None:
-        if not (isinstance(rbar, int | float) and rbar >= 1):
-            raise ValueError(f"rbar must be a number >= 1, got rbar={rbar!r}.")
-        return rbar
-    if m is None:
-        m = 2
-    if not (isinstance(m, int) and m >= 1):
-        raise ValueError(f"m (atoms in the cell) must be a positive integer, got m={m!r}.")
-    if m == 1:
-        return 1
-    if m not in _RBAR:
-        raise ValueError(
-            f"rbar({m}) is unknown (SPEC 4 gives rbar(2) = 4, rbar(3) = 6); pass rbar."
-        )
-    return _RBAR[m]
-
-
-_HALF = -0.5
-
-
-def _theory(setting, loss, m=None, rbar=None):
-    """(slope, reason, fit_slope) of SPEC 5.1 for a setting and a loss."""
-    setting = _canonical_setting(setting)
-    kind = _canonical_loss(loss)
-    family, _, variant = setting.partition("-")
-    if kind in ("hellinger", "tv"):
-        return _Theory(_HALF, "density rate n^-1/2 (SPEC 5.1)", True)
-    if setting == "temperature-raw":
-        return _Theory(
-            None,
-            "raw (beta1, beta0, tau) are not identified: the estimate is set by the start and "
-            "is not consistent (SPEC 2.2, 5.1); report the curve, fit no slope",
-            False,
-        )
-    if setting == "activation-over":
-        return _Theory(
-            None,
-            "over-specified activation gate: polynomial, but the exponents are not "
-            "established (SPEC 5.1)",
-            True,
-        )
-    if family == "temperature":
-        over = m is not None and m >= 2 or rbar is not None
-    else:
-        over = variant == "over"
-    if not over:
-        return _Theory(_HALF, f"{setting}: parametric rate n^-1/2 (SPEC 5.1)", True)
-    r = _resolve_rbar(m, rbar)
-    if kind in ("voronoi", "d2", "weights") or r == 1:
-        what = "cell weights" if kind == "weights" else "D2"
-        return _Theory(_HALF, f"{setting}: {what} decays as n^-1/2 (SPEC 5.1)", True)
-    slow = -1.0 / (2 * r)
-    if kind in ("gate_coef", "expert_intercept", "d1"):
-        reason = f"{setting}: beta1 and b in a cell with rbar = {r:g}: n^-1/(2 rbar) (SPEC 5.1)"
-        if kind == "d1":
-            reason = (
-                f"{setting}: D1 (exponent 1) is dominated by its beta1 and b terms, "
-                f"n^-1/(2 rbar) with rbar = {r:g}"
-            )
-        return _Theory(slow, reason, True)
-    return _Theory(-1.0 / r, f"{setting}: a and nu, rbar = {r:g}: n^-1/rbar (SPEC 5.1)", True)
-
-
-def theoretical_slope(setting, loss, *, m=None, rbar=None):
-    """The rate exponent that the theory predicts (SPEC 5.1), or None where it has none.
-
-    Parameters
-    ----------
-    setting : str
-        One of ``'softmax-exact'``, ``'softmax-over'``, ``'topk-exact'``, ``'topk-over'``,
-        ``'temperature'`` (losses on the identifiable scale ``gamma``), ``'temperature-raw'``
-        (losses on the raw ``(beta1, beta0, tau)``), ``'activation-exact'``,
-        ``'activation-over'`` (underscores are accepted for hyphens).
-    loss : str
-        ``'voronoi'`` (the setting's own loss: D1 exact, D2 over-specified), ``'D1'``,
-        ``'D2'``, ``'hellinger'``, ``'tv'``, ``'weights'`` (``|W_j - w*_j|``),
-        ``'gate_coef'`` (``beta1``), ``'expert_intercept'`` (``b``), ``'expert_coef'``
-        (``a``) or ``'expert_var'`` (``nu``), case-insensitive.
-    m : int, default=None
-        Number of fitted atoms in the cell studied, for the over-specified settings
-        (default 2). For ``'temperature'``, ``m >= 2`` selects the over-specified rates.
-    rbar : float, default=None
-        The exponent ``rbar(m)``; by default ``rbar(1) = 1`` (a singleton cell: parametric
-        rates), ``rbar(2) = 4``, ``rbar(3) = 6``, and an error for ``m >= 4``.
-
-    Returns
-    -------
-    float or None
-        The slope ``s`` of ``loss ~ n^s``, up to log factors; None where the theory gives
-        no polynomial rate (see Notes).
-
-    Raises
-    ------
-    ValueError
-        For an unknown setting or loss, or ``m >= 4`` without ``rbar``.
-
-    Notes
-    -----
-    ================================= ============= ========== ============== ==========
-    setting                           hellinger, tv weights    beta1, b       a, nu
-    ================================= ============= ========== ============== ==========
-    softmax-, topk-, activation-exact -1/2          -1/2       -1/2           -1/2
-    softmax-, topk-over (cell of m)   -1/2          -1/2       -1/(2 rbar(m)) -1/rbar(m)
-    temperature (on gamma)            -1/2          as softmax as softmax     as softmax
-    temperature-raw                   -1/2          None       None           None
-    activation-over                   -1/2          None       None           None
-    ================================= ============= ========== ============== ==========
-
-    ``voronoi`` and ``D2`` decay as ``n^-1/2`` wherever the theory holds; ``D1`` in an
-    over-specified setting is dominated by its exponent-1 ``beta1`` and ``b`` terms,
-    ``n^-1/(2 rbar)``. None means: for ``temperature-raw``, the raw parameters are not
-    identified, so their estimates are set by the start and not consistent (report the
-    curve, fit no slope); for ``activation-over``, the rates are polynomial but their
-    exponents are not established. For ``topk-over`` the density rate holds only if the
-    fitted ``K`` covers the selected true cells.
-
-    Examples
-    --------
-    >>> from gmoe.simulation.rates import theoretical_slope
-    >>> theoretical_slope("softmax-over", "gate_coef", m=2)
-    -0.125
-    >>> theoretical_slope("temperature-raw", "gate_coef") is None
-    True
-    """
-    return _theory(setting, loss, m, rbar).slope
-
-
-# --------------------------------------------------------------------------------------
 # Slope tables
 # --------------------------------------------------------------------------------------
 
@@ -728,17 +527,17 @@ def _as_list(losses):
 def _theory_or_none(setting, loss, m, rbar):
     """Theory for a column, or a None slope when the column is not a theoretical loss."""
     if setting is None:
-        return _Theory(None, "", True)
-    _canonical_setting(setting)  # an unknown setting is an error, not a silent None
+        return NO_THEORY
     try:
-        return _theory(setting, loss, m, rbar)
+        return theory(setting, loss, m=m, rbar=rbar)
     except ValueError as err:
         if "has no theoretical rate" in str(err):
-            return _Theory(None, "no theoretical rate for this column", True)
+            return NO_THEORY._replace(reason="no theoretical rate for this column")
         raise
 
 
-def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, rbar=None):
+def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, rbar=None,
+               theories=None):
     """Fitted and theoretical slopes of several loss columns.
 
     Parameters
@@ -748,31 +547,38 @@ def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, r
     losses : str or sequence of str
         Loss columns, one row each.
     setting : str, default=None
-        A setting of :func:`theoretical_slope`; None reports no theory.
+        A setting of :func:`gmoe.theory.theoretical_slope`, whose theory is looked up by
+        the loss's name; None reports no theory.
     min_n : float, default=None
         Fit only the sample sizes ``n >= min_n``.
     alpha : float, default=0.05
         Level of the intervals.
     m, rbar : int or float, default=None
-        Passed to :func:`theoretical_slope`.
+        Passed to :func:`gmoe.theory.theoretical_slope`.
+    theories : mapping of str to gmoe.theory.Theory, optional
+        The theory of the losses it names, in place of the lookup by name (a study's
+        metric columns carry theirs: :mod:`gmoe.simulation.columns`).
 
     Returns
     -------
     list of dict
         One row per loss with keys ``loss``, ``slope``, ``ci_low``, ``ci_high``, ``C``,
         ``r_squared``, ``n_points``, ``n_dropped``, ``theory`` (float or None),
-        ``within_ci`` (bool, None without a theoretical slope) and ``note`` (why there is
-        no theory or no fitted slope). Where the theory says the estimate is not consistent
-        (``'temperature-raw'``) no slope is fitted and the fitted entries are NaN.
+        ``within_ci`` (bool; None without a theoretical slope or without an interval, as
+        with two sample sizes) and ``note`` (why there is no theory or no fitted slope).
+        Where the theory says a slope would be meaningless (an estimate that is not
+        consistent, as on ``'temperature-raw'``) no slope is fitted and the fitted entries
+        are NaN.
 
     See Also
     --------
     format_rate_table
     """
+    theories = {} if theories is None else theories
     rows = []
     for loss in _as_list(losses):
-        theory = _theory_or_none(setting, loss, m, rbar)
-        if theory.fit_slope:
+        expected = theories.get(loss) or _theory_or_none(setting, loss, m, rbar)
+        if expected.fit_slope:
             fit = fit_rate(table, loss, min_n=min_n, alpha=alpha)
             slope, (low, high), C = fit.slope, fit.conf_int, fit.C
             r_squared, n_points, n_dropped = fit.r_squared, fit.n_points, fit.n_dropped
@@ -782,8 +588,8 @@ def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, r
             n_points = int(summary.n.size)
             n_dropped = _loss_values(table, loss)[2]
         within = None
-        if theory.slope is not None and np.isfinite(slope):
-            within = bool(low <= theory.slope <= high)
+        if expected.slope is not None and np.isfinite(low) and np.isfinite(high):
+            within = bool(low <= expected.slope <= high)
         rows.append(
             {
                 "loss": loss,
@@ -794,9 +600,9 @@ def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, r
                 "r_squared": r_squared,
                 "n_points": n_points,
                 "n_dropped": n_dropped,
-                "theory": theory.slope,
+                "theory": expected.slope,
                 "within_ci": within,
-                "note": "" if theory.slope is not None else theory.reason,
+                "note": "" if expected.slope is not None else expected.reason,
             }
         )
     return rows

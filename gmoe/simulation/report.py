@@ -1,25 +1,23 @@
 """Reports of a stored study: mean losses by sample size, rates with intervals, plots.
 
 :func:`format_report` is the table of mean losses by ``n``; :func:`study_report` adds, for
-every recorded loss, the rate of :mod:`gmoe.simulation.rates` (slope, 95% interval, ``C``)
-beside the slope SPEC 5.1 predicts for the experiment's setting (:func:`study_setting`),
-and the headline loss's sensitivity to dropping the smallest sample sizes;
-:func:`write_study_plots` writes the plots of :func:`gmoe.simulation.plots.write_report`.
+every metric column, the rate of :mod:`gmoe.simulation.rates` (slope, 95% interval, ``C``)
+beside the slope the theory predicts for it (the column's
+:attr:`~gmoe.simulation.columns.MetricColumn.theory`, in the setting of
+:func:`study_setting`), and the headline loss's sensitivity to dropping the smallest sample
+sizes; :func:`write_study_plots` writes the plots of
+:func:`gmoe.simulation.plots.write_report`.
 """
 
 import math
-import re
-from dataclasses import dataclass
 
 import numpy as np
 
+from .columns import study_setting
 from .rates import fit_rate, format_rate_table, rate_table, slope_sensitivity
 
-__all__ = ["Slope", "fit_slope", "format_report", "study_report", "study_setting",
-           "summarize", "write_study_plots"]
-
-#: The rate SPEC 5.1 predicts for these columns wherever its theory holds.
-THEORY_SLOPES = {"d1": -0.5, "d2": -0.5, "hellinger": -0.5, "tv": -0.5}
+__all__ = ["format_report", "study_report", "study_setting", "summarize",
+           "write_study_plots"]
 
 
 def summarize(rows, columns):
@@ -57,59 +55,6 @@ def summarize(rows, columns):
     return table
 
 
-@dataclass(frozen=True)
-class Slope:
-    """A log-log least-squares fit ``mean loss ~ C n^slope``.
-
-    Attributes
-    ----------
-    slope : float
-    constant : float
-        ``C``.
-    n_sizes : int
-        Sample sizes used (those with a positive finite mean).
-    n_min, n_max : int
-    """
-
-    slope: float
-    constant: float
-    n_sizes: int
-    n_min: int
-    n_max: int
-
-
-def fit_slope(sizes, means):
-    """Least squares of ``log(mean)`` on ``log(n)``.
-
-    Parameters
-    ----------
-    sizes : array-like of shape (m,)
-    means : array-like of shape (m,)
-        Sizes whose mean is not positive and finite are left out.
-
-    Returns
-    -------
-    Slope or None
-        None with fewer than two usable sizes.
-
-    Examples
-    --------
-    >>> s = fit_slope([100, 10000], [1.0, 0.1])
-    >>> round(s.slope, 6), round(s.constant, 6)
-    (-0.5, 10.0)
-    """
-    sizes = np.asarray(sizes, dtype=np.float64)
-    means = np.asarray(means, dtype=np.float64)
-    keep = np.isfinite(means) & (means > 0)
-    if np.count_nonzero(keep) < 2 or np.ptp(sizes[keep]) == 0:
-        return None
-    A = np.column_stack([np.log(sizes[keep]), np.ones(np.count_nonzero(keep))])
-    (slope, intercept), *_ = np.linalg.lstsq(A, np.log(means[keep]), rcond=None)
-    return Slope(slope=float(slope), constant=float(np.exp(intercept)),
-                 n_sizes=int(np.count_nonzero(keep)), n_min=int(sizes[keep].min()),
-                 n_max=int(sizes[keep].max()))
-
-
 def _fmt(value, width):
     if isinstance(value, float):
         text = "nan" if math.isnan(value) else f"{value:.4g}"
@@ -118,8 +63,8 @@ def _fmt(value, width):
     return text.rjust(width)
 
 
-def format_report(rows, columns, *, title="", no_slope=(), slopes=True):
-    """A text table of mean losses by ``n`` followed by one slope line per column.
+def format_report(rows, columns, *, title=""):
+    """A text table of mean losses by ``n``.
 
     Parameters
     ----------
@@ -129,16 +74,11 @@ def format_report(rows, columns, *, title="", no_slope=(), slopes=True):
         Metric columns to show.
     title : str, optional
         First line.
-    no_slope : collection of str, optional
-        Columns shown without a fitted slope (with the reason in the mapping's value when
-        a dict is given).
-    slopes : bool, default=True
-        Follow the table with one rough (numpy, no interval) slope line per column;
-        :func:`study_report` gives the rates with intervals instead.
 
     Returns
     -------
     str
+        The table and a line counting the tasks; :func:`study_report` adds the rates.
     """
     table = summarize(rows, columns)
     heads = ["n", "tasks", "ok", "conv", *columns, "fit_s"]
@@ -152,23 +92,6 @@ def format_report(rows, columns, *, title="", no_slope=(), slopes=True):
     bad = total - sum(e["ok"] for e in table)
     lines.append(f"{total} tasks over {len(table)} sample sizes; {bad} not ok "
                  f"(fit or metric failed).")
-    if not slopes:
-        return "\n".join(lines)
-    sizes = [e["n"] for e in table]
-    for col in columns:
-        if col in no_slope:
-            reason = no_slope[col] if isinstance(no_slope, dict) else "not fitted"
-            lines.append(f"slope {col}: {reason}")
-            continue
-        fit = fit_slope(sizes, [e[col] for e in table])
-        if fit is None:
-            lines.append(f"slope {col}: needs two sample sizes with a positive mean")
-            continue
-        theory = THEORY_SLOPES.get(col)
-        ref = f"; theory {theory:+.2f}" if theory is not None else ""
-        lines.append(f"slope {col}: {fit.slope:+.3f}  (mean {col} ~ {fit.constant:.3g} "
-                     f"n^{fit.slope:.3f} over {fit.n_sizes} sizes, n = {fit.n_min}.."
-                     f"{fit.n_max}{ref}; least squares on log-log, no interval yet)")
     return "\n".join(lines)
 
 
@@ -176,65 +99,7 @@ def format_report(rows, columns, *, title="", no_slope=(), slopes=True):
 # Rates with intervals and theory (rates.py) and plots (plots.py) of a stored study
 # --------------------------------------------------------------------------------------
 
-#: Parameter-error fields of the metric columns and the loss names of SPEC 5.1's theory.
-_THEORY_FIELDS = {"weight": "weights", "gate_coef": "gate_coef",
-                  "expert_intercept": "expert_intercept", "expert_coef": "expert_coef",
-                  "expert_var": "expert_var"}
-_THEORY_COLUMNS = {"d1": "D1", "d2": "D2", "hellinger": "hellinger", "tv": "tv"}
-_PE = re.compile(r"^pe_(?P<field>[a-z_]+?)_(?P<cell>\d+)$")
 _SENSITIVITY = (0, 0.1, 0.25, 0.5)
-
-
-def study_setting(experiment):
-    """The SPEC 5.1 setting of an experiment and the atoms per true cell of its starts.
-
-    The family is the truth's gate; the setting is over-specified when more experts are
-    fitted than the truth has. The temperature family has no -exact/-over names: its
-    over-specified rates are selected by ``m >= 2``.
-
-    Parameters
-    ----------
-    experiment : Experiment
-
-    Returns
-    -------
-    setting : str
-        A name of :data:`gmoe.simulation.rates.SETTINGS` (identifiable scale).
-    cell_atoms : list of int
-        Fitted atoms in each true cell: from ``[start] assignment`` when the file fixes it,
-        else ``k - k* + 1`` for every cell (the largest cell a random start can make, so
-        the theory quoted is the slowest one).
-    """
-    family = experiment.truth.gating
-    k_true, k_fit = experiment.truth.n_experts, experiment.fit["n_experts"]
-    over = k_fit > k_true
-    setting = family if family == "temperature" else f"{family}-{'over' if over else 'exact'}"
-    assignment = experiment.start.get("assignment")
-    if assignment is not None:
-        cell_atoms = [int(np.sum(np.asarray(assignment) == j)) for j in range(k_true)]
-    else:
-        cell_atoms = [k_fit - k_true + 1] * k_true
-    return setting, cell_atoms
-
-
-def _column_theory(column, setting, cell_atoms):
-    """(setting, theory loss name, m) of a metric column; theory name None if it has none."""
-    raw = column.endswith("_raw")
-    base = column.removesuffix("_raw")
-    if raw and setting == "temperature":
-        setting = "temperature-raw"
-    over = max(cell_atoms) > 1
-    m_all = max(cell_atoms) if over else None
-    if base in _THEORY_COLUMNS:
-        return setting, _THEORY_COLUMNS[base], m_all
-    match = _PE.match(base)
-    if match and match["field"] in _THEORY_FIELDS:
-        cell = int(match["cell"])
-        m = cell_atoms[cell] if over and cell < len(cell_atoms) else None
-        if setting == "temperature" and m == 1:
-            m = None
-        return setting, _THEORY_FIELDS[match["field"]], m
-    return setting, None, None
 
 
 def _column_values(rows, column):
@@ -248,6 +113,19 @@ def _nan_row(column, reason):
             "within_ci": None, "note": reason}
 
 
+def _schema(experiment, columns):
+    """The MetricColumn of each name (every metric column when ``columns`` is None)."""
+    schema = experiment.metric_schema()
+    if columns is None:
+        return list(schema)
+    by_name = {c.name: c for c in schema}
+    unknown = [name for name in columns if name not in by_name]
+    if unknown:
+        raise ValueError(f"columns must be metric columns of the experiment "
+                         f"{list(by_name)}, got {unknown}.")
+    return [by_name[name] for name in columns]
+
+
 def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
     """One :func:`~gmoe.simulation.rates.rate_table` row per metric column of a study.
 
@@ -255,10 +133,11 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
     ----------
     rows : list of dict
         Rows of the result store.
-    columns : list of str
-        Metric columns.
+    columns : list of str or None
+        Metric columns (None: every one of the experiment).
     experiment : Experiment
-        Gives the setting (:func:`study_setting`) whose theoretical slopes are shown.
+        Its :meth:`~gmoe.simulation.spec.Experiment.metric_schema` gives each column's
+        theory.
     alpha : float, default=0.05
 
     Returns
@@ -268,46 +147,52 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
         whose rate cannot be fitted (fewer than two sizes with a value, a zero mean) has
         NaN entries and the reason in ``note``.
     """
-    setting, cell_atoms = study_setting(experiment)
     n = np.array([r["n"] for r in rows], dtype=np.float64)
     out = []
-    for column in columns:
-        col_setting, theory_loss, m = _column_theory(column, setting, cell_atoms)
-        name = theory_loss or column
-        values = _column_values(rows, column)
-        table = {"n": n, name: values}
+    for column in _schema(experiment, columns):
+        values = _column_values(rows, column.name)
+        table = {"n": n, column.name: values}
         finite = np.isfinite(values)
         try:
-            row = rate_table(table, [name], col_setting if theory_loss else None,
-                             alpha=alpha, m=m)[0]
+            row = rate_table(table, [column.name], alpha=alpha,
+                             theories={column.name: column.theory})[0]
         except ValueError as err:
             sizes = np.unique(n[finite])
             zero = [s for s in sizes if np.mean(values[finite & (n == s)]) == 0]
             if finite.any() and not np.any(values[finite]):
-                reason = "no rate: identically 0 (a parameter fixed by the gate's convention)"
+                reason = "no rate: identically 0"
             elif zero:
                 reason = f"no rate: mean 0 at {len(zero)} of {sizes.size} sizes"
             else:
                 reason = f"no rate: {err}"
-            row = _nan_row(column, reason)
-        row["loss"] = column
+            row = _nan_row(column.name, reason)
         out.append(row)
     return out
 
 
-def _headline(columns):
-    return next((c for c in columns if c in ("d1", "d2")), columns[0] if columns else None)
+def _headline(schema):
+    """The first identifiable-scale Voronoi loss, else the first column (None: no column)."""
+    return next((c for c in schema if c.is_voronoi and c.scale == "identifiable"),
+                schema[0] if schema else None)
+
+
+def _interval(low, high, n_points=None, level="95% CI "):
+    """``[low, high]``, or "no CI" (two sample sizes: the line fits them exactly)."""
+    if np.isfinite(low) and np.isfinite(high):
+        return f"{level}[{low:+.3f}, {high:+.3f}]"
+    return "no CI" if n_points is None else f"no CI ({n_points} sizes)"
 
 
 def _slope_line(row):
     if not np.isfinite(row["slope"]):
         return f"slope {row['loss']}: {row['note'] or 'not fitted'}"
-    text = (f"slope {row['loss']}: {row['slope']:+.3f}, 95% CI [{row['ci_low']:+.3f}, "
-            f"{row['ci_high']:+.3f}], mean ~ {row['C']:.3g} n^{row['slope']:.3f} over "
-            f"{row['n_points']} sizes")
+    interval = _interval(row["ci_low"], row["ci_high"], row["n_points"])
+    text = (f"slope {row['loss']}: {row['slope']:+.3f}, {interval}, mean ~ {row['C']:.3g} "
+            f"n^{row['slope']:.3f} over {row['n_points']} sizes")
     if row["theory"] is not None:
-        verdict = {True: "inside", False: "OUTSIDE", None: "no interval for"}[row["within_ci"]]
-        text += f"; theory {row['theory']:+.3f} ({verdict} the CI)"
+        verdict = {True: "inside the CI", False: "OUTSIDE the CI",
+                   None: "no CI to compare with"}[row["within_ci"]]
+        text += f"; theory {row['theory']:+.3f} ({verdict})"
     return text
 
 
@@ -316,7 +201,7 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05):
 
     The table of mean losses by ``n`` (:func:`format_report`, the experiment's summary
     columns by default), the rate table of every metric column (slope, interval, ``C``,
-    SPEC 5.1's slope for the setting and whether the interval holds it), one line per
+    the theory's slope for the column and whether the interval holds it), one line per
     summary column, and the headline loss's (D1 or D2) slope after dropping the smallest
     0, 10, 25 and 50% of the sample sizes.
 
@@ -335,18 +220,19 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05):
     str
     """
     summary_cols = experiment.summary_columns() if columns is None else list(columns)
-    lines = [format_report(rows, summary_cols, title=title, slopes=False)]
+    lines = [format_report(rows, summary_cols, title=title)]
     if not rows:
         return lines[0]
     setting, cell_atoms = study_setting(experiment)
-    all_cols = experiment.metric_columns()
-    rate_rows = study_rate_rows(rows, all_cols, experiment, alpha=alpha)
+    rate_rows = study_rate_rows(rows, None, experiment, alpha=alpha)
     cells = "" if max(cell_atoms) == 1 else f", fitted atoms per true cell {cell_atoms}"
-    lines += ["", f"Rates: OLS of log(mean loss) on log n, {1 - alpha:.0%} CI; theory: SPEC "
-              f"5.1, setting {setting}{cells}", format_rate_table(rate_rows).rstrip("\n"), ""]
+    lines += ["", f"Rates: OLS of log(mean loss) on log n, {1 - alpha:.0%} CI; theory: "
+              f"setting {setting}{cells}", format_rate_table(rate_rows).rstrip("\n"), ""]
     by_col = {r["loss"]: r for r in rate_rows}
     lines += [_slope_line(by_col[c]) for c in summary_cols if c in by_col]
-    headline = _headline(summary_cols)
+    by_name = {c.name: c for c in experiment.metric_schema()}
+    headline = _headline([by_name[c] for c in summary_cols if c in by_name])
+    headline = None if headline is None else headline.name
     if headline is not None and np.isfinite(by_col.get(headline, {}).get("slope", np.nan)):
         table = {"n": np.array([r["n"] for r in rows], dtype=np.float64),
                  headline: _column_values(rows, headline)}
@@ -355,9 +241,9 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05):
         lines.append(f"Sensitivity of the {headline} slope to dropping the smallest sizes:")
         for frac, fit in zip(fractions, slope_sensitivity(table, headline, fractions,
                                                           alpha=alpha), strict=True):
-            low, high = fit.conf_int
+            interval = _interval(*fit.conf_int, level="")
             lines.append(f"  drop {frac:>4.0%}: n >= {fit.n_min:<8g} slope {fit.slope:+.3f} "
-                         f"[{low:+.3f}, {high:+.3f}] ({fit.n_points} sizes)")
+                         f"{interval} ({fit.n_points} sizes)")
     return "\n".join(lines)
 
 
@@ -381,30 +267,31 @@ def write_study_plots(rows, experiment, outdir, *, name=None):
     Notes
     -----
     The plotted columns are those with a fitted rate, headline (D1 or D2) first; the
-    raw-scale columns of the temperature family are left out (not consistent, SPEC 2.2).
-    Theory lines are drawn for the columns :mod:`~gmoe.simulation.rates` names (D1, D2,
-    Hellinger, TV); the per-cell parameter errors' theory is in :func:`study_report`.
+    columns whose theory says a slope would be meaningless (the raw-scale columns of the
+    temperature family, which are not consistent; the errors fixed by the alignment) are
+    left out. Each column's theory line is the column's own
+    (:attr:`~gmoe.simulation.columns.MetricColumn.theory`).
     """
     from .plots import write_report
 
     if name is None:
         name = experiment.name + ("-quick" if experiment.is_quick else "")
     setting, cell_atoms = study_setting(experiment)
-    columns = [c for c in experiment.metric_columns()
-               if not (setting == "temperature" and c.endswith("_raw"))]
-    headline = _headline(columns)
+    schema = [c for c in experiment.metric_schema() if c.theory.fit_slope]
+    headline = _headline(schema)
     if headline is not None:
-        columns = [headline, *(c for c in columns if c != headline)]
+        schema = [headline, *(c for c in schema if c is not headline)]
     table = {"n": np.array([r["n"] for r in rows], dtype=np.float64)}
     plotted = []
-    for column in columns:
-        table[column] = _column_values(rows, column)
+    for column in schema:
+        table[column.name] = _column_values(rows, column.name)
         try:
-            fit_rate(table, column)
+            fit_rate(table, column.name)
         except ValueError:
             continue
         plotted.append(column)
     if not plotted:
         return None
     m = max(cell_atoms) if max(cell_atoms) > 1 else None
-    return write_report(table, plotted, outdir, setting=setting, name=name, m=m)
+    return write_report(table, [c.name for c in plotted], outdir, setting=setting, name=name,
+                        m=m, theories={c.name: c.theory for c in plotted})

@@ -83,6 +83,7 @@ import numpy as np
 
 from ..gates import ACTIVATIONS, TOPK_SELECTIONS, available_gatings
 from ..model import MixingMeasure
+from .columns import build_columns
 
 __all__ = ["Experiment", "ExperimentError", "TASK_FORMAT_VERSION", "load_experiment",
            "parse_sizes"]
@@ -98,8 +99,6 @@ _VORONOI_KINDS = ("exact", "over")
 _SCALES = ("identifiable", "raw")
 _TRANSLATIONS = ("infimum", "none")
 _VAR_CENTERS = ("truth", "published")
-_PARAMETER_FIELDS = ("weight", "gate_coef", "gate_intercept", "expert_coef",
-                     "expert_intercept", "expert_var")
 
 _TOP_KEYS = ("description", "seed", "truth", "design", "fit", "start", "sizes", "metrics",
              "quick")
@@ -363,7 +362,7 @@ class Experiment:
         The sample-size grid.
     replications : int
     metrics : dict
-        What each task records (see :meth:`metric_columns`).
+        What each task records (see :meth:`metric_schema`).
     quick : dict or None
         The ``[quick]`` overrides.
     file_sha256 : str
@@ -458,39 +457,25 @@ class Experiment:
         text = json.dumps(self.task_definition(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def metric_schema(self):
+        """The metric columns each task records, with what the theory says of each.
+
+        Returns
+        -------
+        tuple of MetricColumn
+            In store order; see :mod:`gmoe.simulation.columns` for the names.
+        """
+        return build_columns(self)
+
     def metric_columns(self):
         """Names of the metric columns each task records, in order.
-
-        * ``d1`` / ``d2``: the Voronoi loss, exact- / over-specified (SPEC 4);
-        * ``pe_<field>_<j>``: parameter errors of true cell ``j`` (0-based), fields
-          ``weight, gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var``
-          (and ``pe_temperature`` for the temperature families);
-        * the same with the suffix ``_raw`` for the raw-parameter scale;
-        * ``hellinger``, ``tv``: expected distances over the evaluation design;
-        * ``boundary``: the fraction of evaluation rows whose selected expert differs.
 
         Returns
         -------
         list of str
+            The names of :meth:`metric_schema` (see :mod:`gmoe.simulation.columns`).
         """
-        cols = []
-        k_true = self.truth.n_experts
-        for scale in self.metrics["scales"]:
-            suffix = "" if scale == "identifiable" else "_raw"
-            for kind in self.metrics["voronoi"]:
-                cols.append(("d1" if kind == "exact" else "d2") + suffix)
-            if self.metrics["parameter_errors"]:
-                for field in _PARAMETER_FIELDS:
-                    cols.extend(f"pe_{field}_{j}{suffix}" for j in range(k_true))
-                if self.truth.family.uses_temperature:
-                    cols.append(f"pe_temperature{suffix}")
-        if self.metrics["hellinger"]:
-            cols.append("hellinger")
-        if self.metrics["total_variation"]:
-            cols.append("tv")
-        if self.metrics["boundary_error"]:
-            cols.append("boundary")
-        return cols
+        return [column.name for column in self.metric_schema()]
 
     def summary_columns(self):
         """The metric columns a report shows by default (losses and distances).
@@ -498,9 +483,9 @@ class Experiment:
         Returns
         -------
         list of str
-            Every metric column except the per-cell parameter errors (``pe_*``).
+            Every metric column except the per-cell parameter errors.
         """
-        return [c for c in self.metric_columns() if not c.startswith("pe_")]
+        return [c.name for c in self.metric_schema() if not c.is_parameter_error]
 
     def estimator_params(self):
         """Keyword arguments of :class:`~gmoe.GaussianMoERegressor` shared by every fit.

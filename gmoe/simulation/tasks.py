@@ -43,8 +43,6 @@ BASE_COLUMNS = (
 #: Columns that vary from run to run (timings, process): excluded when comparing results.
 TIMING_COLUMNS = ("fit_seconds", "task_seconds", "worker_pid", "finished_at")
 
-_PARAMETER_FIELDS = ("weight", "gate_coef", "gate_intercept", "expert_coef",
-                     "expert_intercept", "expert_var")
 _MAX_TEXT = 2000
 
 
@@ -138,42 +136,32 @@ def _metrics(experiment, fitted, X_eval):
     values, notes = {}, []
 
     def attempt(columns, compute):
+        names = [c.name for c in columns]
         try:
             values.update(compute())
         except Exception as err:  # recorded in the row, never raised
-            values.update({c: np.nan for c in columns})
-            notes.append(f"{', '.join(columns)}: {_error_text(err)}")
+            values.update({name: np.nan for name in names})
+            notes.append(f"{', '.join(names)}: {_error_text(err)}")
+
+    def parameter_errors_of(columns, scale):
+        pe = parameter_errors(fitted, truth, translation=cfg["translation"], scale=scale)
+        return {c.name: float(getattr(pe, c.field) if c.cell is None
+                              else getattr(pe, c.field)[c.cell]) for c in columns}
 
     rbar = cfg["rbar"] or None
-    k_true = truth.n_experts
+    schema = experiment.metric_schema()
     for scale in cfg["scales"]:
-        suffix = "" if scale == "identifiable" else "_raw"
-        for kind in cfg["voronoi"]:
-            col = ("d1" if kind == "exact" else "d2") + suffix
-            attempt([col], lambda kind=kind, scale=scale, col=col: {col: voronoi_loss(
+        for col in (c for c in schema if c.is_voronoi and c.scale == scale):
+            kind = "exact" if col.field == "d1" else "over"
+            attempt([col], lambda kind=kind, scale=scale, col=col: {col.name: voronoi_loss(
                 fitted, truth, kind=kind, rbar=rbar, translation=cfg["translation"],
                 scale=scale)})
-        if cfg["parameter_errors"]:
-            cols = [f"pe_{f}_{j}{suffix}" for f in _PARAMETER_FIELDS for j in range(k_true)]
-            if truth.family.uses_temperature:
-                cols.append(f"pe_temperature{suffix}")
-
-            def per_cell(scale=scale, suffix=suffix):
-                pe = parameter_errors(fitted, truth, translation=cfg["translation"],
-                                      scale=scale)
-                out = {f"pe_{f}_{j}{suffix}": float(getattr(pe, f)[j])
-                       for f in _PARAMETER_FIELDS for j in range(k_true)}
-                if truth.family.uses_temperature:
-                    out[f"pe_temperature{suffix}"] = float(pe.temperature)
-                return out
-
-            attempt(cols, per_cell)
-    if cfg["hellinger"]:
-        attempt(["hellinger"], lambda: {"hellinger": hellinger(fitted, truth, X_eval)})
-    if cfg["total_variation"]:
-        attempt(["tv"], lambda: {"tv": total_variation(fitted, truth, X_eval)})
-    if cfg["boundary_error"]:
-        attempt(["boundary"], lambda: {"boundary": boundary_error(fitted, truth, X_eval)})
+        cells = [c for c in schema if c.is_parameter_error and c.scale == scale]
+        if cells:
+            attempt(cells, lambda cells=cells, scale=scale: parameter_errors_of(cells, scale))
+    distances = {"hellinger": hellinger, "tv": total_variation, "boundary": boundary_error}
+    for col in (c for c in schema if c.field in distances):
+        attempt([col], lambda col=col: {col.name: distances[col.field](fitted, truth, X_eval)})
     return values, notes
 
 

@@ -1,0 +1,165 @@
+"""The metric columns of a study: names, fields, cells, scales and each column's theory."""
+
+import numpy as np
+import pytest
+from _study import write_study
+
+from gmoe.simulation import load_experiment, run_task
+from gmoe.simulation.columns import PARAMETER_FIELDS, MetricColumn, build_columns
+from gmoe.simulation.tasks import BASE_COLUMNS
+
+# Cell 0 holding most of the mass: w* = (e^2, 1), expert 0's gate weight 0.88 at x = 0 and
+# 0.05 at x = 1 (a gate steep enough to be learnt from a few dozen points).
+MAJORITY_0 = {"gate_coef": [[-5.0], [0.0]], "gate_intercept": [2.0, 0.0]}
+# A two-expert tanh activation truth (expert 1's weight runs from about 0.03 to 0.97).
+ACTIVATION = {"gating": "activation", "activation": "tanh", "temperature": 0.25,
+              "gate_coef": [[4.0], [-1.0]], "gate_intercept": [-0.9, 0.0]}
+
+
+def load(tmp_path, **overrides):
+    return load_experiment(write_study(tmp_path, **overrides))
+
+
+def fixed(schema):
+    """Names of the columns that get no fitted slope."""
+    return [c.name for c in schema if not c.theory.fit_slope]
+
+
+def test_schema_of_the_fixture_study(tmp_path):
+    exp = load(tmp_path)
+    schema = exp.metric_schema()
+    assert all(isinstance(c, MetricColumn) for c in schema)
+    assert schema == build_columns(exp)
+    names = [c.name for c in schema]
+    assert names == exp.metric_columns()
+    assert names[0] == "d1" and names[-2:] == ["hellinger", "tv"]
+    pe = [c for c in schema if c.is_parameter_error]
+    assert [(c.field, c.cell) for c in pe] == [(f, j) for f in PARAMETER_FIELDS
+                                               for j in (0, 1)]
+    assert all(c.name == f"pe_{c.field}_{c.cell}" and c.scale == "identifiable" for c in pe)
+    assert exp.summary_columns() == ["d1", "hellinger", "tv"]
+    d1 = schema[0]
+    assert (d1.field, d1.cell, d1.scale, d1.theory.slope) == ("d1", None, "identifiable", -0.5)
+    assert next(c for c in schema if c.name == "hellinger").scale is None
+
+
+def test_task_rows_hold_exactly_the_schema(tmp_path):
+    exp = load(tmp_path, metrics={"scales": ["identifiable", "raw"]})
+    row = run_task(exp, 60, 0)
+    assert row["status"] == "ok", row["error"]
+    assert list(row) == [name for name, _ in BASE_COLUMNS] + exp.metric_columns()
+    assert "pe_expert_var_1_raw" in row and "d1_raw" in row
+
+
+def test_alignment_fixes_the_majority_cell(tmp_path):
+    # The reference holds almost all the truth's mass (w* = (e^-8, 1)): the alignment's
+    # translation pins its weight, gate slope and gate intercept errors.
+    exp = load(tmp_path)
+    assert fixed(exp.metric_schema()) == ["pe_weight_1", "pe_gate_coef_1",
+                                          "pe_gate_intercept_1"]
+    # Cell 0 holding the majority: cell 0 is pinned, not the reference.
+    other = load(tmp_path, truth=MAJORITY_0)
+    assert fixed(other.metric_schema()) == ["pe_weight_0", "pe_gate_coef_0",
+                                            "pe_gate_intercept_0"]
+    # No cell above half the mass: nothing pinned.
+    even = load(tmp_path, truth={"gate_coef": [[0.0], [0.0]], "gate_intercept": [0.0, 0.0]})
+    assert fixed(even.metric_schema()) == []
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(truth=MAJORITY_0),
+    dict(),
+    dict(truth=ACTIVATION),
+])
+def test_fixed_columns_are_zero_on_a_fit_and_the_others_are_not(tmp_path, overrides):
+    # Independent evidence for the schema's claim: on real fits (each true cell holding one
+    # fitted atom), the pinned columns hold rounding noise only, every other gate error
+    # does not.
+    exp = load(tmp_path, **overrides)
+    pinned = fixed(exp.metric_schema())
+    assert pinned
+    gate = [c.name for c in exp.metric_schema() if c.is_parameter_error
+            and c.field in ("weight", "gate_coef", "gate_intercept") and c.name not in pinned]
+    for n, rep in [(60, 0), (200, 1)]:
+        row = run_task(exp, n, rep)
+        assert row["status"] == "ok", row["error"]
+        assert np.isfinite([row[c] for c in exp.metric_columns()]).all()  # no empty cell
+        assert max(abs(row[c]) for c in pinned) < 1e-12, {c: row[c] for c in pinned}
+        assert min(row[c] for c in gate) > 1e-9, {c: row[c] for c in gate}
+
+
+def test_what_the_alignment_cannot_fix(tmp_path):
+    # tanh gate slopes have no translation: only the weight and the (zero) intercept.
+    act = load(tmp_path, truth=ACTIVATION)
+    assert fixed(act.metric_schema()) == ["pe_weight_1", "pe_gate_intercept_1"]
+    # Untranslated losses: nothing is aligned.
+    none = load(tmp_path, metrics={"translation": "none"})
+    assert fixed(none.metric_schema()) == []
+    # Over-specified from random starts: the reference cell may hold several atoms.
+    over = load(tmp_path, fit={"n_experts": 3}, metrics={"voronoi": ["over"]})
+    assert fixed(over.metric_schema()) == []
+    # ... unless the assignment leaves it a single atom.
+    assigned = load(tmp_path, fit={"n_experts": 3}, metrics={"voronoi": ["over"]},
+                    start={"assignment": [0, 0, 1]})
+    assert fixed(assigned.metric_schema()) == ["pe_weight_1", "pe_gate_coef_1",
+                                               "pe_gate_intercept_1"]
+
+
+def test_over_specified_theory_per_cell(tmp_path):
+    exp = load(tmp_path, fit={"n_experts": 3}, metrics={"voronoi": ["over"]},
+               start={"assignment": [0, 0, 1]})
+    theory = {c.name: c.theory.slope for c in exp.metric_schema()}
+    assert theory["d2"] == -0.5
+    assert theory["pe_gate_coef_0"] == -1 / 8 and theory["pe_expert_var_0"] == -1 / 4
+    assert theory["pe_expert_coef_1"] == -0.5  # a cell of one atom: parametric
+    assert theory["pe_gate_intercept_0"] is None  # no stated rate for beta0
+
+
+def test_user_rbar_reaches_the_theory(tmp_path):
+    exp = load(tmp_path, fit={"n_experts": 3}, metrics={"voronoi": ["over"], "rbar": {"2": 5.0}},
+               start={"assignment": [0, 0, 1]})
+    theory = {c.name: c.theory.slope for c in exp.metric_schema()}
+    assert theory["pe_gate_coef_0"] == -1 / 10 and theory["pe_expert_coef_0"] == -1 / 5
+
+
+def test_unknown_rbar_fits_the_slope_without_theory(tmp_path):
+    # Four atoms in a cell: rbar(4) is unknown. The column still gets a slope, no theory.
+    exp = load(tmp_path, fit={"n_experts": 5}, metrics={"voronoi": ["over"]},
+               start={"assignment": [0, 0, 0, 0, 1]})
+    gate = next(c for c in exp.metric_schema() if c.name == "pe_gate_coef_0")
+    assert gate.theory.slope is None and gate.theory.fit_slope
+    assert "rbar(4) is unknown" in gate.theory.reason
+
+
+def test_activation_over_has_no_d2_rate(tmp_path):
+    exp = load(tmp_path, truth=ACTIVATION, fit={"n_experts": 3},
+               metrics={"voronoi": ["over"], "rbar": {"2": 4.0}})
+    d2 = exp.metric_schema()[0]
+    assert d2.name == "d2" and d2.theory.slope is None and d2.theory.fit_slope
+    assert "not established" in d2.theory.reason
+
+
+def test_temperature_columns(tmp_path):
+    exp = load(tmp_path, truth={"gating": "temperature", "temperature": 0.25,
+                                "gate_coef": [[6.25], [0.0]], "gate_intercept": [-2.0, 0.0]},
+               metrics={"scales": ["identifiable", "raw"]})
+    by_name = {c.name: c for c in exp.metric_schema()}
+    temp = by_name["pe_temperature"]
+    assert (temp.field, temp.cell, temp.scale) == ("temperature", None, "identifiable")
+    assert not temp.theory.fit_slope  # tau is divided out on the identifiable scale
+    raw = [c for c in exp.metric_schema() if c.scale == "raw"]
+    assert raw[0].name == "d1_raw" and all(c.name.endswith("_raw") for c in raw)
+    assert all(not c.theory.fit_slope for c in raw)  # not consistent on the raw scale
+    assert by_name["pe_gate_coef_0"].theory.slope == -0.5
+
+
+def test_top1_truth_has_no_weight_columns(tmp_path):
+    affine = load(tmp_path, truth={"gating": "topk", "top_k": 1})
+    fields = {c.field for c in affine.metric_schema()}
+    assert "weight" not in fields and "gate_intercept" in fields
+    assert fixed(affine.metric_schema()) == []  # least-squares alignment: nothing pinned
+    linear = load(tmp_path, truth={"gating": "topk", "top_k": 1, "topk_selection": "linear"})
+    fields = {c.field for c in linear.metric_schema()}
+    assert not fields & {"weight", "gate_intercept"} and "gate_coef" in fields
+    row = run_task(linear, 150, 0)
+    assert all(np.isfinite(row[c]) for c in linear.metric_columns())
