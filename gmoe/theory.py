@@ -206,7 +206,7 @@ def theory(setting, loss, *, m=None, rbar=None):
     """
     setting = _canonical_setting(setting)
     kind = _canonical_loss(loss)
-    family, _, variant = setting.partition("-")
+    base, _, variant = setting.partition("-")
     if kind in ("hellinger", "tv"):
         return Theory(_HALF, "density rate n^-1/2", True)
     if setting == "temperature-raw":
@@ -225,7 +225,7 @@ def theory(setting, loss, *, m=None, rbar=None):
             "established",
             True,
         )
-    if family == "temperature":
+    if base == "temperature":
         over = m is not None and m >= 2 or rbar is not None
     else:
         over = variant == "over"

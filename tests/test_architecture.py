@@ -68,15 +68,31 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+def _mentions_a_gate(node):
+    """Whether an expression reads a gating family's name (``m.gating``, ``fit["gating"]``,
+    ``family.name``, a variable called ``gating`` or ``family``)."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and ("gating" in sub.id or "family" in sub.id):
+            return True
+        if isinstance(sub, ast.Attribute) and sub.attr in ("gating", "name", "family"):
+            return True
+        if isinstance(sub, ast.Constant) and sub.value == "gating":
+            return True
+    return False
+
+
 def _gating_name_tests(path):
+    """Comparisons of something that names a gate with a registered gating name."""
     names = set(available_gatings())
     hits = []
     for node in ast.walk(ast.parse(path.read_text())):
         if not isinstance(node, ast.Compare):
             continue
-        for side in [node.left, *node.comparators]:
+        sides = [node.left, *node.comparators]
+        for side in sides:
             values = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
-            if any(isinstance(v, ast.Constant) and v.value in names for v in values):
+            if any(isinstance(v, ast.Constant) and v.value in names for v in values) \
+                    and any(_mentions_a_gate(other) for other in sides if other is not side):
                 hits.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
                 break
     return hits
@@ -91,9 +107,11 @@ def test_no_gating_name_is_tested_outside_the_gates_package():
 def test_the_name_check_finds_a_comparison(tmp_path):
     # The check above must be able to fail.
     probe = PACKAGE / "_probe_for_test.py"
-    probe.write_text('def f(m):\n    return m.gating == "topk"\n')
+    probe.write_text('def f(m, fit, family):\n    a = m.gating == "topk"\n'
+                     '    b = fit["gating"] in ("softmax", "temperature")\n'
+                     '    return a, b, family.name != "activation", m.kind == "softmax"\n')
     try:
-        assert _gating_name_tests(probe) == ["gmoe/_probe_for_test.py:2"]
+        assert _gating_name_tests(probe) == [f"gmoe/_probe_for_test.py:{i}" for i in (2, 3, 4)]
     finally:
         probe.unlink()
 

@@ -39,6 +39,8 @@ __all__ = [
     "TemperatureGating",
     "TopKGating",
     "available_gatings",
+    "gating_class",
+    "gating_options",
     "compute_activation",
     "compute_activation_derivatives",
     "compute_topk_mask",
@@ -75,6 +77,35 @@ def register_gating(name, family_class):
                          f"{family_class.name!r}.")
     _REGISTRY[name] = family_class
     return family_class
+
+
+def gating_class(name):
+    """The family class registered under ``name``.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    type
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"gating must be one of {sorted(_REGISTRY)}, got gating={name!r}.")
+    return _REGISTRY[name]
+
+
+def gating_options():
+    """Every structural option name of the registered families (``top_k``, ...).
+
+    Returns
+    -------
+    tuple of str
+    """
+    names = []
+    for family_class in _REGISTRY.values():
+        names += [o for o in family_class.OPTIONS if o not in names]
+    return tuple(names)
 
 
 def available_gatings():

@@ -83,6 +83,7 @@ class ActivationGating(SmoothGatingFamily):
     # sigma(beta1^T x) has no intercept inside sigma: a shift of x cannot be absorbed.
     centres_design = False
     learns_temperature = True
+    OPTIONS = ("activation",)
 
     def __init__(self, activation):
         self.activation = activation
@@ -195,11 +196,7 @@ class ActivationGating(SmoothGatingFamily):
         return self._has_mirror(params) and bool(
             np.allclose(params.coef[0], -params.coef[1], rtol=0, atol=atol))
 
-    def over_specified_exponents_known(self):
-        """Only for the identity activation (the temperature gate's linear logits).
-
-        Returns
-        -------
-        bool
-        """
+    @property
+    def linear_logits(self):
+        """Only the identity activation has linear logits (the temperature gate's)."""
         return self.activation == "identity"

@@ -160,6 +160,12 @@ class GatingFamily(ABC):
     differentiable = True
     #: Prefix of the gate's parameter names in standard-error tables.
     parameter_prefix = "gate"
+    #: The structural options :meth:`from_options` reads (besides ``n_experts``).
+    OPTIONS = ()
+    #: Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale (a common
+    #: translation of the slopes then leaves the gate unchanged, and the over-specified
+    #: Voronoi exponents of the theory apply).
+    linear_logits = False
 
     # ------------------------------------------------------------------ options
     @classmethod
@@ -396,7 +402,33 @@ class GatingFamily(ABC):
         -------
         bool
         """
-        return True
+        return self.linear_logits
+
+    def undefined_parameter_errors(self):
+        """Per-cell parameter errors that do not exist for this gate.
+
+        Returns
+        -------
+        set of str
+            Names among ``'weight'``, ``'gate_coef'``, ``'gate_intercept'`` (empty by
+            default).
+        """
+        return set()
+
+    def theory_setting(self, over_specified):
+        """The key of this gate's setting in the rate table (:ref:`theory-rates`).
+
+        Parameters
+        ----------
+        over_specified : bool
+            Whether more experts are fitted than the truth has.
+
+        Returns
+        -------
+        str
+            ``'<name>-exact'`` or ``'<name>-over'`` by default.
+        """
+        return f"{self.name}-{'over' if over_specified else 'exact'}"
 
     # ---------------------------------------------------------------- inference
     def logit_derivatives(self, X, params, learn_temperature=False):

@@ -37,6 +37,7 @@ class SoftmaxGating(SmoothGatingFamily):
 
     name = "softmax"
     centres_design = True
+    linear_logits = True
 
     def _scale(self, params):
         return 1.0
@@ -126,6 +127,20 @@ class TemperatureGating(SoftmaxGating):
         """
         tau = params.temperature
         return GateParams(params.coef / tau, params.intercept / tau, 1.0)
+
+    def theory_setting(self, over_specified):
+        """``'temperature'``: its rates on ``gamma`` are the softmax ones, per cell.
+
+        Parameters
+        ----------
+        over_specified : bool
+            Unused: the rate table selects the over-specified rates by the cell's atoms.
+
+        Returns
+        -------
+        str
+        """
+        return "temperature"
 
     def from_identifiable_gate(self, identifiable, reference):
         """``beta = tau * gamma`` at ``reference``'s temperature.

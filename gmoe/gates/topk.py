@@ -82,6 +82,8 @@ class TopKGating(GatingFamily):
 
     name = "topk"
     differentiable = False
+    linear_logits = True
+    OPTIONS = ("top_k", "topk_selection")
 
     def __init__(self, top_k, selection="affine"):
         self.top_k = top_k
@@ -271,6 +273,17 @@ class TopKGating(GatingFamily):
         bool
         """
         return self.top_k == 1
+
+    def undefined_parameter_errors(self):
+        """With ``top_k = 1``: no weight error, and no intercept error for linear selection.
+
+        Returns
+        -------
+        set of str
+        """
+        if self.top_k != 1:
+            return set()
+        return {"weight"} if self.selection == "affine" else {"weight", "gate_intercept"}
 
 
 # Intervals evaluated on each side of the current value when top_k > 1.

@@ -1,4 +1,4 @@
-"""The convergence-rate simulation harness (SPEC 5, DESIGN "The simulation harness").
+"""The convergence-rate simulation harness (see :ref:`theory-protocols`).
 
 An experiment is a TOML file in ``simulations/`` (:mod:`gmoe.simulation.spec`): truth,
 design, fit, start, sample sizes, replications, metrics, master seed. Each

@@ -105,10 +105,8 @@ def study_setting(experiment):
         else ``k - k* + 1`` for every cell (the largest cell a random start can make, so
         the theory quoted is the slowest one).
     """
-    family = experiment.truth.gating
     k_true, k_fit = experiment.truth.n_experts, experiment.fit["n_experts"]
-    over = k_fit > k_true
-    setting = family if family == "temperature" else f"{family}-{'over' if over else 'exact'}"
+    setting = experiment.truth.family.theory_setting(k_fit > k_true)
     assignment = experiment.start.get("assignment")
     if assignment is not None:
         cell_atoms = [int(np.sum(np.asarray(assignment) == j)) for j in range(k_true)]
@@ -117,22 +115,13 @@ def study_setting(experiment):
     return setting, cell_atoms
 
 
-def _linear_logits(truth):
-    """Whether the gate's logits are linear in ``beta1`` (a translatable gate slope)."""
-    return truth.gating in ("softmax", "topk", "temperature") or (
-        truth.gating == "activation" and truth.activation == "identity")
-
-
 def _defined_fields(truth):
     """The parameter-error fields defined for the truth's gate.
 
     A top-1 truth has no weights (the selected expert's weight is always 1: only the
     selection regions are identified), and with linear selection no intercepts either.
     """
-    if truth.gating != "topk" or truth.top_k != 1:
-        return PARAMETER_FIELDS
-    undefined = {"weight"} if truth.topk_selection == "affine" else {"weight",
-                                                                     "gate_intercept"}
+    undefined = truth.family.undefined_parameter_errors()
     return tuple(f for f in PARAMETER_FIELDS if f not in undefined)
 
 
@@ -140,7 +129,7 @@ def _aligned_fields(experiment, cell_atoms, scale):
     """``(cell, fields)``: the errors the alignment sets to 0 on ``scale`` (module doc)."""
     truth = experiment.truth
     if experiment.metrics["translation"] != "infimum" or (
-            truth.gating == "topk" and truth.top_k == 1):  # top-1: least-squares alignment
+            truth.family.selection_only()):  # top-1: least-squares alignment
         return None, ()
     weights = truth.weights
     j = int(np.argmax(weights))
@@ -150,10 +139,10 @@ def _aligned_fields(experiment, cell_atoms, scale):
     # The intercepts compare tau log w on each side: equal once the weights are, when the
     # compared scale has no temperature or the true intercept is 0 (the reference's).
     no_temperature = not truth.family.uses_temperature or (
-        scale == "identifiable" and _linear_logits(truth))
+        scale == "identifiable" and truth.family.linear_logits)
     if no_temperature or truth.gate_intercept[j] == 0:
         fields.append("gate_intercept")
-    if _linear_logits(truth):
+    if truth.family.linear_logits:
         fields.append("gate_coef")
     return j, tuple(fields)
 
@@ -218,7 +207,7 @@ def build_columns(experiment):
                     columns.append(column(f"pe_{field}_{j}{suffix}", field, j, scale,
                                           _ALIGNED if fixed else None))
             if truth.family.uses_temperature:
-                fixed = scale == "identifiable" and _linear_logits(truth)
+                fixed = scale == "identifiable" and truth.family.linear_logits
                 columns.append(column(f"pe_temperature{suffix}", "temperature", None, scale,
                                       _TEMPERATURE_IDENTIFIABLE if fixed else None))
     if metrics["hellinger"]:

@@ -1,7 +1,7 @@
 """Seeds of the simulation tasks: one SeedSequence per ``(n, replication)``.
 
 Task ``(n, rep)`` of an experiment with master seed ``s`` owns
-``SeedSequence(s, spawn_key=(n, rep))`` (DESIGN "The simulation harness"), so its numbers
+``SeedSequence(s, spawn_key=(n, rep))``, so its numbers
 depend on nothing else: not on the number of workers, the order the tasks run in, or the
 rest of the grid. It spawns three child streams, always in this order:
 

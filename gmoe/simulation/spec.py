@@ -2,9 +2,9 @@
 
 An experiment file declares the true model, the design of ``X``, the fitted model, the
 start, the EM settings, the sample-size grid, the replications, the metrics to record and a
-master seed (SPEC 5, DESIGN "The simulation harness")::
+master seed (see :ref:`theory-protocols`)::
 
-    description = "SPEC 5.2, exact-specified"
+    description = "Paper 1's reference protocol, exact-specified"
     seed = 20230501                       # master seed of every task's SeedSequence
 
     [truth]                               # a MixingMeasure; the last expert is the reference
@@ -81,7 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gates import ACTIVATIONS, TOPK_SELECTIONS, available_gatings
+from ..gates import available_gatings, gating_class, gating_options, make_gating
 from ..model import MixingMeasure
 from .columns import build_columns
 
@@ -499,13 +499,12 @@ class Experiment:
         params = dict(n_experts=fit["n_experts"], gating=fit["gating"], tol=fit["tol"],
                       max_iter=fit["max_iter"], reg_var=fit["reg_var"],
                       on_degenerate="warn")
-        if fit["gating"] == "topk":
-            params.update(top_k=fit["top_k"], topk_selection=fit["topk_selection"])
-        if fit["gating"] == "activation":
-            params.update(activation=fit["activation"],
-                          learn_temperature=fit["learn_temperature"])
-        if fit["gating"] in ("temperature", "activation"):
+        family_class = gating_class(fit["gating"])
+        params.update({key: fit[key] for key in family_class.OPTIONS})
+        if family_class.uses_temperature:
             params["temperature"] = fit["temperature"]
+        if family_class.learns_temperature:
+            params["learn_temperature"] = fit["learn_temperature"]
         return params
 
 
@@ -593,41 +592,47 @@ def _read_truth(t):
     if truth.is_symmetric_fixed_point():
         raise t.error("gate_coef", "a two-expert tanh/sigmoid truth with gate_coef[0] = "
                                    "-gate_coef[1] is a fixed point of the gate's symmetry "
-                                   "(singular Fisher information, SPEC 2.2); choose another.")
+                                   "(singular Fisher information; see Identifiability on the "
+                                   "documentation's theory page); choose another.")
     return truth
 
 
 def _read_gate_options(t, gating, n_experts, *, inherit=None):
-    """Read the options of one gate (temperature, top_k, selection, activation)."""
+    """Read the options of one gate: its temperature, if it has one, and its family's own.
+
+    The family says which options it reads (``GatingFamily.OPTIONS``) and validates them
+    (``from_options``); an option of another family is an error.
+    """
     inherit = inherit or {}
-    uses_temperature = gating in ("temperature", "activation")
-    out = {}
-    for key, applies in (("temperature", uses_temperature), ("top_k", gating == "topk"),
-                         ("topk_selection", gating == "topk"),
-                         ("activation", gating == "activation")):
-        if t.has(key) and not applies:
+    family_class = gating_class(gating)
+    applicable = set(family_class.OPTIONS)
+    if family_class.uses_temperature:
+        applicable.add("temperature")
+    for key in ("temperature", *gating_options()):
+        if t.has(key) and key not in applicable:
             raise t.error(key, f"does not apply to gating={gating!r}; remove it.")
-    if uses_temperature:
+    out = {}
+    if family_class.uses_temperature:
         out["temperature"] = t.number("temperature", inherit.get("temperature"), low=0.0,
                                      strict_low=True)
         if out["temperature"] is None:
             raise t.error("temperature", f"missing; required for gating={gating!r} (a "
                                          "number > 0).")
-    if gating == "topk":
-        out["top_k"] = t.integer("top_k", inherit.get("top_k"), low=1, high=n_experts)
-        if out["top_k"] is None:
-            raise t.error("top_k", f"missing; required for gating='topk' (an integer in "
-                                   f"1..{n_experts}).")
-        out["topk_selection"] = t.string("topk_selection",
-                                      inherit.get("topk_selection") or "affine",
-                                      options=TOPK_SELECTIONS)
-    if gating == "activation":
-        out["activation"] = t.string("activation", inherit.get("activation"),
-                                  options=ACTIVATIONS)
-        if out["activation"] is None:
-            raise t.error("activation", f"missing; required for gating='activation' (one "
-                                        f"of {', '.join(ACTIVATIONS)}).")
+    given = {key: t.raw(key, inherit.get(key)) for key in family_class.OPTIONS}
+    try:
+        family = make_gating(gating, n_experts=n_experts,
+                             **{k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        key = next((k for k in family_class.OPTIONS if str(err).startswith(k)), "gating")
+        raise t.error(key, str(err)) from err
+    out.update(family.options())
     return out
+
+
+def _fit_family(fit):
+    """The gating family of a parsed ``[fit]`` table."""
+    options = {key: fit[key] for key in gating_options() if fit.get(key) is not None}
+    return make_gating(fit["gating"], n_experts=fit["n_experts"], **options)
 
 
 def _read_design(t, truth):
@@ -657,25 +662,23 @@ def _read_fit(t, truth):
                                    "(exact- or over-specified fits), got "
                                    f"{n_experts}.")
     gating = t.string("gating", truth.gating, options=available_gatings())
+    family_class = gating_class(gating)
     inherit = {}
     if gating == truth.gating:
-        inherit = {"temperature": truth.temperature, "top_k": truth.top_k,
-                   "topk_selection": truth.topk_selection, "activation": truth.activation}
-    elif gating in ("temperature", "activation"):
+        inherit = {"temperature": truth.temperature, **truth.family.options()}
+    elif family_class.uses_temperature:
         inherit = {"temperature": truth.temperature or 1.0}
     options = _read_gate_options(t, gating, n_experts, inherit=inherit)
-    if t.has("learn_temperature") and gating != "activation":
-        raise t.error("learn_temperature", "applies to gating='activation' only (the "
-                                           "temperature gate holds tau, SPEC 3); remove it.")
+    if t.has("learn_temperature") and not family_class.learns_temperature:
+        raise t.error("learn_temperature", f"does not apply to gating={gating!r}, which "
+                                           "does not learn a temperature; remove it.")
     return {
         "n_experts": n_experts,
         "gating": gating,
-        "top_k": options.get("top_k"),
-        "topk_selection": options.get("topk_selection"),
-        "activation": options.get("activation"),
+        **{key: options.get(key) for key in gating_options()},
         "temperature": options.get("temperature"),
-        "learn_temperature": t.boolean("learn_temperature", True) if gating == "activation"
-        else None,
+        "learn_temperature": t.boolean("learn_temperature", True)
+        if family_class.learns_temperature else None,
         "tol": t.number("tol", 1e-6, low=0.0),
         "max_iter": t.integer("max_iter", 500, low=1),
         "reg_var": t.number("reg_var", 1e-6, low=0.0),
@@ -760,9 +763,11 @@ def _read_metrics(t, truth, fit, design):
         raise t.error("voronoi", f"'over' (D2) is for over-specified fits ([fit] n_experts > "
                                  f"{k_true}), got n_experts={k}; use 'exact' (D1).")
     rbar = _read_rbar(t)
-    if "over" in voronoi and fit["gating"] == "activation" and not rbar:
-        raise t.error("rbar", "required with voronoi 'over' for gating='activation': its "
-                              "exponents are not established (SPEC 4); give e.g. "
+    if "over" in voronoi and not _fit_family(fit).over_specified_exponents_known() \
+            and not rbar:
+        raise t.error("rbar", f"required with voronoi 'over' for gating={fit['gating']!r}: "
+                              "its exponents are not established (see the Voronoi losses "
+                              "of the documentation's theory page); give e.g. "
                               "rbar = { 2 = 4.0 }.")
     parameter_errors = t.boolean("parameter_errors", False)
     if (voronoi or parameter_errors) and fit["gating"] != truth.gating:
