@@ -45,177 +45,23 @@ import warnings
 import numpy as np
 import scipy.linalg
 from scipy import stats
-from scipy.special import logsumexp
 
-from ._expert_major import compute_log_softmax
+from ._observed_information import Parametrisation as _Parametrisation
+from ._observed_information import (
+    compute_log_likelihood_derivatives as _compute_log_likelihood_derivatives,
+)
 from .exceptions import SingularInformationWarning
-from .gates import GateLayout
 from .model import MixingMeasure
 from .utils import check_random_state
 
 __all__ = ["BootstrapResults", "MoEResults", "bootstrap", "fit_results"]
 
-# Rows per block of the (rows, n_experts, n_params) score array.
-_CHUNK_ROWS = 8192
 # The information is called singular when the smallest eigenvalue of its correlation form
 # (unit diagonal, so the test does not depend on the parameters' units) is below this.
 _DEFAULT_RCOND = 1e-10
 # A two-expert tanh/sigmoid gate is at its symmetric point when |beta1_1 + beta1_2| is
 # below this times max(1, max |beta1|) (EM lands on that point exactly when it goes there).
 _SYMMETRIC_ATOL = 1e-7
-
-
-# --------------------------------------------------------------------------------------
-# Parametrisation on the identifiable scale.
-
-
-class _Parametrisation:
-    """Free parameters of a model on the identifiable scale, in a fixed order.
-
-    Order: the gate block first (the family's :class:`~gmoe.gates.GateLayout`: expert by
-    expert, slopes then intercept; then ``log tau`` for a family that learns it), then
-    expert by expert ``coef..., intercept, var``. Index arrays hold -1 for pinned entries.
-    """
-
-    def __init__(self, like, learn_temperature=False, feature_names=None):
-        k, d = like.n_experts, like.n_features
-        self.like = like
-        self.family = like.family
-        self.layout = GateLayout(self.family, k, d, learn_temperature)
-        self.learn_temperature = self.layout.tau_idx is not None
-        if feature_names is None:
-            feature_names = [str(m) for m in range(d)]
-        feature_names = [str(f) for f in feature_names]
-        prefix = self.family.parameter_prefix
-        names = [None] * self.layout.size
-        for j in range(k):
-            for m in range(d):
-                if self.layout.coef_idx[j, m] >= 0:
-                    names[self.layout.coef_idx[j, m]] = f"{prefix}[{j}].coef[{feature_names[m]}]"
-            if self.layout.intercept_idx[j] >= 0:
-                names[self.layout.intercept_idx[j]] = f"{prefix}[{j}].intercept"
-        if self.learn_temperature:
-            names[self.layout.tau_idx] = "gate.log_temperature"
-        self.gate_coef_idx = self.layout.coef_idx
-        self.gate_int_idx = self.layout.intercept_idx
-        self.tau_idx = self.layout.tau_idx
-        self.n_gate = len(names)
-        # Expert blocks: expert by expert, the expert family's parameters in its order.
-        self.experts = like.experts
-        q = self.experts.n_parameters_per_expert(d)
-        self.expert_idx = len(names) + np.arange(k * q).reshape(k, q)
-        for j in range(k):
-            names += [f"expert[{j}].{p}" for p in self.experts.parameter_names(feature_names)]
-        self.names = names
-        self.size = len(names)
-
-    def to_vector(self, measure):
-        """The free parameters of ``measure`` (same shape and family as ``like``)."""
-        m = measure.identifiable()
-        vec = np.empty(self.size)
-        vec[:self.n_gate] = self.layout.pack(m.gate_params)
-        vec[self.expert_idx] = self.experts.pack(m.expert_params)
-        return vec
-
-    def identifiable_gate(self, vec):
-        """The gate (on the identifiable scale) at a parameter vector."""
-        held = self.like.identifiable().temperature
-        return self.layout.unpack(np.asarray(vec[:self.n_gate], dtype=np.float64), held)
-
-    def to_measure(self, vec):
-        """The model at a parameter vector, with the options (and held ``tau``) of ``like``."""
-        vec = np.asarray(vec, dtype=np.float64)
-        gate = self.family.from_identifiable_gate(self.identifiable_gate(vec),
-                                                  self.like.gate_params)
-        experts = self.experts.unpack(vec[self.expert_idx])
-        return self.like.replace(gate_coef=gate.coef, gate_intercept=gate.intercept,
-                                 expert_coef=experts.coef, expert_intercept=experts.intercept,
-                                 expert_var=experts.var, temperature=gate.temperature)
-
-
-def _gate_logits_and_jacobian(param, vec, X):
-    """Gate logits ``eta`` (n, k), their Jacobian ``E`` (n, k, n_gate) and a curvature map.
-
-    The curvature map takes weights ``c`` of shape (n, k) and returns
-    ``sum_ij c_ij d^2 eta_ij / d phi^2`` (n_gate, n_gate), the second derivatives of the
-    logits themselves (None for logits linear in the parameters). Everything comes from
-    the gating family's :meth:`~gmoe.gates.GatingFamily.logit_derivatives`.
-    """
-    eta, d_coef, d_intercept, d_tau, curvature = param.family.logit_derivatives(
-        X, param.identifiable_gate(vec), param.learn_temperature)
-    E = param.layout.jacobian(d_coef, d_intercept, d_tau)
-    if curvature is None:
-        return eta, E, None
-    return eta, E, lambda c: param.layout.curvature_matrix(curvature(c))
-
-
-def _gram(A, weights):
-    """``sum_r weights_r A_r A_r^T`` for rows ``A_r`` (weights >= 0)."""
-    B = A * np.sqrt(weights)[:, None]
-    return B.T @ B
-
-
-def _compute_log_likelihood_derivatives(param, vec, X, y, sample_weight):
-    """Observed log-likelihood, its gradient and its Hessian at a parameter vector.
-
-    Parameters
-    ----------
-    param : _Parametrisation
-    vec : ndarray of shape (n_params,)
-    X : ndarray of shape (n_samples, n_features)
-    y, sample_weight : ndarray of shape (n_samples,)
-
-    Returns
-    -------
-    log_lik : float
-    score : ndarray of shape (n_params,)
-    hessian : ndarray of shape (n_params, n_params)
-    """
-    p, pg = param.size, param.n_gate
-    k, q = param.expert_idx.shape
-    experts = param.experts.unpack(vec[param.expert_idx])
-    log_lik = 0.0
-    score = np.zeros(p)
-    hess = np.zeros((p, p))
-    for start in range(0, X.shape[0], _CHUNK_ROWS):
-        rows = slice(start, start + _CHUNK_ROWS)
-        Xc, yc, wc = X[rows], y[rows], sample_weight[rows]
-        n = Xc.shape[0]
-        eta, E, curvature = _gate_logits_and_jacobian(param, vec, Xc)
-        log_gate = compute_log_softmax(eta)
-        gate = np.exp(log_gate)
-        log_dens, expert_grad, expert_hessian = param.experts.log_density_derivatives(
-            Xc, yc, experts)
-        joint = log_gate + log_dens
-        row_log_lik = logsumexp(joint, axis=1)
-        resp = np.exp(joint - row_log_lik[:, None])
-        log_lik += float(np.dot(wc, row_log_lik))
-
-        # s_ij: gradient of l_ij = log g_ij + log f_ij (f the expert's density).
-        E_bar = np.einsum("ij,ijp->ip", gate, E)
-        S = np.zeros((n, k, p))
-        S[:, :, :pg] = E - E_bar[:, None, :]
-        for j in range(k):
-            S[:, j, param.expert_idx[j]] = expert_grad[:, j]
-        s_bar = np.einsum("ij,ijp->ip", resp, S)
-        score += wc @ s_bar
-        weights = wc[:, None] * resp
-        hess += _gram(S.reshape(n * k, p), weights.ravel()) - _gram(s_bar, wc)
-
-        # sum_j r_ij D2_ij, gate block: D2 log g_ij = H eta_ij - sum_l g_il H eta_il
-        # - Cov_g(E_i), so the r-weighted sum is sum_j (r_ij - g_ij) H eta_ij - Cov_g(E_i).
-        gate_block = -(_gram(E.reshape(n * k, pg), (wc[:, None] * gate).ravel())
-                       - _gram(E_bar, wc))
-        if curvature is not None:
-            gate_block += curvature(wc[:, None] * (resp - gate))
-        hess[:pg, :pg] += gate_block
-
-        # Expert blocks: the expert family's own second derivatives.
-        blocks = expert_hessian(weights)
-        for j in range(k):
-            hess[np.ix_(param.expert_idx[j], param.expert_idx[j])] += blocks[j]
-    hess = 0.5 * (hess + hess.T)
-    return log_lik, score, hess
 
 
 # --------------------------------------------------------------------------------------
