@@ -22,6 +22,7 @@ status 2; nothing is run or written when a store or an output directory cannot b
 """
 
 import argparse
+import os
 import sqlite3
 import sys
 import tempfile
@@ -385,6 +386,11 @@ def main(argv=None):
         return command(args)
     except (ExperimentError, StoreError, FileNotFoundError, _CommandError) as err:
         return _fail(err)
+    except BrokenPipeError:
+        # The reader went away (`gmoe-sim list | head`): stop quietly, as other tools do;
+        # stdout goes to devnull so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except sqlite3.Error as err:  # a store that broke after it was opened
         return _fail(f"result store: {err}")
     except OSError as err:  # an output that failed after the checks (disk full, say)
