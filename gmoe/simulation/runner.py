@@ -186,7 +186,12 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     Raises
     ------
     StoreMismatchError
-        The store holds another task definition (see :mod:`gmoe.simulation.store`).
+        The store holds another task definition, or is damaged (see
+        :mod:`gmoe.simulation.store`; ``force_new`` moves it aside instead).
+    StoreBusyError
+        Another live run is writing the store.
+    StoreError
+        The store cannot be created or written.
     """
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
         raise ValueError(f"n_jobs must be a non-zero integer (-1: every core), got "

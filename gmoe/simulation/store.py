@@ -252,8 +252,8 @@ class ResultStore:
     def _open(self, force_new):
         """Check and create the store in one transaction; move it aside when asked."""
         for attempt in range(2):
-            self.conn = sqlite3.connect(self.path, timeout=60.0)
             try:
+                self.conn = sqlite3.connect(self.path, timeout=60.0)
                 # IMMEDIATE takes SQLite's write lock before the first read: what the check
                 # sees is what the creation builds on (the writer lock already keeps other
                 # runs out; this also covers any other program writing the file).
@@ -268,7 +268,7 @@ class ResultStore:
                                  "another --db PATH.") from None
             except sqlite3.DatabaseError as err:  # not a database, malformed
                 problem = f"{_damaged(self.path, err)} {_ADVICE}"
-            self.conn.close()
+            self.conn.close()  # rolls back
             self.conn = None
             if not force_new or attempt:
                 raise StoreMismatchError(problem)
