@@ -268,31 +268,35 @@ def test_a_closed_store_is_free_again(tmp_path):
 
 # ------------------------------------------------------------------------------ errors
 @contextlib.contextmanager
-def read_only(directory):
-    """Make ``directory`` refuse new files; skip when this user cannot (root, say)."""
+def read_only(path):
+    """Make a directory refuse new files, or a file refuse writes; skip when impossible."""
 
     def writable():
         try:
-            (directory / ".probe").touch()
+            if path.is_dir():
+                (path / ".probe").touch()
+                (path / ".probe").unlink()
+            else:
+                path.open("ab").close()
         except OSError:
             return False
-        (directory / ".probe").unlink()
         return True
 
-    directory.chmod(0o555)
+    mode = path.stat().st_mode & 0o777
+    path.chmod(0o555 if path.is_dir() else 0o444)
     immutable = False
     if writable() and shutil.which("chattr"):
-        # Root ignores permission bits; an immutable directory stops it too.
-        immutable = subprocess.run(["chattr", "+i", str(directory)],
+        # Root ignores permission bits; an immutable file or directory stops it too.
+        immutable = subprocess.run(["chattr", "+i", str(path)],
                                    capture_output=True).returncode == 0
     try:
         if writable():
-            pytest.skip("cannot make a read-only directory as this user on this file system")
-        yield directory
+            pytest.skip("cannot make a read-only file or directory as this user here")
+        yield path
     finally:
         if immutable:
-            subprocess.run(["chattr", "-i", str(directory)], check=True)
-        directory.chmod(0o755)
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(mode)
 
 
 def test_run_into_a_read_only_store_directory(tmp_path, capsys):
@@ -309,9 +313,24 @@ def test_run_into_a_read_only_store_directory(tmp_path, capsys):
                      "--no-progress"]) == 2
         assert f"in {locked / 'sub'}" in one_error_line(capsys.readouterr().err)
         # The API says the same when it is used directly.
-        with pytest.raises(StoreError, match="directory"):
+        with pytest.raises(StoreError, match="lock file of the result store.*directory"):
             ResultStore(locked / "s.sqlite", load_experiment(spec))
     assert list(locked.iterdir()) == []
+
+
+def test_run_on_a_read_only_store_file(tmp_path, store, capsys):
+    spec, source = store
+    db = tmp_path / "frozen.sqlite"
+    shutil.copy(source, db)
+    with read_only(db):
+        assert main(["run", str(spec), "--db", str(db), "--n-jobs", "1", "--no-progress",
+                     "--out", str(tmp_path / "plots")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"cannot write the result store {db} (attempt to write a readonly " in line
+        # Reading it is fine.
+        assert main(["export", str(spec), "--db", str(db), "--csv",
+                     str(tmp_path / "rows.csv")]) == 0
+    assert db.read_bytes() == source.read_bytes()
 
 
 def test_run_with_a_read_only_out_is_refused_before_any_task(tmp_path, capsys):

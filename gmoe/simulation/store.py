@@ -240,8 +240,9 @@ class ResultStore:
                 + f"{describe_owner(err.owner)}); one run at a time writes a store: wait "
                 "for it to finish, or give another --db PATH.") from None
         except OSError as err:
-            raise StoreError(f"cannot write in {self.path.parent} ({_reason(err)}), the "
-                             "directory of the result store; give another --db PATH.") from None
+            raise StoreError(f"cannot open {self._lock.path} ({_reason(err)}), the lock file "
+                             "of the result store: check that it and its directory are "
+                             "writable, or give another --db PATH.") from None
         try:
             self._open(force_new)
         except BaseException:
