@@ -82,7 +82,7 @@ numpydoc_validation_exclude = {
     # Result containers (dataclasses, named tuples): their fields are documented under
     # Attributes, which PR01 does not recognise as the constructor's parameters.
     r"\.(ParameterErrors|BootstrapResults|SelectionResult|Experiment|RunSummary|RateFit"
-    r"|BootstrapSlope|LossByN|RateReport|MetricColumn|Theory)$",
+    r"|BootstrapSlope|LossByN|RateReport|MetricColumn|Theory|TaskTimes)$",
 }
 
 # -- intersphinx -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from gmoe.simulation import (
     run_task,
 )
 from gmoe.simulation.cli import main
+from gmoe.simulation.store import read_runs
 from gmoe.simulation.tasks import TIMING_COLUMNS
 
 SIZES = [60, 90, 130, 200]
@@ -129,16 +130,21 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, reference):
         proc.wait()
     stored_at_kill = _count(db)
     assert 3 <= stored_at_kill < 12, "the kill must land mid-run"
+    # The killed run never recorded its end, but counted its rows as it stored them.
+    [killed] = read_runs(db)
+    assert killed["status"] == "running" and killed["tasks_stored"] == stored_at_kill
     exp = load_experiment(path)
-    summary = run_experiment(exp, db, n_jobs=1, progress=False)
+    logs = []
+    summary = run_experiment(exp, db, n_jobs=1, progress=False, log=logs.append)
     assert summary.tasks_before == stored_at_kill
     assert summary.tasks_stored == 12 - stored_at_kill
+    assert any("marked 1 earlier run(s)" in m and "interrupted" in m for m in logs)
     rows, _ = read_rows(db)
     assert comparable(rows) == comparable(reference[0])  # no duplicates, no losses
-    conn = sqlite3.connect(db)
-    runs = conn.execute("SELECT status FROM runs ORDER BY id").fetchall()
-    conn.close()
-    assert [r[0] for r in runs] == ["running", "finished"]  # the killed run never ended
+    runs = read_runs(db)
+    # Its process gone, the next run found the record 'running' and marked it.
+    assert [r["status"] for r in runs] == ["interrupted", "finished"]
+    assert [r["tasks_stored"] for r in runs] == [stored_at_kill, 12 - stored_at_kill]
 
 
 def test_growing_the_grid_keeps_stored_tasks(tmp_path, reference):
@@ -317,14 +323,14 @@ def test_resuming_a_store_made_by_other_gmoe_sources_warns(tmp_path):
 
     exp = load_experiment(tiny(tmp_path))
     db = tmp_path / "code.sqlite"
-    ResultStore(db, exp).conn.close()
+    ResultStore(db, exp).close()
     with sqlite3.connect(db) as conn:
         stored = dict(conn.execute("SELECT key, value FROM meta"))["code_sha256"]
         assert stored == code_sha256()
         conn.execute("UPDATE meta SET value = 'feedfacefeedface' WHERE key = 'code_sha256'")
     with pytest.warns(GMoEWarning, match="another build of gmoe"):
-        ResultStore(db, exp).conn.close()
+        ResultStore(db, exp).close()
     # The same sources resume silently.
     with warnings.catch_warnings():
         warnings.simplefilter("error", GMoEWarning)
-        ResultStore(db, exp).conn.close()
+        ResultStore(db, exp).close()

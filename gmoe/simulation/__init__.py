@@ -28,11 +28,19 @@ from .report import (
     summarize,
     write_study_plots,
 )
-from .runner import RunSummary, default_db_path, run_experiment
+from .runner import RunSummary, TaskTimes, default_db_path, run_experiment
 from .seeds import task_seed_sequence, task_streams
 from .spec import Experiment, ExperimentError, load_experiment, parse_sizes
 from .start import draw_assignment, make_near_truth_start
-from .store import ResultStore, StoreMismatchError, export_csv, read_rows
+from .store import (
+    ResultStore,
+    StoreBusyError,
+    StoreError,
+    StoreMismatchError,
+    export_csv,
+    read_rows,
+    read_runs,
+)
 from .tasks import run_task
 
 __all__ = [
@@ -40,7 +48,10 @@ __all__ = [
     "ExperimentError",
     "ResultStore",
     "RunSummary",
+    "StoreBusyError",
+    "StoreError",
     "StoreMismatchError",
+    "TaskTimes",
     "default_db_path",
     "draw_assignment",
     "export_csv",
@@ -49,6 +60,7 @@ __all__ = [
     "make_near_truth_start",
     "parse_sizes",
     "read_rows",
+    "read_runs",
     "run_experiment",
     "run_task",
     "study_report",

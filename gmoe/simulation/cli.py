@@ -9,29 +9,63 @@
     gmoe-sim export NAME [--quick] [--db PATH] [--csv PATH]
 
 ``NAME`` is a path to a TOML file, or the stem of a file in ``./simulations/`` (the
-current directory's, searched first) or in the repository's ``simulations/`` (next to
-the ``gmoe`` package). The store defaults to ``results/NAME.sqlite``
+current directory's, searched first) or among the studies shipped with gmoe
+(:func:`builtin_studies_dir`). The store defaults to ``results/NAME.sqlite``
 (``results/NAME-quick.sqlite`` with ``--quick``) under the current directory, and the
 plots and slope table go to the directory of the same name (``results/NAME[-quick]/``).
+Without ``--quick``, ``report`` and ``export`` use the quick store when it is the only
+one, and report the grid of the run that wrote the store (quick or full).
+
+Every error (a bad experiment file, a store in use, of another experiment, truncated or
+unreadable, a directory that cannot be written) is one line on standard error and exit
+status 2; nothing is run or written when a store or an output directory cannot be used.
 """
 
 import argparse
+import os
+import sqlite3
 import sys
+import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 from .report import study_report, write_study_plots
 from .runner import default_db_path, run_experiment
 from .spec import ExperimentError, load_experiment
-from .store import StoreMismatchError, export_csv, read_rows
+from .store import StoreError, export_csv, read_rows, read_runs
 
-__all__ = ["find_experiment", "main", "search_dirs"]
+__all__ = ["builtin_studies_dir", "find_experiment", "main", "search_dirs"]
 
+# In a source checkout (or an editable install) the studies are the repository's
+# simulations/; a wheel carries a copy in the package, made at build time (setup.py).
 _REPO_SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
+_PACKAGED_STUDIES = "studies"
+
+
+class _CommandError(Exception):
+    """A one-line error of the command line itself (an output that cannot be written)."""
+
+
+def builtin_studies_dir():
+    """The directory of the studies shipped with gmoe, or None.
+
+    An installed gmoe carries them as package data, ``gmoe/simulation/studies/`` (copied
+    at build time from the repository's ``simulations/``, their only source); a source
+    checkout or an editable install reads the repository's ``simulations/`` directly.
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
+    packaged = resources.files(__package__) / _PACKAGED_STUDIES
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return _REPO_SIMULATIONS if _REPO_SIMULATIONS.is_dir() else None
 
 
 def search_dirs():
-    """The directories searched for ``NAME.toml``: ``./simulations``, then the repo's.
+    """The directories searched for ``NAME.toml``: ``./simulations``, then the built-in.
 
     Returns
     -------
@@ -39,8 +73,8 @@ def search_dirs():
         The existing ones, without duplicates.
     """
     out = []
-    for d in (Path.cwd() / "simulations", _REPO_SIMULATIONS):
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+    for d in (Path.cwd() / "simulations", builtin_studies_dir()):
+        if d is not None and d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
 
@@ -86,9 +120,89 @@ def _db_path(args, experiment):
     return Path(args.db) if args.db else default_db_path(experiment)
 
 
+def _stored_study(args):
+    """The experiment variant and store of ``report`` and ``export``.
+
+    ``--quick`` chooses the quick variant. Without it, the default store is
+    ``results/NAME.sqlite``, or ``results/NAME-quick.sqlite`` when only that one exists;
+    the variant is the one of the last run that wrote the store, so a store written by
+    ``run NAME --quick`` is reported on its own grid.
+    """
+    full = load_experiment(find_experiment(args.name))
+    if args.quick:
+        return full.quick_variant(), _db_path(args, full.quick_variant())
+    if args.db:
+        db_path = Path(args.db)
+    else:
+        db_path = default_db_path(full)
+        if not db_path.exists() and full.quick is not None:
+            quick_path = default_db_path(full.quick_variant())
+            db_path = quick_path if quick_path.exists() else db_path
+    try:
+        runs = read_runs(db_path)
+    except (FileNotFoundError, StoreError):
+        runs = []  # reading the rows reports the problem
+    if runs and runs[-1]["quick"] and full.quick is not None:
+        return full.quick_variant(), db_path
+    return full, db_path
+
+
 def _out_dir(args, db_path):
     """``--out``, else the store's path without ``.sqlite`` (``results/NAME[-quick]/``)."""
     return Path(args.out) if getattr(args, "out", None) else db_path.with_suffix("")
+
+
+def _check_writable(directory, what, option):
+    """Raise _CommandError unless ``directory`` exists and takes files, or can be created.
+
+    A file is created and removed (or, for a missing directory, a directory in its
+    nearest existing parent): permission bits alone do not tell (root, read-only mounts,
+    immutable directories).
+    """
+    directory = Path(directory)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        if existing == directory:
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        else:
+            Path(tempfile.mkdtemp(dir=existing)).rmdir()
+    except OSError as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise _CommandError(f"cannot write {what} in {directory} ({reason}); give "
+                            f"{option} elsewhere.") from None
+
+
+def _seconds(value):
+    if value != value:  # NaN: no task recorded it
+        return "-"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def _time_lines(summary):
+    """Where the run's time went: per-task medians of fit and metrics, then by n."""
+    t = summary.times
+    if t is None:
+        return []
+    share = ""
+    if summary.task_seconds > 0:
+        share = (f"; of the {summary.task_seconds:.1f} s the tasks took, fits "
+                 f"{100 * summary.fit_seconds / summary.task_seconds:.0f}%, metrics "
+                 f"{100 * summary.metric_seconds / summary.task_seconds:.0f}%")
+    lines = [f"time per task (median of {t.tasks}): fit {_seconds(t.fit)}, metrics "
+             f"{_seconds(t.metrics)}, whole task {_seconds(t.task)}{share}."]
+    sizes = sorted(summary.times_by_n or {})
+    if len(sizes) > 1:
+        # A full study has hundreds of sizes: the smallest, middle and largest tell the trend.
+        shown = sizes if len(sizes) <= 4 else [sizes[0], sizes[len(sizes) // 2], sizes[-1]]
+        lines.append("  median by n: " + "; ".join(
+            f"n={n}: fit {_seconds(summary.times_by_n[n].fit)}, metrics "
+            f"{_seconds(summary.times_by_n[n].metrics)}" for n in shown))
+    return lines
 
 
 def _report_text(experiment, db_path, show_all=False, out_dir=None):
@@ -126,11 +240,16 @@ def _report_text(experiment, db_path, show_all=False, out_dir=None):
 def _cmd_list(args):
     dirs = search_dirs()
     if not dirs:
-        print("No simulations/ directory found.")
+        print("No simulations/ directory and no built-in studies found.")
         return 0
+    seen = {}
     for d in dirs:
         print(f"{d}:")
         for path in sorted(d.glob("*.toml")):
+            if path.stem in seen:
+                print(f"  {path.stem:<20} (hidden by {seen[path.stem]})")
+                continue
+            seen[path.stem] = path
             try:
                 exp = load_experiment(path)
             except ExperimentError as err:
@@ -152,6 +271,10 @@ def _cmd_list(args):
 def _cmd_run(args):
     experiment = _load(args)
     db_path = _db_path(args, experiment)
+    out_dir = _out_dir(args, db_path)
+    # Before hours of fits: the store and the plots must be writable.
+    _check_writable(db_path.parent, "the result store", "--db PATH")
+    _check_writable(out_dir, "the plots", "--out DIR")
     print(f"{experiment.name}{' (quick)' if experiment.is_quick else ''}: "
           f"{len(experiment.tasks())} tasks ({len(experiment.sizes)} sizes x "
           f"{experiment.replications} replications) -> {db_path}", flush=True)
@@ -162,24 +285,27 @@ def _cmd_run(args):
     wall = time.perf_counter() - started
     where = "Dask worker threads" if summary.backend == "dask" else "workers"
     print(f"stored {summary.tasks_stored} rows ({summary.failures} not ok) with "
-          f"{summary.n_jobs} {where} in {wall:.1f} s; fits took {summary.fit_seconds:.1f} "
-          f"s in total.")
-    print(_report_text(experiment, db_path, out_dir=_out_dir(args, db_path)))
+          f"{summary.n_jobs} {where} in {wall:.1f} s.")
+    for line in _time_lines(summary):
+        print(line)
+    print(_report_text(experiment, db_path, out_dir=out_dir))
     return 0
 
 
 def _cmd_report(args):
-    experiment = _load(args)
-    db_path = _db_path(args, experiment)
-    print(_report_text(experiment, db_path, show_all=args.all,
-                       out_dir=_out_dir(args, db_path)))
+    experiment, db_path = _stored_study(args)
+    out_dir = _out_dir(args, db_path)
+    if db_path.exists():  # a missing store is reported by reading it
+        _check_writable(out_dir, "the plots", "--out DIR")
+    print(_report_text(experiment, db_path, show_all=args.all, out_dir=out_dir))
     return 0
 
 
 def _cmd_export(args):
-    experiment = _load(args)
-    db_path = _db_path(args, experiment)
+    experiment, db_path = _stored_study(args)
     csv_path = Path(args.csv) if args.csv else db_path.with_suffix(".csv")
+    if db_path.exists():
+        _check_writable(csv_path.parent, "the CSV file", "--csv PATH")
     count = export_csv(db_path, csv_path)
     print(f"wrote {count} rows to {csv_path}")
     return 0
@@ -195,16 +321,18 @@ def _n_jobs(text):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="gmoe-sim", description="Run and inspect the convergence-rate studies of "
-        "simulations/*.toml (SPEC 5).")
+        "simulations/*.toml and of the studies shipped with gmoe.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the experiment files")
 
     def study(name, help_):
         p = sub.add_parser(name, help=help_)
         p.add_argument("name", metavar="NAME",
-                       help="experiment: simulations/NAME.toml or a path to a TOML file")
+                       help="experiment: simulations/NAME.toml, a built-in study (see "
+                            "`gmoe-sim list`) or a path to a TOML file")
         p.add_argument("--quick", action="store_true",
-                       help="use the file's [quick] grid and replications")
+                       help="use the file's [quick] grid and replications (report and "
+                            "export: the default when the store was written by a quick run)")
         p.add_argument("--db", metavar="PATH",
                        help="result store (default results/NAME[-quick].sqlite)")
         return p
@@ -248,20 +376,35 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status: 0 on success, 2 on an error in the experiment or the store.
+        Exit status: 0 on success, 2 on an error in the experiment, the store or an output
+        (one line on standard error, no traceback), 130 when interrupted.
     """
     args = _parser().parse_args(argv)
     command = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
                "export": _cmd_export}[args.command]
     try:
         return command(args)
-    except (ExperimentError, StoreMismatchError, FileNotFoundError) as err:
-        print(f"gmoe-sim: error: {err}", file=sys.stderr)
-        return 2
+    except (ExperimentError, StoreError, FileNotFoundError, _CommandError) as err:
+        return _fail(err)
+    except BrokenPipeError:
+        # The reader went away (`gmoe-sim list | head`): stop quietly, as other tools do;
+        # stdout goes to devnull so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except sqlite3.Error as err:  # a store that broke after it was opened
+        return _fail(f"result store: {err}")
+    except OSError as err:  # an output that failed after the checks (disk full, say)
+        where = f": {err.filename}" if err.filename else ""
+        return _fail(f"{err.strerror or err}{where}")
     except KeyboardInterrupt:
         print("gmoe-sim: interrupted; finished tasks are stored, run again to resume.",
               file=sys.stderr)
         return 130
+
+
+def _fail(message):
+    print(f"gmoe-sim: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs, parallel_config
 from tqdm.auto import tqdm
 
 from .store import ResultStore
 from .tasks import run_task
 
-__all__ = ["RunSummary", "default_db_path", "run_experiment"]
+__all__ = ["RunSummary", "TaskTimes", "default_db_path", "run_experiment"]
 
 
 def default_db_path(experiment, *, root=None):
@@ -37,6 +38,50 @@ def default_db_path(experiment, *, root=None):
     root = Path.cwd() if root is None else Path(root)
     suffix = "-quick" if experiment.is_quick else ""
     return root / "results" / f"{experiment.name}{suffix}.sqlite"
+
+
+@dataclass(frozen=True)
+class TaskTimes:
+    """Per-task medians of where a task's time went (seconds).
+
+    Medians, not means: one slow task (a fit that hit ``max_iter``) does not hide what a
+    typical task costs. The three medians are taken separately, so ``fit + metrics`` need
+    not equal ``task``; the rest of a task (data, starts) is small.
+
+    Attributes
+    ----------
+    tasks : int
+        Tasks the medians are over (those with the timing recorded).
+    fit, metrics, task : float
+        Median fit time (every start of the task), metric time (every metric column and
+        its evaluation design), whole task time; NaN when no task recorded it.
+    """
+
+    tasks: int
+    fit: float
+    metrics: float
+    task: float
+
+    @classmethod
+    def of(cls, rows):
+        """The medians over ``rows`` (dicts with the timing columns of a result row).
+
+        Parameters
+        ----------
+        rows : iterable of dict
+
+        Returns
+        -------
+        TaskTimes
+        """
+        rows = list(rows)
+
+        def median(column):
+            values = [r[column] for r in rows if r.get(column) is not None]
+            return float(np.median(values)) if values else float("nan")
+
+        return cls(tasks=len(rows), fit=median("fit_seconds"),
+                   metrics=median("metric_seconds"), task=median("task_seconds"))
 
 
 @dataclass(frozen=True)
@@ -60,10 +105,16 @@ class RunSummary:
         Sum of the stored rows' fit times (this run's rows).
     task_seconds : float
         Sum of the stored rows' task times (data, fits, metrics).
+    metric_seconds : float
+        Sum of the stored rows' metric times.
     n_jobs : int
         Workers used (with Dask: the cluster's worker threads when the run began).
     backend : str
         ``'loky'`` (local joblib workers) or ``'dask'``.
+    times : TaskTimes or None
+        Per-task medians of this run's rows (None when it stored none).
+    times_by_n : dict of int to TaskTimes
+        The same for each sample size of this run's rows.
     """
 
     db_path: Path
@@ -76,6 +127,9 @@ class RunSummary:
     task_seconds: float
     n_jobs: int
     backend: str = "loky"
+    metric_seconds: float = 0.0
+    times: TaskTimes | None = None
+    times_by_n: dict | None = None
 
 
 def _dask_client(stack, client, scheduler):
@@ -132,7 +186,12 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     Raises
     ------
     StoreMismatchError
-        The store holds another task definition (see :mod:`gmoe.simulation.store`).
+        The store holds another task definition, or is damaged (see
+        :mod:`gmoe.simulation.store`; ``force_new`` moves it aside instead).
+    StoreBusyError
+        Another live run is writing the store.
+    StoreError
+        The store cannot be created or written.
     """
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
         raise ValueError(f"n_jobs must be a non-zero integer (-1: every core), got "
@@ -142,6 +201,12 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     store = ResultStore(db_path, experiment, force_new=force_new)
     if store.moved_to is not None:
         log(f"moved the previous store (another task definition) to {store.moved_to}")
+    if store.interrupted_runs:
+        log(f"marked {store.interrupted_runs} earlier run(s) of {db_path} as interrupted: "
+            "recorded as running, but their process is gone")
+    if store.added_columns:
+        log(f"{db_path} was written by an older gmoe: added the column(s) "
+            f"{', '.join(store.added_columns)} (empty in the rows stored before)")
     if store.file_changed:
         log(f"{experiment.path.name} changed since the stored run, but not what a task "
             "computes (grid, replications, [quick] or description): stored tasks are kept")
@@ -171,7 +236,8 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
         raise
     run_id = store.begin_run(n_jobs=workers, tasks_planned=len(todo))
     stored = failures = 0
-    fit_seconds = task_seconds = 0.0
+    fit_seconds = task_seconds = metric_seconds = 0.0
+    timings = []
     status = "failed"
     started = time.perf_counter()
     try:
@@ -188,6 +254,9 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
                         failures += row["status"] != "ok"
                         fit_seconds += row["fit_seconds"] or 0.0
                         task_seconds += row["task_seconds"] or 0.0
+                        metric_seconds += row["metric_seconds"] or 0.0
+                        timings.append({c: row[c] for c in
+                                        ("n", "fit_seconds", "metric_seconds", "task_seconds")})
                     bar.update(1)
                     if failures:
                         bar.set_postfix(failed=failures, refresh=False)
@@ -203,4 +272,7 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     return RunSummary(db_path=db_path, tasks_total=len(tasks), tasks_before=before,
                       tasks_stored=stored, failures=failures, wall_seconds=wall,
                       fit_seconds=fit_seconds, task_seconds=task_seconds, n_jobs=workers,
-                      backend="dask" if use_dask else "loky")
+                      backend="dask" if use_dask else "loky", metric_seconds=metric_seconds,
+                      times=TaskTimes.of(timings) if timings else None,
+                      times_by_n={n: TaskTimes.of(r for r in timings if r["n"] == n)
+                                  for n in sorted({r["n"] for r in timings})})

@@ -5,16 +5,32 @@ Tables
 ``results``
     One row per finished task, primary key ``(n, rep)``: the task's seed (``seed_entropy``,
     ``spawn_key``), ``status`` and ``error``, the fit's mean log-likelihood, iterations,
-    convergence, timings, then one REAL column per metric of the experiment
-    (:meth:`Experiment.metric_columns`). NaN is stored as NULL.
+    convergence, timings (``fit_seconds``, ``metric_seconds``, ``task_seconds``), then one
+    REAL column per metric of the experiment (:meth:`Experiment.metric_columns`). NaN is
+    stored as NULL.
 ``meta``
     Key/value pairs: the experiment's name and path, the SHA-256 of the file's bytes
     (``file_sha256``), the SHA-256 and canonical JSON of its task definition
-    (``task_sha256``, ``task_definition``), the column list, the gmoe version, the hash of
-    gmoe's sources (``code_sha256``; resuming with other sources warns), times.
+    (``task_sha256``, ``task_definition``), the column list, the store format
+    (``schema_version``), the gmoe version, the hash of gmoe's sources (``code_sha256``;
+    resuming with other sources warns), times.
 ``runs``
-    One row per invocation of the runner: start and end time, status, workers, tasks
-    planned and stored, wall time, the file hash at the time.
+    One row per invocation of the runner: start and end time, status (``'running'``,
+    ``'finished'``, ``'failed'``, ``'interrupted'``), workers, tasks planned and stored
+    (counted as they are stored), wall time, the file hash at the time.
+
+One writer at a time
+--------------------
+A :class:`ResultStore` holds the store's writer lock (:mod:`gmoe.simulation.lock`, the
+file ``<store>.lock`` beside it) from the moment it opens until it closes. A second run on
+a store in use is refused at once with :class:`StoreBusyError`, whatever its experiment,
+before it reads or creates anything. Under the lock, checking the stored task
+definition, creating the tables and marking dead runs are one SQLite transaction
+(``BEGIN IMMEDIATE``). The lock is released by the operating system when its process
+ends, however it ends, so a ``runs`` record still ``'running'`` when the next run opens
+the store belongs to a process that is gone: it is marked ``'interrupted'``. Readers
+(:func:`read_rows`, :func:`export_csv`) take no lock; SQLite lets them read while a run
+writes.
 
 Resume and the two hashes
 -------------------------
@@ -30,6 +46,15 @@ asks for, their seeds depend only on ``(seed, n, rep)``, and only the missing ta
 Rows are inserted with ``INSERT OR IGNORE`` and committed one by one, so a run killed at
 any point loses at most the tasks in flight and a resumed run neither duplicates nor
 drops a row.
+
+Older stores and errors
+-----------------------
+A store of an earlier format (``schema_version`` 1 lacks ``metric_seconds``) is read as
+it is and, when a run resumes it, gains the missing column (NULL in its old rows). A
+store of a later format is refused. Every failure to open, read or write a store (a
+read-only directory, a truncated, corrupted or foreign file) raises :class:`StoreError`
+with a one-line message naming the file; reading a missing store raises
+:class:`FileNotFoundError`.
 """
 
 import csv
@@ -41,16 +66,22 @@ import socket
 import sqlite3
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..exceptions import GMoEWarning
+from .lock import LockBusyError, WriterLock, describe_owner
 from .tasks import BASE_COLUMNS
 
-__all__ = ["ResultStore", "StoreMismatchError", "export_csv", "read_rows"]
+__all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", "export_csv",
+           "read_rows", "read_runs"]
 
-SCHEMA_VERSION = 1
+#: Format of the store; 2 added ``results.metric_seconds``.
+SCHEMA_VERSION = 2
+_ADVICE = ("Run with --force-new to move the old results aside and start again, or give "
+           "another --db PATH to keep both.")
 
 
 @functools.cache
@@ -70,8 +101,26 @@ def code_sha256():
     return digest.hexdigest()
 
 
-class StoreMismatchError(RuntimeError):
+class StoreError(RuntimeError):
+    """A result store that cannot be opened, read or written (a one-line message)."""
+
+
+class StoreMismatchError(StoreError):
     """A result store that belongs to another task definition than the experiment's."""
+
+
+class StoreBusyError(StoreError):
+    """A result store that another live run is writing."""
+
+
+def _reason(err):
+    """The OS's words for an OSError (``Permission denied``), else its text."""
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _damaged(path, err):
+    return (f"{path} is not a readable gmoe result store ({err}): the file is truncated, "
+            "corrupted or not a store.")
 
 
 def _flatten(value, prefix=""):
@@ -121,7 +170,10 @@ def _sql_value(value):
 
 
 class ResultStore:
-    """The result store of one experiment (a SQLite file).
+    """The result store of one experiment (a SQLite file), open for writing.
+
+    Opening takes the store's writer lock (released by :meth:`close`, or by the operating
+    system when the process ends); see the module documentation.
 
     Parameters
     ----------
@@ -130,8 +182,8 @@ class ResultStore:
     experiment : Experiment
         The experiment whose results it holds.
     force_new : bool, default=False
-        When the file holds another task definition, move it aside (to
-        ``<path>.replaced-<time>``) and start a new store instead of raising.
+        When the file holds another task definition, or is not a readable store, move it
+        aside (to ``<path>.replaced-<time>``) and start a new store instead of raising.
 
     Attributes
     ----------
@@ -143,11 +195,20 @@ class ResultStore:
         definition (a grown grid, say).
     moved_to : pathlib.Path or None
         Where ``force_new`` moved the previous file.
+    interrupted_runs : int
+        Run records found ``'running'`` with no live writer, marked ``'interrupted'``.
+    added_columns : list of str
+        Columns an older store lacked and gained on opening.
 
     Raises
     ------
+    StoreBusyError
+        Another live run holds the store.
     StoreMismatchError
-        The file holds results of another task definition (and ``force_new`` is False).
+        The file holds results of another task definition, or is not a readable store
+        (and ``force_new`` is False).
+    StoreError
+        The store cannot be created or written (a read-only directory, say).
     """
 
     def __init__(self, path, experiment, *, force_new=False):
@@ -156,37 +217,93 @@ class ResultStore:
         self.columns = [name for name, _ in BASE_COLUMNS] + experiment.metric_columns()
         self.file_changed = False
         self.moved_to = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            problem = self._check_existing()
-            if problem is not None:
-                if not force_new:
-                    raise StoreMismatchError(problem)
-                self.moved_to = self.path.with_name(
-                    f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-                self.path.rename(self.moved_to)
-        self.conn = sqlite3.connect(self.path, timeout=60.0)
-        self._create()
+        self.interrupted_runs = 0
+        self.added_columns = []
+        self.conn = None
+        self._run_id = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create the directory {self.path.parent} of the result "
+                             f"store ({_reason(err)}); give another --db PATH.") from None
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a result store; give a file "
+                             "path to --db.")
+        self._lock = WriterLock(self.path.with_name(self.path.name + ".lock"))
+        try:
+            self._lock.acquire(experiment=experiment.name, store=str(self.path))
+        except LockBusyError as err:
+            theirs = err.owner.get("experiment")
+            raise StoreBusyError(
+                f"{self.path} is in use by another run ("
+                + (f"experiment {theirs!r}, " if theirs else "")
+                + f"{describe_owner(err.owner)}); one run at a time writes a store: wait "
+                "for it to finish, or give another --db PATH.") from None
+        except OSError as err:
+            raise StoreError(f"cannot open {self._lock.path} ({_reason(err)}), the lock file "
+                             "of the result store: check that it and its directory are "
+                             "writable, or give another --db PATH.") from None
+        try:
+            self._open(force_new)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------- set-up
-    def _check_existing(self):
-        """None when the existing file may be resumed, else the reason it may not."""
-        exp = self.experiment
-        advice = ("Run with --force-new to move the old results aside and start again, or "
-                  "give another --db PATH to keep both.")
-        try:
-            conn = sqlite3.connect(self.path, timeout=60.0)
+    def _open(self, force_new):
+        """Check and create the store in one transaction; move it aside when asked."""
+        for attempt in range(2):
             try:
-                tables = {r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if not tables:
-                    return None  # an empty database: nothing to protect
-                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError as err:
-            return f"{self.path} is not a gmoe result store ({err}). {advice}"
+                self.conn = sqlite3.connect(self.path, timeout=60.0)
+                # IMMEDIATE takes SQLite's write lock before the first read: what the check
+                # sees is what the creation builds on (the writer lock already keeps other
+                # runs out; this also covers any other program writing the file).
+                self.conn.execute("BEGIN IMMEDIATE")
+                problem = self._check_existing()
+                if problem is None:
+                    self._create()
+                    self.conn.commit()
+                    return
+            except sqlite3.OperationalError as err:  # I/O: permissions, disk, locks
+                raise StoreError(f"cannot write the result store {self.path} ({err}); give "
+                                 "another --db PATH.") from None
+            except sqlite3.DatabaseError as err:  # not a database, malformed
+                problem = f"{_damaged(self.path, err)} {_ADVICE}"
+            self.conn.close()  # rolls back
+            self.conn = None
+            if not force_new or attempt:
+                raise StoreMismatchError(problem)
+            self.file_changed = False
+            self.moved_to = self.path.with_name(
+                f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.path.rename(self.moved_to)
+
+    def _check_existing(self):
+        """None when the file may be resumed (or is empty), else the reason it may not."""
+        exp, conn = self.experiment, self.conn
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return None  # a new or empty database: nothing to protect
+        if not {"meta", "results"} <= tables:
+            return (f"{self.path} is an SQLite file but not a gmoe result store (no meta or "
+                    f"results table). {_ADVICE}")
+        _check_integrity(conn)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        version = _schema_version(meta)
+        if version > SCHEMA_VERSION:
+            return (f"{self.path} was written by a newer gmoe (store format {version}; this "
+                    f"gmoe knows formats up to {SCHEMA_VERSION}): upgrade gmoe to resume it. "
+                    + _ADVICE)
         if meta.get("task_sha256") == exp.task_sha256:
+            stored = [r[1] for r in conn.execute("PRAGMA table_info(results)")]
+            base = {name for name, _ in BASE_COLUMNS}
+            unknown = [c for c in stored if c not in self.columns]
+            absent = [c for c in self.columns if c not in stored and c not in base]
+            if unknown or absent:  # the task hash covers the metric columns
+                return (f"{self.path}: its results table does not match the experiment's "
+                        f"columns (unknown: {', '.join(unknown) or 'none'}; missing: "
+                        f"{', '.join(absent) or 'none'}). " + _ADVICE)
             self.file_changed = meta.get("file_sha256") != exp.file_sha256
             stored_code = meta.get("code_sha256")
             if stored_code is not None and stored_code != code_sha256():
@@ -195,7 +312,7 @@ class ResultStore:
                     f"{self.path} holds rows computed by another build of gmoe (code hash "
                     f"{stored_code[:12]}, now {code_sha256()[:12]}); resuming mixes results "
                     "of two code versions. Use --force-new to recompute every task.",
-                    GMoEWarning, stacklevel=3)
+                    GMoEWarning, stacklevel=4)
             return None
         try:
             old = json.loads(meta.get("task_definition", "{}"))
@@ -205,50 +322,66 @@ class ResultStore:
         return (
             f"{self.path} holds results of experiment {meta.get('experiment_name', '?')!r} "
             f"with another task definition than {exp.path} (task hash "
-            f"{meta.get('task_sha256', '?')[:12]} in the store, {exp.task_sha256[:12]} in the "
-            "file). Changed since the stored run:\n  " + "\n  ".join(changes or ["?"])
-            + "\nResuming would mix results of two experiments. Only the sample sizes, the "
-            "replications, [quick] and the description may change between runs. " + advice)
+            f"{meta.get('task_sha256', '?')[:12]} in the store, {exp.task_sha256[:12]} in "
+            f"the file; changed: {'; '.join(changes or ['?'])}). Resuming would mix results "
+            "of two experiments: only the sample sizes, the replications, [quick] and the "
+            "description may change between runs. " + _ADVICE)
 
     def _create(self):
+        """Create or update the tables and the metadata (inside the open transaction)."""
         from .. import __version__
 
-        exp = self.experiment
+        exp, conn = self.experiment, self.conn
         metric_types = [(c, "REAL") for c in exp.metric_columns()]
         cols = ",\n  ".join(f'"{n}" {t}' for n, t in [*BASE_COLUMNS, *metric_types])
-        with self.conn:
-            self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
-                              "value TEXT NOT NULL)")
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS results (\n  {cols},\n  "
-                              "PRIMARY KEY (n, rep))")
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "started_at REAL, finished_at REAL, status TEXT, file_sha256 TEXT, "
-                "n_jobs INTEGER, tasks_planned INTEGER, tasks_stored INTEGER, "
-                "wall_seconds REAL, n_sizes INTEGER, replications INTEGER, quick INTEGER, "
-                "host TEXT, gmoe_version TEXT)")
-            now = repr(time.time())
-            fresh = self.conn.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0
-            values = {
-                "schema_version": str(SCHEMA_VERSION),
-                "experiment_name": exp.name,
-                "experiment_path": str(exp.path),
-                "file_sha256": exp.file_sha256,
-                "task_sha256": exp.task_sha256,
-                "task_definition": json.dumps(exp.task_definition(), sort_keys=True),
-                "columns": json.dumps(self.columns),
-                "gmoe_version": __version__,
-                "code_sha256": code_sha256(),
-                "updated_at": now,
-            }
-            if fresh:
-                values["created_at"] = now
-            self.conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                  list(values.items()))
-        stored = [r[1] for r in self.conn.execute("PRAGMA table_info(results)")]
-        if stored != self.columns:  # pragma: no cover - the task hash covers the columns
-            raise StoreMismatchError(f"{self.path}: the results table has columns {stored}, "
-                                     f"expected {self.columns}.")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
+                     "value TEXT NOT NULL)")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS results (\n  {cols},\n  "
+                     "PRIMARY KEY (n, rep))")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "started_at REAL, finished_at REAL, status TEXT, file_sha256 TEXT, "
+            "n_jobs INTEGER, tasks_planned INTEGER, tasks_stored INTEGER, "
+            "wall_seconds REAL, n_sizes INTEGER, replications INTEGER, quick INTEGER, "
+            "host TEXT, gmoe_version TEXT)")
+        # An older store lacks the base columns added since (metric_seconds): add them,
+        # NULL in the old rows; _check_existing refused every other difference.
+        stored = [r[1] for r in conn.execute("PRAGMA table_info(results)")]
+        for name, sql_type in BASE_COLUMNS:
+            if name not in stored:
+                conn.execute(f'ALTER TABLE results ADD COLUMN "{name}" {sql_type}')
+                self.added_columns.append(name)
+        # We hold the writer lock, so no live process is writing this store: a run still
+        # recorded as running died without recording its end (see gmoe.simulation.lock).
+        self.interrupted_runs = conn.execute(
+            "UPDATE runs SET status = 'interrupted' WHERE status = 'running'").rowcount
+        now = repr(time.time())
+        fresh = conn.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0
+        values = {
+            "schema_version": str(SCHEMA_VERSION),
+            "experiment_name": exp.name,
+            "experiment_path": str(exp.path),
+            "file_sha256": exp.file_sha256,
+            "task_sha256": exp.task_sha256,
+            "task_definition": json.dumps(exp.task_definition(), sort_keys=True),
+            "columns": json.dumps(self.columns),
+            "gmoe_version": __version__,
+            "code_sha256": code_sha256(),
+            "updated_at": now,
+        }
+        if fresh:
+            values["created_at"] = now
+        conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         list(values.items()))
+
+    @contextmanager
+    def _writing(self):
+        """One committed transaction; SQLite failures become one-line StoreErrors."""
+        try:
+            with self.conn:
+                yield self.conn
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"cannot write the result store {self.path} ({err}).") from None
 
     # ------------------------------------------------------------- access
     def metadata(self):
@@ -282,6 +415,9 @@ class ResultStore:
     def insert(self, row):
         """Store one task's row and commit; a row already there is kept (returns False).
 
+        During a run (:meth:`begin_run`) the run's ``tasks_stored`` is counted in the same
+        transaction, so the record of a killed run still says how many rows it stored.
+
         Parameters
         ----------
         row : dict
@@ -294,10 +430,14 @@ class ResultStore:
         """
         names = ", ".join(f'"{c}"' for c in self.columns)
         marks = ", ".join("?" for _ in self.columns)
-        with self.conn:
-            cur = self.conn.execute(f"INSERT OR IGNORE INTO results ({names}) VALUES ({marks})",
-                                    [_sql_value(row.get(c)) for c in self.columns])
-        return cur.rowcount == 1
+        with self._writing() as conn:
+            cur = conn.execute(f"INSERT OR IGNORE INTO results ({names}) VALUES ({marks})",
+                               [_sql_value(row.get(c)) for c in self.columns])
+            new = cur.rowcount == 1
+            if new and self._run_id is not None:
+                conn.execute("UPDATE runs SET tasks_stored = tasks_stored + 1 WHERE id = ?",
+                             (self._run_id,))
+        return new
 
     def rows(self):
         """Every stored row, ordered by ``(n, rep)``, as dicts.
@@ -327,14 +467,15 @@ class ResultStore:
         from .. import __version__
 
         exp = self.experiment
-        with self.conn:
-            cur = self.conn.execute(
+        with self._writing() as conn:
+            cur = conn.execute(
                 "INSERT INTO runs (started_at, status, file_sha256, n_jobs, tasks_planned, "
                 "tasks_stored, n_sizes, replications, quick, host, gmoe_version) VALUES "
                 "(?, 'running', ?, ?, ?, 0, ?, ?, ?, ?, ?)",
                 (time.time(), exp.file_sha256, n_jobs, tasks_planned, len(exp.sizes),
                  exp.replications, int(exp.is_quick), socket.gethostname(), __version__))
-        return cur.lastrowid
+        self._run_id = cur.lastrowid
+        return self._run_id
 
     def end_run(self, run_id, *, status, tasks_stored, wall_seconds):
         """Record the end of run ``run_id``.
@@ -350,15 +491,20 @@ class ResultStore:
         wall_seconds : float
             Wall time of the run.
         """
-        with self.conn:
-            self.conn.execute(
+        with self._writing() as conn:
+            conn.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, tasks_stored = ?, "
                 "wall_seconds = ? WHERE id = ?",
                 (time.time(), status, tasks_stored, wall_seconds, run_id))
+        if run_id == self._run_id:
+            self._run_id = None
 
     def close(self):
-        """Close the connection."""
-        self.conn.close()
+        """Close the connection and release the writer lock."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self._lock.release()
 
     def __enter__(self):
         return self
@@ -367,10 +513,53 @@ class ResultStore:
         self.close()
 
 
+def _check_integrity(conn):
+    """Raise sqlite3.DatabaseError when SQLite's quick check finds damage (truncation)."""
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(problems[0] if problems else "integrity check failed")
+
+
+def _schema_version(meta):
+    try:
+        return int(meta.get("schema_version", "1"))
+    except ValueError:
+        return SCHEMA_VERSION + 1  # unreadable: treat as unknown (newer) and refuse
+
+
 def _fetch(conn):
     cur = conn.execute("SELECT * FROM results ORDER BY n, rep")
     names = [d[0] for d in cur.description]
     return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
+
+
+@contextmanager
+def _reading(db_path):
+    """A read-only connection to a checked store; failures become one-line errors."""
+    db_path = Path(db_path)
+    if not db_path.exists():
+        raise FileNotFoundError(f"No result store at {db_path}; run the experiment first.")
+    if db_path.is_dir():
+        raise StoreError(f"{db_path} is a directory, not a result store.")
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=60.0)
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot open the result store {db_path} ({err}).") from None
+    try:
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "results"} <= tables:
+            raise StoreError(f"{db_path} is not a gmoe result store (no meta or results "
+                             "table): the file is empty, truncated or another database.")
+        _check_integrity(conn)
+        yield conn
+    except sqlite3.OperationalError as err:  # permissions, I/O
+        raise StoreError(f"cannot read the result store {db_path} ({err}).") from None
+    except sqlite3.DatabaseError as err:
+        raise StoreError(_damaged(db_path, err)) from None
+    finally:
+        conn.close()
 
 
 def read_rows(db_path):
@@ -386,16 +575,53 @@ def read_rows(db_path):
         NULL values are None.
     meta : dict
         The ``meta`` table.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``db_path``.
+    StoreError
+        The file is not a readable result store (truncated, corrupted, another database,
+        a later store format) or cannot be read.
     """
-    db_path = Path(db_path)
-    if not db_path.exists():
-        raise FileNotFoundError(f"No result store at {db_path}; run the experiment first.")
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=60.0)
-    try:
+    with _reading(db_path) as conn:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        version = _schema_version(meta)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{db_path} was written by a newer gmoe (store format "
+                             f"{version}; this gmoe reads formats up to {SCHEMA_VERSION}).")
+        missing = [k for k in ("columns", "task_sha256") if k not in meta]
+        if missing:
+            raise StoreError(f"{db_path} is not a gmoe result store (no {', '.join(missing)} "
+                             "in its meta table).")
         return _fetch(conn), meta
-    finally:
-        conn.close()
+
+
+def read_runs(db_path):
+    """The ``runs`` table of a result store, oldest first.
+
+    Parameters
+    ----------
+    db_path : str or pathlib.Path
+
+    Returns
+    -------
+    list of dict
+        One dict per run: ``id``, ``started_at``, ``finished_at``, ``status``, ``quick``,
+        ``tasks_planned``, ``tasks_stored``, ... (empty for a store without runs).
+
+    Raises
+    ------
+    FileNotFoundError, StoreError
+        As :func:`read_rows`.
+    """
+    with _reading(db_path) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'runs'").fetchone():
+            return []
+        cur = conn.execute("SELECT * FROM runs ORDER BY id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
 
 
 def export_csv(db_path, csv_path):
