@@ -69,7 +69,8 @@ def test_load_tiny(tmp_path):
     assert exp.start == {"kind": "near_truth", "n_starts": 1, "var_center": "truth",
                          "gate_noise": 0.005, "expert_noise": 0.05, "var_noise": 0.005,
                          "noise_exponent": 0.083, "var_noise_exponent": 0.25,
-                         "assignment": None}
+                         "assignment": None, "protocol": "even", "temperature_noise": 0.0,
+                         "temperature_noise_exponent": 0.083}
     assert exp.metric_columns()[:2] == ["d1", "pe_weight_0"]
     assert exp.metric_columns()[-2:] == ["hellinger", "tv"]
     assert exp.metrics["evaluation"] == {"kind": "uniform", "n": 40, "low": 0.0, "high": 1.0}

@@ -162,6 +162,9 @@ class GatingFamily(ABC):
     parameter_prefix = "gate"
     #: The structural options :meth:`from_options` reads (besides ``n_experts``).
     OPTIONS = ()
+    #: Options a fit may set differently from its truth (a start near the truth is still
+    #: made of the truth's parameters).
+    FIT_MAY_CHANGE = ()
     #: Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale (a common
     #: translation of the slopes then leaves the gate unchanged, and the over-specified
     #: Voronoi exponents of the theory apply).

@@ -84,6 +84,7 @@ class TopKGating(GatingFamily):
     differentiable = False
     linear_logits = True
     OPTIONS = ("top_k", "topk_selection")
+    FIT_MAY_CHANGE = ("top_k",)
 
     def __init__(self, top_k, selection="affine"):
         self.top_k = top_k

@@ -84,6 +84,7 @@ import numpy as np
 from ..gates import available_gatings, gating_class, gating_options, make_gating
 from ..model import MixingMeasure
 from .columns import build_columns
+from .start import START_PROTOCOLS
 
 __all__ = ["Experiment", "ExperimentError", "TASK_FORMAT_VERSION", "load_experiment",
            "parse_sizes"]
@@ -692,7 +693,8 @@ _NEAR_TRUTH_DEFAULTS = {
 
 
 def _read_start(t, truth, fit):
-    near_keys = ("n_starts", "assignment", "var_center", *_NEAR_TRUTH_DEFAULTS)
+    near_keys = ("n_starts", "assignment", "var_center", "protocol", "temperature_noise",
+                 "temperature_noise_exponent", *_NEAR_TRUTH_DEFAULTS)
     data_keys = ("init_params", "n_init")
     t.check_keys(("kind", *near_keys, *data_keys))
     kind = t.string("kind", options=_START_KINDS)
@@ -708,15 +710,24 @@ def _read_start(t, truth, fit):
         raise ExperimentError(
             f"{t.path}: [start] kind: 'near_truth' starts from the truth's parameters, so "
             f"[fit] gating must be the truth's {truth.gating!r}, got {fit['gating']!r}.")
-    for key, gating in (("activation", "activation"), ("topk_selection", "topk")):
-        if truth.gating == gating and fit[key] != getattr(truth, key):
+    # The start is made of the truth's parameters: the fit's gate options must be the
+    # truth's, except those the family lets a fit choose (top-K's top_k).
+    for key, value in truth.family.options().items():
+        if key not in truth.family.FIT_MAY_CHANGE and fit[key] != value:
             raise ExperimentError(
                 f"{t.path}: [fit] {key}: 'near_truth' starts need the truth's "
-                f"{key}={getattr(truth, key)!r}, got {fit[key]!r}.")
+                f"{key}={value!r}, got {fit[key]!r}.")
     out = {"kind": kind, "n_starts": t.integer("n_starts", 1, low=1),
-           "var_center": t.string("var_center", "truth", options=_VAR_CENTERS)}
+           "var_center": t.string("var_center", "truth", options=_VAR_CENTERS),
+           "protocol": t.string("protocol", "even", options=START_PROTOCOLS)}
     for key, default in _NEAR_TRUTH_DEFAULTS.items():
         out[key] = t.number(key, default, low=0.0)
+    if t.has("temperature_noise") and not truth.family.uses_temperature:
+        raise t.error("temperature_noise", f"does not apply to gating={truth.gating!r}, "
+                                           "which has no temperature; remove it.")
+    out["temperature_noise"] = t.number("temperature_noise", 0.0, low=0.0)
+    out["temperature_noise_exponent"] = t.number("temperature_noise_exponent",
+                                                 out["noise_exponent"], low=0.0)
     out["assignment"] = _read_assignment(t, truth.n_experts, fit["n_experts"])
     return out
 
@@ -780,7 +791,13 @@ def _read_metrics(t, truth, fit, design):
             or len(set(scales)) != len(scales):
         raise t.error("scales", f"expected a non-empty array of distinct scales among "
                                 f"{', '.join(map(repr, _SCALES))}, got {_describe(scales)}.")
-    boundary = t.boolean("boundary_error", False)
+    # true (the fraction of design rows selected differently) or a boundary_error kind.
+    boundary = t.raw("boundary_error", False)
+    if boundary is True:
+        boundary = "fraction"
+    if boundary is not False and boundary not in ("fraction", "hausdorff"):
+        raise t.error("boundary_error", "expected true, false, 'fraction' or 'hausdorff', got "
+                                        f"{_describe(boundary)}.")
     if boundary and fit["gating"] != truth.gating:
         raise t.error("boundary_error", "needs the fit and the truth in one gating family.")
     evaluation = _read_evaluation(t.sub("evaluation", required=False), design)

@@ -112,7 +112,9 @@ def _fit(experiment, X, y, streams, n):
             top_k=experiment.fit["top_k"], assignment=start["assignment"],
             gate_noise=start["gate_noise"], expert_noise=start["expert_noise"],
             var_noise=start["var_noise"], noise_exponent=start["noise_exponent"],
-            var_noise_exponent=start["var_noise_exponent"], var_center=start["var_center"])
+            var_noise_exponent=start["var_noise_exponent"], var_center=start["var_center"],
+            protocol=start["protocol"], temperature_noise=start["temperature_noise"],
+            temperature_noise_exponent=start["temperature_noise_exponent"])
         est = GaussianMoERegressor(**params, init_params=init, n_init=1,
                                    random_state=streams.fit_seed)
         t0 = time.perf_counter()
@@ -161,7 +163,9 @@ def _metrics(experiment, fitted, X_eval):
         cells = [c for c in schema if c.is_parameter_error and c.scale == scale]
         if cells:
             attempt(cells, lambda cells=cells, scale=scale: parameter_errors_of(cells, scale))
-    distances = {"hellinger": hellinger, "tv": total_variation, "boundary": boundary_error}
+    boundary_kind = cfg["boundary_error"] or "fraction"
+    distances = {"hellinger": hellinger, "tv": total_variation,
+                 "boundary": lambda f, t, X: boundary_error(f, t, X, kind=boundary_kind)}
     for col in (c for c in schema if c.field in distances):
         attempt([col], lambda col=col: {col.name: distances[col.field](fitted, truth, X_eval)})
     return values, notes
