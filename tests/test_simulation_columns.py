@@ -21,8 +21,8 @@ def load(tmp_path, **overrides):
 
 
 def fixed(schema):
-    """Names of the columns that get no fitted slope."""
-    return [c.name for c in schema if not c.theory.fit_slope]
+    """Names of the loss columns that get no fitted slope (atom counts are not losses)."""
+    return [c.name for c in schema if not c.theory.fit_slope and not c.is_atom_count]
 
 
 def test_schema_of_the_fixture_study(tmp_path):
@@ -163,3 +163,13 @@ def test_top1_truth_has_no_weight_columns(tmp_path):
     assert not fields & {"weight", "gate_intercept"} and "gate_coef" in fields
     row = run_task(linear, 150, 0)
     assert all(np.isfinite(row[c]) for c in linear.metric_columns())
+
+
+def test_over_specified_studies_count_the_atoms_of_each_cell(tmp_path):
+    over = load(tmp_path, fit={"n_experts": 3}, metrics={"voronoi": ["over"]})
+    counts = [c for c in over.metric_schema() if c.is_atom_count]
+    assert [(c.name, c.cell) for c in counts] == [("atoms_0", 0), ("atoms_1", 1)]
+    assert not any(c.theory.fit_slope for c in counts)
+    assert all(c.name not in over.summary_columns() for c in counts)
+    # Exact-specified fits have one atom per cell: nothing to count.
+    assert not any(c.is_atom_count for c in load(tmp_path).metric_schema())

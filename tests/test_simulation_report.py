@@ -134,3 +134,46 @@ def test_quick_softmax_exact_d1_rate(tmp_path):
     low, high = fit.conf_int
     assert low <= -0.5 <= high, (fit.slope, fit.conf_int)
     assert fit.slope - low <= 0.15 and high - fit.slope <= 0.15, (fit.slope, fit.conf_int)
+
+
+def test_per_cell_slopes_are_fitted_per_number_of_atoms():
+    """Each per-cell error gets one slope per number m of atoms its cell held, over those
+    replications only, against rbar(m)'s rate."""
+    from types import SimpleNamespace
+
+    from gmoe.simulation.columns import MetricColumn
+    from gmoe.simulation.report import study_rate_rows
+    from gmoe.theory import theory
+
+    rng = np.random.default_rng(0)
+    sizes = np.repeat(np.geomspace(1e3, 1e5, 8), 20)
+    atoms = rng.integers(1, 3, sizes.size)  # the cell held 1 or 2 fitted atoms
+    # A cell of one atom converges as n^-1/2, of two as n^-1/8 (rbar(2) = 4, gate slope).
+    error = np.where(atoms == 1, 3 * sizes ** -0.5, 3 * sizes ** -0.125)
+    rows = [dict(n=int(n), pe_gate_coef_0=float(e * np.exp(rng.normal(0, 0.05))),
+                 atoms_0=float(a)) for n, e, a in zip(sizes, error, atoms, strict=True)]
+    mixed = theory("softmax-over", "gate_coef", m=2)
+    schema = (MetricColumn("pe_gate_coef_0", "gate_coef", 0, "identifiable", mixed),
+              MetricColumn("atoms_0", "atoms", 0, "identifiable", mixed._replace(
+                  fit_slope=False)))
+    experiment = SimpleNamespace(metric_schema=lambda: schema)
+
+    def cell_theory(experiment, column, m):
+        return theory("softmax-over", column.field, m=int(m))
+
+    import gmoe.simulation.report as report
+
+    original = report.cell_theory
+    report.cell_theory = cell_theory
+    try:
+        out = {r["loss"]: r for r in study_rate_rows(rows, None, experiment)}
+    finally:
+        report.cell_theory = original
+    assert "atoms_0" not in out
+    assert out["pe_gate_coef_0[m=1]"]["slope"] == pytest.approx(-0.5, abs=0.03)
+    assert out["pe_gate_coef_0[m=2]"]["slope"] == pytest.approx(-0.125, abs=0.03)
+    assert out["pe_gate_coef_0[m=1]"]["theory"] == -0.5
+    assert out["pe_gate_coef_0[m=2]"]["theory"] == -0.125
+    # The pooled column's mean is dominated by the slow replications: it hides the
+    # parametric rate of the single-atom ones.
+    assert out["pe_gate_coef_0"]["slope"] > -0.3

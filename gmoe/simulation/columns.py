@@ -17,8 +17,11 @@ in ``_raw``):
   ``gate_intercept`` with linear selection: they are not identified), and
   ``pe_temperature`` for the gates with a temperature;
 
-then ``hellinger``, ``tv`` (expected distances over the evaluation design) and
-``boundary`` (the fraction of evaluation rows whose selected expert differs).
+then, for over-specified fits with parameter errors, ``atoms_<j>``: how many fitted atoms
+the fit put in true cell ``j`` (its Voronoi cell), so that each per-cell error can be
+fitted over the replications whose cell holds ``m`` atoms against ``rbar(m)``; then
+``hellinger``, ``tv`` (expected distances over the evaluation design) and ``boundary``
+(the boundary error over the evaluation design).
 
 Columns fixed by the alignment
 ------------------------------
@@ -38,7 +41,8 @@ import numpy as np
 
 from ..theory import NO_THEORY, Theory, theory
 
-__all__ = ["PARAMETER_FIELDS", "MetricColumn", "build_columns", "study_setting"]
+__all__ = ["PARAMETER_FIELDS", "MetricColumn", "build_columns", "cell_theory",
+           "study_setting"]
 
 #: The per-cell fields of :class:`gmoe.metrics.ParameterErrors` recorded as columns.
 PARAMETER_FIELDS = ("weight", "gate_coef", "gate_intercept", "expert_coef",
@@ -76,8 +80,13 @@ class MetricColumn:
 
     @property
     def is_parameter_error(self):
-        """Whether the column is a parameter error (filled from one ParameterErrors)."""
-        return self.field in PARAMETER_FIELDS or self.field == "temperature"
+        """Whether the column is filled from one ParameterErrors (errors, atom counts)."""
+        return self.field in PARAMETER_FIELDS or self.field in ("temperature", "atoms")
+
+    @property
+    def is_atom_count(self):
+        """Whether the column counts the fitted atoms of a true cell (not a loss)."""
+        return self.field == "atoms"
 
     @property
     def is_voronoi(self):
@@ -149,6 +158,8 @@ def _aligned_fields(experiment, cell_atoms, scale):
 
 _ALIGNED = Theory(None, "0 by construction: the alignment's translation fixes this cell "
                         "(the one holding most of the truth's mass); no rate", False)
+_ATOM_COUNT = Theory(None, "the number of fitted atoms in the cell, not a loss; per-cell "
+                           "errors are fitted by it", False)
 _TEMPERATURE_IDENTIFIABLE = Theory(None, "0 by construction: the identifiable scale divides "
                                          "tau out; no rate", False)
 
@@ -210,6 +221,9 @@ def build_columns(experiment):
                 fixed = scale == "identifiable" and truth.family.linear_logits
                 columns.append(column(f"pe_temperature{suffix}", "temperature", None, scale,
                                       _TEMPERATURE_IDENTIFIABLE if fixed else None))
+            if scale == metrics["scales"][0] and experiment.fit["n_experts"] > truth.n_experts:
+                columns += [column(f"atoms_{j}", "atoms", j, scale, _ATOM_COUNT)
+                            for j in range(truth.n_experts)]
     if metrics["hellinger"]:
         columns.append(column("hellinger", "hellinger"))
     if metrics["total_variation"]:
@@ -217,3 +231,26 @@ def build_columns(experiment):
     if metrics["boundary_error"]:
         columns.append(column("boundary", "boundary"))
     return tuple(columns)
+
+
+def cell_theory(experiment, column, m):
+    """The theory of a per-cell column over the replications whose cell holds ``m`` atoms.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    column : MetricColumn
+        A per-cell parameter error (``column.cell`` is not None).
+    m : int
+        Fitted atoms in the column's true cell.
+
+    Returns
+    -------
+    gmoe.theory.Theory
+        ``rbar(m)``'s rate for the column's parameter (the parametric rate for ``m = 1``).
+    """
+    setting, cell_atoms = study_setting(experiment)
+    cell_atoms = list(cell_atoms)
+    cell_atoms[column.cell] = int(m)
+    return _column_theory(experiment, column.field, column.cell, column.scale, setting,
+                          cell_atoms)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .columns import study_setting
+from .columns import cell_theory, study_setting
 from .rates import fit_rate, format_rate_table, rate_table, slope_sensitivity
 
 __all__ = ["format_report", "study_report", "study_setting", "summarize",
@@ -145,29 +145,49 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
     list of dict
         As :func:`~gmoe.simulation.rates.rate_table`, ``loss`` the column name; a column
         whose rate cannot be fitted (fewer than two sizes with a value, a zero mean) has
-        NaN entries and the reason in ``note``.
+        NaN entries and the reason in ``note``. In over-specified studies each per-cell
+        error is followed by one row per number ``m`` of fitted atoms its cell held,
+        ``loss`` named ``<column>[m=<m>]``, fitted over those replications only against
+        ``rbar(m)``'s rate.
     """
     n = np.array([r["n"] for r in rows], dtype=np.float64)
+    schema = _schema(experiment, columns)
+    atoms = {c.cell: _column_values(rows, c.name)
+             for c in experiment.metric_schema() if c.is_atom_count}
     out = []
-    for column in _schema(experiment, columns):
+    for column in schema:
+        if column.is_atom_count:
+            continue
         values = _column_values(rows, column.name)
-        table = {"n": n, column.name: values}
-        finite = np.isfinite(values)
-        try:
-            row = rate_table(table, [column.name], alpha=alpha,
-                             theories={column.name: column.theory})[0]
-        except ValueError as err:
-            sizes = np.unique(n[finite])
-            zero = [s for s in sizes if np.mean(values[finite & (n == s)]) == 0]
-            if finite.any() and not np.any(values[finite]):
-                reason = "no rate: identically 0"
-            elif zero:
-                reason = f"no rate: mean 0 at {len(zero)} of {sizes.size} sizes"
-            else:
-                reason = f"no rate: {err}"
-            row = _nan_row(column.name, reason)
-        out.append(row)
+        out.append(_rate_row(n, values, column.name, column.theory, alpha))
+        if column.cell is None or column.cell not in atoms or not column.theory.fit_slope:
+            continue
+        # The column mixes replications whose cell holds different numbers of fitted
+        # atoms, each with its own rate: fit each m over its own replications.
+        counts = atoms[column.cell]
+        for m in np.unique(counts[np.isfinite(counts)]).astype(int):
+            keep = counts == m
+            out.append(_rate_row(n[keep], values[keep], f"{column.name}[m={m}]",
+                                 cell_theory(experiment, column, m), alpha))
     return out
+
+
+def _rate_row(n, values, name, expected, alpha):
+    """One rate-table row, or a NaN row with the reason a slope cannot be fitted."""
+    finite = np.isfinite(values)
+    try:
+        return rate_table({"n": n, name: values}, [name], alpha=alpha,
+                          theories={name: expected})[0]
+    except ValueError as err:
+        sizes = np.unique(n[finite])
+        zero = [s for s in sizes if np.mean(values[finite & (n == s)]) == 0]
+        if finite.any() and not np.any(values[finite]):
+            reason = "no rate: identically 0"
+        elif zero:
+            reason = f"no rate: mean 0 at {len(zero)} of {sizes.size} sizes"
+        else:
+            reason = f"no rate: {err}"
+        return _nan_row(name, reason)
 
 
 def _headline(schema):

@@ -91,7 +91,7 @@ __all__ = ["Experiment", "ExperimentError", "TASK_FORMAT_VERSION", "load_experim
 
 #: Bumped only when the harness changes what a task computes (a new draw order, say), so
 #: that stores written by an older harness are refused instead of silently mixed.
-TASK_FORMAT_VERSION = 1
+TASK_FORMAT_VERSION = 2
 
 _REQUIRED = object()
 _DESIGN_KINDS = ("grid", "uniform", "normal")

@@ -149,8 +149,13 @@ def _metrics(experiment, fitted, X_eval):
 
     def parameter_errors_of(columns, scale):
         pe = parameter_errors(fitted, truth, translation=cfg["translation"], scale=scale)
-        return {c.name: float(getattr(pe, c.field) if c.cell is None
-                              else getattr(pe, c.field)[c.cell]) for c in columns}
+
+        def value(c):
+            if c.is_atom_count:
+                return float(np.sum(pe.cells == c.cell))
+            return float(getattr(pe, c.field) if c.cell is None else getattr(pe, c.field)[c.cell])
+
+        return {c.name: value(c) for c in columns}
 
     rbar = cfg["rbar"] or None
     schema = experiment.metric_schema()
