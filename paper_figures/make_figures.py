@@ -1,0 +1,298 @@
+"""Build the reproduction's figures, REPRODUCTION.md and the documentation page.
+
+Reads the committed compact results (``paper_figures/results/NAME.csv.gz``, one row per
+task, and ``NAME.run.json``, the run's wall time), written by ``run_studies.py``. Every
+slope, interval and time in the outputs is computed here from those files; nothing is
+typed by hand. Runs in seconds.
+
+Usage::
+
+    python paper_figures/make_figures.py                 # figures/, REPRODUCTION.md, docs page
+    python paper_figures/make_figures.py --results DIR   # e.g. quick results, to check
+"""
+
+import argparse
+import csv
+import gzip
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+from gmoe.simulation import load_experiment  # noqa: E402
+from gmoe.simulation.rates import fit_rate, format_rate_table, mean_loss_by_n  # noqa: E402
+from gmoe.simulation.rates import slope_sensitivity  # noqa: E402
+from gmoe.simulation.report import study_rate_rows, write_study_plots  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a paper (or our own study) claims for one setting."""
+
+    source: str
+    setting: str
+    claim: str
+
+
+PAPER1 = "Nguyen, Nguyen & Ho (2023), softmax gating"
+PAPER2 = "Nguyen, Akbarian, Yan & Ho (2024), top-K sparse gating"
+PAPER3 = "Nguyen, Akbarian & Ho (2024), temperature"
+OURS = "gmoe's own study"
+
+#: The studies of the reproduction, in the order of REPRODUCTION.md.
+STUDIES = {
+    "softmax-exact": Claim(PAPER1, "softmax gate, exact-specified (k = k* = 2)",
+                           "D1 decays as n^-1/2; the published code's fit was "
+                           "e^3.5 n^-0.638"),
+    "softmax-over-k3": Claim(PAPER1, "softmax gate, over-specified (k = 3, k* = 2)",
+                             "D2 decays as n^-1/2 (rbar(2) = 4); a cell of m = 2 atoms "
+                             "estimates beta1, b at n^-1/8 and a, nu at n^-1/4"),
+    "softmax-over-k4": Claim(PAPER1, "softmax gate, over-specified (k = 4, k* = 2)",
+                             "D2 decays as n^-1/2 (rbar(2) = 4, rbar(3) = 6)"),
+    "paper2-top1-exact": Claim(PAPER2, "top-1 gate, exact-specified (k = k* = 2), "
+                                       "X ~ N(0, 1)",
+                               "D1 decays as n^-1/2; the selection boundary is estimated "
+                               "fast"),
+    "paper2-top1-over": Claim(PAPER2, "top-1 truth, over-specified fit (k = 3, K = 2)",
+                              "densities converge at n^-1/2 when the fitted K covers the "
+                              "selected cells; D2 at n^-1/2"),
+    "topk-exact": Claim(OURS, "top-2 of 3 experts, exact-specified",
+                        "D1 decays as n^-1/2 (as the softmax gate)"),
+    "topk-over": Claim(OURS, "top-2 truth, over-specified fit (k = 4, K = 3)",
+                       "D2 decays as n^-1/2 when the fitted K covers the selected cells"),
+    "temperature": Claim(PAPER3, "temperature gate (tau learned only up to scale), tau "
+                                 "start noise 0.05 n^-0.083",
+                         "parameters converge slower than any polynomial"),
+    "temperature-fixed-noise": Claim(PAPER3, "temperature gate, tau start noise 0.05 "
+                                             "(fixed)",
+                                     "parameters converge slower than any polynomial"),
+    "activation": Claim(PAPER3, "activation (tanh) dense-to-sparse gate, exact-specified",
+                        "polynomial rates restored: D1 at n^-1/2"),
+}
+
+#: Paper 1's published fit of D1 on the exact grid: e^3.5 n^-0.638.
+PUBLISHED_D1 = (np.exp(3.5), -0.638)
+
+
+def read_results(directory, name):
+    """Rows (numbers as floats, empty fields as None) and run info of one study."""
+    path = directory / f"{name}.csv.gz"
+    if not path.exists():
+        return None, None
+    with gzip.open(path, "rt", newline="") as f:
+        rows = []
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, value in raw.items():
+                try:
+                    row[key] = None if value == "" else float(value)
+                except ValueError:
+                    row[key] = value
+            row["n"] = int(row["n"])
+            rows.append(row)
+    info_path = directory / f"{name}.run.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    return rows, info
+
+
+def _fmt_slope(row):
+    if row is None or not np.isfinite(row["slope"]):
+        return "no rate" if row is None else (row["note"] or "no rate")
+    ci = (f" [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+          if np.isfinite(row["ci_low"]) else " (no CI)")
+    return f"{row['slope']:+.3f}{ci}"
+
+
+def _verdict(row):
+    if row is None or row["theory"] is None or not np.isfinite(row["slope"]):
+        return "no stated rate"
+    return {True: "inside the CI", False: "outside the CI", None: "no CI"}[row["within_ci"]]
+
+
+def _table(rows, loss):
+    values = np.array([np.nan if r.get(loss) is None else r[loss] for r in rows])
+    return {"n": np.array([r["n"] for r in rows], dtype=float), loss: values}
+
+
+def published_figure(rows, out):
+    """softmax-exact: our mean D1, our fit and the published fit, on one log-log plot."""
+    table = _table(rows, "d1")
+    means = mean_loss_by_n(table, "d1")
+    fit = fit_rate(table, "d1")
+    n = means.n
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.loglog(n, means.mean, ".", ms=3, color="0.3", label="mean D1 over replications")
+    ax.loglog(n, fit.C * n ** fit.slope, "-", color="C0",
+              label=f"gmoe fit {fit.C:.3g} n^{fit.slope:.3f}")
+    C, slope = PUBLISHED_D1
+    ax.loglog(n, C * n ** slope, "--", color="C3",
+              label=f"published fit e^3.5 n^{slope} (paper 1's code)")
+    ax.loglog(n, fit.C * n[0] ** (fit.slope + 0.5) * n ** -0.5, ":", color="0.5",
+              label="theory slope -1/2")
+    ax.set_xlabel("n")
+    ax.set_ylabel("D1")
+    ax.set_title("Softmax gate, exact-specified: D1 against n")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def temperature_figure(results, out):
+    """Raw tau error of the temperature gate (both noise variants) beside the losses that
+    decay: D1 on gamma and the activation gate's D1."""
+    panels = [("temperature", "pe_temperature_raw", "raw |tau - tau*|, published schedule"),
+              ("temperature-fixed-noise", "pe_temperature_raw", "raw |tau - tau*|, fixed noise"),
+              ("temperature", "d1", "D1 on gamma = beta / tau"),
+              ("activation", "d1", "activation gate (tanh): D1")]
+    present = [p for p in panels if results.get(p[0]) is not None]
+    if not present:
+        return False
+    fig, axes = plt.subplots(1, len(present), figsize=(3.6 * len(present), 3.4))
+    for ax, (study, loss, title) in zip(np.atleast_1d(axes), present, strict=True):
+        rows = results[study]
+        table = _table(rows, loss)
+        means = mean_loss_by_n(table, loss)
+        ax.loglog(means.n, means.mean, ".", ms=3, color="0.3")
+        fit = fit_rate(table, loss)
+        ax.loglog(means.n, fit.C * means.n ** fit.slope, "-", color="C0",
+                  label=f"slope {fit.slope:+.3f}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("n")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def study_section(name, claim, rows, info, fig_dir):
+    """The numbers and figure files of one study."""
+    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+    rate_rows = study_rate_rows(rows, None, experiment)
+    by_loss = {r["loss"]: r for r in rate_rows}
+    headline = next((c for c in ("d1", "d2") if c in by_loss), rate_rows[0]["loss"])
+    write_study_plots(rows, experiment, fig_dir, name=name)
+    table = _table(rows, headline)
+    sensitivity = []
+    if np.isfinite(by_loss[headline]["slope"]):
+        for frac, fit in zip((0.25, 0.5), slope_sensitivity(table, headline, (0.25, 0.5)),
+                             strict=True):
+            sensitivity.append((frac, fit.slope, fit.n_min))
+    return {"name": name, "claim": claim, "rows": rate_rows, "by_loss": by_loss,
+            "headline": headline, "sensitivity": sensitivity,
+            "wall": info.get("wall_seconds"), "n_rows": len(rows),
+            "n_sizes": len({r["n"] for r in rows}),
+            "replications": max(sum(1 for r in rows if r["n"] == n) for n in
+                                {r["n"] for r in rows})}
+
+
+def _minutes(seconds):
+    return "-" if not seconds else f"{seconds / 60:.1f} min"
+
+
+def write_markdown(sections, extra_figures, path):
+    lines = ["# Reproducing the papers' convergence-rate figures", "",
+             "Generated by `python paper_figures/make_figures.py` from the committed results "
+             "in `paper_figures/results/` (written by `python paper_figures/run_studies.py`, "
+             "which runs every study's full grid with `gmoe-sim run NAME --n-jobs 2` on the "
+             "2-core machine). No number below is typed by hand.", "",
+             "| study | source | setting | claim | loss | our slope [95% CI] | theory | "
+             "drop 25% / 50% of sizes | grid | run time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in sections:
+        row = s["by_loss"][s["headline"]]
+        sens = " / ".join(f"{slope:+.3f}" for _, slope, _ in s["sensitivity"]) or "-"
+        theory = "-" if row["theory"] is None else f"{row['theory']:+.3f} ({_verdict(row)})"
+        lines.append(f"| {s['name']} | {s['claim'].source} | {s['claim'].setting} | "
+                     f"{s['claim'].claim} | {s['headline']} | {_fmt_slope(row)} | {theory} | "
+                     f"{sens} | {s['n_sizes']} sizes x {s['replications']} | "
+                     f"{_minutes(s['wall'])} |")
+    lines.append("")
+    for s in sections:
+        lines += [f"## {s['name']}", "", f"*{s['claim'].source}*: {s['claim'].setting}. "
+                  f"Claim: {s['claim'].claim}.", "",
+                  f"![{s['name']}](figures/{s['name']}_rate.png)", "",
+                  "Every metric column (the per-cell rows `[m=...]` are fitted over the "
+                  "replications whose cell held m fitted atoms):", "", "```",
+                  format_rate_table(s["rows"]).rstrip("\n"), "```", ""]
+        for title, figure in extra_figures.get(s["name"], []):
+            lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_rst(sections, extra_figures, path):
+    lines = [".. _reproduction:", "", "Reproducing the papers' figures", "=" * 31, "",
+             "The convergence-rate studies of the three papers, run at full scale on a "
+             "2-core machine, and gmoe's own top-K studies. Generated by "
+             "``paper_figures/make_figures.py`` from the committed results; the same "
+             "content as ``paper_figures/REPRODUCTION.md``. The theory's rates are on "
+             ":ref:`theory-rates`; the protocols on :ref:`theory-protocols`.", "",
+             ".. list-table::", "   :header-rows: 1", "",
+             "   * - study", "     - claim", "     - loss", "     - our slope [95% CI]",
+             "     - theory", "     - run time"]
+    for s in sections:
+        row = s["by_loss"][s["headline"]]
+        theory = "-" if row["theory"] is None else f"{row['theory']:+.3f} ({_verdict(row)})"
+        lines += [f"   * - ``{s['name']}``", f"     - {s['claim'].source}: {s['claim'].claim}",
+                  f"     - {s['headline']}", f"     - {_fmt_slope(row)}", f"     - {theory}",
+                  f"     - {_minutes(s['wall'])}"]
+    lines.append("")
+    for s in sections:
+        title = f"{s['name']}"
+        lines += [title, "-" * len(title), "", f"{s['claim'].setting}. Claim: "
+                  f"{s['claim'].claim}.", "",
+                  f".. image:: ../paper_figures/figures/{s['name']}_rate.png",
+                  f"   :alt: {s['name']} rate plot", ""]
+        for caption, figure in extra_figures.get(s["name"], []):
+            lines += [f".. figure:: ../paper_figures/figures/{figure}", "",
+                      f"   {caption}", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=HERE,
+                        help="where figures/ and REPRODUCTION.md go (default paper_figures/)")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "reproduction.rst",
+                        help="the documentation page to write ('-' for none)")
+    args = parser.parse_args(argv)
+    fig_dir = args.out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    results, sections = {}, []
+    for name, claim in STUDIES.items():
+        rows, info = read_results(args.results, name)
+        results[name] = rows
+        if rows:
+            sections.append(study_section(name, claim, rows, info, fig_dir))
+            print(f"{name}: {len(rows)} rows", flush=True)
+    if not sections:
+        sys.exit(f"no results in {args.results}: run paper_figures/run_studies.py first")
+    extra = {}
+    if results.get("softmax-exact"):
+        published_figure(results["softmax-exact"], fig_dir / "softmax-exact_published.png")
+        extra["softmax-exact"] = [("Our fit beside the published one",
+                                   "softmax-exact_published.png")]
+    if temperature_figure(results, fig_dir / "temperature_vs_activation.png"):
+        extra["temperature"] = [("Temperature against activation gate",
+                                 "temperature_vs_activation.png")]
+    write_markdown(sections, extra, args.out / "REPRODUCTION.md")
+    if str(args.docs) != "-":
+        write_rst(sections, extra, args.docs)
+    print(f"wrote {args.out / 'REPRODUCTION.md'} and {len(list(fig_dir.glob('*.png')))} "
+          "figures", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Run the reproduction's studies at full scale and keep their results in a compact form.
+
+For every study named (default: all of ``STUDIES`` in ``make_figures.py``), runs
+``gmoe-sim run NAME --n-jobs N`` into a store under ``paper_figures/stores/`` (not
+committed; resumable: rerun this script after an interruption), then writes
+``paper_figures/results/NAME.csv.gz`` (every task's row) and ``NAME.run.json`` (the runs'
+wall times, the machine, the gmoe version), which are committed and from which
+``make_figures.py`` builds every figure and number of ``REPRODUCTION.md``.
+
+Usage::
+
+    python paper_figures/run_studies.py                      # every study, 2 workers
+    python paper_figures/run_studies.py softmax-exact --n-jobs 2
+"""
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from make_figures import STUDIES  # noqa: E402
+
+from gmoe.simulation import read_rows  # noqa: E402
+from gmoe.simulation.store import read_runs  # noqa: E402
+
+
+def export(name, db, out):
+    """Write OUT/NAME.csv.gz and OUT/NAME.run.json from a finished store."""
+    rows, meta = read_rows(db)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0])
+    with gzip.open(out / f"{name}.csv.gz", "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    runs = read_runs(db)
+    info = {"study": name, "rows": len(rows),
+            "wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs),
+            "runs": [{k: r[k] for k in ("status", "n_jobs", "tasks_stored", "wall_seconds",
+                                        "gmoe_version")} for r in runs],
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "meta": {k: v for k, v in meta.items() if k in ("gmoe_version", "code_sha256")}}
+    (out / f"{name}.run.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("studies", nargs="*", help="study names (default: all)")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true",
+                        help="the studies' [quick] grids (a check of the pipeline)")
+    parser.add_argument("--results", type=Path, default=HERE / "results",
+                        help="where the compact results go (default paper_figures/results)")
+    args = parser.parse_args(argv)
+    names = args.studies or list(STUDIES)
+    stores = HERE / "stores"
+    stores.mkdir(exist_ok=True)
+    for name in names:
+        db = stores / f"{name}{'-quick' if args.quick else ''}.sqlite"
+        cmd = [sys.executable, "-m", "gmoe.simulation.cli", "run", name, "--n-jobs",
+               str(args.n_jobs), "--db", str(db), "--out", str(stores / "plots"),
+               "--no-progress", *(["--quick"] if args.quick else [])]
+        print("+", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        info = export(name, db, args.results)
+        print(f"{name}: {info['rows']} rows, {info['wall_seconds']:.0f} s of wall time",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
