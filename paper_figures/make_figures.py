@@ -29,8 +29,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 from gmoe.simulation import load_experiment  # noqa: E402
-from gmoe.simulation.rates import fit_rate, format_rate_table, mean_loss_by_n  # noqa: E402
-from gmoe.simulation.rates import slope_sensitivity  # noqa: E402
+from gmoe.simulation.rates import (  # noqa: E402
+    fit_rate,
+    format_rate_table,
+    mean_loss_by_n,
+    slope_sensitivity,  # noqa: E402
+)
 from gmoe.simulation.report import study_rate_rows, write_study_plots  # noqa: E402
 
 
