@@ -7,12 +7,13 @@ simulations use the machines' cores), and work on each row's components only.
 
 Shared by both kernels:
 
-* Components of gate below ``_WEIGHT_FLOOR`` are dropped (top-K's zero gates, and weights
-  that could change ``h`` by at most ``sqrt(k * 1e-30)`` and TV by ``k * 1e-30``).
+* Components of gate below ``exp(_LOG_WEIGHT_FLOOR) = 1e-30`` are dropped (top-K's zero
+  gates, and weights that change ``h`` by at most ``sqrt(k 1e-30)`` and TV by ``k 1e-30``).
 * Each component lives on its window ``mu_c +- _WINDOW sd_c``; outside it, it holds less
-  than ``2 Phi(-10) = 1.5e-23`` of its weight. The union of the windows splits into
-  *runs* (connected stretches); outside the runs both densities are negligible, and inside
-  a run only that run's components are evaluated.
+  than ``2 Phi(-10) = 1.5e-23`` of its weight and is not evaluated. The union of the
+  windows splits into *runs* (connected stretches); outside the runs both densities are
+  negligible. Together these neglect at most about ``1e-22`` of ``int (sqrt p - sqrt q)^2``
+  and of TV.
 
 Hellinger, ``S = int (sqrt p - sqrt q)^2 dy = 2 h^2``, computed directly (no ``1 - int
 sqrt(pq)`` cancellation), with error control:
@@ -22,9 +23,9 @@ sqrt(pq)`` cancellation), with error control:
   times its smallest standard deviation. The integrand is analytic and negligible at the
   run's ends, so the rule converges geometrically in ``1 / spacing`` (for a Gaussian of
   standard deviation ``s`` the error is about ``2 exp(-2 pi^2 s^2 / spacing^2)``, 1e-13 at
-  0.8 s), about three times fewer nodes than Gauss-Legendre panels for the same accuracy.
-  Halving the spacing reuses every node; the difference between two successive levels
-  estimates the coarser level's error, and the finer value is kept.
+  0.8 s), with about three times fewer nodes than Gauss-Legendre panels for the same
+  accuracy. Halving the spacing reuses every node; the difference between two successive
+  levels estimates the coarser level's error, and the finer value is kept.
 * Other runs (a narrow component inside a wide one) are cut at their windows' edges into
   segments of constant local scale (the smallest standard deviation whose window covers
   the segment), each integrated by composite 8-point Gauss-Legendre on panels of
@@ -38,12 +39,15 @@ sqrt(pq)`` cancellation), with error control:
 Total variation, ``TV = int (p - q)_+ dy``, exactly through the mixture CDFs: on each run,
 ``TV`` sums ``D(end) - D(start)`` over the intervals where ``p > q``, with
 ``D = F_p - F_q``. The intervals are found on a lattice of ``_SIGN_SPACING`` local standard
-deviations: a change of the sign of ``g = p - e^{1e-12} q`` between two nodes brackets a
+deviations: a change of the sign of ``g = p - e^{sign_tol} q`` between two nodes brackets a
 crossing; without one, a change of the sign of ``g'`` towards zero (a minimum between
 positive nodes, a maximum between non-positive ones) is followed to the extremum, and if
 ``g`` changes sign there the two crossings are bracketed. Crossings are refined by
-Newton's method safeguarded by bisection to ``1e-10`` local standard deviations; an error
-``e`` in a crossing changes TV by ``O(e^2)`` only, since ``p = q`` there.
+Newton's method safeguarded by bisection to ``_ROOT_TOL`` local standard deviations; an
+error ``e`` in a crossing changes TV by ``O(e^2)`` only, since ``p = q`` there.
+
+On a lattice the Gaussians come from a recurrence of products (two multiplies a node
+instead of an ``exp``, :func:`_lattice_sum`).
 """
 
 import math
@@ -76,61 +80,64 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _TRAPEZOID = 0
 _GAUSS = 1
+# Rows of the component table: mean, sd, 1 / sd, pi / (sd sqrt(2 pi)), pi, mixture (0: p,
+# 1: q), window start and end.
+_MU, _SD, _INV_SD, _AMP, _WEIGHT, _SIDE, _LO, _HI = range(8)
+_N_FIELDS = 8
 
 
 # ------------------------------------------------------------------ components, runs
 @numba.njit(**NJIT)
-def _gather_row(row, mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, mu, sd, weight,
-                side, lo, hi):
-    """Active components of both mixtures at one row, sorted by window start (no validation).
+def _gather_row(row, mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, comps):
+    """Active components of both mixtures at one row, in ``comps`` by window start.
 
-    Writes ``mu, sd, weight, side (0: p, 1: q), lo, hi`` (window ends) in window order and
-    returns their number.
+    ``comps`` float64 (_N_FIELDS, k_p + k_q), written; returns the number of components.
     """
     n = 0
     k_p = sd_p.shape[0]
     for c in range(k_p + sd_q.shape[0]):
         if c < k_p:
-            log_w, m, s, which = log_gate_p[row, c], mean_p[row, c], sd_p[c], 0
+            log_w, m, s, which = log_gate_p[row, c], mean_p[row, c], sd_p[c], 0.0
         else:
             log_w, m, s, which = (log_gate_q[row, c - k_p], mean_q[row, c - k_p],
-                                  sd_q[c - k_p], 1)
+                                  sd_q[c - k_p], 1.0)
         if not log_w > _LOG_WEIGHT_FLOOR:
             continue
-        # Insertion by window start (a handful of components).
         start = m - _WINDOW * s
-        j = n
-        while j > 0 and lo[j - 1] > start:
-            mu[j], sd[j], weight[j], side[j] = mu[j - 1], sd[j - 1], weight[j - 1], side[j - 1]
-            lo[j], hi[j] = lo[j - 1], hi[j - 1]
+        j = n                           # insertion by window start (a handful of components)
+        while j > 0 and comps[_LO, j - 1] > start:
+            for f in range(_N_FIELDS):
+                comps[f, j] = comps[f, j - 1]
             j -= 1
-        mu[j], sd[j], weight[j], side[j] = m, s, math.exp(log_w), which
-        lo[j], hi[j] = start, m + _WINDOW * s
+        weight = math.exp(log_w)
+        comps[_MU, j], comps[_SD, j], comps[_INV_SD, j] = m, s, 1.0 / s
+        comps[_AMP, j], comps[_WEIGHT, j] = weight * _INV_SQRT_2PI / s, weight
+        comps[_SIDE, j], comps[_LO, j], comps[_HI, j] = which, start, m + _WINDOW * s
         n += 1
     return n
 
 
 @numba.njit(**NJIT)
-def _split_runs(n, lo, hi, run_start, run_end, run_lo, run_hi):
+def _split_runs(comps, n, run_start, run_end, run_lo, run_hi):
     """Connected stretches of the windows (sorted by start); returns their number."""
     n_runs = 0
     for c in range(n):
-        if n_runs > 0 and lo[c] <= run_hi[n_runs - 1]:
+        if n_runs > 0 and comps[_LO, c] <= run_hi[n_runs - 1]:
             run_end[n_runs - 1] = c + 1
-            run_hi[n_runs - 1] = max(run_hi[n_runs - 1], hi[c])
+            run_hi[n_runs - 1] = max(run_hi[n_runs - 1], comps[_HI, c])
         else:
             run_start[n_runs], run_end[n_runs] = c, c + 1
-            run_lo[n_runs], run_hi[n_runs] = lo[c], hi[c]
+            run_lo[n_runs], run_hi[n_runs] = comps[_LO, c], comps[_HI, c]
             n_runs += 1
     return n_runs
 
 
 @numba.njit(**NJIT)
-def _run_breaks(c0, c1, lo, hi, out_breaks):
+def _run_breaks(comps, c0, c1, out_breaks):
     """Sorted window ends of components ``c0:c1``; returns their number."""
     n = 0
     for c in range(c0, c1):
-        for value in (lo[c], hi[c]):
+        for value in (comps[_LO, c], comps[_HI, c]):
             j = n
             while j > 0 and out_breaks[j - 1] > value:
                 out_breaks[j] = out_breaks[j - 1]
@@ -141,29 +148,39 @@ def _run_breaks(c0, c1, lo, hi, out_breaks):
 
 
 @numba.njit(**NJIT)
-def _local_sd(a, b, c0, c1, sd, lo, hi):
+def _local_sd(comps, c0, c1, a, b):
     """Smallest standard deviation among the windows covering the midpoint of (a, b)."""
     mid = 0.5 * (a + b)
     best = np.inf
     for c in range(c0, c1):
-        if lo[c] <= mid <= hi[c] and sd[c] < best:
-            best = sd[c]
+        if comps[_LO, c] <= mid <= comps[_HI, c]:
+            best = min(best, comps[_SD, c])
     if best == np.inf:      # not reached: a run is covered by its windows
         for c in range(c0, c1):
-            best = min(best, sd[c])
+            best = min(best, comps[_SD, c])
     return best
+
+
+@numba.njit(**NJIT)
+def _window_nodes(comps, c, y0, step, count):
+    """First and last (exclusive) ``j < count`` with ``y0 + j step`` in the window of ``c``."""
+    first = max(0, int(math.ceil((comps[_LO, c] - y0) / step)))
+    stop = min(count, int(math.floor((comps[_HI, c] - y0) / step)) + 1)
+    return first, stop
 
 
 # ---------------------------------------------------------------------------- Hellinger
 @numba.njit(**NJIT)
-def _sqrt_gap_sq(y, c0, c1, mu, inv_sd, amp, side):
-    """``(sqrt p(y) - sqrt q(y))^2`` from components ``c0:c1``."""
+def _sqrt_gap_sq(comps, c0, c1, y):
+    """``(sqrt p(y) - sqrt q(y))^2`` from the components ``c0:c1`` whose window holds y."""
     p = 0.0
     q = 0.0
     for c in range(c0, c1):
-        z = (y - mu[c]) * inv_sd[c]
-        v = amp[c] * math.exp(-0.5 * z * z)
-        if side[c] == 0:
+        if not comps[_LO, c] <= y <= comps[_HI, c]:
+            continue
+        z = (y - comps[_MU, c]) * comps[_INV_SD, c]
+        v = comps[_AMP, c] * math.exp(-0.5 * z * z)
+        if comps[_SIDE, c] == 0.0:
             p += v
         else:
             q += v
@@ -172,15 +189,14 @@ def _sqrt_gap_sq(y, c0, c1, mu, inv_sd, amp, side):
 
 
 @numba.njit(**NJIT)
-def _lattice_sum(y0, step, count, c0, c1, mu, inv_sd, amp, side, buf_p, buf_q):
+def _lattice_sum(comps, c0, c1, y0, step, count, buf_p, buf_q):
     """``sum_j (sqrt p - sqrt q)^2 (y0 + j step)``, ``j < count``, components ``c0:c1``.
 
-    Each component's Gaussian on the lattice by a recurrence of products (two multiplies a
-    node instead of an ``exp``): with ``z_j = z_0 + j D`` and ``rho = exp(-D^2)``,
-    ``phi_{j+1} = phi_j r_j`` and ``r_{j+1} = r_j rho``. It starts at the node closest to
-    the component's mean and runs outwards, so the values only decrease (an underflow to 0
-    is final and harmless), and restarts every ``buf_p.size`` nodes, which bounds the
-    accumulated rounding to about 1e-14 relative.
+    Each component on the nodes of its window, by a recurrence of products: with ``z_j =
+    z_0 + j D`` and ``rho = exp(-D^2)``, ``phi_{j+1} = phi_j r_j`` and ``r_{j+1} = r_j rho``.
+    It starts at the node closest to the component's mean and runs outwards, so the values
+    only decrease (an underflow to 0 is final and harmless), and restarts every
+    ``buf_p.size`` nodes, which bounds the accumulated rounding to about 1e-14 relative.
     """
     chunk = buf_p.shape[0]
     total = 0.0
@@ -191,22 +207,25 @@ def _lattice_sum(y0, step, count, c0, c1, mu, inv_sd, amp, side, buf_p, buf_q):
             buf_p[j] = 0.0
             buf_q[j] = 0.0
         for c in range(c0, c1):
-            buf = buf_p if side[c] == 0 else buf_q
-            d = step * inv_sd[c]
-            z_first = (y_first - mu[c]) * inv_sd[c]
-            peak = min(max(int(round(-z_first / d)), 0), m - 1)
+            start, stop = _window_nodes(comps, c, y_first, step, m)
+            if start >= stop:
+                continue
+            buf = buf_p if comps[_SIDE, c] == 0.0 else buf_q
+            d = step * comps[_INV_SD, c]
+            z_first = (y_first - comps[_MU, c]) * comps[_INV_SD, c]
+            peak = min(max(int(round(-z_first / d)), start), stop - 1)
             z = z_first + peak * d
             rho = math.exp(-d * d)
-            value = amp[c] * math.exp(-0.5 * z * z)
-            ratio = math.exp(-z * d - 0.5 * d * d)
+            value = comps[_AMP, c] * math.exp(-0.5 * z * z)
             v = value
-            for j in range(peak, m):
+            ratio = math.exp(-z * d - 0.5 * d * d)
+            for j in range(peak, stop):
                 buf[j] += v
                 v *= ratio
                 ratio *= rho
             v = value
             ratio = math.exp(z * d - 0.5 * d * d)
-            for j in range(peak - 1, -1, -1):
+            for j in range(peak - 1, start - 1, -1):
                 v *= ratio
                 ratio *= rho
                 buf[j] += v
@@ -217,18 +236,16 @@ def _lattice_sum(y0, step, count, c0, c1, mu, inv_sd, amp, side, buf_p, buf_q):
 
 
 @numba.njit(**NJIT)
-def _item_level(kind, a, b, n0, level, previous, c0, c1, mu, inv_sd, amp, side, buf_p,
-                buf_q):
-    """Integral of ``(sqrt p - sqrt q)^2`` over one item at one level."""
+def _item_level(comps, c0, c1, kind, a, b, n0, level, previous, buf_p, buf_q):
+    """Integral of ``(sqrt p - sqrt q)^2`` over one item (run or segment) at one level."""
     if kind == _TRAPEZOID:
         if level == 0:
             # The ends are negligible: every node gets the full weight.
             h = (b - a) / n0
-            return h * _lattice_sum(a, h, n0 + 1, c0, c1, mu, inv_sd, amp, side, buf_p,
-                                    buf_q)
+            return h * _lattice_sum(comps, c0, c1, a, h, n0 + 1, buf_p, buf_q)
         h = (b - a) / (n0 << level)
-        new = _lattice_sum(a + h, 2.0 * h, n0 << (level - 1), c0, c1, mu, inv_sd, amp, side,
-                           buf_p, buf_q)       # the new (odd) nodes only
+        # The new (odd) nodes only.
+        new = _lattice_sum(comps, c0, c1, a + h, 2.0 * h, n0 << (level - 1), buf_p, buf_q)
         return 0.5 * previous + h * new
     panels = n0 << level
     width = (b - a) / panels
@@ -237,8 +254,7 @@ def _item_level(kind, a, b, n0, level, previous, c0, c1, mu, inv_sd, amp, side, 
     for i in range(panels):
         mid = a + (i + 0.5) * width
         for k in range(_GL_NODES.shape[0]):
-            total += _GL_WEIGHTS[k] * _sqrt_gap_sq(mid + half * _GL_NODES[k], c0, c1, mu,
-                                                   inv_sd, amp, side)
+            total += _GL_WEIGHTS[k] * _sqrt_gap_sq(comps, c0, c1, mid + half * _GL_NODES[k])
     return half * total
 
 
@@ -258,9 +274,7 @@ def hellinger_sq_rows_into(mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, r
     """
     n_rows = mean_p.shape[0]
     k = sd_p.shape[0] + sd_q.shape[0]
-    mu, sd, weight = np.empty(k), np.empty(k), np.empty(k)
-    side = np.empty(k, dtype=np.int64)
-    lo, hi, inv_sd, amp = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
+    comps = np.empty((_N_FIELDS, k))
     run_start, run_end = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
     run_lo, run_hi = np.empty(k), np.empty(k)
     breaks = np.empty(2 * k)
@@ -271,19 +285,15 @@ def hellinger_sq_rows_into(mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, r
     it_val, it_err = np.empty(n_cap), np.empty(n_cap)
     buf_p, buf_q = np.empty(_CHUNK), np.empty(_CHUNK)
     for row in range(n_rows):
-        n = _gather_row(row, mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, mu, sd,
-                        weight, side, lo, hi)
-        for c in range(n):
-            inv_sd[c] = 1.0 / sd[c]
-            amp[c] = weight[c] * _INV_SQRT_2PI * inv_sd[c]
-        n_runs = _split_runs(n, lo, hi, run_start, run_end, run_lo, run_hi)
+        n = _gather_row(row, mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, comps)
+        n_runs = _split_runs(comps, n, run_start, run_end, run_lo, run_hi)
         n_items = 0
         for r in range(n_runs):
             c0, c1 = run_start[r], run_end[r]
             sd_min, sd_max = np.inf, 0.0
             for c in range(c0, c1):
-                sd_min = min(sd_min, sd[c])
-                sd_max = max(sd_max, sd[c])
+                sd_min = min(sd_min, comps[_SD, c])
+                sd_max = max(sd_max, comps[_SD, c])
             if sd_max <= _SCALE_RATIO * sd_min:
                 it_kind[n_items], it_run[n_items] = _TRAPEZOID, r
                 it_a[n_items], it_b[n_items] = run_lo[r], run_hi[r]
@@ -291,12 +301,12 @@ def hellinger_sq_rows_into(mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, r
                                                       / (_LATTICE_SPACING * sd_min))))
                 n_items += 1
                 continue
-            n_breaks = _run_breaks(c0, c1, lo, hi, breaks)
+            n_breaks = _run_breaks(comps, c0, c1, breaks)
             for i in range(n_breaks - 1):
                 a, b = breaks[i], breaks[i + 1]
                 if not b > a:
                     continue
-                local = _local_sd(a, b, c0, c1, sd, lo, hi)
+                local = _local_sd(comps, c0, c1, a, b)
                 it_kind[n_items], it_run[n_items] = _GAUSS, r
                 it_a[n_items], it_b[n_items] = a, b
                 it_n0[n_items] = max(1, int(math.ceil((b - a) / (_PANEL_WIDTH * local))))
@@ -304,10 +314,10 @@ def hellinger_sq_rows_into(mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, r
         total, error = 0.0, 0.0
         for i in range(n_items):
             c0, c1 = run_start[it_run[i]], run_end[it_run[i]]
-            coarse = _item_level(it_kind[i], it_a[i], it_b[i], it_n0[i], 0, 0.0, c0, c1, mu,
-                                 inv_sd, amp, side, buf_p, buf_q)
-            fine = _item_level(it_kind[i], it_a[i], it_b[i], it_n0[i], 1, coarse, c0, c1, mu,
-                               inv_sd, amp, side, buf_p, buf_q)
+            coarse = _item_level(comps, c0, c1, it_kind[i], it_a[i], it_b[i], it_n0[i], 0,
+                                 0.0, buf_p, buf_q)
+            fine = _item_level(comps, c0, c1, it_kind[i], it_a[i], it_b[i], it_n0[i], 1,
+                               coarse, buf_p, buf_q)
             it_level[i], it_val[i], it_err[i] = 1, fine, abs(fine - coarse)
             total += fine
             error += it_err[i]
@@ -322,8 +332,8 @@ def hellinger_sq_rows_into(mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, r
                 break
             i = worst
             c0, c1 = run_start[it_run[i]], run_end[it_run[i]]
-            finer = _item_level(it_kind[i], it_a[i], it_b[i], it_n0[i], it_level[i] + 1,
-                                it_val[i], c0, c1, mu, inv_sd, amp, side, buf_p, buf_q)
+            finer = _item_level(comps, c0, c1, it_kind[i], it_a[i], it_b[i], it_n0[i],
+                                it_level[i] + 1, it_val[i], buf_p, buf_q)
             it_level[i] += 1
             it_err[i] = abs(finer - it_val[i])
             it_val[i] = finer
@@ -337,23 +347,25 @@ def hellinger_sq_rows_into(mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, r
 
 # ------------------------------------------------------------------- total variation
 @numba.njit(**NJIT)
-def _difference(y, c0, c1, mu, inv_sd, amp, side, q_factor):
-    """``g = p - q_factor q`` at ``y`` and its first two derivatives (components c0:c1)."""
+def _difference(comps, c0, c1, y, q_factor):
+    """``g = p - q_factor q`` at ``y`` and its first two derivatives (windows holding y)."""
     g, g1, g2 = 0.0, 0.0, 0.0
     for c in range(c0, c1):
-        z = (y - mu[c]) * inv_sd[c]
-        v = amp[c] * math.exp(-0.5 * z * z)
-        if side[c] != 0:
+        if not comps[_LO, c] <= y <= comps[_HI, c]:
+            continue
+        inv_sd = comps[_INV_SD, c]
+        z = (y - comps[_MU, c]) * inv_sd
+        v = comps[_AMP, c] * math.exp(-0.5 * z * z)
+        if comps[_SIDE, c] != 0.0:
             v = -q_factor * v
         g += v
-        g1 -= v * z * inv_sd[c]
-        g2 += v * (z * z - 1.0) * inv_sd[c] * inv_sd[c]
+        g1 -= v * z * inv_sd
+        g2 += v * (z * z - 1.0) * inv_sd * inv_sd
     return g, g1, g2
 
 
 @numba.njit(**NJIT)
-def _bracketed_root(derivative, lo, hi, f_lo, f_hi, xtol, c0, c1, mu, inv_sd, amp, side,
-                    q_factor):
+def _bracketed_root(comps, c0, c1, derivative, lo, hi, f_lo, f_hi, xtol, q_factor):
     """A point where ``g`` (``derivative`` 0) or ``g'`` (1) changes sign in ``(lo, hi)``.
 
     ``f_lo > 0`` and ``f_hi > 0`` differ. Newton's method from the secant point, with
@@ -365,7 +377,7 @@ def _bracketed_root(derivative, lo, hi, f_lo, f_hi, xtol, c0, c1, mu, inv_sd, am
     if not lo < x < hi:
         x = 0.5 * (lo + hi)
     for _ in range(200):
-        g, g1, g2 = _difference(x, c0, c1, mu, inv_sd, amp, side, q_factor)
+        g, g1, g2 = _difference(comps, c0, c1, x, q_factor)
         f, df = (g, g1) if derivative == 0 else (g1, g2)
         if (f > 0) == positive_lo:
             lo = x
@@ -383,57 +395,60 @@ def _bracketed_root(derivative, lo, hi, f_lo, f_hi, xtol, c0, c1, mu, inv_sd, am
 
 
 @numba.njit(**NJIT)
-def _cdf_gap(u, c0, c1, mu, inv_sd, weight, side):
+def _cdf_gap(comps, c0, c1, u):
     """``F_p(u) - F_q(u)`` from components ``c0:c1``."""
     total = 0.0
     for c in range(c0, c1):
-        v = 0.5 * weight[c] * math.erfc(-(u - mu[c]) * inv_sd[c] * _INV_SQRT2)
-        total += v if side[c] == 0 else -v
+        v = 0.5 * comps[_WEIGHT, c] * math.erfc(-(u - comps[_MU, c]) * comps[_INV_SD, c]
+                                                * _INV_SQRT2)
+        total += v if comps[_SIDE, c] == 0.0 else -v
     return total
 
 
 @numba.njit(**NJIT)
-def _difference_lattice(y0, step, count, c0, c1, mu, inv_sd, amp, side, q_factor, out_g,
-                        out_slope):
+def _difference_lattice(comps, c0, c1, y0, step, count, q_factor, out_g, out_slope):
     """``g = p - q_factor q`` and ``g'`` at ``y0 + j step``, ``j < count <= out_g.size``.
 
-    The Gaussians by the recurrence of :func:`_lattice_sum`.
+    The Gaussians on their windows' nodes by the recurrence of :func:`_lattice_sum`.
     """
     for j in range(count):
         out_g[j] = 0.0
         out_slope[j] = 0.0
     for c in range(c0, c1):
-        d = step * inv_sd[c]
-        z0 = (y0 - mu[c]) * inv_sd[c]
-        peak = min(max(int(round(-z0 / d)), 0), count - 1)
+        start, stop = _window_nodes(comps, c, y0, step, count)
+        if start >= stop:
+            continue
+        inv_sd = comps[_INV_SD, c]
+        d = step * inv_sd
+        z0 = (y0 - comps[_MU, c]) * inv_sd
+        peak = min(max(int(round(-z0 / d)), start), stop - 1)
         z = z0 + peak * d
         rho = math.exp(-d * d)
-        value = amp[c] * math.exp(-0.5 * z * z)
-        if side[c] != 0:
+        value = comps[_AMP, c] * math.exp(-0.5 * z * z)
+        if comps[_SIDE, c] != 0.0:
             value = -q_factor * value
         v = value
         ratio = math.exp(-z * d - 0.5 * d * d)
-        for j in range(peak, count):
+        for j in range(peak, stop):
             out_g[j] += v
-            out_slope[j] -= v * (z0 + j * d) * inv_sd[c]
+            out_slope[j] -= v * (z0 + j * d) * inv_sd
             v *= ratio
             ratio *= rho
         v = value
         ratio = math.exp(z * d - 0.5 * d * d)
-        for j in range(peak - 1, -1, -1):
+        for j in range(peak - 1, start - 1, -1):
             v *= ratio
             ratio *= rho
             out_g[j] += v
-            out_slope[j] -= v * (z0 + j * d) * inv_sd[c]
+            out_slope[j] -= v * (z0 + j * d) * inv_sd
 
 
 @numba.njit(**NJIT)
-def _run_total_variation(a_run, b_run, c0, c1, mu, sd, inv_sd, amp, weight, side, lo, hi,
-                         q_factor, breaks, buf_g, buf_slope):
+def _run_total_variation(comps, c0, c1, a_run, b_run, q_factor, breaks, buf_g, buf_slope):
     """``int (p - q)_+`` over one run (components ``c0:c1``)."""
-    n_breaks = _run_breaks(c0, c1, lo, hi, breaks)
+    n_breaks = _run_breaks(comps, c0, c1, breaks)
     y0 = a_run
-    g0, d0, _ = _difference(y0, c0, c1, mu, inv_sd, amp, side, q_factor)
+    g0, d0, _ = _difference(comps, c0, c1, y0, q_factor)
     positive = g0 > 0
     start = y0
     tv = 0.0
@@ -442,46 +457,38 @@ def _run_total_variation(a_run, b_run, c0, c1, mu, sd, inv_sd, amp, weight, side
         a, b = breaks[i], breaks[i + 1]
         if not b > a:
             continue
-        local = _local_sd(a, b, c0, c1, sd, lo, hi)
+        local = _local_sd(comps, c0, c1, a, b)
         xtol = _ROOT_TOL * local
         steps = max(1, int(math.ceil((b - a) / (_SIGN_SPACING * local))))
         step = (b - a) / steps
         for first in range(1, steps + 1, chunk):
             m = min(chunk, steps + 1 - first)
-            _difference_lattice(a + first * step, step, m, c0, c1, mu, inv_sd, amp, side,
-                                q_factor, buf_g, buf_slope)
+            _difference_lattice(comps, c0, c1, a + first * step, step, m, q_factor, buf_g,
+                                buf_slope)
             for jj in range(m):
                 y1, g1, d1 = a + (first + jj) * step, buf_g[jj], buf_slope[jj]
                 now_positive = g1 > 0
                 if now_positive != positive:
-                    u = _bracketed_root(0, y0, y1, g0, g1, xtol, c0, c1, mu, inv_sd, amp,
-                                        side, q_factor)
+                    u = _bracketed_root(comps, c0, c1, 0, y0, y1, g0, g1, xtol, q_factor)
                     if positive:
-                        tv += (_cdf_gap(u, c0, c1, mu, inv_sd, weight, side)
-                               - _cdf_gap(start, c0, c1, mu, inv_sd, weight, side))
+                        tv += _cdf_gap(comps, c0, c1, u) - _cdf_gap(comps, c0, c1, start)
                     else:
                         start = u
                 elif (d0 < 0.0 < d1) if positive else (d0 > 0.0 > d1):
                     # An extremum of g towards zero between the nodes: follow it.
-                    x = _bracketed_root(1, y0, y1, d0, d1, xtol, c0, c1, mu, inv_sd, amp,
-                                        side, q_factor)
-                    gx, _, _ = _difference(x, c0, c1, mu, inv_sd, amp, side, q_factor)
+                    x = _bracketed_root(comps, c0, c1, 1, y0, y1, d0, d1, xtol, q_factor)
+                    gx, _, _ = _difference(comps, c0, c1, x, q_factor)
                     if (gx > 0) != positive:
-                        u1 = _bracketed_root(0, y0, x, g0, gx, xtol, c0, c1, mu, inv_sd, amp,
-                                             side, q_factor)
-                        u2 = _bracketed_root(0, x, y1, gx, g1, xtol, c0, c1, mu, inv_sd, amp,
-                                             side, q_factor)
+                        u1 = _bracketed_root(comps, c0, c1, 0, y0, x, g0, gx, xtol, q_factor)
+                        u2 = _bracketed_root(comps, c0, c1, 0, x, y1, gx, g1, xtol, q_factor)
                         if positive:
-                            tv += (_cdf_gap(u1, c0, c1, mu, inv_sd, weight, side)
-                                   - _cdf_gap(start, c0, c1, mu, inv_sd, weight, side))
+                            tv += _cdf_gap(comps, c0, c1, u1) - _cdf_gap(comps, c0, c1, start)
                             start = u2
                         else:
-                            tv += (_cdf_gap(u2, c0, c1, mu, inv_sd, weight, side)
-                                   - _cdf_gap(u1, c0, c1, mu, inv_sd, weight, side))
+                            tv += _cdf_gap(comps, c0, c1, u2) - _cdf_gap(comps, c0, c1, u1)
                 y0, g0, d0, positive = y1, g1, d1, now_positive
     if positive:
-        tv += (_cdf_gap(b_run, c0, c1, mu, inv_sd, weight, side)
-               - _cdf_gap(start, c0, c1, mu, inv_sd, weight, side))
+        tv += _cdf_gap(comps, c0, c1, b_run) - _cdf_gap(comps, c0, c1, start)
     return tv
 
 
@@ -501,23 +508,16 @@ def total_variation_rows_into(mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q
     n_rows = mean_p.shape[0]
     k = sd_p.shape[0] + sd_q.shape[0]
     q_factor = math.exp(sign_tol)
-    mu, sd, weight = np.empty(k), np.empty(k), np.empty(k)
-    side = np.empty(k, dtype=np.int64)
-    lo, hi, inv_sd, amp = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
+    comps = np.empty((_N_FIELDS, k))
     run_start, run_end = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
     run_lo, run_hi = np.empty(k), np.empty(k)
     breaks = np.empty(2 * k)
     buf_g, buf_slope = np.empty(_CHUNK), np.empty(_CHUNK)
     for row in range(n_rows):
-        n = _gather_row(row, mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, mu, sd,
-                        weight, side, lo, hi)
-        for c in range(n):
-            inv_sd[c] = 1.0 / sd[c]
-            amp[c] = weight[c] * _INV_SQRT_2PI * inv_sd[c]
-        n_runs = _split_runs(n, lo, hi, run_start, run_end, run_lo, run_hi)
+        n = _gather_row(row, mean_p, log_gate_p, sd_p, mean_q, log_gate_q, sd_q, comps)
+        n_runs = _split_runs(comps, n, run_start, run_end, run_lo, run_hi)
         tv = 0.0
         for r in range(n_runs):
-            tv += _run_total_variation(run_lo[r], run_hi[r], run_start[r], run_end[r], mu, sd,
-                                       inv_sd, amp, weight, side, lo, hi, q_factor, breaks,
-                                       buf_g, buf_slope)
+            tv += _run_total_variation(comps, run_start[r], run_end[r], run_lo[r], run_hi[r],
+                                       q_factor, breaks, buf_g, buf_slope)
         out_tv[row] = min(max(tv, 0.0), 1.0)

@@ -216,10 +216,11 @@ def _minimise_scale(W, wstar, C, n_sub):
 
 
 def _minimise_scale_value(W, wstar, C, n_sub):
-    """:func:`_minimise_scale`'s value alone, in Python floats: the same candidates and
-    the same operations in the same order (a sum of fewer than 8 terms is summed left to
-    right by numpy too), so the same bits, at a fraction of the array overhead. Falls
-    back to :func:`_minimise_scale` for 8 or more true atoms.
+    """:func:`_minimise_scale`'s value alone, in Python floats.
+
+    The same candidates and the same operations in the same order (numpy too sums fewer
+    than 8 terms left to right), so the same bits, at a fraction of the array overhead.
+    Falls back to :func:`_minimise_scale` for 8 or more true atoms.
     """
     n_true = W.shape[0]
     if n_true >= 8:
@@ -261,17 +262,18 @@ def _minimise_scale_many(W, wstar, C, n_sub):
     if n_sub < n_true:
         slopes = np.concatenate([-wstar, wstar])
         offsets = np.concatenate([W + C, C - W], axis=1)                # (T, 2 k*)
-        ds = slopes[:, None] - slopes[None, :]
+        a, b = np.triu_indices(slopes.size, 1)                          # each pair once
         with np.errstate(divide="ignore", invalid="ignore"):
-            cross = (offsets[:, None, :] - offsets[:, :, None]) / ds       # (T, 2k*, 2k*)
-        cross = np.where(np.isfinite(cross) & (cross > 0), cross, 0.0)
-        candidates.append(cross.reshape(W.shape[0], -1))
+            cross = (offsets[:, b] - offsets[:, a]) / (slopes[a] - slopes[b])
+        candidates.append(np.where(np.isfinite(cross) & (cross > 0), cross, 0.0))
     s = np.concatenate(candidates, axis=1)                                 # (T, n_s)
     terms = np.abs(W[:, None, :] - s[:, :, None] * wstar) + C[:, None, :]
-    if n_sub < n_true:
-        values = np.sort(terms, axis=2)[:, :, n_true - n_sub:].sum(axis=2)
-    else:
+    if n_sub == n_true:
         values = terms.sum(axis=2)
+    elif n_sub == n_true - 1:           # the K largest: all but the smallest
+        values = terms.sum(axis=2) - terms.min(axis=2)
+    else:
+        values = np.sort(terms, axis=2)[:, :, n_true - n_sub:].sum(axis=2)
     return values.min(axis=1)
 
 class _Problem:
