@@ -392,6 +392,19 @@ def test_a_pair_of_close_crossings_is_not_missed(shift):
     assert total_variation(q, p, X) == pytest.approx(expected, abs=1e-13)
 
 
+def test_rows_that_miss_the_tolerance_are_reported(monkeypatch):
+    # A zero tolerance cannot be met: every row refines to the finest level, is flagged,
+    # and the distance still comes back (from the finest lattice).
+    import gmoe.metrics.density as density
+    g1, g2 = one_expert(0.0, 0.0, 1.0), one_expert(0.0, 1.0, 1.0)
+    X = np.zeros((2, 1))
+    monkeypatch.setattr(density, "_RTOL", 0.0)
+    monkeypatch.setattr(density, "_ATOL", 0.0)
+    with pytest.warns(RuntimeWarning, match="did not reach its tolerance on 2 of 2"):
+        value = hellinger(g1, g2, X)
+    assert value == pytest.approx(np.sqrt(1 - np.exp(-1 / 8)), abs=1e-14)
+
+
 # ----------------------------------------------------------------- design handling
 def test_monte_carlo_design():
     true, fit = spec52_truth(), three_expert_fit()
