@@ -108,7 +108,7 @@ def _interval_minima(problem, lo, hi, cells, bound):
     return best_v, best_t
 
 
-def _slope_minima(problem, lo, hi, cells):
+def _slope_minima(problem, lo, hi, cells, scale):
     """Minima of the loss (all cells counted) inside the intervals ``(lo, hi)``.
 
     ``lo``, ``hi`` of shape (M,), ``cells`` (M, k) the intervals' cells; returns the rows
@@ -116,8 +116,10 @@ def _slope_minima(problem, lo, hi, cells):
     the loss is ``sum_i w_i |t - c_i|^r_i`` plus a constant, ``r_i`` the exponent of atom
     ``i``'s cell, and its derivative ``sum_i w_i r_i |t - c_i|^(r_i - 1) sign(t - c_i)``
     increases (the loss is convex). A root exists where the derivative is negative at
-    ``lo`` and positive at ``hi``; Newton's method, safeguarded by bisection, finds it to
-    rounding.
+    ``lo`` and positive at ``hi``; Newton's method, safeguarded by bisection, finds it. It
+    stops when ``|F'(t)|`` times three Newton steps (an overestimate of the distance to the
+    root, also where Newton converges only linearly, at a root of ``F''``) is below
+    ``_GAP * scale``: by convexity the loss at ``t`` is then that close to the minimum.
     """
     k_true = problem.true.k
     c = problem.true.beta1[:, 0][cells] - problem.fit.beta1[:, 0][None, :]          # (M, k)
@@ -138,6 +140,7 @@ def _slope_minima(problem, lo, hi, cells):
     rows = rows[(slope(lo[rows], rows) < 0) & (slope(hi[rows], rows) > 0)]
     a, b = lo[rows], hi[rows]
     t = 0.5 * (a + b)
+    tol = _GAP * max(scale, np.finfo(float).tiny)
     for _ in range(200):
         d = slope(t, rows)
         a, b = np.where(d < 0, t, a), np.where(d < 0, b, t)
@@ -147,9 +150,10 @@ def _slope_minima(problem, lo, hi, cells):
                                         * gap ** (r[rows] - 2.0), 0.0), axis=1)
             step = t - d / curvature
         step = np.where((step > a) & (step < b), step, 0.5 * (a + b))
-        done = np.abs(step - t) <= 4 * np.finfo(float).eps * np.maximum(1.0, np.abs(t))
-        t = step
-        if np.all(done | (b - a <= 4 * np.finfo(float).eps * np.maximum(1.0, np.abs(t)))):
+        done = ((np.abs(d) * 3.0 * np.abs(step - t) <= tol)
+                | (b - a <= 4 * np.finfo(float).eps * np.maximum(1.0, np.abs(t))))
+        t = np.where(done, t, step)
+        if np.all(done):
             break
     return rows, t
 
@@ -194,7 +198,8 @@ def _search_line(problem):
         intervals.append(index[1:])
         preference.append(np.ones(n - 1))
     elif problem.exponent is not None and n > 1:             # D2: the derivative's roots
-        rows, t = _slope_minima(problem, P[:-1], P[1:], cells[1:-1])
+        bound = float(min(v.min() for v in values))
+        rows, t = _slope_minima(problem, P[:-1], P[1:], cells[1:-1], bound)
         values.append(problem.values(t[:, None], cells[1:-1][rows]))
         shifts.append(t)
         intervals.append(rows + 1)
