@@ -1,13 +1,20 @@
-"""Tests of gmoe.metrics.voronoi: Voronoi cells, D1/D2, top-K, top-1, per-parameter errors."""
+"""Tests of gmoe.metrics.voronoi: Voronoi cells, D1/D2, top-K, top-1, per-parameter errors.
+
+The translation search is also checked against the previous search (every candidate shift,
+then Nelder-Mead from the best two; ``tests/_metrics_oracle.py``) and against a dense grid
+of shifts.
+"""
 
 import itertools
 import re
 from types import SimpleNamespace
 
+import _metrics_oracle as oracle
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+import gmoe.metrics._translation as search
 from gmoe import MixingMeasure
 from gmoe.metrics import (
     ParameterErrors,
@@ -16,6 +23,7 @@ from gmoe.metrics import (
     voronoi_cells,
     voronoi_loss,
 )
+from gmoe.metrics._cells import _Problem, _resolve_rbar, _side
 
 LOG_HALF = np.log(0.5)
 
@@ -680,3 +688,138 @@ def test_error_bad_options():
         voronoi_cells(true, true, scale="gamma")
     with pytest.raises(ValueError, match=re.escape("kind must be one of")):
         boundary_error(true, true, np.zeros((2, 1)), kind="area")
+
+
+# ------------------------------------------------------------- the translation search
+RBAR = {2: 4, 3: 6, 4: 8, 5: 10}
+
+
+def with_previous_search(compute):
+    """``compute()`` with the previous translation search in place of the package's."""
+    current = search._search_t1
+    search._search_t1 = oracle.previous_search
+    try:
+        return compute()
+    finally:
+        search._search_t1 = current
+
+
+def random_family_truth(rng, family, k, d):
+    options = {"softmax": {}, "topk": dict(gating="topk", top_k=int(rng.integers(1, k)) + 1
+                                           if k > 2 else 2),
+               "temperature": dict(gating="temperature", temperature=float(rng.uniform(0.2, 2))),
+               "identity": dict(gating="activation", activation="identity",
+                                temperature=float(rng.uniform(0.2, 2)))}[family]
+    if family == "topk" and options["top_k"] >= k:
+        options["top_k"] = k - 1 if k > 2 else 2
+    base = random_softmax(rng, k, d)
+    return MixingMeasure(base.gate_coef, base.gate_intercept, base.expert_coef,
+                         base.expert_intercept, base.expert_var, **options)
+
+
+def split_first_atom(measure, k):
+    """``measure`` with its first atom split into ``k - k* + 1`` atoms of equal weight."""
+    m = k - measure.n_experts + 1
+    idx = np.concatenate([np.zeros(m - 1, dtype=int), np.arange(measure.n_experts)])
+    scale = measure.temperature if measure.family.uses_temperature else 1.0
+    beta0 = measure.gate_intercept[idx].copy()
+    beta0[:m] -= scale * np.log(m)
+    return MixingMeasure(measure.gate_coef[idx], beta0, measure.expert_coef[idx],
+                         measure.expert_intercept[idx], measure.expert_var[idx], rebase=True,
+                         **options(measure))
+
+
+def search_cases(rng, near, d, n_cases):
+    """``(fit, truth, scale)`` of several families, exact and over-specified."""
+    for _ in range(n_cases):
+        family = rng.choice(["softmax", "topk", "temperature", "identity"])
+        k_true = int(rng.integers(2, 4))
+        k = k_true + int(rng.integers(0, 3))
+        if family == "topk":
+            k_true = max(k_true, 3)
+            k = max(k, k_true)
+        truth = random_family_truth(rng, family, k_true, d)
+        if near:
+            fit = perturbed(split_first_atom(truth, k), rng, float(rng.choice([0.01, 0.1])))
+        else:
+            fit = MixingMeasure(*(getattr(random_softmax(rng, k, d), name) for name in (
+                "gate_coef", "gate_intercept", "expert_coef", "expert_intercept",
+                "expert_var")), **options(truth))
+        yield fit, truth, str(rng.choice(["identifiable", "raw"]))
+
+
+def problem_of(fit, truth, scale):
+    """The problem ``voronoi_loss`` minimises for one (non-top-1) softmax-like truth."""
+    over = fit.n_experts > truth.n_experts
+    return _Problem(_side(fit, scale), _side(truth, scale),
+                    exponent=_resolve_rbar(RBAR, fit.family) if over else None,
+                    n_sub=truth.top_k if truth.gating == "topk" else None)
+
+
+def test_near_fits_one_feature_same_values_as_the_previous_search(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    for fit, truth, scale in search_cases(rng, near=True, d=1, n_cases=12):
+        loss = voronoi_loss(fit, truth, rbar=RBAR, scale=scale)
+        previous = with_previous_search(lambda f=fit, t=truth, s=scale: voronoi_loss(
+            f, t, rbar=RBAR, scale=s))
+        assert loss == pytest.approx(previous, rel=1e-10, abs=1e-10)
+        cells = voronoi_cells(fit, truth, scale=scale)
+        assert_array_equal(cells, with_previous_search(
+            lambda f=fit, t=truth, s=scale: voronoi_cells(f, t, scale=s)))
+
+
+def test_one_feature_search_finds_the_infimum(global_random_seed):
+    # Any fit, near or not: never above the previous search (a local one, which can stop
+    # in another basin), and no shift of a dense grid does better.
+    rng = np.random.default_rng(global_random_seed)
+    for near in (True, False):
+        for fit, truth, scale in search_cases(rng, near=near, d=1, n_cases=8):
+            loss = voronoi_loss(fit, truth, rbar=RBAR, scale=scale)
+            previous = with_previous_search(lambda f=fit, t=truth, s=scale: voronoi_loss(
+                f, t, rbar=RBAR, scale=s))
+            assert loss <= previous + 1e-10 * max(1.0, previous)
+            problem = problem_of(fit, truth, scale)
+            t1, value = search._search_t1(problem)
+            # The reported value is attained at the reported shift (up to a limit's 1e-12).
+            assert problem.value(t1)[0] == pytest.approx(value, rel=1e-11, abs=1e-11)
+            assert loss == pytest.approx(value, rel=1e-11, abs=1e-11)
+            points = search._special_points(problem)
+            grid = np.linspace(points[0] - 1.0, points[-1] + 1.0, 20_001)
+            assert problem.values(grid[:, None]).min() >= loss - 1e-12 * max(1.0, loss)
+
+
+def test_several_features_keep_the_previous_search(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    for fit, truth, scale in search_cases(rng, near=bool(global_random_seed % 2), d=2,
+                                          n_cases=4):
+        loss = voronoi_loss(fit, truth, rbar=RBAR, scale=scale)
+        previous = with_previous_search(lambda f=fit, t=truth, s=scale: voronoi_loss(
+            f, t, rbar=RBAR, scale=s))
+        assert loss == previous      # the same search on the same values, bit for bit
+
+
+def test_objective_and_vectorised_values_agree_with_the_loss(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    for fit, truth, scale in search_cases(rng, near=False, d=int(rng.integers(1, 3)),
+                                          n_cases=10):
+        problem = problem_of(fit, truth, scale)
+        shifts = rng.normal(0, 2, (20, fit.n_features))
+        scalar = np.array([problem.value(t)[0] for t in shifts])
+        assert_array_equal([problem.objective(t) for t in shifts], scalar)
+        assert_allclose(problem.values(shifts), scalar, rtol=1e-12, atol=1e-12)
+        own = problem.cells_many(shifts)
+        assert_allclose(problem.values(shifts, own), scalar, rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_exponent_excludes_the_configuration_whatever_the_differences():
+    # Two fitted atoms in one cell, every difference below 1: x ** inf would be 0 there,
+    # the configuration must still be excluded (infinite), not free.
+    true = softmax_truth()
+    fit = split_fit(0.1, "gb")
+    problem = _Problem(_side(fit, "identifiable"), _side(true, "identifiable"),
+                       exponent=lambda m: np.inf)
+    zero = np.zeros(1)
+    _, rho = problem.atom_terms(problem.fit.beta1)
+    assert np.isinf(rho[1:]).all() and np.isfinite(rho[0])
+    assert problem.value(zero)[0] == np.inf
+    assert problem.values(zero[None, :])[0] == np.inf

@@ -165,6 +165,8 @@ class GatingFamily(ABC):
     #: Options a fit may set differently from its truth (a start near the truth is still
     #: made of the truth's parameters).
     FIT_MAY_CHANGE = ()
+    #: Whether the experts are selected (argmax, top-K) on scores that include ``beta0``.
+    selection_uses_intercept = True
     #: Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale (a common
     #: translation of the slopes then leaves the gate unchanged, and the over-specified
     #: Voronoi exponents of the theory apply).

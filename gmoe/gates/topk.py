@@ -91,6 +91,11 @@ class TopKGating(GatingFamily):
         self.selection = selection
 
     @property
+    def selection_uses_intercept(self):
+        """Affine selection scores include ``beta0``; linear ones do not."""
+        return self.selection == "affine"
+
+    @property
     def centres_design(self):
         """Affine selection absorbs a shift of ``x`` in ``beta0``; linear selection does not."""
         return self.selection == "affine"
