@@ -12,11 +12,25 @@ from ._columns import (
     topk_columns_into,
     weighted_column_sums_into,
 )
+from ._topk import (
+    exact_log_ratio_into,
+    nearest_breakpoints_into,
+    selected_ratio_into,
+    step_gaps_into,
+    step_terms_into,
+    top_others_into,
+)
 
 __all__ = [
+    "exact_log_ratio_into",
     "joint_log_density_into",
+    "nearest_breakpoints_into",
     "normalise_columns_into",
+    "selected_ratio_into",
     "shift_by_column_max_into",
+    "step_gaps_into",
+    "step_terms_into",
+    "top_others_into",
     "topk_columns_into",
     "weighted_column_sums_into",
 ]
