@@ -13,16 +13,21 @@ from ._columns import (
     weighted_column_sums_into,
 )
 from ._topk import (
+    active_terms_into,
     exact_log_ratio_into,
+    inactive_to_zero_into,
     nearest_breakpoints_into,
     selected_ratio_into,
     step_gaps_into,
     step_terms_into,
     top_others_into,
+    zero_inactive_into,
 )
 
 __all__ = [
+    "active_terms_into",
     "exact_log_ratio_into",
+    "inactive_to_zero_into",
     "joint_log_density_into",
     "nearest_breakpoints_into",
     "normalise_columns_into",
@@ -33,4 +38,5 @@ __all__ = [
     "top_others_into",
     "topk_columns_into",
     "weighted_column_sums_into",
+    "zero_inactive_into",
 ]

@@ -17,6 +17,77 @@ from ._config import NJIT
 
 
 @numba.njit(**NJIT)
+def inactive_to_zero_into(values, out):
+    """``out = values`` with every ``-inf`` (an inactive expert) replaced by 0 (no validation).
+
+    numpy's vectorised ``exp`` takes a slow path on ``-inf``: exponentiating this copy and
+    then zeroing the same entries (:func:`zero_inactive_into`) gives ``exp(values)`` exactly,
+    several times faster when many entries are inactive.
+
+    Parameters
+    ----------
+    values : float64 (n_experts, n_samples)
+    out : float64 (n_experts, n_samples), written
+    """
+    n_rows, n_cols = values.shape
+    for j in range(n_rows):
+        for i in range(n_cols):
+            out[j, i] = 0.0 if values[j, i] == -np.inf else values[j, i]
+
+
+@numba.njit(**NJIT)
+def zero_inactive_into(values, out):
+    """Set ``out`` to 0 wherever ``values`` is ``-inf`` (no validation).
+
+    Parameters
+    ----------
+    values : float64 (n_experts, n_samples)
+    out : float64 (n_experts, n_samples), modified
+    """
+    n_rows, n_cols = values.shape
+    for j in range(n_rows):
+        for i in range(n_cols):
+            out[j, i] = 0.0 if values[j, i] == -np.inf else out[j, i]
+
+
+@numba.njit(**NJIT)
+def active_terms_into(scores, logits, log_density, out_logits, out_joint):
+    """The logits and logits plus log-densities of each column's ``top_k`` best experts.
+
+    Selected by score, ties to the lower index (as :func:`topk_columns_into`), and stored in
+    the experts' order, so that a column log-sum-exp of ``out_logits`` adds the same terms
+    in the same order as one of the full column with ``-inf`` for the unselected. No
+    validation.
+
+    Parameters
+    ----------
+    scores, logits, log_density : float64 (n_experts, n_samples)
+    out_logits : float64 (top_k, n_samples), written
+    out_joint : float64 (top_k, n_samples), written
+    """
+    n_rows, n_cols = scores.shape
+    top_k = out_logits.shape[0]
+    beaten_by = np.empty(n_cols, dtype=np.int64)
+    filled = np.zeros(n_cols, dtype=np.int64)
+    for j in range(n_rows):
+        for i in range(n_cols):
+            beaten_by[i] = 0
+        for m in range(n_rows):
+            if m < j:
+                for i in range(n_cols):
+                    beaten_by[i] += 1 if scores[m, i] >= scores[j, i] else 0
+            elif m > j:
+                for i in range(n_cols):
+                    beaten_by[i] += 1 if scores[m, i] > scores[j, i] else 0
+        for i in range(n_cols):
+            if beaten_by[i] < top_k:
+                slot = filled[i]
+                out_logits[slot, i] = logits[j, i]
+                out_joint[slot, i] = logits[j, i] + log_density[j, i]
+                filled[i] = slot + 1
+
+
+@numba.njit(**NJIT)
 def top_others_into(scores, logits, log_density, j, out_top_logits, out_top_joint, out_kth,
                     out_kth_arg):
     """The ``top_k`` best of the experts other than ``j`` in every column (no validation).
@@ -139,9 +210,17 @@ def nearest_breakpoints_into(kth, scores_j, col, out_below, out_above, out_count
     out_range[1] = high if found else np.nan
 
 
+# exp() of less than about -708 is subnormal, where numpy's vectorised exp is a hundred times
+# slower. Flooring the gap at -700 changes a ratio by 1e-304 at most: nothing beside a ratio
+# above exp(-650), and the ratios below that are recomputed (exact_log_ratio_into).
+_GAP_FLOOR = -700.0
+
+
 @numba.njit(**NJIT)
 def step_gaps_into(step_logits, log_norm, out_gap):
-    """``-|x|`` with ``x = step_logits - log_norm``, for every step and sample (no validation).
+    """``max(-|x|, -700)``, ``x = step_logits - log_norm``, at every step and sample.
+
+    No validation.
 
     Parameters
     ----------
@@ -154,11 +233,11 @@ def step_gaps_into(step_logits, log_norm, out_gap):
     n_steps, n_cols = step_logits.shape
     for s in range(n_steps):
         for i in range(n_cols):
-            out_gap[s, i] = -abs(step_logits[s, i] - log_norm[i])
+            out_gap[s, i] = max(-abs(step_logits[s, i] - log_norm[i]), _GAP_FLOOR)
 
 
 @numba.njit(**NJIT)
-def selected_ratio_into(step_logits, log_norm, alpha, beta, out_ratio):
+def selected_ratio_into(step_logits, log_norm, alpha, beta, floor, out_ratio):
     """The selected samples' likelihood ratio, from ``v = exp(-|x|)`` in place (no validation).
 
     With ``x = step_logits - log_norm`` (expert j's logit against the others it is selected
@@ -172,16 +251,27 @@ def selected_ratio_into(step_logits, log_norm, alpha, beta, out_ratio):
     log_norm, alpha, beta : float64 (n_samples,)
         ``alpha = exp(a - shift)`` and ``beta = exp(l_j - shift)``: the others' mixture
         density and expert j's density, relative to the larger of the two.
+    floor : float
+        Ratios below it are counted.
     out_ratio : float64 (n_steps, n_samples), ``exp`` of :func:`step_gaps_into`'s output;
         overwritten by the ratio
+
+    Returns
+    -------
+    int
+        How many ratios fell below ``floor``.
     """
     n_steps, n_cols = step_logits.shape
+    n_below = 0
     for s in range(n_steps):
         for i in range(n_cols):
             v = out_ratio[s, i]
             below = step_logits[s, i] - log_norm[i] <= 0.0
             numerator = alpha[i] + v * beta[i] if below else v * alpha[i] + beta[i]
-            out_ratio[s, i] = numerator / (1.0 + v)
+            ratio = numerator / (1.0 + v)
+            out_ratio[s, i] = ratio
+            n_below += 1 if ratio < floor else 0
+    return n_below
 
 
 @numba.njit(**NJIT)

@@ -21,14 +21,19 @@ from .. import _kernels
 from .._expert_major import Workspace, column_logsumexp, transposed_design
 
 __all__ = ["CoordinateLikelihood", "TopKLikelihood", "compute_log_likelihood",
-           "compute_topk_mask_columns", "move_boundaries"]
+           "compute_topk_mask_columns", "move_boundaries", "softmax_columns_masked"]
 
 # Intervals evaluated on each side of the current value when top_k > 1.
 _N_CANDIDATE_INTERVALS = 3
 # A boundary move must raise L by more than this, relative, to be taken.
 _MIN_RELATIVE_GAIN = 1e-12
-# A log-ratio below this comes from a subnormal ratio (CoordinateLikelihood): recomputed.
-_LOG_RATIO_FLOOR = -690.0
+# Log-ratios below this are recomputed from the log-sum-exps (CoordinateLikelihood): the
+# ratio's exponentials are floored at exp(-700), which would show next to a ratio this small.
+_LOG_RATIO_FLOOR = -650.0
+_RATIO_FLOOR = float(np.exp(_LOG_RATIO_FLOOR))
+# Samples per chunk of CoordinateLikelihood.log_likelihood: its temporaries, a few
+# (2 * _N_CANDIDATE_INTERVALS + 1, _CHUNK) arrays, then fit in a core's cache.
+_CHUNK = 8192
 
 
 def compute_topk_mask_columns(scores, top_k):
@@ -51,6 +56,41 @@ def compute_topk_mask_columns(scores, top_k):
     return active
 
 
+def softmax_columns_masked(values, probs, workspace):
+    """Column softmax of ``values`` (shifted in place) into ``probs``, ``-inf`` entries kept.
+
+    The arithmetic of :func:`gmoe._expert_major.log_softmax_columns` to the bit, with the
+    inactive experts' ``exp(-inf) = 0`` set directly rather than through numpy's ``exp``,
+    which is several times slower on ``-inf``.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_experts, n_samples), C-contiguous
+        Every column holds a finite entry; shifted by its column's maximum in place.
+    probs : ndarray of shape (n_experts, n_samples), C-contiguous
+        Written: the softmax. Not ``values``.
+    workspace : Workspace
+
+    Returns
+    -------
+    log_norm : ndarray of shape (n_samples,)
+        The columns' log-sum-exp (the workspace's ``"log_norm"``).
+    log_rest : ndarray of shape (n_samples,)
+        What the shifted values lack of the log-softmax (the workspace's ``"rest"``).
+    """
+    n_samples = values.shape[1]
+    col_max = workspace.get("log_norm", (n_samples,))
+    arg = workspace.get("arg_max", (n_samples,), np.int64)
+    _kernels.shift_by_column_max_into(values, col_max, arg)
+    _kernels.inactive_to_zero_into(values, probs)
+    np.exp(probs, out=probs)
+    _kernels.zero_inactive_into(values, probs)
+    rest = workspace.get("rest", (n_samples,))
+    _kernels.normalise_columns_into(probs, arg, rest)
+    log_rest = np.log1p(rest, out=rest)
+    return np.add(col_max, log_rest, out=col_max), log_rest
+
+
 class TopKLikelihood:
     """Weighted log-likelihood ``L(theta)`` of a top-K gate with the experts held.
 
@@ -68,37 +108,38 @@ class TopKLikelihood:
     sample_weight : ndarray of shape (n_samples,)
     """
 
-    def __init__(self, family, ZT, expert_log_density, sample_weight):
+    def __init__(self, family, ZT, expert_log_density, sample_weight, workspace=None):
         self.family = family
         self.ZT = ZT
         self.expert_log_density = np.ascontiguousarray(expert_log_density)
         self.sample_weight = sample_weight
         self.used = sample_weight > 0
         self.weight = sample_weight[self.used]
-        self.workspace = Workspace()
+        self.workspace = Workspace() if workspace is None else workspace
 
-    def _logits_and_active(self, theta):
+    def _logits_and_scores(self, theta):
         logits = np.matmul(np.ascontiguousarray(theta), self.ZT,
                            out=self.workspace.get("topk_logits", self.expert_log_density.shape))
         if self.family.selection == "affine":
-            scores = logits
-        else:
-            scores = np.ascontiguousarray(theta[:, :-1]) @ self.ZT[:-1]
-        return logits, compute_topk_mask_columns(scores, self.family.top_k)
+            return logits, logits
+        return logits, np.ascontiguousarray(theta[:, :-1]) @ self.ZT[:-1]
 
     def active(self, theta):
         """Active sets at ``theta``, expert-major: bool of shape (n_experts, n_samples)."""
-        return self._logits_and_active(theta)[1]
+        return compute_topk_mask_columns(self._logits_and_scores(theta)[1], self.family.top_k)
 
     def __call__(self, theta):
         """``L`` at gate parameters ``theta`` (slopes, then intercept), shape (k, d + 1)."""
-        shape = self.expert_log_density.shape
-        logits, active = self._logits_and_active(theta)
-        np.copyto(logits, -np.inf, where=~active)
-        joint = np.add(logits, self.expert_log_density,
-                       out=self.workspace.get("topk_joint", shape))
-        log_lik = column_logsumexp(joint, self.workspace)
-        log_lik -= column_logsumexp(logits, self.workspace)
+        logits, scores = self._logits_and_scores(theta)
+        # The selected experts' terms alone, in the experts' order: the log-sum-exps add
+        # the same terms in the same order as over all experts with -inf for the others.
+        shape = (min(self.family.top_k, logits.shape[0]), logits.shape[1])
+        top_logits = self.workspace.get("topk_top_logits", shape)
+        top_joint = self.workspace.get("topk_top_joint", shape)
+        _kernels.active_terms_into(scores, logits, self.expert_log_density, top_logits,
+                                   top_joint)
+        log_lik = column_logsumexp(top_joint, self.workspace)
+        log_lik -= column_logsumexp(top_logits, self.workspace)
         return float(np.dot(self.weight, log_lik[self.used]))
 
 
@@ -149,19 +190,24 @@ class CoordinateLikelihood:
         self.ZT = likelihood.ZT
         self.log_density = likelihood.expert_log_density
         self.sample_weight = likelihood.sample_weight
-        self.workspace = Workspace()
+        self.workspace = likelihood.workspace
         self.theta = None
         self.expert = None
         self._others_of = None
+        n_side = _N_CANDIDATE_INTERVALS + 1
+        self._nearest = (np.empty(n_side), np.empty(n_side), np.empty(2, dtype=np.int64),
+                         np.empty(2))
+        # Rows of the step buffers: the most steps asked for so far (and 2 at least).
+        self._rows = 2 * _N_CANDIDATE_INTERVALS + 1
 
-    def _products(self, theta, prefix):
-        """Logits and selection scores of the parameter rows ``theta`` (workspace arrays)."""
+    def _products(self, theta):
+        """Logits and selection scores of the gate parameters ``theta`` (workspace arrays)."""
         shape = (theta.shape[0], self.ZT.shape[1])
-        logits = np.matmul(theta, self.ZT, out=self.workspace.get(prefix + "logits", shape))
+        logits = np.matmul(theta, self.ZT, out=self.workspace.get("topk_focus_logits", shape))
         if self.affine:
             return logits, logits
         scores = np.matmul(np.ascontiguousarray(theta[:, :-1]), self.ZT[:-1],
-                           out=self.workspace.get(prefix + "scores", shape))
+                           out=self.workspace.get("topk_focus_scores", shape))
         return logits, scores
 
     def focus(self, theta, j):
@@ -175,7 +221,7 @@ class CoordinateLikelihood:
         j : int
         """
         self.theta = np.array(theta, dtype=np.float64, order="C")
-        self.logits, self.scores = self._products(self.theta, "")
+        self.logits, self.scores = self._products(self.theta)
         self.expert = j
         if self._others_of != j:
             self._describe_others(j)
@@ -185,25 +231,37 @@ class CoordinateLikelihood:
         """The other experts' part of every sample (it does not depend on row ``j``)."""
         n_samples = self.ZT.shape[1]
         k = self.top_k
-        top_logits = self.workspace.get("top_logits", (k, n_samples))
-        top_joint = self.workspace.get("top_joint", (k, n_samples))
-        self.kth = np.empty(n_samples)
-        self.kth_arg = np.empty(n_samples, dtype=np.int64)
+        ws = self.workspace
+
+        def buffer(name, dtype=np.float64):
+            return ws.get("topk_" + name, (n_samples,), dtype)
+
+        top_logits = ws.get("topk_others_logits", (k, n_samples))
+        top_joint = ws.get("topk_others_joint", (k, n_samples))
+        self.kth, self.kth_arg = buffer("kth"), buffer("kth_arg", np.int64)
         _kernels.top_others_into(self.scores, self.logits, self.log_density, j, top_logits,
                                  top_joint, self.kth, self.kth_arg)
         if k == 1:
             return
         # Selected, j joins the others' best K - 1; not selected, the others' best K count.
-        ws = self.workspace
-        self.log_norm = column_logsumexp(top_logits[:-1].copy(), ws)
-        log_joint = column_logsumexp(top_joint[:-1].copy(), ws)
+        self.log_norm, self.log_mix = buffer("log_norm_others"), buffer("log_mix")
+        if k == 2:  # the log-sum-exp of one entry is that entry, to the bit
+            np.copyto(self.log_norm, top_logits[0])
+            np.subtract(top_joint[0], self.log_norm, out=self.log_mix)
+        else:
+            np.copyto(self.log_norm, column_logsumexp(top_logits[:-1].copy(), ws))
+            np.subtract(column_logsumexp(top_joint[:-1].copy(), ws), self.log_norm,
+                        out=self.log_mix)
+        log_density_j = self.log_density[j]
         with np.errstate(invalid="ignore"):  # rows of weight 0 may hold anything
-            self.unselected = column_logsumexp(top_joint, ws) - column_logsumexp(top_logits, ws)
-            self.log_mix = log_joint - self.log_norm
-            log_density_j = self.log_density[j]
-            self.shift = np.maximum(self.log_mix, log_density_j)
-            self.alpha = np.exp(self.log_mix - self.shift)
-            self.beta = np.exp(log_density_j - self.shift)
+            self.unselected = np.subtract(column_logsumexp(top_joint, ws),
+                                          column_logsumexp(top_logits, ws),
+                                          out=buffer("unselected"))
+            self.shift = np.maximum(self.log_mix, log_density_j, out=buffer("shift"))
+            self.alpha = np.exp(np.subtract(self.log_mix, self.shift, out=buffer("alpha")),
+                                out=buffer("alpha"))
+            self.beta = np.exp(np.subtract(log_density_j, self.shift, out=buffer("beta")),
+                               out=buffer("beta"))
 
     def log_likelihood(self, c, steps):
         """``L(theta + t e_jc)`` for every step ``t``, with ``j`` the expert in focus.
@@ -229,25 +287,51 @@ class CoordinateLikelihood:
         rows[:] = self.theta[j]
         rows[:n_steps, c] += steps
         rows[n_steps:, c] = rows[0, c]
-        step_logits, step_scores = self._products(rows, "step_")
-        terms = self.workspace.get("terms", step_logits.shape)
-        _kernels.step_gaps_into(step_logits, self.log_norm, terms)
+        n_samples = self.ZT.shape[1]
+        totals = np.zeros(len(rows))
+        # Chunks of samples: the steps' temporaries stay in cache from one pass to the next.
+        for start in range(0, n_samples, _CHUNK):
+            chunk = slice(start, min(start + _CHUNK, n_samples))
+            totals += self._chunk_terms(rows, chunk) @ self.sample_weight[chunk]
+        return totals[:n_steps]
+
+    def _chunk_terms(self, rows, chunk):
+        """The samples' log-likelihood terms at the parameter rows ``rows`` of expert ``j``.
+
+        Returns
+        -------
+        ndarray of shape (len(rows), chunk length)
+            A workspace array; 0 for the samples of weight 0.
+        """
+        j = self.expert
+        n_rows, width = rows.shape[0], chunk.stop - chunk.start
+        self._rows = max(self._rows, n_rows)
+
+        def buffer(name):
+            # Leading rows of a C-contiguous array: contiguous, as BLAS output wants.
+            return self.workspace.get(f"topk_{name}_{width}", (self._rows, width))[:n_rows]
+
+        ZT = self.ZT[:, chunk]
+        step_logits = np.matmul(rows, ZT, out=buffer("step_logits"))
+        step_scores = step_logits
+        if not self.affine:
+            step_scores = np.matmul(np.ascontiguousarray(rows[:, :-1]), ZT[:-1],
+                                    out=buffer("step_scores"))
+        log_norm, shift = self.log_norm[chunk], self.shift[chunk]
+        terms = buffer("terms")
+        _kernels.step_gaps_into(step_logits, log_norm, terms)
         np.exp(terms, out=terms)
-        _kernels.selected_ratio_into(step_logits, self.log_norm, self.alpha, self.beta, terms)
+        n_tiny = _kernels.selected_ratio_into(step_logits, log_norm, self.alpha[chunk],
+                                              self.beta[chunk], _RATIO_FLOOR, terms)
         with np.errstate(divide="ignore"):  # a ratio of 0 is recomputed below
             np.log(terms, out=terms)
-        if np.any(terms < _LOG_RATIO_FLOOR):
-            _kernels.exact_log_ratio_into(step_logits, self.log_norm, self.log_mix,
-                                          self.log_density[j], self.shift, _LOG_RATIO_FLOOR,
-                                          terms)
-        _kernels.step_terms_into(step_scores, self.kth, self.kth_arg, self.shift,
-                                 self.unselected, self.sample_weight, j, terms)
-        # The weighted sum as TopKLikelihood forms it.
-        likelihood = self.likelihood
-        if len(likelihood.weight) == terms.shape[1]:
-            return np.array([np.dot(likelihood.weight, terms[s]) for s in range(n_steps)])
-        return np.array([np.dot(likelihood.weight, terms[s, likelihood.used])
-                         for s in range(n_steps)])
+        if n_tiny:
+            _kernels.exact_log_ratio_into(step_logits, log_norm, self.log_mix[chunk],
+                                          self.log_density[j, chunk], shift,
+                                          _LOG_RATIO_FLOOR, terms)
+        _kernels.step_terms_into(step_scores, self.kth[chunk], self.kth_arg[chunk], shift,
+                                 self.unselected[chunk], self.sample_weight[chunk], j, terms)
+        return terms
 
     def candidate_steps(self, c):
         """The steps the search tries along coordinate ``c`` (``top_k > 1``).
@@ -261,20 +345,18 @@ class CoordinateLikelihood:
         ndarray
             Ascending; empty if no sample's selection of ``j`` moves along ``c``.
         """
-        n_side = _N_CANDIDATE_INTERVALS + 1
-        below, above = np.empty(n_side), np.empty(n_side)
-        counts = np.empty(2, dtype=np.int64)
-        extent = np.empty(2)
+        below, above, counts, extent = self._nearest
         _kernels.nearest_breakpoints_into(self.kth, self.scores[self.expert], self.ZT[c],
                                           below, above, counts, extent)
-        breaks = np.concatenate([below[:counts[0]], above[:counts[1]]])
-        if breaks.size == 0:
-            return breaks
-        low, high = float(extent[0]), float(extent[1])
+        n_below, n_above = counts.tolist()
+        breaks = below[:n_below].tolist() + above[:n_above].tolist()
+        if not breaks:
+            return np.empty(0)
+        low, high = extent.tolist()
         margin = max(1e-3, 0.01 * (high - low), 0.01 * max(abs(low), abs(high)))
         # Interval i lies between breaks[i - 1] and breaks[i]; 0 lies in interval `here`.
         # When a side is truncated at n_side breakpoints its far end is never reached.
-        here, last = int(counts[0]), len(breaks)
+        here, last = n_below, len(breaks)
         steps = []
         for i in range(max(0, here - _N_CANDIDATE_INTERVALS),
                        min(last, here + _N_CANDIDATE_INTERVALS) + 1):
