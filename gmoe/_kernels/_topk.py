@@ -17,40 +17,6 @@ from ._config import NJIT
 
 
 @numba.njit(**NJIT)
-def inactive_to_zero_into(values, out):
-    """``out = values`` with every ``-inf`` (an inactive expert) replaced by 0 (no validation).
-
-    numpy's vectorised ``exp`` takes a slow path on ``-inf``: exponentiating this copy and
-    then zeroing the same entries (:func:`zero_inactive_into`) gives ``exp(values)`` exactly,
-    several times faster when many entries are inactive.
-
-    Parameters
-    ----------
-    values : float64 (n_experts, n_samples)
-    out : float64 (n_experts, n_samples), written
-    """
-    n_rows, n_cols = values.shape
-    for j in range(n_rows):
-        for i in range(n_cols):
-            out[j, i] = 0.0 if values[j, i] == -np.inf else values[j, i]
-
-
-@numba.njit(**NJIT)
-def zero_inactive_into(values, out):
-    """Set ``out`` to 0 wherever ``values`` is ``-inf`` (no validation).
-
-    Parameters
-    ----------
-    values : float64 (n_experts, n_samples)
-    out : float64 (n_experts, n_samples), modified
-    """
-    n_rows, n_cols = values.shape
-    for j in range(n_rows):
-        for i in range(n_cols):
-            out[j, i] = 0.0 if values[j, i] == -np.inf else out[j, i]
-
-
-@numba.njit(**NJIT)
 def active_terms_into(scores, logits, log_density, out_logits, out_joint):
     """The logits and logits plus log-densities of each column's ``top_k`` best experts.
 

@@ -21,7 +21,7 @@ from .. import _kernels
 from .._expert_major import Workspace, column_logsumexp, transposed_design
 
 __all__ = ["CoordinateLikelihood", "TopKLikelihood", "compute_log_likelihood",
-           "compute_topk_mask_columns", "move_boundaries", "softmax_columns_masked"]
+           "compute_topk_mask_columns", "move_boundaries"]
 
 # Intervals evaluated on each side of the current value when top_k > 1.
 _N_CANDIDATE_INTERVALS = 3
@@ -54,41 +54,6 @@ def compute_topk_mask_columns(scores, top_k):
     active = np.empty(scores.shape, dtype=bool)
     _kernels.topk_columns_into(scores, int(top_k), active)
     return active
-
-
-def softmax_columns_masked(values, probs, workspace):
-    """Column softmax of ``values`` (shifted in place) into ``probs``, ``-inf`` entries kept.
-
-    The arithmetic of :func:`gmoe._expert_major.log_softmax_columns` to the bit, with the
-    inactive experts' ``exp(-inf) = 0`` set directly rather than through numpy's ``exp``,
-    which is several times slower on ``-inf``.
-
-    Parameters
-    ----------
-    values : ndarray of shape (n_experts, n_samples), C-contiguous
-        Every column holds a finite entry; shifted by its column's maximum in place.
-    probs : ndarray of shape (n_experts, n_samples), C-contiguous
-        Written: the softmax. Not ``values``.
-    workspace : Workspace
-
-    Returns
-    -------
-    log_norm : ndarray of shape (n_samples,)
-        The columns' log-sum-exp (the workspace's ``"log_norm"``).
-    log_rest : ndarray of shape (n_samples,)
-        What the shifted values lack of the log-softmax (the workspace's ``"rest"``).
-    """
-    n_samples = values.shape[1]
-    col_max = workspace.get("log_norm", (n_samples,))
-    arg = workspace.get("arg_max", (n_samples,), np.int64)
-    _kernels.shift_by_column_max_into(values, col_max, arg)
-    _kernels.inactive_to_zero_into(values, probs)
-    np.exp(probs, out=probs)
-    _kernels.zero_inactive_into(values, probs)
-    rest = workspace.get("rest", (n_samples,))
-    _kernels.normalise_columns_into(probs, arg, rest)
-    log_rest = np.log1p(rest, out=rest)
-    return np.add(col_max, log_rest, out=col_max), log_rest
 
 
 class TopKLikelihood:

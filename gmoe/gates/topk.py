@@ -21,15 +21,13 @@ the gate. The M-step therefore has two parts:
 
 import numpy as np
 
-from .._expert_major import Workspace
 from .._validation import check_int_in_range, check_option
-from ._linear import maximise_softmax_gate_columns
+from ._linear import linear_log_gate_columns, maximise_softmax_gate_columns
 from ._topk_search import (
     TopKLikelihood,
     compute_log_likelihood,
     compute_topk_mask_columns,
     move_boundaries,
-    softmax_columns_masked,
 )
 from .base import GateParams, GatingFamily
 from .softmax import SoftmaxGating
@@ -159,16 +157,9 @@ class TopKGating(GatingFamily):
         return compute_topk_mask_columns(scores, self.top_k)
 
     def log_gate_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
-        workspace = Workspace() if workspace is None else workspace
         theta = np.column_stack([params.coef, params.intercept])
-        inactive = ~self._active_columns(ZT, theta)
-        # linear_log_gate_columns's arithmetic, with the fast exponentials of the inactive.
-        log_gate = np.matmul(theta, ZT, out=workspace.get("log_gate", inactive.shape))
-        np.copyto(log_gate, -np.inf, where=inactive)
-        log_rest = softmax_columns_masked(log_gate, workspace.get("probs", inactive.shape),
-                                          workspace)[1]
-        log_gate -= log_rest
-        return log_gate
+        return linear_log_gate_columns(ZT, theta, ~self._active_columns(ZT, theta),
+                                       workspace=workspace)[0]
 
     def initial_gate(self, data, temperature=None):
         """The dense softmax fit from zero: a first gate whose selection follows the labels.
