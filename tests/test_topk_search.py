@@ -110,6 +110,11 @@ def test_coordinate_likelihood_at_one_step_and_after_a_move():
     steps = rng.normal(size=9)  # more steps than the search ever tries
     assert_allclose(search.log_likelihood(0, steps), _full(likelihood, theta, 1, 0, steps),
                     rtol=1e-12)
+    # Another expert moved: its part is described again.
+    theta[0, 1] -= 0.5
+    search.focus(theta, 1)
+    assert_allclose(search.log_likelihood(1, steps), _full(likelihood, theta, 1, 1, steps),
+                    rtol=1e-12)
 
 
 def test_coordinate_likelihood_needs_top_k_above_one():

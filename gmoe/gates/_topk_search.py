@@ -181,36 +181,38 @@ class CoordinateLikelihood:
         Parameters
         ----------
         theta : ndarray of shape (n_experts, n_features + 1)
-            Slopes, then intercept. When ``j`` is the expert of the previous call, only
-            row ``j`` may differ from that call's.
+            Slopes, then intercept. The other experts' part is recomputed only when their
+            rows or ``j`` differ from the previous call's.
         j : int
         """
         self.theta = np.array(theta, dtype=np.float64, order="C")
         self.logits, self.scores = self._products(self.theta)
         self.expert = j
-        if self._others_of != j:
+        others = np.delete(self.theta, j, axis=0)
+        if self._others_of is None or self._others_of[0] != j or not np.array_equal(
+                others, self._others_of[1]):
             self._describe_others(j)
-            self._others_of = j
+            self._others_of = (j, others)
 
     def _describe_others(self, j):
         """The other experts' part of every sample (it does not depend on row ``j``)."""
         n_samples = self.ZT.shape[1]
-        k = self.top_k
+        top_k = self.top_k
         ws = self.workspace
 
         def buffer(name, dtype=np.float64):
             return ws.get("topk_" + name, (n_samples,), dtype)
 
-        top_logits = ws.get("topk_others_logits", (k, n_samples))
-        top_joint = ws.get("topk_others_joint", (k, n_samples))
+        top_logits = ws.get("topk_others_logits", (top_k, n_samples))
+        top_joint = ws.get("topk_others_joint", (top_k, n_samples))
         self.kth, self.kth_arg = buffer("kth"), buffer("kth_arg", np.int64)
         _kernels.top_others_into(self.scores, self.logits, self.log_density, j, top_logits,
                                  top_joint, self.kth, self.kth_arg)
-        if k == 1:
+        if top_k == 1:
             return
         # Selected, j joins the others' best K - 1; not selected, the others' best K count.
         self.log_norm, self.log_mix = buffer("log_norm_others"), buffer("log_mix")
-        if k == 2:  # the log-sum-exp of one entry is that entry, to the bit
+        if top_k == 2:  # the log-sum-exp of one entry is that entry, to the bit
             np.copyto(self.log_norm, top_logits[0])
             np.subtract(top_joint[0], self.log_norm, out=self.log_mix)
         else:
@@ -218,7 +220,7 @@ class CoordinateLikelihood:
             np.subtract(column_logsumexp(top_joint[:-1].copy(), ws), self.log_norm,
                         out=self.log_mix)
         log_density_j = self.log_density[j]
-        with np.errstate(invalid="ignore"):  # rows of weight 0 may hold anything
+        with np.errstate(invalid="ignore", over="ignore"):  # rows of weight 0 may hold anything
             self.unselected = np.subtract(column_logsumexp(top_joint, ws),
                                           column_logsumexp(top_logits, ws),
                                           out=buffer("unselected"))

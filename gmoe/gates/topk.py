@@ -15,7 +15,8 @@ the gate. The M-step therefore has two parts:
    breakpoint, so ``L(t)`` changes only at the rows' breakpoints. With ``top_k = 1`` the
    gate weight is 1 and ``L(t)`` is piecewise constant: it is maximised exactly by a
    sorted scan of the breakpoints. With ``top_k > 1`` the within-selection weights vary
-   too, and ``L`` is evaluated at the midpoints of the intervals nearest the current value.
+   too, and ``L`` is evaluated at the midpoints of the intervals nearest the current value,
+   all of them in one pass over the moved expert's row (:mod:`gmoe.gates._topk_search`).
    A move is taken only if ``L`` rises.
 """
 
