@@ -101,8 +101,14 @@ def _softmax_columns_into(values, probs, workspace):
     n_samples = values.shape[1]
     col_max = workspace.get("log_norm", (n_samples,))
     arg = workspace.get("arg_max", (n_samples,), np.int64)
-    _kernels.shift_by_column_max_into(values, col_max, arg)
-    np.exp(values, out=probs)
+    if _kernels.shift_by_column_max_into(values, col_max, arg):
+        # numpy's exp is several times slower on -inf (inactive experts): exp(0), then 0.
+        exps = probs if probs is not values else workspace.get("exps", values.shape)
+        _kernels.inactive_to_zero_into(values, exps)
+        np.exp(exps, out=exps)
+        _kernels.zero_inactive_into(values, exps, probs)
+    else:
+        np.exp(values, out=probs)
     rest = workspace.get("rest", (n_samples,))
     _kernels.normalise_columns_into(probs, arg, rest)
     log_rest = np.log1p(rest, out=rest)

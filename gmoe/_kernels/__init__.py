@@ -6,17 +6,37 @@ Each kernel is checked against an independent numpy computation (``tests/test_ke
 """
 
 from ._columns import (
+    inactive_to_zero_into,
     joint_log_density_into,
     normalise_columns_into,
     shift_by_column_max_into,
     topk_columns_into,
     weighted_column_sums_into,
+    zero_inactive_into,
+)
+from ._topk import (
+    active_terms_into,
+    exact_log_ratio_into,
+    nearest_breakpoints_into,
+    selected_ratio_into,
+    step_gaps_into,
+    step_terms_into,
+    top_others_into,
 )
 
 __all__ = [
+    "active_terms_into",
+    "exact_log_ratio_into",
+    "inactive_to_zero_into",
     "joint_log_density_into",
+    "nearest_breakpoints_into",
     "normalise_columns_into",
+    "selected_ratio_into",
     "shift_by_column_max_into",
+    "step_gaps_into",
+    "step_terms_into",
+    "top_others_into",
     "topk_columns_into",
     "weighted_column_sums_into",
+    "zero_inactive_into",
 ]

@@ -7,7 +7,8 @@ vectorised ``exp`` and ``log1p`` (scalar libm calls from numba cost 5 to 10 time
 which splits a column log-sum-exp into three steps (``gmoe._expert_major``):
 
 1. :func:`shift_by_column_max_into`: subtract each column's maximum, note where it is;
-2. numpy's ``exp``;
+2. numpy's ``exp`` (of a copy with 0 for ``-inf``, zeroed again after: numpy's vectorised
+   ``exp`` is several times slower on ``-inf``);
 3. :func:`normalise_columns_into`: ``rest`` = the column's sum without the maximum's entry
    (which is exactly 1), and divide the column by ``1 + rest``; numpy's ``log1p(rest)``
    then gives ``logsumexp = max + log1p(rest)``, accurate even when ``rest`` is tiny.
@@ -31,6 +32,11 @@ def shift_by_column_max_into(values, out_max, out_arg):
     values : float64 (n_experts, n_samples); ``-inf`` marks an inactive expert
     out_max : float64 (n_samples,), written: the column maxima
     out_arg : int64 (n_samples,), written: the first row holding the maximum
+
+    Returns
+    -------
+    int
+        The number of ``-inf`` entries (they call for :func:`inactive_to_zero_into`).
     """
     n_rows, n_cols = values.shape
     for i in range(n_cols):
@@ -41,10 +47,13 @@ def shift_by_column_max_into(values, out_max, out_arg):
             larger = values[j, i] > out_max[i]
             out_arg[i] = j if larger else out_arg[i]
             out_max[i] = values[j, i] if larger else out_max[i]
+    n_inactive = 0
     for j in range(n_rows):
         for i in range(n_cols):
+            n_inactive += 1 if values[j, i] == -np.inf else 0
             # An all -inf column stays -inf (subtracting -inf would give NaN).
             values[j, i] -= 0.0 if out_max[i] == -np.inf else out_max[i]
+    return n_inactive
 
 
 @numba.njit(**NJIT)
@@ -135,3 +144,38 @@ def topk_columns_into(scores, top_k, out_active):
                     beaten_by[i] += 1 if scores[m, i] > scores[j, i] else 0
         for i in range(n_cols):
             out_active[j, i] = beaten_by[i] < top_k
+
+
+@numba.njit(**NJIT)
+def inactive_to_zero_into(values, out):
+    """``out = values`` with every ``-inf`` (an inactive expert) replaced by 0 (no validation).
+
+    numpy's vectorised ``exp`` is several times slower on ``-inf``: exponentiating this copy
+    and then zeroing the same entries (:func:`zero_inactive_into`) gives ``exp(values)``
+    exactly.
+
+    Parameters
+    ----------
+    values : float64 (n_experts, n_samples)
+    out : float64 (n_experts, n_samples), written
+    """
+    n_rows, n_cols = values.shape
+    for j in range(n_rows):
+        for i in range(n_cols):
+            out[j, i] = 0.0 if values[j, i] == -np.inf else values[j, i]
+
+
+@numba.njit(**NJIT)
+def zero_inactive_into(values, exps, out):
+    """``out = exps``, with 0 wherever ``values`` is ``-inf`` (no validation).
+
+    Parameters
+    ----------
+    values, exps : float64 (n_experts, n_samples)
+    out : float64 (n_experts, n_samples), written; may be ``values`` or ``exps``
+    """
+    n_rows, n_cols = values.shape
+    for j in range(n_rows):
+        for i in range(n_cols):
+            out[j, i] = 0.0 if values[j, i] == -np.inf else exps[j, i]
+

@@ -120,6 +120,33 @@ class ActivationGating(SmoothGatingFamily):
         return (compute_activation(X @ params.coef.T, self.activation)
                 + params.intercept) / params.temperature
 
+    def compute_logits_columns(self, ZT, params):  # noqa: D102 (inherited)
+        u = params.coef @ ZT[:-1]
+        return (compute_activation(u, self.activation)
+                + params.intercept[:, None]) / params.temperature
+
+    def logit_derivatives_columns(self, ZT, params, learn_temperature=False):  # noqa: D102
+        tau = params.temperature
+        XT = ZT[:-1]
+        u = params.coef @ XT
+        d1, d2 = compute_activation_derivatives(u, self.activation)
+        logits = (compute_activation(u, self.activation) + params.intercept[:, None]) / tau
+        d_coef = (d1 / tau)[:, None, :] * XT
+        d_intercept = np.full(logits.shape, 1.0 / tau)
+        d_log_tau = -logits if learn_temperature else None
+
+        def curvature(c):
+            # Second derivatives of the logits weighted by c (n_experts, n_samples): one
+            # weighted Gram matrix of the design per expert.
+            c_d2 = c * d2 / tau
+            coef_coef = np.stack([(XT * w) @ XT.T for w in c_d2])
+            coef_tau = -(c * d1 / tau) @ XT.T
+            intercept_tau = -c.sum(axis=1) / tau
+            tau_tau = float(np.sum(c * logits))
+            return coef_coef, coef_tau, intercept_tau, tau_tau
+
+        return logits, d_coef, d_intercept, d_log_tau, curvature
+
     def logit_derivatives(self, X, params, learn_temperature=False):  # noqa: D102 (inherited)
         tau = params.temperature
         u = X @ params.coef.T

@@ -14,6 +14,7 @@ then ``log tau`` when the temperature is a parameter.
 
 import numpy as np
 
+from .. import _kernels
 from .._expert_major import log_softmax_columns
 from .base import GateParams, GatingFamily, backtrack
 
@@ -53,6 +54,26 @@ class GateLayout:
             self.tau_idx = pos
             pos += 1
         self.size = pos
+
+    def expert_rows(self, j):
+        """Where expert ``j``'s logit derivatives go in the packed vector.
+
+        Returns
+        -------
+        slopes : ndarray of int
+            The free slopes' features.
+        positions : ndarray of int
+            The packed positions of the free slopes, then of the free intercept, then of
+            ``log tau`` (the rows of :meth:`SmoothGatingFamily.gate_derivatives`' local
+            design of expert ``j``).
+        """
+        slopes = np.flatnonzero(self.coef_idx[j] >= 0)
+        positions = list(self.coef_idx[j, slopes])
+        if self.intercept_idx[j] >= 0:
+            positions.append(self.intercept_idx[j])
+        if self.tau_idx is not None:
+            positions.append(self.tau_idx)
+        return slopes, np.array(positions, dtype=np.intp)
 
     def pack(self, params):
         """The free parameters of ``params`` as a vector (``log tau`` last, if free)."""
@@ -108,12 +129,6 @@ class GateLayout:
         if t is not None:
             out[t, t] += tau_tau
         return out
-
-
-def _gram(A, weights):
-    """``sum_r weights_r A_r A_r^T`` for rows ``A_r`` (weights >= 0)."""
-    B = A * np.sqrt(weights)[:, None]
-    return B.T @ B
 
 
 def clipped_newton_direction(grad, hess):
@@ -179,8 +194,56 @@ class SmoothGatingFamily(GatingFamily):
         """
         return self.logit_derivatives(X, params)[0]
 
+    def compute_logits_columns(self, ZT, params):
+        """:meth:`compute_logits`, expert-major: shape (n_experts, n_samples), C-contiguous.
+
+        The default transposes :meth:`compute_logits`; a subclass may compute it directly.
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+        params : GateParams
+
+        Returns
+        -------
+        ndarray of shape (n_experts, n_samples)
+        """
+        return np.array(self.compute_logits(ZT[:-1].T, params).T, order="C")
+
+    def logit_derivatives_columns(self, ZT, params, learn_temperature=False):
+        """:meth:`logit_derivatives`, expert-major (the M-step's form).
+
+        The default transposes :meth:`logit_derivatives`; a subclass may compute it directly.
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+        params : GateParams
+        learn_temperature : bool, default=False
+
+        Returns
+        -------
+        logits : ndarray of shape (n_experts, n_samples)
+        d_coef : ndarray of shape (n_experts, n_features, n_samples)
+            ``d logits_j / d coef_jm`` in ``d_coef[j, m]``.
+        d_intercept : ndarray of shape (n_experts, n_samples)
+        d_log_temperature : ndarray of shape (n_experts, n_samples) or None
+        curvature : callable or None
+            As :meth:`logit_derivatives`' but for weights ``c`` of shape
+            (n_experts, n_samples).
+        """
+        logits, d_coef, d_intercept, d_tau, curvature = self.logit_derivatives(
+            ZT[:-1].T, params, learn_temperature)
+        columns = None if curvature is None else (lambda c: curvature(np.asarray(c).T))
+        return (np.array(logits.T, order="C"), np.array(np.transpose(d_coef, (1, 2, 0)),
+                                                        order="C"),
+                np.array(d_intercept.T, order="C"),
+                None if d_tau is None else np.array(d_tau.T, order="C"), columns)
+
     def log_gate_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
-        log_gate = np.array(self.compute_logits(ZT[:-1].T, params).T, order="C")
+        log_gate = self.compute_logits_columns(ZT, params)
         # A fresh workspace: the caller's "probs" may be in use.
         log_softmax_columns(log_gate)
         return log_gate
@@ -191,6 +254,16 @@ class SmoothGatingFamily(GatingFamily):
         return self.m_step(data, start)[0]
 
     # ------------------------------------------------------------------ M-step
+    def _objective_columns(self, data, logits, name):
+        """``Q`` from expert-major logits (overwritten by the log-gate), and the gate."""
+        workspace = data.workspace
+        log_gate = workspace.get(name, logits.shape)
+        np.copyto(log_gate, logits)
+        probs, _ = log_softmax_columns(log_gate, workspace)
+        parts = workspace.get("gate_parts", (logits.shape[1],))
+        _kernels.weighted_column_sums_into(data.weighted_resp, log_gate, parts)
+        return float(np.sum(parts)), probs
+
     def gate_objective(self, data, params):
         """``Q = sum_i sum_j rw_ij log g_ij`` at ``params``.
 
@@ -203,12 +276,18 @@ class SmoothGatingFamily(GatingFamily):
         -------
         float
         """
-        log_gate = self.log_gate_columns(data.ZT, params)
-        used = data.weighted_resp > 0
-        return float(np.sum(data.weighted_resp[used] * log_gate[used]))
+        return self._objective_columns(data, self.compute_logits_columns(data.ZT, params),
+                                       "gate_trial_log_gate")[0]
 
     def gate_derivatives(self, data, params, layout):
         """``Q``, its gradient and Hessian in the packed parameters of ``layout``.
+
+        Expert-major: the logits of expert ``j`` depend on its own parameters (and on
+        ``log tau``) only, through the rows of its local design ``D_j`` (their
+        derivatives, shape (p_j, n_samples)). With ``t_i = sum_j rw_ij`` and the gate
+        ``g``, the gradient is ``sum_j D_j (rw_j - t g_j)`` and the Gauss-Newton part of
+        the Hessian has blocks ``-D_a diag(t g_a (delta_ab - g_b)) D_b^T``, one matrix
+        product per pair of experts; the logits' curvature adds the rest.
 
         Parameters
         ----------
@@ -222,23 +301,48 @@ class SmoothGatingFamily(GatingFamily):
         grad : ndarray of shape (layout.size,)
         hess : ndarray of shape (layout.size, layout.size)
         """
-        X = data.X
-        rw = data.weighted_resp.T
+        workspace = data.workspace
         learn = layout.tau_idx is not None
-        logits, d_coef, d_intercept, d_tau, curvature = self.logit_derivatives(X, params, learn)
-        log_gate = np.array(logits.T, order="C")
-        log_softmax_columns(log_gate)
-        gate = np.exp(log_gate.T)
-        row_total = data.row_total
-        used = rw > 0
-        objective = float(np.sum(rw[used] * log_gate.T[used]))
-        resid = rw - gate * row_total[:, None]  # dQ / ds_ij
-        E = layout.jacobian(d_coef, d_intercept, d_tau)
-        n, k, p = E.shape
-        grad = np.einsum("ij,ijp->p", resid, E)
-        E_bar = np.einsum("ij,ijp->ip", gate, E)
-        hess = -(_gram(E.reshape(n * k, p), (row_total[:, None] * gate).ravel())
-                 - _gram(E_bar, row_total))
+        logits, d_coef, d_intercept, d_tau, curvature = self.logit_derivatives_columns(
+            data.ZT, params, learn)
+        objective, probs = self._objective_columns(data, logits, "gate_log_gate")
+        n_experts, n_samples = probs.shape
+        # t g and rw - t g (dQ / d logits).
+        weighted = np.multiply(probs, data.row_total,
+                               out=workspace.get("gate_weighted_probs", probs.shape))
+        resid = np.subtract(data.weighted_resp, weighted,
+                            out=workspace.get("gate_residual", probs.shape))
+        designs, positions = [], []
+        for j in range(n_experts):
+            slopes, where = layout.expert_rows(j)
+            rows = [d_coef[j, slopes]]
+            if layout.intercept_idx[j] >= 0:
+                rows.append(d_intercept[j][None])
+            if learn:
+                rows.append(d_tau[j][None])
+            designs.append(np.concatenate(rows))
+            positions.append(where)
+        grad = np.zeros(layout.size)
+        info = np.zeros((layout.size, layout.size))
+        h = workspace.get("gate_info_weight", (n_samples,))
+        for a in range(n_experts):
+            if positions[a].size == 0:
+                continue
+            grad[positions[a]] += designs[a] @ resid[a]
+            for b in range(a, n_experts):
+                if positions[b].size == 0:
+                    continue
+                # h = t g_a (delta_ab - g_b)
+                if a == b:
+                    np.subtract(1.0, probs[b], out=h)
+                else:
+                    np.negative(probs[b], out=h)
+                h *= weighted[a]
+                block = (designs[a] * h) @ designs[b].T
+                info[np.ix_(positions[a], positions[b])] += block
+                if a != b:
+                    info[np.ix_(positions[b], positions[a])] += block.T
+        hess = -info
         if curvature is not None:
             hess += layout.curvature_matrix(curvature(resid))
         return objective, grad, 0.5 * (hess + hess.T)
@@ -249,7 +353,7 @@ class SmoothGatingFamily(GatingFamily):
         held_tau = params.temperature
         vector = layout.pack(params)
         objective, grad, hess = self.gate_derivatives(data, params, layout)
-        for _ in range(data.max_iter):
+        for iteration in range(data.max_iter):
             step = clipped_newton_direction(grad, hess)
 
             def evaluate(t, start=vector, step=step):
@@ -262,7 +366,7 @@ class SmoothGatingFamily(GatingFamily):
             value, vector = accepted
             gain = value - objective
             objective = value
-            if gain <= tol * (1.0 + abs(value)):
+            if gain <= tol * (1.0 + abs(value)) or iteration + 1 == data.max_iter:
                 break
             objective, grad, hess = self.gate_derivatives(
                 data, layout.unpack(vector, held_tau), layout)

@@ -1,0 +1,101 @@
+"""The smooth gates' M-step derivatives on expert-major arrays against their dense form.
+
+The dense form builds the full (n_samples, n_experts, n_parameters) Jacobian of the logits
+from the family's row-major :meth:`logit_derivatives` and contracts it with ``einsum``; the
+M-step works expert by expert with one weighted matrix product per pair of experts.
+"""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy.special import log_softmax
+
+from gmoe.gates import ActivationGating, GateData, GateLayout, GateParams, SmoothGatingFamily
+
+
+class _SquaredFeatureSoftmax(SmoothGatingFamily):
+    """A family with row-major derivatives only: the M-step transposes them."""
+
+    name = "squared-feature-test"
+
+    def logit_derivatives(self, X, params, learn_temperature=False):
+        phi = X ** 2
+        n, k = X.shape[0], params.intercept.shape[0]
+        logits = phi @ params.coef.T + params.intercept
+        d_coef = np.broadcast_to(phi[:, None, :], (n, k, X.shape[1]))
+        return logits, d_coef, np.ones((n, k)), None, None
+
+
+def _dense_derivatives(family, data, params, layout):
+    """``Q``, gradient and Hessian through the dense Jacobian (row-major, einsum)."""
+    X = data.ZT[:-1].T
+    rw = data.weighted_resp.T
+    logits, d_coef, d_intercept, d_tau, curvature = family.logit_derivatives(
+        X, params, layout.tau_idx is not None)
+    log_gate = log_softmax(logits, axis=1)
+    gate = np.exp(log_gate)
+    total = rw.sum(axis=1)
+    objective = np.sum(rw * log_gate)
+    resid = rw - gate * total[:, None]
+    E = layout.jacobian(d_coef, d_intercept, d_tau)
+    grad = np.einsum("ij,ijp->p", resid, E)
+    E_bar = np.einsum("ij,ijp->ip", gate, E)
+    hess = -(np.einsum("ij,ijp,ijq->pq", total[:, None] * gate, E, E)
+             - np.einsum("i,ip,iq->pq", total, E_bar, E_bar))
+    if curvature is not None:
+        hess += layout.curvature_matrix(curvature(resid))
+    return objective, grad, hess
+
+
+def _case(family, learn, rng, n=200, d=2, k=3):
+    X = rng.normal(size=(n, d))
+    resp = rng.dirichlet(np.ones(k), size=n) * rng.uniform(0.0, 2.0, size=(n, 1))
+    resp[:5] = 0.0  # rows of weight 0
+    data = GateData.from_rows(X, resp, learn_temperature=learn)
+    layout = GateLayout(family, k, d, learn)
+    params = layout.unpack(rng.normal(size=layout.size), 0.7)
+    if learn:
+        params = GateParams(params.coef, params.intercept, 0.6)
+    return data, layout, params
+
+
+@pytest.mark.parametrize("family", [ActivationGating("tanh"), ActivationGating("sigmoid"),
+                                    ActivationGating("gelu"), ActivationGating("identity"),
+                                    _SquaredFeatureSoftmax()],
+                         ids=["tanh", "sigmoid", "gelu", "identity", "row-major family"])
+@pytest.mark.parametrize("learn", [True, False])
+def test_expert_major_derivatives_equal_the_dense_form(family, learn, global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    data, layout, params = _case(family, learn and family.learns_temperature, rng)
+    objective, grad, hess = family.gate_derivatives(data, params, layout)
+    expected = _dense_derivatives(family, data, params, layout)
+    # Sums over 200 rows in other orders: 1e-12 of the largest entry.
+    assert objective == pytest.approx(expected[0], rel=1e-12)
+    assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-12 * np.abs(expected[1]).max())
+    assert_allclose(hess, expected[2], rtol=1e-12, atol=1e-12 * np.abs(expected[2]).max())
+    assert np.array_equal(hess, hess.T)
+    # The line search's objective is the same number to the bit.
+    assert family.gate_objective(data, params) == objective
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu", "identity"])
+def test_activation_logit_derivatives_columns_are_the_transposed_rows(activation,
+                                                                      global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    family = ActivationGating(activation)
+    n, d, k = 150, 3, 4
+    X = rng.normal(size=(n, d))
+    ZT = np.vstack([X.T, np.ones(n)])
+    params = GateParams(rng.normal(size=(k, d)), rng.normal(size=k), 0.8)
+    rows = family.logit_derivatives(X, params, True)
+    columns = family.logit_derivatives_columns(ZT, params, True)
+    # One product of d terms in another order: 1e-14 relative.
+    assert_allclose(columns[0], rows[0].T, rtol=1e-13, atol=1e-14)
+    assert_allclose(columns[1], np.transpose(rows[1], (1, 2, 0)), rtol=1e-13, atol=1e-14)
+    assert_allclose(columns[2], rows[2].T, rtol=1e-15)
+    assert_allclose(columns[3], rows[3].T, rtol=1e-13, atol=1e-14)
+    assert_allclose(family.compute_logits_columns(ZT, params), columns[0], rtol=0, atol=0)
+    c = rng.normal(size=(n, k))
+    for got, expected in zip(columns[4](c.T), rows[4](c), strict=True):
+        # Weighted sums over 150 rows in another order.
+        assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.max(np.abs(expected)))
