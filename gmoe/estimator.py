@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
+from ._conditioning import Conditioning, can_centre
 from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
@@ -70,7 +71,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     gate ``g`` (SPEC 2.1). The E-step runs numba kernels and numpy's vectorised ``exp``
     on expert-major arrays; the experts' M-step is weighted least squares with a relative
     variance floor; the gate's M-step is Newton ascent of its concave objective with step
-    halving, warm-started, so the log-likelihood never decreases.
+    halving, warm-started, so the log-likelihood never decreases. EM runs on a centred
+    and scaled copy of ``X`` and ``y`` and maps the parameters back, so an affine
+    rescaling of a column gives the same fit (the activation gate and the linear top-K
+    selection, which have no intercept inside ``sigma`` or the selection score, are
+    scaled but not centred).
 
     Parameters
     ----------
@@ -420,8 +425,12 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return params, np.asarray(trace), converged, n_iter, degenerate
 
     # ----------------------------------------------------------------- fit
-    def _fit_starts(self, family, X, y, sample_weight, var_floor):
-        """EM from every start; returns the best run and each start's log-likelihood."""
+    def _fit_starts(self, family, X, y, sample_weight, var_floor, conditioning):
+        """EM from every start; returns the best run and each start's log-likelihood.
+
+        ``X`` and ``y`` are in the fit's internal units (``conditioning``), and so are the
+        returned parameters and log-likelihoods.
+        """
         n_features = X.shape[1]
         ZT = transposed_design(X)
         # The passes' sample-sized arrays, reused from start to start and pass to pass.
@@ -437,9 +446,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         while len(start_log_liks) < n_starts and attempts < max_attempts:
             attempts += 1
             if warm:
-                params = _Params.from_measure(self.mixing_measure_)
+                params = conditioning.to_internal(_Params.from_measure(self.mixing_measure_))
             elif isinstance(self.init_params, MixingMeasure):
-                params = self._start_from_measure(family, n_features)
+                params = conditioning.to_internal(self._start_from_measure(family, n_features))
             else:
                 labels = self._initial_labels(ZT, y, sample_weight, rng)
                 params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
@@ -512,13 +521,24 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             warnings.warn("y is constant: every expert's variance sits at the floor "
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
-        var_floor = max(compute_var_floor(y, sample_weight, self.reg_var),
+        # EM runs on a centred and scaled design and response (gmoe._conditioning), so that
+        # an affine rescaling of a column of X, or of y, gives the same fit.
+        conditioning = Conditioning.from_data(X, y, sample_weight,
+                                              centre_x=can_centre(family))
+        Z = conditioning.transform_X(X)
+        y_internal = conditioning.transform_y(y)
+        conditioning.check_rank(Z, sample_weight)
+        # The floor is relative to the variance of y, so it is the same in either units.
+        var_floor = max(compute_var_floor(y_internal, sample_weight, self.reg_var),
                         np.finfo(np.float64).tiny)
 
         with _single_threaded_blas():
-            best, start_log_liks = self._fit_starts(family, X, y, sample_weight, var_floor)
+            best, start_log_liks = self._fit_starts(family, Z, y_internal, sample_weight,
+                                                    var_floor, conditioning)
         params, trace, converged, n_iter, degenerate = best
-        self._set_fitted(params, trace, converged, n_iter, degenerate, start_log_liks)
+        shift = conditioning.log_lik_shift
+        self._set_fitted(conditioning.to_original(params), trace + shift, converged, n_iter,
+                         degenerate, np.asarray(start_log_liks) + shift)
         if degenerate:
             warnings.warn(
                 f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
