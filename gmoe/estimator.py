@@ -13,6 +13,7 @@ from threadpoolctl import ThreadpoolController
 
 from ._conditioning import Conditioning, can_centre
 from ._expert_major import Workspace, e_step_columns, transposed_design
+from ._stopping import TOPK_WINDOW, StoppingRule, compute_newton_decrement
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import (
@@ -95,10 +96,14 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         data determine only ``gamma = (beta1, beta0) / tau``.
     learn_temperature : bool, default=True
         Whether the activation gate learns ``tau``; ignored by the other families.
-    tol : float, default=1e-6
-        Stop when the relative change of the log-likelihood falls below ``tol``.
+    tol : float, default=1e-4
+        Stop when the predicted gain to the maximum, the Newton decrement
+        ``g' I^{-1} g / 2`` of the total (weighted) log-likelihood ``L`` (``g`` its
+        gradient, ``I`` its observed information), is at most ``tol``, in total
+        log-likelihood units, and ``L`` curves down in every direction. Its meaning does
+        not depend on ``n``. See Notes.
     max_iter : int, default=500
-        EM iterations at most, per start.
+        EM steps at most, per start.
     n_init : int, default=5
         Number of starts; the best log-likelihood is kept.
     init_params : {'kmeans', 'random'} or MixingMeasure, default='kmeans'
@@ -132,14 +137,17 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     mixing_measure_ : MixingMeasure
         The fitted model.
     converged_ : bool
-        Whether the best start met ``tol`` within ``max_iter``.
+        Whether the best start met the stopping rule (``tol``) within ``max_iter``.
+    convergence_gap_ : float
+        The Newton decrement at the returned parameters: the predicted gain of ``L`` (total
+        log-likelihood units) still to be had; at most ``tol`` when ``converged_``.
     n_iter_ : int
-        EM iterations of the best start.
+        EM steps of the best start.
     lower_bound_ : float
         Final mean (weighted) log-likelihood of the best start.
-    lower_bounds_ : ndarray
-        Mean log-likelihood after each iteration of the best start (the first entry is
-        the start's).
+    lower_bounds_ : ndarray of shape (n_iter_ + 1,)
+        Mean log-likelihood after each EM step of the best start (the first entry is the
+        start's); non-decreasing.
     init_log_likelihoods_ : ndarray of shape (n_starts,)
         Final mean log-likelihood of every start tried.
     degenerate_experts_ : list of int
@@ -150,6 +158,21 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
     Notes
     -----
+    Stopping rule. The Newton decrement is computed with the analytic score and observed
+    information of :mod:`gmoe.inference`, the information taken in its correlation form
+    with its eigenvalues clipped from below at ``1e-10`` times the largest (in absolute
+    value): an over-specified fit is singular at its maximum, and a flat direction then
+    gets a large predicted gain instead of an infinite one. A direction of clearly
+    negative curvature (a correlation eigenvalue below ``-1e-6``: a saddle or the plateau
+    of an over-specified fit) means not converged. A variance at its floor is a bound and
+    is left out. It costs a few EM steps, so it is computed only once an EM step has
+    raised ``L`` by at most ``tol``, and then again after 1, 2, 4, ..., at most 16
+    iterations. For ``gating='topk'`` with ``top_k < n_experts`` the log-likelihood is not
+    differentiable in the gate: the decrement is that of the experts and the
+    within-selection softmax with every row's active set held, and ``L`` must also have
+    risen by at most ``tol`` over the last 5 iterations (the moves of the selection
+    boundaries).
+
     Identifiability (SPEC 2.2): the last expert is the gate's reference. For
     ``gating='temperature'`` only ``gamma = (beta1, beta0) / tau`` is determined by the
     data: ``(beta1, beta0, tau)`` is known up to a common positive scale, so the reported
@@ -174,7 +197,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, n_experts=2, *, gating="softmax", top_k=None, topk_selection="affine",
-                 activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-6,
+                 activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-4,
                  max_iter=500, n_init=5, init_params="kmeans", reg_var=1e-6,
                  on_degenerate="warn", random_state=None, warm_start=False, verbose=0):
         self.n_experts = n_experts
@@ -385,12 +408,32 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         empty = weight_sums <= _EMPTY_SHARE * total_weight
         return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
 
+    def _stopping_rule(self, X, y, sample_weight, var_floor):
+        """The stopping rule of one run (gmoe._stopping), on the internal data."""
+        learn = self._learns_temperature()
+
+        def evaluate(params):
+            return compute_newton_decrement(params.to_measure(self), X, y, sample_weight,
+                                            learn_temperature=learn, var_floor=var_floor)
+
+        sparse = self.gating == "topk" and self.top_k < self.n_experts
+        return StoppingRule(self.tol, evaluate, window=TOPK_WINDOW if sparse else 0)
+
     def _em_iterations(self, family, params, X, ZT, y, sample_weight, var_floor, workspace):
+        """One EM run from ``params``.
+
+        Returns ``(params, trace, converged, n_iter, degenerate, rule)``: the last iterate,
+        the mean log-likelihood after every EM step (the start's first), whether the
+        stopping rule held, the EM steps done, the collapsed experts, and the
+        :class:`~gmoe._stopping.StoppingRule` (its last decrement).
+        """
         total_weight = float(sample_weight.sum())
+        rule = self._stopping_rule(X, y, sample_weight, var_floor)
         resp, log_lik, log_gate = self._e_step(family, params, X, ZT, y, sample_weight,
                                                workspace)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")
+        rule.update(log_lik, params)
         trace = [log_lik / total_weight]
         converged = False
         degenerate = []
@@ -417,12 +460,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             trace.append(new_log_lik / total_weight)
             if self.verbose > 1:
                 print(f"  iteration {n_iter:4d}  mean log-likelihood {trace[-1]:.10g}")
-            change = abs(new_log_lik - log_lik)
             log_lik = new_log_lik
-            if change <= self.tol * abs(log_lik):
+            if rule.update(log_lik, params):
                 converged = True
                 break
-        return params, np.asarray(trace), converged, n_iter, degenerate
+        return params, np.asarray(trace), converged, n_iter, degenerate, rule
 
     # ----------------------------------------------------------------- fit
     def _fit_starts(self, family, X, y, sample_weight, var_floor, conditioning):
@@ -535,10 +577,12 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         with _single_threaded_blas():
             best, start_log_liks = self._fit_starts(family, Z, y_internal, sample_weight,
                                                     var_floor, conditioning)
-        params, trace, converged, n_iter, degenerate = best
+            params, trace, converged, n_iter, degenerate, rule = best
+            decrement = rule.final(params)
         shift = conditioning.log_lik_shift
         self._set_fitted(conditioning.to_original(params), trace + shift, converged, n_iter,
                          degenerate, np.asarray(start_log_liks) + shift)
+        self.convergence_gap_ = decrement.gap
         if degenerate:
             warnings.warn(
                 f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
@@ -546,10 +590,16 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                 "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
                 DegenerateExpertWarning, stacklevel=2)
         if not converged:
+            if decrement.is_concave:
+                why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
+                       f"{self.tol:g}")
+            else:
+                why = (f"the log-likelihood still curves upward along some direction (a saddle "
+                       f"or a plateau, as over-specified fits cross), the predicted gain "
+                       f"being {decrement.gap:.3g}")
             warnings.warn(
-                f"EM did not converge in max_iter={self.max_iter} iterations (relative "
-                f"log-likelihood change above tol={self.tol}). Increase max_iter or tol, or "
-                "check the data.", ConvergenceWarning, stacklevel=2)
+                f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
+                "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
         self.fit_time_ = time.perf_counter() - started
         return self
 

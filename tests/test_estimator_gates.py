@@ -248,7 +248,8 @@ def test_topk_log_likelihood_never_decreases(seed, top_k, selection):
         ctx.__exit__(None, None, None)
     trace = est.lower_bounds_
     assert np.all(np.diff(trace) >= -1e-12 * np.abs(trace[1:]))
-    assert est.lower_bound_ == pytest.approx(trace.max(), rel=0, abs=0)
+    # Converged iterates differ in the last bits of L: the last is the best up to round-off.
+    assert est.lower_bound_ == pytest.approx(trace.max(), rel=1e-14, abs=0)
     assert est.lower_bound_ >= trace[0]
 
 
