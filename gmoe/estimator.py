@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
+from ._acceleration import Squarem
 from ._conditioning import Conditioning, can_centre
 from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._stopping import TOPK_WINDOW, StoppingRule, compute_newton_decrement
@@ -103,7 +104,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         log-likelihood units, and ``L`` curves down in every direction. Its meaning does
         not depend on ``n``. See Notes.
     max_iter : int, default=500
-        EM steps at most, per start.
+        EM steps at most, per start (a SQUAREM cycle counts as three).
     n_init : int, default=5
         Number of starts; the best log-likelihood is kept.
     init_params : {'kmeans', 'random'} or MixingMeasure, default='kmeans'
@@ -121,6 +122,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         Start from the previous fit's parameters (one start).
     verbose : int, default=0
         Print the log-likelihood every iteration when > 1, per start when 1.
+    acceleration : {'squarem', None}, default='squarem'
+        Accelerate EM by SQUAREM (Varadhan & Roland 2008, step length S3) with its global
+        safeguard, so that the log-likelihood never decreases; None runs plain EM.
 
     Attributes
     ----------
@@ -146,8 +150,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     lower_bound_ : float
         Final mean (weighted) log-likelihood of the best start.
     lower_bounds_ : ndarray of shape (n_iter_ + 1,)
-        Mean log-likelihood after each EM step of the best start (the first entry is the
-        start's); non-decreasing.
+        Mean log-likelihood of the best point reached after each EM step of the best start
+        (the first entry is the start's); non-decreasing.
     init_log_likelihoods_ : ndarray of shape (n_starts,)
         Final mean log-likelihood of every start tried.
     degenerate_experts_ : list of int
@@ -183,6 +187,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     ----------
     .. [1] Nguyen, Nguyen & Ho (2023). Demystifying softmax gating function in Gaussian
        mixture of experts. NeurIPS.
+    .. [2] Varadhan & Roland (2008). Simple and globally convergent methods for
+       accelerating the convergence of any EM algorithm. Scandinavian Journal of
+       Statistics 35, 335-353.
 
     Examples
     --------
@@ -199,7 +206,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     def __init__(self, n_experts=2, *, gating="softmax", top_k=None, topk_selection="affine",
                  activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-4,
                  max_iter=500, n_init=5, init_params="kmeans", reg_var=1e-6,
-                 on_degenerate="warn", random_state=None, warm_start=False, verbose=0):
+                 on_degenerate="warn", random_state=None, warm_start=False, verbose=0,
+                 acceleration="squarem"):
         self.n_experts = n_experts
         self.gating = gating
         self.top_k = top_k
@@ -216,6 +224,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.acceleration = acceleration
 
     # ------------------------------------------------------------ validation
     def _check_parameters(self):
@@ -239,6 +248,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         check_real("reg_var", positive=False)
         check_option(self.gating, "gating", GATINGS)
         check_option(self.on_degenerate, "on_degenerate", ("warn", "restart"))
+        if self.acceleration is not None and self.acceleration != "squarem":
+            raise ValueError("acceleration must be 'squarem' or None, got "
+                             f"acceleration={self.acceleration!r}.")
         if self.gating in ("temperature", "activation"):
             check_real("temperature", positive=True)
         if self.gating == "activation":
@@ -420,15 +432,19 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return StoppingRule(self.tol, evaluate, window=TOPK_WINDOW if sparse else 0)
 
     def _em_iterations(self, family, params, X, ZT, y, sample_weight, var_floor, workspace):
-        """One EM run from ``params``.
+        """One EM run from ``params``, accelerated by SQUAREM unless ``acceleration=None``.
 
         Returns ``(params, trace, converged, n_iter, degenerate, rule)``: the last iterate,
-        the mean log-likelihood after every EM step (the start's first), whether the
-        stopping rule held, the EM steps done, the collapsed experts, and the
+        the mean log-likelihood of the best point after every EM step (the start's first),
+        whether the stopping rule held, the EM steps done, the collapsed experts, and the
         :class:`~gmoe._stopping.StoppingRule` (its last decrement).
         """
         total_weight = float(sample_weight.sum())
         rule = self._stopping_rule(X, y, sample_weight, var_floor)
+        squarem = None
+        if self.acceleration is not None:
+            held_tau = params.temperature if self.gating == "temperature" else 1.0
+            squarem = Squarem(self._learns_temperature(), var_floor, held_tau)
         resp, log_lik, log_gate = self._e_step(family, params, X, ZT, y, sample_weight,
                                                workspace)
         if not np.isfinite(log_lik):
@@ -436,35 +452,99 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         rule.update(log_lik, params)
         trace = [log_lik / total_weight]
         converged = False
-        degenerate = []
+        degenerate = set()
         n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):
+        # A cycle's two plain EM iterates are copied here (the passes reuse their arrays).
+        saved = {}
+
+        def em_step(params, resp, log_gate):
+            """One EM step; None (and a warning) when it produced non-finite values."""
+            nonlocal n_iter
+            n_iter += 1
             new_params, weight_sums, log_gate = self._m_step(
                 family, params, X, ZT, y, sample_weight, resp, log_gate, var_floor, workspace)
             # The new responsibilities overwrite the old ones (the same workspace array).
             resp, new_log_lik, log_gate = self._e_step(family, new_params, X, ZT, y,
                                                        sample_weight, workspace, log_gate)
             if not np.isfinite(new_log_lik) or not new_params.is_finite():
-                # Keep the last good iterate rather than return NaN parameters.
-                warnings.warn(
-                    f"EM produced non-finite values at iteration {n_iter}; stopping at the last "
-                    "finite iterate. Increase reg_var or scale X.", DegenerateExpertWarning,
-                    stacklevel=3)
+                return None
+            found = self._find_degenerate(new_params, weight_sums, total_weight, var_floor)
+            return new_params, resp, new_log_lik, log_gate, found
+
+        def keep(found):
+            if found and self.on_degenerate == "restart":
+                raise _DegenerateRun(found)
+            degenerate.update(found)
+
+        def save(resp, log_gate):
+            for name, array in (("resp", resp), ("log_gate", log_gate)):
+                if array is None:
+                    saved[name] = None
+                    continue
+                buffer = saved.get(name)
+                if buffer is None or buffer.shape != array.shape:
+                    buffer = saved[name] = np.empty_like(array)
+                if buffer is not array:
+                    np.copyto(buffer, array)
+            return saved["resp"], saved["log_gate"]
+
+        while n_iter < self.max_iter:
+            plain = squarem is None or self.max_iter - n_iter < 3
+            step = em_step(params, resp, log_gate)
+            if step is None:
+                self._warn_non_finite(n_iter)
                 break
-            params = new_params
-            found = self._find_degenerate(params, weight_sums, total_weight, var_floor)
-            if found:
-                if self.on_degenerate == "restart":
-                    raise _DegenerateRun(found)
-                degenerate = sorted(set(degenerate) | set(found))
-            trace.append(new_log_lik / total_weight)
+            params1, resp, log_lik1, log_gate, found = step
+            keep(found)
+            trace.append(log_lik1 / total_weight)
+            if plain:
+                params, log_lik = params1, log_lik1
+            else:
+                step = em_step(params1, resp, log_gate)
+                if step is None:
+                    params, log_lik = params1, log_lik1
+                    self._warn_non_finite(n_iter)
+                    break
+                params2, resp, log_lik2, log_gate, found = step
+                keep(found)
+                trace.append(log_lik2 / total_weight)
+                accepted = None
+                extrapolated = squarem.extrapolate(params, params1, params2)
+                if extrapolated is not None:
+                    resp, log_gate = save(resp, log_gate)
+                    stabilised = None
+                    ext_resp, ext_log_lik, ext_log_gate = self._e_step(
+                        family, extrapolated, X, ZT, y, sample_weight, workspace)
+                    if np.isfinite(ext_log_lik):
+                        stabilised = em_step(extrapolated, ext_resp, ext_log_gate)
+                    else:
+                        n_iter += 1  # the budget counts the cycle's three EM steps
+                    # The global safeguard: never below the plain EM iterate.
+                    if stabilised is not None and stabilised[2] >= log_lik2:
+                        accepted = stabilised
+                if accepted is None:
+                    squarem.fall_back()
+                    params, log_lik = params2, log_lik2
+                    n_iter += 0 if extrapolated is not None else 1
+                else:
+                    squarem.accept()
+                    params, resp, log_lik, log_gate, found = accepted
+                    keep(found)
+                trace.append(log_lik / total_weight)
             if self.verbose > 1:
                 print(f"  iteration {n_iter:4d}  mean log-likelihood {trace[-1]:.10g}")
-            log_lik = new_log_lik
             if rule.update(log_lik, params):
                 converged = True
                 break
-        return params, np.asarray(trace), converged, n_iter, degenerate, rule
+        return params, np.asarray(trace), converged, n_iter, sorted(degenerate), rule
+
+    @staticmethod
+    def _warn_non_finite(n_iter):
+        # The last good iterate is kept rather than NaN parameters.
+        warnings.warn(
+            f"EM produced non-finite values at iteration {n_iter}; stopping at the last "
+            "finite iterate. Increase reg_var or scale X.", DegenerateExpertWarning,
+            stacklevel=4)
 
     # ----------------------------------------------------------------- fit
     def _fit_starts(self, family, X, y, sample_weight, var_floor, conditioning):

@@ -89,8 +89,9 @@ def test_affine_rescaling_of_x_gives_the_same_fit(transform, gating, options):
     params = dict(gating=gating, n_init=2, random_state=1, **options)
     fit_u = gmoe.GaussianMoERegressor(2, **params).fit(U, y)
     fit_x = gmoe.GaussianMoERegressor(2, **params).fit(X, y)
+    # (Not the same iteration count: near the maximum the safeguard's and the stopping
+    # rule's comparisons of nearly equal log-likelihoods can go either way.)
     assert fit_x.lower_bound_ == pytest.approx(fit_u.lower_bound_, rel=1e-8)
-    assert fit_x.n_iter_ == fit_u.n_iter_
     assert_allclose(fit_x.score_samples(X, y), fit_u.score_samples(U, y), rtol=1e-8,
                     atol=1e-8)
     assert_allclose(fit_x.predict(X), fit_u.predict(U), rtol=1e-8, atol=1e-8)
@@ -116,8 +117,10 @@ def test_scaling_x_gives_the_same_fit_where_centring_is_not_allowed(gating, opti
 
 def test_affine_rescaling_of_y_maps_the_fit():
     U, y = _data(400, 7)
-    fit = gmoe.GaussianMoERegressor(2, n_init=2, random_state=0).fit(U, y)
-    scaled = gmoe.GaussianMoERegressor(2, n_init=2, random_state=0).fit(U, 1e3 * y - 5.0)
+    # One start: with two, both reach the maximum and the better one, in either labelling,
+    # is a coin toss of the last bits of L.
+    fit = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(U, y)
+    scaled = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(U, 1e3 * y - 5.0)
     assert_allclose(scaled.expert_coef_, 1e3 * fit.expert_coef_, rtol=1e-8)
     assert_allclose(scaled.expert_intercept_, 1e3 * fit.expert_intercept_ - 5.0, rtol=1e-8)
     assert_allclose(scaled.expert_var_, 1e6 * fit.expert_var_, rtol=1e-8)

@@ -120,7 +120,7 @@ def test_symmetric_saddle_is_not_converged():
     decrement = compute_newton_decrement(saddle, X, y, np.ones(400))
     assert decrement.gap < 1e-8
     assert not decrement.is_concave
-    est = gmoe.GaussianMoERegressor(2, init_params=saddle, max_iter=12)
+    est = gmoe.GaussianMoERegressor(2, init_params=saddle, max_iter=12, acceleration=None)
     with pytest.warns(ConvergenceWarning, match="curves upward"):
         est.fit(X, y)
     assert est.converged_ is False
