@@ -6,7 +6,12 @@ metrics; a convergence-rate simulation harness.
 
 from . import alignment, metrics
 from .estimator import GaussianMoERegressor, log_likelihood_scorer
-from .exceptions import DegenerateExpertWarning, GMoEWarning, SingularInformationWarning
+from .exceptions import (
+    DegenerateExpertWarning,
+    GMoEWarning,
+    RankDeficientDesignWarning,
+    SingularInformationWarning,
+)
 from .inference import MoEResults, bootstrap, fit_results
 from .model import (
     MixingMeasure,
@@ -28,6 +33,7 @@ __all__ = [
     "MixingMeasure",
     "MoEResults",
     "PredictiveMixture",
+    "RankDeficientDesignWarning",
     "SelectionResult",
     "SingularInformationWarning",
     "alignment",

@@ -11,7 +11,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
+from ._acceleration import Squarem
+from ._conditioning import Conditioning
 from ._expert_major import Workspace, e_step_columns, transposed_design
+from ._stopping import TOPK_WINDOW, StoppingRule, compute_newton_decrement
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, ExpertParams, compute_expert_means, compute_var_floor
@@ -65,7 +68,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     gate ``g`` (SPEC 2.1). The E-step runs numba kernels and numpy's vectorised ``exp``
     on expert-major arrays; the experts' M-step is weighted least squares with a relative
     variance floor; the gate's M-step is Newton ascent of its concave objective with step
-    halving, warm-started, so the log-likelihood never decreases.
+    halving, warm-started, so the log-likelihood never decreases. EM runs on a centred
+    and scaled copy of ``X`` and ``y`` and maps the parameters back, so an affine
+    rescaling of a column gives the same fit (the activation gate and the linear top-K
+    selection, which have no intercept inside ``sigma`` or the selection score, are
+    scaled but not centred).
 
     Parameters
     ----------
@@ -85,10 +92,14 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         data determine only ``gamma = (beta1, beta0) / tau``.
     learn_temperature : bool, default=True
         Whether the activation gate learns ``tau``; ignored by the other families.
-    tol : float, default=1e-6
-        Stop when the relative change of the log-likelihood falls below ``tol``.
+    tol : float, default=1e-4
+        Stop when the predicted gain to the maximum, the Newton decrement
+        ``g' I^{-1} g / 2`` of the total (weighted) log-likelihood ``L`` (``g`` its
+        gradient, ``I`` its observed information), is at most ``tol``, in total
+        log-likelihood units, and ``L`` curves down in every direction. Its meaning does
+        not depend on ``n``. See Notes.
     max_iter : int, default=500
-        EM iterations at most, per start.
+        EM steps at most, per start (a SQUAREM cycle counts as three).
     n_init : int, default=5
         Number of starts; the best log-likelihood is kept.
     init_params : {'kmeans', 'random'} or MixingMeasure, default='kmeans'
@@ -106,6 +117,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         Start from the previous fit's parameters (one start).
     verbose : int, default=0
         Print the log-likelihood every iteration when > 1, per start when 1.
+    acceleration : {'squarem', None}, default='squarem'
+        Accelerate EM by SQUAREM (Varadhan & Roland 2008, step length S3) with its global
+        safeguard, so that the log-likelihood never decreases; None runs plain EM.
 
     Attributes
     ----------
@@ -122,14 +136,17 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     mixing_measure_ : MixingMeasure
         The fitted model.
     converged_ : bool
-        Whether the best start met ``tol`` within ``max_iter``.
+        Whether the best start met the stopping rule (``tol``) within ``max_iter``.
+    convergence_gap_ : float
+        The Newton decrement at the returned parameters: the predicted gain of ``L`` (total
+        log-likelihood units) still to be had; at most ``tol`` when ``converged_``.
     n_iter_ : int
-        EM iterations of the best start.
+        EM steps of the best start.
     lower_bound_ : float
         Final mean (weighted) log-likelihood of the best start.
-    lower_bounds_ : ndarray
-        Mean log-likelihood after each iteration of the best start (the first entry is
-        the start's).
+    lower_bounds_ : ndarray of shape (n_iter_ + 1,)
+        Mean log-likelihood of the best point reached after each EM step of the best start
+        (the first entry is the start's); non-decreasing.
     init_log_likelihoods_ : ndarray of shape (n_starts,)
         Final mean log-likelihood of every start tried.
     degenerate_experts_ : list of int
@@ -140,6 +157,21 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
     Notes
     -----
+    Stopping rule. The Newton decrement is computed with the analytic score and observed
+    information of :mod:`gmoe.inference`, the information taken in its correlation form
+    with its eigenvalues clipped from below at ``1e-10`` times the largest (in absolute
+    value): an over-specified fit is singular at its maximum, and a flat direction then
+    gets a large predicted gain instead of an infinite one. A direction of clearly
+    negative curvature (a correlation eigenvalue below ``-1e-6``: a saddle or the plateau
+    of an over-specified fit) means not converged. A variance at its floor is a bound and
+    is left out. It costs a few EM steps, so it is computed only once an EM step has
+    raised ``L`` by at most ``tol``, and then again after 1, 2, 4, ..., at most 16
+    iterations. For ``gating='topk'`` with ``top_k < n_experts`` the log-likelihood is not
+    differentiable in the gate: the decrement is that of the experts and the
+    within-selection softmax with every row's active set held, and ``L`` must also have
+    risen by at most ``tol`` over the last 5 iterations (the moves of the selection
+    boundaries).
+
     Identifiability (SPEC 2.2): the last expert is the gate's reference. For
     ``gating='temperature'`` only ``gamma = (beta1, beta0) / tau`` is determined by the
     data: ``(beta1, beta0, tau)`` is known up to a common positive scale, so the reported
@@ -150,6 +182,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     ----------
     .. [1] Nguyen, Nguyen & Ho (2023). Demystifying softmax gating function in Gaussian
        mixture of experts. NeurIPS.
+    .. [2] Varadhan & Roland (2008). Simple and globally convergent methods for
+       accelerating the convergence of any EM algorithm. Scandinavian Journal of
+       Statistics 35, 335-353.
 
     Examples
     --------
@@ -164,9 +199,10 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, n_experts=2, *, gating="softmax", top_k=None, topk_selection="affine",
-                 activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-6,
+                 activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-4,
                  max_iter=500, n_init=5, init_params="kmeans", reg_var=1e-6,
-                 on_degenerate="warn", random_state=None, warm_start=False, verbose=0):
+                 on_degenerate="warn", random_state=None, warm_start=False, verbose=0,
+                 acceleration="squarem"):
         self.n_experts = n_experts
         self.gating = gating
         self.top_k = top_k
@@ -183,6 +219,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.acceleration = acceleration
 
     # ------------------------------------------------------------ validation
     def _check_parameters(self):
@@ -205,6 +242,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         check_real("tol", positive=False)
         check_real("reg_var", positive=False)
         check_option(self.on_degenerate, "on_degenerate", ("warn", "restart"))
+        if self.acceleration is not None and self.acceleration != "squarem":
+            raise ValueError("acceleration must be 'squarem' or None, got "
+                             f"acceleration={self.acceleration!r}.")
         family = make_gating(self.gating, top_k=self.top_k, topk_selection=self.topk_selection,
                              activation=self.activation, n_experts=self.n_experts)
         if family.uses_temperature:
@@ -354,47 +394,146 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         empty = weight_sums <= _EMPTY_SHARE * total_weight
         return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
 
+    def _stopping_rule(self, family, X, y, sample_weight, var_floor):
+        """The stopping rule of one run (gmoe._stopping), on the internal data."""
+        learn = self._learns_temperature(family)
+
+        def evaluate(params):
+            return compute_newton_decrement(params.to_measure(family), X, y, sample_weight,
+                                            learn_temperature=learn, var_floor=var_floor)
+
+        # A gate whose selection moves (top-K with top_k < n_experts) is not differentiable:
+        # L must also have settled over a window of iterations.
+        selected = family.selected_experts()
+        sparse = selected is not None and selected < self.n_experts
+        return StoppingRule(self.tol, evaluate, window=TOPK_WINDOW if sparse else 0)
+
     def _em_iterations(self, family, params, ZT, y, sample_weight, var_floor, workspace):
+        """One EM run from ``params``, accelerated by SQUAREM unless ``acceleration=None``.
+
+        Returns ``(params, trace, converged, n_iter, degenerate, rule)``: the last iterate,
+        the mean log-likelihood of the best point after every EM step (the start's first),
+        whether the stopping rule held, the EM steps done, the collapsed experts, and the
+        :class:`~gmoe._stopping.StoppingRule` (its last decrement).
+        """
         total_weight = float(sample_weight.sum())
+        rule = self._stopping_rule(family, ZT[:-1].T, y, sample_weight, var_floor)
+        squarem = None
+        if self.acceleration is not None:
+            # The S3 step length is scale-dependent: a temperature gate's extrapolation runs
+            # on its identifiable gate gamma = beta / tau (tau held).
+            identifiable = family.identifiable_gate(params.gate)
+            gate_scale = 1.0
+            if params.gate.temperature is not None and identifiable.temperature:
+                gate_scale = params.gate.temperature / identifiable.temperature
+            squarem = Squarem(self._learns_temperature(family), var_floor, gate_scale)
         resp, log_lik, log_gate = self._e_step(family, params, ZT, y, sample_weight, workspace)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")
+        rule.update(log_lik, params)
         trace = [log_lik / total_weight]
         converged = False
-        degenerate = []
+        degenerate = set()
         n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):
+        # A cycle's two plain EM iterates are copied here (the passes reuse their arrays).
+        saved = {}
+
+        def em_step(params, resp, log_gate):
+            """One EM step; None (and a warning) when it produced non-finite values."""
+            nonlocal n_iter
+            n_iter += 1
             new_params, weight_sums, log_gate = self._m_step(
                 family, params, ZT, y, sample_weight, resp, log_gate, var_floor, workspace)
             # The new responsibilities overwrite the old ones (the same workspace array).
             resp, new_log_lik, log_gate = self._e_step(family, new_params, ZT, y,
                                                        sample_weight, workspace, log_gate)
             if not np.isfinite(new_log_lik) or not new_params.is_finite():
-                # Keep the last good iterate rather than return NaN parameters.
-                warnings.warn(
-                    f"EM produced non-finite values at iteration {n_iter}; stopping at the last "
-                    "finite iterate. Increase reg_var or scale X.", DegenerateExpertWarning,
-                    stacklevel=3)
+                return None
+            found = self._find_degenerate(new_params, weight_sums, total_weight, var_floor)
+            return new_params, resp, new_log_lik, log_gate, found
+
+        def keep(found):
+            if found and self.on_degenerate == "restart":
+                raise _DegenerateRun(found)
+            degenerate.update(found)
+
+        def save(resp, log_gate):
+            for name, array in (("resp", resp), ("log_gate", log_gate)):
+                if array is None:
+                    saved[name] = None
+                    continue
+                buffer = saved.get(name)
+                if buffer is None or buffer.shape != array.shape:
+                    buffer = saved[name] = np.empty_like(array)
+                if buffer is not array:
+                    np.copyto(buffer, array)
+            return saved["resp"], saved["log_gate"]
+
+        while n_iter < self.max_iter:
+            plain = squarem is None or self.max_iter - n_iter < 3
+            step = em_step(params, resp, log_gate)
+            if step is None:
+                self._warn_non_finite(n_iter)
                 break
-            params = new_params
-            found = self._find_degenerate(params, weight_sums, total_weight, var_floor)
-            if found:
-                if self.on_degenerate == "restart":
-                    raise _DegenerateRun(found)
-                degenerate = sorted(set(degenerate) | set(found))
-            trace.append(new_log_lik / total_weight)
+            params1, resp, log_lik1, log_gate, found = step
+            keep(found)
+            trace.append(log_lik1 / total_weight)
+            if plain:
+                params, log_lik = params1, log_lik1
+            else:
+                step = em_step(params1, resp, log_gate)
+                if step is None:
+                    params, log_lik = params1, log_lik1
+                    self._warn_non_finite(n_iter)
+                    break
+                params2, resp, log_lik2, log_gate, found = step
+                keep(found)
+                trace.append(log_lik2 / total_weight)
+                accepted = None
+                extrapolated = squarem.extrapolate(params, params1, params2)
+                if extrapolated is not None:
+                    resp, log_gate = save(resp, log_gate)
+                    stabilised = None
+                    ext_resp, ext_log_lik, ext_log_gate = self._e_step(
+                        family, extrapolated, ZT, y, sample_weight, workspace)
+                    if np.isfinite(ext_log_lik):
+                        stabilised = em_step(extrapolated, ext_resp, ext_log_gate)
+                    else:
+                        n_iter += 1  # the budget counts the cycle's three EM steps
+                    # The global safeguard: never below the plain EM iterate.
+                    if stabilised is not None and stabilised[2] >= log_lik2:
+                        accepted = stabilised
+                if accepted is None:
+                    squarem.fall_back()
+                    params, log_lik = params2, log_lik2
+                    n_iter += 0 if extrapolated is not None else 1
+                else:
+                    squarem.accept()
+                    params, resp, log_lik, log_gate, found = accepted
+                    keep(found)
+                trace.append(log_lik / total_weight)
             if self.verbose > 1:
                 print(f"  iteration {n_iter:4d}  mean log-likelihood {trace[-1]:.10g}")
-            change = abs(new_log_lik - log_lik)
-            log_lik = new_log_lik
-            if change <= self.tol * abs(log_lik):
+            if rule.update(log_lik, params):
                 converged = True
                 break
-        return params, np.asarray(trace), converged, n_iter, degenerate
+        return params, np.asarray(trace), converged, n_iter, sorted(degenerate), rule
+
+    @staticmethod
+    def _warn_non_finite(n_iter):
+        # The last good iterate is kept rather than NaN parameters.
+        warnings.warn(
+            f"EM produced non-finite values at iteration {n_iter}; stopping at the last "
+            "finite iterate. Increase reg_var or scale X.", DegenerateExpertWarning,
+            stacklevel=4)
 
     # ----------------------------------------------------------------- fit
-    def _fit_starts(self, family, X, y, sample_weight, var_floor):
-        """EM from every start; returns the best run and each start's log-likelihood."""
+    def _fit_starts(self, family, X, y, sample_weight, var_floor, conditioning):
+        """EM from every start; returns the best run and each start's log-likelihood.
+
+        ``X`` and ``y`` are in the fit's internal units (``conditioning``), and so are the
+        returned parameters and log-likelihoods.
+        """
         n_features = X.shape[1]
         ZT = transposed_design(X)
         # The passes' sample-sized arrays, reused from start to start and pass to pass.
@@ -410,9 +549,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         while len(start_log_liks) < n_starts and attempts < max_attempts:
             attempts += 1
             if warm:
-                params = _Params.from_measure(self.mixing_measure_)
+                params = conditioning.to_internal(_Params.from_measure(self.mixing_measure_))
             elif isinstance(self.init_params, MixingMeasure):
-                params = self._start_from_measure(family, n_features)
+                params = conditioning.to_internal(self._start_from_measure(family, n_features))
             else:
                 labels = self._initial_labels(ZT, y, sample_weight, rng)
                 params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
@@ -485,13 +624,27 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             warnings.warn("y is constant: every expert's variance sits at the floor "
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
-        var_floor = max(compute_var_floor(y, sample_weight, self.reg_var),
+        # EM runs on a centred and scaled design and response (gmoe._conditioning), so that
+        # an affine rescaling of a column of X, or of y, gives the same fit.
+        conditioning = Conditioning.from_data(X, y, sample_weight,
+                                              centre_x=family.centres_design,
+                                              scale_x=family.scales_design)
+        Z = conditioning.transform_X(X)
+        y_internal = conditioning.transform_y(y)
+        conditioning.check_rank(Z, sample_weight)
+        # The floor is relative to the variance of y, so it is the same in either units.
+        var_floor = max(compute_var_floor(y_internal, sample_weight, self.reg_var),
                         np.finfo(np.float64).tiny)
 
         with _single_threaded_blas():
-            best, start_log_liks = self._fit_starts(family, X, y, sample_weight, var_floor)
-        params, trace, converged, n_iter, degenerate = best
-        self._set_fitted(family, params, trace, converged, n_iter, degenerate, start_log_liks)
+            best, start_log_liks = self._fit_starts(family, Z, y_internal, sample_weight,
+                                                    var_floor, conditioning)
+            params, trace, converged, n_iter, degenerate, rule = best
+            decrement = rule.final(params)
+        shift = conditioning.log_lik_shift
+        self._set_fitted(family, conditioning.to_original(params), trace + shift, converged,
+                         n_iter, degenerate, np.asarray(start_log_liks) + shift)
+        self.convergence_gap_ = decrement.gap
         if degenerate:
             warnings.warn(
                 f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
@@ -499,10 +652,16 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                 "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
                 DegenerateExpertWarning, stacklevel=2)
         if not converged:
+            if decrement.is_concave:
+                why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
+                       f"{self.tol:g}")
+            else:
+                why = (f"the log-likelihood still curves upward along some direction (a saddle "
+                       f"or a plateau, as over-specified fits cross), the predicted gain "
+                       f"being {decrement.gap:.3g}")
             warnings.warn(
-                f"EM did not converge in max_iter={self.max_iter} iterations (relative "
-                f"log-likelihood change above tol={self.tol}). Increase max_iter or tol, or "
-                "check the data.", ConvergenceWarning, stacklevel=2)
+                f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
+                "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
         self.fit_time_ = time.perf_counter() - started
         return self
 
@@ -762,7 +921,12 @@ def log_likelihood_scorer(estimator, X, y, sample_weight=None):
 
 
 class _Params:
-    """The parameters of one EM iterate (plain arrays; no validation)."""
+    """The parameters of one EM iterate (plain arrays; no validation).
+
+    The gate is a :class:`~gmoe.gates.GateParams`; ``gate_coef``, ``gate_intercept`` and
+    ``temperature`` read it, and :meth:`_replace` accepts them too (the conditioning and
+    the acceleration work on those arrays).
+    """
 
     __slots__ = ("gate", "expert_coef", "expert_intercept", "expert_var")
 
@@ -772,9 +936,26 @@ class _Params:
         self.expert_intercept = expert_intercept
         self.expert_var = expert_var
 
+    @property
+    def gate_coef(self):
+        return self.gate.coef
+
+    @property
+    def gate_intercept(self):
+        return self.gate.intercept
+
+    @property
+    def temperature(self):
+        return self.gate.temperature
+
     def _replace(self, **changes):
+        gate = changes.pop("gate", self.gate)
+        if {"gate_coef", "gate_intercept", "temperature"} & changes.keys():
+            gate = GateParams(changes.pop("gate_coef", gate.coef),
+                              changes.pop("gate_intercept", gate.intercept),
+                              changes.pop("temperature", gate.temperature))
         fields = {name: getattr(self, name) for name in self.__slots__}
-        fields.update(changes)
+        fields.update(changes, gate=gate)
         return _Params(**fields)
 
     def is_finite(self):

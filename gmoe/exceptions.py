@@ -11,3 +11,7 @@ class DegenerateExpertWarning(GMoEWarning):
 
 class SingularInformationWarning(GMoEWarning):
     """The observed information matrix is singular or not positive definite."""
+
+
+class RankDeficientDesignWarning(GMoEWarning):
+    """The design is (numerically) rank-deficient, even after internal scaling."""

@@ -174,6 +174,8 @@ class GaussianLinearExperts(ExpertFamily):
     """
 
     name = "gaussian-linear"
+    #: Where the variance sits among one expert's parameters (a bound: the variance floor).
+    variance_position = -1
 
     def means(self, X, params):  # noqa: D102 (inherited)
         return X @ params.coef.T + params.intercept

@@ -146,10 +146,12 @@ def test_sigmoid_fit_equals_the_mapped_tanh_fit():
                                        gate_coef=2 * start_tanh.gate_coef,
                                        gate_intercept=start_tanh.gate_intercept / 2,
                                        temperature=start_tanh.temperature / 2)
+    # A tight tol: the gate slopes are compared to 1e-4, and the flat directions of L move
+    # them by more than that while L changes by less than 1e-6 relative.
     fit_tanh = gmoe.GaussianMoERegressor(2, gating="activation", activation="tanh",
-                                         init_params=start_tanh).fit(X, y)
+                                         init_params=start_tanh, tol=1e-9).fit(X, y)
     fit_sig = gmoe.GaussianMoERegressor(2, gating="activation", activation="sigmoid",
-                                        init_params=start_sigmoid).fit(X, y)
+                                        init_params=start_sigmoid, tol=1e-9).fit(X, y)
     assert fit_sig.lower_bound_ == pytest.approx(fit_tanh.lower_bound_, rel=1e-8)
     # Newton is affine-invariant, so both runs follow the same path up to round-off and
     # the eigenvalue clipping (inactive here); EM's tol bounds the rest.
@@ -254,7 +256,8 @@ def test_topk_log_likelihood_never_decreases(seed, top_k, selection):
         ctx.__exit__(None, None, None)
     trace = est.lower_bounds_
     assert np.all(np.diff(trace) >= -1e-12 * np.abs(trace[1:]))
-    assert est.lower_bound_ == pytest.approx(trace.max(), rel=0, abs=0)
+    # Converged iterates differ in the last bits of L: the last is the best up to round-off.
+    assert est.lower_bound_ == pytest.approx(trace.max(), rel=1e-14, abs=0)
     assert est.lower_bound_ >= trace[0]
 
 

@@ -82,6 +82,7 @@ class ActivationGating(SmoothGatingFamily):
     pins_reference_coef = False
     # sigma(beta1^T x) has no intercept inside sigma: a shift of x cannot be absorbed.
     centres_design = False
+    scales_design = True
     learns_temperature = True
     OPTIONS = ("activation",)
 

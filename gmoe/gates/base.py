@@ -147,6 +147,10 @@ class GatingFamily(ABC):
         Whether a shift of ``x`` can be absorbed by the intercepts (``beta1^T x`` enters
         the logits linearly, next to ``beta0``); the estimator then fits on a centred
         design.
+    scales_design : bool
+        Whether the gate depends on ``x`` through ``beta1^T x`` alone, so that rescaling a
+        column of ``x`` rescales the matching slopes; the estimator then fits on a scaled
+        design.
     differentiable : bool
         Whether the log-likelihood is differentiable in the gate's parameters (standard
         errors by the observed information need it).
@@ -155,8 +159,9 @@ class GatingFamily(ABC):
     name = None
     uses_temperature = False
     pins_reference_coef = True
-    # Conservative default: a new family must say that a shift of x is harmless.
+    # Conservative defaults: a new family must say that rescaling or shifting x is harmless.
     centres_design = False
+    scales_design = False
     differentiable = True
     #: Prefix of the gate's parameter names in standard-error tables.
     parameter_prefix = "gate"

@@ -37,6 +37,7 @@ class SoftmaxGating(SmoothGatingFamily):
 
     name = "softmax"
     centres_design = True
+    scales_design = True
     linear_logits = True
 
     def _scale(self, params):

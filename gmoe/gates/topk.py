@@ -69,6 +69,7 @@ class TopKGating(GatingFamily):
     name = "topk"
     differentiable = False
     linear_logits = True
+    scales_design = True
     OPTIONS = ("top_k", "topk_selection")
     FIT_MAY_CHANGE = ("top_k",)
 
@@ -253,6 +254,26 @@ class TopKGating(GatingFamily):
         if scale == 0:
             return GateParams(params.coef, intercept, params.temperature)
         return GateParams(params.coef / scale, intercept / scale, params.temperature)
+
+    def logit_derivatives(self, X, params, learn_temperature=False):
+        """The softmax gate's, when every expert is selected (``top_k >= n_experts``).
+
+        With fewer selected experts the log-likelihood is not differentiable in the gate.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        params : GateParams
+        learn_temperature : bool, default=False
+
+        Returns
+        -------
+        tuple
+            As :meth:`GatingFamily.logit_derivatives`.
+        """
+        if self.top_k < params.intercept.shape[0]:
+            return super().logit_derivatives(X, params, learn_temperature)
+        return SoftmaxGating().logit_derivatives(X, params, learn_temperature)
 
     def selected_experts(self):
         """``top_k``.

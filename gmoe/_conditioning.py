@@ -1,0 +1,202 @@
+"""Centring and scaling of the design and the response inside a fit.
+
+EM runs on ``z = (x - m) / s`` (column by column) and ``y_z = (y - m_y) / s_y``; the fitted
+parameters are mapped back. Any affine rescaling of a column of ``X`` (or of ``y``) then
+gives the same fit, up to rounding, and a design such as ``x = 1.7e9 + 86400 u`` (a Unix
+time) is fitted as well as ``u`` itself.
+
+The maps, for ``x = m + s * z`` and ``y = m_y + s_y * y_z``:
+
+* experts: ``a_z = a * s / s_y``, ``b_z = (b + a . m - m_y) / s_y``, ``nu_z = nu / s_y^2``;
+* gate: the logits ``beta1 . x + beta0`` become ``(beta1 * s) . z + (beta0 + beta1 . m)``;
+  the temperature is unchanged;
+* log-likelihood: ``log p(y | x) = log p_z(y_z | z) - log s_y`` row by row.
+
+The gate's map moves ``beta1 . m`` into the intercept, which only gates whose every
+``beta1 . x`` is followed by ``+ beta0`` allow. The activation gate ``sigma(beta1 . x)``
+and the top-K selection score ``beta1 . x`` (``topk_selection='linear'``) have no
+intercept there: for them ``m = 0`` (the design is scaled, not centred). Each gating
+family says which it is (:attr:`gmoe.gates.GatingFamily.centres_design`).
+"""
+
+import warnings
+
+import numpy as np
+
+from .exceptions import RankDeficientDesignWarning
+
+__all__ = ["Conditioning"]
+
+# The weighted Gram matrix of the internal design (unit diagonal) is called numerically
+# rank-deficient when its condition number exceeds this: least squares through the normal
+# equations then keeps fewer than about 6 of the 16 significant digits.
+_MAX_GRAM_CONDITION = 1e10
+
+
+def _weighted_moments(values, sample_weight, total):
+    """Weighted mean and standard deviation of every row of ``values`` (d, n)."""
+    mean = values @ sample_weight / total
+    centred = values - mean[:, None]
+    var = (centred * centred) @ sample_weight / total
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+class Conditioning:
+    """The affine maps between the user's units and the fit's internal units.
+
+    Parameters
+    ----------
+    x_offset, x_scale : ndarray of shape (n_features,)
+        ``m`` and ``s`` of ``x = m + s * z`` (``s > 0``).
+    y_offset, y_scale : float
+        ``m_y`` and ``s_y`` of ``y = m_y + s_y * y_z`` (``s_y > 0``).
+    centred : bool, default=True
+        Whether the design was allowed to be centred (the gating family's
+        ``centres_design``); only the wording of the rank warning depends on it.
+    """
+
+    def __init__(self, x_offset, x_scale, y_offset, y_scale, *, centred=True):
+        self.x_offset = np.asarray(x_offset, dtype=np.float64)
+        self.centred = bool(centred)
+        self.x_scale = np.asarray(x_scale, dtype=np.float64)
+        self.y_offset = float(y_offset)
+        self.y_scale = float(y_scale)
+
+    @classmethod
+    def from_data(cls, X, y, sample_weight, *, centre_x=True, scale_x=True):
+        """Offsets and scales from the (weighted) data.
+
+        With ``centre_x``, ``m`` is the weighted mean and ``s`` the weighted standard
+        deviation of each column; without, ``m = 0`` and ``s`` is the weighted root mean
+        square. ``y`` is always centred and scaled by its weighted mean and standard
+        deviation. A zero scale (a constant column, a constant ``y``) is replaced by 1.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        y, sample_weight : ndarray of shape (n_samples,)
+        centre_x : bool, default=True
+            See :attr:`gmoe.gates.GatingFamily.centres_design`.
+        scale_x : bool, default=True
+            See :attr:`gmoe.gates.GatingFamily.scales_design`; without it ``X`` is left as
+            it is (``m = 0``, ``s = 1``) and only ``y`` is standardised.
+
+        Returns
+        -------
+        Conditioning
+        """
+        total = float(np.sum(sample_weight))
+        x_mean, x_std = _weighted_moments(X.T, sample_weight, total)
+        y_mean, y_std = _weighted_moments(y[None, :], sample_weight, total)
+        if centre_x:
+            x_offset, x_scale = x_mean, x_std
+        else:
+            x_offset = np.zeros_like(x_mean)
+            x_scale = np.sqrt(x_mean * x_mean + x_std * x_std)
+        x_scale = np.where(x_scale > 0, x_scale, 1.0)
+        if not scale_x:
+            x_offset, x_scale = np.zeros_like(x_mean), np.ones_like(x_mean)
+        y_scale = float(y_std[0]) if y_std[0] > 0 else 1.0
+        return cls(x_offset, x_scale, float(y_mean[0]), y_scale,
+                   centred=centre_x and scale_x)
+
+    # ------------------------------------------------------------------ data
+    def transform_X(self, X):
+        """``z = (x - m) / s``, C-contiguous."""
+        return np.ascontiguousarray((X - self.x_offset) / self.x_scale)
+
+    def transform_y(self, y):
+        """``y_z = (y - m_y) / s_y``."""
+        return (y - self.y_offset) / self.y_scale
+
+    @property
+    def log_lik_shift(self):
+        """What to add to an internal per-row log-likelihood: ``-log s_y``."""
+        return -np.log(self.y_scale)
+
+    # ------------------------------------------------------------ parameters
+    def to_internal(self, params):
+        """The parameters in the fit's units.
+
+        ``params`` has ``_replace`` and the fields ``gate_coef``, ``gate_intercept``,
+        ``expert_coef``, ``expert_intercept`` and ``expert_var`` (the temperature is
+        unchanged).
+        """
+        m, s, my, sy = self.x_offset, self.x_scale, self.y_offset, self.y_scale
+        coef = params.expert_coef * s / sy
+        intercept = (params.expert_intercept + params.expert_coef @ m - my) / sy
+        return params._replace(
+            gate_coef=params.gate_coef * s,
+            gate_intercept=params.gate_intercept + params.gate_coef @ m,
+            expert_coef=coef, expert_intercept=intercept,
+            expert_var=params.expert_var / (sy * sy))
+
+    def to_original(self, params):
+        """The inverse of :meth:`to_internal`."""
+        m, s, my, sy = self.x_offset, self.x_scale, self.y_offset, self.y_scale
+        gate_coef = params.gate_coef / s
+        coef = params.expert_coef * sy / s
+        return params._replace(
+            gate_coef=gate_coef,
+            gate_intercept=params.gate_intercept - gate_coef @ m,
+            expert_coef=coef,
+            expert_intercept=sy * params.expert_intercept + my - coef @ m,
+            expert_var=params.expert_var * (sy * sy))
+
+    # ------------------------------------------------------------ diagnostics
+    def check_rank(self, Z, sample_weight, *, stacklevel=3):
+        """Warn when the internal design with intercept is numerically rank-deficient.
+
+        The test is on the weighted Gram matrix of ``[Z, 1]`` scaled to unit diagonal,
+        which is what the experts' least squares and the gate's Newton steps solve with.
+
+        Parameters
+        ----------
+        Z : ndarray of shape (n_samples, n_features)
+            The internal design (:meth:`transform_X`).
+        sample_weight : ndarray of shape (n_samples,)
+        stacklevel : int, default=3
+
+        Returns
+        -------
+        float
+            The condition number of that matrix (``inf`` when singular).
+        """
+        n_features = Z.shape[1]
+        total = float(np.sum(sample_weight))
+        design = np.column_stack([Z, np.ones(Z.shape[0])])
+        gram = (design * sample_weight[:, None]).T @ design / total
+        diag = np.diag(gram).copy()
+        constant = [j for j in range(n_features) if not self._varies(Z[:, j], sample_weight)]
+        diag[diag <= 0] = 1.0
+        scaled = gram / np.sqrt(np.outer(diag, diag))
+        eig = np.linalg.eigvalsh(scaled)
+        condition = np.inf if eig[0] <= 0 else float(eig[-1] / eig[0])
+        if constant:
+            warnings.warn(
+                f"X is rank-deficient: column(s) {constant} are constant over the rows with "
+                "positive weight, so they are collinear with the intercepts; their "
+                "coefficients are not determined by the data (the fit sets them to 0). "
+                "Drop those columns.", RankDeficientDesignWarning, stacklevel=stacklevel)
+        elif condition > _MAX_GRAM_CONDITION:
+            if self.centred:
+                why = ("some columns of X are (nearly) linear combinations of the others; drop "
+                       "or combine them")
+            else:
+                why = ("some columns of X are (nearly) linear combinations of the others or of "
+                       "the constant. A large offset against the spread counts: this gate "
+                       "has no intercept inside its activation or selection score, so the "
+                       "design is scaled but not centred internally. Drop or combine columns, "
+                       "or centre X yourself if the model allows it")
+            warnings.warn(
+                f"X is numerically rank-deficient: the weighted Gram matrix of the design "
+                f"with intercept has condition number {condition:.3g} (above "
+                f"{_MAX_GRAM_CONDITION:g}) even after scaling: {why}. The fit's "
+                "coefficients may be inaccurate.", RankDeficientDesignWarning,
+                stacklevel=stacklevel)
+        return condition
+
+    @staticmethod
+    def _varies(column, sample_weight):
+        used = column[sample_weight > 0]
+        return used.size > 0 and np.ptp(used) > 0
