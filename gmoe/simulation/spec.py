@@ -446,7 +446,7 @@ def _read_fit(t, truth):
         "temperature": options.get("temperature"),
         "learn_temperature": t.boolean("learn_temperature", True)
         if family_class.learns_temperature else None,
-        "tol": t.number("tol", 1e-6, low=0.0),
+        "tol": t.number("tol", 1e-4, low=0.0),
         "max_iter": t.integer("max_iter", 500, low=1),
         "reg_var": t.number("reg_var", 1e-6, low=0.0),
     }
