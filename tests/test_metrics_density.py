@@ -393,13 +393,14 @@ def test_a_pair_of_close_crossings_is_not_missed(shift):
 
 
 def test_rows_that_miss_the_tolerance_are_reported(monkeypatch):
-    # A zero tolerance cannot be met: every row refines to the finest level, is flagged,
-    # and the distance still comes back (from the finest lattice).
+    # A negative tolerance cannot be met (a zero one can: two levels may agree exactly):
+    # every row refines to the finest level, is flagged, and the distance still comes back
+    # (from the finest lattice).
     import gmoe.metrics.density as density
     g1, g2 = one_expert(0.0, 0.0, 1.0), one_expert(0.0, 1.0, 1.0)
     X = np.zeros((2, 1))
-    monkeypatch.setattr(density, "_RTOL", 0.0)
-    monkeypatch.setattr(density, "_ATOL", 0.0)
+    monkeypatch.setattr(density, "_RTOL", -1.0)
+    monkeypatch.setattr(density, "_ATOL", -1.0)
     with pytest.warns(RuntimeWarning, match="did not reach its tolerance on 2 of 2"):
         value = hellinger(g1, g2, X)
     assert value == pytest.approx(np.sqrt(1 - np.exp(-1 / 8)), abs=1e-14)

@@ -60,6 +60,12 @@ import numpy as np
 
 from ._config import NJIT
 
+#: The Hellinger sums may be reassociated, so that LLVM vectorises them (with the square
+#: roots): 1.6 times faster, results changed in the last bits only (1e-16 of h), and
+#: still the same on one machine from run to run. No "nnan"/"ninf"/"afn": the densities
+#: underflow to 0 legitimately and exp and sqrt stay exact to rounding.
+_NJIT_SUMS = dict(NJIT, fastmath={"reassoc", "nsz", "arcp", "contract"})
+
 #: Components whose gate is below this are dropped: log(1e-30).
 _LOG_WEIGHT_FLOOR = -69.07755278982137
 #: Half-width of a component's window, in its standard deviations.
@@ -191,7 +197,7 @@ def _sqrt_gap_sq(comps, c0, c1, y):
     return d * d
 
 
-@numba.njit(**NJIT)
+@numba.njit(**_NJIT_SUMS)
 def _lattice_sum(comps, c0, c1, y0, step, count, buf_p, buf_q):
     """``sum_j (sqrt p - sqrt q)^2 (y0 + j step)``, ``j < count``, components ``c0:c1``.
 
@@ -238,7 +244,7 @@ def _lattice_sum(comps, c0, c1, y0, step, count, buf_p, buf_q):
     return total
 
 
-@numba.njit(**NJIT)
+@numba.njit(**_NJIT_SUMS)
 def _item_level(comps, c0, c1, kind, a, b, n0, level, previous, buf_p, buf_q):
     """Integral of ``(sqrt p - sqrt q)^2`` over one item (run or segment) at one level."""
     if kind == _TRAPEZOID:
