@@ -1,4 +1,4 @@
-"""Vectorised numpy/scipy references for the kernels and the gates (STYLE.md B7).
+"""Vectorised numpy/scipy references for the kernels and the gates.
 
 Written independently of ``gmoe/_kernels`` and ``gmoe/gating.py``: expert log-densities by
 ``scipy.stats.norm.logpdf``, log-gates by ``scipy.special.log_softmax``, the top-K active set
@@ -34,7 +34,7 @@ def expert_log_density(X, y, expert_coef, expert_intercept, expert_var):
 
 # ------------------------------------------------------------------------------ gates
 def activation(u, name):
-    """The activations of SPEC 2.1, from their textbook definitions."""
+    """The activations of the gate definitions, from their textbook definitions."""
     if name == "tanh":
         return np.tanh(u)
     if name == "sigmoid":
@@ -47,7 +47,7 @@ def activation(u, name):
 
 
 def logits(X, gate_coef, gate_intercept, gating, temperature=None, activation_name=None):
-    """Logits ``s_i(x)`` of SPEC 2.1's table, shape (n_samples, n_experts)."""
+    """Logits ``s_i(x)`` of the gate definitions' table, shape (n_samples, n_experts)."""
     linear = X @ gate_coef.T
     if gating in ("softmax", "topk"):
         return linear + gate_intercept
@@ -235,7 +235,7 @@ def gate_options(options):
 
 
 def random_params(rng, n_experts, n_features, options, *, gate_scale=2.0):
-    """Random parameters obeying the reference convention of ``options``'s family (SPEC 2.2).
+    """Random parameters obeying the identifiability convention of ``options``'s family.
 
     Returns a dict of the five parameter arrays, ready for ``MixingMeasure(**params,
     **options)``.

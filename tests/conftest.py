@@ -1,4 +1,4 @@
-"""Shared pytest configuration: the ``global_random_seed`` fixture (STYLE.md B7).
+"""Shared pytest configuration: the ``global_random_seed`` fixture.
 
 A test that takes ``global_random_seed`` must pass for every seed in 0..99. Which seeds
 run is set by the environment variable ``GMOE_TESTS_GLOBAL_RANDOM_SEED``:

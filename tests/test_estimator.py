@@ -29,7 +29,7 @@ def _gate_pass(theta, Z, resp, free):
     objective, _, grad, info = gate_pass(ZT, theta, wr, wr.sum(axis=0), free)
     return objective, grad, -info
 
-# SPEC 5.2's truth: expert 2 is the reference.
+# Paper 1's reference truth: expert 2 is the reference.
 TRUTH_52 = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
                               [0.09, 0.16])
 
@@ -443,7 +443,7 @@ def test_not_fitted():
 EXPECTED_FAILED_CHECKS = {
     "check_regressors_no_decision_function": (
         "predict_proba returns the gate probabilities g(x), a documented part of the "
-        "mixture-of-experts API (DESIGN.md)."),
+        "mixture-of-experts API."),
     "check_methods_sample_order_invariance": (
         "score_samples is the conditional log-density log p(y | x) and needs y."),
     "check_methods_subset_invariance": (

@@ -15,7 +15,7 @@ from gmoe.gates import ActivationGating, GateData, GateLayout
 
 EXPERTS_52 = dict(expert_coef=[[-20.0], [20.0]], expert_intercept=[15.0, -5.0],
                   expert_var=[0.09, 0.16])
-# SPEC 5.3: gamma* = the softmax truth of SPEC 5.2.
+# the temperature study: gamma* = the softmax truth of paper 1's reference protocol.
 TEMPERATURE_TRUTH = gmoe.MixingMeasure([[6.25], [0.0]], [-2.0, 0.0], **EXPERTS_52,
                                        gating="temperature", temperature=0.25)
 TANH_TRUTH = gmoe.MixingMeasure([[4.0], [-1.0]], [-0.9, 0.0], **EXPERTS_52,
@@ -61,7 +61,7 @@ def test_temperature_tau_is_the_start_s_and_gamma_is_recovered():
     assert est.temperature_ == 0.8  # the data cannot determine tau: it stays the start's
     gamma = est.mixing_measure_.identifiable()
     # gamma's SDs at n = 2e4 are ~0.5 (slope) and ~0.16 (intercept), as for the softmax
-    # truth of SPEC 5.2 (test_estimator): about 6 SD.
+    # truth of paper 1's reference protocol (test_estimator): about 6 SD.
     assert abs(gamma.gate_coef[0, 0] - 25.0) < 3.0
     assert abs(gamma.gate_intercept[0] + 8.0) < 1.0
     assert_allclose(est.expert_coef_, TEMPERATURE_TRUTH.expert_coef, atol=0.1)

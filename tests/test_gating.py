@@ -1,4 +1,4 @@
-"""Gating families (SPEC 2.1, 2.2) against the references, and their invariances."""
+"""Gating families against the references, and their invariances (identifiability)."""
 
 import re
 

@@ -287,7 +287,7 @@ def test_over_specified_fit_with_duplicate_experts_warns_and_gives_nan():
 
 
 def test_symmetric_activation_point_is_singular():
-    # tanh, k = 2, beta1_1 = -beta1_2: the gate is its own symmetric image (SPEC 2.2) and
+    # tanh, k = 2, beta1_1 = -beta1_2: the gate is its own symmetric image and
     # the Fisher information is singular; the observed one need not be, so it is checked.
     truth = gmoe.MixingMeasure([[3.0], [-3.0]], [0.3, 0.0], [[2.0], [-1.5]], [1.0, -1.0],
                                [0.25, 0.49], gating="activation", activation="tanh",
@@ -485,7 +485,7 @@ def test_standard_errors_match_replication_spread(case):
     if case == "softmax":
         truth, params, low, high = TRUTH_2, {}, -2.0, 2.0
     else:
-        # SPEC 5.3's activation truth, tau held.
+        # the temperature study's activation truth, tau held.
         truth = gmoe.MixingMeasure([[4.0], [-1.0]], [-0.9, 0.0], [[-20.0], [20.0]],
                                    [15.0, -5.0], [0.09, 0.16], gating="activation",
                                    activation="tanh", temperature=0.25)

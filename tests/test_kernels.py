@@ -1,4 +1,4 @@
-"""Numba kernels against the numpy/scipy references of ``_reference.py`` (STYLE.md B7).
+"""Numba kernels against the numpy/scipy references of ``_reference.py``.
 
 The E-step (``gmoe.compute_e_step``), the log-softmax, and the expert-major column kernels
 they are built from, on ordinary and extreme inputs and on edge shapes.

@@ -38,7 +38,7 @@ def softmax_truth():
 
 
 def spec52_truth(**options):
-    """The truth of SPEC 5.2 (the reference expert is the second)."""
+    """The truth of paper 1's reference protocol (the reference expert is the second)."""
     return MixingMeasure(col([25.0, 0.0]), [-8.0, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
                          [0.09, 0.16], **options)
 
@@ -242,7 +242,7 @@ def test_nonnegative_label_free_and_infimum_below_untranslated(global_random_see
 
 # ------------------------------------------------------- equal densities, other labels
 def duplicated_reference_fit():
-    """SPEC 5.2's truth with the reference expert split in two halves (beta0 = log 1/2)."""
+    """Paper 1's reference truth, the reference expert split in two halves (beta0 = log 1/2)."""
     return MixingMeasure(col([25.0, 0.0, 0.0]), [-8.0, LOG_HALF, LOG_HALF],
                          col([-20.0, 20.0, 20.0]), [15.0, -5.0, -5.0], [0.09, 0.16, 0.16],
                          rebase=True)
@@ -250,7 +250,7 @@ def duplicated_reference_fit():
 
 def test_duplicated_reference_normalised_untranslated_is_zero():
     # Rebased: beta0 = (-8 + log 2, 0, 0), weights (2 e^-8, 1, 1). In that reference
-    # convention the weight terms would be |2 e^-8 - e^-8| + |2 - 1| = 1 + e^-8 (SPEC 4).
+    # convention the weight terms would be |2 e^-8 - e^-8| + |2 - 1| = 1 + e^-8.
     # Normalised to the truth's mass 1 + e^-8 (factor 1/2): (e^-8, 1/2, 1/2), cell masses
     # (e^-8, 1) = w*, and every atom sits on its true atom: 0 even untranslated.
     fit, true = duplicated_reference_fit(), spec52_truth()
@@ -531,7 +531,7 @@ def test_topk_label_free():
 
 
 def top1_truth():
-    """SPEC 5.2's truth as a top-1 gate; boundary at x = 8.1 / 25 = 0.324."""
+    """Paper 1's reference truth as a top-1 gate; boundary at x = 8.1 / 25 = 0.324."""
     return MixingMeasure(col([25.0, 0.0]), [-8.1, 0.0], col([-20.0, 20.0]), [15.0, -5.0],
                          [0.09, 0.16], gating="topk", top_k=1)
 

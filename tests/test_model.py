@@ -1,4 +1,4 @@
-"""MixingMeasure, the density, the E-step wrapper, the sampler and bad input (SPEC 1-2)."""
+"""MixingMeasure, the density, the E-step wrapper, the sampler and bad input (the model)."""
 
 import copy
 import pickle
@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import gmoe
 from gmoe import MixingMeasure
 
-# SPEC 5.2's truth (expert 2 the reference) and SPEC 5.3's activation truth.
+# Paper 1's reference truth (expert 2 the reference) and the temperature study's tanh truth.
 EXPERTS_52 = dict(expert_coef=[[-20.0], [20.0]], expert_intercept=[15.0, -5.0],
                   expert_var=[0.09, 0.16])
 TRUTH_52 = MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], **EXPERTS_52)
@@ -80,7 +80,7 @@ def test_vector_round_trip(options, global_random_seed):
 
 @pytest.mark.parametrize("options", ref.FAMILY_OPTIONS, ids=ref.family_id)
 def test_weights_and_atoms(options, global_random_seed):
-    # SPEC 2.3: w_i = exp(beta0_i) or exp(beta0_i / tau); theta_i = (beta1_i, a_i, b_i, nu_i
+    # Mixing measure: w_i = exp(beta0_i) or exp(beta0_i / tau); theta_i = (beta1_i, a_i, b_i, nu_i
     # [, tau]); beta0 is carried by the weight only.
     measure = _random_measure(np.random.default_rng(global_random_seed), options)
     tau = measure.temperature if options["gating"] in ("temperature", "activation") else None
@@ -106,7 +106,7 @@ def test_weights_of_spec_truth():
 
 @pytest.mark.parametrize("scale", [0.1, 3.7])
 def test_identifiable_temperature(scale, global_random_seed):
-    # SPEC 2.2: only gamma = (beta1, beta0) / tau is identifiable; c (beta1, beta0, tau)
+    # Identifiability: only gamma = (beta1, beta0) / tau is identifiable; c (beta1, beta0, tau)
     # is the same model for every c > 0 and maps to the same representative.
     rng = np.random.default_rng(global_random_seed)
     measure = _random_measure(rng, dict(gating="temperature", temperature=0.25))
@@ -129,7 +129,7 @@ def test_identifiable_temperature(scale, global_random_seed):
 @pytest.mark.parametrize("selection", ["affine", "linear"])
 @pytest.mark.parametrize("scale", [0.01, 5.0])
 def test_identifiable_top1(selection, scale, global_random_seed):
-    # SPEC 2.2: with K = 1 only the selection regions matter; c (beta1, beta0), c > 0, is the
+    # Identifiability: with K = 1 only the selection regions matter; c (beta1, beta0), c > 0, is the
     # same model ("linear": beta0 does not enter at all).
     rng = np.random.default_rng(global_random_seed)
     measure = _random_measure(rng, dict(gating="topk", top_k=1, topk_selection=selection))

@@ -16,7 +16,7 @@ from gmoe.predictive import PredictiveMixture, predictive_distribution
 
 
 def _softmax():
-    # The reference truth of SPEC 5.2.
+    # The reference truth of paper 1's reference protocol.
     return MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
                          [0.09, 0.16])
 
@@ -33,7 +33,7 @@ def _temperature():
 
 
 def _activation():
-    # The activation truth of SPEC 5.3.
+    # The activation truth of the temperature study.
     return MixingMeasure([[4.0], [-1.0]], [-0.9, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
                          [0.09, 0.16], gating="activation", temperature=0.25,
                          activation="tanh")
@@ -67,7 +67,7 @@ def _design(measure, n, seed=0):
 
 
 def _reference_gate(m, X):
-    """Gate probabilities written out from SPEC 2.1, independently of gmoe.gating."""
+    """Gate probabilities written out from the gate definitions, independently of gmoe.gates."""
     linear = X @ m.gate_coef.T
     if m.gating == "activation":
         logits = (np.tanh(linear) + m.gate_intercept) / m.temperature

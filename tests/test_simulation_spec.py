@@ -27,7 +27,7 @@ def load_text(tmp_path, text):
 
 # ------------------------------------------------------------------------- sizes
 def test_parse_sizes_spec_grid():
-    # SPEC 5.2: 5 values from 100 to 900, then 195 from 1000 to 100000.
+    # paper 1's reference protocol: 5 values from 100 to 900, then 195 from 1000 to 100000.
     sizes = parse_sizes([{"linspace": [100, 900, 5]}, {"linspace": [1000, 100000, 195]}])
     assert len(sizes) == 200
     assert sizes[:6] == (100, 300, 500, 700, 900, 1000)

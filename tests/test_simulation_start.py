@@ -1,4 +1,4 @@
-"""Near-truth starts (SPEC 5.2) and the task seeds of the simulation harness."""
+"""Near-truth starts (paper 1's reference protocol) and the task seeds of the simulation harness."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from gmoe.simulation import (
 )
 from gmoe.simulation.seeds import evaluation_seed_sequence
 
-SPEC_TRUTH = MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
+REFERENCE_TRUTH = MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
                            [0.09, 0.16])
 TEMPERATURE_TRUTH = MixingMeasure([[6.25], [0.0]], [-2.0, 0.0], [[-20.0], [20.0]],
                                   [15.0, -5.0], [0.09, 0.16], gating="temperature",
@@ -39,7 +39,7 @@ def test_assignment_covers_every_true_atom(global_random_seed, n_true, n_experts
 
 
 @pytest.mark.parametrize("truth, n_experts, top_k", [
-    (SPEC_TRUTH, 2, None), (SPEC_TRUTH, 3, None), (SPEC_TRUTH, 4, None),
+    (REFERENCE_TRUTH, 2, None), (REFERENCE_TRUTH, 3, None), (REFERENCE_TRUTH, 4, None),
     (TEMPERATURE_TRUTH, 3, None), (TOPK_TRUTH, 4, 3)])
 def test_noiseless_start_has_the_truths_density(global_random_seed, truth, n_experts, top_k):
     # Several fitted atoms in one true cell split its weight (beta0 - c log m), so without
@@ -60,10 +60,10 @@ def test_noise_schedule_scales():
     # 0.005 n^-0.25 * sqrt(2/pi) in mean.
     rng = np.random.default_rng(0)
     for n in (100, 100000):
-        starts = [make_near_truth_start(SPEC_TRUTH, 2, n, rng) for _ in range(2000)]
-        db = np.array([s.expert_intercept - SPEC_TRUTH.expert_intercept for s in starts])
-        da = np.array([s.expert_coef[:, 0] - SPEC_TRUTH.expert_coef[:, 0] for s in starts])
-        dv = np.array([s.expert_var - SPEC_TRUTH.expert_var for s in starts])
+        starts = [make_near_truth_start(REFERENCE_TRUTH, 2, n, rng) for _ in range(2000)]
+        db = np.array([s.expert_intercept - REFERENCE_TRUTH.expert_intercept for s in starts])
+        da = np.array([s.expert_coef[:, 0] - REFERENCE_TRUTH.expert_coef[:, 0] for s in starts])
+        dv = np.array([s.expert_var - REFERENCE_TRUTH.expert_var for s in starts])
         assert_allclose(db, da)  # the same eps' on (b_i, a_i)
         # 2000 draws: relative error of an sd estimate ~ 1/sqrt(2 * 2000) = 1.6%
         assert_allclose(db.std(), 0.05 * n ** -0.083, rtol=0.06)
@@ -83,25 +83,25 @@ def test_noise_schedule_scales():
 
 
 def test_published_variance_center():
-    start = make_near_truth_start(SPEC_TRUTH, 2, 1000, 0, var_center="published")
+    start = make_near_truth_start(REFERENCE_TRUTH, 2, 1000, 0, var_center="published")
     assert np.all(start.expert_var >= [0.3, 0.4])
     assert_allclose(start.expert_var, [0.3, 0.4], atol=0.005)
     with pytest.raises(ValueError, match="var_center"):
-        make_near_truth_start(SPEC_TRUTH, 2, 1000, 0, var_center="std")
+        make_near_truth_start(REFERENCE_TRUTH, 2, 1000, 0, var_center="std")
 
 
 def test_start_checks():
     with pytest.raises(ValueError, match="gating must be the truth's 'softmax'"):
-        make_near_truth_start(SPEC_TRUTH, 2, 100, 0, gating="topk")
+        make_near_truth_start(REFERENCE_TRUTH, 2, 100, 0, gating="topk")
     with pytest.raises(ValueError, match="every true atom at least once"):
-        make_near_truth_start(SPEC_TRUTH, 3, 100, 0, assignment=[1, 1, 1])
+        make_near_truth_start(REFERENCE_TRUTH, 3, 100, 0, assignment=[1, 1, 1])
     with pytest.raises(ValueError, match="n_experts must be >= n_true"):
         draw_assignment(3, 2)
 
 
 def test_start_is_reproducible():
-    a = make_near_truth_start(SPEC_TRUTH, 4, 500, 7)
-    b = make_near_truth_start(SPEC_TRUTH, 4, 500, 7)
+    a = make_near_truth_start(REFERENCE_TRUTH, 4, 500, 7)
+    b = make_near_truth_start(REFERENCE_TRUTH, 4, 500, 7)
     assert a == b
 
 
@@ -146,7 +146,7 @@ def test_published_assignment_probabilities(n_experts, expected):
 
 
 def test_published_start_keeps_beta0_and_leaves_the_reference_gate_alone():
-    start = make_near_truth_start(SPEC_TRUTH, 4, 1000, 3, protocol="published",
+    start = make_near_truth_start(REFERENCE_TRUTH, 4, 1000, 3, protocol="published",
                                   var_center="published", assignment=[0, 0, 1, 1])
     # No - log m: each copy keeps beta0* (up to its gate noise, 0.005 * 1000^-0.083).
     assert_allclose(start.gate_intercept[:2], -8.0, atol=0.02)
@@ -155,7 +155,7 @@ def test_published_start_keeps_beta0_and_leaves_the_reference_gate_alone():
     assert start.gate_intercept[3] == 0.0 and not np.any(start.gate_coef[3])
     assert_allclose(start.expert_var, [0.3, 0.3, 0.4, 0.4], atol=0.01)
     with pytest.raises(ValueError, match="protocol must be one of"):
-        make_near_truth_start(SPEC_TRUTH, 3, 100, 0, protocol="paper")
+        make_near_truth_start(REFERENCE_TRUTH, 3, 100, 0, protocol="paper")
 
 
 @pytest.mark.parametrize("exponent, ratio", [(None, 10 ** -0.083), (0.0, 1.0)])
