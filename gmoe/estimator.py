@@ -624,19 +624,18 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             warnings.warn("y is constant: every expert's variance sits at the floor "
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
-        # EM runs on a centred and scaled design and response (gmoe._conditioning), so that
-        # an affine rescaling of a column of X, or of y, gives the same fit.
-        conditioning = Conditioning.from_data(X, y, sample_weight,
-                                              centre_x=family.centres_design,
-                                              scale_x=family.scales_design)
-        Z = conditioning.transform_X(X)
-        y_internal = conditioning.transform_y(y)
-        conditioning.check_rank(Z, sample_weight)
-        # The floor is relative to the variance of y, so it is the same in either units.
-        var_floor = max(compute_var_floor(y_internal, sample_weight, self.reg_var),
-                        np.finfo(np.float64).tiny)
-
         with _single_threaded_blas():
+            # EM runs on a centred and scaled design and response (gmoe._conditioning), so
+            # that an affine rescaling of a column of X, or of y, gives the same fit.
+            conditioning = Conditioning.from_data(X, y, sample_weight,
+                                                  centre_x=family.centres_design,
+                                                  scale_x=family.scales_design)
+            Z = conditioning.transform_X(X)
+            y_internal = conditioning.transform_y(y)
+            conditioning.check_rank(Z, sample_weight)
+            # The floor is relative to the variance of y, the same in either units.
+            var_floor = max(compute_var_floor(y_internal, sample_weight, self.reg_var),
+                            np.finfo(np.float64).tiny)
             best, start_log_liks = self._fit_starts(family, Z, y_internal, sample_weight,
                                                     var_floor, conditioning)
             params, trace, converged, n_iter, degenerate, rule = best
