@@ -9,10 +9,7 @@ at the current point is the Newton decrement
 
 in total log-likelihood units: what a full Newton step would still gain. Unlike a change of
 ``L`` relative to ``|L|`` (which grows like ``n``, so that the absolute threshold loosens as
-``n`` grows), its meaning does not depend on ``n``. A run has converged when ``Delta <= tol``
-and ``I`` has no direction of clearly negative curvature (there ``L`` still curves upward:
-a saddle or the plateau of an over-specified fit, from which the quadratic model predicts
-nothing).
+``n`` grows), its meaning does not depend on ``n``.
 
 ``I`` is taken in its correlation form ``D^{-1/2} I D^{-1/2}`` (``D`` its diagonal), so that
 nothing depends on the parameters' units, and its eigenvalues are clipped from below at
@@ -21,40 +18,59 @@ optimum (two experts estimating one component), and a flat direction then gets a
 rather than an infinite predicted gain. A variance held at its floor is a bound, not a
 stationary point: it is left out.
 
+Where ``I`` has negative eigenvalues ``L`` curves upward (a saddle, or the plateaus that
+over-specified fits cross) and the quadratic model predicts nothing. There ``L`` itself is
+searched along each such eigenvector (at most three), both ways, with steps of 1/2, 2, 8,
+... correlation units while it rises; the best gain found is the *curvature gain*. A run has
+converged when the decrement and the curvature gain are both at most ``tol``.
+
+A check that fails has the derivatives in hand, so it also proposes a move: the
+(clipped) Newton step, halved until ``L`` rises, and the best point of the curvature
+search. The better of the two is taken when it raises ``L`` (so EM stays monotone). Along
+the flat directions of an over-specified fit EM's steps shrink faster than the remaining
+gap, and it can crawl for thousands of iterations; these moves cross such stretches, and
+leave saddles that EM never leaves.
+
 The derivatives are the analytic score and observed information of
 :mod:`gmoe.inference`. They cost a few EM iterations, so a cheap filter comes first: the
-decrement is computed only when the last iteration raised ``L`` by at most ``tol`` (no
-step can gain more than the remaining gap), and after a failed check the next one waits
-1, 2, 4, ... up to 16 iterations.
+decrement is computed only when the last iteration raised ``L`` by at most
+``max(tol, 1e-6 |L|)`` (a relative change of ``L``, only a filter here), and after a failed
+check the next one waits 1, 2, 4, ... up to 16 iterations (1 again after a move that gained
+more than ``tol``).
 
 Top-K gates with ``top_k < n_experts`` are not differentiable in the gate (the active
 sets jump). Their rule: the decrement with every row's active set held (the experts and
 the within-selection softmax, exactly what the M-step's EM part moves) below ``tol``, and
 ``L`` risen by at most ``tol`` over the last 5 iterations (which covers the moves of the
-selection boundaries).
+selection boundaries). The curvature search evaluates the true top-K ``L``.
 """
 
 import numpy as np
 
 from .inference import _compute_log_likelihood_derivatives, _Parametrisation
-from .model import MixingMeasure
+from .model import MixingMeasure, conditional_log_density
 
 __all__ = ["TOPK_WINDOW", "Decrement", "StoppingRule", "compute_newton_decrement"]
 
-# Eigenvalues of the information's correlation form are clipped at this times the largest.
+# Eigenvalues of the information's correlation form are clipped at this times the largest;
+# below minus this times the largest they are negative curvature (rounding leaves the
+# eigenvalues of a singular information within ~1e-13 of it).
 _EIGEN_FLOOR = 1e-10
-# An eigenvalue of the correlation form below minus this is curvature upward: not converged.
-# Rounding puts the eigenvalues of a singular information within ~1e-12 of 0; the saddles
-# and plateaus EM crosses in over-specified fits show -1e-3 and below.
-_NEGATIVE_CURVATURE = 1e-6
+# Negative-curvature directions searched, at most; the search's steps (correlation units).
+_MAX_DIRECTIONS = 3
+_FIRST_STEP, _STEP_GROWTH, _MAX_STEP = 0.5, 4.0, 1e4
+# Halvings of the Newton step before it is given up.
+_MAX_HALVINGS = 12
 # The decrement is checked again after at most this many iterations.
 _MAX_CHECK_INTERVAL = 16
+# The filter: the last iteration raised L by at most max(tol, this times |L|).
+FILTER_RTOL = 1e-6
 # Top-K (K < k): L must have risen by at most tol over this many iterations.
 TOPK_WINDOW = 5
 
 
 class Decrement:
-    """The Newton decrement at one point.
+    """The Newton decrement at one point, and what ``L`` gains along upward curvature.
 
     Attributes
     ----------
@@ -63,29 +79,41 @@ class Decrement:
         derivatives are not finite.
     min_curvature : float
         Smallest eigenvalue of the information's correlation form (< 0: not concave).
+    curvature_gain : float
+        The largest rise of ``L`` found along the directions of negative curvature (0 when
+        there are none).
+    move : MixingMeasure or None
+        The best point proposed (Newton step or curvature search) when it raises ``L``.
+    move_gain : float
+        Its rise of ``L`` (0 without a move).
     """
 
-    def __init__(self, gap, min_curvature):
+    def __init__(self, gap, min_curvature, curvature_gain=0.0, move=None, move_gain=0.0):
         self.gap = float(gap)
         self.min_curvature = float(min_curvature)
+        self.curvature_gain = float(curvature_gain)
+        self.move = move
+        self.move_gain = float(move_gain)
 
     @property
-    def is_concave(self):
-        """Whether no direction curves clearly upward."""
-        return self.min_curvature >= -_NEGATIVE_CURVATURE
+    def predicted_gain(self):
+        """The larger of the decrement and the curvature gain."""
+        return max(self.gap, self.curvature_gain)
+
+    def converged(self, tol):
+        """Whether both the decrement and the curvature gain are at most ``tol``."""
+        return self.gap <= tol and self.curvature_gain <= tol
 
     def __repr__(self):
-        return f"Decrement(gap={self.gap:.4g}, min_curvature={self.min_curvature:.3g})"
+        return (f"Decrement(gap={self.gap:.4g}, min_curvature={self.min_curvature:.3g}, "
+                f"curvature_gain={self.curvature_gain:.3g})")
 
 
-def _decrement_from_derivatives(score, hessian, keep):
-    """Clipped decrement and smallest correlation eigenvalue over the indices ``keep``."""
-    score = score[keep]
-    info = -hessian[np.ix_(keep, keep)]
-    if score.size == 0:
-        return Decrement(0.0, 0.0)
-    if not (np.all(np.isfinite(score)) and np.all(np.isfinite(info))):
-        return Decrement(np.inf, np.nan)
+def _eigen_decrement(score, info):
+    """Clipped decrement and Newton step, and the correlation form's eigen-decomposition.
+
+    Returns ``(gap, step, eigval, eigvec, scale, floor)``; ``step`` is in parameter units.
+    """
     scale = np.sqrt(np.abs(np.diag(info)))
     scale[scale == 0] = 1.0
     corr = info / np.outer(scale, scale)
@@ -93,7 +121,9 @@ def _decrement_from_derivatives(score, hessian, keep):
     floor = _EIGEN_FLOOR * max(float(np.max(np.abs(eigval))), np.finfo(np.float64).tiny)
     clipped = np.maximum(np.abs(eigval), floor)
     coords = eigvec.T @ (score / scale)
-    return Decrement(0.5 * float(np.sum(coords * coords / clipped)), eigval[0])
+    step = (eigvec @ (coords / clipped)) / scale
+    return (0.5 * float(np.sum(coords * coords / clipped)), step, eigval, eigvec, scale,
+            floor)
 
 
 def _free_indices(param, measure, var_floor):
@@ -104,8 +134,8 @@ def _free_indices(param, measure, var_floor):
 
 
 def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=False,
-                             var_floor=0.0):
-    """The Newton decrement of the total log-likelihood at ``measure``.
+                             var_floor=0.0, tol=None):
+    """The Newton decrement of the total log-likelihood at ``measure``, and a move.
 
     Parameters
     ----------
@@ -115,7 +145,10 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     learn_temperature : bool, default=False
         Whether an activation gate's ``log tau`` is a parameter.
     var_floor : float, default=0.0
-        Variances at this floor are left out.
+        Variances at this floor are left out; the searches stay above it.
+    tol : float, optional
+        When given and the point meets the rule (decrement and curvature gain at most
+        ``tol``), no move is searched for.
 
     Returns
     -------
@@ -124,12 +157,88 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     selected = measure.family.selected_experts()
     if not measure.family.differentiable and selected is not None \
             and selected < measure.n_experts:
-        param, score, hessian = _held_selection_derivatives(measure, X, y, sample_weight)
+        param, log_lik, score, hessian = _held_selection_derivatives(measure, X, y,
+                                                                     sample_weight)
+
+        def rebuild(softmax):
+            return softmax.replace(gating=measure.family)
+
     else:
         param = _Parametrisation(measure, learn_temperature)
-        _, score, hessian = _compute_log_likelihood_derivatives(
+        log_lik, score, hessian = _compute_log_likelihood_derivatives(
             param, param.to_vector(measure), X, y, sample_weight)
-    return _decrement_from_derivatives(score, hessian, _free_indices(param, measure, var_floor))
+
+        def rebuild(same):
+            return same
+    keep = _free_indices(param, measure, var_floor)
+    if keep.size == 0:
+        return Decrement(0.0, 0.0)
+    score, info = score[keep], -hessian[np.ix_(keep, keep)]
+    if not (np.isfinite(log_lik) and np.all(np.isfinite(score)) and np.all(np.isfinite(info))):
+        return Decrement(np.inf, np.nan)
+    gap, step, eigval, eigvec, scale, floor = _eigen_decrement(score, info)
+    vec = _vector(param, measure)
+
+    def gain_at(candidate):
+        """Rise of L at a parameter vector, and its measure (-inf when not allowed)."""
+        try:
+            point = rebuild(param.to_measure(candidate))
+        except ValueError:  # a variance through 0
+            return -np.inf, None
+        if np.any(point.expert_var < var_floor):
+            return -np.inf, None
+        value = float(np.dot(sample_weight, conditional_log_density(point, X, y)))
+        return (value - log_lik if np.isfinite(value) else -np.inf), point
+
+    negative = np.flatnonzero(eigval < -floor)[:_MAX_DIRECTIONS]
+    directions = np.zeros((negative.size, param.size))
+    directions[:, keep] = (eigvec[:, negative] / scale[:, None]).T
+    curvature_gain, move = _search_upward(gain_at, vec, directions)
+    result = Decrement(gap, eigval[0], curvature_gain, move, curvature_gain)
+    if tol is not None and result.converged(tol):
+        return result
+    full_step = np.zeros(param.size)
+    full_step[keep] = step
+    newton_gain, newton_point = _backtrack(gain_at, vec, full_step)
+    if newton_gain > result.move_gain:
+        result.move, result.move_gain = newton_point, newton_gain
+    return result
+
+
+def _backtrack(gain_at, vec, step):
+    """The first of the steps ``step, step / 2, ...`` that raises ``L`` (gain, measure)."""
+    fraction = 1.0
+    for _ in range(_MAX_HALVINGS):
+        gain, point = gain_at(vec + fraction * step)
+        if gain > 0:
+            return gain, point
+        fraction *= 0.5
+    return 0.0, None
+
+
+def _vector(param, measure):
+    """The parameter vector of ``measure`` in ``param``'s layout (softmax for top-K)."""
+    if param.family != measure.family:  # the held-selection layout is a softmax gate's
+        measure = MixingMeasure(measure.gate_coef, measure.gate_intercept, measure.expert_coef,
+                                measure.expert_intercept, measure.expert_var)
+    return param.to_vector(measure)
+
+
+def _search_upward(gain_at, vec, directions):
+    """The best rise of ``L`` along ``directions`` (both ways) and its point."""
+    best_gain, best = 0.0, None
+    for direction in directions:
+        for sign in (1.0, -1.0):
+            step, previous = _FIRST_STEP, 0.0
+            while step <= _MAX_STEP:
+                gain, point = gain_at(vec + sign * step * direction)
+                if not gain > previous:
+                    break
+                previous = gain
+                if gain > best_gain:
+                    best_gain, best = gain, point
+                step *= _STEP_GROWTH
+    return best_gain, best
 
 
 def _held_selection_derivatives(measure, X, y, sample_weight):
@@ -140,12 +249,13 @@ def _held_selection_derivatives(measure, X, y, sample_weight):
     gate's rows. Each group's derivatives come from :mod:`gmoe.inference` and are mapped
     onto the parameters of the full gate (the last expert the reference) by that linear
     map. Returns the layout (a softmax :class:`~gmoe.inference._Parametrisation`), the
-    score and the Hessian.
+    log-likelihood, the score and the Hessian.
     """
     k = measure.n_experts
     softmax = MixingMeasure(measure.gate_coef, measure.gate_intercept, measure.expert_coef,
                             measure.expert_intercept, measure.expert_var)
     full = _Parametrisation(softmax)
+    log_lik = 0.0
     score = np.zeros(full.size)
     hessian = np.zeros((full.size, full.size))
     mask = measure.family.active_mask(X, measure.gate_coef, measure.gate_intercept)
@@ -161,8 +271,9 @@ def _held_selection_derivatives(measure, X, y, sample_weight):
                             measure.expert_coef[experts], measure.expert_intercept[experts],
                             measure.expert_var[experts])
         param = _Parametrisation(sub)
-        _, sub_score, sub_hessian = _compute_log_likelihood_derivatives(
+        sub_log_lik, sub_score, sub_hessian = _compute_log_likelihood_derivatives(
             param, param.to_vector(sub), X[rows], y[rows], sample_weight[rows])
+        log_lik += sub_log_lik
         jac = np.zeros((param.size, full.size))
         for a, j in enumerate(experts):
             for m in range(measure.n_features):
@@ -173,7 +284,7 @@ def _held_selection_derivatives(measure, X, y, sample_weight):
             jac[param.expert_idx[a], full.expert_idx[j]] = 1.0
         score += jac.T @ sub_score
         hessian += jac.T @ sub_hessian @ jac
-    return full, score, hessian
+    return full, log_lik, score, hessian
 
 
 def _add_gate_difference(jac, sub_idx, full_idx, ref_idx):
@@ -198,6 +309,11 @@ class StoppingRule:
     window : int, default=0
         When > 0 (top-K with ``top_k < n_experts``), ``L`` must also have risen by at
         most ``tol`` over the last ``window`` iterations.
+    enabled : bool, default=True
+        When False the rule only records: it never checks, never stops, never moves.
+    filter_rtol : float, default=1e-6
+        The filter lets a check through when the last iteration raised ``L`` by at most
+        ``max(tol, filter_rtol * |L|)``.
 
     Attributes
     ----------
@@ -207,7 +323,9 @@ class StoppingRule:
         Decrements computed.
     """
 
-    def __init__(self, tol, evaluate, *, window=0):
+    def __init__(self, tol, evaluate, *, window=0, enabled=True, filter_rtol=FILTER_RTOL):
+        self.enabled = bool(enabled)
+        self.filter_rtol = float(filter_rtol)
         self.tol = float(tol)
         self.evaluate = evaluate
         self.window = int(window)
@@ -217,13 +335,16 @@ class StoppingRule:
         self._wait = 1
         self._next_check = 0
         self._evaluated_at = -1
+        self._move = None
 
     def update(self, log_lik, params):
         """Record the total log-likelihood of a new iterate; True when converged."""
         history = self._history
         history.append(float(log_lik))
         n = len(history) - 1  # iterations so far (the first entry is the start)
-        if n < 1 or history[-1] - history[-2] > self.tol or n < self._next_check:
+        threshold = max(self.tol, self.filter_rtol * abs(history[-1]))
+        if not self.enabled or n < 1 or history[-1] - history[-2] > threshold \
+                or n < self._next_check:
             return False
         if self.window and (n < self.window or history[-1] - history[-1 - self.window]
                             > self.tol):
@@ -231,11 +352,23 @@ class StoppingRule:
         self.decrement = self.evaluate(params)
         self.n_checks += 1
         self._evaluated_at = len(history)
-        if self.decrement.gap <= self.tol and self.decrement.is_concave:
+        if self.decrement.converged(self.tol):
             return True
+        self._move = self.decrement.move
+        if self.decrement.move_gain > self.tol:
+            # The move does what EM could not: check (and move) again soon.
+            self._wait = 1
         self._next_check = n + self._wait
         self._wait = min(2 * self._wait, _MAX_CHECK_INTERVAL)
         return False
+
+    def take_move(self):
+        """The move proposed by the last check (once), or None.
+
+        It raises ``L``: the run continues from there.
+        """
+        move, self._move = self._move, None
+        return move
 
     def final(self, params):
         """The decrement at the run's last iterate (computed if not already)."""

@@ -96,10 +96,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         Stop when the predicted gain to the maximum, the Newton decrement
         ``g' I^{-1} g / 2`` of the total (weighted) log-likelihood ``L`` (``g`` its
         gradient, ``I`` its observed information), is at most ``tol``, in total
-        log-likelihood units, and ``L`` curves down in every direction. Its meaning does
-        not depend on ``n``. See Notes.
+        log-likelihood units, and ``L`` gains at most ``tol`` along any direction where it
+        curves upward. Its meaning does not depend on ``n``. See Notes.
     max_iter : int, default=500
-        EM steps at most, per start (a SQUAREM cycle counts as three).
+        EM steps at most, per start (a SQUAREM cycle counts as three, a move proposed by
+        the stopping rule as one).
     n_init : int, default=5
         Number of starts; the best log-likelihood is kept.
     init_params : {'kmeans', 'random'} or MixingMeasure, default='kmeans'
@@ -138,8 +139,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     converged_ : bool
         Whether the best start met the stopping rule (``tol``) within ``max_iter``.
     convergence_gap_ : float
-        The Newton decrement at the returned parameters: the predicted gain of ``L`` (total
-        log-likelihood units) still to be had; at most ``tol`` when ``converged_``.
+        The predicted gain of ``L`` (total log-likelihood units) still to be had at the
+        returned parameters: the Newton decrement, or the rise found along upward
+        curvature when larger; at most ``tol`` when ``converged_``.
     n_iter_ : int
         EM steps of the best start.
     lower_bound_ : float
@@ -161,16 +163,20 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     information of :mod:`gmoe.inference`, the information taken in its correlation form
     with its eigenvalues clipped from below at ``1e-10`` times the largest (in absolute
     value): an over-specified fit is singular at its maximum, and a flat direction then
-    gets a large predicted gain instead of an infinite one. A direction of clearly
-    negative curvature (a correlation eigenvalue below ``-1e-6``: a saddle or the plateau
-    of an over-specified fit) means not converged. A variance at its floor is a bound and
-    is left out. It costs a few EM steps, so it is computed only once an EM step has
-    raised ``L`` by at most ``tol``, and then again after 1, 2, 4, ..., at most 16
-    iterations. For ``gating='topk'`` with ``top_k < n_experts`` the log-likelihood is not
-    differentiable in the gate: the decrement is that of the experts and the
-    within-selection softmax with every row's active set held, and ``L`` must also have
-    risen by at most ``tol`` over the last 5 iterations (the moves of the selection
-    boundaries).
+    gets a large predicted gain instead of an infinite one. Along a direction of negative
+    curvature (a saddle, or the plateaus of over-specified fits) the quadratic model
+    predicts nothing: ``L`` itself is searched along it, and the run has converged only
+    when that search gains at most ``tol`` too. A variance at its floor is a bound and is
+    left out. The check costs a few EM steps, so it runs only once an EM step has raised
+    ``L`` by at most ``max(tol, 1e-6 |L|)`` (a relative-change filter), and then again
+    after 1, 2, 4, ..., at most 16 iterations. A
+    check that fails proposes a move, the Newton step (halved until ``L`` rises) or the
+    best point of the curvature search, taken when it raises ``L``: it crosses the
+    stretches where EM crawls and leaves saddles EM never leaves. For ``gating='topk'``
+    with ``top_k < n_experts`` the log-likelihood is not differentiable in the gate: the
+    decrement is that of the experts and the within-selection softmax with every row's
+    active set held, and ``L`` must also have risen by at most ``tol`` over the last 5
+    iterations (the moves of the selection boundaries).
 
     Identifiability (SPEC 2.2): the last expert is the gate's reference. For
     ``gating='temperature'`` only ``gamma = (beta1, beta0) / tau`` is determined by the
@@ -394,30 +400,37 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         empty = weight_sums <= _EMPTY_SHARE * total_weight
         return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
 
-    def _stopping_rule(self, family, X, y, sample_weight, var_floor):
+    def _stopping_rule(self, family, X, y, sample_weight, var_floor, enabled=True):
         """The stopping rule of one run (gmoe._stopping), on the internal data."""
         learn = self._learns_temperature(family)
 
         def evaluate(params):
             return compute_newton_decrement(params.to_measure(family), X, y, sample_weight,
-                                            learn_temperature=learn, var_floor=var_floor)
+                                            learn_temperature=learn, var_floor=var_floor,
+                                            tol=self.tol)
 
         # A gate whose selection moves (top-K with top_k < n_experts) is not differentiable:
         # L must also have settled over a window of iterations.
         selected = family.selected_experts()
         sparse = selected is not None and selected < self.n_experts
-        return StoppingRule(self.tol, evaluate, window=TOPK_WINDOW if sparse else 0)
+        return StoppingRule(self.tol, evaluate, window=TOPK_WINDOW if sparse else 0,
+                            enabled=enabled)
 
-    def _em_iterations(self, family, params, ZT, y, sample_weight, var_floor, workspace):
+    def _em_iterations(self, family, params, ZT, y, sample_weight, var_floor, workspace,
+                       max_iter=None, stop=True):
         """One EM run from ``params``, accelerated by SQUAREM unless ``acceleration=None``.
 
+        Runs ``max_iter`` EM steps at most (the estimator's by default), and without the
+        stopping rule's checks when ``stop`` is False (the short runs of 'short_em').
         Returns ``(params, trace, converged, n_iter, degenerate, rule)``: the last iterate,
         the mean log-likelihood of the best point after every EM step (the start's first),
         whether the stopping rule held, the EM steps done, the collapsed experts, and the
         :class:`~gmoe._stopping.StoppingRule` (its last decrement).
         """
+        max_iter = self.max_iter if max_iter is None else max_iter
         total_weight = float(sample_weight.sum())
-        rule = self._stopping_rule(family, ZT[:-1].T, y, sample_weight, var_floor)
+        rule = self._stopping_rule(family, ZT[:-1].T, y, sample_weight, var_floor,
+                                   enabled=stop)
         squarem = None
         if self.acceleration is not None:
             # The S3 step length is scale-dependent: a temperature gate's extrapolation runs
@@ -469,8 +482,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                     np.copyto(buffer, array)
             return saved["resp"], saved["log_gate"]
 
-        while n_iter < self.max_iter:
-            plain = squarem is None or self.max_iter - n_iter < 3
+        while n_iter < max_iter:
+            plain = squarem is None or max_iter - n_iter < 3
             step = em_step(params, resp, log_gate)
             if step is None:
                 self._warn_non_finite(n_iter)
@@ -517,6 +530,18 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             if rule.update(log_lik, params):
                 converged = True
                 break
+            move = rule.take_move()
+            if move is not None and n_iter < max_iter:
+                # The failed check's Newton step or curvature search raised L: continue
+                # from there (one step), past the stretches where EM crawls.
+                params = _Params.from_measure(move)
+                resp, log_lik, log_gate = self._e_step(family, params, ZT, y, sample_weight,
+                                                       workspace)
+                n_iter += 1
+                trace.append(log_lik / total_weight)
+                rule.update(log_lik, params)
+                if self.verbose > 1:
+                    print(f"  Newton or curvature move: mean log-likelihood {trace[-1]:.10g}")
         return params, np.asarray(trace), converged, n_iter, sorted(degenerate), rule
 
     @staticmethod
@@ -643,7 +668,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         shift = conditioning.log_lik_shift
         self._set_fitted(family, conditioning.to_original(params), trace + shift, converged,
                          n_iter, degenerate, np.asarray(start_log_liks) + shift)
-        self.convergence_gap_ = decrement.gap
+        self.convergence_gap_ = decrement.predicted_gain
         if degenerate:
             warnings.warn(
                 f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
@@ -651,13 +676,13 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                 "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
                 DegenerateExpertWarning, stacklevel=2)
         if not converged:
-            if decrement.is_concave:
+            if decrement.curvature_gain <= self.tol:
                 why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
                        f"{self.tol:g}")
             else:
-                why = (f"the log-likelihood still curves upward along some direction (a saddle "
-                       f"or a plateau, as over-specified fits cross), the predicted gain "
-                       f"being {decrement.gap:.3g}")
+                why = (f"the log-likelihood still rises by {decrement.curvature_gain:.3g} "
+                       "along a direction where it curves upward (a saddle or a plateau, as "
+                       "over-specified fits cross)")
             warnings.warn(
                 f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
                 "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)

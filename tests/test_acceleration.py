@@ -135,7 +135,8 @@ def test_em_is_monotone_with_accelerated_steps(global_random_seed, monkeypatch):
     # Monotone up to the round-off of a mean log-likelihood.
     assert np.all(np.diff(trace) >= -1e-12 * np.abs(trace[1:])), np.diff(trace).min()
     accepted = [alpha for alpha, ok in _SpySquarem.cycles if ok]
-    assert len(_SpySquarem.cycles) == est.n_iter_ // 3
+    # Cycles of three steps, and the stopping rule's one-step moves in between.
+    assert 3 * len(_SpySquarem.cycles) <= est.n_iter_ and len(_SpySquarem.cycles) >= 10
     assert any(alpha < -1.0 for alpha in accepted)  # extrapolated steps were taken
 
 

@@ -63,7 +63,12 @@ def test_decrement_matches_finite_differences_of_the_density():
     got = compute_newton_decrement(point, X, y, np.ones(300))
     # Second central differences with h = 1e-5 of a sum of 300 log-densities: ~1e-5.
     assert got.gap == pytest.approx(expected, rel=1e-4)
-    assert got.is_concave
+    assert got.min_curvature > 0 and got.curvature_gain == 0.0
+    # Not at the maximum: the Newton step (halved until L rises) is proposed.
+    assert got.move_gain > 0
+    moved = gmoe.conditional_log_density(got.move, X, y).sum()
+    assert moved - gmoe.conditional_log_density(point, X, y).sum() == pytest.approx(
+        got.move_gain, rel=1e-8)
 
 
 def test_decrement_predicts_the_gain_to_the_maximum():
@@ -109,21 +114,42 @@ def test_variance_at_the_floor_is_left_out():
     assert free.gap > 10 * held.gap  # nu_0's own pull is most of the gap
 
 
-def test_symmetric_saddle_is_not_converged():
-    # Two identical experts with equal gates: a fixed point of EM, score 0, but the
-    # log-likelihood curves upward along the directions that separate the experts.
-    X, y = _data(TRUTH, 400, 3)
+def _symmetric_saddle(X, y):
+    """Two identical experts with equal gates: a fixed point of EM where the score is 0."""
     coef, intercept = np.polyfit(X[:, 0], y, 1)
     var = float(np.var(y - (coef * X[:, 0] + intercept)))
-    saddle = gmoe.MixingMeasure([[0.0], [0.0]], [0.0, 0.0], [[coef], [coef]],
-                                [intercept, intercept], [var, var])
+    return gmoe.MixingMeasure([[0.0], [0.0]], [0.0, 0.0], [[coef], [coef]],
+                              [intercept, intercept], [var, var])
+
+
+def test_symmetric_saddle_is_not_converged_and_is_left():
+    # L curves upward along the directions that separate the two experts: the quadratic
+    # model predicts no gain (the score is 0), the search along that curvature does.
+    X, y = _data(TRUTH, 400, 3)
+    saddle = _symmetric_saddle(X, y)
+    at_saddle = gmoe.conditional_log_density(saddle, X, y).sum()
     decrement = compute_newton_decrement(saddle, X, y, np.ones(400))
     assert decrement.gap < 1e-8
-    assert not decrement.is_concave
-    est = gmoe.GaussianMoERegressor(2, init_params=saddle, max_iter=12, acceleration=None)
-    with pytest.warns(ConvergenceWarning, match="curves upward"):
-        est.fit(X, y)
-    assert est.converged_ is False
+    assert decrement.min_curvature < 0
+    assert decrement.curvature_gain > 1.0 and not decrement.converged(1e-4)
+    escaped = gmoe.conditional_log_density(decrement.move, X, y).sum()
+    assert escaped - at_saddle == pytest.approx(decrement.curvature_gain, rel=1e-10)
+    # Plain EM never leaves the saddle; with the step along the curvature the fit leaves
+    # it for a maximum (a local one: which one depends on where the step lands).
+    est = gmoe.GaussianMoERegressor(2, init_params=saddle, acceleration=None,
+                                    max_iter=2000).fit(X, y)
+    assert est.converged_
+    assert 400 * est.lower_bound_ > at_saddle + decrement.curvature_gain
+    assert est.convergence_gap_ <= est.tol
+
+
+def test_search_does_not_count_rounding_as_curvature():
+    # At a regular maximum every eigenvalue is positive: no search, no curvature gain.
+    X, y = _data(TRUTH, 400, 3)
+    fit = gmoe.GaussianMoERegressor(2, init_params=TRUTH, tol=1e-10).fit(X, y)
+    decrement = compute_newton_decrement(fit.mixing_measure_, X, y, np.ones(400))
+    assert decrement.min_curvature > 0
+    assert decrement.converged(1e-8)
 
 
 # ------------------------------------------------------------------------ top-K
@@ -147,7 +173,9 @@ def test_held_selection_score_and_hessian_match_finite_differences(top_k, select
     X = gmoe.make_design(200, "normal", n_features=2, random_state=4)
     y = gmoe.sample_moe(measure, X, random_state=5)
     active = measure.family.active_mask(X, measure.gate_coef, measure.gate_intercept)
-    param, score, hessian = _held_selection_derivatives(measure, X, y, np.ones(200))
+    param, log_lik, score, hessian = _held_selection_derivatives(measure, X, y, np.ones(200))
+    assert log_lik == pytest.approx(gmoe.conditional_log_density(measure, X, y).sum(),
+                                    rel=1e-12)
     softmax = gmoe.MixingMeasure(measure.gate_coef, measure.gate_intercept, measure.expert_coef,
                                  measure.expert_intercept, measure.expert_var)
     v0 = param.to_vector(softmax)
@@ -164,7 +192,7 @@ def test_held_selection_score_and_hessian_match_finite_differences(top_k, select
     def score_at(v):
         # The same active sets: no row sits within 1e-5 of a selection boundary here.
         return _held_selection_derivatives(param.to_measure(v).replace(
-            gating="topk", top_k=top_k, topk_selection=selection), X, y, np.ones(200))[1]
+            gating="topk", top_k=top_k, topk_selection=selection), X, y, np.ones(200))[2]
 
     h = 1e-5
     fd_hess = np.array([(score_at(v0 + h * e) - score_at(v0 - h * e)) / (2 * h)
@@ -213,9 +241,15 @@ def test_rule_stops_when_the_decrement_is_below_tol_and_concave():
     rule = StoppingRule(1e-3, lambda params: Decrement(5e-4, 1e-3))
     assert not rule.update(0.0, 0)
     assert rule.update(1e-4, 1)
-    upward = StoppingRule(1e-3, lambda params: Decrement(5e-4, -1e-2))
+    # Upward curvature that gains more than tol: not converged, and the move is offered once.
+    upward = StoppingRule(1e-3, lambda params: Decrement(5e-4, -1e-2, 0.5, "move", 0.5))
     upward.update(0.0, 0)
-    assert not any(upward.update(1e-5 * i, i) for i in range(1, 50))
+    assert not upward.update(1e-5, 1)
+    assert upward.take_move() == "move" and upward.take_move() is None
+    # Upward curvature that gains at most tol: a flat direction, converged.
+    flat = StoppingRule(1e-3, lambda params: Decrement(5e-4, -1e-2, 5e-4, "move", 5e-4))
+    flat.update(0.0, 0)
+    assert flat.update(1e-5, 1)
 
 
 def test_top_k_rule_also_waits_for_the_log_likelihood_to_settle():
@@ -300,3 +334,23 @@ def test_over_specified_fit_reaches_the_maximum_at_large_n(n_experts):
     d_default = gmoe.metrics.voronoi_loss(default, TRUTH, kind="over")
     d_tight = gmoe.metrics.voronoi_loss(tight, TRUTH, kind="over")
     assert d_default == pytest.approx(d_tight, rel=0.05)
+
+
+def test_moves_keep_em_monotone(monkeypatch):
+    # The over-specified fit of the non-regression test crawls along flat directions; the
+    # failed checks' Newton and curvature moves are taken, and L still never decreases.
+    taken = []
+    original = StoppingRule.take_move
+
+    def spy(self):
+        move = original(self)
+        if move is not None:
+            taken.append(move)
+        return move
+
+    monkeypatch.setattr(StoppingRule, "take_move", spy)
+    fit, X, y = _over_specified_fit(3000, 1)
+    assert taken
+    trace = fit.lower_bounds_
+    assert len(trace) == fit.n_iter_ + 1
+    assert np.all(np.diff(trace) >= -1e-12 * np.abs(trace[1:]))
