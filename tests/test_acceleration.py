@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 
 import gmoe
-import gmoe.estimator
+import gmoe._em
 from gmoe._acceleration import Squarem, pack, unpack
 from gmoe.estimator import _Params
 from gmoe.exceptions import DegenerateExpertWarning
@@ -123,7 +123,7 @@ def test_em_is_monotone_with_accelerated_steps(global_random_seed, monkeypatch):
     X = gmoe.make_design(300, "normal", n_features=d, random_state=global_random_seed)
     y = gmoe.sample_moe(truth, X, random_state=global_random_seed)
     _SpySquarem.cycles = []
-    monkeypatch.setattr(gmoe.estimator, "Squarem", _SpySquarem)
+    monkeypatch.setattr(gmoe._em, "Squarem", _SpySquarem)
     # One more expert than the truth: the slow, over-specified regime SQUAREM is for.
     est = gmoe.GaussianMoERegressor(k + 1, n_init=1, init_params="random",
                                     random_state=global_random_seed, max_iter=90, tol=0)
@@ -155,7 +155,7 @@ def test_global_safeguard_keeps_the_plain_iterate(monkeypatch):
             return unpack(u, params2, False, self.var_floor)
 
     _SpySquarem.cycles = []
-    monkeypatch.setattr(gmoe.estimator, "Squarem", Sabotaged)
+    monkeypatch.setattr(gmoe._em, "Squarem", Sabotaged)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fast = gmoe.GaussianMoERegressor(2, init_params=start, max_iter=9, tol=0).fit(X, y)
