@@ -205,6 +205,7 @@ class CoordinateLikelihood:
 
         top_logits = ws.get("topk_others_logits", (top_k, n_samples))
         top_joint = ws.get("topk_others_joint", (top_k, n_samples))
+        # The K-th best of the others decides whether j is selected.
         self.kth, self.kth_arg = buffer("kth"), buffer("kth_arg", np.int64)
         _kernels.top_others_into(self.scores, self.logits, self.log_density, j, top_logits,
                                  top_joint, self.kth, self.kth_arg)
