@@ -17,6 +17,7 @@ from ._columns import (
 )
 from ._topk import (
     active_terms_into,
+    deactivate_into,
     exact_log_ratio_into,
     nearest_breakpoints_into,
     selected_ratio_into,
@@ -27,6 +28,7 @@ from ._topk import (
 
 __all__ = [
     "active_terms_into",
+    "deactivate_into",
     "exact_log_ratio_into",
     "inactive_to_zero_into",
     "joint_log_density_into",

@@ -17,6 +17,22 @@ from ._config import NJIT
 
 
 @numba.njit(**NJIT)
+def deactivate_into(active, out_values):
+    """Set ``out_values`` to ``-inf`` wherever ``active`` is False (no validation).
+
+    Parameters
+    ----------
+    active : bool (n_experts, n_samples)
+    out_values : float64 (n_experts, n_samples), modified
+    """
+    n_rows, n_cols = active.shape
+    for j in range(n_rows):
+        for i in range(n_cols):
+            value = out_values[j, i]
+            out_values[j, i] = value if active[j, i] else -np.inf
+
+
+@numba.njit(**NJIT)
 def active_terms_into(scores, logits, log_density, out_logits, out_joint):
     """The logits and logits plus log-densities of each column's ``top_k`` best experts.
 
@@ -257,12 +273,13 @@ def selected_ratio_into(step_logits, log_norm, alpha, beta, floor, out_ratio):
     n_below = 0
     for s in range(n_steps):
         for i in range(n_cols):
-            v = out_ratio[s, i]
+            # Every operand loaded before the choice: a select, not a branch.
+            v, a, b = out_ratio[s, i], alpha[i], beta[i]
             below = step_logits[s, i] - log_norm[i] <= 0.0
-            numerator = alpha[i] + v * beta[i] if below else v * alpha[i] + beta[i]
-            ratio = numerator / (1.0 + v)
+            if_below, if_above = a + v * b, v * a + b
+            ratio = (if_below if below else if_above) / (1.0 + v)
             out_ratio[s, i] = ratio
-            n_below += 1 if ratio < floor else 0
+            n_below += ratio < floor
     return n_below
 
 
@@ -316,7 +333,9 @@ def step_terms_into(step_scores, kth, kth_arg, shift, unselected, sample_weight,
     n_steps, n_cols = step_scores.shape
     for s in range(n_steps):
         for i in range(n_cols):
-            score = step_scores[s, i]
-            selected = (score > kth[i]) | ((score == kth[i]) & (j < kth_arg[i]))
-            term = shift[i] + out_terms[s, i] if selected else unselected[i]
-            out_terms[s, i] = 0.0 if sample_weight[i] == 0.0 else term
+            # Every operand loaded before the choices: selects, not branches.
+            score, threshold, wins_tie = step_scores[s, i], kth[i], j < kth_arg[i]
+            selected = (score > threshold) | ((score == threshold) & wins_tie)
+            if_selected, if_not = shift[i] + out_terms[s, i], unselected[i]
+            term = if_selected if selected else if_not
+            out_terms[s, i] = term if sample_weight[i] != 0.0 else 0.0
