@@ -99,3 +99,18 @@ def test_activation_logit_derivatives_columns_are_the_transposed_rows(activation
     for got, expected in zip(columns[4](c.T), rows[4](c), strict=True):
         # Weighted sums over 150 rows in another order.
         assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu", "identity"])
+def test_activation_and_derivatives_share_work_to_the_bit(activation):
+    from gmoe.gates.activation import (
+        _activation_and_derivatives,
+        compute_activation,
+        compute_activation_derivatives,
+    )
+
+    u = np.random.default_rng(0).normal(0.0, 3.0, size=(3, 500))
+    value, d1, d2 = _activation_and_derivatives(u, activation)
+    assert np.array_equal(value, compute_activation(u, activation))
+    expected_d1, expected_d2 = compute_activation_derivatives(u, activation)
+    assert np.array_equal(d1, expected_d1) and np.array_equal(d2, expected_d2)

@@ -117,6 +117,23 @@ def test_coordinate_likelihood_at_one_step_and_after_a_move():
                     rtol=1e-12)
 
 
+def test_coordinate_likelihood_in_chunks_of_samples(monkeypatch):
+    rng = np.random.default_rng(1)
+    _, likelihood, theta = _problem("zero_weights", 4, 3, "affine", 1, rng)
+    steps = rng.normal(size=6)
+    whole = CoordinateLikelihood(likelihood)
+    whole.focus(theta, 0)
+    expected = whole.log_likelihood(1, steps)
+    # 300 samples in chunks of 64: four full ones and a shorter last one.
+    monkeypatch.setattr("gmoe.gates._topk_search._CHUNK", 64)
+    chunked = CoordinateLikelihood(likelihood)
+    chunked.focus(theta, 0)
+    # The same terms, summed chunk by chunk: ~1e-15 relative.
+    assert_allclose(chunked.log_likelihood(1, steps), expected, rtol=1e-13)
+    assert_allclose(chunked.log_likelihood(1, steps), _full(likelihood, theta, 0, 1, steps),
+                    rtol=1e-12)
+
+
 def test_coordinate_likelihood_needs_top_k_above_one():
     rng = np.random.default_rng(0)
     _, likelihood, theta = _problem("ordinary", 3, 1, "affine", 1, rng)
@@ -316,3 +333,25 @@ def test_softmax_of_inactive_experts_is_exact_and_counted(global_random_seed):
     assert_array_equal(probs[:, 5], 0.0)
     assert log_norm[5] == -np.inf
     assert_array_equal(column_logsumexp(values.copy()), log_norm)
+
+
+def test_deactivate_into_and_the_top_k_log_gate(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    values = rng.normal(size=(4, 200))
+    active = rng.random(values.shape) < 0.5
+    out = values.copy()
+    _kernels.deactivate_into(active, out)
+    assert_array_equal(out, np.where(active, values, -np.inf))
+    # The family's log-gate is the shared linear pass with the unselected held out.
+    from gmoe.gates._linear import linear_log_gate_columns
+
+    X = rng.normal(size=(200, 2))
+    ZT = transposed_design(X)
+    theta = rng.normal(size=(4, 3))
+    for selection in ["affine", "linear"]:
+        family = TopKGating(2, selection)
+        params = gmoe.gates.GateParams(theta[:, :-1].copy(), theta[:, -1].copy())
+        inactive = ~family._active_columns(ZT, theta)
+        expected = linear_log_gate_columns(ZT, theta, inactive)[0]
+        assert_array_equal(family.log_gate_columns(ZT, params), expected)
+

@@ -1,8 +1,9 @@
 """Numba kernels: arrays in, arrays out, no validation.
 
 Each kernel is checked against an independent numpy computation (``tests/test_kernels.py``,
-``tests/_reference.py``). The passes over the samples work on expert-major arrays, shape
-(n_experts, n_samples) (``_columns.py``).
+``tests/_reference.py``; the top-K search's in ``tests/test_topk_search.py``). The passes
+over the samples work on expert-major arrays, shape (n_experts, n_samples) (``_columns.py``,
+``_topk.py``).
 """
 
 from ._columns import (
@@ -16,6 +17,7 @@ from ._columns import (
 )
 from ._topk import (
     active_terms_into,
+    deactivate_into,
     exact_log_ratio_into,
     nearest_breakpoints_into,
     selected_ratio_into,
@@ -26,6 +28,7 @@ from ._topk import (
 
 __all__ = [
     "active_terms_into",
+    "deactivate_into",
     "exact_log_ratio_into",
     "inactive_to_zero_into",
     "joint_log_density_into",

@@ -171,11 +171,14 @@ def zero_inactive_into(values, exps, out):
 
     Parameters
     ----------
-    values, exps : float64 (n_experts, n_samples)
+    values : float64 (n_experts, n_samples)
+    exps : float64 (n_experts, n_samples), finite
     out : float64 (n_experts, n_samples), written; may be ``values`` or ``exps``
     """
     n_rows, n_cols = values.shape
     for j in range(n_rows):
         for i in range(n_cols):
-            out[j, i] = 0.0 if values[j, i] == -np.inf else exps[j, i]
+            # A product rather than a select: the select compiled to a branch, ten times
+            # slower on an EM's arrays. exps is finite here, and times 1.0 it is exact.
+            out[j, i] = exps[j, i] * (values[j, i] != -np.inf)
 

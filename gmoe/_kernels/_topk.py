@@ -17,6 +17,22 @@ from ._config import NJIT
 
 
 @numba.njit(**NJIT)
+def deactivate_into(active, out_values):
+    """Set ``out_values`` to ``-inf`` wherever ``active`` is False (no validation).
+
+    Parameters
+    ----------
+    active : bool (n_experts, n_samples)
+    out_values : float64 (n_experts, n_samples), modified
+    """
+    n_rows, n_cols = active.shape
+    for j in range(n_rows):
+        for i in range(n_cols):
+            value = out_values[j, i]
+            out_values[j, i] = value if active[j, i] else -np.inf
+
+
+@numba.njit(**NJIT)
 def active_terms_into(scores, logits, log_density, out_logits, out_joint):
     """The logits and logits plus log-densities of each column's ``top_k`` best experts.
 
@@ -33,24 +49,52 @@ def active_terms_into(scores, logits, log_density, out_logits, out_joint):
     """
     n_rows, n_cols = scores.shape
     top_k = out_logits.shape[0]
+    # slot[j, i]: where expert j goes in column i (its place among the selected), or -1.
+    slot = np.empty((n_rows, n_cols), dtype=np.int64)
     beaten_by = np.empty(n_cols, dtype=np.int64)
     filled = np.zeros(n_cols, dtype=np.int64)
     for j in range(n_rows):
+        _count_beating(scores, j, -1, beaten_by)
         for i in range(n_cols):
-            beaten_by[i] = 0
-        for m in range(n_rows):
-            if m < j:
-                for i in range(n_cols):
-                    beaten_by[i] += 1 if scores[m, i] >= scores[j, i] else 0
-            elif m > j:
-                for i in range(n_cols):
-                    beaten_by[i] += 1 if scores[m, i] > scores[j, i] else 0
-        for i in range(n_cols):
-            if beaten_by[i] < top_k:
-                slot = filled[i]
-                out_logits[slot, i] = logits[j, i]
-                out_joint[slot, i] = logits[j, i] + log_density[j, i]
-                filled[i] = slot + 1
+            active = beaten_by[i] < top_k
+            slot[j, i] = filled[i] if active else -1
+            filled[i] += active
+    _gather_slots(slot, logits, log_density, out_logits, out_joint)
+
+
+@numba.njit(**NJIT)
+def _gather_slots(slot, logits, log_density, out_logits, out_joint):
+    """``out[slot[j, i], i] = logits[j, i]`` (and the joint), as selects rather than stores.
+
+    A store to a data-dependent row defeats vectorisation; every output entry instead looks
+    at every expert, loading both candidates before choosing.
+    """
+    n_rows, n_cols = logits.shape
+    for s in range(out_logits.shape[0]):
+        for j in range(n_rows):
+            for i in range(n_cols):
+                here = slot[j, i] == s
+                logit, kept = logits[j, i], out_logits[s, i]
+                out_logits[s, i] = logit if here else kept
+                joint, kept = logit + log_density[j, i], out_joint[s, i]
+                out_joint[s, i] = joint if here else kept
+
+
+@numba.njit(**NJIT)
+def _count_beating(scores, o, skip, out_count):
+    """How many experts other than ``o`` and ``skip`` beat expert ``o`` in each column."""
+    n_rows, n_cols = scores.shape
+    for i in range(n_cols):
+        out_count[i] = 0
+    for m in range(n_rows):
+        if m == o or m == skip:
+            continue
+        if m < o:
+            for i in range(n_cols):
+                out_count[i] += scores[m, i] >= scores[o, i]
+        else:
+            for i in range(n_cols):
+                out_count[i] += scores[m, i] > scores[o, i]
 
 
 @numba.njit(**NJIT)
@@ -74,29 +118,25 @@ def top_others_into(scores, logits, log_density, j, out_top_logits, out_top_join
     """
     n_rows, n_cols = scores.shape
     top_k = out_top_logits.shape[0]
+    # slot[o, i]: expert o's rank among the others in column i if within the best top_k.
+    slot = np.empty((n_rows, n_cols), dtype=np.int64)
     rank = np.empty(n_cols, dtype=np.int64)
     for o in range(n_rows):
         if o == j:
+            for i in range(n_cols):
+                slot[o, i] = -1
             continue
+        _count_beating(scores, o, j, rank)
         for i in range(n_cols):
-            rank[i] = 0
-        for m in range(n_rows):
-            if m == j or m == o:
-                continue
-            if m < o:
-                for i in range(n_cols):
-                    rank[i] += 1 if scores[m, i] >= scores[o, i] else 0
-            else:
-                for i in range(n_cols):
-                    rank[i] += 1 if scores[m, i] > scores[o, i] else 0
+            slot[o, i] = rank[i] if rank[i] < top_k else -1
+    _gather_slots(slot, logits, log_density, out_top_logits, out_top_joint)
+    last = top_k - 1
+    for o in range(n_rows):
         for i in range(n_cols):
-            r = rank[i]
-            if r < top_k:
-                out_top_logits[r, i] = logits[o, i]
-                out_top_joint[r, i] = logits[o, i] + log_density[o, i]
-            if r == top_k - 1:
-                out_kth[i] = scores[o, i]
-                out_kth_arg[i] = o
+            here = slot[o, i] == last
+            score, kept, kept_arg = scores[o, i], out_kth[i], out_kth_arg[i]
+            out_kth[i] = score if here else kept
+            out_kth_arg[i] = o if here else kept_arg
 
 
 @numba.njit(**NJIT)
@@ -158,18 +198,20 @@ def nearest_breakpoints_into(kth, scores_j, col, out_below, out_above, out_count
     high = -np.inf
     found = False
     for i in range(kth.shape[0]):
-        if col[i] == 0.0:
-            continue
-        b = (kth[i] - scores_j[i]) / col[i]
-        found = True
-        low = min(low, b)
-        high = max(high, b)
-        # Most breakpoints are farther out than the kept ones: test that first.
-        if b < 0.0:
-            if n_below < n_side or b > out_below[0]:
+        # Branch-free but for the rare insertions: the signs of the breakpoints are as
+        # good as random, and a branch on them mispredicts half the time.
+        moving = col[i] != 0.0
+        b = (kth[i] - scores_j[i]) / col[i] if moving else 0.0
+        found |= moving
+        low = b if moving & (b < low) else low
+        high = b if moving & (b > high) else high
+        to_below = moving & (b < 0.0) & ((n_below < n_side) | (b > out_below[0]))
+        to_above = moving & (b >= 0.0) & ((n_above < n_side) | (b < out_above[n_side - 1]))
+        if to_below | to_above:
+            if to_below:
                 n_below = _insert_distinct(out_below, n_below, b, True)
-        elif n_above < n_side or b < out_above[n_side - 1]:
-            n_above = _insert_distinct(out_above, n_above, b, False)
+            else:
+                n_above = _insert_distinct(out_above, n_above, b, False)
     out_counts[0] = n_below
     out_counts[1] = n_above
     out_range[0] = low if found else np.nan
@@ -231,12 +273,13 @@ def selected_ratio_into(step_logits, log_norm, alpha, beta, floor, out_ratio):
     n_below = 0
     for s in range(n_steps):
         for i in range(n_cols):
-            v = out_ratio[s, i]
+            # Every operand loaded before the choice: a select, not a branch.
+            v, a, b = out_ratio[s, i], alpha[i], beta[i]
             below = step_logits[s, i] - log_norm[i] <= 0.0
-            numerator = alpha[i] + v * beta[i] if below else v * alpha[i] + beta[i]
-            ratio = numerator / (1.0 + v)
+            if_below, if_above = a + v * b, v * a + b
+            ratio = (if_below if below else if_above) / (1.0 + v)
             out_ratio[s, i] = ratio
-            n_below += 1 if ratio < floor else 0
+            n_below += ratio < floor
     return n_below
 
 
@@ -290,7 +333,9 @@ def step_terms_into(step_scores, kth, kth_arg, shift, unselected, sample_weight,
     n_steps, n_cols = step_scores.shape
     for s in range(n_steps):
         for i in range(n_cols):
-            score = step_scores[s, i]
-            selected = (score > kth[i]) | ((score == kth[i]) & (j < kth_arg[i]))
-            term = shift[i] + out_terms[s, i] if selected else unselected[i]
-            out_terms[s, i] = 0.0 if sample_weight[i] == 0.0 else term
+            # Every operand loaded before the choices: selects, not branches.
+            score, threshold, wins_tie = step_scores[s, i], kth[i], j < kth_arg[i]
+            selected = (score > threshold) | ((score == threshold) & wins_tie)
+            if_selected, if_not = shift[i] + out_terms[s, i], unselected[i]
+            term = if_selected if selected else if_not
+            out_terms[s, i] = term if sample_weight[i] != 0.0 else 0.0

@@ -68,6 +68,28 @@ def compute_activation_derivatives(u, activation):
     raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}.")
 
 
+def _activation_and_derivatives(u, activation):
+    """``sigma(u)``, ``sigma'(u)`` and ``sigma''(u)``, sharing their common work.
+
+    The values equal :func:`compute_activation`'s and
+    :func:`compute_activation_derivatives`' to the bit.
+    """
+    if activation == "tanh":
+        t = np.tanh(u)
+        d1 = 1.0 - t * t
+        return t, d1, -2.0 * t * d1
+    if activation == "sigmoid":
+        s = expit(u)
+        d1 = s * (1.0 - s)
+        return s, d1, d1 * (1.0 - 2.0 * s)
+    if activation == "gelu":
+        cdf = ndtr(u)
+        phi = _INV_SQRT_2PI * np.exp(-0.5 * u * u)
+        return u * cdf, cdf + u * phi, phi * (2.0 - u * u)
+    d1, d2 = compute_activation_derivatives(u, activation)
+    return compute_activation(u, activation), d1, d2
+
+
 class ActivationGating(SmoothGatingFamily):
     """Activation dense-to-sparse gate: logits ``(sigma(beta1_i^T x) + beta0_i) / tau``.
 
@@ -130,10 +152,10 @@ class ActivationGating(SmoothGatingFamily):
         tau = params.temperature
         XT = ZT[:-1]
         u = params.coef @ XT
-        d1, d2 = compute_activation_derivatives(u, self.activation)
-        logits = (compute_activation(u, self.activation) + params.intercept[:, None]) / tau
+        value, d1, d2 = _activation_and_derivatives(u, self.activation)
+        logits = (value + params.intercept[:, None]) / tau
         d_coef = (d1 / tau)[:, None, :] * XT
-        d_intercept = np.full(logits.shape, 1.0 / tau)
+        d_intercept = np.broadcast_to(1.0 / tau, logits.shape)
         d_log_tau = -logits if learn_temperature else None
 
         def curvature(c):

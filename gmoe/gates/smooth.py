@@ -243,9 +243,13 @@ class SmoothGatingFamily(GatingFamily):
                 None if d_tau is None else np.array(d_tau.T, order="C"), columns)
 
     def log_gate_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
-        log_gate = self.compute_logits_columns(ZT, params)
-        # A fresh workspace: the caller's "probs" may be in use.
-        log_softmax_columns(log_gate)
+        logits = self.compute_logits_columns(ZT, params)
+        if workspace is None:
+            log_gate = logits
+        else:  # where the linear gates' log-gate lives too
+            log_gate = workspace.get("log_gate", logits.shape)
+            np.copyto(log_gate, logits)
+        log_softmax_columns(log_gate, workspace)
         return log_gate
 
     def initial_gate(self, data, temperature=None):  # noqa: D102 (inherited)
@@ -286,8 +290,9 @@ class SmoothGatingFamily(GatingFamily):
         ``log tau``) only, through the rows of its local design ``D_j`` (their
         derivatives, shape (p_j, n_samples)). With ``t_i = sum_j rw_ij`` and the gate
         ``g``, the gradient is ``sum_j D_j (rw_j - t g_j)`` and the Gauss-Newton part of
-        the Hessian has blocks ``-D_a diag(t g_a (delta_ab - g_b)) D_b^T``, one matrix
-        product per pair of experts; the logits' curvature adds the rest.
+        the Hessian is ``-(sum_j D_j diag(t g_j) D_j^T - Ebar diag(t) Ebar^T)``, with
+        ``Ebar = sum_j D_j diag(g_j)`` in packed rows: weighted matrix products, no
+        (n_samples, n_experts, n_parameters) Jacobian. The logits' curvature adds the rest.
 
         Parameters
         ----------
@@ -312,36 +317,33 @@ class SmoothGatingFamily(GatingFamily):
                                out=workspace.get("gate_weighted_probs", probs.shape))
         resid = np.subtract(data.weighted_resp, weighted,
                             out=workspace.get("gate_residual", probs.shape))
-        designs, positions = [], []
-        for j in range(n_experts):
-            slopes, where = layout.expert_rows(j)
-            rows = [d_coef[j, slopes]]
-            if layout.intercept_idx[j] >= 0:
-                rows.append(d_intercept[j][None])
-            if learn:
-                rows.append(d_tau[j][None])
-            designs.append(np.concatenate(rows))
-            positions.append(where)
         grad = np.zeros(layout.size)
         info = np.zeros((layout.size, layout.size))
-        h = workspace.get("gate_info_weight", (n_samples,))
-        for a in range(n_experts):
-            if positions[a].size == 0:
+        # info = sum_i t_i (sum_j g_ij E_ij E_ij^T - Ebar_i Ebar_i^T), Ebar_i = sum_j g_ij E_ij:
+        # one weighted product per expert, and one for Ebar (packed rows, shape (p, n)).
+        e_bar = workspace.get("gate_mean_jacobian", (layout.size, n_samples))
+        e_bar[:] = 0.0
+        for j in range(n_experts):
+            slopes, where = layout.expert_rows(j)
+            if where.size == 0:
                 continue
-            grad[positions[a]] += designs[a] @ resid[a]
-            for b in range(a, n_experts):
-                if positions[b].size == 0:
-                    continue
-                # h = t g_a (delta_ab - g_b)
-                if a == b:
-                    np.subtract(1.0, probs[b], out=h)
-                else:
-                    np.negative(probs[b], out=h)
-                h *= weighted[a]
-                block = (designs[a] * h) @ designs[b].T
-                info[np.ix_(positions[a], positions[b])] += block
-                if a != b:
-                    info[np.ix_(positions[b], positions[a])] += block.T
+            design = workspace.get(f"gate_design_{j}", (where.size, n_samples))
+            design[:slopes.size] = d_coef[j, slopes]
+            row = slopes.size
+            if layout.intercept_idx[j] >= 0:
+                design[row] = d_intercept[j]
+                row += 1
+            if learn:
+                design[row] = d_tau[j]
+            grad[where] += design @ resid[j]
+            scaled = np.multiply(design, weighted[j],
+                                 out=workspace.get("gate_scaled_design", design.shape))
+            info[np.ix_(where, where)] += scaled @ design.T
+            np.multiply(design, probs[j], out=scaled)
+            e_bar[where] += scaled
+        scaled = np.multiply(e_bar, data.row_total,
+                             out=workspace.get("gate_scaled_mean", e_bar.shape))
+        info -= scaled @ e_bar.T
         hess = -info
         if curvature is not None:
             hess += layout.curvature_matrix(curvature(resid))

@@ -22,8 +22,10 @@ the gate. The M-step therefore has two parts:
 
 import numpy as np
 
+from .. import _kernels
+from .._expert_major import Workspace, log_softmax_columns
 from .._validation import check_int_in_range, check_option
-from ._linear import linear_log_gate_columns, maximise_softmax_gate_columns
+from ._linear import maximise_softmax_gate_columns
 from ._topk_search import (
     TopKLikelihood,
     compute_log_likelihood,
@@ -167,9 +169,19 @@ class TopKGating(GatingFamily):
         return compute_topk_mask_columns(scores, self.top_k)
 
     def log_gate_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
+        workspace = Workspace() if workspace is None else workspace
         theta = np.column_stack([params.coef, params.intercept])
-        return linear_log_gate_columns(ZT, theta, ~self._active_columns(ZT, theta),
-                                       workspace=workspace)[0]
+        # linear_log_gate_columns's arithmetic, with one product for the affine selection's
+        # scores and the logits.
+        log_gate = np.matmul(theta, ZT,
+                             out=workspace.get("log_gate", (theta.shape[0], ZT.shape[1])))
+        if self.top_k < theta.shape[0]:
+            scores = log_gate
+            if self.selection != "affine":
+                scores = np.ascontiguousarray(theta[:, :-1]) @ ZT[:-1]
+            _kernels.deactivate_into(compute_topk_mask_columns(scores, self.top_k), log_gate)
+        log_softmax_columns(log_gate, workspace)
+        return log_gate
 
     def initial_gate(self, data, temperature=None):
         """The dense softmax fit from zero: a first gate whose selection follows the labels.
