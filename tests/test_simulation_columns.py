@@ -158,7 +158,10 @@ def test_top1_truth_has_no_weight_columns(tmp_path):
     fields = {c.field for c in affine.metric_schema()}
     assert "weight" not in fields and "gate_intercept" in fields
     assert fixed(affine.metric_schema()) == []  # least-squares alignment: nothing pinned
-    linear = load(tmp_path, truth={"gating": "topk", "top_k": 1, "topk_selection": "linear"})
+    # Linear selection scores 25 x and 0 cross at x = 0: the design spans it, so both
+    # experts are selected somewhere and every cell is identified.
+    linear = load(tmp_path, truth={"gating": "topk", "top_k": 1, "topk_selection": "linear"},
+                  design={"low": -1.0})
     fields = {c.field for c in linear.metric_schema()}
     assert not fields & {"weight", "gate_intercept"} and "gate_coef" in fields
     row = run_task(linear, 150, 0)

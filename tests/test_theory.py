@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-import gmoe.metrics.voronoi as voronoi
+import gmoe.metrics._cells as _cells
 from gmoe import MixingMeasure
 from gmoe.metrics import voronoi_loss
 from gmoe.theory import DEFAULT_RBAR, SETTINGS, rbar_of, theoretical_slope, theory
@@ -76,7 +76,7 @@ def test_rbar_known_supplied_and_unknown():
 
 def test_voronoi_loss_reads_the_same_rbar():
     # The metric uses the theory's table, not a copy: D2 of a split cell follows rbar(2).
-    assert voronoi.DEFAULT_RBAR is DEFAULT_RBAR
+    assert _cells.DEFAULT_RBAR is DEFAULT_RBAR
     truth = MixingMeasure([[2.0], [0.0]], [0.0, 0.0], [[1.0], [0.0]], [0.0, 1.0], [1.0, 1.0])
     # Two atoms in cell 0 (slopes 1 +- 0.1 against 1), same mass split in half.
     fit = MixingMeasure([[2.0], [2.0], [0.0]], [-0.6931471805599453, -0.6931471805599453, 0.0],
