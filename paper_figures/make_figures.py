@@ -192,12 +192,23 @@ def study_section(name, claim, rows, info, fig_dir):
         for frac, fit in zip((0.25, 0.5), slope_sensitivity(table, headline, (0.25, 0.5)),
                              strict=True):
             sensitivity.append((frac, fit.slope, fit.n_min))
+    planned = len(experiment.sizes) * experiment.replications
     return {"name": name, "claim": claim, "rows": rate_rows, "by_loss": by_loss,
-            "headline": headline, "sensitivity": sensitivity,
+            "headline": headline, "sensitivity": sensitivity, "planned": planned,
+            "n_min": min(r["n"] for r in rows),
             "wall": info.get("wall_seconds"), "n_rows": len(rows),
             "n_sizes": len({r["n"] for r in rows}),
             "replications": max(sum(1 for r in rows if r["n"] == n) for n in
                                 {r["n"] for r in rows})}
+
+
+def _grid(s):
+    """The grid run: full, or the part of it that was run (a partial grid says so)."""
+    text = f"{s['n_sizes']} sizes x {s['replications']}"
+    if s["n_rows"] < s["planned"]:
+        text += (f"; PARTIAL: {s['n_rows']} of {s['planned']} tasks, only n >= "
+                 f"{s['n_min']}")
+    return text
 
 
 def _minutes(seconds):
@@ -275,7 +286,7 @@ def write_markdown(sections, extra_figures, path, results):
         theory = "-" if row["theory"] is None else f"{row['theory']:+.3f} ({_verdict(row)})"
         lines.append(f"| {s['name']} | {s['claim'].source} | {s['claim'].setting} | "
                      f"{s['claim'].claim} | {s['headline']} | {_fmt_slope(row)} | {theory} | "
-                     f"{sens} | {s['n_sizes']} sizes x {s['replications']} | "
+                     f"{sens} | {_grid(s)} | "
                      f"{_minutes(s['wall'])} |")
     lines.append("")
     for s in sections:
@@ -305,7 +316,8 @@ def write_rst(sections, extra_figures, path):
     for s in sections:
         row = s["by_loss"][s["headline"]]
         theory = "-" if row["theory"] is None else f"{row['theory']:+.3f} ({_verdict(row)})"
-        lines += [f"   * - ``{s['name']}``", f"     - {s['claim'].source}: {s['claim'].claim}",
+        lines += [f"   * - ``{s['name']}``",
+                  f"     - {s['claim'].source}: {s['claim'].claim} ({_grid(s)})",
                   f"     - {s['headline']}", f"     - {_fmt_slope(row)}", f"     - {theory}",
                   f"     - {_minutes(s['wall'])}"]
     lines.append("")
