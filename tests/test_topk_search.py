@@ -355,3 +355,12 @@ def test_deactivate_into_and_the_top_k_log_gate(global_random_seed):
         expected = linear_log_gate_columns(ZT, theta, inactive)[0]
         assert_array_equal(family.log_gate_columns(ZT, params), expected)
 
+
+def test_pair_max_gap_gives_the_column_log_sum_exp_to_the_bit(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    values = rng.choice([-700.0, -3.0, 0.0, 2.5, 40.0], size=(2, 500)) + rng.normal(size=(2, 500))
+    values[:, :20] = 1.5  # ties: the first row wins
+    top, gap = np.empty(500), np.empty(500)
+    _kernels.pair_max_gap_into(values, top, gap)
+    assert_array_equal(top + np.log1p(np.exp(gap)), column_logsumexp(values.copy()))
+

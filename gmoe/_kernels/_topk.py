@@ -17,6 +17,27 @@ from ._config import NJIT
 
 
 @numba.njit(**NJIT)
+def pair_max_gap_into(values, out_max, out_gap):
+    """Each column's larger entry and the other minus it, for two rows (no validation).
+
+    ``out_max + log1p(exp(out_gap))`` is then the column log-sum-exp as
+    :func:`shift_by_column_max_into` and :func:`normalise_columns_into` form it, to the bit
+    (the first row wins a tie).
+
+    Parameters
+    ----------
+    values : float64 (2, n_samples), finite
+    out_max, out_gap : float64 (n_samples,), written
+    """
+    for i in range(values.shape[1]):
+        first, second = values[0, i], values[1, i]
+        larger = second > first
+        top = second if larger else first
+        out_max[i] = top
+        out_gap[i] = (first if larger else second) - top
+
+
+@numba.njit(**NJIT)
 def deactivate_into(active, out_values):
     """Set ``out_values`` to ``-inf`` wherever ``active`` is False (no validation).
 

@@ -58,6 +58,21 @@ def compute_topk_mask_columns(scores, top_k):
     return active
 
 
+def _logsumexp_rows(values, workspace, name):
+    """:func:`~gmoe._expert_major.column_logsumexp` of finite values, to the bit.
+
+    Two rows (top-2 gates) take a shorter path, whose result is the workspace's array
+    ``name``; ``values`` may be overwritten.
+    """
+    if values.shape[0] != 2:
+        return column_logsumexp(values, workspace)
+    top = workspace.get(name, (values.shape[1],))
+    gap = workspace.get(name + "_gap", (values.shape[1],))
+    _kernels.pair_max_gap_into(values, top, gap)
+    np.exp(gap, out=gap)
+    return np.add(top, np.log1p(gap, out=gap), out=top)
+
+
 class TopKLikelihood:
     """Weighted log-likelihood ``L(theta)`` of a top-K gate with the experts held.
 
@@ -105,8 +120,8 @@ class TopKLikelihood:
         top_joint = self.workspace.get("topk_top_joint", shape)
         _kernels.active_terms_into(scores, logits, self.expert_log_density, top_logits,
                                    top_joint)
-        log_lik = column_logsumexp(top_joint, self.workspace)
-        log_lik -= column_logsumexp(top_logits, self.workspace)
+        log_lik = _logsumexp_rows(top_joint, self.workspace, "topk_log_joint")
+        log_lik -= _logsumexp_rows(top_logits, self.workspace, "topk_log_norm")
         return float(np.dot(self.weight, log_lik[self.used]))
 
 
@@ -224,8 +239,8 @@ class CoordinateLikelihood:
                         out=self.log_mix)
         log_density_j = self.log_density[j]
         with np.errstate(invalid="ignore", over="ignore"):  # rows of weight 0 may hold anything
-            self.unselected = np.subtract(column_logsumexp(top_joint, ws),
-                                          column_logsumexp(top_logits, ws),
+            self.unselected = np.subtract(_logsumexp_rows(top_joint, ws, "topk_log_joint"),
+                                          _logsumexp_rows(top_logits, ws, "topk_log_norm"),
                                           out=buffer("unselected"))
             self.shift = np.maximum(self.log_mix, log_density_j, out=buffer("shift"))
             self.alpha = np.exp(np.subtract(self.log_mix, self.shift, out=buffer("alpha")),

@@ -16,6 +16,7 @@ reported by :meth:`ActivationGating.symmetric_images`, and its fixed point
 import numpy as np
 from scipy.special import expit, ndtr
 
+from .._expert_major import Workspace
 from .._validation import check_option
 from .base import GateParams
 from .smooth import SmoothGatingFamily
@@ -68,26 +69,31 @@ def compute_activation_derivatives(u, activation):
     raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}.")
 
 
-def _activation_and_derivatives(u, activation):
+def _activation_and_derivatives(u, activation, out=None):
     """``sigma(u)``, ``sigma'(u)`` and ``sigma''(u)``, sharing their common work.
 
     The values equal :func:`compute_activation`'s and
-    :func:`compute_activation_derivatives`' to the bit.
+    :func:`compute_activation_derivatives`' to the bit. ``out``, three arrays the shape of
+    ``u``, receives them (tanh and sigmoid compute in place; the others copy).
     """
+    value, d1, d2 = out if out is not None else (np.empty_like(u) for _ in range(3))
     if activation == "tanh":
-        t = np.tanh(u)
-        d1 = 1.0 - t * t
-        return t, d1, -2.0 * t * d1
-    if activation == "sigmoid":
-        s = expit(u)
-        d1 = s * (1.0 - s)
-        return s, d1, d1 * (1.0 - 2.0 * s)
-    if activation == "gelu":
-        cdf = ndtr(u)
-        phi = _INV_SQRT_2PI * np.exp(-0.5 * u * u)
-        return u * cdf, cdf + u * phi, phi * (2.0 - u * u)
-    d1, d2 = compute_activation_derivatives(u, activation)
-    return compute_activation(u, activation), d1, d2
+        np.tanh(u, out=value)
+        np.multiply(value, value, out=d1)
+        np.subtract(1.0, d1, out=d1)
+        np.multiply(value, d1, out=d2)
+        d2 *= -2.0  # -2 t d1: scaling by 2 rounds alike in either order
+    elif activation == "sigmoid":
+        expit(u, out=value)
+        np.subtract(1.0, value, out=d1)
+        d1 *= value
+        np.multiply(value, 2.0, out=d2)
+        np.subtract(1.0, d2, out=d2)
+        d2 *= d1
+    else:
+        value[:] = compute_activation(u, activation)
+        d1[:], d2[:] = compute_activation_derivatives(u, activation)
+    return value, d1, d2
 
 
 class ActivationGating(SmoothGatingFamily):
@@ -143,29 +149,51 @@ class ActivationGating(SmoothGatingFamily):
         return (compute_activation(X @ params.coef.T, self.activation)
                 + params.intercept) / params.temperature
 
-    def compute_logits_columns(self, ZT, params):  # noqa: D102 (inherited)
-        u = params.coef @ ZT[:-1]
-        return (compute_activation(u, self.activation)
-                + params.intercept[:, None]) / params.temperature
+    def compute_logits_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
+        workspace = Workspace() if workspace is None else workspace
+        shape = (params.coef.shape[0], ZT.shape[1])
+        u = np.matmul(params.coef, ZT[:-1], out=workspace.get("activation_u", shape))
+        logits = workspace.get("activation_logits", shape)
+        logits[:] = compute_activation(u, self.activation)
+        logits += params.intercept[:, None]
+        logits /= params.temperature
+        return logits
 
-    def logit_derivatives_columns(self, ZT, params, learn_temperature=False):  # noqa: D102
+    def logit_derivatives_columns(self, ZT, params, learn_temperature=False, workspace=None):
+        """:meth:`logit_derivatives` computed expert-major, in ``workspace``'s arrays.
+
+        See :meth:`~gmoe.gates.SmoothGatingFamily.logit_derivatives_columns`.
+        """
+        workspace = Workspace() if workspace is None else workspace
         tau = params.temperature
         XT = ZT[:-1]
-        u = params.coef @ XT
-        value, d1, d2 = _activation_and_derivatives(u, self.activation)
-        logits = (value + params.intercept[:, None]) / tau
-        d_coef = (d1 / tau)[:, None, :] * XT
-        d_intercept = np.broadcast_to(1.0 / tau, logits.shape)
-        d_log_tau = -logits if learn_temperature else None
+        shape = (params.coef.shape[0], ZT.shape[1])
+
+        def buffer(name, buffer_shape=shape):
+            # The EM's workspace: fresh sample-sized arrays page-fault on every call.
+            return workspace.get("activation_" + name, buffer_shape)
+
+        u = np.matmul(params.coef, XT, out=buffer("u"))
+        value, d1, d2 = _activation_and_derivatives(
+            u, self.activation, out=(buffer("value"), buffer("d1"), buffer("d2")))
+        logits = np.add(value, params.intercept[:, None], out=buffer("logits"))
+        logits /= tau
+        d1_tau = np.divide(d1, tau, out=buffer("d1_tau"))
+        d_coef = np.multiply(d1_tau[:, None, :], XT,
+                             out=buffer("d_coef", (shape[0], XT.shape[0], shape[1])))
+        d_intercept = np.broadcast_to(1.0 / tau, shape)
+        d_log_tau = np.negative(logits, out=buffer("d_log_tau")) if learn_temperature else None
 
         def curvature(c):
             # Second derivatives of the logits weighted by c (n_experts, n_samples): one
             # weighted Gram matrix of the design per expert.
-            c_d2 = c * d2 / tau
-            coef_coef = np.stack([(XT * w) @ XT.T for w in c_d2])
-            coef_tau = -(c * d1 / tau) @ XT.T
+            weight = np.multiply(c, d2, out=buffer("curvature_weight"))
+            weight /= tau
+            scaled = buffer("curvature_design", XT.shape)
+            coef_coef = np.stack([np.multiply(XT, w, out=scaled) @ XT.T for w in weight])
+            coef_tau = -(np.multiply(c, d1_tau, out=weight) @ XT.T)
             intercept_tau = -c.sum(axis=1) / tau
-            tau_tau = float(np.sum(c * logits))
+            tau_tau = float(np.sum(np.multiply(c, logits, out=weight)))
             return coef_coef, coef_tau, intercept_tau, tau_tau
 
         return logits, d_coef, d_intercept, d_log_tau, curvature

@@ -194,7 +194,7 @@ class SmoothGatingFamily(GatingFamily):
         """
         return self.logit_derivatives(X, params)[0]
 
-    def compute_logits_columns(self, ZT, params):
+    def compute_logits_columns(self, ZT, params, workspace=None):
         """:meth:`compute_logits`, expert-major: shape (n_experts, n_samples), C-contiguous.
 
         The default transposes :meth:`compute_logits`; a subclass may compute it directly.
@@ -204,6 +204,8 @@ class SmoothGatingFamily(GatingFamily):
         ZT : ndarray of shape (n_features + 1, n_samples)
             The design with intercept, transposed.
         params : GateParams
+        workspace : Workspace, optional
+            Where the result may live (valid until the next call with it).
 
         Returns
         -------
@@ -211,7 +213,7 @@ class SmoothGatingFamily(GatingFamily):
         """
         return np.array(self.compute_logits(ZT[:-1].T, params).T, order="C")
 
-    def logit_derivatives_columns(self, ZT, params, learn_temperature=False):
+    def logit_derivatives_columns(self, ZT, params, learn_temperature=False, workspace=None):
         """:meth:`logit_derivatives`, expert-major (the M-step's form).
 
         The default transposes :meth:`logit_derivatives`; a subclass may compute it directly.
@@ -222,6 +224,8 @@ class SmoothGatingFamily(GatingFamily):
             The design with intercept, transposed.
         params : GateParams
         learn_temperature : bool, default=False
+        workspace : Workspace, optional
+            Where the results may live (valid until the next call with it).
 
         Returns
         -------
@@ -243,7 +247,7 @@ class SmoothGatingFamily(GatingFamily):
                 None if d_tau is None else np.array(d_tau.T, order="C"), columns)
 
     def log_gate_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
-        logits = self.compute_logits_columns(ZT, params)
+        logits = self.compute_logits_columns(ZT, params, workspace=workspace)
         if workspace is None:
             log_gate = logits
         else:  # where the linear gates' log-gate lives too
@@ -280,8 +284,8 @@ class SmoothGatingFamily(GatingFamily):
         -------
         float
         """
-        return self._objective_columns(data, self.compute_logits_columns(data.ZT, params),
-                                       "gate_trial_log_gate")[0]
+        logits = self.compute_logits_columns(data.ZT, params, workspace=data.workspace)
+        return self._objective_columns(data, logits, "gate_trial_log_gate")[0]
 
     def gate_derivatives(self, data, params, layout):
         """``Q``, its gradient and Hessian in the packed parameters of ``layout``.
@@ -309,7 +313,7 @@ class SmoothGatingFamily(GatingFamily):
         workspace = data.workspace
         learn = layout.tau_idx is not None
         logits, d_coef, d_intercept, d_tau, curvature = self.logit_derivatives_columns(
-            data.ZT, params, learn)
+            data.ZT, params, learn, workspace=workspace)
         objective, probs = self._objective_columns(data, logits, "gate_log_gate")
         n_experts, n_samples = probs.shape
         # t g and rw - t g (dQ / d logits).
@@ -328,7 +332,7 @@ class SmoothGatingFamily(GatingFamily):
             if where.size == 0:
                 continue
             design = workspace.get(f"gate_design_{j}", (where.size, n_samples))
-            design[:slopes.size] = d_coef[j, slopes]
+            np.take(d_coef[j], slopes, axis=0, out=design[:slopes.size])
             row = slopes.size
             if layout.intercept_idx[j] >= 0:
                 design[row] = d_intercept[j]
@@ -340,7 +344,8 @@ class SmoothGatingFamily(GatingFamily):
                                  out=workspace.get("gate_scaled_design", design.shape))
             info[np.ix_(where, where)] += scaled @ design.T
             np.multiply(design, probs[j], out=scaled)
-            e_bar[where] += scaled
+            for row, position in enumerate(where):
+                e_bar[position] += scaled[row]
         scaled = np.multiply(e_bar, data.row_total,
                              out=workspace.get("gate_scaled_mean", e_bar.shape))
         info -= scaled @ e_bar.T
