@@ -51,6 +51,7 @@ PAGES = (
     Page("api.html", "API reference", math=False),
     Page("theory.html", "Theory and conventions", math=True),
     Page("user_guide/models.html", "The model and its four gates", math=True),
+    Page("reproduction.html", "Reproducing the published rate figures", math=False),
 )
 
 

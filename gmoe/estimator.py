@@ -120,7 +120,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         EM steps of the best start.
     lower_bound_ : float
         Final mean (weighted) log-likelihood of the best start.
-    lower_bounds_ : ndarray of shape (n_iter_ + 1,)
+    lower_bounds_ : ndarray of shape (n_iter\_ + 1,)
         Mean log-likelihood of the best point reached after each EM step of the best start
         (the first entry is the start's); non-decreasing.
     init_log_likelihoods_ : ndarray of shape (n_starts,)

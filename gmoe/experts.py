@@ -50,7 +50,17 @@ class ExpertFamily(ABC):
 
     @abstractmethod
     def means(self, X, params):
-        """Expert means ``E[y | x, expert j]``, shape (n_samples, n_experts)."""
+        """Expert means ``E[y | x, expert j]``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        params : ExpertParams
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts)
+        """
 
     @abstractmethod
     def log_density_columns(self, ZT, y, params):
@@ -122,19 +132,55 @@ class ExpertFamily(ABC):
 
     @abstractmethod
     def n_parameters_per_expert(self, n_features):
-        """Free parameters of one expert."""
+        """Free parameters of one expert.
+
+        Parameters
+        ----------
+        n_features : int
+
+        Returns
+        -------
+        int
+        """
 
     @abstractmethod
     def parameter_names(self, feature_names):
-        """Names of one expert's parameters, in the order of :meth:`log_density_derivatives`."""
+        """Names of one expert's parameters, in the order of :meth:`log_density_derivatives`.
+
+        Parameters
+        ----------
+        feature_names : list of str
+
+        Returns
+        -------
+        list of str
+        """
 
     @abstractmethod
     def pack(self, params):
-        """One row per expert, in the order of :meth:`parameter_names`: (n_experts, q)."""
+        """One row per expert, in the order of :meth:`parameter_names`.
+
+        Parameters
+        ----------
+        params : ExpertParams
+
+        Returns
+        -------
+        ndarray of shape (n_experts, q)
+        """
 
     @abstractmethod
     def unpack(self, rows):
-        """:class:`ExpertParams` from the rows of :meth:`pack`."""
+        """:class:`ExpertParams` from the rows of :meth:`pack`.
+
+        Parameters
+        ----------
+        rows : array-like of shape (n_experts, q)
+
+        Returns
+        -------
+        ExpertParams
+        """
 
     @abstractmethod
     def log_density_derivatives(self, X, y, params):
@@ -174,7 +220,7 @@ class GaussianLinearExperts(ExpertFamily):
     """
 
     name = "gaussian-linear"
-    #: Where the variance sits among one expert's parameters (a bound: the variance floor).
+    # Where the variance sits among one expert's parameters (a bound: the variance floor).
     variance_position = -1
 
     def means(self, X, params):  # noqa: D102 (inherited)

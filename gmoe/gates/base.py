@@ -117,7 +117,12 @@ class GateData:
         return total
 
     def get_expert_log_density(self):
-        """The experts' log-densities, shape (n_experts, n_samples)."""
+        """The experts' log-densities (computed on first use).
+
+        Returns
+        -------
+        ndarray of shape (n_experts, n_samples)
+        """
         if callable(self.expert_log_density):
             self.expert_log_density = self.expert_log_density()
         if self.expert_log_density is None:
@@ -154,6 +159,18 @@ class GatingFamily(ABC):
     differentiable : bool
         Whether the log-likelihood is differentiable in the gate's parameters (standard
         errors by the observed information need it).
+    parameter_prefix : str
+        Prefix of the gate's parameter names in standard-error tables.
+    OPTIONS : tuple of str
+        The structural options :meth:`from_options` reads.
+    FIT_MAY_CHANGE : tuple of str
+        Options a fit may set differently from its truth (top-K's ``top_k``).
+    selection_uses_intercept : bool
+        Whether a selection (argmax, top-K) scores include ``beta0``.
+    linear_logits : bool
+        Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale.
+    learns_temperature : bool
+        Whether the temperature can be estimated.
     """
 
     name = None
@@ -163,18 +180,18 @@ class GatingFamily(ABC):
     centres_design = False
     scales_design = False
     differentiable = True
-    #: Prefix of the gate's parameter names in standard-error tables.
+    # Prefix of the gate's parameter names in standard-error tables.
     parameter_prefix = "gate"
-    #: The structural options :meth:`from_options` reads (besides ``n_experts``).
+    # The structural options :meth:`from_options` reads (besides ``n_experts``).
     OPTIONS = ()
-    #: Options a fit may set differently from its truth (a start near the truth is still
-    #: made of the truth's parameters).
+    # Options a fit may set differently from its truth (a start near the truth is still
+    # made of the truth's parameters).
     FIT_MAY_CHANGE = ()
-    #: Whether the experts are selected (argmax, top-K) on scores that include ``beta0``.
+    # Whether the experts are selected (argmax, top-K) on scores that include ``beta0``.
     selection_uses_intercept = True
-    #: Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale (a common
-    #: translation of the slopes then leaves the gate unchanged, and the over-specified
-    #: Voronoi exponents of the theory apply).
+    # Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale (a common
+    # translation of the slopes then leaves the gate unchanged, and the over-specified
+    # Voronoi exponents of the theory apply).
     linear_logits = False
 
     # ------------------------------------------------------------------ options
@@ -319,7 +336,7 @@ class GatingFamily(ABC):
         intercept_free[-1] = False
         return coef_free, intercept_free
 
-    #: Whether the temperature is a free parameter when the user asks for it to be learned.
+    # Whether the temperature is a free parameter when the user asks for it to be learned.
     learns_temperature = False
 
     # ----------------------------------------------------------- identifiability

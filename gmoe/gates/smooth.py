@@ -58,6 +58,11 @@ class GateLayout:
     def expert_rows(self, j):
         """Where expert ``j``'s logit derivatives go in the packed vector.
 
+        Parameters
+        ----------
+        j : int
+            The expert.
+
         Returns
         -------
         slopes : ndarray of int
@@ -76,7 +81,16 @@ class GateLayout:
         return slopes, np.array(positions, dtype=np.intp)
 
     def pack(self, params):
-        """The free parameters of ``params`` as a vector (``log tau`` last, if free)."""
+        """The free parameters of ``params`` as a vector (``log tau`` last, if free).
+
+        Parameters
+        ----------
+        params : GateParams
+
+        Returns
+        -------
+        ndarray of shape (size,)
+        """
         vec = np.empty(self.size)
         free = self.coef_idx >= 0
         vec[self.coef_idx[free]] = params.coef[free]
@@ -87,7 +101,18 @@ class GateLayout:
         return vec
 
     def unpack(self, vec, temperature=None):
-        """:class:`GateParams` from a vector; pinned entries are 0, a held ``tau`` is kept."""
+        """:class:`GateParams` from a vector; pinned entries are 0, a held ``tau`` is kept.
+
+        Parameters
+        ----------
+        vec : ndarray of shape (size,)
+        temperature : float or None, default=None
+            The held temperature (when ``log tau`` is not in the vector).
+
+        Returns
+        -------
+        GateParams
+        """
         coef = np.zeros(self.coef_idx.shape)
         intercept = np.zeros(self.intercept_idx.shape)
         free = self.coef_idx >= 0
@@ -99,7 +124,17 @@ class GateLayout:
         return GateParams(coef, intercept, temperature)
 
     def jacobian(self, d_coef, d_intercept, d_log_temperature):
-        """The logits' Jacobian in packed form, shape (n_samples, n_experts, size)."""
+        """The logits' Jacobian in packed form.
+
+        Parameters
+        ----------
+        d_coef, d_intercept, d_log_temperature
+            As returned by :meth:`SmoothGatingFamily.logit_derivatives`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_experts, size)
+        """
         n, k, _ = d_coef.shape
         E = np.zeros((n, k, self.size))
         for j in range(k):
@@ -112,7 +147,17 @@ class GateLayout:
         return E
 
     def curvature_matrix(self, blocks):
-        """Assemble :meth:`SmoothGatingFamily.logit_derivatives`' curvature blocks, (size, size)."""
+        """Assemble the curvature blocks of :meth:`SmoothGatingFamily.logit_derivatives`.
+
+        Parameters
+        ----------
+        blocks : tuple
+            ``(coef_coef, coef_tau, intercept_tau, tau_tau)``.
+
+        Returns
+        -------
+        ndarray of shape (size, size)
+        """
         coef_coef, coef_tau, intercept_tau, tau_tau = blocks
         out = np.zeros((self.size, self.size))
         t = self.tau_idx
