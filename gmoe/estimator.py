@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
-from ._expert_major import Workspace, e_step_columns, transposed_design
+from ._blocks import RowBlocks, resolve_n_threads
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, ExpertParams, compute_expert_means, compute_var_floor
@@ -106,6 +106,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         Start from the previous fit's parameters (one start).
     verbose : int, default=0
         Print the log-likelihood every iteration when > 1, per start when 1.
+    n_threads : int or None, default=None
+        Threads of the passes over the rows: None is every core, capped by the BLAS and
+        OpenMP thread limits (``threadpoolctl``, ``OMP_NUM_THREADS``); ``-1`` is every core.
+        Rows are summed in blocks of 8192 in a fixed order, so the fit is bit for bit the
+        same on any number of threads.
 
     Attributes
     ----------
@@ -166,7 +171,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     def __init__(self, n_experts=2, *, gating="softmax", top_k=None, topk_selection="affine",
                  activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-6,
                  max_iter=500, n_init=5, init_params="kmeans", reg_var=1e-6,
-                 on_degenerate="warn", random_state=None, warm_start=False, verbose=0):
+                 on_degenerate="warn", random_state=None, warm_start=False, verbose=0,
+                 n_threads=None):
         self.n_experts = n_experts
         self.gating = gating
         self.top_k = top_k
@@ -183,6 +189,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------ validation
     def _check_parameters(self):
@@ -265,98 +272,96 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                 "information is singular; perturb the gate slopes.")
         return _Params.from_measure(start)
 
-    def _start_from_labels(self, family, ZT, y, sample_weight, var_floor, labels, temperature,
-                           workspace):
-        k, n_samples = self.n_experts, ZT.shape[1]
-        # Smoothed one-hot responsibilities of the labels, expert-major, times the weights.
-        weighted_resp = np.full((k, n_samples), _INIT_SMOOTHING / k)
-        weighted_resp[labels, np.arange(n_samples)] += 1.0 - _INIT_SMOOTHING
-        weighted_resp *= sample_weight
-        experts, _ = GAUSSIAN_LINEAR.m_step(ZT, y, weighted_resp, var_floor, workspace)
+    def _start_from_labels(self, family, rows, var_floor, labels, temperature):
+        # Smoothed one-hot responsibilities of the labels, times the weights.
+        rows.set_label_responsibilities(labels, _INIT_SMOOTHING)
+        experts, _ = GAUSSIAN_LINEAR.m_step_blocks(rows, var_floor)
         # The family's first gate is the start as it is: a gate M-step here can drive a
         # tanh/sigmoid gate onto its symmetric fixed point beta1_1 = -beta1_2, which EM
         # never leaves (see the theory page's identifiability section).
-        data = GateData(ZT, sample_weight, weighted_resp, workspace=workspace)
+        data = self._gate_data(family, rows)
         return _Params(family.initial_gate(data, temperature), experts.coef, experts.intercept,
                        experts.var)
 
-    def _initial_labels(self, ZT, y, sample_weight, rng):
-        # Standardised (x, y), one row per variable: row-wise reductions are contiguous.
-        data = np.vstack([ZT[:-1], y])
-        spread = data.std(axis=1)
-        data -= data.mean(axis=1)[:, None]
-        data /= np.where(spread > 0, spread, 1.0)[:, None]
+    def _initial_labels(self, rows, rng):
+        # Rows of (x, y) are standardised as they are read (block by block, in memory).
+        mean, spread = rows.column_moments()
+        scale = np.where(spread > 0, spread, 1.0)
         k = self.n_experts
         seed = int(rng.integers(np.iinfo(np.int32).max))
+        fit_rows = rows.positive_weight_rows()
         if self.init_params == "kmeans":
             # Cluster a subsample and label every row by its nearest centre: a start needs
             # no more, and it keeps the start O(n) cheap for n in the millions.
-            fit_rows = np.flatnonzero(sample_weight > 0)
             if len(fit_rows) > _KMEANS_MAX_ROWS:
                 fit_rows = np.sort(rng.choice(fit_rows, size=_KMEANS_MAX_ROWS, replace=False))
+            data, weights = rows.take(fit_rows)
             km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(
-                data[:, fit_rows].T, sample_weight=sample_weight[fit_rows])
+                (data - mean) / scale, sample_weight=weights)
             centres = km.cluster_centers_
         else:
             # Distinct rows with positive weight serve as centres.
-            candidates = np.flatnonzero(sample_weight > 0)
-            centres = data[:, rng.choice(candidates, size=min(k, len(candidates)),
-                                         replace=False)].T
+            picked = rng.choice(fit_rows, size=min(k, len(fit_rows)), replace=False)
+            centres = (rows.take(picked)[0] - mean) / scale
         # Nearest centre (the first on ties, as KMeans.predict).
-        dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
-        return np.argmin(dist, axis=0)
+        return rows.nearest_centre(mean, scale, centres)
 
     def _initial_temperature(self, family):
         return float(self.temperature) if family.uses_temperature else None
 
     # ------------------------------------------------------------------ EM
-    # EM keeps responsibilities and log-gates expert-major, shape (n_experts, n_samples):
-    # every pass over the samples is then a contiguous vectorised loop (gmoe._expert_major).
-    def _gate_m_step(self, family, params, ZT, y, sample_weight, weighted_resp, log_gate,
-                     workspace):
-        """The gate's M-step from ``params``, whose log-gate is ``log_gate``.
+    # Every pass of EM walks the rows block by block (gmoe._blocks), on n_threads threads.
+    def _gate_data(self, family, rows, params=None, statistics=None):
+        """What the gate's M-step reads: the rows, and complete arrays if the family needs them.
 
-        Returns the new parameters and, if known, their log-gate.
+        ``params`` (the current iterate) gives the experts' log-densities, when asked for;
+        ``statistics`` are the sums the E-step computed for the M-step.
         """
-        def expert_log_density():
-            return GAUSSIAN_LINEAR.log_density_columns(
-                ZT, y, ExpertParams(params.expert_coef, params.expert_intercept,
-                                    params.expert_var))
+        data = GateData(None, None, None, learn_temperature=self._learns_temperature(family),
+                        max_iter=_GATE_STEPS_PER_ITERATION, blocks=rows, statistics=statistics)
+        if not family.fits_on_blocks:
+            ZT = rows.design()
+            data.ZT, data.sample_weight = ZT, rows.sample_weight
+            data.weighted_resp = rows.weighted_resp()
+            if params is not None:
+                def expert_log_density():
+                    return GAUSSIAN_LINEAR.log_density_columns(
+                        ZT, rows.y, ExpertParams(params.expert_coef, params.expert_intercept,
+                                                 params.expert_var))
 
-        data = GateData(ZT, sample_weight, weighted_resp, expert_log_density,
-                        learn_temperature=self._learns_temperature(family),
-                        max_iter=_GATE_STEPS_PER_ITERATION, workspace=workspace,
-                        log_gate=log_gate)
-        gate, log_gate = family.m_step(data, params.gate)
-        return params._replace(gate=gate), log_gate
+                data.expert_log_density = expert_log_density
+        return data
 
-    def _e_step(self, family, params, ZT, y, sample_weight, workspace, log_gate=None):
-        """Responsibilities, weighted log-likelihood and the log-gate used (expert-major)."""
-        if log_gate is None:
-            log_gate = family.log_gate_columns(ZT, params.gate, workspace=workspace)
-        resp, log_lik = e_step_columns(ZT, y, log_gate, params.expert_coef,
-                                       params.expert_intercept, params.expert_var, workspace)
-        return resp, float(np.dot(sample_weight, log_lik)), log_gate
+    def _e_step(self, family, params, rows):
+        """Store the weighted responsibilities of ``params``.
 
-    def _m_step(self, family, params, ZT, y, sample_weight, resp, log_gate, var_floor,
-                workspace):
-        weighted_resp = np.multiply(resp, sample_weight,
-                                    out=workspace.get("weighted_resp", resp.shape))
-        experts, weight_sums = GAUSSIAN_LINEAR.m_step(ZT, y, weighted_resp, var_floor, workspace)
+        Returns the weighted log-likelihood and the sums the next M-step needs (the
+        experts' and, for the families that have them, the gate's), from the same pass.
+        """
+        statistics = [GAUSSIAN_LINEAR.block_statistics()]
+        gate_statistics = family.block_statistics(params.gate)
+        if gate_statistics is not None:
+            statistics.append(gate_statistics)
+        log_lik, sums = rows.e_step(family, params.gate, params.expert_coef,
+                                    params.expert_intercept, params.expert_var, statistics)
+        return log_lik, (sums[0], sums[1] if gate_statistics is not None else None)
+
+    def _m_step(self, family, params, rows, var_floor, statistics):
+        experts, weight_sums = GAUSSIAN_LINEAR.m_step_blocks(rows, var_floor, statistics[0])
         params = params._replace(expert_coef=experts.coef, expert_intercept=experts.intercept,
                                  expert_var=experts.var)
-        params, log_gate = self._gate_m_step(family, params, ZT, y, sample_weight,
-                                             weighted_resp, log_gate, workspace)
-        return params, weight_sums, log_gate
+        data = self._gate_data(family, rows, params, statistics[1])
+        gate, _ = family.m_step(data, params.gate)
+        return params._replace(gate=gate), weight_sums
 
     def _find_degenerate(self, params, weight_sums, total_weight, var_floor):
         collapsed_var = params.expert_var <= var_floor * (1.0 + 1e-9)
         empty = weight_sums <= _EMPTY_SHARE * total_weight
         return [int(j) for j in np.flatnonzero(collapsed_var | empty)]
 
-    def _em_iterations(self, family, params, ZT, y, sample_weight, var_floor, workspace):
-        total_weight = float(sample_weight.sum())
-        resp, log_lik, log_gate = self._e_step(family, params, ZT, y, sample_weight, workspace)
+    def _em_iterations(self, family, params, rows, var_floor):
+        total_weight = rows.total_weight
+        log_lik, statistics = self._e_step(family, params, rows)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")
         trace = [log_lik / total_weight]
@@ -364,11 +369,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         degenerate = []
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):
-            new_params, weight_sums, log_gate = self._m_step(
-                family, params, ZT, y, sample_weight, resp, log_gate, var_floor, workspace)
-            # The new responsibilities overwrite the old ones (the same workspace array).
-            resp, new_log_lik, log_gate = self._e_step(family, new_params, ZT, y,
-                                                       sample_weight, workspace, log_gate)
+            new_params, weight_sums = self._m_step(family, params, rows, var_floor, statistics)
+            # The new responsibilities overwrite the old ones.
+            new_log_lik, statistics = self._e_step(family, new_params, rows)
             if not np.isfinite(new_log_lik) or not new_params.is_finite():
                 # Keep the last good iterate rather than return NaN parameters.
                 warnings.warn(
@@ -393,12 +396,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return params, np.asarray(trace), converged, n_iter, degenerate
 
     # ----------------------------------------------------------------- fit
-    def _fit_starts(self, family, X, y, sample_weight, var_floor):
+    def _fit_starts(self, family, rows, var_floor):
         """EM from every start; returns the best run and each start's log-likelihood."""
-        n_features = X.shape[1]
-        ZT = transposed_design(X)
-        # The passes' sample-sized arrays, reused from start to start and pass to pass.
-        workspace = Workspace()
+        n_features = rows.n_features
         rng = check_random_state(self.random_state)
         warm = self.warm_start and hasattr(self, "mixing_measure_")
         n_starts = 1 if warm or isinstance(self.init_params, MixingMeasure) else self.n_init
@@ -414,12 +414,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             elif isinstance(self.init_params, MixingMeasure):
                 params = self._start_from_measure(family, n_features)
             else:
-                labels = self._initial_labels(ZT, y, sample_weight, rng)
-                params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
-                                                 self._initial_temperature(family), workspace)
+                labels = self._initial_labels(rows, rng)
+                params = self._start_from_labels(family, rows, var_floor, labels,
+                                                 self._initial_temperature(family))
             try:
-                result = self._em_iterations(family, params, ZT, y, sample_weight,
-                                             var_floor, workspace)
+                result = self._em_iterations(family, params, rows, var_floor)
             except _DegenerateRun as err:
                 if self.verbose:
                     print(f"start {attempts}: experts {err.args[0]} collapsed; restarting")
@@ -441,8 +440,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                           stacklevel=2)
             saved, self.on_degenerate = self.on_degenerate, "warn"
             try:
-                best = self._em_iterations(family, fallback, ZT, y, sample_weight,
-                                           var_floor, workspace)
+                best = self._em_iterations(family, fallback, rows, var_floor)
             finally:
                 self.on_degenerate = saved
             start_log_liks.append(best[1][-1])
@@ -488,8 +486,11 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         var_floor = max(compute_var_floor(y, sample_weight, self.reg_var),
                         np.finfo(np.float64).tiny)
 
-        with _single_threaded_blas():
-            best, start_log_liks = self._fit_starts(family, X, y, sample_weight, var_floor)
+        # Read before BLAS is held to one thread: the caller's limits cap the default.
+        n_threads = resolve_n_threads(self.n_threads)
+        with _single_threaded_blas(), RowBlocks(X, y, sample_weight, self.n_experts,
+                                                n_threads) as rows:
+            best, start_log_liks = self._fit_starts(family, rows, var_floor)
         params, trace, converged, n_iter, degenerate = best
         self._set_fitted(family, params, trace, converged, n_iter, degenerate, start_log_liks)
         if degenerate:

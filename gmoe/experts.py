@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ._expert_major import Workspace, transposed_design
+from . import _kernels
+from ._blocks import ColumnBlocks, unpack_upper, weighted_gram_upper
+from ._expert_major import transposed_design
 
 __all__ = ["ExpertFamily", "ExpertParams", "GAUSSIAN_LINEAR", "GaussianLinearExperts",
            "compute_expert_log_density", "compute_expert_log_density_columns",
@@ -105,6 +107,36 @@ class ExpertFamily(ABC):
         """
 
     @abstractmethod
+    def m_step_blocks(self, blocks, var_floor, statistics=None):
+        """:meth:`m_step` over a block source of ``gmoe._blocks`` (rows, targets, weights).
+
+        Parameters
+        ----------
+        blocks : block source
+            The rows, their targets and sample weight times responsibility.
+        var_floor : float
+            Lower bound of the variances (absolute).
+        statistics : tuple, optional
+            The sums of :meth:`block_statistics`, when the E-step's pass computed them.
+
+        Returns
+        -------
+        params : ExpertParams
+        weight_sums : ndarray of shape (n_experts,)
+            Total weight of each expert.
+        """
+
+    @abstractmethod
+    def block_statistics(self):
+        """The E-step statistic whose sums :meth:`m_step_blocks` takes.
+
+        Returns
+        -------
+        tuple
+            ``(function, args)`` in the form of ``gmoe._blocks.e_step_block``.
+        """
+
+    @abstractmethod
     def sample(self, X, labels, params, random_state):
         """Draw ``y_i`` from expert ``labels[i]`` at ``x_i``.
 
@@ -190,6 +222,19 @@ class GaussianLinearExperts(ExpertFamily):
         coef, intercept, var, weight_sums = fit_experts_expert_major(ZT, y, weights, var_floor,
                                                                      workspace)
         return ExpertParams(coef, intercept, var), weight_sums
+
+    def m_step_blocks(self, blocks, var_floor, statistics=None):  # noqa: D102 (inherited)
+        coef, intercept, var, weight_sums = fit_experts_blocks(blocks, var_floor, statistics)
+        return ExpertParams(coef, intercept, var), weight_sums
+
+    def block_statistics(self):
+        """The E-step statistic (function, args) whose sums :meth:`m_step_blocks` takes.
+
+        Returns
+        -------
+        tuple
+        """
+        return expert_block_sums, ()
 
     def sample(self, X, labels, params, random_state):  # noqa: D102 (inherited)
         rows = np.arange(X.shape[0])
@@ -301,6 +346,8 @@ def compute_var_floor(y, sample_weight, reg_var):
 def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
     """Weighted least squares for every expert (the experts' M-step), expert-major.
 
+    :func:`fit_experts_blocks` on complete arrays.
+
     Parameters
     ----------
     ZT : ndarray of shape (n_features + 1, n_samples)
@@ -310,7 +357,7 @@ def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
         Sample weight times responsibility.
     var_floor : float
     workspace : gmoe._expert_major.Workspace, optional
-        Where the sample-sized temporaries live; a fresh one by default.
+        Unused (each block has its own scratch arrays); kept for callers.
 
     Returns
     -------
@@ -321,39 +368,166 @@ def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
     weight_sums : ndarray of shape (n_experts,)
         Total weight of each expert (``sum_i w_i r_ij``), for degeneracy checks.
     """
-    workspace = Workspace() if workspace is None else workspace
-    n_features = ZT.shape[0] - 1
-    n_experts = weights.shape[0]
-    weighted_design = workspace.get("weighted_design", ZT.shape)
-    weighted_y = workspace.get("weighted_y", y.shape)
-    resid = workspace.get("resid", y.shape)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    return fit_experts_blocks(ColumnBlocks(ZT, weights, y=y), var_floor)
+
+
+def expert_block_sums(block, log_gate=None):
+    """The experts' right-hand sides and weights on one block, and their Gram weights.
+
+    The form of an E-step statistic (``gmoe._blocks.e_step_block``): the pass appends the
+    Gram matrices of the returned weights.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT``, ``y`` and ``rw``.
+    log_gate : ndarray, optional
+        Unused.
+
+    Returns
+    -------
+    sums : tuple
+        ``rhs`` (n_experts, n_cols), ``sum_i rw_ji y_i z_i``; ``weight_sums``
+        (n_experts,), ``sum_i rw_ji``.
+    gram_weights : ndarray of shape (n_experts, n_rows)
+        ``rw``.
+    """
+    rw = block.rw
+    weighted_y = np.multiply(rw, block.y, out=block.workspace.get("weighted_y", rw.shape))
+    rhs = weighted_y @ block.ZT.T
+    weight_sums = np.empty(rw.shape[0])
+    _kernels.row_sums_into(rw, weight_sums)
+    return (rhs, weight_sums), rw
+
+
+def expert_block_statistics(block):
+    """The experts' right-hand sides, weights and weighted Gram matrices on one block.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT``, ``y`` and ``rw``.
+
+    Returns
+    -------
+    rhs : ndarray of shape (n_experts, n_cols)
+        ``sum_i rw_ji y_i z_i``.
+    weight_sums : ndarray of shape (n_experts,)
+        ``sum_i rw_ji``.
+    gram : ndarray of shape (n_experts, n_cols * (n_cols + 1) // 2)
+        Upper triangles of ``sum_i rw_ji z_i z_i^T``.
+    """
+    (rhs, weight_sums), rw = expert_block_sums(block)
+    return rhs, weight_sums, weighted_gram_upper(rw, block.ZT, block.workspace)
+
+
+def expert_residual_block(block, theta):
+    """``sum_i rw_ji (y_i - theta_j^T z_i)^2`` of every expert on one block.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``X`` (or ``ZT`` when the source has no rows as stored), ``y`` and ``rw``.
+    theta : ndarray of shape (n_experts, n_cols)
+
+    Returns
+    -------
+    ndarray of shape (n_experts,)
+    """
+    means = block.workspace.get("expert_means", block.rw.shape)
+    if block.ZT is not None:
+        np.matmul(theta, block.ZT, out=means)
+    else:
+        # The rows as stored (no transposed copy): a transposed BLAS product.
+        np.matmul(theta[:, :-1], block.X.T, out=means)
+        means += theta[:, -1:]
+    out = np.empty(theta.shape[0])
+    _kernels.weighted_residual_squares(block.rw, block.y, means, out)
+    return out
+
+
+def expert_qr_block(block, expert):
+    """The R factor of one expert's weighted least-squares problem on one block.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+    expert : int
+
+    Returns
+    -------
+    ndarray of shape (min(n_rows, n_cols + 1), n_cols + 1)
+        ``R`` of the QR factorisation of ``sqrt(rw_j) [Z, y]``.
+    """
+    sqrt_w = np.sqrt(block.rw[expert])
+    stacked = np.column_stack([block.ZT.T * sqrt_w[:, None], block.y * sqrt_w])
+    return np.linalg.qr(stacked, mode="r")
+
+
+def _least_squares_by_qr(blocks, expert, n_cols):
+    """Minimum-norm weighted least squares of one expert, from the blocks' R factors.
+
+    The QR factorisation of the stacked factors (a tall-skinny QR) is that of the whole
+    weighted design, so the solution and its rank decision are those of ``lstsq`` on the
+    whole design, without forming it.
+    """
+    factors = np.vstack(blocks.map_blocks(expert_qr_block, expert))
+    r = np.linalg.qr(factors, mode="r")
+    # lstsq's default cut-off on the whole design: eps * max(n_samples, n_cols).
+    rcond = np.finfo(np.float64).eps * max(blocks.n_samples, n_cols)
+    return np.linalg.lstsq(r[:n_cols, :n_cols], r[:n_cols, n_cols], rcond=rcond)[0]
+
+
+def fit_experts_blocks(blocks, var_floor, statistics=None):
+    """Weighted least squares for every expert (the experts' M-step), over a block source.
+
+    Two passes over the rows: one sums the weighted Gram matrices and right-hand sides,
+    the other the weighted squared residuals of the solution (the variances, without the
+    cancellation of a one-pass formula).
+
+    Parameters
+    ----------
+    blocks : block source of :mod:`gmoe._blocks`
+        The rows, their targets and their weighted responsibilities.
+    var_floor : float
+    statistics : tuple, optional
+        :func:`expert_block_statistics` summed over the blocks, when the E-step's pass
+        already did (it saves a pass).
+
+    Returns
+    -------
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept : ndarray of shape (n_experts,)
+    expert_var : ndarray of shape (n_experts,)
+        Weighted mean squared residual, floored at ``var_floor``.
+    weight_sums : ndarray of shape (n_experts,)
+        Total weight of each expert (``sum_i w_i r_ij``), for degeneracy checks.
+    """
+    n_features = blocks.n_features
+    n_cols = n_features + 1
+    if statistics is None:
+        statistics = blocks.reduce(expert_block_statistics)
+    rhs, weight_sums, gram_upper = statistics
+    grams = unpack_upper(gram_upper, n_cols)
     # 10 eps guards an expert that lost all its weight (as scikit-learn's mixtures do).
-    weight_sums = weights.sum(axis=1) + 10 * np.finfo(np.float64).eps
-    coef = np.zeros((n_experts, n_features))
-    intercept = np.zeros(n_experts)
-    var = np.empty(n_experts)
+    weight_sums = weight_sums + 10 * np.finfo(np.float64).eps
+    n_experts = weight_sums.shape[0]
+    theta = np.zeros((n_experts, n_cols))
     for j in range(n_experts):
-        w = weights[j]
-        np.multiply(ZT, w, out=weighted_design)
-        gram = weighted_design @ ZT.T
-        rhs = ZT @ np.multiply(w, y, out=weighted_y)
         try:
             with warnings.catch_warnings():
                 # An ill-conditioned Gram matrix is handled below, not reported.
                 warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-                theta = scipy.linalg.solve(gram, rhs, assume_a="pos", check_finite=False)
-            if not np.all(np.isfinite(theta)):
+                theta[j] = scipy.linalg.solve(grams[j], rhs[j], assume_a="pos",
+                                              check_finite=False)
+            if not np.all(np.isfinite(theta[j])):
                 raise np.linalg.LinAlgError("non-finite solution")
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
             # Rank-deficient or ill-conditioned weighted design (an expert owning fewer points
             # than coefficients): the minimum-norm least-squares solution still maximises.
-            sqrt_w = np.sqrt(w)
-            theta = np.linalg.lstsq((ZT * sqrt_w).T, sqrt_w * y, rcond=None)[0]
-        coef[j] = theta[:n_features]
-        intercept[j] = theta[n_features]
-        np.matmul(theta, ZT, out=resid)
-        np.subtract(y, resid, out=resid)
-        resid *= resid
-        var[j] = np.dot(w, resid) / weight_sums[j]
+            theta[j] = _least_squares_by_qr(blocks, j, n_cols)
+    var = blocks.reduce(expert_residual_block, theta, design=False) / weight_sums
     np.maximum(var, var_floor, out=var)
-    return coef, intercept, var, weight_sums
+    return (np.ascontiguousarray(theta[:, :n_features]), theta[:, n_features].copy(), var,
+            weight_sums)

@@ -10,14 +10,19 @@ objective
 
 is concave in the free rows of ``theta`` (the reference row is pinned to 0): Newton with
 the exact Hessian, step halving and a warm start never decreases it. One pass over the
-rows (:func:`gate_pass`) gives ``Q``, its gradient and its information.
+rows, block by block (:func:`gate_block`, summed by a block source of
+:mod:`gmoe._blocks`), gives ``Q``, its gradient and its information.
 """
 
 import numpy as np
 
 from .. import _kernels
+from .._blocks import ColumnBlocks, unpack_upper, weighted_gram_upper
 from .._expert_major import Workspace, log_softmax_columns
 from .base import backtrack, solve_newton_direction
+
+# Relative size of the rounding error of a computed Q (a sum of non-positive terms).
+_ROUNDOFF_GAIN = 4 * np.finfo(np.float64).eps
 
 
 def linear_log_gate_columns(ZT, theta, inactive=None, workspace=None, *,
@@ -50,13 +55,139 @@ def linear_log_gate_columns(ZT, theta, inactive=None, workspace=None, *,
     return log_gate, probs
 
 
-def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_info=True,
-              workspace=None, *, log_gate_name="log_gate", log_gate=None):
-    """Gate objective ``Q``, its gradient and (optionally) information, in one pass.
+def gate_block(block, theta, free, want_info):
+    """The gate objective's partial sums on one block of rows.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT`` (or ``X`` and ``y`` when ``ZT`` is None), ``rw`` and ``inactive``.
+    theta : ndarray of shape (n_experts, n_cols)
+    free : ndarray of int64
+    want_info : bool
+        The information needs ``ZT``.
+
+    Returns
+    -------
+    objective : float
+    grad : ndarray of shape (len(free), n_cols)
+    info : ndarray of shape (len(free) * (len(free) + 1) // 2, n_cols * (n_cols + 1) // 2) or None
+        Upper triangles of the information's blocks, for the pairs of free experts
+        ``a <= b`` in row-major order (see :func:`gmoe._blocks.weighted_gram_upper`).
+    """
+    workspace = block.workspace
+    ZT = block.ZT
+    n_experts, n_rows = theta.shape[0], block.y.shape[0] if ZT is None else ZT.shape[1]
+    n_free = free.shape[0]
+    shifted = workspace.get("gate_shifted", (n_experts, n_rows))
+    if ZT is not None:
+        np.matmul(theta, ZT, out=shifted)
+    else:
+        # The rows as stored (no transposed copy): a transposed BLAS product.
+        np.matmul(theta[:, :-1], block.X.T, out=shifted)
+        shifted += theta[:, -1:]
+    if block.inactive is not None:
+        np.copyto(shifted, -np.inf, where=block.inactive)
+    col_max = workspace.get("gate_max", (n_rows,))
+    arg = workspace.get("gate_arg", (n_rows,), np.int64)
+    _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    probs = np.exp(shifted, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    log_rest = workspace.get("gate_rest", (n_rows,))
+    _kernels.normalise_columns_into(probs, arg, log_rest)
+    np.log1p(log_rest, out=log_rest)
+    row_total = workspace.get("gate_row_total", (n_rows,))
+    resid = workspace.get("gate_resid", (n_free, n_rows))
+    weights = workspace.get("gate_info_weights", (n_free * (n_free + 1) // 2, n_rows))
+    objective = _kernels.gate_terms_into(block.rw, shifted, log_rest, probs, free, want_info,
+                                         row_total, resid, weights)
+    if ZT is not None:
+        grad = resid @ ZT.T
+    else:
+        grad = np.column_stack([resid @ block.X, resid.sum(axis=1)])
+    info = weighted_gram_upper(weights, ZT, workspace) if want_info else None
+    return objective, grad, info
+
+
+def gate_block_sums(block, log_gate, free):
+    """:func:`gate_block` at the E-step's gate, from its log-gate, as an E-step statistic.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT`` and the new ``rw``.
+    log_gate : ndarray of shape (n_experts, n_rows)
+        The gate's log-gate on the block.
+    free : ndarray of int64
+
+    Returns
+    -------
+    sums : tuple
+        ``(objective, grad)``.
+    gram_weights : ndarray
+        The information's weights (the pass appends their Gram matrices).
+    """
+    workspace = block.workspace
+    n_experts, n_rows = log_gate.shape
+    n_free = free.shape[0]
+    probs = np.exp(log_gate, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    no_rest = workspace.get("gate_no_rest", (n_rows,))
+    no_rest.fill(0.0)
+    row_total = workspace.get("gate_row_total", (n_rows,))
+    resid = workspace.get("gate_resid", (n_free, n_rows))
+    weights = workspace.get("gate_info_weights", (n_free * (n_free + 1) // 2, n_rows))
+    objective = _kernels.gate_terms_into(block.rw, log_gate, no_rest, probs, free, True,
+                                         row_total, resid, weights)
+    return (objective, resid @ block.ZT.T), weights
+
+
+def _assemble(sums, n_cols, n_free):
+    """``(objective, grad, info)`` from the summed partials of :func:`gate_block`."""
+    objective, grad, upper = sums
+    info = None
+    if upper is not None:
+        pair_blocks = unpack_upper(upper, n_cols)
+        info = np.empty((n_free * n_cols, n_free * n_cols))
+        r = 0
+        for a in range(n_free):
+            for b in range(a, n_free):
+                info[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = pair_blocks[r]
+                info[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = pair_blocks[r]
+                r += 1
+    return float(objective), grad.ravel(), info
+
+
+def gate_statistics(blocks, theta, free, want_info=True):
+    """``Q``, its gradient and (optionally) its information, summed over a block source.
 
     ``Q(theta) = sum_ij rw_ij log g_ij``; its gradient over the free experts is
     ``sum_i (rw_ij - t_i g_ij) z_i`` and its information (minus the Hessian) has blocks
     ``sum_i t_i g_ij (delta_jl - g_il) z_i z_i^T``, with ``t_i = sum_j rw_ij``.
+
+    Parameters
+    ----------
+    blocks : block source of :mod:`gmoe._blocks`
+        The rows, with their weighted responsibilities (zero wherever ``inactive``).
+    theta : ndarray of shape (n_experts, n_cols)
+    free : ndarray of int
+        The experts (rows of ``theta``) whose gradient and information are wanted.
+    want_info : bool, default=True
+
+    Returns
+    -------
+    objective : float
+    grad : ndarray of shape (len(free) * n_cols,)
+    info : ndarray of shape (len(free) * n_cols, len(free) * n_cols) or None
+    """
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    free = np.asarray(free, dtype=np.int64)
+    # Without the information, the passes read the rows as stored.
+    return _assemble(blocks.reduce(gate_block, theta, free, want_info, design=want_info),
+                     theta.shape[1], len(free))
+
+
+def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_info=True,
+              workspace=None, *, log_gate_name="log_gate", log_gate=None):
+    """:func:`gate_statistics` on complete expert-major arrays, with the log-gate.
 
     Parameters
     ----------
@@ -66,18 +197,17 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
     weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
         Sample weight times responsibility; zero wherever ``inactive``.
     row_total : ndarray of shape (n_samples,)
-        ``weighted_resp.sum(axis=0)``.
+        ``weighted_resp.sum(axis=0)`` (each block recomputes its own; kept for callers).
     free : ndarray of int
         The experts (rows of ``theta``) whose gradient and information are wanted.
     inactive : ndarray of bool of shape (n_experts, n_samples), optional
     want_info : bool, default=True
     workspace : Workspace, optional
-        Where the outputs and temporaries live; a fresh one by default.
+        Where the log-gate lives; a fresh one by default.
     log_gate_name : str, default="log_gate"
         The workspace name of the returned log-gate.
     log_gate : ndarray of shape (n_experts, n_samples), optional
-        The log-gate at ``theta`` when it is already known (the E-step's): the pass then
-        only exponentiates it, and returns it as it is.
+        The log-gate at ``theta`` when it is already known: returned as it is.
 
     Returns
     -------
@@ -86,54 +216,74 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
     grad : ndarray of shape (len(free) * n_cols,)
     info : ndarray of shape (len(free) * n_cols, len(free) * n_cols) or None
     """
-    workspace = Workspace() if workspace is None else workspace
-    n_cols, n_samples = ZT.shape
+    objective, grad, info = gate_statistics(ColumnBlocks(ZT, weighted_resp, inactive), theta,
+                                            free, want_info)
     if log_gate is None:
-        log_gate, probs = linear_log_gate_columns(ZT, theta, inactive, workspace,
-                                                  log_gate_name=log_gate_name)
-    else:
-        probs = np.exp(log_gate, out=workspace.get("probs", log_gate.shape))
-    parts = workspace.get("parts", (n_samples,))
-    _kernels.weighted_column_sums_into(weighted_resp, log_gate, parts)
-    objective = float(np.sum(parts))
-    # Rows of the free experts: t_i g_ij, then rw_ij - t_i g_ij.
-    weighted_probs = workspace.get("weighted_probs", (len(free), n_samples))
-    residual = workspace.get("gate_residual", (len(free), n_samples))
-    for a, j in enumerate(free):
-        np.multiply(probs[j], row_total, out=weighted_probs[a])
-        np.subtract(weighted_resp[j], weighted_probs[a], out=residual[a])
-    grad = (residual @ ZT.T).ravel()
-    info = None
-    if want_info:
-        info = np.empty((len(free) * n_cols, len(free) * n_cols))
-        h = workspace.get("info_weight", (n_samples,))
-        weighted_design = workspace.get("weighted_design", (n_cols, n_samples))
-        for a, j in enumerate(free):
-            for b in range(a, len(free)):
-                other = free[b]
-                # h = t g_j (delta_jl - g_l)
-                if other == j:
-                    np.subtract(1.0, probs[other], out=h)
-                else:
-                    np.negative(probs[other], out=h)
-                h *= weighted_probs[a]
-                np.multiply(ZT, h, out=weighted_design)
-                block = weighted_design @ ZT.T
-                info[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = block
-                info[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = block.T
-        # BLAS rounds the (u, v) and (v, u) entries of a diagonal block differently.
-        info += info.T
-        info *= 0.5
+        log_gate, _ = linear_log_gate_columns(ZT, theta, inactive, workspace,
+                                              log_gate_name=log_gate_name)
     return objective, log_gate, grad, info
+
+
+def maximise_softmax_gate(theta, blocks, free, *, max_iter=20, tol=1e-10, statistics=None):
+    """Newton ascent of the gate objective ``Q`` from ``theta``, over a block source.
+
+    Each Newton step costs one pass over the rows (:func:`gate_statistics`): the
+    candidate's ``Q`` decides acceptance, and the same pass gives the gradient and
+    information of the next step.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_experts, n_features + 1)
+    blocks : block source of :mod:`gmoe._blocks`
+        The rows and their weighted responsibilities.
+    free : ndarray of int
+    max_iter : int, default=20
+    tol : float, default=1e-10
+    statistics : tuple, optional
+        :func:`gate_block_sums` at ``theta`` summed over the blocks (the E-step's pass
+        computes them): they save the first pass.
+
+    Returns
+    -------
+    ndarray of shape (n_experts, n_features + 1)
+    """
+    theta = np.array(theta, dtype=np.float64, copy=True)
+    if len(free) == 0 or max_iter <= 0:
+        return theta
+    if statistics is not None:
+        objective, grad, info = _assemble(statistics, theta.shape[1], len(free))
+    else:
+        objective, grad, info = gate_statistics(blocks, theta, free, True)
+    for iteration in range(max_iter):
+        step = solve_newton_direction(info, grad)
+        # The quadratic model's gain of the full step, grad.step / 2, within Q's rounding
+        # error: no evaluation can confirm a rise, and step halving would spend up to 40
+        # passes over the rows finding that out.
+        if 0.5 * float(grad @ step) <= _ROUNDOFF_GAIN * (1.0 + abs(objective)):
+            break
+        step = step.reshape(len(free), -1)
+        # The information at the new point is needed only if another step follows.
+        want_info = iteration + 1 < max_iter
+
+        def evaluate(t, start=theta, step=step, want_info=want_info):
+            candidate = start.copy()
+            candidate[free] += t * step
+            return (*gate_statistics(blocks, candidate, free, want_info), candidate)
+
+        accepted = backtrack(evaluate, objective)
+        if accepted is None:
+            break
+        value, grad, info, theta = accepted
+        gain = value - objective
+        objective = value
+        if gain <= tol * (1.0 + abs(objective)) or info is None:
+            break
+    return theta
 
 
 def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, inactive=None,
                                   max_iter=20, tol=1e-10, workspace=None, log_gate=None):
-    """:func:`maximise_softmax_gate` on expert-major arrays; also returns the final log-gate.
-
-    Each Newton step costs one pass over the rows (:func:`gmoe._expert_major.gate_pass`):
-    the candidate's ``Q`` decides acceptance, and the same pass gives the gradient and
-    information of the next step.
+    """:func:`maximise_softmax_gate` on complete expert-major arrays; also returns the log-gate.
 
     Parameters
     ----------
@@ -142,55 +292,24 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
         The design with intercept, transposed (``gmoe._expert_major.transposed_design``).
     weighted_resp : ndarray of shape (n_experts, n_samples), C-contiguous
     row_total : ndarray of shape (n_samples,)
-        ``weighted_resp.sum(axis=0)``.
+        ``weighted_resp.sum(axis=0)`` (each block recomputes its own; kept for callers).
     free : ndarray of int
     inactive : ndarray of bool of shape (n_experts, n_samples), optional
         Experts held out of each row's softmax (top-K).
     max_iter : int, default=20
     tol : float, default=1e-10
     workspace : gmoe._expert_major.Workspace, optional
-        Where the passes' arrays live; a fresh one by default.
+        Where the returned log-gate lives; a fresh one by default.
     log_gate : ndarray of shape (n_experts, n_samples), optional
-        The log-gate at ``theta``, if known (it saves a pass). It is not written to unless
-        it is one of the workspace's ``"log_gate_a"``, ``"log_gate_b"``.
+        Unused (the passes recompute the log-gate block by block); kept for callers.
 
     Returns
     -------
     theta : ndarray of shape (n_experts, n_features + 1)
     log_gate : ndarray of shape (n_experts, n_samples)
-        The log-gate at the returned ``theta`` (a workspace array, or the one given).
+        The log-gate at the returned ``theta`` (the workspace's ``"log_gate"``).
     """
-    workspace = Workspace() if workspace is None else workspace
-    theta = np.array(theta, dtype=np.float64, copy=True)
-    # The accepted point's log-gate and the candidate's live in two buffers that swap;
-    # a given log-gate that is one of them is the accepted point's.
-    names = ["log_gate_a", "log_gate_b"]
-    if log_gate is not None and log_gate is workspace.get(names[1], log_gate.shape):
-        names.reverse()
-    want_info = len(free) > 0 and max_iter > 0
-    objective, log_gate, grad, info = gate_pass(ZT, theta, weighted_resp, row_total, free,
-                                                inactive, want_info, workspace,
-                                                log_gate_name=names[0], log_gate=log_gate)
-    if not want_info:
-        return theta, log_gate
-    for iteration in range(max_iter):
-        step = solve_newton_direction(info, grad).reshape(len(free), -1)
-        # The information at the new point is needed only if another step follows.
-        want_info = iteration + 1 < max_iter
-
-        def evaluate(t, start=theta, step=step, want_info=want_info, name=names[1]):
-            candidate = start.copy()
-            candidate[free] += t * step
-            return (*gate_pass(ZT, candidate, weighted_resp, row_total, free, inactive,
-                               want_info, workspace, log_gate_name=name), candidate)
-
-        accepted = backtrack(evaluate, objective)
-        if accepted is None:
-            break
-        value, log_gate, grad, info, theta = accepted
-        gain = value - objective
-        objective = value
-        names.reverse()
-        if gain <= tol * (1.0 + abs(objective)) or info is None:
-            break
+    theta = maximise_softmax_gate(theta, ColumnBlocks(ZT, weighted_resp, inactive), free,
+                                  max_iter=max_iter, tol=tol)
+    log_gate, _ = linear_log_gate_columns(ZT, theta, inactive, workspace)
     return theta, log_gate

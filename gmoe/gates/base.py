@@ -67,16 +67,25 @@ class GateData:
         Where the passes' sample-sized arrays live; a fresh one by default.
     log_gate : ndarray of shape (n_experts, n_samples), optional
         The log-gate at the M-step's starting parameters, if known (it saves a pass).
+    blocks : block source of ``gmoe._blocks``, optional
+        The same rows and weighted responsibilities, walked block by block. A family
+        whose :attr:`GatingFamily.fits_on_blocks` is True fits from it alone (the arrays
+        above may then be None: the data need not fit in memory).
+    statistics : tuple, optional
+        The sums of :meth:`GatingFamily.block_statistics` at the M-step's starting
+        parameters, when the E-step's pass computed them (they save a pass).
     """
 
-    ZT: np.ndarray
-    sample_weight: np.ndarray
-    weighted_resp: np.ndarray
+    ZT: np.ndarray | None
+    sample_weight: np.ndarray | None
+    weighted_resp: np.ndarray | None
     expert_log_density: object = None
     learn_temperature: bool = False
     max_iter: int = 20
     workspace: Workspace = field(default_factory=Workspace)
     log_gate: np.ndarray | None = None
+    blocks: object = None
+    statistics: tuple | None = None
 
     @classmethod
     def from_rows(cls, X, weighted_resp, sample_weight=None, **kwargs):
@@ -150,6 +159,10 @@ class GatingFamily(ABC):
     differentiable : bool
         Whether the log-likelihood is differentiable in the gate's parameters (standard
         errors by the observed information need it).
+    fits_on_blocks : bool
+        Whether :meth:`initial_gate` and :meth:`m_step` work from ``data.blocks`` alone,
+        one block of rows at a time (bounded memory, several threads, Dask arrays); the
+        others are handed the complete arrays.
     """
 
     name = None
@@ -158,6 +171,7 @@ class GatingFamily(ABC):
     # Conservative default: a new family must say that a shift of x is harmless.
     centres_design = False
     differentiable = True
+    fits_on_blocks = False
     #: Prefix of the gate's parameter names in standard-error tables.
     parameter_prefix = "gate"
 
@@ -264,6 +278,22 @@ class GatingFamily(ABC):
         log_gate : ndarray of shape (n_experts, n_samples) or None
             The log-gate at the new parameters when the step computed it, else None.
         """
+
+    def block_statistics(self, params):
+        """Sums the gate's M-step from ``params`` will need, computed in the E-step's pass.
+
+        Parameters
+        ----------
+        params : GateParams
+
+        Returns
+        -------
+        tuple or None
+            ``(function, args)`` in the form of ``gmoe._blocks.e_step_block`` (the E-step
+            hands their sums to :meth:`m_step` as ``data.statistics``), or None (the
+            default: the M-step computes what it needs itself).
+        """
+        return None
 
     def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
         """Number of free gate parameters under the identifiability convention.

@@ -1,0 +1,541 @@
+"""The EM's passes over the data, block by block of rows, on one or several threads.
+
+Every pass of EM is a sum over the rows: of the log-likelihood, of the experts' weighted
+Gram matrices, of the gate objective, its gradient and its information. A pass here walks
+the rows in blocks of :data:`BLOCK_ROWS`, so that a block's temporaries stay in the core's
+cache, computes each block's partial sums, and adds them up **in block order**. The block
+size does not depend on the number of threads, and each block's partial sums are a fixed
+function of its rows, so a fit is bit for bit the same on one thread or many.
+
+A block function takes a :class:`Block` (the block's transposed design, targets, sample
+weights and weighted responsibilities, and a scratch :class:`Workspace` of the thread
+running it) and returns a partial sum: an array, a float, None, or a tuple of these.
+
+:class:`RowBlocks` holds in-memory data; :class:`ColumnBlocks` walks arrays that are
+already expert-major and complete (the one-off calls of the gate's Newton ascent);
+``gmoe._dask.DaskRowBlocks`` runs the same block functions on the chunks of Dask arrays.
+"""
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _kernels
+from ._expert_major import Workspace, e_step_columns
+
+__all__ = ["BLOCK_ROWS", "Block", "ColumnBlocks", "RowBlocks", "add_partials",
+           "resolve_n_threads", "weighted_gram_upper"]
+
+#: Rows per block: a block's design (d + 1 rows) and its (k, rows) arrays fit in a core's
+#: cache for the usual d and k. Fixed, so that results do not depend on the thread count.
+BLOCK_ROWS = 8192
+# Rows per slice of a block whose pair products are formed at once (66 products a row
+# for d = 10: 540 kB at 1024 rows, within a core's L2 cache).
+_PRODUCT_ROWS = 1024
+
+
+def resolve_n_threads(n_threads):
+    """The number of threads a fit uses.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        A positive count; a negative one counts back from the number of usable cores
+        (``-1`` is all of them); None is all usable cores, capped by the thread limit of
+        the BLAS and OpenMP libraries (so ``threadpoolctl.threadpool_limits``,
+        ``OMP_NUM_THREADS`` and joblib's worker limits are respected).
+
+    Returns
+    -------
+    int
+    """
+    if n_threads is not None and (isinstance(n_threads, bool)
+                                  or not isinstance(n_threads, (int, np.integer))
+                                  or n_threads == 0):
+        raise ValueError("n_threads must be None or a nonzero integer (negative counts back "
+                         f"from the number of cores), got n_threads={n_threads!r}.")
+    cores = _usable_cores()
+    if n_threads is None:
+        return max(1, min(cores, _library_thread_limit(cores)))
+    if n_threads < 0:
+        return max(1, cores + 1 + int(n_threads))
+    return int(n_threads)
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
+
+
+_CONTROLLER = None
+
+
+def _library_thread_limit(default):
+    """The smallest thread count the loaded BLAS and OpenMP libraries are set to."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    counts = [lib.num_threads for lib in _CONTROLLER.lib_controllers
+              if lib.user_api in ("blas", "openmp")]
+    return min(counts) if counts else default
+
+
+def add_partials(total, part):
+    """``total + part`` for partial sums: arrays, floats, None, or tuples of these.
+
+    ``total`` may be updated in place (it must be a sum this module made, not an input).
+    """
+    if total is None:
+        return None
+    if isinstance(total, tuple):
+        return tuple(add_partials(a, b) for a, b in zip(total, part, strict=True))
+    if isinstance(total, np.ndarray):
+        total += part
+        return total
+    return total + part
+
+
+def _copy_partial(part):
+    if isinstance(part, tuple):
+        return tuple(_copy_partial(p) for p in part)
+    if isinstance(part, np.ndarray):
+        return part.copy()
+    return part
+
+
+def sum_in_order(parts):
+    """The sum of a list of partial sums, added in list order."""
+    total = _copy_partial(parts[0])
+    for part in parts[1:]:
+        total = add_partials(total, part)
+    return total
+
+
+def weighted_gram_upper(weights, ZT, workspace):
+    """``sum_i weights_ai z_i z_i^T`` for every row ``a`` of ``weights``: upper triangles.
+
+    The products ``z_u z_v`` are formed a slice of rows at a time (cache-sized) and
+    weighted by one BLAS product per slice and weight array.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (m, n_rows), or a list of such arrays
+        Several arrays share the products.
+    ZT : ndarray of shape (n_cols, n_rows), C-contiguous
+    workspace : Workspace
+
+    Returns
+    -------
+    ndarray of shape (m, n_cols * (n_cols + 1) // 2), or a list of them
+        Row ``a`` holds the upper triangle of the ``a``-th Gram matrix, in the order of
+        ``np.triu_indices(n_cols)``.
+    """
+    several = isinstance(weights, list)
+    weights = weights if several else [weights]
+    n_cols, n_rows = ZT.shape
+    n_pairs = n_cols * (n_cols + 1) // 2
+    totals = [np.zeros((w.shape[0], n_pairs)) for w in weights]
+    parts = [workspace.get(f"gram_part_{w.shape[0]}", t.shape)
+             for w, t in zip(weights, totals, strict=True)]
+    for start in range(0, n_rows, _PRODUCT_ROWS):
+        stop = min(start + _PRODUCT_ROWS, n_rows)
+        products = workspace.get(f"pair_products_{stop - start}", (n_pairs, stop - start))
+        _kernels.pair_products_into(ZT, start, products)
+        for w, total, part in zip(weights, totals, parts, strict=True):
+            np.matmul(w[:, start:stop], products.T, out=part)
+            total += part
+    return totals if several else totals[0]
+
+
+def unpack_upper(upper, n_cols):
+    """Symmetric matrices from :func:`weighted_gram_upper`'s rows: shape (m, n_cols, n_cols)."""
+    rows, cols = np.triu_indices(n_cols)
+    out = np.empty((upper.shape[0], n_cols, n_cols))
+    out[:, rows, cols] = upper
+    out[:, cols, rows] = upper
+    return out
+
+
+class Block:
+    """One block of rows, as a block function sees it.
+
+    Attributes
+    ----------
+    ZT : ndarray of shape (n_features + 1, n_rows), C-contiguous, or None
+        The block's design with intercept, transposed (None when the pass did not ask
+        for it).
+    X : ndarray of shape (n_rows, n_features) or None
+        The block's rows as they are stored (None when only ``ZT`` exists).
+    y, w : ndarray of shape (n_rows,)
+        Targets and sample weights.
+    rw : ndarray of shape (n_experts, n_rows), C-contiguous
+        Sample weight times responsibility (written by the E-step).
+    inactive : ndarray of bool of shape (n_experts, n_rows) or None
+        Experts held out of each row's gate, when the caller holds them fixed.
+    workspace : Workspace
+        Scratch arrays of the thread running the block (valid during the call only).
+    """
+
+    __slots__ = ("ZT", "X", "y", "w", "rw", "inactive", "workspace")
+
+    def __init__(self, ZT, X, y, w, rw, inactive, workspace):
+        self.ZT = ZT
+        self.X = X
+        self.y = y
+        self.w = w
+        self.rw = rw
+        self.inactive = inactive
+        self.workspace = workspace
+
+
+class _Threads:
+    """Runs ``fn(item, worker)`` for every item on ``n_threads`` threads (this one included).
+
+    Items are handed out in order as threads become free; results are returned in item
+    order. The pool's threads live as long as this object (one fit).
+    """
+
+    def __init__(self, n_threads):
+        self.n_threads = n_threads
+        self._executor = None
+
+    def map(self, fn, n_items):
+        if self.n_threads == 1 or n_items == 1:
+            return [fn(item, 0) for item in range(n_items)]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.n_threads - 1,
+                                                thread_name_prefix="gmoe-block")
+        results = [None] * n_items
+        items = itertools.count()
+        failed = []
+
+        def work(worker):
+            while not failed:
+                # next() on an itertools.count is atomic under the GIL.
+                item = next(items)
+                if item >= n_items:
+                    return
+                try:
+                    results[item] = fn(item, worker)
+                except BaseException:
+                    failed.append(True)
+                    raise
+
+        helpers = [self._executor.submit(work, worker)
+                   for worker in range(1, min(self.n_threads, n_items))]
+        try:
+            work(0)
+        finally:
+            for helper in helpers:
+                helper.result()
+        return results
+
+    def close(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+class _BlockSource:
+    """What every block source offers: sizes, and block functions mapped and summed."""
+
+    n_samples = n_features = n_experts = None
+
+    def map_blocks(self, fn, *args, design=True):
+        """``[fn(block, *args) for every block]``, in block order.
+
+        ``design=False`` lets the source skip building ``block.ZT`` when it has the rows
+        as they are (``block.X``).
+        """
+        raise NotImplementedError
+
+    def reduce(self, fn, *args, design=True):
+        """The sum of ``fn(block, *args)`` over the blocks, added in block order."""
+        return sum_in_order(self.map_blocks(fn, *args, design=design))
+
+
+class RowBlocks(_BlockSource):
+    """In-memory data, in blocks of :data:`BLOCK_ROWS` rows, and the EM's responsibilities.
+
+    The weighted responsibilities are stored block by block, each block a C-contiguous
+    (n_experts, n_rows) array, so that no pass copies them.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), C-contiguous float64
+    y, sample_weight : ndarray of shape (n_samples,), contiguous float64
+    n_experts : int
+    n_threads : int, default=1
+        Threads the passes run on (see :func:`resolve_n_threads`).
+    """
+
+    def __init__(self, X, y, sample_weight, n_experts, n_threads=1):
+        self.X = X
+        self.y = y
+        self.sample_weight = sample_weight
+        self.n_samples, self.n_features = X.shape
+        self.n_experts = n_experts
+        starts = range(0, self.n_samples, BLOCK_ROWS)
+        self._bounds = [(a, min(a + BLOCK_ROWS, self.n_samples)) for a in starts]
+        self._rw = np.empty(n_experts * self.n_samples)
+        self._threads = _Threads(max(1, min(int(n_threads), len(self._bounds))))
+        # One workspace per thread and block length (the last block may be shorter).
+        self._workspaces = {}
+        self._design = None
+
+    @property
+    def n_threads(self):
+        """Threads the passes run on."""
+        return self._threads.n_threads
+
+    def close(self):
+        """Stop the pass threads (the object stays usable: they restart when needed)."""
+        self._threads.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _rw_block(self, start, stop):
+        k = self.n_experts
+        return self._rw[k * start:k * stop].reshape(k, stop - start)
+
+    def _block(self, index, worker, design):
+        start, stop = self._bounds[index]
+        key = (worker, stop - start)
+        workspace = self._workspaces.get(key)
+        if workspace is None:
+            workspace = self._workspaces[key] = Workspace()
+        ZT = None
+        if design:
+            ZT = workspace.get("block_design", (self.n_features + 1, stop - start))
+            _kernels.design_block_into(self.X, start, ZT)
+        return Block(ZT, self.X[start:stop], self.y[start:stop],
+                     self.sample_weight[start:stop], self._rw_block(start, stop), None,
+                     workspace)
+
+    def map_blocks(self, fn, *args, design=True):  # noqa: D102 (inherited)
+        return self._threads.map(
+            lambda index, worker: fn(self._block(index, worker, design), *args),
+            len(self._bounds))
+
+    @property
+    def total_weight(self):
+        """``sum_i w_i``."""
+        return float(self.sample_weight.sum())
+
+    # --------------------------------------------------------------------- starts
+    def column_moments(self):
+        """Mean and standard deviation of every column of ``[X, y]`` (two passes).
+
+        Returns
+        -------
+        mean, std : ndarray of shape (n_features + 1,)
+        """
+        total = self.reduce(_column_sums_block, None)
+        mean = total / self.n_samples
+        return mean, np.sqrt(self.reduce(_column_sums_block, mean) / self.n_samples)
+
+    def positive_weight_rows(self):
+        """Indices of the rows with a positive sample weight, increasing."""
+        return np.flatnonzero(self.sample_weight > 0)
+
+    def take(self, indices):
+        """Rows ``indices`` of ``[X, y]`` and their sample weights.
+
+        Returns
+        -------
+        data : ndarray of shape (len(indices), n_features + 1)
+        weights : ndarray of shape (len(indices),)
+        """
+        return (np.column_stack([self.X[indices], self.y[indices]]),
+                self.sample_weight[indices])
+
+    def nearest_centre(self, mean, scale, centres):
+        """Index of the nearest centre of every standardised row of ``[X, y]`` (first on ties).
+
+        Parameters
+        ----------
+        mean, scale : ndarray of shape (n_features + 1,)
+            The rows are ``([x, y] - mean) / scale``.
+        centres : ndarray of shape (n_centres, n_features + 1)
+
+        Returns
+        -------
+        ndarray of int of shape (n_samples,)
+        """
+        return np.concatenate(self.map_blocks(_nearest_centre_block, mean, scale, centres))
+
+    # ----------------------------------------------------------- responsibilities
+    def e_step(self, family, gate, expert_coef, expert_intercept, expert_var, statistics=()):
+        """Store the weighted responsibilities of the given parameters, and sum statistics.
+
+        Parameters
+        ----------
+        family : GatingFamily
+        gate : GateParams
+        expert_coef : ndarray of shape (n_experts, n_features)
+        expert_intercept, expert_var : ndarray of shape (n_experts,)
+        statistics : sequence of (function, args)
+            Sums of the new responsibilities that the next M-step needs, computed in the
+            same pass (see :func:`e_step_block`).
+
+        Returns
+        -------
+        log_lik : float
+            ``sum_i w_i log p(y_i | x_i)``.
+        statistics : tuple of tuple
+            The sums of each of ``statistics``.
+        """
+        return self.reduce(e_step_block, family, gate, expert_coef, expert_intercept,
+                           expert_var, tuple(statistics))
+
+    def set_label_responsibilities(self, labels, smoothing):
+        """Store smoothed one-hot responsibilities of ``labels``, times the sample weights.
+
+        Parameters
+        ----------
+        labels : ndarray of int of shape (n_samples,)
+        smoothing : float
+            Each row's responsibility is ``smoothing / k`` everywhere, plus
+            ``1 - smoothing`` at its label.
+        """
+        k = self.n_experts
+        for start, stop in self._bounds:
+            rw = self._rw_block(start, stop)
+            rw.fill(smoothing / k)
+            rw[labels[start:stop], np.arange(stop - start)] += 1.0 - smoothing
+            rw *= self.sample_weight[start:stop]
+
+    def weighted_resp(self):
+        """The weighted responsibilities as one (n_experts, n_samples) array (a copy)."""
+        out = np.empty((self.n_experts, self.n_samples))
+        for start, stop in self._bounds:
+            out[:, start:stop] = self._rw_block(start, stop)
+        return out
+
+    def design(self):
+        """The whole transposed design with intercept, (n_features + 1, n_samples); cached.
+
+        For the gating families whose M-step needs every row at once.
+        """
+        if self._design is None:
+            from ._expert_major import transposed_design
+
+            self._design = transposed_design(self.X)
+        return self._design
+
+
+def _column_sums_block(block, mean):
+    """Column sums of ``[X, y]`` on one block, or of ``([X, y] - mean)^2`` given ``mean``."""
+    data = np.vstack([block.ZT[:-1], block.y])
+    if mean is not None:
+        data -= mean[:, None]
+        data *= data
+    return data.sum(axis=1)
+
+
+def _nearest_centre_block(block, mean, scale, centres):
+    data = np.vstack([block.ZT[:-1], block.y])
+    data -= mean[:, None]
+    data /= scale[:, None]
+    dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
+    return np.argmin(dist, axis=0)
+
+
+def e_step_block(block, family, gate, expert_coef, expert_intercept, expert_var,
+                 statistics=()):
+    """E-step on one block, with the next M-step's sums of its new responsibilities.
+
+    Writes ``block.rw``.
+
+    Parameters
+    ----------
+    block : Block
+    family : GatingFamily
+    gate : GateParams
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept, expert_var : ndarray of shape (n_experts,)
+    statistics : tuple of (function, args)
+        ``function(block, log_gate, *args)``, called once ``block.rw`` holds the new
+        responsibilities (``log_gate`` is the gate's at ``gate``), returns ``(sums,
+        gram_weights)``: a tuple of partial sums and an (m, n_rows) array whose weighted
+        Gram matrices (:func:`weighted_gram_upper`) are appended to them. All the Gram
+        matrices of a block share one set of pair products.
+
+    Returns
+    -------
+    log_lik : float
+    statistics : tuple of tuple
+    """
+    workspace = block.workspace
+    log_gate = family.log_gate_columns(block.ZT, gate, workspace=workspace)
+    resp, log_lik = e_step_columns(block.ZT, block.y, log_gate, expert_coef, expert_intercept,
+                                   expert_var, workspace)
+    _kernels.weight_responsibilities_into(resp, block.w, block.rw)
+    log_lik = _kernels.lane_dot(block.w, log_lik)
+    if not statistics:
+        return log_lik, ()
+    sums, gram_weights = zip(*(function(block, log_gate, *args)
+                               for function, args in statistics), strict=True)
+    grams = weighted_gram_upper(list(gram_weights), block.ZT, workspace)
+    return log_lik, tuple((*s, g) for s, g in zip(sums, grams, strict=True))
+
+
+class ColumnBlocks(_BlockSource):
+    """Complete expert-major arrays, walked in blocks of :data:`BLOCK_ROWS` columns.
+
+    Each block's columns are copied into contiguous scratch arrays; one thread.
+
+    Parameters
+    ----------
+    ZT : ndarray of shape (n_features + 1, n_samples)
+    weighted_resp : ndarray of shape (n_experts, n_samples)
+    inactive : ndarray of bool of shape (n_experts, n_samples), optional
+    y, sample_weight : ndarray of shape (n_samples,), optional
+    """
+
+    def __init__(self, ZT, weighted_resp, inactive=None, y=None, sample_weight=None):
+        self.ZT = ZT
+        self.rw = weighted_resp
+        self.inactive = inactive
+        self.y = y
+        self.sample_weight = sample_weight
+        self.n_samples = ZT.shape[1]
+        self.n_features = ZT.shape[0] - 1
+        self.n_experts = weighted_resp.shape[0]
+        self._workspace = Workspace()
+        self._tail_workspace = Workspace()
+
+    def map_blocks(self, fn, *args, design=True):  # noqa: D102 (inherited)
+        results = []
+        for start in range(0, self.n_samples, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, self.n_samples)
+            full = stop - start == BLOCK_ROWS
+            workspace = self._workspace if full else self._tail_workspace
+            if self.n_samples <= BLOCK_ROWS:
+                ZT, rw, inactive = self.ZT, self.rw, self.inactive
+            else:
+                ZT = _copy_columns(self.ZT, start, stop, workspace, "block_design")
+                rw = _copy_columns(self.rw, start, stop, workspace, "block_rw")
+                inactive = None if self.inactive is None else _copy_columns(
+                    self.inactive, start, stop, workspace, "block_inactive")
+            y = None if self.y is None else self.y[start:stop]
+            w = None if self.sample_weight is None else self.sample_weight[start:stop]
+            results.append(fn(Block(np.ascontiguousarray(ZT), None, y, w,
+                                    np.ascontiguousarray(rw), inactive, workspace), *args))
+        return results
+
+
+def _copy_columns(array, start, stop, workspace, name):
+    out = workspace.get(name, (array.shape[0], stop - start), array.dtype)
+    np.copyto(out, array[:, start:stop])
+    return out
