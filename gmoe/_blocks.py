@@ -25,8 +25,9 @@ import numpy as np
 from . import _kernels
 from ._expert_major import Workspace, e_step_columns
 
-__all__ = ["BLOCK_ROWS", "Block", "ColumnBlocks", "RowBlocks", "add_partials",
-           "resolve_n_threads", "weighted_gram_upper"]
+__all__ = ["BLOCK_ROWS", "CHUNK_ROWS", "Block", "ColumnBlocks", "RowBlocks", "add_partials",
+           "evaluate_in_chunks", "resolve_n_threads", "single_threaded_blas",
+           "weighted_gram_upper"]
 
 #: Rows per block: a block's design (d + 1 rows) and its (k, rows) arrays fit in a core's
 #: cache for the usual d and k. Fixed, so that results do not depend on the thread count.
@@ -34,6 +35,43 @@ BLOCK_ROWS = 8192
 # Rows per slice of a block whose pair products are formed at once (66 products a row
 # for d = 10: 540 kB at 1024 rows, within a core's L2 cache).
 _PRODUCT_ROWS = 1024
+
+
+#: Rows per chunk of the prediction methods: their (rows, k) temporaries stay a few MB.
+CHUNK_ROWS = 16384
+
+
+def evaluate_in_chunks(function, arrays, chunk_rows=CHUNK_ROWS):
+    """``function(*arrays)`` computed on chunks of rows, into preallocated outputs.
+
+    Parameters
+    ----------
+    function : callable
+        Maps row chunks of ``arrays`` to an array whose first axis is the rows, or a
+        tuple of such arrays.
+    arrays : sequence of ndarray
+        Arrays with the same number of rows.
+    chunk_rows : int, default=CHUNK_ROWS
+
+    Returns
+    -------
+    ndarray or tuple of ndarray
+        What ``function(*arrays)`` returns, without its temporaries for every row at once.
+    """
+    n_rows = arrays[0].shape[0]
+    if n_rows <= chunk_rows:
+        return function(*arrays)
+    outputs = None
+    for start in range(0, n_rows, chunk_rows):
+        stop = min(start + chunk_rows, n_rows)
+        parts = function(*(a[start:stop] for a in arrays))
+        several = isinstance(parts, tuple)
+        parts = parts if several else (parts,)
+        if outputs is None:
+            outputs = tuple(np.empty((n_rows, *p.shape[1:]), dtype=p.dtype) for p in parts)
+        for out, part in zip(outputs, parts, strict=True):
+            out[start:stop] = part
+    return outputs if several else outputs[0]
 
 
 def resolve_n_threads(n_threads):
@@ -74,16 +112,29 @@ def _usable_cores():
 _CONTROLLER = None
 
 
-def _library_thread_limit(default):
-    """The smallest thread count the loaded BLAS and OpenMP libraries are set to."""
+def _controller():
     global _CONTROLLER
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController
 
         _CONTROLLER = ThreadpoolController()
-    counts = [lib.num_threads for lib in _CONTROLLER.lib_controllers
+    return _CONTROLLER
+
+
+def _library_thread_limit(default):
+    """The smallest thread count the loaded BLAS and OpenMP libraries are set to."""
+    counts = [lib.num_threads for lib in _controller().lib_controllers
               if lib.user_api in ("blas", "openmp")]
     return min(counts) if counts else default
+
+
+def single_threaded_blas():
+    """Context that holds BLAS to one thread (a fit's own threads run the blocks).
+
+    A fit's matrix products are small (one block); BLAS threads buy nothing on them, and
+    their spinning slowed a 1e5-row fit about twofold.
+    """
+    return _controller().limit(limits=1, user_api="blas")
 
 
 def add_partials(total, part):

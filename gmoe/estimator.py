@@ -9,9 +9,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import ThreadpoolController
 
-from ._blocks import RowBlocks, resolve_n_threads
+from ._blocks import RowBlocks, evaluate_in_chunks, resolve_n_threads, single_threaded_blas
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, ExpertParams, compute_expert_means, compute_var_floor
@@ -33,21 +32,6 @@ _KMEANS_MAX_ROWS = 5000
 _GATE_STEPS_PER_ITERATION = 2
 # Extra starts tried, beyond n_init, when on_degenerate="restart" discards runs.
 _MAX_EXTRA_RESTARTS = 10
-
-
-_THREADPOOLS = None
-
-
-def _single_threaded_blas():
-    """Context that holds BLAS to one thread.
-
-    A fit's matrix products are tall and skinny (n x (d + 1)); BLAS threads buy nothing on
-    them, and their spinning slowed a 1e5-row fit about twofold (starts included).
-    """
-    global _THREADPOOLS
-    if _THREADPOOLS is None:
-        _THREADPOOLS = ThreadpoolController()
-    return _THREADPOOLS.limit(limits=1, user_api="blas")
 
 
 class _DegenerateRun(Exception):
@@ -488,7 +472,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
         # Read before BLAS is held to one thread: the caller's limits cap the default.
         n_threads = resolve_n_threads(self.n_threads)
-        with _single_threaded_blas(), RowBlocks(X, y, sample_weight, self.n_experts,
+        with single_threaded_blas(), RowBlocks(X, y, sample_weight, self.n_experts,
                                                 n_threads) as rows:
             best, start_log_liks = self._fit_starts(family, rows, var_floor)
         params, trace, converged, n_iter, degenerate = best
@@ -543,9 +527,12 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
         return np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=np.float64)
 
+    # The prediction methods work on chunks of rows: their temporaries stay bounded.
     def _log_gate(self, X):
         m = self.mixing_measure_
-        return m.family.log_gate(X, m.gate_coef, m.gate_intercept, m.temperature)
+        return evaluate_in_chunks(
+            lambda rows: m.family.log_gate(rows, m.gate_coef, m.gate_intercept, m.temperature),
+            (X,))
 
     def predict_proba(self, X):
         """Gate probabilities ``g_i(x)``.
@@ -558,7 +545,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_experts)
         """
-        return np.exp(self._log_gate(self._check_X(X)))
+        log_gate = self._log_gate(self._check_X(X))
+        return np.exp(log_gate, out=log_gate)
 
     def predict(self, X):
         """Conditional mean ``E[y | x] = sum_i g_i(x) (a_i^T x + b_i)``.
@@ -573,13 +561,20 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         """
         X = self._check_X(X)
         m = self.mixing_measure_
-        gate = np.exp(self._log_gate(X))
-        return np.sum(gate * compute_expert_means(X, m.expert_coef, m.expert_intercept), axis=1)
 
-    def _e_step_rows(self, X, y):
+        def mean(rows):
+            gate = np.exp(self._log_gate(rows))
+            return np.sum(gate * compute_expert_means(rows, m.expert_coef, m.expert_intercept),
+                          axis=1)
+
+        return evaluate_in_chunks(mean, (X,))
+
+    def _e_step_rows(self, X, y, output):
+        """Responsibilities (``output=0``) or log-likelihoods (``output=1``) of every row."""
         m = self.mixing_measure_
-        return compute_e_step(X, y, self._log_gate(X), m.expert_coef, m.expert_intercept,
-                              m.expert_var)
+        return evaluate_in_chunks(
+            lambda rows, ys: compute_e_step(rows, ys, self._log_gate(rows), m.expert_coef,
+                                            m.expert_intercept, m.expert_var)[output], (X, y))
 
     def predict_responsibilities(self, X, y):
         """Posterior probability of each expert given ``(x, y)``.
@@ -596,7 +591,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples, n_experts)
         """
         X, y = self._check_Xy(X, y)
-        return self._e_step_rows(X, y)[0]
+        return self._e_step_rows(X, y, 0)
 
     def score_samples(self, X, y):
         """Conditional log-density ``log p(y_i | x_i)`` of every row.
@@ -613,7 +608,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         X, y = self._check_Xy(X, y)
-        return self._e_step_rows(X, y)[1]
+        return self._e_step_rows(X, y, 1)
 
     def log_likelihood(self, X, y, sample_weight=None):
         """Total (weighted) conditional log-likelihood of ``(X, y)``.
