@@ -18,6 +18,7 @@ already expert-major and complete (the one-off calls of the gate's Newton ascent
 
 import itertools
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -72,6 +73,12 @@ def evaluate_in_chunks(function, arrays, chunk_rows=CHUNK_ROWS):
         for out, part in zip(outputs, parts, strict=True):
             out[start:stop] = part
     return outputs if several else outputs[0]
+
+
+def is_dask_array(X):
+    """Whether ``X`` is a Dask array (without importing Dask: none exists unless it was)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(X, module.Array)
 
 
 def resolve_n_threads(n_threads):
@@ -324,9 +331,12 @@ class RowBlocks(_BlockSource):
     n_experts : int
     n_threads : int, default=1
         Threads the passes run on (see :func:`resolve_n_threads`).
+    storage : ndarray of shape (n_experts * n_samples,), optional
+        Weighted responsibilities stored by another instance on the same rows
+        (:attr:`storage`); fresh by default.
     """
 
-    def __init__(self, X, y, sample_weight, n_experts, n_threads=1):
+    def __init__(self, X, y, sample_weight, n_experts, n_threads=1, storage=None):
         self.X = X
         self.y = y
         self.sample_weight = sample_weight
@@ -334,7 +344,7 @@ class RowBlocks(_BlockSource):
         self.n_experts = n_experts
         starts = range(0, self.n_samples, BLOCK_ROWS)
         self._bounds = [(a, min(a + BLOCK_ROWS, self.n_samples)) for a in starts]
-        self._rw = np.empty(n_experts * self.n_samples)
+        self._rw = np.empty(n_experts * self.n_samples) if storage is None else storage
         self._threads = _Threads(max(1, min(int(n_threads), len(self._bounds))))
         # One workspace per thread and block length (the last block may be shorter).
         self._workspaces = {}
@@ -344,6 +354,11 @@ class RowBlocks(_BlockSource):
     def n_threads(self):
         """Threads the passes run on."""
         return self._threads.n_threads
+
+    @property
+    def storage(self):
+        """The weighted responsibilities as stored: block after block, each expert-major."""
+        return self._rw
 
     def close(self):
         """Stop the pass threads (the object stays usable: they restart when needed)."""
@@ -383,6 +398,26 @@ class RowBlocks(_BlockSource):
         """``sum_i w_i``."""
         return float(self.sample_weight.sum())
 
+    @property
+    def n_positive(self):
+        """Number of rows with a positive sample weight."""
+        return int(np.count_nonzero(self.sample_weight))
+
+    def summary(self, reg_var):
+        """What a fit checks first: rows of positive weight, the range of ``y``, the floor.
+
+        Returns
+        -------
+        n_positive : int
+        y_range : float
+        var_floor : float
+            ``reg_var`` times the weighted variance of ``y`` (1 when it is 0).
+        """
+        from .experts import compute_var_floor
+
+        return (self.n_positive, float(np.ptp(self.y)),
+                compute_var_floor(self.y, self.sample_weight, reg_var))
+
     # --------------------------------------------------------------------- starts
     def column_moments(self):
         """Mean and standard deviation of every column of ``[X, y]`` (two passes).
@@ -395,18 +430,20 @@ class RowBlocks(_BlockSource):
         mean = total / self.n_samples
         return mean, np.sqrt(self.reduce(_column_sums_block, mean) / self.n_samples)
 
-    def positive_weight_rows(self):
-        """Indices of the rows with a positive sample weight, increasing."""
-        return np.flatnonzero(self.sample_weight > 0)
+    def take_positive(self, ranks):
+        """Rows of ``[X, y]`` and their weights, by rank among the rows of positive weight.
 
-    def take(self, indices):
-        """Rows ``indices`` of ``[X, y]`` and their sample weights.
+        Parameters
+        ----------
+        ranks : ndarray of int
+            ``r`` is the ``r``-th row (from 0) of positive weight; any order.
 
         Returns
         -------
-        data : ndarray of shape (len(indices), n_features + 1)
-        weights : ndarray of shape (len(indices),)
+        data : ndarray of shape (len(ranks), n_features + 1)
+        weights : ndarray of shape (len(ranks),)
         """
+        indices = np.flatnonzero(self.sample_weight > 0)[ranks]
         return (np.column_stack([self.X[indices], self.y[indices]]),
                 self.sample_weight[indices])
 

@@ -10,10 +10,10 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._blocks import RowBlocks, evaluate_in_chunks, resolve_n_threads, single_threaded_blas
+from . import _blocks
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
-from .experts import GAUSSIAN_LINEAR, ExpertParams, compute_expert_means, compute_var_floor
+from .experts import GAUSSIAN_LINEAR, ExpertParams, compute_expert_means
 from .gates import GateData, GateParams, make_gating
 from .model import MixingMeasure, compute_e_step, sample_moe
 from .utils import check_random_state
@@ -273,20 +273,21 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         scale = np.where(spread > 0, spread, 1.0)
         k = self.n_experts
         seed = int(rng.integers(np.iinfo(np.int32).max))
-        fit_rows = rows.positive_weight_rows()
+        # Rows are drawn by rank among those of positive weight.
+        n_positive = rows.n_positive
         if self.init_params == "kmeans":
             # Cluster a subsample and label every row by its nearest centre: a start needs
             # no more, and it keeps the start O(n) cheap for n in the millions.
-            if len(fit_rows) > _KMEANS_MAX_ROWS:
-                fit_rows = np.sort(rng.choice(fit_rows, size=_KMEANS_MAX_ROWS, replace=False))
-            data, weights = rows.take(fit_rows)
+            ranks = np.arange(n_positive) if n_positive <= _KMEANS_MAX_ROWS else \
+                np.sort(rng.choice(n_positive, size=_KMEANS_MAX_ROWS, replace=False))
+            data, weights = rows.take_positive(ranks)
             km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(
                 (data - mean) / scale, sample_weight=weights)
             centres = km.cluster_centers_
         else:
             # Distinct rows with positive weight serve as centres.
-            picked = rng.choice(fit_rows, size=min(k, len(fit_rows)), replace=False)
-            centres = (rows.take(picked)[0] - mean) / scale
+            picked = rng.choice(n_positive, size=min(k, n_positive), replace=False)
+            centres = (rows.take_positive(picked)[0] - mean) / scale
         # Nearest centre (the first on ties, as KMeans.predict).
         return rows.nearest_centre(mean, scale, centres)
 
@@ -317,11 +318,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         return data
 
     def _e_step(self, family, params, rows):
-        """Store the weighted responsibilities of ``params``.
-
-        Returns the weighted log-likelihood and the sums the next M-step needs (the
-        experts' and, for the families that have them, the gate's), from the same pass.
-        """
+        """Store the responsibilities; return the log-likelihood and the next M-step's sums."""
         statistics = [GAUSSIAN_LINEAR.block_statistics()]
         gate_statistics = family.block_statistics(params.gate)
         if gate_statistics is not None:
@@ -436,7 +433,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or Dask array of shape (n_samples, n_features)
+            A Dask array (chunked by rows; ``y`` and ``sample_weight`` alike or NumPy)
+            stays on its cluster: each pass sums its chunks' statistics there.
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the rows in the log-likelihood.
@@ -447,33 +446,39 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
         """
         started = time.perf_counter()
         family = self._check_parameters()
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
-        X = np.ascontiguousarray(X)
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        n_samples, n_features = X.shape
-        sample_weight = self._check_sample_weight(sample_weight, n_samples)
+        if _blocks.is_dask_array(X):
+            # Dask arrays stay where they are: every pass runs on their chunks (gmoe._dask).
+            from ._dask import DaskRowBlocks
+
+            rows = DaskRowBlocks(X, y, sample_weight, self.n_experts, family)
+            self.n_features_in_ = rows.n_features
+            self.__dict__.pop("feature_names_in_", None)
+        else:
+            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+            X = np.ascontiguousarray(X)
+            y = np.ascontiguousarray(y, dtype=np.float64)
+            sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
+            # Read before BLAS is held to one thread: the caller's limits cap the default.
+            rows = _blocks.RowBlocks(X, y, sample_weight, self.n_experts,
+                                     _blocks.resolve_n_threads(self.n_threads))
+        n_samples, n_features = rows.n_samples, rows.n_features
         if self.n_experts > n_samples:
             raise ValueError(f"Expected n_samples >= n_experts, got n_experts={self.n_experts}, "
                              f"n_samples={n_samples}.")
         n_params = self._count_parameters(family, n_features)
-        n_used = int(np.count_nonzero(sample_weight))
+        n_used, y_range, var_floor = rows.summary(self.reg_var)
         if n_used < n_params:
             warnings.warn(
                 f"Fewer samples with positive weight ({n_used}) than free parameters "
                 f"({n_params} for n_experts={self.n_experts}, n_features={n_features}): the "
                 "maximum-likelihood estimate is not unique and variances may sit at the floor. "
                 "Use fewer experts or more data.", DegenerateExpertWarning, stacklevel=2)
-        if np.ptp(y) == 0:
+        if y_range == 0:
             warnings.warn("y is constant: every expert's variance sits at the floor "
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
-        var_floor = max(compute_var_floor(y, sample_weight, self.reg_var),
-                        np.finfo(np.float64).tiny)
-
-        # Read before BLAS is held to one thread: the caller's limits cap the default.
-        n_threads = resolve_n_threads(self.n_threads)
-        with single_threaded_blas(), RowBlocks(X, y, sample_weight, self.n_experts,
-                                                n_threads) as rows:
+        var_floor = max(var_floor, np.finfo(np.float64).tiny)
+        with _blocks.single_threaded_blas(), rows:
             best, start_log_liks = self._fit_starts(family, rows, var_floor)
         params, trace, converged, n_iter, degenerate = best
         self._set_fitted(family, params, trace, converged, n_iter, degenerate, start_log_liks)
@@ -530,7 +535,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     # The prediction methods work on chunks of rows: their temporaries stay bounded.
     def _log_gate(self, X):
         m = self.mixing_measure_
-        return evaluate_in_chunks(
+        return _blocks.evaluate_in_chunks(
             lambda rows: m.family.log_gate(rows, m.gate_coef, m.gate_intercept, m.temperature),
             (X,))
 
@@ -567,12 +572,12 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             return np.sum(gate * compute_expert_means(rows, m.expert_coef, m.expert_intercept),
                           axis=1)
 
-        return evaluate_in_chunks(mean, (X,))
+        return _blocks.evaluate_in_chunks(mean, (X,))
 
     def _e_step_rows(self, X, y, output):
         """Responsibilities (``output=0``) or log-likelihoods (``output=1``) of every row."""
         m = self.mixing_measure_
-        return evaluate_in_chunks(
+        return _blocks.evaluate_in_chunks(
             lambda rows, ys: compute_e_step(rows, ys, self._log_gate(rows), m.expert_coef,
                                             m.expert_intercept, m.expert_var)[output], (X, y))
 
