@@ -2,10 +2,11 @@
 
 Every pass of EM is a sum over the rows: of the log-likelihood, of the experts' weighted
 Gram matrices, of the gate objective, its gradient and its information. A pass here walks
-the rows in blocks of :data:`BLOCK_ROWS`, so that a block's temporaries stay in the core's
-cache, computes each block's partial sums, and adds them up **in block order**. The block
-size does not depend on the number of threads, and each block's partial sums are a fixed
-function of its rows, so a fit is bit for bit the same on one thread or many.
+the rows in blocks (:func:`block_rows`: 8192 rows for ten features and four experts), so
+that a block's temporaries stay in the core's cache, computes each block's partial sums,
+and adds them up **in block order**. The block size depends on the data's shape, never on
+the number of threads, and each block's partial sums are a fixed function of its rows, so
+a fit is bit for bit the same on one thread or many.
 
 A block function takes a :class:`Block` (the block's transposed design, targets, sample
 weights and weighted responsibilities, and a scratch :class:`Workspace` of the thread
@@ -16,6 +17,7 @@ already expert-major and complete (the one-off calls of the gate's Newton ascent
 ``gmoe._dask.DaskRowBlocks`` runs the same block functions on the chunks of Dask arrays.
 """
 
+import functools
 import itertools
 import os
 import sys
@@ -27,15 +29,33 @@ from . import _kernels
 from ._expert_major import Workspace, e_step_columns
 
 __all__ = ["BLOCK_ROWS", "CHUNK_ROWS", "Block", "ColumnBlocks", "RowBlocks", "add_partials",
-           "evaluate_in_chunks", "resolve_n_threads", "single_threaded_blas",
+           "block_rows", "evaluate_in_chunks", "resolve_n_threads", "single_threaded_libraries",
            "weighted_gram_upper"]
 
-#: Rows per block: a block's design (d + 1 rows) and its (k, rows) arrays fit in a core's
-#: cache for the usual d and k. Fixed, so that results do not depend on the thread count.
+#: Rows per block of the usual shapes (see :func:`block_rows`).
 BLOCK_ROWS = 8192
-# Rows per slice of a block whose pair products are formed at once (66 products a row
-# for d = 10: 540 kB at 1024 rows, within a core's L2 cache).
-_PRODUCT_ROWS = 1024
+
+
+def block_rows(n_features, n_experts):
+    """Rows per block for data of this shape (never dependent on the thread count).
+
+    A block's design (``n_features + 1`` rows) and its (``n_experts``, rows) arrays should
+    fit in a core's cache; narrower data take longer blocks, so that the fixed cost of a
+    block (a few dozen calls from Python) stays small next to its arithmetic.
+
+    Parameters
+    ----------
+    n_features, n_experts : int
+
+    Returns
+    -------
+    int
+    """
+    width = n_features + 1 + 2 * n_experts
+    return BLOCK_ROWS if width >= 16 else 2 * BLOCK_ROWS if width >= 8 else 4 * BLOCK_ROWS
+# Bytes of pair products formed at once: ~512 kB stays within a core's L2 cache (1024 rows
+# of the 66 products of d = 10; longer slices for fewer features, fewer calls from Python).
+_PRODUCT_BYTES = 1 << 19
 
 
 #: Rows per chunk of the prediction methods: their (rows, k) temporaries stay a few MB.
@@ -135,13 +155,15 @@ def _library_thread_limit(default):
     return min(counts) if counts else default
 
 
-def single_threaded_blas():
-    """Context that holds BLAS to one thread (a fit's own threads run the blocks).
+def single_threaded_libraries():
+    """Context that holds BLAS and OpenMP to one thread (a fit's own threads run the blocks).
 
-    A fit's matrix products are small (one block); BLAS threads buy nothing on them, and
-    their spinning slowed a 1e5-row fit about twofold.
+    A fit's matrix products are small (one block): BLAS threads buy nothing on them, and
+    their spinning slowed a 1e5-row fit about twofold. The k-means start clusters 5000 rows
+    at most, where OpenMP's threads cost more than they save (25 times on a loaded
+    2-core machine).
     """
-    return _controller().limit(limits=1, user_api="blas")
+    return _controller().limit(limits=1)
 
 
 def add_partials(total, part):
@@ -201,8 +223,10 @@ def weighted_gram_upper(weights, ZT, workspace):
     totals = [np.zeros((w.shape[0], n_pairs)) for w in weights]
     parts = [workspace.get(f"gram_part_{w.shape[0]}", t.shape)
              for w, t in zip(weights, totals, strict=True)]
-    for start in range(0, n_rows, _PRODUCT_ROWS):
-        stop = min(start + _PRODUCT_ROWS, n_rows)
+    # A power of two from 1024 rows: the slices depend on the data's shape only.
+    slice_rows = 1 << max(10, (_PRODUCT_BYTES // (8 * n_pairs)).bit_length() - 1)
+    for start in range(0, n_rows, slice_rows):
+        stop = min(start + slice_rows, n_rows)
         products = workspace.get(f"pair_products_{stop - start}", (n_pairs, stop - start))
         _kernels.pair_products_into(ZT, start, products)
         for w, total, part in zip(weights, totals, parts, strict=True):
@@ -211,9 +235,14 @@ def weighted_gram_upper(weights, ZT, workspace):
     return totals if several else totals[0]
 
 
+@functools.lru_cache(maxsize=32)
+def _upper_indices(n_cols):
+    return np.triu_indices(n_cols)
+
+
 def unpack_upper(upper, n_cols):
     """Symmetric matrices from :func:`weighted_gram_upper`'s rows: shape (m, n_cols, n_cols)."""
-    rows, cols = np.triu_indices(n_cols)
+    rows, cols = _upper_indices(n_cols)
     out = np.empty((upper.shape[0], n_cols, n_cols))
     out[:, rows, cols] = upper
     out[:, cols, rows] = upper
@@ -319,7 +348,7 @@ class _BlockSource:
 
 
 class RowBlocks(_BlockSource):
-    """In-memory data, in blocks of :data:`BLOCK_ROWS` rows, and the EM's responsibilities.
+    """In-memory data, in blocks of :func:`block_rows` rows, and the EM's responsibilities.
 
     The weighted responsibilities are stored block by block, each block a C-contiguous
     (n_experts, n_rows) array, so that no pass copies them.
@@ -342,8 +371,8 @@ class RowBlocks(_BlockSource):
         self.sample_weight = sample_weight
         self.n_samples, self.n_features = X.shape
         self.n_experts = n_experts
-        starts = range(0, self.n_samples, BLOCK_ROWS)
-        self._bounds = [(a, min(a + BLOCK_ROWS, self.n_samples)) for a in starts]
+        rows = block_rows(self.n_features, n_experts)
+        self._bounds = [(a, min(a + rows, self.n_samples)) for a in range(0, self.n_samples, rows)]
         self._rw = np.empty(n_experts * self.n_samples) if storage is None else storage
         self._threads = _Threads(max(1, min(int(n_threads), len(self._bounds))))
         # One workspace per thread and block length (the last block may be shorter).
@@ -415,8 +444,9 @@ class RowBlocks(_BlockSource):
         """
         from .experts import compute_var_floor
 
-        return (self.n_positive, float(np.ptp(self.y)),
-                compute_var_floor(self.y, self.sample_weight, reg_var))
+        with single_threaded_libraries():  # BLAS threads only slow these dot products
+            return (self.n_positive, float(np.ptp(self.y)),
+                    compute_var_floor(self.y, self.sample_weight, reg_var))
 
     # --------------------------------------------------------------------- starts
     def column_moments(self):
@@ -579,7 +609,7 @@ def e_step_block(block, family, gate, expert_coef, expert_intercept, expert_var,
 
 
 class ColumnBlocks(_BlockSource):
-    """Complete expert-major arrays, walked in blocks of :data:`BLOCK_ROWS` columns.
+    """Complete expert-major arrays, walked in blocks of :func:`block_rows` columns.
 
     Each block's columns are copied into contiguous scratch arrays; one thread.
 
@@ -605,11 +635,11 @@ class ColumnBlocks(_BlockSource):
 
     def map_blocks(self, fn, *args, design=True):  # noqa: D102 (inherited)
         results = []
-        for start in range(0, self.n_samples, BLOCK_ROWS):
-            stop = min(start + BLOCK_ROWS, self.n_samples)
-            full = stop - start == BLOCK_ROWS
-            workspace = self._workspace if full else self._tail_workspace
-            if self.n_samples <= BLOCK_ROWS:
+        rows = block_rows(self.n_features, self.n_experts)
+        for start in range(0, self.n_samples, rows):
+            stop = min(start + rows, self.n_samples)
+            workspace = self._workspace if stop - start == rows else self._tail_workspace
+            if self.n_samples <= rows:
                 ZT, rw, inactive = self.ZT, self.rw, self.inactive
             else:
                 ZT = _copy_columns(self.ZT, start, stop, workspace, "block_design")

@@ -93,8 +93,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
     n_threads : int or None, default=None
         Threads of the passes over the rows: None is every core, capped by the BLAS and
         OpenMP thread limits (``threadpoolctl``, ``OMP_NUM_THREADS``); ``-1`` is every core.
-        Rows are summed in blocks of 8192 in a fixed order, so the fit is bit for bit the
-        same on any number of threads.
+        Rows are summed in blocks of a fixed size (by the data's shape) in a fixed order,
+        so the fit is bit for bit the same on any number of threads.
 
     Attributes
     ----------
@@ -478,7 +478,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
         var_floor = max(var_floor, np.finfo(np.float64).tiny)
-        with _blocks.single_threaded_blas(), rows:
+        with _blocks.single_threaded_libraries(), rows:
             best, start_log_liks = self._fit_starts(family, rows, var_floor)
         params, trace, converged, n_iter, degenerate = best
         self._set_fitted(family, params, trace, converged, n_iter, degenerate, start_log_liks)
