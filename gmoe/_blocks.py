@@ -432,21 +432,20 @@ class RowBlocks(_BlockSource):
         """Number of rows with a positive sample weight."""
         return int(np.count_nonzero(self.sample_weight))
 
-    def summary(self, reg_var):
-        """What a fit checks first: rows of positive weight, the range of ``y``, the floor.
+    def summary(self):
+        """What a fit checks first: rows of positive weight, the range and spread of ``y``.
 
         Returns
         -------
         n_positive : int
         y_range : float
-        var_floor : float
-            ``reg_var`` times the weighted variance of ``y`` (1 when it is 0).
+        y_variance : float
+            The weighted variance of ``y``.
         """
-        from .experts import compute_var_floor
-
         with single_threaded_libraries():  # BLAS threads only slow these dot products
-            return (self.n_positive, float(np.ptp(self.y)),
-                    compute_var_floor(self.y, self.sample_weight, reg_var))
+            mean = np.dot(self.sample_weight, self.y) / self.total_weight
+            variance = np.dot(self.sample_weight, (self.y - mean) ** 2) / self.total_weight
+        return self.n_positive, float(np.ptp(self.y)), float(variance)
 
     # --------------------------------------------------------------------- starts
     def column_moments(self):

@@ -166,12 +166,12 @@ class DaskRowBlocks(_BlockSource):
         return sum_in_order(self._persist_storage(tasks))
 
     # ------------------------------------------------------------------ starts
-    def summary(self, reg_var):
+    def summary(self):
         """:meth:`gmoe._blocks.RowBlocks.summary` (one more pass, for the variance)."""
         parts = dask.compute(*(dask.delayed(_weighted_square_deviation)(y, w, self._y_mean)
                                for y, w in zip(self._y, self._w, strict=True)))
-        v = float(sum_in_order(list(parts))) / self.total_weight
-        return self.n_positive, self._y_range, reg_var * (v if v > 0 else 1.0)
+        return (self.n_positive, self._y_range,
+                float(sum_in_order(list(parts))) / self.total_weight)
 
     def column_moments(self):  # noqa: D102 (as RowBlocks)
         return RowBlocks.column_moments(self)

@@ -466,7 +466,7 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"Expected n_samples >= n_experts, got n_experts={self.n_experts}, "
                              f"n_samples={n_samples}.")
         n_params = self._count_parameters(family, n_features)
-        n_used, y_range, var_floor = rows.summary(self.reg_var)
+        n_used, y_range, y_variance = rows.summary()
         if n_used < n_params:
             warnings.warn(
                 f"Fewer samples with positive weight ({n_used}) than free parameters "
@@ -477,7 +477,9 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             warnings.warn("y is constant: every expert's variance sits at the floor "
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
-        var_floor = max(var_floor, np.finfo(np.float64).tiny)
+        # Relative to the weighted variance of y (to 1 when y is constant).
+        var_floor = max(self.reg_var * (y_variance if y_variance > 0 else 1.0),
+                        np.finfo(np.float64).tiny)
         with _blocks.single_threaded_libraries(), rows:
             best, start_log_liks = self._fit_starts(family, rows, var_floor)
         params, trace, converged, n_iter, degenerate = best
