@@ -356,7 +356,9 @@ class RowBlocks(_BlockSource):
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features), C-contiguous float64
-    y, sample_weight : ndarray of shape (n_samples,), contiguous float64
+    y : ndarray of shape (n_samples,), contiguous float64
+    sample_weight : ndarray of shape (n_samples,), contiguous float64, or None
+        None weighs every row 1, without a vector of ones.
     n_experts : int
     n_threads : int, default=1
         Threads the passes run on (see :func:`resolve_n_threads`).
@@ -368,7 +370,7 @@ class RowBlocks(_BlockSource):
     def __init__(self, X, y, sample_weight, n_experts, n_threads=1, storage=None):
         self.X = X
         self.y = y
-        self.sample_weight = sample_weight
+        self._weights = sample_weight
         self.n_samples, self.n_features = X.shape
         self.n_experts = n_experts
         rows = block_rows(self.n_features, n_experts)
@@ -413,9 +415,13 @@ class RowBlocks(_BlockSource):
         if design:
             ZT = workspace.get("block_design", (self.n_features + 1, stop - start))
             _kernels.design_block_into(self.X, start, ZT)
-        return Block(ZT, self.X[start:stop], self.y[start:stop],
-                     self.sample_weight[start:stop], self._rw_block(start, stop), None,
-                     workspace)
+        if self._weights is None:
+            w = workspace.get("unit_weights", (stop - start,))
+            w.fill(1.0)
+        else:
+            w = self._weights[start:stop]
+        return Block(ZT, self.X[start:stop], self.y[start:stop], w,
+                     self._rw_block(start, stop), None, workspace)
 
     def map_blocks(self, fn, *args, design=True):  # noqa: D102 (inherited)
         return self._threads.map(
@@ -423,14 +429,21 @@ class RowBlocks(_BlockSource):
             len(self._bounds))
 
     @property
+    def sample_weight(self):
+        """The sample weights as one array (ones are made when none were given)."""
+        if self._weights is None:
+            return np.ones(self.n_samples)
+        return self._weights
+
+    @property
     def total_weight(self):
         """``sum_i w_i``."""
-        return float(self.sample_weight.sum())
+        return float(self.n_samples if self._weights is None else self._weights.sum())
 
     @property
     def n_positive(self):
         """Number of rows with a positive sample weight."""
-        return int(np.count_nonzero(self.sample_weight))
+        return self.n_samples if self._weights is None else int(np.count_nonzero(self._weights))
 
     def summary(self):
         """What a fit checks first: rows of positive weight, the range and spread of ``y``.
@@ -442,10 +455,14 @@ class RowBlocks(_BlockSource):
         y_variance : float
             The weighted variance of ``y``.
         """
+        y, w = self.y, self._weights
         with single_threaded_libraries():  # BLAS threads only slow these dot products
-            mean = np.dot(self.sample_weight, self.y) / self.total_weight
-            variance = np.dot(self.sample_weight, (self.y - mean) ** 2) / self.total_weight
-        return self.n_positive, float(np.ptp(self.y)), float(variance)
+            if w is None:
+                variance = np.var(y)
+            else:
+                mean = np.dot(w, y) / self.total_weight
+                variance = np.dot(w, (y - mean) ** 2) / self.total_weight
+        return self.n_positive, float(np.ptp(y)), float(variance)
 
     # --------------------------------------------------------------------- starts
     def column_moments(self):
@@ -472,9 +489,12 @@ class RowBlocks(_BlockSource):
         data : ndarray of shape (len(ranks), n_features + 1)
         weights : ndarray of shape (len(ranks),)
         """
-        indices = np.flatnonzero(self.sample_weight > 0)[ranks]
-        return (np.column_stack([self.X[indices], self.y[indices]]),
-                self.sample_weight[indices])
+        if self._weights is None:
+            indices, weights = ranks, np.ones(len(ranks))
+        else:
+            indices = np.flatnonzero(self._weights > 0)[ranks]
+            weights = self._weights[indices]
+        return np.column_stack([self.X[indices], self.y[indices]]), weights
 
     def nearest_centre(self, mean, scale, centres):
         """Index of the nearest centre of every standardised row of ``[X, y]`` (first on ties).
@@ -530,7 +550,8 @@ class RowBlocks(_BlockSource):
             rw = self._rw_block(start, stop)
             rw.fill(smoothing / k)
             rw[labels[start:stop], np.arange(stop - start)] += 1.0 - smoothing
-            rw *= self.sample_weight[start:stop]
+            if self._weights is not None:
+                rw *= self._weights[start:stop]
 
     def weighted_resp(self):
         """The weighted responsibilities as one (n_experts, n_samples) array (a copy)."""

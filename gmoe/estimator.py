@@ -457,7 +457,8 @@ class GaussianMoERegressor(RegressorMixin, BaseEstimator):
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
             X = np.ascontiguousarray(X)
             y = np.ascontiguousarray(y, dtype=np.float64)
-            sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
+            if sample_weight is not None:  # None: every row weighs 1 (no vector of ones)
+                sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
             # Read before BLAS is held to one thread: the caller's limits cap the default.
             rows = _blocks.RowBlocks(X, y, sample_weight, self.n_experts,
                                      _blocks.resolve_n_threads(self.n_threads))

@@ -262,3 +262,16 @@ def test_predict_memory_is_bounded_by_the_output():
     # The output (2.4 MB) and one chunk's temporaries (a 16384-row transposed design is
     # 1.4 MB); whole-array temporaries would be several times X's 24 MB.
     assert peak < 0.5 * X.nbytes, peak / 1e6
+
+
+def test_importing_gmoe_compiles_no_kernel():
+    # Kernels compile (or load from numba's cache) on their first call, and only then.
+    import subprocess
+    import sys
+
+    code = ("import gmoe\n"
+            "from gmoe import _kernels\n"
+            "print(sum(len(getattr(_kernels, k).signatures) for k in _kernels.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "0"
