@@ -36,6 +36,18 @@ __all__ = ["BLOCK_ROWS", "CHUNK_ROWS", "Block", "ColumnBlocks", "RowBlocks", "ad
 BLOCK_ROWS = 8192
 
 
+def block_bounds(n_rows, rows):
+    """``(start, stop)`` of each block: ``rows`` long, the last up to a quarter longer.
+
+    A remainder shorter than a quarter block joins the last block instead of paying a
+    block's fixed cost for a few rows (10000 rows are one block of 10000, not two).
+    """
+    starts = list(range(0, n_rows, rows))
+    if len(starts) > 1 and n_rows - starts[-1] < rows // 4:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], n_rows][:len(starts)], strict=True))
+
+
 def block_rows(n_features, n_experts):
     """Rows per block for data of this shape (never dependent on the thread count).
 
@@ -373,8 +385,7 @@ class RowBlocks(_BlockSource):
         self._weights = sample_weight
         self.n_samples, self.n_features = X.shape
         self.n_experts = n_experts
-        rows = block_rows(self.n_features, n_experts)
-        self._bounds = [(a, min(a + rows, self.n_samples)) for a in range(0, self.n_samples, rows)]
+        self._bounds = block_bounds(self.n_samples, block_rows(self.n_features, n_experts))
         self._rw = np.empty(n_experts * self.n_samples) if storage is None else storage
         self._threads = _Threads(max(1, min(int(n_threads), len(self._bounds))))
         # One workspace per thread and block length (the last block may be shorter).
@@ -656,10 +667,10 @@ class ColumnBlocks(_BlockSource):
     def map_blocks(self, fn, *args, design=True):  # noqa: D102 (inherited)
         results = []
         rows = block_rows(self.n_features, self.n_experts)
-        for start in range(0, self.n_samples, rows):
-            stop = min(start + rows, self.n_samples)
+        bounds = block_bounds(self.n_samples, rows)
+        for start, stop in bounds:
             workspace = self._workspace if stop - start == rows else self._tail_workspace
-            if self.n_samples <= rows:
+            if len(bounds) == 1:
                 ZT, rw, inactive = self.ZT, self.rw, self.inactive
             else:
                 ZT = _copy_columns(self.ZT, start, stop, workspace, "block_design")

@@ -8,7 +8,6 @@ log-density is written here once in numpy; the E-step's fused numba kernel
 same formula, checked against this one in the tests.
 """
 
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -465,6 +464,27 @@ def expert_qr_block(block, expert):
     return np.linalg.qr(stacked, mode="r")
 
 
+def _solve_positive_definite(matrix, rhs):
+    """``matrix^-1 rhs`` by Cholesky, or None if ``matrix`` is numerically singular.
+
+    The LAPACK steps of ``scipy.linalg.solve(..., assume_a="pos")`` without its per-call
+    overhead (which an EM iteration on small data pays several times): None where it
+    would raise (not positive definite) or warn (reciprocal condition number below eps).
+    """
+    factor, info = _POTRF(matrix, lower=False, clean=False, overwrite_a=False)
+    if info != 0:
+        return None
+    rcond, info = _POCON(factor, np.linalg.norm(matrix, 1))
+    if info != 0 or not rcond >= np.finfo(np.float64).eps:
+        return None
+    solution, info = _POTRS(factor, rhs)
+    return solution if info == 0 and np.all(np.isfinite(solution)) else None
+
+
+_POTRF, _POCON, _POTRS = scipy.linalg.lapack.get_lapack_funcs(
+    ("potrf", "pocon", "potrs"), dtype=np.float64)
+
+
 def _least_squares_by_qr(blocks, expert, n_cols):
     """Minimum-norm weighted least squares of one expert, from the blocks' R factors.
 
@@ -515,18 +535,10 @@ def fit_experts_blocks(blocks, var_floor, statistics=None):
     n_experts = weight_sums.shape[0]
     theta = np.zeros((n_experts, n_cols))
     for j in range(n_experts):
-        try:
-            with warnings.catch_warnings():
-                # An ill-conditioned Gram matrix is handled below, not reported.
-                warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-                theta[j] = scipy.linalg.solve(grams[j], rhs[j], assume_a="pos",
-                                              check_finite=False)
-            if not np.all(np.isfinite(theta[j])):
-                raise np.linalg.LinAlgError("non-finite solution")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-            # Rank-deficient or ill-conditioned weighted design (an expert owning fewer points
-            # than coefficients): the minimum-norm least-squares solution still maximises.
-            theta[j] = _least_squares_by_qr(blocks, j, n_cols)
+        solution = _solve_positive_definite(grams[j], rhs[j])
+        # Rank-deficient or ill-conditioned weighted design (an expert owning fewer points
+        # than coefficients): the minimum-norm least-squares solution still maximises.
+        theta[j] = _least_squares_by_qr(blocks, j, n_cols) if solution is None else solution
     var = blocks.reduce(expert_residual_block, theta, design=False) / weight_sums
     np.maximum(var, var_floor, out=var)
     return (np.ascontiguousarray(theta[:, :n_features]), theta[:, n_features].copy(), var,

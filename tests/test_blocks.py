@@ -14,7 +14,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import log_softmax
 
 import gmoe
-from gmoe._blocks import ColumnBlocks, RowBlocks, block_rows, resolve_n_threads
+from gmoe._blocks import ColumnBlocks, RowBlocks, block_bounds, block_rows, resolve_n_threads
 from gmoe.experts import (
     GAUSSIAN_LINEAR,
     expert_block_statistics,
@@ -25,7 +25,7 @@ from gmoe.gates._linear import gate_block_sums, gate_statistics
 
 
 def _n_rows(d, k):
-    return 2 * block_rows(d, k) + 1234  # two full blocks and a short one
+    return 2 * block_rows(d, k) + block_rows(d, k) // 2  # two full blocks and a short one
 
 
 def _data(rng, n=None, d=3, k=4):
@@ -275,3 +275,10 @@ def test_importing_gmoe_compiles_no_kernel():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "0"
+
+
+def test_block_bounds_cover_the_rows_and_absorb_a_short_remainder():
+    assert block_bounds(10_000, 8192) == [(0, 10_000)]
+    assert block_bounds(8192 * 2 + 2047, 8192) == [(0, 8192), (8192, 18_431)]
+    assert block_bounds(8192 * 2 + 2048, 8192) == [(0, 8192), (8192, 16_384), (16_384, 18_432)]
+    assert block_bounds(5, 8192) == [(0, 5)]
