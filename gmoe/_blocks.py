@@ -29,8 +29,8 @@ from . import _kernels
 from ._expert_major import Workspace, e_step_columns
 
 __all__ = ["BLOCK_ROWS", "CHUNK_ROWS", "Block", "ColumnBlocks", "RowBlocks", "add_partials",
-           "block_rows", "evaluate_in_chunks", "resolve_n_threads", "single_threaded_libraries",
-           "weighted_gram_upper"]
+           "block_bounds", "block_rows", "evaluate_in_chunks", "resolve_n_threads",
+           "single_threaded_libraries", "weighted_gram_upper"]
 
 #: Rows per block of the usual shapes (see :func:`block_rows`).
 BLOCK_ROWS = 8192
@@ -65,10 +65,11 @@ def block_rows(n_features, n_experts):
     """
     width = n_features + 1 + 2 * n_experts
     return BLOCK_ROWS if width >= 16 else 2 * BLOCK_ROWS if width >= 8 else 4 * BLOCK_ROWS
+
+
 # Bytes of pair products formed at once: ~512 kB stays within a core's L2 cache (1024 rows
 # of the 66 products of d = 10; longer slices for fewer features, fewer calls from Python).
 _PRODUCT_BYTES = 1 << 19
-
 
 #: Rows per chunk of the prediction methods: their (rows, k) temporaries stay a few MB.
 CHUNK_ROWS = 16384
@@ -388,9 +389,9 @@ class RowBlocks(_BlockSource):
         self._bounds = block_bounds(self.n_samples, block_rows(self.n_features, n_experts))
         self._rw = np.empty(n_experts * self.n_samples) if storage is None else storage
         self._threads = _Threads(max(1, min(int(n_threads), len(self._bounds))))
-        # One workspace per thread and block length (the last block may be shorter).
+        # One workspace per thread and block length (the last block may be longer).
         self._workspaces = {}
-        self._design = None
+        self._design = self._ones = None
 
     @property
     def n_threads(self):
@@ -441,9 +442,11 @@ class RowBlocks(_BlockSource):
 
     @property
     def sample_weight(self):
-        """The sample weights as one array (ones are made when none were given)."""
+        """The sample weights as one array (ones, made once, when none were given)."""
         if self._weights is None:
-            return np.ones(self.n_samples)
+            if self._ones is None:
+                self._ones = np.ones(self.n_samples)
+            return self._ones
         return self._weights
 
     @property

@@ -90,3 +90,17 @@ def test_in_memory_fits_never_import_dask():
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_dask_fit_without_a_cluster_uses_the_local_scheduler():
+    import dask
+
+    X, y = _data(n=3000)
+    options = dict(n_init=1, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        memory = gmoe.GaussianMoERegressor(2, **options).fit(X, y)
+        with dask.config.set(scheduler="threads"):
+            local = gmoe.GaussianMoERegressor(2, **options).fit(
+                da.from_array(X, chunks=(1000, 2)), da.from_array(y, chunks=1000))
+    assert local.lower_bound_ == pytest.approx(memory.lower_bound_, rel=1e-12)
