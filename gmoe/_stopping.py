@@ -363,12 +363,13 @@ class StoppingRule:
         return False
 
     def take_move(self):
-        """The move proposed by the last check (once), or None.
+        """The move proposed by a check of the latest iterate (once), or None.
 
         It raises ``L``: the run continues from there.
         """
         move, self._move = self._move, None
-        return move
+        # Only a move proposed at the latest iterate: an older one is stale.
+        return move if self._evaluated_at == len(self._history) else None
 
     def final(self, params):
         """The decrement at the run's last iterate (computed if not already)."""

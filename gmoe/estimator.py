@@ -1,18 +1,20 @@
 """GaussianMoERegressor: maximum-likelihood fitting of a Gaussian mixture of experts by EM."""
 
+import functools
+import itertools
 import numbers
 import time
 import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._conditioning import Conditioning
 from ._em import EMRunMixin, _DegenerateRun, _Params, _single_threaded_blas
 from ._expert_major import Workspace, transposed_design
+from ._starts import STRATEGIES, draw_labels, standardised_data
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means, compute_var_floor
@@ -27,6 +29,11 @@ __all__ = ["GaussianMoERegressor", "log_likelihood_scorer"]
 _INIT_SMOOTHING = 0.2
 # k-means starts cluster at most this many rows.
 _KMEANS_MAX_ROWS = 5000
+# init_params='short_em': short runs per start asked for (n_init), their EM steps, and
+# the runs continued to convergence, per start asked for (at least one).
+_SHORT_RUNS_PER_START = 4
+_SHORT_EM_STEPS = 10
+_FULL_RUNS_PER_START = 1.0
 # Extra starts tried, beyond n_init, when on_degenerate="restart" discards runs.
 _MAX_EXTRA_RESTARTS = 10
 
@@ -76,10 +83,19 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         EM steps at most, per start (a SQUAREM cycle counts as three, a move proposed by
         the stopping rule as one).
     n_init : int, default=5
-        Number of starts; the best log-likelihood is kept.
-    init_params : {'kmeans', 'random'} or MixingMeasure, default='kmeans'
-        'kmeans' clusters the standardised ``(x, y)``; 'random' assigns each row to the
-        nearest of ``n_experts`` random rows; a MixingMeasure is used as the start.
+        Number of runs to convergence, each from a different start; the best
+        log-likelihood is kept. For 'short_em', ``4 * n_init`` short runs choose the
+        ``n_init`` starts.
+    init_params : {'random', 'kmeans', 'short_em'} or MixingMeasure, default='random'
+        How each start's partition of the rows is drawn (the experts are then fitted to
+        it, the gate to its labels). 'random': the nearest of ``n_experts`` random rows in
+        the standardised ``(x, y)``. 'kmeans': k-means on the standardised ``(x, y)``; the
+        first start on a subsample of at most 5000 rows, the others on random halves with
+        randomly weighted coordinates, so that they differ. 'short_em': ``4 * n_init``
+        partitions, 'kmeans' and 'random' in turn, each run for 10 EM steps; the
+        ``n_init`` that lead are continued to convergence. A MixingMeasure is the start
+        itself (one run). The default was chosen on ``benchmarks/bench_starts.py``, trap
+        designs where it reached the best-known log-likelihood most often.
     reg_var : float, default=1e-6
         Relative variance floor: every variance is at least ``reg_var * v``, with ``v``
         the weighted variance of ``y`` (1 when it is 0).
@@ -180,7 +196,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
 
     def __init__(self, n_experts=2, *, gating="softmax", top_k=None, topk_selection="affine",
                  activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-4,
-                 max_iter=500, n_init=5, init_params="kmeans", reg_var=1e-6,
+                 max_iter=500, n_init=5, init_params="random", reg_var=1e-6,
                  on_degenerate="warn", random_state=None, warm_start=False, verbose=0,
                  acceleration="squarem"):
         self.n_experts = n_experts
@@ -230,9 +246,10 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         if family.uses_temperature:
             check_real("temperature", positive=True)
         if isinstance(self.init_params, str):
-            check_option(self.init_params, "init_params", ("kmeans", "random"))
+            check_option(self.init_params, "init_params", STRATEGIES)
         elif not isinstance(self.init_params, MixingMeasure):
-            raise ValueError("init_params must be 'kmeans', 'random' or a MixingMeasure, got "
+            raise ValueError("init_params must be 'random', 'kmeans', 'short_em' or a "
+                             "MixingMeasure, got "
                              f"{type(self.init_params).__name__}: {self.init_params!r}.")
         return family
 
@@ -300,31 +317,9 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         return _Params(family.initial_gate(data, temperature), experts.coef, experts.intercept,
                        experts.var)
 
-    def _initial_labels(self, ZT, y, sample_weight, rng):
-        # Standardised (x, y), one row per variable: row-wise reductions are contiguous.
-        data = np.vstack([ZT[:-1], y])
-        spread = data.std(axis=1)
-        data -= data.mean(axis=1)[:, None]
-        data /= np.where(spread > 0, spread, 1.0)[:, None]
-        k = self.n_experts
-        seed = int(rng.integers(np.iinfo(np.int32).max))
-        if self.init_params == "kmeans":
-            # Cluster a subsample and label every row by its nearest centre: a start needs
-            # no more, and it keeps the start O(n) cheap for n in the millions.
-            fit_rows = np.flatnonzero(sample_weight > 0)
-            if len(fit_rows) > _KMEANS_MAX_ROWS:
-                fit_rows = np.sort(rng.choice(fit_rows, size=_KMEANS_MAX_ROWS, replace=False))
-            km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(
-                data[:, fit_rows].T, sample_weight=sample_weight[fit_rows])
-            centres = km.cluster_centers_
-        else:
-            # Distinct rows with positive weight serve as centres.
-            candidates = np.flatnonzero(sample_weight > 0)
-            centres = data[:, rng.choice(candidates, size=min(k, len(candidates)),
-                                         replace=False)].T
-        # Nearest centre (the first on ties, as KMeans.predict).
-        dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
-        return np.argmin(dist, axis=0)
+    def _initial_labels(self, kind, index, data, sample_weight, rng):
+        """The partition of start ``index`` (gmoe._starts): every start draws its own."""
+        return draw_labels(kind, index, data, sample_weight, self.n_experts, rng)
 
     def _initial_temperature(self, family):
         return float(self.temperature) if family.uses_temperature else None
@@ -342,7 +337,32 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         workspace = Workspace()
         rng = check_random_state(self.random_state)
         warm = self.warm_start and hasattr(self, "mixing_measure_")
-        n_starts = 1 if warm or isinstance(self.init_params, MixingMeasure) else self.n_init
+        given = warm or isinstance(self.init_params, MixingMeasure)
+        run = functools.partial(self._em_iterations, family, ZT=ZT, y=y,
+                                sample_weight=sample_weight, var_floor=var_floor,
+                                workspace=workspace)
+        if given:
+            starts = None
+        elif self.init_params == "short_em":
+            starts = self._short_em_starts(family, ZT, y, sample_weight, var_floor, rng, run,
+                                           workspace)
+        else:
+            data = standardised_data(ZT, y)
+
+            def draw(index):
+                labels = self._initial_labels(self.init_params, index, data, sample_weight,
+                                              rng)
+                return self._start_from_labels(family, ZT, y, sample_weight, var_floor,
+                                               labels, self._initial_temperature(family),
+                                               workspace)
+
+            starts = map(draw, itertools.count())
+        if given:
+            n_starts = 1
+        elif self.init_params == "short_em":
+            n_starts = max(1, int(round(_FULL_RUNS_PER_START * self.n_init)))
+        else:
+            n_starts = self.n_init
         best = None
         start_log_liks = []
         attempts = 0
@@ -355,18 +375,17 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             elif isinstance(self.init_params, MixingMeasure):
                 params = conditioning.to_internal(self._start_from_measure(family, n_features))
             else:
-                labels = self._initial_labels(ZT, y, sample_weight, rng)
-                params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
-                                                 self._initial_temperature(family), workspace)
+                params = next(starts, None)
+                if params is None:  # 'short_em' ran out of candidates
+                    break
             try:
-                result = self._em_iterations(family, params, ZT, y, sample_weight,
-                                             var_floor, workspace)
+                result = run(params)
             except _DegenerateRun as err:
                 if self.verbose:
                     print(f"start {attempts}: experts {err.args[0]} collapsed; restarting")
                 if fallback is None:
                     fallback = params
-                if warm or isinstance(self.init_params, MixingMeasure):
+                if given:
                     break
                 continue
             start_log_liks.append(result[1][-1])
@@ -382,13 +401,37 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                           stacklevel=2)
             saved, self.on_degenerate = self.on_degenerate, "warn"
             try:
-                best = self._em_iterations(family, fallback, ZT, y, sample_weight,
-                                           var_floor, workspace)
+                best = run(fallback)
             finally:
                 self.on_degenerate = saved
             start_log_liks.append(best[1][-1])
 
         return best, start_log_liks
+
+    def _short_em_starts(self, family, ZT, y, sample_weight, var_floor, rng, run, workspace):
+        """The starts of 'short_em', best first: the ends of short EM runs.
+
+        ``_SHORT_RUNS_PER_START * n_init`` partitions, 'kmeans' and 'random' in turn, each
+        run for ``_SHORT_EM_STEPS`` EM steps without the stopping rule; their end points,
+        by log-likelihood, are the starts (the caller runs the first ``n_init`` to
+        convergence, and takes the next ones when a run is discarded). A short run that
+        collapses (under ``on_degenerate='restart'``) is dropped.
+        """
+        data = standardised_data(ZT, y)
+        short = []
+        kinds = ("kmeans", "random")
+        for index in range(_SHORT_RUNS_PER_START * self.n_init):
+            kind = kinds[index % 2]
+            labels = self._initial_labels(kind, index // 2, data, sample_weight, rng)
+            params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
+                                             self._initial_temperature(family), workspace)
+            try:
+                result = run(params, max_iter=_SHORT_EM_STEPS, stop=False)
+            except (_DegenerateRun, FloatingPointError):
+                continue
+            short.append((result[1][-1], index, result[0]))
+        short.sort(key=lambda item: (-item[0], item[1]))
+        return iter([params for _, _, params in short])
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model by EM from ``n_init`` starts, keeping the best.

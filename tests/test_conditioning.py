@@ -16,6 +16,10 @@ from gmoe.gates import make_gating
 TRUTH = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
                            [0.09, 0.16])
 OFFSET, SPREAD = 1.7e9, 86400.0  # a Unix time over one day
+# Two runs may stop anywhere within tol of the maximum: at the default tol their
+# predictions can differ by ~1e-8, as much as the comparisons below allow. These fits go
+# further, so that what is compared is the maximum, not where each run stopped.
+TIGHT = 1e-10
 
 
 def _shift_measure(measure, offset, scale):
@@ -42,8 +46,10 @@ def test_large_offset_is_fitted_like_the_centred_design():
     """
     U, y = _data(3000, 0)
     X = OFFSET + SPREAD * U
-    fit_u = gmoe.GaussianMoERegressor(2, n_init=2, random_state=0).fit(U, y)
-    fit_x = gmoe.GaussianMoERegressor(2, n_init=2, random_state=0).fit(X, y)
+    # One start: with two, both reach the maximum and the better one, in either labelling,
+    # is a coin toss of the last bits of L.
+    fit_u = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0, tol=TIGHT).fit(U, y)
+    fit_x = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0, tol=TIGHT).fit(X, y)
     assert fit_u.lower_bound_ > -0.5  # the MLE of the README's model, about -0.43
     assert fit_x.converged_
     assert fit_x.lower_bound_ == pytest.approx(fit_u.lower_bound_, rel=1e-8)
@@ -86,15 +92,18 @@ def test_first_em_step_from_the_truth_does_not_decrease_the_log_likelihood():
 def test_affine_rescaling_of_x_gives_the_same_fit(transform, gating, options):
     U, y = _data(400, 5)
     X = transform(U)
-    params = dict(gating=gating, n_init=2, random_state=1, **options)
+    params = dict(gating=gating, n_init=2, random_state=1, tol=TIGHT, **options)
     fit_u = gmoe.GaussianMoERegressor(2, **params).fit(U, y)
     fit_x = gmoe.GaussianMoERegressor(2, **params).fit(X, y)
     # (Not the same iteration count: near the maximum the safeguard's and the stopping
     # rule's comparisons of nearly equal log-likelihoods can go either way.)
     assert fit_x.lower_bound_ == pytest.approx(fit_u.lower_bound_, rel=1e-8)
-    assert_allclose(fit_x.score_samples(X, y), fit_u.score_samples(U, y), rtol=1e-8,
-                    atol=1e-8)
-    assert_allclose(fit_x.predict(X), fit_u.predict(U), rtol=1e-8, atol=1e-8)
+    # The runs' paths can part at a near-tie (a SQUAREM safeguard, the filter) and end at
+    # different points of the maximum's flat directions (the steep gate's slope): L agrees
+    # to ~1e-12 there, rows near the gate's boundary to ~1e-8.
+    assert_allclose(fit_x.score_samples(X, y), fit_u.score_samples(U, y), rtol=1e-6,
+                    atol=1e-6)
+    assert_allclose(fit_x.predict(X), fit_u.predict(U), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("gating,options", [
@@ -108,19 +117,21 @@ def test_scaling_x_gives_the_same_fit_where_centring_is_not_allowed(gating, opti
     # shift of x is a different model, a scale is not.
     U, y = _data(400, 6)
     U = U - 0.3  # the gate needs inputs of both signs
-    params = dict(gating=gating, n_init=2, random_state=2, **options)
+    params = dict(gating=gating, n_init=2, random_state=2, tol=TIGHT, **options)
     fit_u = gmoe.GaussianMoERegressor(2, **params).fit(U, y)
     fit_x = gmoe.GaussianMoERegressor(2, **params).fit(U * factor, y)
     assert fit_x.lower_bound_ == pytest.approx(fit_u.lower_bound_, rel=1e-8)
-    assert_allclose(fit_x.predict(U * factor), fit_u.predict(U), rtol=1e-8, atol=1e-8)
+    # As in the test above: the maximum's flat directions leave predictions to ~1e-8.
+    assert_allclose(fit_x.predict(U * factor), fit_u.predict(U), rtol=1e-6, atol=1e-6)
 
 
 def test_affine_rescaling_of_y_maps_the_fit():
     U, y = _data(400, 7)
     # One start: with two, both reach the maximum and the better one, in either labelling,
     # is a coin toss of the last bits of L.
-    fit = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(U, y)
-    scaled = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(U, 1e3 * y - 5.0)
+    fit = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0, tol=TIGHT).fit(U, y)
+    scaled = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0,
+                                       tol=TIGHT).fit(U, 1e3 * y - 5.0)
     assert_allclose(scaled.expert_coef_, 1e3 * fit.expert_coef_, rtol=1e-8)
     assert_allclose(scaled.expert_intercept_, 1e3 * fit.expert_intercept_ - 5.0, rtol=1e-8)
     assert_allclose(scaled.expert_var_, 1e6 * fit.expert_var_, rtol=1e-8)

@@ -365,7 +365,8 @@ def test_pickle_clone_pipeline_and_grid_search():
         ({"tol": -1.0}, "tol must be a finite number >= 0, got tol=-1.0"),
         ({"reg_var": float("nan")}, "reg_var must be a finite number"),
         ({"init_params": "pca"}, "init_params must be one of"),
-        ({"init_params": 3}, "init_params must be 'kmeans', 'random' or a MixingMeasure"),
+        ({"init_params": 3}, "init_params must be 'random', 'kmeans', 'short_em' or a "
+                             "MixingMeasure"),
         ({"on_degenerate": "ignore"}, "on_degenerate must be one of"),
         ({"max_iter": 0}, "max_iter must be an integer >= 1"),
     ],
@@ -449,7 +450,8 @@ EXPECTED_FAILED_CHECKS = {
     "check_methods_subset_invariance": (
         "score_samples is the conditional log-density log p(y | x) and needs y."),
     "check_sample_weight_equivalence_on_dense_data": (
-        "the k-means start sees rows, not weights, so starts differ; from a common start "
+        "the starts see rows, not weights (random rows, k-means subsamples), so starts "
+        "differ; from a common start "
         "weights equal repeated rows (test_integer_sample_weight_equals_repeated_rows)."),
 }
 

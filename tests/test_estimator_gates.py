@@ -171,6 +171,7 @@ def test_identity_activation_equals_temperature_gate():
     # The same family of densities (identity adds a redundant translation of beta1):
     # the same maximum likelihood and the same fitted conditional density.
     assert ident.lower_bound_ == pytest.approx(temp.lower_bound_, rel=1e-6)
+    ident.align_to(temp)  # the experts are exchangeable: compare gates label for label
     assert_allclose(ident.predict_proba(X), temp.predict_proba(X), atol=1e-3)
     assert ident.temperature_ == 0.25
 
@@ -226,7 +227,7 @@ def test_top1_moves_boundaries_started_away_to_the_truth():
 
 def test_top1_from_kmeans_recovers_regions_and_experts():
     X, y = _data(TOP1_TRUTH, 4000, 5)
-    est = gmoe.GaussianMoERegressor(3, gating="topk", top_k=1, n_init=3,
+    est = gmoe.GaussianMoERegressor(3, gating="topk", top_k=1, n_init=3, init_params="kmeans",
                                     random_state=0).fit(X, y)
     fitted = est.mixing_measure_
     grid = np.linspace(0, 1, 2001)[:, None]
@@ -266,8 +267,12 @@ def test_topk_with_k_equal_to_n_experts_is_softmax():
     topk = gmoe.GaussianMoERegressor(2, gating="topk", top_k=2, n_init=2,
                                      random_state=1).fit(X, y)
     soft = gmoe.GaussianMoERegressor(2, n_init=2, random_state=1).fit(X, y)
+    # The two families' passes round differently, and the runs can part at a near-tie of
+    # SQUAREM's safeguard: both stop within tol of one maximum, which is flat along the
+    # steep gate (slope ~27), where they differ by ~1e-8 relative.
+    assert topk.lower_bound_ == pytest.approx(soft.lower_bound_, rel=1e-10)
     assert_allclose(topk.mixing_measure_.to_vector(), soft.mixing_measure_.to_vector(),
-                    rtol=1e-10, atol=1e-10)
+                    rtol=1e-6, atol=1e-6)
 
 
 def test_topk_log_likelihood_matches_logsumexp(global_random_seed):
