@@ -334,3 +334,29 @@ def test_resuming_a_store_made_by_other_gmoe_sources_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", GMoEWarning)
         ResultStore(db, exp).close()
+
+
+_TASK_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from _study import write_study
+from gmoe.simulation import load_experiment, run_task
+exp = load_experiment(write_study(Path(sys.argv[2]), "tiny.toml", seed=7, n_starts=2,
+                                  sizes=[60], replications=3))
+print([repr(run_task(exp, 60, rep)["hellinger"]) for rep in range(3)])
+"""
+
+
+def test_kernels_compiled_fresh_and_loaded_from_the_cache_store_the_same_bits(tmp_path):
+    # The parent process compiles the kernels and the workers load them from numba's cache;
+    # both must round alike. Fastmath sums did not: the Hellinger distance of the task
+    # (60, 2) came out one ulp apart, so one and two workers stored different numbers.
+    cache = tmp_path / "numba-cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    runs = [subprocess.run([sys.executable, "-c", _TASK_SCRIPT, tests_dir, str(tmp_path)],
+                           env=env, check=True, capture_output=True, text=True).stdout
+            for _ in range(2)]
+    assert any(cache.iterdir()), "the first run should have filled the cache"
+    assert runs[0] == runs[1]

@@ -60,11 +60,13 @@ import numpy as np
 
 from ._config import NJIT
 
-#: The Hellinger sums may be reassociated, so that LLVM vectorises them (with the square
-#: roots): 1.6 times faster, results changed in the last bits only (1e-16 of h), and
-#: still the same on one machine from run to run. No "nnan"/"ninf"/"afn": the densities
-#: underflow to 0 legitimately and exp and sqrt stay exact to rounding.
-_NJIT_SUMS = dict(NJIT, fastmath={"reassoc", "nsz", "arcp", "contract"})
+#: No fastmath in these kernels: reassociated or contracted (FMA) sums round differently
+#: depending on how LLVM inlines and vectorises them, which differs between a freshly
+#: compiled kernel and the same kernel loaded from numba's cache, so one worker and two
+#: workers stored Hellinger distances a few ulps apart. Speed comes instead from an
+#: elementwise loop (exact square roots, which LLVM vectorises without reassociation) and
+#: a sum over a fixed number of interleaved accumulators (:func:`_interleaved_sum`).
+_N_ACCUMULATORS = 8
 
 #: Components whose gate is below this are dropped: log(1e-30).
 _LOG_WEIGHT_FLOOR = -69.07755278982137
@@ -197,7 +199,7 @@ def _sqrt_gap_sq(comps, c0, c1, y):
     return d * d
 
 
-@numba.njit(**_NJIT_SUMS)
+@numba.njit(**NJIT)
 def _lattice_sum(comps, c0, c1, y0, step, count, buf_p, buf_q):
     """``sum_j (sqrt p - sqrt q)^2 (y0 + j step)``, ``j < count``, components ``c0:c1``.
 
@@ -240,11 +242,33 @@ def _lattice_sum(comps, c0, c1, y0, step, count, buf_p, buf_q):
                 buf[j] += v
         for j in range(m):
             diff = math.sqrt(buf_p[j]) - math.sqrt(buf_q[j])
-            total += diff * diff
+            buf_p[j] = diff * diff
+        total += _interleaved_sum(buf_p, m)
     return total
 
 
-@numba.njit(**_NJIT_SUMS)
+@numba.njit(**NJIT)
+def _interleaved_sum(values, m):
+    """``sum(values[:m])`` over ``_N_ACCUMULATORS`` interleaved partial sums.
+
+    The order of the additions is fixed by the code, not by the compiler, so the result
+    is the same bits however the kernel was compiled; the independent partial sums still
+    pipeline (and are no less accurate than one running sum).
+    """
+    partial = np.zeros(_N_ACCUMULATORS)
+    full = m - m % _N_ACCUMULATORS
+    for j in range(0, full, _N_ACCUMULATORS):
+        for lane in range(_N_ACCUMULATORS):
+            partial[lane] += values[j + lane]
+    total = 0.0
+    for lane in range(_N_ACCUMULATORS):
+        total += partial[lane]
+    for j in range(full, m):
+        total += values[j]
+    return total
+
+
+@numba.njit(**NJIT)
 def _item_level(comps, c0, c1, kind, a, b, n0, level, previous, buf_p, buf_q):
     """Integral of ``(sqrt p - sqrt q)^2`` over one item (run or segment) at one level."""
     if kind == _TRAPEZOID:
