@@ -130,6 +130,12 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, reference):
         proc.wait()
     stored_at_kill = _count(db)
     assert 3 <= stored_at_kill < 12, "the kill must land mid-run"
+    # One worker starts the tasks replication by replication, largest n first: what a
+    # stopped run holds is whole sweeps of the sizes, then the start of the next one.
+    order = sorted(((n, rep) for n in SIZES for rep in range(REPS)),
+                   key=lambda task: (task[1], -task[0]))
+    stored_keys = {(r["n"], r["rep"]) for r in read_rows(db)[0]}
+    assert stored_keys == set(order[:stored_at_kill])
     # The killed run never recorded its end, but counted its rows as it stored them.
     [killed] = read_runs(db)
     assert killed["status"] == "running" and killed["tasks_stored"] == stored_at_kill

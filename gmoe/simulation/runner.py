@@ -154,7 +154,9 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     ``scheduler``), each task pinned to one BLAS and numba thread, and
     their rows are written by this process as they finish (``generator_unordered``), one
     commit per row: a run stopped at any point resumes with the same call, recomputing
-    only the tasks in flight. Task ``(n, rep)`` depends only on the experiment's task
+    only the tasks in flight. Tasks are started replication by replication (all sizes of
+    replication 0, largest first, then replication 1, ...), so a grid stopped part way
+    holds whole sweeps of the sizes. Task ``(n, rep)`` depends only on the experiment's task
     definition, its seed and ``(n, rep)``, so the stored numbers do not depend on
     ``n_jobs``, on the order the tasks finish in, or on interruptions.
 
@@ -213,8 +215,10 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     tasks = experiment.tasks()
     done = store.completed_keys()
     todo = [task for task in tasks if task not in done]
-    # Largest samples first: the longest tasks start early, which balances the workers.
-    todo.sort(key=lambda task: (-task[0], task[1]))
+    # Replication by replication, so that a grid stopped part way holds whole sweeps of
+    # the sizes (a rate can be fitted from them); within a sweep the largest samples
+    # first, so the longest tasks start early, which balances the workers.
+    todo.sort(key=lambda task: (task[1], -task[0]))
     before = len(tasks) - len(todo)
     if before:
         log(f"resuming {db_path}: {before} of {len(tasks)} tasks already stored")
