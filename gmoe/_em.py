@@ -233,9 +233,11 @@ class EMRunMixin:
                                                        workspace)
                 n_iter += 1
                 trace.append(log_lik / total_weight)
-                rule.update(log_lik, params)
                 if self.verbose > 1:
                     print(f"  Newton or curvature move: mean log-likelihood {trace[-1]:.10g}")
+                if rule.update(log_lik, params):
+                    converged = True
+                    break
         return params, np.asarray(trace), converged, n_iter, sorted(degenerate), rule
 
     @staticmethod

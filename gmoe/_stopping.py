@@ -38,11 +38,15 @@ decrement is computed only when the last iteration raised ``L`` by at most
 check the next one waits 1, 2, 4, ... up to 16 iterations (1 again after a move that gained
 more than ``tol``).
 
-Top-K gates with ``top_k < n_experts`` are not differentiable in the gate (the active
-sets jump). Their rule: the decrement with every row's active set held (the experts and
-the within-selection softmax, exactly what the M-step's EM part moves) below ``tol``, and
-``L`` risen by at most ``tol`` over the last 5 iterations (which covers the moves of the
-selection boundaries). The curvature search evaluates the true top-K ``L``.
+Top-K gates with ``top_k < n_experts`` are not differentiable in the gate: the active sets
+jump, and a maximum can sit on a selection boundary, where the gradient in the gate (the
+active sets held) need not vanish. The experts never move the active sets, and ``L`` is
+smooth in them. The decrement is taken with every row's active set held (the rows grouped
+by active set, each group a softmax mixture of its experts). The rule: ``L`` risen by at
+most ``tol`` over the last 5 iterations (which covers the gate's moves across the
+selection), and either that decrement at most ``tol``, or, when the Newton step halved
+down to 1/4096 never raises the true top-K ``L`` (a kink: the gate sits on a boundary),
+the decrement of the experts alone at most ``tol``.
 """
 
 import numpy as np
@@ -86,23 +90,32 @@ class Decrement:
         The best point proposed (Newton step or curvature search) when it raises ``L``.
     move_gain : float
         Its rise of ``L`` (0 without a move).
+    smooth_gap : float
+        The decrement of the parameters in which ``L`` is smooth: the experts' for a top-K
+        gate with ``top_k < n_experts``, else ``gap``.
+    kink : bool
+        Top-K: the Newton step, halved down to 1/4096, never raised ``L``: the gate sits
+        on a selection boundary, where its held gradient need not vanish.
     """
 
-    def __init__(self, gap, min_curvature, curvature_gain=0.0, move=None, move_gain=0.0):
+    def __init__(self, gap, min_curvature, curvature_gain=0.0, move=None, move_gain=0.0,
+                 smooth_gap=None):
         self.gap = float(gap)
         self.min_curvature = float(min_curvature)
         self.curvature_gain = float(curvature_gain)
         self.move = move
         self.move_gain = float(move_gain)
+        self.smooth_gap = self.gap if smooth_gap is None else float(smooth_gap)
+        self.kink = False
 
     @property
     def predicted_gain(self):
-        """The larger of the decrement and the curvature gain."""
-        return max(self.gap, self.curvature_gain)
+        """The larger of the decrement (the smooth part's at a kink) and the curvature gain."""
+        return max(self.smooth_gap if self.kink else self.gap, self.curvature_gain)
 
     def converged(self, tol):
-        """Whether both the decrement and the curvature gain are at most ``tol``."""
-        return self.gap <= tol and self.curvature_gain <= tol
+        """Whether :attr:`predicted_gain` is at most ``tol``."""
+        return self.predicted_gain <= tol
 
     def __repr__(self):
         return (f"Decrement(gap={self.gap:.4g}, min_curvature={self.min_curvature:.3g}, "
@@ -155,8 +168,9 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     Decrement
     """
     selected = measure.family.selected_experts()
-    if not measure.family.differentiable and selected is not None \
-            and selected < measure.n_experts:
+    sparse = (not measure.family.differentiable and selected is not None
+              and selected < measure.n_experts)
+    if sparse:
         param, log_lik, score, hessian = _held_selection_derivatives(measure, X, y,
                                                                      sample_weight)
 
@@ -177,6 +191,12 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     if not (np.isfinite(log_lik) and np.all(np.isfinite(score)) and np.all(np.isfinite(info))):
         return Decrement(np.inf, np.nan)
     gap, step, eigval, eigvec, scale, floor = _eigen_decrement(score, info)
+    smooth_gap = gap
+    if sparse:
+        # The gate moves the active sets, and a maximum can sit on a selection boundary;
+        # the experts never move them.
+        experts = keep >= param.n_gate
+        smooth_gap = _eigen_decrement(score[experts], info[np.ix_(experts, experts)])[0]
     vec = _vector(param, measure)
 
     def gain_at(candidate):
@@ -194,7 +214,7 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     directions = np.zeros((negative.size, param.size))
     directions[:, keep] = (eigvec[:, negative] / scale[:, None]).T
     curvature_gain, move = _search_upward(gain_at, vec, directions)
-    result = Decrement(gap, eigval[0], curvature_gain, move, curvature_gain)
+    result = Decrement(gap, eigval[0], curvature_gain, move, curvature_gain, smooth_gap)
     if tol is not None and result.converged(tol):
         return result
     full_step = np.zeros(param.size)
@@ -202,6 +222,7 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     newton_gain, newton_point = _backtrack(gain_at, vec, full_step)
     if newton_gain > result.move_gain:
         result.move, result.move_gain = newton_point, newton_gain
+    result.kink = sparse and newton_gain == 0.0
     return result
 
 

@@ -164,9 +164,11 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
     best point of the curvature search, taken when it raises ``L``: it crosses the
     stretches where EM crawls and leaves saddles EM never leaves. For ``gating='topk'``
     with ``top_k < n_experts`` the log-likelihood is not differentiable in the gate: the
-    decrement is that of the experts and the within-selection softmax with every row's
-    active set held, and ``L`` must also have risen by at most ``tol`` over the last 5
-    iterations (the moves of the selection boundaries).
+    decrement is taken with every row's active set held; at a kink (the Newton step,
+    halved down to 1/4096, never raises ``L``: the gate sits on a selection boundary,
+    where its held gradient need not vanish) that of the experts alone, which never move
+    the active sets; and ``L`` must also have risen by at most ``tol`` over the last 5
+    iterations (the gate's moves across the selection).
 
     Identifiability (:ref:`theory-identifiability`): the last expert is the gate's reference. For
     ``gating='temperature'`` only ``gamma = (beta1, beta0) / tau`` is determined by the

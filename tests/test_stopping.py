@@ -354,3 +354,35 @@ def test_moves_keep_em_monotone(monkeypatch):
     trace = fit.lower_bounds_
     assert len(trace) == fit.n_iter_ + 1
     assert np.all(np.diff(trace) >= -1e-12 * np.abs(trace[1:]))
+
+
+def test_top_k_fit_converges_at_a_maximum_on_a_selection_boundary():
+    # The truth of the top-K study: the reference always selected, a switch at x = 1/2.
+    truth = gmoe.MixingMeasure([[6.0], [-6.0], [0.0]], [-4.0, 2.0, 0.0],
+                               [[-10.0], [10.0], [3.0]], [8.0, -4.0, 2.0], [0.09, 0.16, 0.04],
+                               gating="topk", top_k=2)
+    rng = np.random.default_rng(0)
+    X = gmoe.make_design(2000, "grid")
+    y = gmoe.sample_moe(truth, X, random_state=rng)
+    start = make_near_truth_start(truth, 3, 2000, rng)
+    est = gmoe.GaussianMoERegressor(3, gating="topk", top_k=2, init_params=start,
+                                    max_iter=2000).fit(X, y)
+    assert est.converged_ and est.convergence_gap_ <= est.tol
+    # There the gradient in the gate, the active sets held, does not vanish: the Newton
+    # step crosses a boundary and never raises L; the experts' decrement is what is left.
+    decrement = compute_newton_decrement(est.mixing_measure_, X, y, np.ones(2000))
+    assert decrement.gap > est.tol and decrement.kink
+    assert decrement.smooth_gap <= est.tol
+    # And no small move of the gate raises L: the maximum of the piecewise likelihood.
+    m = est.mixing_measure_
+    at_fit = gmoe.conditional_log_density(m, X, y).sum()
+    for step in (1e-4, -1e-4):
+        moved = m.replace(gate_intercept=m.gate_intercept + [step, 0.0, 0.0])
+        assert gmoe.conditional_log_density(moved, X, y).sum() <= at_fit + est.tol
+
+
+def test_kink_uses_the_smooth_part():
+    decrement = Decrement(0.5, 1e-2, smooth_gap=1e-5)
+    assert not decrement.converged(1e-4)
+    decrement.kink = True
+    assert decrement.converged(1e-4) and decrement.predicted_gain == 1e-5
