@@ -29,6 +29,8 @@ from gmoe.simulation.tasks import TIMING_COLUMNS
 
 SIZES = [60, 90, 130, 200]
 REPS = 3
+#: The fits' tol: ``[fit] tol``'s default, which the fixture study does not set.
+TINY_TOL = 1e-4
 
 
 def tiny(tmp_path, name="tiny.toml", **overrides):
@@ -62,6 +64,9 @@ def test_rows_are_complete(reference):
         assert row["status"] == "ok", row["error"]
         assert row["seed_entropy"] == "7" and row["spawn_key"] == f"{row['n']},{row['rep']}"
         assert row["n_starts"] == 2 and row["n_iter"] >= 1
+        # The stopping rule's final gap is recorded; a converged fit met the study's tol.
+        assert row["convergence_gap"] >= 0
+        assert not row["converged"] or row["convergence_gap"] <= TINY_TOL
         assert np.isfinite(row["mean_log_likelihood"]) and row["fit_seconds"] > 0
         assert 0 <= row["hellinger"] <= 1 and row["d1"] >= 0
         assert row["pe_expert_var_1"] >= 0

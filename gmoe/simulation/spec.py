@@ -24,7 +24,7 @@ master seed (see :ref:`theory-protocols`)::
     [fit]                                 # the estimator (GaussianMoERegressor)
     n_experts = 2
     gating = "softmax"                    # default: the truth's (top_k, activation, ... too)
-    tol = 1e-6
+    tol = 1e-4                            # Newton decrement of L (total log-likelihood units)
     max_iter = 2000
     reg_var = 1e-6
 
@@ -470,7 +470,8 @@ def _read_start(t, truth, fit):
             raise t.error(key, f"does not apply to kind={kind!r}; remove it.")
     if kind == "data":
         return {"kind": kind,
-                "init_params": t.string("init_params", "kmeans", options=("kmeans", "random")),
+                "init_params": t.string("init_params", "kmeans",
+                                        options=("kmeans", "random", "short_em")),
                 "n_init": t.integer("n_init", 5, low=1)}
     if fit["gating"] != truth.gating:
         raise ExperimentError(

@@ -32,6 +32,7 @@ BASE_COLUMNS = (
     ("mean_log_likelihood", "REAL"),
     ("n_iter", "INTEGER"),
     ("converged", "INTEGER"),
+    ("convergence_gap", "REAL"),  # the fit's predicted gain to the maximum (total L units)
     ("n_starts", "INTEGER"),  # near-truth starts fitted, or the estimator's n_init
     ("degenerate_experts", "TEXT"),
     ("warnings", "TEXT"),
@@ -217,7 +218,8 @@ def run_task(experiment, n, rep):
             est = None
         if est is not None:
             row.update(mean_log_likelihood=float(est.lower_bound_), n_iter=int(est.n_iter_),
-                       converged=int(bool(est.converged_)), n_starts=n_fits,
+                       converged=int(bool(est.converged_)),
+                       convergence_gap=float(est.convergence_gap_), n_starts=n_fits,
                        fit_seconds=float(fit_seconds),
                        degenerate_experts=",".join(map(str, est.degenerate_experts_)) or None)
             measured = time.perf_counter()
