@@ -12,15 +12,24 @@ log-likelihood of each fit, and the time ratio flexmix / gmoe.
 flexmix's own logLik uses its df-corrected sigma; for a like-for-like comparison the
 table also gives gmoe's log-likelihood, which is evaluated at the MLE variances.
 
+``--baseline PATH`` also times the gmoe at PATH (another build, e.g. ``git archive <commit>
+| tar -x -C PATH``) on the same data, in a subprocess, right after this build at every n,
+and reports both builds' ratios to flexmix from the same run. The baseline runs with
+``OMP_NUM_THREADS=1`` (its k-means start would otherwise spin OpenMP threads on a busy
+machine; this build holds them to one).
+
 Usage::
 
     python benchmarks/bench_flexmix.py                   # n = 1e3, 1e4, 1e5, 1e6
     python benchmarks/bench_flexmix.py --sizes 1000 100000 --repeats 3 --csv out.csv
     python benchmarks/bench_flexmix.py --max-r-n 100000  # skip flexmix above this n
+    python benchmarks/bench_flexmix.py --sizes 100000 --baseline /tmp/gmoe-main
 """
 
 import argparse
 import csv
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +64,22 @@ def time_gmoe(X, y, repeats):
     return best, est.n_iter_, est.lower_bound_ * len(y)
 
 
+def time_baseline(path, n, repeats):
+    """Seconds, iterations and log-likelihood of the gmoe at ``path`` (a subprocess)."""
+    env = dict(os.environ, PYTHONPATH=str(path), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, __file__, "--worker", "--sizes", str(n), "--repeats", str(repeats)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def worker(sizes, repeats):
+    X, y = simulate(2000, 0)
+    gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)  # warm the numba cache
+    for n in sizes:
+        X, y = simulate(n, 20240 + n)
+        print(json.dumps(list(time_gmoe(X, y, repeats))))
+
+
 def have_flexmix():
     if shutil.which("Rscript") is None:
         return False
@@ -83,7 +108,12 @@ def main(argv=None):
     parser.add_argument("--max-r-n", type=int, default=1000000,
                         help="largest n fitted with flexmix")
     parser.add_argument("--csv", type=Path, help="also write the table here")
+    parser.add_argument("--baseline", type=Path, help="a gmoe checkout to time as well")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.sizes, args.repeats)
+        return
 
     X, y = simulate(2000, 0)
     gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)  # warm the numba cache
@@ -99,15 +129,24 @@ def main(argv=None):
             row = dict(n=n, gmoe_seconds=ours, gmoe_iter=our_iter, gmoe_loglik=our_ll,
                        flexmix_seconds=float("nan"), flexmix_iter=None,
                        flexmix_loglik=float("nan"), ratio=float("nan"))
+            if args.baseline is not None:
+                base, base_iter, base_ll = time_baseline(args.baseline, n, args.repeats)
+                row.update(baseline_seconds=base, baseline_iter=base_iter,
+                           baseline_loglik=base_ll, baseline_ratio=float("nan"))
             if use_r and n <= args.max_r_n:
                 theirs, their_iter, their_ll = time_flexmix(X, y, workdir)
                 row.update(flexmix_seconds=theirs, flexmix_iter=their_iter,
                            flexmix_loglik=their_ll, ratio=theirs / ours)
+                if args.baseline is not None:
+                    row["baseline_ratio"] = theirs / base
             rows.append(row)
             print(f"n={n:>8d}  gmoe {ours:8.3f}s ({our_iter:3d} it, logLik {our_ll:.3f})  "
                   f"flexmix {row['flexmix_seconds']:8.3f}s ({row['flexmix_iter']} it, "
                   f"logLik {row['flexmix_loglik']:.3f})  flexmix/gmoe = {row['ratio']:.1f}",
                   flush=True)
+            if args.baseline is not None:
+                print(f"{'':10s}baseline {base:8.3f}s ({base_iter:3d} it, logLik {base_ll:.3f})"
+                      f"  flexmix/baseline = {row['baseline_ratio']:.1f}", flush=True)
     if args.csv:
         with args.csv.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -68,8 +68,7 @@ for a, n in enumerate(sample_sizes):
         rng = np.random.default_rng(np.random.SeedSequence(master.entropy, spawn_key=(n, r)))
         y = gmoe.sample_moe(truth, X, random_state=rng)
         est = gmoe.GaussianMoERegressor(
-            n_experts=2, init_params=start_near_truth(n, rng), n_init=1, tol=1e-6,
-            max_iter=2000,
+            n_experts=2, init_params=start_near_truth(n, rng), n_init=1, max_iter=2000,
         ).fit(X, y)
         losses[a, r] = voronoi_loss(est, truth)
 
