@@ -18,19 +18,20 @@ its score and its analytic Hessian, by the exact identity (``l_ij = log g_ij + l
         - \Big(\sum_j r_{ij} s_{ij}\Big)\Big(\sum_j r_{ij} s_{ij}\Big)^\top \Big],
 
 with the gate's pieces from :meth:`gmoe.gates.GatingFamily.logit_derivatives` and the
-experts' from :meth:`gmoe.experts.ExpertFamily.log_density_derivatives`. Used by
+experts' from :meth:`gmoe.experts.ExpertFamily.log_density_derivatives`; the sums over
+the rows run in one compiled pass (``gmoe._kernels._information``). Used by
 :class:`gmoe.MoEResults` (standard errors) and by the estimator's stopping rule.
 """
 
 import numpy as np
-from scipy.special import logsumexp
 
 from ._expert_major import compute_log_softmax
+from ._kernels._information import information_terms_into
 from .gates import GateLayout
 
 __all__ = ["Parametrisation", "compute_log_likelihood_derivatives"]
 
-# Rows per block of the (rows, n_experts, n_params) score array.
+# Rows per block of the logits' Jacobian, shape (rows, n_experts, n_gate parameters).
 _CHUNK_ROWS = 8192
 
 
@@ -114,12 +115,6 @@ def _gate_logits_and_jacobian(param, vec, X):
     return eta, E, lambda c: param.layout.curvature_matrix(curvature(c))
 
 
-def _gram(A, weights):
-    """``sum_r weights_r A_r A_r^T`` for rows ``A_r`` (weights >= 0)."""
-    B = A * np.sqrt(weights)[:, None]
-    return B.T @ B
-
-
 def compute_log_likelihood_derivatives(param, vec, X, y, sample_weight):
     """Observed log-likelihood, its gradient and its Hessian at a parameter vector.
 
@@ -138,47 +133,36 @@ def compute_log_likelihood_derivatives(param, vec, X, y, sample_weight):
     """
     p, pg = param.size, param.n_gate
     k, q = param.expert_idx.shape
+    # Each expert's parameters are consecutive (the kernel addresses them by an offset).
+    offsets = np.ascontiguousarray(param.expert_idx[:, 0], dtype=np.int64)
     experts = param.experts.unpack(vec[param.expert_idx])
     log_lik = 0.0
     score = np.zeros(p)
-    hess = np.zeros((p, p))
+    outer_upper = np.zeros((p, p))   # the kernel's terms, upper triangle
+    own = np.zeros((p, p))           # the families' second derivatives
     for start in range(0, X.shape[0], _CHUNK_ROWS):
         rows = slice(start, start + _CHUNK_ROWS)
-        Xc, yc, wc = X[rows], y[rows], sample_weight[rows]
-        n = Xc.shape[0]
+        Xc, yc, wc = X[rows], y[rows], np.ascontiguousarray(sample_weight[rows])
         eta, E, curvature = _gate_logits_and_jacobian(param, vec, Xc)
         log_gate = compute_log_softmax(eta)
-        gate = np.exp(log_gate)
         log_dens, expert_grad, expert_hessian = param.experts.log_density_derivatives(
             Xc, yc, experts)
-        joint = log_gate + log_dens
-        row_log_lik = logsumexp(joint, axis=1)
-        resp = np.exp(joint - row_log_lik[:, None])
-        log_lik += float(np.dot(wc, row_log_lik))
-
-        # s_ij: gradient of l_ij = log g_ij + log f_ij (f the expert's density).
-        E_bar = np.einsum("ij,ijp->ip", gate, E)
-        S = np.zeros((n, k, p))
-        S[:, :, :pg] = E - E_bar[:, None, :]
-        for j in range(k):
-            S[:, j, param.expert_idx[j]] = expert_grad[:, j]
-        s_bar = np.einsum("ij,ijp->ip", resp, S)
-        score += wc @ s_bar
-        weights = wc[:, None] * resp
-        hess += _gram(S.reshape(n * k, p), weights.ravel()) - _gram(s_bar, wc)
-
-        # sum_j r_ij D2_ij, gate block: D2 log g_ij = H eta_ij - sum_l g_il H eta_il
-        # - Cov_g(E_i), so the r-weighted sum is sum_j (r_ij - g_ij) H eta_ij - Cov_g(E_i).
-        gate_block = -(_gram(E.reshape(n * k, pg), (wc[:, None] * gate).ravel())
-                       - _gram(E_bar, wc))
+        resp = np.empty(log_gate.shape)
+        log_lik += information_terms_into(
+            np.ascontiguousarray(E, dtype=np.float64),
+            np.ascontiguousarray(log_gate, dtype=np.float64),
+            np.ascontiguousarray(log_dens, dtype=np.float64),
+            np.ascontiguousarray(expert_grad, dtype=np.float64), offsets, wc, resp, score,
+            outer_upper)
+        # Gate block: sum_j (r_ij - g_ij) D2 eta_ij, for logits nonlinear in the parameters
+        # (the kernel has the rest of sum_j r_ij D2 log g_ij).
         if curvature is not None:
-            gate_block += curvature(wc[:, None] * (resp - gate))
-        hess[:pg, :pg] += gate_block
-
+            own[:pg, :pg] += curvature(wc[:, None] * (resp - np.exp(log_gate)))
         # Expert blocks: the expert family's own second derivatives.
-        blocks = expert_hessian(weights)
+        blocks = expert_hessian(wc[:, None] * resp)
         for j in range(k):
-            hess[np.ix_(param.expert_idx[j], param.expert_idx[j])] += blocks[j]
+            own[np.ix_(param.expert_idx[j], param.expert_idx[j])] += blocks[j]
+    hess = outer_upper + np.triu(outer_upper, 1).T + own
     hess = 0.5 * (hess + hess.T)
     return log_lik, score, hess
 

@@ -501,3 +501,24 @@ def test_standard_errors_match_replication_spread(case):
     spread = estimates[ok].std(axis=0, ddof=1)
     mean_se = ses[ok].mean(axis=0)
     assert_allclose(mean_se, spread, rtol=3 / np.sqrt(2 * n_rep), err_msg=str(names))
+
+
+def test_derivatives_add_up_over_blocks_of_rows():
+    # The rows are summed block by block (8192 at a time): data of three blocks give the
+    # sums of the derivatives of their parts.
+    from gmoe._observed_information import _CHUNK_ROWS
+
+    rng = np.random.default_rng(5)
+    measure = _random_measure(rng, "softmax")
+    n = 2 * _CHUNK_ROWS + 37
+    X = rng.normal(size=(n, measure.n_features))
+    y = gmoe.sample_moe(measure, X, random_state=rng) + 0.3 * rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, size=n)
+    param = _Parametrisation(measure, False)
+    v = param.to_vector(measure)
+    whole = _compute_log_likelihood_derivatives(param, v, X, y, w)
+    cut = _CHUNK_ROWS + 11
+    parts = [_compute_log_likelihood_derivatives(param, v, X[s], y[s], w[s])
+             for s in (slice(0, cut), slice(cut, n))]
+    for total, first, second in zip(whole, *parts, strict=True):
+        assert_allclose(total, np.add(first, second), rtol=1e-12, atol=1e-9)
