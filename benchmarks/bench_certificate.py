@@ -1,0 +1,74 @@
+"""The stopping rule's certificate against the EM steps it certifies, in the same run.
+
+The stopping rule (the Newton decrement of the log-likelihood, see the estimation page of
+the user guide) evaluates the observed score and information once or twice per fit. This
+script fits the 2-expert model of ``bench_flexmix.py`` (one start, default settings) at
+each ``--sizes`` and times, each the minimum of ``--repeats`` interleaved calls:
+
+* ``fit``: the whole fit from one start;
+* ``certificate``: one evaluation of the decrement at the fitted maximum (the private
+  ``gmoe._stopping.compute_newton_decrement``, the call the estimator makes);
+
+and prints the certificate's share of the fit (a build without the stopping rule gets
+the fit only). Run it against another revision with
+``compare_revisions.py`` for a before/after ratio in one session::
+
+    python benchmarks/bench_certificate.py --sizes 10000 100000 --repeats 7
+    python benchmarks/compare_revisions.py --base HEAD~1 -- bench_certificate.py
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+import gmoe
+
+try:
+    import gmoe.gates  # noqa: F401 (absent from builds older than the stopping rule)
+    from gmoe._stopping import compute_newton_decrement
+except ImportError:
+    compute_newton_decrement = None
+
+
+def peer_data(n, seed=0):
+    """The model of ``bench_flexmix.py``: logistic(3x) gate, experts 1 + 2x, -1 - 1.5x."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2.0, 2.0, n)
+    second = rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-3.0 * x))
+    y = np.where(second, -1.0 - 1.5 * x, 1.0 + 2.0 * x) + 0.5 * rng.normal(size=n)
+    return x[:, None], y
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e4, 1e5])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    print(f"gmoe {gmoe.__version__}; min of {args.repeats} repeats")
+    print(f"{'n':>8} {'fit s':>9} {'EM steps':>9} {'certificate s':>14} {'share':>7}")
+    for n in (int(s) for s in args.sizes):
+        X, y = peer_data(n)
+        est = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)  # warm-up
+        weights = np.ones(n)
+        fit_times, cert_times = [], []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            est.fit(X, y)
+            fit_times.append(time.perf_counter() - started)
+            if compute_newton_decrement is None:
+                continue
+            started = time.perf_counter()
+            compute_newton_decrement(est.mixing_measure_, X, y, weights, tol=est.tol)
+            cert_times.append(time.perf_counter() - started)
+        fit = min(fit_times)
+        if not cert_times:
+            print(f"{n:>8} {fit:>9.4f} {est.n_iter_:>9} {'-':>14} {'-':>7}")
+            continue
+        cert = min(cert_times)
+        print(f"{n:>8} {fit:>9.4f} {est.n_iter_:>9} {cert:>14.4f} {cert / fit:>7.1%}")
+
+
+if __name__ == "__main__":
+    main()
