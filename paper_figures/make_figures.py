@@ -16,6 +16,7 @@ import csv
 import gzip
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,26 +194,38 @@ def study_section(name, claim, rows, info, fig_dir):
                              strict=True):
             sensitivity.append((frac, fit.slope, fit.n_min))
     planned = len(experiment.sizes) * experiment.replications
+    per_size = Counter(r["n"] for r in rows)
     return {"name": name, "claim": claim, "rows": rate_rows, "by_loss": by_loss,
             "headline": headline, "sensitivity": sensitivity, "planned": planned,
-            "n_min": min(r["n"] for r in rows),
+            "n_min": min(per_size), "n_max": max(per_size),
+            "planned_sizes": len(experiment.sizes),
             "wall": info.get("wall_seconds"), "n_rows": len(rows),
-            "n_sizes": len({r["n"] for r in rows}),
-            "replications": max(sum(1 for r in rows if r["n"] == n) for n in
-                                {r["n"] for r in rows})}
+            # A run stopped by a kill never recorded its wall time.
+            "every_run_timed": all(r.get("wall_seconds") is not None
+                                   for r in info.get("runs", [])),
+            "task_seconds": sum(float(r.get("task_seconds") or 0.0) for r in rows),
+            "n_sizes": len(per_size),
+            "replications": max(per_size.values()),
+            "min_replications": min(per_size.values())}
 
 
 def _grid(s):
     """The grid run: full, or the part of it that was run (a partial grid says so)."""
-    text = f"{s['n_sizes']} sizes x {s['replications']}"
-    if s["n_rows"] < s["planned"]:
-        text += (f"; PARTIAL: {s['n_rows']} of {s['planned']} tasks, only n >= "
-                 f"{s['n_min']}")
-    return text
+    if s["n_rows"] >= s["planned"]:
+        return f"{s['n_sizes']} sizes x {s['replications']}"
+    reps = (str(s["replications"]) if s["min_replications"] == s["replications"]
+            else f"{s['min_replications']}-{s['replications']}")
+    return (f"PARTIAL: {s['n_rows']} of {s['planned']} tasks; {s['n_sizes']} of "
+            f"{s['planned_sizes']} sizes (n {s['n_min']} to {s['n_max']}) x {reps} "
+            "replications")
 
 
-def _minutes(seconds):
-    return "-" if not seconds else f"{seconds / 60:.1f} min"
+def _run_time(s):
+    """Wall time of the runs; where a run was stopped (no recorded wall time) or the grid
+    is partial, the tasks' summed time over the two workers (marked as such)."""
+    if s["wall"] and s["every_run_timed"] and s["n_rows"] >= s["planned"]:
+        return f"{s['wall'] / 60:.1f} min"
+    return f"~{s['task_seconds'] / 2 / 60:.1f} min (task time / 2 workers)"
 
 
 def _slope_of(results, study, loss):
@@ -287,7 +300,7 @@ def write_markdown(sections, extra_figures, path, results):
         lines.append(f"| {s['name']} | {s['claim'].source} | {s['claim'].setting} | "
                      f"{s['claim'].claim} | {s['headline']} | {_fmt_slope(row)} | {theory} | "
                      f"{sens} | {_grid(s)} | "
-                     f"{_minutes(s['wall'])} |")
+                     f"{_run_time(s)} |")
     missing = [name for name in STUDIES if name not in {s["name"] for s in sections}]
     if missing:
         lines += ["", "Not run at full scale yet (no committed results): "
@@ -324,7 +337,7 @@ def write_rst(sections, extra_figures, path):
         lines += [f"   * - ``{s['name']}``",
                   f"     - {s['claim'].source}: {s['claim'].claim} ({_grid(s)})",
                   f"     - {s['headline']}", f"     - {_fmt_slope(row)}", f"     - {theory}",
-                  f"     - {_minutes(s['wall'])}"]
+                  f"     - {_run_time(s)}"]
     lines.append("")
     for s in sections:
         title = f"{s['name']}"

@@ -11,6 +11,11 @@ Usage::
 
     python paper_figures/run_studies.py                      # every study, 2 workers
     python paper_figures/run_studies.py softmax-exact --n-jobs 2
+    python paper_figures/run_studies.py softmax-over-k3 --export-only   # a grid stopped part way
+
+The runner starts the tasks replication by replication, so a grid stopped part way holds
+whole sweeps of the sizes; ``--export-only`` writes its results as they stand, and
+``make_figures.py`` marks such a grid PARTIAL.
 """
 
 import argparse
@@ -60,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true",
                         help="the studies' [quick] grids (a check of the pipeline)")
+    parser.add_argument("--export-only", action="store_true",
+                        help="export the stores as they stand, without running anything")
     parser.add_argument("--results", type=Path, default=HERE / "results",
                         help="where the compact results go (default paper_figures/results)")
     args = parser.parse_args(argv)
@@ -71,8 +78,12 @@ def main(argv=None):
         cmd = [sys.executable, "-m", "gmoe.simulation.cli", "run", name, "--n-jobs",
                str(args.n_jobs), "--db", str(db), "--out", str(stores / "plots"),
                "--no-progress", *(["--quick"] if args.quick else [])]
-        print("+", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        if not args.export_only:
+            print("+", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
+        elif not db.exists():
+            print(f"{name}: no store at {db.relative_to(ROOT)}, nothing to export", flush=True)
+            continue
         info = export(name, db, args.results)
         print(f"{name}: {info['rows']} rows, {info['wall_seconds']:.0f} s of wall time",
               flush=True)
