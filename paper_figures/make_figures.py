@@ -106,6 +106,9 @@ def read_results(directory, name):
             rows.append(row)
     info_path = directory / f"{name}.run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    check_path = directory / f"{name}.fitcheck.json"
+    if check_path.exists():
+        info["fitcheck"] = json.loads(check_path.read_text())
     return rows, info
 
 
@@ -206,7 +209,56 @@ def study_section(name, claim, rows, info, fig_dir):
             "task_seconds": sum(float(r.get("task_seconds") or 0.0) for r in rows),
             "n_sizes": len(per_size),
             "replications": max(per_size.values()),
-            "min_replications": min(per_size.values())}
+            "min_replications": min(per_size.values()),
+            "fitcheck": info.get("fitcheck")}
+
+
+def fitcheck_text(s):
+    """What ``check_fits.py`` found for the study (a line), or a note that it was not run."""
+    check = s["fitcheck"]
+    if check is None:
+        return ("Fits not checked against longer runs yet (`python paper_figures/"
+                f"check_fits.py {s['name']}`).")
+    sizes = sorted({t["n"] for t in check["tasks"]})
+    steps = max(t["n_iter"][1] for t in check["tasks"])
+    return (f"Fit check (`python paper_figures/check_fits.py {s['name']}`): "
+            f"{len(check['tasks'])} tasks (n = {', '.join(map(str, sizes))}) rerun with tol "
+            f"{check['tol'] / check['factor']:g} instead of {check['tol']:g}: the longer "
+            f"runs (up to {steps} EM steps) raised the total log-likelihood by at most "
+            f"{check['max_log_likelihood_gain']:.1e} and changed {check['loss']} by at most "
+            f"{check['max_relative_loss_change']:.1e} relative.")
+
+
+def disagreement_text(s):
+    """For a headline slope whose CI excludes the theory: the numbers that bear on why."""
+    row = s["by_loss"][s["headline"]]
+    if row["theory"] is None or row["within_ci"] is not False:
+        return []
+    slow = [r for r in s["rows"] if r["theory"] is not None and r["within_ci"] is False
+            and r["loss"] != s["headline"]]
+    agree = [r["loss"] for r in s["rows"] if r["within_ci"] is True]
+    lines = [f"**The headline slope disagrees with the theory** ({row['slope']:+.3f} against "
+             f"{row['theory']:+.3f}). What the numbers say:", ""]
+    lines.append("* the fits: see the fit check above; a longer run that does not move the "
+                 "fit rules out an optimisation failure at the sizes checked;")
+    if s["sensitivity"]:
+        parts = ", ".join(f"{slope:+.3f} without the smallest {frac:.0%} of sizes (n >= "
+                          f"{n_min:g})" for frac, slope, n_min in s["sensitivity"])
+        lines.append(f"* the slope over all sizes is {row['slope']:+.3f}; {parts}: a "
+                     "slope that steepens towards the theory's as small n are dropped is a "
+                     "pre-asymptotic regime, one that stays put is not;")
+    if slow:
+        lines.append("* the columns whose CI also excludes their theory: "
+                     + ", ".join(f"`{r['loss']}` {r['slope']:+.3f}" for r in slow) + ";")
+    unstated = [r for r in s["rows"] if r["theory"] is None and np.isfinite(r["slope"])]
+    if unstated:
+        lines.append("* the columns with no stated rate: "
+                     + ", ".join(f"`{r['loss']}` {r['slope']:+.3f}" for r in unstated) + ";")
+    if agree:
+        lines.append("* the columns whose CI contains their theory: "
+                     + ", ".join(f"`{name}`" for name in agree) + ".")
+    lines.append("")
+    return lines
 
 
 def _grid(s):
@@ -313,6 +365,7 @@ def write_markdown(sections, extra_figures, path, results):
                   "Every metric column (the per-cell rows `[m=...]` are fitted over the "
                   "replications whose cell held m fitted atoms):", "", "```",
                   format_rate_table(s["rows"]).rstrip("\n"), "```", ""]
+        lines += [fitcheck_text(s), ""] + disagreement_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]
         if s["name"] == "temperature":

@@ -1,0 +1,96 @@
+"""Check that a study's fits reached the maximum likelihood: rerun some tasks much longer.
+
+A rate is only as good as its fits. For each study named, this reruns a few of its tasks
+(the same data and starts: a task depends only on the study's seed and ``(n, rep)``) twice:
+with the study's own settings, and with ``tol`` divided by ``--factor`` (default 1000) and
+``max_iter`` multiplied by it. It reports, per task, the rise of the total log-likelihood
+the longer run found and the relative change of the study's headline loss (D1 or D2), and
+writes ``paper_figures/results/NAME.fitcheck.json``, which ``make_figures.py`` quotes.
+
+Usage::
+
+    python paper_figures/check_fits.py activation softmax-exact
+    python paper_figures/check_fits.py softmax-over-k3 --replications 3 --sizes 10000 100000
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+from gmoe.simulation import load_experiment, run_task  # noqa: E402
+
+
+def headline_loss(experiment):
+    """The study's headline column: D1 for an exact fit, else D2."""
+    columns = experiment.metric_columns()
+    return next(c for c in ("d1", "d2") if c in columns)
+
+
+def tightened(experiment, factor):
+    """The study with ``tol / factor`` and ``max_iter * factor``."""
+    fit = dict(experiment.fit, tol=experiment.fit["tol"] / factor,
+               max_iter=int(experiment.fit["max_iter"] * factor))
+    return dataclasses.replace(experiment, fit=fit)
+
+
+def check(experiment, sizes, replications, factor, log=print):
+    """Rerun ``sizes x replications`` tasks at the study's and at the tight settings."""
+    loss = headline_loss(experiment)
+    tight = tightened(experiment, factor)
+    tasks = []
+    for n in sizes:
+        for rep in range(replications):
+            started = time.perf_counter()
+            default, longer = run_task(experiment, n, rep), run_task(tight, n, rep)
+            gain = (longer["mean_log_likelihood"] - default["mean_log_likelihood"]) * n
+            change = abs(longer[loss] - default[loss]) / max(abs(longer[loss]), 1e-300)
+            task = {"n": int(n), "rep": rep, "log_likelihood_gain": gain,
+                    "loss": loss, "loss_default": default[loss], "loss_tight": longer[loss],
+                    "relative_loss_change": change,
+                    "n_iter": [default["n_iter"], longer["n_iter"]],
+                    "converged": [default["converged"], longer["converged"]]}
+            tasks.append(task)
+            log(f"  n={n:>6} rep={rep}: L gain {gain:+.2e}, {loss} {default[loss]:.5g} -> "
+                f"{longer[loss]:.5g} ({change:.1e} relative), EM steps {task['n_iter']}, "
+                f"{time.perf_counter() - started:.1f} s")
+    return {"study": experiment.name, "factor": factor, "tol": experiment.fit["tol"],
+            "loss": loss, "tasks": tasks,
+            "max_log_likelihood_gain": max(t["log_likelihood_gain"] for t in tasks),
+            "max_relative_loss_change": max(t["relative_loss_change"] for t in tasks)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("studies", nargs="+", help="study names (simulations/NAME.toml)")
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        help="sizes to rerun (default: the grid's smallest, middle, largest)")
+    parser.add_argument("--replications", type=int, default=4)
+    parser.add_argument("--factor", type=float, default=1000.0)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    for name in args.studies:
+        experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+        grid = experiment.sizes
+        sizes = args.sizes or sorted({grid[0], grid[len(grid) // 2], grid[-1]})
+        print(f"{name}: {len(sizes)} sizes x {args.replications} replications, tol "
+              f"{experiment.fit['tol']:g} against {experiment.fit['tol'] / args.factor:g}",
+              flush=True)
+        report = check(experiment, sizes, args.replications, args.factor,
+                       log=lambda line: print(line, flush=True))
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / f"{name}.fitcheck.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(f"{name}: largest L gain {report['max_log_likelihood_gain']:.2e}, largest "
+              f"relative change of {report['loss']} {report['max_relative_loss_change']:.1e}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
