@@ -18,15 +18,16 @@ its score and its analytic Hessian, by the exact identity (``l_ij = log g_ij + l
         - \Big(\sum_j r_{ij} s_{ij}\Big)\Big(\sum_j r_{ij} s_{ij}\Big)^\top \Big],
 
 with the gate's pieces from :meth:`gmoe.gates.GatingFamily.logit_derivatives` and the
-experts' from :meth:`gmoe.experts.ExpertFamily.log_density_derivatives`; the sums over
-the rows run in one compiled pass (``gmoe._kernels._information``). Used by
+experts' from :meth:`gmoe.experts.ExpertFamily.log_density_derivatives`; a compiled
+pass writes the rows whose Gram matrices (BLAS) give the outer-product terms
+(``gmoe._kernels._information``). Used by
 :class:`gmoe.MoEResults` (standard errors) and by the estimator's stopping rule.
 """
 
 import numpy as np
 
 from ._expert_major import compute_log_softmax
-from ._kernels._information import information_terms_into
+from ._kernels._information import information_rows_into
 from .gates import GateLayout
 
 __all__ = ["Parametrisation", "compute_log_likelihood_derivatives"]
@@ -138,31 +139,33 @@ def compute_log_likelihood_derivatives(param, vec, X, y, sample_weight):
     experts = param.experts.unpack(vec[param.expert_idx])
     log_lik = 0.0
     score = np.zeros(p)
-    outer_upper = np.zeros((p, p))   # the kernel's terms, upper triangle
-    own = np.zeros((p, p))           # the families' second derivatives
+    hess = np.zeros((p, p))
     for start in range(0, X.shape[0], _CHUNK_ROWS):
         rows = slice(start, start + _CHUNK_ROWS)
         Xc, yc, wc = X[rows], y[rows], np.ascontiguousarray(sample_weight[rows])
+        n = Xc.shape[0]
         eta, E, curvature = _gate_logits_and_jacobian(param, vec, Xc)
         log_gate = compute_log_softmax(eta)
         log_dens, expert_grad, expert_hessian = param.experts.log_density_derivatives(
             Xc, yc, experts)
         resp = np.empty(log_gate.shape)
-        log_lik += information_terms_into(
+        S, M, G = np.empty((n * k, p)), np.empty((n, p)), np.empty((n * k, pg))
+        log_lik += information_rows_into(
             np.ascontiguousarray(E, dtype=np.float64),
             np.ascontiguousarray(log_gate, dtype=np.float64),
             np.ascontiguousarray(log_dens, dtype=np.float64),
             np.ascontiguousarray(expert_grad, dtype=np.float64), offsets, wc, resp, score,
-            outer_upper)
-        # Gate block: sum_j (r_ij - g_ij) D2 eta_ij, for logits nonlinear in the parameters
-        # (the kernel has the rest of sum_j r_ij D2 log g_ij).
+            S, M, G)
+        # sum_j r_ij s_ij s_ij^T - sbar_i sbar_i^T, and the gate's own -Cov_g(E_i).
+        hess += S.T @ S - M.T @ M
+        hess[:pg, :pg] -= G.T @ G
+        # Gate block: sum_j (r_ij - g_ij) D2 eta_ij, for logits nonlinear in the parameters.
         if curvature is not None:
-            own[:pg, :pg] += curvature(wc[:, None] * (resp - np.exp(log_gate)))
+            hess[:pg, :pg] += curvature(wc[:, None] * (resp - np.exp(log_gate)))
         # Expert blocks: the expert family's own second derivatives.
         blocks = expert_hessian(wc[:, None] * resp)
         for j in range(k):
-            own[np.ix_(param.expert_idx[j], param.expert_idx[j])] += blocks[j]
-    hess = outer_upper + np.triu(outer_upper, 1).T + own
+            hess[np.ix_(param.expert_idx[j], param.expert_idx[j])] += blocks[j]
     hess = 0.5 * (hess + hess.T)
     return log_lik, score, hess
 
