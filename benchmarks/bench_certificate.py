@@ -19,14 +19,19 @@ the fit only). Run it against another revision with
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 import gmoe
 
 try:
-    import gmoe.gates  # noqa: F401 (absent from builds older than the stopping rule)
-    from gmoe._stopping import compute_newton_decrement
+    import gmoe._stopping as _stopping
+    # Builds older than the stopping rule have no such module (an editable install's
+    # import hook may then find another tree's: that one does not count).
+    if Path(_stopping.__file__).parent != Path(gmoe.__file__).parent:
+        raise ImportError
+    compute_newton_decrement = _stopping.compute_newton_decrement
 except ImportError:
     compute_newton_decrement = None
 
