@@ -64,6 +64,24 @@ def standardised_data(ZT, y):
     return data
 
 
+class _StandardisedArray:
+    """:func:`standardised_data` as :func:`draw_labels` reads it (rows, nearest centres)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.n_dims = data.shape[0]
+
+    def take(self, indices, weights=None):
+        data = self.data[:, indices]
+        return data if weights is None else data * weights[:, None]
+
+    def nearest(self, centres, weights=None):
+        data = self.data if weights is None else self.data * weights[:, None]
+        # Nearest centre (the first on ties, as KMeans.predict).
+        dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
+        return np.argmin(dist, axis=0)
+
+
 def draw_labels(kind, index, data, sample_weight, n_experts, rng):
     """The partition of start number ``index`` (from 0), one label per row.
 
@@ -72,8 +90,10 @@ def draw_labels(kind, index, data, sample_weight, n_experts, rng):
     kind : {'kmeans', 'random'}
     index : int
         The start's number: start 0 of ``'kmeans'`` is the plain k-means.
-    data : ndarray of shape (n_features + 1, n_samples)
-        :func:`standardised_data`.
+    data : ndarray of shape (n_features + 1, n_samples), or a standardised row source
+        :func:`standardised_data`, or an object with its ``n_dims``, ``take(indices,
+        weights)`` and ``nearest(centres, weights)`` (``gmoe._passes.StandardisedRows``,
+        which reads the rows block by block).
     sample_weight : ndarray of shape (n_samples,)
         Rows of weight 0 never serve as centres or cluster rows.
     n_experts : int
@@ -84,26 +104,23 @@ def draw_labels(kind, index, data, sample_weight, n_experts, rng):
     -------
     ndarray of int of shape (n_samples,)
     """
+    data = _StandardisedArray(data) if isinstance(data, np.ndarray) else data
     rows = np.flatnonzero(sample_weight > 0)
     if kind == "kmeans":
         seed = int(rng.integers(np.iinfo(np.int32).max))
         if index == 0:
-            weights = np.ones(data.shape[0])
+            weights = None
             size = min(len(rows), _KMEANS_MAX_ROWS)
         else:
-            weights = np.exp(rng.normal(0.0, _WEIGHT_SPREAD, size=data.shape[0]))
+            weights = np.exp(rng.normal(0.0, _WEIGHT_SPREAD, size=data.n_dims))
             size = min(max(len(rows) // 2, n_experts), _KMEANS_MAX_ROWS)
-        data = data * weights[:, None]
         if size < len(rows):
             rows = np.sort(rng.choice(rows, size=size, replace=False))
         with _single_threaded_openmp():
             km = KMeans(n_clusters=n_experts, n_init=1, random_state=seed).fit(
-                data[:, rows].T, sample_weight=sample_weight[rows])
-        centres = km.cluster_centers_
-    elif kind == "random":
-        centres = data[:, rng.choice(rows, size=min(n_experts, len(rows)), replace=False)].T
-    else:
-        raise ValueError(f"kind must be 'kmeans' or 'random', got kind={kind!r}.")
-    # Nearest centre (the first on ties, as KMeans.predict).
-    dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
-    return np.argmin(dist, axis=0)
+                data.take(rows, weights).T, sample_weight=sample_weight[rows])
+        return data.nearest(km.cluster_centers_, weights)
+    if kind == "random":
+        centres = data.take(rng.choice(rows, size=min(n_experts, len(rows)), replace=False)).T
+        return data.nearest(centres)
+    raise ValueError(f"kind must be 'kmeans' or 'random', got kind={kind!r}.")
