@@ -547,9 +547,12 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         X, y = validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
         return np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=np.float64)
 
+    # The prediction methods work on chunks of rows: their temporaries stay bounded.
     def _log_gate(self, X):
         m = self.mixing_measure_
-        return m.family.log_gate(X, m.gate_coef, m.gate_intercept, m.temperature)
+        return _blocks.evaluate_in_chunks(
+            lambda rows: m.family.log_gate(rows, m.gate_coef, m.gate_intercept, m.temperature),
+            (X,))
 
     def predict_proba(self, X):
         """Gate probabilities ``g_i(x)``.
@@ -562,7 +565,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_experts)
         """
-        return np.exp(self._log_gate(self._check_X(X)))
+        log_gate = self._log_gate(self._check_X(X))
+        return np.exp(log_gate, out=log_gate)
 
     def predict(self, X):
         """Conditional mean ``E[y | x] = sum_i g_i(x) (a_i^T x + b_i)``.
@@ -577,13 +581,20 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         """
         X = self._check_X(X)
         m = self.mixing_measure_
-        gate = np.exp(self._log_gate(X))
-        return np.sum(gate * compute_expert_means(X, m.expert_coef, m.expert_intercept), axis=1)
 
-    def _e_step_rows(self, X, y):
+        def mean(rows):
+            gate = np.exp(self._log_gate(rows))
+            return np.sum(gate * compute_expert_means(rows, m.expert_coef, m.expert_intercept),
+                          axis=1)
+
+        return _blocks.evaluate_in_chunks(mean, (X,))
+
+    def _e_step_rows(self, X, y, output):
+        """Responsibilities (``output=0``) or log-likelihoods (``output=1``) of every row."""
         m = self.mixing_measure_
-        return compute_e_step(X, y, self._log_gate(X), m.expert_coef, m.expert_intercept,
-                              m.expert_var)
+        return _blocks.evaluate_in_chunks(
+            lambda rows, ys: compute_e_step(rows, ys, self._log_gate(rows), m.expert_coef,
+                                            m.expert_intercept, m.expert_var)[output], (X, y))
 
     def predict_responsibilities(self, X, y):
         """Posterior probability of each expert given ``(x, y)``.
@@ -600,7 +611,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         ndarray of shape (n_samples, n_experts)
         """
         X, y = self._check_Xy(X, y)
-        return self._e_step_rows(X, y)[0]
+        return self._e_step_rows(X, y, 0)
 
     def score_samples(self, X, y):
         """Conditional log-density ``log p(y_i | x_i)`` of every row.
@@ -617,7 +628,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         X, y = self._check_Xy(X, y)
-        return self._e_step_rows(X, y)[1]
+        return self._e_step_rows(X, y, 1)
 
     def log_likelihood(self, X, y, sample_weight=None):
         """Total (weighted) conditional log-likelihood of ``(X, y)``.

@@ -222,6 +222,50 @@ def test_log_softmax_of_blocks_is_the_reference(global_random_seed):
     assert q == pytest.approx(expected, rel=1e-12)
 
 
+def test_prediction_methods_in_chunks_equal_row_by_row_evaluation():
+    from gmoe._blocks import CHUNK_ROWS
+
+    rng = np.random.default_rng(0)
+    truth = gmoe.MixingMeasure([[2.0, -1.0], [0.0, 0.0]], [0.5, 0.0], [[1.0, 2.0], [-1.0, 0.5]],
+                               [0.3, -0.2], [0.2, 0.4])
+    small = gmoe.make_design(500, "uniform", n_features=2, random_state=0)
+    est = gmoe.GaussianMoERegressor(2, n_init=1, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(small, gmoe.sample_moe(truth, small, random_state=1))
+    n = CHUNK_ROWS + 1000  # two chunks, the second short
+    X = rng.normal(size=(n, 2))
+    y = gmoe.sample_moe(truth, X, random_state=2)
+    halves = [slice(0, n // 2), slice(n // 2, n)]  # each within one chunk
+    for method, args in [("predict", (X,)), ("predict_proba", (X,)),
+                         ("score_samples", (X, y)), ("predict_responsibilities", (X, y))]:
+        whole = getattr(est, method)(*args)
+        parts = np.concatenate([getattr(est, method)(*(a[h] for a in args)) for h in halves])
+        assert_allclose(whole, parts, rtol=1e-14, atol=1e-300, err_msg=method)
+    mixture = est.predict_distribution(X)
+    assert_allclose(mixture.mean, est.predict(X), rtol=1e-12)
+    assert est.log_likelihood(X, y) == pytest.approx(np.sum(est.score_samples(X, y)),
+                                                     rel=1e-14)
+
+
+def test_predict_memory_is_bounded_by_the_output():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 10))
+    est = gmoe.GaussianMoERegressor(4, n_init=1, max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, X[:, 0] + rng.normal(size=2000))
+    X = rng.normal(size=(300_000, 10))
+    est.predict(X[:10])
+    tracemalloc.start()
+    est.predict(X)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # The output (2.4 MB) and one chunk's temporaries (a 16384-row transposed design is
+    # 1.4 MB); whole-array temporaries would be several times X's 24 MB.
+    assert peak < 0.5 * X.nbytes, peak / 1e6
+
+
 def test_importing_gmoe_compiles_no_kernel():
     # Kernels compile (or load from numba's cache) on their first call, and only then.
     import subprocess
