@@ -20,6 +20,7 @@ exists. :class:`ColumnBlocks` walks arrays that are already expert-major and com
 import functools
 import itertools
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -105,6 +106,12 @@ def evaluate_in_chunks(function, arrays, chunk_rows=CHUNK_ROWS):
         for out, part in zip(outputs, parts, strict=True):
             out[start:stop] = part
     return outputs if several else outputs[0]
+
+
+def is_dask_array(X):
+    """Whether ``X`` is a Dask array (without importing Dask: none exists unless it was)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(X, module.Array)
 
 
 def resolve_n_threads(n_threads):
@@ -333,6 +340,44 @@ class _BlockSource:
         """The sum of ``fn(block, *args)`` over the blocks, added in block order."""
         return sum_in_order(self.map_blocks(fn, *args))
 
+    # ---------------------------------------------------------------- conditioning
+    def weighted_moments(self):
+        """Weighted mean and standard deviation of every column of ``[X, y]`` (two passes).
+
+        Returns
+        -------
+        mean, std : ndarray of shape (n_features + 1,)
+        """
+        total = self.total_weight
+        mean = self.reduce(_weighted_column_sums_block, None) / total
+        var = self.reduce(_weighted_column_sums_block, mean) / total
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+    def design_gram(self):
+        """The weighted Gram matrix of the design with intercept, and its constant columns.
+
+        Returns
+        -------
+        gram : ndarray of shape (n_features + 1, n_features + 1)
+            ``sum_i w_i z_i z_i^T / sum_i w_i``.
+        constant : list of int
+            Columns of ``X`` constant over the rows of positive weight.
+        """
+        upper, low, high = self.reduce(_gram_and_range_block)
+        gram = unpack_upper(upper[None], self.n_features + 1)[0] / self.total_weight
+        return gram, [j for j in range(self.n_features) if not high[j] > low[j]]
+
+    def column_moments(self):
+        """Mean and standard deviation of every column of ``[Z, y]`` (unweighted; two passes).
+
+        Returns
+        -------
+        mean, std : ndarray of shape (n_features + 1,)
+        """
+        total = self.reduce(_column_sums_block, None)
+        mean = total / self.n_samples
+        return mean, np.sqrt(self.reduce(_column_sums_block, mean) / self.n_samples)
+
 
 class RowBlocks(_BlockSource):
     """In-memory data, in blocks of :func:`block_rows` rows, and the EM's responsibilities.
@@ -350,9 +395,12 @@ class RowBlocks(_BlockSource):
     n_experts : int
     n_threads : int, default=1
         Threads the passes run on (see :func:`resolve_n_threads`).
+    storage : ndarray of shape (n_experts * n_samples,), optional
+        Weighted responsibilities stored by another instance on the same rows
+        (:attr:`storage`); fresh by default.
     """
 
-    def __init__(self, X, y, sample_weight, n_experts, n_threads=1):
+    def __init__(self, X, y, sample_weight, n_experts, n_threads=1, storage=None):
         self.X = X
         self.y = y
         self.sample_weight = sample_weight
@@ -361,23 +409,53 @@ class RowBlocks(_BlockSource):
         self.offset = np.zeros(self.n_features)
         self.scale = np.ones(self.n_features)
         self._bounds = block_bounds(self.n_samples, block_rows(self.n_features, n_experts))
-        self._rw = None
+        self._rw, self._spare = storage, None
         self._threads = _Threads(max(1, min(int(n_threads), len(self._bounds))))
         # One workspace per thread and block length (the last block may be longer).
         self._workspaces = {}
 
-    def condition(self, offset, scale, y):
-        """From now on the blocks' design is ``(x - offset) / scale``, their target ``y``.
+    def condition(self, offset, scale, y_offset, y_scale):
+        """From now on the blocks are ``z = (x - offset) / scale``, ``(y - y_offset) / y_scale``.
 
         Parameters
         ----------
         offset, scale : ndarray of shape (n_features,)
-        y : ndarray of shape (n_samples,)
-            The targets in the same (internal) units.
+        y_offset, y_scale : float
         """
         self.offset = np.ascontiguousarray(offset, dtype=np.float64)
         self.scale = np.ascontiguousarray(scale, dtype=np.float64)
-        self.y = y
+        self.y = (self.y - y_offset) / y_scale
+
+    @property
+    def total_weight(self):
+        """``sum_i w_i``."""
+        return float(np.sum(self.sample_weight))
+
+    def target_variance(self):
+        """The weighted variance of the targets (1 when it is 0)."""
+        w = self.sample_weight
+        total = np.sum(w)
+        mean = np.dot(w, self.y) / total
+        variance = np.dot(w, (self.y - mean) ** 2) / total
+        return float(variance) if variance > 0 else 1.0
+
+    def save_responsibilities(self):
+        """Keep a copy of the stored responsibilities (the next E-step overwrites them).
+
+        Returns
+        -------
+        object
+            What :meth:`restore_responsibilities` takes.
+        """
+        storage = self.storage
+        if self._spare is None:
+            self._spare = np.empty_like(storage)
+        np.copyto(self._spare, storage)
+        return None
+
+    def restore_responsibilities(self, saved):
+        """The responsibilities :meth:`save_responsibilities` kept, stored again (swapped in)."""
+        self._spare, self._rw = self._rw, self._spare
 
     @property
     def n_threads(self):
@@ -390,11 +468,6 @@ class RowBlocks(_BlockSource):
         if self._rw is None:
             self._rw = np.empty(self.n_experts * self.n_samples)
         return self._rw
-
-    def swap_storage(self, other):
-        """Store the responsibilities in ``other`` (same size); returns the previous array."""
-        previous, self._rw = self.storage, other
-        return previous
 
     def close(self):
         """Stop the pass threads (the object stays usable: they restart when needed)."""
@@ -442,51 +515,32 @@ class RowBlocks(_BlockSource):
             yield ((self.X[start:stop] - self.offset) / self.scale, self.y[start:stop],
                    self.sample_weight[start:stop])
 
-    # ---------------------------------------------------------------- conditioning
-    def weighted_moments(self):
-        """Weighted mean and standard deviation of every column of ``[X, y]`` (two passes).
+    @property
+    def n_positive(self):
+        """Number of rows with a positive sample weight."""
+        return int(np.count_nonzero(self.sample_weight))
+
+    def take_positive(self, ranks, mean, scale):
+        """Standardised rows of ``[Z, y]`` by rank among the rows of positive weight.
+
+        Parameters
+        ----------
+        ranks : ndarray of int
+            ``r`` is the ``r``-th row (from 0) of positive weight; any order.
+        mean, scale : ndarray of shape (n_features + 1,)
+            The rows are ``([z, y] - mean) / scale``.
 
         Returns
         -------
-        mean, std : ndarray of shape (n_features + 1,)
+        data : ndarray of shape (n_features + 1, len(ranks))
+            One column per row.
+        weights : ndarray of shape (len(ranks),)
         """
-        total = float(np.sum(self.sample_weight))
-        mean = self.reduce(_weighted_column_sums_block, None) / total
-        var = self.reduce(_weighted_column_sums_block, mean) / total
-        return mean, np.sqrt(np.maximum(var, 0.0))
-
-    def design_gram(self):
-        """The weighted Gram matrix of the design with intercept, and its constant columns.
-
-        Returns
-        -------
-        gram : ndarray of shape (n_features + 1, n_features + 1)
-            ``sum_i w_i z_i z_i^T / sum_i w_i``.
-        constant : list of int
-            Columns of ``X`` constant over the rows of positive weight.
-        """
-        upper, low, high = self.reduce(_gram_and_range_block)
-        gram = unpack_upper(upper[None], self.n_features + 1)[0] / np.sum(self.sample_weight)
-        return gram, [j for j in range(self.n_features) if not high[j] > low[j]]
-
-    # --------------------------------------------------------------------- starts
-    def column_moments(self):
-        """Mean and standard deviation of every column of ``[Z, y]`` (unweighted; two passes).
-
-        Returns
-        -------
-        mean, std : ndarray of shape (n_features + 1,)
-        """
-        total = self.reduce(_column_sums_block, None)
-        mean = total / self.n_samples
-        return mean, np.sqrt(self.reduce(_column_sums_block, mean) / self.n_samples)
-
-    def standardised_rows(self, indices, mean, scale):
-        """Rows of ``([Z, y] - mean) / scale``, one column per row: (n_features + 1, m)."""
+        indices = np.flatnonzero(self.sample_weight > 0)[ranks]
         data = np.vstack([((self.X[indices] - self.offset) / self.scale).T, self.y[indices]])
         data -= mean[:, None]
         data /= scale[:, None]
-        return data
+        return data, self.sample_weight[indices]
 
     def nearest_centre(self, mean, scale, centres, weights=None):
         """Index of the nearest centre of every standardised row of ``[Z, y]`` (first on ties).

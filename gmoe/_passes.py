@@ -27,7 +27,7 @@ from ._conditioning import Conditioning
 from ._em import _Params
 from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._starts import standardised_data
-from .experts import GAUSSIAN_LINEAR, ExpertParams
+from .experts import GAUSSIAN_LINEAR, ExpertParams, compute_var_floor
 from .gates import GateData
 
 __all__ = ["ArrayPasses", "BlockPasses", "StandardisedRows", "prepare"]
@@ -155,10 +155,9 @@ class BlockPasses:
     def __init__(self, family, rows, learn_temperature, gate_steps):
         self.family = family
         self.blocks = rows
-        self.total_weight = float(rows.sample_weight.sum())
+        self.total_weight = rows.total_weight
         self.learn_temperature = learn_temperature
         self.gate_steps = gate_steps
-        self._spare = None
 
     def close(self):
         """Stop the pass threads."""
@@ -202,28 +201,26 @@ class BlockPasses:
         return params._replace(gate=gate), weight_sums, None
 
     def save(self, state):
-        """Keep a copy of the stored responsibilities (the next E-step overwrites them)."""
-        storage = self.blocks.storage
-        if self._spare is None:
-            self._spare = np.empty_like(storage)
-        np.copyto(self._spare, storage)
-        return state
+        """Keep the stored responsibilities (the next E-step overwrites them) and ``state``."""
+        return state, self.blocks.save_responsibilities()
 
     def restore(self, saved):
-        """The saved responsibilities stored again (their array swapped in, not copied)."""
-        self._spare = self.blocks.swap_storage(self._spare)
-        return saved
+        """The saved responsibilities stored again; returns the saved state."""
+        state, kept = saved
+        self.blocks.restore_responsibilities(kept)
+        return state
 
 
 class StandardisedRows:
-    """``(z, y)`` standardised column by column, read from a :class:`RowBlocks`.
+    """``(z, y)`` standardised column by column, read from a block source.
 
     What the starts' partitions need of the data (:func:`gmoe._starts.draw_labels`),
-    without a standardised copy of every row: selected rows, and every row's nearest centre.
+    without a standardised copy of every row: rows picked by rank among those of positive
+    weight, and every row's nearest centre.
 
     Parameters
     ----------
-    rows : RowBlocks
+    rows : RowBlocks or gmoe._dask.DaskRowBlocks
     """
 
     def __init__(self, rows):
@@ -231,11 +228,12 @@ class StandardisedRows:
         self.mean, spread = rows.column_moments()
         self.scale = np.where(spread > 0, spread, 1.0)
         self.n_dims = rows.n_features + 1
+        self.n_positive = rows.n_positive
 
-    def take(self, indices, weights=None):
-        """The standardised rows ``indices``, one column each: (n_features + 1, m)."""
-        data = self.rows.standardised_rows(indices, self.mean, self.scale)
-        return data if weights is None else data * weights[:, None]
+    def take_positive(self, ranks, weights=None):
+        """Standardised rows by rank among the positive-weight rows, and their weights."""
+        data, sample_weight = self.rows.take_positive(ranks, self.mean, self.scale)
+        return (data if weights is None else data * weights[:, None]), sample_weight
 
     def nearest(self, centres, weights=None):
         """Every row's nearest centre (first on ties), its coordinates times ``weights``."""
@@ -243,35 +241,51 @@ class StandardisedRows:
 
 
 def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperature,
-            gate_steps):
-    """The conditioning and the passes of a fit on in-memory data.
+            gate_steps, rows=None):
+    """The conditioning and the passes of a fit.
 
     Families that fit on blocks get :class:`BlockPasses`: the conditioning's moments, the
     rank check and every pass read ``X`` block by block (no copy of it). The others get
     :class:`ArrayPasses` on the conditioned design. A rank-deficient design is reported to
     the caller's caller (the estimator's user).
 
+    Parameters
+    ----------
+    family : GatingFamily
+    X : ndarray of shape (n_samples, n_features) or None
+    y, sample_weight : ndarray of shape (n_samples,) or None
+    n_experts : int
+    n_threads : int
+    learn_temperature : bool
+    gate_steps : int
+    rows : block source, optional
+        The data already as a block source (``gmoe._dask.DaskRowBlocks``); ``X``, ``y``
+        and ``sample_weight`` are then None.
+
     Returns
     -------
     passes : BlockPasses or ArrayPasses
     conditioning : gmoe._conditioning.Conditioning
-    y_internal : ndarray of shape (n_samples,)
+    y_variance : float
+        The weighted variance of ``y`` in the internal units (1 when it is 0).
     """
     centre_x, scale_x = family.centres_design, family.scales_design
-    if family.fits_on_blocks:
-        rows = RowBlocks(X, y, sample_weight, n_experts, n_threads)
+    if rows is not None or family.fits_on_blocks:
+        if rows is None:
+            rows = RowBlocks(X, y, sample_weight, n_experts, n_threads)
         mean, std = rows.weighted_moments()
         conditioning = Conditioning.from_moments(mean[:-1], std[:-1], mean[-1], std[-1],
                                                  centre_x=centre_x, scale_x=scale_x)
-        y_internal = conditioning.transform_y(y)
-        rows.condition(conditioning.x_offset, conditioning.x_scale, y_internal)
+        rows.condition(conditioning.x_offset, conditioning.x_scale, conditioning.y_offset,
+                       conditioning.y_scale)
         conditioning.report_rank(*rows.design_gram(), stacklevel=4)
         return (BlockPasses(family, rows, learn_temperature, gate_steps), conditioning,
-                y_internal)
+                rows.target_variance())
     conditioning = Conditioning.from_data(X, y, sample_weight, centre_x=centre_x,
                                           scale_x=scale_x)
     Z = conditioning.transform_X(X)
     y_internal = conditioning.transform_y(y)
     conditioning.check_rank(Z, sample_weight, stacklevel=4)
-    return (ArrayPasses(family, Z, y_internal, sample_weight, n_experts, learn_temperature,
-                        gate_steps), conditioning, y_internal)
+    passes = ArrayPasses(family, Z, y_internal, sample_weight, n_experts, learn_temperature,
+                         gate_steps)
+    return passes, conditioning, compute_var_floor(y_internal, sample_weight, 1.0)

@@ -23,7 +23,7 @@ from ._passes import prepare
 from ._starts import STRATEGIES, draw_labels
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
-from .experts import GAUSSIAN_LINEAR, compute_expert_means, compute_var_floor
+from .experts import GAUSSIAN_LINEAR, compute_expert_means
 from .gates import make_gating
 from .model import MixingMeasure, compute_e_step, sample_moe
 from .utils import check_random_state
@@ -436,7 +436,10 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or Dask array of shape (n_samples, n_features)
+            A Dask array (chunked by rows; ``y`` and ``sample_weight`` alike or NumPy)
+            stays where it is: each pass sums its chunks' statistics there ('softmax' and
+            'temperature' gates).
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the rows in the log-likelihood.
@@ -447,39 +450,50 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         """
         started = time.perf_counter()
         family = self._check_parameters()
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
-        X = np.ascontiguousarray(X)
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        n_samples, n_features = X.shape
-        sample_weight = self._check_sample_weight(sample_weight, n_samples)
+        # Read before BLAS is held to one thread: the caller's limits cap the default.
+        n_threads = _blocks.resolve_n_threads(self.n_threads)
+        rows = None
+        if _blocks.is_dask_array(X):
+            # Dask arrays stay where they are: every pass runs on their chunks (gmoe._dask).
+            from ._dask import DaskRowBlocks
+
+            rows = DaskRowBlocks(X, y, sample_weight, self.n_experts, family)
+            self.n_features_in_ = rows.n_features
+            self.__dict__.pop("feature_names_in_", None)
+            X = y = sample_weight = None
+            n_samples, n_features = rows.n_samples, rows.n_features
+            n_used, y_constant = rows.n_positive, rows.y_range == 0
+        else:
+            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+            X = np.ascontiguousarray(X)
+            y = np.ascontiguousarray(y, dtype=np.float64)
+            n_samples, n_features = X.shape
+            sample_weight = self._check_sample_weight(sample_weight, n_samples)
+            n_used, y_constant = int(np.count_nonzero(sample_weight)), np.ptp(y) == 0
         if self.n_experts > n_samples:
             raise ValueError(f"Expected n_samples >= n_experts, got n_experts={self.n_experts}, "
                              f"n_samples={n_samples}.")
         n_params = self._count_parameters(family, n_features)
-        n_used = int(np.count_nonzero(sample_weight))
         if n_used < n_params:
             warnings.warn(
                 f"Fewer samples with positive weight ({n_used}) than free parameters "
                 f"({n_params} for n_experts={self.n_experts}, n_features={n_features}): the "
                 "maximum-likelihood estimate is not unique and variances may sit at the floor. "
                 "Use fewer experts or more data.", DegenerateExpertWarning, stacklevel=2)
-        if np.ptp(y) == 0:
+        if y_constant:
             warnings.warn("y is constant: every expert's variance sits at the floor "
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
-        # Read before BLAS is held to one thread: the caller's limits cap the default.
-        n_threads = _blocks.resolve_n_threads(self.n_threads)
         with _single_threaded_blas():
             # EM runs on a centred and scaled design and response (gmoe._conditioning), so
             # that an affine rescaling of a column of X, or of y, gives the same fit; its
             # passes walk the rows block by block where the gating family allows.
-            passes, conditioning, y_internal = prepare(
+            passes, conditioning, y_variance = prepare(
                 family, X, y, sample_weight, self.n_experts, n_threads=n_threads,
                 learn_temperature=self._learns_temperature(family),
-                gate_steps=GATE_STEPS_PER_ITERATION)
+                gate_steps=GATE_STEPS_PER_ITERATION, rows=rows)
             # The floor is relative to the variance of y, the same in either units.
-            var_floor = max(compute_var_floor(y_internal, sample_weight, self.reg_var),
-                            np.finfo(np.float64).tiny)
+            var_floor = max(self.reg_var * y_variance, np.finfo(np.float64).tiny)
             try:
                 best, start_log_liks = self._fit_starts(family, passes, n_features,
                                                         sample_weight, var_floor, conditioning)
