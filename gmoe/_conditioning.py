@@ -92,6 +92,26 @@ class Conditioning:
         total = float(np.sum(sample_weight))
         x_mean, x_std = _weighted_moments(X.T, sample_weight, total)
         y_mean, y_std = _weighted_moments(y[None, :], sample_weight, total)
+        return cls.from_moments(x_mean, x_std, float(y_mean[0]), float(y_std[0]),
+                                centre_x=centre_x, scale_x=scale_x)
+
+    @classmethod
+    def from_moments(cls, x_mean, x_std, y_mean, y_std, *, centre_x=True, scale_x=True):
+        """:meth:`from_data` from the data's weighted means and standard deviations.
+
+        Parameters
+        ----------
+        x_mean, x_std : ndarray of shape (n_features,)
+        y_mean, y_std : float
+        centre_x, scale_x : bool, default=True
+            See :meth:`from_data`.
+
+        Returns
+        -------
+        Conditioning
+        """
+        x_mean = np.asarray(x_mean, dtype=np.float64)
+        x_std = np.asarray(x_std, dtype=np.float64)
         if centre_x:
             x_offset, x_scale = x_mean, x_std
         else:
@@ -100,9 +120,8 @@ class Conditioning:
         x_scale = np.where(x_scale > 0, x_scale, 1.0)
         if not scale_x:
             x_offset, x_scale = np.zeros_like(x_mean), np.ones_like(x_mean)
-        y_scale = float(y_std[0]) if y_std[0] > 0 else 1.0
-        return cls(x_offset, x_scale, float(y_mean[0]), y_scale,
-                   centred=centre_x and scale_x)
+        y_scale = float(y_std) if y_std > 0 else 1.0
+        return cls(x_offset, x_scale, float(y_mean), y_scale, centred=centre_x and scale_x)
 
     # ------------------------------------------------------------------ data
     def transform_X(self, X):
@@ -170,8 +189,26 @@ class Conditioning:
         total = float(np.sum(sample_weight))
         design = np.column_stack([Z, np.ones(Z.shape[0])])
         gram = (design * sample_weight[:, None]).T @ design / total
-        diag = np.diag(gram).copy()
         constant = [j for j in range(n_features) if not self._varies(Z[:, j], sample_weight)]
+        return self.report_rank(gram, constant, stacklevel=stacklevel + 1)
+
+    def report_rank(self, gram, constant, *, stacklevel=3):
+        """:meth:`check_rank` from the weighted Gram matrix and the constant columns.
+
+        Parameters
+        ----------
+        gram : ndarray of shape (n_features + 1, n_features + 1)
+            ``sum_i w_i z_i z_i^T / sum_i w_i`` of the internal design with intercept.
+        constant : list of int
+            Columns constant over the rows of positive weight.
+        stacklevel : int, default=3
+
+        Returns
+        -------
+        float
+            The condition number of the scaled Gram matrix (``inf`` when singular).
+        """
+        diag = np.diag(gram).copy()
         diag[diag <= 0] = 1.0
         scaled = gram / np.sqrt(np.outer(diag, diag))
         eig = np.linalg.eigvalsh(scaled)

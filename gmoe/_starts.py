@@ -64,6 +64,28 @@ def standardised_data(ZT, y):
     return data
 
 
+class _StandardisedArray:
+    """:func:`standardised_data` as :func:`draw_labels` reads it (rows, nearest centres)."""
+
+    def __init__(self, data, sample_weight):
+        self.data = data
+        self.sample_weight = sample_weight
+        self.positive = np.flatnonzero(sample_weight > 0)
+        self.n_dims = data.shape[0]
+        self.n_positive = len(self.positive)
+
+    def take_positive(self, ranks, weights=None):
+        rows = self.positive[ranks]
+        data = self.data[:, rows]
+        return (data if weights is None else data * weights[:, None]), self.sample_weight[rows]
+
+    def nearest(self, centres, weights=None):
+        data = self.data if weights is None else self.data * weights[:, None]
+        # Nearest centre (the first on ties, as KMeans.predict).
+        dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
+        return np.argmin(dist, axis=0)
+
+
 def draw_labels(kind, index, data, sample_weight, n_experts, rng):
     """The partition of start number ``index`` (from 0), one label per row.
 
@@ -72,10 +94,13 @@ def draw_labels(kind, index, data, sample_weight, n_experts, rng):
     kind : {'kmeans', 'random'}
     index : int
         The start's number: start 0 of ``'kmeans'`` is the plain k-means.
-    data : ndarray of shape (n_features + 1, n_samples)
-        :func:`standardised_data`.
-    sample_weight : ndarray of shape (n_samples,)
-        Rows of weight 0 never serve as centres or cluster rows.
+    data : ndarray of shape (n_features + 1, n_samples), or a standardised row source
+        :func:`standardised_data`, or an object with ``n_dims``, ``n_positive``,
+        ``take_positive(ranks, weights)`` and ``nearest(centres, weights)``
+        (``gmoe._passes.StandardisedRows``, which reads the rows block by block).
+    sample_weight : ndarray of shape (n_samples,) or None
+        Rows of weight 0 never serve as centres or cluster rows (None with a row source,
+        which knows its weights).
     n_experts : int
     rng : numpy.random.Generator
         Draws the subsample, the weights, the centres and k-means' seed.
@@ -83,27 +108,29 @@ def draw_labels(kind, index, data, sample_weight, n_experts, rng):
     Returns
     -------
     ndarray of int of shape (n_samples,)
+        Or what the row source's ``nearest`` returns.
     """
-    rows = np.flatnonzero(sample_weight > 0)
+    data = _StandardisedArray(data, sample_weight) if isinstance(data, np.ndarray) else data
+    # Rows are drawn by rank among those of positive weight.
+    n_positive = data.n_positive
     if kind == "kmeans":
         seed = int(rng.integers(np.iinfo(np.int32).max))
         if index == 0:
-            weights = np.ones(data.shape[0])
-            size = min(len(rows), _KMEANS_MAX_ROWS)
+            weights = None
+            size = min(n_positive, _KMEANS_MAX_ROWS)
         else:
-            weights = np.exp(rng.normal(0.0, _WEIGHT_SPREAD, size=data.shape[0]))
-            size = min(max(len(rows) // 2, n_experts), _KMEANS_MAX_ROWS)
-        data = data * weights[:, None]
-        if size < len(rows):
-            rows = np.sort(rng.choice(rows, size=size, replace=False))
+            weights = np.exp(rng.normal(0.0, _WEIGHT_SPREAD, size=data.n_dims))
+            size = min(max(n_positive // 2, n_experts), _KMEANS_MAX_ROWS)
+        ranks = np.arange(n_positive)
+        if size < n_positive:
+            ranks = np.sort(rng.choice(n_positive, size=size, replace=False))
+        points, point_weights = data.take_positive(ranks, weights)
         with _single_threaded_openmp():
             km = KMeans(n_clusters=n_experts, n_init=1, random_state=seed).fit(
-                data[:, rows].T, sample_weight=sample_weight[rows])
-        centres = km.cluster_centers_
-    elif kind == "random":
-        centres = data[:, rng.choice(rows, size=min(n_experts, len(rows)), replace=False)].T
-    else:
-        raise ValueError(f"kind must be 'kmeans' or 'random', got kind={kind!r}.")
-    # Nearest centre (the first on ties, as KMeans.predict).
-    dist = np.stack([((data - centre[:, None]) ** 2).sum(axis=0) for centre in centres])
-    return np.argmin(dist, axis=0)
+                points.T, sample_weight=point_weights)
+        return data.nearest(km.cluster_centers_, weights)
+    if kind == "random":
+        points, _ = data.take_positive(rng.choice(n_positive, size=min(n_experts, n_positive),
+                                                  replace=False))
+        return data.nearest(points.T)
+    raise ValueError(f"kind must be 'kmeans' or 'random', got kind={kind!r}.")

@@ -71,6 +71,10 @@ _MAX_CHECK_INTERVAL = 16
 FILTER_RTOL = 1e-6
 # Top-K (K < k): L must have risen by at most tol over this many iterations.
 TOPK_WINDOW = 5
+# Bytes of one (rows, n_experts, n_params) array of the derivatives, per chunk of a row
+# source (the derivatives hold a few such arrays at once), and the fewest rows of a chunk.
+_CHUNK_BYTES = 1 << 19
+_MIN_CHUNK_ROWS = 256
 
 
 class Decrement:
@@ -153,8 +157,12 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     Parameters
     ----------
     measure : MixingMeasure
-    X : ndarray of shape (n_samples, n_features)
-    y, sample_weight : ndarray of shape (n_samples,)
+    X : ndarray of shape (n_samples, n_features), or a row source
+        A row source (``gmoe._blocks.RowBlocks``) has ``row_chunks()``, yielding the
+        design, targets and weights a block of rows at a time; ``y`` and
+        ``sample_weight`` are then None, and the sums run chunk by chunk (bounded memory).
+        The held-selection derivatives of a sparse top-K gate need arrays.
+    y, sample_weight : ndarray of shape (n_samples,) or None
     learn_temperature : bool, default=False
         Whether an activation gate's ``log tau`` is a parameter.
     var_floor : float, default=0.0
@@ -177,10 +185,12 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         def rebuild(softmax):
             return softmax.replace(gating=measure.family)
 
+        chunks = _row_chunks(X, y, sample_weight, measure.n_experts * param.size)
+
     else:
         param = _Parametrisation(measure, learn_temperature)
-        log_lik, score, hessian = _compute_log_likelihood_derivatives(
-            param, param.to_vector(measure), X, y, sample_weight)
+        chunks = _row_chunks(X, y, sample_weight, measure.n_experts * param.size)
+        log_lik, score, hessian = _summed_derivatives(param, param.to_vector(measure), chunks)
 
         def rebuild(same):
             return same
@@ -207,7 +217,8 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
             return -np.inf, None
         if np.any(point.expert_var < var_floor):
             return -np.inf, None
-        value = float(np.dot(sample_weight, conditional_log_density(point, X, y)))
+        value = sum(float(np.dot(wc, conditional_log_density(point, Xc, yc)))
+                    for Xc, yc, wc in chunks())
         return (value - log_lik if np.isfinite(value) else -np.inf), point
 
     negative = np.flatnonzero(eigval < -floor)[:_MAX_DIRECTIONS]
@@ -224,6 +235,29 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         result.move, result.move_gain = newton_point, newton_gain
     result.kink = sparse and newton_gain == 0.0
     return result
+
+
+def _row_chunks(X, y, sample_weight, width):
+    """A function returning the rows' chunks ``(X, y, sample_weight)``, in order.
+
+    Arrays are one chunk; a row source's chunks are short enough that the derivatives'
+    (rows, n_experts, n_params) arrays (``width = n_experts * n_params`` per row) take
+    about :data:`_CHUNK_BYTES` each.
+    """
+    if not hasattr(X, "row_chunks"):
+        return lambda: [(X, y, sample_weight)]
+    rows = max(_MIN_CHUNK_ROWS, _CHUNK_BYTES // (8 * width))
+    return lambda: X.row_chunks(rows)
+
+
+def _summed_derivatives(param, vec, chunks):
+    """Log-likelihood, score and Hessian summed over the row chunks, in their order."""
+    total = None
+    for Xc, yc, wc in chunks():
+        part = _compute_log_likelihood_derivatives(param, vec, Xc, yc, wc)
+        total = part if total is None else tuple(a + b for a, b in zip(total, part,
+                                                                        strict=True))
+    return total
 
 
 def _backtrack(gain_at, vec, step):

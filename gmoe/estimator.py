@@ -11,14 +11,20 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._conditioning import Conditioning
-from ._em import EMRunMixin, _DegenerateRun, _Params, _single_threaded_blas
-from ._expert_major import Workspace, transposed_design
-from ._starts import STRATEGIES, draw_labels, standardised_data
+from . import _blocks
+from ._em import (
+    GATE_STEPS_PER_ITERATION,
+    EMRunMixin,
+    _DegenerateRun,
+    _Params,
+    _single_threaded_blas,
+)
+from ._passes import prepare
+from ._starts import STRATEGIES, draw_labels
 from ._validation import check_option
 from .exceptions import DegenerateExpertWarning
-from .experts import GAUSSIAN_LINEAR, compute_expert_means, compute_var_floor
-from .gates import GateData, make_gating
+from .experts import GAUSSIAN_LINEAR, compute_expert_means
+from .gates import make_gating
 from .model import MixingMeasure, compute_e_step, sample_moe
 from .utils import check_random_state
 
@@ -111,6 +117,12 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
     acceleration : {'squarem', None}, default='squarem'
         Accelerate EM by SQUAREM (Varadhan & Roland 2008, step length S3) with its global
         safeguard, so that the log-likelihood never decreases; None runs plain EM.
+    n_threads : int or None, default=None
+        Threads of the passes over the rows: None is every usable core, capped by the
+        BLAS and OpenMP thread limits (``threadpoolctl``, ``OMP_NUM_THREADS``); ``-1`` is
+        every core. The rows are summed in blocks of a fixed size (set by the data's
+        shape) in a fixed order, so the fit is bit for bit the same on any number of
+        threads. Used by the gates that fit block by block ('softmax', 'temperature').
 
     Attributes
     ----------
@@ -200,7 +212,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                  activation="tanh", temperature=1.0, learn_temperature=True, tol=1e-4,
                  max_iter=500, n_init=5, init_params="random", reg_var=1e-6,
                  on_degenerate="warn", random_state=None, warm_start=False, verbose=0,
-                 acceleration="squarem"):
+                 acceleration="squarem", n_threads=None):
         self.n_experts = n_experts
         self.gating = gating
         self.top_k = top_k
@@ -218,6 +230,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.acceleration = acceleration
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------ validation
     def _check_parameters(self):
@@ -304,20 +317,12 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                 "information is singular; perturb the gate slopes.")
         return _Params.from_measure(start)
 
-    def _start_from_labels(self, family, ZT, y, sample_weight, var_floor, labels, temperature,
-                           workspace):
-        k, n_samples = self.n_experts, ZT.shape[1]
-        # Smoothed one-hot responsibilities of the labels, expert-major, times the weights.
-        weighted_resp = np.full((k, n_samples), _INIT_SMOOTHING / k)
-        weighted_resp[labels, np.arange(n_samples)] += 1.0 - _INIT_SMOOTHING
-        weighted_resp *= sample_weight
-        experts, _ = GAUSSIAN_LINEAR.m_step(ZT, y, weighted_resp, var_floor, workspace)
-        # The family's first gate is the start as it is: a gate M-step here can drive a
-        # tanh/sigmoid gate onto its symmetric fixed point beta1_1 = -beta1_2, which EM
-        # never leaves (see the theory page's identifiability section).
-        data = GateData(ZT, sample_weight, weighted_resp, workspace=workspace)
-        return _Params(family.initial_gate(data, temperature), experts.coef, experts.intercept,
-                       experts.var)
+    def _start_from_labels(self, family, passes, var_floor, labels, temperature):
+        # Smoothed one-hot responsibilities of the labels: the experts' least squares, and
+        # the family's first gate as it is: a gate M-step here can drive a tanh/sigmoid
+        # gate onto its symmetric fixed point beta1_1 = -beta1_2, which EM never leaves
+        # (see the theory page's identifiability section).
+        return passes.start_from_labels(labels, var_floor, temperature, _INIT_SMOOTHING)
 
     def _initial_labels(self, kind, index, data, sample_weight, rng):
         """The partition of start ``index`` (gmoe._starts): every start draws its own."""
@@ -327,36 +332,29 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         return float(self.temperature) if family.uses_temperature else None
 
     # ----------------------------------------------------------------- fit
-    def _fit_starts(self, family, X, y, sample_weight, var_floor, conditioning):
+    def _fit_starts(self, family, passes, n_features, sample_weight, var_floor, conditioning):
         """EM from every start; returns the best run and each start's log-likelihood.
 
-        ``X`` and ``y`` are in the fit's internal units (``conditioning``), and so are the
-        returned parameters and log-likelihoods.
+        ``passes`` hold the data in the fit's internal units (``conditioning``), and so are
+        the returned parameters and log-likelihoods.
         """
-        n_features = X.shape[1]
-        ZT = transposed_design(X)
-        # The passes' sample-sized arrays, reused from start to start and pass to pass.
-        workspace = Workspace()
         rng = check_random_state(self.random_state)
         warm = self.warm_start and hasattr(self, "mixing_measure_")
         given = warm or isinstance(self.init_params, MixingMeasure)
-        run = functools.partial(self._em_iterations, family, ZT=ZT, y=y,
-                                sample_weight=sample_weight, var_floor=var_floor,
-                                workspace=workspace)
+        run = functools.partial(self._em_iterations, family, passes=passes,
+                                var_floor=var_floor)
         if given:
             starts = None
         elif self.init_params == "short_em":
-            starts = self._short_em_starts(family, ZT, y, sample_weight, var_floor, rng, run,
-                                           workspace)
+            starts = self._short_em_starts(family, passes, sample_weight, var_floor, rng, run)
         else:
-            data = standardised_data(ZT, y)
+            data = passes.standardised()
 
             def draw(index):
                 labels = self._initial_labels(self.init_params, index, data, sample_weight,
                                               rng)
-                return self._start_from_labels(family, ZT, y, sample_weight, var_floor,
-                                               labels, self._initial_temperature(family),
-                                               workspace)
+                return self._start_from_labels(family, passes, var_floor, labels,
+                                               self._initial_temperature(family))
 
             starts = map(draw, itertools.count())
         if given:
@@ -410,7 +408,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
 
         return best, start_log_liks
 
-    def _short_em_starts(self, family, ZT, y, sample_weight, var_floor, rng, run, workspace):
+    def _short_em_starts(self, family, passes, sample_weight, var_floor, rng, run):
         """The starts of 'short_em', best first: the ends of short EM runs.
 
         ``_SHORT_RUNS_PER_START * n_init`` partitions, 'kmeans' and 'random' in turn, each
@@ -419,14 +417,14 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         convergence, and takes the next ones when a run is discarded). A short run that
         collapses (under ``on_degenerate='restart'``) is dropped.
         """
-        data = standardised_data(ZT, y)
+        data = passes.standardised()
         short = []
         kinds = ("kmeans", "random")
         for index in range(_SHORT_RUNS_PER_START * self.n_init):
             kind = kinds[index % 2]
             labels = self._initial_labels(kind, index // 2, data, sample_weight, rng)
-            params = self._start_from_labels(family, ZT, y, sample_weight, var_floor, labels,
-                                             self._initial_temperature(family), workspace)
+            params = self._start_from_labels(family, passes, var_floor, labels,
+                                             self._initial_temperature(family))
             try:
                 result = run(params, max_iter=_SHORT_EM_STEPS, stop=False)
             except (_DegenerateRun, FloatingPointError):
@@ -440,7 +438,10 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or Dask array of shape (n_samples, n_features)
+            A Dask array (chunked by rows; ``y`` and ``sample_weight`` alike or NumPy)
+            stays where it is: each pass sums its chunks' statistics there ('softmax' and
+            'temperature' gates).
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the rows in the log-likelihood.
@@ -451,42 +452,57 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         """
         started = time.perf_counter()
         family = self._check_parameters()
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
-        X = np.ascontiguousarray(X)
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        n_samples, n_features = X.shape
-        sample_weight = self._check_sample_weight(sample_weight, n_samples)
+        # Read before BLAS is held to one thread: the caller's limits cap the default.
+        n_threads = _blocks.resolve_n_threads(self.n_threads)
+        rows = None
+        if _blocks.is_dask_array(X):
+            # Dask arrays stay where they are: every pass runs on their chunks (gmoe._dask).
+            from ._dask import DaskRowBlocks
+
+            rows = DaskRowBlocks(X, y, sample_weight, self.n_experts, family)
+            self.n_features_in_ = rows.n_features
+            self.__dict__.pop("feature_names_in_", None)
+            X = y = sample_weight = None
+            n_samples, n_features = rows.n_samples, rows.n_features
+            n_used, y_constant = rows.n_positive, rows.y_range == 0
+        else:
+            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+            X = np.ascontiguousarray(X)
+            y = np.ascontiguousarray(y, dtype=np.float64)
+            n_samples, n_features = X.shape
+            sample_weight = self._check_sample_weight(sample_weight, n_samples)
+            n_used, y_constant = int(np.count_nonzero(sample_weight)), np.ptp(y) == 0
         if self.n_experts > n_samples:
             raise ValueError(f"Expected n_samples >= n_experts, got n_experts={self.n_experts}, "
                              f"n_samples={n_samples}.")
         n_params = self._count_parameters(family, n_features)
-        n_used = int(np.count_nonzero(sample_weight))
         if n_used < n_params:
             warnings.warn(
                 f"Fewer samples with positive weight ({n_used}) than free parameters "
                 f"({n_params} for n_experts={self.n_experts}, n_features={n_features}): the "
                 "maximum-likelihood estimate is not unique and variances may sit at the floor. "
                 "Use fewer experts or more data.", DegenerateExpertWarning, stacklevel=2)
-        if np.ptp(y) == 0:
+        if y_constant:
             warnings.warn("y is constant: every expert's variance sits at the floor "
                           "reg_var (relative to 1); the likelihood is unbounded.",
                           DegenerateExpertWarning, stacklevel=2)
         with _single_threaded_blas():
             # EM runs on a centred and scaled design and response (gmoe._conditioning), so
-            # that an affine rescaling of a column of X, or of y, gives the same fit.
-            conditioning = Conditioning.from_data(X, y, sample_weight,
-                                                  centre_x=family.centres_design,
-                                                  scale_x=family.scales_design)
-            Z = conditioning.transform_X(X)
-            y_internal = conditioning.transform_y(y)
-            conditioning.check_rank(Z, sample_weight)
+            # that an affine rescaling of a column of X, or of y, gives the same fit; its
+            # passes walk the rows block by block where the gating family allows.
+            passes, conditioning, y_variance = prepare(
+                family, X, y, sample_weight, self.n_experts, n_threads=n_threads,
+                learn_temperature=self._learns_temperature(family),
+                gate_steps=GATE_STEPS_PER_ITERATION, rows=rows)
             # The floor is relative to the variance of y, the same in either units.
-            var_floor = max(compute_var_floor(y_internal, sample_weight, self.reg_var),
-                            np.finfo(np.float64).tiny)
-            best, start_log_liks = self._fit_starts(family, Z, y_internal, sample_weight,
-                                                    var_floor, conditioning)
-            params, trace, converged, n_iter, degenerate, rule = best
-            decrement = rule.final(params)
+            var_floor = max(self.reg_var * y_variance, np.finfo(np.float64).tiny)
+            try:
+                best, start_log_liks = self._fit_starts(family, passes, n_features,
+                                                        sample_weight, var_floor, conditioning)
+                params, trace, converged, n_iter, degenerate, rule = best
+                decrement = rule.final(params)
+            finally:
+                passes.close()
         shift = conditioning.log_lik_shift
         self._set_fitted(family, conditioning.to_original(params), trace + shift, converged,
                          n_iter, degenerate, np.asarray(start_log_liks) + shift)
@@ -547,9 +563,12 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         X, y = validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
         return np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=np.float64)
 
+    # The prediction methods work on chunks of rows: their temporaries stay bounded.
     def _log_gate(self, X):
         m = self.mixing_measure_
-        return m.family.log_gate(X, m.gate_coef, m.gate_intercept, m.temperature)
+        return _blocks.evaluate_in_chunks(
+            lambda rows: m.family.log_gate(rows, m.gate_coef, m.gate_intercept, m.temperature),
+            (X,))
 
     def predict_proba(self, X):
         """Gate probabilities ``g_i(x)``.
@@ -562,7 +581,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_experts)
         """
-        return np.exp(self._log_gate(self._check_X(X)))
+        log_gate = self._log_gate(self._check_X(X))
+        return np.exp(log_gate, out=log_gate)
 
     def predict(self, X):
         """Conditional mean ``E[y | x] = sum_i g_i(x) (a_i^T x + b_i)``.
@@ -577,13 +597,20 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         """
         X = self._check_X(X)
         m = self.mixing_measure_
-        gate = np.exp(self._log_gate(X))
-        return np.sum(gate * compute_expert_means(X, m.expert_coef, m.expert_intercept), axis=1)
 
-    def _e_step_rows(self, X, y):
+        def mean(rows):
+            gate = np.exp(self._log_gate(rows))
+            return np.sum(gate * compute_expert_means(rows, m.expert_coef, m.expert_intercept),
+                          axis=1)
+
+        return _blocks.evaluate_in_chunks(mean, (X,))
+
+    def _e_step_rows(self, X, y, output):
+        """Responsibilities (``output=0``) or log-likelihoods (``output=1``) of every row."""
         m = self.mixing_measure_
-        return compute_e_step(X, y, self._log_gate(X), m.expert_coef, m.expert_intercept,
-                              m.expert_var)
+        return _blocks.evaluate_in_chunks(
+            lambda rows, ys: compute_e_step(rows, ys, self._log_gate(rows), m.expert_coef,
+                                            m.expert_intercept, m.expert_var)[output], (X, y))
 
     def predict_responsibilities(self, X, y):
         """Posterior probability of each expert given ``(x, y)``.
@@ -600,7 +627,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         ndarray of shape (n_samples, n_experts)
         """
         X, y = self._check_Xy(X, y)
-        return self._e_step_rows(X, y)[0]
+        return self._e_step_rows(X, y, 0)
 
     def score_samples(self, X, y):
         """Conditional log-density ``log p(y_i | x_i)`` of every row.
@@ -617,7 +644,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         X, y = self._check_Xy(X, y)
-        return self._e_step_rows(X, y)[1]
+        return self._e_step_rows(X, y, 1)
 
     def log_likelihood(self, X, y, sample_weight=None):
         """Total (weighted) conditional log-likelihood of ``(X, y)``.

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from . import _kernels
+from ._blocks import unpack_upper, weighted_gram_upper
 from ._expert_major import Workspace, transposed_design
 
 __all__ = ["ExpertFamily", "ExpertParams", "GAUSSIAN_LINEAR", "GaussianLinearExperts",
@@ -112,6 +114,36 @@ class ExpertFamily(ABC):
         params : ExpertParams
         weight_sums : ndarray of shape (n_experts,)
             Total weight of each expert.
+        """
+
+    @abstractmethod
+    def m_step_blocks(self, blocks, var_floor, statistics=None):
+        """:meth:`m_step` over a block source of ``gmoe._blocks`` (rows, targets, weights).
+
+        Parameters
+        ----------
+        blocks : block source
+            The rows, their targets and sample weight times responsibility.
+        var_floor : float
+            Lower bound of the variances (absolute).
+        statistics : tuple, optional
+            The sums of :meth:`block_statistics`, when the E-step's pass computed them.
+
+        Returns
+        -------
+        params : ExpertParams
+        weight_sums : ndarray of shape (n_experts,)
+            Total weight of each expert.
+        """
+
+    @abstractmethod
+    def block_statistics(self):
+        """The E-step statistic whose sums :meth:`m_step_blocks` takes.
+
+        Returns
+        -------
+        tuple
+            ``(function, args)`` in the form of ``gmoe._blocks.e_step_block``.
         """
 
     @abstractmethod
@@ -238,6 +270,19 @@ class GaussianLinearExperts(ExpertFamily):
         coef, intercept, var, weight_sums = fit_experts_expert_major(ZT, y, weights, var_floor,
                                                                      workspace)
         return ExpertParams(coef, intercept, var), weight_sums
+
+    def m_step_blocks(self, blocks, var_floor, statistics=None):  # noqa: D102 (inherited)
+        coef, intercept, var, weight_sums = fit_experts_blocks(blocks, var_floor, statistics)
+        return ExpertParams(coef, intercept, var), weight_sums
+
+    def block_statistics(self):
+        """The E-step statistic (function, args) whose sums :meth:`m_step_blocks` takes.
+
+        Returns
+        -------
+        tuple
+        """
+        return expert_block_sums, ()
 
     def sample(self, X, labels, params, random_state):  # noqa: D102 (inherited)
         rows = np.arange(X.shape[0])
@@ -405,3 +450,172 @@ def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
         var[j] = np.dot(w, resid) / weight_sums[j]
     np.maximum(var, var_floor, out=var)
     return coef, intercept, var, weight_sums
+
+
+def expert_block_sums(block, log_gate=None):
+    """The experts' right-hand sides and weights on one block, and their Gram weights.
+
+    The form of an E-step statistic (``gmoe._blocks.e_step_block``): the pass appends the
+    Gram matrices of the returned weights.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT``, ``y`` and ``rw``.
+    log_gate : ndarray, optional
+        Unused.
+
+    Returns
+    -------
+    sums : tuple
+        ``rhs`` (n_experts, n_cols), ``sum_i rw_ji y_i z_i``; ``weight_sums``
+        (n_experts,), ``sum_i rw_ji``.
+    gram_weights : ndarray of shape (n_experts, n_rows)
+        ``rw``.
+    """
+    rw = block.rw
+    weighted_y = np.multiply(rw, block.y, out=block.workspace.get("weighted_y", rw.shape))
+    rhs = weighted_y @ block.ZT.T
+    weight_sums = np.empty(rw.shape[0])
+    _kernels.row_sums_into(rw, weight_sums)
+    return (rhs, weight_sums), rw
+
+
+def expert_block_statistics(block):
+    """The experts' right-hand sides, weights and weighted Gram matrices on one block.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT``, ``y`` and ``rw``.
+
+    Returns
+    -------
+    rhs : ndarray of shape (n_experts, n_cols)
+        ``sum_i rw_ji y_i z_i``.
+    weight_sums : ndarray of shape (n_experts,)
+        ``sum_i rw_ji``.
+    gram : ndarray of shape (n_experts, n_cols * (n_cols + 1) // 2)
+        Upper triangles of ``sum_i rw_ji z_i z_i^T``.
+    """
+    (rhs, weight_sums), rw = expert_block_sums(block)
+    return rhs, weight_sums, weighted_gram_upper(rw, block.ZT, block.workspace)
+
+
+def expert_residual_block(block, theta):
+    """``sum_i rw_ji (y_i - theta_j^T z_i)^2`` of every expert on one block.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT``, ``y`` and ``rw``.
+    theta : ndarray of shape (n_experts, n_cols)
+
+    Returns
+    -------
+    ndarray of shape (n_experts,)
+    """
+    means = block.workspace.get("expert_means", block.rw.shape)
+    np.matmul(theta, block.ZT, out=means)
+    out = np.empty(theta.shape[0])
+    _kernels.weighted_residual_squares(block.rw, block.y, means, out)
+    return out
+
+
+def expert_qr_block(block, expert):
+    """The R factor of one expert's weighted least-squares problem on one block.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+    expert : int
+
+    Returns
+    -------
+    ndarray of shape (min(n_rows, n_cols + 1), n_cols + 1)
+        ``R`` of the QR factorisation of ``sqrt(rw_j) [Z, y]``.
+    """
+    sqrt_w = np.sqrt(block.rw[expert])
+    stacked = np.column_stack([block.ZT.T * sqrt_w[:, None], block.y * sqrt_w])
+    return np.linalg.qr(stacked, mode="r")
+
+
+def _solve_positive_definite(matrix, rhs):
+    """``matrix^-1 rhs`` by Cholesky, or None if ``matrix`` is numerically singular.
+
+    The LAPACK steps of ``scipy.linalg.solve(..., assume_a="pos")`` without its per-call
+    overhead (which an EM iteration on small data pays several times): None where it
+    would raise (not positive definite) or warn (reciprocal condition number below eps).
+    """
+    factor, info = _POTRF(matrix, lower=False, clean=False, overwrite_a=False)
+    if info != 0:
+        return None
+    rcond, info = _POCON(factor, np.linalg.norm(matrix, 1))
+    if info != 0 or not rcond >= np.finfo(np.float64).eps:
+        return None
+    solution, info = _POTRS(factor, rhs)
+    return solution if info == 0 and np.all(np.isfinite(solution)) else None
+
+
+_POTRF, _POCON, _POTRS = scipy.linalg.lapack.get_lapack_funcs(
+    ("potrf", "pocon", "potrs"), dtype=np.float64)
+
+
+def _least_squares_by_qr(blocks, expert, n_cols):
+    """Minimum-norm weighted least squares of one expert, from the blocks' R factors.
+
+    The QR factorisation of the stacked factors (a tall-skinny QR) is that of the whole
+    weighted design, so the solution and its rank decision are those of ``lstsq`` on the
+    whole design, without forming it.
+    """
+    factors = np.vstack(blocks.map_blocks(expert_qr_block, expert))
+    r = np.linalg.qr(factors, mode="r")
+    # lstsq's default cut-off on the whole design: eps * max(n_samples, n_cols).
+    rcond = np.finfo(np.float64).eps * max(blocks.n_samples, n_cols)
+    return np.linalg.lstsq(r[:n_cols, :n_cols], r[:n_cols, n_cols], rcond=rcond)[0]
+
+
+def fit_experts_blocks(blocks, var_floor, statistics=None):
+    """Weighted least squares for every expert (the experts' M-step), over a block source.
+
+    Two passes over the rows: one sums the weighted Gram matrices and right-hand sides,
+    the other the weighted squared residuals of the solution (the variances, without the
+    cancellation of a one-pass formula).
+
+    Parameters
+    ----------
+    blocks : block source of :mod:`gmoe._blocks`
+        The rows, their targets and their weighted responsibilities.
+    var_floor : float
+    statistics : tuple, optional
+        :func:`expert_block_statistics` summed over the blocks, when the E-step's pass
+        already did (it saves a pass).
+
+    Returns
+    -------
+    expert_coef : ndarray of shape (n_experts, n_features)
+    expert_intercept : ndarray of shape (n_experts,)
+    expert_var : ndarray of shape (n_experts,)
+        Weighted mean squared residual, floored at ``var_floor``.
+    weight_sums : ndarray of shape (n_experts,)
+        Total weight of each expert (``sum_i w_i r_ij``), for degeneracy checks.
+    """
+    n_features = blocks.n_features
+    n_cols = n_features + 1
+    if statistics is None:
+        statistics = blocks.reduce(expert_block_statistics)
+    rhs, weight_sums, gram_upper = statistics
+    grams = unpack_upper(gram_upper, n_cols)
+    # 10 eps guards an expert that lost all its weight (as scikit-learn's mixtures do).
+    weight_sums = weight_sums + 10 * np.finfo(np.float64).eps
+    n_experts = weight_sums.shape[0]
+    theta = np.zeros((n_experts, n_cols))
+    for j in range(n_experts):
+        solution = _solve_positive_definite(grams[j], rhs[j])
+        # Rank-deficient or ill-conditioned weighted design (an expert owning fewer points
+        # than coefficients): the minimum-norm least-squares solution still maximises.
+        theta[j] = _least_squares_by_qr(blocks, j, n_cols) if solution is None else solution
+    var = blocks.reduce(expert_residual_block, theta) / weight_sums
+    np.maximum(var, var_floor, out=var)
+    return (np.ascontiguousarray(theta[:, :n_features]), theta[:, n_features].copy(), var,
+            weight_sums)

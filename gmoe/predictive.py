@@ -21,6 +21,7 @@ design of a million rows costs memory linear in its size.
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from ._blocks import evaluate_in_chunks
 from ._validation import check_float_array
 from .experts import compute_expert_means
 from .model import as_measure
@@ -142,21 +143,23 @@ class PredictiveMixture:
         variances = np.asarray(variances, dtype=np.float64)
         if variances.ndim == 1:
             variances = check_float_array(variances, "variances", ndim=1, shape=(n_experts,))
-            variances = np.broadcast_to(variances, (n_samples, n_experts))
         else:
             variances = check_float_array(variances, "variances", ndim=2,
                                           shape=(n_samples, n_experts))
         if np.any(variances <= 0):
             raise ValueError(f"variances must all be > 0, got a minimum of "
                              f"{variances.min()!r}.")
+        # One row each for shared variances: views, no (n_samples, n_experts) copies.
+        variances, std, log_var = (np.broadcast_to(a, (n_samples, n_experts)) for a in
+                                   (variances, np.sqrt(variances), np.log(variances)))
         # Renormalise exactly (an inactive expert stays at -inf).
         self.log_weights = log_gate - log_total[:, None]
         self.weights = np.exp(self.log_weights)
         self.means = means
         self.variances = variances
         self.chunk_size = _check_chunk_size(chunk_size)
-        self._std = np.sqrt(variances)
-        self._log_var = np.log(variances)
+        self._std = std
+        self._log_var = log_var
         self._active = log_gate > -np.inf
         # Dividing by the (rounded) total makes the CDF exactly 1 at +inf.
         self._weight_total = self.weights.sum(axis=1)
@@ -507,6 +510,9 @@ def predictive_distribution(measure, X, *, chunk_size=None):
     """
     measure = as_measure(measure)
     X = measure.check_X(X)
-    log_gate = measure.log_gate(X)
-    means = compute_expert_means(X, measure.expert_coef, measure.expert_intercept)
+    # Row chunks: the mixture's arrays are the only ones for every row at once.
+    log_gate, means = evaluate_in_chunks(
+        lambda rows: (measure.log_gate(rows),
+                      compute_expert_means(rows, measure.expert_coef, measure.expert_intercept)),
+        (X,))
     return PredictiveMixture(log_gate, means, measure.expert_var, chunk_size=chunk_size)

@@ -3,9 +3,19 @@
 Each kernel is checked against an independent numpy computation (``tests/test_kernels.py``,
 ``tests/_reference.py``; the top-K search's in ``tests/test_topk_search.py``). The passes
 over the samples work on expert-major arrays, shape (n_experts, n_samples) (``_columns.py``,
-``_topk.py``).
+``_topk.py``); the passes over blocks of rows use ``_blocks.py``.
 """
 
+from ._blocks import (
+    design_block_into,
+    gate_terms_into,
+    lane_dot,
+    lane_sum,
+    pair_products_into,
+    row_sums_into,
+    weight_responsibilities_into,
+    weighted_residual_squares,
+)
 from ._columns import (
     inactive_to_zero_into,
     joint_log_density_into,
@@ -30,18 +40,26 @@ from ._topk import (
 __all__ = [
     "active_terms_into",
     "deactivate_into",
+    "design_block_into",
     "exact_log_ratio_into",
+    "gate_terms_into",
     "inactive_to_zero_into",
     "joint_log_density_into",
+    "lane_dot",
+    "lane_sum",
     "nearest_breakpoints_into",
     "normalise_columns_into",
     "pair_max_gap_into",
+    "pair_products_into",
+    "row_sums_into",
     "selected_ratio_into",
     "shift_by_column_max_into",
     "step_gaps_into",
     "step_terms_into",
     "top_others_into",
     "topk_columns_into",
+    "weight_responsibilities_into",
     "weighted_column_sums_into",
+    "weighted_residual_squares",
     "zero_inactive_into",
 ]

@@ -10,14 +10,20 @@ objective
 
 is concave in the free rows of ``theta`` (the reference row is pinned to 0): Newton with
 the exact Hessian, step halving and a warm start never decreases it. One pass over the
-rows (:func:`gate_pass`) gives ``Q``, its gradient and its information.
+rows gives ``Q``, its gradient and its information: :func:`gate_pass` on complete
+expert-major arrays, :func:`gate_statistics` block by block (:func:`gate_block`, summed by
+a block source of :mod:`gmoe._blocks` in a fixed block order).
 """
 
 import numpy as np
 
 from .. import _kernels
+from .._blocks import unpack_upper, weighted_gram_upper
 from .._expert_major import Workspace, log_softmax_columns
 from .base import backtrack, solve_newton_direction
+
+# Relative size of the rounding error of a computed Q (a sum of non-positive terms).
+_ROUNDOFF_GAIN = 4 * np.finfo(np.float64).eps
 
 
 def linear_log_gate_columns(ZT, theta, inactive=None, workspace=None, *,
@@ -194,3 +200,180 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
         if gain <= tol * (1.0 + abs(objective)) or info is None:
             break
     return theta, log_gate
+
+
+# ------------------------------------------------------------------ block by block
+def gate_block(block, theta, free, want_info):
+    """The gate objective's partial sums on one block of rows.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT``, ``rw`` and ``inactive``.
+    theta : ndarray of shape (n_experts, n_cols)
+    free : ndarray of int64
+    want_info : bool
+
+    Returns
+    -------
+    objective : float
+    grad : ndarray of shape (len(free), n_cols)
+    info : ndarray of shape (len(free) * (len(free) + 1) // 2, n_cols * (n_cols + 1) // 2) or None
+        Upper triangles of the information's blocks, for the pairs of free experts
+        ``a <= b`` in row-major order (see :func:`gmoe._blocks.weighted_gram_upper`).
+    """
+    workspace = block.workspace
+    ZT = block.ZT
+    n_experts, n_rows = theta.shape[0], ZT.shape[1]
+    n_free = free.shape[0]
+    shifted = workspace.get("gate_shifted", (n_experts, n_rows))
+    np.matmul(theta, ZT, out=shifted)
+    if block.inactive is not None:
+        np.copyto(shifted, -np.inf, where=block.inactive)
+    col_max = workspace.get("gate_max", (n_rows,))
+    arg = workspace.get("gate_arg", (n_rows,), np.int64)
+    _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    probs = np.exp(shifted, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    log_rest = workspace.get("gate_rest", (n_rows,))
+    _kernels.normalise_columns_into(probs, arg, log_rest)
+    np.log1p(log_rest, out=log_rest)
+    row_total = workspace.get("gate_row_total", (n_rows,))
+    resid = workspace.get("gate_resid", (n_free, n_rows))
+    weights = workspace.get("gate_info_weights", (n_free * (n_free + 1) // 2, n_rows))
+    objective = _kernels.gate_terms_into(block.rw, shifted, log_rest, probs, free, want_info,
+                                         row_total, resid, weights)
+    grad = resid @ ZT.T
+    info = weighted_gram_upper(weights, ZT, workspace) if want_info else None
+    return objective, grad, info
+
+
+def gate_block_sums(block, log_gate, free):
+    """:func:`gate_block` at the E-step's gate, from its log-gate, as an E-step statistic.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT`` and the new ``rw``.
+    log_gate : ndarray of shape (n_experts, n_rows)
+        The gate's log-gate on the block.
+    free : ndarray of int64
+
+    Returns
+    -------
+    sums : tuple
+        ``(objective, grad)``.
+    gram_weights : ndarray
+        The information's weights (the pass appends their Gram matrices).
+    """
+    workspace = block.workspace
+    n_experts, n_rows = log_gate.shape
+    n_free = free.shape[0]
+    probs = np.exp(log_gate, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    no_rest = workspace.get("gate_no_rest", (n_rows,))
+    no_rest.fill(0.0)
+    row_total = workspace.get("gate_row_total", (n_rows,))
+    resid = workspace.get("gate_resid", (n_free, n_rows))
+    weights = workspace.get("gate_info_weights", (n_free * (n_free + 1) // 2, n_rows))
+    objective = _kernels.gate_terms_into(block.rw, log_gate, no_rest, probs, free, True,
+                                         row_total, resid, weights)
+    return (objective, resid @ block.ZT.T), weights
+
+
+def _assemble(sums, n_cols, n_free):
+    """``(objective, grad, info)`` from the summed partials of :func:`gate_block`."""
+    objective, grad, upper = sums
+    info = None
+    if upper is not None:
+        pair_blocks = unpack_upper(upper, n_cols)
+        info = np.empty((n_free * n_cols, n_free * n_cols))
+        r = 0
+        for a in range(n_free):
+            for b in range(a, n_free):
+                info[a * n_cols:(a + 1) * n_cols, b * n_cols:(b + 1) * n_cols] = pair_blocks[r]
+                info[b * n_cols:(b + 1) * n_cols, a * n_cols:(a + 1) * n_cols] = pair_blocks[r]
+                r += 1
+    return float(objective), grad.ravel(), info
+
+
+def gate_statistics(blocks, theta, free, want_info=True):
+    """``Q``, its gradient and (optionally) its information, summed over a block source.
+
+    The formulas of :func:`gate_pass`, block by block; the partial sums are added in
+    block order, so the result does not depend on the number of threads.
+
+    Parameters
+    ----------
+    blocks : block source of :mod:`gmoe._blocks`
+        The rows, with their weighted responsibilities (zero wherever ``inactive``).
+    theta : ndarray of shape (n_experts, n_cols)
+    free : ndarray of int
+        The experts (rows of ``theta``) whose gradient and information are wanted.
+    want_info : bool, default=True
+
+    Returns
+    -------
+    objective : float
+    grad : ndarray of shape (len(free) * n_cols,)
+    info : ndarray of shape (len(free) * n_cols, len(free) * n_cols) or None
+    """
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    free = np.asarray(free, dtype=np.int64)
+    return _assemble(blocks.reduce(gate_block, theta, free, want_info), theta.shape[1],
+                     len(free))
+
+
+def maximise_softmax_gate(theta, blocks, free, *, max_iter=20, tol=1e-10, statistics=None):
+    """Newton ascent of the gate objective ``Q`` from ``theta``, over a block source.
+
+    Each Newton step costs one pass over the rows (:func:`gate_statistics`): the
+    candidate's ``Q`` decides acceptance, and the same pass gives the gradient and
+    information of the next step.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_experts, n_features + 1)
+    blocks : block source of :mod:`gmoe._blocks`
+        The rows and their weighted responsibilities.
+    free : ndarray of int
+    max_iter : int, default=20
+    tol : float, default=1e-10
+    statistics : tuple, optional
+        :func:`gate_block_sums` at ``theta`` summed over the blocks (the E-step's pass
+        computes them): they save the first pass.
+
+    Returns
+    -------
+    ndarray of shape (n_experts, n_features + 1)
+    """
+    theta = np.array(theta, dtype=np.float64, copy=True)
+    if len(free) == 0 or max_iter <= 0:
+        return theta
+    if statistics is not None:
+        objective, grad, info = _assemble(statistics, theta.shape[1], len(free))
+    else:
+        objective, grad, info = gate_statistics(blocks, theta, free, True)
+    for iteration in range(max_iter):
+        step = solve_newton_direction(info, grad)
+        # The quadratic model's gain of the full step, grad.step / 2, within Q's rounding
+        # error: no evaluation can confirm a rise, and step halving would spend up to 40
+        # passes over the rows finding that out.
+        if 0.5 * float(grad @ step) <= _ROUNDOFF_GAIN * (1.0 + abs(objective)):
+            break
+        step = step.reshape(len(free), -1)
+        # The information at the new point is needed only if another step follows.
+        want_info = iteration + 1 < max_iter
+
+        def evaluate(t, start=theta, step=step, want_info=want_info):
+            candidate = start.copy()
+            candidate[free] += t * step
+            return (*gate_statistics(blocks, candidate, free, want_info), candidate)
+
+        accepted = backtrack(evaluate, objective)
+        if accepted is None:
+            break
+        value, grad, info, theta = accepted
+        gain = value - objective
+        objective = value
+        if gain <= tol * (1.0 + abs(objective)) or info is None:
+            break
+    return theta

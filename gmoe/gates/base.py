@@ -67,16 +67,25 @@ class GateData:
         Where the passes' sample-sized arrays live; a fresh one by default.
     log_gate : ndarray of shape (n_experts, n_samples), optional
         The log-gate at the M-step's starting parameters, if known (it saves a pass).
+    blocks : block source of ``gmoe._blocks``, optional
+        The same rows and weighted responsibilities, walked block by block. A family
+        whose :attr:`GatingFamily.fits_on_blocks` is True fits from it alone (the arrays
+        above are then None: no whole-data copy of the design exists).
+    statistics : tuple, optional
+        The sums of :meth:`GatingFamily.block_statistics` at the M-step's starting
+        parameters, when the E-step's pass computed them (they save a pass).
     """
 
-    ZT: np.ndarray
-    sample_weight: np.ndarray
-    weighted_resp: np.ndarray
+    ZT: np.ndarray | None
+    sample_weight: np.ndarray | None
+    weighted_resp: np.ndarray | None
     expert_log_density: object = None
     learn_temperature: bool = False
     max_iter: int = 20
     workspace: Workspace = field(default_factory=Workspace)
     log_gate: np.ndarray | None = None
+    blocks: object = None
+    statistics: tuple | None = None
 
     @classmethod
     def from_rows(cls, X, weighted_resp, sample_weight=None, **kwargs):
@@ -171,6 +180,10 @@ class GatingFamily(ABC):
         Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale.
     learns_temperature : bool
         Whether the temperature can be estimated.
+    fits_on_blocks : bool
+        Whether :meth:`initial_gate` and :meth:`m_step` work from ``data.blocks`` alone,
+        one block of rows at a time (bounded memory, several threads); the others are
+        handed the complete arrays.
     """
 
     name = None
@@ -180,6 +193,7 @@ class GatingFamily(ABC):
     centres_design = False
     scales_design = False
     differentiable = True
+    fits_on_blocks = False
     # Prefix of the gate's parameter names in standard-error tables.
     parameter_prefix = "gate"
     # The structural options :meth:`from_options` reads (besides ``n_experts``).
@@ -297,6 +311,22 @@ class GatingFamily(ABC):
         log_gate : ndarray of shape (n_experts, n_samples) or None
             The log-gate at the new parameters when the step computed it, else None.
         """
+
+    def block_statistics(self, params):
+        """Sums the gate's M-step from ``params`` will need, computed in the E-step's pass.
+
+        Parameters
+        ----------
+        params : GateParams
+
+        Returns
+        -------
+        tuple or None
+            ``(function, args)`` in the form of ``gmoe._blocks.e_step_block`` (the E-step
+            hands their sums to :meth:`m_step` as ``data.statistics``), or None (the
+            default: the M-step computes what it needs itself).
+        """
+        return None
 
     def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
         """Number of free gate parameters under the identifiability convention.

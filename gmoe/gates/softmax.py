@@ -10,7 +10,12 @@ Both run their passes on the expert-major arrays of :mod:`gmoe.gates._linear`.
 
 import numpy as np
 
-from ._linear import linear_log_gate_columns, maximise_softmax_gate_columns
+from ._linear import (
+    gate_block_sums,
+    linear_log_gate_columns,
+    maximise_softmax_gate,
+    maximise_softmax_gate_columns,
+)
 from .base import GateParams
 from .smooth import SmoothGatingFamily
 
@@ -39,6 +44,7 @@ class SoftmaxGating(SmoothGatingFamily):
     centres_design = True
     scales_design = True
     linear_logits = True
+    fits_on_blocks = True
 
     def _scale(self, params):
         return 1.0
@@ -55,6 +61,10 @@ class SoftmaxGating(SmoothGatingFamily):
         d_intercept = np.full((n, k), 1.0 / scale)
         return logits, d_coef, d_intercept, None, None
 
+    def block_statistics(self, params):  # noqa: D102 (inherited)
+        free = np.arange(params.intercept.shape[0] - 1)
+        return (gate_block_sums, (free,)) if len(free) else None
+
     def initial_gate(self, data, temperature=None):
         """The softmax fit from zero (20 Newton steps at most).
 
@@ -68,10 +78,17 @@ class SoftmaxGating(SmoothGatingFamily):
         -------
         GateParams
         """
-        n_experts = data.weighted_resp.shape[0]
-        theta, _ = maximise_softmax_gate_columns(
-            np.zeros((n_experts, data.ZT.shape[0])), data.ZT, data.weighted_resp,
-            data.row_total, np.arange(n_experts - 1), max_iter=20, workspace=data.workspace)
+        if data.blocks is not None:
+            blocks = data.blocks
+            n_experts = blocks.n_experts
+            theta = maximise_softmax_gate(np.zeros((n_experts, blocks.n_features + 1)), blocks,
+                                          np.arange(n_experts - 1), max_iter=20)
+        else:
+            n_experts = data.weighted_resp.shape[0]
+            theta, _ = maximise_softmax_gate_columns(
+                np.zeros((n_experts, data.ZT.shape[0])), data.ZT, data.weighted_resp,
+                data.row_total, np.arange(n_experts - 1), max_iter=20,
+                workspace=data.workspace)
         if self.uses_temperature:
             theta *= temperature
         return GateParams(np.ascontiguousarray(theta[:, :-1]),
@@ -88,14 +105,20 @@ class SoftmaxGating(SmoothGatingFamily):
         Returns
         -------
         params : GateParams
-        log_gate : ndarray of shape (n_experts, n_samples)
-            The log-gate at the new parameters (a workspace array).
+        log_gate : ndarray of shape (n_experts, n_samples) or None
+            The log-gate at the new parameters (a workspace array); None when the
+            M-step ran on ``data.blocks``.
         """
         scale = self._scale(params)
-        theta, log_gate = maximise_softmax_gate_columns(
-            _theta(params, scale), data.ZT, data.weighted_resp, data.row_total,
-            np.arange(params.intercept.shape[0] - 1), max_iter=data.max_iter,
-            workspace=data.workspace, log_gate=data.log_gate)
+        free = np.arange(params.intercept.shape[0] - 1)
+        if data.blocks is not None:
+            theta = maximise_softmax_gate(_theta(params, scale), data.blocks, free,
+                                          max_iter=data.max_iter, statistics=data.statistics)
+            log_gate = None
+        else:
+            theta, log_gate = maximise_softmax_gate_columns(
+                _theta(params, scale), data.ZT, data.weighted_resp, data.row_total, free,
+                max_iter=data.max_iter, workspace=data.workspace, log_gate=data.log_gate)
         theta *= scale
         return GateParams(np.ascontiguousarray(theta[:, :-1]),
                           np.ascontiguousarray(theta[:, -1]), params.temperature), log_gate

@@ -1,0 +1,286 @@
+"""The EM's passes over blocks of rows (gmoe/_blocks.py) against numpy references.
+
+Sizes span several blocks and a short last one, so that the sums over blocks, the
+per-thread scratch arrays and the block bounds are all exercised.
+"""
+
+import tracemalloc
+import warnings
+
+import _reference as ref
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import log_softmax
+
+import gmoe
+from gmoe._blocks import ColumnBlocks, RowBlocks, block_bounds, block_rows, resolve_n_threads
+from gmoe.experts import (
+    GAUSSIAN_LINEAR,
+    expert_block_statistics,
+    fit_experts_blocks,
+)
+from gmoe.gates import GateParams, make_gating
+from gmoe.gates._linear import gate_block_sums, gate_statistics
+
+
+def _n_rows(d, k):
+    return 2 * block_rows(d, k) + block_rows(d, k) // 2  # two full blocks and a short one
+
+
+def _data(rng, n=None, d=3, k=4):
+    n = _n_rows(d, k) if n is None else n
+    X = rng.normal(size=(n, d))
+    y = rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, size=n)
+    resp = rng.dirichlet(np.ones(k), size=n)
+    return X, y, w, resp
+
+
+def _with_resp(X, y, w, resp, n_threads=1):
+    """RowBlocks holding ``w * resp`` (written through the E-step's storage)."""
+    rows = RowBlocks(X, y, w, resp.shape[1], n_threads)
+    weighted = (resp * w[:, None]).T
+    for start, stop in rows._bounds:
+        rows._rw_block(start, stop)[...] = weighted[:, start:stop]
+    return rows
+
+
+def test_gate_statistics_match_the_textbook_formulas(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, resp = _data(rng)
+    k = resp.shape[1]
+    theta = rng.normal(size=(k, X.shape[1] + 1))
+    theta[-1] = 0.0
+    free = np.arange(k - 1)
+    Z = np.column_stack([X, np.ones(len(y))])
+    q_ref, grad_ref, info_ref = ref.softmax_gate_terms(theta, Z, resp * w[:, None], free)
+    rows = _with_resp(X, y, w, resp)
+    q, grad, info = gate_statistics(rows, theta, free, True)
+    # Sums of ~2e4 terms of size ~1 in different orders: 1e-11 relative is ample.
+    assert q == pytest.approx(q_ref, rel=1e-11)
+    assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-11 * np.abs(grad_ref).max())
+    assert_allclose(info, info_ref, rtol=1e-9, atol=1e-11 * np.abs(info_ref).max())
+    assert_array_equal(info, info.T)
+    # Without the information the pass reads the rows as stored: the same Q and gradient.
+    q2, grad2, none = gate_statistics(rows, theta, free, False)
+    assert none is None
+    assert q2 == pytest.approx(q, rel=1e-13)
+    assert_allclose(grad2, grad, rtol=1e-11, atol=1e-13 * np.abs(grad).max())
+    # Complete expert-major arrays walked in column blocks: the same sums.
+    columns = ColumnBlocks(np.ascontiguousarray(Z.T), np.ascontiguousarray((resp * w[:, None]).T))
+    q3, grad3, info3 = gate_statistics(columns, theta, free, True)
+    assert q3 == pytest.approx(q, rel=1e-13)
+    assert_allclose(info3, info, rtol=1e-12, atol=1e-14 * np.abs(info).max())
+
+
+def test_e_step_pass_matches_the_reference_and_its_statistics(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, _ = _data(rng)
+    k, d = 3, X.shape[1]
+    gate = GateParams(rng.normal(size=(k, d)) * [[1.0], [1.0], [0.0]],
+                      np.array([0.3, -0.2, 0.0]))
+    coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
+    var = rng.uniform(0.3, 2.0, size=k)
+    family = make_gating("softmax")
+    rows = RowBlocks(X, y, w, k)
+    statistics = [GAUSSIAN_LINEAR.block_statistics(),
+                  family.block_statistics(gate)]
+    log_lik, (experts, gate_sums) = rows.e_step(family, gate, coef, intercept, var, statistics)
+    log_gate = ref.log_gate(X, gate.coef, gate.intercept)
+    resp_ref, log_lik_ref = ref.e_step(X, y, log_gate, coef, intercept, var)
+    assert log_lik == pytest.approx(np.dot(w, log_lik_ref), rel=1e-12)
+    assert_allclose(rows.weighted_resp().T, resp_ref * w[:, None], rtol=1e-12, atol=1e-300)
+    # The statistics computed in the E-step's pass equal the M-step's own passes.
+    assert_allclose(experts[0], rows.reduce(expert_block_statistics)[0], rtol=1e-13)
+    assert_allclose(experts[2], rows.reduce(expert_block_statistics)[2], rtol=1e-13)
+    theta = np.column_stack([gate.coef, gate.intercept])
+    q, grad, info = gate_statistics(rows, theta, np.arange(k - 1), True)
+    from gmoe.gates._linear import _assemble
+
+    q_e, grad_e, info_e = _assemble(gate_sums, d + 1, k - 1)
+    assert q_e == pytest.approx(q, rel=1e-12)
+    assert_allclose(grad_e, grad, rtol=1e-10, atol=1e-12 * np.abs(grad).max())
+    assert_allclose(info_e, info, rtol=1e-10, atol=1e-12 * np.abs(info).max())
+    assert gate_block_sums is statistics[1][0]
+
+
+def test_experts_m_step_is_weighted_least_squares(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, resp = _data(rng)
+    rows = _with_resp(X, y, w, resp)
+    coef, intercept, var, weight_sums = fit_experts_blocks(rows, var_floor=1e-12)
+    Z = np.column_stack([X, np.ones(len(y))])
+    for j in range(resp.shape[1]):
+        sw = np.sqrt(w * resp[:, j])
+        theta = np.linalg.lstsq(Z * sw[:, None], y * sw, rcond=None)[0]
+        assert_allclose(coef[j], theta[:-1], rtol=1e-9, atol=1e-12)
+        assert intercept[j] == pytest.approx(theta[-1], rel=1e-9, abs=1e-12)
+        resid = y - Z @ theta
+        assert var[j] == pytest.approx(np.sum(w * resp[:, j] * resid ** 2)
+                                       / np.sum(w * resp[:, j]), rel=1e-10)
+    assert_allclose(weight_sums, (w[:, None] * resp).sum(axis=0), rtol=1e-12)
+
+
+def test_rank_deficient_expert_takes_the_minimum_norm_solution(global_random_seed):
+    # Two identical columns: the Gram matrix is singular, the blocks' QR factors give
+    # numpy's minimum-norm least squares on the whole design.
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, resp = _data(rng, d=2)
+    X[:, 1] = X[:, 0]
+    rows = _with_resp(X, y, w, resp)
+    coef, intercept, _, _ = fit_experts_blocks(rows, var_floor=1e-12)
+    Z = np.column_stack([X, np.ones(len(y))])
+    for j in range(resp.shape[1]):
+        sw = np.sqrt(w * resp[:, j])
+        theta = np.linalg.lstsq(Z * sw[:, None], y * sw, rcond=None)[0]
+        assert_allclose(np.append(coef[j], intercept[j]), theta, rtol=1e-8, atol=1e-10)
+        assert coef[j, 0] == pytest.approx(coef[j, 1], rel=1e-10)
+
+
+def test_column_sums_and_nearest_centres(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, _ = _data(rng)
+    rows = RowBlocks(X, y, w, 3)
+    data = np.column_stack([X, y])
+    mean, std = rows.column_moments()
+    assert_allclose(mean, data.mean(axis=0), rtol=1e-12, atol=1e-15)
+    assert_allclose(std, data.std(axis=0), rtol=1e-12)
+    centres = rng.normal(size=(3, data.shape[1]))
+    labels = rows.nearest_centre(mean, std, centres)
+    standardised = (data - mean) / std
+    dist = ((standardised[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    assert_array_equal(labels, np.argmin(dist, axis=1))
+
+
+@pytest.mark.parametrize("gating, n_features", [("softmax", 3), ("temperature", 2), ("topk", 1),
+                                               ("activation", 1)])
+def test_fits_are_bit_identical_on_one_and_two_threads(gating, n_features):
+    rng = np.random.default_rng(0)
+    truth = gmoe.MixingMeasure(rng.normal(size=(2, n_features)) * [[3.0], [0.0]], [-1.0, 0.0],
+                               rng.normal(size=(2, n_features)), [1.0, -1.0], [0.05, 0.05])
+    X = gmoe.make_design(_n_rows(n_features, 2), "uniform", n_features=n_features,
+                         random_state=0)
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    fits = []
+    for n_threads in (1, 2):
+        est = gmoe.GaussianMoERegressor(2, gating=gating, top_k=1, n_init=1, max_iter=15,
+                                        random_state=0, n_threads=n_threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits.append(est.fit(X, y))
+    one, two = fits
+    assert_array_equal(one.mixing_measure_.to_vector(), two.mixing_measure_.to_vector())
+    assert_array_equal(one.lower_bounds_, two.lower_bounds_)
+
+
+def test_n_threads_is_validated_and_respects_thread_limits():
+    from threadpoolctl import threadpool_limits
+
+    assert resolve_n_threads(3) == 3
+    assert resolve_n_threads(-1) >= 1
+    with threadpool_limits(limits=1):
+        assert resolve_n_threads(None) == 1
+    for bad in (0, 1.5, "2", True):
+        with pytest.raises(ValueError, match="n_threads must be None or a nonzero integer"):
+            resolve_n_threads(bad)
+    X = np.random.default_rng(0).normal(size=(50, 1))
+    with pytest.raises(ValueError, match="n_threads"):
+        gmoe.GaussianMoERegressor(n_threads=0).fit(X, X[:, 0])
+
+
+def test_fit_memory_is_bounded_by_the_data():
+    # Traced allocations of one fit (numpy reports its buffers to tracemalloc): within
+    # the design plus two (n, k) arrays and the per-block scratch arrays.
+    rng = np.random.default_rng(0)
+    n, d, k = 60_000, 10, 4
+    X = rng.normal(size=(n, d))
+    y = X[:, 0] + rng.normal(size=n)
+    est = gmoe.GaussianMoERegressor(k, n_init=1, max_iter=3, random_state=0, n_threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X[:2000], y[:2000])  # compile outside the traced region
+        tracemalloc.start()
+        est.fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    # The (n, k) responsibilities and the copy a SQUAREM cycle keeps of them, labels and a
+    # few n-vectors, plus ~6 MB of block scratch arrays and ~2 MB for the stopping rule's
+    # chunks; a fit holding a centred or transposed copy of X would exceed 0.5 X.nbytes.
+    assert peak < 0.5 * X.nbytes + 2 * n * k * 8 + 8e6, peak / 1e6
+
+
+def test_log_softmax_of_blocks_is_the_reference(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, resp = _data(rng, d=2)
+    k = resp.shape[1]
+    theta = 3 * rng.normal(size=(k, 3))
+    rows = _with_resp(X, y, w, resp)
+    q, _, _ = gate_statistics(rows, theta, np.arange(k - 1), False)
+    Z = np.column_stack([X, np.ones(len(y))])
+    expected = np.sum(resp * w[:, None] * log_softmax(Z @ theta.T, axis=1))
+    assert q == pytest.approx(expected, rel=1e-12)
+
+
+def test_prediction_methods_in_chunks_equal_row_by_row_evaluation():
+    from gmoe._blocks import CHUNK_ROWS
+
+    rng = np.random.default_rng(0)
+    truth = gmoe.MixingMeasure([[2.0, -1.0], [0.0, 0.0]], [0.5, 0.0], [[1.0, 2.0], [-1.0, 0.5]],
+                               [0.3, -0.2], [0.2, 0.4])
+    small = gmoe.make_design(500, "uniform", n_features=2, random_state=0)
+    est = gmoe.GaussianMoERegressor(2, n_init=1, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(small, gmoe.sample_moe(truth, small, random_state=1))
+    n = CHUNK_ROWS + 1000  # two chunks, the second short
+    X = rng.normal(size=(n, 2))
+    y = gmoe.sample_moe(truth, X, random_state=2)
+    halves = [slice(0, n // 2), slice(n // 2, n)]  # each within one chunk
+    for method, args in [("predict", (X,)), ("predict_proba", (X,)),
+                         ("score_samples", (X, y)), ("predict_responsibilities", (X, y))]:
+        whole = getattr(est, method)(*args)
+        parts = np.concatenate([getattr(est, method)(*(a[h] for a in args)) for h in halves])
+        assert_allclose(whole, parts, rtol=1e-14, atol=1e-300, err_msg=method)
+    mixture = est.predict_distribution(X)
+    assert_allclose(mixture.mean, est.predict(X), rtol=1e-12)
+    assert est.log_likelihood(X, y) == pytest.approx(np.sum(est.score_samples(X, y)),
+                                                     rel=1e-14)
+
+
+def test_predict_memory_is_bounded_by_the_output():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 10))
+    est = gmoe.GaussianMoERegressor(4, n_init=1, max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, X[:, 0] + rng.normal(size=2000))
+    X = rng.normal(size=(300_000, 10))
+    est.predict(X[:10])
+    tracemalloc.start()
+    est.predict(X)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # The output (2.4 MB) and one chunk's temporaries (a 16384-row transposed design is
+    # 1.4 MB); whole-array temporaries would be several times X's 24 MB.
+    assert peak < 0.5 * X.nbytes, peak / 1e6
+
+
+def test_importing_gmoe_compiles_no_kernel():
+    # Kernels compile (or load from numba's cache) on their first call, and only then.
+    import subprocess
+    import sys
+
+    code = ("import gmoe\n"
+            "from gmoe import _kernels\n"
+            "print(sum(len(getattr(_kernels, k).signatures) for k in _kernels.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "0"
+
+
+def test_block_bounds_cover_the_rows_and_absorb_a_short_remainder():
+    assert block_bounds(10_000, 8192) == [(0, 10_000)]
+    assert block_bounds(8192 * 2 + 2047, 8192) == [(0, 8192), (8192, 18_431)]
+    assert block_bounds(8192 * 2 + 2048, 8192) == [(0, 8192), (8192, 16_384), (16_384, 18_432)]
+    assert block_bounds(5, 8192) == [(0, 5)]
