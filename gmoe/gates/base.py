@@ -522,7 +522,13 @@ class GatingFamily(ABC):
 
     # ----------------------------------------------------------------- identity
     def describe(self):
-        """A short human description, e.g. ``"topk (top_k=2, affine selection)"``."""
+        """A short human description of the family and its options.
+
+        Returns
+        -------
+        str
+            The name and the options, e.g. ``"topk (top_k=2, affine selection)"``.
+        """
         opts = ", ".join(f"{k}={v}" for k, v in self.options().items())
         return f"{self.name} ({opts})" if opts else str(self.name)
 
