@@ -106,9 +106,10 @@ def read_results(directory, name):
             rows.append(row)
     info_path = directory / f"{name}.run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    check_path = directory / f"{name}.fitcheck.json"
-    if check_path.exists():
-        info["fitcheck"] = json.loads(check_path.read_text())
+    for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic")):
+        extra = directory / f"{name}.{suffix}.json"
+        if extra.exists():
+            info[key] = json.loads(extra.read_text())
     return rows, info
 
 
@@ -210,7 +211,32 @@ def study_section(name, claim, rows, info, fig_dir):
             "n_sizes": len(per_size),
             "replications": max(per_size.values()),
             "min_replications": min(per_size.values()),
-            "fitcheck": info.get("fitcheck")}
+            "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic")}
+
+
+def asymptotic_text(s):
+    """What ``asymptotic_check.py`` found: predicted (I^-1 / n) against observed errors."""
+    check = s["asymptotic"]
+    if check is None:
+        return []
+    eig = check["information_eigenvalues"]
+    first = check["columns"][0]
+    small, large = first["small"], first["large"]
+    lines = [f"Asymptotic check (`python paper_figures/asymptotic_check.py {s['name']}`): "
+             f"the Fisher information per row at the truth has eigenvalues from {eig[0]:.1e} "
+             f"to {eig[-1]:.1e}. Mean errors observed against those of the normal limit "
+             f"N(0, I^-1 / n), at the smallest sizes (n {small['n_from']} to "
+             f"{small['n_to']}) and at the largest (n {large['n_from']} to {large['n_to']}):",
+             "", "| column | smallest n: observed | predicted | largest n: observed | "
+             "predicted |", "|---|---|---|---|---|"]
+    for c in check["columns"]:
+        lines.append(f"| {c['column']} | {c['small']['observed_mean']:.3g} | "
+                     f"{c['small']['predicted_mean']:.3g} | {c['large']['observed_mean']:.3g} "
+                     f"| {c['large']['predicted_mean']:.3g} |")
+    lines += ["", "A column that meets its prediction at the largest sizes but stays below it "
+              "at the smallest approaches the n^-1/2 curve from below: over the grid its "
+              "fitted slope is shallower than -1/2 although its limit is -1/2.", ""]
+    return lines
 
 
 def fitcheck_text(s):
@@ -385,7 +411,7 @@ def write_markdown(sections, extra_figures, path, results):
                   "Every metric column (the per-cell rows `[m=...]` are fitted over the "
                   "replications whose cell held m fitted atoms):", "", "```",
                   format_rate_table(s["rows"]).rstrip("\n"), "```", ""]
-        lines += [fitcheck_text(s), ""] + disagreement_text(s)
+        lines += [fitcheck_text(s), ""] + disagreement_text(s) + asymptotic_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]
         if s["name"] == "temperature":
