@@ -185,8 +185,6 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         def rebuild(softmax):
             return softmax.replace(gating=measure.family)
 
-        chunks = _row_chunks(X, y, sample_weight, measure.n_experts * param.size)
-
     else:
         param = _Parametrisation(measure, learn_temperature)
         chunks = _row_chunks(X, y, sample_weight, measure.n_experts * param.size)
@@ -208,6 +206,9 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         experts = keep >= param.n_gate
         smooth_gap = _eigen_decrement(score[experts], info[np.ix_(experts, experts)])[0]
     vec = _vector(param, measure)
+    # L alone holds only the design's and (rows, n_experts) arrays: its chunks can be
+    # that much longer.
+    value_chunks = _row_chunks(X, y, sample_weight, measure.n_features + 1 + measure.n_experts)
 
     def gain_at(candidate):
         """Rise of L at a parameter vector, and its measure (-inf when not allowed)."""
@@ -218,7 +219,7 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         if np.any(point.expert_var < var_floor):
             return -np.inf, None
         value = sum(float(np.dot(wc, conditional_log_density(point, Xc, yc)))
-                    for Xc, yc, wc in chunks())
+                    for Xc, yc, wc in value_chunks())
         return (value - log_lik if np.isfinite(value) else -np.inf), point
 
     negative = np.flatnonzero(eigval < -floor)[:_MAX_DIRECTIONS]
