@@ -25,12 +25,12 @@ Usage::
 """
 
 import argparse
-import csv
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import write_csv
 
 import gmoe
 from gmoe.metrics import voronoi_loss
@@ -132,10 +132,7 @@ def main(argv=None):
               f"{len(over)} over-specified fits (L plain - L squarem): "
               + ("; ".join(apart) if apart else "none"))
     if args.csv:
-        with args.csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Usage::
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import write_csv
 
 import gmoe
 
@@ -148,10 +148,7 @@ def main(argv=None):
                 print(f"{'':10s}baseline {base:8.3f}s ({base_iter:3d} it, logLik {base_ll:.3f})"
                       f"  flexmix/baseline = {row['baseline_ratio']:.1f}", flush=True)
     if args.csv:
-        with args.csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ Usage::
 """
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -44,6 +43,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import write_csv
 
 import gmoe
 
@@ -220,10 +220,7 @@ def main(argv=None):
             by = {r["strategy"]: r["mean_seconds"] for r in rows if r["design"] == name}
             print(f"  {name:16s} {by['default'] / by['today']:6.2f}")
     if args.csv:
-        with args.csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":
