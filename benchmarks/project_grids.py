@@ -2,8 +2,9 @@
 
 For each study, runs its ``[quick]`` grid (``gmoe-sim run NAME --quick``, one worker, into
 a temporary store), fits the per-task time (fit + metrics) as ``a + b n`` by least squares
-over the quick tasks, and sums that model over the study's full grid of sizes and
-replications, divided by the number of workers. The table it prints is the one in
+over the quick tasks (scaled by the full grid's starts per task over the quick grid's), and
+sums that model over the study's full grid of sizes and replications, divided by the number
+of workers. The table it prints is the one in
 ``benchmarks/README.md``; a study whose full grid has been run (``paper_figures/results``)
 also shows its measured wall time.
 
@@ -25,6 +26,9 @@ import numpy as np
 from gmoe.simulation import load_experiment, read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "paper_figures"))
+
+from make_figures import read_results  # noqa: E402
 
 
 def quick_times(name, tmp):
@@ -38,6 +42,24 @@ def quick_times(name, tmp):
     seconds = np.array([(r["fit_seconds"] or 0.0) + (r["metric_seconds"] or 0.0)
                         for r in rows])
     return n, seconds
+
+
+def _starts_per_task(experiment):
+    """Fits per task: near-truth starts, or the estimator's ``n_init`` for a data start."""
+    return experiment.start.get("n_starts") or experiment.start.get("n_init") or 1
+
+
+def _measured_seconds(name, workers):
+    """Wall time of a committed full grid; the tasks' time over the workers where a run
+    was stopped (it recorded no wall time); None without committed results."""
+    info_path = ROOT / "paper_figures" / "results" / f"{name}.run.json"
+    if not info_path.exists():
+        return None
+    info = json.loads(info_path.read_text())
+    if all(r.get("wall_seconds") is not None for r in info.get("runs", [])):
+        return info["wall_seconds"]
+    rows, _ = read_results(ROOT / "paper_figures" / "results", name)
+    return sum(float(r.get("task_seconds") or 0.0) for r in rows) / workers
 
 
 def main(argv=None):
@@ -55,12 +77,16 @@ def main(argv=None):
             n, seconds = quick_times(name, tmp)
             slope, intercept = np.polyfit(n, seconds, 1)
             experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+            # A [quick] grid may fit fewer starts per task than the full one; a task's time
+            # is about proportional to its starts.
+            starts = _starts_per_task(experiment) / _starts_per_task(
+                experiment.quick_variant())
+            slope, intercept = slope * starts, intercept * starts
             grid = np.repeat(np.asarray(experiment.sizes, dtype=float),
                              experiment.replications)
             projected = float(np.sum(np.maximum(intercept + slope * grid, 0.0))) / args.workers
             total += projected
-            info = ROOT / "paper_figures" / "results" / f"{name}.run.json"
-            measured = json.loads(info.read_text())["wall_seconds"] if info.exists() else None
+            measured = _measured_seconds(name, args.workers)
             print(f"{name:<24} {grid.size:>6} {intercept + slope * 1e4:>11.3f} "
                   f"{intercept + slope * 1e5:>11.3f} {projected / 60:>8.1f} m "
                   f"{'-' if measured is None else f'{measured / 60:.1f} m':>9}", flush=True)
