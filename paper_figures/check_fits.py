@@ -48,6 +48,10 @@ def check(experiment, sizes, replications, factor, log=print):
         for rep in range(replications):
             started = time.perf_counter()
             default, longer = run_task(experiment, n, rep), run_task(tight, n, rep)
+            failed = [r for r in (default, longer) if r["status"] != "ok"]
+            if failed:
+                raise SystemExit(f"{experiment.name}: task ({n}, {rep}) failed: "
+                                 f"{failed[0]['error']}")
             gain = (longer["mean_log_likelihood"] - default["mean_log_likelihood"]) * n
             change = abs(longer[loss] - default[loss]) / max(abs(longer[loss]), 1e-300)
             task = {"n": int(n), "rep": rep, "log_likelihood_gain": gain,

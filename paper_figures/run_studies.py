@@ -41,6 +41,8 @@ from gmoe.simulation.store import read_runs  # noqa: E402
 def export(name, db, out):
     """Write OUT/NAME.csv.gz and OUT/NAME.run.json from a finished store."""
     rows, meta = read_rows(db)
+    if not rows:
+        raise SystemExit(f"{name}: the store {db.name} holds no rows yet; nothing to export.")
     out.mkdir(parents=True, exist_ok=True)
     columns = list(rows[0])
     with gzip.open(out / f"{name}.csv.gz", "wt", newline="") as f:
