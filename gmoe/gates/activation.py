@@ -159,11 +159,8 @@ class ActivationGating(SmoothGatingFamily):
         logits /= params.temperature
         return logits
 
-    def logit_derivatives_columns(self, ZT, params, learn_temperature=False, workspace=None):
-        """:meth:`logit_derivatives` computed expert-major, in ``workspace``'s arrays.
-
-        See :meth:`~gmoe.gates.SmoothGatingFamily.logit_derivatives_columns`.
-        """
+    def logit_derivatives_columns(self, ZT, params, learn_temperature=False,  # noqa: D102
+                                  workspace=None):  # (inherited; computed directly here)
         workspace = Workspace() if workspace is None else workspace
         tau = params.temperature
         XT = ZT[:-1]
