@@ -119,7 +119,7 @@ def check(name, rows, n_rows, seed=0):
             entry[end] = {"n_from": int(chosen[0]), "n_to": int(chosen[-1]),
                           "observed_mean": observed, "predicted_mean": predicted}
         columns.append(entry)
-    return {"study": name, "rows_for_information": n_rows,
+    return {"study": name, "rows_for_information": n_rows, "result_rows": len(rows),
             "information_eigenvalues": np.linalg.eigvalsh(info).tolist(),
             "columns": columns}
 

@@ -223,7 +223,10 @@ def asymptotic_text(s):
     eig = check["information_eigenvalues"]
     first = check["columns"][0]
     small, large = first["small"], first["large"]
-    lines = [f"Asymptotic check (`python paper_figures/asymptotic_check.py {s['name']}`): "
+    stale = ("" if check.get("result_rows") == s["n_rows"] else
+             " (STALE: computed from another export of the results; rerun it)")
+    lines = [f"Asymptotic check (`python paper_figures/asymptotic_check.py {s['name']}`)"
+             f"{stale}: "
              f"the Fisher information per row at the truth has eigenvalues from {eig[0]:.1e} "
              f"to {eig[-1]:.1e}. Mean errors observed against those of the normal limit "
              f"N(0, I^-1 / n), at the smallest sizes (n {small['n_from']} to "
