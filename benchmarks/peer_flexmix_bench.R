@@ -12,7 +12,7 @@
 #              If flexmix errors, seconds is still filled and loglik/iter are NA.
 #   K        : number of experts (default 2)
 #
-# The fit is flexmix's default single run, as in /work/shared/peer_flexmix.R:
+# The fit is flexmix's default single run:
 #   set.seed(1)
 #   flexmix(y ~ x1 + ... + xd, data = d, k = K,
 #           model = FLXMRglm(family = "gaussian"),
