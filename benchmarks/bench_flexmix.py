@@ -23,7 +23,7 @@ Usage::
     python benchmarks/bench_flexmix.py                   # n = 1e3, 1e4, 1e5, 1e6
     python benchmarks/bench_flexmix.py --sizes 1000 100000 --repeats 3 --csv out.csv
     python benchmarks/bench_flexmix.py --max-r-n 100000  # skip flexmix above this n
-    python benchmarks/bench_flexmix.py --sizes 100000 --baseline BASE  # BASE: git archive REV | tar -x -C BASE
+    python benchmarks/bench_flexmix.py --sizes 100000 --baseline BASE  # BASE: a git archive
 """
 
 import argparse

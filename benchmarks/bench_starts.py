@@ -29,7 +29,7 @@ build's k-means starts do.
 Usage::
 
     python benchmarks/bench_starts.py                      # 10 seeds per strategy
-    python benchmarks/bench_starts.py --seeds 20 --baseline BASE  # BASE: git archive REV | tar -x -C BASE
+    python benchmarks/bench_starts.py --seeds 20 --baseline BASE  # BASE: a git archive
     python benchmarks/bench_starts.py --strategies kmeans short_em --csv starts.csv
 """
 
