@@ -15,7 +15,6 @@ Usage::
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from gmoe.simulation import load_experiment, read_rows
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "paper_figures"))
 
-from make_figures import read_results  # noqa: E402
+from make_figures import grid_time, read_results  # noqa: E402
 
 
 def quick_times(name, tmp):
@@ -49,17 +48,10 @@ def _starts_per_task(experiment):
     return experiment.start.get("n_starts") or experiment.start.get("n_init") or 1
 
 
-def _measured_seconds(name, workers):
-    """Wall time of a committed full grid; the tasks' time over the workers where a run
-    was stopped (it recorded no wall time); None without committed results."""
-    info_path = ROOT / "paper_figures" / "results" / f"{name}.run.json"
-    if not info_path.exists():
-        return None
-    info = json.loads(info_path.read_text())
-    if all(r.get("wall_seconds") is not None for r in info.get("runs", [])):
-        return info["wall_seconds"]
-    rows, _ = read_results(ROOT / "paper_figures" / "results", name)
-    return sum(float(r.get("task_seconds") or 0.0) for r in rows) / workers
+def _measured_seconds(name):
+    """The committed grid's run time (``make_figures.grid_time``), or None."""
+    rows, info = read_results(ROOT / "paper_figures" / "results", name)
+    return None if rows is None else grid_time(rows, info)[0]
 
 
 def main(argv=None):
@@ -86,7 +78,7 @@ def main(argv=None):
                              experiment.replications)
             projected = float(np.sum(np.maximum(intercept + slope * grid, 0.0))) / args.workers
             total += projected
-            measured = _measured_seconds(name, args.workers)
+            measured = _measured_seconds(name)
             print(f"{name:<24} {grid.size:>6} {intercept + slope * 1e4:>11.3f} "
                   f"{intercept + slope * 1e5:>11.3f} {projected / 60:>8.1f} m "
                   f"{'-' if measured is None else f'{measured / 60:.1f} m':>9}", flush=True)

@@ -203,12 +203,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "headline": headline, "sensitivity": sensitivity, "planned": planned,
             "n_min": min(per_size), "n_max": max(per_size),
             "planned_sizes": len(experiment.sizes),
-            "wall": info.get("wall_seconds"), "n_rows": len(rows),
-            # A run stopped by a kill never recorded its wall time.
-            "every_run_timed": all(r.get("wall_seconds") is not None
-                                   for r in info.get("runs", [])),
-            "workers": max([r.get("n_jobs") or 1 for r in info.get("runs", [])] or [1]),
-            "task_seconds": sum(float(r.get("task_seconds") or 0.0) for r in rows),
+            "n_rows": len(rows), "time": grid_time(rows, info, complete=len(rows) >= planned),
             "n_sizes": len(per_size),
             "replications": max(per_size.values()),
             "min_replications": min(per_size.values()),
@@ -332,13 +327,26 @@ def _grid(s):
             "replications")
 
 
+def grid_time(rows, info, *, complete=True):
+    """A grid's run time in seconds, and the workers it was divided by (None: measured).
+
+    The runs' wall time when the grid is ``complete`` and every run recorded it; else (a
+    run stopped by a kill records none, and a partial grid's runs did other work) the
+    tasks' summed time over the runs' workers.
+    """
+    runs = info.get("runs", [])
+    if complete and info.get("wall_seconds") and all(r.get("wall_seconds") is not None
+                                                      for r in runs):
+        return float(info["wall_seconds"]), None
+    workers = max([r.get("n_jobs") or 1 for r in runs] or [1])
+    return sum(float(r.get("task_seconds") or 0.0) for r in rows) / workers, workers
+
+
 def _run_time(s):
-    """Wall time of the runs; where a run was stopped (no recorded wall time) or the grid
-    is partial, the tasks' summed time over the two workers (marked as such)."""
-    if s["wall"] and s["every_run_timed"] and s["n_rows"] >= s["planned"]:
-        return f"{s['wall'] / 60:.1f} min"
-    workers = s["workers"]
-    return f"~{s['task_seconds'] / workers / 60:.1f} min (task time / {workers} workers)"
+    seconds, workers = s["time"]
+    if workers is None:
+        return f"{seconds / 60:.1f} min"
+    return f"~{seconds / 60:.1f} min (task time / {workers} workers)"
 
 
 def _slope_of(results, study, loss):
