@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import simulate_peer
 
 import gmoe
 
@@ -36,15 +37,6 @@ except ImportError:
     compute_newton_decrement = None
 
 
-def peer_data(n, seed=0):
-    """The model of ``bench_flexmix.py``: logistic(3x) gate, experts 1 + 2x, -1 - 1.5x."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-2.0, 2.0, n)
-    second = rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-3.0 * x))
-    y = np.where(second, -1.0 - 1.5 * x, 1.0 + 2.0 * x) + 0.5 * rng.normal(size=n)
-    return x[:, None], y
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +46,7 @@ def main(argv=None):
     print(f"gmoe {gmoe.__version__}; min of {args.repeats} repeats")
     print(f"{'n':>8} {'fit s':>9} {'EM steps':>9} {'certificate s':>14} {'share':>7}")
     for n in (int(s) for s in args.sizes):
-        X, y = peer_data(n)
+        X, y = simulate_peer(n, 0)
         est = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)  # warm-up
         weights = np.ones(n)
         fit_times, cert_times = [], []

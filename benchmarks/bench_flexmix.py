@@ -37,20 +37,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import write_csv
+from _common import simulate_peer, write_csv
 
 import gmoe
 
 HERE = Path(__file__).parent
 R_SCRIPT = HERE / "peer_flexmix_bench.R"
-
-
-def simulate(n, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-2, 2, n)
-    second = rng.random(n) < 1 / (1 + np.exp(-3 * x))
-    mean = np.where(second, -1 - 1.5 * x, 1 + 2 * x)
-    return x[:, None], mean + rng.normal(0, 0.5, n)
 
 
 def time_gmoe(X, y, repeats):
@@ -73,10 +65,10 @@ def time_baseline(path, n, repeats):
 
 
 def worker(sizes, repeats):
-    X, y = simulate(2000, 0)
+    X, y = simulate_peer(2000, 0)
     gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)  # warm the numba cache
     for n in sizes:
-        X, y = simulate(n, 20240 + n)
+        X, y = simulate_peer(n, 20240 + n)
         print(json.dumps(list(time_gmoe(X, y, repeats))))
 
 
@@ -115,7 +107,7 @@ def main(argv=None):
         worker(args.sizes, args.repeats)
         return
 
-    X, y = simulate(2000, 0)
+    X, y = simulate_peer(2000, 0)
     gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)  # warm the numba cache
     use_r = have_flexmix()
     if not use_r:
@@ -124,7 +116,7 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for n in args.sizes:
-            X, y = simulate(n, 20240 + n)
+            X, y = simulate_peer(n, 20240 + n)
             ours, our_iter, our_ll = time_gmoe(X, y, args.repeats)
             row = dict(n=n, gmoe_seconds=ours, gmoe_iter=our_iter, gmoe_loglik=our_ll,
                        flexmix_seconds=float("nan"), flexmix_iter=None,
