@@ -183,11 +183,10 @@ class EMRunMixin:
                 if self.verbose > 1:
                     print(f"  Newton or curvature move: mean log-likelihood {trace[-1]:.10g}")
                 if rule.update(log_lik, params):
-                    # The run ends at the move, which no EM step has checked: an M-step's
-                    # weight sums say whether it emptied an expert (the new parameters are
-                    # not used).
-                    _, weight_sums, _ = passes.m_step(params, state, var_floor)
-                    keep(self._find_degenerate(params, weight_sums, total_weight, var_floor))
+                    # The run ends at the move, which no EM step has checked: did it empty
+                    # an expert?
+                    keep(self._find_degenerate(params, passes.weight_sums(state),
+                                               total_weight, var_floor))
                     converged = True
                     break
         return params, np.asarray(trace), converged, n_iter, sorted(degenerate), rule

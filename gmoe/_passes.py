@@ -95,6 +95,11 @@ class ArrayPasses:
                                        self.workspace)
         return (resp, log_gate), float(np.dot(self.sample_weight, log_lik))
 
+    def weight_sums(self, state):
+        """Each expert's total weight ``sum_i w_i r_ij`` in an E-step's state."""
+        resp, _ = state
+        return resp @ self.sample_weight
+
     def m_step(self, params, state, var_floor):
         """The experts' and the gate's M-step; returns ``(params, weight_sums, hint)``."""
         resp, log_gate = state
@@ -189,6 +194,11 @@ class BlockPasses:
                                            params.expert_intercept, params.expert_var,
                                            statistics)
         return (sums[0], sums[1] if gate_statistics is not None else None), float(log_lik)
+
+    def weight_sums(self, state):
+        """Each expert's total weight ``sum_i w_i r_ij``, which the E-step's pass summed."""
+        _, weight_sums, _ = state[0]
+        return weight_sums
 
     def m_step(self, params, state, var_floor):
         """The experts' and the gate's M-step; returns ``(params, weight_sums, None)``."""

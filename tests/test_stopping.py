@@ -388,11 +388,13 @@ def test_kink_uses_the_smooth_part():
     assert decrement.converged(1e-4) and decrement.predicted_gain == 1e-5
 
 
-def test_a_move_that_ends_the_run_is_checked_for_empty_experts(monkeypatch):
+@pytest.mark.parametrize("gating", ["softmax", "activation"])  # blocked and array passes
+def test_a_move_that_ends_the_run_is_checked_for_empty_experts(monkeypatch, gating):
     # A move that meets the rule ends the run before any EM step has looked at it: a move
     # that empties an expert must still be reported (and restarted on request).
+    options = {"activation": "tanh", "temperature": 1.0} if gating == "activation" else {}
     truth = gmoe.MixingMeasure([[2.0], [0.0]], [0.0, 0.0], [[1.0], [-1.0]], [1.0, -1.0],
-                               [0.25, 0.25])
+                               [0.25, 0.25], gating=gating, **options)
     X = gmoe.make_design(500, "uniform", low=-2.0, high=2.0, random_state=0)
     y = gmoe.sample_moe(truth, X, random_state=1)
     emptied = truth.replace(gate_intercept=[-800.0, 0.0])  # expert 0's gate weight ~ 0
@@ -411,5 +413,6 @@ def test_a_move_that_ends_the_run_is_checked_for_empty_experts(monkeypatch):
     monkeypatch.setattr(StoppingRule, "take_move", take_move)
     monkeypatch.setattr(StoppingRule, "update", update)
     with pytest.warns(gmoe.DegenerateExpertWarning):
-        est = gmoe.GaussianMoERegressor(2, init_params=truth, n_init=1).fit(X, y)
+        est = gmoe.GaussianMoERegressor(2, init_params=truth, n_init=1, gating=gating,
+                                        **options).fit(X, y)
     assert moved and est.converged_ and est.degenerate_experts_ == [0]
