@@ -265,7 +265,20 @@ def test_top_k_rule_also_waits_for_the_log_likelihood_to_settle():
             stopped = it
             break
     assert stopped == 3 + TOPK_WINDOW  # the first 5 quiet iterations after the move
-    assert evaluate.calls == [stopped]
+    # Checked at the first small gain (the rule met, L not settled), then once L settled.
+    assert evaluate.calls == [1, stopped]
+
+
+def test_top_k_rule_moves_before_the_log_likelihood_settles():
+    # While EM crawls (small gains, L not settled over the window), a failed check still
+    # proposes its move, so that the moves can follow each other.
+    def evaluate(params):
+        return Decrement(1.0, 0.0, move="move", move_gain=0.5)
+
+    rule = StoppingRule(1e-3, evaluate, window=TOPK_WINDOW)
+    rule.update(0.0, 0)
+    assert not rule.update(1e-4, 1)  # 1 < TOPK_WINDOW iterations: cannot have settled
+    assert rule.n_checks == 1 and rule.take_move() == "move"
 
 
 # ------------------------------------------------------------------- the estimator
