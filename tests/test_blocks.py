@@ -14,7 +14,15 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import log_softmax
 
 import gmoe
-from gmoe._blocks import ColumnBlocks, RowBlocks, block_bounds, block_rows, resolve_n_threads
+from gmoe._blocks import (
+    ColumnBlocks,
+    RowBlocks,
+    block_bounds,
+    block_rows,
+    resolve_n_threads,
+    weighted_gram_upper,
+)
+from gmoe._expert_major import Workspace
 from gmoe.experts import (
     GAUSSIAN_LINEAR,
     expert_block_statistics,
@@ -72,6 +80,27 @@ def test_gate_statistics_match_the_textbook_formulas(global_random_seed):
     q3, grad3, info3 = gate_statistics(columns, theta, free, True)
     assert q3 == pytest.approx(q, rel=1e-13)
     assert_allclose(info3, info, rtol=1e-12, atol=1e-14 * np.abs(info).max())
+
+
+@pytest.mark.parametrize("heights", [[1], [3], [6, 4], [1, 2, 3], [9]])
+def test_weighted_gram_upper_of_stacked_weights_is_each_arrays_gram(heights, global_random_seed):
+    # The weight arrays are stacked into one BLAS product of at least 8 rows (zero rows
+    # added); each array's Gram matrices must come out as if computed alone. 2500 rows:
+    # several product slices and a short last one.
+    rng = np.random.default_rng(global_random_seed)
+    n_rows, n_cols = 2500, 5
+    ZT = np.ascontiguousarray(rng.normal(size=(n_cols, n_rows)))
+    weights = [rng.uniform(size=(h, n_rows)) for h in heights]
+    upper = np.triu_indices(n_cols)
+    workspace = Workspace()
+    for _ in range(2):  # the second call reuses the workspace's (stale) buffers
+        grams = weighted_gram_upper(weights, ZT, workspace)
+        for w, gram in zip(weights, grams, strict=True):
+            expected = np.einsum("ai,ui,vi->auv", w, ZT, ZT)[:, upper[0], upper[1]]
+            # Sums of 2500 terms of size ~1 in different orders.
+            assert_allclose(gram, expected, rtol=1e-12, atol=1e-12 * n_rows)
+    single = weighted_gram_upper(weights[0], ZT, workspace)
+    assert_allclose(single, grams[0], rtol=1e-14)
 
 
 def test_e_step_pass_matches_the_reference_and_its_statistics(global_random_seed):
