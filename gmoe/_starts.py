@@ -22,7 +22,6 @@ experts' least squares, the family's first gate).
 """
 
 import numpy as np
-from sklearn.cluster import KMeans
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["STRATEGIES", "draw_labels", "standardised_data"]
@@ -125,6 +124,10 @@ def draw_labels(kind, index, data, sample_weight, n_experts, rng):
         if size < n_positive:
             ranks = np.sort(rng.choice(n_positive, size=size, replace=False))
         points, point_weights = data.take_positive(ranks, weights)
+        # Imported here: scikit-learn's clustering takes ~0.15 s to import, and only the
+        # k-means starts need it.
+        from sklearn.cluster import KMeans
+
         with _single_threaded_openmp():
             km = KMeans(n_clusters=n_experts, n_init=1, random_state=seed).fit(
                 points.T, sample_weight=point_weights)
