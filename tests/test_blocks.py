@@ -295,17 +295,20 @@ def test_predict_memory_is_bounded_by_the_output():
     assert peak < 0.5 * X.nbytes, peak / 1e6
 
 
-def test_importing_gmoe_compiles_no_kernel():
-    # Kernels compile (or load from numba's cache) on their first call, and only then.
+def test_importing_gmoe_compiles_no_kernel_and_imports_no_clustering():
+    # Kernels compile (or load from numba's cache) on their first call, and only then;
+    # scikit-learn's clustering (~0.15 s to import) waits for a k-means start.
     import subprocess
     import sys
 
-    code = ("import gmoe\n"
+    code = ("import sys\n"
+            "import gmoe\n"
             "from gmoe import _kernels\n"
-            "print(sum(len(getattr(_kernels, k).signatures) for k in _kernels.__all__))")
+            "print(sum(len(getattr(_kernels, k).signatures) for k in _kernels.__all__),\n"
+            "      'sklearn.cluster' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip() == "0"
+    assert out.stdout.split() == ["0", "False"]
 
 
 def test_block_bounds_cover_the_rows_and_absorb_a_short_remainder():
