@@ -74,6 +74,9 @@ _PRODUCT_BYTES = 1 << 19
 # (these shapes: ~1024 long, ~66 wide) one caller thread at a time, so that the
 # block-parallel passes did not scale; from 8 rows on two threads run side by side.
 _MIN_GEMM_ROWS = 8
+# Stacked (and padded) only from this many products (4 features): below, the products are
+# a small part of a pass, and the copies and zero rows would cost more than they save.
+_STACK_MIN_PAIRS = 15
 
 #: Rows per chunk of the prediction methods: their (rows, k) temporaries stay a few MB.
 CHUNK_ROWS = 16384
@@ -207,8 +210,9 @@ def weighted_gram_upper(weights, ZT, workspace):
     """``sum_i weights_ai z_i z_i^T`` for every row ``a`` of ``weights``: upper triangles.
 
     The products ``z_u z_v`` are formed a slice of rows at a time (cache-sized) and
-    weighted by one BLAS product per slice, all weight arrays stacked into one matrix of
-    at least :data:`_MIN_GEMM_ROWS` rows (zero rows added).
+    weighted by BLAS, one product per slice: all weight arrays stacked into one matrix of
+    at least :data:`_MIN_GEMM_ROWS` rows (zero rows added) when there are at least
+    :data:`_STACK_MIN_PAIRS` products, else one product per weight array.
 
     Parameters
     ----------
@@ -227,28 +231,40 @@ def weighted_gram_upper(weights, ZT, workspace):
     weights = weights if several else [weights]
     n_cols, n_rows = ZT.shape
     n_pairs = n_cols * (n_cols + 1) // 2
-    heights = [w.shape[0] for w in weights]
-    height = max(sum(heights), _MIN_GEMM_ROWS)
-    total = np.zeros((height, n_pairs))
-    part = workspace.get(f"gram_part_{height}", total.shape)
     # A power of two from 1024 rows: the slices depend on the data's shape only.
     slice_rows = 1 << max(10, (_PRODUCT_BYTES // (8 * n_pairs)).bit_length() - 1)
-    stacked = workspace.get(f"gram_weights_{height}_{slice_rows}", (height, slice_rows))
-    stacked[sum(heights):] = 0.0
+    heights = [w.shape[0] for w in weights]
+    stack = n_pairs >= _STACK_MIN_PAIRS
+    if stack:
+        height = max(sum(heights), _MIN_GEMM_ROWS)
+        total = np.zeros((height, n_pairs))
+        parts = [workspace.get(f"gram_part_{height}", total.shape)]
+        stacked = workspace.get(f"gram_weights_{height}_{slice_rows}", (height, slice_rows))
+        stacked[sum(heights):] = 0.0
+        totals = [total]
+    else:
+        totals = [np.zeros((h, n_pairs)) for h in heights]
+        parts = [workspace.get(f"gram_part_{h}", (h, n_pairs)) for h in heights]
     for start in range(0, n_rows, slice_rows):
         stop = min(start + slice_rows, n_rows)
         products = workspace.get(f"pair_products_{stop - start}", (n_pairs, stop - start))
         _kernels.pair_products_into(ZT, start, products)
-        row = 0
-        for w in weights:
-            stacked[row:row + w.shape[0], :stop - start] = w[:, start:stop]
-            row += w.shape[0]
-        np.matmul(stacked[:, :stop - start], products.T, out=part)
-        total += part
-    totals, row = [], 0
-    for h in heights:
-        totals.append(total[row:row + h])
-        row += h
+        if stack:
+            row = 0
+            for w in weights:
+                stacked[row:row + w.shape[0], :stop - start] = w[:, start:stop]
+                row += w.shape[0]
+            np.matmul(stacked[:, :stop - start], products.T, out=parts[0])
+            total += parts[0]
+        else:
+            for w, total_w, part in zip(weights, totals, parts, strict=True):
+                np.matmul(w[:, start:stop], products.T, out=part)
+                total_w += part
+    if stack:
+        totals, row = [], 0
+        for h in heights:
+            totals.append(total[row:row + h])
+            row += h
     return totals if several else totals[0]
 
 

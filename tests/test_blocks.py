@@ -83,12 +83,15 @@ def test_gate_statistics_match_the_textbook_formulas(global_random_seed):
 
 
 @pytest.mark.parametrize("heights", [[1], [3], [6, 4], [1, 2, 3], [9]])
-def test_weighted_gram_upper_of_stacked_weights_is_each_arrays_gram(heights, global_random_seed):
-    # The weight arrays are stacked into one BLAS product of at least 8 rows (zero rows
-    # added); each array's Gram matrices must come out as if computed alone. 2500 rows:
-    # several product slices and a short last one.
+@pytest.mark.parametrize("n_cols", [2, 5])
+def test_weighted_gram_upper_of_stacked_weights_is_each_arrays_gram(heights, n_cols,
+                                                                  global_random_seed):
+    # With 5 columns (15 products) the weight arrays are stacked into one BLAS product of
+    # at least 8 rows (zero rows added), with 2 each has its own; either way each array's
+    # Gram matrices must come out as if computed alone. 2500 rows: several product slices
+    # and a short last one.
     rng = np.random.default_rng(global_random_seed)
-    n_rows, n_cols = 2500, 5
+    n_rows = 2500
     ZT = np.ascontiguousarray(rng.normal(size=(n_cols, n_rows)))
     weights = [rng.uniform(size=(h, n_rows)) for h in heights]
     upper = np.triu_indices(n_cols)
