@@ -28,6 +28,19 @@ def stored(tmp_path_factory):
     return tmp, exp
 
 
+def test_cli_report_fits_the_geometric_mean_on_request(stored, monkeypatch, capsys):
+    tmp, exp = stored
+    monkeypatch.chdir(tmp)
+    assert main(["report", "mini", "--summary", "geometric"]) == 0
+    out = capsys.readouterr().out
+    assert "OLS of log(geometric mean of the losses) on log n" in out
+    rows, _ = read_rows(tmp / "results" / "mini.sqlite")
+    table = {"n": np.array([r["n"] for r in rows], dtype=float),
+             "d1": np.array([r["d1"] for r in rows], dtype=float)}
+    slope = fit_rate(table, "d1", summary="geometric").slope
+    assert f"slope d1: {slope:+.3f}" in out and "geometric mean ~" in out
+
+
 def test_cli_report_writes_plots_and_slope_table(stored, monkeypatch, capsys):
     tmp, _ = stored
     monkeypatch.chdir(tmp)

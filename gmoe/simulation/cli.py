@@ -5,7 +5,7 @@
     gmoe-sim list
     gmoe-sim run NAME [--quick] [--n-jobs N | --scheduler ADDR] [--db PATH] [--out DIR]
                       [--force-new] [--no-progress]
-    gmoe-sim report NAME [--quick] [--db PATH] [--out DIR] [--all]
+    gmoe-sim report NAME [--quick] [--db PATH] [--out DIR] [--all] [--summary geometric]
     gmoe-sim export NAME [--quick] [--db PATH] [--csv PATH]
 
 ``NAME`` is a path to a TOML file, or the stem of a file in ``./simulations/`` (the
@@ -205,7 +205,7 @@ def _time_lines(summary):
     return lines
 
 
-def _report_text(experiment, db_path, show_all=False, out_dir=None):
+def _report_text(experiment, db_path, show_all=False, out_dir=None, summary="mean"):
     rows, meta = read_rows(db_path)
     notes = []
     if meta.get("task_sha256") != experiment.task_sha256:
@@ -224,7 +224,7 @@ def _report_text(experiment, db_path, show_all=False, out_dir=None):
     columns = experiment.metric_columns() if show_all else experiment.summary_columns()
     title = (f"{experiment.name}{' (quick)' if experiment.is_quick else ''}: mean over "
              f"replications by n  [{db_path}]")
-    text = study_report(keep, experiment, columns=columns, title=title)
+    text = study_report(keep, experiment, columns=columns, title=title, summary=summary)
     parts = [text, *notes]
     if out_dir is not None and keep:
         written = write_study_plots(keep, experiment, out_dir)
@@ -297,7 +297,8 @@ def _cmd_report(args):
     out_dir = _out_dir(args, db_path)
     if db_path.exists():  # a missing store is reported by reading it
         _check_writable(out_dir, "the plots", "--out DIR")
-    print(_report_text(experiment, db_path, show_all=args.all, out_dir=out_dir))
+    print(_report_text(experiment, db_path, show_all=args.all, out_dir=out_dir,
+                       summary=args.summary))
     return 0
 
 
@@ -359,6 +360,10 @@ def _parser():
     plots(report)
     report.add_argument("--all", action="store_true",
                         help="every metric column (per-cell parameter errors too)")
+    report.add_argument("--summary", choices=("mean", "geometric"), default="mean",
+                        help="fit the rates to the mean loss at each n (default, the "
+                             "papers' choice) or to its geometric mean, which a few huge "
+                             "losses cannot dominate (over-specified D2)"),
     export = study("export", "write the stored rows to CSV")
     export.add_argument("--csv", metavar="PATH",
                         help="output file (default: the store's path with .csv)")

@@ -210,6 +210,9 @@ class RateFit:
         Entries of the column dropped as not finite (failed fits), over the whole table.
     alpha : float
         Level of the interval.
+    summary : str
+        ``'mean'`` (the mean loss at each size is fitted) or ``'geometric'`` (its
+        geometric mean).
     """
 
     loss: str
@@ -222,6 +225,7 @@ class RateFit:
     n_max: float
     n_dropped: int = 0
     alpha: float = 0.05
+    summary: str = "mean"
 
     @property
     def C(self):  # the papers' name for the constant
@@ -279,8 +283,20 @@ def _check_alpha(alpha):
         raise ValueError(f"alpha must be a number in (0, 1), got alpha={alpha!r}.")
 
 
-def _summary_for_fit(table, loss, min_n):
-    """Grouped means of ``loss`` restricted to ``n >= min_n``, checked for the log fit."""
+SUMMARIES = ("mean", "geometric")
+
+
+def _check_summary(summary):
+    if summary not in SUMMARIES:
+        raise ValueError(f"summary must be one of {SUMMARIES}, got summary={summary!r}.")
+
+
+def _summary_for_fit(table, loss, min_n, summary="mean"):
+    """Grouped summaries of ``loss`` restricted to ``n >= min_n``, checked for the log fit.
+
+    ``summary='geometric'``: the ``mean`` field holds each size's geometric mean.
+    """
+    _check_summary(summary)
     n, values, n_dropped = _loss_values(table, loss)
     if np.any(values < 0):
         raise ValueError(
@@ -290,20 +306,29 @@ def _summary_for_fit(table, loss, min_n):
     if min_n is not None:
         keep = n >= min_n
         n, values = n[keep], values[keep]
-    summary = _group(n, values)
-    if summary.n.size < 2:
+    if summary == "geometric":
+        if np.any(values == 0):
+            raise ValueError(
+                f"column {loss!r} has {np.count_nonzero(values == 0)} entries equal to 0; "
+                "its geometric mean is 0 there and log of it undefined. Use summary='mean'."
+            )
+        logs = _group(n, np.log(values))
+        grouped = LossByN(logs.n, np.exp(logs.mean), logs.se, logs.count)
+    else:
+        grouped = _group(n, values)
+    if grouped.n.size < 2:
         where = "" if min_n is None else f" with n >= min_n={min_n!r}"
         raise ValueError(
-            f"column {loss!r} has finite entries at {summary.n.size} distinct sample "
+            f"column {loss!r} has finite entries at {grouped.n.size} distinct sample "
             f"size(s){where}; a rate needs at least 2."
         )
-    if np.any(summary.mean <= 0):
-        zeros = summary.n[summary.mean <= 0]
+    if np.any(grouped.mean <= 0):
+        zeros = grouped.n[grouped.mean <= 0]
         raise ValueError(
             f"column {loss!r} has mean 0 at n = {zeros.tolist()}; log(mean loss) is undefined "
             "there. Exclude those sample sizes (min_n) or fit another loss."
         )
-    return summary, n_dropped
+    return grouped, n_dropped
 
 
 def _ols(log_n, log_mean, alpha):
@@ -322,7 +347,7 @@ def _ols(log_n, log_mean, alpha):
     )
 
 
-def fit_rate(table, loss, *, min_n=None, alpha=0.05):
+def fit_rate(table, loss, *, min_n=None, alpha=0.05, summary="mean"):
     r"""Fit ``mean loss = C n^slope`` by least squares on the log-log scale.
 
     Parameters
@@ -336,18 +361,26 @@ def fit_rate(table, loss, *, min_n=None, alpha=0.05):
         Fit only the sample sizes ``n >= min_n``.
     alpha : float, default=0.05
         The slope's interval has level ``1 - alpha``.
+    summary : {'mean', 'geometric'}, default='mean'
+        What is fitted at each size: the mean loss over the replications (the papers'
+        choice), or their geometric mean ``exp(mean(log loss))``, which a few very large
+        losses cannot dominate (an over-specified fit's D2 raises a gate's error to the
+        power ``rbar``; its replications spread over orders of magnitude). For a loss
+        ``C n^s`` times noise whose distribution does not depend on ``n``, both estimate
+        the same slope ``s``.
 
     Returns
     -------
     RateFit
-        Slope, intercept (``C = exp(intercept)``), confidence interval, ``R^2`` and the
-        range fitted.
+        Slope, intercept (``C = exp(intercept)``), confidence interval, ``R^2``, the
+        range fitted and the summary.
 
     Raises
     ------
     ValueError
         If the column is missing, not numeric or has a negative entry, if fewer than two
-        distinct sample sizes have a finite entry, or if the mean loss is 0 at some size.
+        distinct sample sizes have a finite entry, if the mean loss is 0 at some size, or
+        (geometric) if an entry is 0.
 
     See Also
     --------
@@ -372,11 +405,13 @@ def fit_rate(table, loss, *, min_n=None, alpha=0.05):
     3 n^-0.500
     """
     _check_alpha(alpha)
-    summary, n_dropped = _summary_for_fit(table, loss, min_n)
+    kind = summary
+    summary, n_dropped = _summary_for_fit(table, loss, min_n, kind)
     slope, intercept, conf_int, r_squared = _ols(
         np.log(summary.n), np.log(summary.mean), alpha
     )
     return RateFit(
+        summary=kind,
         loss=loss,
         slope=slope,
         intercept=intercept,
@@ -390,7 +425,8 @@ def fit_rate(table, loss, *, min_n=None, alpha=0.05):
     )
 
 
-def slope_sensitivity(table, loss, drop_fractions=(0, 0.1, 0.25, 0.5), *, alpha=0.05):
+def slope_sensitivity(table, loss, drop_fractions=(0, 0.1, 0.25, 0.5), *, alpha=0.05,
+                      summary="mean"):
     """Refit the rate after dropping the smallest sample sizes.
 
     Parameters
@@ -404,6 +440,8 @@ def slope_sensitivity(table, loss, drop_fractions=(0, 0.1, 0.25, 0.5), *, alpha=
         distinct sample sizes (those with a finite entry) are dropped before the fit.
     alpha : float, default=0.05
         Level of the intervals.
+    summary : {'mean', 'geometric'}, default='mean'
+        As in :func:`fit_rate`.
 
     Returns
     -------
@@ -429,7 +467,7 @@ def slope_sensitivity(table, loss, drop_fractions=(0, 0.1, 0.25, 0.5), *, alpha=
                 f"dropping the fraction {fraction!r} of the {sizes.size} sample sizes of column "
                 f"{loss!r} leaves {sizes.size - n_drop}; a rate needs at least 2."
             )
-        fits.append(fit_rate(table, loss, min_n=sizes[n_drop], alpha=alpha))
+        fits.append(fit_rate(table, loss, min_n=sizes[n_drop], alpha=alpha, summary=summary))
     return fits
 
 
@@ -537,7 +575,7 @@ def _theory_or_none(setting, loss, m, rbar):
 
 
 def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, rbar=None,
-               theories=None):
+               theories=None, summary="mean"):
     """Fitted and theoretical slopes of several loss columns.
 
     Parameters
@@ -558,6 +596,8 @@ def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, r
     theories : mapping of str to gmoe.theory.Theory, optional
         The theory of the losses it names, in place of the lookup by name (a study's
         metric columns carry theirs: :mod:`gmoe.simulation.columns`).
+    summary : {'mean', 'geometric'}, default='mean'
+        What is fitted at each size (:func:`fit_rate`).
 
     Returns
     -------
@@ -579,13 +619,13 @@ def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, r
     for loss in _as_list(losses):
         expected = theories.get(loss) or _theory_or_none(setting, loss, m, rbar)
         if expected.fit_slope:
-            fit = fit_rate(table, loss, min_n=min_n, alpha=alpha)
+            fit = fit_rate(table, loss, min_n=min_n, alpha=alpha, summary=summary)
             slope, (low, high), C = fit.slope, fit.conf_int, fit.C
             r_squared, n_points, n_dropped = fit.r_squared, fit.n_points, fit.n_dropped
         else:
-            summary = mean_loss_by_n(_restrict(table, min_n), loss)
+            by_n = mean_loss_by_n(_restrict(table, min_n), loss)
             slope = low = high = C = r_squared = np.nan
-            n_points = int(summary.n.size)
+            n_points = int(by_n.n.size)
             n_dropped = _loss_values(table, loss)[2]
         within = None
         if expected.slope is not None and np.isfinite(low) and np.isfinite(high):

@@ -126,7 +126,7 @@ def _schema(experiment, columns):
     return [by_name[name] for name in columns]
 
 
-def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
+def study_rate_rows(rows, columns, experiment, *, alpha=0.05, summary="mean"):
     """One :func:`~gmoe.simulation.rates.rate_table` row per metric column of a study.
 
     Parameters
@@ -139,6 +139,8 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
         Its :meth:`~gmoe.simulation.spec.Experiment.metric_schema` gives each column's
         theory.
     alpha : float, default=0.05
+    summary : {'mean', 'geometric'}, default='mean'
+        What is fitted at each size (:func:`~gmoe.simulation.rates.fit_rate`).
 
     Returns
     -------
@@ -159,7 +161,7 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
         if column.is_atom_count:
             continue
         values = _column_values(rows, column.name)
-        out.append(_rate_row(n, values, column.name, column.theory, alpha))
+        out.append(_rate_row(n, values, column.name, column.theory, alpha, summary))
         if column.cell is None or column.cell not in atoms or not column.theory.fit_slope:
             continue
         # The column mixes replications whose cell holds different numbers of fitted
@@ -168,21 +170,23 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05):
         for m in np.unique(counts[np.isfinite(counts)]).astype(int):
             keep = counts == m
             out.append(_rate_row(n[keep], values[keep], f"{column.name}[m={m}]",
-                                 cell_theory(experiment, column, m), alpha))
+                                 cell_theory(experiment, column, m), alpha, summary))
     return out
 
 
-def _rate_row(n, values, name, expected, alpha):
+def _rate_row(n, values, name, expected, alpha, summary="mean"):
     """One rate-table row, or a NaN row with the reason a slope cannot be fitted."""
     finite = np.isfinite(values)
     try:
         return rate_table({"n": n, name: values}, [name], alpha=alpha,
-                          theories={name: expected})[0]
+                          theories={name: expected}, summary=summary)[0]
     except ValueError as err:
         sizes = np.unique(n[finite])
         zero = [s for s in sizes if np.mean(values[finite & (n == s)]) == 0]
         if finite.any() and not np.any(values[finite]):
             reason = "no rate: identically 0"
+        elif summary == "geometric" and np.any(values[finite] == 0):
+            reason = "no geometric-mean rate: some entries are 0"
         elif zero:
             reason = f"no rate: mean 0 at {len(zero)} of {sizes.size} sizes"
         else:
@@ -203,11 +207,12 @@ def _interval(low, high, n_points=None, level="95% CI "):
     return "no CI" if n_points is None else f"no CI ({n_points} sizes)"
 
 
-def _slope_line(row):
+def _slope_line(row, summary="mean"):
     if not np.isfinite(row["slope"]):
         return f"slope {row['loss']}: {row['note'] or 'not fitted'}"
     interval = _interval(row["ci_low"], row["ci_high"], row["n_points"])
-    text = (f"slope {row['loss']}: {row['slope']:+.3f}, {interval}, mean ~ {row['C']:.3g} "
+    what = "mean" if summary == "mean" else "geometric mean"
+    text = (f"slope {row['loss']}: {row['slope']:+.3f}, {interval}, {what} ~ {row['C']:.3g} "
             f"n^{row['slope']:.3f} over {row['n_points']} sizes")
     if row["theory"] is not None:
         verdict = {True: "inside the CI", False: "OUTSIDE the CI",
@@ -216,7 +221,7 @@ def _slope_line(row):
     return text
 
 
-def study_report(rows, experiment, *, columns=None, title="", alpha=0.05):
+def study_report(rows, experiment, *, columns=None, title="", alpha=0.05, summary="mean"):
     """The text report of a stored study.
 
     The table of mean losses by ``n`` (:func:`format_report`, the experiment's summary
@@ -234,6 +239,9 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05):
         Columns of the mean table (default the summary columns).
     title : str, optional
     alpha : float, default=0.05
+    summary : {'mean', 'geometric'}, default='mean'
+        What the rates fit at each size: the mean loss over the replications (the papers'
+        choice) or its geometric mean (:func:`~gmoe.simulation.rates.fit_rate`).
 
     Returns
     -------
@@ -244,12 +252,13 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05):
     if not rows:
         return lines[0]
     setting, cell_atoms = study_setting(experiment)
-    rate_rows = study_rate_rows(rows, None, experiment, alpha=alpha)
+    rate_rows = study_rate_rows(rows, None, experiment, alpha=alpha, summary=summary)
     cells = "" if max(cell_atoms) == 1 else f", fitted atoms per true cell {cell_atoms}"
-    lines += ["", f"Rates: OLS of log(mean loss) on log n, {1 - alpha:.0%} CI; theory: "
+    what = "mean loss" if summary == "mean" else "geometric mean of the losses"
+    lines += ["", f"Rates: OLS of log({what}) on log n, {1 - alpha:.0%} CI; theory: "
               f"setting {setting}{cells}", format_rate_table(rate_rows).rstrip("\n"), ""]
     by_col = {r["loss"]: r for r in rate_rows}
-    lines += [_slope_line(by_col[c]) for c in summary_cols if c in by_col]
+    lines += [_slope_line(by_col[c], summary) for c in summary_cols if c in by_col]
     by_name = {c.name: c for c in experiment.metric_schema()}
     headline = _headline([by_name[c] for c in summary_cols if c in by_name])
     headline = None if headline is None else headline.name
@@ -260,7 +269,8 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05):
         fractions = [f for f in _SENSITIVITY if n_sizes - math.floor(f * n_sizes) >= 2]
         lines.append(f"Sensitivity of the {headline} slope to dropping the smallest sizes:")
         for frac, fit in zip(fractions, slope_sensitivity(table, headline, fractions,
-                                                          alpha=alpha), strict=True):
+                                                          alpha=alpha, summary=summary),
+                             strict=True):
             interval = _interval(*fit.conf_int, level="")
             lines.append(f"  drop {frac:>4.0%}: n >= {fit.n_min:<8g} slope {fit.slope:+.3f} "
                          f"{interval} ({fit.n_points} sizes)")
