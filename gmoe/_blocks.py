@@ -36,6 +36,16 @@ __all__ = ["BLOCK_ROWS", "CHUNK_ROWS", "Block", "ColumnBlocks", "RowBlocks", "ad
 BLOCK_ROWS = 8192
 
 
+def inverse_scale(scale):
+    """``1 / scale``: every pass computes the design as ``(x - offset) * (1 / scale)``.
+
+    Multiplying is a third faster than dividing in the compiled block pass, and every path
+    through the data (blocks, chunks, the conditioning's own transform) uses this one
+    reciprocal, so that they give the same numbers bit for bit.
+    """
+    return 1.0 / np.asarray(scale, dtype=np.float64)
+
+
 def block_bounds(n_rows, rows):
     """``(start, stop)`` of each block: ``rows`` long, the last up to a quarter longer.
 
@@ -413,7 +423,7 @@ class _BlockSource:
 class RowBlocks(_BlockSource):
     """In-memory data, in blocks of :func:`block_rows` rows, and the EM's responsibilities.
 
-    ``X`` is read as it was given; each block's design is ``(x - offset) / scale`` (the
+    ``X`` is read as it was given; each block's design is ``(x - offset) * (1 / scale)`` (the
     fit's conditioning, :meth:`condition`). The weighted responsibilities are stored block
     by block, each block a C-contiguous (n_experts, n_rows) array, so that no pass copies
     them.
@@ -439,6 +449,7 @@ class RowBlocks(_BlockSource):
         self.n_experts = n_experts
         self.offset = np.zeros(self.n_features)
         self.scale = np.ones(self.n_features)
+        self.inverse_scale = np.ones(self.n_features)
         self._bounds = block_bounds(self.n_samples, block_rows(self.n_features, n_experts))
         self._rw, self._spare = storage, None
         self._threads = _Threads(max(1, min(int(n_threads), len(self._bounds))))
@@ -446,7 +457,9 @@ class RowBlocks(_BlockSource):
         self._workspaces = {}
 
     def condition(self, offset, scale, y_offset, y_scale):
-        """From now on the blocks are ``z = (x - offset) / scale``, ``(y - y_offset) / y_scale``.
+        """From now on the blocks are ``z = (x - offset) * (1 / scale)`` and ``y`` standardised.
+
+        The targets become ``(y - y_offset) / y_scale``.
 
         Parameters
         ----------
@@ -455,6 +468,7 @@ class RowBlocks(_BlockSource):
         """
         self.offset = np.ascontiguousarray(offset, dtype=np.float64)
         self.scale = np.ascontiguousarray(scale, dtype=np.float64)
+        self.inverse_scale = inverse_scale(self.scale)
         self.y = (self.y - y_offset) / y_scale
 
     @property
@@ -521,7 +535,7 @@ class RowBlocks(_BlockSource):
         if workspace is None:
             workspace = self._workspaces[key] = Workspace()
         ZT = workspace.get("block_design", (self.n_features + 1, stop - start))
-        _kernels.design_block_into(self.X, start, self.offset, self.scale, ZT)
+        _kernels.design_block_into(self.X, start, self.offset, self.inverse_scale, ZT)
         return Block(ZT, self.y[start:stop], self.sample_weight[start:stop],
                      self._rw_block(start, stop), None, workspace)
 
@@ -543,7 +557,7 @@ class RowBlocks(_BlockSource):
         """
         for start in range(0, self.n_samples, rows):
             stop = min(start + rows, self.n_samples)
-            yield ((self.X[start:stop] - self.offset) / self.scale, self.y[start:stop],
+            yield ((self.X[start:stop] - self.offset) * self.inverse_scale, self.y[start:stop],
                    self.sample_weight[start:stop])
 
     @property
@@ -568,7 +582,8 @@ class RowBlocks(_BlockSource):
         weights : ndarray of shape (len(ranks),)
         """
         indices = np.flatnonzero(self.sample_weight > 0)[ranks]
-        data = np.vstack([((self.X[indices] - self.offset) / self.scale).T, self.y[indices]])
+        data = np.vstack([((self.X[indices] - self.offset) * self.inverse_scale).T,
+                          self.y[indices]])
         data -= mean[:, None]
         data /= scale[:, None]
         return data, self.sample_weight[indices]

@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from ._blocks import inverse_scale
 from .exceptions import RankDeficientDesignWarning
 
 __all__ = ["Conditioning"]
@@ -125,8 +126,8 @@ class Conditioning:
 
     # ------------------------------------------------------------------ data
     def transform_X(self, X):
-        """``z = (x - m) / s``, C-contiguous."""
-        return np.ascontiguousarray((X - self.x_offset) / self.x_scale)
+        """``z = (x - m) * (1 / s)``, C-contiguous (the block passes' own numbers)."""
+        return np.ascontiguousarray((X - self.x_offset) * inverse_scale(self.x_scale))
 
     def transform_y(self, y):
         """``y_z = (y - m_y) / s_y``."""
