@@ -47,7 +47,9 @@ most ``tol`` over the last 5 iterations (which covers the gate's moves across th
 selection), and either that decrement at most ``tol``, or, when the Newton step halved
 down to 1/4096 never raises the true top-K ``L`` (a kink: the gate sits on a boundary),
 the decrement of the experts alone at most ``tol``. Only stopping waits for the window:
-the checks and their moves do not. EM on a top-K gate can gain almost nothing per step
+the checks and their moves do not (after a check that meets the rule early, the next one
+waits until ``L`` has settled, or has risen by more than ``tol`` since that check, which
+puts it out of date). EM on a top-K gate can gain almost nothing per step
 while a joint move of gate and experts still gains a lot; waiting for the window between
 moves made such fits crawl (hundreds of EM steps between moves' gains of ~0.1).
 """
@@ -367,8 +369,9 @@ class StoppingRule:
         ``evaluate(params) -> Decrement`` at the current iterate.
     window : int, default=0
         When > 0 (top-K with ``top_k < n_experts``), ``L`` must also have risen by at
-        most ``tol`` over the last ``window`` iterations to stop (the checks and their
-        moves do not wait for it).
+        most ``tol`` over the last ``window`` iterations to stop. The checks and their
+        moves do not wait for it, except after a check that met the rule: the next one
+        waits until ``L`` has settled or has risen by more than ``tol`` since.
     enabled : bool, default=True
         When False the rule only records: it never checks, never stops, never moves.
     filter_rtol : float, default=1e-6
@@ -396,7 +399,8 @@ class StoppingRule:
         self._next_check = 0
         self._evaluated_at = -1
         self._move = None
-        self._awaiting_settle = False
+        # L at the last check that met the rule before L settled (top-K), else None.
+        self._met_at = None
 
     def update(self, log_lik, params):
         """Record the total log-likelihood of a new iterate; True when converged."""
@@ -409,18 +413,21 @@ class StoppingRule:
             return False
         settled = not self.window or (n >= self.window and history[-1]
                                       - history[-1 - self.window] <= self.tol)
-        if not settled and self._awaiting_settle:
-            # The last check met the rule; only L's settling is missing.
+        if not settled and self._met_at is not None and history[-1] - self._met_at <= self.tol:
+            # A check since which L has risen by at most tol met the rule; only L's
+            # settling is missing. (Once L rises by more, that check is out of date.)
             return False
         self.decrement = self.evaluate(params)
         self.n_checks += 1
         self._evaluated_at = len(history)
+        # A move of an earlier check is stale now, whatever this one finds.
+        self._move = None
         if self.decrement.converged(self.tol):
             # Checked before L settled (so that the moves can follow each other while EM
             # crawls): stop only once it has.
-            self._awaiting_settle = not settled
+            self._met_at = None if settled else history[-1]
             return settled
-        self._awaiting_settle = False
+        self._met_at = None
         self._move = self.decrement.move
         if self.decrement.move_gain > self.tol:
             # The move does what EM could not: check (and move) again soon.

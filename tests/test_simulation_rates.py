@@ -139,8 +139,16 @@ def test_geometric_summary_of_a_power_law_and_its_errors():
     assert_allclose(fit_rate(pair, "D1").slope, np.log(1 / 2.5) / np.log(2), rtol=1e-12)
     with pytest.raises(ValueError, match="entries equal to 0"):
         fit_rate({"n": [10, 20, 20], "D1": [1.0, 0.0, 1.0]}, "D1", summary="geometric")
-    with pytest.raises(ValueError, match="summary must be one of"):
-        fit_rate(table, "D1", summary="median")
+    for call in (lambda: fit_rate(table, "D1", summary="median"),
+                 lambda: rate_table(table, ["D1"], summary="median"),
+                 lambda: slope_sensitivity(table, "D1", summary="median"),
+                 lambda: bootstrap_slope(table, "D1", summary="median")):
+        with pytest.raises(ValueError, match="summary must be one of"):
+            call()
+    # The bootstrap of the geometric summary: an exact power law resamples to itself.
+    boot = bootstrap_slope(table, "D1", n_boot=20, random_state=0, summary="geometric")
+    assert_allclose(boot.slope, -0.5, rtol=1e-12)
+    assert_allclose(boot.slopes, -0.5, rtol=1e-10)
 
 
 def test_fit_rate_drops_nan_and_inf_per_loss():

@@ -39,6 +39,8 @@ def test_cli_report_fits_the_geometric_mean_on_request(stored, monkeypatch, caps
              "d1": np.array([r["d1"] for r in rows], dtype=float)}
     slope = fit_rate(table, "d1", summary="geometric").slope
     assert f"slope d1: {slope:+.3f}" in out and "geometric mean ~" in out
+    with pytest.raises(ValueError, match="summary must be one of"):
+        study_report(rows, exp, summary="median")
 
 
 def test_cli_report_writes_plots_and_slope_table(stored, monkeypatch, capsys):

@@ -265,8 +265,9 @@ def test_top_k_rule_also_waits_for_the_log_likelihood_to_settle():
             stopped = it
             break
     assert stopped == 3 + TOPK_WINDOW  # the first 5 quiet iterations after the move
-    # Checked at the first small gain (the rule met, L not settled), then once L settled.
-    assert evaluate.calls == [1, stopped]
+    # Checked at the first small gain (the rule met, L not settled); again after the move
+    # (L rose past that check: out of date); then once L settled.
+    assert evaluate.calls == [1, 4, stopped]
 
 
 def test_top_k_rule_moves_before_the_log_likelihood_settles():
@@ -279,6 +280,32 @@ def test_top_k_rule_moves_before_the_log_likelihood_settles():
     rule.update(0.0, 0)
     assert not rule.update(1e-4, 1)  # 1 < TOPK_WINDOW iterations: cannot have settled
     assert rule.n_checks == 1 and rule.take_move() == "move"
+
+
+def test_top_k_rule_never_offers_a_move_of_an_earlier_check():
+    # A check fails and proposes a move; EM goes on, and a later check (before L settled)
+    # meets the rule: the earlier move is stale and must not be offered then.
+    decrements = [Decrement(1.0, 0.0, move="old move", move_gain=0.5), Decrement(0.0, 0.0)]
+    rule = StoppingRule(1e-3, lambda params: decrements.pop(0), window=TOPK_WINDOW)
+    rule.update(0.0, 0)
+    assert not rule.update(1e-4, 1)  # the failed check: its move is left untaken
+    assert not rule.update(2e-4, 2)  # meets the rule, L not settled
+    assert rule.n_checks == 2 and rule.take_move() is None
+
+
+def test_top_k_rule_checks_again_once_l_rises_past_a_check_that_met_it():
+    calls = []
+
+    def evaluate(params):
+        calls.append(params)
+        return Decrement(0.0, 0.0)
+
+    rule = StoppingRule(1e-3, evaluate, window=TOPK_WINDOW)
+    rule.update(0.0, 0)
+    assert not rule.update(1e-4, 1)  # meets the rule early: waits for L to settle
+    assert not rule.update(9e-4, 2)  # L rose by 8e-4 <= tol since: no new check
+    assert not rule.update(1.7e-3, 3)  # by 1.6e-3 > tol since: out of date, checked
+    assert calls == [1, 3]
 
 
 # ------------------------------------------------------------------- the estimator

@@ -133,7 +133,11 @@ def _loss_values(table, loss):
 
 
 class LossByN(NamedTuple):
-    """Per-sample-size summary of one loss column (see :func:`mean_loss_by_n`)."""
+    """Per-sample-size summary of one loss column (see :func:`mean_loss_by_n`).
+
+    Inside the geometric rate fits, ``mean`` holds the geometric means and ``se`` the
+    standard errors of the mean logs.
+    """
 
     n: np.ndarray
     mean: np.ndarray
@@ -188,14 +192,15 @@ def mean_loss_by_n(table, loss):
 
 @dataclass(frozen=True)
 class RateFit:
-    """Fitted rate ``mean loss ~ C n^slope`` of one loss column.
+    """Fitted rate ``mean loss ~ C n^slope`` (or geometric mean) of one loss column.
 
     Attributes
     ----------
     loss : str
         Name of the loss column.
     slope : float
-        Least-squares slope of ``log(mean loss)`` on ``log n``.
+        Least-squares slope of ``log(mean loss)`` (geometric summary: of the mean
+        ``log(loss)``) on ``log n``.
     intercept : float
         Intercept of that fit, ``log C``.
     conf_int : tuple of float
@@ -348,7 +353,7 @@ def _ols(log_n, log_mean, alpha):
 
 
 def fit_rate(table, loss, *, min_n=None, alpha=0.05, summary="mean"):
-    r"""Fit ``mean loss = C n^slope`` by least squares on the log-log scale.
+    r"""Fit ``mean loss = C n^slope`` (or the geometric mean) by least squares, log-log.
 
     Parameters
     ----------
@@ -454,6 +459,7 @@ def slope_sensitivity(table, loss, drop_fractions=(0, 0.1, 0.25, 0.5), *, alpha=
         If a fraction is outside ``[0, 1)`` or leaves fewer than two sample sizes, and in
         the cases of :func:`fit_rate`.
     """
+    _check_summary(summary)
     sizes = mean_loss_by_n(table, loss).n
     fits = []
     for fraction in drop_fractions:
@@ -496,7 +502,8 @@ class BootstrapSlope:
     alpha: float = 0.05
 
 
-def bootstrap_slope(table, loss, n_boot=1000, *, min_n=None, alpha=0.05, random_state=None):
+def bootstrap_slope(table, loss, n_boot=1000, *, min_n=None, alpha=0.05, random_state=None,
+                    summary="mean"):
     """Percentile-bootstrap interval of the slope, resampling replications within each ``n``.
 
     Parameters
@@ -513,6 +520,8 @@ def bootstrap_slope(table, loss, n_boot=1000, *, min_n=None, alpha=0.05, random_
         The interval has level ``1 - alpha``.
     random_state : None, int, SeedSequence or Generator, default=None
         Seeds the resampling.
+    summary : {'mean', 'geometric'}, default='mean'
+        As in :func:`fit_rate`.
 
     Returns
     -------
@@ -522,31 +531,37 @@ def bootstrap_slope(table, loss, n_boot=1000, *, min_n=None, alpha=0.05, random_
     Notes
     -----
     Each resample draws, at every sample size, as many replications as it has (with
-    replacement) and refits the least-squares slope of ``log(mean)`` on ``log n``. Unlike
+    replacement) and refits the least-squares slope of ``log(mean)`` (or of the mean log,
+    for the geometric summary) on ``log n``. Unlike
     the OLS interval, it reflects the spread of the replications rather than the scatter
     of the means about the line.
     """
     _check_alpha(alpha)
     if not (isinstance(n_boot, int) and n_boot >= 1):
         raise ValueError(f"n_boot must be a positive integer, got n_boot={n_boot!r}.")
-    summary, _ = _summary_for_fit(table, loss, min_n)
+    grouped, _ = _summary_for_fit(table, loss, min_n, summary)
+    geometric = summary == "geometric"
     rng = check_random_state(random_state)
     n, values, _ = _loss_values(table, loss)
     if min_n is not None:
         n, values = n[n >= min_n], values[n >= min_n]
-    means = np.empty((n_boot, summary.n.size))
-    for j, size in enumerate(summary.n):
+    if geometric:
+        values = np.log(values)  # all positive (checked above)
+    means = np.empty((n_boot, grouped.n.size))
+    for j, size in enumerate(grouped.n):
         group = values[n == size]
         means[:, j] = group[rng.integers(0, group.size, size=(n_boot, group.size))].mean(axis=1)
-    means = means[np.all(means > 0, axis=1)]
-    x = np.log(summary.n) - np.log(summary.n).mean()
-    log_means = np.log(means)
+    if geometric:
+        log_means = means
+    else:
+        log_means = np.log(means[np.all(means > 0, axis=1)])
+    x = np.log(grouped.n) - np.log(grouped.n).mean()
     slopes = (log_means - log_means.mean(axis=1, keepdims=True)) @ x / (x @ x)
     if slopes.size:
         low, high = np.quantile(slopes, [alpha / 2, 1 - alpha / 2])
     else:  # pragma: no cover - needs every resample to hit a zero mean
         low = high = np.nan
-    slope = float(x @ (np.log(summary.mean) - np.log(summary.mean).mean()) / (x @ x))
+    slope = float(x @ (np.log(grouped.mean) - np.log(grouped.mean).mean()) / (x @ x))
     return BootstrapSlope(
         loss=loss, slope=slope, conf_int=(float(low), float(high)), slopes=slopes,
         alpha=float(alpha),
@@ -614,6 +629,7 @@ def rate_table(table, losses, setting=None, *, min_n=None, alpha=0.05, m=None, r
     --------
     format_rate_table
     """
+    _check_summary(summary)
     theories = {} if theories is None else theories
     rows = []
     for loss in _as_list(losses):

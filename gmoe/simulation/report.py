@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .columns import cell_theory, study_setting
-from .rates import fit_rate, format_rate_table, rate_table, slope_sensitivity
+from .rates import _check_summary, fit_rate, format_rate_table, rate_table, slope_sensitivity
 
 __all__ = ["format_report", "study_report", "study_setting", "summarize",
            "write_study_plots"]
@@ -152,6 +152,7 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05, summary="mean"):
         ``loss`` named ``<column>[m=<m>]``, fitted over those replications only against
         ``rbar(m)``'s rate.
     """
+    _check_summary(summary)
     n = np.array([r["n"] for r in rows], dtype=np.float64)
     schema = _schema(experiment, columns)
     atoms = {c.cell: _column_values(rows, c.name)
@@ -247,6 +248,7 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05, summar
     -------
     str
     """
+    _check_summary(summary)
     summary_cols = experiment.summary_columns() if columns is None else list(columns)
     lines = [format_report(rows, summary_cols, title=title)]
     if not rows:
