@@ -5,7 +5,7 @@ import pytest
 from _study import write_study
 
 from gmoe.simulation import load_experiment, run_task
-from gmoe.simulation.columns import PARAMETER_FIELDS, MetricColumn, build_columns
+from gmoe.simulation.columns import PARAMETER_FIELDS, MetricColumn, build_columns, cell_theory
 from gmoe.simulation.tasks import BASE_COLUMNS
 
 # Cell 0 holding most of the mass: w* = (e^2, 1), expert 0's gate weight 0.88 at x = 0 and
@@ -176,3 +176,22 @@ def test_over_specified_studies_count_the_atoms_of_each_cell(tmp_path):
     assert all(c.name not in over.summary_columns() for c in counts)
     # Exact-specified fits have one atom per cell: nothing to count.
     assert not any(c.is_atom_count for c in load(tmp_path).metric_schema())
+
+
+def test_per_cell_rows_of_a_single_atom_majority_cell_fit_no_slope(tmp_path):
+    # Over-specified without a fixed assignment, the majority cell (0 here) holds one or
+    # two atoms. Its whole columns are real errors; over the replications where it holds
+    # one atom its gate's errors are fixed by the alignment's translation (rounding
+    # noise, ~1e-17): no slope, as for an exact fit.
+    over = load(tmp_path, truth=MAJORITY_0, fit={"n_experts": 3},
+                metrics={"voronoi": ["over"]})
+    by_name = {c.name: c for c in over.metric_schema()}
+    for field in ("weight", "gate_intercept", "gate_coef"):
+        column = by_name[f"pe_{field}_0"]
+        assert column.theory.fit_slope  # the whole column: both kinds of replications
+        assert not cell_theory(over, column, 1).fit_slope
+        assert "0 by construction" in cell_theory(over, column, 1).reason
+        assert cell_theory(over, column, 2).fit_slope
+    # The majority cell's experts, and the other cell, are fitted for every m.
+    assert cell_theory(over, by_name["pe_expert_coef_0"], 1).fit_slope
+    assert cell_theory(over, by_name["pe_weight_1"], 1).fit_slope

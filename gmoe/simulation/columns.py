@@ -247,10 +247,15 @@ def cell_theory(experiment, column, m):
     Returns
     -------
     gmoe.theory.Theory
-        ``rbar(m)``'s rate for the column's parameter (the parametric rate for ``m = 1``).
+        ``rbar(m)``'s rate for the column's parameter (the parametric rate for ``m = 1``);
+        no rate where the alignment fixes the error when the cell holds ``m`` atoms (the
+        reference cell's weight and intercept errors with ``m = 1``: rounding noise).
     """
     setting, cell_atoms = study_setting(experiment)
     cell_atoms = list(cell_atoms)
     cell_atoms[column.cell] = int(m)
+    aligned_cell, aligned = _aligned_fields(experiment, cell_atoms, column.scale)
+    if column.cell == aligned_cell and column.field in aligned:
+        return _ALIGNED
     return _column_theory(experiment, column.field, column.cell, column.scale, setting,
                           cell_atoms)
