@@ -6,6 +6,7 @@ from _study import write_study
 
 from gmoe.simulation import load_experiment, run_task
 from gmoe.simulation.columns import PARAMETER_FIELDS, MetricColumn, build_columns, cell_theory
+from gmoe.simulation.report import study_rate_rows
 from gmoe.simulation.tasks import BASE_COLUMNS
 
 # Cell 0 holding most of the mass: w* = (e^2, 1), expert 0's gate weight 0.88 at x = 0 and
@@ -195,3 +196,20 @@ def test_per_cell_rows_of_a_single_atom_majority_cell_fit_no_slope(tmp_path):
     # The majority cell's experts, and the other cell, are fitted for every m.
     assert cell_theory(over, by_name["pe_expert_coef_0"], 1).fit_slope
     assert cell_theory(over, by_name["pe_weight_1"], 1).fit_slope
+
+
+def test_a_majority_cell_column_mixing_fixed_and_free_replications_fits_per_cell(tmp_path):
+    # Replications where cell 0 holds one atom carry rounding noise in its gate intercept
+    # error; where it holds two, real errors ~ n^-1/2. Only the m = 2 rows get a slope.
+    over = load(tmp_path, truth=MAJORITY_0, fit={"n_experts": 3},
+                metrics={"voronoi": ["over"]})
+    rows = []
+    for n in (1000, 2000, 4000, 8000):
+        rows += [{"n": n, "atoms_0": 1.0, "atoms_1": 2.0, "pe_gate_intercept_0": 1e-17},
+                 {"n": n, "atoms_0": 2.0, "atoms_1": 1.0, "pe_gate_intercept_0": n ** -0.5}]
+    by_loss = {r["loss"]: r for r in study_rate_rows(rows, None, over)}
+    assert np.isnan(by_loss["pe_gate_intercept_0"]["slope"])
+    assert "fixes this error where the cell holds m = 1 atom(s)" in \
+        by_loss["pe_gate_intercept_0"]["note"]
+    assert np.isnan(by_loss["pe_gate_intercept_0[m=1]"]["slope"])
+    assert by_loss["pe_gate_intercept_0[m=2]"]["slope"] == pytest.approx(-0.5)

@@ -162,16 +162,29 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05, summary="mean"):
         if column.is_atom_count:
             continue
         values = _column_values(rows, column.name)
-        out.append(_rate_row(n, values, column.name, column.theory, alpha, summary))
-        if column.cell is None or column.cell not in atoms or not column.theory.fit_slope:
+        split = (column.cell is not None and column.cell in atoms
+                 and column.theory.fit_slope)
+        if not split:
+            out.append(_rate_row(n, values, column.name, column.theory, alpha, summary))
             continue
         # The column mixes replications whose cell holds different numbers of fitted
         # atoms, each with its own rate: fit each m over its own replications.
         counts = atoms[column.cell]
-        for m in np.unique(counts[np.isfinite(counts)]).astype(int):
+        by_m = {m: cell_theory(experiment, column, m)
+                for m in np.unique(counts[np.isfinite(counts)]).astype(int)}
+        fixed = [str(m) for m, expected in by_m.items() if not expected.fit_slope]
+        if fixed:
+            # Where the alignment fixes the error its values are rounding noise (~1e-17):
+            # a mean over both kinds of replications is no loss to fit.
+            out.append(_nan_row(column.name, "no rate over all replications: the alignment "
+                                f"fixes this error where the cell holds m = "
+                                f"{', '.join(fixed)} atom(s); see the per-cell rows"))
+        else:
+            out.append(_rate_row(n, values, column.name, column.theory, alpha, summary))
+        for m, expected in by_m.items():
             keep = counts == m
-            out.append(_rate_row(n[keep], values[keep], f"{column.name}[m={m}]",
-                                 cell_theory(experiment, column, m), alpha, summary))
+            out.append(_rate_row(n[keep], values[keep], f"{column.name}[m={m}]", expected,
+                                 alpha, summary))
     return out
 
 
