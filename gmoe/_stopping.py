@@ -127,8 +127,10 @@ class Decrement:
         return self.predicted_gain <= tol
 
     def __repr__(self):
+        kink = f", smooth_gap={self.smooth_gap:.4g}, kink=True" if self.kink else ""
         return (f"Decrement(gap={self.gap:.4g}, min_curvature={self.min_curvature:.3g}, "
-                f"curvature_gain={self.curvature_gain:.3g})")
+                f"curvature_gain={self.curvature_gain:.3g}, "
+                f"move_gain={self.move_gain:.3g}{kink})")
 
 
 def _eigen_decrement(score, info):
