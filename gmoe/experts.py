@@ -332,17 +332,20 @@ class GaussianLinearExperts(ExpertFamily):
         grad[:, :, :d] = z[:, :, None] * X[:, None, :]
         grad[:, :, d] = z
         grad[:, :, d + 1] = 0.5 * (resid * z - 1.0) / var
-        Z = np.column_stack([X, np.ones(n)])
+        ZT = transposed_design(X)
 
         def hessian(c):
-            out = np.zeros((var.shape[0], d + 2, d + 2))
-            for j, vj in enumerate(var):
-                cj, ej = c[:, j], resid[:, j]
-                out[j, :d + 1, :d + 1] = -(Z * (cj / vj)[:, None]).T @ Z
-                cross = -(Z * (cj * ej / vj ** 2)[:, None]).sum(axis=0)
-                out[j, :d + 1, d + 1] = cross
-                out[j, d + 1, :d + 1] = cross
-                out[j, d + 1, d + 1] = np.sum(cj * (0.5 / vj ** 2 - ej * ej / vj ** 3))
+            # Every expert's weighted Gram matrix of z = (x, 1) in one pass of the block
+            # kernels, the cross terms in one product, the variances' corner in one sum.
+            out = np.empty((var.shape[0], d + 2, d + 2))
+            weights = np.ascontiguousarray((c / var).T)
+            out[:, :d + 1, :d + 1] = -unpack_upper(weighted_gram_upper(weights, ZT,
+                                                                       Workspace()), d + 1)
+            cross = -((c * resid / var ** 2).T @ ZT.T)
+            out[:, :d + 1, d + 1] = cross
+            out[:, d + 1, :d + 1] = cross
+            out[:, d + 1, d + 1] = np.sum(c * (0.5 / var ** 2 - resid * resid / var ** 3),
+                                          axis=0)
             return out
 
         return log_density, grad, hessian
