@@ -51,7 +51,8 @@ the checks and their moves do not (after a check that meets the rule early, the 
 waits until ``L`` has settled, or has risen by more than ``tol`` since that check, which
 puts it out of date). EM on a top-K gate can gain almost nothing per step
 while a joint move of gate and experts still gains a lot; waiting for the window between
-moves made such fits crawl (hundreds of EM steps between moves' gains of ~0.1).
+moves made such fits crawl (~19 EM steps between moves that each gained ~0.1, hundreds of
+steps in all).
 """
 
 import numpy as np
