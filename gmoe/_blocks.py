@@ -251,7 +251,6 @@ def weighted_gram_upper(weights, ZT, workspace):
         parts = [workspace.get(f"gram_part_{height}", total.shape)]
         stacked = workspace.get(f"gram_weights_{height}_{slice_rows}", (height, slice_rows))
         stacked[sum(heights):] = 0.0
-        totals = [total]
     else:
         totals = [np.zeros((h, n_pairs)) for h in heights]
         parts = [workspace.get(f"gram_part_{h}", (h, n_pairs)) for h in heights]

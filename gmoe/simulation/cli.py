@@ -363,7 +363,7 @@ def _parser():
     report.add_argument("--summary", choices=("mean", "geometric"), default="mean",
                         help="fit the rates to the mean loss at each n (default, the "
                              "papers' choice) or to its geometric mean, which a few huge "
-                             "losses cannot dominate (over-specified D2)"),
+                             "losses cannot dominate (over-specified D2)")
     export = study("export", "write the stored rows to CSV")
     export.add_argument("--csv", metavar="PATH",
                         help="output file (default: the store's path with .csv)")

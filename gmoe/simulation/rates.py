@@ -410,21 +410,20 @@ def fit_rate(table, loss, *, min_n=None, alpha=0.05, summary="mean"):
     3 n^-0.500
     """
     _check_alpha(alpha)
-    kind = summary
-    summary, n_dropped = _summary_for_fit(table, loss, min_n, kind)
+    grouped, n_dropped = _summary_for_fit(table, loss, min_n, summary)
     slope, intercept, conf_int, r_squared = _ols(
-        np.log(summary.n), np.log(summary.mean), alpha
+        np.log(grouped.n), np.log(grouped.mean), alpha
     )
     return RateFit(
-        summary=kind,
+        summary=summary,
         loss=loss,
         slope=slope,
         intercept=intercept,
         conf_int=conf_int,
         r_squared=r_squared,
-        n_points=int(summary.n.size),
-        n_min=float(summary.n[0]),
-        n_max=float(summary.n[-1]),
+        n_points=int(grouped.n.size),
+        n_min=float(grouped.n[0]),
+        n_max=float(grouped.n[-1]),
         n_dropped=n_dropped,
         alpha=float(alpha),
     )
