@@ -216,7 +216,7 @@ def sum_in_order(parts):
     return total
 
 
-def weighted_gram_upper(weights, ZT, workspace):
+def weighted_gram_upper(weights, ZT, workspace, offset=0):
     """``sum_i weights_ai z_i z_i^T`` for every row ``a`` of ``weights``: upper triangles.
 
     The products ``z_u z_v`` are formed a slice of rows at a time (cache-sized) and
@@ -228,8 +228,10 @@ def weighted_gram_upper(weights, ZT, workspace):
     ----------
     weights : ndarray of shape (m, n_rows), or a list of such arrays
         Several arrays share the products.
-    ZT : ndarray of shape (n_cols, n_rows), C-contiguous
+    ZT : ndarray of shape (n_cols, n_samples), C-contiguous
+        ``z_i`` is its column ``offset + i``.
     workspace : Workspace
+    offset : int, default=0
 
     Returns
     -------
@@ -239,10 +241,11 @@ def weighted_gram_upper(weights, ZT, workspace):
     """
     several = isinstance(weights, list)
     weights = weights if several else [weights]
-    n_cols, n_rows = ZT.shape
+    n_cols, n_rows = ZT.shape[0], weights[0].shape[1]
     n_pairs = n_cols * (n_cols + 1) // 2
-    # A power of two from 1024 rows: the slices depend on the data's shape only.
-    slice_rows = 1 << max(10, (_PRODUCT_BYTES // (8 * n_pairs)).bit_length() - 1)
+    # A power of two from 1024 rows (the slices depend on the data's shape only), and no
+    # longer than the rows.
+    slice_rows = min(1 << max(10, (_PRODUCT_BYTES // (8 * n_pairs)).bit_length() - 1), n_rows)
     heights = [w.shape[0] for w in weights]
     stack = n_pairs >= _STACK_MIN_PAIRS
     if stack:
@@ -257,7 +260,7 @@ def weighted_gram_upper(weights, ZT, workspace):
     for start in range(0, n_rows, slice_rows):
         stop = min(start + slice_rows, n_rows)
         products = workspace.get(f"pair_products_{stop - start}", (n_pairs, stop - start))
-        _kernels.pair_products_into(ZT, start, products)
+        _kernels.pair_products_into(ZT, offset + start, products)
         if stack:
             row = 0
             for w in weights:

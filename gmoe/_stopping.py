@@ -32,7 +32,8 @@ gap, and it can crawl for thousands of iterations; these moves cross such stretc
 leave saddles that EM never leaves.
 
 The derivatives are the analytic score and observed information of
-:mod:`gmoe.inference`. They cost a few EM iterations, so a cheap filter comes first: the
+:mod:`gmoe.inference` (summed block by block in one compiled pass for the softmax and
+temperature gates). They cost a few EM iterations, so a cheap filter comes first: the
 decrement is computed only when the last iteration raised ``L`` by at most
 ``max(tol, 1e-6 |L|)`` (a relative change of ``L``, only a filter here), and after a failed
 check the next one waits 1, 2, 4, ... up to 16 iterations (1 again after a move that gained
@@ -57,6 +58,7 @@ steps in all).
 
 import numpy as np
 
+from ._observed_information import compute_linear_gate_derivatives
 from .inference import _compute_log_likelihood_derivatives, _Parametrisation
 from .model import MixingMeasure, conditional_log_density
 
@@ -195,8 +197,14 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
 
     else:
         param = _Parametrisation(measure, learn_temperature)
-        chunks = _row_chunks(X, y, sample_weight, measure.n_experts * param.size)
-        log_lik, score, hessian = _summed_derivatives(param, param.to_vector(measure), chunks)
+        derivatives = None
+        if hasattr(X, "row_chunks"):
+            # Softmax and temperature gates: one compiled pass per block, on its threads.
+            derivatives = compute_linear_gate_derivatives(param, measure, X)
+        if derivatives is None:
+            chunks = _row_chunks(X, y, sample_weight, measure.n_experts * param.size)
+            derivatives = _summed_derivatives(param, param.to_vector(measure), chunks)
+        log_lik, score, hessian = derivatives
 
         def rebuild(same):
             return same

@@ -522,3 +522,55 @@ def test_derivatives_add_up_over_blocks_of_rows():
              for s in (slice(0, cut), slice(cut, n))]
     for total, first, second in zip(whole, *parts, strict=True):
         assert_allclose(total, np.add(first, second), rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize(("gating", "options"), [("softmax", {}),
+                                                 ("temperature", {"temperature": 0.7})])
+@pytest.mark.parametrize(("k", "d"), [(1, 1), (2, 1), (3, 2), (4, 3)])
+def test_linear_gate_derivatives_match_the_general_ones(gating, options, k, d,
+                                                         global_random_seed):
+    # The block-by-block pass of the softmax and temperature gates (weights whose Gram
+    # matrices are the Hessian's blocks) against the general assembly from the families
+    # (rows of p derivatives): two derivations of the same three numbers. Zero weights,
+    # several blocks and a short last slice included.
+    from gmoe._blocks import RowBlocks
+    from gmoe._observed_information import compute_linear_gate_derivatives
+
+    rng = np.random.default_rng(global_random_seed)
+    measure = _random_measure(rng, gating, k=k, d=d, **options)
+    n = 70_003
+    X = rng.normal(size=(n, d))
+    y = gmoe.sample_moe(measure, X, random_state=rng) + 0.3 * rng.normal(size=n)
+    w = rng.uniform(0.0, 2.0, size=n)
+    w[::11] = 0.0
+    param = _Parametrisation(measure, False)
+    expected = _compute_log_likelihood_derivatives(param, param.to_vector(measure), X, y, w)
+    for n_threads in (1, 2):
+        with RowBlocks(X, y, w, k, n_threads) as rows:
+            got = compute_linear_gate_derivatives(param, measure, rows)
+        if n_threads == 1:
+            first = got
+        # The blocks are summed in a fixed order: the same bits on any number of threads.
+        for a, b in zip(got, first, strict=True):
+            assert_array_equal(a, b)
+    # Sums of 7e4 rows in different orders: rounding ~1e-16 times the terms' sizes.
+    assert_allclose(got[0], expected[0], rtol=1e-12)
+    assert_allclose(got[1], expected[1], rtol=0, atol=1e-10 * np.max(np.abs(expected[1])))
+    assert_allclose(got[2], expected[2], rtol=0, atol=1e-10 * np.max(np.abs(expected[2])))
+
+
+def test_linear_gate_derivatives_decline_other_models():
+    from gmoe._blocks import RowBlocks
+    from gmoe._observed_information import compute_linear_gate_derivatives
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 1))
+    y = rng.normal(size=200)
+    w = np.ones(200)
+    cases = [(_random_measure(rng, "topk", top_k=1), False),
+             (_random_measure(rng, "activation", activation="tanh", temperature=0.7), False),
+             (_random_measure(rng, "activation", activation="tanh", temperature=0.7), True)]
+    for measure, learn in cases:
+        with RowBlocks(X, y, w, measure.n_experts) as rows:
+            assert compute_linear_gate_derivatives(_Parametrisation(measure, learn), measure,
+                                                   rows) is None

@@ -25,6 +25,7 @@ from ._columns import (
     weighted_column_sums_into,
     zero_inactive_into,
 )
+from ._information import linear_gate_information_weights_into
 from ._topk import (
     active_terms_into,
     deactivate_into,
@@ -46,6 +47,7 @@ __all__ = [
     "inactive_to_zero_into",
     "joint_log_density_into",
     "lane_dot",
+    "linear_gate_information_weights_into",
     "lane_sum",
     "nearest_breakpoints_into",
     "normalise_columns_into",

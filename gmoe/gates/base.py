@@ -328,6 +328,25 @@ class GatingFamily(ABC):
         """
         return None
 
+    def dense_linear_logits(self, params):
+        """The logits' coefficients when every expert's logit is ``theta_j^T z``, else None.
+
+        A family whose gate is a softmax over every expert of logits linear in ``z = (x,
+        1)`` returns them here; the observed information of its fits is then summed block
+        by block by one compiled pass (``gmoe._observed_information``).
+
+        Parameters
+        ----------
+        params : GateParams
+
+        Returns
+        -------
+        ndarray of shape (n_experts, n_features + 1) or None
+            Slopes and intercept (last column) of every expert's logit; None (the
+            default) when the logits are not of that form.
+        """
+        return None
+
     def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
         """Number of free gate parameters under the identifiability convention.
 

@@ -65,6 +65,9 @@ class SoftmaxGating(SmoothGatingFamily):
         free = np.arange(params.intercept.shape[0] - 1)
         return (gate_block_sums, (free,)) if len(free) else None
 
+    def dense_linear_logits(self, params):  # noqa: D102 (inherited)
+        return _theta(params, self._scale(params))
+
     def initial_gate(self, data, temperature=None):
         """The softmax fit from zero (20 Newton steps at most).
 
