@@ -21,9 +21,6 @@ __all__ = ["EMRunMixin"]
 
 # An expert whose share of the total weight falls below this is numerically empty.
 _EMPTY_SHARE = 1e-8
-# Newton steps of the gate per EM iteration: warm-started, a couple of steps reach the
-# M-step's optimum closely, and any rise of Q keeps EM monotone (generalised EM).
-GATE_STEPS_PER_ITERATION = 2
 
 _THREADPOOLS = None
 

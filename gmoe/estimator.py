@@ -13,7 +13,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _blocks
 from ._em import (
-    GATE_STEPS_PER_ITERATION,
     EMRunMixin,
     _DegenerateRun,
     _Params,
@@ -493,7 +492,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             passes, conditioning, y_variance = prepare(
                 family, X, y, sample_weight, self.n_experts, n_threads=n_threads,
                 learn_temperature=self._learns_temperature(family),
-                gate_steps=GATE_STEPS_PER_ITERATION, rows=rows)
+                gate_steps=family.newton_steps_per_iteration, rows=rows)
             # The floor is relative to the variance of y, the same in either units.
             var_floor = max(self.reg_var * y_variance, np.finfo(np.float64).tiny)
             try:

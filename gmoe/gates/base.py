@@ -180,6 +180,8 @@ class GatingFamily(ABC):
         Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale.
     learns_temperature : bool
         Whether the temperature can be estimated.
+    newton_steps_per_iteration : int
+        Newton steps of the gate's M-step per EM iteration.
     fits_on_blocks : bool
         Whether :meth:`initial_gate` and :meth:`m_step` work from ``data.blocks`` alone,
         one block of rows at a time (bounded memory, several threads); the others are
@@ -189,6 +191,9 @@ class GatingFamily(ABC):
     name = None
     uses_temperature = False
     pins_reference_coef = True
+    # Newton steps of the gate per EM iteration (warm-started; any rise of Q keeps EM
+    # monotone: generalised EM).
+    newton_steps_per_iteration = 2
     # Conservative defaults: a new family must say that rescaling or shifting x is harmless.
     centres_design = False
     scales_design = False

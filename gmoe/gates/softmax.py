@@ -45,6 +45,11 @@ class SoftmaxGating(SmoothGatingFamily):
     scales_design = True
     linear_logits = True
     fits_on_blocks = True
+    # One warm-started step per iteration: a second (a pass over the rows) bought fewer EM
+    # iterations than it cost (benchmarks/bench_convergence.py, k = 3 and 4 at n = 1e4:
+    # 0.15 -> 0.12 s and 0.44 -> 0.41 s a fit; the flexmix peer at 1e5: 125 -> 113 ms;
+    # the same log-likelihoods).
+    newton_steps_per_iteration = 1
 
     def _scale(self, params):
         return 1.0
