@@ -29,7 +29,7 @@ from gmoe.experts import (
     fit_experts_blocks,
 )
 from gmoe.gates import GateParams, make_gating
-from gmoe.gates._linear import gate_block_sums, gate_statistics
+from gmoe.gates._linear import gate_block_sums, gate_objective, gate_statistics
 
 
 def _n_rows(d, k):
@@ -80,6 +80,29 @@ def test_gate_statistics_match_the_textbook_formulas(global_random_seed):
     q3, grad3, info3 = gate_statistics(columns, theta, free, True)
     assert q3 == pytest.approx(q, rel=1e-13)
     assert_allclose(info3, info, rtol=1e-12, atol=1e-14 * np.abs(info).max())
+    # The objective alone (a Newton step's acceptance): the same Q.
+    assert gate_objective(rows, theta) == pytest.approx(q_ref, rel=1e-11)
+    assert gate_objective(columns, theta) == pytest.approx(q, rel=1e-13)
+
+
+def test_gate_objective_with_experts_held_out(global_random_seed):
+    # Top-K holds experts out of rows' softmax: their logits are -inf, their weights 0.
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, resp = _data(rng)
+    k = resp.shape[1]
+    inactive = rng.uniform(size=resp.shape) < 0.3
+    inactive[np.arange(len(y)), rng.integers(k, size=len(y))] = False  # one stays active
+    rw = np.where(inactive, 0.0, resp * w[:, None])
+    theta = rng.normal(size=(k, X.shape[1] + 1))
+    Z = np.column_stack([X, np.ones(len(y))])
+    logits = np.where(inactive, -np.inf, Z @ theta.T)
+    log_gate = log_softmax(logits, axis=1)
+    expected = np.sum(rw[~inactive] * log_gate[~inactive])
+    columns = ColumnBlocks(np.ascontiguousarray(Z.T), np.ascontiguousarray(rw.T),
+                           np.ascontiguousarray(inactive.T))
+    assert gate_objective(columns, theta) == pytest.approx(expected, rel=1e-11)
+    q, _, _ = gate_statistics(columns, theta, np.arange(k - 1), True)
+    assert gate_objective(columns, theta) == pytest.approx(q, rel=1e-13)
 
 
 @pytest.mark.parametrize("heights", [[1], [3], [6, 4], [1, 2, 3], [9]])

@@ -17,12 +17,14 @@ from ._blocks import (
     weighted_residual_squares,
 )
 from ._columns import (
+    column_rest_into,
     inactive_to_zero_into,
     joint_log_density_into,
     normalise_columns_into,
     shift_by_column_max_into,
     topk_columns_into,
     weighted_column_sums_into,
+    weighted_log_softmax_sum,
     zero_inactive_into,
 )
 from ._information import linear_gate_information_weights_into
@@ -40,6 +42,7 @@ from ._topk import (
 
 __all__ = [
     "active_terms_into",
+    "column_rest_into",
     "deactivate_into",
     "design_block_into",
     "exact_log_ratio_into",
@@ -62,6 +65,7 @@ __all__ = [
     "topk_columns_into",
     "weight_responsibilities_into",
     "weighted_column_sums_into",
+    "weighted_log_softmax_sum",
     "weighted_residual_squares",
     "zero_inactive_into",
 ]

@@ -20,6 +20,7 @@ A column with no finite value (no active expert) never makes a NaN: its maximum 
 import numba
 import numpy as np
 
+from ._blocks import LANES
 from ._config import NJIT
 
 
@@ -75,6 +76,63 @@ def normalise_columns_into(exps, arg, out_rest):
     for j in range(n_rows):
         for i in range(n_cols):
             exps[j, i] /= 1.0 + out_rest[i]
+
+
+@numba.njit(**NJIT)
+def column_rest_into(exps, arg, out_rest):
+    """``rest`` = each column's sum without its maximum's entry (step 3 without the division).
+
+    Parameters
+    ----------
+    exps : float64 (n_experts, n_samples), ``exp`` of step 1's output
+    arg : int64 (n_samples,), step 1's ``out_arg``
+    out_rest : float64 (n_samples,), written
+    """
+    n_rows, n_cols = exps.shape
+    for i in range(n_cols):
+        out_rest[i] = 0.0
+    for j in range(n_rows):
+        for i in range(n_cols):
+            out_rest[i] += 0.0 if arg[i] == j else exps[j, i]
+
+
+@numba.njit(**NJIT)
+def weighted_log_softmax_sum(weights, shifted, log_rest):
+    """``sum_ji weights_ji (shifted_ji - log_rest_i)``: weights times the log-softmax, summed.
+
+    With ``shifted`` the values less their column maximum and ``log_rest`` the column's
+    ``log1p(rest)``, ``shifted - log_rest`` is the log-softmax. Entries of zero weight add
+    nothing (an inactive expert's ``-inf`` meets a zero weight). Summed in ``LANES``
+    interleaved partial sums, combined in a fixed order.
+
+    Parameters
+    ----------
+    weights, shifted : float64 (n_experts, n_samples)
+    log_rest : float64 (n_samples,)
+
+    Returns
+    -------
+    float
+    """
+    n_rows, n_cols = weights.shape
+    acc = np.zeros(LANES)
+    body = n_cols - n_cols % LANES
+    for j in range(n_rows):
+        wj = weights[j]
+        sj = shifted[j]
+        for i in range(0, body, LANES):
+            for lane in range(LANES):
+                w = wj[i + lane]
+                term = w * (sj[i + lane] - log_rest[i + lane])
+                acc[lane] += 0.0 if w == 0.0 else term
+        for i in range(body, n_cols):
+            w = wj[i]
+            term = w * (sj[i] - log_rest[i])
+            acc[i - body] += 0.0 if w == 0.0 else term
+    total = 0.0
+    for lane in range(LANES):
+        total += acc[lane]
+    return total
 
 
 @numba.njit(**NJIT)

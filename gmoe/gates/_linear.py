@@ -247,6 +247,54 @@ def gate_block(block, theta, free, want_info):
     return objective, grad, info
 
 
+def gate_objective_block(block, theta):
+    """The gate objective ``Q`` alone on one block of rows (no gradient, no information).
+
+    What a Newton step's acceptance needs: the logits, their column maximum, ``exp`` and
+    each column's ``log1p(rest)``, then ``sum rw_ij (s_ij - log1p(rest_i))``.
+
+    Parameters
+    ----------
+    block : gmoe._blocks.Block
+        Reads ``ZT``, ``rw`` and ``inactive``.
+    theta : ndarray of shape (n_experts, n_cols)
+
+    Returns
+    -------
+    float
+    """
+    workspace = block.workspace
+    n_experts, n_rows = theta.shape[0], block.ZT.shape[1]
+    shifted = workspace.get("gate_shifted", (n_experts, n_rows))
+    np.matmul(theta, block.ZT, out=shifted)
+    if block.inactive is not None:
+        np.copyto(shifted, -np.inf, where=block.inactive)
+    col_max = workspace.get("gate_max", (n_rows,))
+    arg = workspace.get("gate_arg", (n_rows,), np.int64)
+    _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    exps = np.exp(shifted, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    log_rest = workspace.get("gate_rest", (n_rows,))
+    _kernels.column_rest_into(exps, arg, log_rest)
+    np.log1p(log_rest, out=log_rest)
+    return _kernels.weighted_log_softmax_sum(block.rw, shifted, log_rest)
+
+
+def gate_objective(blocks, theta):
+    """The gate objective ``Q`` at ``theta``, summed over a block source in block order.
+
+    Parameters
+    ----------
+    blocks : block source of :mod:`gmoe._blocks`
+    theta : ndarray of shape (n_experts, n_cols)
+
+    Returns
+    -------
+    float
+    """
+    return float(blocks.reduce(gate_objective_block,
+                               np.ascontiguousarray(theta, dtype=np.float64)))
+
+
 def gate_block_sums(block, log_gate, free):
     """:func:`gate_block` at the E-step's gate, from its log-gate, as an E-step statistic.
 
@@ -366,6 +414,9 @@ def maximise_softmax_gate(theta, blocks, free, *, max_iter=20, tol=1e-10, statis
         def evaluate(t, start=theta, step=step, want_info=want_info):
             candidate = start.copy()
             candidate[free] += t * step
+            if not want_info:
+                # The last step: its Q decides acceptance, nothing else is needed.
+                return gate_objective(blocks, candidate), None, None, candidate
             return (*gate_statistics(blocks, candidate, free, want_info), candidate)
 
         accepted = backtrack(evaluate, objective)
