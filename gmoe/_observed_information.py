@@ -43,7 +43,7 @@ from .gates import GateLayout
 from .gates._linear import linear_log_gate_columns
 
 __all__ = ["Parametrisation", "compute_linear_gate_derivatives",
-           "compute_log_likelihood_derivatives"]
+           "compute_log_likelihood_derivatives", "linear_gate_log_likelihood"]
 
 # Rows per block of the logits' Jacobian, shape (rows, n_experts, n_gate parameters).
 _CHUNK_ROWS = 8192
@@ -204,6 +204,53 @@ def _linear_gate_groups(param):
     return free.astype(np.int64), groups
 
 
+def _linear_gate_e_step(block, theta, expert_theta, expert_var):
+    """Gate probabilities, responsibilities (workspace arrays) and ``L`` on one block."""
+    workspace = block.workspace
+    log_gate, gate = linear_log_gate_columns(block.ZT, theta, workspace=workspace)
+    resp, row_log_lik = e_step_columns(block.ZT, block.y, log_gate, expert_theta[:, :-1],
+                                       expert_theta[:, -1], expert_var, workspace)
+    return gate, resp, float(np.dot(block.w, row_log_lik))
+
+
+def _linear_gate_log_likelihood_block(block, theta, expert_theta, expert_var):
+    return _linear_gate_e_step(block, theta, expert_theta, expert_var)[2]
+
+
+def _linear_gate_arrays(measure):
+    """``(theta, expert_theta, expert_var)`` of a dense linear-logit gate, or None."""
+    theta = measure.family.dense_linear_logits(measure.identifiable().gate_params)
+    if theta is None or measure.experts is not GAUSSIAN_LINEAR:
+        return None
+    expert_theta = np.column_stack([measure.expert_coef, measure.expert_intercept])
+    return (np.ascontiguousarray(theta, dtype=np.float64), np.ascontiguousarray(expert_theta),
+            np.asarray(measure.expert_var, dtype=np.float64))
+
+
+def linear_gate_log_likelihood(measure, rows):
+    """``L`` of a softmax of linear logits with Gaussian linear experts, on a row source.
+
+    The same numbers, block by block, as the log-likelihood of
+    :func:`compute_linear_gate_derivatives` (so that a search's gains are exact zeros
+    where it returns to the point).
+
+    Parameters
+    ----------
+    measure : MixingMeasure
+        In the units of ``rows``.
+    rows : block source of ``gmoe._blocks``
+
+    Returns
+    -------
+    float or None
+        None when the model is not of that form.
+    """
+    arrays = _linear_gate_arrays(measure)
+    if arrays is None:
+        return None
+    return float(rows.reduce(_linear_gate_log_likelihood_block, *arrays))
+
+
 def _linear_gate_block(block, theta, expert_theta, expert_var, free):
     """Log-likelihood and the Gram matrices of the information's weights on one block.
 
@@ -212,10 +259,7 @@ def _linear_gate_block(block, theta, expert_theta, expert_var, free):
     """
     workspace, ZT = block.workspace, block.ZT
     k, n_rows = theta.shape[0], ZT.shape[1]
-    log_gate, gate = linear_log_gate_columns(ZT, theta, workspace=workspace)
-    resp, row_log_lik = e_step_columns(ZT, block.y, log_gate, expert_theta[:, :-1],
-                                       expert_theta[:, -1], expert_var, workspace)
-    log_lik = float(np.dot(block.w, row_log_lik))
+    gate, resp, log_lik = _linear_gate_e_step(block, theta, expert_theta, expert_var)
     n_groups = free.shape[0] + 2 * k
     n_weights = n_groups * (n_groups + 1) // 2 + n_groups
     # A power of two from 256 rows: the slices depend on the data's shape only.
@@ -253,18 +297,13 @@ def compute_linear_gate_derivatives(param, measure, rows):
         logits (:meth:`~gmoe.gates.GatingFamily.dense_linear_logits`) with Gaussian linear
         experts, or a temperature is a parameter.
     """
-    identifiable = measure.identifiable()
-    theta = measure.family.dense_linear_logits(identifiable.gate_params)
+    arrays = _linear_gate_arrays(measure)
     grouped = _linear_gate_groups(param)
-    if (theta is None or param.learn_temperature or measure.experts is not GAUSSIAN_LINEAR
-            or grouped is None):
+    if arrays is None or param.learn_temperature or grouped is None:
         return None
     free, groups = grouped
-    expert_theta = np.column_stack([measure.expert_coef, measure.expert_intercept])
-    log_lik, grams = rows.reduce(_linear_gate_block, np.ascontiguousarray(theta),
-                                 np.ascontiguousarray(expert_theta),
-                                 np.asarray(measure.expert_var, dtype=np.float64), free)
-    full = unpack_upper(grams, expert_theta.shape[1])
+    log_lik, grams = rows.reduce(_linear_gate_block, *arrays, free)
+    full = unpack_upper(grams, arrays[1].shape[1])
     n_groups = len(groups)
     scalar = [len(g) == 1 for g in groups]
     hess = np.empty((param.size, param.size))

@@ -58,7 +58,10 @@ steps in all).
 
 import numpy as np
 
-from ._observed_information import compute_linear_gate_derivatives
+from ._observed_information import (
+    compute_linear_gate_derivatives,
+    linear_gate_log_likelihood,
+)
 from .inference import _compute_log_likelihood_derivatives, _Parametrisation
 from .model import MixingMeasure, conditional_log_density
 
@@ -234,8 +237,13 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
             return -np.inf, None
         if np.any(point.expert_var < var_floor):
             return -np.inf, None
-        value = sum(float(np.dot(wc, conditional_log_density(point, Xc, yc)))
-                    for Xc, yc, wc in value_chunks())
+        value = None
+        if hasattr(X, "row_chunks"):
+            # Softmax and temperature gates: block by block, on the fit's threads.
+            value = linear_gate_log_likelihood(point, X)
+        if value is None:
+            value = sum(float(np.dot(wc, conditional_log_density(point, Xc, yc)))
+                        for Xc, yc, wc in value_chunks())
         return (value - log_lik if np.isfinite(value) else -np.inf), point
 
     negative = np.flatnonzero(eigval < -floor)[:_MAX_DIRECTIONS]

@@ -534,7 +534,10 @@ def test_linear_gate_derivatives_match_the_general_ones(gating, options, k, d,
     # (rows of p derivatives): two derivations of the same three numbers. Zero weights,
     # several blocks and a short last slice included.
     from gmoe._blocks import RowBlocks
-    from gmoe._observed_information import compute_linear_gate_derivatives
+    from gmoe._observed_information import (
+        compute_linear_gate_derivatives,
+        linear_gate_log_likelihood,
+    )
 
     rng = np.random.default_rng(global_random_seed)
     measure = _random_measure(rng, gating, k=k, d=d, **options)
@@ -555,13 +558,22 @@ def test_linear_gate_derivatives_match_the_general_ones(gating, options, k, d,
             assert_array_equal(a, b)
     # Sums of 7e4 rows in different orders: rounding ~1e-16 times the terms' sizes.
     assert_allclose(got[0], expected[0], rtol=1e-12)
+    # L alone, the stopping rule's searches: the same pass's numbers, bit for bit, and
+    # the model's conditional density (an independent path) to rounding.
+    with RowBlocks(X, y, w, k, 2) as rows:
+        assert linear_gate_log_likelihood(measure, rows) == got[0]
+    independent = float(w @ gmoe.conditional_log_density(measure, X, y))
+    assert_allclose(got[0], independent, rtol=1e-12)
     assert_allclose(got[1], expected[1], rtol=0, atol=1e-10 * np.max(np.abs(expected[1])))
     assert_allclose(got[2], expected[2], rtol=0, atol=1e-10 * np.max(np.abs(expected[2])))
 
 
 def test_linear_gate_derivatives_decline_other_models():
     from gmoe._blocks import RowBlocks
-    from gmoe._observed_information import compute_linear_gate_derivatives
+    from gmoe._observed_information import (
+        compute_linear_gate_derivatives,
+        linear_gate_log_likelihood,
+    )
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 1))
@@ -574,3 +586,4 @@ def test_linear_gate_derivatives_decline_other_models():
         with RowBlocks(X, y, w, measure.n_experts) as rows:
             assert compute_linear_gate_derivatives(_Parametrisation(measure, learn), measure,
                                                    rows) is None
+            assert linear_gate_log_likelihood(measure, rows) is None
