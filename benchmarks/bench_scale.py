@@ -9,8 +9,8 @@ a flat gate and shifted experts) with ``max_iter = 1 + iters`` and with ``max_it
 estimator's ``_em_iterations``, wrapped: the data's preparation and the stopping rule's
 final check, the same in both fits, are left out); the difference, divided by ``iters``,
 is the time per EM iteration (wall clock and CPU time of the process). The first
-iterations after the start are timed: there the gate's Newton ascent takes both of its
-steps at every n (near convergence it stops early, which would flatter large n). The
+iterations after the start are timed: there the gate's Newton step is taken at every n
+(near convergence it can stop early, which would flatter large n). The
 peak resident memory above the baseline (whole fits) is compared with ``X + n k 8`` bytes
 (the design and one (n, k) array of float64).
 

@@ -23,6 +23,10 @@ temperature gate, whose ``tau`` is held (the S3 step length depends on the scale
 coordinates, and this makes that gate's path the softmax gate's); ``log tau`` for an
 activation gate that learns its temperature; expert slopes and intercepts; log variances.
 The extrapolated variances are kept at or above the variance floor.
+
+The EM run (``gmoe._em``) starts cycles only while EM is slow: while the ratio of two
+successive rises of ``L`` under plain EM is at least ``gmoe._em.SQUAREM_MIN_RATE``; a cycle
+costs a fourth E-step for three EM steps, which a fast-converging run does not recover.
 """
 
 import numpy as np

@@ -21,6 +21,9 @@ __all__ = ["EMRunMixin"]
 
 # An expert whose share of the total weight falls below this is numerically empty.
 _EMPTY_SHARE = 1e-8
+# SQUAREM cycles run only while plain EM's rises of L shrink by less than this factor a
+# step (slow convergence: linear with a rate near 1, or sublinear).
+SQUAREM_MIN_RATE = 0.3
 
 _THREADPOOLS = None
 
@@ -118,8 +121,14 @@ class EMRunMixin:
                 raise _DegenerateRun(found)
             degenerate.update(found)
 
+        # Plain EM's last measured rate: a rise of L over the one before it.
+        rate, previous_rise = None, None
         while n_iter < max_iter:
-            plain = squarem is None or max_iter - n_iter < 3
+            # A SQUAREM cycle spends a fourth E-step on three EM steps; it pays only where
+            # EM is slow. Plain steps until a rate is measured, and while L's rises shrink
+            # fast.
+            plain = (squarem is None or max_iter - n_iter < 3 or rate is None
+                     or rate < SQUAREM_MIN_RATE)
             step = em_step(params, state)
             if step is None:
                 self._warn_non_finite(n_iter)
@@ -127,6 +136,10 @@ class EMRunMixin:
             params1, state, log_lik1, found = step
             keep(found)
             trace.append(log_lik1 / total_weight)
+            rise = log_lik1 - log_lik
+            if previous_rise is not None and previous_rise > 0:
+                rate = rise / previous_rise
+            previous_rise = rise
             if plain:
                 params, log_lik = params1, log_lik1
             else:
@@ -138,6 +151,10 @@ class EMRunMixin:
                 params2, state, log_lik2, found = step
                 keep(found)
                 trace.append(log_lik2 / total_weight)
+                if rise > 0:
+                    rate = (log_lik2 - log_lik1) / rise
+                # The cycle may end off the plain path: the next rise starts a new measure.
+                previous_rise = None
                 accepted = None
                 extrapolated = squarem.extrapolate(params, params1, params2)
                 if extrapolated is not None:
@@ -176,6 +193,7 @@ class EMRunMixin:
                 params = _Params.from_measure(move)
                 state, log_lik = passes.e_step(params)
                 n_iter += 1
+                previous_rise = None  # a new path: its rate is measured afresh
                 trace.append(log_lik / total_weight)
                 if self.verbose > 1:
                     print(f"  Newton or curvature move: mean log-likelihood {trace[-1]:.10g}")

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
 import gmoe
@@ -156,16 +156,41 @@ def test_global_safeguard_keeps_the_plain_iterate(monkeypatch):
 
     _SpySquarem.cycles = []
     monkeypatch.setattr(gmoe._em, "Squarem", Sabotaged)
+    # Cycles whatever the rate (this EM converges fast, where they would not run).
+    monkeypatch.setattr(gmoe._em, "SQUAREM_MIN_RATE", -np.inf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fast = gmoe.GaussianMoERegressor(2, init_params=start, max_iter=9, tol=0).fit(X, y)
+        fast = gmoe.GaussianMoERegressor(2, init_params=start, max_iter=8, tol=0).fit(X, y)
         plain = gmoe.GaussianMoERegressor(2, init_params=start, max_iter=6, tol=0,
                                           acceleration=None).fit(X, y)
-    assert [ok for _, ok in _SpySquarem.cycles] == [False, False, False]
-    # Each fallen-back cycle keeps its two plain EM steps: 3 cycles = 6 EM steps.
+    assert [ok for _, ok in _SpySquarem.cycles] == [False, False]
+    # Two plain steps measure the rate; each fallen-back cycle then keeps its two plain EM
+    # steps: 2 + 2 cycles x 2 = 6 EM steps.
     assert_allclose(fast.mixing_measure_.to_vector(), plain.mixing_measure_.to_vector(),
                     rtol=1e-12, atol=1e-12)
     assert_allclose(fast.lower_bounds_[[2, 5, 8]], plain.lower_bounds_[[2, 4, 6]], rtol=1e-13)
+
+
+def test_squarem_cycles_run_only_where_em_is_slow(monkeypatch):
+    # Cycles start once plain EM's rises of L shrink by less than SQUAREM_MIN_RATE a step:
+    # with an unreachable rate the run is plain EM, step for step; with any rate, the first
+    # two steps are plain (they measure it) and cycles follow.
+    X = gmoe.make_design(2000, "uniform", random_state=0)
+    y = gmoe.sample_moe(TRUTH, X, random_state=1)
+    start = TRUTH.replace(expert_intercept=[14.0, -4.0], gate_intercept=[-6.0, 0.0])
+    plain = gmoe.GaussianMoERegressor(2, init_params=start, acceleration=None).fit(X, y)
+    for rate, expect_cycles in ((np.inf, False), (-np.inf, True)):
+        _SpySquarem.cycles = []
+        monkeypatch.setattr(gmoe._em, "Squarem", _SpySquarem)
+        monkeypatch.setattr(gmoe._em, "SQUAREM_MIN_RATE", rate)
+        fit = gmoe.GaussianMoERegressor(2, init_params=start).fit(X, y)
+        assert bool(_SpySquarem.cycles) == expect_cycles
+        if not expect_cycles:
+            assert_array_equal(fit.lower_bounds_, plain.lower_bounds_)
+            assert_array_equal(fit.mixing_measure_.to_vector(),
+                               plain.mixing_measure_.to_vector())
+        else:
+            assert_array_equal(fit.lower_bounds_[:3], plain.lower_bounds_[:3])
 
 
 def test_acceleration_reaches_the_plain_em_optimum_in_fewer_steps():
