@@ -309,9 +309,12 @@ class Block:
         Experts held out of each row's gate, when the caller holds them fixed.
     workspace : Workspace
         Scratch arrays of the thread running the block (valid during the call only).
+    gate_probs : ndarray of shape (n_experts, n_rows) or None
+        During an E-step's statistics (:func:`e_step_block`): the gate probabilities at
+        the E-step's gate, when the family computed them with the log-gate; else None.
     """
 
-    __slots__ = ("ZT", "y", "w", "rw", "inactive", "workspace")
+    __slots__ = ("ZT", "y", "w", "rw", "inactive", "workspace", "gate_probs")
 
     def __init__(self, ZT, y, w, rw, inactive, workspace):
         self.ZT = ZT
@@ -320,6 +323,7 @@ class Block:
         self.rw = rw
         self.inactive = inactive
         self.workspace = workspace
+        self.gate_probs = None
 
 
 class _Threads:
@@ -710,7 +714,8 @@ def e_step_block(block, family, gate, expert_coef, expert_intercept, expert_var,
     expert_intercept, expert_var : ndarray of shape (n_experts,)
     statistics : tuple of (function, args)
         ``function(block, log_gate, *args)``, called once ``block.rw`` holds the new
-        responsibilities (``log_gate`` is the gate's at ``gate``), returns ``(sums,
+        responsibilities (``log_gate`` is the gate's at ``gate``, ``block.gate_probs``
+        its probabilities when the family computed them), returns ``(sums,
         gram_weights)``: a tuple of partial sums and an (m, n_rows) array whose weighted
         Gram matrices (:func:`weighted_gram_upper`) are appended to them. All the Gram
         matrices of a block share one set of pair products.
@@ -721,13 +726,15 @@ def e_step_block(block, family, gate, expert_coef, expert_intercept, expert_var,
     statistics : tuple of tuple
     """
     workspace = block.workspace
-    log_gate = family.log_gate_columns(block.ZT, gate, workspace=workspace)
+    log_gate, gate_probs = family.gate_columns(block.ZT, gate, workspace=workspace)
+    # The E-step's own arrays are other workspace names: the gate probabilities survive it.
     resp, log_lik = e_step_columns(block.ZT, block.y, log_gate, expert_coef, expert_intercept,
                                    expert_var, workspace)
     _kernels.weight_responsibilities_into(resp, block.w, block.rw)
     log_lik = _kernels.lane_dot(block.w, log_lik)
     if not statistics:
         return log_lik, ()
+    block.gate_probs = gate_probs
     sums, gram_weights = zip(*(function(block, log_gate, *args)
                                for function, args in statistics), strict=True)
     grams = weighted_gram_upper(list(gram_weights), block.ZT, workspace)

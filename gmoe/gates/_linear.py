@@ -301,7 +301,7 @@ def gate_block_sums(block, log_gate, free):
     Parameters
     ----------
     block : gmoe._blocks.Block
-        Reads ``ZT`` and the new ``rw``.
+        Reads ``ZT``, the new ``rw`` and ``gate_probs`` (``exp(log_gate)`` when None).
     log_gate : ndarray of shape (n_experts, n_rows)
         The gate's log-gate on the block.
     free : ndarray of int64
@@ -316,7 +316,9 @@ def gate_block_sums(block, log_gate, free):
     workspace = block.workspace
     n_experts, n_rows = log_gate.shape
     n_free = free.shape[0]
-    probs = np.exp(log_gate, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    probs = block.gate_probs
+    if probs is None:
+        probs = np.exp(log_gate, out=workspace.get("gate_probs", (n_experts, n_rows)))
     no_rest = workspace.get("gate_no_rest", (n_rows,))
     no_rest.fill(0.0)
     row_total = workspace.get("gate_row_total", (n_rows,))

@@ -261,6 +261,23 @@ class GatingFamily(ABC):
             ``log g_j(x_i)``; exactly ``-inf`` where an expert's gate is 0.
         """
 
+    def gate_columns(self, ZT, params, workspace=None):
+        """:meth:`log_gate_columns`, and the gate probabilities when they come with it.
+
+        Parameters
+        ----------
+        ZT : ndarray of shape (n_features + 1, n_samples)
+        params : GateParams
+        workspace : Workspace, optional
+
+        Returns
+        -------
+        log_gate : ndarray of shape (n_experts, n_samples)
+        probs : ndarray of shape (n_experts, n_samples) or None
+            ``exp(log_gate)`` where the family computed it on the way (the default: None).
+        """
+        return self.log_gate_columns(ZT, params, workspace=workspace), None
+
     def log_gate(self, X, gate_coef, gate_intercept, temperature=None):
         """Log-gates ``log g(x)``, shape (n_samples, n_experts).
 

@@ -55,8 +55,11 @@ class SoftmaxGating(SmoothGatingFamily):
         return 1.0
 
     def log_gate_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
+        return self.gate_columns(ZT, params, workspace)[0]
+
+    def gate_columns(self, ZT, params, workspace=None):  # noqa: D102 (inherited)
         return linear_log_gate_columns(ZT, _theta(params, self._scale(params)),
-                                       workspace=workspace)[0]
+                                       workspace=workspace)
 
     def logit_derivatives(self, X, params, learn_temperature=False):  # noqa: D102 (inherited)
         scale = self._scale(params)
