@@ -14,6 +14,7 @@ from ._blocks import (
     pair_products_into,
     row_sums_into,
     weight_responsibilities_into,
+    weighted_log_softmax_sum,
     weighted_residual_squares,
 )
 from ._columns import (
@@ -24,7 +25,6 @@ from ._columns import (
     shift_by_column_max_into,
     topk_columns_into,
     weighted_column_sums_into,
-    weighted_log_softmax_sum,
     zero_inactive_into,
 )
 from ._information import linear_gate_information_weights_into

@@ -111,6 +111,45 @@ def pair_products_into(ZT, start, out):
 
 
 @numba.njit(**NJIT)
+def weighted_log_softmax_sum(weights, shifted, log_rest):
+    """``sum_ji weights_ji (shifted_ji - log_rest_i)``: weights times the log-softmax, summed.
+
+    With ``shifted`` the values less their column maximum and ``log_rest`` the column's
+    ``log1p(rest)``, ``shifted - log_rest`` is the log-softmax. Entries of zero weight add
+    nothing (an inactive expert's ``-inf`` meets a zero weight). Summed in ``LANES``
+    interleaved partial sums, combined in a fixed order.
+
+    Parameters
+    ----------
+    weights, shifted : float64 (n_experts, n_samples)
+    log_rest : float64 (n_samples,)
+
+    Returns
+    -------
+    float
+    """
+    n_rows, n_cols = weights.shape
+    acc = np.zeros(LANES)
+    body = n_cols - n_cols % LANES
+    for j in range(n_rows):
+        wj = weights[j]
+        sj = shifted[j]
+        for i in range(0, body, LANES):
+            for lane in range(LANES):
+                w = wj[i + lane]
+                term = w * (sj[i + lane] - log_rest[i + lane])
+                acc[lane] += 0.0 if w == 0.0 else term
+        for i in range(body, n_cols):
+            w = wj[i]
+            term = w * (sj[i] - log_rest[i])
+            acc[i - body] += 0.0 if w == 0.0 else term
+    total = 0.0
+    for lane in range(LANES):
+        total += acc[lane]
+    return total
+
+
+@numba.njit(**NJIT)
 def gate_terms_into(rw, shifted, log_rest, probs, free, want_info, out_row_total, out_resid,
                     out_weights):
     """The gate objective's per-row terms on one block; returns the block's ``Q``.
@@ -139,23 +178,7 @@ def gate_terms_into(rw, shifted, log_rest, probs, free, want_info, out_row_total
     for j in range(n_experts):
         for i in range(n_rows):
             out_row_total[i] += rw[j, i]
-    acc = np.zeros(LANES)
-    body = n_rows - n_rows % LANES
-    for j in range(n_experts):
-        rwj = rw[j]
-        sj = shifted[j]
-        for i in range(0, body, LANES):
-            for lane in range(LANES):
-                w = rwj[i + lane]
-                term = w * (sj[i + lane] - log_rest[i + lane])
-                acc[lane] += 0.0 if w == 0.0 else term
-        for i in range(body, n_rows):
-            w = rwj[i]
-            term = w * (sj[i] - log_rest[i])
-            acc[i - body] += 0.0 if w == 0.0 else term
-    objective = 0.0
-    for lane in range(LANES):
-        objective += acc[lane]
+    objective = weighted_log_softmax_sum(rw, shifted, log_rest)
     n_free = free.shape[0]
     for a in range(n_free):
         ja = free[a]

@@ -20,7 +20,6 @@ A column with no finite value (no active expert) never makes a NaN: its maximum 
 import numba
 import numpy as np
 
-from ._blocks import LANES
 from ._config import NJIT
 
 
@@ -58,27 +57,6 @@ def shift_by_column_max_into(values, out_max, out_arg):
 
 
 @numba.njit(**NJIT)
-def normalise_columns_into(exps, arg, out_rest):
-    """``rest`` = column sum without the maximum's entry; divide each column by ``1 + rest``.
-
-    Parameters
-    ----------
-    exps : float64 (n_experts, n_samples), ``exp`` of step 1's output; normalised in place
-    arg : int64 (n_samples,), step 1's ``out_arg``
-    out_rest : float64 (n_samples,), written
-    """
-    n_rows, n_cols = exps.shape
-    for i in range(n_cols):
-        out_rest[i] = 0.0
-    for j in range(n_rows):
-        for i in range(n_cols):
-            out_rest[i] += 0.0 if arg[i] == j else exps[j, i]
-    for j in range(n_rows):
-        for i in range(n_cols):
-            exps[j, i] /= 1.0 + out_rest[i]
-
-
-@numba.njit(**NJIT)
 def column_rest_into(exps, arg, out_rest):
     """``rest`` = each column's sum without its maximum's entry (step 3 without the division).
 
@@ -97,42 +75,20 @@ def column_rest_into(exps, arg, out_rest):
 
 
 @numba.njit(**NJIT)
-def weighted_log_softmax_sum(weights, shifted, log_rest):
-    """``sum_ji weights_ji (shifted_ji - log_rest_i)``: weights times the log-softmax, summed.
-
-    With ``shifted`` the values less their column maximum and ``log_rest`` the column's
-    ``log1p(rest)``, ``shifted - log_rest`` is the log-softmax. Entries of zero weight add
-    nothing (an inactive expert's ``-inf`` meets a zero weight). Summed in ``LANES``
-    interleaved partial sums, combined in a fixed order.
+def normalise_columns_into(exps, arg, out_rest):
+    """``rest`` = column sum without the maximum's entry; divide each column by ``1 + rest``.
 
     Parameters
     ----------
-    weights, shifted : float64 (n_experts, n_samples)
-    log_rest : float64 (n_samples,)
-
-    Returns
-    -------
-    float
+    exps : float64 (n_experts, n_samples), ``exp`` of step 1's output; normalised in place
+    arg : int64 (n_samples,), step 1's ``out_arg``
+    out_rest : float64 (n_samples,), written
     """
-    n_rows, n_cols = weights.shape
-    acc = np.zeros(LANES)
-    body = n_cols - n_cols % LANES
+    column_rest_into(exps, arg, out_rest)
+    n_rows, n_cols = exps.shape
     for j in range(n_rows):
-        wj = weights[j]
-        sj = shifted[j]
-        for i in range(0, body, LANES):
-            for lane in range(LANES):
-                w = wj[i + lane]
-                term = w * (sj[i + lane] - log_rest[i + lane])
-                acc[lane] += 0.0 if w == 0.0 else term
-        for i in range(body, n_cols):
-            w = wj[i]
-            term = w * (sj[i] - log_rest[i])
-            acc[i - body] += 0.0 if w == 0.0 else term
-    total = 0.0
-    for lane in range(LANES):
-        total += acc[lane]
-    return total
+        for i in range(n_cols):
+            exps[j, i] /= 1.0 + out_rest[i]
 
 
 @numba.njit(**NJIT)

@@ -203,6 +203,24 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
 
 
 # ------------------------------------------------------------------ block by block
+def _shifted_logits(block, theta):
+    """A block's logits ``theta z`` less their column maximum, and the maximum's row.
+
+    Experts held out (``block.inactive``) get ``-inf``. Both arrays live in the block's
+    workspace (``"gate_shifted"``, ``"gate_arg"``).
+    """
+    workspace = block.workspace
+    n_experts, n_rows = theta.shape[0], block.ZT.shape[1]
+    shifted = workspace.get("gate_shifted", (n_experts, n_rows))
+    np.matmul(theta, block.ZT, out=shifted)
+    if block.inactive is not None:
+        np.copyto(shifted, -np.inf, where=block.inactive)
+    col_max = workspace.get("gate_max", (n_rows,))
+    arg = workspace.get("gate_arg", (n_rows,), np.int64)
+    _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    return shifted, arg
+
+
 def gate_block(block, theta, free, want_info):
     """The gate objective's partial sums on one block of rows.
 
@@ -226,13 +244,7 @@ def gate_block(block, theta, free, want_info):
     ZT = block.ZT
     n_experts, n_rows = theta.shape[0], ZT.shape[1]
     n_free = free.shape[0]
-    shifted = workspace.get("gate_shifted", (n_experts, n_rows))
-    np.matmul(theta, ZT, out=shifted)
-    if block.inactive is not None:
-        np.copyto(shifted, -np.inf, where=block.inactive)
-    col_max = workspace.get("gate_max", (n_rows,))
-    arg = workspace.get("gate_arg", (n_rows,), np.int64)
-    _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    shifted, arg = _shifted_logits(block, theta)
     probs = np.exp(shifted, out=workspace.get("gate_probs", (n_experts, n_rows)))
     log_rest = workspace.get("gate_rest", (n_rows,))
     _kernels.normalise_columns_into(probs, arg, log_rest)
@@ -265,13 +277,7 @@ def gate_objective_block(block, theta):
     """
     workspace = block.workspace
     n_experts, n_rows = theta.shape[0], block.ZT.shape[1]
-    shifted = workspace.get("gate_shifted", (n_experts, n_rows))
-    np.matmul(theta, block.ZT, out=shifted)
-    if block.inactive is not None:
-        np.copyto(shifted, -np.inf, where=block.inactive)
-    col_max = workspace.get("gate_max", (n_rows,))
-    arg = workspace.get("gate_arg", (n_rows,), np.int64)
-    _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    shifted, arg = _shifted_logits(block, theta)
     exps = np.exp(shifted, out=workspace.get("gate_probs", (n_experts, n_rows)))
     log_rest = workspace.get("gate_rest", (n_rows,))
     _kernels.column_rest_into(exps, arg, log_rest)
