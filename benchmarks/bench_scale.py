@@ -164,7 +164,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--iters", type=int, default=5,
                         help="EM iterations timed (the first ones after the start, where "
-                             "every n still takes both of the gate's Newton steps)")
+                             "every n still takes the gate's Newton step)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", default=None)
     args = parser.parse_args(argv)

@@ -245,7 +245,8 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
     n_pairs = n_cols * (n_cols + 1) // 2
     # A power of two from 1024 rows (the slices depend on the data's shape only), and no
     # longer than the rows.
-    slice_rows = min(1 << max(10, (_PRODUCT_BYTES // (8 * n_pairs)).bit_length() - 1), n_rows)
+    slice_rows = max(1, min(1 << max(10, (_PRODUCT_BYTES // (8 * n_pairs)).bit_length() - 1),
+                            n_rows))
     heights = [w.shape[0] for w in weights]
     stack = n_pairs >= _STACK_MIN_PAIRS
     if stack:

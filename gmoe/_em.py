@@ -21,8 +21,8 @@ __all__ = ["EMRunMixin"]
 
 # An expert whose share of the total weight falls below this is numerically empty.
 _EMPTY_SHARE = 1e-8
-# SQUAREM cycles run only while plain EM's rises of L shrink by less than this factor a
-# step (slow convergence: linear with a rate near 1, or sublinear).
+# SQUAREM cycles run only while each rise of L under plain EM is at least this fraction of
+# the one before (slow convergence: linear with a rate near 1, or sublinear).
 SQUAREM_MIN_RATE = 0.3
 
 _THREADPOOLS = None
@@ -125,8 +125,8 @@ class EMRunMixin:
         rate, previous_rise = None, None
         while n_iter < max_iter:
             # A SQUAREM cycle spends a fourth E-step on three EM steps; it pays only where
-            # EM is slow. Plain steps until a rate is measured, and while L's rises shrink
-            # fast.
+            # EM is slow. Plain steps until a rate is measured, and while each rise of L is
+            # below SQUAREM_MIN_RATE times the one before.
             plain = (squarem is None or max_iter - n_iter < 3 or rate is None
                      or rate < SQUAREM_MIN_RATE)
             step = em_step(params, state)
@@ -193,7 +193,7 @@ class EMRunMixin:
                 params = _Params.from_measure(move)
                 state, log_lik = passes.e_step(params)
                 n_iter += 1
-                previous_rise = None  # a new path: its rate is measured afresh
+                rate = previous_rise = None  # a new path: its rate is measured afresh
                 trace.append(log_lik / total_weight)
                 if self.verbose > 1:
                     print(f"  Newton or curvature move: mean log-likelihood {trace[-1]:.10g}")

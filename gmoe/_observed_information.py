@@ -29,7 +29,7 @@ Gaussian linear experts, block by block of a row source (on the fit's threads): 
 every block of the Hessian is a weighted sum of ``z z^T`` (``z = (x, 1)``), so one compiled
 pass writes the per-row weights and one BLAS product sums them, instead of the ``n k``
 rows of ``p`` derivatives above (``p^2`` work per row). The estimator's stopping rule
-checks every fit with it.
+checks the fits of those gates with it.
 """
 
 import numpy as np
@@ -210,7 +210,7 @@ def _linear_gate_e_step(block, theta, expert_theta, expert_var):
     log_gate, gate = linear_log_gate_columns(block.ZT, theta, workspace=workspace)
     resp, row_log_lik = e_step_columns(block.ZT, block.y, log_gate, expert_theta[:, :-1],
                                        expert_theta[:, -1], expert_var, workspace)
-    return gate, resp, float(np.dot(block.w, row_log_lik))
+    return gate, resp, float(_kernels.lane_dot(block.w, row_log_lik))
 
 
 def _linear_gate_log_likelihood_block(block, theta, expert_theta, expert_var):
@@ -255,7 +255,7 @@ def _linear_gate_block(block, theta, expert_theta, expert_var, free):
     """Log-likelihood and the Gram matrices of the information's weights on one block.
 
     The weights (one row per pair of parameter groups) are written a slice of the block
-    at a time, so that they take about :data:`_WEIGHT_BYTES` whatever the model's size.
+    at a time, so that they take about :data:`_WEIGHT_BYTES` (at least 256 rows' worth).
     """
     workspace, ZT = block.workspace, block.ZT
     k, n_rows = theta.shape[0], ZT.shape[1]

@@ -169,7 +169,7 @@ class BlockPasses:
         self.blocks.close()
 
     def rows(self):
-        """The row source for the stopping rule (it sums chunk by chunk)."""
+        """The row source for the stopping rule (it sums block by block, or chunk by chunk)."""
         return self.blocks, None, None
 
     def standardised(self):

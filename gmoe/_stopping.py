@@ -173,8 +173,10 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     X : ndarray of shape (n_samples, n_features), or a row source
         A row source (``gmoe._blocks.RowBlocks``) has ``row_chunks()``, yielding the
         design, targets and weights a block of rows at a time; ``y`` and
-        ``sample_weight`` are then None, and the sums run chunk by chunk (bounded memory).
-        The held-selection derivatives of a sparse top-K gate need arrays.
+        ``sample_weight`` are then None, and the sums run block by block for the softmax
+        and temperature gates (:func:`gmoe._observed_information.compute_linear_gate_derivatives`),
+        chunk by chunk for the others (bounded memory either way). The held-selection
+        derivatives of a sparse top-K gate need arrays.
     y, sample_weight : ndarray of shape (n_samples,) or None
     learn_temperature : bool, default=False
         Whether an activation gate's ``log tau`` is a parameter.

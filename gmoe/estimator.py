@@ -115,9 +115,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         Print the log-likelihood every iteration when > 1, per start when 1.
     acceleration : {'squarem', None}, default='squarem'
         Accelerate EM by SQUAREM (Varadhan & Roland 2008, step length S3) with its global
-        safeguard, so that the log-likelihood never decreases, while EM is slow (the rises
-        of the log-likelihood shrinking by less than a factor 0.3 a step); None runs plain
-        EM.
+        safeguard, so that the log-likelihood never decreases, while EM is slow (each rise
+        of the log-likelihood at least 0.3 times the one before); None runs plain EM.
     n_threads : int or None, default=None
         Threads of the passes over the rows: None is every usable core, capped by the
         BLAS and OpenMP thread limits (``threadpoolctl``, ``OMP_NUM_THREADS``); ``-1`` is

@@ -269,9 +269,9 @@ def test_topk_with_k_equal_to_n_experts_is_softmax():
     topk = gmoe.GaussianMoERegressor(2, gating="topk", top_k=2, n_init=2, tol=1e-9,
                                      random_state=1).fit(X, y)
     soft = gmoe.GaussianMoERegressor(2, n_init=2, tol=1e-9, random_state=1).fit(X, y)
-    # The maximum is flat along the steep gate (slope ~27), where they differ by ~1e-8
-    # relative.
     assert topk.lower_bound_ == pytest.approx(soft.lower_bound_, rel=1e-12)
+    # The maximum is flat along the steep gate (slope ~27), where the parameters differ by
+    # ~1e-8 relative.
     assert_allclose(topk.mixing_measure_.to_vector(), soft.mixing_measure_.to_vector(),
                     rtol=1e-6, atol=1e-6)
 

@@ -526,13 +526,14 @@ def test_derivatives_add_up_over_blocks_of_rows():
 
 @pytest.mark.parametrize(("gating", "options"), [("softmax", {}),
                                                  ("temperature", {"temperature": 0.7})])
-@pytest.mark.parametrize(("k", "d"), [(1, 1), (2, 1), (3, 2), (4, 3)])
+@pytest.mark.parametrize(("k", "d"), [(1, 1), (2, 1), (3, 2), (4, 3), (3, 5)])
 def test_linear_gate_derivatives_match_the_general_ones(gating, options, k, d,
                                                          global_random_seed):
     # The block-by-block pass of the softmax and temperature gates (weights whose Gram
     # matrices are the Hessian's blocks) against the general assembly from the families
     # (rows of p derivatives): two derivations of the same three numbers. Zero weights,
-    # several blocks and a short last slice included.
+    # several blocks and a short last slice included; d = 5 takes the Gram products'
+    # stacked branch.
     from gmoe._blocks import RowBlocks
     from gmoe._observed_information import (
         compute_linear_gate_derivatives,

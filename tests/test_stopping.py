@@ -143,6 +143,35 @@ def test_symmetric_saddle_is_not_converged_and_is_left():
     assert est.convergence_gap_ <= est.tol
 
 
+@pytest.mark.parametrize("point", ["saddle", "near_maximum"])
+def test_decrement_on_blocks_is_the_decrement_on_arrays(point):
+    # The estimator hands the rule its rows as blocks (softmax and temperature gates: the
+    # derivatives and the searches' L block by block); the arrays take the general path.
+    from gmoe._blocks import RowBlocks
+
+    X, y = _data(TRUTH, 400, 3)
+    w = np.ones(400)
+    measure = (_symmetric_saddle(X, y) if point == "saddle" else
+               TRUTH.replace(expert_intercept=[15.05, -5.03], gate_intercept=[-7.9, 0.0]))
+    on_arrays = compute_newton_decrement(measure, X, y, w)
+    with RowBlocks(X, y.copy(), w, 2, 2) as rows:
+        on_blocks = compute_newton_decrement(measure, rows, None, None)
+    # Two summation orders of the same derivatives and log-likelihoods.
+    assert on_blocks.gap == pytest.approx(on_arrays.gap, rel=1e-8, abs=1e-12)
+    assert on_blocks.min_curvature == pytest.approx(on_arrays.min_curvature, rel=1e-6,
+                                                    abs=1e-12)
+    assert on_blocks.curvature_gain == pytest.approx(on_arrays.curvature_gain, rel=1e-8,
+                                                     abs=1e-10)
+    assert on_blocks.move_gain == pytest.approx(on_arrays.move_gain, rel=1e-8, abs=1e-10)
+    assert (on_blocks.move is None) == (on_arrays.move is None)
+    if on_blocks.move is not None:
+        # Entries that are 0 up to rounding (a gate coefficient at the saddle) differ by
+        # rounding: absolute tolerance relative to the vector's size.
+        vector = on_arrays.move.to_vector()
+        assert_allclose(on_blocks.move.to_vector(), vector, rtol=1e-8,
+                        atol=1e-12 * np.max(np.abs(vector)))
+
+
 def test_search_does_not_count_rounding_as_curvature():
     # At a regular maximum every eigenvalue is positive: no search, no curvature gain.
     X, y = _data(TRUTH, 400, 3)

@@ -12,7 +12,8 @@ is concave in the free rows of ``theta`` (the reference row is pinned to 0): New
 the exact Hessian, step halving and a warm start never decreases it. One pass over the
 rows gives ``Q``, its gradient and its information: :func:`gate_pass` on complete
 expert-major arrays, :func:`gate_statistics` block by block (:func:`gate_block`, summed by
-a block source of :mod:`gmoe._blocks` in a fixed block order).
+a block source of :mod:`gmoe._blocks` in a fixed block order); :func:`gate_objective` gives
+``Q`` alone, what the last Newton step's acceptance needs.
 """
 
 import numpy as np
@@ -383,7 +384,8 @@ def maximise_softmax_gate(theta, blocks, free, *, max_iter=20, tol=1e-10, statis
 
     Each Newton step costs one pass over the rows (:func:`gate_statistics`): the
     candidate's ``Q`` decides acceptance, and the same pass gives the gradient and
-    information of the next step.
+    information of the next step; the last step's pass computes ``Q`` alone
+    (:func:`gate_objective`).
 
     Parameters
     ----------
