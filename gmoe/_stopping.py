@@ -22,7 +22,13 @@ Where ``I`` has negative eigenvalues ``L`` curves upward (a saddle, or the plate
 over-specified fits cross) and the quadratic model predicts nothing. There ``L`` itself is
 searched along each such eigenvector (at most three), both ways, with steps of 1/2, 2, 8,
 ... correlation units while it rises; the best gain found is the *curvature gain*. A run has
-converged when the decrement and the curvature gain are both at most ``tol``.
+converged when the decrement and the curvature gain are both at most ``tol``, and the last
+step raised ``L`` by at most ``tol`` or was a Newton move that the quadratic model
+predicted (its rise within 10 % of the prediction, on an information with no direction
+flatter than 1e-6): an EM step that gains more than ``tol`` is itself a lower bound on the
+gap, and along the flat directions of an over-specified fit (a gate sharpening without
+bound towards a supremum of ``L``) the model can predict ``1e-4`` where EM still gains
+``1e-3`` a step, for a hundred steps.
 
 A check that fails has the derivatives in hand, so it also proposes a move: the
 (clipped) Newton step, halved until ``L`` rises, and the best point of the curvature
@@ -82,6 +88,12 @@ _MAX_CHECK_INTERVAL = 16
 FILTER_RTOL = 1e-6
 # Top-K (K < k): L must have risen by at most tol over this many iterations.
 TOPK_WINDOW = 5
+# A Newton move whose rise of L is within this fraction of the quadratic model's
+# prediction, on an information whose smallest eigenvalue (correlation form) is at least
+# MODEL_MIN_CURVATURE, shows the model holding where it lands: its decrement is trusted
+# there without an EM step to confirm it.
+MODEL_AGREEMENT = 0.1
+MODEL_MIN_CURVATURE = 1e-6
 # Bytes of one (rows, n_experts, n_params) array of the derivatives, per chunk of a row
 # source (the derivatives hold a few such arrays at once), and the fewest rows of a chunk.
 _CHUNK_BYTES = 1 << 19
@@ -105,6 +117,9 @@ class Decrement:
         The best point proposed (Newton step or curvature search) when it raises ``L``.
     move_gain : float
         Its rise of ``L`` (0 without a move).
+    move_predicted : float or None
+        The quadratic model's rise for the move when it is the (halved) Newton step, else
+        None.
     smooth_gap : float
         The decrement of the parameters in which ``L`` is smooth: the experts' for a top-K
         gate with ``top_k < n_experts``, else ``gap``.
@@ -120,8 +135,23 @@ class Decrement:
         self.curvature_gain = float(curvature_gain)
         self.move = move
         self.move_gain = float(move_gain)
+        self.move_predicted = None
         self.smooth_gap = self.gap if smooth_gap is None else float(smooth_gap)
         self.kink = False
+
+    @property
+    def model_holds(self):
+        """Whether the quadratic model can be trusted where the move lands.
+
+        The move is a Newton step whose rise of ``L`` the model predicted within
+        :data:`MODEL_AGREEMENT` (the trust-region ratio near 1), and the information has
+        no direction flatter than :data:`MODEL_MIN_CURVATURE` (correlation form): along
+        such a direction the step tests nothing, and ``L`` can keep rising far beyond
+        the model's reach (an over-specified fit's gate sharpening without bound).
+        """
+        return (self.move is not None and self.move_predicted is not None
+                and self.move_predicted > 0 and self.min_curvature >= MODEL_MIN_CURVATURE
+                and abs(self.move_gain / self.move_predicted - 1.0) <= MODEL_AGREEMENT)
 
     @property
     def predicted_gain(self):
@@ -257,9 +287,11 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         return result
     full_step = np.zeros(param.size)
     full_step[keep] = step
-    newton_gain, newton_point = _backtrack(gain_at, vec, full_step)
+    newton_gain, newton_point, fraction = _backtrack(gain_at, vec, full_step)
     if newton_gain > result.move_gain:
         result.move, result.move_gain = newton_point, newton_gain
+        # The quadratic model's gain along the step: gap (2 t - t^2) at fraction t.
+        result.move_predicted = gap * fraction * (2.0 - fraction)
     result.kink = sparse and newton_gain == 0.0
     return result
 
@@ -288,14 +320,17 @@ def _summed_derivatives(param, vec, chunks):
 
 
 def _backtrack(gain_at, vec, step):
-    """The first of the steps ``step, step / 2, ...`` that raises ``L`` (gain, measure)."""
+    """The first of the steps ``step, step / 2, ...`` that raises ``L``.
+
+    Returns ``(gain, measure, fraction)``; ``(0.0, None, 0.0)`` when none does.
+    """
     fraction = 1.0
     for _ in range(_MAX_HALVINGS):
         gain, point = gain_at(vec + fraction * step)
         if gain > 0:
-            return gain, point
+            return gain, point, fraction
         fraction *= 0.5
-    return 0.0, None
+    return 0.0, None, 0.0
 
 
 def _vector(param, measure):
@@ -420,20 +455,31 @@ class StoppingRule:
         self._next_check = 0
         self._evaluated_at = -1
         self._move = None
-        # L at the last check that met the rule before L settled (top-K), else None.
+        # L at the last check that met the rule before L settled, else None.
         self._met_at = None
+        # Whether the latest iterate is a Newton move whose rise the model predicted.
+        self._moved_where_model_holds = False
 
     def update(self, log_lik, params):
         """Record the total log-likelihood of a new iterate; True when converged."""
         history = self._history
         history.append(float(log_lik))
         n = len(history) - 1  # iterations so far (the first entry is the start)
+        # Whether this iterate is a Newton move whose rise the model predicted.
+        moved_where_model_holds, self._moved_where_model_holds = (
+            self._moved_where_model_holds, False)
         threshold = max(self.tol, self.filter_rtol * abs(history[-1]))
         if not self.enabled or n < 1 or history[-1] - history[-2] > threshold \
                 or n < self._next_check:
             return False
-        settled = not self.window or (n >= self.window and history[-1]
-                                      - history[-1 - self.window] <= self.tol)
+        if self.window:
+            settled = n >= self.window and history[-1] - history[-1 - self.window] <= self.tol
+        else:
+            # The last step raised L by at most tol, or was a Newton move the quadratic
+            # model predicted: where EM still gains more than tol a step while the model
+            # predicts less (a crawl along an over-specified fit's flat directions), the
+            # model is wrong about the gap, and EM's own rises decide.
+            settled = history[-1] - history[-2] <= self.tol or moved_where_model_holds
         if not settled and self._met_at is not None and history[-1] - self._met_at <= self.tol:
             # A check since which L has risen by at most tol met the rule; only L's
             # settling is missing. (Once L rises by more, that check is out of date.)
@@ -464,7 +510,10 @@ class StoppingRule:
         """
         move, self._move = self._move, None
         # Only a move proposed at the latest iterate: an older one is stale.
-        return move if self._evaluated_at == len(self._history) else None
+        if self._evaluated_at != len(self._history):
+            return None
+        self._moved_where_model_holds = move is not None and self.decrement.model_holds
+        return move
 
     def final(self, params):
         """The decrement at the run's last iterate (computed if not already)."""

@@ -168,7 +168,9 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
     gets a large predicted gain instead of an infinite one. Along a direction of negative
     curvature (a saddle, or the plateaus of over-specified fits) the quadratic model
     predicts nothing: ``L`` itself is searched along it, and the run has converged only
-    when that search gains at most ``tol`` too. A variance at its floor is a bound and is
+    when that search gains at most ``tol`` too, and the last step raised ``L`` by at most
+    ``tol`` (or was a Newton move the quadratic model predicted, where the information has
+    no near-flat direction). A variance at its floor is a bound and is
     left out. The check costs a few EM steps, so it runs only once an EM step has raised
     ``L`` by at most ``max(tol, 1e-6 |L|)`` (a relative-change filter), and then again
     after 1, 2, 4, ..., at most 16 iterations. A

@@ -281,6 +281,51 @@ def test_rule_stops_when_the_decrement_is_below_tol_and_concave():
     assert flat.update(1e-5, 1)
 
 
+def test_rule_stops_only_once_a_step_raises_l_by_at_most_tol():
+    # The decrement meets the rule, but EM has just gained more than tol: where EM keeps
+    # gaining more than the quadratic model predicts (a crawl along flat directions), the
+    # model is wrong about the gap. Stop once a step raises L by at most tol. (L ~ -1e4:
+    # the filter lets checks through after rises up to 1e-6 |L| = 1e-2.)
+    checks = []
+
+    def evaluate(params):
+        checks.append(params)
+        return Decrement(5e-5, 1e-3)
+
+    base = -1e4
+    rule = StoppingRule(1e-4, evaluate)
+    assert not rule.update(base, 0)
+    assert not rule.update(base + 5e-3, 1)   # met, not settled: EM gained 5e-3
+    assert not rule.update(base + 1e-2, 2)   # L rose past that check: checked again
+    assert rule.update(base + 1e-2 + 5e-5, 3)  # a step that gains at most tol: converged
+    assert checks == [1, 2, 3]
+
+
+def _newton_move_decrement(gain, predicted, min_curvature):
+    decrement = Decrement(2e-3, min_curvature, move="move", move_gain=gain)
+    decrement.move_predicted = predicted
+    return decrement
+
+
+@pytest.mark.parametrize(("gain", "min_curvature", "stops_at_once"),
+                         [(1.0e-3, 0.2, True),     # the model predicted the move: trusted
+                          (2.0e-3, 0.2, False),    # it gained twice the prediction
+                          (1.0e-3, 1e-12, False)])  # a flat direction the move cannot test
+def test_rule_trusts_the_decrement_after_a_newton_move_the_model_predicted(
+        gain, min_curvature, stops_at_once):
+    results = iter([_newton_move_decrement(gain, 1e-3, min_curvature),
+                    Decrement(1e-6, min_curvature), Decrement(1e-6, min_curvature)])
+    base = -1e4
+    rule = StoppingRule(1e-4, lambda params: next(results))
+    rule.update(base, 0)
+    assert not rule.update(base + 5e-3, 1)   # fails; offers the Newton move
+    assert rule.take_move() == "move"
+    # The move's own rise (more than tol) is the last step; the decrement meets the rule.
+    assert rule.update(base + 5e-3 + gain, 2) == stops_at_once
+    if not stops_at_once:
+        assert rule.update(base + 5e-3 + gain + 5e-5, 3)  # an EM step gaining <= tol
+
+
 def test_top_k_rule_also_waits_for_the_log_likelihood_to_settle():
     evaluate = _Recorder([])
     rule = StoppingRule(1e-3, evaluate, window=TOPK_WINDOW)
@@ -403,6 +448,29 @@ def test_over_specified_fit_reaches_the_maximum_at_large_n(n_experts):
     d_default = gmoe.metrics.voronoi_loss(default, TRUTH, kind="over")
     d_tight = gmoe.metrics.voronoi_loss(tight, TRUTH, kind="over")
     assert d_default == pytest.approx(d_tight, rel=0.05)
+
+
+@pytest.mark.slow
+def test_over_specified_fit_stops_where_em_no_longer_gains():
+    # benchmarks/bench_convergence.py's k = 4, n = 1e5, replication 1: two extra experts'
+    # gates sharpen without bound (slopes ~1e5 and growing) while L creeps towards a
+    # supremum; the Newton decrement there fell below tol while each EM step still gained
+    # ~1e-3, and the fit stopped 0.12 below the tight one. With the rule that a step must
+    # also gain at most tol, it stops within 0.01 of it.
+    rng = np.random.default_rng(np.random.SeedSequence(20230502, spawn_key=(4, 100_000, 1)))
+    X = gmoe.make_design(100_000, "grid")
+    y = gmoe.sample_moe(TRUTH, X, random_state=rng)
+    start = make_near_truth_start(TRUTH, 4, 100_000, rng)
+    fits = []
+    for tol in (1e-4, 1e-7):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", gmoe.DegenerateExpertWarning)
+            est = gmoe.GaussianMoERegressor(4, init_params=start, tol=tol, max_iter=2000,
+                                            reg_var=1e-6)
+            fits.append(est.fit(X, y))
+    default, tight = fits
+    assert default.converged_
+    assert 100_000 * (tight.lower_bound_ - default.lower_bound_) < 0.01
 
 
 def test_moves_keep_em_monotone(monkeypatch):
