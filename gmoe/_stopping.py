@@ -425,9 +425,11 @@ class StoppingRule:
         ``evaluate(params) -> Decrement`` at the current iterate.
     window : int, default=0
         When > 0 (top-K with ``top_k < n_experts``), ``L`` must also have risen by at
-        most ``tol`` over the last ``window`` iterations to stop. The checks and their
-        moves do not wait for it, except after a check that met the rule: the next one
-        waits until ``L`` has settled or has risen by more than ``tol`` since.
+        most ``tol`` over the last ``window`` iterations to stop. When 0, the last step
+        must have raised ``L`` by at most ``tol``, or have been a Newton move the model
+        predicted (:attr:`Decrement.model_holds`). The checks and their moves do not wait
+        for either, except after a check that met the rule: the next one waits until
+        ``L`` has settled or has risen by more than ``tol`` since.
     enabled : bool, default=True
         When False the rule only records: it never checks, never stops, never moves.
     filter_rtol : float, default=1e-6
