@@ -243,6 +243,8 @@ def test_a_store_in_use_is_refused_and_a_killed_run_is_marked_interrupted(tmp_pa
     [record] = read_runs(db)
     assert record["status"] == "running" and record["finished_at"] is None
     assert record["tasks_stored"] == killed_rows  # counted as the rows were stored
+    # ... and timed: the run's wall time to its last stored row.
+    assert 0 < record["wall_seconds"] < time.time() - record["started_at"]
     # The process is gone: the next writer takes the lock and marks its record.
     with ResultStore(db, load_experiment(spec)) as reopened:
         assert reopened.interrupted_runs == 1

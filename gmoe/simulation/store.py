@@ -416,7 +416,9 @@ class ResultStore:
         """Store one task's row and commit; a row already there is kept (returns False).
 
         During a run (:meth:`begin_run`) the run's ``tasks_stored`` is counted in the same
-        transaction, so the record of a killed run still says how many rows it stored.
+        transaction, and its ``wall_seconds`` set to the time since it began, so that the
+        record of a killed run still says how many rows it stored and how long it ran to
+        its last one (:meth:`end_run` sets the final values).
 
         Parameters
         ----------
@@ -435,8 +437,9 @@ class ResultStore:
                                [_sql_value(row.get(c)) for c in self.columns])
             new = cur.rowcount == 1
             if new and self._run_id is not None:
-                conn.execute("UPDATE runs SET tasks_stored = tasks_stored + 1 WHERE id = ?",
-                             (self._run_id,))
+                conn.execute("UPDATE runs SET tasks_stored = tasks_stored + 1, "
+                             "wall_seconds = ? - started_at WHERE id = ?",
+                             (time.time(), self._run_id))
         return new
 
     def rows(self):
