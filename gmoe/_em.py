@@ -186,8 +186,10 @@ class EMRunMixin:
             if rule.update(log_lik, params):
                 converged = True
                 break
-            move = rule.take_move()
-            if move is not None and n_iter < max_iter:
+            # Asked for only when it can be taken: the rule then knows its next iterate is
+            # the move.
+            move = rule.take_move() if n_iter < max_iter else None
+            if move is not None:
                 # The failed check's Newton step or curvature search raised L: continue
                 # from there (one step), past the stretches where EM crawls.
                 params = _Params.from_measure(move)

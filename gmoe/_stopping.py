@@ -23,7 +23,8 @@ over-specified fits cross) and the quadratic model predicts nothing. There ``L``
 searched along each such eigenvector (at most three), both ways, with steps of 1/2, 2, 8,
 ... correlation units while it rises; the best gain found is the *curvature gain*. A run has
 converged when the decrement and the curvature gain are both at most ``tol``, and the last
-step raised ``L`` by at most ``tol`` or was a Newton move that the quadratic model
+step (an EM step or a SQUAREM cycle) raised ``L`` by at most ``tol`` or was a Newton move
+that the quadratic model
 predicted (its rise within 10 % of the prediction, on an information with no direction
 flatter than 1e-6): an EM step that gains more than ``tol`` is itself a lower bound on the
 gap, and along the flat directions of an over-specified fit (a gate sharpening without
@@ -482,9 +483,12 @@ class StoppingRule:
             # predicts less (a crawl along an over-specified fit's flat directions), the
             # model is wrong about the gap, and EM's own rises decide.
             settled = history[-1] - history[-2] <= self.tol or moved_where_model_holds
-        if not settled and self._met_at is not None and history[-1] - self._met_at <= self.tol:
-            # A check since which L has risen by at most tol met the rule; only L's
-            # settling is missing. (Once L rises by more, that check is out of date.)
+        if not settled and self._met_at is not None and (
+                not self.window or history[-1] - self._met_at <= self.tol):
+            # A check met the rule; only L's settling is missing. Smooth gates wait for a
+            # step that gains at most tol (checks meanwhile would meet the rule again and
+            # could not stop the run); top-K checks again once L has risen by more than
+            # tol since (that check is then out of date: its moves can follow each other).
             return False
         self.decrement = self.evaluate(params)
         self.n_checks += 1

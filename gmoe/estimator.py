@@ -168,9 +168,11 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
     gets a large predicted gain instead of an infinite one. Along a direction of negative
     curvature (a saddle, or the plateaus of over-specified fits) the quadratic model
     predicts nothing: ``L`` itself is searched along it, and the run has converged only
-    when that search gains at most ``tol`` too, and the last step raised ``L`` by at most
-    ``tol`` (or was a Newton move the quadratic model predicted, where the information has
-    no near-flat direction). A variance at its floor is a bound and is
+    when that search gains at most ``tol`` too. The last step (an EM step or a SQUAREM
+    cycle) must also have raised ``L`` by at most ``tol``, unless it was a Newton move the
+    quadratic model predicted where the information has no near-flat direction (after a
+    check met the rule otherwise, EM goes on unchecked until a step gains at most
+    ``tol``). A variance at its floor is a bound and is
     left out. The check costs a few EM steps, so it runs only once an EM step has raised
     ``L`` by at most ``max(tol, 1e-6 |L|)`` (a relative-change filter), and then again
     after 1, 2, 4, ..., at most 16 iterations. A
@@ -516,7 +518,11 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                 "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
                 DegenerateExpertWarning, stacklevel=2)
         if not converged:
-            if decrement.curvature_gain <= self.tol:
+            if decrement.converged(self.tol):
+                why = ("the log-likelihood still rose by more than tol in the last step while "
+                       "the quadratic model predicted less (a crawl along the flat "
+                       "directions of an over-specified fit)")
+            elif decrement.curvature_gain <= self.tol:
                 why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
                        f"{self.tol:g}")
             else:

@@ -363,12 +363,13 @@ def _grid(s):
 def grid_time(rows, info, *, complete=True):
     """A grid's run time in seconds, and the workers it was divided by (None: measured).
 
-    The runs' wall time when the grid is ``complete`` and every run recorded it; else (a
-    run stopped by a kill records none, and a partial grid's runs did other work) the
-    tasks' summed time over the runs' workers.
+    The runs' wall time when the grid is ``complete`` and every run finished; else (a run
+    stopped by a kill records its time only to its last stored row, the work in flight
+    lost, and a partial grid's runs did other work) the tasks' summed time over the runs'
+    workers.
     """
     runs = info.get("runs", [])
-    if complete and info.get("wall_seconds") and all(r.get("wall_seconds") is not None
+    if complete and info.get("wall_seconds") and all(r.get("status") == "finished"
                                                       for r in runs):
         return float(info["wall_seconds"]), None
     workers = max([r.get("n_jobs") or 1 for r in runs] or [1])

@@ -296,9 +296,24 @@ def test_rule_stops_only_once_a_step_raises_l_by_at_most_tol():
     rule = StoppingRule(1e-4, evaluate)
     assert not rule.update(base, 0)
     assert not rule.update(base + 5e-3, 1)   # met, not settled: EM gained 5e-3
-    assert not rule.update(base + 1e-2, 2)   # L rose past that check: checked again
+    assert not rule.update(base + 1e-2, 2)   # still gaining: no check (it could not stop)
     assert rule.update(base + 1e-2 + 5e-5, 3)  # a step that gains at most tol: converged
-    assert checks == [1, 2, 3]
+    assert checks == [1, 3]
+
+
+def test_newton_move_is_trusted_where_the_model_predicted_it():
+    # Near a maximum the halved Newton step gains what the quadratic model predicts; the
+    # move of a curvature search has no prediction, so a saddle's move is never trusted.
+    X, y = _data(TRUTH, 400, 3)
+    w = np.ones(400)
+    near = TRUTH.replace(expert_intercept=[15.05, -5.03], gate_intercept=[-7.9, 0.0])
+    decrement = compute_newton_decrement(near, X, y, w)
+    assert decrement.move is not None and decrement.move_predicted is not None
+    assert decrement.move_gain == pytest.approx(decrement.move_predicted, rel=0.1)
+    assert decrement.model_holds
+    saddle = compute_newton_decrement(_symmetric_saddle(X, y), X, y, w)
+    assert saddle.move is not None and saddle.move_predicted is None
+    assert not saddle.model_holds
 
 
 def _newton_move_decrement(gain, predicted, min_curvature):
@@ -469,7 +484,7 @@ def test_over_specified_fit_stops_where_em_no_longer_gains():
                                             reg_var=1e-6)
             fits.append(est.fit(X, y))
     default, tight = fits
-    assert default.converged_
+    assert default.converged_ and tight.converged_
     assert 100_000 * (tight.lower_bound_ - default.lower_bound_) < 0.01
 
 
