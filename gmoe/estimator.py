@@ -519,9 +519,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                 DegenerateExpertWarning, stacklevel=2)
         if not converged:
             if decrement.converged(self.tol):
-                why = ("the log-likelihood still rose by more than tol in the last step while "
-                       "the quadratic model predicted less (a crawl along the flat "
-                       "directions of an over-specified fit)")
+                why = ("the last step still raised the log-likelihood by more than tol (a "
+                       "crawl, as along an over-specified fit's flat directions)")
             elif decrement.curvature_gain <= self.tol:
                 why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
                        f"{self.tol:g}")
