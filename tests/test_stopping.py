@@ -9,6 +9,7 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 
 import gmoe
+import gmoe._em
 from gmoe._stopping import (
     TOPK_WINDOW,
     Decrement,
@@ -314,6 +315,20 @@ def test_newton_move_is_trusted_where_the_model_predicted_it():
     saddle = compute_newton_decrement(_symmetric_saddle(X, y), X, y, w)
     assert saddle.move is not None and saddle.move_predicted is None
     assert not saddle.model_holds
+
+
+def test_max_iter_warning_says_em_was_still_crawling(monkeypatch):
+    # The decrement meets the rule at every check, but every step still gains more than
+    # tol: the run ends at max_iter, not converged, and the warning says why.
+    monkeypatch.setattr(gmoe._em, "compute_newton_decrement",
+                        lambda *args, **kwargs: Decrement(1e-9, 1.0))
+    X, y = _data(TRUTH, 300, 0)
+    start = TRUTH.replace(expert_intercept=[14.0, -4.0], gate_intercept=[-6.0, 0.0])
+    est = gmoe.GaussianMoERegressor(2, init_params=start, max_iter=3, tol=1e-9)
+    with pytest.warns(ConvergenceWarning, match="still raised the log-likelihood by more "
+                                                "than tol"):
+        est.fit(X, y)
+    assert not est.converged_
 
 
 def _newton_move_decrement(gain, predicted, min_curvature):
