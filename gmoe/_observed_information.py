@@ -305,7 +305,8 @@ def compute_linear_gate_derivatives(param, measure, rows):
     log_lik, grams = rows.reduce(_linear_gate_block, *arrays, free)
     full = unpack_upper(grams, arrays[1].shape[1])
     n_groups = len(groups)
-    scalar = [len(g) == 1 for g in groups]
+    # The variances' groups (the last k) multiply 1 in the score, the others z.
+    scalar = [a >= n_groups - measure.n_experts for a in range(n_groups)]
     hess = np.empty((param.size, param.size))
     score = np.empty(param.size)
     row = 0
