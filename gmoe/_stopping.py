@@ -227,6 +227,7 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     if sparse:
         param, log_lik, score, hessian = _held_selection_derivatives(measure, X, y,
                                                                      sample_weight)
+        on_linear_blocks = False
 
         def rebuild(softmax):
             return softmax.replace(gating=measure.family)
@@ -237,6 +238,7 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         if hasattr(X, "row_chunks"):
             # Softmax and temperature gates: one compiled pass per block, on its threads.
             derivatives = compute_linear_gate_derivatives(param, measure, X)
+        on_linear_blocks = derivatives is not None
         if derivatives is None:
             chunks = _row_chunks(X, y, sample_weight, measure.n_experts * param.size)
             derivatives = _summed_derivatives(param, param.to_vector(measure), chunks)
@@ -270,11 +272,10 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
             return -np.inf, None
         if np.any(point.expert_var < var_floor):
             return -np.inf, None
-        value = None
-        if hasattr(X, "row_chunks"):
-            # Softmax and temperature gates: block by block, on the fit's threads.
+        # By the pass that gave log_lik (gains are exact zeros where a search returns).
+        if on_linear_blocks:
             value = linear_gate_log_likelihood(point, X)
-        if value is None:
+        else:
             value = sum(float(np.dot(wc, conditional_log_density(point, Xc, yc)))
                         for Xc, yc, wc in value_chunks())
         return (value - log_lik if np.isfinite(value) else -np.inf), point
