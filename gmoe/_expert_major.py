@@ -101,18 +101,50 @@ def _softmax_columns_into(values, probs, workspace):
     n_samples = values.shape[1]
     col_max = workspace.get("log_norm", (n_samples,))
     arg = workspace.get("arg_max", (n_samples,), np.int64)
-    if _kernels.shift_by_column_max_into(values, col_max, arg):
-        # numpy's exp is several times slower on -inf (inactive experts): exp(0), then 0.
-        exps = probs if probs is not values else workspace.get("exps", values.shape)
-        _kernels.inactive_to_zero_into(values, exps)
-        np.exp(exps, out=exps)
-        _kernels.zero_inactive_into(values, exps, probs)
-    else:
-        np.exp(values, out=probs)
+    n_inactive = _kernels.shift_by_column_max_into(values, col_max, arg)
     rest = workspace.get("rest", (n_samples,))
-    _kernels.normalise_columns_into(probs, arg, rest)
+    exponentiate_shifted(values, arg, n_inactive, rest, probs, workspace, normalise=True)
     log_rest = np.log1p(rest, out=rest)
     return np.add(col_max, log_rest, out=col_max), log_rest
+
+
+def exponentiate_shifted(shifted, arg, n_inactive, rest, out, workspace, *, normalise):
+    """Steps 2 and 3 of a column softmax, after :func:`gmoe._kernels.shift_by_column_max_into`.
+
+    Parameters
+    ----------
+    shifted : ndarray of shape (n_experts, n_samples)
+        Each column less its maximum (``-inf`` for an inactive expert).
+    arg, n_inactive : ndarray of int64 of shape (n_samples,), int
+        The shift's row of each column's maximum, and its count of ``-inf`` entries.
+    rest : ndarray of shape (n_samples,)
+        Written: each column's sum of ``exp(shifted)`` without its maximum's entry.
+    out : ndarray of shape (n_experts, n_samples)
+        With ``normalise``, written: the softmax of each column (may be ``shifted``);
+        otherwise scratch space, its content undefined afterwards.
+    workspace : Workspace
+        Temporaries (``"exps"``).
+    normalise : bool
+    """
+    if not n_inactive and shifted.shape[0] == 2:
+        # Two experts: rest is the exp of each column's one other entry (half the exps).
+        _kernels.pair_other_into(shifted, arg, rest)
+        np.exp(rest, out=rest)
+        if normalise:
+            _kernels.normalise_pair_into(rest, arg, out)
+        return
+    exps = out if out is not shifted else workspace.get("exps", shifted.shape)
+    if n_inactive:
+        # numpy's exp is several times slower on -inf (inactive experts): exp(0), then 0.
+        _kernels.inactive_to_zero_into(shifted, exps)
+        np.exp(exps, out=exps)
+        _kernels.zero_inactive_into(shifted, exps, out if normalise else exps)
+    else:
+        np.exp(shifted, out=out if normalise else exps)
+    if normalise:
+        _kernels.normalise_columns_into(out, arg, rest)
+    else:
+        _kernels.column_rest_into(exps, arg, rest)
 
 
 def column_logsumexp(values, workspace=None):

@@ -54,9 +54,11 @@ def _with_resp(X, y, w, resp, n_threads=1):
     return rows
 
 
-def test_gate_statistics_match_the_textbook_formulas(global_random_seed):
+# Two experts take their own path through the column softmax (one exp per row).
+@pytest.mark.parametrize("n_experts", [2, 4])
+def test_gate_statistics_match_the_textbook_formulas(n_experts, global_random_seed):
     rng = np.random.default_rng(global_random_seed)
-    X, y, w, resp = _data(rng)
+    X, y, w, resp = _data(rng, k=n_experts)
     k = resp.shape[1]
     theta = rng.normal(size=(k, X.shape[1] + 1))
     theta[-1] = 0.0
@@ -85,10 +87,11 @@ def test_gate_statistics_match_the_textbook_formulas(global_random_seed):
     assert gate_objective(columns, theta) == pytest.approx(q, rel=1e-13)
 
 
-def test_gate_objective_with_experts_held_out(global_random_seed):
+@pytest.mark.parametrize("n_experts", [2, 4])
+def test_gate_objective_with_experts_held_out(n_experts, global_random_seed):
     # Top-K holds experts out of rows' softmax: their logits are -inf, their weights 0.
     rng = np.random.default_rng(global_random_seed)
-    X, y, w, resp = _data(rng)
+    X, y, w, resp = _data(rng, k=n_experts)
     k = resp.shape[1]
     inactive = rng.uniform(size=resp.shape) < 0.3
     inactive[np.arange(len(y)), rng.integers(k, size=len(y))] = False  # one stays active
@@ -130,12 +133,14 @@ def test_weighted_gram_upper_of_stacked_weights_is_each_arrays_gram(heights, n_c
     assert_allclose(single, grams[0], rtol=1e-13)
 
 
-def test_e_step_pass_matches_the_reference_and_its_statistics(global_random_seed):
+@pytest.mark.parametrize(("n_features", "n_experts"), [(1, 2), (3, 3)])
+def test_e_step_pass_matches_the_reference_and_its_statistics(n_features, n_experts,
+                                                              global_random_seed):
     rng = np.random.default_rng(global_random_seed)
-    X, y, w, _ = _data(rng)
-    k, d = 3, X.shape[1]
-    gate = GateParams(rng.normal(size=(k, d)) * [[1.0], [1.0], [0.0]],
-                      np.array([0.3, -0.2, 0.0]))
+    X, y, w, _ = _data(rng, d=n_features, k=n_experts)
+    k, d = n_experts, n_features
+    gate = GateParams(rng.normal(size=(k, d)) * (np.arange(k) < k - 1)[:, None],
+                      np.append(rng.normal(size=k - 1), 0.0))
     coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
     var = rng.uniform(0.3, 2.0, size=k)
     family = make_gating("softmax")
@@ -159,6 +164,20 @@ def test_e_step_pass_matches_the_reference_and_its_statistics(global_random_seed
     assert_allclose(grad_e, grad, rtol=1e-10, atol=1e-12 * np.abs(grad).max())
     assert_allclose(info_e, info, rtol=1e-10, atol=1e-12 * np.abs(info).max())
     assert gate_block_sums is statistics[1][0]
+
+
+@pytest.mark.parametrize("n_features", [1, 3])
+def test_block_design_is_the_conditioned_design(n_features, global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    X, y, w, resp = _data(rng, d=n_features, k=2)
+    X = 1e3 + 50.0 * X
+    rows = RowBlocks(X, y, w, 2)
+    offset, scale = X.mean(axis=0), X.std(axis=0)
+    rows.condition(offset, scale, 0.0, 1.0)
+    expected = np.column_stack([(X - offset) * (1.0 / scale), np.ones(len(y))]).T
+    for index, (start, stop) in enumerate(rows._bounds):
+        block = rows._block(index, 0)
+        assert_array_equal(block.ZT, expected[:, start:stop])  # the same two roundings
 
 
 def test_experts_m_step_is_weighted_least_squares(global_random_seed):

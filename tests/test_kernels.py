@@ -12,11 +12,16 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy.special import log_softmax
+from scipy.special import log_softmax, logsumexp
 
 import gmoe
 from gmoe import _kernels
-from gmoe._expert_major import compute_log_softmax, log_softmax_columns
+from gmoe._expert_major import (
+    Workspace,
+    compute_log_softmax,
+    exponentiate_shifted,
+    log_softmax_columns,
+)
 from gmoe.gates._linear import gate_pass
 
 # ------------------------------------------------------------------------------ inputs
@@ -214,6 +219,49 @@ def test_normalise_columns_matches_numpy(global_random_seed):
     # rest adds k - 1 terms in another order than numpy: a few ulp.
     assert_allclose(rest, expected_rest, rtol=1e-14, atol=0)
     assert_allclose(exps, expected, rtol=1e-14, atol=0)
+
+
+def test_two_expert_exponentiation_equals_the_general_one_to_the_bit(global_random_seed):
+    # Two experts exponentiate only each column's non-maximum entry; the probabilities and
+    # rest must be the general steps 2 and 3's exactly (ties, huge gaps, zeros included).
+    rng = np.random.default_rng(global_random_seed)
+    values = rng.choice([1e-3, 1.0, 1e3], size=(2, 257)) * rng.standard_normal((2, 257))
+    values[:, 0] = [3.0, 3.0]  # a tie: the first row is the maximum
+    values[:, 1] = [-800.0, 0.0]  # exp of the other underflows to 0
+    shifted = values.copy()
+    arg = np.empty(257, dtype=np.int64)
+    assert _kernels.shift_by_column_max_into(shifted, np.empty(257), arg) == 0
+    general, general_rest = np.exp(shifted), np.empty(257)
+    _kernels.normalise_columns_into(general, arg, general_rest)
+    rest, probs = np.empty(257), np.empty((2, 257))
+    _kernels.pair_other_into(shifted, arg, rest)
+    np.exp(rest, out=rest)
+    _kernels.normalise_pair_into(rest, arg, probs)
+    assert_array_equal(rest, general_rest)
+    assert_array_equal(probs, general)
+    assert_allclose(probs, np.exp(values - logsumexp(values, axis=0)), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("n_experts", [2, 3])
+@pytest.mark.parametrize("inactive", [False, True])
+def test_exponentiate_shifted_matches_numpy(n_experts, inactive, global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
+    values = 5.0 * rng.standard_normal((n_experts, 300))
+    if inactive:
+        values[rng.integers(0, n_experts, 300)[:150], np.arange(150)] = -np.inf
+    expected = np.exp(values - logsumexp(values, axis=0))
+    arg = np.empty(300, dtype=np.int64)
+    col_max = np.empty(300)
+    for normalise in (True, False):
+        shifted = values.copy()
+        n_inactive = _kernels.shift_by_column_max_into(shifted, col_max, arg)
+        rest, out = np.empty(300), np.empty_like(values)
+        exponentiate_shifted(shifted, arg, n_inactive, rest, out, Workspace(),
+                             normalise=normalise)
+        # rest sums the non-maximum entries in another order than numpy: a few ulp.
+        assert_allclose(col_max + np.log1p(rest), logsumexp(values, axis=0), rtol=1e-14)
+        if normalise:
+            assert_allclose(out, expected, rtol=1e-13, atol=1e-300)
 
 
 def test_weighted_column_sums_skip_zero_weights():

@@ -37,13 +37,23 @@ def design_block_into(X, start, offset, inverse_scale, out):
     """
     n_features = X.shape[1]
     n_rows = out.shape[1]
-    # Feature by feature: contiguous writes (strided reads) measured twice as fast.
-    for u in range(n_features):
-        row = out[u]
-        m = offset[u]
-        s = inverse_scale[u]
+    if n_features == 1:
+        # One feature: X's column is contiguous, and read as such the loop vectorises
+        # (a quarter faster than through the 2-D index, whose stride is unknown).
+        column = X.reshape(X.shape[0])
+        row = out[0]
+        m = offset[0]
+        s = inverse_scale[0]
         for i in range(n_rows):
-            row[i] = (X[start + i, u] - m) * s
+            row[i] = (column[start + i] - m) * s
+    else:
+        # Feature by feature: contiguous writes (strided reads) measured twice as fast.
+        for u in range(n_features):
+            row = out[u]
+            m = offset[u]
+            s = inverse_scale[u]
+            for i in range(n_rows):
+                row[i] = (X[start + i, u] - m) * s
     last = out[n_features]
     for i in range(n_rows):
         last[i] = 1.0

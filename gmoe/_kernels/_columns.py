@@ -39,20 +39,29 @@ def shift_by_column_max_into(values, out_max, out_arg):
         The number of ``-inf`` entries (they call for :func:`inactive_to_zero_into`).
     """
     n_rows, n_cols = values.shape
+    # Rows as 1-D views and the entries in locals: LLVM then vectorises both loops
+    # (indexing values[j, i] in place measured 1.3-1.8x slower).
+    first = values[0]
     for i in range(n_cols):
-        out_max[i] = values[0, i]
+        out_max[i] = first[i]
         out_arg[i] = 0
     for j in range(1, n_rows):
+        row = values[j]
         for i in range(n_cols):
-            larger = values[j, i] > out_max[i]
+            value = row[i]
+            current = out_max[i]
+            larger = value > current
             out_arg[i] = j if larger else out_arg[i]
-            out_max[i] = values[j, i] if larger else out_max[i]
+            out_max[i] = value if larger else current
     n_inactive = 0
     for j in range(n_rows):
+        row = values[j]
         for i in range(n_cols):
-            n_inactive += 1 if values[j, i] == -np.inf else 0
+            value = row[i]
+            current = out_max[i]
+            n_inactive += value == -np.inf
             # An all -inf column stays -inf (subtracting -inf would give NaN).
-            values[j, i] -= 0.0 if out_max[i] == -np.inf else out_max[i]
+            row[i] = value - (0.0 if current == -np.inf else current)
     return n_inactive
 
 
@@ -89,6 +98,50 @@ def normalise_columns_into(exps, arg, out_rest):
     for j in range(n_rows):
         for i in range(n_cols):
             exps[j, i] /= 1.0 + out_rest[i]
+
+
+@numba.njit(**NJIT)
+def pair_other_into(shifted, arg, out_other):
+    """Two experts: each column's entry that is not its maximum (step 1's output).
+
+    With two experts the maximum's entry of a shifted column is 0 and ``rest`` is the
+    ``exp`` of the other entry alone: exponentiating this one row instead of both halves
+    step 2, and :func:`normalise_pair_into` does step 3 without a sum.
+
+    Parameters
+    ----------
+    shifted : float64 (2, n_samples), step 1's output
+    arg : int64 (n_samples,), step 1's ``out_arg``
+    out_other : float64 (n_samples,), written: ``shifted[1 - arg_i, i]``
+    """
+    first = shifted[0]
+    second = shifted[1]
+    for i in range(shifted.shape[1]):
+        out_other[i] = second[i] if arg[i] == 0 else first[i]
+
+
+@numba.njit(**NJIT)
+def normalise_pair_into(rest, arg, out_probs):
+    """Two experts: the probabilities ``1 / (1 + rest)`` and ``rest / (1 + rest)``.
+
+    ``rest`` is the ``exp`` of :func:`pair_other_into`'s output; the result is
+    :func:`normalise_columns_into`'s to the bit (``exp(0)`` is exactly 1, and the column's
+    rest is its one other entry).
+
+    Parameters
+    ----------
+    rest : float64 (n_samples,)
+    arg : int64 (n_samples,), step 1's ``out_arg``
+    out_probs : float64 (2, n_samples), written
+    """
+    first = out_probs[0]
+    second = out_probs[1]
+    for i in range(rest.shape[0]):
+        total = 1.0 + rest[i]
+        top = 1.0 / total
+        other = rest[i] / total
+        first[i] = top if arg[i] == 0 else other
+        second[i] = other if arg[i] == 0 else top
 
 
 @numba.njit(**NJIT)

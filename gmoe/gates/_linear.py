@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _kernels
 from .._blocks import unpack_upper, weighted_gram_upper
-from .._expert_major import Workspace, log_softmax_columns
+from .._expert_major import Workspace, exponentiate_shifted, log_softmax_columns
 from .base import backtrack, solve_newton_direction
 
 # Relative size of the rounding error of a computed Q (a sum of non-positive terms).
@@ -205,7 +205,7 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
 
 # ------------------------------------------------------------------ block by block
 def _shifted_logits(block, theta):
-    """A block's logits ``theta z`` less their column maximum, and the maximum's row.
+    """A block's logits ``theta z`` less their column maximum, the maximum's row, the -inf count.
 
     Experts held out (``block.inactive``) get ``-inf``. Both arrays live in the block's
     workspace (``"gate_shifted"``, ``"gate_arg"``).
@@ -218,8 +218,8 @@ def _shifted_logits(block, theta):
         np.copyto(shifted, -np.inf, where=block.inactive)
     col_max = workspace.get("gate_max", (n_rows,))
     arg = workspace.get("gate_arg", (n_rows,), np.int64)
-    _kernels.shift_by_column_max_into(shifted, col_max, arg)
-    return shifted, arg
+    n_inactive = _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    return shifted, arg, n_inactive
 
 
 def gate_block(block, theta, free, want_info):
@@ -245,10 +245,10 @@ def gate_block(block, theta, free, want_info):
     ZT = block.ZT
     n_experts, n_rows = theta.shape[0], ZT.shape[1]
     n_free = free.shape[0]
-    shifted, arg = _shifted_logits(block, theta)
-    probs = np.exp(shifted, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    shifted, arg, n_inactive = _shifted_logits(block, theta)
+    probs = workspace.get("gate_probs", (n_experts, n_rows))
     log_rest = workspace.get("gate_rest", (n_rows,))
-    _kernels.normalise_columns_into(probs, arg, log_rest)
+    exponentiate_shifted(shifted, arg, n_inactive, log_rest, probs, workspace, normalise=True)
     np.log1p(log_rest, out=log_rest)
     row_total = workspace.get("gate_row_total", (n_rows,))
     resid = workspace.get("gate_resid", (n_free, n_rows))
@@ -278,10 +278,11 @@ def gate_objective_block(block, theta):
     """
     workspace = block.workspace
     n_experts, n_rows = theta.shape[0], block.ZT.shape[1]
-    shifted, arg = _shifted_logits(block, theta)
-    exps = np.exp(shifted, out=workspace.get("gate_probs", (n_experts, n_rows)))
+    shifted, arg, n_inactive = _shifted_logits(block, theta)
+    scratch = workspace.get("gate_probs", (n_experts, n_rows))
     log_rest = workspace.get("gate_rest", (n_rows,))
-    _kernels.column_rest_into(exps, arg, log_rest)
+    exponentiate_shifted(shifted, arg, n_inactive, log_rest, scratch, workspace,
+                         normalise=False)
     np.log1p(log_rest, out=log_rest)
     return _kernels.weighted_log_softmax_sum(block.rw, shifted, log_rest)
 
