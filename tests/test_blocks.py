@@ -1,7 +1,7 @@
 """The EM's passes over blocks of rows (gmoe/_blocks.py) against numpy references.
 
-Sizes span several blocks and a short last one, so that the sums over blocks, the
-per-thread scratch arrays and the block bounds are all exercised.
+Sizes span several blocks of two lengths, so that the sums over blocks, the per-thread
+scratch arrays and the block bounds are all exercised.
 """
 
 import tracemalloc
@@ -33,7 +33,7 @@ from gmoe.gates._linear import gate_block_sums, gate_objective, gate_statistics
 
 
 def _n_rows(d, k):
-    return 2 * block_rows(d, k) + block_rows(d, k) // 2  # two full blocks and a short one
+    return 3 * block_rows(d, k) + block_rows(d, k) // 2 + 1  # four blocks, of two lengths
 
 
 def _data(rng, n=None, d=3, k=4):
@@ -358,8 +358,16 @@ def test_importing_gmoe_compiles_no_kernel_and_imports_no_clustering():
     assert out.stdout.split() == ["0", "False"]
 
 
-def test_block_bounds_cover_the_rows_and_absorb_a_short_remainder():
-    assert block_bounds(10_000, 8192) == [(0, 10_000)]
-    assert block_bounds(8192 * 2 + 2047, 8192) == [(0, 8192), (8192, 18_431)]
-    assert block_bounds(8192 * 2 + 2048, 8192) == [(0, 8192), (8192, 16_384), (16_384, 18_432)]
+def test_block_bounds_split_the_rows_evenly_into_an_even_number_of_blocks():
+    assert block_bounds(0, 8192) == []
     assert block_bounds(5, 8192) == [(0, 5)]
+    assert block_bounds(10_000, 8192) == [(0, 10_000)]  # a quarter longer: one block
+    assert block_bounds(10_241, 8192) == [(0, 5120), (5120, 10_241)]
+    for n_rows in [10_241, 18_432, 24_575, 24_576, 100_000, 1_000_003]:
+        bounds = block_bounds(n_rows, 8192)
+        starts, stops = zip(*bounds, strict=True)
+        assert starts[0] == 0 and stops[-1] == n_rows and starts[1:] == stops[:-1]
+        lengths = np.diff([0, *stops])
+        assert len(bounds) % 2 == 0
+        assert lengths.max() - lengths.min() <= 1
+        assert 0.6 * 8192 <= lengths.min() and lengths.max() <= 1.5 * 8192
