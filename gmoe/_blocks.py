@@ -226,9 +226,10 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
     """``sum_i weights_ai z_i z_i^T`` for every row ``a`` of ``weights``: upper triangles.
 
     The products ``z_u z_v`` are formed a slice of rows at a time (cache-sized) and
-    weighted by BLAS, one product per slice: all weight arrays stacked into one matrix of
+    weighted by BLAS, one product per slice, in one compiled call
+    (:func:`gmoe._kernels.weighted_gram_into`): all weight arrays stacked into one matrix of
     at least :data:`_MIN_GEMM_ROWS` rows (zero rows added) when there are at least
-    :data:`_STACK_MIN_PAIRS` products, else one product per weight array.
+    :data:`_STACK_MIN_PAIRS` products, else one call per weight array.
 
     Parameters
     ----------
@@ -254,34 +255,30 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
     slice_rows = max(1, min(1 << max(10, (_PRODUCT_BYTES // (8 * n_pairs)).bit_length() - 1),
                             n_rows))
     heights = [w.shape[0] for w in weights]
-    stack = n_pairs >= _STACK_MIN_PAIRS
-    if stack:
+    products = workspace.get(f"pair_products_{n_pairs}_{slice_rows}", (n_pairs * slice_rows,))
+    if n_pairs >= _STACK_MIN_PAIRS:
         height = max(sum(heights), _MIN_GEMM_ROWS)
-        total = np.zeros((height, n_pairs))
-        parts = [workspace.get(f"gram_part_{height}", total.shape)]
-        stacked = workspace.get(f"gram_weights_{height}_{slice_rows}", (height, slice_rows))
-        stacked[sum(heights):] = 0.0
+        stacked = workspace.get(f"gram_weights_{height}_{n_rows}", (height, n_rows))
+        row = 0
+        for w in weights:
+            stacked[row:row + w.shape[0]] = w
+            row += w.shape[0]
+        stacked[row:] = 0.0
+        arrays, heights = [stacked], [height]
     else:
-        totals = [np.zeros((h, n_pairs)) for h in heights]
-        parts = [workspace.get(f"gram_part_{h}", (h, n_pairs)) for h in heights]
-    for start in range(0, n_rows, slice_rows):
-        stop = min(start + slice_rows, n_rows)
-        products = workspace.get(f"pair_products_{stop - start}", (n_pairs, stop - start))
-        _kernels.pair_products_into(ZT, offset + start, products)
-        if stack:
-            row = 0
-            for w in weights:
-                stacked[row:row + w.shape[0], :stop - start] = w[:, start:stop]
-                row += w.shape[0]
-            np.matmul(stacked[:, :stop - start], products.T, out=parts[0])
-            total += parts[0]
-        else:
-            for w, total_w, part in zip(weights, totals, parts, strict=True):
-                np.matmul(w[:, start:stop], products.T, out=part)
-                total_w += part
-    if stack:
-        totals, row = [], 0
-        for h in heights:
+        arrays = weights
+    totals = []
+    for w, h in zip(arrays, heights, strict=True):
+        total = np.empty((h, n_pairs))
+        _kernels.weighted_gram_into(w, ZT, offset, slice_rows,
+                                    workspace.get(f"gram_slice_{h}_{slice_rows}",
+                                                  (h * slice_rows,)),
+                                    products, workspace.get(f"gram_part_{h}", (h, n_pairs)),
+                                    total)
+        totals.append(total)
+    if n_pairs >= _STACK_MIN_PAIRS:
+        total, totals, row = totals[0], [], 0
+        for h in [w.shape[0] for w in weights]:
             totals.append(total[row:row + h])
             row += h
     return totals if several else totals[0]

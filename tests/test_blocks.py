@@ -131,6 +131,12 @@ def test_weighted_gram_upper_of_stacked_weights_is_each_arrays_gram(heights, n_c
             assert_allclose(gram, expected, rtol=1e-12, atol=1e-12 * n_rows)
     single = weighted_gram_upper(weights[0], ZT, workspace)
     assert_allclose(single, grams[0], rtol=1e-13)
+    # Columns from an offset, and weights that are a strided view (the kernel copies them).
+    strided = np.asfortranarray(weights[0][:, :4000])
+    offset_gram = weighted_gram_upper(strided, ZT, workspace, offset=6000)
+    expected = np.einsum("ai,ui,vi->auv", strided, ZT[:, 6000:], ZT[:, 6000:])
+    assert_allclose(offset_gram, expected[:, upper[0], upper[1]], rtol=1e-12,
+                    atol=1e-12 * 4000)
 
 
 @pytest.mark.parametrize(("n_features", "n_experts"), [(1, 2), (3, 3)])

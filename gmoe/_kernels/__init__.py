@@ -14,6 +14,7 @@ from ._blocks import (
     pair_products_into,
     row_sums_into,
     weight_responsibilities_into,
+    weighted_gram_into,
     weighted_log_softmax_sum,
     weighted_residual_squares,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "topk_columns_into",
     "weight_responsibilities_into",
     "weighted_column_sums_into",
+    "weighted_gram_into",
     "weighted_log_softmax_sum",
     "weighted_residual_squares",
     "zero_inactive_into",

@@ -121,6 +121,59 @@ def pair_products_into(ZT, start, out):
 
 
 @numba.njit(**NJIT)
+def weighted_gram_into(weights, ZT, offset, slice_rows, weights_buffer, products_buffer, part,
+                       out):
+    """``out[a]`` = upper triangle of ``sum_i weights_ai z_i z_i^T``, a slice of rows at a time.
+
+    Each slice's products ``z_u z_v`` (:func:`pair_products_into`'s rows) and weights are
+    copied into contiguous buffers and multiplied by BLAS (numba's ``np.dot``); the slices'
+    products are added to ``out`` in slice order. One call per block: the whole loop runs
+    without the GIL, where a loop in Python took it back a few times per slice and two
+    threads waited on each other.
+
+    Parameters
+    ----------
+    weights : float64 (m, n_rows)
+    ZT : float64 (n_cols, n_samples); ``z_i`` is its column ``offset + i``
+    offset, slice_rows : int
+    weights_buffer : float64 (m * slice_rows,), scratch
+    products_buffer : float64 (n_cols * (n_cols + 1) // 2 * slice_rows,), scratch
+    part : float64 (m, n_cols * (n_cols + 1) // 2), scratch
+    out : float64 (m, n_cols * (n_cols + 1) // 2), written
+    """
+    height, n_rows = weights.shape
+    n_cols = ZT.shape[0]
+    n_pairs = out.shape[1]
+    for a in range(height):
+        for r in range(n_pairs):
+            out[a, r] = 0.0
+    for start in range(0, n_rows, slice_rows):
+        stop = min(start + slice_rows, n_rows)
+        length = stop - start
+        # Contiguous (m, length) and (n_pairs, length) views, as BLAS needs them.
+        slice_weights = weights_buffer[:height * length].reshape((height, length))
+        products = products_buffer[:n_pairs * length].reshape((n_pairs, length))
+        for a in range(height):
+            source = weights[a, start:stop]
+            target = slice_weights[a]
+            for i in range(length):
+                target[i] = source[i]
+        r = 0
+        for u in range(n_cols):
+            zu = ZT[u, offset + start:offset + stop]
+            for v in range(u, n_cols):
+                zv = ZT[v, offset + start:offset + stop]
+                q = products[r]
+                for i in range(length):
+                    q[i] = zu[i] * zv[i]
+                r += 1
+        np.dot(slice_weights, products.T, part)
+        for a in range(height):
+            for r in range(n_pairs):
+                out[a, r] += part[a, r]
+
+
+@numba.njit(**NJIT)
 def weighted_log_softmax_sum(weights, shifted, log_rest):
     """``sum_ji weights_ji (shifted_ji - log_rest_i)``: weights times the log-softmax, summed.
 
