@@ -94,40 +94,14 @@ def lane_dot(a, b):
 
 
 @numba.njit(**NJIT)
-def pair_products_into(ZT, start, out):
-    """Products ``z_u z_v`` (``u <= v``) of the columns ``start .. start + out.shape[1]``.
-
-    Row ``r`` of ``out`` is the ``r``-th pair ``(u, v)`` in row-major order of the upper
-    triangle (``np.triu_indices(n_cols)``): the weighted sums ``W @ out.T`` are the
-    upper triangles of the weighted Gram matrices ``sum_i w_i z_i z_i^T``.
-
-    Parameters
-    ----------
-    ZT : float64 (n_cols, n_samples)
-    start : int
-    out : float64 (n_cols * (n_cols + 1) // 2, n_rows), written
-    """
-    n_cols = ZT.shape[0]
-    n_rows = out.shape[1]
-    r = 0
-    for u in range(n_cols):
-        zu = ZT[u, start:start + n_rows]
-        for v in range(u, n_cols):
-            zv = ZT[v, start:start + n_rows]
-            q = out[r]
-            for i in range(n_rows):
-                q[i] = zu[i] * zv[i]
-            r += 1
-
-
-@numba.njit(**NJIT)
 def weighted_gram_into(weights, ZT, offset, slice_rows, weights_buffer, products_buffer, part,
                        out):
     """``out[a]`` = upper triangle of ``sum_i weights_ai z_i z_i^T``, a slice of rows at a time.
 
-    Each slice's products ``z_u z_v`` (:func:`pair_products_into`'s rows) and weights are
-    copied into contiguous buffers and multiplied by BLAS (numba's ``np.dot``); the slices'
-    products are added to ``out`` in slice order. One call per block: the whole loop runs
+    Each slice's products ``z_u z_v`` (``u <= v``, one row per pair in the row-major order
+    of the upper triangle, ``np.triu_indices(n_cols)``) and weights are copied into
+    contiguous buffers and multiplied by BLAS (numba's ``np.dot``): ``W @ products.T``. The
+    slices' results are added to ``out`` in slice order. One call per block: the whole loop runs
     without the GIL, where a loop in Python took it back a few times per slice and two
     threads waited on each other.
 
