@@ -19,6 +19,7 @@ from gmoe import _kernels
 from gmoe._expert_major import (
     Workspace,
     compute_log_softmax,
+    exp_into,
     exponentiate_shifted,
     log_softmax_columns,
 )
@@ -230,7 +231,7 @@ def test_two_expert_exponentiation_equals_the_general_one_to_the_bit(global_rand
     values[:, 1] = [-800.0, 0.0]  # exp of the other underflows to 0
     shifted = values.copy()
     arg = np.empty(257, dtype=np.int64)
-    assert _kernels.shift_by_column_max_into(shifted, np.empty(257), arg) == 0
+    _kernels.shift_by_column_max_into(shifted, np.empty(257), arg)
     general, general_rest = np.exp(shifted), np.empty(257)
     _kernels.normalise_columns_into(general, arg, general_rest)
     rest, probs = np.empty(257), np.empty((2, 257))
@@ -242,11 +243,39 @@ def test_two_expert_exponentiation_equals_the_general_one_to_the_bit(global_rand
     assert_allclose(probs, np.exp(values - logsumexp(values, axis=0)), rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(1000,), (3, 400)])
+def test_exp_into_is_numpys_exp_where_it_underflows(shape, global_random_seed):
+    # Entries whose exp is subnormal or 0 (numpy's slow path) are exponentiated apart; the
+    # result must be numpy's exp, in place or not, counted or not: to the bit, but for the
+    # subnormal results, computed as exp(x + 64 log 2) * 2**-64 (x + 64 log 2 rounds: ~1e-13
+    # relative, then the subnormal grid's rounding).
+    rng = np.random.default_rng(global_random_seed)
+    values = rng.choice([-1e5, -800.0, -745.5, -740.0, -708.0, -20.0, 0.0, 3.0],
+                        size=shape) + rng.uniform(-1.0, 1.0, size=shape)
+    values.reshape(-1)[:3] = [-np.inf, -745.13, -708.3964185322641]
+    expected = np.exp(values)
+    assert np.any((expected > 0) & (expected < np.finfo(np.float64).tiny))  # subnormals
+    count = _kernels.count_underflow(values.reshape(-1, shape[-1]))
+    assert count == np.sum(values < _kernels.EXP_UNDERFLOW)
+    subnormal = expected < np.finfo(np.float64).tiny
+    for n_underflow in (None, count):
+        out = np.empty(shape)
+        exp_into(values, out, Workspace(), n_underflow)
+        in_place = values.copy()
+        exp_into(in_place, in_place, Workspace(), n_underflow)
+        for result in (out, in_place):
+            assert_array_equal(result[~subnormal], expected[~subnormal])
+            assert_allclose(result[subnormal], expected[subnormal], rtol=1e-12, atol=5e-324)
+    # Nothing below: numpy's exp itself.
+    assert _kernels.count_underflow(np.zeros((2, 5))) == 0
+
+
 @pytest.mark.parametrize("n_experts", [2, 3])
 @pytest.mark.parametrize("inactive", [False, True])
-def test_exponentiate_shifted_matches_numpy(n_experts, inactive, global_random_seed):
+@pytest.mark.parametrize("spread", [5.0, 500.0])  # 500: half the entries' exp underflow
+def test_exponentiate_shifted_matches_numpy(n_experts, inactive, spread, global_random_seed):
     rng = np.random.default_rng(global_random_seed)
-    values = 5.0 * rng.standard_normal((n_experts, 300))
+    values = spread * rng.standard_normal((n_experts, 300))
     if inactive:
         values[rng.integers(0, n_experts, 300)[:150], np.arange(150)] = -np.inf
     expected = np.exp(values - logsumexp(values, axis=0))
@@ -254,14 +283,18 @@ def test_exponentiate_shifted_matches_numpy(n_experts, inactive, global_random_s
     col_max = np.empty(300)
     for normalise in (True, False):
         shifted = values.copy()
-        n_inactive = _kernels.shift_by_column_max_into(shifted, col_max, arg)
+        n_underflow = _kernels.shift_by_column_max_into(shifted, col_max, arg)
         rest, out = np.empty(300), np.empty_like(values)
-        exponentiate_shifted(shifted, arg, n_inactive, rest, out, Workspace(),
+        exponentiate_shifted(shifted, arg, n_underflow, rest, out, Workspace(),
                              normalise=normalise)
+        assert_array_equal(shifted[np.isfinite(shifted)],
+                           (values - col_max)[np.isfinite(shifted)])  # left as shifted
         # rest sums the non-maximum entries in another order than numpy: a few ulp.
         assert_allclose(col_max + np.log1p(rest), logsumexp(values, axis=0), rtol=1e-14)
         if normalise:
-            assert_allclose(out, expected, rtol=1e-13, atol=1e-300)
+            # The reference exp(v - logsumexp) is itself off by ~|v| eps relative.
+            rtol = 1e-13 + 4 * np.finfo(np.float64).eps * np.abs(values[np.isfinite(values)]).max()
+            assert_allclose(out, expected, rtol=rtol, atol=1e-300)
 
 
 def test_weighted_column_sums_skip_zero_weights():

@@ -314,15 +314,16 @@ def test_softmax_of_inactive_experts_is_exact_and_counted(global_random_seed):
     values[0] = keep  # every column keeps an active entry ...
     values[:, 5] = -np.inf  # ... but this one
     shifted = values.copy()
-    n_inactive = _kernels.shift_by_column_max_into(shifted, np.empty(300),
-                                                   np.empty(300, dtype=np.int64))
-    assert n_inactive == np.sum(np.isneginf(values))
+    n_underflow = _kernels.shift_by_column_max_into(shifted, np.empty(300),
+                                                    np.empty(300, dtype=np.int64))
+    assert n_underflow == np.sum(shifted < _kernels.EXP_UNDERFLOW)
+    assert n_underflow >= np.sum(np.isneginf(values))
     # The exponentials of the inactive entries are set directly: the same bits as exp.
     exps, out = np.empty_like(shifted), np.empty_like(shifted)
-    _kernels.inactive_to_zero_into(shifted, exps)
-    assert_array_equal(exps, np.where(np.isneginf(shifted), 0.0, shifted))
+    _kernels.underflow_to_normal_into(shifted, exps)
+    assert_array_equal(exps, np.where(shifted < _kernels.EXP_UNDERFLOW, 0.0, shifted))  # no band
     np.exp(exps, out=exps)
-    _kernels.zero_inactive_into(shifted, exps, out)
+    _kernels.exp_of_underflow_into(shifted, exps, out)
     assert_array_equal(out, np.exp(shifted))
     # The column softmax, in place or not, with and without the fast path.
     probs, log_norm = log_softmax_columns(values.copy(), Workspace())

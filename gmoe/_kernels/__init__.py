@@ -18,16 +18,18 @@ from ._blocks import (
     weighted_residual_squares,
 )
 from ._columns import (
+    EXP_UNDERFLOW,  # noqa: F401 (a constant, not a kernel: not in __all__)
     column_rest_into,
-    inactive_to_zero_into,
+    count_underflow,
+    exp_of_underflow_into,
     joint_log_density_into,
     normalise_columns_into,
     normalise_pair_into,
     pair_other_into,
     shift_by_column_max_into,
     topk_columns_into,
+    underflow_to_normal_into,
     weighted_column_sums_into,
-    zero_inactive_into,
 )
 from ._information import linear_gate_information_weights_into
 from ._topk import (
@@ -45,11 +47,12 @@ from ._topk import (
 __all__ = [
     "active_terms_into",
     "column_rest_into",
+    "count_underflow",
     "deactivate_into",
     "design_block_into",
     "exact_log_ratio_into",
+    "exp_of_underflow_into",
     "gate_terms_into",
-    "inactive_to_zero_into",
     "joint_log_density_into",
     "lane_dot",
     "lane_sum",
@@ -66,10 +69,10 @@ __all__ = [
     "step_terms_into",
     "top_others_into",
     "topk_columns_into",
+    "underflow_to_normal_into",
     "weight_responsibilities_into",
     "weighted_column_sums_into",
     "weighted_gram_into",
     "weighted_log_softmax_sum",
     "weighted_residual_squares",
-    "zero_inactive_into",
 ]

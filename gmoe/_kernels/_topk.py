@@ -13,6 +13,7 @@ exponentials and logarithms are left to numpy's vectorised ufuncs between the ke
 import numba
 import numpy as np
 
+from ._columns import EXP_UNDERFLOW
 from ._config import NJIT
 
 
@@ -28,13 +29,22 @@ def pair_max_gap_into(values, out_max, out_gap):
     ----------
     values : float64 (2, n_samples), finite
     out_max, out_gap : float64 (n_samples,), written
+
+    Returns
+    -------
+    int
+        How many gaps lie below :data:`EXP_UNDERFLOW` (their ``exp`` underflows).
     """
+    n_underflow = 0
     for i in range(values.shape[1]):
         first, second = values[0, i], values[1, i]
         larger = second > first
         top = second if larger else first
         out_max[i] = top
-        out_gap[i] = (first if larger else second) - top
+        gap = (first if larger else second) - top
+        out_gap[i] = gap
+        n_underflow += gap < EXP_UNDERFLOW
+    return n_underflow
 
 
 @numba.njit(**NJIT)

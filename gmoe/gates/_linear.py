@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _kernels
 from .._blocks import unpack_upper, weighted_gram_upper
-from .._expert_major import Workspace, exponentiate_shifted, log_softmax_columns
+from .._expert_major import Workspace, exp_into, exponentiate_shifted, log_softmax_columns
 from .base import backtrack, solve_newton_direction
 
 # Relative size of the rounding error of a computed Q (a sum of non-positive terms).
@@ -99,7 +99,7 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
         log_gate, probs = linear_log_gate_columns(ZT, theta, inactive, workspace,
                                                   log_gate_name=log_gate_name)
     else:
-        probs = np.exp(log_gate, out=workspace.get("probs", log_gate.shape))
+        probs = exp_into(log_gate, workspace.get("probs", log_gate.shape), workspace)
     parts = workspace.get("parts", (n_samples,))
     _kernels.weighted_column_sums_into(weighted_resp, log_gate, parts)
     objective = float(np.sum(parts))
@@ -205,10 +205,11 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
 
 # ------------------------------------------------------------------ block by block
 def _shifted_logits(block, theta):
-    """A block's logits ``theta z`` less their column maximum, the maximum's row, the -inf count.
+    """A block's logits ``theta z`` less their column maximum, and the maximum's row.
 
     Experts held out (``block.inactive``) get ``-inf``. Both arrays live in the block's
-    workspace (``"gate_shifted"``, ``"gate_arg"``).
+    workspace (``"gate_shifted"``, ``"gate_arg"``). Also returns how many entries' ``exp``
+    underflows (``-inf`` included).
     """
     workspace = block.workspace
     n_experts, n_rows = theta.shape[0], block.ZT.shape[1]
@@ -218,8 +219,8 @@ def _shifted_logits(block, theta):
         np.copyto(shifted, -np.inf, where=block.inactive)
     col_max = workspace.get("gate_max", (n_rows,))
     arg = workspace.get("gate_arg", (n_rows,), np.int64)
-    n_inactive = _kernels.shift_by_column_max_into(shifted, col_max, arg)
-    return shifted, arg, n_inactive
+    n_underflow = _kernels.shift_by_column_max_into(shifted, col_max, arg)
+    return shifted, arg, n_underflow
 
 
 def gate_block(block, theta, free, want_info):
@@ -245,10 +246,10 @@ def gate_block(block, theta, free, want_info):
     ZT = block.ZT
     n_experts, n_rows = theta.shape[0], ZT.shape[1]
     n_free = free.shape[0]
-    shifted, arg, n_inactive = _shifted_logits(block, theta)
+    shifted, arg, n_underflow = _shifted_logits(block, theta)
     probs = workspace.get("gate_probs", (n_experts, n_rows))
     log_rest = workspace.get("gate_rest", (n_rows,))
-    exponentiate_shifted(shifted, arg, n_inactive, log_rest, probs, workspace, normalise=True)
+    exponentiate_shifted(shifted, arg, n_underflow, log_rest, probs, workspace, normalise=True)
     np.log1p(log_rest, out=log_rest)
     row_total = workspace.get("gate_row_total", (n_rows,))
     resid = workspace.get("gate_resid", (n_free, n_rows))
@@ -278,10 +279,10 @@ def gate_objective_block(block, theta):
     """
     workspace = block.workspace
     n_experts, n_rows = theta.shape[0], block.ZT.shape[1]
-    shifted, arg, n_inactive = _shifted_logits(block, theta)
+    shifted, arg, n_underflow = _shifted_logits(block, theta)
     scratch = workspace.get("gate_probs", (n_experts, n_rows))
     log_rest = workspace.get("gate_rest", (n_rows,))
-    exponentiate_shifted(shifted, arg, n_inactive, log_rest, scratch, workspace,
+    exponentiate_shifted(shifted, arg, n_underflow, log_rest, scratch, workspace,
                          normalise=False)
     np.log1p(log_rest, out=log_rest)
     return _kernels.weighted_log_softmax_sum(block.rw, shifted, log_rest)
@@ -326,7 +327,7 @@ def gate_block_sums(block, log_gate, free):
     n_free = free.shape[0]
     probs = block.gate_probs
     if probs is None:
-        probs = np.exp(log_gate, out=workspace.get("gate_probs", (n_experts, n_rows)))
+        probs = exp_into(log_gate, workspace.get("gate_probs", (n_experts, n_rows)), workspace)
     no_rest = workspace.get("gate_no_rest", (n_rows,))
     no_rest.fill(0.0)
     row_total = workspace.get("gate_row_total", (n_rows,))

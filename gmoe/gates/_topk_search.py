@@ -18,7 +18,7 @@ all the candidate steps of a coordinate in one vectorised pass over row ``j``:
 import numpy as np
 
 from .. import _kernels
-from .._expert_major import Workspace, column_logsumexp, transposed_design
+from .._expert_major import Workspace, column_logsumexp, exp_into, transposed_design
 
 __all__ = ["CoordinateLikelihood", "TopKLikelihood", "compute_log_likelihood",
            "compute_topk_mask_columns", "move_boundaries"]
@@ -68,8 +68,8 @@ def _logsumexp_rows(values, workspace, name):
         return column_logsumexp(values, workspace)
     top = workspace.get(name, (values.shape[1],))
     gap = workspace.get(name + "_gap", (values.shape[1],))
-    _kernels.pair_max_gap_into(values, top, gap)
-    np.exp(gap, out=gap)
+    n_underflow = _kernels.pair_max_gap_into(values, top, gap)
+    exp_into(gap, gap, workspace, n_underflow)
     return np.add(top, np.log1p(gap, out=gap), out=top)
 
 
@@ -243,10 +243,10 @@ class CoordinateLikelihood:
                                           _logsumexp_rows(top_logits, ws, "topk_log_norm"),
                                           out=buffer("unselected"))
             self.shift = np.maximum(self.log_mix, log_density_j, out=buffer("shift"))
-            self.alpha = np.exp(np.subtract(self.log_mix, self.shift, out=buffer("alpha")),
-                                out=buffer("alpha"))
-            self.beta = np.exp(np.subtract(log_density_j, self.shift, out=buffer("beta")),
-                               out=buffer("beta"))
+            self.alpha = exp_into(np.subtract(self.log_mix, self.shift, out=buffer("alpha")),
+                                  buffer("alpha"), ws)
+            self.beta = exp_into(np.subtract(log_density_j, self.shift, out=buffer("beta")),
+                                 buffer("beta"), ws)
 
     def log_likelihood(self, c, steps):
         """``L(theta + t e_jc)`` for every step ``t``, with ``j`` the expert in focus.
