@@ -84,11 +84,12 @@ def block_rows(n_features, n_experts):
 
 
 # Bytes of pair products formed at once: ~512 kB stays within a core's L2 cache (1024 rows
-# of the 66 products of d = 10; longer slices for fewer features, fewer calls from Python).
+# of the 66 products of d = 10; longer slices for fewer features).
 _PRODUCT_BYTES = 1 << 19
 # Fewest rows of the weights' BLAS product. OpenBLAS runs a product of fewer than 8 rows
 # (these shapes: ~1024 long, ~66 wide) one caller thread at a time, so that the
-# block-parallel passes did not scale; from 8 rows on two threads run side by side.
+# block-parallel passes did not scale; from 8 rows on two threads run side by side
+# (numpy's OpenBLAS; numba's np.dot calls SciPy's, which the thread limits hold too).
 _MIN_GEMM_ROWS = 8
 # Stacked (and padded) only from this many products (4 features): below, the products are
 # a small part of a pass, and the copies and zero rows would cost more than they save.
@@ -229,7 +230,8 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
     weighted by BLAS, one product per slice, in one compiled call
     (:func:`gmoe._kernels.weighted_gram_into`): all weight arrays stacked into one matrix of
     at least :data:`_MIN_GEMM_ROWS` rows (zero rows added) when there are at least
-    :data:`_STACK_MIN_PAIRS` products, else one call per weight array.
+    :data:`_STACK_MIN_PAIRS` products (a single array that tall is used as it is), else one
+    call per weight array.
 
     Parameters
     ----------
@@ -256,7 +258,8 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
                             n_rows))
     heights = [w.shape[0] for w in weights]
     products = workspace.get(f"pair_products_{n_pairs}_{slice_rows}", (n_pairs * slice_rows,))
-    if n_pairs >= _STACK_MIN_PAIRS:
+    stack = n_pairs >= _STACK_MIN_PAIRS and (len(weights) > 1 or heights[0] < _MIN_GEMM_ROWS)
+    if stack:
         height = max(sum(heights), _MIN_GEMM_ROWS)
         stacked = workspace.get(f"gram_weights_{height}_{n_rows}", (height, n_rows))
         row = 0
@@ -276,7 +279,7 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
                                     products, workspace.get(f"gram_part_{h}", (h, n_pairs)),
                                     total)
         totals.append(total)
-    if n_pairs >= _STACK_MIN_PAIRS:
+    if stack:
         total, totals, row = totals[0], [], 0
         for h in [w.shape[0] for w in weights]:
             totals.append(total[row:row + h])
@@ -433,10 +436,10 @@ class _BlockSource:
 class RowBlocks(_BlockSource):
     """In-memory data, in blocks of :func:`block_rows` rows, and the EM's responsibilities.
 
-    ``X`` is read as it was given; each block's design is ``(x - offset) * (1 / scale)`` (the
-    fit's conditioning, :meth:`condition`). The weighted responsibilities are stored block
-    by block, each block a C-contiguous (n_experts, n_rows) array, so that no pass copies
-    them.
+    ``X`` is read in place (copied only if it is not C-contiguous); each block's design is
+    ``(x - offset) * (1 / scale)`` (the fit's conditioning, :meth:`condition`). The weighted
+    responsibilities are stored block by block, each block a C-contiguous (n_experts,
+    n_rows) array, so that no pass copies them.
 
     Parameters
     ----------
@@ -452,7 +455,8 @@ class RowBlocks(_BlockSource):
     """
 
     def __init__(self, X, y, sample_weight, n_experts, n_threads=1, storage=None):
-        self.X = X
+        # The block kernel reads X as C-contiguous (no copy when it already is).
+        self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.y = y
         self.sample_weight = sample_weight
         self.n_samples, self.n_features = X.shape
@@ -767,15 +771,15 @@ class ColumnBlocks(_BlockSource):
         self.n_samples = ZT.shape[1]
         self.n_features = ZT.shape[0] - 1
         self.n_experts = weighted_resp.shape[0]
-        self._workspace = Workspace()
-        self._tail_workspace = Workspace()
+        # One workspace per block length (the lengths differ by at most one).
+        self._workspaces = {}
 
     def map_blocks(self, fn, *args):  # noqa: D102 (inherited)
         results = []
         rows = block_rows(self.n_features, self.n_experts)
         bounds = block_bounds(self.n_samples, rows)
         for start, stop in bounds:
-            workspace = self._workspace if stop - start == rows else self._tail_workspace
+            workspace = self._workspaces.setdefault(stop - start, Workspace())
             if len(bounds) == 1:
                 ZT, rw, inactive = self.ZT, self.rw, self.inactive
             else:

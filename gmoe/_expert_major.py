@@ -121,8 +121,9 @@ def exponentiate_shifted(shifted, arg, n_underflow, rest, out, workspace, *, nor
     rest : ndarray of shape (n_samples,)
         Written: each column's sum of ``exp(shifted)`` without its maximum's entry.
     out : ndarray of shape (n_experts, n_samples)
-        With ``normalise``, written: the softmax of each column (may be ``shifted``);
-        otherwise scratch space, its content undefined afterwards.
+        With ``normalise``, written: the softmax of each column (may be ``shifted`` itself,
+        not another view of it); otherwise scratch space, its content undefined afterwards
+        (``shifted`` is left as it is).
     workspace : Workspace
         Temporaries (``"exps"``).
     normalise : bool
@@ -135,8 +136,12 @@ def exponentiate_shifted(shifted, arg, n_underflow, rest, out, workspace, *, nor
             _kernels.normalise_pair_into(rest, arg, out)
         return
     # Without normalise, shifted must survive (the caller reads it).
-    exps = out if normalise or out is not shifted else workspace.get("exps", shifted.shape)
-    scratch = exps if exps is not shifted else workspace.get("exps", shifted.shape)
+    exps = out
+    if not normalise and np.may_share_memory(out, shifted):
+        exps = workspace.get("exps", shifted.shape)
+    scratch = exps
+    if np.may_share_memory(exps, shifted):
+        scratch = workspace.get("exps", shifted.shape)
     exp_into(shifted, exps, workspace, n_underflow, scratch=scratch)
     if normalise:
         _kernels.normalise_columns_into(exps, arg, rest)
@@ -152,38 +157,42 @@ def exp_into(values, out, workspace, n_underflow=None, *, scratch=None):
     there. Such entries are moved into the normal range first and scaled back after
     (:func:`gmoe._kernels.underflow_to_normal_into`,
     :func:`gmoe._kernels.exp_of_underflow_into`): the result is numpy's ``exp``, except
-    that subnormal results (below 2.2e-308) are off by up to 1e-12 relative and their
-    grid's rounding.
+    that subnormal results (below 2.2e-308) are off by ~1e-13 relative (``x + 64 log 2``
+    rounds) and their grid's rounding.
 
     Parameters
     ----------
     values : ndarray of shape (n_samples,) or (n_rows, n_samples), C-contiguous
     out : ndarray of the same shape
-        Written; may be ``values``.
+        Written; may be ``values`` itself (not another view of its memory).
     workspace : Workspace
-        Temporaries (``"exp_scratch"``).
+        Temporaries (``"exp_scratch_..."``).
     n_underflow : int, optional
         How many entries lie below :data:`gmoe._kernels.EXP_UNDERFLOW`, if known (a
         kernel that wrote ``values`` may have counted them); counted otherwise.
     scratch : ndarray of the same shape, optional
-        Where the copy is exponentiated (may be ``out``, but not ``values``).
+        Where the copy is exponentiated (may be ``out``; one sharing memory with
+        ``values`` is replaced by a workspace array).
 
     Returns
     -------
     ndarray
         ``out``.
     """
-    rows = values.reshape(-1, values.shape[-1])
+    def as_rows(array):  # a view (never a copy: out must be written through)
+        return array if array.ndim == 2 else array.reshape(1, array.shape[0])
+
+    rows = as_rows(values)
     if n_underflow is None:
         n_underflow = _kernels.count_underflow(rows)
     if not n_underflow:
         return np.exp(values, out=out)
-    if scratch is None or scratch is values:
-        scratch = workspace.get("exp_scratch", values.shape)
-    scratch_rows = scratch.reshape(rows.shape)
+    if scratch is None or np.may_share_memory(scratch, values):
+        scratch = workspace.get(f"exp_scratch_{values.ndim}", values.shape)
+    scratch_rows = as_rows(scratch)
     _kernels.underflow_to_normal_into(rows, scratch_rows)
     np.exp(scratch, out=scratch)
-    _kernels.exp_of_underflow_into(rows, scratch_rows, out.reshape(rows.shape))
+    _kernels.exp_of_underflow_into(rows, scratch_rows, as_rows(out))
     return out
 
 

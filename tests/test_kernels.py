@@ -257,17 +257,28 @@ def test_exp_into_is_numpys_exp_where_it_underflows(shape, global_random_seed):
     assert np.any((expected > 0) & (expected < np.finfo(np.float64).tiny))  # subnormals
     count = _kernels.count_underflow(values.reshape(-1, shape[-1]))
     assert count == np.sum(values < _kernels.EXP_UNDERFLOW)
-    subnormal = expected < np.finfo(np.float64).tiny
+    subnormal = (expected > 0) & (expected < np.finfo(np.float64).tiny)
     for n_underflow in (None, count):
         out = np.empty(shape)
         exp_into(values, out, Workspace(), n_underflow)
         in_place = values.copy()
         exp_into(in_place, in_place, Workspace(), n_underflow)
         for result in (out, in_place):
-            assert_array_equal(result[~subnormal], expected[~subnormal])
+            assert_array_equal(result[~subnormal], expected[~subnormal])  # 0s exactly
             assert_allclose(result[subnormal], expected[subnormal], rtol=1e-12, atol=5e-324)
-    # Nothing below: numpy's exp itself.
+    # Nothing below: numpy's exp itself. No samples: nothing to do.
     assert _kernels.count_underflow(np.zeros((2, 5))) == 0
+    assert exp_into(np.empty((3, 0)), np.empty((3, 0)), Workspace()).shape == (3, 0)
+    assert exp_into(np.empty(0), np.empty(0), Workspace(), 0).shape == (0,)
+
+
+@pytest.mark.parametrize("n_experts", [2, 3])
+def test_e_step_and_log_softmax_of_no_samples(n_experts):
+    resp, log_lik = gmoe.compute_e_step(np.empty((0, 2)), np.empty(0),
+                                        np.empty((0, n_experts)), np.zeros((n_experts, 2)),
+                                        np.zeros(n_experts), np.ones(n_experts))
+    assert resp.shape == (0, n_experts) and log_lik.shape == (0,)
+    assert compute_log_softmax(np.empty((0, n_experts))).shape == (0, n_experts)
 
 
 @pytest.mark.parametrize("n_experts", [2, 3])
@@ -289,6 +300,17 @@ def test_exponentiate_shifted_matches_numpy(n_experts, inactive, spread, global_
                              normalise=normalise)
         assert_array_equal(shifted[np.isfinite(shifted)],
                            (values - col_max)[np.isfinite(shifted)])  # left as shifted
+        # In place: the softmax overwrites shifted; without normalise shifted survives.
+        in_place = values.copy()
+        n_underflow = _kernels.shift_by_column_max_into(in_place, col_max, arg)
+        shifted_copy, in_place_rest = in_place.copy(), np.empty(300)
+        exponentiate_shifted(in_place, arg, n_underflow, in_place_rest, in_place, Workspace(),
+                             normalise=normalise)
+        assert_array_equal(in_place_rest, rest)
+        if normalise:
+            assert_array_equal(in_place, out)
+        else:
+            assert_array_equal(in_place, shifted_copy)
         # rest sums the non-maximum entries in another order than numpy: a few ulp.
         assert_allclose(col_max + np.log1p(rest), logsumexp(values, axis=0), rtol=1e-14)
         if normalise:

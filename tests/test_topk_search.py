@@ -317,7 +317,6 @@ def test_softmax_of_inactive_experts_is_exact_and_counted(global_random_seed):
     n_underflow = _kernels.shift_by_column_max_into(shifted, np.empty(300),
                                                     np.empty(300, dtype=np.int64))
     assert n_underflow == np.sum(shifted < _kernels.EXP_UNDERFLOW)
-    assert n_underflow >= np.sum(np.isneginf(values))
     # The exponentials of the inactive entries are set directly: the same bits as exp.
     exps, out = np.empty_like(shifted), np.empty_like(shifted)
     _kernels.underflow_to_normal_into(shifted, exps)

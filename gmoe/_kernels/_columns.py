@@ -28,7 +28,8 @@ from ._config import NJIT
 
 #: ``log`` of the smallest normal float64: below it ``exp`` is subnormal or 0.
 EXP_UNDERFLOW = float(np.log(np.finfo(np.float64).tiny))
-# Below this exp is exactly 0 (the smallest subnormal is exp(-745.13...)).
+# Below this exp is exactly 0 (it rounds to 0 below -745.13..., half the smallest
+# subnormal, exp(-744.44...)).
 _EXP_ZERO = -746.0
 # Subnormal exponentials are computed as exp(x + 64 log 2) * 2**-64 (a normal exp).
 _SUBNORMAL_SHIFT = 64.0 * float(np.log(2.0))
@@ -49,7 +50,8 @@ def shift_by_column_max_into(values, out_max, out_arg):
     -------
     int
         The number of entries left below :data:`EXP_UNDERFLOW` (``-inf`` included: an
-        inactive expert); they call for :func:`underflow_to_zero_into`.
+        inactive expert); they call for :func:`underflow_to_normal_into` and
+        :func:`exp_of_underflow_into`.
     """
     n_rows, n_cols = values.shape
     # Rows as 1-D views and the entries in locals: LLVM then vectorises both loops
