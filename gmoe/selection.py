@@ -22,7 +22,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.model_selection import KFold
 
 from .estimator import GaussianMoERegressor
 from .utils import check_random_state
@@ -115,6 +114,9 @@ def _entropy(est, X, y, sample_weight):
 
 
 def _cv_log_lik(params, X, y, sample_weight, n_splits, seed):
+    # Imported here: scikit-learn's model selection (~0.1 s) is not needed by a fit.
+    from sklearn.model_selection import KFold
+
     folds = KFold(n_splits=n_splits, shuffle=True, random_state=seed)
     scores = []
     for train, test in folds.split(X):

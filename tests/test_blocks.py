@@ -348,9 +348,10 @@ def test_predict_memory_is_bounded_by_the_output():
     assert peak < 0.5 * X.nbytes, peak / 1e6
 
 
-def test_importing_gmoe_compiles_no_kernel_and_imports_no_clustering():
+def test_importing_gmoe_compiles_no_kernel_and_imports_no_clustering_or_model_selection():
     # Kernels compile (or load from numba's cache) on their first call, and only then;
-    # scikit-learn's clustering (~0.15 s to import) waits for a k-means start.
+    # scikit-learn's clustering (~0.15 s to import) waits for a k-means start, its model
+    # selection (~0.1 s) for a cross-validated criterion.
     import subprocess
     import sys
 
@@ -358,10 +359,10 @@ def test_importing_gmoe_compiles_no_kernel_and_imports_no_clustering():
             "import gmoe\n"
             "from gmoe import _kernels\n"
             "print(sum(len(getattr(_kernels, k).signatures) for k in _kernels.__all__),\n"
-            "      'sklearn.cluster' in sys.modules)")
+            "      'sklearn.cluster' in sys.modules, 'sklearn.model_selection' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert out.stdout.split() == ["0", "False"]
+    assert out.stdout.split() == ["0", "False", "False"]
 
 
 def test_block_bounds_split_the_rows_evenly_into_an_even_number_of_blocks():
