@@ -258,22 +258,15 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
                             n_rows))
     heights = [w.shape[0] for w in weights]
     products = workspace.get(f"pair_products_{n_pairs}_{slice_rows}", (n_pairs * slice_rows,))
+    arrays = tuple(np.ascontiguousarray(w, dtype=np.float64) for w in weights)
     stack = n_pairs >= _STACK_MIN_PAIRS and (len(weights) > 1 or heights[0] < _MIN_GEMM_ROWS)
-    if stack:
-        height = max(sum(heights), _MIN_GEMM_ROWS)
-        stacked = workspace.get(f"gram_weights_{height}_{n_rows}", (height, n_rows))
-        row = 0
-        for w in weights:
-            stacked[row:row + w.shape[0]] = w
-            row += w.shape[0]
-        stacked[row:] = 0.0
-        arrays, heights = [stacked], [height]
-    else:
-        arrays = weights
+    # The kernel stacks a group's arrays slice by slice, zero rows added up to its height.
+    groups = ([(arrays, max(sum(heights), _MIN_GEMM_ROWS))] if stack
+              else [((w,), h) for w, h in zip(arrays, heights, strict=True)])
     totals = []
-    for w, h in zip(arrays, heights, strict=True):
+    for group, h in groups:
         total = np.empty((h, n_pairs))
-        _kernels.weighted_gram_into(w, ZT, offset, slice_rows,
+        _kernels.weighted_gram_into(group, h, ZT, offset, slice_rows,
                                     workspace.get(f"gram_slice_{h}_{slice_rows}",
                                                   (h * slice_rows,)),
                                     products, workspace.get(f"gram_part_{h}", (h, n_pairs)),
@@ -281,7 +274,7 @@ def weighted_gram_upper(weights, ZT, workspace, offset=0):
         totals.append(total)
     if stack:
         total, totals, row = totals[0], [], 0
-        for h in [w.shape[0] for w in weights]:
+        for h in heights:
             totals.append(total[row:row + h])
             row += h
     return totals if several else totals[0]

@@ -94,9 +94,12 @@ def lane_dot(a, b):
 
 
 @numba.njit(**NJIT)
-def weighted_gram_into(weights, ZT, offset, slice_rows, weights_buffer, products_buffer, part,
-                       out):
-    """``out[a]`` = upper triangle of ``sum_i weights_ai z_i z_i^T``, a slice of rows at a time.
+def weighted_gram_into(weights, height, ZT, offset, slice_rows, weights_buffer,
+                       products_buffer, part, out):
+    """``out[a]`` = upper triangle of ``sum_i W_ai z_i z_i^T``, a slice of rows at a time.
+
+    ``W`` is the arrays of ``weights`` stacked, then zero rows up to ``height`` (BLAS runs a
+    product of fewer than 8 rows one caller thread at a time).
 
     Each slice's products ``z_u z_v`` (``u <= v``, one row per pair in the row-major order
     of the upper triangle, ``np.triu_indices(n_cols)``) and weights are copied into
@@ -107,15 +110,16 @@ def weighted_gram_into(weights, ZT, offset, slice_rows, weights_buffer, products
 
     Parameters
     ----------
-    weights : float64 (m, n_rows)
+    weights : tuple of float64 (m_k, n_rows), C-contiguous
+    height : int, at least ``sum m_k``
     ZT : float64 (n_cols, n_samples); ``z_i`` is its column ``offset + i``
     offset, slice_rows : int
-    weights_buffer : float64 (m * slice_rows,), scratch
+    weights_buffer : float64 (height * slice_rows,), scratch
     products_buffer : float64 (n_cols * (n_cols + 1) // 2 * slice_rows,), scratch
-    part : float64 (m, n_cols * (n_cols + 1) // 2), scratch
-    out : float64 (m, n_cols * (n_cols + 1) // 2), written
+    part : float64 (height, n_cols * (n_cols + 1) // 2), scratch
+    out : float64 (height, n_cols * (n_cols + 1) // 2), written
     """
-    height, n_rows = weights.shape
+    n_rows = weights[0].shape[1]
     n_cols = ZT.shape[0]
     n_pairs = out.shape[1]
     for a in range(height):
@@ -127,11 +131,16 @@ def weighted_gram_into(weights, ZT, offset, slice_rows, weights_buffer, products
         # Contiguous (m, length) and (n_pairs, length) views, as BLAS needs them.
         slice_weights = weights_buffer[:height * length].reshape((height, length))
         products = products_buffer[:n_pairs * length].reshape((n_pairs, length))
-        for a in range(height):
-            source = weights[a, start:stop]
-            target = slice_weights[a]
-            for i in range(length):
-                target[i] = source[i]
+        a = 0
+        for array in weights:
+            for b in range(array.shape[0]):
+                source = array[b, start:stop]
+                target = slice_weights[a]
+                for i in range(length):
+                    target[i] = source[i]
+                a += 1
+        for b in range(a, height):
+            slice_weights[b, :] = 0.0
         r = 0
         for u in range(n_cols):
             zu = ZT[u, offset + start:offset + stop]
