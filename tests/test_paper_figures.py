@@ -4,8 +4,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import gmoe
 from gmoe.simulation import load_experiment, run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,7 +19,8 @@ def scripts():
     try:
         import make_figures
         import run_studies
-        yield run_studies, make_figures
+        import supremum_check
+        yield run_studies, make_figures, supremum_check
     finally:
         sys.path.remove(str(ROOT / "paper_figures"))
 
@@ -26,7 +29,7 @@ def scripts():
 def test_an_over_specified_study_is_exported_and_reported(tmp_path, scripts):
     # A small grid of the k = 3 over-specified study (3 sizes x 2 replications, 2 starts):
     # the pipeline a full run goes through, from the store to the markdown page.
-    run_studies, make_figures = scripts
+    run_studies, make_figures, _ = scripts
     experiment = dataclasses.replace(load_experiment(ROOT / "simulations/softmax-over-k3.toml")
                                      .quick_variant(), sizes=[1000, 2000, 4000],
                                      replications=2)
@@ -55,3 +58,62 @@ def test_an_over_specified_study_is_exported_and_reported(tmp_path, scripts):
     assert "fitted to the geometric mean of the replications" in page
     assert (tmp_path / "figures" / "softmax-over-k3_rate.png").stat().st_size > 0
     assert "softmax-over-k3" in (tmp_path / "reproduction.rst").read_text()
+
+
+def _doubled_cell_fit(truth, gap):
+    """paper2-top1-over's truth matched by k = 3, top-2: the first cell doubled, its two
+    atoms' gates ``gap`` apart in intercept and their experts slightly apart."""
+    return gmoe.MixingMeasure(
+        gate_coef=[[25.0], [25.0], [0.0]], gate_intercept=[-8.0 + gap, -8.0 - gap, 0.0],
+        expert_coef=[[-20.0], [-20.0], [20.0]], expert_intercept=[15.1, 14.9, -5.0],
+        expert_var=[0.3, 0.3, 0.4], gating="topk", top_k=2, topk_selection="affine")
+
+
+def test_a_doubled_top1_cell_rises_along_its_ridge_to_a_limit(scripts):
+    # The reason paper2-top1-over's fits reach no maximum: multiplying the doubled cell's
+    # common gate part by c (its internal difference held) raises L at every step, to a
+    # limit that no finite c attains.
+    _, _, check = scripts
+    experiment = load_experiment(ROOT / "simulations/paper2-top1-over.toml")
+    truth = experiment.truth
+    X = gmoe.make_design(3000, "normal", random_state=0)
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    fit = _doubled_cell_fit(truth, 0.2)
+    values, groups = check.ridge(fit, truth, X, y)
+    assert [g.tolist() for g in groups] == [[0, 1], [2]]
+    rises = np.diff(values)
+    scales = np.asarray(check.RIDGE_SCALES)
+    # Strictly rising up to c = 1e3, by tens of units, then flat to round-off (~1e-12 of
+    # L): a limit that the finite multipliers approach.
+    assert np.all(rises[scales[1:] <= 1e3] > 0) and values[-1] - values[0] > 10
+    assert np.all(np.abs(rises[scales[1:] > 1e4]) < 1e-10 * abs(values[-1]))
+    # At c = 1 the point is the fit itself, and the reference gate stays 0.
+    at_one = check.ridge_point(fit, groups, 1.0)
+    np.testing.assert_array_equal(at_one.gate_coef, fit.gate_coef)
+    np.testing.assert_array_equal(at_one.gate_intercept, fit.gate_intercept)
+    far = check.ridge_point(fit, groups, 1e3)
+    assert far.gate_intercept[2] == 0.0 and far.gate_coef[2, 0] == 0.0
+    np.testing.assert_allclose(far.gate_intercept[0] - far.gate_intercept[1], 0.4)
+
+
+def test_the_supremum_check_is_reported(tmp_path, scripts):
+    # One small task of paper2-top1-over through the check and into the page's section.
+    _, make_figures, check = scripts
+    experiment = load_experiment(ROOT / "simulations/paper2-top1-over.toml")
+    task = check.check_task(experiment, 400, 0, check.make_evaluation_design(experiment))
+    assert len(task["starts"]) == experiment.start["n_starts"]
+    best = task["starts"][task["best"]]
+    assert best["log_lik"] == task["best_log_lik"] == max(s["log_lik"] for s in task["starts"])
+    assert task["highest_log_lik"] >= task["best_log_lik"]
+    assert task["losses_at_fit"] == best["losses"]
+    report = {"study": "paper2-top1-over", "sizes": [400], "replications": 1,
+              "ridge_scales": list(check.RIDGE_SCALES), "tasks": [task, task]}
+    markdown = "\n".join(make_figures.supremum_markdown(report))
+    assert "## paper2-top1-over: not run at full scale" in markdown
+    row = next(li for li in markdown.splitlines() if li.startswith("| 400 |"))
+    spread = task["best_log_lik"] - task["worst_log_lik"]
+    assert f"| 400 | 2 | {spread:.2f} / {spread:.2f} |" in row
+    rst = "\n".join(make_figures.supremum_rst(report))
+    assert ".. list-table::" in rst and "   * - 400" in rst
+    make_figures.supremum_figure(report, tmp_path / "starts.png")
+    assert (tmp_path / "starts.png").stat().st_size > 0

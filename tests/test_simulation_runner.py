@@ -218,6 +218,34 @@ def test_failed_fit_and_metric_are_recorded(tmp_path, monkeypatch):
     assert rows[60]["hellinger"] is None and rows[60]["d1"] is not None
 
 
+def test_a_task_refitted_alone_keeps_its_best_start(tmp_path, reference):
+    # task_data and fit_near_truth_starts draw what run_task draws: the row's fit is the
+    # best of the starts refitted from them, start by start.
+    exp = load_experiment(tiny(tmp_path))
+    X, y, streams = tasks_module.task_data(exp, 130, 2)
+    results = tasks_module.fit_near_truth_starts(exp, X, y, streams, 130)
+    assert len(results) == exp.start["n_starts"] == 2
+    assert all(est is not None and error is None and seconds > 0
+               for est, seconds, error in results)
+    stored = next(r for r in reference[0] if (r["n"], r["rep"]) == (130, 2))
+    assert max(est.lower_bound_ for est, _, _ in results) == stored["mean_log_likelihood"]
+
+
+def test_a_single_start_failure_keeps_its_own_error(tmp_path, monkeypatch):
+    # With one start, the fit's own exception is the row's error, raised where the fit
+    # raised it (no "every start failed" wrapping).
+    class Failing(tasks_module.GaussianMoERegressor):
+        def fit(self, X, y, sample_weight=None):
+            raise np.linalg.LinAlgError("simulated failure")
+
+    monkeypatch.setattr(tasks_module, "GaussianMoERegressor", Failing)
+    exp = load_experiment(tiny(tmp_path, n_starts=1, sizes=[60], replications=1))
+    row = run_task(exp, 60, 0)
+    assert row["status"] == "fit_failed"
+    assert "every start failed" not in row["error"]
+    assert "LinAlgError: simulated failure (test_simulation_runner.py" in row["error"]
+
+
 def test_tasks_run_single_threaded():
     import numba
     from threadpoolctl import threadpool_info

@@ -19,7 +19,8 @@ from ..model import make_design, sample_moe
 from .seeds import evaluation_seed_sequence, task_streams
 from .start import make_near_truth_start
 
-__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "make_evaluation_design", "run_task"]
+__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "fit_near_truth_starts", "make_evaluation_design",
+           "run_task", "task_data", "task_metrics"]
 
 #: Columns every result row has, before the experiment's metric columns (name, SQL type).
 BASE_COLUMNS = (
@@ -92,20 +93,55 @@ def make_evaluation_design(experiment):
                        random_state=evaluation_seed_sequence(experiment.seed))
 
 
-def _fit(experiment, X, y, streams, n):
-    """Fit from the experiment's start(s); the best log-likelihood wins.
+def task_data(experiment, n, rep):
+    """The data of task ``(n, rep)``: the design, the responses and the task's streams.
 
-    Returns (estimator or None, summed fit seconds, number of fits, failure notes).
+    The same draws as :func:`run_task`, so that a task can be refitted or inspected alone.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    n : int
+    rep : int
+
+    Returns
+    -------
+    X : ndarray of shape (n, n_features)
+    y : ndarray of shape (n,)
+    streams : TaskStreams
+        The task's random streams; their ``start`` stream has not been drawn from yet.
+    """
+    streams = task_streams(experiment.seed, n, rep)
+    d = experiment.design
+    X = make_design(int(n), d["kind"], low=d["low"], high=d["high"],
+                    n_features=d["n_features"], random_state=streams.data)
+    y = sample_moe(experiment.truth, X, random_state=streams.data)
+    return X, y, streams
+
+
+def fit_near_truth_starts(experiment, X, y, streams, n):
+    """Fit from each of the experiment's near-truth starts, in order.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        With ``start.kind = "near_truth"``.
+    X, y : ndarray
+    streams : TaskStreams
+        The task's streams (:func:`task_data`); its ``start`` stream is drawn from.
+    n : int
+        The sample size the start's noise schedule reads.
+
+    Returns
+    -------
+    list of (GaussianMoERegressor or None, float, Exception or None)
+        Per start: the fitted estimator (None if the fit raised), the fit's seconds and
+        the exception the fit raised.
     """
     params = experiment.estimator_params()
     start = experiment.start
-    fits, notes, seconds = [], [], 0.0
-    if start["kind"] == "data":
-        est = GaussianMoERegressor(**params, init_params=start["init_params"],
-                                   n_init=start["n_init"], random_state=streams.fit_seed)
-        est.fit(X, y)
-        return est, est.fit_time_, start["n_init"], notes
-    for j in range(start["n_starts"]):
+    results = []
+    for _ in range(start["n_starts"]):
         # Each start's noise is drawn before its fit, so start j's noise never depends on
         # whether an earlier fit failed.
         init = make_near_truth_start(
@@ -121,22 +157,54 @@ def _fit(experiment, X, y, streams, n):
         t0 = time.perf_counter()
         try:
             est.fit(X, y)
-        except Exception as err:  # recorded in the row, never raised
-            notes.append(f"start {j} failed: {_error_text(err)}")
-            seconds += time.perf_counter() - t0
-            if start["n_starts"] == 1:
-                raise
+        except Exception as err:  # returned, never raised
+            results.append((None, time.perf_counter() - t0, err))
             continue
-        seconds += est.fit_time_
-        fits.append(est)
+        results.append((est, est.fit_time_, None))
+    return results
+
+
+def _fit(experiment, X, y, streams, n):
+    """Fit from the experiment's start(s); the best log-likelihood wins.
+
+    Returns (estimator or None, summed fit seconds, number of fits, failure notes).
+    """
+    start = experiment.start
+    if start["kind"] == "data":
+        est = GaussianMoERegressor(**experiment.estimator_params(),
+                                   init_params=start["init_params"],
+                                   n_init=start["n_init"], random_state=streams.fit_seed)
+        est.fit(X, y)
+        return est, est.fit_time_, start["n_init"], []
+    results = fit_near_truth_starts(experiment, X, y, streams, n)
+    if start["n_starts"] == 1 and results[0][2] is not None:
+        raise results[0][2]
+    notes = [f"start {j} failed: {_error_text(error)}" for j, (_, _, error) in enumerate(results)
+             if error is not None]
+    fits = [est for est, _, _ in results if est is not None]
     if not fits:
         raise RuntimeError("every start failed: " + "; ".join(notes))
     best = max(fits, key=lambda e: e.lower_bound_)
-    return best, seconds, start["n_starts"], notes
+    return best, sum(seconds for _, seconds, _ in results), start["n_starts"], notes
 
 
-def _metrics(experiment, fitted, X_eval):
-    """Every metric column of the experiment; a failing metric leaves NaN and a note."""
+def task_metrics(experiment, fitted, X_eval):
+    """Every metric column of the experiment for one fitted model.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    fitted : MixingMeasure
+    X_eval : ndarray
+        The evaluation design (:func:`make_evaluation_design`).
+
+    Returns
+    -------
+    values : dict
+        Column name -> value; NaN for a metric that failed.
+    notes : list of str
+        One note per failed metric.
+    """
     truth, cfg = experiment.truth, experiment.metrics
     values, notes = {}, []
 
@@ -206,12 +274,8 @@ def run_task(experiment, n, rep):
                spawn_key=f"{int(n)},{int(rep)}", worker_pid=os.getpid())
     with _single_threaded(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        streams = task_streams(experiment.seed, n, rep)
-        d = experiment.design
         try:
-            X = make_design(int(n), d["kind"], low=d["low"], high=d["high"],
-                            n_features=d["n_features"], random_state=streams.data)
-            y = sample_moe(experiment.truth, X, random_state=streams.data)
+            X, y, streams = task_data(experiment, n, rep)
             est, fit_seconds, n_fits, notes = _fit(experiment, X, y, streams, int(n))
         except Exception as err:  # recorded in the row, never raised
             row.update(status="fit_failed", error=_error_text(err))
@@ -223,7 +287,7 @@ def run_task(experiment, n, rep):
                        fit_seconds=float(fit_seconds),
                        degenerate_experts=",".join(map(str, est.degenerate_experts_)) or None)
             measured = time.perf_counter()
-            values, metric_notes = _metrics(experiment, est.mixing_measure_,
+            values, metric_notes = task_metrics(experiment, est.mixing_measure_,
                                             make_evaluation_design(experiment))
             row["metric_seconds"] = time.perf_counter() - measured
             row.update(values)
