@@ -65,6 +65,8 @@ steps in all).
 
 import numpy as np
 
+from ._blocks import ColumnBlocks
+from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._observed_information import (
     compute_linear_gate_derivatives,
     linear_gate_log_likelihood,
@@ -260,9 +262,25 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         experts = keep >= param.n_gate
         smooth_gap = _eigen_decrement(score[experts], info[np.ix_(experts, experts)])[0]
     vec = _vector(param, measure)
-    # L alone holds only the design's and (rows, n_experts) arrays: its chunks can be
-    # that much longer.
-    value_chunks = _row_chunks(X, y, sample_weight, measure.n_features + 1 + measure.n_experts)
+    if on_linear_blocks:
+        def value_of(point):
+            # By the pass that gave log_lik (gains are exact zeros where a search returns).
+            return linear_gate_log_likelihood(point, X)
+    elif sparse:
+        # The held-selection derivatives need arrays; L moves the active sets, so it is
+        # the full top-K likelihood, on the expert-major arrays. Gains are measured from
+        # this same evaluation at the point (exact zeros where a search returns).
+        value_of = _expert_major_log_likelihood(X, y, sample_weight)
+        log_lik = value_of(measure)
+    else:
+        # L alone holds only the design's and (rows, n_experts) arrays: its chunks can be
+        # that much longer.
+        value_chunks = _row_chunks(X, y, sample_weight,
+                                   measure.n_features + 1 + measure.n_experts)
+
+        def value_of(point):
+            return sum(float(np.dot(wc, conditional_log_density(point, Xc, yc)))
+                       for Xc, yc, wc in value_chunks())
 
     def gain_at(candidate):
         """Rise of L at a parameter vector, and its measure (-inf when not allowed)."""
@@ -272,12 +290,7 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
             return -np.inf, None
         if np.any(point.expert_var < var_floor):
             return -np.inf, None
-        # By the pass that gave log_lik (gains are exact zeros where a search returns).
-        if on_linear_blocks:
-            value = linear_gate_log_likelihood(point, X)
-        else:
-            value = sum(float(np.dot(wc, conditional_log_density(point, Xc, yc)))
-                        for Xc, yc, wc in value_chunks())
+        value = value_of(point)
         return (value - log_lik if np.isfinite(value) else -np.inf), point
 
     negative = np.flatnonzero(eigval < -floor)[:_MAX_DIRECTIONS]
@@ -296,6 +309,27 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         result.move_predicted = gap * fraction * (2.0 - fraction)
     result.kink = sparse and newton_gain == 0.0
     return result
+
+
+def _expert_major_log_likelihood(X, y, sample_weight):
+    """A function ``L(measure)`` on these rows, through the expert-major E-step.
+
+    The design is transposed once and the scratch arrays reused across the calls (a
+    search evaluates ``L`` at a few dozen points), about twice as fast as
+    :func:`~gmoe.model.conditional_log_density`, which validates and re-lays out the rows
+    at every call.
+    """
+    ZT = transposed_design(X)
+    workspace = Workspace()
+
+    def log_likelihood(measure):
+        log_gate = measure.family.log_gate_columns(ZT, measure.gate_params, workspace)
+        _, row_log_lik = e_step_columns(ZT, y, log_gate, measure.expert_coef,
+                                        measure.expert_intercept, measure.expert_var,
+                                        workspace)
+        return float(np.dot(sample_weight, row_log_lik))
+
+    return log_likelihood
 
 
 def _row_chunks(X, y, sample_weight, width):
@@ -390,8 +424,8 @@ def _held_selection_derivatives(measure, X, y, sample_weight):
                             measure.expert_coef[experts], measure.expert_intercept[experts],
                             measure.expert_var[experts])
         param = _Parametrisation(sub)
-        sub_log_lik, sub_score, sub_hessian = _compute_log_likelihood_derivatives(
-            param, param.to_vector(sub), X[rows], y[rows], sample_weight[rows])
+        sub_log_lik, sub_score, sub_hessian = _active_set_derivatives(
+            param, sub, X[rows], y[rows], sample_weight[rows])
         log_lik += sub_log_lik
         jac = np.zeros((param.size, full.size))
         for a, j in enumerate(experts):
@@ -404,6 +438,22 @@ def _held_selection_derivatives(measure, X, y, sample_weight):
         score += jac.T @ sub_score
         hessian += jac.T @ sub_hessian @ jac
     return full, log_lik, score, hessian
+
+
+def _active_set_derivatives(param, sub, X, y, sample_weight):
+    """Log-likelihood, score and Hessian of one active set's softmax mixture on its rows.
+
+    The compiled block pass of the softmax gate's information where it applies (a
+    softmax of linear logits with Gaussian linear experts), the general derivatives
+    otherwise; the two agree to round-off.
+    """
+    rows = ColumnBlocks(transposed_design(X), np.zeros((sub.n_experts, X.shape[0])), y=y,
+                        sample_weight=sample_weight)
+    derivatives = compute_linear_gate_derivatives(param, sub, rows)
+    if derivatives is None:
+        derivatives = _compute_log_likelihood_derivatives(param, param.to_vector(sub), X, y,
+                                                          sample_weight)
+    return derivatives
 
 
 def _add_gate_difference(jac, sub_idx, full_idx, ref_idx):

@@ -14,10 +14,12 @@ from gmoe._stopping import (
     TOPK_WINDOW,
     Decrement,
     StoppingRule,
+    _active_set_derivatives,
+    _expert_major_log_likelihood,
     _held_selection_derivatives,
     compute_newton_decrement,
 )
-from gmoe.inference import _Parametrisation
+from gmoe.inference import _compute_log_likelihood_derivatives, _Parametrisation
 from gmoe.simulation.start import make_near_truth_start
 
 # The softmax studies' truth (expert 2 the reference).
@@ -230,6 +232,47 @@ def test_held_selection_score_and_hessian_match_finite_differences(top_k, select
     # The score is checked above; its central differences (h = 1e-5) are good to ~1e-8.
     assert_allclose(hessian, 0.5 * (fd_hess + fd_hess.T), rtol=1e-6,
                     atol=1e-6 * np.abs(hessian).max())
+
+
+@pytest.mark.parametrize("k,top_k,d,selection", [(2, 1, 1, "affine"), (3, 2, 1, "affine"),
+                                                 (3, 2, 3, "linear"), (4, 3, 1, "affine"),
+                                                 (5, 3, 2, "affine")])
+def test_active_sets_take_the_compiled_derivatives_and_l(k, top_k, d, selection,
+                                                         monkeypatch):
+    # Each active set's softmax mixture goes through the compiled information pass, and
+    # the searches' L through the expert-major E-step: the general derivatives and
+    # conditional_log_density to round-off, zero weights included.
+    rng = np.random.default_rng(k * 10 + d)
+    gate_coef = np.vstack([3.0 * rng.normal(size=(k - 1, d)), np.zeros((1, d))])
+    measure = gmoe.MixingMeasure(gate_coef, np.r_[rng.normal(size=k - 1), 0.0],
+                                 2.0 * rng.normal(size=(k, d)), rng.normal(size=k),
+                                 rng.uniform(0.2, 1.0, size=k), gating="topk", top_k=top_k,
+                                 topk_selection=selection)
+    X = rng.normal(size=(1500, d))
+    y = gmoe.sample_moe(measure, X, random_state=1)
+    w = rng.uniform(0.0, 2.0, size=1500)
+    w[:40] = 0.0
+    active = measure.family.active_mask(X, measure.gate_coef, measure.gate_intercept)
+    codes = active @ (1 << np.arange(k))
+    for code in np.unique(codes):
+        rows = np.flatnonzero(codes == code)
+        experts = np.flatnonzero((int(code) >> np.arange(k)) & 1)
+        ref = experts[-1]
+        sub = gmoe.MixingMeasure(gate_coef[experts] - gate_coef[ref],
+                                 measure.gate_intercept[experts] - measure.gate_intercept[ref],
+                                 measure.expert_coef[experts], measure.expert_intercept[experts],
+                                 measure.expert_var[experts])
+        param = _Parametrisation(sub)
+        general = _compute_log_likelihood_derivatives(param, param.to_vector(sub), X[rows],
+                                                      y[rows], w[rows])
+        with monkeypatch.context() as patch:  # the compiled pass, never the fallback
+            patch.setattr(gmoe._stopping, "_compute_log_likelihood_derivatives", None)
+            compiled = _active_set_derivatives(param, sub, X[rows], y[rows], w[rows])
+        for a, b in zip(general, compiled, strict=True):
+            # Sums of ~1e3 rows in different orders: a few ulp of the largest entry.
+            assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.max(np.abs(a)))
+    expected = float(np.dot(w, gmoe.conditional_log_density(measure, X, y)))
+    assert _expert_major_log_likelihood(X, y, w)(measure) == pytest.approx(expected, rel=1e-14)
 
 
 def test_top_k_equal_to_n_experts_is_the_softmax_decrement():
