@@ -66,7 +66,7 @@ steps in all).
 import numpy as np
 
 from ._blocks import ColumnBlocks
-from ._expert_major import Workspace, e_step_columns, transposed_design
+from ._expert_major import transposed_design
 from ._observed_information import (
     compute_linear_gate_derivatives,
     linear_gate_log_likelihood,
@@ -266,12 +266,6 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         def value_of(point):
             # By the pass that gave log_lik (gains are exact zeros where a search returns).
             return linear_gate_log_likelihood(point, X)
-    elif sparse:
-        # The held-selection derivatives need arrays; L moves the active sets, so it is
-        # the full top-K likelihood, on the expert-major arrays. Gains are measured from
-        # this same evaluation at the point (exact zeros where a search returns).
-        value_of = _expert_major_log_likelihood(X, y, sample_weight)
-        log_lik = value_of(measure)
     else:
         # L alone holds only the design's and (rows, n_experts) arrays: its chunks can be
         # that much longer.
@@ -309,27 +303,6 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         result.move_predicted = gap * fraction * (2.0 - fraction)
     result.kink = sparse and newton_gain == 0.0
     return result
-
-
-def _expert_major_log_likelihood(X, y, sample_weight):
-    """A function ``L(measure)`` on these rows, through the expert-major E-step.
-
-    The design is transposed once and the scratch arrays reused across the calls (a
-    search evaluates ``L`` at a few dozen points), about twice as fast as
-    :func:`~gmoe.model.conditional_log_density`, which validates and re-lays out the rows
-    at every call.
-    """
-    ZT = transposed_design(X)
-    workspace = Workspace()
-
-    def log_likelihood(measure):
-        log_gate = measure.family.log_gate_columns(ZT, measure.gate_params, workspace)
-        _, row_log_lik = e_step_columns(ZT, y, log_gate, measure.expert_coef,
-                                        measure.expert_intercept, measure.expert_var,
-                                        workspace)
-        return float(np.dot(sample_weight, row_log_lik))
-
-    return log_likelihood
 
 
 def _row_chunks(X, y, sample_weight, width):
