@@ -11,8 +11,10 @@ final check, the same in both fits, are left out); the difference, divided by ``
 is the time per EM iteration (wall clock and CPU time of the process). The first
 iterations after the start are timed: there the gate's Newton step is taken at every n
 (near convergence it can stop early, which would flatter large n). The
-peak resident memory above the baseline (whole fits) is compared with ``X + n k 8`` bytes
-(the design and one (n, k) array of float64).
+peak resident memory above the baseline of the first whole fit (the data included) is
+compared with ``X + n k 8`` bytes (the design and one (n, k) array of float64); the
+repeats come after it, since the allocator can carry one fit's freed arrays into the
+next one's peak.
 
 The log-log slope of time per iteration against n (n >= 1e4) is fitted by least squares
 per k, d and thread count. With ``--threads 1 2`` the two fits are checked to give
@@ -126,12 +128,18 @@ def _child(n, k, d, threads, iters, seed):
     # The fastest of a few repeats of each fit (fewer for large n): the machine's load
     # only ever adds time.
     repeats = 5 if n <= 100_000 else 2 if n <= 1_000_000 else 1
+    # The peak of one fit, before the repeats: glibc keeps freed blocks of up to 32 MiB
+    # (a (4, 1e6) float64 array is 30.5 MiB) in its heaps once one such block has been
+    # freed, so later fits in the same process can add the earlier fits' freed arrays to
+    # the resident peak (measured: +32 MB per repeat at n = 1e6) that a single fit never
+    # holds.
+    long = [fit(X, y, 1 + iters)]
+    peak = _peak_rss_bytes() - baseline
+    long += [fit(X, y, 1 + iters) for _ in range(repeats - 1)]
     short = [fit(X, y, 1) for _ in range(repeats)]
-    long = [fit(X, y, 1 + iters) for _ in range(repeats)]
     wall_1, cpu_1 = min(r[1] for r in short), min(r[2] for r in short)
     wall, cpu = min(r[1] for r in long), min(r[2] for r in long)
     est = long[0][0]
-    peak = _peak_rss_bytes() - baseline
     print(json.dumps(dict(
         n=n, k=k, d=d, threads=threads, iters=iters,
         wall_per_iter=(wall - wall_1) / iters, cpu_per_iter=(cpu - cpu_1) / iters,

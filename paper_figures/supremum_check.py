@@ -144,8 +144,9 @@ def check_task(experiment, n, rep, X_eval):
         "truth_log_lik": float(gmoe.conditional_log_density(experiment.truth, X, y).sum()),
         "best_log_lik": starts[best]["log_lik"],
         "worst_log_lik": min(s["log_lik"] for s in starts),
-        "best_ridge_gain": max(starts[best]["ridge"]) - starts[best]["log_lik"],
-        "largest_ridge_gain": max(max(s["ridge"]) - s["log_lik"] for s in starts),
+        # c = 1 is the fit itself: a rise below 0 is round-off.
+        "best_ridge_gain": max(0.0, max(starts[best]["ridge"]) - starts[best]["log_lik"]),
+        "largest_ridge_gain": max(0.0, *(max(s["ridge"]) - s["log_lik"] for s in starts)),
         "highest_log_lik": highest,
         "highest_at": {"start": top_start, "multiplier": RIDGE_SCALES[top_c]},
         "starts_limit_only": sum(s["limit_only"] for s in starts),
