@@ -49,8 +49,9 @@ RIDGE_SCALES = (1.0, 2.0, 4.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 #: A ridge still rises at its end when its last two points differ by more than this,
 #: relative (the limit's own round-off is ~1e-12 relative).
 SETTLED = 1e-9
-#: A rise of ``L`` that counts (total log-likelihood units): above the fits' round-off.
-_RISE = 1e-6
+#: A rise of ``L`` that counts (total log-likelihood units): far above the round-off
+#: that separates fits of two builds with the same iterations (~1e-6).
+_RISE = 1e-3
 
 
 def cell_groups(measure, truth):
