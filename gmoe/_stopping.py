@@ -40,11 +40,11 @@ leave saddles that EM never leaves.
 
 The derivatives are the analytic score and observed information of
 :mod:`gmoe.inference` (summed block by block in one compiled pass for the softmax and
-temperature gates). They cost a few EM iterations, so a cheap filter comes first: the
-decrement is computed only when the last iteration raised ``L`` by at most
-``max(tol, 1e-6 |L|)`` (a relative change of ``L``, only a filter here), and after a failed
-check the next one waits 1, 2, 4, ... up to 16 iterations (1 again after a move that gained
-more than ``tol``).
+temperature gates, and for each active set of a sparse top-K gate). They cost a few EM
+iterations, so a cheap filter comes first: the decrement is computed only when the last
+iteration raised ``L`` by at most ``max(tol, 1e-6 |L|)`` (a relative change of ``L``, only
+a filter here), and after a failed check the next one waits 1, 2, 4, ... up to 16
+iterations (1 again after a move that gained more than ``tol``).
 
 Top-K gates with ``top_k < n_experts`` are not differentiable in the gate: the active sets
 jump, and a maximum can sit on a selection boundary, where the gradient in the gate (the
@@ -372,7 +372,7 @@ def _held_selection_derivatives(measure, X, y, sample_weight):
 
     The rows sharing an active set ``S`` follow a softmax mixture of the experts of ``S``
     alone, whose gate, relative to the last expert of ``S``, is a difference of the full
-    gate's rows. Each group's derivatives come from :mod:`gmoe.inference` and are mapped
+    gate's rows. Each group's derivatives (:func:`_active_set_derivatives`) are mapped
     onto the parameters of the full gate (the last expert the reference) by that linear
     map. Returns the layout (a softmax :class:`~gmoe.inference._Parametrisation`), the
     log-likelihood, the score and the Hessian.
@@ -420,8 +420,9 @@ def _active_set_derivatives(param, sub, X, y, sample_weight):
     softmax of linear logits with Gaussian linear experts), the general derivatives
     otherwise; the two agree to round-off.
     """
-    rows = ColumnBlocks(transposed_design(X), np.zeros((sub.n_experts, X.shape[0])), y=y,
-                        sample_weight=sample_weight)
+    # The pass reads no responsibilities: a zero view stands in for them.
+    rows = ColumnBlocks(transposed_design(X), np.broadcast_to(0.0, (sub.n_experts, len(y))),
+                        y=y, sample_weight=sample_weight)
     derivatives = compute_linear_gate_derivatives(param, sub, rows)
     if derivatives is None:
         derivatives = _compute_log_likelihood_derivatives(param, param.to_vector(sub), X, y,

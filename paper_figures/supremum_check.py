@@ -8,14 +8,17 @@ together, so their gates differ by a bounded amount (which sets how they split t
 while their common part sets how sharply the pair is switched off in the other cell.
 
 This script measures that on the study's own tasks (the harness's data and near-truth
-starts). For every start's fit it moves along the *ridge*: the common part of each group
-of fitted atoms that share a true cell (the mean of their gate rows) is multiplied by
-``c``, their differences held, the experts held, and ``L(c)`` is evaluated for ``c`` from
-1 to 1e6. If ``L`` keeps rising to a limit that no finite ``c`` reaches, the fit's point is
-not a maximum and the likelihood has none there: the limit bounds the supremum from below.
-It writes ``paper_figures/results/NAME.supremum.json``: per task, every start's ``L``, its
-ridge, the best start's gate scale, and the study's losses at the best fit and at the
-highest point found along the ridges, which ``make_figures.py`` quotes.
+starts, fitted on one thread as the harness fits them). For every start's fit it moves
+along the *ridge*: the common part of each group of fitted atoms that share a true cell
+(the mean of their gate rows) is multiplied by ``c``, their differences held, the experts
+held, and ``L(c)`` is evaluated for ``c`` from 1 to 1e6. A ridge either is flat (the fit
+already lies far along it), or rises to its end (``L`` approaches a limit that no finite
+``c`` reaches: the fit is not a maximum, and the values above it along the ridge are
+approached only in that limit), or rises and then falls (the fit stopped below a higher
+point). It also records, per start, the stopping rule's decrement at the fit (its gap, and
+whether it waived that gap as a kink of the top-K likelihood), and the losses of the kept
+fit at the highest point of its ridge. It writes
+``paper_figures/results/NAME.supremum.json``, which ``make_figures.py`` summarises.
 
 Usage::
 
@@ -25,6 +28,7 @@ Usage::
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import warnings
@@ -36,22 +40,22 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 import gmoe  # noqa: E402
+from gmoe._stopping import compute_newton_decrement  # noqa: E402
 from gmoe.simulation import load_experiment  # noqa: E402
 from gmoe.simulation.tasks import (  # noqa: E402
     fit_near_truth_starts,
     make_evaluation_design,
+    single_threaded,
     task_data,
     task_metrics,
 )
 
 #: Multipliers of the groups' common gate part along the ridge.
 RIDGE_SCALES = (1.0, 2.0, 4.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
-#: A ridge still rises at its end when its last two points differ by more than this,
-#: relative (the limit's own round-off is ~1e-12 relative).
-SETTLED = 1e-9
-#: A rise of ``L`` that counts (total log-likelihood units): far above the round-off
-#: that separates fits of two builds with the same iterations (~1e-6).
-_RISE = 1e-3
+#: A rise of ``L`` that counts (total log-likelihood units), far above round-off: a ridge
+#: whose highest point is within this of its start is flat, and one whose end is within
+#: this of its highest point rises to its end.
+RISE = 1e-3
 
 
 def cell_groups(measure, truth):
@@ -72,6 +76,9 @@ def cell_groups(measure, truth):
 def ridge_point(measure, groups, c):
     """``measure`` with each group's mean gate row multiplied by ``c``, differences held.
 
+    The means are the between-cell part of the gate (a group of one atom is its own
+    mean); the differences within a group say how its atoms share their cell.
+
     The rows are then re-referenced to the last expert's (all logits shifted alike: the
     selection and the weights do not change), so the reference gate stays 0.
     """
@@ -85,7 +92,7 @@ def ridge_point(measure, groups, c):
 
 
 def common_scale(measure, groups):
-    """The largest norm of a group's mean gate row (slopes and intercept)."""
+    """The largest norm of a group's mean gate row relative to the reference expert's."""
     theta = np.column_stack([measure.gate_coef, measure.gate_intercept])
     return max(float(np.linalg.norm(theta[g].mean(axis=0) - theta[-1])) for g in groups)
 
@@ -98,63 +105,90 @@ def ridge(measure, truth, X, y):
     return values, groups
 
 
+def ridge_shape(values, log_lik):
+    """``'rises to its end'``, ``'rises then falls'`` or ``'flat'`` (within :data:`RISE`)."""
+    if max(values) <= log_lik + RISE:
+        return "flat"
+    return "rises to its end" if values[-1] >= max(values) - RISE else "rises then falls"
+
+
+def _final_check(measure, X, y):
+    """The top-K stopping rule's decrement at a fit: its gap, kink flag and smooth gap."""
+    decrement = compute_newton_decrement(measure, X, y, np.ones(len(y)))
+    return {"gap": float(decrement.gap), "kink": bool(decrement.kink),
+            "smooth_gap": float(decrement.smooth_gap)}
+
+
 def check_task(experiment, n, rep, X_eval):
     """One task: every start's fit, its ridge, and the losses at the best fit and beyond.
 
     Returns
     -------
     dict
-        ``starts``: per start its ``L``, its EM steps, ``L`` along its ridge and the groups;
-        ``best``: the start the study keeps (largest ``L``); ``highest``: the largest ``L``
-        found, over every start's ridge (at least the best start's); the losses at the best
-        fit and at the highest point.
+        ``starts``: per start (in the study's order) its ``L``, EM steps, convergence
+        flags, the stopping rule's decrement at the fit, ``L`` along its ridge, the
+        ridge's shape, the groups and the study's losses (or the start's error);
+        ``best``: the index of the start the study keeps (largest ``L``); the losses of
+        that fit at the highest point of its own ridge; ``highest_log_lik``: the largest
+        ``L`` found over every start's ridge, and whether it lies on a ridge that rises
+        to its end.
     """
     X, y, streams = task_data(experiment, n, rep)
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    with single_threaded(), warnings.catch_warnings():  # as the harness fits a task
         warnings.simplefilter("ignore")
         results = fit_near_truth_starts(experiment, X, y, streams, n)
     seconds = time.perf_counter() - started
-    fits = [est for est, _, _ in results if est is not None]
-    if not fits:
-        return {"n": n, "rep": rep, "failed": [str(err) for _, _, err in results]}
     starts = []
-    for est in fits:
+    for index, (est, _, error) in enumerate(results):
+        if est is None:
+            starts.append({"start": index, "error": str(error)})
+            continue
         values, groups = ridge(est.mixing_measure_, experiment.truth, X, y)
         log_lik = float(est.lower_bound_ * n)
         losses, _ = task_metrics(experiment, est.mixing_measure_, X_eval)
-        starts.append({"log_lik": log_lik, "n_iter": int(est.n_iter_), "ridge": values,
+        starts.append({"start": index, "log_lik": log_lik, "n_iter": int(est.n_iter_),
+                       "converged": bool(est.converged_),
+                       "convergence_gap": float(est.convergence_gap_),
+                       "final_check": _final_check(est.mixing_measure_, X, y),
+                       "ridge": values, "ridge_shape": ridge_shape(values, log_lik),
                        "groups": [g.tolist() for g in groups],
-                       "losses": {k: float(v) for k, v in losses.items()},
-                       # L rises along the ridge to its end: its highest value there is a
-                       # limit that no finite multiplier attains.
-                       "limit_only": bool(values[-1] >= max(values) - SETTLED * abs(values[-1])
-                                          and values[-1] > log_lik + _RISE)})
-    best = max(range(len(fits)), key=lambda j: starts[j]["log_lik"])
-    top_start, top_c = max(((j, i) for j in range(len(fits))
-                            for i in range(len(RIDGE_SCALES))),
-                           key=lambda ji: starts[ji[0]]["ridge"][ji[1]])
-    highest = max(starts[best]["log_lik"], starts[top_start]["ridge"][top_c])
-    measure = fits[best].mixing_measure_
-    top_measure = ridge_point(fits[top_start].mixing_measure_,
-                              [np.array(g) for g in starts[top_start]["groups"]],
-                              RIDGE_SCALES[top_c])
-    at_top, _ = task_metrics(experiment, top_measure, X_eval)
+                       "losses": {k: float(v) for k, v in losses.items()}})
+    fitted = [s for s in starts if "error" not in s]
+    if not fitted:
+        return {"n": n, "rep": rep, "fit_seconds": seconds, "starts": starts}
+    best = max(fitted, key=lambda s: s["log_lik"])
+    top = max(fitted, key=lambda s: max(s["ridge"]))
+    kept = results[best["start"]][0].mixing_measure_
+    top_c = RIDGE_SCALES[int(np.argmax(best["ridge"]))]
+    at_ridge_top, _ = task_metrics(
+        experiment, ridge_point(kept, [np.array(g) for g in best["groups"]], top_c), X_eval)
     return {
-        "n": n, "rep": rep, "fit_seconds": seconds, "starts": starts, "best": best,
+        "n": n, "rep": rep, "fit_seconds": seconds, "starts": starts, "best": best["start"],
         "truth_log_lik": float(gmoe.conditional_log_density(experiment.truth, X, y).sum()),
-        "best_log_lik": starts[best]["log_lik"],
-        "worst_log_lik": min(s["log_lik"] for s in starts),
+        "best_log_lik": best["log_lik"],
+        "worst_log_lik": min(s["log_lik"] for s in fitted),
         # c = 1 is the fit itself: a rise below 0 is round-off.
-        "best_ridge_gain": max(0.0, max(starts[best]["ridge"]) - starts[best]["log_lik"]),
-        "largest_ridge_gain": max(0.0, *(max(s["ridge"]) - s["log_lik"] for s in starts)),
-        "highest_log_lik": highest,
-        "highest_at": {"start": top_start, "multiplier": RIDGE_SCALES[top_c]},
-        "starts_limit_only": sum(s["limit_only"] for s in starts),
-        "best_gate_scale": common_scale(measure, [np.array(g) for g in starts[best]["groups"]]),
-        "losses_at_fit": starts[best]["losses"],
-        "losses_at_highest": {k: float(v) for k, v in at_top.items()},
+        "best_ridge_gain": max(0.0, max(best["ridge"]) - best["log_lik"]),
+        "largest_ridge_gain": max(0.0, *(max(s["ridge"]) - s["log_lik"] for s in fitted)),
+        "highest_log_lik": max(best["log_lik"], max(top["ridge"])),
+        "highest_is_a_limit": top["ridge_shape"] == "rises to its end",
+        "best_gate_scale": common_scale(kept, [np.array(g) for g in best["groups"]]),
+        "losses_at_fit": best["losses"],
+        "losses_at_ridge_top": {k: float(v) for k, v in at_ridge_top.items()},
     }
+
+
+def _revision():
+    """The checkout's git revision (with ``+changes`` if its tree differs), or None."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def main(argv=None):
@@ -174,20 +208,23 @@ def main(argv=None):
         for rep in range(args.replications):
             task = check_task(experiment, n, rep, X_eval)
             tasks.append(task)
-            if "failed" in task:
+            fitted = [t for t in task["starts"] if "error" not in t]
+            if not fitted:
                 print(f"n={n} rep={rep}: every start failed", flush=True)
                 continue
-            gain = task["highest_log_lik"] - task["best_log_lik"]
-            d2_fit, d2_top = (task[k].get("d2", np.nan) for k in ("losses_at_fit",
-                                                                  "losses_at_highest"))
-            print(f"n={n:>6} rep={rep}: starts {task['worst_log_lik'] - task['best_log_lik']:+.2f}"
-                  f" below the best; along the ridges: best start "
-                  f"+{task['best_ridge_gain']:.3f}, any start +{task['largest_ridge_gain']:.3f}, "
-                  f"highest +{gain:.3f} over the best; {task['starts_limit_only']} of "
-                  f"{len(task['starts'])} rise to the end (x{RIDGE_SCALES[-1]:g}); gate scale "
-                  f"{task['best_gate_scale']:.3g}; D2 {d2_fit:.4g} -> {d2_top:.4g}; "
+            shapes = [t["ridge_shape"] for t in fitted]
+            print(f"n={n:>6} rep={rep}: starts "
+                  f"{task['worst_log_lik'] - task['best_log_lik']:+.2f} below the best; "
+                  f"ridges: best start +{task['best_ridge_gain']:.3f}, any start "
+                  f"+{task['largest_ridge_gain']:.3f}; "
+                  f"{shapes.count('rises to its end')} rise to the end, "
+                  f"{shapes.count('rises then falls')} rise then fall, "
+                  f"{shapes.count('flat')} flat; kept start's final check "
+                  f"{task['starts'][task['best']]['final_check']}; "
                   f"{task['fit_seconds']:.1f} s", flush=True)
     report = {"study": args.study, "ridge_scales": list(RIDGE_SCALES), "sizes": args.sizes,
+              "n_starts": experiment.start["n_starts"], "rise": RISE,
+              "revision": _revision(),
               "replications": args.replications, "gmoe_version": gmoe.__version__,
               "tasks": tasks}
     out = args.results / f"{args.study}.supremum.json"

@@ -1,6 +1,7 @@
 """paper_figures/: a stored study exported and turned into REPRODUCTION.md and its figures."""
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -60,9 +61,16 @@ def test_an_over_specified_study_is_exported_and_reported(tmp_path, scripts):
     assert "softmax-over-k3" in (tmp_path / "reproduction.rst").read_text()
 
 
-def _doubled_cell_fit(truth, gap):
-    """paper2-top1-over's truth matched by k = 3, top-2: the first cell doubled, its two
-    atoms' gates ``gap`` apart in intercept and their experts slightly apart."""
+def _doubled_cell_fit(truth, gap, reference_doubled=False):
+    """paper2-top1-over's truth matched by k = 3, top-2: a cell doubled, its two atoms'
+    gates ``gap`` apart in intercept and their experts slightly apart. With
+    ``reference_doubled`` the doubled cell is the truth's reference (the last atoms)."""
+    if reference_doubled:
+        # The first cell alone, then the reference twice: the last row must stay 0.
+        return gmoe.MixingMeasure(
+            gate_coef=[[25.0], [0.0], [0.0]], gate_intercept=[-8.0, gap, 0.0],
+            expert_coef=[[-20.0], [20.0], [20.0]], expert_intercept=[15.0, -4.9, -5.1],
+            expert_var=[0.3, 0.4, 0.4], gating="topk", top_k=2, topk_selection="affine")
     return gmoe.MixingMeasure(
         gate_coef=[[25.0], [25.0], [0.0]], gate_intercept=[-8.0 + gap, -8.0 - gap, 0.0],
         expert_coef=[[-20.0], [-20.0], [20.0]], expert_intercept=[15.1, 14.9, -5.0],
@@ -70,9 +78,9 @@ def _doubled_cell_fit(truth, gap):
 
 
 def test_a_doubled_top1_cell_rises_along_its_ridge_to_a_limit(scripts):
-    # The reason paper2-top1-over's fits reach no maximum: multiplying the doubled cell's
-    # common gate part by c (its internal difference held) raises L at every step, to a
-    # limit that no finite c attains.
+    # The mechanism of paper2-top1-over's section: multiplying the doubled cell's common
+    # gate part by c (its internal difference held) raises L at every step, to a limit
+    # that no finite c attains.
     _, _, check = scripts
     experiment = load_experiment(ROOT / "simulations/paper2-top1-over.toml")
     truth = experiment.truth
@@ -87,33 +95,76 @@ def test_a_doubled_top1_cell_rises_along_its_ridge_to_a_limit(scripts):
     # L): a limit that the finite multipliers approach.
     assert np.all(rises[scales[1:] <= 1e3] > 0) and values[-1] - values[0] > 10
     assert np.all(np.abs(rises[scales[1:] > 1e4]) < 1e-10 * abs(values[-1]))
-    # At c = 1 the point is the fit itself, and the reference gate stays 0.
+    assert check.ridge_shape(values, values[0]) == "rises to its end"
+    # At c = 1 the point is the fit itself.
     at_one = check.ridge_point(fit, groups, 1.0)
     np.testing.assert_array_equal(at_one.gate_coef, fit.gate_coef)
     np.testing.assert_array_equal(at_one.gate_intercept, fit.gate_intercept)
-    far = check.ridge_point(fit, groups, 1e3)
-    assert far.gate_intercept[2] == 0.0 and far.gate_coef[2, 0] == 0.0
-    np.testing.assert_allclose(far.gate_intercept[0] - far.gate_intercept[1], 0.4)
+
+
+def test_a_ridge_point_is_re_referenced_to_the_last_expert():
+    # With the reference cell doubled, scaling its group's mean moves the last row too;
+    # the rows are shifted back so that it is 0, which changes no selection or weight
+    # (a common shift of every logit).
+    sys.path.insert(0, str(ROOT / "paper_figures"))
+    try:
+        import supremum_check as check
+    finally:
+        sys.path.remove(str(ROOT / "paper_figures"))
+    truth = load_experiment(ROOT / "simulations/paper2-top1-over.toml").truth
+    fit = _doubled_cell_fit(truth, 0.3, reference_doubled=True)
+    groups = check.cell_groups(fit, truth)
+    assert [g.tolist() for g in groups] == [[0], [1, 2]]
+    far = check.ridge_point(fit, groups, 10.0)
+    assert far.gate_coef[2, 0] == 0.0 and far.gate_intercept[2] == 0.0
+    # Every cell's mean row times 10 (group [0] is its own row; group [1, 2]'s mean
+    # intercept 0.15 becomes 1.5, the last row 1.35), then all shifted by -1.35.
+    np.testing.assert_allclose(far.gate_intercept, [-80.0 - 1.35, 0.3, 0.0])
+    np.testing.assert_allclose(far.gate_coef[:, 0], [250.0, 0.0, 0.0])
+    X = gmoe.make_design(500, "normal", random_state=2)
+    np.testing.assert_array_equal(
+        far.family.active_mask(X, far.gate_coef, far.gate_intercept),
+        far.family.active_mask(X, far.gate_coef, far.gate_intercept + 5.0))
 
 
 def test_the_supremum_check_is_reported(tmp_path, scripts):
-    # One small task of paper2-top1-over through the check and into the page's section.
+    # One small task of paper2-top1-over through the check, into the JSON the script
+    # writes, and from there into both pages' sections and the figure.
     _, make_figures, check = scripts
     experiment = load_experiment(ROOT / "simulations/paper2-top1-over.toml")
     task = check.check_task(experiment, 400, 0, check.make_evaluation_design(experiment))
-    assert len(task["starts"]) == experiment.start["n_starts"]
-    best = task["starts"][task["best"]]
-    assert best["log_lik"] == task["best_log_lik"] == max(s["log_lik"] for s in task["starts"])
+    starts = task["starts"]
+    assert [s["start"] for s in starts] == list(range(experiment.start["n_starts"]))
+    best = starts[task["best"]]
+    assert best["log_lik"] == task["best_log_lik"] == max(s["log_lik"] for s in starts)
     assert task["highest_log_lik"] >= task["best_log_lik"]
     assert task["losses_at_fit"] == best["losses"]
-    report = {"study": "paper2-top1-over", "sizes": [400], "replications": 1,
-              "ridge_scales": list(check.RIDGE_SCALES), "tasks": [task, task]}
-    markdown = "\n".join(make_figures.supremum_markdown(report))
-    assert "## paper2-top1-over: not run at full scale" in markdown
-    row = next(li for li in markdown.splitlines() if li.startswith("| 400 |"))
+    assert all(s["ridge_shape"] == check.ridge_shape(s["ridge"], s["log_lik"])
+               for s in starts)
+    assert {"gap", "kink", "smooth_gap"} <= set(best["final_check"])
+    report = {"study": "paper2-top1-over", "sizes": [400], "replications": 2,
+              "n_starts": experiment.start["n_starts"], "rise": check.RISE,
+              "revision": "test", "ridge_scales": list(check.RIDGE_SCALES),
+              "tasks": [task, task]}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "paper2-top1-over.supremum.json").write_text(json.dumps(report))
+    checks = make_figures.read_supremum_checks(results)
+    assert list(checks) == ["paper2-top1-over"]
+    markdown = tmp_path / "REPRODUCTION.md"
+    make_figures.write_markdown([], {}, markdown, {}, checks)
+    page = markdown.read_text()
+    assert "`paper2-top1-over` is not run at full scale" in page
+    assert "## paper2-top1-over: where its fits stop" in page
     spread = task["best_log_lik"] - task["worst_log_lik"]
+    row = next(li for li in page.splitlines() if li.startswith("| 400 |"))
     assert f"| 400 | {spread:.2f} / {spread:.2f} |" in row
-    rst = "\n".join(make_figures.supremum_rst(report))
-    assert ".. list-table::" in rst and "   * - 400" in rst
+    shapes = [s["ridge_shape"] for s in starts]
+    counts = " / ".join(str(2 * shapes.count(shape)) for shape in
+                        ("rises to its end", "rises then falls", "flat"))
+    assert f"| {counts} of {2 * len(starts)} |" in row
+    rst = tmp_path / "reproduction.rst"
+    make_figures.write_rst([], {}, rst, checks)
+    assert ".. list-table::" in rst.read_text() and "   * - 400" in rst.read_text()
     make_figures.supremum_figure(report, tmp_path / "starts.png")
     assert (tmp_path / "starts.png").stat().st_size > 0

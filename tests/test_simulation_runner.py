@@ -229,6 +229,31 @@ def test_a_task_refitted_alone_keeps_its_best_start(tmp_path, reference):
                for est, seconds, error in results)
     stored = next(r for r in reference[0] if (r["n"], r["rep"]) == (130, 2))
     assert max(est.lower_bound_ for est, _, _ in results) == stored["mean_log_likelihood"]
+    # And the draws are those of run_task before these helpers existed: its row's value at
+    # the build that introduced them (rel 1e-12: another machine's BLAS may round apart).
+    assert stored["mean_log_likelihood"] == pytest.approx(-0.32065214385688345, rel=1e-12)
+
+
+def test_a_failed_start_is_noted_by_its_index_and_timed(tmp_path, monkeypatch):
+    # Three starts, the second fails: the row is ok, its note names start 1, and the
+    # failed start's seconds count in fit_seconds.
+    calls = []
+
+    class SecondFails(tasks_module.GaussianMoERegressor):
+        def fit(self, X, y, sample_weight=None):
+            calls.append(None)
+            if len(calls) == 2:
+                time.sleep(0.2)
+                raise np.linalg.LinAlgError("simulated failure")
+            return super().fit(X, y, sample_weight)
+
+    monkeypatch.setattr(tasks_module, "GaussianMoERegressor", SecondFails)
+    exp = load_experiment(tiny(tmp_path, n_starts=3, sizes=[60], replications=1))
+    row = run_task(exp, 60, 0)
+    assert row["status"] == "ok" and row["n_starts"] == 3
+    assert row["error"].startswith("start 1 failed: ")
+    assert "LinAlgError: simulated failure" in row["error"]
+    assert row["fit_seconds"] >= 0.2
 
 
 def test_a_single_start_failure_keeps_its_own_error(tmp_path, monkeypatch):
@@ -251,7 +276,7 @@ def test_tasks_run_single_threaded():
     from threadpoolctl import threadpool_info
 
     before = numba.get_num_threads()
-    with tasks_module._single_threaded():
+    with tasks_module.single_threaded():
         assert numba.get_num_threads() == 1
         assert all(info["num_threads"] == 1 for info in threadpool_info())
     assert numba.get_num_threads() == before

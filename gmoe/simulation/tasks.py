@@ -20,7 +20,7 @@ from .seeds import evaluation_seed_sequence, task_streams
 from .start import make_near_truth_start
 
 __all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "fit_near_truth_starts", "make_evaluation_design",
-           "run_task", "task_data", "task_metrics"]
+           "run_task", "single_threaded", "task_data", "task_metrics"]
 
 #: Columns every result row has, before the experiment's metric columns (name, SQL type).
 BASE_COLUMNS = (
@@ -51,8 +51,8 @@ _MAX_TEXT = 2000
 
 
 @contextmanager
-def _single_threaded():
-    """Pin BLAS/OpenMP (threadpoolctl) and numba to one thread; restore afterwards."""
+def single_threaded():
+    """A context: BLAS/OpenMP (threadpoolctl) and numba on one thread, as a task runs."""
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -137,9 +137,17 @@ def fit_near_truth_starts(experiment, X, y, streams, n):
     list of (GaussianMoERegressor or None, float, Exception or None)
         Per start: the fitted estimator (None if the fit raised), the fit's seconds and
         the exception the fit raised.
+
+    Raises
+    ------
+    ValueError
+        If the experiment's starts are not near-truth starts.
     """
-    params = experiment.estimator_params()
     start = experiment.start
+    if start["kind"] != "near_truth":
+        raise ValueError(f"fit_near_truth_starts: the experiment's start kind is "
+                         f"{start['kind']!r}; expected 'near_truth'.")
+    params = experiment.estimator_params()
     results = []
     for _ in range(start["n_starts"]):
         # Each start's noise is drawn before its fit, so start j's noise never depends on
@@ -158,6 +166,8 @@ def fit_near_truth_starts(experiment, X, y, streams, n):
         try:
             est.fit(X, y)
         except Exception as err:  # returned, never raised
+            # The traceback stays (for the error's text), its frames' arrays do not.
+            traceback.clear_frames(err.__traceback__)
             results.append((None, time.perf_counter() - t0, err))
             continue
         results.append((est, est.fit_time_, None))
@@ -272,7 +282,7 @@ def run_task(experiment, n, rep):
     row.update({c: np.nan for c in experiment.metric_columns()})
     row.update(n=int(n), rep=int(rep), seed_entropy=str(experiment.seed),
                spawn_key=f"{int(n)},{int(rep)}", worker_pid=os.getpid())
-    with _single_threaded(), warnings.catch_warnings(record=True) as caught:
+    with single_threaded(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             X, y, streams = task_data(experiment, n, rep)
@@ -288,7 +298,7 @@ def run_task(experiment, n, rep):
                        degenerate_experts=",".join(map(str, est.degenerate_experts_)) or None)
             measured = time.perf_counter()
             values, metric_notes = task_metrics(experiment, est.mixing_measure_,
-                                            make_evaluation_design(experiment))
+                                                make_evaluation_design(experiment))
             row["metric_seconds"] = time.perf_counter() - measured
             row.update(values)
             row["status"] = "metric_failed" if metric_notes else "ok"
