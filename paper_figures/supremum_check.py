@@ -18,7 +18,9 @@ approached only in that limit), or rises and then falls (the fit stopped below a
 point). It also records, per start, the stopping rule's decrement at the fit (its gap, and
 whether it waived that gap as a kink of the top-K likelihood), and the losses of the kept
 fit at the highest point of its ridge. It writes
-``paper_figures/results/NAME.supremum.json``, which ``make_figures.py`` summarises.
+``paper_figures/results/NAME.supremum.json``, which ``make_figures.py`` summarises (its
+text explains the ridge for a study like ``paper2-top1-over``, where a selected true cell
+holds fewer atoms than the fitted K; another study would need its own words).
 
 Usage::
 
