@@ -115,7 +115,8 @@ class Decrement:
         Smallest eigenvalue of the information's correlation form (< 0: not concave).
     curvature_gain : float
         The largest rise of ``L`` found along the directions of negative curvature (0 when
-        there are none).
+        there are none) and, for a top-K gate at a point that otherwise meets the rule,
+        along the directions that scale a group of experts' gates together.
     move : MixingMeasure or None
         The best point proposed (Newton step or curvature search) when it raises ``L``.
     move_gain : float
@@ -292,8 +293,24 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     directions[:, keep] = (eigvec[:, negative] / scale[:, None]).T
     curvature_gain, move = _search_upward(gain_at, vec, directions)
     result = Decrement(gap, eigval[0], curvature_gain, move, curvature_gain, smooth_gap)
-    if tol is not None and result.converged(tol):
+
+    def verified(result):
+        # A top-K point that meets the rule is a local verdict (a kink: no fraction of the
+        # Newton step rises). Moves that sharpen or soften a group of experts' gates
+        # against the others change no selection order within the group, and can rise
+        # where every short step in the gate crosses a selection boundary: try them
+        # before the point counts as converged.
+        if sparse and tol is not None and result.converged(tol):
+            gain, point = _search_upward(gain_at, vec, _gate_scale_directions(param,
+                                                                               measure))
+            if gain > tol:
+                result.curvature_gain = max(result.curvature_gain, gain)
+                if gain > result.move_gain:
+                    result.move, result.move_gain, result.move_predicted = point, gain, None
         return result
+
+    if tol is not None and result.converged(tol):
+        return verified(result)
     full_step = np.zeros(param.size)
     full_step[keep] = step
     newton_gain, newton_point, fraction = _backtrack(gain_at, vec, full_step)
@@ -302,7 +319,38 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         # The quadratic model's gain along the step: gap (2 t - t^2) at fraction t.
         result.move_predicted = gap * fraction * (2.0 - fraction)
     result.kink = sparse and newton_gain == 0.0
-    return result
+    return verified(result)
+
+
+def _gate_scale_directions(param, measure):
+    """Directions in ``param``'s layout that scale a group of experts' gates together.
+
+    For every pair of experts, the pair's mean gate row (slopes and intercept, the
+    reference's 0 included) times ``1 + t`` with the pair's difference held; and every
+    row times ``1 + t`` (a temperature). Each is re-referenced to the last expert, so
+    the reference gate stays 0. A top-K fit with more selected experts than a cell needs
+    can rise along the first kind towards a limit (the pair selected together sharpens
+    against the others), where every short step of one gate coordinate crosses a
+    selection boundary.
+    """
+    k = measure.n_experts
+    theta = np.column_stack([measure.gate_coef, measure.gate_intercept])
+    theta = theta - theta[-1]
+    shifts = [theta]
+    for i in range(k):
+        for j in range(i + 1, k):
+            shift = np.zeros_like(theta)
+            shift[[i, j]] = 0.5 * (theta[i] + theta[j])
+            shifts.append(shift - shift[-1])
+    index = np.column_stack([param.gate_coef_idx, param.gate_int_idx])
+    free = index >= 0
+    directions = []
+    for shift in shifts:
+        direction = np.zeros(param.size)
+        direction[index[free]] = shift[free]
+        if np.any(direction):
+            directions.append(direction)
+    return directions
 
 
 def _row_chunks(X, y, sample_weight, width):
