@@ -54,7 +54,10 @@ by active set, each group a softmax mixture of its experts). The rule: ``L`` ris
 most ``tol`` over the last 5 iterations (which covers the gate's moves across the
 selection), and either that decrement at most ``tol``, or, when the Newton step halved
 down to 1/4096 never raises the true top-K ``L`` (a kink: the gate sits on a boundary),
-the decrement of the experts alone at most ``tol``. Only stopping waits for the window:
+the decrement of the experts alone at most ``tol``; and no move that scales a pair of
+experts' gates together, or every gate, raises ``L`` by more than ``tol`` (a pair selected
+together can sharpen against the others where every short step of one gate coordinate
+crosses a boundary). Only stopping waits for the window:
 the checks and their moves do not (after a check that meets the rule early, the next one
 waits until ``L`` has settled, or has risen by more than ``tol`` since that check, which
 puts it out of date). EM on a top-K gate can gain almost nothing per step

@@ -548,9 +548,6 @@ def supremum_findings(report):
     tasks = sum(r["tasks"] for r in rows)
     first, last = rows[0], rows[-1]
     c_max = f"{report['ridge_scales'][-1]:.0e}".replace("e+0", "e")
-    waived_gains = [t["best_ridge_gain"] for t in report["tasks"]
-                    if "best" in t and _waived(t["starts"][t["best"]])]
-    rising = [g for g in waived_gains if g > report["rise"]]
     true_k, fit_k = experiment.truth.family.top_k, experiment.fit["top_k"]
     intro = (f"``python paper_figures/supremum_check.py {name}`` (sizes "
              f"{', '.join(str(n) for n in report['sizes'])}, {report['replications']} "
@@ -580,41 +577,38 @@ def supremum_findings(report):
                    f"{r['d2_change_along_ridge']:.2g}",
                    f"{r['hellinger_median']:.3g} / {r['hellinger_ratio_max']:.2f}")
                   for r in rows]
-    limits = sum(r["highest_is_a_limit"] for r in rows)
-    waived = sum(r["kept_waived"] for r in rows)
-    not_least = sum(r["not_least_d2"] for r in rows)
+    total = {key: sum(r[key] for r in rows) for key in
+             ("starts", "highest_is_a_limit", "kept_waived", "not_least_d2",
+              "ten_times_closer")}
+    shapes = [sum(r["shapes"][i] for r in rows) for i in range(3)]
+    kept_scales = [t["best_gate_scale"] for t in report["tasks"] if "best" in t]
+    largest_spread = max(r["spread_max"] for r in rows)
     slope = _two_point_slope(first, last) if last["n"] > first["n"] else None
     bullets = [
-        "The starts stop far apart in L, and from most of them L still rises along the "
-        "ridge, by the amounts of the first table. Where a ridge rises to its end, the "
-        "values above the fit are approached only as the gate's common scale grows "
-        f"without bound; in {limits} of {tasks} tasks the highest L found is such a limit. "
-        "Where a ridge rises and then falls, EM stopped short of a higher point. This is "
-        "what the population argument predicts, not a proof that the sample likelihood "
-        "has no maximum.",
-        f"Why EM stops there: in {waived} of {tasks} tasks the kept fit's last check "
-        "predicted a gain above 1 from a Newton step on the held selection, no fraction "
-        "of that step raised L, and the top-K stopping rule took the point for a kink of "
-        "the likelihood (a maximum on a selection boundary) and stopped"
-        + (f"; from {len(rising)} of those {waived} fits L rises along the ridge (by "
-           f"{min(rising):.2f} to {max(rising):.2f}): the rule tries fractions of the "
-           "Newton step only, not the direction in which L rises." if rising else "."),
-        f"The kept fit's D2 spans orders of magnitude at every n, and in {not_least} of "
-        f"{tasks} tasks a start the study discards (lower L) has a smaller D2. D2 barely "
-        "moves along the kept fit's own ridge (the last-but-one column), so its spread "
-        "comes from where the starts stop in the other directions (how the doubled cell "
-        "is split, the experts). D2 would measure where the optimiser stopped rather "
-        "than an estimator's rate, so the full grid (its projection is in "
-        "benchmarks/README.md) is not run in this form.",
+        f"Along the ridge, {shapes[2]} of {total['starts']} fits are flat: they lie where "
+        "L no longer rises (the kept fits' common gate scale is "
+        f"{min(kept_scales):.3g} to {max(kept_scales):.3g}); {shapes[0]} rise to the end "
+        f"and {shapes[1]} rise and then fall. In {total['highest_is_a_limit']} of "
+        f"{tasks} tasks the highest L found is a limit that no finite parameter attains. "
+        f"In {total['kept_waived']} of {tasks} tasks the kept fit's last check took a "
+        "predicted gain above 1 for a kink of the likelihood.",
+        f"The starts end up to {largest_spread:.3g} log-likelihood units apart (medians in "
+        f"the first table), at points the stopping rule certifies. The kept fit's D2 "
+        f"spans orders of magnitude at every n, and in {total['not_least_d2']} of {tasks} "
+        "tasks a start the study discards (a lower L) has a smaller D2, ten times smaller "
+        f"in {total['ten_times_closer']}. D2 barely moves along the kept fit's ridge (the "
+        "last-but-one column): what sets it is which of these nearby points a start "
+        "reaches, not how far along the ridge. A rate fitted to D2 would measure that "
+        "choice, so the full grid (its projection is in benchmarks/README.md) is not run "
+        "in this form.",
         "The density is estimated well all the same: the kept fit's Hellinger distance is "
         "within the last column's ratio of the smallest over its task's starts"
         + (f", and its median falls as n^{slope:.2f} from n = {first['n']} to "
            f"{last['n']} (two points, no interval; paper 2's density rate is n^-1/2)."
            if slope is not None else "."),
-        "A well-posed version needs fits that reach a maximum: a fitted class whose "
-        "selected experts can match the truth at finite parameters, or an optimiser that "
-        "follows the ridge; and then losses that do not depend on where along it a fit "
-        "stops. Which of paper 2's conditions this setting meets is left open here."]
+        "A well-posed parameter study needs a loss that does not depend on which of these "
+        "points a fit reaches, or a fitted class in which the truth is matched at finite "
+        "parameters. Which of paper 2's conditions this setting meets is left open here."]
     return intro, (_STOP_COLUMNS, stop_table), (_LOSS_COLUMNS, loss_table), \
         f"{name}_starts.png", bullets
 
@@ -673,9 +667,8 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
         lines += ["", "Not run at full scale yet (no committed results): "
                   + ", ".join(f"`{name}`" for name in waiting) + "."]
     for name in (name for name in missing if name in (checks or {})):
-        lines += ["", f"`{name}` is not run at full scale: its fits stop where the "
-                  f"optimiser stops rather than at a maximum (the section '{name}: where "
-                  "its fits stop' below)."]
+        lines += ["", f"`{name}` is not run at full scale: the section '{name}: where "
+                  "its fits stop' below says why."]
     lines.append("")
     for s in sections:
         lines += [f"## {s['name']}", "", f"*{s['claim'].source}*: {s['claim'].setting}. "
