@@ -54,10 +54,11 @@ by active set, each group a softmax mixture of its experts). The rule: ``L`` ris
 most ``tol`` over the last 5 iterations (which covers the gate's moves across the
 selection), and either that decrement at most ``tol``, or, when the Newton step halved
 down to 1/4096 never raises the true top-K ``L`` (a kink: the gate sits on a boundary),
-the decrement of the experts alone at most ``tol``; and no move that scales a pair of
-experts' gates together, or every gate, raises ``L`` by more than ``tol`` (a pair selected
+the decrement of the experts alone at most ``tol``; and no gate-scale move (every gate
+times a factor, or the gap between a pair of experts' mean gate and another expert's
+times a factor, from 1/2 to 4096) raises ``L`` by more than ``tol``: a pair selected
 together can sharpen against the others where every short step of one gate coordinate
-crosses a boundary). Only stopping waits for the window:
+crosses a boundary. Only stopping waits for the window:
 the checks and their moves do not (after a check that meets the rule early, the next one
 waits until ``L`` has settled, or has risen by more than ``tol`` since that check, which
 puts it out of date). EM on a top-K gate can gain almost nothing per step
@@ -88,6 +89,11 @@ _MAX_DIRECTIONS = 3
 _FIRST_STEP, _STEP_GROWTH, _MAX_STEP = 0.5, 4.0, 1e4
 # Halvings of the Newton step before it is given up.
 _MAX_HALVINGS = 12
+#: Top-K gate-scale moves (:func:`_search_gate_scales`): the factors tried, sharper then
+#: softer, and the largest gate entry tried (beyond it the logits' differences, and so
+#: ``L``, are left to round-off).
+_GATE_SCALE_FACTORS = (2.0, 4.0, 16.0, 256.0, 4096.0, 0.5)
+_MAX_GATE_ENTRY = 1e8
 # The decrement is checked again after at most this many iterations.
 _MAX_CHECK_INTERVAL = 16
 # The filter: the last iteration raised L by at most max(tol, this times |L|).
@@ -118,10 +124,11 @@ class Decrement:
         Smallest eigenvalue of the information's correlation form (< 0: not concave).
     curvature_gain : float
         The largest rise of ``L`` found along the directions of negative curvature (0 when
-        there are none) and, for a top-K gate at a point that otherwise meets the rule,
-        along the directions that scale a group of experts' gates together.
+        there are none) or, for a top-K gate at a point that otherwise meets the rule,
+        along a gate-scale move when that rise exceeds ``tol``.
     move : MixingMeasure or None
-        The best point proposed (Newton step or curvature search) when it raises ``L``.
+        The best point proposed (Newton step, curvature search or a top-K gate-scale
+        move) when it raises ``L``.
     move_gain : float
         Its rise of ``L`` (0 without a move).
     move_predicted : float or None
@@ -221,7 +228,10 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         Variances at this floor are left out; the searches stay above it.
     tol : float, optional
         When given and the point meets the rule (decrement and curvature gain at most
-        ``tol``), no move is searched for.
+        ``tol``), no Newton move is searched for; a sparse top-K gate's point is first
+        tried along the gate-scale moves (:func:`_search_gate_scales`), and a rise above
+        ``tol`` there is its curvature gain and its move. Without ``tol`` those moves are
+        not tried.
 
     Returns
     -------
@@ -304,8 +314,7 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
         # where every short step in the gate crosses a selection boundary: try them
         # before the point counts as converged.
         if sparse and tol is not None and result.converged(tol):
-            gain, point = _search_upward(gain_at, vec, _gate_scale_directions(param,
-                                                                               measure))
+            gain, point = _search_gate_scales(gain_at, vec, param, measure)
             if gain > tol:
                 result.curvature_gain = max(result.curvature_gain, gain)
                 if gain > result.move_gain:
@@ -325,16 +334,14 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     return verified(result)
 
 
-def _gate_scale_directions(param, measure):
-    """Directions in ``param``'s layout that scale a group of experts' gates together.
+def _gate_scale_shifts(measure):
+    """Gate rows ``theta`` and the shifts ``D`` of the gate-scale moves ``theta + (f - 1) D``.
 
-    For every pair of experts, the pair's mean gate row (slopes and intercept, the
-    reference's 0 included) times ``1 + t`` with the pair's difference held; and every
-    row times ``1 + t`` (a temperature). Each is re-referenced to the last expert, so
-    the reference gate stays 0. A top-K fit with more selected experts than a cell needs
-    can rise along the first kind towards a limit (the pair selected together sharpens
-    against the others), where every short step of one gate coordinate crosses a
-    selection boundary.
+    ``D`` is ``theta`` itself (every row times ``f``: a temperature), and, for every pair
+    of experts and every other expert, the pair's mean row minus the other's, on the
+    pair's rows (the gap between the pair and that expert times ``f``, the pair's
+    difference held). Each is re-referenced to the last expert, so the reference gate
+    stays 0 and no move depends on which expert is the reference.
     """
     k = measure.n_experts
     theta = np.column_stack([measure.gate_coef, measure.gate_intercept])
@@ -342,18 +349,38 @@ def _gate_scale_directions(param, measure):
     shifts = [theta]
     for i in range(k):
         for j in range(i + 1, k):
-            shift = np.zeros_like(theta)
-            shift[[i, j]] = 0.5 * (theta[i] + theta[j])
-            shifts.append(shift - shift[-1])
+            mean = 0.5 * (theta[i] + theta[j])
+            for other in (o for o in range(k) if o not in (i, j)):
+                shift = np.zeros_like(theta)
+                shift[[i, j]] = mean - theta[other]
+                shifts.append(shift - shift[-1])
+    return theta, [shift for shift in shifts if np.any(shift)]
+
+
+def _search_gate_scales(gain_at, vec, param, measure):
+    """The best rise of ``L`` over the gate-scale moves, and its point.
+
+    Every factor of :data:`_GATE_SCALE_FACTORS` is tried along every shift of
+    :func:`_gate_scale_shifts` (a ridge can dip before it rises), except where a gate
+    entry would exceed :data:`_MAX_GATE_ENTRY`. A top-K fit with more selected experts
+    than a cell needs can rise along them towards a limit (a pair selected together
+    sharpening against the others) where every short step of one gate coordinate
+    crosses a selection boundary.
+    """
+    theta, shifts = _gate_scale_shifts(measure)
     index = np.column_stack([param.gate_coef_idx, param.gate_int_idx])
     free = index >= 0
-    directions = []
+    best_gain, best = 0.0, None
     for shift in shifts:
         direction = np.zeros(param.size)
         direction[index[free]] = shift[free]
-        if np.any(direction):
-            directions.append(direction)
-    return directions
+        for factor in _GATE_SCALE_FACTORS:
+            if np.max(np.abs(theta + (factor - 1.0) * shift)) > _MAX_GATE_ENTRY:
+                continue
+            gain, point = gain_at(vec + (factor - 1.0) * direction)
+            if gain > best_gain:
+                best_gain, best = gain, point
+    return best_gain, best
 
 
 def _row_chunks(X, y, sample_weight, width):

@@ -142,8 +142,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         Whether the best start met the stopping rule (``tol``) within ``max_iter``.
     convergence_gap_ : float
         The predicted gain of ``L`` (total log-likelihood units) still to be had at the
-        returned parameters: the Newton decrement, or the rise found along upward
-        curvature when larger; at most ``tol`` when ``converged_``.
+        returned parameters: the Newton decrement, or the rise found along upward curvature
+        (top-K: or by scaling gates together) when larger; at most ``tol`` if converged.
     n_iter_ : int
         EM steps of the best start.
     lower_bound_ : float
@@ -527,7 +527,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             else:
                 why = (f"the log-likelihood still rises by {decrement.curvature_gain:.3g} "
                        "along a direction where it curves upward (a saddle or a plateau, as "
-                       "over-specified fits cross)")
+                       "over-specified fits cross; top-K: gates that sharpen together)")
             warnings.warn(
                 f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
                 "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)

@@ -15,7 +15,7 @@ from gmoe._stopping import (
     Decrement,
     StoppingRule,
     _active_set_derivatives,
-    _gate_scale_directions,
+    _gate_scale_shifts,
     _held_selection_derivatives,
     compute_newton_decrement,
 )
@@ -271,52 +271,60 @@ def test_active_sets_take_the_compiled_derivatives(k, top_k, d, selection, monke
             assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.max(np.abs(a)))
 
 
-def test_gate_scale_directions_scale_a_pair_or_every_gate_against_the_reference():
+def test_gate_scale_shifts_scale_every_gate_or_a_pair_against_each_other_expert():
     measure = gmoe.MixingMeasure([[2.0], [4.0], [0.0]], [-1.0, 3.0, 0.0], [[1.0], [2.0], [3.0]],
                                  [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], gating="topk", top_k=2)
-    param = _Parametrisation(gmoe.MixingMeasure(measure.gate_coef, measure.gate_intercept,
-                                                measure.expert_coef, measure.expert_intercept,
-                                                measure.expert_var))
-    directions = _gate_scale_directions(param, measure)
-    assert len(directions) == 4  # the temperature, then the pairs (0, 1), (0, 2), (1, 2)
-
-    def rows(direction):
-        return np.array([[direction[param.gate_coef_idx[j, 0]], direction[param.gate_int_idx[j]]]
-                         for j in range(2)])
-
-    assert_allclose(rows(directions[0]), [[2.0, -1.0], [4.0, 3.0]])
-    # Experts 0 and 1 together: their mean row (3, 1), each.
-    assert_allclose(rows(directions[1]), [[3.0, 1.0], [3.0, 1.0]])
-    # Expert 0 with the reference: their mean (1, -0.5) moves both, so after
-    # re-referencing only expert 1 moves, by minus that mean.
-    assert_allclose(rows(directions[2]), [[0.0, 0.0], [-1.0, 0.5]])
-    assert np.all(directions[0][param.expert_idx.ravel()] == 0.0)  # experts held
+    theta, shifts = _gate_scale_shifts(measure)
+    assert_allclose(theta, [[2.0, -1.0], [4.0, 3.0], [0.0, 0.0]])
+    assert len(shifts) == 4  # the temperature, then the pairs (0, 1), (0, 2), (1, 2)
+    assert_allclose(shifts[0], theta)
+    # Pair (0, 1) against expert 2: their mean row (3, 1) on both.
+    assert_allclose(shifts[1], [[3.0, 1.0], [3.0, 1.0], [0.0, 0.0]])
+    # Pair (0, 2) against expert 1: (1, -0.5) - (4, 3) on both, re-referenced: expert 1
+    # moves by the opposite, the same gaps in the reference's frame.
+    assert_allclose(shifts[2], [[0.0, 0.0], [3.0, 3.5], [0.0, 0.0]])
+    # Pair (1, 2) against expert 0: (2, 1.5) - (2, -1), re-referenced.
+    assert_allclose(shifts[3], [[0.0, -2.5], [0.0, 0.0], [0.0, 0.0]])
 
 
-def test_top_k_fit_does_not_stop_below_a_ridge_of_its_gate_scale():
-    # A top-1 truth fitted with K = 2 and its first cell doubled (the over-specified top-1
-    # study's setting). Without the gate-scale search, this fit stopped, converged, where
-    # sharpening the doubled cell's common gate still raised L by 30.7 (a kink: no
-    # fraction of the Newton step rose); now nothing along that ridge gains more than tol.
-    truth = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
-                               [0.3, 0.4], gating="topk", top_k=1)
+_TOP1_TRUTH = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
+                                 [0.3, 0.4], gating="topk", top_k=1)
+# The truth's first cell doubled (the over-specified top-1 study's setting); the same
+# model with its experts relabelled so that the reference is one of the doubled pair.
+_DOUBLED_STARTS = {
+    "pair first": gmoe.MixingMeasure([[25.0], [25.0], [0.0]], [-7.8, -8.2, 0.0],
+                                     [[-20.0], [-20.0], [20.0]], [15.1, 14.9, -5.0],
+                                     [0.3, 0.3, 0.4], gating="topk", top_k=2),
+    "pair with the reference": gmoe.MixingMeasure([[-25.0], [0.0], [0.0]], [8.2, 0.4, 0.0],
+                                                  [[20.0], [-20.0], [-20.0]],
+                                                  [-5.0, 15.1, 14.9], [0.4, 0.3, 0.3],
+                                                  gating="topk", top_k=2)}
+
+
+@pytest.mark.parametrize("start", list(_DOUBLED_STARTS))
+def test_top_k_fit_does_not_stop_below_a_ridge_of_its_gate_scale(start):
+    # Without the gate-scale moves, the first fit stopped, converged, where sharpening the
+    # doubled cell's pair against the other expert still raised L by 30.7 (a kink: no
+    # fraction of the Newton step rose); with moves measured from the reference only, the
+    # relabelled one stopped 0.85 below. Now neither gains more than tol along the ridge.
     X = gmoe.make_design(3000, "normal", random_state=1)
-    y = gmoe.sample_moe(truth, X, random_state=11)
-    start = gmoe.MixingMeasure([[25.0], [25.0], [0.0]], [-7.8, -8.2, 0.0],
-                               [[-20.0], [-20.0], [20.0]], [15.1, 14.9, -5.0], [0.3, 0.3, 0.4],
-                               gating="topk", top_k=2)
+    y = gmoe.sample_moe(_TOP1_TRUTH, X, random_state=11)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = gmoe.GaussianMoERegressor(3, gating="topk", top_k=2, init_params=start,
-                                        n_init=1, random_state=0).fit(X, y)
+        est = gmoe.GaussianMoERegressor(3, gating="topk", top_k=2,
+                                        init_params=_DOUBLED_STARTS[start], n_init=1,
+                                        random_state=0).fit(X, y)
     assert est.converged_
     m = est.mixing_measure_
     log_lik = gmoe.conditional_log_density(m, X, y).sum()
     theta = np.column_stack([m.gate_coef, m.gate_intercept])
-    mean = 0.5 * (theta[0] + theta[1])
+    # The doubled pair: the two experts nearest the truth's first expert.
+    pair = np.argsort(np.abs(m.expert_coef[:, 0] + 20.0))[:2]
+    other = int(np.setdiff1d(np.arange(3), pair)[0])
     for c in (2.0, 4.0, 16.0, 100.0, 1e4):
         moved = theta.copy()
-        moved[:2] += (c - 1.0) * mean
+        moved[pair] += (c - 1.0) * (theta[pair].mean(axis=0) - theta[other])
+        moved -= moved[-1]
         point = m.replace(gate_coef=moved[:, :1], gate_intercept=moved[:, 1])
         assert gmoe.conditional_log_density(point, X, y).sum() - log_lik <= est.tol
 
