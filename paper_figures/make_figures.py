@@ -561,7 +561,9 @@ def supremum_findings(report):
              "together, so their gates can differ by a bounded amount (how they share "
              "their cell) while their common part grows. The check moves every start's fit "
              "along that ridge (the common part of each cell's gate rows multiplied by c, "
-             f"differences and experts held) and evaluates L for c from 1 to {c_max}. A "
+             f"differences and experts held) and evaluates L for c from 1 to {c_max} "
+             f"while no gate entry exceeds {report['max_gate_entry']:.0e} (beyond it L's "
+             "evaluation is round-off). A "
              f"ridge is flat (L within {report['rise']:g} of the fit's: the fit already "
              "lies far along it), rises to its end (L approaches a limit no finite c "
              "attains) or rises and then falls (the fit stopped below a higher point).")

@@ -11,7 +11,8 @@ This script measures that on the study's own tasks (the harness's data and near-
 starts, fitted on one thread as the harness fits them). For every start's fit it moves
 along the *ridge*: the common part of each group of fitted atoms that share a true cell
 (the mean of their gate rows) is multiplied by ``c``, their differences held, the experts
-held, and ``L(c)`` is evaluated for ``c`` from 1 to 1e6. A ridge either is flat (the fit
+held, and ``L(c)`` is evaluated for ``c`` from 1 to 1e6 while no gate entry exceeds 1e8.
+A ridge either is flat (the fit
 already lies far along it), or rises to its end (``L`` approaches a limit that no finite
 ``c`` reaches: the fit is not a maximum, and the values above it along the ridge are
 approached only in that limit), or rises and then falls (the fit stopped below a higher
@@ -58,6 +59,8 @@ RIDGE_SCALES = (1.0, 2.0, 4.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 #: whose highest point is within this of its start is flat, and one whose end is within
 #: this of its highest point rises to its end.
 RISE = 1e-3
+#: The largest gate entry evaluated along a ridge.
+MAX_GATE_ENTRY = 1e8
 
 
 def cell_groups(measure, truth):
@@ -100,11 +103,22 @@ def common_scale(measure, groups):
 
 
 def ridge(measure, truth, X, y):
-    """``L`` along the ridge of ``measure``: (values at :data:`RIDGE_SCALES`, groups)."""
+    """``L`` along the ridge of ``measure``: (scales, values, groups).
+
+    The scales are those of :data:`RIDGE_SCALES` at which no gate entry exceeds
+    :data:`MAX_GATE_ENTRY` (beyond it the logits' differences, and so ``L``, are left to
+    round-off: rises of a few 1e-3 appeared at entries of ~1e13).
+    """
     groups = cell_groups(measure, truth)
-    values = [float(gmoe.conditional_log_density(ridge_point(measure, groups, c), X, y).sum())
-              for c in RIDGE_SCALES]
-    return values, groups
+    scales, values = [], []
+    for c in RIDGE_SCALES:
+        point = ridge_point(measure, groups, c)
+        if max(np.max(np.abs(point.gate_coef)), np.max(np.abs(point.gate_intercept))) \
+                > MAX_GATE_ENTRY:
+            break
+        scales.append(c)
+        values.append(float(gmoe.conditional_log_density(point, X, y).sum()))
+    return scales, values, groups
 
 
 def ridge_shape(values, log_lik):
@@ -146,14 +160,15 @@ def check_task(experiment, n, rep, X_eval):
         if est is None:
             starts.append({"start": index, "error": str(error)})
             continue
-        values, groups = ridge(est.mixing_measure_, experiment.truth, X, y)
+        scales, values, groups = ridge(est.mixing_measure_, experiment.truth, X, y)
         log_lik = float(est.lower_bound_ * n)
         losses, _ = task_metrics(experiment, est.mixing_measure_, X_eval)
         starts.append({"start": index, "log_lik": log_lik, "n_iter": int(est.n_iter_),
                        "converged": bool(est.converged_),
                        "convergence_gap": float(est.convergence_gap_),
                        "final_check": _final_check(est.mixing_measure_, X, y),
-                       "ridge": values, "ridge_shape": ridge_shape(values, log_lik),
+                       "ridge_scales": scales, "ridge": values,
+                       "ridge_shape": ridge_shape(values, log_lik),
                        "groups": [g.tolist() for g in groups],
                        "losses": {k: float(v) for k, v in losses.items()}})
     fitted = [s for s in starts if "error" not in s]
@@ -162,7 +177,7 @@ def check_task(experiment, n, rep, X_eval):
     best = max(fitted, key=lambda s: s["log_lik"])
     top = max(fitted, key=lambda s: max(s["ridge"]))
     kept = results[best["start"]][0].mixing_measure_
-    top_c = RIDGE_SCALES[int(np.argmax(best["ridge"]))]
+    top_c = best["ridge_scales"][int(np.argmax(best["ridge"]))]
     at_ridge_top, _ = task_metrics(
         experiment, ridge_point(kept, [np.array(g) for g in best["groups"]], top_c), X_eval)
     return {
@@ -226,6 +241,7 @@ def main(argv=None):
                   f"{task['fit_seconds']:.1f} s", flush=True)
     report = {"study": args.study, "ridge_scales": list(RIDGE_SCALES), "sizes": args.sizes,
               "n_starts": experiment.start["n_starts"], "rise": RISE,
+              "max_gate_entry": MAX_GATE_ENTRY,
               "revision": _revision(),
               "replications": args.replications, "gmoe_version": gmoe.__version__,
               "tasks": tasks}

@@ -87,10 +87,11 @@ def test_a_doubled_top1_cell_rises_along_its_ridge_to_a_limit(scripts):
     X = gmoe.make_design(3000, "normal", random_state=0)
     y = gmoe.sample_moe(truth, X, random_state=1)
     fit = _doubled_cell_fit(truth, 0.2)
-    values, groups = check.ridge(fit, truth, X, y)
+    scales, values, groups = check.ridge(fit, truth, X, y)
     assert [g.tolist() for g in groups] == [[0, 1], [2]]
+    assert scales == list(check.RIDGE_SCALES)  # gate entries up to 2.5e7 < 1e8
     rises = np.diff(values)
-    scales = np.asarray(check.RIDGE_SCALES)
+    scales = np.asarray(scales)
     # Strictly rising up to c = 1e3, by tens of units, then flat to round-off (~1e-12 of
     # L): a limit that the finite multipliers approach.
     assert np.all(rises[scales[1:] <= 1e3] > 0) and values[-1] - values[0] > 10
@@ -144,6 +145,7 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
     assert {"gap", "kink", "smooth_gap"} <= set(best["final_check"])
     report = {"study": "paper2-top1-over", "sizes": [400], "replications": 2,
               "n_starts": experiment.start["n_starts"], "rise": check.RISE,
+              "max_gate_entry": check.MAX_GATE_ENTRY,
               "revision": "test", "ridge_scales": list(check.RIDGE_SCALES),
               "tasks": [task, task]}
     results = tmp_path / "results"
