@@ -547,7 +547,8 @@ def supremum_findings(report):
     rows = _supremum_rows(report)
     tasks = sum(r["tasks"] for r in rows)
     first, last = rows[0], rows[-1]
-    c_max = f"{report['ridge_scales'][-1]:.0e}".replace("e+0", "e")
+    c_max, max_entry = (f"{value:.0e}".replace("e+0", "e")
+                        for value in (report["ridge_scales"][-1], report["max_gate_entry"]))
     true_k, fit_k = experiment.truth.family.top_k, experiment.fit["top_k"]
     intro = (f"``python paper_figures/supremum_check.py {name}`` (sizes "
              f"{', '.join(str(n) for n in report['sizes'])}, {report['replications']} "
@@ -562,7 +563,7 @@ def supremum_findings(report):
              "their cell) while their common part grows. The check moves every start's fit "
              "along that ridge (the common part of each cell's gate rows multiplied by c, "
              f"differences and experts held) and evaluates L for c from 1 to {c_max} "
-             f"while no gate entry exceeds {report['max_gate_entry']:.0e} (beyond it L's "
+             f"while no gate entry exceeds {max_entry} (beyond it L's "
              "evaluation is round-off). A "
              f"ridge is flat (L within {report['rise']:g} of the fit's: the fit already "
              "lies far along it), rises to its end (L approaches a limit no finite c "
