@@ -308,11 +308,10 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     result = Decrement(gap, eigval[0], curvature_gain, move, curvature_gain, smooth_gap)
 
     def verified(result):
-        # A top-K point that meets the rule is a local verdict (a kink: no fraction of the
-        # Newton step rises). Moves that sharpen or soften a group of experts' gates
-        # against the others change no selection order within the group, and can rise
-        # where every short step in the gate crosses a selection boundary: try them
-        # before the point counts as converged.
+        # A top-K point meets the rule locally (its decrement, or at a kink its experts'
+        # alone). The gate-scale moves keep each moved pair's order (their difference is
+        # held) and can rise where every short step in the gate crosses a selection
+        # boundary: try them before the point counts as converged.
         if sparse and tol is not None and result.converged(tol):
             gain, point = _search_gate_scales(gain_at, vec, param, measure)
             if gain > tol:
