@@ -12,13 +12,12 @@ starts, fitted on one thread as the harness fits them). For every start's fit it
 along the *ridge*: the common part of each group of fitted atoms that share a true cell
 (the mean of their gate rows) is multiplied by ``c``, their differences held, the experts
 held, and ``L(c)`` is evaluated for ``c`` from 1 to 1e6 while no gate entry exceeds 1e8.
-A ridge either is flat (the fit
-already lies far along it), or rises to its end (``L`` approaches a limit that no finite
-``c`` reaches: the fit is not a maximum, and the values above it along the ridge are
-approached only in that limit), or rises and then falls (the fit stopped below a higher
-point). It also records, per start, the stopping rule's decrement at the fit (its gap, and
-whether it waived that gap as a kink of the top-K likelihood), and the losses of the kept
-fit at the highest point of its ridge. It writes
+A ridge either is flat (the fit already lies far along it), or rises to its end (``L``
+approaches a limit that no finite ``c`` reaches: the fit is not a maximum, and the values
+above it along the ridge are approached only in that limit), or rises and then falls
+(the fit stopped below a higher point). It also records, per start, the stopping rule's
+decrement at the fit (its gap, and whether it waived that gap as a kink of the top-K
+likelihood), and the losses of the kept fit at the highest point of its ridge. It writes
 ``paper_figures/results/NAME.supremum.json``, which ``make_figures.py`` summarises (its
 text explains the ridge for a study like ``paper2-top1-over``, where a selected true cell
 holds fewer atoms than the fitted K; another study would need its own words).
@@ -44,9 +43,9 @@ ROOT = HERE.parent
 
 import gmoe  # noqa: E402
 from gmoe._stopping import compute_newton_decrement  # noqa: E402
-from gmoe.simulation import load_experiment  # noqa: E402
-from gmoe.simulation.tasks import (  # noqa: E402
+from gmoe.simulation import (  # noqa: E402
     fit_near_truth_starts,
+    load_experiment,
     make_evaluation_design,
     single_threaded,
     task_data,

@@ -1,6 +1,7 @@
 """The runner, the SQLite store, resume after a kill, a growing grid and the CLI."""
 
 import csv
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -232,6 +233,14 @@ def test_a_task_refitted_alone_keeps_its_best_start(tmp_path, reference):
     # And the draws are those of run_task before these helpers existed: its row's value at
     # the build that introduced them (rel 1e-12: another machine's BLAS may round apart).
     assert stored["mean_log_likelihood"] == pytest.approx(-0.32065214385688345, rel=1e-12)
+
+
+def test_near_truth_starts_refuse_an_experiment_of_data_starts(tmp_path):
+    exp = load_experiment(tiny(tmp_path))
+    data_starts = dataclasses.replace(exp, start={**exp.start, "kind": "data"})
+    X, y, streams = tasks_module.task_data(exp, 60, 0)
+    with pytest.raises(ValueError, match="start kind is 'data'; expected 'near_truth'"):
+        tasks_module.fit_near_truth_starts(data_starts, X, y, streams, 60)
 
 
 def test_a_failed_start_is_noted_by_its_index_and_timed(tmp_path, monkeypatch):

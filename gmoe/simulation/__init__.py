@@ -41,7 +41,14 @@ from .store import (
     read_rows,
     read_runs,
 )
-from .tasks import run_task
+from .tasks import (
+    fit_near_truth_starts,
+    make_evaluation_design,
+    run_task,
+    single_threaded,
+    task_data,
+    task_metrics,
+)
 
 __all__ = [
     "Experiment",
@@ -55,17 +62,22 @@ __all__ = [
     "default_db_path",
     "draw_assignment",
     "export_csv",
+    "fit_near_truth_starts",
     "format_report",
     "load_experiment",
+    "make_evaluation_design",
     "make_near_truth_start",
     "parse_sizes",
     "read_rows",
     "read_runs",
     "run_experiment",
     "run_task",
+    "single_threaded",
     "study_report",
     "study_setting",
     "summarize",
+    "task_data",
+    "task_metrics",
     "task_seed_sequence",
     "task_streams",
     "write_study_plots",
