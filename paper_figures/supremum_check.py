@@ -17,7 +17,10 @@ approaches a limit that no finite ``c`` reaches: the fit is not a maximum, and t
 above it along the ridge are approached only in that limit), or rises and then falls
 (the fit stopped below a higher point). It also records, per start, the stopping rule's
 decrement at the fit (its gap, and whether it waived that gap as a kink of the top-K
-likelihood), and the losses of the kept fit at the highest point of its ridge. It writes
+likelihood), the losses of the kept fit at the highest point of its ridge and, for a
+top-1 truth, where each fit's D2 comes from (:func:`atom_breakdown`: every fitted atom's
+term and its share of its cell's selected mass, and the D2 with each term weighted by that
+share). It writes
 ``paper_figures/results/NAME.supremum.json``, which ``make_figures.py`` summarises (its
 text explains the ridge for a study like ``paper2-top1-over``, where a selected true cell
 holds fewer atoms than the fitted K; another study would need its own words).
@@ -41,8 +44,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
+# The per-atom terms of the top-1 D2 are not public (voronoi_loss returns their largest
+# cell's sum): atom_breakdown reads them where voronoi_loss does.
 import gmoe  # noqa: E402
 from gmoe._stopping import compute_newton_decrement  # noqa: E402
+from gmoe.metrics._cells import _Problem  # noqa: E402
+from gmoe.metrics._translation import _top1  # noqa: E402
+from gmoe.metrics.voronoi import _resolve_rbar  # noqa: E402
 from gmoe.simulation import (  # noqa: E402
     fit_near_truth_starts,
     load_experiment,
@@ -127,6 +135,41 @@ def ridge_shape(values, log_lik):
     return "rises to its end" if values[-1] >= max(values) - RISE else "rises then falls"
 
 
+def atom_breakdown(experiment, measure, X_eval):
+    """Where a top-1 truth's D2 comes from: each fitted atom's cell, share and term.
+
+    The top-1 D2 aligns the fit's gate on the truth's, counts every fitted atom with weight
+    1 (an exact top-1 fit's selected weight is always 1) and is the largest cell's sum of
+    its atoms' terms. An atom's ``share`` is its part of its cell's selected gate mass over
+    the evaluation design (the shares of a cell's atoms sum to 1; an atom of a cell that
+    is never selected has share 0); ``d2_share_weighted`` is the same loss with every term
+    weighted by its atom's share.
+
+    Returns
+    -------
+    dict or None
+        ``cells``, ``shares``, ``terms`` (per atom), ``d2`` (the study's D2, recomputed:
+        a check of the breakdown) and ``d2_share_weighted``; None when the truth is not
+        top-1.
+    """
+    truth, cfg = experiment.truth, experiment.metrics
+    if not truth.family.selection_only():
+        return None
+    fit, true_side, (cells, beta1, _, _, _) = _top1(measure, truth, cfg["translation"])
+    exponent = _resolve_rbar(cfg["rbar"] or None, measure.family)
+    _, terms = _Problem(fit, true_side, exponent=exponent, unit_weights=True).atom_terms(beta1)
+    mass = np.exp(measure.family.log_gate(X_eval, measure.gate_coef,
+                                          measure.gate_intercept)).mean(axis=0)
+    cell_mass = np.bincount(cells, weights=mass, minlength=truth.n_experts)[cells]
+    shares = np.divide(mass, cell_mass, out=np.zeros_like(mass), where=cell_mass > 0)
+
+    def largest_cell(weights):
+        return float(np.bincount(cells, weights=weights, minlength=truth.n_experts).max())
+
+    return {"cells": cells.tolist(), "shares": shares.tolist(), "terms": terms.tolist(),
+            "d2": largest_cell(terms), "d2_share_weighted": largest_cell(shares * terms)}
+
+
 def _final_check(measure, X, y):
     """The top-K stopping rule's decrement at a fit: its gap, kink flag and smooth gap."""
     decrement = compute_newton_decrement(measure, X, y, np.ones(len(y)))
@@ -162,6 +205,10 @@ def check_task(experiment, n, rep, X_eval):
         scales, values, groups = ridge(est.mixing_measure_, experiment.truth, X, y)
         log_lik = float(est.lower_bound_ * n)
         losses, _ = task_metrics(experiment, est.mixing_measure_, X_eval)
+        atoms = atom_breakdown(experiment, est.mixing_measure_, X_eval)
+        if atoms is not None and not np.isclose(atoms["d2"], losses["d2"], rtol=1e-9):
+            raise RuntimeError(f"n={n} rep={rep} start {index}: the D2 breakdown sums to "
+                               f"{atoms['d2']!r}, the study's D2 is {losses['d2']!r}.")
         starts.append({"start": index, "log_lik": log_lik, "n_iter": int(est.n_iter_),
                        "converged": bool(est.converged_),
                        "convergence_gap": float(est.convergence_gap_),
@@ -169,7 +216,8 @@ def check_task(experiment, n, rep, X_eval):
                        "ridge_scales": scales, "ridge": values,
                        "ridge_shape": ridge_shape(values, log_lik),
                        "groups": [g.tolist() for g in groups],
-                       "losses": {k: float(v) for k, v in losses.items()}})
+                       "losses": {k: float(v) for k, v in losses.items()},
+                       "atoms": atoms})
     fitted = [s for s in starts if "error" not in s]
     if not fitted:
         return {"n": n, "rep": rep, "fit_seconds": seconds, "starts": starts}

@@ -128,6 +128,32 @@ def test_a_ridge_point_is_re_referenced_to_the_last_expert():
         far.family.active_mask(X, far.gate_coef, far.gate_intercept + 5.0))
 
 
+def test_the_d2_breakdown_weighs_a_sliver_atom_by_its_share(scripts):
+    # A doubled cell whose second atom holds a sliver of the cell (its gate 6 below its
+    # partner's) and whose line is 3 off in slope: the top-1 D2 counts that atom with
+    # weight 1, so its term (3^2 with rbar(2) = 4) dominates; weighted by its share of
+    # the cell, it nearly vanishes.
+    _, _, check = scripts
+    experiment = load_experiment(ROOT / "simulations/paper2-top1-over.toml")
+    fit = _doubled_cell_fit(experiment.truth, 3.0)
+    fit = fit.replace(expert_coef=[[-20.0], [-23.0], [20.0]])
+    X_eval = check.make_evaluation_design(experiment)
+    atoms = check.atom_breakdown(experiment, fit, X_eval)
+    assert atoms["d2"] == pytest.approx(gmoe.metrics.voronoi_loss(fit, experiment.truth,
+                                                                  kind="over"), rel=1e-12)
+    assert atoms["cells"] == [0, 0, 1]
+    shares = np.asarray(atoms["shares"])
+    np.testing.assert_allclose([shares[:2].sum(), shares[2]], [1.0, 1.0])
+    assert shares[1] < 0.01
+    terms = np.asarray(atoms["terms"])
+    assert terms[1] > 9.0 and atoms["d2"] == pytest.approx(terms[0] + terms[1])
+    assert atoms["d2_share_weighted"] == pytest.approx(max(shares[:2] @ terms[:2], terms[2]))
+    assert atoms["d2_share_weighted"] < 0.1 * atoms["d2"]
+    # Only a top-1 truth has this loss.
+    assert check.atom_breakdown(load_experiment(ROOT / "simulations/topk-over.toml"), fit,
+                                X_eval) is None
+
+
 def test_the_supremum_check_is_reported(tmp_path, scripts):
     # One small task of paper2-top1-over through the check, into the JSON the script
     # writes, and from there into both pages' sections and the figure.
@@ -168,5 +194,13 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
     rst = tmp_path / "reproduction.rst"
     make_figures.write_rst([], {}, rst, checks)
     assert ".. list-table::" in rst.read_text() and "   * - 400" in rst.read_text()
+    # The third table: where the kept fit's D2 comes from.
+    atoms = best["atoms"]
+    share = atoms["shares"][int(np.argmax(atoms["terms"]))]
+    weighted = atoms["d2_share_weighted"]
+    rows = [li for li in page.splitlines() if li.startswith("| 400 |")]
+    assert len(rows) == 3
+    assert rows[2].startswith(f"| 400 | {share:.2g} ({share:.2g}) | "
+                              f"{weighted:.3g} - {weighted:.3g} ({weighted:.3g}) |")
     make_figures.supremum_figure(report, tmp_path / "starts.png")
     assert (tmp_path / "starts.png").stat().st_size > 0
