@@ -288,7 +288,44 @@ def spread_text(s, rows):
             "values, so a single large one moves it by orders of magnitude: the "
             "mean's slope has a wide interval, and the geometric mean's (above) is the "
             "steadier estimate of the same rate. The density distances (Hellinger, TV) do "
-            "not depend on how the atoms are arranged and are the stable rates here.", ""]
+            "not depend on how the atoms are arranged and are the stable rates here."
+            + _tail_text(s, rows), ""]
+
+
+def _split_cell_error(row, field):
+    """The largest error of ``field`` over a row's cells of two or more atoms (None if none)."""
+    errors = [row.get(f"pe_{field}_{j}") for j in range(10)
+              if (row.get(f"atoms_{j}") or 0) >= 2 and row.get(f"pe_{field}_{j}") is not None]
+    return max(errors) if errors else None
+
+
+def _tail_text(s, rows):
+    """What the fits in the top 1 % of the headline loss look like, from their parameter
+    errors and Hellinger distances (empty when the rows lack them)."""
+    rows = [r for r in rows if r.get(s["headline"]) is not None
+            and np.isfinite(r[s["headline"]]) and r.get("hellinger") is not None
+            and _split_cell_error(r, "gate_coef") is not None]
+    if len(rows) < 100:
+        return ""
+    rows = sorted(rows, key=lambda r: r[s["headline"]])
+    tail = rows[-(len(rows) // 100):]
+    median_hellinger = {n: float(np.median([r["hellinger"] for r in rows if r["n"] == n]))
+                        for n in {r["n"] for r in tail}}
+
+    def median_error(group, field):
+        return float(np.median([_split_cell_error(r, field) for r in group]))
+
+    ratio = float(np.median([r["hellinger"] / median_hellinger[r["n"]] for r in tail]))
+    return (f" The largest 1 % ({len(tail)} tasks) are fits whose split cell's gate slope "
+            f"is off by a median {median_error(tail, 'gate_coef'):.3g} and its expert slope "
+            f"by {median_error(tail, 'expert_coef'):.3g} (over all tasks with a split cell: "
+            f"{median_error(rows, 'gate_coef'):.3g} and "
+            f"{median_error(rows, 'expert_coef'):.3g}): a sharp gate boundary inside the "
+            "split cell, with an atom's line pinned by the data on one side of it only. "
+            "Their Hellinger distance is a median "
+            f"{ratio:.2f} times the median of all tasks at the same n"
+            + (": the density is estimated about as well there as elsewhere." if ratio <= 1.5
+               else "."))
 
 
 def disagreement_text(s):

@@ -204,3 +204,27 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
                               f"{weighted:.3g} - {weighted:.3g} ({weighted:.3g}) |")
     make_figures.supremum_figure(report, tmp_path / "starts.png")
     assert (tmp_path / "starts.png").stat().st_size > 0
+
+
+def test_the_tail_of_an_over_specified_loss_is_described(scripts):
+    # 200 tasks at two sizes; the two largest D2 (the top 1 %) have split-cell gate slope
+    # errors 80 and 90 and expert slope errors 7 and 9; every other task 1 and 0.5. The
+    # text quotes the tail's medians against all tasks' and the tail's Hellinger against
+    # its own size's median.
+    _, make_figures, _ = scripts
+    rows = []
+    for i in range(200):
+        tail = i >= 198
+        rows.append({"n": 1000 if i % 2 else 2000, "d2": 1e6 + i if tail else 0.1 + 1e-3 * i,
+                     "atoms_0": 1, "atoms_1": 2, "pe_gate_coef_0": 0.2,
+                     "pe_gate_coef_1": (80.0 if i == 198 else 90.0) if tail else 1.0,
+                     "pe_expert_coef_1": (7.0 if i == 198 else 9.0) if tail else 0.5,
+                     "hellinger": 0.02 if tail else 0.01})
+    text = make_figures._tail_text({"headline": "d2"}, rows)
+    assert "The largest 1 % (2 tasks)" in text
+    assert "gate slope is off by a median 85 and its expert slope by 8 " in text
+    assert "(over all tasks with a split cell: 1 and 0.5)" in text
+    assert "a median 2.00 times the median of all tasks at the same n" in text
+    # Rows without parameter errors: nothing to say.
+    assert make_figures._tail_text({"headline": "d2"},
+                                   [{"n": 1, "d2": 1.0, "hellinger": 0.1}] * 200) == ""
