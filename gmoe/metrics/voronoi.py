@@ -207,7 +207,11 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
       weight is always 1, so the ``w_i`` carry no mass); the loss is the largest per-cell
       term. Here 'infimum' means this least-squares translation (label-free, but not the
       minimiser of the loss, so it is not bounded by the untranslated value). Report
-      :func:`boundary_error` as the gate's metric.
+      :func:`boundary_error` as the gate's metric. With an over-specified fit
+      (``k > k*``), an atom that holds only a sliver of its cell's selected mass counts as
+      fully as one that holds all of it, and its parameters are pinned by the data of
+      that sliver alone: such fits can have a large loss and a small Hellinger distance
+      (the documentation's reproduction page, ``paper2-top1-over`` section).
     * Two-expert tanh/sigmoid truth: the minimum over the truth and its symmetric image
       ``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)``; a truth that is its own image is
       rejected.
