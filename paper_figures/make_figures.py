@@ -292,40 +292,59 @@ def spread_text(s, rows):
             + _tail_text(s, rows), ""]
 
 
+def _split_cells(row):
+    """The cells of a row that hold two or more fitted atoms (from its ``atoms_j`` columns)."""
+    return [int(key.rsplit("_", 1)[1]) for key, value in row.items()
+            if key.startswith("atoms_") and value is not None and value >= 2]
+
+
 def _split_cell_error(row, field):
-    """The largest error of ``field`` over a row's cells of two or more atoms (None if none)."""
-    errors = [row.get(f"pe_{field}_{j}") for j in range(10)
-              if (row.get(f"atoms_{j}") or 0) >= 2 and row.get(f"pe_{field}_{j}") is not None]
+    """The largest finite error of ``field`` over a row's split cells (None if none)."""
+    errors = [row.get(f"pe_{field}_{j}") for j in _split_cells(row)]
+    errors = [e for e in errors if e is not None and np.isfinite(e)]
     return max(errors) if errors else None
 
 
 def _tail_text(s, rows):
-    """What the fits in the top 1 % of the headline loss look like, from their parameter
-    errors and Hellinger distances (empty when the rows lack them)."""
-    rows = [r for r in rows if r.get(s["headline"]) is not None
-            and np.isfinite(r[s["headline"]]) and r.get("hellinger") is not None
-            and _split_cell_error(r, "gate_coef") is not None]
+    """What the fits of the largest 1 % of an over-specified study's headline loss are.
+
+    Which cells they split, their split cells' gate and expert slope errors against all
+    tasks', and their Hellinger distances against the median of their sample size; from
+    the rows' parameter errors (empty when the rows lack them).
+    """
+    def usable(r):
+        return all(r.get(key) is not None and np.isfinite(r[key])
+                   for key in (s["headline"], "hellinger")) \
+            and _split_cell_error(r, "gate_coef") is not None \
+            and _split_cell_error(r, "expert_coef") is not None
+
+    rows = sorted((r for r in rows if usable(r)), key=lambda r: r[s["headline"]])
     if len(rows) < 100:
         return ""
-    rows = sorted(rows, key=lambda r: r[s["headline"]])
     tail = rows[-(len(rows) // 100):]
     median_hellinger = {n: float(np.median([r["hellinger"] for r in rows if r["n"] == n]))
                         for n in {r["n"] for r in tail}}
+    ratios = [r["hellinger"] / median_hellinger[r["n"]] for r in tail]
 
-    def median_error(group, field):
-        return float(np.median([_split_cell_error(r, field) for r in group]))
+    def errors(group, field):
+        values = [_split_cell_error(r, field) for r in group]
+        return float(np.median(values)), min(values), max(values)
 
-    ratio = float(np.median([r["hellinger"] / median_hellinger[r["n"]] for r in tail]))
-    return (f" The largest 1 % ({len(tail)} tasks) are fits whose split cell's gate slope "
-            f"is off by a median {median_error(tail, 'gate_coef'):.3g} and its expert slope "
-            f"by {median_error(tail, 'expert_coef'):.3g} (over all tasks with a split cell: "
-            f"{median_error(rows, 'gate_coef'):.3g} and "
-            f"{median_error(rows, 'expert_coef'):.3g}): a sharp gate boundary inside the "
-            "split cell, with an atom's line pinned by the data on one side of it only. "
-            "Their Hellinger distance is a median "
-            f"{ratio:.2f} times the median of all tasks at the same n"
-            + (": the density is estimated about as well there as elsewhere." if ratio <= 1.5
-               else "."))
+    def split_counts(group):
+        cells = sorted({j for r in group for j in _split_cells(r)})
+        return ", ".join(f"cell {j} in {sum(j in _split_cells(r) for r in group)}"
+                         for j in cells)
+
+    gate, expert = errors(tail, "gate_coef"), errors(tail, "expert_coef")
+    return (f" Of the fits with a split cell, the largest 1 % by {s['headline']} "
+            f"({len(tail)} tasks) split {split_counts(tail)} (all {len(rows)}: "
+            f"{split_counts(rows)}). Their split cells' gate slope is off by a median "
+            f"{gate[0]:.3g} (range {gate[1]:.3g} - {gate[2]:.3g}; all tasks: "
+            f"{errors(rows, 'gate_coef')[0]:.3g}) and their expert slope by {expert[0]:.3g} "
+            f"({expert[1]:.3g} - {expert[2]:.3g}; all tasks: "
+            f"{errors(rows, 'expert_coef')[0]:.3g}); their Hellinger distance is a median "
+            f"{np.median(ratios):.2f} times the median of all tasks at the same n (range "
+            f"{min(ratios):.2f} - {max(ratios):.2f}).")
 
 
 def disagreement_text(s):
@@ -490,6 +509,11 @@ def _fitted_starts(task):
     return [s for s in task["starts"] if "error" not in s]
 
 
+def _kept_start(task):
+    """The start the study keeps (the largest L)."""
+    return next(s for s in task["starts"] if s.get("start") == task["best"])
+
+
 def _waived(start):
     """Whether a fit's last check predicted a gain above 1 and waived it as a kink."""
     return start["final_check"]["kink"] and start["final_check"]["gap"] > 1.0
@@ -502,7 +526,7 @@ def _supremum_rows(report):
     for n in sorted({t["n"] for t in tasks}):
         at_n = [t for t in tasks if t["n"] == n]
         starts = [s for t in at_n for s in _fitted_starts(t)]
-        kept = [next(s for s in t["starts"] if s.get("start") == t["best"]) for t in at_n]
+        kept = [_kept_start(t) for t in at_n]
         spread = [t["best_log_lik"] - t["worst_log_lik"] for t in at_n]
         kept_d2 = [t["losses_at_fit"]["d2"] for t in at_n]
 
@@ -540,24 +564,32 @@ def _supremum_rows(report):
 def _breakdown_summary(at_n):
     """Where the D2 of one sample size's tasks comes from (:func:`atom_breakdown` of the check).
 
-    The kept fits' largest atom term and that atom's share of its cell; their D2 with every
-    term weighted by its atom's share; the tasks where a discarded start is still ten
-    times closer by that weighted D2. Empty when the report has no breakdown (a truth that
-    is not top-1, or a report from before it was recorded).
+    In the cell that sets each kept fit's D2, the largest atom term's share of the cell;
+    the kept fits' D2 with every term weighted by its atom's share, and the tasks where a
+    discarded start has a smaller (ten times smaller) such D2. Empty when the report has
+    no breakdown (a truth that is not top-1, a report from before it was recorded, or a
+    breakdown that failed).
     """
-    if any(s.get("atoms") is None for t in at_n for s in _fitted_starts(t)):
+    starts = [s for t in at_n for s in _fitted_starts(t)]
+    if any(s.get("atoms") is None or "d2_cell" not in s["atoms"] for s in starts):
         return {}
-    kept = [next(s for s in t["starts"] if s.get("start") == t["best"]) for t in at_n]
-    largest_share = [s["atoms"]["shares"][int(np.argmax(s["atoms"]["terms"]))] for s in kept]
+    kept = [_kept_start(t) for t in at_n]
+
+    def largest_term_share(atoms):
+        in_cell = [i for i, c in enumerate(atoms["cells"]) if c == atoms["d2_cell"]]
+        return atoms["shares"][max(in_cell, key=lambda i: atoms["terms"][i])]
+
+    shares = [largest_term_share(s["atoms"]) for s in kept]
     weighted = [s["atoms"]["d2_share_weighted"] for s in kept]
+    least = [min(s["atoms"]["d2_share_weighted"] for s in _fitted_starts(t)) for t in at_n]
     return {
-        "largest_term_share_median": float(np.median(largest_share)),
-        "largest_term_share_min": min(largest_share),
+        "largest_term_share_median": float(np.median(shares)),
+        "largest_term_share_min": min(shares),
         "weighted_d2_min": min(weighted), "weighted_d2_max": max(weighted),
         "weighted_d2_median": float(np.median(weighted)),
-        "weighted_ten_times_closer": sum(
-            min(s["atoms"]["d2_share_weighted"] for s in _fitted_starts(t))
-            < 0.1 * w for t, w in zip(at_n, weighted, strict=True))}
+        "weighted_not_least": sum(w > m for w, m in zip(weighted, least, strict=True)),
+        "weighted_ten_times_closer": sum(m < 0.1 * w
+                                         for w, m in zip(weighted, least, strict=True))}
 
 
 def supremum_figure(report, out):
@@ -593,14 +625,16 @@ _LOSS_COLUMNS = ("n", "kept D2: min - max", "tasks where the kept fit's D2 is no
                  "tasks with a discarded start 10x closer in D2",
                  "kept D2 along its ridge: largest relative change",
                  "kept Hellinger: median / ratio to the task's least (max)")
-_BREAKDOWN_COLUMNS = ("n", "kept fit's largest D2 term: its atom's share of the cell, "
+_BREAKDOWN_COLUMNS = ("n", "kept D2's cell: its largest term's atom's share of the cell, "
                       "median (least)", "kept D2, each term weighted by its atom's share: "
-                      "min - max (median)", "tasks with a discarded start 10x closer by that D2")
+                      "min - max (median)", "tasks where a discarded start has a smaller / "
+                      "10x smaller such D2")
 
 
-def _two_point_slope(first, last, key="hellinger_median"):
-    """The log-log slope of a median (the Hellinger distance's) between two sample sizes."""
-    return np.log(last[key] / first[key]) / np.log(last["n"] / first["n"])
+def _two_point_slope(first, last):
+    """The log-log slope of the median Hellinger distance between two sample sizes."""
+    return (np.log(last["hellinger_median"] / first["hellinger_median"])
+            / np.log(last["n"] / first["n"]))
 
 
 def supremum_findings(report):
@@ -648,7 +682,8 @@ def supremum_findings(report):
                                      f"({r['largest_term_share_min']:.2g})",
                         f"{r['weighted_d2_min']:.3g} - {r['weighted_d2_max']:.3g} "
                         f"({r['weighted_d2_median']:.3g})",
-                        f"{r['weighted_ten_times_closer']} of {r['tasks']}")
+                        f"{r['weighted_not_least']} / {r['weighted_ten_times_closer']} of "
+                        f"{r['tasks']}")
                        for r in rows] if breakdown else None
     total = {key: sum(r[key] for r in rows) for key in
              ("starts", "highest_is_a_limit", "kept_waived", "not_least_d2",
@@ -678,39 +713,30 @@ def supremum_findings(report):
         "within the last column's ratio of the smallest over its task's starts"
         + (f", and its median falls as n^{slope:.2f} from n = {first['n']} to "
            f"{last['n']} (two points, no interval; paper 2's density rate is n^-1/2)."
-           if slope is not None else "."),
-        "A well-posed parameter study needs a loss that does not depend on which of these "
-        "points a fit reaches, or a fitted class in which the truth is matched at finite "
-        "parameters. Which of paper 2's conditions this setting meets is left open here."]
+           if slope is not None else ".")]
     tables = [(_STOP_COLUMNS, stop_table), (_LOSS_COLUMNS, loss_table)]
     if breakdown:
         tables.append((_BREAKDOWN_COLUMNS, breakdown_table))
         shares = [r["largest_term_share_median"] for r in rows]
-        least = min(r["largest_term_share_min"] for r in rows)
-        closer = sum(r["weighted_ten_times_closer"] for r in rows)
-        weighted_slope = (_two_point_slope(first, last, "weighted_d2_median")
-                          if last["n"] > first["n"] else None)
-        bullets[-1] = (
-            "A well-posed parameter study needs a loss that does not depend on which of "
-            "these points a fit reaches. Weighting each atom's term by its share of its cell "
-            "is a candidate (the third table), but it is not the papers' D2: it needs a "
-            "design to measure the shares, and no rate for it is established. The full grid "
-            "waits for that choice; which of paper 2's conditions this setting meets is "
-            "left open here.")
+        closer = {key: sum(r[key] for r in rows)
+                  for key in ("weighted_not_least", "weighted_ten_times_closer")}
         bullets.insert(2, (
-            "Where the D2 differences come from (the third table): the top-1 D2 counts every "
+            "What the largest D2 terms are (the third table): the top-1 D2 counts every "
             "fitted atom with weight 1, as an exact top-1 fit's selected weight is always "
-            "1. In these over-specified fits the atom with the kept fit's largest term holds "
-            f"a median {min(shares):.2g} to {max(shares):.2g} of its cell's selected mass "
-            f"(per n; {least:.2g} at the least): an atom confined to a sliver of its cell, "
-            "where the data pin its line only over that sliver, so its error can be large "
-            "while the density barely changes. Weighting each atom's term by its share of "
-            "its cell brings the kept fits' D2 to "
-            f"{min(r['weighted_d2_min'] for r in rows):.3g} - "
-            f"{max(r['weighted_d2_max'] for r in rows):.3g}; a discarded start is still "
-            f"ten times closer by that D2 in {closer} of {tasks} tasks"
-            + (f", and its median falls as n^{weighted_slope:.2f} from n = {first['n']} to "
-               f"{last['n']} (two points, no interval)." if weighted_slope is not None else ".")))
+            "1. In the cell that sets the kept fit's D2, the atom with the largest term holds "
+            f"a median {min(shares):.2g} to {max(shares):.2g} of the cell's selected gate "
+            "mass over the evaluation design (per n; "
+            f"{min(r['largest_term_share_min'] for r in rows):.2g} at the least), so the "
+            "data weigh its line little. Weighting every atom's term by its share gives the "
+            f"kept fits a D2 of {min(r['weighted_d2_min'] for r in rows):.3g} - "
+            f"{max(r['weighted_d2_max'] for r in rows):.3g}; a discarded start still has a "
+            f"smaller one in {closer['weighted_not_least']} of {tasks} tasks, ten times "
+            f"smaller in {closer['weighted_ten_times_closer']} (against "
+            f"{total['ten_times_closer']} unweighted)."))
+    bullets.append(
+        "A well-posed parameter study needs a loss that does not depend on which of these "
+        "points a fit reaches, or a fitted class in which the truth is matched at finite "
+        "parameters. Which of paper 2's conditions this setting meets is left open here.")
     return (intro, *tables, f"{name}_starts.png", bullets)
 
 

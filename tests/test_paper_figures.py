@@ -128,30 +128,48 @@ def test_a_ridge_point_is_re_referenced_to_the_last_expert():
         far.family.active_mask(X, far.gate_coef, far.gate_intercept + 5.0))
 
 
-def test_the_d2_breakdown_weighs_a_sliver_atom_by_its_share(scripts):
-    # A doubled cell whose second atom holds a sliver of the cell (its gate 6 below its
-    # partner's) and whose line is 3 off in slope: the top-1 D2 counts that atom with
-    # weight 1, so its term (3^2 with rbar(2) = 4) dominates; weighted by its share of
-    # the cell, it nearly vanishes.
+def test_the_d2_breakdown_weighs_each_atom_by_its_share(scripts):
+    # A doubled cell whose second atom's gate is 6 below its partner's (so it holds about
+    # e^-6 of the cell) and whose line is 3 off in slope. The top-1 D2 counts that atom
+    # with weight 1: its term exceeds its partner's by exactly 3^2 (rbar(2) / 2 = 2 on the
+    # expert slope; the gates and intercepts are off alike) and sets the doubled cell's
+    # sum; weighted by its share, that term nearly vanishes.
     _, _, check = scripts
     experiment = load_experiment(ROOT / "simulations/paper2-top1-over.toml")
-    fit = _doubled_cell_fit(experiment.truth, 3.0)
-    fit = fit.replace(expert_coef=[[-20.0], [-23.0], [20.0]])
+    truth, cfg = experiment.truth, experiment.metrics
+    fit = _doubled_cell_fit(truth, 3.0).replace(expert_coef=[[-20.0], [-23.0], [20.0]])
     X_eval = check.make_evaluation_design(experiment)
     atoms = check.atom_breakdown(experiment, fit, X_eval)
-    assert atoms["d2"] == pytest.approx(gmoe.metrics.voronoi_loss(fit, experiment.truth,
-                                                                  kind="over"), rel=1e-12)
-    assert atoms["cells"] == [0, 0, 1]
-    shares = np.asarray(atoms["shares"])
+    assert atoms["d2"] == pytest.approx(gmoe.metrics.voronoi_loss(
+        fit, truth, kind="over", rbar=cfg["rbar"] or None, translation=cfg["translation"]),
+        rel=1e-12)
+    assert atoms["cells"] == [0, 0, 1] and atoms["d2_cell"] == 0
+    shares, terms = np.asarray(atoms["shares"]), np.asarray(atoms["terms"])
     np.testing.assert_allclose([shares[:2].sum(), shares[2]], [1.0, 1.0])
     assert shares[1] < 0.01
-    terms = np.asarray(atoms["terms"])
-    assert terms[1] > 9.0 and atoms["d2"] == pytest.approx(terms[0] + terms[1])
+    assert terms[1] - terms[0] == pytest.approx(3.0 ** 2, rel=1e-9)
+    assert atoms["d2"] == pytest.approx(terms[0] + terms[1])
+    assert shares[1] * terms[1] < 0.1
     assert atoms["d2_share_weighted"] == pytest.approx(max(shares[:2] @ terms[:2], terms[2]))
-    assert atoms["d2_share_weighted"] < 0.1 * atoms["d2"]
     # Only a top-1 truth has this loss.
     assert check.atom_breakdown(load_experiment(ROOT / "simulations/topk-over.toml"), fit,
                                 X_eval) is None
+
+
+def test_a_cell_the_fit_never_selects_still_counts_in_the_weighted_d2(scripts):
+    # The singleton cell's atom is outscored everywhere on the design by the doubled
+    # pair (top-2 of 3 always selects the pair): its cell's mass is 0, and its atoms share
+    # equally (here: share 1) instead of dropping out.
+    _, _, check = scripts
+    experiment = load_experiment(ROOT / "simulations/paper2-top1-over.toml")
+    fit = _doubled_cell_fit(experiment.truth, 0.0).replace(
+        gate_coef=[[0.0], [0.0], [0.0]], gate_intercept=[5.0, 5.0, 0.0])
+    X_eval = check.make_evaluation_design(experiment)
+    atoms = check.atom_breakdown(experiment, fit, X_eval)
+    assert atoms["cells"] == [0, 0, 1]
+    assert atoms["shares"][2] == 1.0
+    assert np.isfinite(atoms["d2_share_weighted"])
+    assert atoms["d2_share_weighted"] >= atoms["terms"][2]
 
 
 def test_the_supremum_check_is_reported(tmp_path, scripts):
@@ -194,37 +212,48 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
     rst = tmp_path / "reproduction.rst"
     make_figures.write_rst([], {}, rst, checks)
     assert ".. list-table::" in rst.read_text() and "   * - 400" in rst.read_text()
-    # The third table: where the kept fit's D2 comes from.
+    # The third table: what the kept fit's largest D2 terms are.
     atoms = best["atoms"]
-    share = atoms["shares"][int(np.argmax(atoms["terms"]))]
+    in_cell = [i for i, c in enumerate(atoms["cells"]) if c == atoms["d2_cell"]]
+    share = atoms["shares"][max(in_cell, key=lambda i: atoms["terms"][i])]
     weighted = atoms["d2_share_weighted"]
+    smaller = int(weighted > min(s["atoms"]["d2_share_weighted"] for s in starts))
     rows = [li for li in page.splitlines() if li.startswith("| 400 |")]
     assert len(rows) == 3
-    assert rows[2].startswith(f"| 400 | {share:.2g} ({share:.2g}) | "
-                              f"{weighted:.3g} - {weighted:.3g} ({weighted:.3g}) |")
+    assert rows[2].startswith(f"| 400 | {share:.2g} ({share:.2g}) | {weighted:.3g} - "
+                              f"{weighted:.3g} ({weighted:.3g}) | {2 * smaller} / ")
+    assert f"a discarded start still has a smaller one in {2 * smaller} of 2 tasks" in page
     make_figures.supremum_figure(report, tmp_path / "starts.png")
     assert (tmp_path / "starts.png").stat().st_size > 0
 
 
 def test_the_tail_of_an_over_specified_loss_is_described(scripts):
-    # 200 tasks at two sizes; the two largest D2 (the top 1 %) have split-cell gate slope
-    # errors 80 and 90 and expert slope errors 7 and 9; every other task 1 and 0.5. The
-    # text quotes the tail's medians against all tasks' and the tail's Hellinger against
+    # 200 tasks at two sizes, cell 1 split in all but the first 50 (cell 0 split there);
+    # the two largest D2 (the top 1 %) have split-cell gate slope errors 80 and 90 and
+    # expert slope errors 7 and 9, every other task 1 and 0.5. The text quotes the tail's
+    # split cells, medians and ranges against all tasks', and the tail's Hellinger against
     # its own size's median.
     _, make_figures, _ = scripts
     rows = []
     for i in range(200):
-        tail = i >= 198
+        tail, split = i >= 198, 0 if i < 50 else 1
         rows.append({"n": 1000 if i % 2 else 2000, "d2": 1e6 + i if tail else 0.1 + 1e-3 * i,
-                     "atoms_0": 1, "atoms_1": 2, "pe_gate_coef_0": 0.2,
-                     "pe_gate_coef_1": (80.0 if i == 198 else 90.0) if tail else 1.0,
-                     "pe_expert_coef_1": (7.0 if i == 198 else 9.0) if tail else 0.5,
-                     "hellinger": 0.02 if tail else 0.01})
+                     "atoms_0": 2 - split, "atoms_1": 1 + split,
+                     f"pe_gate_coef_{1 - split}": 0.2,
+                     f"pe_gate_coef_{split}": (80.0 if i == 198 else 90.0) if tail else 1.0,
+                     f"pe_expert_coef_{1 - split}": 0.1,
+                     f"pe_expert_coef_{split}": (7.0 if i == 198 else 9.0) if tail else 0.5,
+                     "hellinger": (0.02 if i == 198 else 0.03) if tail else 0.01})
     text = make_figures._tail_text({"headline": "d2"}, rows)
-    assert "The largest 1 % (2 tasks)" in text
-    assert "gate slope is off by a median 85 and its expert slope by 8 " in text
-    assert "(over all tasks with a split cell: 1 and 0.5)" in text
-    assert "a median 2.00 times the median of all tasks at the same n" in text
-    # Rows without parameter errors: nothing to say.
+    assert ("the largest 1 % by d2 (2 tasks) split cell 1 in 2 (all 200: cell 0 in 50, "
+            "cell 1 in 150)") in text
+    assert "gate slope is off by a median 85 (range 80 - 90; all tasks: 1)" in text
+    assert "expert slope by 8 (7 - 9; all tasks: 0.5)" in text
+    assert "a median 2.50 times the median of all tasks at the same n (range 2.00 - 3.00)" \
+        in text
+    # A NaN loss or Hellinger distance leaves its row out; rows without parameter errors
+    # leave nothing to say.
+    rows[0] = dict(rows[0], hellinger=float("nan"))
+    assert "(all 199: cell 0 in 49," in make_figures._tail_text({"headline": "d2"}, rows)
     assert make_figures._tail_text({"headline": "d2"},
                                    [{"n": 1, "d2": 1.0, "hellinger": 0.1}] * 200) == ""

@@ -208,10 +208,10 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
       term. Here 'infimum' means this least-squares translation (label-free, but not the
       minimiser of the loss, so it is not bounded by the untranslated value). Report
       :func:`boundary_error` as the gate's metric. With an over-specified fit
-      (``k > k*``), an atom that holds only a sliver of its cell's selected mass counts as
-      fully as one that holds all of it, and its parameters are pinned by the data of
-      that sliver alone: such fits can have a large loss and a small Hellinger distance
-      (the documentation's reproduction page, ``paper2-top1-over`` section).
+      (``k > k*``), an atom that holds a few per cent of its cell's selected mass counts
+      as fully as one that holds all of it: such fits can have a large loss and a small
+      Hellinger distance (the documentation's reproduction page, ``paper2-top1-over``
+      section).
     * Two-expert tanh/sigmoid truth: the minimum over the truth and its symmetric image
       ``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)``; a truth that is its own image is
       rejected.
