@@ -544,15 +544,13 @@ def _supremum_rows(report):
             "kept_gap_max": max(s["final_check"]["gap"] for s in kept),
             "highest_is_a_limit": sum(t["highest_is_a_limit"] for t in at_n),
             "d2_min": min(kept_d2), "d2_max": max(kept_d2),
-            "not_least_d2": sum(t["losses_at_fit"]["d2"]
-                                > min(s["losses"]["d2"] for s in _fitted_starts(t))
-                                for t in at_n),
-            "ten_times_closer": sum(min(s["losses"]["d2"] for s in _fitted_starts(t))
-                                    < 0.1 * t["losses_at_fit"]["d2"] for t in at_n),
+            **dict(zip(("not_least_d2", "ten_times_closer"),
+                       _discarded_smaller(at_n, kept, lambda s: s["losses"]["d2"]),
+                       strict=True)),
             "d2_change_along_ridge": max(
                 abs(t["losses_at_ridge_top"]["d2"] / t["losses_at_fit"]["d2"] - 1.0)
                 for t in at_n),
-            **_breakdown_summary(at_n),
+            **_breakdown_summary(at_n, kept),
             "hellinger_median": float(np.median(
                 [t["losses_at_fit"]["hellinger"] for t in at_n])),
             "hellinger_ratio_max": max(
@@ -561,8 +559,18 @@ def _supremum_rows(report):
     return rows
 
 
-def _breakdown_summary(at_n):
+def _discarded_smaller(at_n, kept, value):
+    """Tasks where a start the study discards has a smaller ``value``, and a ten times
+    smaller one, than the kept start (``kept[i]`` of task ``at_n[i]``)."""
+    pairs = [(value(k), min(value(s) for s in _fitted_starts(t)))
+             for t, k in zip(at_n, kept, strict=True)]
+    return sum(v > least for v, least in pairs), sum(least < 0.1 * v for v, least in pairs)
+
+
+def _breakdown_summary(at_n, kept):
     """Where the D2 of one sample size's tasks comes from (:func:`atom_breakdown` of the check).
+
+    ``kept`` holds each task's kept start.
 
     In the cell that sets each kept fit's D2, the largest atom term's share of the cell;
     the kept fits' D2 with every term weighted by its atom's share, and the tasks where a
@@ -573,7 +581,6 @@ def _breakdown_summary(at_n):
     starts = [s for t in at_n for s in _fitted_starts(t)]
     if any(s.get("atoms") is None or "d2_cell" not in s["atoms"] for s in starts):
         return {}
-    kept = [_kept_start(t) for t in at_n]
 
     def largest_term_share(atoms):
         in_cell = [i for i, c in enumerate(atoms["cells"]) if c == atoms["d2_cell"]]
@@ -581,15 +588,14 @@ def _breakdown_summary(at_n):
 
     shares = [largest_term_share(s["atoms"]) for s in kept]
     weighted = [s["atoms"]["d2_share_weighted"] for s in kept]
-    least = [min(s["atoms"]["d2_share_weighted"] for s in _fitted_starts(t)) for t in at_n]
+    smaller, ten_times = _discarded_smaller(at_n, kept,
+                                            lambda s: s["atoms"]["d2_share_weighted"])
     return {
         "largest_term_share_median": float(np.median(shares)),
         "largest_term_share_min": min(shares),
         "weighted_d2_min": min(weighted), "weighted_d2_max": max(weighted),
         "weighted_d2_median": float(np.median(weighted)),
-        "weighted_not_least": sum(w > m for w, m in zip(weighted, least, strict=True)),
-        "weighted_ten_times_closer": sum(m < 0.1 * w
-                                         for w, m in zip(weighted, least, strict=True))}
+        "weighted_not_least": smaller, "weighted_ten_times_closer": ten_times}
 
 
 def supremum_figure(report, out):
