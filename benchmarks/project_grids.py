@@ -8,10 +8,19 @@ of workers. The table it prints is the one in
 ``benchmarks/README.md``; a study whose full grid has been run (``paper_figures/results``)
 also shows its measured wall time.
 
+The quick grids stop at small sizes, and a fit's EM steps can grow with ``n`` faster than
+the line assumes (the over-specified top-K fits: tens of steps at n = 2e4, hundreds at
+1e5). ``--sampled-tasks K`` times K tasks of the full grid itself instead (in this
+process, one thread): sizes evenly spread over the grid's list of sizes, each with its
+own replication, so that the sample represents the grid's sizes and its replications'
+spread. The projection is their mean time times the grid's tasks over the workers, with
+the t-interval of the mean.
+
 Usage::
 
     python benchmarks/project_grids.py                 # every study
     python benchmarks/project_grids.py softmax-exact topk-over --workers 2
+    python benchmarks/project_grids.py topk-over --sampled-tasks 10
 """
 
 import argparse
@@ -21,8 +30,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
-from gmoe.simulation import load_experiment, read_rows
+from gmoe.simulation import load_experiment, read_rows, run_task
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "paper_figures"))
@@ -43,6 +53,37 @@ def quick_times(name, tmp):
     return n, seconds
 
 
+def sampled_times(experiment, k):
+    """(n, rep, seconds) of ``k`` tasks of the full grid: sizes evenly spread, own replications."""
+    sizes = np.asarray(experiment.sizes)
+    picked = np.unique(np.round(np.linspace(0, sizes.size - 1, k)).astype(int))
+    times = []
+    for rep, index in enumerate(picked):
+        n, rep = int(sizes[index]), rep % experiment.replications
+        row = run_task(experiment, n, rep)
+        if row["status"] != "ok":
+            raise SystemExit(f"{experiment.name}: task ({n}, {rep}) failed: {row['error']}")
+        times.append((n, rep, (row["fit_seconds"] or 0.0) + (row["metric_seconds"] or 0.0)))
+    return times
+
+
+def project_from_sample(name, k, workers):
+    """Print the sampled tasks' times and the full grid's projected wall time."""
+    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+    times = sampled_times(experiment, k)
+    for n, rep, seconds in times:
+        print(f"  {name} n={n:>6} rep={rep:>2}: {seconds:8.2f} s", flush=True)
+    seconds = np.array([t for _, _, t in times])
+    tasks = len(experiment.sizes) * experiment.replications
+    half = (stats.t.ppf(0.975, seconds.size - 1) * seconds.std(ddof=1)
+            / np.sqrt(seconds.size)) if seconds.size > 1 else np.nan
+    scale = tasks / workers / 3600
+    print(f"{name}: mean {seconds.mean():.3g} s per task over {seconds.size} sampled tasks; "
+          f"{tasks} tasks on {workers} workers: {seconds.mean() * scale:.3g} h "
+          f"[{(seconds.mean() - half) * scale:.3g}, {(seconds.mean() + half) * scale:.3g}] "
+          "(95 % t-interval of the mean)", flush=True)
+
+
 def _starts_per_task(experiment):
     """Fits per task: near-truth starts, or the estimator's ``n_init`` for a data start."""
     return experiment.start.get("n_starts") or experiment.start.get("n_init") or 1
@@ -59,8 +100,17 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("studies", nargs="*")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sampled-tasks", type=int, metavar="K",
+                        help="time K tasks of each full grid instead of its quick grid")
     args = parser.parse_args(argv)
     names = args.studies or sorted(p.stem for p in (ROOT / "simulations").glob("*.toml"))
+    if args.sampled_tasks is not None:
+        if args.sampled_tasks < 2:
+            parser.error(f"--sampled-tasks: expected at least 2 (an interval needs two), got "
+                         f"{args.sampled_tasks}")
+        for name in names:
+            project_from_sample(name, args.sampled_tasks, args.workers)
+        return
     print(f"{'study':<24} {'tasks':>6} {'s/task @1e4':>11} {'s/task @1e5':>11} "
           f"{'projected':>10} {'measured':>9}")
     total = 0.0

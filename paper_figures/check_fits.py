@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 from gmoe.simulation import load_experiment, run_task  # noqa: E402
+from gmoe.simulation.store import code_sha256  # noqa: E402
 
 
 def headline_loss(experiment):
@@ -63,8 +64,9 @@ def check(experiment, sizes, replications, factor, log=print):
             log(f"  n={n:>6} rep={rep}: L gain {gain:+.2e}, {loss} {default[loss]:.5g} -> "
                 f"{longer[loss]:.5g} ({change:.1e} relative), EM steps {task['n_iter']}, "
                 f"{time.perf_counter() - started:.1f} s")
+    # The build that refitted: the page says so when it is not the grid's.
     return {"study": experiment.name, "factor": factor, "tol": experiment.fit["tol"],
-            "loss": loss, "tasks": tasks,
+            "loss": loss, "tasks": tasks, "code_sha256": code_sha256(),
             "max_log_likelihood_gain": max(t["log_likelihood_gain"] for t in tasks),
             "max_relative_loss_change": max(t["relative_loss_change"] for t in tasks)}
 

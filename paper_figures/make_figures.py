@@ -92,11 +92,8 @@ STUDIES = {
 PUBLISHED_D1 = (np.exp(3.5), -0.638)
 
 
-def read_results(directory, name):
-    """Rows (numbers as floats, empty fields as None) and run info of one study."""
-    path = directory / f"{name}.csv.gz"
-    if not path.exists():
-        return None, None
+def _read_rows(path):
+    """The rows of a gzipped CSV of results: numbers as floats, empty fields as None."""
     with gzip.open(path, "rt", newline="") as f:
         rows = []
         for raw in csv.DictReader(f):
@@ -108,12 +105,25 @@ def read_results(directory, name):
                     row[key] = value
             row["n"] = int(row["n"])
             rows.append(row)
+    return rows
+
+
+def read_results(directory, name):
+    """Rows (numbers as floats, empty fields as None) and run info of one study."""
+    path = directory / f"{name}.csv.gz"
+    if not path.exists():
+        return None, None
+    rows = _read_rows(path)
     info_path = directory / f"{name}.run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic")):
         extra = directory / f"{name}.{suffix}.json"
         if extra.exists():
             info[key] = json.loads(extra.read_text())
+    info["other_builds"] = [
+        {"label": path.name[len(f"{name}.build-"):-len(".csv.gz")],
+         "rows": _read_rows(path)}
+        for path in sorted(directory.glob(f"{name}.build-*.csv.gz"))]
     return rows, info
 
 
@@ -217,7 +227,9 @@ def study_section(name, claim, rows, info, fig_dir):
             "n_sizes": len(per_size),
             "replications": max(per_size.values()),
             "min_replications": min(per_size.values()),
-            "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic")}
+            "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic"),
+            "other_builds": info.get("other_builds", []),
+            "code_sha256": info.get("meta", {}).get("code_sha256")}
 
 
 def asymptotic_text(s):
@@ -265,7 +277,16 @@ def fitcheck_text(s):
             f"by {min(gains):+.1e} to {max(gains):+.1e}, and {check['loss']} by at most "
             f"{check['max_relative_loss_change']:.1e} relative. This shows where the "
             "stopping rule left each fit; it cannot show that a start found the best "
-            "maximum.")
+            "maximum." + _other_build_warning(check, s))
+
+
+def _other_build_warning(check, s):
+    """A sentence when a fit check ran on another build of gmoe than the study's grid."""
+    checked, grid = check.get("code_sha256"), s.get("code_sha256")
+    if checked is None or grid is None or checked == grid:
+        return ""
+    return (f" The check ran on another build of gmoe (code hash {checked[:12]}) than the "
+            f"grid ({grid[:12]}).")
 
 
 def spread_text(s, rows):
@@ -345,6 +366,95 @@ def _tail_text(s, rows):
             f"{errors(rows, 'expert_coef')[0]:.3g}); their Hellinger distance is a median "
             f"{np.median(ratios):.2f} times the median of all tasks at the same n (range "
             f"{min(ratios):.2f} - {max(ratios):.2f}).")
+
+
+#: Two fits of one task count as the same point when their total log-likelihoods agree
+#: within this: rerun with a 1000 times tighter tolerance, a fit moves far less (the fit
+#: checks: at most ~1e-4), so a larger gap is another point, not the same one left
+#: elsewhere by the stopping rule.
+SAME_POINT_GAP = 1e-3
+
+
+def _paired_tasks(rows, other_rows, loss):
+    """The tasks fitted by both builds: (n, this row, the other build's row), usable ones."""
+    def usable(r):
+        return r.get("status") == "ok" and all(
+            r.get(key) is not None and np.isfinite(r[key])
+            for key in ("mean_log_likelihood", loss, "hellinger"))
+
+    other = {(r["n"], r["rep"]): r for r in other_rows if usable(r)}
+    return [(r["n"], r, other[r["n"], r["rep"]]) for r in rows
+            if usable(r) and (r["n"], r["rep"]) in other]
+
+
+def _ratio(a, b):
+    """How many times the larger of two positive numbers is the smaller (inf if one is 0)."""
+    low, high = sorted((a, b))
+    return high / low if low > 0 else np.inf
+
+
+def other_build_text(s, rows):
+    """Where another build's fits of the same tasks (same data, same starts) differ.
+
+    For every ``NAME.build-LABEL.csv.gz`` committed beside the study: the tasks whose two
+    fits reach different points (total log-likelihoods more than :data:`SAME_POINT_GAP`
+    apart), which build's is higher, how far the headline loss and the Hellinger distance
+    move with the point, and the headline's slopes over the common tasks from either
+    build's fits.
+    """
+    loss, lines = s["headline"], []
+    for other in s["other_builds"]:
+        pairs = _paired_tasks(rows, other["rows"], loss)
+        if len(pairs) < 10:
+            continue
+        gaps = np.array([n * (a["mean_log_likelihood"] - b["mean_log_likelihood"])
+                         for n, a, b in pairs])
+        moved = np.abs(gaps) > SAME_POINT_GAP
+        higher_here, higher_there = gaps[gaps > SAME_POINT_GAP], -gaps[gaps < -SAME_POINT_GAP]
+        differing = [pair for pair, m in zip(pairs, moved, strict=True) if m]
+        text = (f"The same tasks fitted by build {other['label']} (same data and starts, "
+                f"another optimisation path; `{s['name']}.build-{other['label']}.csv.gz`): "
+                f"of {len(pairs)} tasks in common, the two kept fits are different points "
+                f"(total log-likelihoods more than {SAME_POINT_GAP:g} apart) in "
+                f"{int(moved.sum())}; this grid's is higher in {higher_here.size}"
+                + (f" (by up to {higher_here.max():.3g})" if higher_here.size else "")
+                + f" and build {other['label']}'s in {higher_there.size}"
+                + (f" (by up to {higher_there.max():.3g})" if higher_there.size else "")
+                + ". The builds differ only in the path their EM takes (its acceleration "
+                "and moves): where their fits differ, the task's starts lead to at least two "
+                "points the stopping rule certifies, and each build keeps the best only of "
+                "those its own path reached.")
+        if differing:
+            loss_ratios = [_ratio(a[loss], b[loss]) for _, a, b in differing]
+            density_ratios = [_ratio(a["hellinger"], b["hellinger"]) for _, a, b in differing]
+            larger_at_higher = sum(
+                (a[loss] > b[loss]) == (a["mean_log_likelihood"] > b["mean_log_likelihood"])
+                for _, a, b in differing)
+            text += (f" Where they differ, {loss} differs by a factor of median "
+                     f"{np.median(loss_ratios):.3g} (largest {max(loss_ratios):.3g}), the "
+                     f"higher log-likelihood having the larger {loss} in {larger_at_higher} "
+                     f"of {len(differing)}, and the Hellinger distance by a factor of median "
+                     f"{np.median(density_ratios):.3g} (largest {max(density_ratios):.3g}).")
+        ranked = sorted(range(len(pairs)), key=lambda i: pairs[i][1][loss])
+        tail = ranked[-max(1, len(pairs) // 100):]
+        text += (f" Of the largest 1 % of this grid's {loss} among them ({len(tail)} tasks), "
+                 f"{int(moved[tail].sum())} are different points.")
+        slopes = []
+        for summary in ("mean", "geometric"):
+            fits = [fit_rate({"n": np.array([n for n, _, _ in pairs], dtype=float),
+                              loss: np.array([pair[side][loss] for pair in pairs])},
+                             loss, summary=summary) for side in (1, 2)]
+            slopes.append(f"{summary} {loss}: {_fmt_fit(fits[0])} from this grid's fits, "
+                          f"{_fmt_fit(fits[1])} from build {other['label']}'s")
+        text += f" Slopes over these tasks: {'; '.join(slopes)}."
+        lines += [text, ""]
+    return lines
+
+
+def _fmt_fit(fit):
+    """A :class:`~gmoe.simulation.rates.RateFit`'s slope and interval, as in the tables."""
+    low, high = fit.conf_int
+    return f"{fit.slope:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def disagreement_text(s):
@@ -819,6 +929,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                       "estimate the same s):", "", "```",
                       format_rate_table(s["geometric_rows"]).rstrip("\n"), "```", ""]
         lines += spread_text(s, results[s["name"]])
+        lines += other_build_text(s, results[s["name"]])
         lines += [fitcheck_text(s), ""] + disagreement_text(s) + asymptotic_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]

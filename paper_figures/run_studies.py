@@ -16,6 +16,15 @@ Usage::
 The runner starts the tasks replication by replication, so a grid stopped part way holds
 whole sweeps of the sizes; ``--export-only`` writes its results as they stand, and
 ``make_figures.py`` marks such a grid PARTIAL.
+
+A store of the same study computed by another build of gmoe (same data and starts, another
+optimisation path) can be kept beside it for comparison::
+
+    python paper_figures/run_studies.py softmax-over-k3 --other-build OLD.sqlite --label 3134dd5
+
+writes ``NAME.build-LABEL.csv.gz`` (each task's log-likelihood, EM steps, loss and density
+distance) and ``NAME.build-LABEL.json``; ``make_figures.py`` then reports where the two
+builds' fits differ.
 """
 
 import argparse
@@ -24,6 +33,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +70,39 @@ def export(name, db, out):
     return info
 
 
+#: The columns kept from another build's store: enough to tell whether a task's fit reached
+#: the same point (its log-likelihood) and what that did to its losses.
+OTHER_BUILD_COLUMNS = ("n", "rep", "status", "mean_log_likelihood", "n_iter", "d1", "d2",
+                       "hellinger")
+
+
+def export_other_build(name, db, label, reference_db, out):
+    """Write OUT/NAME.build-LABEL.csv.gz and .json from another build's store of the study.
+
+    Refuses a store whose tasks differ from the reference store's (another experiment
+    file's data or starts), since then its fits are not comparable task by task.
+    """
+    rows, meta = read_rows(db)
+    _, reference_meta = read_rows(reference_db)
+    if meta.get("task_sha256") != reference_meta.get("task_sha256"):
+        raise SystemExit(f"{name}: {db.name} holds other tasks than {reference_db.name} "
+                         f"(task hash {meta.get('task_sha256', '?')[:12]} against "
+                         f"{reference_meta.get('task_sha256', '?')[:12]}); its fits cannot "
+                         "be compared task by task.")
+    columns = [c for c in OTHER_BUILD_COLUMNS if rows and c in rows[0]]
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}.build-{label}"
+    with gzip.open(out / f"{stem}.csv.gz", "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    info = {"study": name, "label": label, "rows": len(rows),
+            "code_sha256": meta.get("code_sha256"),
+            "reference_code_sha256": reference_meta.get("code_sha256")}
+    (out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +114,23 @@ def main(argv=None):
                         help="export the stores as they stand, without running anything")
     parser.add_argument("--results", type=Path, default=HERE / "results",
                         help="where the compact results go (default paper_figures/results)")
+    parser.add_argument("--other-build", type=Path, metavar="DB",
+                        help="export this store of one study, computed by another build of "
+                             "gmoe, for comparison with the study's own store (with --label)")
+    parser.add_argument("--label", help="the other build's name in the file name (its "
+                                        "git revision)")
     args = parser.parse_args(argv)
+    if args.other_build is not None:
+        if len(args.studies) != 1 or not args.label:
+            parser.error("--other-build takes one study and a --label")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", args.label):
+            parser.error(f"--label: expected letters, digits, '.', '_' or '-' (it names a "
+                         f"file), got {args.label!r}")
+        name = args.studies[0]
+        info = export_other_build(name, args.other_build, args.label,
+                                  HERE / "stores" / f"{name}.sqlite", args.results)
+        print(f"{name}: {info['rows']} rows of build {args.label}", flush=True)
+        return
     names = args.studies or list(STUDIES)
     stores = HERE / "stores"
     stores.mkdir(exist_ok=True)

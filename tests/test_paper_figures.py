@@ -257,3 +257,89 @@ def test_the_tail_of_an_over_specified_loss_is_described(scripts):
     assert "(all 199: cell 0 in 49," in make_figures._tail_text({"headline": "d2"}, rows)
     assert make_figures._tail_text({"headline": "d2"},
                                    [{"n": 1, "d2": 1.0, "hellinger": 0.1}] * 200) == ""
+
+
+def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
+    # 20 sizes x 10 replications. This grid: L = -1, d2 = n^-1/2 (1 + 0.001 (9 - rep)).
+    # The other build reaches another point in replication 0 (2 log-likelihood units
+    # lower, d2 100 (n/1000)^1/2 times larger, Hellinger 1.2 times) and in replication 1
+    # (0.5 units higher, d2 twice as large); elsewhere it is 1e-4 units away (the same
+    # point) with the same losses. Geometric slope of the other build:
+    # -1/2 + (1/2) / 10 = -0.45.
+    _, make_figures, _ = scripts
+    sizes = np.unique(np.round(np.logspace(3, 5, 20)).astype(int))
+    rows, other = [], []
+    for n in sizes:
+        for rep in range(10):
+            d2 = n ** -0.5 * (1 + 0.001 * (9 - rep))
+            rows.append({"n": int(n), "rep": float(rep), "status": "ok",
+                         "mean_log_likelihood": -1.0, "d2": d2, "hellinger": 0.01})
+            gap, factor, h = {0: (-2.0, 100 * (n / 1000) ** 0.5, 0.012),
+                              1: (0.5, 2.0, 0.01)}.get(rep, (1e-4, 1.0, 0.01))
+            other.append({"n": int(n), "rep": float(rep), "status": "ok",
+                          "mean_log_likelihood": -1.0 + gap / n, "d2": d2 * factor,
+                          "hellinger": h})
+    section = {"name": "softmax-over-k3", "headline": "d2",
+               "other_builds": [{"label": "abc1234", "rows": other}]}
+    text = " ".join(make_figures.other_build_text(section, rows))
+    assert "of 200 tasks in common, the two kept fits are different points" in text
+    assert "apart) in 40; this grid's is higher in 20 (by up to 2) and build abc1234's " \
+        "in 20 (by up to 0.5)." in text
+    assert "d2 differs by a factor of median 51 (largest 1e+03)" in text
+    assert "the larger d2 in 20 of 40" in text
+    assert "Hellinger distance by a factor of median 1.1 (largest 1.2)" in text
+    # The two largest d2 of this grid are replications 0 and 1 at n = 1000.
+    assert "(2 tasks), 2 are different points" in text
+    assert "geometric d2: -0.500 [-0.500, -0.500] from this grid's fits, -0.450 " \
+        "[-0.450, -0.450] from build abc1234's" in text
+    # A task failed on either side, or absent from the other build, is left out.
+    other[0] = dict(other[0], status="fit_failed", d2=None)
+    assert "of 199 tasks in common" in " ".join(
+        make_figures.other_build_text(section, rows))
+    section["other_builds"][0]["rows"] = other[:5]
+    assert make_figures.other_build_text(section, rows) == []
+
+
+def test_another_builds_store_is_exported_only_for_the_same_tasks(tmp_path, scripts):
+    run_studies, make_figures, _ = scripts
+    experiment = dataclasses.replace(load_experiment(ROOT / "simulations/softmax-exact.toml")
+                                     .quick_variant(), sizes=[200, 300], replications=1)
+    run_experiment(experiment, tmp_path / "ours.sqlite", n_jobs=1, progress=False)
+    run_experiment(experiment, tmp_path / "theirs.sqlite", n_jobs=1, progress=False)
+    info = run_studies.export_other_build("softmax-exact", tmp_path / "theirs.sqlite", "x1",
+                                          tmp_path / "ours.sqlite", tmp_path / "results")
+    assert info["rows"] == 2
+    assert not (tmp_path / "results" / "softmax-exact.csv.gz").exists()  # only its own file
+    kept = make_figures._read_rows(tmp_path / "results" / "softmax-exact.build-x1.csv.gz")
+    assert [r["n"] for r in kept] == [200, 300]
+    assert set(kept[0]) == {"n", "rep", "status", "mean_log_likelihood", "n_iter", "d1",
+                            "hellinger"}
+    # Another seed draws other data: the fits are not comparable task by task.
+    reseeded = dataclasses.replace(experiment, seed=experiment.seed + 1)
+    run_experiment(reseeded, tmp_path / "reseeded.sqlite", n_jobs=1, progress=False)
+    with pytest.raises(SystemExit, match="holds other tasks than ours.sqlite"):
+        run_studies.export_other_build("softmax-exact", tmp_path / "reseeded.sqlite", "x2",
+                                       tmp_path / "ours.sqlite", tmp_path / "results")
+
+
+def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts):
+    # The check records the build that refitted; the page flags a check whose build is
+    # not the grid's and says nothing when they agree (or either is unknown).
+    _, make_figures, _ = scripts
+    sys.path.insert(0, str(ROOT / "paper_figures"))
+    try:
+        import check_fits
+    finally:
+        sys.path.remove(str(ROOT / "paper_figures"))
+    from gmoe.simulation.store import code_sha256
+    experiment = dataclasses.replace(load_experiment(ROOT / "simulations/softmax-exact.toml"),
+                                     sizes=[300])
+    report = check_fits.check(experiment, [300], 1, 1000.0, log=lambda line: None)
+    assert report["code_sha256"] == code_sha256()
+    section = {"name": "softmax-exact", "fitcheck": report, "code_sha256": code_sha256()}
+    assert "another build" not in make_figures.fitcheck_text(section)
+    section["code_sha256"] = "0" * 64
+    assert (f"The check ran on another build of gmoe (code hash {code_sha256()[:12]}) than "
+            "the grid (000000000000).") in make_figures.fitcheck_text(section)
+    section["code_sha256"] = None
+    assert "another build" not in make_figures.fitcheck_text(section)
