@@ -11,10 +11,11 @@ also shows its measured wall time.
 The quick grids stop at small sizes, and a fit's EM steps can grow with ``n`` faster than
 the line assumes (the over-specified top-K fits: tens of steps at n = 2e4, hundreds at
 1e5). ``--sampled-tasks K`` times K tasks of the full grid itself instead (in this
-process, one thread): sizes evenly spread over the grid's list of sizes, each with its
-own replication, so that the sample represents the grid's sizes and its replications'
-spread. The projection is their mean time times the grid's tasks over the workers, with
-the t-interval of the mean.
+process, one thread, each time printed as it is measured): sizes evenly spread over the
+grid's list of sizes, the i-th with replication i (modulo the grid's replications), so
+that the sample spans the grid's sizes and several replications. The projection is their
+mean time times the grid's tasks over the workers, with the t-interval of the mean (which
+covers the choice of tasks, not the machine's load).
 
 Usage::
 
@@ -53,35 +54,56 @@ def quick_times(name, tmp):
     return n, seconds
 
 
-def sampled_times(experiment, k):
-    """(n, rep, seconds) of ``k`` tasks of the full grid: sizes evenly spread, own replications."""
+def sampled_times(experiment, k, log=None):
+    """(n, rep, seconds) of ``k`` tasks of the full grid, timed one after the other.
+
+    The sizes are evenly spread over the grid's list of sizes; the i-th sampled task takes
+    replication ``i`` (modulo the grid's replications). A task's seconds are its fit's and
+    its metrics' (as the grid's stores record them; drawing the data is not counted). A
+    task whose fit failed stops the sampling; one whose metrics failed still counts, as
+    it would in the grid.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` exceeds the grid's number of sizes.
+    """
     sizes = np.asarray(experiment.sizes)
-    picked = np.unique(np.round(np.linspace(0, sizes.size - 1, k)).astype(int))
+    if k > sizes.size:
+        raise ValueError(f"sampled tasks: expected at most the grid's {sizes.size} sizes, "
+                         f"got {k}")
+    picked = np.round(np.linspace(0, sizes.size - 1, k)).astype(int)
     times = []
-    for rep, index in enumerate(picked):
-        n, rep = int(sizes[index]), rep % experiment.replications
+    for i, index in enumerate(picked):
+        n, rep = int(sizes[index]), i % experiment.replications
         row = run_task(experiment, n, rep)
-        if row["status"] != "ok":
+        if row["status"] == "fit_failed":
             raise SystemExit(f"{experiment.name}: task ({n}, {rep}) failed: {row['error']}")
         times.append((n, rep, (row["fit_seconds"] or 0.0) + (row["metric_seconds"] or 0.0)))
+        if log is not None:
+            log(f"  {experiment.name} n={n:>6} rep={rep:>2}: {times[-1][2]:8.2f} s")
     return times
 
 
 def project_from_sample(name, k, workers):
-    """Print the sampled tasks' times and the full grid's projected wall time."""
+    """Print the sampled tasks' times and the full grid's projected wall time.
+
+    The interval is the t-interval of the mean task time, read as if the sampled tasks
+    were drawn at random from the grid: it covers which tasks were timed, not the machine's
+    load or two workers sharing it.
+    """
     experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
-    times = sampled_times(experiment, k)
-    for n, rep, seconds in times:
-        print(f"  {name} n={n:>6} rep={rep:>2}: {seconds:8.2f} s", flush=True)
+    times = sampled_times(experiment, k, log=lambda line: print(line, flush=True))
     seconds = np.array([t for _, _, t in times])
     tasks = len(experiment.sizes) * experiment.replications
     half = (stats.t.ppf(0.975, seconds.size - 1) * seconds.std(ddof=1)
-            / np.sqrt(seconds.size)) if seconds.size > 1 else np.nan
+            / np.sqrt(seconds.size))
     scale = tasks / workers / 3600
+    low, high = max(seconds.mean() - half, 0.0) * scale, (seconds.mean() + half) * scale
     print(f"{name}: mean {seconds.mean():.3g} s per task over {seconds.size} sampled tasks; "
           f"{tasks} tasks on {workers} workers: {seconds.mean() * scale:.3g} h "
-          f"[{(seconds.mean() - half) * scale:.3g}, {(seconds.mean() + half) * scale:.3g}] "
-          "(95 % t-interval of the mean)", flush=True)
+          f"[{low:.3g}, {high:.3g}] (95 % t-interval of the mean, floored at 0)", flush=True)
+    return seconds.mean() * scale, (low, high)
 
 
 def _starts_per_task(experiment):
@@ -109,7 +131,10 @@ def main(argv=None):
             parser.error(f"--sampled-tasks: expected at least 2 (an interval needs two), got "
                          f"{args.sampled_tasks}")
         for name in names:
-            project_from_sample(name, args.sampled_tasks, args.workers)
+            try:
+                project_from_sample(name, args.sampled_tasks, args.workers)
+            except ValueError as err:
+                parser.error(f"--sampled-tasks: {name}: {err}")
         return
     print(f"{'study':<24} {'tasks':>6} {'s/task @1e4':>11} {'s/task @1e5':>11} "
           f"{'projected':>10} {'measured':>9}")

@@ -65,23 +65,50 @@ def export(name, db, out):
             "runs": [{k: r[k] for k in ("status", "n_jobs", "tasks_stored", "wall_seconds",
                                         "gmoe_version")} for r in runs],
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "meta": {k: v for k, v in meta.items() if k in ("gmoe_version", "code_sha256")}}
+            "meta": {k: v for k, v in meta.items()
+                     if k in ("gmoe_version", "code_sha256", "task_sha256")}}
     (out / f"{name}.run.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
 
 #: The columns kept from another build's store: enough to tell whether a task's fit reached
-#: the same point (its log-likelihood) and what that did to its losses.
-OTHER_BUILD_COLUMNS = ("n", "rep", "status", "mean_log_likelihood", "n_iter", "d1", "d2",
-                       "hellinger")
+#: the same point as the grid's (its log-likelihood, whether and how closely it met the
+#: stopping rule) and what that did to its losses.
+OTHER_BUILD_COLUMNS = ("n", "rep", "status", "mean_log_likelihood", "n_iter", "converged",
+                       "convergence_gap", "d1", "d2", "hellinger")
 
 
 def export_other_build(name, db, label, reference_db, out):
-    """Write OUT/NAME.build-LABEL.csv.gz and .json from another build's store of the study.
+    """Write OUT/NAME.build-LABEL.csv.gz and .json from another build's store of a study.
 
-    Refuses a store whose tasks differ from the reference store's (another experiment
-    file's data or starts), since then its fits are not comparable task by task.
+    Parameters
+    ----------
+    name : str
+        The study.
+    db : pathlib.Path
+        The other build's store of it.
+    label : str
+        The other build's name in the files' names (its git revision).
+    reference_db : pathlib.Path
+        The study's own store, whose grid the other build's fits are compared with.
+    out : pathlib.Path
+        Where the files go.
+
+    Returns
+    -------
+    dict
+        What the ``.json`` file holds: rows, both stores' code hashes, the task hash.
+
+    Raises
+    ------
+    SystemExit
+        If a store is missing, if the two stores hold other tasks (another task
+        definition: experiment file, seeds, sizes' tasks), so that their fits cannot be
+        compared task by task, or if both were computed by the same build.
     """
+    for path in (db, reference_db):
+        if not path.exists():
+            raise SystemExit(f"{name}: no store at {path.name}; nothing to compare.")
     rows, meta = read_rows(db)
     _, reference_meta = read_rows(reference_db)
     if meta.get("task_sha256") != reference_meta.get("task_sha256"):
@@ -89,6 +116,10 @@ def export_other_build(name, db, label, reference_db, out):
                          f"(task hash {meta.get('task_sha256', '?')[:12]} against "
                          f"{reference_meta.get('task_sha256', '?')[:12]}); its fits cannot "
                          "be compared task by task.")
+    if meta.get("code_sha256") == reference_meta.get("code_sha256"):
+        raise SystemExit(f"{name}: {db.name} and {reference_db.name} were computed by the "
+                         f"same build of gmoe (code hash {meta.get('code_sha256', '?')[:12]}); "
+                         "there is no other build to compare.")
     columns = [c for c in OTHER_BUILD_COLUMNS if rows and c in rows[0]]
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{name}.build-{label}"
@@ -97,6 +128,7 @@ def export_other_build(name, db, label, reference_db, out):
         writer.writeheader()
         writer.writerows(rows)
     info = {"study": name, "label": label, "rows": len(rows),
+            "task_sha256": meta.get("task_sha256"),
             "code_sha256": meta.get("code_sha256"),
             "reference_code_sha256": reference_meta.get("code_sha256")}
     (out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -123,6 +155,12 @@ def main(argv=None):
     if args.other_build is not None:
         if len(args.studies) != 1 or not args.label:
             parser.error("--other-build takes one study and a --label")
+        if args.quick or args.export_only:
+            parser.error("--other-build only exports the store it is given: it takes "
+                         "neither --quick nor --export-only")
+        if args.studies[0] not in STUDIES:
+            parser.error(f"--other-build: expected one of the studies {', '.join(STUDIES)}, "
+                         f"got {args.studies[0]!r}")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", args.label):
             parser.error(f"--label: expected letters, digits, '.', '_' or '-' (it names a "
                          f"file), got {args.label!r}")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -272,54 +273,107 @@ def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
     for n in sizes:
         for rep in range(10):
             d2 = n ** -0.5 * (1 + 0.001 * (9 - rep))
-            rows.append({"n": int(n), "rep": float(rep), "status": "ok",
+            rows.append({"n": int(n), "rep": float(rep), "status": "ok", "converged": 1.0,
                          "mean_log_likelihood": -1.0, "d2": d2, "hellinger": 0.01})
             gap, factor, h = {0: (-2.0, 100 * (n / 1000) ** 0.5, 0.012),
                               1: (0.5, 2.0, 0.01)}.get(rep, (1e-4, 1.0, 0.01))
-            other.append({"n": int(n), "rep": float(rep), "status": "ok",
+            other.append({"n": int(n), "rep": float(rep), "status": "ok", "converged": 1.0,
                           "mean_log_likelihood": -1.0 + gap / n, "d2": d2 * factor,
                           "hellinger": h})
-    section = {"name": "softmax-over-k3", "headline": "d2",
-               "other_builds": [{"label": "abc1234", "rows": other}]}
-    text = " ".join(make_figures.other_build_text(section, rows))
-    assert "of 200 tasks in common, the two kept fits are different points" in text
+    section = {"name": "softmax-over-k3", "headline": "d2", "code_sha256": "a" * 64,
+               "meta": {"task_sha256": "t" * 64},
+               "other_builds": [{"label": "abc1234", "rows": other,
+                                 "info": {"reference_code_sha256": "a" * 64,
+                                          "task_sha256": "t" * 64}}]}
+
+    def text():
+        return " ".join(make_figures.other_build_text(section, rows))
+
+    page = text()
+    assert "of 200 tasks that both fitted to the stopping rule, the two kept fits are " \
+        "different points" in page
     assert "apart) in 40; this grid's is higher in 20 (by up to 2) and build abc1234's " \
-        "in 20 (by up to 0.5)." in text
-    assert "d2 differs by a factor of median 51 (largest 1e+03)" in text
-    assert "the larger d2 in 20 of 40" in text
-    assert "Hellinger distance by a factor of median 1.1 (largest 1.2)" in text
+        "in 20 (by up to 0.5)." in page
+    assert "d2 differs by a factor of median 51 (largest 1e+03)" in page
+    # Replication 1: the other build's L is higher and so is its d2; replication 0: this
+    # grid's L is higher and its d2 smaller.
+    assert "the larger d2 in 20 of 40" in page
+    assert "Hellinger distance by a factor of median 1.1 (largest 1.2)" in page
     # The two largest d2 of this grid are replications 0 and 1 at n = 1000.
-    assert "(2 tasks), 2 are different points" in text
+    assert "(2 tasks), 2 are different points" in page
     assert "geometric d2: -0.500 [-0.500, -0.500] from this grid's fits, -0.450 " \
-        "[-0.450, -0.450] from build abc1234's" in text
-    # A task failed on either side, or absent from the other build, is left out.
-    other[0] = dict(other[0], status="fit_failed", d2=None)
-    assert "of 199 tasks in common" in " ".join(
-        make_figures.other_build_text(section, rows))
+        "[-0.450, -0.450] from build abc1234's" in page
+    assert "exported against another build" not in page
+    # A task failed or unconverged on either side is left out and counted.
+    rows[3] = dict(rows[3], status="fit_failed", d2=None)
+    other[5] = dict(other[5], converged=0.0)
+    assert "of 198 tasks that both fitted to the stopping rule (2 more in both left out" \
+        in text()
+    # A task the other build did not run is neither compared nor counted as left out.
+    del other[7]
+    assert "of 197 tasks that both fitted to the stopping rule (2 more in both left out" \
+        in text()
+    # Files exported against another build of this grid are flagged; another task
+    # definition is not compared at all.
+    section["code_sha256"] = "b" * 64
+    assert "exported against another build of this grid (code hash aaaaaaaaaaaa) than " \
+        "the committed rows (bbbbbbbbbbbb)" in text()
+    section["code_sha256"], section["meta"] = "a" * 64, {"task_sha256": "u" * 64}
+    assert text().startswith("Build abc1234's rows come from another task definition")
+    assert "Slopes" not in text()
+    # Fewer than 10 common tasks: nothing to say.
+    section["meta"] = {"task_sha256": "t" * 64}
     section["other_builds"][0]["rows"] = other[:5]
     assert make_figures.other_build_text(section, rows) == []
+
+
+def test_the_build_comparison_survives_zero_losses_and_small_grids(scripts):
+    # 12 common tasks (no 1 % tail to speak of), one loss of 0 on each side: the ratio of
+    # two zeros is 1, and the geometric slope has no rate rather than stopping the page.
+    _, make_figures, _ = scripts
+    rows = [{"n": 1000 * (i + 1), "rep": 0.0, "status": "ok", "mean_log_likelihood": -1.0,
+             "d2": 0.0 if i == 0 else 1.0 / (i + 1), "hellinger": 0.01} for i in range(12)]
+    other = [dict(r, mean_log_likelihood=-1.0 - (1.0 / r["n"] if i == 0 else 0.0))
+             for i, r in enumerate(rows)]
+    section = {"name": "s", "headline": "d2", "other_builds": [{"label": "x", "rows": other}]}
+    page = " ".join(make_figures.other_build_text(section, rows))
+    assert "in 1; this grid's is higher in 1" in page
+    assert "d2 differs by a factor of median 1 (largest 1)" in page
+    assert "largest 1 %" not in page
+    assert "geometric d2: no rate (" in page
+    assert make_figures._ratio(0.0, 2.0) == np.inf
 
 
 def test_another_builds_store_is_exported_only_for_the_same_tasks(tmp_path, scripts):
     run_studies, make_figures, _ = scripts
     experiment = dataclasses.replace(load_experiment(ROOT / "simulations/softmax-exact.toml")
                                      .quick_variant(), sizes=[200, 300], replications=1)
-    run_experiment(experiment, tmp_path / "ours.sqlite", n_jobs=1, progress=False)
-    run_experiment(experiment, tmp_path / "theirs.sqlite", n_jobs=1, progress=False)
-    info = run_studies.export_other_build("softmax-exact", tmp_path / "theirs.sqlite", "x1",
-                                          tmp_path / "ours.sqlite", tmp_path / "results")
-    assert info["rows"] == 2
-    assert not (tmp_path / "results" / "softmax-exact.csv.gz").exists()  # only its own file
-    kept = make_figures._read_rows(tmp_path / "results" / "softmax-exact.build-x1.csv.gz")
+    ours, theirs, results = tmp_path / "ours.sqlite", tmp_path / "theirs.sqlite", \
+        tmp_path / "results"
+    run_experiment(experiment, ours, n_jobs=1, progress=False)
+    run_experiment(experiment, theirs, n_jobs=1, progress=False)
+    # The same build twice: nothing to compare.
+    with pytest.raises(SystemExit, match="same build of gmoe"):
+        run_studies.export_other_build("softmax-exact", theirs, "x1", ours, results)
+    # The store as another build of gmoe would have left it (its code hash).
+    with sqlite3.connect(theirs) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'code_sha256'", ("f" * 64,))
+    info = run_studies.export_other_build("softmax-exact", theirs, "x1", ours, results)
+    assert info["rows"] == 2 and info["code_sha256"] == "f" * 64
+    assert not (results / "softmax-exact.csv.gz").exists()  # only the other build's files
+    kept = make_figures._read_rows(results / "softmax-exact.build-x1.csv.gz")
     assert [r["n"] for r in kept] == [200, 300]
-    assert set(kept[0]) == {"n", "rep", "status", "mean_log_likelihood", "n_iter", "d1",
-                            "hellinger"}
+    assert set(kept[0]) == {"n", "rep", "status", "mean_log_likelihood", "n_iter",
+                            "converged", "convergence_gap", "d1", "hellinger"}
     # Another seed draws other data: the fits are not comparable task by task.
     reseeded = dataclasses.replace(experiment, seed=experiment.seed + 1)
     run_experiment(reseeded, tmp_path / "reseeded.sqlite", n_jobs=1, progress=False)
     with pytest.raises(SystemExit, match="holds other tasks than ours.sqlite"):
         run_studies.export_other_build("softmax-exact", tmp_path / "reseeded.sqlite", "x2",
-                                       tmp_path / "ours.sqlite", tmp_path / "results")
+                                       ours, results)
+    with pytest.raises(SystemExit, match="no store at absent.sqlite"):
+        run_studies.export_other_build("softmax-exact", tmp_path / "absent.sqlite", "x3",
+                                       ours, results)
 
 
 def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts):
