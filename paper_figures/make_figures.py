@@ -15,6 +15,7 @@ import argparse
 import csv
 import gzip
 import json
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -928,6 +929,11 @@ def supremum_markdown(report):
     return lines + [f"* {b}" for b in bullets] + [""]
 
 
+def _rst_literals(text):
+    """Markdown's `code` spans as reStructuredText's ``literals`` (those left as they are)."""
+    return re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)
+
+
 def supremum_rst(report):
     """:func:`supremum_findings` as a section of the documentation page."""
     intro, *tables, figure, bullets = supremum_findings(report)
@@ -996,7 +1002,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_rst(sections, extra_figures, path, checks=None):
+def write_rst(sections, extra_figures, path, results, checks=None):
     title = "Reproducing the published rate figures"
     lines = [".. _reproduction:", "", title, "=" * len(title), "",
              "The convergence-rate studies of the three papers, run at full scale on a "
@@ -1026,6 +1032,7 @@ def write_rst(sections, extra_figures, path, checks=None):
         for caption, figure in extra_figures.get(s["name"], []):
             lines += [f".. figure:: ../paper_figures/figures/{figure}", "",
                       f"   {caption}", ""]
+        lines += [_rst_literals(line) for line in other_build_text(s, results[s["name"]])]
     for report in (checks or {}).values():
         lines += supremum_rst(report)
     path.write_text("\n".join(lines) + "\n")
@@ -1064,7 +1071,7 @@ def main(argv=None):
         supremum_figure(report, fig_dir / f"{name}_starts.png")
     write_markdown(sections, extra, args.out / "REPRODUCTION.md", results, checks)
     if str(args.docs) != "-":
-        write_rst(sections, extra, args.docs, checks)
+        write_rst(sections, extra, args.docs, results, checks)
     print(f"wrote {args.out / 'REPRODUCTION.md'} and {len(list(fig_dir.glob('*.png')))} "
           "figures", flush=True)
 

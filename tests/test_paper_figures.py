@@ -211,8 +211,10 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
                         ("rises to its end", "rises then falls", "flat"))
     assert f"| {counts} of {2 * len(starts)} |" in row
     rst = tmp_path / "reproduction.rst"
-    make_figures.write_rst([], {}, rst, checks)
+    make_figures.write_rst([], {}, rst, {}, checks)
     assert ".. list-table::" in rst.read_text() and "   * - 400" in rst.read_text()
+    # Markdown's code spans become reStructuredText literals; literals stay as they are.
+    assert make_figures._rst_literals("`a.csv` and ``b``") == "``a.csv`` and ``b``"
     # The third table: what the kept fit's largest D2 terms are.
     atoms = best["atoms"]
     in_cell = [i for i, c in enumerate(atoms["cells"]) if c == atoms["d2_cell"]]
