@@ -410,9 +410,18 @@ def _ratio(a, b):
 
 
 def _slope_text(pairs, loss, side, summary):
-    """The slope of ``loss`` over the pairs from one side's fits, or 'no rate' (why)."""
+    """The slope of ``loss`` over the pairs from one side's fits, or 'no rate' (why).
+
+    ``side`` is 1 (this grid), 2 (the other build) or None: the fit of each pair with the
+    higher log-likelihood.
+    """
+    def pick(pair):
+        if side is not None:
+            return pair[side]
+        return max(pair[1:], key=lambda row: row["mean_log_likelihood"])
+
     table = {"n": np.array([n for n, _, _ in pairs], dtype=float),
-             loss: np.array([pair[side][loss] for pair in pairs])}
+             loss: np.array([pick(pair)[loss] for pair in pairs])}
     try:
         return _fmt_fit(fit_rate(table, loss, summary=summary))
     except ValueError as err:  # e.g. a loss of 0 has no geometric mean
@@ -502,7 +511,8 @@ def other_build_text(s, rows):
                      "different points.")
         slopes = [f"{summary} {loss}: {_slope_text(pairs, loss, 1, summary)} from this "
                   f"grid's fits, {_slope_text(pairs, loss, 2, summary)} from build "
-                  f"{other['label']}'s" for summary in ("mean", "geometric")]
+                  f"{other['label']}'s, {_slope_text(pairs, loss, None, summary)} from the "
+                  "higher of each task's two" for summary in ("mean", "geometric")]
         text += f" Slopes over these tasks: {'; '.join(slopes)}."
         lines += [" ".join([text, *caveats]), ""]
     return lines

@@ -303,8 +303,12 @@ def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
     assert "Hellinger distance by a factor of median 1.1 (largest 1.2)" in page
     # The two largest d2 of this grid are replications 0 and 1 at n = 1000.
     assert "(2 tasks), 2 are different points" in page
+    # The higher of each task's two fits: this grid's in replication 0, the other build's
+    # elsewhere (d2 twice as large in replication 1, the same in 2-9): a constant factor
+    # at every n, so the geometric slope is -1/2 again.
     assert "geometric d2: -0.500 [-0.500, -0.500] from this grid's fits, -0.450 " \
-        "[-0.450, -0.450] from build abc1234's" in page
+        "[-0.450, -0.450] from build abc1234's, -0.500 [-0.500, -0.500] from the higher of " \
+        "each task's two" in page
     assert "exported against another build" not in page
     # A task failed or unconverged on either side is left out and counted.
     rows[3] = dict(rows[3], status="fit_failed", d2=None)
