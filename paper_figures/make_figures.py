@@ -233,8 +233,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "min_replications": min(per_size.values()),
             "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic"),
             "other_builds": info.get("other_builds", []),
-            "meta": info.get("meta", {}),
-            "code_sha256": info.get("meta", {}).get("code_sha256")}
+            "meta": info.get("meta", {})}
 
 
 def asymptotic_text(s):
@@ -287,7 +286,7 @@ def fitcheck_text(s):
 
 def _other_build_warning(check, s):
     """A sentence when a fit check ran on another build of gmoe than the study's grid."""
-    checked, grid = check.get("code_sha256"), s.get("code_sha256")
+    checked, grid = check.get("code_sha256"), s.get("meta", {}).get("code_sha256")
     if checked is None or grid is None or checked == grid:
         return ""
     return (f" The check ran on another build of gmoe (code hash {checked[:12]}) than the "
@@ -439,11 +438,11 @@ def _other_build_caveats(s, other):
     """
     info, grid_meta = other.get("info") or {}, s.get("meta") or {}
     caveats, comparable = [], True
-    if info.get("reference_code_sha256") and s.get("code_sha256") \
-            and info["reference_code_sha256"] != s["code_sha256"]:
+    if info.get("reference_code_sha256") and grid_meta.get("code_sha256") \
+            and info["reference_code_sha256"] != grid_meta["code_sha256"]:
         caveats.append(f"Build {other['label']}'s file was exported against another build "
                        f"of this grid (code hash {info['reference_code_sha256'][:12]}) than "
-                       f"the committed rows ({s['code_sha256'][:12]}).")
+                       f"the committed rows ({grid_meta['code_sha256'][:12]}).")
     if info.get("task_sha256") and grid_meta.get("task_sha256") \
             and info["task_sha256"] != grid_meta["task_sha256"]:
         comparable = False

@@ -17,8 +17,8 @@ The runner starts the tasks replication by replication, so a grid stopped part w
 whole sweeps of the sizes; ``--export-only`` writes its results as they stand, and
 ``make_figures.py`` marks such a grid PARTIAL.
 
-A store of the same study computed by another build of gmoe (same data and starts, another
-optimisation path) can be kept beside it for comparison::
+A store of the same study computed by another build of gmoe (the same task definition:
+experiment file and seeds) can be kept beside it for comparison::
 
     python paper_figures/run_studies.py softmax-over-k3 --other-build OLD.sqlite --label 3134dd5
 
@@ -48,17 +48,21 @@ from gmoe.simulation import read_rows  # noqa: E402
 from gmoe.simulation.store import read_runs  # noqa: E402
 
 
+def _write_rows(path, rows, columns):
+    """Write ``rows`` (dicts) to the gzipped CSV ``path``, only ``columns``, in that order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def export(name, db, out):
     """Write OUT/NAME.csv.gz and OUT/NAME.run.json from a finished store."""
     rows, meta = read_rows(db)
     if not rows:
         raise SystemExit(f"{name}: the store {db.name} holds no rows yet; nothing to export.")
-    out.mkdir(parents=True, exist_ok=True)
-    columns = list(rows[0])
-    with gzip.open(out / f"{name}.csv.gz", "wt", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_rows(out / f"{name}.csv.gz", rows, list(rows[0]))
     runs = read_runs(db)
     info = {"study": name, "rows": len(rows),
             "wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs),
@@ -120,13 +124,9 @@ def export_other_build(name, db, label, reference_db, out):
         raise SystemExit(f"{name}: {db.name} and {reference_db.name} were computed by the "
                          f"same build of gmoe (code hash {meta.get('code_sha256', '?')[:12]}); "
                          "there is no other build to compare.")
-    columns = [c for c in OTHER_BUILD_COLUMNS if rows and c in rows[0]]
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"{name}.build-{label}"
-    with gzip.open(out / f"{stem}.csv.gz", "wt", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_rows(out / f"{stem}.csv.gz", rows,
+                [c for c in OTHER_BUILD_COLUMNS if rows and c in rows[0]])
     info = {"study": name, "label": label, "rows": len(rows),
             "task_sha256": meta.get("task_sha256"),
             "code_sha256": meta.get("code_sha256"),

@@ -282,8 +282,8 @@ def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
             other.append({"n": int(n), "rep": float(rep), "status": "ok", "converged": 1.0,
                           "mean_log_likelihood": -1.0 + gap / n, "d2": d2 * factor,
                           "hellinger": h})
-    section = {"name": "softmax-over-k3", "headline": "d2", "code_sha256": "a" * 64,
-               "meta": {"task_sha256": "t" * 64},
+    section = {"name": "softmax-over-k3", "headline": "d2",
+               "meta": {"task_sha256": "t" * 64, "code_sha256": "a" * 64},
                "other_builds": [{"label": "abc1234", "rows": other,
                                  "info": {"reference_code_sha256": "a" * 64,
                                           "task_sha256": "t" * 64}}]}
@@ -321,10 +321,10 @@ def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
         in text()
     # Files exported against another build of this grid are flagged; another task
     # definition is not compared at all.
-    section["code_sha256"] = "b" * 64
+    section["meta"]["code_sha256"] = "b" * 64
     assert "exported against another build of this grid (code hash aaaaaaaaaaaa) than " \
         "the committed rows (bbbbbbbbbbbb)" in text()
-    section["code_sha256"], section["meta"] = "a" * 64, {"task_sha256": "u" * 64}
+    section["meta"] = {"task_sha256": "u" * 64, "code_sha256": "a" * 64}
     assert text().startswith("Build abc1234's rows come from another task definition")
     assert "Slopes" not in text()
     # Fewer than 10 common tasks: nothing to say.
@@ -396,10 +396,11 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
                                      sizes=[300])
     report = check_fits.check(experiment, [300], 1, 1000.0, log=lambda line: None)
     assert report["code_sha256"] == code_sha256()
-    section = {"name": "softmax-exact", "fitcheck": report, "code_sha256": code_sha256()}
+    section = {"name": "softmax-exact", "fitcheck": report,
+               "meta": {"code_sha256": code_sha256()}}
     assert "another build" not in make_figures.fitcheck_text(section)
-    section["code_sha256"] = "0" * 64
+    section["meta"]["code_sha256"] = "0" * 64
     assert (f"The check ran on another build of gmoe (code hash {code_sha256()[:12]}) than "
             "the grid (000000000000).") in make_figures.fitcheck_text(section)
-    section["code_sha256"] = None
+    section["meta"]["code_sha256"] = None
     assert "another build" not in make_figures.fitcheck_text(section)
