@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 
 from make_figures import STUDIES  # noqa: E402
 
-from gmoe.simulation import read_rows  # noqa: E402
+from gmoe.simulation import read_meta, read_rows  # noqa: E402
 from gmoe.simulation.store import read_runs  # noqa: E402
 
 
@@ -114,7 +114,7 @@ def export_other_build(name, db, label, reference_db, out):
         if not path.exists():
             raise SystemExit(f"{name}: no store at {path.name}; nothing to compare.")
     rows, meta = read_rows(db)
-    _, reference_meta = read_rows(reference_db)
+    reference_meta = read_meta(reference_db)
     if meta.get("task_sha256") != reference_meta.get("task_sha256"):
         raise SystemExit(f"{name}: {db.name} holds other tasks than {reference_db.name} "
                          f"(task hash {meta.get('task_sha256', '?')[:12]} against "

@@ -18,6 +18,7 @@ from gmoe.simulation import (
     ResultStore,
     StoreMismatchError,
     load_experiment,
+    read_meta,
     read_rows,
     run_experiment,
 )
@@ -393,8 +394,9 @@ def test_reading_a_damaged_store(tmp_path, store, capsys, how, command):
     line = one_error_line(capsys.readouterr().err)
     assert str(db) in line
     assert "truncated" in line and ("corrupted" in line or "empty" in line), line
-    with pytest.raises(StoreError):
-        read_rows(db)
+    for read in (read_rows, read_meta):
+        with pytest.raises(StoreError):
+            read(db)
 
 
 @pytest.mark.parametrize("how", ["truncated", "corrupted", "not sqlite"])
@@ -481,6 +483,18 @@ def test_a_store_of_a_later_format_is_refused(tmp_path, store, capsys):
     assert "written by a newer gmoe" in one_error_line(capsys.readouterr().err)
     with pytest.raises(StoreMismatchError, match="newer gmoe"):
         ResultStore(db, load_experiment(spec))
+    for read in (read_rows, read_meta):
+        with pytest.raises(StoreError, match="written by a newer gmoe"):
+            read(db)
+
+
+def test_read_meta_is_the_meta_table_read_rows_returns(tmp_path, store):
+    _, db = store
+    meta = read_meta(db)
+    assert meta == read_rows(db)[1]
+    assert {"columns", "task_sha256", "code_sha256"} <= set(meta)
+    with pytest.raises(FileNotFoundError, match="No result store"):
+        read_meta(tmp_path / "none.sqlite")
 
 
 # ----------------------------------------------------------------------- run summary

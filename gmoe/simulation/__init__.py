@@ -38,6 +38,7 @@ from .store import (
     StoreError,
     StoreMismatchError,
     export_csv,
+    read_meta,
     read_rows,
     read_runs,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "make_evaluation_design",
     "make_near_truth_start",
     "parse_sizes",
+    "read_meta",
     "read_rows",
     "read_runs",
     "run_experiment",

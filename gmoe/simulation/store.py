@@ -76,7 +76,7 @@ from .lock import LockBusyError, WriterLock, describe_owner
 from .tasks import BASE_COLUMNS
 
 __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", "export_csv",
-           "read_rows", "read_runs"]
+           "read_meta", "read_rows", "read_runs"]
 
 #: Format of the store; 2 added ``results.metric_seconds``.
 SCHEMA_VERSION = 2
@@ -588,16 +588,45 @@ def read_rows(db_path):
         a later store format) or cannot be read.
     """
     with _reading(db_path) as conn:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        version = _schema_version(meta)
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{db_path} was written by a newer gmoe (store format "
-                             f"{version}; this gmoe reads formats up to {SCHEMA_VERSION}).")
-        missing = [k for k in ("columns", "task_sha256") if k not in meta]
-        if missing:
-            raise StoreError(f"{db_path} is not a gmoe result store (no {', '.join(missing)} "
-                             "in its meta table).")
-        return _fetch(conn), meta
+        return _fetch(conn), _checked_meta(conn, db_path)
+
+
+def read_meta(db_path):
+    """The ``meta`` table of a result store, without reading its rows.
+
+    What a caller needs to compare two stores (task hash, code hash, columns) before it
+    reads either's results.
+
+    Parameters
+    ----------
+    db_path : str or pathlib.Path
+
+    Returns
+    -------
+    dict
+        The ``meta`` table, as :func:`read_rows` returns it.
+
+    Raises
+    ------
+    FileNotFoundError, StoreError
+        As :func:`read_rows`.
+    """
+    with _reading(db_path) as conn:
+        return _checked_meta(conn, db_path)
+
+
+def _checked_meta(conn, db_path):
+    """The meta table of an open store, refused if its format is newer or incomplete."""
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    version = _schema_version(meta)
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{db_path} was written by a newer gmoe (store format "
+                         f"{version}; this gmoe reads formats up to {SCHEMA_VERSION}).")
+    missing = [k for k in ("columns", "task_sha256") if k not in meta]
+    if missing:
+        raise StoreError(f"{db_path} is not a gmoe result store (no {', '.join(missing)} "
+                         "in its meta table).")
+    return meta
 
 
 def read_runs(db_path):
