@@ -117,7 +117,8 @@ def read_results(directory, name):
     rows = _read_rows(path)
     info_path = directory / f"{name}.run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic")):
+    for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic"),
+                        ("split_cells", "splitcells")):
         extra = directory / f"{name}.{suffix}.json"
         if extra.exists():
             info[key] = json.loads(extra.read_text())
@@ -232,6 +233,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "replications": max(per_size.values()),
             "min_replications": min(per_size.values()),
             "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic"),
+            "split_cells": info.get("split_cells"),
             "other_builds": info.get("other_builds", []),
             "meta": info.get("meta", {})}
 
@@ -514,6 +516,63 @@ def other_build_text(s, rows):
                   "higher of each task's two" for summary in ("mean", "geometric")]
         text += f" Slopes over these tasks: {'; '.join(slopes)}."
         lines += [" ".join([text, *caveats]), ""]
+    return lines
+
+
+def _fmt_sample_slope(fit):
+    """A ``split_cells.py`` slope with its interval and its cells ('-' with < 3 cells)."""
+    if not np.isfinite(fit["slope"]):
+        return f"- ({fit['cells']})"
+    return f"{fit['slope']:+.3f} [{fit['low']:+.3f}, {fit['high']:+.3f}] ({fit['cells']})"
+
+
+def split_cells_text(s):
+    """What ``split_cells.py`` found: each atom's error in a two-atom cell, and its share."""
+    check = s.get("split_cells")
+    if check is None:
+        return []
+    summary = check["summary"]
+    tasks = check["tasks"]
+    sizes = check["sizes"]
+    build = ("" if check.get("code_sha256") == s["meta"].get("code_sha256") else
+             f", on build {check['code_sha256'][:12]}, not the grid's")
+    compared = sum(t.get("same_as_grid") is not None for t in tasks)
+    lines = [f"Where a split cell's parameter errors come from (`python paper_figures/"
+             f"split_cells.py {s['name']}`: {len(tasks)} tasks refitted, {len(sizes)} sizes "
+             f"from {sizes[0]} to {sizes[-1]} x replications 0-{check['replications'] - 1}"
+             f"{build}; {check['reproduced_grid']} of the {compared} that the grid holds "
+             "reproduce its D2). A `[m=2]` column above is the larger of the two atoms' "
+             "errors. The theory bounds each atom's error only through D2, where the atom's "
+             "term is weighted by its gate weight, so an atom that holds little of its cell "
+             "may keep a large error. Slopes of log error on log n over the sample's "
+             f"{summary['cells']} two-atom cells (the true cells pooled), with their 95% "
+             "intervals and the number "
+             "of cells (an error that is 0 by construction, the gate of the cell the "
+             "alignment fixes, is left out), and median errors:", "",
+             "| parameter | theory | largest (the [m=2] column) | atom with the larger "
+             "share: slope, median | atom with the smaller share: slope, median | largest "
+             "share-weighted, s^(1/p) x error | cells where the largest is the smaller "
+             "share's |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in summary["parameters"].items():
+        median = entry["median_error"]
+        lines.append(f"| {name} (p = {entry['exponent']}) | {entry['theory']:+.3f} | "
+                     f"{_fmt_sample_slope(entry['largest'])} | "
+                     f"{_fmt_sample_slope(entry['larger_share'])}, "
+                     f"{median['larger_share']:.3g} | "
+                     f"{_fmt_sample_slope(entry['smaller_share'])}, "
+                     f"{median['smaller_share']:.3g} | "
+                     f"{_fmt_sample_slope(entry['share_weighted'])} | "
+                     f"{entry['largest_is_smaller_share']} of {summary['cells']} |")
+    share = summary["smaller_share"]
+    low, mid, high = (share["quantiles"][q] for q in ("10%", "50%", "90%"))
+    lines += ["", f"The smaller atom's share of its cell: 10 %, 50 % and 90 % quantiles "
+              f"{low:.3g}, {mid:.3g} and {high:.3g}; below 0.1 in {share['below_0.1']} of "
+              f"{summary['cells']} cells. The share-weighted column weighs each atom's error "
+              "by its share s of the cell to the power 1/p, p the parameter's exponent in "
+              "D2 (4 for the gate slope and the intercept b, 2 for the slope a and the "
+              "variance): the atom's part of D2 in the parameter's units, which D2's rate "
+              "bounds by n^(-1/(2p)) whatever the shares are.", ""]
     return lines
 
 
@@ -1001,6 +1060,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                       format_rate_table(s["geometric_rows"]).rstrip("\n"), "```", ""]
         lines += spread_text(s, results[s["name"]])
         lines += other_build_text(s, results[s["name"]])
+        lines += split_cells_text(s)
         lines += [fitcheck_text(s), ""] + disagreement_text(s) + asymptotic_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]

@@ -404,3 +404,120 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
             "the grid (000000000000).") in make_figures.fitcheck_text(section)
     section["meta"]["code_sha256"] = None
     assert "another build" not in make_figures.fitcheck_text(section)
+
+
+# ------------------------------------------------------------------ split cells (k = 3)
+@pytest.fixture(scope="module")
+def split_cells():
+    sys.path.insert(0, str(ROOT / "paper_figures"))
+    try:
+        import split_cells
+        yield split_cells
+    finally:
+        sys.path.remove(str(ROOT / "paper_figures"))
+
+
+def test_a_split_cells_atoms_are_the_parameter_errors_before_their_maximum(split_cells):
+    # softmax-over-k3's truth with its second (reference) cell split in two: the atoms'
+    # weights 0.9 and 0.1 of the cell, the lighter one's line 2 off in slope.
+    experiment = load_experiment(ROOT / "simulations/softmax-over-k3.toml")
+    truth = experiment.truth
+    fit = gmoe.MixingMeasure(
+        gate_coef=[truth.gate_coef[0], [0.0], [0.0]],
+        gate_intercept=[truth.gate_intercept[0], np.log(9.0), 0.0],
+        expert_coef=[truth.expert_coef[0], truth.expert_coef[1] + 0.01,
+                     truth.expert_coef[1] + 2.0],
+        expert_intercept=[truth.expert_intercept[0], truth.expert_intercept[1],
+                          truth.expert_intercept[1]],
+        expert_var=list(truth.expert_var[:1]) + [truth.expert_var[1]] * 2)
+    atoms = split_cells.atom_records(experiment, fit)
+    assert [a["cell"] for a in atoms] == [0, 1, 1]
+    assert [a["atoms_in_cell"] for a in atoms] == [1, 2, 2]
+    np.testing.assert_allclose([a["share"] for a in atoms], [1.0, 0.9, 0.1], rtol=1e-12)
+    np.testing.assert_allclose([a["expert_coef"] for a in atoms[1:]], [0.01, 2.0], rtol=1e-9)
+    # The public per-cell errors are the largest of these over each cell.
+    pe = gmoe.metrics.parameter_errors(fit, truth,
+                                       translation=experiment.metrics["translation"])
+    for name in split_cells.PARAMETERS:
+        expected = [max(a[name] for a in atoms if a["cell"] == j) for j in (0, 1)]
+        np.testing.assert_array_equal(getattr(pe, name), expected)
+
+
+def test_the_split_cell_slopes_separate_the_two_atoms(split_cells):
+    # Two-atom cells whose heavier atom's errors fall as n^-1/2 and whose lighter atom keeps
+    # an error of 1 while its share falls as n^-1/2: the cell's largest error has slope 0,
+    # the heavier atom's -1/2, the lighter's 0, the share's -1/2; weighted by s^(1/p), the
+    # lighter atom's error falls as n^(-1/(2p)), which sets the largest weighted error
+    # (the heavier's, share near 1, falls faster).
+    tasks = []
+    for n in (1000, 4000, 16000, 64000):
+        for rep in range(3):
+            small = n ** -0.5
+            heavy = {name: n ** -0.5 for name in split_cells.PARAMETERS}
+            tasks.append({"n": n, "rep": rep, "atoms": [
+                {"cell": 0, "atoms_in_cell": 1, "share": 1.0,
+                 **{name: 5.0 for name in split_cells.PARAMETERS}},
+                {"cell": 1, "atoms_in_cell": 2, "share": 1 - small, **heavy},
+                {"cell": 1, "atoms_in_cell": 2, "share": small,
+                 **{name: 1.0 for name in split_cells.PARAMETERS}}]})
+    summary = split_cells.summarise(tasks)
+    assert summary["cells"] == 12
+    for entry in summary["parameters"].values():
+        p = entry["exponent"]
+        assert entry["theory"] == -1 / (2 * p)
+        assert entry["largest"]["slope"] == pytest.approx(0.0, abs=1e-12)
+        assert entry["smaller_share"]["slope"] == pytest.approx(0.0, abs=1e-12)
+        assert entry["larger_share"]["slope"] == pytest.approx(-0.5)
+        assert entry["share_weighted"]["slope"] == pytest.approx(-1 / (2 * p))
+        assert entry["largest_is_smaller_share"] == 12
+        assert entry["median_error"] == {
+            "larger_share": pytest.approx(np.median([4000 ** -0.5, 16000 ** -0.5])),
+            "smaller_share": 1.0}
+    share = summary["smaller_share"]
+    assert share["quantiles"]["50%"] == pytest.approx(np.median([4000 ** -0.5,
+                                                                 16000 ** -0.5]))
+    assert share["below_0.1"] == 12
+
+
+def test_the_split_cell_check_is_reported(scripts, split_cells):
+    _, make_figures, _ = scripts
+    tasks = [{"n": n, "rep": rep, "same_as_grid": True, "atoms": [
+        {"cell": 1, "atoms_in_cell": 2, "share": 0.8, "gate_coef": 0.0,
+         "expert_coef": 0.1 * n ** -0.25, "expert_intercept": 0.1, "expert_var": 0.2},
+        {"cell": 1, "atoms_in_cell": 2, "share": 0.2, "gate_coef": 1.0,
+         "expert_coef": 2.0, "expert_intercept": 0.3, "expert_var": 0.4}]}
+        for n in (1000, 2000, 4000, 8000) for rep in range(2)]
+    report = {"sizes": [1000, 2000, 4000, 8000], "replications": 2, "code_sha256": "abc",
+              "reproduced_grid": 8, "tasks": tasks, "summary": split_cells.summarise(tasks)}
+    section = {"name": "softmax-over-k3", "meta": {"code_sha256": "abc"},
+               "split_cells": report}
+    text = "\n".join(make_figures.split_cells_text(section))
+    assert "8 tasks refitted, 4 sizes from 1000 to 8000 x replications 0-1;" in text
+    assert "8 of the 8 that the grid holds reproduce its D2" in text
+    assert "not the grid's" not in text
+    # The gate error of the heavier atom is 0 by construction: no slope, its count shown.
+    assert ("| gate_coef (p = 4) | -0.125 | +0.000 [+0.000, +0.000] (8) | - (0), 0 | "
+            "+0.000 [+0.000, +0.000] (8), 1 |") in text
+    assert "| expert_coef (p = 2) | -0.250 |" in text and "8 of 8 |" in text
+    assert "quantiles 0.2, 0.2 and 0.2; below 0.1 in 0 of 8 cells" in text
+    section["meta"]["code_sha256"] = "def"
+    assert "on build abc, not the grid's;" in "\n".join(make_figures.split_cells_text(section))
+    assert make_figures.split_cells_text({"name": "x", "meta": {}}) == []
+
+
+def test_the_split_cell_summary_is_recomputed_from_its_atoms(tmp_path, split_cells):
+    tasks = [{"n": n, "rep": 0, "atoms": [
+        {"cell": 0, "atoms_in_cell": 2, "share": 0.7, "gate_coef": n ** -0.1,
+         "expert_coef": n ** -0.3, "expert_intercept": 0.1 * n ** -0.2, "expert_var": 0.2},
+        {"cell": 0, "atoms_in_cell": 2, "share": 0.3, "gate_coef": 1.0 + n ** -0.5,
+         "expert_coef": 2.0, "expert_intercept": 0.3, "expert_var": 0.4 * n ** 0.1}]}
+        for n in (1000, 3000, 9000)]
+    path = tmp_path / "softmax-over-k3.splitcells.json"
+    path.write_text(json.dumps({"tasks": tasks, "summary": "stale"}))
+    assert split_cells.main(["softmax-over-k3", "--summarise-only",
+                             "--results", str(tmp_path)]) == 0
+    summary = json.loads(path.read_text())["summary"]
+    assert summary == json.loads(json.dumps(split_cells.summarise(tasks)))
+    assert summary["parameters"]["expert_coef"]["larger_share"]["slope"] == pytest.approx(-0.3)
+    with pytest.raises(SystemExit, match="no report at softmax-over-k4.splitcells.json"):
+        split_cells.main(["softmax-over-k4", "--summarise-only", "--results", str(tmp_path)])
