@@ -537,8 +537,12 @@ def split_cells_text(s):
     build = ("" if check.get("code_sha256") == s["meta"].get("code_sha256") else
              f", on build {check['code_sha256'][:12]}, not the grid's")
     compared = sum(t.get("same_as_grid") is not None for t in tasks)
+    stored = sum(t.get("fit") == "stored" for t in tasks)
+    source = ("refitted" if stored == 0 else "read from the grid's stored fits"
+              if stored == len(tasks) else
+              f"({len(tasks) - stored} refitted, {stored} read from the grid's stored fits)")
     lines = [f"Where a split cell's parameter errors come from (`python paper_figures/"
-             f"split_cells.py {s['name']}`: {len(tasks)} tasks refitted, {len(sizes)} sizes "
+             f"split_cells.py {s['name']}`: {len(tasks)} tasks {source}, {len(sizes)} sizes "
              f"from {sizes[0]} to {sizes[-1]} x replications 0-{check['replications'] - 1}"
              f"{build}; {check['reproduced_grid']} of the {compared} that the grid holds "
              "reproduce its D2). A `[m=2]` column above is the larger of the two atoms' "

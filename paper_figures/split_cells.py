@@ -9,13 +9,14 @@ atom's ``beta1, b`` the rate n^-1/8 and its ``a, nu`` the rate n^-1/4 only while
 weight stays bounded away from 0; an atom whose share of its cell vanishes can keep a
 large error at no cost in D2.
 
-This script refits a sample of the study's tasks (the harness's data and near-truth
-starts on one thread; the kept fit is the start of largest log-likelihood, as in the
-grid) and records, for every fitted atom of a split cell after the alignment of the
-parameter errors, its share of its cell's weight and its errors. It checks that every
-refit reproduces the grid's committed D2 where the grid holds the task (a build that
-fits differently would not describe the grid's fits). It then fits, over
-the sampled tasks whose cell holds two atoms, log error against log n per task (the
+This script takes a sample of the study's tasks, their fits read from the grid's results
+where the grid stored them (gmoe's store format 3) and refitted otherwise (the harness's
+data and near-truth starts on one thread; the kept fit is the start of largest
+log-likelihood, as in the grid). For every fitted atom of a split cell it records, after
+the alignment of the parameter errors, its share of its cell's weight and its errors. It
+checks that every fit reproduces the grid's committed D2 where the grid holds the task (a
+build that fits differently would not describe the grid's fits). It then fits, over the
+sampled tasks whose cell holds two atoms, log error against log n per task (the
 geometric-mean slope of the rate tables, with its 95% interval) for:
 
 * the cell's largest error (what the ``pe_..._[m=2]`` columns report),
@@ -58,6 +59,7 @@ from make_figures import read_results  # noqa: E402
 from gmoe.metrics.voronoi import _align  # noqa: E402
 from gmoe.simulation import (  # noqa: E402
     fit_near_truth_starts,
+    fitted_measure,
     load_experiment,
     make_evaluation_design,
     single_threaded,
@@ -68,8 +70,9 @@ from gmoe.simulation.store import code_sha256  # noqa: E402
 
 #: The parameters and their exponents in a two-atom cell's D2 term (rbar(2) = 4).
 PARAMETERS = {"gate_coef": 4, "expert_coef": 2, "expert_intercept": 4, "expert_var": 2}
-#: The relative agreement with the grid's D2 that counts as the same fit (the refit runs
-#: the same arithmetic; the margin covers the CSV's decimal round trip).
+#: The relative agreement with the grid's D2 that counts as the same fit (a refit runs the
+#: same arithmetic and a stored fit is exact; the margin covers the CSV's decimal round
+#: trip).
 SAME_D2_RTOL = 1e-9
 
 
@@ -89,26 +92,38 @@ def atom_records(experiment, measure):
     }
     cell_weight = np.bincount(cells, weights=al.w, minlength=true.k)[cells]
     sizes = np.bincount(cells, minlength=true.k)[cells]
+    # A cell whose weights all underflowed to 0 is shared equally: its atoms still count.
+    shares = np.where(cell_weight > 0, al.w / np.where(cell_weight > 0, cell_weight, 1.0),
+                      1.0 / sizes)
     return [{"cell": int(cells[i]), "atoms_in_cell": int(sizes[i]),
-             "share": float(al.w[i] / cell_weight[i]),
+             "share": float(shares[i]),
              **{name: float(values[i]) for name, values in errors.items()}}
             for i in range(fit.k)]
 
 
-def check_task(experiment, n, rep, X_eval, grid_d2):
-    """Refit task ``(n, rep)``; its atoms, its D2 and whether that is the grid's."""
-    X, y, streams = task_data(experiment, n, rep)
-    with single_threaded(), warnings.catch_warnings():  # as the harness fits a task
-        warnings.simplefilter("ignore")
-        results = fit_near_truth_starts(experiment, X, y, streams, n)
-    fits = [est for est, _, _ in results if est is not None]
-    if not fits:
-        return {"n": n, "rep": rep, "error": "every start failed"}
-    kept = max(fits, key=lambda e: e.lower_bound_).mixing_measure_
+def check_task(experiment, n, rep, X_eval, grid_row):
+    """Task ``(n, rep)``'s kept fit: its atoms, its D2 and whether that is the grid's.
+
+    The fit is the one the grid stored with the row (``fitted``, gmoe's store format 3)
+    where it has one, else refitted from the task's data and starts.
+    """
+    stored = None if grid_row is None else fitted_measure(experiment, grid_row)
+    if stored is not None:
+        kept, source = stored, "stored"
+    else:
+        X, y, streams = task_data(experiment, n, rep)
+        with single_threaded(), warnings.catch_warnings():  # as the harness fits a task
+            warnings.simplefilter("ignore")
+            results = fit_near_truth_starts(experiment, X, y, streams, n)
+        fits = [est for est, _, _ in results if est is not None]
+        if not fits:
+            return {"n": n, "rep": rep, "error": "every start failed"}
+        kept, source = max(fits, key=lambda e: e.lower_bound_).mixing_measure_, "refitted"
     d2 = float(task_metrics(experiment, kept, X_eval)[0]["d2"])
+    grid_d2 = None if grid_row is None else grid_row.get("d2")
     same = None if grid_d2 is None else bool(np.isclose(d2, grid_d2, rtol=SAME_D2_RTOL))
-    return {"n": n, "rep": rep, "d2": d2, "grid_d2": grid_d2, "same_as_grid": same,
-            "atoms": atom_records(experiment, kept)}
+    return {"n": n, "rep": rep, "fit": source, "d2": d2, "grid_d2": grid_d2,
+            "same_as_grid": same, "atoms": atom_records(experiment, kept)}
 
 
 def _slope(n, values):
@@ -210,16 +225,15 @@ def main(argv=None):
         raise SystemExit(f"{args.study}: only over-specified studies of a dense gate with "
                          "near-truth starts are checked.")
     rows, _ = read_results(args.results, args.study)
-    grid_d2 = {(r["n"], int(r["rep"])): r["d2"] for r in rows or []
-               if r.get("d2") is not None}
+    grid_rows = {(r["n"], int(r["rep"])): r for r in rows or []}
     X_eval = make_evaluation_design(experiment)
     sizes = sampled_sizes(experiment.sizes, args.sizes)
     tasks, started = [], time.perf_counter()
     for n in sizes:
         for rep in range(args.replications):
-            task = check_task(experiment, n, rep, X_eval, grid_d2.get((n, rep)))
+            task = check_task(experiment, n, rep, X_eval, grid_rows.get((n, rep)))
             if task.get("same_as_grid") is False:
-                raise SystemExit(f"{args.study}: the refit of task ({n}, {rep}) has D2 "
+                raise SystemExit(f"{args.study}: the fit of task ({n}, {rep}) has D2 "
                                  f"{task['d2']!r}, the grid's is {task['grid_d2']!r}: this "
                                  "build does not reproduce the grid's fits.")
             tasks.append(task)

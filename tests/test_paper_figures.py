@@ -435,6 +435,10 @@ def test_a_split_cells_atoms_are_the_parameter_errors_before_their_maximum(split
     assert [a["atoms_in_cell"] for a in atoms] == [1, 2, 2]
     np.testing.assert_allclose([a["share"] for a in atoms], [1.0, 0.9, 0.1], rtol=1e-12)
     np.testing.assert_allclose([a["expert_coef"] for a in atoms[1:]], [0.01, 2.0], rtol=1e-9)
+    # A cell whose weight underflows to 0 still has shares (equal ones).
+    faint = split_cells.atom_records(experiment, fit.replace(
+        gate_intercept=[-1000.0, np.log(9.0), 0.0]))
+    assert [a["share"] for a in faint] == pytest.approx([1.0, 0.9, 0.1], rel=1e-12)
     # The public per-cell errors are the largest of these over each cell.
     pe = gmoe.metrics.parameter_errors(fit, truth,
                                        translation=experiment.metrics["translation"])
@@ -521,3 +525,27 @@ def test_the_split_cell_summary_is_recomputed_from_its_atoms(tmp_path, split_cel
     assert summary["parameters"]["expert_coef"]["larger_share"]["slope"] == pytest.approx(-0.3)
     with pytest.raises(SystemExit, match="no report at softmax-over-k4.splitcells.json"):
         split_cells.main(["softmax-over-k4", "--summarise-only", "--results", str(tmp_path)])
+
+
+def test_a_split_cell_check_reads_the_fits_the_grid_stored(split_cells):
+    # A row with a stored fit is not refitted: its atoms are the stored fit's, and its D2
+    # is checked against the row's.
+    from gmoe.simulation import make_evaluation_design, run_task
+
+    experiment = dataclasses.replace(
+        load_experiment(ROOT / "simulations/softmax-over-k3.toml"),
+        start={**load_experiment(ROOT / "simulations/softmax-over-k3.toml").start,
+               "n_starts": 1})
+    row = run_task(experiment, 2000, 0)
+    X_eval = make_evaluation_design(experiment)
+    task = split_cells.check_task(experiment, 2000, 0, X_eval, row)
+    assert task["fit"] == "stored" and task["same_as_grid"] is True
+    fit = gmoe.simulation.fitted_measure(experiment, row)
+    assert task["atoms"] == split_cells.atom_records(experiment, fit)
+    # Without a stored fit the task is refitted, to the same point.
+    refitted = split_cells.check_task(experiment, 2000, 0, X_eval, {**row, "fitted": None})
+    assert refitted["fit"] == "refitted" and refitted["same_as_grid"] is True
+    assert refitted["atoms"] == task["atoms"]
+    # A grid value the fit does not reproduce is reported as such.
+    other = split_cells.check_task(experiment, 2000, 0, X_eval, {**row, "d2": row["d2"] * 2})
+    assert other["same_as_grid"] is False

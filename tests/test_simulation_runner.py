@@ -19,10 +19,12 @@ from gmoe.simulation import (
     ResultStore,
     StoreMismatchError,
     export_csv,
+    fitted_measure,
     load_experiment,
     read_rows,
     run_experiment,
     run_task,
+    task_metrics,
 )
 from gmoe.simulation.cli import main
 from gmoe.simulation.store import read_runs
@@ -73,6 +75,40 @@ def test_rows_are_complete(reference):
         assert row["pe_expert_var_1"] >= 0
     assert len({r["mean_log_likelihood"] for r in rows}) == len(rows)  # distinct data
     assert meta["experiment_name"] == "tiny" and len(meta["file_sha256"]) == 64
+
+
+def _recomputed_metrics(exp, row):
+    """Every metric column of ``row`` computed again from its stored fit."""
+    values, notes = task_metrics(exp, fitted_measure(exp, row),
+                                 tasks_module.make_evaluation_design(exp))
+    assert not notes
+    return {c: None if np.isnan(values[c]) else values[c] for c in exp.metric_columns()}
+
+
+def test_every_metric_is_recomputed_from_the_stored_fit(tmp_path, reference):
+    # The stored parameters are the fit's, to the bit: the metrics follow exactly, and a
+    # metric added later needs no refit.
+    rows, _ = reference
+    exp = load_experiment(tiny(tmp_path))
+    for row in rows:
+        assert _recomputed_metrics(exp, row) == {c: row[c] for c in exp.metric_columns()}
+    # The stored fit is the best start's, refitted alone.
+    X, y, streams = tasks_module.task_data(exp, 130, 2)
+    best = max((est for est, _, _ in tasks_module.fit_near_truth_starts(exp, X, y, streams,
+                                                                         130)),
+               key=lambda est: est.lower_bound_)
+    stored = next(r for r in rows if (r["n"], r["rep"]) == (130, 2))
+    assert fitted_measure(exp, stored) == best.mixing_measure_
+
+
+def test_a_malformed_stored_fit_is_refused_by_name(tmp_path, reference):
+    exp = load_experiment(tiny(tmp_path))
+    row = dict(reference[0][0])
+    assert fitted_measure(exp, {**row, "fitted": None}) is None
+    for bad in ("[1.0, 2.0]", "not json", '{"a": 1}'):
+        with pytest.raises(ValueError, match=r"row \(60, 0\): its 'fitted' value is not the "
+                                             r"parameters of a 2-expert softmax fit"):
+            fitted_measure(exp, {**row, "fitted": bad})
 
 
 def test_one_and_two_workers_store_identical_numbers(tmp_path, reference):
@@ -214,6 +250,7 @@ def test_failed_fit_and_metric_are_recorded(tmp_path, monkeypatch):
     assert "every start failed" in rows[90]["error"]
     assert "LinAlgError: simulated failure" in rows[90]["error"]
     assert rows[90]["d1"] is None and rows[90]["mean_log_likelihood"] is None
+    assert rows[90]["fitted"] is None and fitted_measure(exp, rows[90]) is None
     assert rows[60]["status"] == "metric_failed"
     assert "hellinger: ValueError: simulated metric failure" in rows[60]["error"]
     assert rows[60]["hellinger"] is None and rows[60]["d1"] is not None
@@ -384,6 +421,8 @@ def test_run_task_other_families_and_starts(tmp_path, family):
     assert row["status"] == "ok", row["error"]
     for col in exp.metric_columns():
         assert row[col] is not None and np.isfinite(row[col]), col
+    # Every family's stored fit gives back the row's metrics.
+    assert _recomputed_metrics(exp, row) == {c: row[c] for c in exp.metric_columns()}
     if family == "temperature":
         assert "d1_raw" in row and row["pe_temperature_raw"] == 0.0
     if family == "data-start":

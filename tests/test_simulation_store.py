@@ -17,6 +17,7 @@ import pytest
 from gmoe.simulation import (
     ResultStore,
     StoreMismatchError,
+    fitted_measure,
     load_experiment,
     read_meta,
     read_rows,
@@ -469,6 +470,25 @@ def test_a_format_1_store_is_read_and_resumed(tmp_path, store, capsys):
     assert meta["schema_version"] == str(SCHEMA_VERSION)
     assert [r["metric_seconds"] is None for r in rows] == [True] * 4 + [False] * 2
     assert [r["d1"] for r in rows[:4]] == [r["d1"] for r in old_rows]
+
+
+def test_a_format_2_store_gains_the_stored_fits_on_resume(tmp_path, store):
+    # Format 2 had no fitted column: its rows keep no fit (fitted_measure gives None), the
+    # rows a resumed run adds have theirs.
+    spec, source = store
+    db = tmp_path / "v2.sqlite"
+    shutil.copy(source, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE results DROP COLUMN fitted")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.close()
+    grown = load_experiment(mini(tmp_path, sizes="[60, 100, 140]"))
+    logs = []
+    run_experiment(grown, db, n_jobs=1, progress=False, log=logs.append)
+    assert any("older gmoe: added the column(s) fitted" in m for m in logs)
+    rows, meta = read_rows(db)
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
+    assert [fitted_measure(grown, r) is None for r in rows] == [True] * 4 + [False] * 2
 
 
 def test_a_store_of_a_later_format_is_refused(tmp_path, store, capsys):

@@ -44,6 +44,7 @@ from .store import (
 )
 from .tasks import (
     fit_near_truth_starts,
+    fitted_measure,
     make_evaluation_design,
     run_task,
     single_threaded,
@@ -64,6 +65,7 @@ __all__ = [
     "draw_assignment",
     "export_csv",
     "fit_near_truth_starts",
+    "fitted_measure",
     "format_report",
     "load_experiment",
     "make_evaluation_design",

@@ -5,9 +5,10 @@ Tables
 ``results``
     One row per finished task, primary key ``(n, rep)``: the task's seed (``seed_entropy``,
     ``spawn_key``), ``status`` and ``error``, the fit's mean log-likelihood, iterations,
-    convergence, timings (``fit_seconds``, ``metric_seconds``, ``task_seconds``), then one
-    REAL column per metric of the experiment (:meth:`Experiment.metric_columns`). NaN is
-    stored as NULL.
+    convergence, timings (``fit_seconds``, ``metric_seconds``, ``task_seconds``), the kept
+    fit's parameters (``fitted``, a JSON list: :func:`~gmoe.simulation.fitted_measure`),
+    then one REAL column per metric of the experiment (:meth:`Experiment.metric_columns`).
+    NaN is stored as NULL.
 ``meta``
     Key/value pairs: the experiment's name and path, the SHA-256 of the file's bytes
     (``file_sha256``), the SHA-256 and canonical JSON of its task definition
@@ -78,8 +79,8 @@ from .tasks import BASE_COLUMNS
 __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", "export_csv",
            "read_meta", "read_rows", "read_runs"]
 
-#: Format of the store; 2 added ``results.metric_seconds``.
-SCHEMA_VERSION = 2
+#: Format of the store; 2 added ``results.metric_seconds``, 3 ``results.fitted``.
+SCHEMA_VERSION = 3
 _ADVICE = ("Run with --force-new to move the old results aside and start again, or give "
            "another --db PATH to keep both.")
 
@@ -344,7 +345,7 @@ class ResultStore:
             "n_jobs INTEGER, tasks_planned INTEGER, tasks_stored INTEGER, "
             "wall_seconds REAL, n_sizes INTEGER, replications INTEGER, quick INTEGER, "
             "host TEXT, gmoe_version TEXT)")
-        # An older store lacks the base columns added since (metric_seconds): add them,
+        # An older store lacks the base columns added since (metric_seconds, fitted): add them,
         # NULL in the old rows; _check_existing refused every other difference.
         stored = [r[1] for r in conn.execute("PRAGMA table_info(results)")]
         for name, sql_type in BASE_COLUMNS:

@@ -5,6 +5,7 @@ A task never raises for a failed fit or metric: the row's ``status`` says what h
 that one bad replication cannot stop a run of thousands.
 """
 
+import json
 import os
 import time
 import traceback
@@ -14,13 +15,15 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..estimator import GaussianMoERegressor
+from ..gates import gating_class
 from ..metrics import boundary_error, hellinger, parameter_errors, total_variation, voronoi_loss
-from ..model import make_design, sample_moe
+from ..model import MixingMeasure, make_design, sample_moe
 from .seeds import evaluation_seed_sequence, task_streams
 from .start import make_near_truth_start
 
-__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "fit_near_truth_starts", "make_evaluation_design",
-           "run_task", "single_threaded", "task_data", "task_metrics"]
+__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "fit_near_truth_starts", "fitted_measure",
+           "make_evaluation_design", "run_task", "single_threaded", "task_data",
+           "task_metrics"]
 
 #: Columns every result row has, before the experiment's metric columns (name, SQL type).
 BASE_COLUMNS = (
@@ -42,6 +45,10 @@ BASE_COLUMNS = (
     ("task_seconds", "REAL"),
     ("worker_pid", "INTEGER"),
     ("finished_at", "REAL"),
+    # The kept fit's parameters (MixingMeasure.to_vector order) as a JSON list of floats,
+    # exact to the bit: a metric added later is computed from the stored fits
+    # (fitted_measure) instead of refitting the grid.
+    ("fitted", "TEXT"),
 )
 #: Columns that vary from run to run (timings, process): excluded when comparing results.
 TIMING_COLUMNS = ("fit_seconds", "metric_seconds", "task_seconds", "worker_pid",
@@ -255,6 +262,50 @@ def task_metrics(experiment, fitted, X_eval):
     return values, notes
 
 
+def fitted_measure(experiment, row):
+    """The fit a result row stored, as a :class:`~gmoe.MixingMeasure` (None without one).
+
+    Every metric of the row can be recomputed from it (:func:`task_metrics`): the stored
+    parameters are exact to the bit.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The study the row belongs to (its fitted family and number of experts).
+    row : dict
+        A result row (:func:`run_task`, :func:`~gmoe.simulation.read_rows`).
+
+    Returns
+    -------
+    MixingMeasure or None
+        None when the row holds no fit: its fit failed, or an older gmoe (store format 2
+        or earlier) computed it.
+
+    Raises
+    ------
+    ValueError
+        If the row's ``fitted`` value is not a list of the fitted family's parameters.
+    """
+    stored = row.get("fitted")
+    if stored is None:
+        return None
+    params = experiment.estimator_params()
+    k, d = params["n_experts"], experiment.design["n_features"]
+    family = gating_class(params["gating"])
+    # A template of the fit's shape and family; from_vector takes every value from the row.
+    like = MixingMeasure(np.zeros((k, d)), np.zeros(k), np.zeros((k, d)), np.zeros(k),
+                         np.ones(k), gating=params["gating"],
+                         temperature=1.0 if family.uses_temperature else None,
+                         **{key: params[key] for key in family.OPTIONS})
+    try:
+        vector = json.loads(stored)
+        return MixingMeasure.from_vector(np.asarray(vector, dtype=np.float64), like)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"row ({row.get('n')}, {row.get('rep')}): its 'fitted' value is not "
+                         f"the parameters of a {k}-expert {params['gating']} fit "
+                         f"({err}).") from None
+
+
 def run_task(experiment, n, rep):
     """Run task ``(n, rep)`` of ``experiment`` and return its result row.
 
@@ -295,7 +346,8 @@ def run_task(experiment, n, rep):
                        converged=int(bool(est.converged_)),
                        convergence_gap=float(est.convergence_gap_), n_starts=n_fits,
                        fit_seconds=float(fit_seconds),
-                       degenerate_experts=",".join(map(str, est.degenerate_experts_)) or None)
+                       degenerate_experts=",".join(map(str, est.degenerate_experts_)) or None,
+                       fitted=json.dumps(est.mixing_measure_.to_vector().tolist()))
             measured = time.perf_counter()
             values, metric_notes = task_metrics(experiment, est.mixing_measure_,
                                                 make_evaluation_design(experiment))
