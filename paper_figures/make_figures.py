@@ -519,11 +519,21 @@ def other_build_text(s, rows):
     return lines
 
 
+#: The layout of split_cells.py's report that split_cells_text reads.
+SPLIT_CELLS_FORMAT = 2
+
+
 def _fmt_sample_slope(fit):
-    """A ``split_cells.py`` slope with its interval and its cells ('-' with < 3 cells)."""
+    """A ``split_cells.py`` rate: slope, interval and the cells it rests on."""
     if not np.isfinite(fit["slope"]):
         return f"- ({fit['cells']})"
+    if not np.isfinite(fit["low"]):  # two sizes: no interval
+        return f"{fit['slope']:+.3f} ({fit['cells']})"
     return f"{fit['slope']:+.3f} [{fit['low']:+.3f}, {fit['high']:+.3f}] ({fit['cells']})"
+
+
+def _fmt_median(value):
+    return "-" if value is None else f"{value:.3g}"
 
 
 def split_cells_text(s):
@@ -531,52 +541,64 @@ def split_cells_text(s):
     check = s.get("split_cells")
     if check is None:
         return []
-    summary = check["summary"]
-    tasks = check["tasks"]
-    sizes = check["sizes"]
-    build = ("" if check.get("code_sha256") == s["meta"].get("code_sha256") else
-             f", on build {check['code_sha256'][:12]}, not the grid's")
-    compared = sum(t.get("same_as_grid") is not None for t in tasks)
+    if check.get("format") != SPLIT_CELLS_FORMAT or check.get("summary") is None:
+        raise SystemExit(f"{s['name']}.splitcells.json is not a finished report of the "
+                         f"layout this page reads (format {SPLIT_CELLS_FORMAT}): run "
+                         f"`python paper_figures/split_cells.py {s['name']} "
+                         "--summarise-only` (or finish its run).")
+    summary, tasks, sizes = check["summary"], check["tasks"], check["sizes"]
+    counts = summary["tasks"]
     stored = sum(t.get("fit") == "stored" for t in tasks)
-    source = ("refitted" if stored == 0 else "read from the grid's stored fits"
-              if stored == len(tasks) else
-              f"({len(tasks) - stored} refitted, {stored} read from the grid's stored fits)")
+    refitted = sum(t.get("fit") == "refitted" for t in tasks)
+    build = ("" if check.get("code_sha256") == s["meta"].get("code_sha256") else
+             f"; build {check['code_sha256'][:12]}, not the grid's")
+    compared = [t for t in tasks if t.get("same_as_grid") is not None]
+    agree = sum(t["same_as_grid"] for t in compared)
+    origin = [f"{refitted} refitted"] if refitted else []
+    origin += [f"{stored} read from the grid's stored fits"] if stored else []
+    origin += [f"{counts['failed']} whose every start failed"] if counts["failed"] else []
+    check_text = (f"; {agree} of the {len(compared)} refits that the grid holds reproduce its "
+                  f"D2 exactly, {counts['not_the_grids']} do not and are left out"
+                  if refitted and compared else "")
     lines = [f"Where a split cell's parameter errors come from (`python paper_figures/"
-             f"split_cells.py {s['name']}`: {len(tasks)} tasks {source}, {len(sizes)} sizes "
-             f"from {sizes[0]} to {sizes[-1]} x replications 0-{check['replications'] - 1}"
-             f"{build}; {check['reproduced_grid']} of the {compared} that the grid holds "
-             "reproduce its D2). A `[m=2]` column above is the larger of the two atoms' "
+             f"split_cells.py {s['name']} --sizes {len(sizes)} --replications "
+             f"{check['replications']}`: {len(tasks)} tasks, {', '.join(origin)}; sizes "
+             f"{sizes[0]} to {sizes[-1]}, replications 0-{check['replications'] - 1}"
+             f"{build}{check_text}). A `[m=2]` column above is the larger of the two atoms' "
              "errors. The theory bounds each atom's error only through D2, where the atom's "
              "term is weighted by its gate weight, so an atom that holds little of its cell "
-             "may keep a large error. Slopes of log error on log n over the sample's "
-             f"{summary['cells']} two-atom cells (the true cells pooled), with their 95% "
-             "intervals and the number "
-             "of cells (an error that is 0 by construction, the gate of the cell the "
-             "alignment fixes, is left out), and median errors:", "",
-             "| parameter | theory | largest (the [m=2] column) | atom with the larger "
-             "share: slope, median | atom with the smaller share: slope, median | largest "
-             "share-weighted, s^(1/p) x error | cells where the largest is the smaller "
-             "share's |",
-             "|---|---|---|---|---|---|---|"]
-    for name, entry in summary["parameters"].items():
-        median = entry["median_error"]
-        lines.append(f"| {name} (p = {entry['exponent']}) | {entry['theory']:+.3f} | "
-                     f"{_fmt_sample_slope(entry['largest'])} | "
-                     f"{_fmt_sample_slope(entry['larger_share'])}, "
-                     f"{median['larger_share']:.3g} | "
-                     f"{_fmt_sample_slope(entry['smaller_share'])}, "
-                     f"{median['smaller_share']:.3g} | "
-                     f"{_fmt_sample_slope(entry['share_weighted'])} | "
-                     f"{entry['largest_is_smaller_share']} of {summary['cells']} |")
-    share = summary["smaller_share"]
-    low, mid, high = (share["quantiles"][q] for q in ("10%", "50%", "90%"))
-    lines += ["", f"The smaller atom's share of its cell: 10 %, 50 % and 90 % quantiles "
-              f"{low:.3g}, {mid:.3g} and {high:.3g}; below 0.1 in {share['below_0.1']} of "
-              f"{summary['cells']} cells. The share-weighted column weighs each atom's error "
-              "by its share s of the cell to the power 1/p, p the parameter's exponent in "
-              "D2 (4 for the gate slope and the intercept b, 2 for the slope a and the "
-              "variance): the atom's part of D2 in the parameter's units, which D2's rate "
-              "bounds by n^(-1/(2p)) whatever the shares are.", ""]
+             "may keep a large error. Per true cell split in two, the geometric-mean rate of "
+             "each error (the geometric mean over the cells of each size, fitted on log n, "
+             "with its 95% interval and the number of cells; the gate slope of the atom the "
+             "alignment's translation carries onto the truth's is round-off and left out) "
+             "and its median:", "",
+             "| cell | parameter (p) | theory | largest (the [m=2] column) | atom with the "
+             "larger share: rate, median | atom with the smaller share: rate, median | "
+             "largest share-weighted, s^(1/p) x error | cells where the largest is the "
+             "smaller share's (of those where both are measured) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for cell, entry in summary["cells"].items():
+        for name, e in entry["parameters"].items():
+            median = e["median_error"]
+            lines.append(f"| {cell} | {name} ({e['exponent']:g}) | {e['theory']:+.3f} | "
+                         f"{_fmt_sample_slope(e['largest'])} | "
+                         f"{_fmt_sample_slope(e['larger_share'])}, "
+                         f"{_fmt_median(median['larger_share'])} | "
+                         f"{_fmt_sample_slope(e['smaller_share'])}, "
+                         f"{_fmt_median(median['smaller_share'])} | "
+                         f"{_fmt_sample_slope(e['share_weighted'])} | "
+                         f"{e['largest_is_smaller_share']} of {e['both_measured']} |")
+    shares = []
+    for cell, entry in summary["cells"].items():
+        share = entry["smaller_share"]
+        low, mid, high = (share["quantiles"][q] for q in ("10%", "50%", "90%"))
+        shares.append(f"cell {cell}: 10 %, 50 % and 90 % quantiles {low:.3g}, {mid:.3g} and "
+                      f"{high:.3g}, below 0.1 in {share['below_0.1']} of {entry['count']}")
+    lines += ["", "The smaller atom's share of its cell: " + "; ".join(shares) + ". The "
+              "share-weighted column weighs each atom's error by its share s of the cell to "
+              "the power 1/p, p the parameter's exponent in D2: the atom's part of D2 in the "
+              "parameter's units, which D2's rate bounds (up to constants) by n^(-1/(2p)) "
+              "whatever the shares are.", ""]
     return lines
 
 

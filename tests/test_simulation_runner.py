@@ -104,10 +104,17 @@ def test_every_metric_is_recomputed_from_the_stored_fit(tmp_path, reference):
 def test_a_malformed_stored_fit_is_refused_by_name(tmp_path, reference):
     exp = load_experiment(tiny(tmp_path))
     row = dict(reference[0][0])
-    assert fitted_measure(exp, {**row, "fitted": None}) is None
-    for bad in ("[1.0, 2.0]", "not json", '{"a": 1}'):
-        with pytest.raises(ValueError, match=r"row \(60, 0\): its 'fitted' value is not the "
-                                             r"parameters of a 2-expert softmax fit"):
+    for missing in (None, "", float("nan")):
+        assert fitted_measure(exp, {**row, "fitted": missing}) is None
+    prefix = (r"row \(60, 0\): its 'fitted' value must be a JSON list of the 10 parameters "
+              r"of a 2-expert softmax fit; got ")
+    for bad, why in (("[1.0, 2.0]", r"'\[1.0, 2.0\]' \(2 values\)"),
+                     ("not json", r"'not json' \(not JSON\)"),
+                     ('{"a": 1}', r"'\{\"a\": 1\}' \(not a list of numbers\)"),
+                     ('["1", 2]', r".* \(not a list of numbers\)"),
+                     ("[" + ", ".join(["1.0"] * 40) + "]", r"'\[1.0, .*\.\.\.' \(40 values\)"),
+                     ("[0, 0, 0, 0, 0, 0, 0, 0, -1, 1]", r".*expert_var\[0\]=-1.0\)")):
+        with pytest.raises(ValueError, match=prefix + why):
             fitted_measure(exp, {**row, "fitted": bad})
 
 

@@ -287,7 +287,8 @@ def fitted_measure(experiment, row):
         If the row's ``fitted`` value is not a list of the fitted family's parameters.
     """
     stored = row.get("fitted")
-    if stored is None:
+    # A missing fit: None from the store, NaN or '' from a CSV read by pandas or csv.
+    if stored is None or stored == "" or (isinstance(stored, float) and np.isnan(stored)):
         return None
     params = experiment.estimator_params()
     k, d = params["n_experts"], experiment.design["n_features"]
@@ -297,13 +298,27 @@ def fitted_measure(experiment, row):
                          np.ones(k), gating=params["gating"],
                          temperature=1.0 if family.uses_temperature else None,
                          **{key: params[key] for key in family.OPTIONS})
+    expected = like.to_vector().size
+    shown = repr(stored if len(str(stored)) <= 60 else str(stored)[:57] + "...")
+
+    def refuse(what):
+        return ValueError(f"row ({row.get('n')}, {row.get('rep')}): its 'fitted' value must be "
+                          f"a JSON list of the {expected} parameters of a {k}-expert "
+                          f"{params['gating']} fit; got {shown} ({what}).")
+
     try:
         vector = json.loads(stored)
+    except (TypeError, ValueError):
+        raise refuse("not JSON") from None
+    if not isinstance(vector, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector):
+        raise refuse("not a list of numbers")
+    if len(vector) != expected:
+        raise refuse(f"{len(vector)} values")
+    try:
         return MixingMeasure.from_vector(np.asarray(vector, dtype=np.float64), like)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"row ({row.get('n')}, {row.get('rep')}): its 'fitted' value is not "
-                         f"the parameters of a {k}-expert {params['gating']} fit "
-                         f"({err}).") from None
+    except ValueError as err:  # e.g. a variance <= 0, a reference gate off its convention
+        raise refuse(str(err).rstrip(".")) from None
 
 
 def run_task(experiment, n, rep):
