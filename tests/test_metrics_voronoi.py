@@ -7,6 +7,7 @@ of shifts.
 
 import itertools
 import re
+import warnings
 from types import SimpleNamespace
 
 import _metrics_oracle as oracle
@@ -823,3 +824,22 @@ def test_unknown_exponent_excludes_the_configuration_whatever_the_differences():
     assert np.isinf(rho[1:]).all() and np.isfinite(rho[0])
     assert problem.value(zero)[0] == np.inf
     assert problem.values(zero[None, :])[0] == np.inf
+
+
+def test_an_overflowing_fitted_weight_is_normalised_without_a_warning():
+    # exp(800) overflows: the weights are then normalised by a softmax, which gives the
+    # loss of a fit whose weight is merely huge (exp(700) is finite), silently.
+    truth = MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
+                          [0.09, 0.16])
+
+    def fit(log_weight):
+        return MixingMeasure([[25.0], [0.0], [0.0]], [log_weight, -3.0, 0.0],
+                             [[-20.0], [20.0], [20.0]], [15.0, -5.0, -5.0],
+                             [0.09, 0.16, 0.16])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge, overflowing = voronoi_loss(fit(700.0), truth), voronoi_loss(fit(800.0), truth)
+        errors = parameter_errors(fit(800.0), truth)
+    assert np.isfinite(overflowing) and overflowing == huge
+    assert np.all(np.isfinite(errors.weight))

@@ -387,7 +387,8 @@ def _normalised_weights(side, mass):
     The raw weights are rescaled when representable (exact when their sum is already
     ``mass``, e.g. a fit equal to the truth), the softmax is taken otherwise.
     """
-    raw = side.weights
+    with np.errstate(over="ignore"):  # an overflowing weight takes the softmax below
+        raw = side.weights
     total = raw.sum()
     if np.isfinite(total) and total > 1e-300:
         return raw * (mass / total)
