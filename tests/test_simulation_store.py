@@ -447,15 +447,20 @@ def test_another_sqlite_file_is_not_a_store(tmp_path, store, capsys):
 
 
 # ---------------------------------------------------------------------- store formats
+def _older_store(source, db, column, version):
+    """A copy of ``source`` as an older gmoe wrote it: without ``column``, at ``version``."""
+    shutil.copy(source, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"ALTER TABLE results DROP COLUMN {column}")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+    conn.close()
+    return db
+
+
 def test_a_format_1_store_is_read_and_resumed(tmp_path, store, capsys):
     spec, source = store
-    db = tmp_path / "old.sqlite"
-    shutil.copy(source, db)
     # What gmoe wrote before metric_seconds existed.
-    with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE results DROP COLUMN metric_seconds")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.close()
+    db = _older_store(source, tmp_path / "old.sqlite", "metric_seconds", "1")
     old_rows, _ = read_rows(db)
     assert len(old_rows) == 4 and "metric_seconds" not in old_rows[0]
     assert main(["report", str(spec), "--db", str(db), "--out", str(tmp_path / "p")]) == 0
@@ -475,13 +480,8 @@ def test_a_format_1_store_is_read_and_resumed(tmp_path, store, capsys):
 def test_a_format_2_store_gains_the_stored_fits_on_resume(tmp_path, store):
     # Format 2 had no fitted column: its rows keep no fit (fitted_measure gives None), the
     # rows a resumed run adds have theirs.
-    spec, source = store
-    db = tmp_path / "v2.sqlite"
-    shutil.copy(source, db)
-    with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE results DROP COLUMN fitted")
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    conn.close()
+    _, source = store
+    db = _older_store(source, tmp_path / "v2.sqlite", "fitted", "2")
     grown = load_experiment(mini(tmp_path, sizes="[60, 100, 140]"))
     logs = []
     run_experiment(grown, db, n_jobs=1, progress=False, log=logs.append)
