@@ -15,10 +15,10 @@ data and near-truth starts on one thread; the kept fit is the start of largest
 log-likelihood, as in the grid). It checks that every fit reproduces the grid's committed
 D2 where the grid holds the task; a task whose fit does not (another build that fits
 differently) is recorded and left out of the summary. For every fitted atom of a two-atom
-cell it takes, at the alignment of :func:`gmoe.metrics.parameter_errors` (D1's
-translation and cells), its share of its cell's weight and its errors, and fits per true
-cell, as the rate tables' geometric-mean rows do (the geometric mean over the cells of
-each size, then least squares on log n with its 95% t-interval):
+cell it takes, from :func:`gmoe.metrics.parameter_errors` (D1's translation and cells),
+its share of its cell's weight and its errors, and fits per true cell, as the rate
+tables' geometric-mean rows do (the geometric mean over the cells of each size, then
+least squares on log n with its 95% t-interval):
 
 * the cell's largest error (what the ``pe_..._[m=2]`` columns report),
 * the error of the atom with the larger share, and of the atom with the smaller one,
@@ -61,10 +61,10 @@ sys.path.insert(0, str(HERE))
 
 from make_figures import read_results  # noqa: E402
 
-# The per-atom errors and weights are not public (parameter_errors returns the largest
-# error of each cell): they are read where parameter_errors computes them.
+from gmoe.metrics import parameter_errors  # noqa: E402
+
+# The exponents D2 gives a cell of m atoms (rbar(m), with the study's own choices).
 from gmoe.metrics._cells import _resolve_rbar  # noqa: E402
-from gmoe.metrics.voronoi import _align  # noqa: E402
 from gmoe.simulation import (  # noqa: E402
     fit_near_truth_starts,
     fitted_measure,
@@ -83,39 +83,34 @@ FORMAT = 2
 #: rbar(2) (gate slope, expert intercept) or half of it (expert slope, variance).
 PARAMETERS = {"gate_coef": 1.0, "expert_coef": 0.5, "expert_intercept": 1.0,
               "expert_var": 0.5}
-#: A gate-slope error below this fraction of the slopes' size is the alignment's own
-#: (its translation carries one atom's slope onto the truth's): round-off, not an error.
+#: A gate-slope error below this fraction of the slopes' size (1 + the truth's largest
+#: slope + the fit's largest slope error) is the alignment's own (its translation carries
+#: one atom's slope onto the truth's): round-off, not an error.
 ALIGNED = 1e-12
 
 
 def atom_records(experiment, measure):
     """Every fitted atom's cell, share of its cell's weight and parameter errors.
 
-    The alignment is that of :func:`gmoe.metrics.parameter_errors` (the errors it reports
-    are the largest of these over each cell). The shares are a softmax of the atoms'
+    From :func:`gmoe.metrics.parameter_errors` (its per-atom errors, whose largest over
+    each cell are the study's columns). The shares are a softmax of the atoms'
     log-weights within each cell, so a cell whose weights underflow still has them.
-    ``gate_aligned`` marks the atom whose gate slope the translation carried onto the
-    truth's (its ``gate_coef`` is round-off).
+    ``gate_aligned`` marks the atom whose gate slope the alignment's translation carried
+    onto the truth's (its ``gate_coef`` is round-off).
     """
-    al = _align(measure, experiment.truth, experiment.metrics["translation"], "identifiable")
-    true, fit, cells = al.true, al.fit, al.cells
-    truth_slope = true.beta1[cells]
-    errors = {
-        "gate_coef": np.linalg.norm(al.beta1 - truth_slope, axis=1),
-        "expert_coef": np.linalg.norm(fit.a - true.a[cells], axis=1),
-        "expert_intercept": np.abs(fit.b - true.b[cells]),
-        "expert_var": np.abs(fit.nu - true.nu[cells]),
-    }
-    scale = 1.0 + np.linalg.norm(truth_slope, axis=1) + np.linalg.norm(al.beta1, axis=1)
+    pe = parameter_errors(measure, experiment.truth,
+                          translation=experiment.metrics["translation"])
+    cells, log_weight = pe.cells, pe.atom_log_weights
+    errors = {name: pe.atom_errors[name] for name in PARAMETERS}
+    scale = 1.0 + np.abs(experiment.truth.gate_coef).max() + errors["gate_coef"].max()
     aligned = errors["gate_coef"] <= ALIGNED * scale
-    log_weight = fit.beta0 / fit.intercept_scale
     cell_log_weight = np.array([logsumexp(log_weight[cells == j]) for j in cells])
-    sizes = np.bincount(cells, minlength=true.k)[cells]
+    sizes = np.bincount(cells)[cells]
     return [{"cell": int(cells[i]), "atoms_in_cell": int(sizes[i]),
              "share": float(np.exp(log_weight[i] - cell_log_weight[i])),
              "gate_aligned": bool(aligned[i]),
              **{name: float(values[i]) for name, values in errors.items()}}
-            for i in range(fit.k)]
+            for i in range(cells.size)]
 
 
 def check_task(experiment, n, rep, X_eval, grid_row):

@@ -843,3 +843,25 @@ def test_an_overflowing_fitted_weight_is_normalised_without_a_warning():
         errors = parameter_errors(fit(800.0), truth)
     assert np.isfinite(overflowing) and overflowing == huge
     assert np.all(np.isfinite(errors.weight))
+
+
+def test_parameter_errors_atom_by_atom():
+    # A three-atom fit of a two-atom truth: its second cell split, one atom 2 off in
+    # slope with a tenth of the cell's weight. The per-cell errors are the atoms' largest;
+    # the log-weights are those of the weights normalised to the truth's mass.
+    truth = MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
+                          [0.09, 0.16])
+    fit = MixingMeasure([[25.0], [0.0], [0.0]], [-8.0, np.log(1 / 9), 0.0],
+                        [[-20.0], [22.0], [20.01]], [15.0, -5.0, -5.0], [0.09, 0.16, 0.16])
+    pe = parameter_errors(fit, truth)
+    assert_array_equal(pe.cells, [0, 1, 1])
+    assert_allclose(pe.atom_errors["expert_coef"], [0.0, 2.0, 0.01], atol=1e-12)
+    for name, per_atom in pe.atom_errors.items():
+        assert per_atom.shape == (3,)
+        assert_array_equal(getattr(pe, name), [per_atom[pe.cells == j].max() for j in (0, 1)])
+    weights = np.exp(pe.atom_log_weights)
+    assert_allclose(weights.sum(), truth.weights.sum(), rtol=1e-12)
+    assert_allclose(weights[1] / weights[1:].sum(), 0.1, rtol=1e-12)
+    # Far below a float's range, the log-weights still order and share the atoms.
+    faint = parameter_errors(fit.replace(gate_intercept=[-8.0, -2000.0, 0.0]), truth)
+    assert faint.atom_log_weights[1] - faint.atom_log_weights[2] == pytest.approx(-2000.0)

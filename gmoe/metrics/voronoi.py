@@ -45,6 +45,7 @@ error of a top-1 truth).
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import logsumexp
 
 from .._validation import check_option
 from ._cells import (
@@ -348,6 +349,17 @@ class ParameterErrors:
         temperature gate), None for the families without temperature.
     symmetric_image : bool
         Whether the truth's symmetric image (two-expert tanh/sigmoid gate) was used.
+    atom_errors : dict of str to ndarray of shape (k,)
+        The same errors atom by atom (``'gate_coef'``, ``'gate_intercept'``,
+        ``'expert_coef'``, ``'expert_intercept'``, ``'expert_var'``): fitted atom ``i``
+        against the true atom of its cell ``cells[i]``. Each per-cell array is their
+        maximum over the cell's atoms. The translation carries one atom's gate slope onto
+        the truth's, so that atom's ``gate_coef`` is 0 up to round-off.
+    atom_log_weights : ndarray of shape (k,)
+        ``log w_i`` of the fit's weights normalised to the truth's total mass (on the log
+        scale, so that a weight too small for a float is still ordered and shared); NaN
+        for a top-1 truth. ``exp(atom_log_weights[i] - logsumexp(atom_log_weights[cells ==
+        j]))`` is atom ``i``'s share of its cell ``j``.
     """
 
     cells: np.ndarray
@@ -359,6 +371,8 @@ class ParameterErrors:
     expert_var: np.ndarray
     temperature: float | None
     symmetric_image: bool
+    atom_errors: dict
+    atom_log_weights: np.ndarray
 
 
 def _cell_max(values, cells, n_cells):
@@ -438,4 +452,11 @@ def parameter_errors(fitted, true, *, translation="infimum", scale="identifiable
         expert_var=_cell_max(expert_var, cells, n_true),
         temperature=None if fit.tau is None else abs(fit.tau - true_side.tau),
         symmetric_image=al.symmetric_image,
+        atom_errors={"gate_coef": gate_coef, "gate_intercept": gate_intercept,
+                     "expert_coef": expert_coef, "expert_intercept": expert_intercept,
+                     "expert_var": expert_var},
+        atom_log_weights=(np.full(fit.k, np.nan) if al.s is None else
+                          fit.beta0 / fit.intercept_scale
+                          + np.log(true_side.weights.sum())
+                          - logsumexp(fit.beta0 / fit.intercept_scale)),
     )

@@ -30,8 +30,8 @@ definition, creating the tables and marking dead runs are one SQLite transaction
 (``BEGIN IMMEDIATE``). The lock is released by the operating system when its process
 ends, however it ends, so a ``runs`` record still ``'running'`` when the next run opens
 the store belongs to a process that is gone: it is marked ``'interrupted'``. Readers
-(:func:`read_rows`, :func:`read_meta`, :func:`export_csv`) take no lock; SQLite lets them read while a run
-writes.
+(:func:`read_rows`, :func:`read_meta`, :func:`export_csv`) take no lock; SQLite lets them
+read while a run writes.
 
 Resume and the two hashes
 -------------------------
@@ -53,10 +53,10 @@ Older stores and errors
 A store of an earlier format (``schema_version`` 1 lacks ``metric_seconds``, 2 lacks
 ``fitted``) is read as it is and, when a run resumes it, gains the missing columns (NULL
 in its old rows); from then on it is of the current format, which an older gmoe refuses
-to read or resume. A store of a later format is refused. Every failure to open, read or write a store (a
-read-only directory, a truncated, corrupted or foreign file) raises :class:`StoreError`
-with a one-line message naming the file; reading a missing store raises
-:class:`FileNotFoundError`.
+to read or resume. A store of a later format is refused. Every failure to open, read or
+write a store (a read-only directory, a truncated, corrupted or foreign file) raises
+:class:`StoreError` with a one-line message naming the file; reading a missing store
+raises :class:`FileNotFoundError`.
 """
 
 import csv
