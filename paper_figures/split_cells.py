@@ -285,13 +285,18 @@ def main(argv=None):
         _write(out, report)
         print(f"rewrote the summary of {out}")
         return 0
-    dense = experiment.truth.family.selected_experts() is None
+    # Paper 1's setting: the exponents are its rbar, and with one feature the alignment's
+    # translation carries one atom's gate slope exactly onto the truth's (ALIGNED).
+    softmax = experiment.truth.gating == "softmax" and experiment.fit["gating"] == "softmax"
     over = experiment.fit["n_experts"] > experiment.truth.n_experts
-    if experiment.start["kind"] != "near_truth" or not dense or not over:
-        raise SystemExit(f"{args.study}: only over-specified studies of a dense gate with "
-                         f"near-truth starts are checked; this one has start kind "
+    one_feature = experiment.design["n_features"] == 1
+    if experiment.start["kind"] != "near_truth" or not (softmax and over and one_feature):
+        raise SystemExit(f"{args.study}: only over-specified softmax studies of one feature "
+                         f"with near-truth starts are checked; this one has start kind "
                          f"{experiment.start['kind']!r}, a {experiment.truth.gating} truth "
-                         f"and {experiment.fit['n_experts']} fitted experts for "
+                         f"fitted by {experiment.fit['gating']}, "
+                         f"{experiment.design['n_features']} feature(s) and "
+                         f"{experiment.fit['n_experts']} fitted experts for "
                          f"{experiment.truth.n_experts} true ones.")
     rows, _ = read_results(args.results, args.study)
     grid_rows = {(r["n"], int(r["rep"])): r for r in rows or []}

@@ -865,3 +865,7 @@ def test_parameter_errors_atom_by_atom():
     # Far below a float's range, the log-weights still order and share the atoms.
     faint = parameter_errors(fit.replace(gate_intercept=[-8.0, -2000.0, 0.0]), truth)
     assert faint.atom_log_weights[1] - faint.atom_log_weights[2] == pytest.approx(-2000.0)
+    # A top-1 truth has no weights (a top-1 fit's selected weight is always 1).
+    top1 = MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
+                         [0.3, 0.4], gating="topk", top_k=1)
+    assert np.all(np.isnan(parameter_errors(top1, top1).atom_log_weights))

@@ -559,8 +559,10 @@ def test_the_split_cell_summary_is_recomputed_from_its_fits(tmp_path, split_cell
         split_cells.main(["softmax-over-k4", "--summarise-only", "--results", str(tmp_path)])
     with pytest.raises(SystemExit):  # argparse's error: a rate needs two sizes
         split_cells.main(["softmax-over-k3", "--sizes", "1", "--results", str(tmp_path)])
-    with pytest.raises(SystemExit, match="only over-specified studies of a dense gate"):
-        split_cells.main(["softmax-exact", "--results", str(tmp_path)])
+    for other in ("softmax-exact", "topk-over"):
+        with pytest.raises(SystemExit, match="only over-specified softmax studies of one "
+                                             "feature with near-truth starts"):
+            split_cells.main([other, "--results", str(tmp_path)])
 
 
 def test_a_split_cell_run_keeps_its_finished_tasks_and_resumes(tmp_path, split_cells,

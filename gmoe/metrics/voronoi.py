@@ -353,8 +353,10 @@ class ParameterErrors:
         The same errors atom by atom (``'gate_coef'``, ``'gate_intercept'``,
         ``'expert_coef'``, ``'expert_intercept'``, ``'expert_var'``): fitted atom ``i``
         against the true atom of its cell ``cells[i]``. Each per-cell array is their
-        maximum over the cell's atoms. The translation carries one atom's gate slope onto
-        the truth's, so that atom's ``gate_coef`` is 0 up to round-off.
+        maximum over the cell's atoms. With one feature and ``translation='infimum'``
+        the infimum usually lies at a shift ``beta1*_j - beta1_i``, which carries atom
+        ``i``'s gate slope onto the truth's: that atom's ``gate_coef`` is then 0 up to
+        round-off.
     atom_log_weights : ndarray of shape (k,)
         ``log w_i`` of the fit's weights normalised to the truth's total mass (on the log
         scale, so that a weight too small for a float is still ordered and shared); NaN
@@ -403,7 +405,8 @@ def parameter_errors(fitted, true, *, translation="infimum", scale="identifiable
     -------
     ParameterErrors
         Cells, ``|W_j - s w*_j|`` and the maxima over each cell of ``||d beta1||``,
-        ``|d beta0|``, ``||d a||``, ``|d b|``, ``|d nu|``.
+        ``|d beta0|``, ``||d a||``, ``|d b|``, ``|d nu|``; the same errors atom by atom
+        (``atom_errors``) and the atoms' normalised log-weights (``atom_log_weights``).
 
     See Also
     --------
