@@ -17,6 +17,17 @@ The runner starts the tasks replication by replication, so a grid stopped part w
 whole sweeps of the sizes; ``--export-only`` writes its results as they stand, and
 ``make_figures.py`` marks such a grid PARTIAL.
 
+A machine's stores do not outlive it, but the committed results hold every task's row::
+
+    python paper_figures/run_studies.py topk-exact --restore
+
+rebuilds a missing store from ``results/NAME.csv.gz`` and ``NAME.run.json`` (the rows and
+the runs that computed them) and runs the rest of the grid. When the rows came from
+another build of gmoe, a sample of them (``--verify``, default 6: the largest sample size's
+last tasks and a seeded random draw) is first re-run, and the restore is refused unless
+every recomputed row equals its stored one, timings aside: the grid goes on only where
+this build computes the same numbers.
+
 A store of the same study computed by another build of gmoe (the same task definition:
 experiment file and seeds) can be kept beside it for comparison::
 
@@ -38,14 +49,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from make_figures import STUDIES  # noqa: E402
 
-from gmoe.simulation import read_meta, read_rows  # noqa: E402
-from gmoe.simulation.store import read_runs  # noqa: E402
+from gmoe.simulation import (  # noqa: E402
+    load_experiment,
+    read_csv_rows,
+    read_meta,
+    read_rows,
+    rerun_differences,
+    restore_store,
+)
+from gmoe.simulation.store import code_sha256, read_runs  # noqa: E402
 
 
 def _write_rows(path, rows, columns):
@@ -71,6 +91,8 @@ def export(name, db, out):
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "meta": {k: v for k, v in meta.items()
                      if k in ("gmoe_version", "code_sha256", "task_sha256")}}
+    if "restored_from" in meta:  # the rows before the restore came from this build
+        info["meta"]["restored_from"] = json.loads(meta["restored_from"])
     (out / f"{name}.run.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -135,6 +157,71 @@ def export_other_build(name, db, label, reference_db, out):
     return info
 
 
+def _verification_sample(rows, count, seed=0):
+    """The rows to re-run before resuming: the largest size's last ones and a random draw."""
+    if count <= 0:
+        return []
+    largest = max(r["n"] for r in rows)
+    top = sorted((r for r in rows if r["n"] == largest), key=lambda r: r["rep"])
+    chosen = top[-max(1, count // 2):]
+    rest = [r for r in rows if r not in chosen]
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(rest), size=min(count - len(chosen), len(rest)), replace=False)
+    return chosen + [rest[i] for i in sorted(picks)]
+
+
+def restore(name, db, results, verify, log=print):
+    """Rebuild the missing store ``db`` of study ``name`` from its committed results.
+
+    Parameters
+    ----------
+    name : str
+        The study.
+    db : pathlib.Path
+        The store to create (it must not exist).
+    results : pathlib.Path
+        Where ``NAME.csv.gz`` and ``NAME.run.json`` are.
+    verify : int
+        Rows to re-run first when they came from another build of gmoe.
+    log : callable, default=print
+
+    Returns
+    -------
+    int
+        Rows restored.
+
+    Raises
+    ------
+    SystemExit
+        If the results are missing, or a re-run row differs from its stored one.
+    """
+    csv_path, run_path = results / f"{name}.csv.gz", results / f"{name}.run.json"
+    for path in (csv_path, run_path):
+        if not path.exists():
+            raise SystemExit(f"{name}: no committed results at {path.relative_to(ROOT)}; "
+                             "nothing to restore.")
+    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+    rows = read_csv_rows(csv_path, experiment)
+    info = json.loads(run_path.read_text())
+    build = info.get("meta", {}).get("code_sha256")
+    if build != code_sha256():
+        sample = _verification_sample(rows, verify)
+        log(f"{name}: the rows came from build {str(build)[:12]}, this is "
+            f"{code_sha256()[:12]}: re-running {len(sample)} of them", flush=True)
+        for row in sample:
+            differences = rerun_differences(experiment, row)
+            if differences:
+                listed = "; ".join(f"{c}: {a!r} -> {b!r}" for c, a, b in differences[:4])
+                raise SystemExit(
+                    f"{name}: task (n = {row['n']}, replication {row['rep']}) gives other "
+                    f"numbers on this build ({listed}); resuming would mix two builds' "
+                    "results. Rerun the grid from scratch, or resume on the rows' build.")
+            log(f"  n = {row['n']}, replication {row['rep']}: reproduced", flush=True)
+    source = {"file": csv_path.name, "rows": len(rows), "code_sha256": build,
+              "verified_rows": 0 if build == code_sha256() else min(verify, len(rows))}
+    return restore_store(db, experiment, rows, runs=info.get("runs", []), source=source)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,6 +236,11 @@ def main(argv=None):
     parser.add_argument("--other-build", type=Path, metavar="DB",
                         help="export this store of one study, computed by another build of "
                              "gmoe, for comparison with the study's own store (with --label)")
+    parser.add_argument("--restore", action="store_true",
+                        help="rebuild a missing store from the committed results first")
+    parser.add_argument("--verify", type=int, default=6, metavar="K",
+                        help="with --restore: rows re-run when they came from another "
+                             "build (default 6)")
     parser.add_argument("--label", help="the other build's name in the file name (its "
                                         "git revision)")
     args = parser.parse_args(argv)
@@ -177,6 +269,9 @@ def main(argv=None):
         cmd = [sys.executable, "-m", "gmoe.simulation.cli", "run", name, "--n-jobs",
                str(args.n_jobs), "--db", str(db), "--out", str(stores / "plots"),
                "--no-progress", *(["--quick"] if args.quick else [])]
+        if args.restore and not db.exists():
+            count = restore(name, db, args.results, args.verify)
+            print(f"{name}: restored {count} rows into {db.relative_to(ROOT)}", flush=True)
         if not args.export_only:
             print("+", " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT)

@@ -28,6 +28,7 @@ from .report import (
     summarize,
     write_study_plots,
 )
+from .restore import read_csv_rows, rerun_differences, restore_store
 from .runner import RunSummary, TaskTimes, default_db_path, run_experiment
 from .seeds import task_seed_sequence, task_streams
 from .spec import Experiment, ExperimentError, load_experiment, parse_sizes
@@ -71,9 +72,12 @@ __all__ = [
     "make_evaluation_design",
     "make_near_truth_start",
     "parse_sizes",
+    "read_csv_rows",
     "read_meta",
     "read_rows",
     "read_runs",
+    "rerun_differences",
+    "restore_store",
     "run_experiment",
     "run_task",
     "single_threaded",

@@ -453,6 +453,49 @@ class ResultStore:
         """
         return _fetch(self.conn)
 
+    def restore(self, rows, *, runs=(), source):
+        """Store rows computed elsewhere (an exported grid) with the runs that computed them.
+
+        Used by :func:`gmoe.simulation.restore_store` to rebuild a store from its
+        exported rows, so that a grid goes on where it stopped on another machine. The
+        rows, the run records and the ``restored_from`` metadata are one transaction:
+        a failure stores none of them.
+
+        Parameters
+        ----------
+        rows : list of dict
+            Typed rows (:func:`gmoe.simulation.read_csv_rows`); a row already stored is
+            kept.
+        runs : iterable of dict, default=()
+            The earlier runs' records (``status``, ``n_jobs``, ``tasks_stored``,
+            ``wall_seconds``, ``gmoe_version``; others optional), kept so that the grid's
+            run time stays the sum of all its runs.
+        source : dict
+            What the rows came from (file name, the build that computed them); stored as
+            JSON under ``restored_from`` in ``meta``.
+
+        Returns
+        -------
+        int
+            Rows that were new.
+        """
+        names = ", ".join(f'"{c}"' for c in self.columns)
+        marks = ", ".join("?" for _ in self.columns)
+        run_fields = ("started_at", "finished_at", "status", "file_sha256", "n_jobs",
+                      "tasks_planned", "tasks_stored", "wall_seconds", "n_sizes",
+                      "replications", "quick", "host", "gmoe_version")
+        with self._writing() as conn:
+            before = self.count()
+            conn.executemany(f"INSERT OR IGNORE INTO results ({names}) VALUES ({marks})",
+                             [[_sql_value(row.get(c)) for c in self.columns] for row in rows])
+            conn.executemany(
+                f"INSERT INTO runs ({', '.join(run_fields)}) VALUES "
+                f"({', '.join('?' for _ in run_fields)})",
+                [[_sql_value(run.get(f)) for f in run_fields] for run in runs])
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         ("restored_from", json.dumps(source, sort_keys=True)))
+            return self.count() - before
+
     # --------------------------------------------------------------- runs
     def begin_run(self, *, n_jobs, tasks_planned):
         """Record the start of a run.
