@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gmoe
-from gmoe.simulation import load_experiment, run_experiment
+from gmoe.simulation import load_experiment, read_meta, run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -615,3 +615,63 @@ def test_a_split_cell_check_reads_the_fits_the_grid_stored(split_cells):
     other = split_cells.check_task(experiment, 2000, 0, X_eval,
                                    {**row, "d2": row["d2"] * (1 + 1e-10)})
     assert other["same_as_grid"] is False
+
+
+def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkeypatch):
+    # A machine's stores do not outlive it: --restore rebuilds one from the committed rows,
+    # re-running a sample first when another build computed them, and refuses to resume
+    # where this build computes other numbers.
+    run_studies, make_figures, _ = scripts
+    from _study import write_study
+
+    root = tmp_path / "checkout"
+    (root / "simulations").mkdir(parents=True)
+    experiment = load_experiment(write_study(root / "simulations", "tiny.toml", seed=3,
+                                             sizes=[60, 90], replications=2))
+    db, results = tmp_path / "tiny.sqlite", root / "results"
+    run_experiment(experiment, db, n_jobs=1, progress=False)
+    run_studies.export("tiny", db, results)
+    monkeypatch.setattr(run_studies, "ROOT", root)
+    said = []
+
+    def log(*parts, **_):
+        said.append(" ".join(map(str, parts)))
+
+    # Rows of this build: nothing to re-run.
+    assert run_studies.restore("tiny", tmp_path / "a.sqlite", results, 2, log=log) == 4
+    assert said == []
+    # Rows of another build that this build reproduces: two re-run, then restored.
+    run_json = results / "tiny.run.json"
+    info = json.loads(run_json.read_text())
+    info["meta"]["code_sha256"] = "f" * 64
+    run_json.write_text(json.dumps(info))
+    assert run_studies.restore("tiny", tmp_path / "b.sqlite", results, 2, log=log) == 4
+    assert said[0].startswith("tiny: the rows came from build ffffffffffff")
+    # The largest size's last task, then one drawn from the rest.
+    assert said[1] == "  n = 90, replication 1: reproduced"
+    assert len(said) == 3 and said[2].endswith(": reproduced") and said[2] != said[1]
+    restored = json.loads(read_meta(tmp_path / "b.sqlite")["restored_from"])
+    assert restored == {"file": "tiny.csv.gz", "rows": 4, "code_sha256": "f" * 64,
+                        "verified_rows": 2}
+    # A stored number this build does not reproduce: refused, nothing written.
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE results SET d1 = d1 * 2 WHERE n = 90 AND rep = 1")
+    run_studies.export("tiny", db, results)
+    run_json.write_text(json.dumps(info))
+    with pytest.raises(SystemExit, match=r"task \(n = 90, replication 1\) gives other "
+                                         r"numbers on this build \(d1: "):
+        run_studies.restore("tiny", tmp_path / "c.sqlite", results, 2, log=log)
+    assert not (tmp_path / "c.sqlite").exists()
+    with pytest.raises(SystemExit, match="no committed results at results/absent.csv.gz"):
+        run_studies.restore("absent", tmp_path / "d.sqlite", results, 2, log=log)
+    # The page says where a restored grid's rows came from.
+    exported = run_studies.export("tiny", tmp_path / "b.sqlite", results)
+    said = make_figures.restored_text({"name": "tiny", "meta": exported["meta"]})
+    assert said[0].startswith("The grid was continued from its committed results")
+    assert (f"first 4 rows were computed by build ffffffffffff and the rest by build "
+            f"{exported['meta']['code_sha256'][:12]}, which recomputed 2 of") in said[0]
+    same = dict(exported["meta"], restored_from=dict(restored, code_sha256=exported["meta"]
+                                                       ["code_sha256"]))
+    assert "computed by the same build of gmoe." in make_figures.restored_text(
+        {"name": "tiny", "meta": same})[0]
+    assert make_figures.restored_text({"name": "tiny", "meta": {}}) == []

@@ -464,8 +464,7 @@ class ResultStore:
         Parameters
         ----------
         rows : list of dict
-            Typed rows (:func:`gmoe.simulation.read_csv_rows`); a row already stored is
-            kept.
+            Typed rows (:func:`gmoe.simulation.read_csv_rows`), none of them stored yet.
         runs : iterable of dict, default=()
             The earlier runs' records (``status``, ``n_jobs``, ``tasks_stored``,
             ``wall_seconds``, ``gmoe_version``; others optional), kept so that the grid's
@@ -477,7 +476,13 @@ class ResultStore:
         Returns
         -------
         int
-            Rows that were new.
+            Rows stored.
+
+        Raises
+        ------
+        StoreError
+            If a row cannot be stored (a task already stored, a NULL where the store needs
+            a value): nothing is stored.
         """
         names = ", ".join(f'"{c}"' for c in self.columns)
         marks = ", ".join("?" for _ in self.columns)
@@ -485,8 +490,8 @@ class ResultStore:
                       "tasks_planned", "tasks_stored", "wall_seconds", "n_sizes",
                       "replications", "quick", "host", "gmoe_version")
         with self._writing() as conn:
-            before = self.count()
-            conn.executemany(f"INSERT OR IGNORE INTO results ({names}) VALUES ({marks})",
+            # Plain INSERT: OR IGNORE would also drop a row that breaks NOT NULL, silently.
+            conn.executemany(f"INSERT INTO results ({names}) VALUES ({marks})",
                              [[_sql_value(row.get(c)) for c in self.columns] for row in rows])
             conn.executemany(
                 f"INSERT INTO runs ({', '.join(run_fields)}) VALUES "
@@ -494,7 +499,7 @@ class ResultStore:
                 [[_sql_value(run.get(f)) for f in run_fields] for run in runs])
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                          ("restored_from", json.dumps(source, sort_keys=True)))
-            return self.count() - before
+        return len(rows)
 
     # --------------------------------------------------------------- runs
     def begin_run(self, *, n_jobs, tasks_planned):

@@ -1,0 +1,139 @@
+"""A store rebuilt from its exported rows holds the same rows and runs, and resumes."""
+
+import csv
+import gzip
+import json
+import sqlite3
+
+import pytest
+from _study import write_study
+
+from gmoe.simulation import (
+    export_csv,
+    load_experiment,
+    read_csv_rows,
+    read_meta,
+    read_rows,
+    rerun_differences,
+    restore_store,
+    run_experiment,
+)
+from gmoe.simulation.store import StoreError, read_runs
+from gmoe.simulation.tasks import TIMING_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A finished store of the tiny study (2 sizes x 2 replications) and its CSV export."""
+    tmp = tmp_path_factory.mktemp("restore")
+    path = write_study(tmp, seed=11, sizes=[60, 90], replications=2)
+    experiment = load_experiment(path)
+    db = tmp / "grid.sqlite"
+    run_experiment(experiment, db, n_jobs=1, progress=False)
+    exported = tmp / "grid.csv"
+    export_csv(db, exported)
+    return experiment, db, exported
+
+
+def _rewrite(source, target, edit):
+    """Copy the CSV ``source`` to ``target`` (gzipped when it ends in .gz), rows edited."""
+    with open(source, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header, rows = list(reader.fieldnames), list(reader)
+    header, rows = edit(header, rows)
+    opener = gzip.open if str(target).endswith(".gz") else open
+    with opener(target, "wt", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def test_a_restored_store_holds_every_row_bit_for_bit_and_its_runs(grid, tmp_path):
+    experiment, db, exported = grid
+    gz = _rewrite(exported, tmp_path / "grid.csv.gz", lambda h, r: (h, r))
+    rows = read_csv_rows(gz, experiment)
+    runs = read_runs(db)
+    count = restore_store(tmp_path / "back.sqlite", experiment, rows, runs=runs,
+                          source={"file": gz.name, "code_sha256": "abc"})
+    assert count == len(rows) == 4
+    original, _ = read_rows(db)
+    restored, meta = read_rows(tmp_path / "back.sqlite")
+    assert restored == original  # every column, floats exact, NULLs as NULLs
+    assert [r["wall_seconds"] for r in read_runs(tmp_path / "back.sqlite")] == \
+        [r["wall_seconds"] for r in runs]
+    assert json.loads(meta["restored_from"]) == {"file": gz.name, "code_sha256": "abc"}
+
+
+def test_a_restored_store_resumes_only_its_missing_tasks(grid, tmp_path):
+    experiment, db, exported = grid
+    partial = _rewrite(exported, tmp_path / "part.csv",
+                       lambda h, r: (h, [row for row in r if row["rep"] == "0"]))
+    back = tmp_path / "back.sqlite"
+    restore_store(back, experiment, read_csv_rows(partial, experiment), source={})
+    summary = run_experiment(experiment, back, n_jobs=1, progress=False)
+    assert summary.tasks_before == 2 and summary.tasks_stored == 2  # replication 1 at both sizes
+    ours, _ = read_rows(back)
+    theirs, _ = read_rows(db)
+    drop = set(TIMING_COLUMNS)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in ours] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in theirs]
+
+
+def test_an_earlier_format_without_the_stored_fits_is_read(grid, tmp_path):
+    experiment, _, exported = grid
+    old = _rewrite(exported, tmp_path / "old.csv",
+                   lambda h, r: ([c for c in h if c != "fitted"], r))
+    rows = read_csv_rows(old, experiment)
+    assert all("fitted" not in row for row in rows)
+    restore_store(tmp_path / "old.sqlite", experiment, rows, source={})
+    assert all(r["fitted"] is None for r in read_rows(tmp_path / "old.sqlite")[0])
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda h, r: (h + ["extra"], r), r"unknown columns \[extra\]"),
+    (lambda h, r: ([c for c in h if c != "status"], r), r"without \[status\]"),
+    (lambda h, r: (h, [dict(r[0], n_iter="many"), *r[1:]]),
+     r"line 2: column 'n_iter' expected a number \(INTEGER\), got 'many'"),
+    (lambda h, r: (h, [dict(r[0], seed_entropy="12"), *r[1:]]), r"line 2: .*got seed 12"),
+    (lambda h, r: (h, [dict(r[0], n="61"), *r[1:]]), r"got seed 11, n = 61"),
+    (lambda h, r: (h, [dict(r[0], rep="2"), *r[1:]]), r"replication below 2.*replication 2"),
+    (lambda h, r: (h, [r[0], r[0], *r[2:]]), r"line 3: .* again"),
+])
+def test_a_file_that_is_not_the_experiments_rows_is_refused(grid, tmp_path, edit, expected):
+    experiment, _, exported = grid
+    bad = _rewrite(exported, tmp_path / "bad.csv", edit)
+    with pytest.raises(ValueError, match=expected):
+        read_csv_rows(bad, experiment)
+
+
+def test_restoring_never_merges_into_an_existing_store(grid, tmp_path):
+    experiment, db, exported = grid
+    target = tmp_path / "there.sqlite"
+    target.write_bytes(db.read_bytes())
+    with pytest.raises(FileExistsError, match="never merges"):
+        restore_store(target, experiment, read_csv_rows(exported, experiment), source={})
+
+
+def test_a_rerun_reproduces_a_stored_row_and_names_a_changed_one(grid):
+    experiment, db, _ = grid
+    row = read_rows(db)[0][0]
+    assert rerun_differences(experiment, row) == []
+    changed = dict(row, mean_log_likelihood=row["mean_log_likelihood"] + 1e-15,
+                   fit_seconds=123.0)  # a timing never counts
+    assert [c for c, _, _ in rerun_differences(experiment, changed)] == \
+        ["mean_log_likelihood"]
+
+
+def test_a_failed_restore_stores_nothing(grid, tmp_path):
+    experiment, _, exported = grid
+    rows = read_csv_rows(exported, experiment)
+    broken = [dict(rows[0], status=None)] + rows[1:]  # status is NOT NULL
+    target = tmp_path / "broken.sqlite"
+    with pytest.raises(StoreError, match="NOT NULL constraint failed: results.status"):
+        restore_store(target, experiment, broken, runs=[{"status": "finished"}],
+                      source={"file": "x"})
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    assert "restored_from" not in read_meta(target)
