@@ -49,8 +49,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -62,9 +60,10 @@ from gmoe.simulation import (  # noqa: E402
     read_csv_rows,
     read_meta,
     read_rows,
-    rerun_differences,
     restore_store,
+    verify_rows,
 )
+from gmoe.simulation.restore import RestoreError  # noqa: E402
 from gmoe.simulation.store import code_sha256, read_runs  # noqa: E402
 
 
@@ -157,19 +156,6 @@ def export_other_build(name, db, label, reference_db, out):
     return info
 
 
-def _verification_sample(rows, count, seed=0):
-    """The rows to re-run before resuming: the largest size's last ones and a random draw."""
-    if count <= 0:
-        return []
-    largest = max(r["n"] for r in rows)
-    top = sorted((r for r in rows if r["n"] == largest), key=lambda r: r["rep"])
-    chosen = top[-max(1, count // 2):]
-    rest = [r for r in rows if r not in chosen]
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(rest), size=min(count - len(chosen), len(rest)), replace=False)
-    return chosen + [rest[i] for i in sorted(picks)]
-
-
 def restore(name, db, results, verify, log=print):
     """Rebuild the missing store ``db`` of study ``name`` from its committed results.
 
@@ -204,21 +190,16 @@ def restore(name, db, results, verify, log=print):
     rows = read_csv_rows(csv_path, experiment)
     info = json.loads(run_path.read_text())
     build = info.get("meta", {}).get("code_sha256")
+    verified = []
     if build != code_sha256():
-        sample = _verification_sample(rows, verify)
         log(f"{name}: the rows came from build {str(build)[:12]}, this is "
-            f"{code_sha256()[:12]}: re-running {len(sample)} of them", flush=True)
-        for row in sample:
-            differences = rerun_differences(experiment, row)
-            if differences:
-                listed = "; ".join(f"{c}: {a!r} -> {b!r}" for c, a, b in differences[:4])
-                raise SystemExit(
-                    f"{name}: task (n = {row['n']}, replication {row['rep']}) gives other "
-                    f"numbers on this build ({listed}); resuming would mix two builds' "
-                    "results. Rerun the grid from scratch, or resume on the rows' build.")
-            log(f"  n = {row['n']}, replication {row['rep']}: reproduced", flush=True)
+            f"{code_sha256()[:12]}: re-running {min(verify, len(rows))} of them")
+        try:
+            verified = verify_rows(experiment, rows, verify, log=log)
+        except RestoreError as err:
+            raise SystemExit(f"{name}: {err}") from None
     source = {"file": csv_path.name, "rows": len(rows), "code_sha256": build,
-              "verified_rows": 0 if build == code_sha256() else min(verify, len(rows))}
+              "verified_rows": len(verified)}
     return restore_store(db, experiment, rows, runs=info.get("runs", []), source=source)
 
 

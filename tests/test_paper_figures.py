@@ -659,7 +659,7 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     run_studies.export("tiny", db, results)
     run_json.write_text(json.dumps(info))
     with pytest.raises(SystemExit, match=r"task \(n = 90, replication 1\) gives other "
-                                         r"numbers on this build \(d1: "):
+                                         r"numbers on this build of gmoe \(d1: "):
         run_studies.restore("tiny", tmp_path / "c.sqlite", results, 2, log=log)
     assert not (tmp_path / "c.sqlite").exists()
     with pytest.raises(SystemExit, match="no committed results at results/absent.csv.gz"):

@@ -9,6 +9,7 @@ import pytest
 from _study import write_study
 
 from gmoe.simulation import (
+    RestoreError,
     export_csv,
     load_experiment,
     read_csv_rows,
@@ -18,6 +19,7 @@ from gmoe.simulation import (
     restore_store,
     run_experiment,
 )
+from gmoe.simulation.cli import main
 from gmoe.simulation.store import StoreError, read_runs
 from gmoe.simulation.tasks import TIMING_COLUMNS
 
@@ -103,7 +105,7 @@ def test_an_earlier_format_without_the_stored_fits_is_read(grid, tmp_path):
 def test_a_file_that_is_not_the_experiments_rows_is_refused(grid, tmp_path, edit, expected):
     experiment, _, exported = grid
     bad = _rewrite(exported, tmp_path / "bad.csv", edit)
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(RestoreError, match=expected):
         read_csv_rows(bad, experiment)
 
 
@@ -137,3 +139,50 @@ def test_a_failed_restore_stores_nothing(grid, tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
     assert "restored_from" not in read_meta(target)
+
+
+def test_the_command_line_restores_an_exported_grid_and_resumes_it(grid, tmp_path, capsys):
+    experiment, db, exported = grid
+    partial = _rewrite(exported, tmp_path / "part.csv.gz",
+                       lambda h, r: (h, [row for row in r if row["rep"] == "0"]))
+    back = tmp_path / "back.sqlite"
+    argv = ["restore", str(experiment.path), "--db", str(back), "--csv", str(partial)]
+    assert main([*argv, "--verify", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"study: 2 rows in {partial}; re-running 1 of them"
+    assert out[1] == "  n = 90, replication 0: reproduced"
+    assert out[2] == f"restored 2 rows into {back}; `gmoe-sim run` resumes it."
+    # A second restore never merges into the store it made.
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gmoe-sim: error: ") and "exists: restore writes a new store" in err
+    assert main(["run", str(experiment.path), "--db", str(back), "--n-jobs", "1",
+                 "--no-progress", "--out", str(tmp_path / "plots")]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert len(read_rows(back)[0]) == 4
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("missing", "No CSV file at"),
+    ("foreign", "expected the columns of experiment 'study'"),
+    ("verify", "--verify: expected a number of rows >= 0, got -1"),
+])
+def test_the_command_line_refuses_what_it_cannot_restore(grid, tmp_path, capsys, how,
+                                                         expected):
+    experiment, _, exported = grid
+    csv_path = tmp_path / "rows.csv"
+    if how == "foreign":
+        csv_path.write_text("a,b\n1,2\n")
+    argv = ["restore", str(experiment.path), "--db", str(tmp_path / "x.sqlite"),
+            "--csv", str(csv_path), *(["--verify", "-1"] if how == "verify" else [])]
+    if how == "verify":
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+    else:
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err
+    if how != "verify":  # argparse prints its usage first
+        assert err.startswith("gmoe-sim: error: ") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.sqlite").exists()

@@ -28,7 +28,13 @@ from .report import (
     summarize,
     write_study_plots,
 )
-from .restore import read_csv_rows, rerun_differences, restore_store
+from .restore import (
+    RestoreError,
+    read_csv_rows,
+    rerun_differences,
+    restore_store,
+    verify_rows,
+)
 from .runner import RunSummary, TaskTimes, default_db_path, run_experiment
 from .seeds import task_seed_sequence, task_streams
 from .spec import Experiment, ExperimentError, load_experiment, parse_sizes
@@ -56,6 +62,7 @@ from .tasks import (
 __all__ = [
     "Experiment",
     "ExperimentError",
+    "RestoreError",
     "ResultStore",
     "RunSummary",
     "StoreBusyError",
@@ -88,5 +95,6 @@ __all__ = [
     "task_metrics",
     "task_seed_sequence",
     "task_streams",
+    "verify_rows",
     "write_study_plots",
 ]

@@ -7,6 +7,7 @@
                       [--force-new] [--no-progress]
     gmoe-sim report NAME [--quick] [--db PATH] [--out DIR] [--all] [--summary geometric]
     gmoe-sim export NAME [--quick] [--db PATH] [--csv PATH]
+    gmoe-sim restore NAME --csv PATH [--quick] [--db PATH] [--verify K]
 
 ``NAME`` is a path to a TOML file, or the stem of a file in ``./simulations/`` (the
 current directory's, searched first) or among the studies shipped with gmoe
@@ -14,7 +15,10 @@ current directory's, searched first) or among the studies shipped with gmoe
 (``results/NAME-quick.sqlite`` with ``--quick``) under the current directory, and the
 plots and slope table go to the directory of the same name (``results/NAME[-quick]/``).
 Without ``--quick``, ``report`` and ``export`` use the quick store when it is the only
-one, and report the grid of the run that wrote the store (quick or full).
+one, and report the grid of the run that wrote the store (quick or full). ``restore``
+rebuilds a missing store from an exported CSV (plain or gzipped) after re-running ``K``
+of its rows (default 6; ``--verify 0`` skips the check, for rows this very build
+computed), so that ``run`` goes on where the grid stopped on another machine.
 
 Every error (a bad experiment file, a store in use, of another experiment, truncated or
 unreadable, a directory that cannot be written) is one line on standard error and exit
@@ -31,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from .report import study_report, write_study_plots
+from .restore import read_csv_rows, restore_store, verify_rows
 from .runner import default_db_path, run_experiment
 from .spec import ExperimentError, load_experiment
 from .store import StoreError, export_csv, read_rows, read_runs
@@ -312,6 +317,35 @@ def _cmd_export(args):
     return 0
 
 
+def _cmd_restore(args):
+    experiment = _load(args)
+    db_path = _db_path(args, experiment)
+    if db_path.exists():
+        raise _CommandError(f"{db_path} exists: restore writes a new store and never merges "
+                            "into one; move it aside or give another --db PATH.")
+    _check_writable(db_path.parent, "the result store", "--db PATH")
+    csv_path = Path(args.csv)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"No CSV file at {csv_path} (--csv).")
+    rows = read_csv_rows(csv_path, experiment)
+    print(f"{experiment.name}: {len(rows)} rows in {csv_path}; re-running "
+          f"{min(args.verify, len(rows))} of them", flush=True)
+    verified = verify_rows(experiment, rows, args.verify,
+                           log=lambda line: print(line, flush=True))
+    count = restore_store(db_path, experiment, rows,
+                          source={"file": csv_path.name, "rows": len(rows),
+                                  "verified_rows": len(verified)})
+    print(f"restored {count} rows into {db_path}; `gmoe-sim run` resumes it.")
+    return 0
+
+
+def _verify_count(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of rows >= 0, got {value}")
+    return value
+
+
 def _n_jobs(text):
     value = int(text)
     if value == 0:
@@ -367,6 +401,13 @@ def _parser():
     export = study("export", "write the stored rows to CSV")
     export.add_argument("--csv", metavar="PATH",
                         help="output file (default: the store's path with .csv)")
+    restore = study("restore", "rebuild a missing store from its exported rows (the CSV of "
+                    "`export`), re-running a sample of them first")
+    restore.add_argument("--csv", metavar="PATH", required=True,
+                         help="the exported rows (.csv or .csv.gz)")
+    restore.add_argument("--verify", type=_verify_count, default=6, metavar="K",
+                         help="rows re-run before restoring; any difference from the stored "
+                              "row refuses the restore (default 6)")
     return parser
 
 
@@ -386,7 +427,7 @@ def main(argv=None):
     """
     args = _parser().parse_args(argv)
     command = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
-               "export": _cmd_export}[args.command]
+               "export": _cmd_export, "restore": _cmd_restore}[args.command]
     try:
         return command(args)
     except (ExperimentError, StoreError, FileNotFoundError, _CommandError) as err:

@@ -8,8 +8,9 @@ store, which the runner then resumes like any other: only the missing tasks run.
 Rows computed by another build of gmoe are only worth continuing if this build computes
 the same numbers. :func:`rerun_differences` re-runs a task and lists the columns where the
 new row differs from the stored one (the timings and the worker's process aside), so a
-caller can check a sample of the rows before resuming; the tasks' seeds depend only on
-``(seed, n, rep)``, so the same build gives the same row bit for bit.
+caller can check a sample of the rows before resuming (:func:`verify_rows` draws and
+checks one); the tasks' seeds depend only on ``(seed, n, rep)``, so the same build gives
+the same row bit for bit.
 """
 
 import csv
@@ -17,9 +18,17 @@ import gzip
 import math
 from pathlib import Path
 
+import numpy as np
+
+from .store import ResultStore, StoreError
 from .tasks import BASE_COLUMNS, TIMING_COLUMNS, run_task
 
-__all__ = ["read_csv_rows", "rerun_differences", "restore_store"]
+__all__ = ["RestoreError", "read_csv_rows", "rerun_differences", "restore_store",
+           "verify_rows"]
+
+
+class RestoreError(StoreError):
+    """Rows that cannot be restored: not the experiment's, or not this build's numbers."""
 
 #: Base columns a row may lack because an earlier store format had no such column.
 _ADDED_SINCE = ("metric_seconds", "fitted")
@@ -40,7 +49,7 @@ def _typed(text, sql_type, *, column, line, path):
         if sql_type == "REAL":
             return float(text)
     except ValueError:
-        raise ValueError(f"{path.name}, line {line}: column {column!r} expected a number "
+        raise RestoreError(f"{path.name}, line {line}: column {column!r} expected a number "
                          f"({sql_type}), got {text!r}.") from None
     return text
 
@@ -63,7 +72,7 @@ def read_csv_rows(csv_path, experiment):
 
     Raises
     ------
-    ValueError
+    RestoreError
         If the header lacks a column of the experiment (other than a column an earlier
         store format lacked), has one the experiment does not, a field is not a number
         where one is expected, or a row is not a task of the experiment (another seed, a
@@ -78,7 +87,7 @@ def read_csv_rows(csv_path, experiment):
         unknown = [c for c in header if c not in types]
         missing = [c for c in types if c not in header and c not in _ADDED_SINCE]
         if unknown or missing:
-            raise ValueError(
+            raise RestoreError(
                 f"{path.name}: expected the columns of experiment {experiment.name!r}, got "
                 f"a header with unknown columns [{', '.join(unknown) or 'none'}] and without "
                 f"[{', '.join(missing) or 'none'}].")
@@ -90,7 +99,7 @@ def read_csv_rows(csv_path, experiment):
         key = (row["n"], row["rep"])
         if (row["seed_entropy"] != str(experiment.seed) or row["n"] not in sizes
                 or not 0 <= row["rep"] < experiment.replications or key in seen):
-            raise ValueError(
+            raise RestoreError(
                 f"{path.name}, line {line}: expected a task of experiment "
                 f"{experiment.name!r} (seed {experiment.seed}, one of its "
                 f"{len(sizes)} sample sizes, replication below {experiment.replications}, "
@@ -127,8 +136,6 @@ def restore_store(db_path, experiment, rows, *, runs=(), source):
     FileExistsError
         If ``db_path`` exists.
     """
-    from .store import ResultStore
-
     db_path = Path(db_path)
     if db_path.exists():
         raise FileExistsError(f"{db_path} exists: restoring writes a new store and never "
@@ -174,3 +181,59 @@ def rerun_differences(experiment, row):
     fresh = run_task(experiment, row["n"], row["rep"])
     return [(c, row[c], fresh.get(c)) for c in row
             if c not in TIMING_COLUMNS and not _same(row[c], fresh.get(c))]
+
+
+def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
+    """Re-run a sample of stored rows; raise unless every one is reproduced.
+
+    The sample is the largest sample size's last ``count // 2`` replications (the longest
+    fits, where two builds' fits part first) and a draw of the rest from ``seed``.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    rows : list of dict
+        Stored rows (:func:`read_csv_rows`).
+    count : int, default=6
+        Rows to re-run (all of them when there are fewer); 0 checks nothing.
+    seed : int, default=0
+        Seed of the random part of the sample.
+    log : callable, optional
+        Called with one line per row checked.
+
+    Returns
+    -------
+    list of tuple of int
+        The ``(n, rep)`` of the rows checked, in the order they were run.
+
+    Raises
+    ------
+    RestoreError
+        At the first row this build does not reproduce, naming the task and up to four
+        columns that differ.
+    """
+    if count < 0:
+        raise ValueError(f"count: expected a number of rows >= 0, got {count!r}.")
+    sample = []
+    if count and rows:
+        largest = max(r["n"] for r in rows)
+        top = sorted((i for i, r in enumerate(rows) if r["n"] == largest),
+                     key=lambda i: rows[i]["rep"])[-max(1, count // 2):]
+        rest = [i for i in range(len(rows)) if i not in set(top)]
+        drawn = np.random.default_rng(seed).choice(
+            len(rest), size=min(count - len(top), len(rest)), replace=False)
+        sample = top + [rest[j] for j in sorted(drawn)]
+    checked = []
+    for i in sample:
+        row = rows[i]
+        differences = rerun_differences(experiment, row)
+        if differences:
+            listed = "; ".join(f"{c}: {a!r} -> {b!r}" for c, a, b in differences[:4])
+            raise RestoreError(
+                f"task (n = {row['n']}, replication {row['rep']}) gives other numbers on "
+                f"this build of gmoe ({listed}); resuming would mix two builds' results. "
+                "Rerun the grid from scratch, or resume with the build that computed it.")
+        checked.append((row["n"], row["rep"]))
+        if log is not None:
+            log(f"  n = {row['n']}, replication {row['rep']}: reproduced")
+    return checked
