@@ -524,6 +524,21 @@ def test_read_meta_is_the_meta_table_read_rows_returns(tmp_path, store):
         read_meta(tmp_path / "none.sqlite")
 
 
+def test_a_stored_task_is_kept_and_a_broken_row_raises(tmp_path, store):
+    # A task stored twice keeps its first row; a row the store cannot hold (no status)
+    # raises rather than being dropped without a word.
+    path, db = store
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(db, copy)
+    rows = read_rows(copy)[0]
+    with ResultStore(copy, load_experiment(path)) as result_store:
+        assert result_store.insert(dict(rows[0], mean_log_likelihood=0.0)) is False
+        with pytest.raises(StoreError, match="NOT NULL constraint failed: results.status"):
+            result_store.insert(dict(rows[0], n=10**6, status=None))
+        assert result_store.count() == len(rows)
+    assert read_rows(copy)[0] == rows
+
+
 # ----------------------------------------------------------------------- run summary
 def test_the_run_summary_says_where_the_time_went(tmp_path, capsys):
     spec = mini(tmp_path, sizes="[60, 100, 140]")

@@ -44,9 +44,10 @@ but whose task definition did not (more sample sizes, more replications, a new
 asks for, their seeds depend only on ``(seed, n, rep)``, and only the missing tasks run.
 ``file_sha256`` is updated and the change recorded in ``runs``.
 
-Rows are inserted with ``INSERT OR IGNORE`` and committed one by one, so a run killed at
-any point loses at most the tasks in flight and a resumed run neither duplicates nor
-drops a row.
+Rows are inserted with ``ON CONFLICT (n, rep) DO NOTHING`` and committed one by one, so
+a run killed at any point loses at most the tasks in flight and a resumed run neither
+duplicates nor drops a row; a row that breaks another constraint (a NULL status, say)
+raises instead of vanishing, as ``INSERT OR IGNORE`` would let it.
 
 Older stores and errors
 -----------------------
@@ -435,7 +436,9 @@ class ResultStore:
         names = ", ".join(f'"{c}"' for c in self.columns)
         marks = ", ".join("?" for _ in self.columns)
         with self._writing() as conn:
-            cur = conn.execute(f"INSERT OR IGNORE INTO results ({names}) VALUES ({marks})",
+            # Only a task already stored is skipped; any other broken constraint raises.
+            cur = conn.execute(f"INSERT INTO results ({names}) VALUES ({marks}) "
+                               "ON CONFLICT (n, rep) DO NOTHING",
                                [_sql_value(row.get(c)) for c in self.columns])
             new = cur.rowcount == 1
             if new and self._run_id is not None:
@@ -490,7 +493,7 @@ class ResultStore:
                       "tasks_planned", "tasks_stored", "wall_seconds", "n_sizes",
                       "replications", "quick", "host", "gmoe_version")
         with self._writing() as conn:
-            # Plain INSERT: OR IGNORE would also drop a row that breaks NOT NULL, silently.
+            # Plain INSERT: the store is new, so any conflict is a broken row, never a skip.
             conn.executemany(f"INSERT INTO results ({names}) VALUES ({marks})",
                              [[_sql_value(row.get(c)) for c in self.columns] for row in rows])
             conn.executemany(
