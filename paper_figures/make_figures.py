@@ -300,15 +300,17 @@ def restored_text(s):
     source, grid = s.get("meta", {}).get("restored_from"), s.get("meta", {}).get("code_sha256")
     if not source:
         return []
-    build = source.get("code_sha256")
-    same = build == grid
+    build, checked = source.get("code_sha256"), source.get("verified_rows", 0)
+    origin = ("the same build of gmoe" if build == grid else
+              f"build {build[:12]}, the rest by build {str(grid)[:12]}" if build else
+              "a build that the committed results do not record")
+    check = (f"The continuing build first recomputed {checked} of the earlier rows (the "
+             "largest size's last ones and a seeded random draw) and matched every number "
+             "to the last bit." if checked else
+             "No earlier row was recomputed before the grid went on.")
     return [f"The grid was continued from its committed results (`python paper_figures/"
             f"run_studies.py {s['name']} --restore`): its first {source['rows']} rows were "
-            + ("computed by the same build of gmoe." if same else
-               f"computed by build {str(build)[:12]} and the rest by build {str(grid)[:12]}, "
-               f"which recomputed {source['verified_rows']} of the earlier rows (the "
-               "largest size's last ones and a seeded random draw) to the last bit of "
-               "every number before it went on."), ""]
+            f"computed by {origin}. {check}", ""]
 
 
 def spread_text(s, rows):

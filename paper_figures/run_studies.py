@@ -22,11 +22,11 @@ A machine's stores do not outlive it, but the committed results hold every task'
     python paper_figures/run_studies.py topk-exact --restore
 
 rebuilds a missing store from ``results/NAME.csv.gz`` and ``NAME.run.json`` (the rows and
-the runs that computed them) and runs the rest of the grid. When the rows came from
-another build of gmoe, a sample of them (``--verify``, default 6: the largest sample size's
-last tasks and a seeded random draw) is first re-run, and the restore is refused unless
-every recomputed row equals its stored one, timings aside: the grid goes on only where
-this build computes the same numbers.
+the runs that computed them) and runs the rest of the grid. A sample of the rows
+(``--verify``, default 6: the largest sample size's last tasks and a seeded random draw)
+is first re-run, and the restore is refused unless every recomputed row equals its
+stored one, timings aside: the grid goes on only where this build, on this machine,
+computes the same numbers (another build of gmoe or another NumPy may not).
 
 A store of the same study computed by another build of gmoe (the same task definition:
 experiment file and seeds) can be kept beside it for comparison::
@@ -63,14 +63,13 @@ from gmoe.simulation import (  # noqa: E402
     restore_store,
     verify_rows,
 )
-from gmoe.simulation.restore import RestoreError  # noqa: E402
-from gmoe.simulation.store import code_sha256, read_runs  # noqa: E402
+from gmoe.simulation.store import StoreError, code_sha256, read_runs  # noqa: E402
 
 
 def _write_rows(path, rows, columns):
     """Write ``rows`` (dicts) to the gzipped CSV ``path``, only ``columns``, in that order."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", newline="") as f:
+    with gzip.open(path, "wt", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -168,7 +167,8 @@ def restore(name, db, results, verify, log=print):
     results : pathlib.Path
         Where ``NAME.csv.gz`` and ``NAME.run.json`` are.
     verify : int
-        Rows to re-run first when they came from another build of gmoe.
+        Rows re-run before restoring (:func:`gmoe.simulation.verify_rows`), whichever
+        build computed them: another machine's numerical stack may compute others.
     log : callable, default=print
 
     Returns
@@ -179,7 +179,8 @@ def restore(name, db, results, verify, log=print):
     Raises
     ------
     SystemExit
-        If the results are missing, or a re-run row differs from its stored one.
+        If the results are missing, damaged or of another task definition than the
+        study's file, or a re-run row differs from its stored one; no store is left.
     """
     csv_path, run_path = results / f"{name}.csv.gz", results / f"{name}.run.json"
     for path in (csv_path, run_path):
@@ -187,20 +188,29 @@ def restore(name, db, results, verify, log=print):
             raise SystemExit(f"{name}: no committed results at {path.relative_to(ROOT)}; "
                              "nothing to restore.")
     experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
-    rows = read_csv_rows(csv_path, experiment)
     info = json.loads(run_path.read_text())
-    build = info.get("meta", {}).get("code_sha256")
-    verified = []
-    if build != code_sha256():
-        log(f"{name}: the rows came from build {str(build)[:12]}, this is "
-            f"{code_sha256()[:12]}: re-running {min(verify, len(rows))} of them")
-        try:
-            verified = verify_rows(experiment, rows, verify, log=log)
-        except RestoreError as err:
-            raise SystemExit(f"{name}: {err}") from None
-    source = {"file": csv_path.name, "rows": len(rows), "code_sha256": build,
-              "verified_rows": len(verified)}
-    return restore_store(db, experiment, rows, runs=info.get("runs", []), source=source)
+    meta = info.get("meta", {})
+    task = meta.get("task_sha256")
+    if task is not None and task != experiment.task_sha256:
+        raise SystemExit(f"{name}: the committed rows belong to another task definition "
+                         f"(task hash {task[:12]}) than simulations/{name}.toml "
+                         f"({experiment.task_sha256[:12]}); resuming would mix two "
+                         "experiments.")
+    try:
+        rows = read_csv_rows(csv_path, experiment)
+        if len(rows) != info.get("rows"):
+            raise SystemExit(f"{name}: expected the {info.get('rows')} rows that "
+                             f"{run_path.name} counts in {csv_path.name}, got {len(rows)}.")
+        build = meta.get("code_sha256")
+        log(f"{name}: {len(rows)} rows of build {str(build)[:12]} (this is "
+            f"{code_sha256()[:12]}): re-running {min(verify, len(rows))} of them")
+        verified = verify_rows(experiment, rows, verify, log=log)
+        source = {"file": csv_path.name, "rows": len(rows), "code_sha256": build,
+                  "verified_rows": len(verified)}
+        return restore_store(db, experiment, rows, runs=info.get("runs", []),
+                             source=source)
+    except StoreError as err:  # RestoreError included
+        raise SystemExit(f"{name}: {err}") from None
 
 
 def main(argv=None):
@@ -220,11 +230,16 @@ def main(argv=None):
     parser.add_argument("--restore", action="store_true",
                         help="rebuild a missing store from the committed results first")
     parser.add_argument("--verify", type=int, default=6, metavar="K",
-                        help="with --restore: rows re-run when they came from another "
-                             "build (default 6)")
+                        help="with --restore: rows re-run before restoring; any difference "
+                             "refuses the restore (default 6)")
     parser.add_argument("--label", help="the other build's name in the file name (its "
                                         "git revision)")
     args = parser.parse_args(argv)
+    if args.verify < 0:
+        parser.error(f"--verify: expected a number of rows >= 0, got {args.verify}")
+    if args.restore and args.quick:
+        parser.error("--restore rebuilds a full grid's store from the committed results; "
+                     "it takes no --quick")
     if args.other_build is not None:
         if len(args.studies) != 1 or not args.label:
             parser.error("--other-build takes one study and a --label")

@@ -618,16 +618,17 @@ def test_a_split_cell_check_reads_the_fits_the_grid_stored(split_cells):
 
 
 def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkeypatch):
-    # A machine's stores do not outlive it: --restore rebuilds one from the committed rows,
-    # re-running a sample first when another build computed them, and refuses to resume
-    # where this build computes other numbers.
+    # A machine's stores do not outlive it: --restore rebuilds one from the committed rows
+    # after re-running a sample of them, and refuses rows of another task definition,
+    # a count that is not the run record's, or a row this machine does not reproduce.
     run_studies, make_figures, _ = scripts
     from _study import write_study
 
     root = tmp_path / "checkout"
     (root / "simulations").mkdir(parents=True)
-    experiment = load_experiment(write_study(root / "simulations", "tiny.toml", seed=3,
-                                             sizes=[60, 90], replications=2))
+    toml = write_study(root / "simulations", "tiny.toml", seed=3, sizes=[60, 90],
+                       replications=2)
+    experiment = load_experiment(toml)
     db, results = tmp_path / "tiny.sqlite", root / "results"
     run_experiment(experiment, db, n_jobs=1, progress=False)
     run_studies.export("tiny", db, results)
@@ -637,41 +638,67 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     def log(*parts, **_):
         said.append(" ".join(map(str, parts)))
 
-    # Rows of this build: nothing to re-run.
-    assert run_studies.restore("tiny", tmp_path / "a.sqlite", results, 2, log=log) == 4
-    assert said == []
-    # Rows of another build that this build reproduces: two re-run, then restored.
+    # Rows of another build that this one reproduces: two re-run, then restored.
     run_json = results / "tiny.run.json"
     info = json.loads(run_json.read_text())
+    assert info["meta"]["task_sha256"] == experiment.task_sha256
     info["meta"]["code_sha256"] = "f" * 64
     run_json.write_text(json.dumps(info))
     assert run_studies.restore("tiny", tmp_path / "b.sqlite", results, 2, log=log) == 4
-    assert said[0].startswith("tiny: the rows came from build ffffffffffff")
+    assert said[0].startswith("tiny: 4 rows of build ffffffffffff (this is ")
+    assert said[0].endswith("): re-running 2 of them")
     # The largest size's last task, then one drawn from the rest.
     assert said[1] == "  n = 90, replication 1: reproduced"
     assert len(said) == 3 and said[2].endswith(": reproduced") and said[2] != said[1]
     restored = json.loads(read_meta(tmp_path / "b.sqlite")["restored_from"])
     assert restored == {"file": "tiny.csv.gz", "rows": 4, "code_sha256": "f" * 64,
                         "verified_rows": 2}
-    # A stored number this build does not reproduce: refused, nothing written.
+    # The page says where a restored grid's rows came from and what was checked.
+    exported = run_studies.export("tiny", tmp_path / "b.sqlite", results)
+    page = make_figures.restored_text({"name": "tiny", "meta": exported["meta"]})[0]
+    assert page.startswith("The grid was continued from its committed results")
+    assert (f"first 4 rows were computed by build ffffffffffff, the rest by build "
+            f"{exported['meta']['code_sha256'][:12]}. The continuing build first "
+            "recomputed 2 of the earlier rows") in page
+    same = dict(exported["meta"], restored_from=dict(
+        restored, code_sha256=exported["meta"]["code_sha256"], verified_rows=0))
+    page = make_figures.restored_text({"name": "tiny", "meta": same})[0]
+    assert "computed by the same build of gmoe. No earlier row was recomputed" in page
+    unknown = dict(exported["meta"], restored_from=dict(restored, code_sha256=None))
+    assert "a build that the committed results do not record" in \
+        make_figures.restored_text({"name": "tiny", "meta": unknown})[0]
+    assert make_figures.restored_text({"name": "tiny", "meta": {}}) == []
+
+    # Refusals: each leaves no store behind.
+    def refused(match, target="c.sqlite"):
+        with pytest.raises(SystemExit, match=match):
+            run_studies.restore("tiny", tmp_path / target, results, 2, log=log)
+        assert not (tmp_path / target).exists()
+
+    # A stored number this machine does not reproduce.
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE results SET d1 = d1 * 2 WHERE n = 90 AND rep = 1")
     run_studies.export("tiny", db, results)
+    refused(r"task \(n = 90, replication 1\) gives other numbers here \(d1: ")
+    # Rows of another task definition than the study file's.
+    info = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps(dict(info, meta=dict(info["meta"],
+                                                        task_sha256="e" * 64))))
+    refused("belong to another task definition \\(task hash eeeeeeeeeeee\\)")
+    # Fewer rows than the run record counts (a file cut short, say).
+    run_json.write_text(json.dumps(dict(info, rows=5)))
+    refused("expected the 5 rows that tiny.run.json counts in tiny.csv.gz, got 4")
     run_json.write_text(json.dumps(info))
-    with pytest.raises(SystemExit, match=r"task \(n = 90, replication 1\) gives other "
-                                         r"numbers on this build of gmoe \(d1: "):
-        run_studies.restore("tiny", tmp_path / "c.sqlite", results, 2, log=log)
-    assert not (tmp_path / "c.sqlite").exists()
     with pytest.raises(SystemExit, match="no committed results at results/absent.csv.gz"):
         run_studies.restore("absent", tmp_path / "d.sqlite", results, 2, log=log)
-    # The page says where a restored grid's rows came from.
-    exported = run_studies.export("tiny", tmp_path / "b.sqlite", results)
-    said = make_figures.restored_text({"name": "tiny", "meta": exported["meta"]})
-    assert said[0].startswith("The grid was continued from its committed results")
-    assert (f"first 4 rows were computed by build ffffffffffff and the rest by build "
-            f"{exported['meta']['code_sha256'][:12]}, which recomputed 2 of") in said[0]
-    same = dict(exported["meta"], restored_from=dict(restored, code_sha256=exported["meta"]
-                                                       ["code_sha256"]))
-    assert "computed by the same build of gmoe." in make_figures.restored_text(
-        {"name": "tiny", "meta": same})[0]
-    assert make_figures.restored_text({"name": "tiny", "meta": {}}) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["tiny", "--restore", "--quick"], "it takes no --quick"),
+    (["tiny", "--restore", "--verify", "-1"], "--verify: expected a number of rows >= 0"),
+])
+def test_run_studies_refuses_a_restore_it_cannot_do(scripts, capsys, argv, expected):
+    run_studies, _, _ = scripts
+    with pytest.raises(SystemExit) as exit_:
+        run_studies.main(argv)
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err

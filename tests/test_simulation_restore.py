@@ -5,15 +5,17 @@ import gzip
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 from _study import write_study
 
+import gmoe.simulation.restore as restore_module
 from gmoe.simulation import (
     RestoreError,
+    ResultStore,
     export_csv,
     load_experiment,
     read_csv_rows,
-    read_meta,
     read_rows,
     rerun_differences,
     restore_store,
@@ -52,16 +54,32 @@ def _rewrite(source, target, edit):
 
 
 def test_a_restored_store_holds_every_row_bit_for_bit_and_its_runs(grid, tmp_path):
-    experiment, db, exported = grid
+    experiment, db, _ = grid
+    # Text columns with content a CSV must quote (commas, quotes, a line break, non-ASCII),
+    # text that looks like a number, and NULLs beside them.
+    source = tmp_path / "source.sqlite"
+    source.write_bytes(db.read_bytes())
+    with sqlite3.connect(source) as conn:
+        conn.execute("UPDATE results SET warnings = ?, error = ?, degenerate_experts = '1' "
+                     "WHERE n = 60 AND rep = 0",
+                     ('UserWarning: a, "b"\nc | ConvergenceWarning: \u03c4 held', "0.5"))
+    exported = tmp_path / "source.csv"
+    export_csv(source, exported)
     gz = _rewrite(exported, tmp_path / "grid.csv.gz", lambda h, r: (h, r))
     rows = read_csv_rows(gz, experiment)
-    runs = read_runs(db)
+    runs = read_runs(source)
     count = restore_store(tmp_path / "back.sqlite", experiment, rows, runs=runs,
                           source={"file": gz.name, "code_sha256": "abc"})
     assert count == len(rows) == 4
-    original, _ = read_rows(db)
+    original, _ = read_rows(source)
     restored, meta = read_rows(tmp_path / "back.sqlite")
     assert restored == original  # every column, floats exact, NULLs as NULLs
+    # Equal values of equal types (SQLite would turn numeric text into a number).
+    assert [{c: type(v) for c, v in r.items()} for r in restored] == \
+        [{c: type(v) for c, v in r.items()} for r in original]
+    assert restored[0]["error"] == "0.5" and restored[0]["degenerate_experts"] == "1"
+    assert "\u03c4 held" in restored[0]["warnings"] and restored[1]["warnings"] is None
+    assert isinstance(restored[0]["fitted"], str) and json.loads(restored[0]["fitted"])
     assert [r["wall_seconds"] for r in read_runs(tmp_path / "back.sqlite")] == \
         [r["wall_seconds"] for r in runs]
     assert json.loads(meta["restored_from"]) == {"file": gz.name, "code_sha256": "abc"}
@@ -109,6 +127,65 @@ def test_a_file_that_is_not_the_experiments_rows_is_refused(grid, tmp_path, edit
         read_csv_rows(bad, experiment)
 
 
+def _cut(text):
+    return text[:-7]  # inside the last row's last field
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("short row", r"line 2: expected \d+ fields \(the header's\), got fewer"),
+    ("extra field", r"line 2: expected \d+ fields \(the header's\), got more"),
+    ("empty rep", r"line 2: expected a value in every row's 'rep', got an empty field"),
+    ("empty status", r"line 2: expected a value in every row's 'status'"),
+    ("spawn key", r"line 2: .*spawn key '60,1'"),
+    ("cut", r"ends inside a row .* cut short"),
+    ("cut gz", r"unreadable file"),
+    ("not gzip", r"rows.csv.gz: expected a CSV file of result rows .* unreadable file"),
+    ("not utf-8", r"unreadable file .*utf-8"),
+    ("line of a quoted break", r"line 4: .*got seed 12"),
+])
+def test_a_damaged_file_is_refused_naming_the_file_and_line(grid, tmp_path, damage,
+                                                            expected):
+    experiment, _, exported = grid
+    text = exported.read_text()
+    header, first, *rest = text.splitlines(keepends=True)
+    path = tmp_path / ("rows.csv.gz" if "gz" in damage else "rows.csv")
+    if damage == "short row":
+        text = header + first.rsplit(",", 1)[0] + "\n" + "".join(rest)
+    elif damage == "extra field":
+        text = header + first.rstrip("\n") + ",9\n" + "".join(rest)
+    elif damage in ("empty rep", "empty status", "spawn key"):
+        column = {"empty rep": "rep", "empty status": "status",
+                  "spawn key": "spawn_key"}[damage]
+        value = "60,1" if damage == "spawn key" else ""
+        _rewrite(exported, path, lambda h, r: (h, [dict(r[0], **{column: value}), *r[1:]]))
+        text = None
+    elif damage == "cut":
+        text = _cut(text)
+    elif damage == "line of a quoted break":
+        # Line numbers count the file's lines: a quoted line break takes one.
+        _rewrite(exported, path, lambda h, r: (h, [dict(r[0], warnings="a\nb"),
+                                                    dict(r[1], seed_entropy="12"), *r[2:]]))
+        text = None
+    if damage == "cut gz":
+        path.write_bytes(gzip.compress(text.encode())[:-10])
+    elif damage == "not gzip":
+        path.write_text(text)
+    elif damage == "not utf-8":
+        path.write_bytes(text.encode() + b"\xff\n")
+    elif text is not None:
+        path.write_text(text)
+    with pytest.raises(RestoreError, match=expected):
+        read_csv_rows(path, experiment)
+
+
+def test_a_column_an_older_store_lacked_may_be_missing(grid, tmp_path):
+    experiment, _, exported = grid
+    old = _rewrite(exported, tmp_path / "old.csv", lambda h, r: (
+        [c for c in h if c not in ("convergence_gap", "metric_seconds", "fitted")], r))
+    rows = read_csv_rows(old, experiment)
+    assert len(rows) == 4 and all("convergence_gap" not in row for row in rows)
+
+
 def test_restoring_never_merges_into_an_existing_store(grid, tmp_path):
     experiment, db, exported = grid
     target = tmp_path / "there.sqlite"
@@ -121,24 +198,49 @@ def test_a_rerun_reproduces_a_stored_row_and_names_a_changed_one(grid):
     experiment, db, _ = grid
     row = read_rows(db)[0][0]
     assert rerun_differences(experiment, row) == []
-    changed = dict(row, mean_log_likelihood=row["mean_log_likelihood"] + 1e-15,
-                   fit_seconds=123.0)  # a timing never counts
+    changed = dict(row, mean_log_likelihood=np.nextafter(row["mean_log_likelihood"], 0.0),
+                   fit_seconds=123.0)  # one unit in the last place counts; a timing never
     assert [c for c, _, _ in rerun_differences(experiment, changed)] == \
         ["mean_log_likelihood"]
 
 
-def test_a_failed_restore_stores_nothing(grid, tmp_path):
+def test_a_failed_restore_leaves_no_store(grid, tmp_path):
+    # A half-made store would be resumed as if the grid had not begun.
     experiment, _, exported = grid
     rows = read_csv_rows(exported, experiment)
-    broken = [dict(rows[0], status=None)] + rows[1:]  # status is NOT NULL
+    broken = [*rows, rows[0]]  # a task twice
     target = tmp_path / "broken.sqlite"
-    with pytest.raises(StoreError, match="NOT NULL constraint failed: results.status"):
+    with pytest.raises(StoreError, match="UNIQUE constraint failed: results.n, results.rep"):
         restore_store(target, experiment, broken, runs=[{"status": "finished"}],
                       source={"file": "x"})
-    with sqlite3.connect(target) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
-        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
-    assert "restored_from" not in read_meta(target)
+    assert list(tmp_path.iterdir()) == []  # neither the store nor its temporary files
+
+
+def test_none_an_empty_text_and_nan_are_one_missing_value(grid, monkeypatch):
+    # The store keeps NaN and empty text as NULL, a fresh row has NaN: not a difference.
+    experiment, db, _ = grid
+    row = read_rows(db)[0][0]
+    fresh = dict(row, hellinger=float("nan"), error="", tv=None)
+    monkeypatch.setattr(restore_module, "run_task", lambda *_: fresh)
+    assert rerun_differences(experiment, dict(row, hellinger=None, error=None,
+                                              tv=float("nan"))) == []
+    assert [c for c, _, _ in rerun_differences(experiment, dict(row, hellinger=0.1))] == \
+        ["hellinger", "tv"]
+    stored = dict(row, hellinger=None, tv=None)
+    assert [c for c, _, _ in rerun_differences(
+        experiment, dict(stored, error="a"))] == ["error"]
+
+
+def test_an_empty_text_is_stored_as_null(grid, tmp_path):
+    # An exported CSV cannot tell an empty text from NULL, so the store keeps only NULL.
+    experiment, db, _ = grid
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes(db.read_bytes())
+    row = read_rows(copy)[0][0]
+    with ResultStore(copy, experiment) as store:
+        assert store.insert(dict(row, n=10**6, error="", warnings=""))
+    added = next(r for r in read_rows(copy)[0] if r["n"] == 10**6)
+    assert added["error"] is None and added["warnings"] is None
 
 
 def test_the_command_line_restores_an_exported_grid_and_resumes_it(grid, tmp_path, capsys):

@@ -1,21 +1,26 @@
 """Rebuild a result store from its exported rows, so that a grid goes on elsewhere.
 
 A full-scale grid can take longer than a machine lives. Its rows, exported with
-:func:`~gmoe.simulation.export_csv` (plain or gzipped CSV, NULL as an empty field), hold
-everything a store holds about a task; :func:`restore_store` writes them back into a new
-store, which the runner then resumes like any other: only the missing tasks run.
+:func:`~gmoe.simulation.export_csv` (plain or gzipped CSV, NULL as an empty field; the
+store keeps no empty text, so an empty field is always NULL), hold everything a store
+holds about a task; :func:`restore_store` writes them back into a new store, which the
+runner then resumes like any other: only the missing tasks run.
 
-Rows computed by another build of gmoe are only worth continuing if this build computes
-the same numbers. :func:`rerun_differences` re-runs a task and lists the columns where the
-new row differs from the stored one (the timings and the worker's process aside), so a
-caller can check a sample of the rows before resuming (:func:`verify_rows` draws and
-checks one); the tasks' seeds depend only on ``(seed, n, rep)``, so the same build gives
-the same row bit for bit.
+Rows are only worth continuing where this machine and build compute the same numbers:
+another build of gmoe, another NumPy or BLAS, or an edited experiment file (whose task
+definition the CSV does not record) may compute others. :func:`rerun_differences`
+re-runs a task and lists the columns where the new row differs from the stored one (the
+timings and the worker's process aside); :func:`verify_rows` re-runs a sample and raises
+unless every row is reproduced. The tasks' seeds depend only on ``(seed, n, rep)``, so
+the same code on the same numerical stack gives the same row bit for bit.
 """
 
 import csv
 import gzip
+import io
 import math
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +33,15 @@ __all__ = ["RestoreError", "read_csv_rows", "rerun_differences", "restore_store"
 
 
 class RestoreError(StoreError):
-    """Rows that cannot be restored: not the experiment's, or not this build's numbers."""
+    """Rows that cannot be restored: a damaged file, not the experiment's, other numbers."""
 
-#: Base columns a row may lack because an earlier store format had no such column.
-_ADDED_SINCE = ("metric_seconds", "fitted")
+
+#: Base columns a row may lack because an earlier store lacked them: ``convergence_gap``
+#: came before the store had format numbers, ``metric_seconds`` with format 2, ``fitted``
+#: with format 3. A store resumed gains them (NULL in the old rows).
+_ADDED_SINCE = ("convergence_gap", "metric_seconds", "fitted")
+#: Columns every row has a value in (NOT NULL in the store).
+_REQUIRED = tuple(name for name, sql in BASE_COLUMNS if "NOT NULL" in sql)
 
 
 def _sql_types(experiment):
@@ -40,7 +50,7 @@ def _sql_types(experiment):
     return types
 
 
-def _typed(text, sql_type, *, column, line, path):
+def _typed(text, sql_type, *, column, where):
     if text == "":
         return None
     try:
@@ -49,8 +59,26 @@ def _typed(text, sql_type, *, column, line, path):
         if sql_type == "REAL":
             return float(text)
     except ValueError:
-        raise RestoreError(f"{path.name}, line {line}: column {column!r} expected a number "
-                         f"({sql_type}), got {text!r}.") from None
+        raise RestoreError(f"{where}: column {column!r} expected a number ({sql_type}), "
+                           f"got {text!r}.") from None
+    return text
+
+
+def _read_text(path):
+    """The file's text (gunzipped when it ends in .gz); a damaged file is a RestoreError."""
+    try:
+        data = path.read_bytes()
+        if path.name.endswith(".gz"):
+            data = gzip.decompress(data)
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+        raise RestoreError(f"{path}: expected a CSV file of result rows (gzipped when its "
+                           f"name ends in .gz), got an unreadable file ({err}).") from None
+    if text and not text.endswith("\n"):  # export_csv ends every row with a line break
+        raise RestoreError(f"{path}: the file ends inside a row (no line break at its "
+                           "end): it was cut short; export it again.")
     return text
 
 
@@ -60,7 +88,7 @@ def read_csv_rows(csv_path, experiment):
     Parameters
     ----------
     csv_path : str or pathlib.Path
-        The CSV (``.csv`` or ``.csv.gz``): a header, then one task per line.
+        The CSV (``.csv`` or ``.csv.gz``, UTF-8): a header, then one task per row.
     experiment : Experiment
         The experiment the rows belong to: its columns, seed, sizes and replications.
 
@@ -72,17 +100,22 @@ def read_csv_rows(csv_path, experiment):
 
     Raises
     ------
+    FileNotFoundError
+        If there is no file at ``csv_path``.
     RestoreError
-        If the header lacks a column of the experiment (other than a column an earlier
-        store format lacked), has one the experiment does not, a field is not a number
-        where one is expected, or a row is not a task of the experiment (another seed, a
-        sample size or replication outside its grid, a task twice).
+        If the file cannot be read (not gzip, truncated, not UTF-8 or not CSV), its header
+        lacks a column of the experiment (other than one an earlier store lacked:
+        ``convergence_gap``, ``metric_seconds``, ``fitted``) or has one the experiment
+        does not, a row has too few or too many fields, no value where every row has one
+        (``n``, ``rep``, ``seed_entropy``, ``spawn_key``, ``status``), a field that is not
+        a number where one is expected, or a row is not a task of the experiment (another
+        seed, a sample size or replication outside its grid, a spawn key other than
+        ``"n,rep"``, a task twice). The message names the file and the line.
     """
     path = Path(csv_path)
     types = _sql_types(experiment)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="") as fh:
-        reader = csv.DictReader(fh)
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    try:
         header = reader.fieldnames or []
         unknown = [c for c in header if c not in types]
         missing = [c for c in types if c not in header and c not in _ADDED_SINCE]
@@ -91,26 +124,42 @@ def read_csv_rows(csv_path, experiment):
                 f"{path.name}: expected the columns of experiment {experiment.name!r}, got "
                 f"a header with unknown columns [{', '.join(unknown) or 'none'}] and without "
                 f"[{', '.join(missing) or 'none'}].")
-        rows = [{c: _typed(text, types[c], column=c, line=line, path=path)
-                 for c, text in raw.items()}
-                for line, raw in enumerate(reader, start=2)]
-    sizes, seen = set(experiment.sizes), set()
-    for line, row in enumerate(rows, start=2):
-        key = (row["n"], row["rep"])
-        if (row["seed_entropy"] != str(experiment.seed) or row["n"] not in sizes
-                or not 0 <= row["rep"] < experiment.replications or key in seen):
-            raise RestoreError(
-                f"{path.name}, line {line}: expected a task of experiment "
-                f"{experiment.name!r} (seed {experiment.seed}, one of its "
-                f"{len(sizes)} sample sizes, replication below {experiment.replications}, "
-                f"each task once), got seed {row['seed_entropy']}, n = {row['n']}, "
-                f"replication {row['rep']}" + (" again" if key in seen else "") + ".")
-        seen.add(key)
+        rows, sizes, seen = [], set(experiment.sizes), set()
+        for raw in reader:
+            where = f"{path.name}, line {reader.line_num}"
+            if None in raw or None in raw.values():
+                raise RestoreError(f"{where}: expected {len(header)} fields (the header's), "
+                                   "got " + ("more" if None in raw else "fewer") + ".")
+            row = {c: _typed(text, types[c], column=c, where=where)
+                   for c, text in raw.items()}
+            empty = [c for c in _REQUIRED if row[c] is None]
+            if empty:
+                raise RestoreError(f"{where}: expected a value in every row's "
+                                   f"{', '.join(map(repr, empty))}, got an empty field.")
+            key = (row["n"], row["rep"])
+            if (row["seed_entropy"] != str(experiment.seed) or row["n"] not in sizes
+                    or not 0 <= row["rep"] < experiment.replications
+                    or row["spawn_key"] != f"{row['n']},{row['rep']}" or key in seen):
+                raise RestoreError(
+                    f"{where}: expected a task of experiment {experiment.name!r} (seed "
+                    f"{experiment.seed}, one of its {len(sizes)} sample sizes, replication "
+                    f"below {experiment.replications}, spawn key 'n,rep', each task once), "
+                    f"got seed {row['seed_entropy']}, n = {row['n']}, replication "
+                    f"{row['rep']}, spawn key {row['spawn_key']!r}"
+                    + (" again" if key in seen else "") + ".")
+            seen.add(key)
+            rows.append(row)
+    except csv.Error as err:
+        raise RestoreError(f"{path.name}, line {reader.line_num}: not CSV ({err}).") from None
     return rows
 
 
 def restore_store(db_path, experiment, rows, *, runs=(), source):
     """Write exported rows into a new result store for ``experiment``.
+
+    The store is built in a temporary file beside ``db_path`` and moved there only once
+    every row is stored: a restore that fails leaves no store behind (a half-made one
+    would be resumed as if the grid had not begun).
 
     Parameters
     ----------
@@ -123,8 +172,8 @@ def restore_store(db_path, experiment, rows, *, runs=(), source):
         The runs that computed the rows (``status``, ``n_jobs``, ``tasks_stored``,
         ``wall_seconds``, ``gmoe_version``), kept in the store's ``runs`` table.
     source : dict
-        What the rows came from (the file's name, the build that computed them), kept
-        under ``restored_from`` in the store's metadata.
+        What the rows came from (the file's name, the build that computed them, the rows
+        re-run), kept as JSON under ``restored_from`` in the store's metadata.
 
     Returns
     -------
@@ -135,25 +184,40 @@ def restore_store(db_path, experiment, rows, *, runs=(), source):
     ------
     FileExistsError
         If ``db_path`` exists.
+    StoreError
+        If the store cannot be written, or a row cannot be stored (a task twice, no value
+        where the store needs one); nothing is left at ``db_path``.
     """
     db_path = Path(db_path)
     if db_path.exists():
         raise FileExistsError(f"{db_path} exists: restoring writes a new store and never "
                               "merges into one; move it aside or give another path.")
-    with ResultStore(db_path, experiment) as store:
-        return store.restore(rows, runs=runs, source=source)
+    partial = db_path.with_name(f".{db_path.name}.restoring-{os.getpid()}")
+    try:
+        with ResultStore(partial, experiment) as store:
+            count = store.restore(rows, runs=runs, source=source)
+        os.replace(partial, db_path)
+    finally:
+        for leftover in (partial, partial.with_name(partial.name + ".lock")):
+            leftover.unlink(missing_ok=True)
+    return count
+
+
+def _missing(value):
+    """NULL in the store: None, an empty text or a float NaN (the store keeps NaN as NULL)."""
+    return value is None or value == "" or (isinstance(value, float | np.floating)
+                                             and math.isnan(value))
 
 
 def _same(a, b):
-    if a in (None, "") and b in (None, ""):
-        return True
-    if isinstance(a, float) or isinstance(b, float):
+    if _missing(a) or _missing(b):
+        return _missing(a) and _missing(b)
+    if isinstance(a, float | np.floating) or isinstance(b, float | np.floating):
         try:
-            a, b = float(a), float(b)
+            return float(a) == float(b)
         except (TypeError, ValueError):
             return False
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, bool | int) or isinstance(b, bool | int):
+    if isinstance(a, bool | int | np.integer) or isinstance(b, bool | int | np.integer):
         try:
             return int(a) == int(b)
         except (TypeError, ValueError):
@@ -174,9 +238,10 @@ def rerun_differences(experiment, row):
     -------
     list of tuple
         ``(column, stored, recomputed)`` for every column, timings and the worker's
-        process aside, whose value differs (floats compared exactly; NaN equals NaN; an
-        empty field equals None). A column the stored row lacks (an earlier store
-        format) is not compared. Empty when this build reproduces the row.
+        process aside, whose value differs: floats compared exactly; None, an empty text
+        and NaN are all the store's NULL and equal one another. A column the stored row
+        lacks (an earlier store format) is not compared. Empty when the row is
+        reproduced.
     """
     fresh = run_task(experiment, row["n"], row["rep"])
     return [(c, row[c], fresh.get(c)) for c in row
@@ -186,8 +251,9 @@ def rerun_differences(experiment, row):
 def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
     """Re-run a sample of stored rows; raise unless every one is reproduced.
 
-    The sample is the largest sample size's last ``count // 2`` replications (the longest
-    fits, where two builds' fits part first) and a draw of the rest from ``seed``.
+    The sample is the largest sample size's last ``max(1, count // 2)`` replications
+    (the longest fits, where two builds' fits part first) and a draw of the rest from
+    ``seed``: the same rows for the same file.
 
     Parameters
     ----------
@@ -208,9 +274,11 @@ def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
 
     Raises
     ------
+    ValueError
+        If ``count`` is negative.
     RestoreError
-        At the first row this build does not reproduce, naming the task and up to four
-        columns that differ.
+        At the first row not reproduced, naming the task and up to four columns that
+        differ.
     """
     if count < 0:
         raise ValueError(f"count: expected a number of rows >= 0, got {count!r}.")
@@ -218,8 +286,9 @@ def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
     if count and rows:
         largest = max(r["n"] for r in rows)
         top = sorted((i for i, r in enumerate(rows) if r["n"] == largest),
-                     key=lambda i: rows[i]["rep"])[-max(1, count // 2):]
-        rest = [i for i in range(len(rows)) if i not in set(top)]
+                     key=lambda i: rows[i]["rep"])[-max(1, count // 2):][:count]
+        chosen = set(top)
+        rest = [i for i in range(len(rows)) if i not in chosen]
         drawn = np.random.default_rng(seed).choice(
             len(rest), size=min(count - len(top), len(rest)), replace=False)
         sample = top + [rest[j] for j in sorted(drawn)]
@@ -230,9 +299,11 @@ def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
         if differences:
             listed = "; ".join(f"{c}: {a!r} -> {b!r}" for c, a, b in differences[:4])
             raise RestoreError(
-                f"task (n = {row['n']}, replication {row['rep']}) gives other numbers on "
-                f"this build of gmoe ({listed}); resuming would mix two builds' results. "
-                "Rerun the grid from scratch, or resume with the build that computed it.")
+                f"task (n = {row['n']}, replication {row['rep']}) gives other numbers here "
+                f"({listed}): another build of gmoe, another numerical stack or another "
+                "task definition computed the rows, and resuming would mix two kinds of "
+                "results. Rerun the grid from scratch, or resume where the rows were "
+                "computed.")
         checked.append((row["n"], row["rep"]))
         if log is not None:
             log(f"  n = {row['n']}, replication {row['rep']}: reproduced")

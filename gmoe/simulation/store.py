@@ -14,11 +14,14 @@ Tables
     (``file_sha256``), the SHA-256 and canonical JSON of its task definition
     (``task_sha256``, ``task_definition``), the column list, the store format
     (``schema_version``), the gmoe version, the hash of gmoe's sources (``code_sha256``;
-    resuming with other sources warns), times.
+    resuming with other sources warns), times; for a store rebuilt from exported rows
+    (:mod:`gmoe.simulation.restore`), what they came from (``restored_from``).
 ``runs``
     One row per invocation of the runner: start and end time, status (``'running'``,
     ``'finished'``, ``'failed'``, ``'interrupted'``), workers, tasks planned and stored
-    (counted as they are stored), wall time, the file hash at the time.
+    (counted as they are stored), wall time, the file hash at the time. A restored store
+    keeps the records of the runs that computed its rows elsewhere
+    (:meth:`ResultStore.restore`, one transaction with the rows).
 
 One writer at a time
 --------------------
@@ -52,11 +55,12 @@ raises instead of vanishing, as ``INSERT OR IGNORE`` would let it.
 Older stores and errors
 -----------------------
 A store of an earlier format (``schema_version`` 1 lacks ``metric_seconds``, 2 lacks
-``fitted``) is read as it is and, when a run resumes it, gains the missing columns (NULL
-in its old rows); from then on it is of the current format, which an older gmoe refuses
-to read or resume. A store of a later format is refused. Every failure to open, read or
-write a store (a read-only directory, a truncated, corrupted or foreign file) raises
-:class:`StoreError` with a one-line message naming the file; reading a missing store
+``fitted``; the first stores of format 1 also lack ``convergence_gap``) is read as it is
+and, when a run resumes it, gains the missing columns (NULL in its old rows); from then
+on it is of the current format, which an older gmoe refuses to read or resume. A store
+of a later format is refused. Every failure to open, read or write a store (a read-only
+directory, a truncated, corrupted or foreign file) raises :class:`StoreError` with a
+one-line message naming the file; reading a missing store
 raises :class:`FileNotFoundError`.
 """
 
@@ -160,8 +164,9 @@ def describe_changes(old, new, limit=8):
 
 
 def _sql_value(value):
-    if value is None:
-        return None
+    """A row's value as the store keeps it: NaN and an empty text as NULL, flags as 0/1."""
+    if value is None or (isinstance(value, str) and not value):
+        return None  # an exported CSV cannot tell an empty text from NULL: keep only NULL
     if isinstance(value, bool | np.bool_):
         return int(value)
     if isinstance(value, np.integer):
@@ -729,7 +734,7 @@ def export_csv(db_path, csv_path):
     columns = json.loads(meta["columns"])
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as fh:
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row in rows:
