@@ -264,7 +264,8 @@ def main(argv=None):
         db = stores / f"{name}{'-quick' if args.quick else ''}.sqlite"
         cmd = [sys.executable, "-m", "gmoe.simulation.cli", "run", name, "--n-jobs",
                str(args.n_jobs), "--db", str(db), "--out", str(stores / "plots"),
-               "--no-progress", *(["--quick"] if args.quick else [])]
+               "--no-progress", "--progress-every", "600",
+               *(["--quick"] if args.quick else [])]
         if args.restore and not db.exists():
             count = restore(name, db, args.results, args.verify)
             print(f"{name}: restored {count} rows into {db.relative_to(ROOT)}", flush=True)

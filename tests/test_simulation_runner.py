@@ -479,3 +479,45 @@ def test_kernels_compiled_fresh_and_loaded_from_the_cache_store_the_same_bits(tm
             for _ in range(2)]
     assert any(cache.iterdir()), "the first run should have filled the cache"
     assert runs[0] == runs[1]
+
+
+def test_progress_lines_say_how_far_the_grid_is_and_how_long_is_left(tmp_path):
+    from gmoe.simulation.runner import progress_line
+
+    assert progress_line("topk-exact", 2808, 8000, 200, 708.0) == (
+        "topk-exact: 2808 of 8000 tasks (35.1%); this run 200 in 11.8 min (16.9 per min); "
+        "about 5.1 h left at this pace")
+    assert progress_line("s", 90, 100, 10, 60.0, failures=2) == (
+        "s: 90 of 100 tasks (90.0%); this run 10 in 1.0 min (10.0 per min); about 1 min "
+        "left at this pace; 2 not ok")
+    # A run logs a line after a task when the interval has passed: here, after every one.
+    path = write_study(tmp_path, seed=4, sizes=[60, 90], replications=2)
+    said = []
+    run_experiment(load_experiment(path), tmp_path / "s.sqlite", n_jobs=1, progress=False,
+                   log=said.append, progress_every=1e-9)
+    lines = [line for line in said if " tasks (" in line]
+    assert [line.split(";")[0] for line in lines] == [
+        f"study: {k} of 4 tasks ({25.0 * k:.1f}%)" for k in (1, 2, 3, 4)]
+    said.clear()
+    run_experiment(load_experiment(path), tmp_path / "t.sqlite", n_jobs=1, progress=False,
+                   log=said.append, progress_every=3600)
+    assert not [line for line in said if " tasks (" in line]
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "10", float("nan")])
+def test_a_progress_interval_must_be_positive_seconds(tmp_path, value):
+    path = write_study(tmp_path)
+    with pytest.raises(ValueError, match=r"progress_every must be a number of seconds > 0, "
+                                         rf"got progress_every={value!r}"):
+        run_experiment(load_experiment(path), tmp_path / "s.sqlite", progress_every=value)
+
+
+def test_the_command_line_prints_progress_lines(tmp_path, capsys):
+    path = write_study(tmp_path, seed=4, sizes=[60], replications=2)
+    assert main(["run", str(path), "--db", str(tmp_path / "s.sqlite"), "--n-jobs", "1",
+                 "--no-progress", "--progress-every", "1e-9",
+                 "--out", str(tmp_path / "plots")]) == 0
+    assert "study: 2 of 2 tasks (100.0%); this run 2 in" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", str(path), "--progress-every", "0"])
+    assert "expected a number of seconds > 0, got '0'" in capsys.readouterr().err

@@ -4,7 +4,7 @@
 
     gmoe-sim list
     gmoe-sim run NAME [--quick] [--n-jobs N | --scheduler ADDR] [--db PATH] [--out DIR]
-                      [--force-new] [--no-progress]
+                      [--force-new] [--no-progress] [--progress-every SECONDS]
     gmoe-sim report NAME [--quick] [--db PATH] [--out DIR] [--all] [--summary geometric]
     gmoe-sim export NAME [--quick] [--db PATH] [--csv PATH]
     gmoe-sim restore NAME --csv PATH [--quick] [--db PATH] [--verify K]
@@ -286,6 +286,7 @@ def _cmd_run(args):
     started = time.perf_counter()
     summary = run_experiment(experiment, db_path, n_jobs=args.n_jobs,
                              progress=not args.no_progress, force_new=args.force_new,
+                             progress_every=args.progress_every,
                              log=lambda m: print(m, flush=True), scheduler=args.scheduler)
     wall = time.perf_counter() - started
     where = "Dask worker threads" if summary.backend == "dask" else "workers"
@@ -339,6 +340,16 @@ def _cmd_restore(args):
     return 0
 
 
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _verify_count(text):
     value = int(text)
     if value < 0:
@@ -389,6 +400,9 @@ def _parser():
     run.add_argument("--force-new", action="store_true",
                      help="move aside a store of another task definition and start afresh")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--progress-every", type=_seconds, metavar="SECONDS",
+                     help="also print a line on the progress at most this often (tasks "
+                          "stored, pace, time left): for output to a log file")
     report = study("report", "print mean losses by n, rates with intervals and theory; "
                    "write the plots")
     plots(report)
