@@ -27,6 +27,9 @@ the runs that computed them) and runs the rest of the grid. A sample of the rows
 is first re-run, and the restore is refused unless every recomputed row equals its
 stored one, timings aside: the grid goes on only where this build, on this machine,
 computes the same numbers (another build of gmoe or another NumPy may not).
+Committed rows are never lost: without ``--restore``, a study whose store is missing but
+whose rows are committed is refused before anything runs, and an export that would drop
+committed tasks (a store not restored, a quick grid) is refused too.
 
 A store of the same study computed by another build of gmoe (the same task definition:
 experiment file and seeds) can be kept beside it for comparison::
@@ -75,11 +78,32 @@ def _write_rows(path, rows, columns):
         writer.writerows(rows)
 
 
+def _stored_tasks(path):
+    """The ``(n, rep)`` of every row of an exported grid, an empty set when there is none."""
+    if not path.exists():
+        return set()
+    with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
+        return {(int(r["n"]), int(r["rep"])) for r in csv.DictReader(f)}
+
+
 def export(name, db, out):
-    """Write OUT/NAME.csv.gz and OUT/NAME.run.json from a finished store."""
+    """Write OUT/NAME.csv.gz and OUT/NAME.run.json from a store.
+
+    Raises
+    ------
+    SystemExit
+        If the store holds no rows, or OUT already holds results of tasks the store lacks
+        (a new machine's store not restored, a quick grid): exporting would lose them.
+    """
     rows, meta = read_rows(db)
     if not rows:
         raise SystemExit(f"{name}: the store {db.name} holds no rows yet; nothing to export.")
+    lost = _stored_tasks(out / f"{name}.csv.gz") - {(r["n"], r["rep"]) for r in rows}
+    if lost:
+        raise SystemExit(f"{name}: {out.name}/{name}.csv.gz holds {len(lost)} tasks that the "
+                         f"store {db.name} lacks; exporting would lose them. Restore the "
+                         "store from them first (--restore), or export elsewhere "
+                         "(--results DIR).")
     _write_rows(out / f"{name}.csv.gz", rows, list(rows[0]))
     runs = read_runs(db)
     info = {"study": name, "rows": len(rows),
@@ -259,16 +283,23 @@ def main(argv=None):
         return
     names = args.studies or list(STUDIES)
     stores = HERE / "stores"
-    stores.mkdir(exist_ok=True)
+    stores.mkdir(parents=True, exist_ok=True)
     for name in names:
         db = stores / f"{name}{'-quick' if args.quick else ''}.sqlite"
         cmd = [sys.executable, "-m", "gmoe.simulation.cli", "run", name, "--n-jobs",
                str(args.n_jobs), "--db", str(db), "--out", str(stores / "plots"),
                "--no-progress", "--progress-every", "600",
                *(["--quick"] if args.quick else [])]
+        committed = args.results / f"{name}.csv.gz"
         if args.restore and not db.exists():
             count = restore(name, db, args.results, args.verify)
             print(f"{name}: restored {count} rows into {db.relative_to(ROOT)}", flush=True)
+        elif not db.exists() and committed.exists() and not args.export_only \
+                and not args.quick:
+            # Hours of fits would start the grid again, and their export lose the rest.
+            raise SystemExit(f"{name}: no store here, but {args.results.name}/{name}.csv.gz "
+                             "holds the grid's committed rows: continue them with "
+                             "--restore, or start afresh into another --results DIR.")
         if not args.export_only:
             print("+", " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT)

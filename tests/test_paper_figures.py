@@ -693,6 +693,36 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
         run_studies.restore("absent", tmp_path / "d.sqlite", results, 2, log=log)
 
 
+def test_committed_rows_are_never_lost(tmp_path, scripts, monkeypatch):
+    # On a new machine, a run without --restore would start the grid again and its export
+    # overwrite the committed rows with fewer: both are refused.
+    run_studies, _, _ = scripts
+    from _study import write_study
+
+    root = tmp_path / "checkout"
+    (root / "simulations").mkdir(parents=True)
+    experiment = load_experiment(write_study(root / "simulations", "tiny.toml", seed=3,
+                                             sizes=[60, 90], replications=2))
+    full, part, results = tmp_path / "full.sqlite", tmp_path / "part.sqlite", root / "results"
+    run_experiment(experiment, full, n_jobs=1, progress=False)
+    run_experiment(dataclasses.replace(experiment, replications=1), part, n_jobs=1,
+                   progress=False)
+    run_studies.export("tiny", full, results)
+    before = (results / "tiny.csv.gz").read_bytes()
+    with pytest.raises(SystemExit, match=r"results/tiny.csv.gz holds 2 tasks that the store "
+                                         r"part.sqlite lacks; exporting would lose them"):
+        run_studies.export("tiny", part, results)
+    assert (results / "tiny.csv.gz").read_bytes() == before
+    assert run_studies.export("tiny", full, results)["rows"] == 4  # a superset is fine
+    monkeypatch.setattr(run_studies, "ROOT", root)
+    monkeypatch.setattr(run_studies, "HERE", root / "paper_figures")
+    with pytest.raises(SystemExit, match="no store here, but results/tiny.csv.gz holds the "
+                                         "grid's committed rows: continue them with "
+                                         "--restore"):
+        run_studies.main(["tiny", "--results", str(results)])
+    assert not list((root / "paper_figures" / "stores").iterdir())  # nothing ran
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["tiny", "--restore", "--quick"], "it takes no --quick"),
     (["tiny", "--restore", "--verify", "-1"], "--verify: expected a number of rows >= 0"),
