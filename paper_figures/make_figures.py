@@ -266,8 +266,12 @@ def asymptotic_text(s):
     return lines
 
 
-def fitcheck_text(s):
-    """What ``check_fits.py`` found for the study (a line), or a note that it was not run."""
+def fitcheck_text(s, rows=None):
+    """What ``check_fits.py`` found for the study (a line), or a note that it was not run.
+
+    With the grid's ``rows``, also whether the check's default fits are the grid's own
+    rows of the same tasks, and if not, how far the grid's rows are from the longer runs.
+    """
     check = s["fitcheck"]
     if check is None:
         return ("Fits not checked against longer runs yet (`python paper_figures/"
@@ -283,7 +287,33 @@ def fitcheck_text(s):
             f"by {min(gains):+.1e} to {max(gains):+.1e}, and {check['loss']} by at most "
             f"{check['max_relative_loss_change']:.1e} relative. This shows where the "
             "stopping rule left each fit; it cannot show that a start found the best "
-            "maximum." + _other_build_warning(check, s))
+            "maximum." + _other_build_warning(check, s) + _against_grid(check, rows))
+
+
+def _against_grid(check, rows):
+    """A sentence comparing the fit check's default fits with the grid's rows of its tasks.
+
+    Equal headline losses (to the last bit) mean the check refitted exactly the grid's
+    fits; otherwise (another build refitted) the grid's own loss is compared with the
+    longer runs', which is what the check is for.
+    """
+    if not rows:
+        return ""
+    loss = check["loss"]
+    grid = {(r["n"], r["rep"]): r for r in rows}
+    pairs = [(t, grid[t["n"], t["rep"]]) for t in check["tasks"]
+             if grid.get((t["n"], t["rep"]), {}).get(loss) is not None]
+    if not pairs:
+        return ""
+    same = sum(row[loss] == task["loss_default"] for task, row in pairs)
+    if same == len(pairs):
+        return (f" Its default fits are the grid's own: {loss} equal to the last bit in all "
+                f"{len(pairs)} tasks.")
+    worst = max(abs(row[loss] - task["loss_tight"]) / max(abs(task["loss_tight"]), 1e-300)
+                for task, row in pairs)
+    return (f" Its default fits are not all the grid's ({loss} equal to the last bit in "
+            f"{same} of {len(pairs)} tasks: another build refitted); the grid's own {loss} "
+            f"differs from the longer runs' by at most {worst:.1e} relative.")
 
 
 def _other_build_warning(check, s):
@@ -1108,7 +1138,8 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
         lines += spread_text(s, results[s["name"]])
         lines += other_build_text(s, results[s["name"]])
         lines += split_cells_text(s)
-        lines += [fitcheck_text(s), ""] + disagreement_text(s) + asymptotic_text(s)
+        lines += [fitcheck_text(s, results[s["name"]]), ""] + disagreement_text(s) \
+            + asymptotic_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]
         if s["name"] == "temperature":

@@ -404,6 +404,17 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
             "the grid (000000000000).") in make_figures.fitcheck_text(section)
     section["meta"]["code_sha256"] = None
     assert "another build" not in make_figures.fitcheck_text(section)
+    # Against the grid's own rows: the same fits, or how far the grid's are from the long.
+    task = report["tasks"][0]
+    row = {"n": 300, "rep": 0.0, "d1": task["loss_default"]}
+    assert ("Its default fits are the grid's own: d1 equal to the last bit in all 1 tasks."
+            in make_figures.fitcheck_text(section, [row]))
+    off = task["loss_tight"] * (1 + 2e-3)
+    said = make_figures.fitcheck_text(section, [dict(row, d1=off)])
+    assert ("Its default fits are not all the grid's (d1 equal to the last bit in 0 of 1 "
+            "tasks: another build refitted); the grid's own d1 differs from the longer runs' "
+            "by at most 2.0e-03 relative.") in said
+    assert "grid's own" not in make_figures.fitcheck_text(section, [dict(row, n=400)])
 
 
 # ------------------------------------------------------------------ split cells (k = 3)
