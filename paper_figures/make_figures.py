@@ -95,7 +95,7 @@ PUBLISHED_D1 = (np.exp(3.5), -0.638)
 
 def _read_rows(path):
     """The rows of a gzipped CSV of results: numbers as floats, empty fields as None."""
-    with gzip.open(path, "rt", newline="") as f:
+    with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
         rows = []
         for raw in csv.DictReader(f):
             row = {}
