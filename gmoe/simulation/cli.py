@@ -340,7 +340,7 @@ def _cmd_restore(args):
     return 0
 
 
-def _seconds(text):
+def _positive_seconds(text):
     try:
         value = float(text)
     except ValueError:
@@ -400,7 +400,7 @@ def _parser():
     run.add_argument("--force-new", action="store_true",
                      help="move aside a store of another task definition and start afresh")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--progress-every", type=_seconds, metavar="SECONDS",
+    run.add_argument("--progress-every", type=_positive_seconds, metavar="SECONDS",
                      help="also print a line on the progress at most this often (tasks "
                           "stored, pace, time left): for output to a log file")
     report = study("report", "print mean losses by n, rates with intervals and theory; "
