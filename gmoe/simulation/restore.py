@@ -178,7 +178,7 @@ def restore_store(db_path, experiment, rows, *, runs=(), source):
     Returns
     -------
     int
-        Rows stored.
+        The number of rows in the new store.
 
     Raises
     ------
