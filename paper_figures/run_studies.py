@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from make_figures import STUDIES  # noqa: E402
+from make_figures import STUDIES, _read_rows  # noqa: E402
 
 from gmoe.simulation import (  # noqa: E402
     load_experiment,
@@ -82,8 +82,7 @@ def _stored_tasks(path):
     """The ``(n, rep)`` of every row of an exported grid, an empty set when there is none."""
     if not path.exists():
         return set()
-    with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
-        return {(int(r["n"]), int(r["rep"])) for r in csv.DictReader(f)}
+    return {(r["n"], int(r["rep"])) for r in _read_rows(path)}
 
 
 def export(name, db, out):

@@ -18,14 +18,13 @@ the same code on the same numerical stack gives the same row bit for bit.
 import csv
 import gzip
 import io
-import math
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .store import ResultStore, StoreError
+from .store import ResultStore, StoreError, _sql_value
 from .tasks import BASE_COLUMNS, TIMING_COLUMNS, run_task
 
 __all__ = ["RestoreError", "read_csv_rows", "rerun_differences", "restore_store",
@@ -204,9 +203,8 @@ def restore_store(db_path, experiment, rows, *, runs=(), source):
 
 
 def _missing(value):
-    """NULL in the store: None, an empty text or a float NaN (the store keeps NaN as NULL)."""
-    return value is None or value == "" or (isinstance(value, float | np.floating)
-                                             and math.isnan(value))
+    """NULL in the store: None, an empty text or a NaN (the store keeps each as NULL)."""
+    return _sql_value(value) is None
 
 
 def _same(a, b):

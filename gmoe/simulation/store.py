@@ -60,8 +60,8 @@ and, when a run resumes it, gains the missing columns (NULL in its old rows); fr
 on it is of the current format, which an older gmoe refuses to read or resume. A store
 of a later format is refused. Every failure to open, read or write a store (a read-only
 directory, a truncated, corrupted or foreign file) raises :class:`StoreError` with a
-one-line message naming the file; reading a missing store
-raises :class:`FileNotFoundError`.
+one-line message naming the file; reading a missing store raises
+:class:`FileNotFoundError`.
 """
 
 import csv
@@ -438,19 +438,26 @@ class ResultStore:
         bool
             Whether the row was new.
         """
-        names = ", ".join(f'"{c}"' for c in self.columns)
-        marks = ", ".join("?" for _ in self.columns)
         with self._writing() as conn:
             # Only a task already stored is skipped; any other broken constraint raises.
-            cur = conn.execute(f"INSERT INTO results ({names}) VALUES ({marks}) "
-                               "ON CONFLICT (n, rep) DO NOTHING",
-                               [_sql_value(row.get(c)) for c in self.columns])
+            cur = conn.execute(self._insert_sql + " ON CONFLICT (n, rep) DO NOTHING",
+                               self._values(row))
             new = cur.rowcount == 1
             if new and self._run_id is not None:
                 conn.execute("UPDATE runs SET tasks_stored = tasks_stored + 1, "
                              "wall_seconds = ? - started_at WHERE id = ?",
                              (time.time(), self._run_id))
         return new
+
+    @property
+    def _insert_sql(self):
+        """``INSERT INTO results`` of every column, one placeholder each."""
+        names = ", ".join(f'"{c}"' for c in self.columns)
+        return f"INSERT INTO results ({names}) VALUES ({', '.join('?' * len(self.columns))})"
+
+    def _values(self, row):
+        """A row's values in column order, as the store keeps them."""
+        return [_sql_value(row.get(c)) for c in self.columns]
 
     def rows(self):
         """Every stored row, ordered by ``(n, rep)``, as dicts.
@@ -492,15 +499,12 @@ class ResultStore:
             If a row cannot be stored (a task already stored, a NULL where the store needs
             a value): nothing is stored.
         """
-        names = ", ".join(f'"{c}"' for c in self.columns)
-        marks = ", ".join("?" for _ in self.columns)
         run_fields = ("started_at", "finished_at", "status", "file_sha256", "n_jobs",
                       "tasks_planned", "tasks_stored", "wall_seconds", "n_sizes",
                       "replications", "quick", "host", "gmoe_version")
         with self._writing() as conn:
             # Plain INSERT: the store is new, so any conflict is a broken row, never a skip.
-            conn.executemany(f"INSERT INTO results ({names}) VALUES ({marks})",
-                             [[_sql_value(row.get(c)) for c in self.columns] for row in rows])
+            conn.executemany(self._insert_sql, [self._values(row) for row in rows])
             conn.executemany(
                 f"INSERT INTO runs ({', '.join(run_fields)}) VALUES "
                 f"({', '.join('?' for _ in run_fields)})",
