@@ -204,6 +204,18 @@ def test_a_rerun_reproduces_a_stored_row_and_names_a_changed_one(grid):
         ["mean_log_likelihood"]
 
 
+def test_a_column_added_since_is_not_compared_where_the_row_predates_it(grid):
+    # A grid begun before the store had `fitted` and resumed after it exports rows with
+    # and without it: the older rows' empty value is "not recorded", not a difference.
+    experiment, db, _ = grid
+    row = read_rows(db)[0][0]
+    assert row["fitted"] is not None and row["convergence_gap"] is not None
+    assert rerun_differences(experiment, dict(row, fitted=None, convergence_gap="")) == []
+    # A value that is recorded is still compared, in those columns as in any other.
+    assert [c for c, _, _ in rerun_differences(experiment, dict(row, fitted="[0.0]"))] == \
+        ["fitted"]
+
+
 def test_a_failed_restore_leaves_no_store(grid, tmp_path):
     # A half-made store would be resumed as if the grid had not begun.
     experiment, _, exported = grid

@@ -237,13 +237,17 @@ def rerun_differences(experiment, row):
     list of tuple
         ``(column, stored, recomputed)`` for every column, timings and the worker's
         process aside, whose value differs: floats compared exactly; None, an empty text
-        and NaN are all the store's NULL and equal one another. A column the stored row
-        lacks (an earlier store format) is not compared. Empty when the row is
+        and NaN are all the store's NULL and equal one another. A column an earlier
+        store format lacked is not compared where the stored row has no value in it: the
+        row was computed before the column existed (a grid begun by an older build and
+        resumed by a newer one holds both kinds of rows). Empty when the row is
         reproduced.
     """
     fresh = run_task(experiment, row["n"], row["rep"])
     return [(c, row[c], fresh.get(c)) for c in row
-            if c not in TIMING_COLUMNS and not _same(row[c], fresh.get(c))]
+            if c not in TIMING_COLUMNS
+            and not (c in _ADDED_SINCE and _missing(row[c]))
+            and not _same(row[c], fresh.get(c))]
 
 
 def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
