@@ -36,7 +36,7 @@ def installed(tmp_path_factory):
     # Build from a copy, so the checkout gets no build/ or *.egg-info.
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc")
     for name in ("gmoe", "simulations"):
@@ -77,6 +77,18 @@ def test_the_wheel_ships_the_studies(installed):
     for stem in STUDIES:  # the same bytes as the one copy in simulations/
         data = zipfile.ZipFile(installed["wheel"]).read(f"gmoe/simulation/studies/{stem}.toml")
         assert data == (ROOT / "simulations" / f"{stem}.toml").read_bytes()
+
+
+def test_the_wheel_declares_its_license_and_ships_its_text(installed):
+    import zipfile
+
+    wheel = zipfile.ZipFile(installed["wheel"])
+    [metadata] = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    fields = wheel.read(metadata).decode()
+    assert "License-Expression: BSD-3-Clause" in fields
+    [license_text] = [n for n in wheel.namelist()
+                      if n.endswith(".dist-info/licenses/LICENSE")]
+    assert wheel.read(license_text) == (ROOT / "LICENSE").read_bytes()
 
 
 def test_installed_gmoe_sim_lists_and_runs(installed, tmp_path):
