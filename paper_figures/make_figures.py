@@ -325,22 +325,83 @@ def _other_build_warning(check, s):
             f"grid ({grid[:12]}).")
 
 
+def row_builds(meta):
+    """Which build computed which of a grid's rows, for a grid continued from its results.
+
+    Each restore's ``restored_from`` record keeps the one before it (``earlier``), so a
+    grid continued several times, on several builds, keeps every build's share.
+
+    Parameters
+    ----------
+    meta : dict
+        A grid's metadata (``run.json``'s ``meta``, or a store's with ``restored_from``
+        decoded).
+
+    Returns
+    -------
+    list of tuple
+        ``(rows, code_sha256)`` in the order the rows were computed, consecutive rows of one
+        build merged; the last entry's ``rows`` is None (the rest, by the grid's own
+        build). Empty when the grid was never restored.
+    """
+    source = meta.get("restored_from")
+    chain = []
+    while source:
+        chain.append(source)
+        source = source.get("earlier")
+    if not chain:
+        return []
+    shares, before = [], 0
+    for link in reversed(chain):
+        shares.append([link["rows"] - before, link.get("code_sha256")])
+        before = link["rows"]
+    shares.append([None, meta.get("code_sha256")])
+    merged = [shares[0]]
+    for rows, build in shares[1:]:
+        if build is not None and build == merged[-1][1]:
+            merged[-1][0] = None if rows is None else merged[-1][0] + rows
+        else:
+            merged.append([rows, build])
+    return [tuple(share) for share in merged]
+
+
 def restored_text(s):
     """Where a grid's rows came from when it was continued from its committed results."""
-    source, grid = s.get("meta", {}).get("restored_from"), s.get("meta", {}).get("code_sha256")
-    if not source:
+    meta = s.get("meta", {})
+    shares = row_builds(meta)
+    if not shares:
         return []
-    build, checked = source.get("code_sha256"), source.get("verified_rows", 0)
-    origin = ("the same build of gmoe" if build == grid else
-              f"build {build[:12]}, the rest by build {str(grid)[:12]}" if build else
-              "a build that the committed results do not record")
-    check = (f"The continuing build first recomputed {checked} of the earlier rows (the "
-             "largest size's last ones and a seeded random draw) and matched every number "
-             "to the last bit." if checked else
-             "No earlier row was recomputed before the grid went on.")
+
+    def by(build):
+        return (f"build {build[:12]}" if build else
+                "a build that the committed results do not record")
+
+    restores = []
+    source = meta["restored_from"]
+    while source:
+        restores.insert(0, source)
+        source = source.get("earlier")
+    if len(shares) == 1:
+        origin = f"its first {restores[-1]['rows']} rows were computed by the same build of gmoe"
+    else:
+        said = [f"its first {shares[0][0]} rows were computed by {by(shares[0][1])}"]
+        said += [f"the next {rows} by {by(build)}" for rows, build in shares[1:-1]]
+        said.append(f"the rest by {by(shares[-1][1])}")
+        origin = ", ".join(said)
+    checked = [r.get("verified_rows", 0) for r in restores]
+    if not any(checked):
+        check = "No earlier row was recomputed before the grid went on."
+    elif len(checked) == 1:
+        check = (f"The continuing build first recomputed {checked[0]} of the earlier rows "
+                 "(the largest size's last ones and a seeded random draw) and matched every "
+                 "number to the last bit.")
+    else:
+        check = (f"It was continued {len(checked)} times; each continuing build first "
+                 f"recomputed {', '.join(map(str, checked))} of the earlier rows (in that "
+                 "order; the largest size's last ones and a seeded random draw), and every "
+                 "row recomputed matched to the last bit.")
     return [f"The grid was continued from its committed results (`python paper_figures/"
-            f"run_studies.py {s['name']} --restore`): its first {source['rows']} rows were "
-            f"computed by {origin}. {check}", ""]
+            f"run_studies.py {s['name']} --restore`): {origin}. {check}", ""]
 
 
 def spread_text(s, rows):

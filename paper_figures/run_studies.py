@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from make_figures import STUDIES, _read_rows  # noqa: E402
+from make_figures import STUDIES, _read_rows, row_builds  # noqa: E402
 
 from gmoe.simulation import (  # noqa: E402
     load_experiment,
@@ -225,11 +225,17 @@ def restore(name, db, results, verify, log=print):
             raise SystemExit(f"{name}: expected the {info.get('rows')} rows that "
                              f"{run_path.name} counts in {csv_path.name}, got {len(rows)}.")
         build = meta.get("code_sha256")
-        log(f"{name}: {len(rows)} rows of build {str(build)[:12]} (this is "
-            f"{code_sha256()[:12]}): re-running {min(verify, len(rows))} of them")
+        shares = row_builds(meta) or [(None, build)]
+        counted = sum(count for count, _ in shares[:-1])
+        builds = ", ".join(f"{len(rows) - counted if count is None else count} of build "
+                           f"{str(sha)[:12]}" for count, sha in shares)
+        log(f"{name}: {len(rows)} rows ({builds}; this is {code_sha256()[:12]}): "
+            f"re-running {min(verify, len(rows))} of them")
         verified = verify_rows(experiment, rows, verify, log=log)
         source = {"file": csv_path.name, "rows": len(rows), "code_sha256": build,
                   "verified_rows": len(verified)}
+        if meta.get("restored_from"):  # an earlier restore: keep which build computed what
+            source["earlier"] = meta["restored_from"]
         return restore_store(db, experiment, rows, runs=info.get("runs", []),
                              source=source)
     except StoreError as err:  # RestoreError included

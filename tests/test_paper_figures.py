@@ -656,7 +656,7 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     info["meta"]["code_sha256"] = "f" * 64
     run_json.write_text(json.dumps(info))
     assert run_studies.restore("tiny", tmp_path / "b.sqlite", results, 2, log=log) == 4
-    assert said[0].startswith("tiny: 4 rows of build ffffffffffff (this is ")
+    assert said[0].startswith("tiny: 4 rows (4 of build ffffffffffff; this is ")
     assert said[0].endswith("): re-running 2 of them")
     # The largest size's last task, then one drawn from the rest.
     assert said[1] == "  n = 90, replication 1: reproduced"
@@ -679,6 +679,20 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     assert "a build that the committed results do not record" in \
         make_figures.restored_text({"name": "tiny", "meta": unknown})[0]
     assert make_figures.restored_text({"name": "tiny", "meta": {}}) == []
+
+    # Restored again (another machine, another build): the record keeps the earlier
+    # restore, so the page still says which build computed which rows.
+    said.clear()
+    run_json.write_text(json.dumps(dict(exported, meta=dict(exported["meta"],
+                                                            code_sha256="e" * 64))))
+    assert run_studies.restore("tiny", tmp_path / "again.sqlite", results, 1, log=log) == 4
+    assert said[0].startswith("tiny: 4 rows (4 of build ffffffffffff, 0 of build "
+                              "eeeeeeeeeeee; this is ")
+    again = json.loads(read_meta(tmp_path / "again.sqlite")["restored_from"])
+    assert again == {"file": "tiny.csv.gz", "rows": 4, "code_sha256": "e" * 64,
+                     "verified_rows": 1, "earlier": restored}
+    (tmp_path / "again.sqlite").unlink()
+    run_json.write_text(json.dumps(exported))
 
     # Refusals: each leaves no store behind.
     def refused(match, target="c.sqlite"):
@@ -703,6 +717,24 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     with pytest.raises(SystemExit, match="no committed results at results/absent.csv.gz"):
         run_studies.restore("absent", tmp_path / "d.sqlite", results, 2, log=log)
 
+
+def test_the_page_names_every_build_that_computed_a_grid_continued_twice(scripts):
+    _, make_figures, _ = scripts
+    first = {"rows": 2608, "code_sha256": "a" * 64, "verified_rows": 6}
+    second = {"rows": 6240, "code_sha256": "b" * 64, "verified_rows": 6, "earlier": first}
+    meta = {"code_sha256": "c" * 64, "restored_from": second}
+    assert make_figures.row_builds(meta) == [(2608, "a" * 64), (3632, "b" * 64),
+                                             (None, "c" * 64)]
+    page = make_figures.restored_text({"name": "g", "meta": meta})[0]
+    assert ("its first 2608 rows were computed by build aaaaaaaaaaaa, the next 3632 by "
+            "build bbbbbbbbbbbb, the rest by build cccccccccccc. It was continued 2 times; "
+            "each continuing build first recomputed 6, 6 of the earlier rows") in page
+    # One build continuing its own rows is one share, not three.
+    same = {"code_sha256": "b" * 64, "restored_from": second}
+    assert make_figures.row_builds(same) == [(2608, "a" * 64), (None, "b" * 64)]
+    assert "first 2608 rows were computed by build aaaaaaaaaaaa, the rest by build bbbb" \
+        in make_figures.restored_text({"name": "g", "meta": same})[0]
+    assert make_figures.row_builds({"code_sha256": "c" * 64}) == []
 
 def test_committed_rows_are_never_lost(tmp_path, scripts, monkeypatch):
     # On a new machine, a run without --restore would start the grid again and its export
