@@ -325,11 +325,23 @@ def _other_build_warning(check, s):
             f"grid ({grid[:12]}).")
 
 
+def _restores(meta):
+    """A grid's restores, oldest first (each ``restored_from`` keeps the one before it)."""
+    chain, source = [], meta.get("restored_from")
+    while source:
+        chain.insert(0, source)
+        source = source.get("earlier")
+    return chain
+
+
 def row_builds(meta):
     """Which build computed which of a grid's rows, for a grid continued from its results.
 
     Each restore's ``restored_from`` record keeps the one before it (``earlier``), so a
-    grid continued several times, on several builds, keeps every build's share.
+    grid continued several times, on several builds, keeps every build's share. A share
+    is the rows a store gained between two restores, under the code hash the store held
+    when it was exported: a store records one hash, so rows of two builds that resumed one
+    store between two restores count as the later build's.
 
     Parameters
     ----------
@@ -340,29 +352,34 @@ def row_builds(meta):
     Returns
     -------
     list of tuple
-        ``(rows, code_sha256)`` in the order the rows were computed, consecutive rows of one
-        build merged; the last entry's ``rows`` is None (the rest, by the grid's own
-        build). Empty when the grid was never restored.
+        ``(rows, code_sha256)`` in the order the rows were computed; a build that
+        computed no rows (restored, then exported before any task ran) is left out and
+        consecutive rows of one build are merged. The last entry's ``rows`` is None: the
+        rest, by the grid's own build. Empty when the grid was never restored.
     """
-    source = meta.get("restored_from")
-    chain = []
-    while source:
-        chain.append(source)
-        source = source.get("earlier")
+    chain = _restores(meta)
     if not chain:
         return []
     shares, before = [], 0
-    for link in reversed(chain):
-        shares.append([link["rows"] - before, link.get("code_sha256")])
+    for link in chain:
+        if link["rows"] > before:
+            shares.append([link["rows"] - before, link.get("code_sha256")])
         before = link["rows"]
-    shares.append([None, meta.get("code_sha256")])
-    merged = [shares[0]]
-    for rows, build in shares[1:]:
-        if build is not None and build == merged[-1][1]:
+    merged = []
+    for rows, build in [*shares, [None, meta.get("code_sha256")]]:
+        if merged and build is not None and build == merged[-1][1]:
             merged[-1][0] = None if rows is None else merged[-1][0] + rows
         else:
             merged.append([rows, build])
     return [tuple(share) for share in merged]
+
+
+def build_name(build):
+    """A code hash as the page and the logs name it (its first 12 digits)."""
+    return f"build {build[:12]}" if build else "a build that the committed results do not record"
+
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
 
 
 def restored_text(s):
@@ -371,35 +388,28 @@ def restored_text(s):
     shares = row_builds(meta)
     if not shares:
         return []
-
-    def by(build):
-        return (f"build {build[:12]}" if build else
-                "a build that the committed results do not record")
-
-    restores = []
-    source = meta["restored_from"]
-    while source:
-        restores.insert(0, source)
-        source = source.get("earlier")
+    restores = _restores(meta)
     if len(shares) == 1:
         origin = f"its first {restores[-1]['rows']} rows were computed by the same build of gmoe"
     else:
-        said = [f"its first {shares[0][0]} rows were computed by {by(shares[0][1])}"]
-        said += [f"the next {rows} by {by(build)}" for rows, build in shares[1:-1]]
-        said.append(f"the rest by {by(shares[-1][1])}")
+        said = [f"its first {shares[0][0]} rows were computed by {build_name(shares[0][1])}"]
+        said += [f"the next {rows} by {build_name(build)}" for rows, build in shares[1:-1]]
+        said.append(f"the rest by {build_name(shares[-1][1])}")
         origin = ", ".join(said)
     checked = [r.get("verified_rows", 0) for r in restores]
+    how = "(the largest size's last ones and a seeded random draw)"
     if not any(checked):
         check = "No earlier row was recomputed before the grid went on."
     elif len(checked) == 1:
         check = (f"The continuing build first recomputed {checked[0]} of the earlier rows "
-                 "(the largest size's last ones and a seeded random draw) and matched every "
-                 "number to the last bit.")
+                 f"{how} and matched every number to the last bit.")
     else:
-        check = (f"It was continued {len(checked)} times; each continuing build first "
-                 f"recomputed {', '.join(map(str, checked))} of the earlier rows (in that "
-                 "order; the largest size's last ones and a seeded random draw), and every "
-                 "row recomputed matched to the last bit.")
+        each = [f"{count or 'none'} the {_ORDINALS[i] if i < len(_ORDINALS) else f'{i + 1}th'}"
+                f" time" for i, count in enumerate(checked)]
+        times = "twice" if len(checked) == 2 else f"{len(checked)} times"
+        check = (f"It was continued {times}; before going on, the continuing build "
+                 f"recomputed earlier rows {how}: {', '.join(each)}. Every row recomputed "
+                 "matched to the last bit.")
     return [f"The grid was continued from its committed results (`python paper_figures/"
             f"run_studies.py {s['name']} --restore`): {origin}. {check}", ""]
 

@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from make_figures import STUDIES, _read_rows, row_builds  # noqa: E402
+from make_figures import STUDIES, _read_rows, build_name, row_builds  # noqa: E402
 
 from gmoe.simulation import (  # noqa: E402
     load_experiment,
@@ -227,8 +227,8 @@ def restore(name, db, results, verify, log=print):
         build = meta.get("code_sha256")
         shares = row_builds(meta) or [(None, build)]
         counted = sum(count for count, _ in shares[:-1])
-        builds = ", ".join(f"{len(rows) - counted if count is None else count} of build "
-                           f"{str(sha)[:12]}" for count, sha in shares)
+        shares[-1] = (len(rows) - counted, shares[-1][1])
+        builds = ", ".join(f"{count} of {build_name(sha)}" for count, sha in shares if count)
         log(f"{name}: {len(rows)} rows ({builds}; this is {code_sha256()[:12]}): "
             f"re-running {min(verify, len(rows))} of them")
         verified = verify_rows(experiment, rows, verify, log=log)

@@ -686,8 +686,8 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     run_json.write_text(json.dumps(dict(exported, meta=dict(exported["meta"],
                                                             code_sha256="e" * 64))))
     assert run_studies.restore("tiny", tmp_path / "again.sqlite", results, 1, log=log) == 4
-    assert said[0].startswith("tiny: 4 rows (4 of build ffffffffffff, 0 of build "
-                              "eeeeeeeeeeee; this is ")
+    # (Build e computed none of them: it is not named.)
+    assert said[0].startswith("tiny: 4 rows (4 of build ffffffffffff; this is ")
     again = json.loads(read_meta(tmp_path / "again.sqlite")["restored_from"])
     assert again == {"file": "tiny.csv.gz", "rows": 4, "code_sha256": "e" * 64,
                      "verified_rows": 1, "earlier": restored}
@@ -727,14 +727,25 @@ def test_the_page_names_every_build_that_computed_a_grid_continued_twice(scripts
                                              (None, "c" * 64)]
     page = make_figures.restored_text({"name": "g", "meta": meta})[0]
     assert ("its first 2608 rows were computed by build aaaaaaaaaaaa, the next 3632 by "
-            "build bbbbbbbbbbbb, the rest by build cccccccccccc. It was continued 2 times; "
-            "each continuing build first recomputed 6, 6 of the earlier rows") in page
+            "build bbbbbbbbbbbb, the rest by build cccccccccccc. It was continued twice; "
+            "before going on, the continuing build recomputed earlier rows (the largest "
+            "size's last ones and a seeded random draw): 6 the first time, 6 the second "
+            "time. Every row recomputed matched to the last bit.") in page
     # One build continuing its own rows is one share, not three.
     same = {"code_sha256": "b" * 64, "restored_from": second}
     assert make_figures.row_builds(same) == [(2608, "a" * 64), (None, "b" * 64)]
     assert "first 2608 rows were computed by build aaaaaaaaaaaa, the rest by build bbbb" \
         in make_figures.restored_text({"name": "g", "meta": same})[0]
+    # A build restored and exported before any task ran computed nothing: not named, and
+    # the builds either side of it, one and the same, are one share.
+    idle = {"rows": 2608, "code_sha256": "e" * 64, "verified_rows": 0, "earlier": first}
+    resumed = {"code_sha256": "a" * 64, "restored_from": idle}
+    assert make_figures.row_builds(resumed) == [(None, "a" * 64)]
+    page = make_figures.restored_text({"name": "g", "meta": resumed})[0]
+    assert "its first 2608 rows were computed by the same build of gmoe" in page
+    assert "6 the first time, none the second time" in page
     assert make_figures.row_builds({"code_sha256": "c" * 64}) == []
+
 
 def test_committed_rows_are_never_lost(tmp_path, scripts, monkeypatch):
     # On a new machine, a run without --restore would start the grid again and its export
