@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.linalg import null_space
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -45,8 +46,11 @@ from gmoe.simulation import load_experiment  # noqa: E402
 _END_SHARE = 0.05
 
 
-def _parameter_of(column, names):
-    """The parameter (and whether it is log tau) a ``pe_`` column measures, or None."""
+def _parameter_of(column, names, order):
+    """The parameter (and whether it is log tau) a ``pe_`` column measures, or None.
+
+    ``order[p]`` is the study's cell of the parametrisation's expert ``p``.
+    """
     if column == "pe_temperature":
         return ("gate.log_temperature", True) if "gate.log_temperature" in names else None
     for kind, template in (("gate_coef", "gate[{j}].coef[0]"),
@@ -56,22 +60,160 @@ def _parameter_of(column, names):
                            ("expert_var", "expert[{j}].var")):
         prefix = f"pe_{kind}_"
         if column.startswith(prefix) and column[len(prefix):].isdigit():
-            name = template.format(j=int(column[len(prefix):]))
+            name = template.format(j=order.index(int(column[len(prefix):])))
             return (name, False) if name in names else None
     return None
 
 
+def _selected(measure, X):
+    """Which experts the gate selects at each row (all of them for a dense gate)."""
+    return np.isfinite(measure.log_gate(X))
+
+
 def _score_outer_product(param, vec, X, y):
-    """``mean_i s_i s_i^T`` of the per-row scores, by central differences."""
-    scores = np.empty((X.shape[0], vec.size))
+    """``mean_i s_i s_i^T`` of the per-row scores, by central differences.
+
+    A row whose selected experts differ between the two points of a difference lies
+    within the step of a selection boundary (a top-K gate): its difference quotient is the
+    density's jump over the step, not a derivative, so its score there is left at 0 (a
+    share of the rows of the step's order). The boundary's own position is treated apart
+    (:func:`selection_boundaries`).
+    """
+    scores = np.zeros((X.shape[0], vec.size))
     for a in range(vec.size):
         h = 1e-5 * max(1.0, abs(vec[a]))
         step = np.zeros(vec.size)
         step[a] = h
-        up = gmoe.conditional_log_density(param.to_measure(vec + step), X, y)
-        down = gmoe.conditional_log_density(param.to_measure(vec - step), X, y)
-        scores[:, a] = (up - down) / (2.0 * h)
+        above, below = param.to_measure(vec + step), param.to_measure(vec - step)
+        up = gmoe.conditional_log_density(above, X, y)
+        down = gmoe.conditional_log_density(below, X, y)
+        smooth = np.all(_selected(above, X) == _selected(below, X), axis=1)
+        scores[smooth, a] = (up[smooth] - down[smooth]) / (2.0 * h)
     return scores.T @ scores / X.shape[0]
+
+
+def selection_boundaries(param, vec, low, high, points=100_001):
+    """Where on the feature's range the top-K selection changes, and how that point moves.
+
+    At such a point the selected set swaps one expert ``a`` for another ``b``: the
+    conditional density jumps there, and the point solves ``s_a(x) = s_b(x)`` for the
+    selection scores ``s_j(x) = beta1_j x + beta0_j``. Its position is estimated at the
+    rate n^-1 of a change-point, faster than the n^-1/2 of the other directions, so the
+    normal limit of the rest is that of parameters that keep it fixed.
+
+    Parameters
+    ----------
+    param : Parametrisation
+    vec : ndarray
+        The parameters (the truth's).
+    low, high : float
+        The feature's range (the study's design).
+    points : int, default=100001
+        Grid on which the changes are found.
+
+    Returns
+    -------
+    boundaries : list of dict
+        ``x``, ``leaves`` and ``enters`` (expert indices of the parametrisation) for each
+        point where the selection changes.
+    gradient : ndarray of shape (len(boundaries), vec.size)
+        The derivative of each point's position with respect to the parameters (central
+        differences of the exact root).
+    """
+    measure = param.to_measure(vec)
+    if measure.gating != "topk":
+        return [], np.empty((0, vec.size))
+    if measure.topk_selection != "affine":
+        raise SystemExit("only an affine top-K selection's boundaries are located here.")
+    grid = np.linspace(low, high, points)[:, None]
+    chosen = _selected(measure, grid)
+    boundaries, gradient = [], []
+    for i in np.flatnonzero(np.any(chosen[1:] != chosen[:-1], axis=1)):
+        [leaves] = np.flatnonzero(chosen[i] & ~chosen[i + 1])
+        [enters] = np.flatnonzero(chosen[i + 1] & ~chosen[i])
+
+        def root(v, a=leaves, b=enters):
+            m = param.to_measure(v)
+            return -((m.gate_intercept[a] - m.gate_intercept[b])
+                     / (m.gate_coef[a, 0] - m.gate_coef[b, 0]))
+
+        x = root(vec)
+        if not grid[i, 0] <= x <= grid[i + 1, 0]:
+            raise SystemExit(f"the selection changes between x = {grid[i, 0]:.6g} and "
+                             f"{grid[i + 1, 0]:.6g}, but experts {leaves} and {enters} tie "
+                             f"at {x:.6g}.")
+        row = np.empty(vec.size)
+        for a in range(vec.size):
+            h = 1e-6 * max(1.0, abs(vec[a]))
+            step = np.zeros(vec.size)
+            step[a] = h
+            row[a] = (root(vec + step) - root(vec - step)) / (2.0 * h)
+        boundaries.append({"x": float(x), "leaves": int(leaves), "enters": int(enters)})
+        gradient.append(row)
+    return boundaries, np.array(gradient).reshape(len(boundaries), vec.size)
+
+
+def limit_covariance(info, gradient):
+    """Covariance per row of the normal limit, the boundaries' positions held.
+
+    ``I^-1`` without boundaries; with them, ``N (N^T I N)^-1 N^T``, ``N`` an orthonormal
+    basis of the directions that keep every boundary in place (the null space of
+    ``gradient``): the model whose selection regions are known.
+    """
+    if gradient.shape[0] == 0:
+        return np.linalg.inv(info), info
+    basis = null_space(gradient)
+    held = basis.T @ info @ basis
+    return basis @ np.linalg.inv(held) @ basis.T, held
+
+
+def reference_cell_last(truth, cell):
+    """The truth with ``cell`` as the gate's reference, and the order of its experts.
+
+    The per-cell errors are measured after the alignment's translation of the gate, which
+    fixes one cell (the one holding most of the truth's mass): they are the errors of the
+    gate parameters relative to that cell's. The information's parametrisation measures
+    them relative to the last expert, whose gate entries it pins. Where the family pins
+    the last expert's whole gate row (slopes and intercept), subtracting one expert's row
+    from every row leaves the density unchanged (softmax, top-K and temperature gates: the
+    selection and the weights depend only on differences of scores), so the truth is
+    rewritten with ``cell``'s row subtracted and ``cell`` moved last. Otherwise (the
+    activation gate pins only the intercept) ``cell`` must already be the last expert with
+    a zero intercept.
+
+    Parameters
+    ----------
+    truth : MixingMeasure
+    cell : int
+        The cell the alignment fixes.
+
+    Returns
+    -------
+    truth : MixingMeasure
+        The same density, parametrised relative to ``cell``.
+    order : list of int
+        ``order[p]`` is the original index of the rewritten truth's expert ``p``.
+
+    Raises
+    ------
+    SystemExit
+        If the family's gate cannot be re-referenced to ``cell``.
+    """
+    k = truth.n_experts
+    order = [j for j in range(k) if j != cell] + [cell]
+    layout = Parametrisation(truth).layout
+    whole_row_pinned = bool(np.all(layout.coef_idx[-1] < 0)) and layout.intercept_idx[-1] < 0
+    if not whole_row_pinned:
+        if cell != k - 1 or truth.gate_intercept[-1] != 0:
+            raise SystemExit("the alignment fixes a cell that this gate's parametrisation "
+                             "cannot take as its reference; not checked.")
+        return truth, order
+    coef = truth.gate_coef - truth.gate_coef[cell]
+    intercept = truth.gate_intercept - truth.gate_intercept[cell]
+    return truth.replace(gate_coef=coef[order], gate_intercept=intercept[order],
+                         expert_coef=truth.expert_coef[order],
+                         expert_intercept=truth.expert_intercept[order],
+                         expert_var=truth.expert_var[order]), order
 
 
 def check(name, rows, n_rows, seed=0):
@@ -79,31 +221,38 @@ def check(name, rows, n_rows, seed=0):
     truth = experiment.truth
     if experiment.fit["n_experts"] != truth.n_experts or truth.n_features != 1:
         raise SystemExit(f"{name}: only exact-specified one-feature studies are checked.")
-    # The per-cell errors are measured after the alignment's translation of the gate,
-    # which fixes the cell holding most of the truth's mass; they are the errors of the
-    # parameters relative to the last expert (the information's parametrisation) only when
-    # that cell is the last one and its gate is 0.
     pinned = [c for c in rows[0] if c.startswith("pe_gate_intercept_")
               and all(r[c] is not None and abs(r[c]) < 1e-12 for r in rows)]
-    last = f"pe_gate_intercept_{truth.n_experts - 1}"
-    if pinned != [last] or truth.gate_intercept[-1] != 0:
-        raise SystemExit(f"{name}: the alignment does not fix the last cell at a zero gate "
-                         "here, so the per-cell errors are not those of the information's "
-                         "parameters; not checked.")
+    if len(pinned) != 1:
+        raise SystemExit(f"{name}: the alignment fixes no single cell ({pinned}); the "
+                         "per-cell errors are not those of the information's parameters; "
+                         "not checked.")
+    cell = int(pinned[0].rsplit("_", 1)[1])
+    try:
+        reference, order = reference_cell_last(truth, cell)
+    except SystemExit as err:
+        raise SystemExit(f"{name}: {err}") from None
     design = experiment.design
     X = gmoe.make_design(n_rows, design["kind"], low=design["low"], high=design["high"],
                          n_features=1, random_state=seed)
     y = gmoe.sample_moe(truth, X, random_state=seed + 1)
     learn = bool(experiment.fit.get("learn_temperature"))
-    param = Parametrisation(truth, learn_temperature=learn)
-    info = _score_outer_product(param, param.to_vector(truth), X, y)
-    sd = np.sqrt(np.diag(np.linalg.inv(info)))
+    if not np.allclose(gmoe.conditional_log_density(reference, X, y),
+                       gmoe.conditional_log_density(truth, X, y), rtol=0.0, atol=1e-9):
+        raise SystemExit(f"{name}: the truth re-referenced to cell {cell} has another "
+                         "density; not checked.")
+    param = Parametrisation(reference, learn_temperature=learn)
+    vec = param.to_vector(reference)
+    info = _score_outer_product(param, vec, X, y)
+    boundaries, gradient = selection_boundaries(param, vec, design["low"], design["high"])
+    covariance, held = limit_covariance(info, gradient)
+    sd = np.sqrt(np.diag(covariance))
     sizes = np.array(sorted({r["n"] for r in rows}))
     m = max(1, int(round(_END_SHARE * sizes.size)))
     ends = {"small": sizes[:m], "large": sizes[-m:]}
     columns = []
     for column in rows[0]:
-        found = _parameter_of(column, param.names)
+        found = _parameter_of(column, param.names, order)
         if found is None:
             continue
         pname, log_scale = found
@@ -120,7 +269,9 @@ def check(name, rows, n_rows, seed=0):
                           "observed_mean": observed, "predicted_mean": predicted}
         columns.append(entry)
     return {"study": name, "rows_for_information": n_rows, "result_rows": len(rows),
-            "information_eigenvalues": np.linalg.eigvalsh(info).tolist(),
+            "information_eigenvalues": np.linalg.eigvalsh(held).tolist(),
+            "boundaries": [dict(b, leaves=order[b["leaves"]], enters=order[b["enters"]])
+                           for b in boundaries],
             "columns": columns}
 
 

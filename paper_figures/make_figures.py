@@ -118,7 +118,7 @@ def read_results(directory, name):
     info_path = directory / f"{name}.run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic"),
-                        ("split_cells", "splitcells")):
+                        ("split_cells", "splitcells"), ("truth_check", "truthcheck")):
         extra = directory / f"{name}.{suffix}.json"
         if extra.exists():
             info[key] = json.loads(extra.read_text())
@@ -233,7 +233,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "replications": max(per_size.values()),
             "min_replications": min(per_size.values()),
             "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic"),
-            "split_cells": info.get("split_cells"),
+            "split_cells": info.get("split_cells"), "truth_check": info.get("truth_check"),
             "other_builds": info.get("other_builds", []),
             "meta": info.get("meta", {})}
 
@@ -260,10 +260,42 @@ def asymptotic_text(s):
         lines.append(f"| {c['column']} | {c['small']['observed_mean']:.3g} | "
                      f"{c['small']['predicted_mean']:.3g} | {c['large']['observed_mean']:.3g} "
                      f"| {c['large']['predicted_mean']:.3g} |")
+    for b in check.get("boundaries", []):
+        lines += ["", f"The top-K selection changes at x = {b['x']:.4g} (expert {b['leaves']} "
+                  f"leaves the selected set, expert {b['enters']} enters): the density jumps "
+                  "there, and the jump's position is estimated at the faster rate n^-1 of a "
+                  "change-point. The prediction is the normal limit with that position held "
+                  "(the information restricted to the parameters that keep it), and the "
+                  "rows where a difference quotient straddles it are left out of the "
+                  "information."]
     lines += ["", "A column that meets its prediction at the largest sizes but stays below it "
               "at the smallest approaches the n^-1/2 curve from below: over the grid its "
-              "fitted slope is shallower than -1/2 although its limit is -1/2.", ""]
+              "fitted slope is shallower than -1/2 although its limit is -1/2. A column "
+              "below its prediction at the largest sizes too is smaller than the "
+              "maximum-likelihood estimate's error: its fits stopped nearer their start "
+              "than the maximum (the likelihood check above says whether they reached it).",
+              ""]
     return lines
+
+
+def truth_check_text(s):
+    """What ``truth_check.py`` found: fits whose log-likelihood is below the truth's."""
+    check = s.get("truth_check")
+    if not check:
+        return []
+    stale = ("" if check.get("result_rows") == s["n_rows"] else
+             " (STALE: computed from another export of the results; rerun it)")
+    parts = [f"n = {c['n']}: {c['below']} of {c['tasks']} (fit minus truth {c['least']:.1f} "
+             f"to {c['largest']:.1f}, median {c['median']:.2f})" for c in check["sizes"]]
+    below = sum(c["below"] for c in check["sizes"])
+    verdict = ("Every checked fit is at or above the truth's log-likelihood." if not below else
+               f"**{below} checked fits are below the truth's own log-likelihood**: they are "
+               "not maximum-likelihood estimates, and the losses of such fits measure where "
+               "the optimiser stopped.")
+    return [f"Likelihood against the truth's (`python paper_figures/truth_check.py "
+            f"{s['name']}`){stale}: the maximum-likelihood estimate's log-likelihood is at "
+            "least the truth's on the same data. Fits below it, per size: "
+            f"{'; '.join(parts)}. {verdict}", ""]
 
 
 def fitcheck_text(s, rows=None):
@@ -1209,8 +1241,8 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
         lines += spread_text(s, results[s["name"]])
         lines += other_build_text(s, results[s["name"]])
         lines += split_cells_text(s)
-        lines += [fitcheck_text(s, results[s["name"]]), ""] + disagreement_text(s) \
-            + asymptotic_text(s)
+        lines += [fitcheck_text(s, results[s["name"]]), ""] + truth_check_text(s) \
+            + disagreement_text(s) + asymptotic_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]
         if s["name"] == "temperature":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gmoe
-from gmoe.simulation import load_experiment, read_meta, run_experiment
+from gmoe.simulation import load_experiment, read_meta, read_rows, run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -805,3 +805,39 @@ def test_every_committed_grid_can_be_restored(scripts):
         assert len(rows) == info["rows"], name
         checked += 1
     assert checked >= 7  # every study with committed results (two are not run yet)
+
+
+def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scripts,
+                                                                  monkeypatch):
+    # A maximum-likelihood fit is at least as likely as the truth on its own data: the
+    # check recomputes the truth's log-likelihood on each task's data and counts the fits
+    # below it; the page says so in bold.
+    _, make_figures, _ = scripts
+    import truth_check
+    from _study import write_study
+
+    root = tmp_path / "checkout"
+    (root / "simulations").mkdir(parents=True)
+    toml = write_study(root / "simulations", "tiny.toml", seed=3, sizes=[60, 90],
+                       replications=2)
+    experiment = load_experiment(toml)
+    db = tmp_path / "tiny.sqlite"
+    run_experiment(experiment, db, n_jobs=1, progress=False)
+    rows = read_rows(db)[0]
+    monkeypatch.setattr(truth_check, "ROOT", root)
+    report = truth_check.check("tiny", rows)
+    assert [s["n"] for s in report["sizes"]] == [60, 90]
+    assert all(s["below"] == 0 and s["tasks"] == 2 and s["least"] > 0 for s in report["sizes"])
+    # The same rows with one fit's log-likelihood lowered by 1 nat per row.
+    lowered = [dict(r, mean_log_likelihood=r["mean_log_likelihood"] - 1.0)
+               if (r["n"], r["rep"]) == (90, 1) else r for r in rows]
+    worse = truth_check.check("tiny", lowered)
+    assert [s["below"] for s in worse["sizes"]] == [0, 1]
+    page = " ".join(make_figures.truth_check_text(
+        {"name": "tiny", "truth_check": worse, "n_rows": len(rows)}))
+    assert "n = 90: 1 of 2" in page
+    assert "**1 checked fits are below the truth's own log-likelihood**" in page
+    assert "STALE" not in page
+    assert "Every checked fit is at or above" in make_figures.truth_check_text(
+        {"name": "tiny", "truth_check": report, "n_rows": len(rows)})[0]
+    assert make_figures.truth_check_text({"name": "tiny", "n_rows": 4}) == []

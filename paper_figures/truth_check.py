@@ -1,0 +1,91 @@
+"""Compare an exact-specified study's fits with the truth's own log-likelihood.
+
+The maximum-likelihood estimate's log-likelihood is at least the truth's on the same data,
+so a fit whose total log-likelihood is below the truth's has not reached the maximum: its
+losses measure where the optimiser stopped, not the estimator. This script regenerates
+each task's data (the grid's own draws), evaluates the truth's log-likelihood on it and
+compares it with the fit's (``mean_log_likelihood`` times n) at four sizes of the grid (the
+smallest, the quartiles' and the largest). It writes
+``paper_figures/results/NAME.truthcheck.json``, which ``make_figures.py`` quotes.
+
+Usage::
+
+    python paper_figures/truth_check.py topk-exact softmax-exact
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from make_figures import read_results  # noqa: E402
+
+import gmoe  # noqa: E402
+from gmoe.simulation import load_experiment  # noqa: E402
+from gmoe.simulation.tasks import task_data  # noqa: E402
+
+
+def check(name, rows):
+    """Per checked size: the fits' log-likelihood minus the truth's, task by task.
+
+    Parameters
+    ----------
+    name : str
+        An exact-specified study (its fit has the truth's number of experts).
+    rows : list of dict
+        Its committed rows.
+
+    Returns
+    -------
+    dict
+        ``sizes``: per checked n, the tasks, how many fits are below the truth's
+        log-likelihood, and the differences' least, median and largest.
+    """
+    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+    if experiment.fit["n_experts"] != experiment.truth.n_experts:
+        raise SystemExit(f"{name}: only exact-specified studies are checked (an "
+                         "over-specified fit's maximum is above the truth's anyway).")
+    sizes = sorted({r["n"] for r in rows})
+    checked = sorted({sizes[0], sizes[len(sizes) // 4], sizes[len(sizes) // 2], sizes[-1]})
+    report = []
+    for n in checked:
+        gaps = []
+        for row in (r for r in rows if r["n"] == n and r["mean_log_likelihood"] is not None):
+            X, y, _ = task_data(experiment, n, int(row["rep"]))
+            truth = float(gmoe.conditional_log_density(experiment.truth, X, y).sum())
+            gaps.append(row["mean_log_likelihood"] * n - truth)
+        gaps = np.array(gaps)
+        report.append({"n": int(n), "tasks": int(gaps.size), "below": int(np.sum(gaps < 0)),
+                       "least": float(gaps.min()), "median": float(np.median(gaps)),
+                       "largest": float(gaps.max())})
+    return {"study": name, "result_rows": len(rows), "sizes": report}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("studies", nargs="+")
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    for name in args.studies:
+        rows, _ = read_results(args.results, name)
+        if rows is None:
+            raise SystemExit(f"{name}: no committed results in {args.results}.")
+        report = check(name, rows)
+        (args.results / f"{name}.truthcheck.json").write_text(json.dumps(report, indent=1)
+                                                              + "\n")
+        for size in report["sizes"]:
+            print(f"{name} n = {size['n']}: {size['below']} of {size['tasks']} fits below "
+                  f"the truth's log-likelihood; fit minus truth {size['least']:.1f} to "
+                  f"{size['largest']:.1f} (median {size['median']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
