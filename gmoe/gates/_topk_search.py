@@ -23,8 +23,13 @@ from .._expert_major import Workspace, column_logsumexp, exp_into, transposed_de
 __all__ = ["CoordinateLikelihood", "TopKLikelihood", "compute_log_likelihood",
            "compute_topk_mask_columns", "move_boundaries"]
 
-# Intervals evaluated on each side of the current value when top_k > 1.
-_N_CANDIDATE_INTERVALS = 3
+# Intervals evaluated on each side of the current value when top_k > 1, counted in
+# breakpoints from it: every one of the nearest four, then geometrically to 64. Near a
+# selection boundary most samples may gain nothing from changing side (those the
+# selected experts that stay explain alike), so L can be flat over several breakpoints
+# before the ones that count: a search of the three nearest stopped fits there, up to
+# hundreds of log-likelihood units below the truth's at n = 1e5.
+_CANDIDATE_OFFSETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 # A boundary move must raise L by more than this, relative, to be taken.
 _MIN_RELATIVE_GAIN = 1e-12
 # Log-ratios below this are recomputed from the log-sum-exps (CoordinateLikelihood): the
@@ -32,7 +37,7 @@ _MIN_RELATIVE_GAIN = 1e-12
 _LOG_RATIO_FLOOR = -650.0
 _RATIO_FLOOR = float(np.exp(_LOG_RATIO_FLOOR))
 # Samples per chunk of CoordinateLikelihood.log_likelihood: its temporaries are a few
-# (2 * _N_CANDIDATE_INTERVALS + 1, _CHUNK) arrays, whatever the sample size. (Smaller
+# (2 * len(_CANDIDATE_OFFSETS) + 1, _CHUNK) arrays, whatever the sample size. (Smaller
 # chunks, to stay in a core's cache, measured no faster at n = 2e4: the passes' call
 # overhead ate the gain.)
 _CHUNK = 32768
@@ -176,11 +181,11 @@ class CoordinateLikelihood:
         self.theta = None
         self.expert = None
         self._others_of = None
-        n_side = _N_CANDIDATE_INTERVALS + 1
+        n_side = _CANDIDATE_OFFSETS[-1] + 1
         self._nearest = (np.empty(n_side), np.empty(n_side), np.empty(2, dtype=np.int64),
                          np.empty(2))
         # Rows of the step buffers: the most steps asked for so far (and 2 at least).
-        self._rows = 2 * _N_CANDIDATE_INTERVALS + 1
+        self._rows = 2 * len(_CANDIDATE_OFFSETS) + 1
 
     def _products(self, theta):
         """Logits and selection scores of the gate parameters ``theta`` (workspace arrays)."""
@@ -321,9 +326,9 @@ class CoordinateLikelihood:
     def candidate_steps(self, c):
         """The steps the search tries along coordinate ``c`` (``top_k > 1``).
 
-        The midpoints of the :data:`_N_CANDIDATE_INTERVALS` intervals between breakpoints on
-        each side of the current value, the outermost intervals represented by a point a
-        margin beyond the extreme breakpoint.
+        The midpoint of the interval between breakpoints that holds the current value,
+        and of the intervals :data:`_CANDIDATE_OFFSETS` breakpoints away on each side, the
+        outermost intervals represented by a point a margin beyond the extreme breakpoint.
 
         Returns
         -------
@@ -343,8 +348,8 @@ class CoordinateLikelihood:
         # When a side is truncated at n_side breakpoints its far end is never reached.
         here, last = n_below, len(breaks)
         steps = []
-        for i in range(max(0, here - _N_CANDIDATE_INTERVALS),
-                       min(last, here + _N_CANDIDATE_INTERVALS) + 1):
+        for i in sorted({min(last, max(0, here + sign * offset))
+                         for offset in (0, *_CANDIDATE_OFFSETS) for sign in (-1, 1)}):
             if i == 0:
                 steps.append(low - margin)
             elif i == last:
@@ -431,8 +436,9 @@ def move_boundaries(likelihood, gate_coef, gate_intercept, log_lik=None):
     Along one gate coordinate a sample's selection of expert ``j`` flips at one
     breakpoint. With ``top_k = 1``, ``L`` is piecewise constant and maximised exactly by a
     sorted scan of the breakpoints; with ``top_k > 1`` the within-selection weights vary
-    too, and ``L`` is evaluated at the midpoints of the intervals nearest the current
-    value. A move is taken only if ``L`` rises.
+    too, and ``L`` is evaluated at the midpoints of the intervals up to
+    ``_CANDIDATE_OFFSETS[-1]`` breakpoints from the current value
+    (:meth:`CoordinateLikelihood.candidate_steps`). A move is taken only if ``L`` rises.
 
     Parameters
     ----------

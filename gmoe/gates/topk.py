@@ -15,9 +15,12 @@ the gate. The M-step therefore has two parts:
    breakpoint, so ``L(t)`` changes only at the rows' breakpoints. With ``top_k = 1`` the
    gate weight is 1 and ``L(t)`` is piecewise constant: it is maximised exactly by a
    sorted scan of the breakpoints. With ``top_k > 1`` the within-selection weights vary
-   too, and ``L`` is evaluated at the midpoints of the intervals nearest the current value,
+   too, and ``L`` is evaluated at the midpoints of the interval holding the current
+   value and of the intervals 1, 2, 3, 4, 6, 8, ..., 64 breakpoints away on each side,
    all of them in one pass over the moved expert's row (:mod:`gmoe.gates._topk_search`).
-   A move is taken only if ``L`` rises.
+   The far candidates matter: beside a boundary, the rows that the experts staying
+   selected explain alike gain nothing from changing side, so ``L`` can be flat over
+   several breakpoints before one that counts. A move is taken only if ``L`` rises.
 """
 
 import numpy as np
