@@ -292,10 +292,16 @@ def truth_check_text(s):
                f"**{below} checked fits are below the truth's own log-likelihood**: they are "
                "not maximum-likelihood estimates, and the losses of such fits measure where "
                "the optimiser stopped.")
+    refit = ""
+    if "refit_code_sha256" in check:
+        redone = "; ".join(f"n = {c['n']}: {c['refit_below']} (least {c['refit_least']:.1f})"
+                           for c in check["sizes"])
+        refit = (f" The same tasks refitted by build {check['refit_code_sha256'][:12]} "
+                 f"(`--refit`), below the truth's per size: {redone}.")
     return [f"Likelihood against the truth's (`python paper_figures/truth_check.py "
             f"{s['name']}`){stale}: the maximum-likelihood estimate's log-likelihood is at "
             "least the truth's on the same data. Fits below it, per size: "
-            f"{'; '.join(parts)}. {verdict}", ""]
+            f"{'; '.join(parts)}. {verdict}{refit}", ""]
 
 
 def fitcheck_text(s, rows=None):

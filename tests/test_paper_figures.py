@@ -841,3 +841,13 @@ def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scrip
     assert "Every checked fit is at or above" in make_figures.truth_check_text(
         {"name": "tiny", "truth_check": report, "n_rows": len(rows)})[0]
     assert make_figures.truth_check_text({"name": "tiny", "n_rows": 4}) == []
+    # --refit: this build refits the same tasks and reaches the grid's own fits again.
+    again = truth_check.check("tiny", lowered, refit=True)
+    assert [s["refit_below"] for s in again["sizes"]] == [0, 0]
+    # (the same build, the same draws: the refits are the grid's fits, not the lowered ones)
+    assert [s["refit_least"] for s in again["sizes"]] == \
+        pytest.approx([s["least"] for s in report["sizes"]], rel=0, abs=1e-6)
+    page = make_figures.truth_check_text({"name": "tiny", "truth_check": again,
+                                          "n_rows": len(rows)})[0]
+    assert f"refitted by build {again['refit_code_sha256'][:12]}" in page
+    assert "n = 90: 0 (least " in page
