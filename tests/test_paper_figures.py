@@ -628,11 +628,8 @@ def test_a_split_cell_check_reads_the_fits_the_grid_stored(split_cells):
     assert other["same_as_grid"] is False
 
 
-def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkeypatch):
-    # A machine's stores do not outlive it: --restore rebuilds one from the committed rows
-    # after re-running a sample of them, and refuses rows of another task definition,
-    # a count that is not the run record's, or a row this machine does not reproduce.
-    run_studies, make_figures, _ = scripts
+def _tiny_grid(tmp_path):
+    """A checkout holding a tiny study (2 sizes x 2 replications) and its grid's store."""
     from _study import write_study
 
     root = tmp_path / "checkout"
@@ -640,8 +637,18 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     toml = write_study(root / "simulations", "tiny.toml", seed=3, sizes=[60, 90],
                        replications=2)
     experiment = load_experiment(toml)
-    db, results = tmp_path / "tiny.sqlite", root / "results"
+    db = tmp_path / "tiny.sqlite"
     run_experiment(experiment, db, n_jobs=1, progress=False)
+    return root, experiment, db
+
+
+def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkeypatch):
+    # A machine's stores do not outlive it: --restore rebuilds one from the committed rows
+    # after re-running a sample of them, and refuses rows of another task definition,
+    # a count that is not the run record's, or a row this machine does not reproduce.
+    run_studies, make_figures, _ = scripts
+    root, experiment, db = _tiny_grid(tmp_path)
+    results = root / "results"
     run_studies.export("tiny", db, results)
     monkeypatch.setattr(run_studies, "ROOT", root)
     said = []
@@ -814,15 +821,8 @@ def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scrip
     # below it; the page says so in bold.
     _, make_figures, _ = scripts
     import truth_check
-    from _study import write_study
 
-    root = tmp_path / "checkout"
-    (root / "simulations").mkdir(parents=True)
-    toml = write_study(root / "simulations", "tiny.toml", seed=3, sizes=[60, 90],
-                       replications=2)
-    experiment = load_experiment(toml)
-    db = tmp_path / "tiny.sqlite"
-    run_experiment(experiment, db, n_jobs=1, progress=False)
+    root, _, db = _tiny_grid(tmp_path)
     rows = read_rows(db)[0]
     monkeypatch.setattr(truth_check, "ROOT", root)
     report = truth_check.check("tiny", rows)
