@@ -851,3 +851,73 @@ def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scrip
                                           "n_rows": len(rows)})[0]
     assert f"refitted by build {again['refit_code_sha256'][:12]}" in page
     assert "n = 90: 0 (least " in page
+
+
+def test_the_asymptotic_check_re_references_the_gate_and_holds_a_top_k_boundary(scripts):
+    # topk-exact's alignment fixes cell 1, not the last: the truth is rewritten relative
+    # to it with the same density, and its one selection switch (x = 1/2, where scores
+    # 6x - 4 and -6x + 2 tie) is found and held in the normal limit.
+    import asymptotic_check
+
+    from gmoe._observed_information import Parametrisation
+
+    truth = load_experiment(ROOT / "simulations" / "topk-exact.toml").truth
+    reference, order = asymptotic_check.reference_cell_last(truth, 1)
+    assert order == [0, 2, 1]
+    assert (reference.gate_coef[-1, 0], reference.gate_intercept[-1]) == (0.0, 0.0)
+    X = gmoe.make_design(2000, "grid", low=0.0, high=1.0, n_features=1, random_state=0)
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    np.testing.assert_allclose(gmoe.conditional_log_density(reference, X, y),
+                               gmoe.conditional_log_density(truth, X, y), rtol=0, atol=1e-12)
+
+    param = Parametrisation(reference)
+    vec = param.to_vector(reference)
+    boundaries, gradient = asymptotic_check.selection_boundaries(param, vec, 0.0, 1.0)
+    assert [(order[b["leaves"]], order[b["enters"]]) for b in boundaries] == [(1, 0)]
+    assert boundaries[0]["x"] == pytest.approx(0.5, abs=1e-12)
+    # x* = -c0 / c1 for expert 0's score c1 x + c0 relative to cell 1 (12x - 6):
+    # dx*/dc1 = c0 / c1^2 = -1/24, dx*/dc0 = -1/c1 = -1/12, nothing else moves it.
+    expected = np.zeros(vec.size)
+    expected[param.names.index("gate[0].coef[0]")] = -1.0 / 24.0
+    expected[param.names.index("gate[0].intercept")] = -1.0 / 12.0
+    np.testing.assert_allclose(gradient[0], expected, atol=1e-6)
+
+    info = np.diag(np.arange(1.0, vec.size + 1.0))
+    plain, same = asymptotic_check.limit_covariance(info, np.empty((0, vec.size)))
+    np.testing.assert_allclose(plain, np.linalg.inv(info))
+    held, restricted = asymptotic_check.limit_covariance(info, gradient)
+    assert restricted.shape == (vec.size - 1, vec.size - 1)
+    # The held position has no variance; a parameter that does not move it keeps I^-1's.
+    assert gradient[0] @ held @ gradient[0] == pytest.approx(0.0, abs=1e-12)
+    k = param.names.index("expert[0].var")
+    assert held[k, k] == pytest.approx(1.0 / info[k, k])
+
+
+def test_the_asymptotic_check_refuses_a_reference_the_gate_cannot_take(scripts):
+    # The activation gate pins only the last expert's intercept: its slopes cannot be
+    # re-referenced to another cell.
+    import asymptotic_check
+
+    truth = load_experiment(ROOT / "simulations" / "activation.toml").truth
+    with pytest.raises(SystemExit, match="cannot take as its reference"):
+        asymptotic_check.reference_cell_last(truth, 0)
+    assert asymptotic_check.reference_cell_last(truth, truth.n_experts - 1)[0] is truth
+
+
+def test_the_information_leaves_out_rows_straddling_a_selection_boundary(scripts):
+    # A difference quotient across the density's jump is ~ jump / h, not a derivative:
+    # left in, it makes an eigenvalue that grows as the step shrinks (~2e4 per row on the
+    # study's 2e6-row design); the smooth information's largest is ~1.2e2.
+    import asymptotic_check
+
+    from gmoe._observed_information import Parametrisation
+
+    truth = load_experiment(ROOT / "simulations" / "topk-exact.toml").truth
+    reference, _ = asymptotic_check.reference_cell_last(truth, 1)
+    param = Parametrisation(reference)
+    # A grid with rows packed around the switch, so that some lie within a step of it.
+    X = np.concatenate([np.linspace(0.0, 1.0, 20_001),
+                        np.linspace(0.5 - 1e-5, 0.5 + 1e-5, 20_001)])[:, None]
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    info = asymptotic_check._score_outer_product(param, param.to_vector(reference), X, y)
+    assert np.linalg.eigvalsh(info)[-1] < 1e3
