@@ -814,6 +814,23 @@ def test_every_committed_grid_can_be_restored(scripts):
     assert checked >= 7  # every study with committed results (two are not run yet)
 
 
+def test_the_truth_check_runs_only_where_the_fitted_model_holds_the_truth(scripts):
+    # Exact-specified fits and over-specified softmax ones (an atom split in two) contain
+    # the truth, so their maximum is at least its log-likelihood; an over-specified top-K
+    # fit's selection changes with the added atom, and it is refused.
+    import truth_check
+
+    def reason(name):
+        return truth_check._why_the_model_may_miss_the_truth(
+            load_experiment(ROOT / "simulations" / f"{name}.toml"))
+
+    assert reason("topk-exact") is None and reason("softmax-exact") is None
+    assert reason("softmax-over-k3") is None and reason("softmax-over-k4") is None
+    assert "over-specified topk fit (4 experts against the truth's 3)" in reason("topk-over")
+    with pytest.raises(SystemExit, match="topk-over: not checked"):
+        truth_check.check("topk-over", [])
+
+
 def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scripts,
                                                                   monkeypatch):
     # A maximum-likelihood fit is at least as likely as the truth on its own data: the
