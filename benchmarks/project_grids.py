@@ -38,7 +38,8 @@ from gmoe.simulation import load_experiment, read_rows, run_task
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "paper_figures"))
 
-from make_figures import grid_time, read_results  # noqa: E402
+from committed_results import read_results  # noqa: E402
+from make_figures import grid_time  # noqa: E402
 
 
 def quick_times(name, tmp):

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from make_figures import read_results  # noqa: E402
+from committed_results import read_results  # noqa: E402
 
 import gmoe  # noqa: E402
 from gmoe._observed_information import Parametrisation  # noqa: E402

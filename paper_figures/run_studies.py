@@ -56,7 +56,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from make_figures import STUDIES, _read_rows, build_name, row_builds  # noqa: E402
+from committed_results import build_name, read_result_rows, row_builds  # noqa: E402
+from study_claims import STUDIES  # noqa: E402
 
 from gmoe.simulation import (  # noqa: E402
     load_experiment,
@@ -82,7 +83,7 @@ def _stored_tasks(path):
     """The ``(n, rep)`` of every row of an exported grid, an empty set when there is none."""
     if not path.exists():
         return set()
-    return {(r["n"], int(r["rep"])) for r in _read_rows(path)}
+    return {(r["n"], int(r["rep"])) for r in read_result_rows(path)}
 
 
 def export(name, db, out):

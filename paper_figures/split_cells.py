@@ -59,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from make_figures import read_results  # noqa: E402
+from committed_results import read_results  # noqa: E402
 
 from gmoe.metrics import parameter_errors  # noqa: E402
 

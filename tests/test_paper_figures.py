@@ -5,6 +5,7 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,8 +28,22 @@ def scripts():
         sys.path.remove(str(ROOT / "paper_figures"))
 
 
+@pytest.fixture
+def pages(scripts):
+    """The modules of the reproduction's pages (paper_figures/), by responsibility."""
+    import build_texts
+    import committed_results
+    import fit_texts
+    import page_format
+    import study_claims
+    import supremum_report
+    return SimpleNamespace(build_texts=build_texts, committed_results=committed_results,
+                           fit_texts=fit_texts, page_format=page_format,
+                           study_claims=study_claims, supremum_report=supremum_report)
+
+
 @pytest.mark.slow
-def test_an_over_specified_study_is_exported_and_reported(tmp_path, scripts):
+def test_an_over_specified_study_is_exported_and_reported(tmp_path, scripts, pages):
     # A small grid of the k = 3 over-specified study (3 sizes x 2 replications, 2 starts):
     # the pipeline a full run goes through, from the store to the markdown page.
     run_studies, make_figures, _ = scripts
@@ -44,17 +59,17 @@ def test_an_over_specified_study_is_exported_and_reported(tmp_path, scripts):
     make_figures.main(["--results", str(results), "--out", str(tmp_path), "--docs",
                        str(tmp_path / "reproduction.rst")])
     page = (tmp_path / "REPRODUCTION.md").read_text()
-    rows, _ = make_figures.read_results(results, "softmax-over-k3")
+    rows, _ = pages.committed_results.read_results(results, "softmax-over-k3")
     section = make_figures.study_section("softmax-over-k3",
-                                         make_figures.STUDIES["softmax-over-k3"], rows, info,
+                                         pages.study_claims.STUDIES["softmax-over-k3"], rows, info,
                                          tmp_path / "figures")
     # The summary row holds both slopes of the headline loss, as the rate functions give
     # them, and the grid is marked partial (6 of its 8000 tasks).
     headline = section["headline"]
     assert headline == "d2"
     line = next(li for li in page.splitlines() if li.startswith("| softmax-over-k3 |"))
-    assert make_figures._fmt_slope(section["by_loss"]["d2"]) in line
-    assert make_figures._fmt_slope(section["geometric"]["d2"]) in line
+    assert pages.page_format.fmt_slope(section["by_loss"]["d2"]) in line
+    assert pages.page_format.fmt_slope(section["geometric"]["d2"]) in line
     assert "PARTIAL" in line
     # Over-specified: the geometric-mean rate table follows the mean's.
     assert "fitted to the geometric mean of the replications" in page
@@ -173,7 +188,7 @@ def test_a_cell_the_fit_never_selects_still_counts_in_the_weighted_d2(scripts):
     assert atoms["d2_share_weighted"] >= atoms["terms"][2]
 
 
-def test_the_supremum_check_is_reported(tmp_path, scripts):
+def test_the_supremum_check_is_reported(tmp_path, scripts, pages):
     # One small task of paper2-top1-over through the check, into the JSON the script
     # writes, and from there into both pages' sections and the figure.
     _, make_figures, check = scripts
@@ -196,7 +211,7 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
     results = tmp_path / "results"
     results.mkdir()
     (results / "paper2-top1-over.supremum.json").write_text(json.dumps(report))
-    checks = make_figures.read_supremum_checks(results)
+    checks = pages.supremum_report.read_supremum_checks(results)
     assert list(checks) == ["paper2-top1-over"]
     markdown = tmp_path / "REPRODUCTION.md"
     make_figures.write_markdown([], {}, markdown, {}, checks)
@@ -214,7 +229,7 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
     make_figures.write_rst([], {}, rst, {}, checks)
     assert ".. list-table::" in rst.read_text() and "   * - 400" in rst.read_text()
     # Markdown's code spans become reStructuredText literals; literals stay as they are.
-    assert make_figures._rst_literals("`a.csv` and ``b``") == "``a.csv`` and ``b``"
+    assert pages.page_format.rst_literals("`a.csv` and ``b``") == "``a.csv`` and ``b``"
     # The third table: what the kept fit's largest D2 terms are.
     atoms = best["atoms"]
     in_cell = [i for i, c in enumerate(atoms["cells"]) if c == atoms["d2_cell"]]
@@ -226,11 +241,11 @@ def test_the_supremum_check_is_reported(tmp_path, scripts):
     assert rows[2].startswith(f"| 400 | {share:.2g} ({share:.2g}) | {weighted:.3g} - "
                               f"{weighted:.3g} ({weighted:.3g}) | {2 * smaller} / ")
     assert f"a discarded start still has a smaller one in {2 * smaller} of 2 tasks" in page
-    make_figures.supremum_figure(report, tmp_path / "starts.png")
+    pages.supremum_report.supremum_figure(report, tmp_path / "starts.png")
     assert (tmp_path / "starts.png").stat().st_size > 0
 
 
-def test_the_tail_of_an_over_specified_loss_is_described(scripts):
+def test_the_tail_of_an_over_specified_loss_is_described(scripts, pages):
     # 200 tasks at two sizes, cell 1 split in all but the first 50 (cell 0 split there);
     # the two largest D2 (the top 1 %) have split-cell gate slope errors 80 and 90 and
     # expert slope errors 7 and 9, every other task 1 and 0.5. The text quotes the tail's
@@ -247,7 +262,7 @@ def test_the_tail_of_an_over_specified_loss_is_described(scripts):
                      f"pe_expert_coef_{1 - split}": 0.1,
                      f"pe_expert_coef_{split}": (7.0 if i == 198 else 9.0) if tail else 0.5,
                      "hellinger": (0.02 if i == 198 else 0.03) if tail else 0.01})
-    text = make_figures._tail_text({"headline": "d2"}, rows)
+    text = pages.fit_texts._tail_text({"headline": "d2"}, rows)
     assert ("the largest 1 % by d2 (2 tasks) split cell 1 in 2 (all 200: cell 0 in 50, "
             "cell 1 in 150)") in text
     assert "gate slope is off by a median 85 (range 80 - 90; all tasks: 1)" in text
@@ -257,12 +272,12 @@ def test_the_tail_of_an_over_specified_loss_is_described(scripts):
     # A NaN loss or Hellinger distance leaves its row out; rows without parameter errors
     # leave nothing to say.
     rows[0] = dict(rows[0], hellinger=float("nan"))
-    assert "(all 199: cell 0 in 49," in make_figures._tail_text({"headline": "d2"}, rows)
-    assert make_figures._tail_text({"headline": "d2"},
+    assert "(all 199: cell 0 in 49," in pages.fit_texts._tail_text({"headline": "d2"}, rows)
+    assert pages.fit_texts._tail_text({"headline": "d2"},
                                    [{"n": 1, "d2": 1.0, "hellinger": 0.1}] * 200) == ""
 
 
-def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
+def test_another_builds_fits_of_the_same_tasks_are_compared(scripts, pages):
     # 20 sizes x 10 replications. This grid: L = -1, d2 = n^-1/2 (1 + 0.001 (9 - rep)).
     # The other build reaches another point in replication 0 (2 log-likelihood units
     # lower, d2 100 (n/1000)^1/2 times larger, Hellinger 1.2 times) and in replication 1
@@ -289,7 +304,7 @@ def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
                                           "task_sha256": "t" * 64}}]}
 
     def text():
-        return " ".join(make_figures.other_build_text(section, rows))
+        return " ".join(pages.build_texts.other_build_text(section, rows))
 
     page = text()
     assert "of 200 tasks that both fitted to the stopping rule, the two kept fits are " \
@@ -330,10 +345,10 @@ def test_another_builds_fits_of_the_same_tasks_are_compared(scripts):
     # Fewer than 10 common tasks: nothing to say.
     section["meta"] = {"task_sha256": "t" * 64}
     section["other_builds"][0]["rows"] = other[:5]
-    assert make_figures.other_build_text(section, rows) == []
+    assert pages.build_texts.other_build_text(section, rows) == []
 
 
-def test_the_build_comparison_survives_zero_losses_and_small_grids(scripts):
+def test_the_build_comparison_survives_zero_losses_and_small_grids(scripts, pages):
     # 12 common tasks (no 1 % tail to speak of), one loss of 0 on each side: the ratio of
     # two zeros is 1, and the geometric slope has no rate rather than stopping the page.
     _, make_figures, _ = scripts
@@ -342,15 +357,15 @@ def test_the_build_comparison_survives_zero_losses_and_small_grids(scripts):
     other = [dict(r, mean_log_likelihood=-1.0 - (1.0 / r["n"] if i == 0 else 0.0))
              for i, r in enumerate(rows)]
     section = {"name": "s", "headline": "d2", "other_builds": [{"label": "x", "rows": other}]}
-    page = " ".join(make_figures.other_build_text(section, rows))
+    page = " ".join(pages.build_texts.other_build_text(section, rows))
     assert "in 1; this grid's is higher in 1" in page
     assert "d2 differs by a factor of median 1 (largest 1)" in page
     assert "largest 1 %" not in page
     assert "geometric d2: no rate (" in page
-    assert make_figures._ratio(0.0, 2.0) == np.inf
+    assert pages.build_texts._ratio(0.0, 2.0) == np.inf
 
 
-def test_another_builds_store_is_exported_only_for_the_same_tasks(tmp_path, scripts):
+def test_another_builds_store_is_exported_only_for_the_same_tasks(tmp_path, scripts, pages):
     run_studies, make_figures, _ = scripts
     experiment = dataclasses.replace(load_experiment(ROOT / "simulations/softmax-exact.toml")
                                      .quick_variant(), sizes=[200, 300], replications=1)
@@ -367,7 +382,7 @@ def test_another_builds_store_is_exported_only_for_the_same_tasks(tmp_path, scri
     info = run_studies.export_other_build("softmax-exact", theirs, "x1", ours, results)
     assert info["rows"] == 2 and info["code_sha256"] == "f" * 64
     assert not (results / "softmax-exact.csv.gz").exists()  # only the other build's files
-    kept = make_figures._read_rows(results / "softmax-exact.build-x1.csv.gz")
+    kept = pages.committed_results.read_result_rows(results / "softmax-exact.build-x1.csv.gz")
     assert [r["n"] for r in kept] == [200, 300]
     assert set(kept[0]) == {"n", "rep", "status", "mean_log_likelihood", "n_iter",
                             "converged", "convergence_gap", "d1", "hellinger"}
@@ -382,7 +397,7 @@ def test_another_builds_store_is_exported_only_for_the_same_tasks(tmp_path, scri
                                        ours, results)
 
 
-def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts):
+def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts, pages):
     # The check records the build that refitted; the page flags a check whose build is
     # not the grid's and says nothing when they agree (or either is unknown).
     _, make_figures, _ = scripts
@@ -398,23 +413,23 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
     assert report["code_sha256"] == code_sha256()
     section = {"name": "softmax-exact", "fitcheck": report,
                "meta": {"code_sha256": code_sha256()}}
-    assert "another build" not in make_figures.fitcheck_text(section)
+    assert "another build" not in pages.fit_texts.fitcheck_text(section)
     section["meta"]["code_sha256"] = "0" * 64
     assert (f"The check ran on another build of gmoe (code hash {code_sha256()[:12]}) than "
-            "the grid (000000000000).") in make_figures.fitcheck_text(section)
+            "the grid (000000000000).") in pages.fit_texts.fitcheck_text(section)
     section["meta"]["code_sha256"] = None
-    assert "another build" not in make_figures.fitcheck_text(section)
+    assert "another build" not in pages.fit_texts.fitcheck_text(section)
     # Against the grid's own rows: the same fits, or how far the grid's are from the long.
     task = report["tasks"][0]
     row = {"n": 300, "rep": 0.0, "d1": task["loss_default"]}
     assert ("Its default fits are the grid's own: d1 equal to the last bit in all 1 tasks."
-            in make_figures.fitcheck_text(section, [row]))
+            in pages.fit_texts.fitcheck_text(section, [row]))
     off = task["loss_tight"] * (1 + 2e-3)
-    said = make_figures.fitcheck_text(section, [dict(row, d1=off)])
+    said = pages.fit_texts.fitcheck_text(section, [dict(row, d1=off)])
     assert ("Its default fits are not all the grid's (d1 equal to the last bit in 0 of 1 "
             "tasks: another build refitted); the grid's own d1 differs from the longer runs' "
             "by at most 2.0e-03 relative.") in said
-    assert "grid's own" not in make_figures.fitcheck_text(section, [dict(row, n=400)])
+    assert "grid's own" not in pages.fit_texts.fitcheck_text(section, [dict(row, n=400)])
 
 
 # ------------------------------------------------------------------ split cells (k = 3)
@@ -528,7 +543,7 @@ def test_the_split_cell_rates_separate_the_two_atoms(split_cells):
     assert share["below_0.1"] == 12
 
 
-def test_the_split_cell_check_is_reported(scripts, split_cells):
+def test_the_split_cell_check_is_reported(scripts, split_cells, pages):
     _, make_figures, _ = scripts
     experiment = load_experiment(K3)
     tasks = _synthetic_tasks(experiment.truth)
@@ -537,7 +552,7 @@ def test_the_split_cell_check_is_reported(scripts, split_cells):
               "summary": split_cells.summarise(experiment, tasks)}
     section = {"name": "softmax-over-k3", "meta": {"code_sha256": "abc"},
                "split_cells": report}
-    text = "\n".join(make_figures.split_cells_text(section))
+    text = "\n".join(pages.fit_texts.split_cells_text(section))
     assert ("`python paper_figures/split_cells.py softmax-over-k3 --sizes 4 --replications 3`:"
             " 12 tasks, 12 refitted; sizes 1000 to 64000, replications 0-2; 12 of the 12 "
             "refits that the grid holds reproduce its D2 exactly, 0 do not") in text
@@ -549,10 +564,10 @@ def test_the_split_cell_check_is_reported(scripts, split_cells):
             "(12) | 12 of 12 |") in text.replace("+0.000", "-0.000")
     assert "cell 1: 10 %, 50 % and 90 % quantiles" in text and "below 0.1 in 12 of 12" in text
     section["meta"]["code_sha256"] = "def"
-    assert "; build abc, not the grid's;" in "\n".join(make_figures.split_cells_text(section))
-    assert make_figures.split_cells_text({"name": "x", "meta": {}}) == []
+    assert "; build abc, not the grid's;" in "\n".join(pages.fit_texts.split_cells_text(section))
+    assert pages.fit_texts.split_cells_text({"name": "x", "meta": {}}) == []
     with pytest.raises(SystemExit, match="--summarise-only"):
-        make_figures.split_cells_text({**section, "split_cells": {**report, "format": 1}})
+        pages.fit_texts.split_cells_text({**section, "split_cells": {**report, "format": 1}})
 
 
 def test_the_split_cell_summary_is_recomputed_from_its_fits(tmp_path, split_cells):
@@ -642,7 +657,7 @@ def _tiny_grid(tmp_path):
     return root, experiment, db
 
 
-def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkeypatch):
+def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkeypatch, pages):
     # A machine's stores do not outlive it: --restore rebuilds one from the committed rows
     # after re-running a sample of them, and refuses rows of another task definition,
     # a count that is not the run record's, or a row this machine does not reproduce.
@@ -673,19 +688,19 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
                         "verified_rows": 2}
     # The page says where a restored grid's rows came from and what was checked.
     exported = run_studies.export("tiny", tmp_path / "b.sqlite", results)
-    page = make_figures.restored_text({"name": "tiny", "meta": exported["meta"]})[0]
+    page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"]})[0]
     assert page.startswith("The grid was continued from its committed results")
     assert (f"first 4 rows were computed by build ffffffffffff, the rest by build "
             f"{exported['meta']['code_sha256'][:12]}. The continuing build first "
             "recomputed 2 of the earlier rows") in page
     same = dict(exported["meta"], restored_from=dict(
         restored, code_sha256=exported["meta"]["code_sha256"], verified_rows=0))
-    page = make_figures.restored_text({"name": "tiny", "meta": same})[0]
+    page = pages.build_texts.restored_text({"name": "tiny", "meta": same})[0]
     assert "computed by the same build of gmoe. No earlier row was recomputed" in page
     unknown = dict(exported["meta"], restored_from=dict(restored, code_sha256=None))
     assert "a build that the committed results do not record" in \
-        make_figures.restored_text({"name": "tiny", "meta": unknown})[0]
-    assert make_figures.restored_text({"name": "tiny", "meta": {}}) == []
+        pages.build_texts.restored_text({"name": "tiny", "meta": unknown})[0]
+    assert pages.build_texts.restored_text({"name": "tiny", "meta": {}}) == []
 
     # Restored again (another machine, another build): the record keeps the earlier
     # restore, so the page still says which build computed which rows.
@@ -725,14 +740,14 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
         run_studies.restore("absent", tmp_path / "d.sqlite", results, 2, log=log)
 
 
-def test_the_page_names_every_build_that_computed_a_grid_continued_twice(scripts):
+def test_the_page_names_every_build_that_computed_a_grid_continued_twice(scripts, pages):
     _, make_figures, _ = scripts
     first = {"rows": 2608, "code_sha256": "a" * 64, "verified_rows": 6}
     second = {"rows": 6240, "code_sha256": "b" * 64, "verified_rows": 6, "earlier": first}
     meta = {"code_sha256": "c" * 64, "restored_from": second}
-    assert make_figures.row_builds(meta) == [(2608, "a" * 64), (3632, "b" * 64),
+    assert pages.committed_results.row_builds(meta) == [(2608, "a" * 64), (3632, "b" * 64),
                                              (None, "c" * 64)]
-    page = make_figures.restored_text({"name": "g", "meta": meta})[0]
+    page = pages.build_texts.restored_text({"name": "g", "meta": meta})[0]
     assert ("its first 2608 rows were computed by build aaaaaaaaaaaa, the next 3632 by "
             "build bbbbbbbbbbbb, the rest by build cccccccccccc. It was continued twice; "
             "before going on, the continuing build recomputed earlier rows (the largest "
@@ -740,18 +755,18 @@ def test_the_page_names_every_build_that_computed_a_grid_continued_twice(scripts
             "time. Every row recomputed matched to the last bit.") in page
     # One build continuing its own rows is one share, not three.
     same = {"code_sha256": "b" * 64, "restored_from": second}
-    assert make_figures.row_builds(same) == [(2608, "a" * 64), (None, "b" * 64)]
+    assert pages.committed_results.row_builds(same) == [(2608, "a" * 64), (None, "b" * 64)]
     assert "first 2608 rows were computed by build aaaaaaaaaaaa, the rest by build bbbb" \
-        in make_figures.restored_text({"name": "g", "meta": same})[0]
+        in pages.build_texts.restored_text({"name": "g", "meta": same})[0]
     # A build restored and exported before any task ran computed nothing: not named, and
     # the builds either side of it, one and the same, are one share.
     idle = {"rows": 2608, "code_sha256": "e" * 64, "verified_rows": 0, "earlier": first}
     resumed = {"code_sha256": "a" * 64, "restored_from": idle}
-    assert make_figures.row_builds(resumed) == [(None, "a" * 64)]
-    page = make_figures.restored_text({"name": "g", "meta": resumed})[0]
+    assert pages.committed_results.row_builds(resumed) == [(None, "a" * 64)]
+    page = pages.build_texts.restored_text({"name": "g", "meta": resumed})[0]
     assert "its first 2608 rows were computed by the same build of gmoe" in page
     assert "6 the first time, none the second time" in page
-    assert make_figures.row_builds({"code_sha256": "c" * 64}) == []
+    assert pages.committed_results.row_builds({"code_sha256": "c" * 64}) == []
 
 
 def test_committed_rows_are_never_lost(tmp_path, scripts, monkeypatch):
@@ -795,7 +810,7 @@ def test_run_studies_refuses_a_restore_it_cannot_do(scripts, capsys, argv, expec
     assert exit_.value.code == 2 and expected in capsys.readouterr().err
 
 
-def test_every_committed_grid_can_be_restored(scripts):
+def test_every_committed_grid_can_be_restored(scripts, pages):
     # A grid goes on, on a new machine, only from its committed rows: each must read back
     # as its study's tasks, as many as its run record counts.
     _, make_figures, _ = scripts
@@ -803,7 +818,7 @@ def test_every_committed_grid_can_be_restored(scripts):
 
     results = ROOT / "paper_figures" / "results"
     checked = 0
-    for name in make_figures.STUDIES:
+    for name in pages.study_claims.STUDIES:
         path = results / f"{name}.csv.gz"
         if not path.exists():
             continue
@@ -832,7 +847,7 @@ def test_the_truth_check_runs_only_where_the_fitted_model_holds_the_truth(script
 
 
 def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scripts,
-                                                                  monkeypatch):
+                                                                  monkeypatch, pages):
     # A maximum-likelihood fit is at least as likely as the truth on its own data: the
     # check recomputes the truth's log-likelihood on each task's data and counts the fits
     # below it; the page says so in bold.
@@ -850,21 +865,21 @@ def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scrip
                if (r["n"], r["rep"]) == (90, 1) else r for r in rows]
     worse = truth_check.check("tiny", lowered)
     assert [s["below"] for s in worse["sizes"]] == [0, 1]
-    page = " ".join(make_figures.truth_check_text(
+    page = " ".join(pages.fit_texts.truth_check_text(
         {"name": "tiny", "truth_check": worse, "n_rows": len(rows)}))
     assert "n = 90: 1 of 2" in page
     assert "**1 checked fits are below the truth's own log-likelihood**" in page
     assert "STALE" not in page
-    assert "Every checked fit is at or above" in make_figures.truth_check_text(
+    assert "Every checked fit is at or above" in pages.fit_texts.truth_check_text(
         {"name": "tiny", "truth_check": report, "n_rows": len(rows)})[0]
-    assert make_figures.truth_check_text({"name": "tiny", "n_rows": 4}) == []
+    assert pages.fit_texts.truth_check_text({"name": "tiny", "n_rows": 4}) == []
     # --refit: this build refits the same tasks and reaches the grid's own fits again.
     again = truth_check.check("tiny", lowered, refit=True)
     assert [s["refit_below"] for s in again["sizes"]] == [0, 0]
     # (the same build, the same draws: the refits are the grid's fits, not the lowered ones)
     assert [s["refit_least"] for s in again["sizes"]] == \
         pytest.approx([s["least"] for s in report["sizes"]], rel=0, abs=1e-6)
-    page = make_figures.truth_check_text({"name": "tiny", "truth_check": again,
+    page = pages.fit_texts.truth_check_text({"name": "tiny", "truth_check": again,
                                           "n_rows": len(rows)})[0]
     assert f"refitted by build {again['refit_code_sha256'][:12]}" in page
     assert "n = 90: 0 (least " in page

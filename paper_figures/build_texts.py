@@ -1,0 +1,191 @@
+"""The page's paragraphs on builds: where a grid's rows came from, and other builds' fits.
+
+A grid continued from its committed results holds rows of several builds of gmoe
+(:func:`restored_text`); another build's fits of the same tasks can be committed beside
+it and compared (:func:`other_build_text`).
+"""
+
+import numpy as np
+from committed_results import build_name, restore_chain, row_builds
+from page_format import fmt_fit
+
+from gmoe.simulation.rates import fit_rate
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
+def restored_text(s):
+    """Where a grid's rows came from when it was continued from its committed results."""
+    meta = s.get("meta", {})
+    shares = row_builds(meta)
+    if not shares:
+        return []
+    restores = restore_chain(meta)
+    if len(shares) == 1:
+        origin = f"its first {restores[-1]['rows']} rows were computed by the same build of gmoe"
+    else:
+        said = [f"its first {shares[0][0]} rows were computed by {build_name(shares[0][1])}"]
+        said += [f"the next {rows} by {build_name(build)}" for rows, build in shares[1:-1]]
+        said.append(f"the rest by {build_name(shares[-1][1])}")
+        origin = ", ".join(said)
+    checked = [r.get("verified_rows", 0) for r in restores]
+    how = "(the largest size's last ones and a seeded random draw)"
+    if not any(checked):
+        check = "No earlier row was recomputed before the grid went on."
+    elif len(checked) == 1:
+        check = (f"The continuing build first recomputed {checked[0]} of the earlier rows "
+                 f"{how} and matched every number to the last bit.")
+    else:
+        each = [f"{count or 'none'} the {_ORDINALS[i] if i < len(_ORDINALS) else f'{i + 1}th'}"
+                f" time" for i, count in enumerate(checked)]
+        times = "twice" if len(checked) == 2 else f"{len(checked)} times"
+        check = (f"It was continued {times}; before going on, the continuing build "
+                 f"recomputed earlier rows {how}: {', '.join(each)}. Every row recomputed "
+                 "matched to the last bit.")
+    return [f"The grid was continued from its committed results (`python paper_figures/"
+            f"run_studies.py {s['name']} --restore`): {origin}. {check}", ""]
+
+
+#: Two fits of one task count as the same point when their total log-likelihoods agree
+#: within this. Both builds stop only where the Newton decrement (the rise to the maximum
+#: the quadratic model predicts) is at most the study's tol, 1e-4 here (part of the task
+#: definition both share), so two fits of one maximum lie about 2e-4 apart at most; and
+#: rerun with a 1000 times tighter tol the fits rise by less than that (the fit checks).
+SAME_POINT_GAP = 1e-3
+
+
+def _paired_tasks(rows, other_rows, loss):
+    """The tasks both builds fitted to the stopping rule: (n, this row, the other's row).
+
+    Returns the pairs and the number of tasks in both left out because a fit failed, has
+    no finite log-likelihood, loss or Hellinger distance, or did not meet the rule.
+    """
+    def usable(r):
+        return r.get("status") == "ok" and r.get("converged") in (None, 1.0) and all(
+            r.get(key) is not None and np.isfinite(r[key])
+            for key in ("mean_log_likelihood", loss, "hellinger"))
+
+    other = {(r["n"], r["rep"]): r for r in other_rows}
+    both = [(r, other[r["n"], r["rep"]]) for r in rows if (r["n"], r["rep"]) in other]
+    pairs = [(a["n"], a, b) for a, b in both if usable(a) and usable(b)]
+    return pairs, len(both) - len(pairs)
+
+
+def _ratio(a, b):
+    """How many times the larger of two non-negative numbers is the smaller.
+
+    1 when both are 0, inf when only one is.
+    """
+    low, high = sorted((a, b))
+    if high == 0:
+        return 1.0
+    return high / low if low > 0 else np.inf
+
+
+def _slope_text(pairs, loss, side, summary):
+    """The slope of ``loss`` over the pairs from one side's fits, or 'no rate' (why).
+
+    ``side`` is 1 (this grid), 2 (the other build) or None: the fit of each pair with the
+    higher log-likelihood.
+    """
+    def pick(pair):
+        if side is not None:
+            return pair[side]
+        return max(pair[1:], key=lambda row: row["mean_log_likelihood"])
+
+    table = {"n": np.array([n for n, _, _ in pairs], dtype=float),
+             loss: np.array([pick(pair)[loss] for pair in pairs])}
+    try:
+        return fmt_fit(fit_rate(table, loss, summary=summary))
+    except ValueError as err:  # e.g. a loss of 0 has no geometric mean
+        return f"no rate ({err})"
+
+
+def _other_build_caveats(s, other):
+    """Whether another build's rows are comparable with the grid, and sentences if amiss.
+
+    Returns
+    -------
+    comparable : bool
+        False when they come from another task definition.
+    caveats : list of str
+    """
+    info, grid_meta = other.get("info") or {}, s.get("meta") or {}
+    caveats, comparable = [], True
+    if info.get("reference_code_sha256") and grid_meta.get("code_sha256") \
+            and info["reference_code_sha256"] != grid_meta["code_sha256"]:
+        caveats.append(f"Build {other['label']}'s file was exported against another build "
+                       f"of this grid (code hash {info['reference_code_sha256'][:12]}) than "
+                       f"the committed rows ({grid_meta['code_sha256'][:12]}).")
+    if info.get("task_sha256") and grid_meta.get("task_sha256") \
+            and info["task_sha256"] != grid_meta["task_sha256"]:
+        comparable = False
+        caveats.append(f"Build {other['label']}'s rows come from another task definition "
+                       f"(task hash {info['task_sha256'][:12]}, this grid's "
+                       f"{grid_meta['task_sha256'][:12]}): not comparable.")
+    return comparable, caveats
+
+
+def other_build_text(s, rows):
+    """Where another build's fits of the same tasks differ from the grid's.
+
+    For every ``NAME.build-LABEL.csv.gz`` committed beside the study: of the tasks both
+    builds fitted to the stopping rule, those whose two fits are different points (total
+    log-likelihoods more than :data:`SAME_POINT_GAP` apart), which build's is higher, how
+    far the headline loss and the Hellinger distance move with the point, how many of the
+    largest 1 % are among them (from 100 common tasks), and the headline's slopes over the
+    common tasks from either build's fits.
+    """
+    loss, lines = s["headline"], []
+    for other in s["other_builds"]:
+        comparable, caveats = _other_build_caveats(s, other)
+        if not comparable:
+            lines += [" ".join(caveats), ""]
+            continue
+        pairs, left_out = _paired_tasks(rows, other["rows"], loss)
+        if len(pairs) < 10:
+            continue
+        gaps = np.array([n * (a["mean_log_likelihood"] - b["mean_log_likelihood"])
+                         for n, a, b in pairs])
+        moved = np.abs(gaps) > SAME_POINT_GAP
+        higher_here, higher_there = gaps[gaps > SAME_POINT_GAP], -gaps[gaps < -SAME_POINT_GAP]
+        differing = [pair for pair, m in zip(pairs, moved, strict=True) if m]
+        text = (f"The same tasks fitted by build {other['label']} (the same task definition: "
+                f"experiment file and seeds; `{s['name']}.build-{other['label']}.csv.gz`): "
+                f"of {len(pairs)} tasks that both fitted to the stopping rule"
+                + (f" ({left_out} more in both left out: a fit failed or did not meet the "
+                   "rule)" if left_out else "")
+                + f", the two kept fits are different points (total log-likelihoods more "
+                f"than {SAME_POINT_GAP:g} apart) in {int(moved.sum())}; this grid's is higher "
+                f"in {higher_here.size}"
+                + (f" (by up to {higher_here.max():.3g})" if higher_here.size else "")
+                + f" and build {other['label']}'s in {higher_there.size}"
+                + (f" (by up to {higher_there.max():.3g})" if higher_there.size else "")
+                + ". Where they differ, the task's starts lead to at least two points that "
+                "meet the stopping rule, and each build keeps the best of those its own "
+                "fits reached.")
+        if differing:
+            loss_ratios = [_ratio(a[loss], b[loss]) for _, a, b in differing]
+            density_ratios = [_ratio(a["hellinger"], b["hellinger"]) for _, a, b in differing]
+            # The fit with the higher log-likelihood has the strictly larger loss.
+            larger_at_higher = sum(
+                (a[loss] > b[loss]) if a["mean_log_likelihood"] > b["mean_log_likelihood"]
+                else (b[loss] > a[loss]) for _, a, b in differing)
+            text += (f" There {loss} differs by a factor of median "
+                     f"{np.median(loss_ratios):.3g} (largest {max(loss_ratios):.3g}), the "
+                     f"higher log-likelihood having the larger {loss} in {larger_at_higher} "
+                     f"of {len(differing)}, and the Hellinger distance by a factor of median "
+                     f"{np.median(density_ratios):.3g} (largest {max(density_ratios):.3g}).")
+        if len(pairs) >= 100:
+            ranked = sorted(range(len(pairs)), key=lambda i: pairs[i][1][loss])
+            tail = ranked[-(len(pairs) // 100):]
+            text += (f" Of the largest 1 % of this grid's {loss} among them ({len(tail)} "
+                     f"task{'s' if len(tail) > 1 else ''}), {int(moved[tail].sum())} are "
+                     "different points.")
+        slopes = [f"{summary} {loss}: {_slope_text(pairs, loss, 1, summary)} from this "
+                  f"grid's fits, {_slope_text(pairs, loss, 2, summary)} from build "
+                  f"{other['label']}'s, {_slope_text(pairs, loss, None, summary)} from the "
+                  "higher of each task's two" for summary in ("mean", "geometric")]
+        text += f" Slopes over these tasks: {'; '.join(slopes)}."
+        lines += [" ".join([text, *caveats]), ""]
+    return lines

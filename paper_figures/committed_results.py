@@ -1,0 +1,104 @@
+"""Reading a study's committed results, and which builds of gmoe computed their rows.
+
+``paper_figures/results/NAME.csv.gz`` holds one row per task and ``NAME.run.json`` the
+runs that computed them (their builds, through every restore), with the checks' reports
+(``NAME.fitcheck.json`` and the others) and other builds' rows (``NAME.build-LABEL``)
+beside them.
+"""
+
+import csv
+import gzip
+import json
+
+
+def read_result_rows(path):
+    """The rows of a gzipped CSV of results: numbers as floats, empty fields as None."""
+    with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
+        rows = []
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, value in raw.items():
+                try:
+                    row[key] = None if value == "" else float(value)
+                except ValueError:
+                    row[key] = value
+            row["n"] = int(row["n"])
+            rows.append(row)
+    return rows
+
+
+def read_results(directory, name):
+    """Rows (numbers as floats, empty fields as None) and run info of one study."""
+    path = directory / f"{name}.csv.gz"
+    if not path.exists():
+        return None, None
+    rows = read_result_rows(path)
+    info_path = directory / f"{name}.run.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic"),
+                        ("split_cells", "splitcells"), ("truth_check", "truthcheck")):
+        extra = directory / f"{name}.{suffix}.json"
+        if extra.exists():
+            info[key] = json.loads(extra.read_text())
+    info["other_builds"] = []
+    for path in sorted(directory.glob(f"{name}.build-*.csv.gz")):
+        label = path.name[len(f"{name}.build-"):-len(".csv.gz")]
+        about = directory / f"{name}.build-{label}.json"
+        info["other_builds"].append({"label": label, "rows": read_result_rows(path),
+                                     "info": json.loads(about.read_text())
+                                     if about.exists() else {}})
+    return rows, info
+
+
+def restore_chain(meta):
+    """A grid's restores, oldest first (each ``restored_from`` keeps the one before it)."""
+    chain, source = [], meta.get("restored_from")
+    while source:
+        chain.insert(0, source)
+        source = source.get("earlier")
+    return chain
+
+
+def row_builds(meta):
+    """Which build computed which of a grid's rows, for a grid continued from its results.
+
+    Each restore's ``restored_from`` record keeps the one before it (``earlier``), so a
+    grid continued several times, on several builds, keeps every build's share. A share
+    is the rows a store gained between two restores, under the code hash the store held
+    when it was exported: a store records one hash, so rows of two builds that resumed one
+    store between two restores count as the later build's.
+
+    Parameters
+    ----------
+    meta : dict
+        A grid's metadata (``run.json``'s ``meta``, or a store's with ``restored_from``
+        decoded).
+
+    Returns
+    -------
+    list of tuple
+        ``(rows, code_sha256)`` in the order the rows were computed; a build that
+        computed no rows (restored, then exported before any task ran) is left out and
+        consecutive rows of one build are merged. The last entry's ``rows`` is None: the
+        rest, by the grid's own build. Empty when the grid was never restored.
+    """
+    chain = restore_chain(meta)
+    if not chain:
+        return []
+    shares, before = [], 0
+    for link in chain:
+        if link["rows"] > before:
+            shares.append([link["rows"] - before, link.get("code_sha256")])
+        before = link["rows"]
+    merged = []
+    for rows, build in [*shares, [None, meta.get("code_sha256")]]:
+        if merged and build is not None and build == merged[-1][1]:
+            merged[-1][0] = None if rows is None else merged[-1][0] + rows
+        else:
+            merged.append([rows, build])
+    return [tuple(share) for share in merged]
+
+
+def build_name(build):
+    """A code hash as the page and the logs name it (its first 12 digits)."""
+    return f"build {build[:12]}" if build else "a build that the committed results do not record"

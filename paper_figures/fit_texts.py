@@ -1,0 +1,341 @@
+"""The page's paragraphs on a study's fits: the checks' findings and how losses spread.
+
+Each function takes a study's section (``make_figures.study_section``) and returns the
+lines that report one check (longer runs, the truth's likelihood, the normal limit, the
+split cells) or one property of the grid's losses; a check that was not run gives none.
+"""
+
+import numpy as np
+from page_format import fmt_median, fmt_sample_slope
+
+
+def asymptotic_text(s):
+    """What ``asymptotic_check.py`` found: predicted (I^-1 / n) against observed errors."""
+    check = s["asymptotic"]
+    if check is None:
+        return []
+    eig = check["information_eigenvalues"]
+    first = check["columns"][0]
+    small, large = first["small"], first["large"]
+    stale = ("" if check.get("result_rows") == s["n_rows"] else
+             " (STALE: computed from another export of the results; rerun it)")
+    lines = [f"Asymptotic check (`python paper_figures/asymptotic_check.py {s['name']}`)"
+             f"{stale}: "
+             f"the Fisher information per row at the truth has eigenvalues from {eig[0]:.1e} "
+             f"to {eig[-1]:.1e}. Mean errors observed against those of the normal limit "
+             f"N(0, I^-1 / n), at the smallest sizes (n {small['n_from']} to "
+             f"{small['n_to']}) and at the largest (n {large['n_from']} to {large['n_to']}):",
+             "", "| column | smallest n: observed | predicted | largest n: observed | "
+             "predicted |", "|---|---|---|---|---|"]
+    for c in check["columns"]:
+        lines.append(f"| {c['column']} | {c['small']['observed_mean']:.3g} | "
+                     f"{c['small']['predicted_mean']:.3g} | {c['large']['observed_mean']:.3g} "
+                     f"| {c['large']['predicted_mean']:.3g} |")
+    for b in check.get("boundaries", []):
+        lines += ["", f"The top-K selection changes at x = {b['x']:.4g} (expert {b['leaves']} "
+                  f"leaves the selected set, expert {b['enters']} enters): the density jumps "
+                  "there, and the jump's position is estimated at the faster rate n^-1 of a "
+                  "change-point. The prediction is the normal limit with that position held "
+                  "(the information restricted to the parameters that keep it), and the "
+                  "rows where a difference quotient straddles it are left out of the "
+                  "information."]
+    lines += ["", "A column that meets its prediction at the largest sizes but stays below it "
+              "at the smallest approaches the n^-1/2 curve from below: over the grid its "
+              "fitted slope is shallower than -1/2 although its limit is -1/2. A column "
+              "below its prediction at the largest sizes too is smaller than the "
+              "maximum-likelihood estimate's error: its fits stopped nearer their start "
+              "than the maximum (the likelihood check above says whether they reached it).",
+              ""]
+    return lines
+
+
+def truth_check_text(s):
+    """What ``truth_check.py`` found: fits whose log-likelihood is below the truth's."""
+    check = s.get("truth_check")
+    if not check:
+        return []
+    stale = ("" if check.get("result_rows") == s["n_rows"] else
+             " (STALE: computed from another export of the results; rerun it)")
+    parts = [f"n = {c['n']}: {c['below']} of {c['tasks']} (fit minus truth {c['least']:.1f} "
+             f"to {c['largest']:.1f}, median {c['median']:.2f})" for c in check["sizes"]]
+    below = sum(c["below"] for c in check["sizes"])
+    verdict = ("Every checked fit is at or above the truth's log-likelihood." if not below else
+               f"**{below} checked fits are below the truth's own log-likelihood**: they are "
+               "not maximum-likelihood estimates, and the losses of such fits measure where "
+               "the optimiser stopped.")
+    refit = ""
+    if "refit_code_sha256" in check:
+        redone = "; ".join(f"n = {c['n']}: {c['refit_below']} (least {c['refit_least']:.1f})"
+                           for c in check["sizes"])
+        refit = (f" The same tasks refitted by build {check['refit_code_sha256'][:12]} "
+                 f"(`--refit`), below the truth's per size: {redone}.")
+    return [f"Likelihood against the truth's (`python paper_figures/truth_check.py "
+            f"{s['name']}`){stale}: the maximum-likelihood estimate's log-likelihood is at "
+            "least the truth's on the same data. Fits below it, per size: "
+            f"{'; '.join(parts)}. {verdict}{refit}", ""]
+
+
+def fitcheck_text(s, rows=None):
+    """What ``check_fits.py`` found for the study (a line), or a note that it was not run.
+
+    With the grid's ``rows``, also whether the check's default fits are the grid's own
+    rows of the same tasks, and if not, how far the grid's rows are from the longer runs.
+    """
+    check = s["fitcheck"]
+    if check is None:
+        return ("Fits not checked against longer runs yet (`python paper_figures/"
+                f"check_fits.py {s['name']}`).")
+    tasks = check["tasks"]
+    sizes = sorted({t["n"] for t in tasks})
+    steps = max(t["n_iter"][1] for t in tasks)
+    gains = [t["log_likelihood_gain"] for t in tasks]
+    return (f"Fit check (`python paper_figures/check_fits.py {s['name']}`): "
+            f"{len(tasks)} tasks (n = {', '.join(map(str, sizes))}) rerun from the same "
+            f"data and starts with tol {check['tol'] / check['factor']:g} instead of "
+            f"{check['tol']:g} (up to {steps} EM steps): the total log-likelihood changed "
+            f"by {min(gains):+.1e} to {max(gains):+.1e}, and {check['loss']} by at most "
+            f"{check['max_relative_loss_change']:.1e} relative. This shows where the "
+            "stopping rule left each fit; it cannot show that a start found the best "
+            "maximum." + other_build_warning(check, s) + _against_grid(check, rows))
+
+
+def _against_grid(check, rows):
+    """A sentence comparing the fit check's default fits with the grid's rows of its tasks.
+
+    Equal headline losses (to the last bit) mean the check refitted exactly the grid's
+    fits; otherwise (another build refitted) the grid's own loss is compared with the
+    longer runs', which is what the check is for.
+    """
+    if not rows:
+        return ""
+    loss = check["loss"]
+    grid = {(r["n"], r["rep"]): r for r in rows}
+    pairs = [(t, grid[t["n"], t["rep"]]) for t in check["tasks"]
+             if grid.get((t["n"], t["rep"]), {}).get(loss) is not None]
+    if not pairs:
+        return ""
+    same = sum(row[loss] == task["loss_default"] for task, row in pairs)
+    if same == len(pairs):
+        return (f" Its default fits are the grid's own: {loss} equal to the last bit in all "
+                f"{len(pairs)} tasks.")
+    worst = max(abs(row[loss] - task["loss_tight"]) / max(abs(task["loss_tight"]), 1e-300)
+                for task, row in pairs)
+    return (f" Its default fits are not all the grid's ({loss} equal to the last bit in "
+            f"{same} of {len(pairs)} tasks: another build refitted); the grid's own {loss} "
+            f"differs from the longer runs' by at most {worst:.1e} relative.")
+
+
+def other_build_warning(check, s):
+    """A sentence when a fit check ran on another build of gmoe than the study's grid."""
+    checked, grid = check.get("code_sha256"), s.get("meta", {}).get("code_sha256")
+    if checked is None or grid is None or checked == grid:
+        return ""
+    return (f" The check ran on another build of gmoe (code hash {checked[:12]}) than the "
+            f"grid ({grid[:12]}).")
+
+
+def spread_text(s, rows):
+    """For an over-specified study: how far its headline loss spreads over replications."""
+    if not s["over_specified"]:
+        return []
+    values = np.array([r[s["headline"]] for r in rows if r.get(s["headline"]) is not None],
+                      dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size < 10:
+        return []
+    low, median, high = np.quantile(values, [0.1, 0.5, 0.9])
+    share = float(np.sort(values)[-max(1, values.size // 100):].sum() / values.sum())
+    per_size = s["replications"] if s["replications"] == s["min_replications"] else \
+        f"{s['min_replications']}-{s['replications']}"
+    return [f"How the {s['headline']} of single fits spread: over all {values.size} tasks "
+            f"the 10 %, 50 % and 90 % quantiles are {low:.3g}, {median:.3g} and {high:.3g} "
+            f"(largest {values.max():.3g}), and the largest 1 % of the tasks hold "
+            f"{100 * share:.0f} % of the sum. The mean at each n averages {per_size} such "
+            "values, so a single large one moves it by orders of magnitude: the "
+            "mean's slope has a wide interval, and the geometric mean's (above) is the "
+            "steadier estimate of the same rate. The density distances (Hellinger, TV) do "
+            "not depend on how the atoms are arranged and are the stable rates here."
+            + _tail_text(s, rows), ""]
+
+
+def _split_cells(row):
+    """The cells of a row that hold two or more fitted atoms (from its ``atoms_j`` columns)."""
+    return [int(key.rsplit("_", 1)[1]) for key, value in row.items()
+            if key.startswith("atoms_") and value is not None and value >= 2]
+
+
+def _split_cell_error(row, field):
+    """The largest finite error of ``field`` over a row's split cells (None if none)."""
+    errors = [row.get(f"pe_{field}_{j}") for j in _split_cells(row)]
+    errors = [e for e in errors if e is not None and np.isfinite(e)]
+    return max(errors) if errors else None
+
+
+def _tail_text(s, rows):
+    """What the fits of the largest 1 % of an over-specified study's headline loss are.
+
+    Which cells they split, their split cells' gate and expert slope errors against all
+    tasks', and their Hellinger distances against the median of their sample size; from
+    the rows' parameter errors (empty when the rows lack them).
+    """
+    def usable(r):
+        return all(r.get(key) is not None and np.isfinite(r[key])
+                   for key in (s["headline"], "hellinger")) \
+            and _split_cell_error(r, "gate_coef") is not None \
+            and _split_cell_error(r, "expert_coef") is not None
+
+    rows = sorted((r for r in rows if usable(r)), key=lambda r: r[s["headline"]])
+    if len(rows) < 100:
+        return ""
+    tail = rows[-(len(rows) // 100):]
+    median_hellinger = {n: float(np.median([r["hellinger"] for r in rows if r["n"] == n]))
+                        for n in {r["n"] for r in tail}}
+    ratios = [r["hellinger"] / median_hellinger[r["n"]] for r in tail]
+
+    def errors(group, field):
+        values = [_split_cell_error(r, field) for r in group]
+        return float(np.median(values)), min(values), max(values)
+
+    def split_counts(group):
+        cells = sorted({j for r in group for j in _split_cells(r)})
+        return ", ".join(f"cell {j} in {sum(j in _split_cells(r) for r in group)}"
+                         for j in cells)
+
+    gate, expert = errors(tail, "gate_coef"), errors(tail, "expert_coef")
+    return (f" Of the fits with a split cell, the largest 1 % by {s['headline']} "
+            f"({len(tail)} tasks) split {split_counts(tail)} (all {len(rows)}: "
+            f"{split_counts(rows)}). Their split cells' gate slope is off by a median "
+            f"{gate[0]:.3g} (range {gate[1]:.3g} - {gate[2]:.3g}; all tasks: "
+            f"{errors(rows, 'gate_coef')[0]:.3g}) and their expert slope by {expert[0]:.3g} "
+            f"({expert[1]:.3g} - {expert[2]:.3g}; all tasks: "
+            f"{errors(rows, 'expert_coef')[0]:.3g}); their Hellinger distance is a median "
+            f"{np.median(ratios):.2f} times the median of all tasks at the same n (range "
+            f"{min(ratios):.2f} - {max(ratios):.2f}).")
+
+
+#: The layout of split_cells.py's report that split_cells_text reads.
+SPLIT_CELLS_FORMAT = 2
+
+
+def split_cells_text(s):
+    """What ``split_cells.py`` found: each atom's error in a two-atom cell, and its share."""
+    check = s.get("split_cells")
+    if check is None:
+        return []
+    if check.get("format") != SPLIT_CELLS_FORMAT or check.get("summary") is None:
+        raise SystemExit(f"{s['name']}.splitcells.json is not a finished report of the "
+                         f"layout this page reads (format {SPLIT_CELLS_FORMAT}): run "
+                         f"`python paper_figures/split_cells.py {s['name']} "
+                         "--summarise-only` (or finish its run).")
+    summary, tasks, sizes = check["summary"], check["tasks"], check["sizes"]
+    counts = summary["tasks"]
+    stored = sum(t.get("fit") == "stored" for t in tasks)
+    refitted = sum(t.get("fit") == "refitted" for t in tasks)
+    build = ("" if check.get("code_sha256") == s["meta"].get("code_sha256") else
+             f"; build {check['code_sha256'][:12]}, not the grid's")
+    compared = [t for t in tasks if t.get("same_as_grid") is not None]
+    agree = sum(t["same_as_grid"] for t in compared)
+    origin = [f"{refitted} refitted"] if refitted else []
+    origin += [f"{stored} read from the grid's stored fits"] if stored else []
+    origin += [f"{counts['failed']} whose every start failed"] if counts["failed"] else []
+    check_text = (f"; {agree} of the {len(compared)} refits that the grid holds reproduce its "
+                  f"D2 exactly, {counts['not_the_grids']} do not and are left out"
+                  if refitted and compared else "")
+    lines = [f"Where a split cell's parameter errors come from (`python paper_figures/"
+             f"split_cells.py {s['name']} --sizes {len(sizes)} --replications "
+             f"{check['replications']}`: {len(tasks)} tasks, {', '.join(origin)}; sizes "
+             f"{sizes[0]} to {sizes[-1]}, replications 0-{check['replications'] - 1}"
+             f"{build}{check_text}). A `[m=2]` column above is the larger of the two atoms' "
+             "errors. The theory bounds each atom's error only through D2, where the atom's "
+             "term is weighted by its gate weight, so an atom that holds little of its cell "
+             "may keep a large error. Per true cell split in two, the geometric-mean rate of "
+             "each error (the geometric mean over the cells of each size, fitted on log n, "
+             "with its 95% interval and the number of cells; the gate slope of the atom the "
+             "alignment's translation carries onto the truth's is round-off and left out) "
+             "and its median:", "",
+             "| cell | parameter (p) | theory | largest (the [m=2] column) | atom with the "
+             "larger share: rate, median | atom with the smaller share: rate, median | "
+             "largest share-weighted, s^(1/p) x error | cells where the largest is the "
+             "smaller share's (of those where both are measured) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for cell, entry in summary["cells"].items():
+        for name, e in entry["parameters"].items():
+            median = e["median_error"]
+            lines.append(f"| {cell} | {name} ({e['exponent']:g}) | {e['theory']:+.3f} | "
+                         f"{fmt_sample_slope(e['largest'])} | "
+                         f"{fmt_sample_slope(e['larger_share'])}, "
+                         f"{fmt_median(median['larger_share'])} | "
+                         f"{fmt_sample_slope(e['smaller_share'])}, "
+                         f"{fmt_median(median['smaller_share'])} | "
+                         f"{fmt_sample_slope(e['share_weighted'])} | "
+                         f"{e['largest_is_smaller_share']} of {e['both_measured']} |")
+    shares = []
+    for cell, entry in summary["cells"].items():
+        share = entry["smaller_share"]
+        low, mid, high = (share["quantiles"][q] for q in ("10%", "50%", "90%"))
+        shares.append(f"cell {cell}: 10 %, 50 % and 90 % quantiles {low:.3g}, {mid:.3g} and "
+                      f"{high:.3g}, below 0.1 in {share['below_0.1']} of {entry['count']}")
+    lines += ["", "The smaller atom's share of its cell: " + "; ".join(shares) + ". The "
+              "share-weighted column weighs each atom's error by its share s of the cell to "
+              "the power 1/p, p the parameter's exponent in D2: the atom's part of D2 in the "
+              "parameter's units, which D2's rate bounds (up to constants) by n^(-1/(2p)) "
+              "whatever the shares are.", ""]
+    return lines
+
+
+def disagreement_text(s):
+    """For a headline slope whose CI excludes the theory: the numbers that bear on why.
+
+    The theory's rates bound the error from above (a loss is at most of order n^r): a
+    slope steeper than the theory's is within the guarantee, a shallower one is not.
+    """
+    row = s["by_loss"][s["headline"]]
+    if row["theory"] is None or row["within_ci"] is not False:
+        return []
+
+    def listed(rows):
+        return ", ".join(f"`{r['loss']}` {r['slope']:+.3f}" for r in rows)
+
+    outside = [r for r in s["rows"] if r["theory"] is not None and r["within_ci"] is False
+               and r["loss"] != s["headline"]]
+    slower = [r for r in outside if r["slope"] > r["theory"]]
+    faster = [r for r in outside if r["slope"] < r["theory"]]
+    agree = [r["loss"] for r in s["rows"] if r["within_ci"] is True]
+    if row["slope"] < row["theory"]:
+        lines = [f"**The headline slope is steeper than the theory's** ({row['slope']:+.3f} "
+                 f"against {row['theory']:+.3f}): the theory's rates bound the error from "
+                 "above, so a faster decay over these sizes is within the guarantee (higher-"
+                 "order terms of a small-n error, or a part of the loss that converges "
+                 "faster, can steepen a fitted slope). What the numbers say:", ""]
+    else:
+        lines = [f"**The headline slope is shallower than the theory's** ({row['slope']:+.3f} "
+                 f"against {row['theory']:+.3f}): a slower decay than the theory bounds. "
+                 "What the numbers say:", ""]
+    check = s["fitcheck"]
+    if check is None:
+        lines.append("* the fits: not checked against longer runs yet;")
+    else:
+        lines.append(f"* the fits: the fit check above moved {check['loss']} by at most "
+                     f"{check['max_relative_loss_change']:.1e} relative: the stopping rule "
+                     "is not what shapes the slope (a start in another basin would not show "
+                     "there);")
+    if s["sensitivity"]:
+        parts = ", ".join(f"{slope:+.3f} without the smallest {frac:.0%} of sizes (n >= "
+                          f"{n_min:g})" for frac, slope, n_min in s["sensitivity"])
+        lines.append(f"* the slope over all sizes is {row['slope']:+.3f}; {parts}: a "
+                     "slope that moves towards the theory's as small n are dropped points to "
+                     "a pre-asymptotic regime, one that stays put or moves away does not;")
+    if slower:
+        lines.append("* other columns slower than their theory (CI excludes it): "
+                     + listed(slower) + ";")
+    if faster:
+        lines.append("* columns faster than their theory (CI excludes it): " + listed(faster)
+                     + ";")
+    unstated = [r for r in s["rows"] if r["theory"] is None and np.isfinite(r["slope"])]
+    if unstated:
+        lines.append("* the columns with no stated rate: " + listed(unstated) + ";")
+    if agree:
+        lines.append("* the columns whose CI contains their theory: "
+                     + ", ".join(f"`{name}`" for name in agree) + ".")
+    lines.append("")
+    return lines

@@ -1,0 +1,52 @@
+"""How the reproduction's pages write numbers: slopes with intervals, verdicts, literals."""
+
+import re
+
+import numpy as np
+
+
+def fmt_slope(row):
+    """A rate row's slope with its 95 % interval (or why it has none)."""
+    if row is None or not np.isfinite(row["slope"]):
+        return "no rate" if row is None else (row["note"] or "no rate")
+    ci = (f" [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+          if np.isfinite(row["ci_low"]) else " (no CI)")
+    return f"{row['slope']:+.3f}{ci}"
+
+
+def verdict(row):
+    """Where a rate row's theory lies against its interval, in words."""
+    if row is None or row["theory"] is None or not np.isfinite(row["slope"]):
+        return "no stated rate"
+    return {True: "inside the CI", False: "outside the CI", None: "no CI"}[row["within_ci"]]
+
+
+def loss_table(rows, loss):
+    """The sizes and one loss of result rows, as the rate fits take them (None as NaN)."""
+    values = np.array([np.nan if r.get(loss) is None else r[loss] for r in rows])
+    return {"n": np.array([r["n"] for r in rows], dtype=float), loss: values}
+
+
+def fmt_sample_slope(fit):
+    """A ``split_cells.py`` rate: slope, interval and the cells it rests on."""
+    if not np.isfinite(fit["slope"]):
+        return f"- ({fit['cells']})"
+    if not np.isfinite(fit["low"]):  # two sizes: no interval
+        return f"{fit['slope']:+.3f} ({fit['cells']})"
+    return f"{fit['slope']:+.3f} [{fit['low']:+.3f}, {fit['high']:+.3f}] ({fit['cells']})"
+
+
+def fmt_median(value):
+    """A median to three digits, or a dash where there is none."""
+    return "-" if value is None else f"{value:.3g}"
+
+
+def fmt_fit(fit):
+    """A :class:`~gmoe.simulation.rates.RateFit`'s slope and interval, as in the tables."""
+    low, high = fit.conf_int
+    return f"{fit.slope:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def rst_literals(text):
+    """Markdown's `code` spans as reStructuredText's ``literals`` (those left as they are)."""
+    return re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)
