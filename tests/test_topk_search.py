@@ -1,6 +1,7 @@
-"""The top-K gate's boundary search: the coordinate-wise evaluation of the log-likelihood
-against the full one, the candidate steps and the accepted moves against a plain numpy
-version of the search, and the kernels they are built from against numpy twins."""
+"""The top-K gate's M-step: the coordinate-wise evaluation of the log-likelihood against the
+full one, the candidate steps and the accepted moves against a plain numpy version of the
+search, the kernels they are built from against numpy twins, and the Newton step that
+holds the selection boundaries."""
 
 import numpy as np
 import pytest
@@ -388,3 +389,86 @@ def test_a_top2_fit_near_the_truth_reaches_at_least_the_truths_likelihood():
     assert error is None
     truth = gmoe.conditional_log_density(experiment.truth, X, y).sum()
     assert estimator.lower_bound_ * n > truth
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_boundary_holding_directions_keep_every_crossed_boundary(shape, global_random_seed):
+    # Every allowed move scales each held pair's score difference (so the pair's switching
+    # surface stays where it is) and moves nothing else that decides a selection; every
+    # pair that the rows see switch in both orders is held.
+    n_experts, top_k, selection, n_features = shape
+    rng = np.random.default_rng(global_random_seed)
+    X = rng.normal(size=(400, n_features))
+    theta = rng.normal(size=(n_experts, n_features + 1))
+    theta[-1] = 0.0
+    family = TopKGating(top_k, selection)
+    ZT = transposed_design(X)
+    basis = family.boundary_holding_directions(theta, ZT)
+    cols = slice(None) if selection == "affine" else slice(0, n_features)
+    order = np.argsort(-(theta[:, cols] @ ZT[cols]), axis=0, kind="stable")
+    decided = set(zip(order[top_k - 1].tolist(), order[top_k].tolist(), strict=True))
+    held = [(j, m) for j, m in decided if j < m and (m, j) in decided]
+    held_width = n_features + 1 if selection == "affine" else n_features
+    if not held or held_width == 1:
+        # No boundary among the rows, or (a linear selection on one feature) boundaries
+        # at x = 0 that no move of the coefficients' signs can leave.
+        assert basis is None
+        return
+    assert basis is not None and basis.shape[0] == (n_experts - 1) * (n_features + 1)
+    assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
+    for direction in basis.T:
+        move = np.vstack([direction.reshape(n_experts - 1, -1), np.zeros(n_features + 1)])
+        for j, m in held:
+            gap = theta[j, cols] - theta[m, cols]
+            moved = move[j, cols] - move[m, cols]
+            # The move's part of the difference across the gap is 0: it only scales it.
+            assert_allclose(moved - gap * (moved @ gap) / (gap @ gap), 0.0, atol=1e-12)
+    # Each held pair removes the selection coordinates but one (the scale).
+    assert basis.shape[1] >= (n_experts - 1) * (n_features + 1) - len(held) * (held_width - 1)
+    if selection == "linear":
+        # The intercepts do not enter the selection: every intercept move is allowed.
+        for j in range(n_experts - 1):
+            intercept = np.zeros((n_experts - 1, n_features + 1))
+            intercept[j, -1] = 1.0
+            assert_allclose(basis @ (basis.T @ intercept.ravel()), intercept.ravel(),
+                            atol=1e-12)
+
+
+def test_boundary_holding_directions_none_without_a_boundary_among_the_rows():
+    # Expert 0 scores above the others on every row: no pair trades places, nothing held.
+    X = np.linspace(0.0, 1.0, 50)[:, None]
+    theta = np.array([[1.0, 5.0], [0.5, -1.0], [0.0, 0.0]])
+    assert TopKGating(2).boundary_holding_directions(theta, transposed_design(X)) is None
+    # The same gate with expert 1 crossing the reference inside the rows: (1, 2) is held.
+    theta[1] = [4.0, -2.0]
+    basis = TopKGating(2).boundary_holding_directions(theta, transposed_design(X))
+    assert basis is not None and basis.shape == (4, 3)
+
+
+def test_a_top2_fit_with_a_boundary_among_many_rows_does_not_crawl():
+    # Task (57644, 0) of the topk-exact study: the M-step's held-selection Newton step moves
+    # the boundary across hundreds of grid rows, L falls and the step is refused; the
+    # search alone then moved the gate by one breakpoint interval per EM step and the fit
+    # crawled for 375 steps (56 s) to the stopping rule. With the boundary held, the
+    # Newton step is taken: the fit stops within a few tens of steps, and a run with a
+    # 1000 times tighter tol rises by no more than that tol.
+    import dataclasses
+    from pathlib import Path
+
+    from gmoe.simulation import load_experiment
+    from gmoe.simulation.tasks import fit_near_truth_starts, task_data
+
+    experiment = load_experiment(Path(__file__).resolve().parents[1] / "simulations"
+                                 / "topk-exact.toml")
+    n, rep = 57644, 0
+    X, y, streams = task_data(experiment, n, rep)
+    [(estimator, _, error)] = fit_near_truth_starts(experiment, X, y, streams, n)
+    assert error is None and estimator.n_iter_ <= 40
+    tight = dataclasses.replace(experiment, fit=dict(experiment.fit, tol=1e-7, max_iter=5000))
+    X, y, streams = task_data(tight, n, rep)
+    [(longer, _, error)] = fit_near_truth_starts(tight, X, y, streams, n)
+    assert error is None
+    assert (longer.lower_bound_ - estimator.lower_bound_) * n <= experiment.fit["tol"]
+    assert estimator.lower_bound_ * n > gmoe.conditional_log_density(experiment.truth, X,
+                                                                      y).sum()
+

@@ -135,7 +135,8 @@ def gate_pass(ZT, theta, weighted_resp, row_total, free, inactive=None, want_inf
 
 
 def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, inactive=None,
-                                  max_iter=20, tol=1e-10, workspace=None, log_gate=None):
+                                  max_iter=20, tol=1e-10, workspace=None, log_gate=None,
+                                  directions=None):
     """:func:`maximise_softmax_gate` on expert-major arrays; also returns the final log-gate.
 
     Each Newton step costs one pass over the rows (:func:`gmoe._expert_major.gate_pass`):
@@ -160,6 +161,10 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
     log_gate : ndarray of shape (n_experts, n_samples), optional
         The log-gate at ``theta``, if known (it saves a pass). It is not written to unless
         it is one of the workspace's ``"log_gate_a"``, ``"log_gate_b"``.
+    directions : ndarray of shape (len(free) * (n_features + 1), m), optional
+        A basis of the moves allowed (of the free rows of ``theta``, flattened row by
+        row): each Newton step maximises the quadratic model of ``Q`` over their span.
+        By default every move is allowed.
 
     Returns
     -------
@@ -181,7 +186,12 @@ def maximise_softmax_gate_columns(theta, ZT, weighted_resp, row_total, free, *, 
     if not want_info:
         return theta, log_gate
     for iteration in range(max_iter):
-        step = solve_newton_direction(info, grad).reshape(len(free), -1)
+        if directions is None:
+            step = solve_newton_direction(info, grad)
+        else:
+            step = directions @ solve_newton_direction(directions.T @ info @ directions,
+                                                       directions.T @ grad)
+        step = step.reshape(len(free), -1)
         # The information at the new point is needed only if another step follows.
         want_info = iteration + 1 < max_iter
 

@@ -9,7 +9,11 @@ constant: with ``top_k = 1`` the gate objective has zero gradient and EM alone n
 the gate. The M-step therefore has two parts:
 
 1. the within-selection softmax by Newton with the active sets held (``top_k > 1``),
-   accepted only if the log-likelihood ``L`` itself does not fall;
+   accepted only if the log-likelihood ``L`` itself does not fall. Where it falls (the
+   step moved a selection boundary across rows), the step is recomputed with every
+   boundary that the rows cross held in place
+   (:meth:`TopKGating.boundary_holding_directions`): the within-selection weights then
+   move without the selection;
 2. the selection boundaries moved by coordinate-wise search on ``L`` with the experts
    held. Along one gate coordinate ``t`` a row's selection of expert ``j`` flips at one
    breakpoint, so ``L(t)`` changes only at the rows' breakpoints. With ``top_k = 1`` the
@@ -24,6 +28,7 @@ the gate. The M-step therefore has two parts:
 """
 
 import numpy as np
+import scipy.linalg
 
 from .. import _kernels
 from .._expert_major import Workspace, log_softmax_columns
@@ -228,11 +233,22 @@ class TopKGating(GatingFamily):
                 inactive = ~likelihood.active(start)
             else:  # the log-gate at start is -inf exactly where start's selection is not
                 inactive = np.isneginf(data.log_gate)
+            free = np.arange(n_experts - 1)
             theta, _ = maximise_softmax_gate_columns(
-                start, data.ZT, data.weighted_resp, data.row_total, np.arange(n_experts - 1),
+                start, data.ZT, data.weighted_resp, data.row_total, free,
                 inactive=inactive, max_iter=data.max_iter, workspace=data.workspace)
             log_lik = likelihood(start)
             after = likelihood(theta)
+            if after < log_lik and self.top_k < n_experts:
+                # The step moved a selection boundary across rows and L fell: the same
+                # ascent with every boundary that the rows cross held in place.
+                directions = self.boundary_holding_directions(start, data.ZT)
+                if directions is not None:
+                    theta, _ = maximise_softmax_gate_columns(
+                        start, data.ZT, data.weighted_resp, data.row_total, free,
+                        inactive=inactive, max_iter=data.max_iter, workspace=data.workspace,
+                        directions=directions)
+                    after = likelihood(theta)
             # The new parameters may also change the selection: keep them only if L holds.
             if after >= log_lik:
                 coef = np.ascontiguousarray(theta[:, :-1])
@@ -241,6 +257,58 @@ class TopKGating(GatingFamily):
         if self.top_k < n_experts:
             coef, intercept = move_boundaries(likelihood, coef, intercept, log_lik)
         return GateParams(coef, intercept, None), None
+
+    def boundary_holding_directions(self, theta, ZT):
+        """A basis of the gate moves that hold every selection boundary the rows cross.
+
+        Experts ``j`` and ``m`` trade places in a row's selection where their
+        selection scores are equal, on the surface ``(theta_j - theta_m) z = 0`` (the
+        coefficients alone with ``selection='linear'``). A move keeps that surface in
+        place when ``theta_j - theta_m`` only scales: its part orthogonal to itself is
+        held at 0. That is asked of every pair that decides some rows' selection (the
+        ``top_k``-th and next-best experts) in both orders, so whose boundary lies among
+        the rows. The held-selection Newton step of the M-step moves the within-selection
+        weights and the boundaries together; at large n, moving a boundary across many
+        rows lowers ``L`` and the step is refused, while this step keeps the boundaries
+        (the search over them moves them) and moves the weights.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n_experts, n_features + 1)
+            The gate ``(beta1, beta0)``, the last expert the reference (a row of 0).
+        ZT : ndarray of shape (n_features + 1, n_samples)
+            The design with intercept, transposed.
+
+        Returns
+        -------
+        ndarray of shape ((n_experts - 1) * (n_features + 1), m) or None
+            An orthonormal basis of the allowed moves of the free rows (flattened row by
+            row), or None when no boundary lies among the rows or none is left to move.
+        """
+        n_experts, width = theta.shape
+        selection = slice(None) if self.selection == "affine" else slice(0, width - 1)
+        scores = np.ascontiguousarray(theta[:, selection]) @ ZT[selection]
+        # Descending scores, ties to the lower index (as the selection breaks them).
+        order = np.argsort(-scores, axis=0, kind="stable")
+        decided = set(zip(order[self.top_k - 1].tolist(), order[self.top_k].tolist(),
+                          strict=True))
+        constraints = []
+        for j, m in sorted(decided):
+            if j > m or (m, j) not in decided:
+                continue
+            gap = theta[j, selection] - theta[m, selection]
+            if not np.any(gap):
+                continue
+            # The directions of the selection coordinates orthogonal to the gap.
+            for u in scipy.linalg.null_space(gap[None, :]).T:
+                row = np.zeros((n_experts, width))
+                row[j, selection] += u
+                row[m, selection] -= u
+                constraints.append(row[:-1].ravel())  # the reference row is pinned
+        if not constraints:
+            return None
+        basis = scipy.linalg.null_space(np.array(constraints))
+        return basis if basis.shape[1] else None
 
     # ----------------------------------------------------------- identifiability
     def identifiable_gate(self, params):
