@@ -333,6 +333,65 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     return verified(result)
 
 
+def _smooth_directions(param, measure, X):
+    """A top-K fit's moves along which ``L`` is smooth, as columns in ``param``'s layout.
+
+    The experts' parameters (unit columns), and the gate moves that hold every selection
+    boundary that the rows cross (:meth:`~gmoe.gates.TopKGating.boundary_holding_directions`,
+    mapped from the free gate rows to ``param``'s gate entries).
+    """
+    experts = np.eye(param.size)[:, param.n_gate:]
+    # The layout's gate is relative to the last expert (the selection's order and the
+    # gate's differences do not change when every row moves alike); a layout pinned
+    # elsewhere keeps the experts' part alone.
+    if list(np.flatnonzero(param.gate_int_idx < 0)) != [measure.n_experts - 1]:
+        return experts
+    theta = np.column_stack([measure.gate_coef, measure.gate_intercept])
+    theta = theta - theta[-1]
+    basis = measure.family.boundary_holding_directions(theta, transposed_design(X))
+    if basis is None:
+        return experts
+    gate = np.zeros((param.size, basis.shape[1]))
+    rows = basis.reshape(measure.n_experts - 1, theta.shape[1], -1)
+    for j in range(measure.n_experts - 1):
+        for c in range(theta.shape[1] - 1):
+            gate[param.gate_coef_idx[j, c]] = rows[j, c]
+        gate[param.gate_int_idx[j]] = rows[j, -1]
+    return np.column_stack([gate, experts])
+
+
+def smooth_decrement(measure, X, y, sample_weight):
+    """The Newton decrement along the moves in which ``L`` is smooth, a check of a fit.
+
+    For a top-K gate with ``top_k < n_experts``: along the experts' parameters and the
+    gate moves that hold every selection boundary the rows cross, with every row's
+    selection held (:func:`_held_selection_derivatives`); for the other gates, the
+    ordinary decrement. A fit whose gate stopped short of the within-selection optimum
+    (the boundaries in place, the selected experts' weights not) has a large one, which
+    the experts' decrement of the stopping rule does not see. The rule does not use it:
+    an over-specified top-K fit whose gate sharpens along a ridge towards a supremum can
+    keep a decrement above ``tol`` along the scale of a held pair that no EM step
+    realises.
+
+    Parameters
+    ----------
+    measure : MixingMeasure
+    X : ndarray of shape (n_samples, n_features)
+    y, sample_weight : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    float
+        Total log-likelihood units.
+    """
+    selected = measure.family.selected_experts()
+    if measure.family.differentiable or selected is None or selected >= measure.n_experts:
+        return compute_newton_decrement(measure, X, y, sample_weight).gap
+    param, _, score, hessian = _held_selection_derivatives(measure, X, y, sample_weight)
+    smooth = _smooth_directions(param, measure, X)
+    return _eigen_decrement(smooth.T @ score, -(smooth.T @ hessian @ smooth))[0]
+
+
 def _gate_scale_shifts(measure):
     """Gate rows ``theta`` and the shifts ``D`` of the gate-scale moves ``theta + (f - 1) D``.
 

@@ -94,9 +94,20 @@ def fitcheck_text(s, rows=None):
             f"data and starts with tol {check['tol'] / check['factor']:g} instead of "
             f"{check['tol']:g} (up to {steps} EM steps): the total log-likelihood changed "
             f"by {min(gains):+.1e} to {max(gains):+.1e}, and {check['loss']} by at most "
-            f"{check['max_relative_loss_change']:.1e} relative. This shows where the "
-            "stopping rule left each fit; it cannot show that a start found the best "
-            "maximum." + other_build_warning(check, s) + _against_grid(check, rows))
+            f"{check['max_relative_loss_change']:.1e} relative." + _smooth_gap_text(check)
+            + " This shows where the stopping rule left each fit; it cannot show that a "
+            "start found the best maximum." + other_build_warning(check, s)
+            + _against_grid(check, rows))
+
+
+def _smooth_gap_text(check):
+    """A sentence on the default fits' decrement along the moves in which L is smooth."""
+    if "max_smooth_gap" not in check:
+        return ""
+    return (" The default fits' Newton decrement along every move in which the "
+            "log-likelihood is smooth (for a top-K gate, the experts' and the gate's that "
+            "hold its selection boundaries, which a longer run of a stuck M-step does not "
+            f"test) is at most {check['max_smooth_gap']:.1e}.")
 
 
 def _against_grid(check, rows):

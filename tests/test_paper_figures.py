@@ -411,9 +411,13 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
                                      sizes=[300])
     report = check_fits.check(experiment, [300], 1, 1000.0, log=lambda line: None)
     assert report["code_sha256"] == code_sha256()
+    # A softmax fit is smooth everywhere: its smooth decrement is the stopping rule's.
+    assert 0.0 <= report["max_smooth_gap"] <= experiment.fit["tol"]
     section = {"name": "softmax-exact", "fitcheck": report,
                "meta": {"code_sha256": code_sha256()}}
     assert "another build" not in pages.fit_texts.fitcheck_text(section)
+    assert (f"is at most {report['max_smooth_gap']:.1e}."
+            in pages.fit_texts.fitcheck_text(section))
     section["meta"]["code_sha256"] = "0" * 64
     assert (f"The check ran on another build of gmoe (code hash {code_sha256()[:12]}) than "
             "the grid (000000000000).") in pages.fit_texts.fitcheck_text(section)

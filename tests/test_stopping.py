@@ -18,6 +18,7 @@ from gmoe._stopping import (
     _gate_scale_shifts,
     _held_selection_derivatives,
     compute_newton_decrement,
+    smooth_decrement,
 )
 from gmoe.inference import _compute_log_likelihood_derivatives, _Parametrisation
 from gmoe.simulation.start import make_near_truth_start
@@ -680,3 +681,33 @@ def test_a_move_that_ends_the_run_is_checked_for_empty_experts(monkeypatch, gati
         est = gmoe.GaussianMoERegressor(2, init_params=truth, n_init=1, gating=gating,
                                         **options).fit(X, y)
     assert moved and est.converged_ and est.degenerate_experts_ == [0]
+
+
+def test_smooth_decrement_sees_a_top_k_gate_short_of_its_within_selection_optimum():
+    # A top-2 fit's gate rows place the selection boundary and weigh the selected experts;
+    # moving experts 0 and 1 alike against the reference keeps the boundary (their
+    # difference) and changes only the weights. At the fit the decrement along such moves
+    # is ~0; moved off it, the decrement predicts what L lost (a quadratic model of a
+    # smooth function), which the experts' decrement alone does not see.
+    truth = gmoe.MixingMeasure([[6.0], [-6.0], [0.0]], [-4.0, 2.0, 0.0],
+                               [[-10.0], [10.0], [3.0]], [8.0, -4.0, 2.0],
+                               [0.09, 0.16, 0.04], gating="topk", top_k=2)
+    X = gmoe.make_design(5000, "grid")
+    y = gmoe.sample_moe(truth, X, random_state=3)
+    weights = np.ones(5000)
+    fit = gmoe.GaussianMoERegressor(3, gating="topk", top_k=2, init_params=truth,
+                                    n_init=1, random_state=0).fit(X, y).mixing_measure_
+    assert smooth_decrement(fit, X, y, weights) <= 1e-4
+    moved = fit.replace(gate_intercept=fit.gate_intercept + [0.05, 0.05, 0.0])
+    lost = (gmoe.conditional_log_density(fit, X, y).sum()
+            - gmoe.conditional_log_density(moved, X, y).sum())
+    assert lost > 1.0
+    # Quadratic model against the exact loss: third-order terms of a 0.05 move.
+    assert smooth_decrement(moved, X, y, weights) == pytest.approx(lost, rel=0.05)
+    experts_only = compute_newton_decrement(moved, X, y, weights)
+    assert experts_only.smooth_gap < 1e-3 * lost
+    # A softmax gate has no boundary: the smooth decrement is the ordinary one.
+    dense = moved.replace(gating="softmax")
+    assert smooth_decrement(dense, X, y, weights) == \
+        compute_newton_decrement(dense, X, y, weights).gap
+
