@@ -369,6 +369,24 @@ def test_pair_max_gap_gives_the_column_log_sum_exp_to_the_bit(global_random_seed
     assert_array_equal(top + np.log1p(np.exp(gap)), column_logsumexp(values.copy()))
 
 
+def _topk_exact_study():
+    from pathlib import Path
+
+    from gmoe.simulation import load_experiment
+
+    return load_experiment(Path(__file__).resolve().parents[1] / "simulations"
+                           / "topk-exact.toml")
+
+
+def _fit_task(experiment, n, rep):
+    """A task's data and its fit from the study's one start (which must not fail)."""
+    from gmoe.simulation.tasks import fit_near_truth_starts, task_data
+
+    X, y, streams = task_data(experiment, n, rep)
+    [(estimator, _, error)] = fit_near_truth_starts(experiment, X, y, streams, n)
+    assert error is None
+    return X, y, estimator
+
 
 def test_a_top2_fit_near_the_truth_reaches_at_least_the_truths_likelihood():
     # Task (7634, 39) of the topk-exact study. Most samples beside its selection boundary
@@ -376,17 +394,9 @@ def test_a_top2_fit_near_the_truth_reaches_at_least_the_truths_likelihood():
     # several breakpoints before one that counts: a search of the three nearest intervals
     # stopped there, 61 log-likelihood units below the truth's. A maximum-likelihood fit
     # is at least as likely as the truth.
-    from pathlib import Path
-
-    from gmoe.simulation import load_experiment
-    from gmoe.simulation.tasks import fit_near_truth_starts, task_data
-
-    experiment = load_experiment(Path(__file__).resolve().parents[1] / "simulations"
-                                 / "topk-exact.toml")
+    experiment = _topk_exact_study()
     n, rep = 7634, 39
-    X, y, streams = task_data(experiment, n, rep)
-    [(estimator, _, error)] = fit_near_truth_starts(experiment, X, y, streams, n)
-    assert error is None
+    X, y, estimator = _fit_task(experiment, n, rep)
     truth = gmoe.conditional_log_density(experiment.truth, X, y).sum()
     assert estimator.lower_bound_ * n > truth
 
@@ -453,21 +463,13 @@ def test_a_top2_fit_with_a_boundary_among_many_rows_does_not_crawl():
     # Newton step is taken: the fit stops within a few tens of steps, and a run with a
     # 1000 times tighter tol rises by no more than that tol.
     import dataclasses
-    from pathlib import Path
 
-    from gmoe.simulation import load_experiment
-    from gmoe.simulation.tasks import fit_near_truth_starts, task_data
-
-    experiment = load_experiment(Path(__file__).resolve().parents[1] / "simulations"
-                                 / "topk-exact.toml")
+    experiment = _topk_exact_study()
     n, rep = 57644, 0
-    X, y, streams = task_data(experiment, n, rep)
-    [(estimator, _, error)] = fit_near_truth_starts(experiment, X, y, streams, n)
-    assert error is None and estimator.n_iter_ <= 40
+    X, y, estimator = _fit_task(experiment, n, rep)
+    assert estimator.n_iter_ <= 40
     tight = dataclasses.replace(experiment, fit=dict(experiment.fit, tol=1e-7, max_iter=5000))
-    X, y, streams = task_data(tight, n, rep)
-    [(longer, _, error)] = fit_near_truth_starts(tight, X, y, streams, n)
-    assert error is None
+    _, _, longer = _fit_task(tight, n, rep)
     assert (longer.lower_bound_ - estimator.lower_bound_) * n <= experiment.fit["tol"]
     assert estimator.lower_bound_ * n > gmoe.conditional_log_density(experiment.truth, X,
                                                                       y).sum()
