@@ -453,6 +453,8 @@ def test_boundary_holding_directions_none_without_a_boundary_among_the_rows():
     theta[1] = [4.0, -2.0]
     basis = TopKGating(2).boundary_holding_directions(theta, transposed_design(X))
     assert basis is not None and basis.shape == (4, 3)
+    # Every expert selected: no selection, no boundary.
+    assert TopKGating(3).boundary_holding_directions(theta, transposed_design(X)) is None
 
 
 def test_a_top2_fit_with_a_boundary_among_many_rows_does_not_crawl():

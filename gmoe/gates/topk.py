@@ -275,7 +275,7 @@ class TopKGating(GatingFamily):
         Parameters
         ----------
         theta : ndarray of shape (n_experts, n_features + 1)
-            The gate ``(beta1, beta0)``, the last expert the reference (a row of 0).
+            The gate ``(beta1, beta0)``; the last expert's row (the reference) is held.
         ZT : ndarray of shape (n_features + 1, n_samples)
             The design with intercept, transposed.
 
@@ -283,9 +283,12 @@ class TopKGating(GatingFamily):
         -------
         ndarray of shape ((n_experts - 1) * (n_features + 1), m) or None
             An orthonormal basis of the allowed moves of the free rows (flattened row by
-            row), or None when no boundary lies among the rows or none is left to move.
+            row), or None when no boundary lies among the rows (every expert selected
+            included) or no move is left.
         """
         n_experts, width = theta.shape
+        if self.top_k >= n_experts:
+            return None
         selection = slice(None) if self.selection == "affine" else slice(0, width - 1)
         scores = np.ascontiguousarray(theta[:, selection]) @ ZT[selection]
         # Descending scores, ties to the lower index (as the selection breaks them).
