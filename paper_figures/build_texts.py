@@ -126,6 +126,17 @@ def _other_build_caveats(s, other):
     return comparable, caveats
 
 
+def _why_points_differ(s):
+    """Where two builds' kept fits of a task differ, what that says (one start or several)."""
+    if s.get("starts", 1) > 1:
+        return ("Where they differ, the task's starts lead to at least two points that meet "
+                "the stopping rule, and each build keeps the best of those its own fits "
+                "reached.")
+    return ("Where they differ, the one start of the task led the two builds' EM to "
+            "different points, each meeting its build's stopping rule: the lower one is "
+            "not the maximum.")
+
+
 def other_build_text(s, rows):
     """Where another build's fits of the same tasks differ from the grid's.
 
@@ -161,9 +172,7 @@ def other_build_text(s, rows):
                 + (f" (by up to {higher_here.max():.3g})" if higher_here.size else "")
                 + f" and build {other['label']}'s in {higher_there.size}"
                 + (f" (by up to {higher_there.max():.3g})" if higher_there.size else "")
-                + ". Where they differ, the task's starts lead to at least two points that "
-                "meet the stopping rule, and each build keeps the best of those its own "
-                "fits reached.")
+                + ". " + _why_points_differ(s))
         if differing:
             loss_ratios = [_ratio(a[loss], b[loss]) for _, a, b in differing]
             density_ratios = [_ratio(a["hellinger"], b["hellinger"]) for _, a, b in differing]

@@ -139,6 +139,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "geometric_rows": geometric_rows,
             "geometric": {r["loss"]: r for r in geometric_rows},
             "over_specified": max(study_setting(experiment)[1]) > 1,
+            "starts": experiment.start.get("n_starts", 1),
             "headline": headline, "sensitivity": sensitivity, "planned": planned,
             "n_min": min(per_size), "n_max": max(per_size),
             "planned_sizes": len(experiment.sizes),

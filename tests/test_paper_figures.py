@@ -325,6 +325,15 @@ def test_another_builds_fits_of_the_same_tasks_are_compared(scripts, pages):
         "[-0.450, -0.450] from build abc1234's, -0.500 [-0.500, -0.500] from the higher of " \
         "each task's two" in page
     assert "exported against another build" not in page
+    # One start a task (as the section defaults to): the lower of two points is not the
+    # maximum; several: each build keeps the best of the points its starts reached.
+    assert "the one start of the task led the two builds' EM to different points" in page
+    section["starts"] = 5
+    assert "the task's starts lead to at least two points" in text()
+    section["starts"] = 1
+    assert "the one start of the task led the two builds' EM to different points" in text()
+    assert "the task's starts lead" not in text()
+    section["starts"] = 5
     # A task failed or unconverged on either side is left out and counted.
     rows[3] = dict(rows[3], status="fit_failed", d2=None)
     other[5] = dict(other[5], converged=0.0)
