@@ -47,10 +47,10 @@ def _why_the_model_may_miss_the_truth(experiment):
     """Why the fitted model may not contain the truth, or None when it does.
 
     The comparison holds only where the truth is one of the fitted model's points. It is
-    for the exact-specified fits (the truth's family and number of experts); for an
-    over-specified dense softmax fit too (k > k* experts), which holds the truth with an
-    atom split in two: two copies of an expert whose gate intercepts are its own minus
-    log 2. A sparse gate's selection generally changes when an atom is added, so an
+    for the exact-specified fits (the truth's family, selection and number of experts);
+    for an over-specified dense softmax fit too (k > k* experts), which holds the truth
+    with an atom split in two: two copies of an expert whose gate intercepts are its own
+    minus log 2. A sparse gate's selection generally changes when an atom is added, so an
     over-specified top-K fit is not checked.
     """
     fit, truth = experiment.fit, experiment.truth
@@ -59,6 +59,10 @@ def _why_the_model_may_miss_the_truth(experiment):
     if fit["n_experts"] < truth.n_experts:
         return (f"the fit has fewer experts ({fit['n_experts']}) than the truth "
                 f"({truth.n_experts})")
+    if fit["gating"] == "topk" and (fit["top_k"], fit["topk_selection"]) != (
+            truth.family.top_k, truth.family.selection):
+        return (f"the fit selects {fit['top_k']} experts ({fit['topk_selection']} selection), "
+                f"the truth {truth.family.top_k} ({truth.family.selection})")
     if fit["n_experts"] > truth.n_experts and fit["gating"] != "softmax":
         return (f"an over-specified {fit['gating']} fit ({fit['n_experts']} experts against "
                 f"the truth's {truth.n_experts}) need not contain the truth")

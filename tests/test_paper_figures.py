@@ -854,7 +854,12 @@ def test_the_truth_check_runs_only_where_the_fitted_model_holds_the_truth(script
 
     assert reason("topk-exact") is None and reason("softmax-exact") is None
     assert reason("softmax-over-k3") is None and reason("softmax-over-k4") is None
-    assert "over-specified topk fit (4 experts against the truth's 3)" in reason("topk-over")
+    # topk-over's fit selects 3 experts, its truth 2: refused for that first.
+    assert "the fit selects 3 experts (affine selection), the truth 2" in reason("topk-over")
+    topk = load_experiment(ROOT / "simulations" / "topk-exact.toml")
+    over = dataclasses.replace(topk, fit=dict(topk.fit, n_experts=4))
+    assert "over-specified topk fit (4 experts against the truth's 3)" in \
+        truth_check._why_the_model_may_miss_the_truth(over)
     with pytest.raises(SystemExit, match="topk-over: not checked"):
         truth_check.check("topk-over", [])
 
