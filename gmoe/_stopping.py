@@ -351,13 +351,23 @@ def _smooth_directions(param, measure, X):
     basis = measure.family.boundary_holding_directions(theta, transposed_design(X))
     if basis is None:
         return experts
-    gate = np.zeros((param.size, basis.shape[1]))
-    rows = basis.reshape(measure.n_experts - 1, theta.shape[1], -1)
-    for j in range(measure.n_experts - 1):
-        for c in range(theta.shape[1] - 1):
-            gate[param.gate_coef_idx[j, c]] = rows[j, c]
-        gate[param.gate_int_idx[j]] = rows[j, -1]
-    return np.column_stack([gate, experts])
+    # The basis moves the free rows; the reference's row of each move is 0.
+    rows = np.zeros((measure.n_experts, theta.shape[1], basis.shape[1]))
+    rows[:-1] = basis.reshape(measure.n_experts - 1, theta.shape[1], -1)
+    return np.column_stack([_in_layout(param, rows), experts])
+
+
+def _in_layout(param, gate_rows):
+    """Moves of the gate rows ``(beta1, beta0)``, shape (k, d + 1, ...), in ``param``'s layout.
+
+    Entries the layout pins are dropped; the result has shape (param.size, ...), 0 off the
+    gate.
+    """
+    index = np.column_stack([param.gate_coef_idx, param.gate_int_idx])
+    free = index >= 0
+    moves = np.zeros((param.size, *gate_rows.shape[2:]))
+    moves[index[free]] = gate_rows[free]
+    return moves
 
 
 def smooth_decrement(measure, X, y, sample_weight):
@@ -426,12 +436,9 @@ def _search_gate_scales(gain_at, vec, param, measure):
     crosses a selection boundary.
     """
     theta, shifts = _gate_scale_shifts(measure)
-    index = np.column_stack([param.gate_coef_idx, param.gate_int_idx])
-    free = index >= 0
     best_gain, best = 0.0, None
     for shift in shifts:
-        direction = np.zeros(param.size)
-        direction[index[free]] = shift[free]
+        direction = _in_layout(param, shift)
         for factor in _GATE_SCALE_FACTORS:
             if np.max(np.abs(theta + (factor - 1.0) * shift)) > _MAX_GATE_ENTRY:
                 continue
