@@ -36,7 +36,8 @@ def read_results(directory, name):
     info_path = directory / f"{name}.run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic"),
-                        ("split_cells", "splitcells"), ("truth_check", "truthcheck")):
+                        ("split_cells", "splitcells"), ("truth_check", "truthcheck"),
+                        ("boundary_check", "boundarycheck")):
         extra = directory / f"{name}.{suffix}.json"
         if extra.exists():
             info[key] = json.loads(extra.read_text())

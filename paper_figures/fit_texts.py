@@ -75,6 +75,61 @@ def truth_check_text(s):
             f"{'; '.join(parts)}. {verdict}{refit}", ""]
 
 
+def boundary_check_text(s):
+    """What ``boundary_check.py`` found: top-1 boundaries against the design points around."""
+    check = s.get("boundary_check")
+    if not check:
+        return []
+    stale = ("" if check.get("result_rows") == s["n_rows"] else
+             " (STALE: computed from another export of the results; rerun it)")
+    sizes = check["sizes"]
+    first, last = sizes[0], sizes[-1]
+    inside = sum(c["fit_inside"] for c in sizes)
+    tasks = sum(c["tasks"] for c in sizes)
+    # The interval and the fits' place in it, per checked size.
+    table = ["| n | interval width | fit's error (of the width) | midpoint's error | "
+             "start inside / kept by the fit |", "|---|---|---|---|---|"]
+    table += [f"| {c['n']} | {c['mean_width']:.3g} | {c['mean_error']:.3g} "
+              f"({c['error_over_width']:.2f}) | {c['mean_midpoint_error']:.3g} | "
+              f"{c['start_inside']} / {c['kept_start']} of {c['tasks']} |" for c in sizes]
+    slopes = check["slopes"]
+    kept = [c for c in sizes if c["error_over_width_kept"] is not None
+            and c["error_over_width_moved"] is not None]
+    kept_text = ""
+    if kept:
+        c = max(kept, key=lambda c: c["kept_start"])
+        kept_text = (f" At n = {c['n']} the fits that kept their start's boundary are "
+                     f"{c['error_over_width_kept']:.2f} of the width from the truth's, the "
+                     f"others {c['error_over_width_moved']:.2f}.")
+    elsewhere = sum(c["elsewhere_than_grid"] for c in sizes)
+    change = max((c["elsewhere_log_likelihood_change"] for c in sizes
+                  if c["elsewhere_log_likelihood_change"] is not None), default=None)
+    rebuilt = ("" if not elsewhere else
+               f" Refitted by build {check['code_sha256'][:12]}, {elsewhere} of the {tasks} "
+               "boundaries moved to another point than the grid's build had left them, with "
+               f"the log-likelihood unchanged (by at most {change:.1e}): the same maximum, "
+               "another point of the interval.")
+    column = s["by_loss"].get("boundary")
+    grid_slope = "" if column is None else (
+        f" This is why the `boundary` column's slope over the whole grid "
+        f"({column['slope']:+.3f}) is shallower than -1.")
+    return [f"Boundary check (`python paper_figures/boundary_check.py {s['name']}`){stale}: "
+            "with one selected expert, L does not change while the boundary moves between "
+            "two neighbouring design points. The maximum-likelihood boundary is therefore "
+            "the whole interval between the design points either side of the truth's "
+            f"(x = {check['true_boundary']:.4g}), and where in it a fit stops is set by its "
+            f"start and its path. The fitted boundary lies in that interval in {inside} of "
+            f"{tasks} checked tasks. Means over the replications:", ""] + table + [
+            "", f"Over these sizes the interval's width falls as n^{slopes['width']:+.3f} and "
+            f"its midpoint's error as n^{slopes['midpoint_error']:+.3f}: the change-point "
+            f"rate n^-1, which is how fast the boundary is estimated. The fits' error falls "
+            f"as n^{slopes['error']:+.3f}, because at small n the start's boundary already "
+            f"lies in the interval ({first['start_inside']} of {first['tasks']} at "
+            f"n = {first['n']}, {last['start_inside']} of {last['tasks']} at "
+            f"n = {last['n']}), nearer the truth's than the midpoint, and the fit keeps it, "
+            f"L being flat there.{kept_text}{grid_slope}{rebuilt}", ""]
+
+
 def fitcheck_text(s, rows=None):
     """What ``check_fits.py`` found for the study (a line), or a note that it was not run.
 

@@ -36,6 +36,7 @@ from build_texts import other_build_text, restored_text  # noqa: E402
 from committed_results import read_results  # noqa: E402
 from fit_texts import (  # noqa: E402
     asymptotic_text,
+    boundary_check_text,
     disagreement_text,
     fitcheck_text,
     split_cells_text,
@@ -149,6 +150,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "min_replications": min(per_size.values()),
             "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic"),
             "split_cells": info.get("split_cells"), "truth_check": info.get("truth_check"),
+            "boundary_check": info.get("boundary_check"),
             "other_builds": info.get("other_builds", []),
             "meta": info.get("meta", {})}
 
@@ -291,7 +293,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
         lines += other_build_text(s, results[s["name"]])
         lines += split_cells_text(s)
         lines += [fitcheck_text(s, results[s["name"]]), ""] + truth_check_text(s) \
-            + disagreement_text(s) + asymptotic_text(s)
+            + disagreement_text(s) + boundary_check_text(s) + asymptotic_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]
         if s["name"] == "temperature":

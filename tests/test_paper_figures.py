@@ -971,3 +971,60 @@ def test_the_information_leaves_out_rows_straddling_a_selection_boundary(scripts
     y = gmoe.sample_moe(truth, X, random_state=1)
     info = asymptotic_check._score_outer_product(param, param.to_vector(reference), X, y)
     assert np.linalg.eigvalsh(info)[-1] < 1e3
+
+
+def test_the_boundary_check_places_top1_fits_in_the_flat_interval_around_the_truth(scripts,
+                                                                                  pages):
+    # paper2-top1-exact at two small sizes: the rows are this build's own fits, so every
+    # refit is the grid's; one committed boundary altered is found elsewhere.
+    import boundary_check
+
+    from gmoe.simulation import run_task
+
+    experiment = load_experiment(ROOT / "simulations" / "paper2-top1-exact.toml")
+    rows = [run_task(experiment, n, rep) for n in (150, 400) for rep in (0, 1)]
+    report = boundary_check.check("paper2-top1-exact", rows)
+    assert report["true_boundary"] == pytest.approx(0.32, rel=1e-12)
+    assert [s["n"] for s in report["sizes"]] == [150, 400]
+    for s in report["sizes"]:
+        assert s["tasks"] == 2 and s["elsewhere_than_grid"] == 0
+        # The truth lies inside its interval: the midpoint is at most half the width away.
+        assert 0 < s["mean_midpoint_error"] <= 0.5 * s["mean_width"]
+    altered = [dict(r, boundary=r["boundary"] * 1.5) if (r["n"], r["rep"]) == (400, 1) else r
+               for r in rows]
+    moved = boundary_check.check("paper2-top1-exact", altered)["sizes"]
+    assert [s["elsewhere_than_grid"] for s in moved] == [0, 1]
+    assert moved[1]["elsewhere_log_likelihood_change"] == 0.0
+    section = {"name": "paper2-top1-exact", "n_rows": len(rows), "boundary_check": report,
+               "by_loss": {"boundary": {"slope": -0.9}}}
+    text = "\n".join(pages.fit_texts.boundary_check_text(section))
+    assert "| 150 |" in text and "| 400 |" in text
+    assert "slope over the whole grid (-0.900)" in text and "STALE" not in text
+    assert pages.fit_texts.boundary_check_text({"name": "x", "n_rows": 1}) == []
+    # Studies other than a two-expert top-1 truth are refused, with the reason.
+    with pytest.raises(SystemExit, match="not a top-1 gate"):
+        boundary_check.check("topk-exact", [])
+
+
+def test_a_top1_likelihood_is_flat_between_neighbouring_design_points(scripts):
+    # The premise of the boundary check: moving a top-1 boundary inside the interval of
+    # design points around it leaves L unchanged; past a design point, L changes.
+    import boundary_check
+
+    experiment = load_experiment(ROOT / "simulations" / "paper2-top1-exact.toml")
+    truth = experiment.truth
+    rng = np.random.default_rng(5)
+    X = np.sort(rng.normal(size=(300, 1)), axis=0)
+    y = gmoe.sample_moe(truth, X, random_state=6)
+    right = int(np.searchsorted(X[:, 0], 0.32))
+    low, high = X[right - 1, 0], X[right, 0]
+
+    def at(boundary):
+        # Expert 1's logit 25 x + c is 0 at x = boundary (expert 2's is 0 everywhere).
+        moved = truth.replace(gate_intercept=[-25.0 * boundary, 0.0])
+        assert boundary_check.selection_boundary(moved) == pytest.approx(boundary)
+        return float(gmoe.conditional_log_density(moved, X, y).sum())
+
+    inside = [at(low + f * (high - low)) for f in (0.1, 0.5, 0.9)]
+    assert inside[0] == inside[1] == inside[2]
+    assert at(high + 0.5 * (X[right + 1, 0] - high)) != inside[0]
