@@ -349,6 +349,58 @@ def split_cells_text(s):
     return lines
 
 
+#: An observed mean error within this factor of the normal limit's prediction is near it:
+#: the mean of a few hundred errors is known to about 4 %, and a column still approaching
+#: its limit at the grid's end stays a little below it.
+_MEETS_LIMIT = 1.25
+
+
+def _normal_limit_bullets(s, slower):
+    """For slow columns: their observed mean errors against the normal limit, at both ends.
+
+    A column whose errors meet the limit at the largest sizes but are below it at the
+    smallest approaches its n^-1/2 curve from below, so its slope over the grid is
+    shallower than the limit's: a pre-asymptotic regime, not a slower rate.
+    """
+    check = s.get("asymptotic")
+    if not check:
+        return []
+    slow = {r["loss"] for r in slower} | {
+        r["loss"] for r in s["rows"]
+        if r["theory"] is None and np.isfinite(r["slope"]) and r["slope"] > -0.5}
+    columns = [c for c in check["columns"] if c["column"] in slow]
+    if not columns:
+        return []
+
+    def ratio(c, end):
+        return c[end]["observed_mean"] / c[end]["predicted_mean"]
+
+    meets = [c for c in columns if 1 / _MEETS_LIMIT <= ratio(c, "large") <= _MEETS_LIMIT]
+    below = [c for c in meets if ratio(c, "small") < 1 / _MEETS_LIMIT]
+    lines = []
+    if below:
+        large, small = below[0]["large"], below[0]["small"]
+        parts = ", ".join(f"`{c['column']}` {ratio(c, 'large'):.2f} and "
+                          f"{ratio(c, 'small'):.2f}" for c in below)
+        lines.append(
+            "* against the normal limit of the maximum-likelihood estimate (the asymptotic "
+            "check below), the slow columns' mean errors are, at the largest sizes (n "
+            f"{large['n_from']} to {large['n_to']}) and at the smallest (n {small['n_from']} "
+            f"to {small['n_to']}), these fractions of its prediction: {parts}. Near the limit "
+            f"(within a factor {_MEETS_LIMIT:g}) at the largest sizes and far below it at the "
+            "smallest, they approach their n^-1/2 curve from below, so their slopes over the "
+            "grid are shallower than the limit's: a pre-asymptotic regime of these columns, "
+            "not a slower rate;")
+    others = [c for c in columns if c not in below]
+    if others:
+        parts = ", ".join(f"`{c['column']}` {ratio(c, 'large'):.2f} and "
+                          f"{ratio(c, 'small'):.2f}" for c in others)
+        lines.append("* slow columns not near the normal limit at the largest sizes, or "
+                     "not below it at the smallest (fractions of its "
+                     f"prediction at the largest and at the smallest sizes): {parts};")
+    return lines
+
+
 def disagreement_text(s):
     """For a headline slope whose CI excludes the theory: the numbers that bear on why.
 
@@ -394,6 +446,8 @@ def disagreement_text(s):
     if slower:
         lines.append("* other columns slower than their theory (CI excludes it): "
                      + listed(slower) + ";")
+    if row["slope"] > row["theory"]:
+        lines += _normal_limit_bullets(s, slower)
     if faster:
         lines.append("* columns faster than their theory (CI excludes it): " + listed(faster)
                      + ";")

@@ -1028,3 +1028,41 @@ def test_a_top1_likelihood_is_flat_between_neighbouring_design_points(scripts):
     inside = [at(low + f * (high - low)) for f in (0.1, 0.5, 0.9)]
     assert inside[0] == inside[1] == inside[2]
     assert at(high + 0.5 * (X[right + 1, 0] - high)) != inside[0]
+
+
+def test_a_shallow_headline_is_read_against_the_normal_limit(pages):
+    # A headline slope shallower than the theory's: the slow columns' errors against the
+    # normal limit at both ends of the grid decide whether the regime is pre-asymptotic.
+    def rate(loss, slope, theory, within):
+        return {"loss": loss, "slope": slope, "theory": theory, "within_ci": within}
+
+    rows = [rate("d1", -0.31, -0.5, False), rate("pe_gate_coef_1", -0.27, -0.5, False),
+            rate("pe_temperature", -0.29, None, None), rate("pe_expert_var_0", -0.50, -0.5, True)]
+
+    def column(name, large, small):
+        return {"column": name,
+                "large": {"n_from": 95, "n_to": 100, "observed_mean": large,
+                          "predicted_mean": 1.0},
+                "small": {"n_from": 1, "n_to": 3, "observed_mean": small,
+                          "predicted_mean": 1.0}}
+
+    section = {"by_loss": {r["loss"]: r for r in rows}, "rows": rows, "headline": "d1",
+               "fitcheck": None, "sensitivity": [],
+               "asymptotic": {"columns": [column("pe_gate_coef_1", 0.86, 0.26),
+                                          column("pe_temperature", 0.5, 0.2),
+                                          column("pe_expert_var_0", 1.0, 1.0)]}}
+    text = "\n".join(pages.fit_texts.disagreement_text(section))
+    assert "**The headline slope is shallower than the theory's** (-0.310" in text
+    # Near the limit at the end, far below it at the start: pre-asymptotic.
+    assert "`pe_gate_coef_1` 0.86 and 0.26. Near the limit" in text
+    # Far below the limit at the end too: listed apart, not called pre-asymptotic.
+    assert "not near the normal limit at the largest sizes, or not below it at the " \
+           "smallest (fractions of its prediction at the largest and at the smallest " \
+           "sizes): `pe_temperature` 0.50 and 0.20;" in text
+    # A column at its theory is not among the slow ones.
+    assert "`pe_expert_var_0` 1.00" not in text
+    # Without the check, or for a steep headline, no such bullet.
+    assert "normal limit" not in "\n".join(pages.fit_texts.disagreement_text(
+        dict(section, asymptotic=None)))
+    steep = dict(section, by_loss=dict(section["by_loss"], d1=rate("d1", -0.6, -0.5, False)))
+    assert "normal limit" not in "\n".join(pages.fit_texts.disagreement_text(steep))
