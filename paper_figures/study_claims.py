@@ -47,6 +47,10 @@ STUDIES = {
     "paper2-top1-over": Claim(PAPER2, "top-1 truth, over-specified fit (k = 3, K = 2)",
                               "densities converge at n^-1/2 when the fitted K covers the "
                               "selected cells; D2 at n^-1/2"),
+    "paper2-top1-over-density": Claim(PAPER2, "top-1 truth, over-specified fit (k = 3, "
+                                              "K = 2), n from 1e3 to 1e5, densities only",
+                                      "densities converge at n^-1/2 when the fitted K covers "
+                                      "the selected cells"),
     "topk-exact": Claim(OURS, "top-2 of 3 experts, exact-specified",
                         "D1 decays as n^-1/2 (as the softmax gate)"),
     "topk-over": Claim(OURS, "top-2 truth, over-specified fit (k = 4, K = 3)",
