@@ -264,14 +264,17 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                      f"{s['claim'].claim} | {s['headline']} | {fmt_slope(row)} | {theory} | "
                      f"{sens} | {fmt_slope(s['geometric'].get(s['headline']))} | "
                      f"{_grid(s)} | {_run_time(s)} |")
-    missing = [name for name in STUDIES if name not in {s["name"] for s in sections}]
+    run = {s["name"] for s in sections}
+    missing = [name for name in STUDIES if name not in run]
     waiting = [name for name in missing if name not in (checks or {})]
     if waiting:
         lines += ["", "Not run at full scale yet (no committed results): "
                   + ", ".join(f"`{name}`" for name in waiting) + "."]
     for name in (name for name in missing if name in (checks or {})):
+        density = (f" Its density rate is measured on a grid of its own, `{name}-density`."
+                   if f"{name}-density" in run else "")
         lines += ["", f"`{name}` is not run at full scale: the section '{name}: where "
-                  "its fits stop' below says why."]
+                  f"its fits stop' below says why.{density}"]
     lines.append("")
     for s in sections:
         lines += [f"## {s['name']}", "", f"*{s['claim'].source}*: {s['claim'].setting}. "

@@ -1066,3 +1066,15 @@ def test_a_shallow_headline_is_read_against_the_normal_limit(pages):
         dict(section, asymptotic=None)))
     steep = dict(section, by_loss=dict(section["by_loss"], d1=rate("d1", -0.6, -0.5, False)))
     assert "normal limit" not in "\n".join(pages.fit_texts.disagreement_text(steep))
+
+
+def test_the_fit_check_follows_each_studys_headline_loss(scripts):
+    import check_fits
+
+    def headline(name):
+        return check_fits.headline_loss(load_experiment(ROOT / "simulations" / f"{name}.toml"))
+
+    assert headline("softmax-exact") == "d1"
+    assert headline("softmax-over-k3") == "d2"
+    # A density study has no Voronoi loss: its Hellinger distance is the headline.
+    assert headline("paper2-top1-over-density") == "hellinger"

@@ -222,6 +222,18 @@ def test_shipped_studies_load(name):
         assert exp.start["n_starts"] == 1 and "d1" in exp.metric_columns()
 
 
+def test_the_density_study_is_paper2_top1_over_on_other_sizes_with_densities_only():
+    # Its rate must be the over-specified top-1 fit's: the same truth, fit and starts.
+    over = load_experiment(REPO_SIMULATIONS / "paper2-top1-over.toml")
+    density = load_experiment(REPO_SIMULATIONS / "paper2-top1-over-density.toml")
+    assert density.truth == over.truth
+    assert density.fit == over.fit and density.start == over.start
+    assert density.design == over.design
+    assert density.metric_columns() == ["hellinger", "tv"]
+    assert density.sizes[0] == 1000 and density.sizes[-1] == 100000
+    assert density.seed != over.seed  # its own data
+
+
 def test_softmax_exact_is_spec_5_2():
     exp = load_experiment(REPO_SIMULATIONS / "softmax-exact.toml")
     t = exp.truth
