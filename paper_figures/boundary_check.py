@@ -34,6 +34,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from committed_results import read_results  # noqa: E402
+from truth_check import checked_sizes  # noqa: E402
 
 from gmoe.metrics import boundary_error  # noqa: E402
 from gmoe.simulation import load_experiment  # noqa: E402
@@ -130,8 +131,7 @@ def check(name, rows):
     true_boundary = selection_boundary(experiment.truth)
     X_eval = make_evaluation_design(experiment)
     committed = {(r["n"], int(r["rep"])): r for r in rows}
-    sizes = sorted({r["n"] for r in rows})
-    checked = sorted({sizes[0], sizes[len(sizes) // 4], sizes[len(sizes) // 2], sizes[-1]})
+    checked = checked_sizes(rows)
     report = []
     for n in checked:
         tasks = []

@@ -9,6 +9,13 @@ import numpy as np
 from page_format import fmt_median, fmt_sample_slope
 
 
+def _stale(check, s):
+    """A note for a check computed from another export of the study's results, else ''."""
+    if check.get("result_rows") == s["n_rows"]:
+        return ""
+    return " (STALE: computed from another export of the results; rerun it)"
+
+
 def asymptotic_text(s):
     """What ``asymptotic_check.py`` found: predicted (I^-1 / n) against observed errors."""
     check = s["asymptotic"]
@@ -17,8 +24,7 @@ def asymptotic_text(s):
     eig = check["information_eigenvalues"]
     first = check["columns"][0]
     small, large = first["small"], first["large"]
-    stale = ("" if check.get("result_rows") == s["n_rows"] else
-             " (STALE: computed from another export of the results; rerun it)")
+    stale = _stale(check, s)
     lines = [f"Asymptotic check (`python paper_figures/asymptotic_check.py {s['name']}`)"
              f"{stale}: "
              f"the Fisher information per row at the truth has eigenvalues from {eig[0]:.1e} "
@@ -54,8 +60,7 @@ def truth_check_text(s):
     check = s.get("truth_check")
     if not check:
         return []
-    stale = ("" if check.get("result_rows") == s["n_rows"] else
-             " (STALE: computed from another export of the results; rerun it)")
+    stale = _stale(check, s)
     parts = [f"n = {c['n']}: {c['below']} of {c['tasks']} (fit minus truth {c['least']:.1f} "
              f"to {c['largest']:.1f}, median {c['median']:.2f})" for c in check["sizes"]]
     below = sum(c["below"] for c in check["sizes"])
@@ -80,8 +85,7 @@ def boundary_check_text(s):
     check = s.get("boundary_check")
     if not check:
         return []
-    stale = ("" if check.get("result_rows") == s["n_rows"] else
-             " (STALE: computed from another export of the results; rerun it)")
+    stale = _stale(check, s)
     sizes = check["sizes"]
     first, last = sizes[0], sizes[-1]
     inside = sum(c["fit_inside"] for c in sizes)

@@ -37,6 +37,12 @@ from gmoe.simulation.store import code_sha256  # noqa: E402
 from gmoe.simulation.tasks import task_data  # noqa: E402
 
 
+def checked_sizes(rows):
+    """The sizes a check covers: the grid's smallest, its quartiles' and its largest."""
+    sizes = sorted({r["n"] for r in rows})
+    return sorted({sizes[0], sizes[len(sizes) // 4], sizes[len(sizes) // 2], sizes[-1]})
+
+
 def _refit_log_likelihood(experiment, n, rep):
     """The task's total log-likelihood refitted by this build (-inf if its fit failed)."""
     mean = run_task(experiment, n, rep)["mean_log_likelihood"]
@@ -94,8 +100,7 @@ def check(name, rows, refit=False):
     if reason:
         raise SystemExit(f"{name}: not checked: {reason}, so its maximum can be below the "
                          "truth's log-likelihood.")
-    sizes = sorted({r["n"] for r in rows})
-    checked = sorted({sizes[0], sizes[len(sizes) // 4], sizes[len(sizes) // 2], sizes[-1]})
+    checked = checked_sizes(rows)
     report = []
     for n in checked:
         gaps, refit_gaps = [], []
