@@ -283,7 +283,8 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                   "Every metric column (the per-cell rows `[m=...]` are fitted over the "
                   "replications whose cell held m fitted atoms):", "", "```",
                   format_rate_table(s["rows"]).rstrip("\n"), "```", ""]
-        if s["over_specified"]:
+        # D2's replications spread over orders of magnitude; a density's do not.
+        if s["over_specified"] and s["headline"] == "d2":
             lines += ["The same rates fitted to the geometric mean of the replications at "
                       "each n (an over-specified fit's D2 raises the gate's error in a split "
                       "cell to the power rbar, so its replications spread over orders of "
