@@ -2,19 +2,21 @@
 
 With one selected expert a row's density depends on the gate only through which expert it
 selects, so the log-likelihood is constant while the boundary moves between two
-neighbouring design points: the maximum-likelihood boundary is the whole interval between
-the design points either side of it, not a point. Its width falls as the design's spacing
-there, ``2 / (n f(x*))`` on average for a design density ``f`` (the change-point rate
-``n^-1``); where in the interval a fit stops is left to its start and its path.
+neighbouring design points: the maximum-likelihood boundary is an interval between
+neighbouring design points, not a point. With well-separated experts it is nearly always
+the interval around the true boundary, whose width is on average ``2 / (n f(x*))`` for a
+design density ``f`` (twice the mean spacing there: the interval that covers a given point
+is length-biased), the change-point rate ``n^-1``; where in the interval a fit stops is
+left to its start and its path.
 
 For a study with a two-expert top-1 truth on one feature, this script refits the tasks of
-four sizes of the grid (the smallest, the quartiles' and the largest) from their own data
-and starts, and records for each: the interval of design points around the true boundary,
-whether the fitted boundary and the start's lie in it, whether the fit kept its start's
-boundary, and the fit's boundary error against the interval's width (and against the
-error of the interval's midpoint, a point of the same log-likelihood). It compares each
-refit's boundary error and log-likelihood with the committed ones (a build other than the
-grid's can stop at another point of the same interval) and writes
+four sizes of the grid (the smallest, the first quartile's, the median's and the largest)
+from their own data and starts, and records for each: the interval of design points
+around the true boundary, whether the fitted boundary and the start's lie in it, whether
+the fit kept its start's boundary, and the fit's boundary error against the interval's
+width (and against the error of the interval's midpoint). It compares each refit's
+boundary error and log-likelihood with the committed ones (a build other than the grid's
+can stop at another point of the same interval) and writes
 ``paper_figures/results/NAME.boundarycheck.json``, which ``make_figures.py`` quotes.
 
 Usage::
@@ -58,16 +60,29 @@ def _why_not_checked(experiment):
         return "the check locates boundaries on one feature"
     if experiment.start["kind"] != "near_truth":
         return "the check reads the start of a near-truth study"
+    if truth.family.selection != "affine" or fit["topk_selection"] != "affine":
+        return "the check locates the boundary of an affine selection (beta1 x + beta0)"
     return None
 
 
 def selection_boundary(measure):
-    """Where a two-expert top-1 gate switches experts on one feature (its logits cross)."""
+    """Where a two-expert top-1 gate switches experts on one feature.
+
+    Parameters
+    ----------
+    measure : MixingMeasure
+        Two experts, one feature, an affine top-1 selection.
+
+    Returns
+    -------
+    float
+        The point where the two selection scores ``beta1_j x + beta0_j`` tie (infinite
+        when their slopes are equal: no boundary).
+    """
     slope = measure.gate_coef[0, 0] - measure.gate_coef[1, 0]
     intercept = measure.gate_intercept[0] - measure.gate_intercept[1]
-    if not measure.family.selection_uses_intercept:
-        intercept = 0.0
-    return -intercept / slope
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(-intercept / slope)
 
 
 def _log_log_slope(n, values):
@@ -76,7 +91,25 @@ def _log_log_slope(n, values):
 
 
 def check_task(experiment, n, rep, X_eval, true_boundary):
-    """One task refitted: the interval around the true boundary and where the fit sits."""
+    """One task refitted: the interval around the true boundary and where the fit sits.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    n, rep : int
+        The task.
+    X_eval : ndarray
+        The evaluation design of the study's boundary column.
+    true_boundary : float
+
+    Returns
+    -------
+    dict or None
+        The interval's width, the fit's and the midpoint's errors, whether the fit's and
+        the start's boundaries lie in the interval, whether the fit kept its start's, the
+        fit's boundary column and log-likelihood; None when every start failed, the fit
+        has no boundary, or no design point lies on one side of the truth's.
+    """
     X, y, streams = task_data(experiment, n, rep)
     results = fit_near_truth_starts(experiment, X, y, streams, n)
     fits = [est for est, _, _ in results if est is not None]
@@ -84,14 +117,13 @@ def check_task(experiment, n, rep, X_eval, true_boundary):
         return None
     best = max(fits, key=lambda e: e.lower_bound_)
     fitted, start = best.mixing_measure_, best.init_params
+    at_fit, at_start = selection_boundary(fitted), selection_boundary(start)
     x = np.sort(X[:, 0])
     right = int(np.searchsorted(x, true_boundary))
-    if right == 0 or right == x.size:
-        return None  # no design point on one side: the interval is unbounded
+    if right == 0 or right == x.size or not np.isfinite(at_fit):
+        return None
     low, high = float(x[right - 1]), float(x[right])
-    width = high - low
-    at_fit, at_start = selection_boundary(fitted), selection_boundary(start)
-    return {"rep": int(rep), "width": width,
+    return {"rep": int(rep), "width": high - low,
             "error": abs(at_fit - true_boundary),
             "midpoint_error": abs(0.5 * (low + high) - true_boundary),
             "fit_inside": bool(low < at_fit < high),
@@ -101,6 +133,36 @@ def check_task(experiment, n, rep, X_eval, true_boundary):
             "kept_start": bool(np.isclose(at_fit, at_start, rtol=1e-12, atol=0.0)),
             "metric": boundary_error(fitted, experiment.truth, X_eval, kind="hausdorff"),
             "log_likelihood": float(best.lower_bound_) * n}
+
+
+def _summary(n, tasks, skipped):
+    """One checked size's counts and means (error over width: the mean of the ratios)."""
+    kept = [t for t in tasks if t["kept_start"]]
+    moved = [t for t in tasks if not t["kept_start"]]
+    elsewhere = [t for t in tasks if not t["same_as_grid"]]
+
+    def mean(key):
+        return float(np.mean([t[key] for t in tasks]))
+
+    def mean_ratio(among):
+        return float(np.mean([t["error"] / t["width"] for t in among])) if among else None
+
+    return {
+        "n": int(n), "tasks": len(tasks), "skipped": skipped,
+        "fit_inside": sum(t["fit_inside"] for t in tasks),
+        "start_inside": sum(t["start_inside"] for t in tasks),
+        "kept_start": len(kept),
+        "elsewhere_than_grid": len(elsewhere),
+        "elsewhere_inside": sum(t["fit_inside"] for t in elsewhere),
+        "elsewhere_log_likelihood_change": (
+            float(max(abs(t["log_likelihood_change"]) for t in elsewhere))
+            if elsewhere else None),
+        "mean_width": mean("width"), "mean_error": mean("error"),
+        "mean_midpoint_error": mean("midpoint_error"),
+        "error_over_width": mean_ratio(tasks),
+        "error_over_width_kept": mean_ratio(kept),
+        "error_over_width_moved": mean_ratio(moved),
+    }
 
 
 def check(name, rows):
@@ -116,12 +178,13 @@ def check(name, rows):
     Returns
     -------
     dict
-        ``sizes``: per checked n, the tasks, how many fitted and start boundaries lie in
-        the interval around the truth's, how many fits kept their start's, the means of the
-        interval's width, the fit's error, the midpoint's error and the error over the
-        width, and the refits whose boundary error is not the grid's (with the largest
-        change of the log-likelihood among them); ``slopes``: log-log slopes
-        over the checked sizes of the mean width, error and midpoint error.
+        ``sizes``: per checked n, the tasks checked and skipped, how many fitted and
+        start boundaries lie in the interval around the truth's, how many fits kept their
+        start's, the means of the interval's width, the fit's error, the midpoint's error
+        and the error over the width, and the refits whose boundary error is not the
+        grid's (how many of them lie in the interval, and the largest change of the
+        log-likelihood among them); ``slopes``: log-log slopes over the checked sizes of
+        the mean width, error and midpoint error.
     """
     experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
     reason = _why_not_checked(experiment)
@@ -136,11 +199,12 @@ def check(name, rows):
     checked = checked_sizes(rows)
     report = []
     for n in checked:
-        tasks = []
+        tasks, skipped = [], 0
         for rep in sorted(rep for size, rep in committed if size == n):
             task = check_task(experiment, n, rep, X_eval, true_boundary)
             grid = committed[(n, rep)]
             if task is None or grid.get("boundary") is None:
+                skipped += 1
                 continue
             task["same_as_grid"] = bool(np.isclose(task["metric"], grid["boundary"],
                                                    rtol=_SAME_FIT_RTOL, atol=0.0))
@@ -149,30 +213,7 @@ def check(name, rows):
             tasks.append(task)
         if not tasks:
             raise SystemExit(f"{name}: no task at n = {n} could be checked.")
-
-        def mean(key, among=tasks):
-            return float(np.mean([t[key] for t in among])) if among else None
-
-        kept = [t for t in tasks if t["kept_start"]]
-        elsewhere = [t for t in tasks if not t["same_as_grid"]]
-        moved = [t for t in tasks if not t["kept_start"]]
-        report.append({
-            "n": int(n), "tasks": len(tasks),
-            "fit_inside": sum(t["fit_inside"] for t in tasks),
-            "start_inside": sum(t["start_inside"] for t in tasks),
-            "kept_start": len(kept),
-            "elsewhere_than_grid": len(elsewhere),
-            "elsewhere_log_likelihood_change": (
-                float(max(abs(t["log_likelihood_change"]) for t in elsewhere))
-                if elsewhere else None),
-            "mean_width": mean("width"), "mean_error": mean("error"),
-            "mean_midpoint_error": mean("midpoint_error"),
-            "error_over_width": float(np.mean([t["error"] / t["width"] for t in tasks])),
-            "error_over_width_kept": (float(np.mean([t["error"] / t["width"] for t in kept]))
-                                      if kept else None),
-            "error_over_width_moved": (float(np.mean([t["error"] / t["width"]
-                                                      for t in moved])) if moved else None),
-        })
+        report.append(_summary(n, tasks, skipped))
     n = [s["n"] for s in report]
     slopes = {key: _log_log_slope(n, [s[f"mean_{key}"] for s in report])
               for key in ("width", "error", "midpoint_error")}

@@ -24,8 +24,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+from study_claims import headline_column  # noqa: E402
 
 from gmoe._stopping import smooth_decrement  # noqa: E402
 from gmoe.simulation import load_experiment, run_task  # noqa: E402
@@ -34,13 +36,8 @@ from gmoe.simulation.tasks import fitted_measure, task_data  # noqa: E402
 
 
 def headline_loss(experiment):
-    """The study's headline column, the one the page fits its rate to.
-
-    D1 for an exact fit, D2 for an over-specified one, and without either the first metric
-    column (the Hellinger distance of a study of the density alone).
-    """
-    columns = experiment.metric_columns()
-    return next((c for c in ("d1", "d2") if c in columns), columns[0])
+    """The study's headline column (:func:`study_claims.headline_column`)."""
+    return headline_column(experiment.metric_columns())
 
 
 def tightened(experiment, factor):

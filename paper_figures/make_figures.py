@@ -44,7 +44,7 @@ from fit_texts import (  # noqa: E402
     truth_check_text,
 )
 from page_format import fmt_slope, loss_table, rst_literals, verdict  # noqa: E402
-from study_claims import PUBLISHED_D1, STUDIES  # noqa: E402
+from study_claims import PUBLISHED_D1, STUDIES, headline_column  # noqa: E402
 from supremum_report import (  # noqa: E402
     read_supremum_checks,
     supremum_figure,
@@ -126,7 +126,7 @@ def study_section(name, claim, rows, info, fig_dir):
     # The same rates fitted to the geometric mean over the replications: over-specified
     # losses spread over orders of magnitude, and a few replications set their mean.
     geometric_rows = study_rate_rows(rows, None, experiment, summary="geometric")
-    headline = next((c for c in ("d1", "d2") if c in by_loss), rate_rows[0]["loss"])
+    headline = headline_column(by_loss)
     write_study_plots(rows, experiment, fig_dir, name=name)
     table = loss_table(rows, headline)
     sensitivity = []

@@ -66,5 +66,15 @@ STUDIES = {
 }
 
 
+def headline_column(columns):
+    """The column a study's rate is headlined by, among its metric columns (in order).
+
+    D1 for an exact fit, D2 for an over-specified one, and without either the first
+    column (the Hellinger distance of a study of the density alone).
+    """
+    columns = list(columns)
+    return next((c for c in ("d1", "d2") if c in columns), columns[0])
+
+
 #: Paper 1's published fit of D1 on the exact grid: e^3.5 n^-0.638.
 PUBLISHED_D1 = (np.exp(3.5), -0.638)

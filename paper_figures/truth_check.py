@@ -6,11 +6,12 @@ log-likelihood is at least the truth's on the same data, so a fit whose total
 log-likelihood is below the truth's has not reached the maximum: its losses measure where
 the optimiser stopped, not the estimator. This script regenerates each task's data (the
 grid's own draws), evaluates the truth's log-likelihood on it and compares it with the
-fit's (``mean_log_likelihood`` times n) at four sizes of the grid (the smallest, the
-quartiles' and the largest). It writes ``paper_figures/results/NAME.truthcheck.json``,
-which ``make_figures.py`` quotes. With ``--refit`` it also refits those tasks with this
-build (the study's own starts) and counts the refits below the truth's log-likelihood, to
-see whether a change of the estimator reaches the maximum where the grid's build did not.
+fit's (``mean_log_likelihood`` times n) at four sizes of the grid (the smallest, the first
+quartile, the median and the largest). It writes
+``paper_figures/results/NAME.truthcheck.json``, which ``make_figures.py`` quotes. With
+``--refit`` it also refits those tasks with this build (the study's own starts) and counts
+the refits below the truth's log-likelihood, to see whether a change of the estimator
+reaches the maximum where the grid's build did not.
 
 Usage::
 
@@ -38,7 +39,7 @@ from gmoe.simulation.tasks import task_data  # noqa: E402
 
 
 def checked_sizes(rows):
-    """The sizes a check covers: the grid's smallest, its quartiles' and its largest."""
+    """The sizes a check covers: the grid's smallest, first quartile, median and largest."""
     sizes = sorted({r["n"] for r in rows})
     return sorted({sizes[0], sizes[len(sizes) // 4], sizes[len(sizes) // 2], sizes[-1]})
 

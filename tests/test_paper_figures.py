@@ -987,23 +987,59 @@ def test_the_boundary_check_places_top1_fits_in_the_flat_interval_around_the_tru
     assert report["true_boundary"] == pytest.approx(0.32, rel=1e-12)
     assert [s["n"] for s in report["sizes"]] == [150, 400]
     for s in report["sizes"]:
-        assert s["tasks"] == 2 and s["elsewhere_than_grid"] == 0
-        # The truth lies inside its interval: the midpoint is at most half the width away.
-        assert 0 < s["mean_midpoint_error"] <= 0.5 * s["mean_width"]
+        assert s["tasks"] == 2 and s["skipped"] == 0 and s["elsewhere_than_grid"] == 0
+        # Well-separated experts: each fit's boundary is in the interval around the truth's,
+        # so its error is below the interval's width.
+        assert s["fit_inside"] == 2 and s["mean_error"] < s["mean_width"]
+        assert 0 <= s["kept_start"] <= s["tasks"] and 0 <= s["error_over_width"] < 1
     altered = [dict(r, boundary=r["boundary"] * 1.5) if (r["n"], r["rep"]) == (400, 1) else r
                for r in rows]
     moved = boundary_check.check("paper2-top1-exact", altered)["sizes"]
     assert [s["elsewhere_than_grid"] for s in moved] == [0, 1]
+    assert moved[1]["elsewhere_inside"] == 1
     assert moved[1]["elsewhere_log_likelihood_change"] == 0.0
-    section = {"name": "paper2-top1-exact", "n_rows": len(rows), "boundary_check": report,
-               "by_loss": {"boundary": {"slope": -0.9}}}
-    text = "\n".join(pages.fit_texts.boundary_check_text(section))
-    assert "| 150 |" in text and "| 400 |" in text
-    assert "slope over the whole grid (-0.900)" in text and "STALE" not in text
     assert pages.fit_texts.boundary_check_text({"name": "x", "n_rows": 1}) == []
-    # Studies other than a two-expert top-1 truth are refused, with the reason.
+    # Studies other than a two-expert affine top-1 truth are refused, with the reason.
     with pytest.raises(SystemExit, match="not a top-1 gate"):
         boundary_check.check("topk-exact", [])
+
+
+def test_the_boundary_text_states_only_what_its_numbers_bear_out(pages):
+    def size(n, width, error, midpoint, kept, elsewhere=0, change=None):
+        return {"n": n, "tasks": 40, "skipped": 0, "fit_inside": 40, "start_inside": kept,
+                "kept_start": kept, "elsewhere_than_grid": elsewhere,
+                "elsewhere_inside": elsewhere, "elsewhere_log_likelihood_change": change,
+                "mean_width": width, "mean_error": error, "mean_midpoint_error": midpoint,
+                "error_over_width": error / width, "error_over_width_kept": 0.01,
+                "error_over_width_moved": 0.3}
+
+    # Anchored at the small size: most fits keep a start nearer the truth than the midpoint.
+    anchored = {"true_boundary": 0.32, "code_sha256": "a" * 64, "result_rows": 8,
+                "sizes": [size(100, 0.05, 0.005, 0.0125, 37),
+                          size(100000, 5e-5, 1.3e-5, 1.25e-5, 2, elsewhere=3, change=4e-11)],
+                "slopes": {"width": -1.0, "midpoint_error": -1.0, "error": -0.85}}
+    section = {"name": "s", "n_rows": 8, "boundary_check": anchored,
+               "by_loss": {"boundary": {"slope": -0.87}}}
+    text = "\n".join(pages.fit_texts.boundary_check_text(section))
+    assert "| 100 | 0.05 | 0.005 | 0.10 | 0.0125 | 37 of 40 | 37 of 40 |" in text
+    assert "the change-point rate n^-1" in text
+    assert "(37 of 40 at n = 100, 2 of 40 at n = 100000)" in text
+    assert "slope over the whole grid (-0.870) is shallower than -1" in text
+    assert "3 of the 80 boundaries are not where" in text and "the same maximum" in text
+    assert "STALE" not in text
+    # Not anchored (few fits keep their start), a steep column, a refit at another maximum,
+    # a width off n^-1, and another export of the results: none of those clauses, and the
+    # note.
+    loose = dict(anchored, result_rows=9,
+                 sizes=[size(100, 0.05, 0.02, 0.0125, 5),
+                        size(100000, 5e-5, 1.3e-5, 1.25e-5, 2, elsewhere=1, change=0.5)],
+                 slopes={"width": -0.7, "midpoint_error": -0.7, "error": -0.85})
+    text = "\n".join(pages.fit_texts.boundary_check_text(
+        dict(section, boundary_check=loose, by_loss={"boundary": {"slope": -1.1}})))
+    for absent in ("change-point rate", "falls more slowly", "shallower than -1",
+                   "the same maximum"):
+        assert absent not in text
+    assert "changed by at most 5.0e-01." in text and "STALE" in text
 
 
 def test_a_top1_likelihood_is_flat_between_neighbouring_design_points(scripts):
@@ -1037,7 +1073,9 @@ def test_a_shallow_headline_is_read_against_the_normal_limit(pages):
         return {"loss": loss, "slope": slope, "theory": theory, "within_ci": within}
 
     rows = [rate("d1", -0.31, -0.5, False), rate("pe_gate_coef_1", -0.27, -0.5, False),
-            rate("pe_temperature", -0.29, None, None), rate("pe_expert_var_0", -0.50, -0.5, True)]
+            rate("pe_temperature", -0.29, None, None),
+            rate("pe_gate_intercept_0", -0.3, None, None),
+            rate("pe_expert_var_0", -0.50, -0.5, True)]
 
     def column(name, large, small):
         return {"column": name,
@@ -1048,17 +1086,23 @@ def test_a_shallow_headline_is_read_against_the_normal_limit(pages):
 
     section = {"by_loss": {r["loss"]: r for r in rows}, "rows": rows, "headline": "d1",
                "fitcheck": None, "sensitivity": [],
-               "asymptotic": {"columns": [column("pe_gate_coef_1", 0.86, 0.26),
+               "asymptotic": {"columns": [column("pe_gate_coef_1", 0.8, 0.26),
                                           column("pe_temperature", 0.5, 0.2),
+                                          column("pe_gate_intercept_0", 1.6, 1.0),
                                           column("pe_expert_var_0", 1.0, 1.0)]}}
     text = "\n".join(pages.fit_texts.disagreement_text(section))
     assert "**The headline slope is shallower than the theory's** (-0.310" in text
-    # Near the limit at the end, far below it at the start: pre-asymptotic.
-    assert "`pe_gate_coef_1` 0.86 and 0.26. Near the limit" in text
-    # Far below the limit at the end too: listed apart, not called pre-asymptotic.
-    assert "not near the normal limit at the largest sizes, or not below it at the " \
-           "smallest (fractions of its prediction at the largest and at the smallest " \
-           "sizes): `pe_temperature` 0.50 and 0.20;" in text
+    # Within the factor 1.25 at the end (0.8 is its edge), below the limit at the start:
+    # the approach from below.
+    assert "`pe_gate_coef_1` 0.80 and 0.26. Within a factor 1.25" in text
+    # Above the limit at the end: worse than the MLE's, said apart.
+    assert "exceed the normal limit at the largest sizes by more than a factor 1.25, worse " \
+           "than the maximum-likelihood estimate's (fractions of its prediction at the " \
+           "largest and at the smallest sizes): `pe_gate_intercept_0` 1.60 and 1.00;" in text
+    # Far below the limit at the end too: listed apart, not called an approach.
+    assert "below the normal limit at the largest sizes by more than a factor 1.25, or not " \
+           "below it at the smallest (fractions of its prediction at the largest and at " \
+           "the smallest sizes): `pe_temperature` 0.50 and 0.20;" in text
     # A column at its theory is not among the slow ones.
     assert "`pe_expert_var_0` 1.00" not in text
     # Without the check, or for a steep headline, no such bullet.
