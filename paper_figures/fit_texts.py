@@ -228,8 +228,8 @@ def other_build_warning(check, s):
 
 
 def spread_text(s, rows):
-    """For an over-specified study: how far its headline loss spreads over replications."""
-    if not s["over_specified"]:
+    """For an over-specified study's D2: how far it spreads over the replications."""
+    if not s.get("spread_headline"):
         return []
     values = np.array([r[s["headline"]] for r in rows if r.get(s["headline"]) is not None],
                       dtype=float)

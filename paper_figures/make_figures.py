@@ -140,6 +140,10 @@ def study_section(name, claim, rows, info, fig_dir):
             "geometric_rows": geometric_rows,
             "geometric": {r["loss"]: r for r in geometric_rows},
             "over_specified": max(study_setting(experiment)[1]) > 1,
+            # An over-specified fit's D2 spreads over orders of magnitude across the
+            # replications (a split cell's gate error raised to rbar); a density does not.
+            "spread_headline": (max(study_setting(experiment)[1]) > 1
+                                and headline == "d2"),
             "starts": experiment.start.get("n_starts", 1),
             "headline": headline, "sensitivity": sensitivity, "planned": planned,
             "n_min": min(per_size), "n_max": max(per_size),
@@ -283,8 +287,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                   "Every metric column (the per-cell rows `[m=...]` are fitted over the "
                   "replications whose cell held m fitted atoms):", "", "```",
                   format_rate_table(s["rows"]).rstrip("\n"), "```", ""]
-        # D2's replications spread over orders of magnitude; a density's do not.
-        if s["over_specified"] and s["headline"] == "d2":
+        if s["spread_headline"]:
             lines += ["The same rates fitted to the geometric mean of the replications at "
                       "each n (an over-specified fit's D2 raises the gate's error in a split "
                       "cell to the power rbar, so its replications spread over orders of "
