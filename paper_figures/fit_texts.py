@@ -177,9 +177,24 @@ def fitcheck_text(s, rows=None):
             f"{check['tol']:g} (up to {steps} EM steps): the total log-likelihood changed "
             f"by {min(gains):+.1e} to {max(gains):+.1e}, and {check['loss']} by at most "
             f"{check['max_relative_loss_change']:.1e} relative." + _smooth_gap_text(check)
+            + _lower_text(check)
             + " This shows where the stopping rule left each fit; it cannot show that a "
             "start found the best maximum." + other_build_warning(check, s)
             + _against_grid(check, rows))
+
+
+def _lower_text(check):
+    """Tasks whose longer runs ended below the default fits: another maximum was reached."""
+    lower = [t for t in check["tasks"] if t["log_likelihood_gain"] < -check["tol"]]
+    if not lower:
+        return ""
+    worst = min(lower, key=lambda t: t["log_likelihood_gain"])
+    return (f" In {len(lower)} of {len(check['tasks'])} tasks the longer runs ended lower "
+            f"(by up to {-worst['log_likelihood_gain']:.2g}, at n = {worst['n']}): from the "
+            "same starts they stopped at another maximum that the stopping rule certifies, "
+            "so which of the nearby maxima a fit reaches depends on its path, not on its "
+            f"start alone; {check['loss']} moved by up to "
+            f"{max(t['relative_loss_change'] for t in lower):.1e} relative there.")
 
 
 def _smooth_gap_text(check):

@@ -443,6 +443,13 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
             "tasks: another build refitted); the grid's own d1 differs from the longer runs' "
             "by at most 2.0e-03 relative.") in said
     assert "grid's own" not in pages.fit_texts.fitcheck_text(section, [dict(row, n=400)])
+    # A longer run that ended lower than the default fit: another maximum, said so.
+    assert "ended lower" not in pages.fit_texts.fitcheck_text(section)
+    lower = dict(report, tasks=[dict(task, log_likelihood_gain=-2.18,
+                                     relative_loss_change=0.19)])
+    said = pages.fit_texts.fitcheck_text(dict(section, fitcheck=lower))
+    assert ("In 1 of 1 tasks the longer runs ended lower (by up to 2.2, at n = 300)"
+            in said and "d1 moved by up to 1.9e-01 relative there." in said)
 
 
 # ------------------------------------------------------------------ split cells (k = 3)
