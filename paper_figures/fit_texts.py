@@ -189,11 +189,16 @@ def _lower_text(check):
     if not lower:
         return ""
     worst = min(lower, key=lambda t: t["log_likelihood_gain"])
-    return (f" In {len(lower)} of {len(check['tasks'])} tasks the longer runs ended lower "
-            f"(by up to {-worst['log_likelihood_gain']:.2g}, at n = {worst['n']}): from the "
-            "same starts they stopped at another maximum that the stopping rule certifies, "
-            "so which of the nearby maxima a fit reaches depends on its path, not on its "
-            f"start alone; {check['loss']} moved by up to "
+    said = (f" In {len(lower)} of {len(check['tasks'])} tasks the longer runs ended lower "
+            f"(by up to {-worst['log_likelihood_gain']:.2g}, at n = {worst['n']})")
+    unconverged = sum(not t["converged"][1] for t in lower)
+    if unconverged:
+        said += f", {unconverged} of them without meeting the stopping rule"
+    else:
+        said += (": from the same starts they stopped at another maximum that the stopping "
+                 "rule certifies, so which of the nearby maxima a fit reaches depends on its "
+                 "path, not on its start alone")
+    return (f"{said}; {check['loss']} moved by up to "
             f"{max(t['relative_loss_change'] for t in lower):.1e} relative there.")
 
 

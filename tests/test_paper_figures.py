@@ -448,8 +448,12 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
     lower = dict(report, tasks=[dict(task, log_likelihood_gain=-2.18,
                                      relative_loss_change=0.19)])
     said = pages.fit_texts.fitcheck_text(dict(section, fitcheck=lower))
-    assert ("In 1 of 1 tasks the longer runs ended lower (by up to 2.2, at n = 300)"
-            in said and "d1 moved by up to 1.9e-01 relative there." in said)
+    assert ("In 1 of 1 tasks the longer runs ended lower (by up to 2.2, at n = 300): from "
+            "the same starts they stopped at another maximum that the stopping rule "
+            "certifies" in said and "d1 moved by up to 1.9e-01 relative there." in said)
+    lower["tasks"][0]["converged"] = [True, False]
+    said = pages.fit_texts.fitcheck_text(dict(section, fitcheck=lower))
+    assert "at n = 300), 1 of them without meeting the stopping rule; d1 moved" in said
 
 
 # ------------------------------------------------------------------ split cells (k = 3)
