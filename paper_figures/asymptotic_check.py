@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from committed_results import read_results  # noqa: E402
+from committed_results import committed_rows  # noqa: E402
 
 import gmoe  # noqa: E402
 from gmoe._observed_information import Parametrisation  # noqa: E402
@@ -284,9 +284,7 @@ def main(argv=None):
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     for name in args.studies:
-        rows, _ = read_results(args.results, name)
-        if rows is None:
-            raise SystemExit(f"{name}: no committed results in {args.results}.")
+        rows = committed_rows(args.results, name)
         report = check(name, rows, args.rows)
         (args.results / f"{name}.asymptotic.json").write_text(
             json.dumps(report, indent=1) + "\n")

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from committed_results import read_results  # noqa: E402
+from committed_results import committed_rows  # noqa: E402
 from truth_check import checked_sizes  # noqa: E402
 
 from gmoe.metrics import boundary_error  # noqa: E402
@@ -228,9 +228,7 @@ def main(argv=None):
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     for name in args.studies:
-        rows, _ = read_results(args.results, name)
-        if rows is None:
-            raise SystemExit(f"{name}: no committed results in {args.results}.")
+        rows = committed_rows(args.results, name)
         report = check(name, rows)
         (args.results / f"{name}.boundarycheck.json").write_text(
             json.dumps(report, indent=1) + "\n")

@@ -51,6 +51,20 @@ def read_results(directory, name):
     return rows, info
 
 
+def committed_rows(directory, name):
+    """A study's committed rows (:func:`read_results`), for a check script.
+
+    Raises
+    ------
+    SystemExit
+        If the study has no committed results in ``directory``.
+    """
+    rows, _ = read_results(directory, name)
+    if rows is None:
+        raise SystemExit(f"{name}: no committed results in {directory}.")
+    return rows
+
+
 def restore_chain(meta):
     """A grid's restores, oldest first (each ``restored_from`` keeps the one before it)."""
     chain, source = [], meta.get("restored_from")

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from committed_results import read_results  # noqa: E402
+from committed_results import committed_rows  # noqa: E402
 
 import gmoe  # noqa: E402
 from gmoe.simulation import load_experiment, run_task  # noqa: E402
@@ -138,9 +138,7 @@ def main(argv=None):
                         help="also refit the checked tasks with this build")
     args = parser.parse_args(argv)
     for name in args.studies:
-        rows, _ = read_results(args.results, name)
-        if rows is None:
-            raise SystemExit(f"{name}: no committed results in {args.results}.")
+        rows = committed_rows(args.results, name)
         report = check(name, rows, refit=args.refit)
         (args.results / f"{name}.truthcheck.json").write_text(json.dumps(report, indent=1)
                                                               + "\n")
