@@ -40,6 +40,7 @@ from truth_check import checked_sizes  # noqa: E402
 
 from gmoe.metrics import boundary_error  # noqa: E402
 from gmoe.simulation import load_experiment  # noqa: E402
+from gmoe.simulation.rates import fit_rate  # noqa: E402
 from gmoe.simulation.store import code_sha256  # noqa: E402
 from gmoe.simulation.tasks import fit_near_truth_starts, make_evaluation_design, task_data  # noqa: E402
 
@@ -83,11 +84,6 @@ def selection_boundary(measure):
     intercept = measure.gate_intercept[0] - measure.gate_intercept[1]
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(-intercept / slope)
-
-
-def _log_log_slope(n, values):
-    """Least-squares slope of log(values) on log(n)."""
-    return float(np.polyfit(np.log(n), np.log(values), 1)[0])
 
 
 def check_task(experiment, n, rep, X_eval, true_boundary):
@@ -197,7 +193,7 @@ def check(name, rows):
     X_eval = make_evaluation_design(experiment)
     committed = {(r["n"], int(r["rep"])): r for r in rows}
     checked = checked_sizes(rows)
-    report = []
+    report, checked_tasks = [], []
     for n in checked:
         tasks, skipped = [], 0
         for rep in sorted(rep for size, rep in committed if size == n):
@@ -211,11 +207,12 @@ def check(name, rows):
             task["log_likelihood_change"] = (task["log_likelihood"]
                                              - grid["mean_log_likelihood"] * n)
             tasks.append(task)
+            checked_tasks.append(dict(task, n=int(n)))
         if not tasks:
             raise SystemExit(f"{name}: no task at n = {n} could be checked.")
         report.append(_summary(n, tasks, skipped))
-    n = [s["n"] for s in report]
-    slopes = {key: _log_log_slope(n, [s[f"mean_{key}"] for s in report])
+    # The rate of each mean over the checked sizes (least squares, log-log).
+    slopes = {key: fit_rate(checked_tasks, key).slope
               for key in ("width", "error", "midpoint_error")}
     return {"study": name, "result_rows": len(rows), "true_boundary": float(true_boundary),
             "code_sha256": code_sha256(), "sizes": report, "slopes": slopes}

@@ -127,6 +127,7 @@ def study_section(name, claim, rows, info, fig_dir):
     # losses spread over orders of magnitude, and a few replications set their mean.
     geometric_rows = study_rate_rows(rows, None, experiment, summary="geometric")
     headline = headline_column(by_loss)
+    over_specified = max(study_setting(experiment)[1]) > 1
     write_study_plots(rows, experiment, fig_dir, name=name)
     table = loss_table(rows, headline)
     sensitivity = []
@@ -139,11 +140,10 @@ def study_section(name, claim, rows, info, fig_dir):
     return {"name": name, "claim": claim, "rows": rate_rows, "by_loss": by_loss,
             "geometric_rows": geometric_rows,
             "geometric": {r["loss"]: r for r in geometric_rows},
-            "over_specified": max(study_setting(experiment)[1]) > 1,
+            "over_specified": over_specified,
             # An over-specified fit's D2 spreads over orders of magnitude across the
             # replications (a split cell's gate error raised to rbar); a density does not.
-            "spread_headline": (max(study_setting(experiment)[1]) > 1
-                                and headline == "d2"),
+            "spread_headline": over_specified and headline == "d2",
             "starts": experiment.start.get("n_starts", 1),
             "headline": headline, "sensitivity": sensitivity, "planned": planned,
             "n_min": min(per_size), "n_max": max(per_size),
