@@ -1,8 +1,8 @@
 """The page's paragraphs on builds: where a grid's rows came from, and other builds' fits.
 
-A grid continued from its committed results holds rows of several builds of gmoe
-(:func:`restored_text`); another build's fits of the same tasks can be committed beside
-it and compared (:func:`other_build_text`).
+A grid continued from its committed results, or resumed from its store after a change of
+gmoe, holds rows of several builds (:func:`restored_text`); another build's fits of the
+same tasks can be committed beside it and compared (:func:`other_build_text`).
 """
 
 import numpy as np
@@ -15,35 +15,36 @@ _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", 
 
 
 def restored_text(s):
-    """Where a grid's rows came from when it was continued from its committed results."""
+    """Which builds computed a grid's rows, when more than one did or it was restored."""
     meta = s.get("meta", {})
-    shares = row_builds(meta)
-    if not shares:
-        return []
+    shares = row_builds(meta, s.get("runs", []))
     restores = restore_chain(meta)
+    if not restores and len(shares) < 2:
+        return []
     if len(shares) == 1:
-        origin = f"its first {restores[-1]['rows']} rows were computed by the same build of gmoe"
+        origin = "All its rows were computed by one build of gmoe."
     else:
-        said = [f"its first {shares[0][0]} rows were computed by {build_name(shares[0][1])}"]
+        said = [f"the first {shares[0][0]} by {build_name(shares[0][1])}"]
         said += [f"the next {rows} by {build_name(build)}" for rows, build in shares[1:-1]]
         said.append(f"the rest by {build_name(shares[-1][1])}")
-        origin = ", ".join(said)
+        origin = f"Its rows were computed by {len(shares)} builds of gmoe: {', '.join(said)}."
+    if not restores:
+        return [f"The grid was resumed from its store after gmoe changed. {origin}", ""]
     checked = [r.get("verified_rows", 0) for r in restores]
+    times = {1: "once", 2: "twice"}.get(len(checked), f"{len(checked)} times")
     how = "(the largest size's last ones and a seeded random draw)"
     if not any(checked):
-        check = "No earlier row was recomputed before the grid went on."
+        check = "no earlier row was recomputed before the grid went on."
     elif len(checked) == 1:
-        check = (f"The continuing build first recomputed {checked[0]} of the earlier rows "
+        check = (f"the continuing build first recomputed {checked[0]} of the earlier rows "
                  f"{how} and matched every number to the last bit.")
     else:
         each = [f"{count or 'none'} the {_ORDINALS[i] if i < len(_ORDINALS) else f'{i + 1}th'}"
                 f" time" for i, count in enumerate(checked)]
-        times = "twice" if len(checked) == 2 else f"{len(checked)} times"
-        check = (f"It was continued {times}; before going on, the continuing build "
-                 f"recomputed earlier rows {how}: {', '.join(each)}. Every row recomputed "
-                 "matched to the last bit.")
-    return [f"The grid was continued from its committed results (`python paper_figures/"
-            f"run_studies.py {s['name']} --restore`): {origin}. {check}", ""]
+        check = (f"before going on, the continuing build recomputed earlier rows {how}: "
+                 f"{', '.join(each)}. Every row recomputed matched to the last bit.")
+    return [f"The grid was continued from its committed results {times} (`python "
+            f"paper_figures/run_studies.py {s['name']} --restore`); {check} {origin}", ""]
 
 
 #: Two fits of one task count as the same point when their total log-likelihoods agree

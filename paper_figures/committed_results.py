@@ -74,39 +74,65 @@ def restore_chain(meta):
     return chain
 
 
-def row_builds(meta):
-    """Which build computed which of a grid's rows, for a grid continued from its results.
+def row_builds(meta, runs=()):
+    """Which build computed which of a grid's rows.
 
-    Each restore's ``restored_from`` record keeps the one before it (``earlier``), so a
-    grid continued several times, on several builds, keeps every build's share. A share
-    is the rows a store gained between two restores, under the code hash the store held
-    when it was exported: a store records one hash, so rows of two builds that resumed one
-    store between two restores count as the later build's.
+    A run records its build (``code_sha256``) since the stores keep it, and its rows are
+    that build's. For the rows of runs recorded before (and of a grid without run
+    records), the restores say what they can: each restore's ``restored_from`` keeps the
+    one before it (``earlier``), and the rows a store gained between two restores count as
+    the build whose hash the store held when it was exported. A store held one hash, so
+    rows of two builds that resumed one store between two restores count as the later
+    build's; rows past the last restore count as the grid's own build's.
 
     Parameters
     ----------
     meta : dict
         A grid's metadata (``run.json``'s ``meta``, or a store's with ``restored_from``
         decoded).
+    runs : sequence of dict, default=()
+        The grid's run records, oldest first (``run.json``'s ``runs``), with
+        ``tasks_stored`` and, where recorded, ``code_sha256``. They count every row.
 
     Returns
     -------
     list of tuple
         ``(rows, code_sha256)`` in the order the rows were computed; a build that
-        computed no rows (restored, then exported before any task ran) is left out and
-        consecutive rows of one build are merged. The last entry's ``rows`` is None: the
-        rest, by the grid's own build. Empty when the grid was never restored.
+        computed no rows is left out and consecutive rows of one build are merged. The
+        last entry's ``rows`` is None: the rest. A build the records do not know is None.
     """
-    chain = restore_chain(meta)
-    if not chain:
-        return []
-    shares, before = [], 0
-    for link in chain:
+    # The restores' shares: (rows up to, build), in order.
+    bounds, before = [], 0
+    for link in restore_chain(meta):
         if link["rows"] > before:
-            shares.append([link["rows"] - before, link.get("code_sha256")])
-        before = link["rows"]
+            bounds.append((link["rows"], link.get("code_sha256")))
+            before = link["rows"]
+    own = meta.get("code_sha256")
+
+    def by_restores(start, end):
+        """The shares of rows start..end (end None: to the last row) by the restores."""
+        shares, position = [], start
+        for bound, build in [*bounds, (None, own)]:
+            stop = bound if end is None or (bound is not None and bound < end) else end
+            if stop is None or stop > position:
+                shares.append([None if stop is None else stop - position, build])
+                position = stop
+            if stop is None or stop == end:
+                break
+        return shares
+
+    counted = [(int(r.get("tasks_stored") or 0), r.get("code_sha256")) for r in runs]
+    counted = [(rows, build) for rows, build in counted if rows > 0]
+    shares, position = [], 0
+    for rows, build in counted:
+        shares += [[rows, build]] if build else by_restores(position, position + rows)
+        position += rows
+    if shares:
+        shares[-1][0] = None  # the runs count every row: the last share is the rest
+    else:
+        shares = by_restores(0, None)
     merged = []
-    for rows, build in [*shares, [None, meta.get("code_sha256")]]:
+    for rows, build in shares:
         if merged and build is not None and build == merged[-1][1]:
             merged[-1][0] = None if rows is None else merged[-1][0] + rows
         else:

@@ -156,7 +156,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "split_cells": info.get("split_cells"), "truth_check": info.get("truth_check"),
             "boundary_check": info.get("boundary_check"),
             "other_builds": info.get("other_builds", []),
-            "meta": info.get("meta", {})}
+            "meta": info.get("meta", {}), "runs": info.get("runs", [])}
 
 
 def _grid(s):

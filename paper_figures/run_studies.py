@@ -108,8 +108,8 @@ def export(name, db, out):
     runs = read_runs(db)
     info = {"study": name, "rows": len(rows),
             "wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs),
-            "runs": [{k: r[k] for k in ("status", "n_jobs", "tasks_stored", "wall_seconds",
-                                        "gmoe_version")} for r in runs],
+            "runs": [{k: r.get(k) for k in ("status", "n_jobs", "tasks_stored", "wall_seconds",
+                                            "gmoe_version", "code_sha256")} for r in runs],
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "meta": {k: v for k, v in meta.items()
                      if k in ("gmoe_version", "code_sha256", "task_sha256")}}
@@ -226,7 +226,7 @@ def restore(name, db, results, verify, log=print):
             raise SystemExit(f"{name}: expected the {info.get('rows')} rows that "
                              f"{run_path.name} counts in {csv_path.name}, got {len(rows)}.")
         build = meta.get("code_sha256")
-        shares = row_builds(meta) or [(None, build)]
+        shares = row_builds(meta, info.get("runs", []))
         counted = sum(count for count, _ in shares[:-1])
         shares[-1] = (len(rows) - counted, shares[-1][1])
         builds = ", ".join(f"{count} of {build_name(sha)}" for count, sha in shares if count)

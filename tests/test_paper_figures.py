@@ -12,6 +12,7 @@ import pytest
 
 import gmoe
 from gmoe.simulation import load_experiment, read_meta, read_rows, run_experiment
+from gmoe.simulation.store import code_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -699,7 +700,9 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     run_json = results / "tiny.run.json"
     info = json.loads(run_json.read_text())
     assert info["meta"]["task_sha256"] == experiment.task_sha256
+    assert [r["code_sha256"] for r in info["runs"]] == [code_sha256()]
     info["meta"]["code_sha256"] = "f" * 64
+    info["runs"][0]["code_sha256"] = "f" * 64
     run_json.write_text(json.dumps(info))
     assert run_studies.restore("tiny", tmp_path / "b.sqlite", results, 2, log=log) == 4
     assert said[0].startswith("tiny: 4 rows (4 of build ffffffffffff; this is ")
@@ -712,15 +715,30 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
                         "verified_rows": 2}
     # The page says where a restored grid's rows came from and what was checked.
     exported = run_studies.export("tiny", tmp_path / "b.sqlite", results)
+    page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"],
+                                            "runs": exported["runs"]})[0]
+    assert page == ("The grid was continued from its committed results once (`python "
+                    "paper_figures/run_studies.py tiny --restore`); the continuing build first "
+                    "recomputed 2 of the earlier rows (the largest size's last ones and a "
+                    "seeded random draw) and matched every number to the last bit. All its "
+                    "rows were computed by one build of gmoe.")
+    # The restored store kept the run that computed the rows, with its build: the page
+    # names it once the grid goes on.
+    assert [r["code_sha256"] for r in exported["runs"]] == ["f" * 64]
+    more = [*exported["runs"], {"tasks_stored": 3, "code_sha256": code_sha256()}]
+    page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"],
+                                            "runs": more})[0]
+    assert ("Its rows were computed by 2 builds of gmoe: the first 4 by build ffffffffffff, "
+            f"the rest by build {code_sha256()[:12]}.") in page
+    # Without run records, the restores' account.
     page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"]})[0]
-    assert page.startswith("The grid was continued from its committed results")
-    assert (f"first 4 rows were computed by build ffffffffffff, the rest by build "
-            f"{exported['meta']['code_sha256'][:12]}. The continuing build first "
-            "recomputed 2 of the earlier rows") in page
+    assert (f"the first 4 by build ffffffffffff, the rest by build "
+            f"{exported['meta']['code_sha256'][:12]}.") in page
     same = dict(exported["meta"], restored_from=dict(
         restored, code_sha256=exported["meta"]["code_sha256"], verified_rows=0))
     page = pages.build_texts.restored_text({"name": "tiny", "meta": same})[0]
-    assert "computed by the same build of gmoe. No earlier row was recomputed" in page
+    assert ("no earlier row was recomputed before the grid went on. All its rows were "
+            "computed by one build of gmoe.") in page
     unknown = dict(exported["meta"], restored_from=dict(restored, code_sha256=None))
     assert "a build that the committed results do not record" in \
         pages.build_texts.restored_text({"name": "tiny", "meta": unknown})[0]
@@ -772,15 +790,17 @@ def test_the_page_names_every_build_that_computed_a_grid_continued_twice(scripts
     assert pages.committed_results.row_builds(meta) == [(2608, "a" * 64), (3632, "b" * 64),
                                              (None, "c" * 64)]
     page = pages.build_texts.restored_text({"name": "g", "meta": meta})[0]
-    assert ("its first 2608 rows were computed by build aaaaaaaaaaaa, the next 3632 by "
-            "build bbbbbbbbbbbb, the rest by build cccccccccccc. It was continued twice; "
-            "before going on, the continuing build recomputed earlier rows (the largest "
-            "size's last ones and a seeded random draw): 6 the first time, 6 the second "
-            "time. Every row recomputed matched to the last bit.") in page
+    assert ("The grid was continued from its committed results twice (`python "
+            "paper_figures/run_studies.py g --restore`); before going on, the continuing "
+            "build recomputed earlier rows (the largest size's last ones and a seeded random "
+            "draw): 6 the first time, 6 the second time. Every row recomputed matched to "
+            "the last bit. Its rows were computed by 3 builds of gmoe: the first 2608 by "
+            "build aaaaaaaaaaaa, the next 3632 by build bbbbbbbbbbbb, the rest by build "
+            "cccccccccccc.") in page
     # One build continuing its own rows is one share, not three.
     same = {"code_sha256": "b" * 64, "restored_from": second}
     assert pages.committed_results.row_builds(same) == [(2608, "a" * 64), (None, "b" * 64)]
-    assert "first 2608 rows were computed by build aaaaaaaaaaaa, the rest by build bbbb" \
+    assert "2 builds of gmoe: the first 2608 by build aaaaaaaaaaaa, the rest by build bbbb" \
         in pages.build_texts.restored_text({"name": "g", "meta": same})[0]
     # A build restored and exported before any task ran computed nothing: not named, and
     # the builds either side of it, one and the same, are one share.
@@ -788,9 +808,47 @@ def test_the_page_names_every_build_that_computed_a_grid_continued_twice(scripts
     resumed = {"code_sha256": "a" * 64, "restored_from": idle}
     assert pages.committed_results.row_builds(resumed) == [(None, "a" * 64)]
     page = pages.build_texts.restored_text({"name": "g", "meta": resumed})[0]
-    assert "its first 2608 rows were computed by the same build of gmoe" in page
+    assert "All its rows were computed by one build of gmoe" in page
     assert "6 the first time, none the second time" in page
-    assert pages.committed_results.row_builds({"code_sha256": "c" * 64}) == []
+    assert pages.committed_results.row_builds({"code_sha256": "c" * 64}) == [(None, "c" * 64)]
+    assert pages.build_texts.restored_text({"name": "g", "meta": {"code_sha256": "c" * 64}}) \
+        == []
+
+
+def test_each_run_s_build_names_its_rows_where_the_restores_cannot(pages):
+    # A store holds one code hash, rewritten by every build that resumes it; each run
+    # records its own, so rows of builds that resumed one store between two restores
+    # are each their build's. Runs recorded before keep the restores' account.
+    first = {"rows": 420, "code_sha256": "a" * 64, "verified_rows": 6}
+    meta = {"code_sha256": "d" * 64, "restored_from": first}
+    runs = [{"tasks_stored": 420}, {"tasks_stored": 332, "code_sha256": "b" * 64},
+            {"tasks_stored": 0, "code_sha256": "e" * 64},
+            {"tasks_stored": 88, "code_sha256": "c" * 64},
+            {"tasks_stored": 446, "code_sha256": "c" * 64},
+            {"tasks_stored": 10, "code_sha256": "d" * 64}]
+    assert pages.committed_results.row_builds(meta, runs) == [
+        (420, "a" * 64), (332, "b" * 64), (534, "c" * 64), (None, "d" * 64)]
+    page = pages.build_texts.restored_text({"name": "g", "meta": meta, "runs": runs})[0]
+    assert ("4 builds of gmoe: the first 420 by build aaaaaaaaaaaa, the next 332 by build "
+            "bbbbbbbbbbbb, the next 534 by build cccccccccccc, the rest by build dddd") in page
+    # Without run builds, the old account: the rows past the restore are the store's build.
+    legacy = [{"tasks_stored": r["tasks_stored"]} for r in runs]
+    assert pages.committed_results.row_builds(meta, legacy) == [(420, "a" * 64),
+                                                                (None, "d" * 64)]
+    # A run before the build was kept that spans a restore's bound is split at it.
+    spanning = [{"tasks_stored": 500}, {"tasks_stored": 40, "code_sha256": "b" * 64}]
+    assert pages.committed_results.row_builds(meta, spanning) == [
+        (420, "a" * 64), (80, "d" * 64), (None, "b" * 64)]
+    # A grid never restored but resumed by two builds says so; by one, nothing.
+    two = [{"tasks_stored": 7, "code_sha256": "a" * 64},
+           {"tasks_stored": 3, "code_sha256": "b" * 64}]
+    page = pages.build_texts.restored_text({"name": "g", "meta": {"code_sha256": "b" * 64},
+                                            "runs": two})
+    assert page[0] == ("The grid was resumed from its store after gmoe changed. Its rows were "
+                       "computed by 2 builds of gmoe: the first 7 by build aaaaaaaaaaaa, the "
+                       "rest by build bbbbbbbbbbbb.")
+    assert pages.build_texts.restored_text(
+        {"name": "g", "meta": {"code_sha256": "b" * 64}, "runs": two[1:]}) == []
 
 
 def test_committed_rows_are_never_lost(tmp_path, scripts, monkeypatch):

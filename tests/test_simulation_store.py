@@ -28,6 +28,7 @@ from gmoe.simulation.store import (
     SCHEMA_VERSION,
     StoreBusyError,
     StoreError,
+    code_sha256,
     read_runs,
 )
 
@@ -489,6 +490,21 @@ def test_a_format_2_store_gains_the_stored_fits_on_resume(tmp_path, store):
     rows, meta = read_rows(db)
     assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
     assert [fitted_measure(grown, r) is None for r in rows] == [True] * 4 + [False] * 2
+
+
+def test_each_run_records_its_build_and_older_run_records_gain_the_column(tmp_path, store):
+    # The store's meta holds the latest build only; a run records the build that computed
+    # its rows. Runs recorded before that was kept stay NULL.
+    _, source = store
+    db = tmp_path / "runs.sqlite"
+    db.write_bytes(source.read_bytes())
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN code_sha256")
+    grown = load_experiment(mini(tmp_path, sizes="[60, 100, 140]"))
+    run_experiment(grown, db, n_jobs=1, progress=False)
+    runs = read_runs(db)
+    assert [(r["tasks_stored"], r["code_sha256"]) for r in runs] == [(4, None),
+                                                                     (2, code_sha256())]
 
 
 def test_a_store_of_a_later_format_is_refused(tmp_path, store, capsys):

@@ -19,7 +19,9 @@ Tables
 ``runs``
     One row per invocation of the runner: start and end time, status (``'running'``,
     ``'finished'``, ``'failed'``, ``'interrupted'``), workers, tasks planned and stored
-    (counted as they are stored), wall time, the file hash at the time. A restored store
+    (counted as they are stored), wall time, the file hash and the build of gmoe
+    (``code_sha256``) at the time, so that a grid resumed by several builds says which
+    computed which rows (NULL in runs recorded before it was kept). A restored store
     keeps the records of the runs that computed its rows elsewhere
     (:meth:`ResultStore.restore`, one transaction with the rows).
 
@@ -351,7 +353,11 @@ class ResultStore:
             "started_at REAL, finished_at REAL, status TEXT, file_sha256 TEXT, "
             "n_jobs INTEGER, tasks_planned INTEGER, tasks_stored INTEGER, "
             "wall_seconds REAL, n_sizes INTEGER, replications INTEGER, quick INTEGER, "
-            "host TEXT, gmoe_version TEXT)")
+            "host TEXT, gmoe_version TEXT, code_sha256 TEXT)")
+        # Runs recorded before the build was kept have none (NULL): which build computed
+        # their rows is known only as far as the restores recorded it.
+        if "code_sha256" not in [r[1] for r in conn.execute("PRAGMA table_info(runs)")]:
+            conn.execute("ALTER TABLE runs ADD COLUMN code_sha256 TEXT")
         # An older store lacks the base columns added since (metric_seconds, fitted): add them,
         # NULL in the old rows; _check_existing refused every other difference.
         stored = [r[1] for r in conn.execute("PRAGMA table_info(results)")]
@@ -482,8 +488,9 @@ class ResultStore:
             Typed rows (:func:`gmoe.simulation.read_csv_rows`), none of them stored yet.
         runs : iterable of dict, default=()
             The earlier runs' records (``status``, ``n_jobs``, ``tasks_stored``,
-            ``wall_seconds``, ``gmoe_version``; others optional), kept so that the grid's
-            run time stays the sum of all its runs.
+            ``wall_seconds``, ``gmoe_version``; others optional, ``code_sha256`` among
+            them), kept so that the grid's run time stays the sum of all its runs and
+            each run's rows keep their build.
         source : dict
             What the rows came from (file name, the build that computed them); stored as
             JSON under ``restored_from`` in ``meta``.
@@ -501,7 +508,7 @@ class ResultStore:
         """
         run_fields = ("started_at", "finished_at", "status", "file_sha256", "n_jobs",
                       "tasks_planned", "tasks_stored", "wall_seconds", "n_sizes",
-                      "replications", "quick", "host", "gmoe_version")
+                      "replications", "quick", "host", "gmoe_version", "code_sha256")
         with self._writing() as conn:
             # Plain INSERT: the store is new, so any conflict is a broken row, never a skip.
             conn.executemany(self._insert_sql, [self._values(row) for row in rows])
@@ -535,10 +542,11 @@ class ResultStore:
         with self._writing() as conn:
             cur = conn.execute(
                 "INSERT INTO runs (started_at, status, file_sha256, n_jobs, tasks_planned, "
-                "tasks_stored, n_sizes, replications, quick, host, gmoe_version) VALUES "
-                "(?, 'running', ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                "tasks_stored, n_sizes, replications, quick, host, gmoe_version, "
+                "code_sha256) VALUES (?, 'running', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
                 (time.time(), exp.file_sha256, n_jobs, tasks_planned, len(exp.sizes),
-                 exp.replications, int(exp.is_quick), socket.gethostname(), __version__))
+                 exp.replications, int(exp.is_quick), socket.gethostname(), __version__,
+                 code_sha256()))
         self._run_id = cur.lastrowid
         return self._run_id
 
