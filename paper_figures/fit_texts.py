@@ -45,10 +45,22 @@ def asymptotic_text(s):
                   "(the information restricted to the parameters that keep it), and the "
                   "rows where a difference quotient straddles it are left out of the "
                   "information."]
+    if check.get("aligned_gate"):
+        lines += ["", "The gate's columns ("
+                  + ", ".join(f"`{c}`" for c in check["aligned_gate"])
+                  + ") are not compared: with one expert selected only the selection "
+                  "boundary is identifiable, and the errors are measured after a "
+                  "least-squares scale and shift of the fitted gate onto the truth's, which "
+                  "no parametrisation's normal limit describes."]
+    if check.get("unidentified"):
+        lines += ["", "Not identified by the density on their own (a direction of them that "
+                  "the density does not see), so without a normal limit: "
+                  + ", ".join(f"`{c}`" for c in check["unidentified"]) + "."]
     lines += ["", "A column that meets its prediction at the largest sizes but stays below it "
               "at the smallest approaches the n^-1/2 curve from below: over the grid its "
-              "fitted slope is shallower than -1/2 although its limit is -1/2. A column "
-              "below its prediction at the largest sizes too is smaller than the "
+              "fitted slope is shallower than -1/2 although its limit is -1/2; one above it "
+              "at the smallest sizes approaches from above, and its slope is steeper. A "
+              "column below its prediction at the largest sizes too is smaller than the "
               "maximum-likelihood estimate's error: its fits stopped nearer their start "
               "than the maximum (the likelihood check above says whether they reached it).",
               ""]
@@ -460,6 +472,61 @@ def _normal_limit_bullets(s, slower):
     return lines
 
 
+#: The relative standard error of a mean of R absolute errors of one normal law is
+#: sqrt(pi/2 - 1) / sqrt(R): the spread of |N(0, 1)| over its mean.
+_ABS_NORMAL_CV = float(np.sqrt(np.pi / 2.0 - 1.0))
+
+
+def _limit_noise(end):
+    """Two standard errors of an end's observed mean, relative to it (normal limit)."""
+    return 2.0 * _ABS_NORMAL_CV / np.sqrt(end["rows"])
+
+
+def _fast_limit_bullets(s, faster):
+    """For fast columns: their mean errors against the normal limit, at both ends.
+
+    A column above the limit at the smallest sizes and within noise of it at the largest
+    approaches its n^-1/2 curve from above: its slope over the grid is steeper than the
+    limit's, a small-n excess rather than a faster rate.
+    """
+    check = s.get("asymptotic")
+    if not check:
+        return []
+    fast = {r["loss"] for r in faster}
+    columns = [c for c in check["columns"] if c["column"] in fast and "rows" in c["small"]]
+    if not columns:
+        return []
+
+    def ratio(c, end):
+        return c[end]["observed_mean"] / c[end]["predicted_mean"]
+
+    def listed(group):
+        return ", ".join(f"`{c['column']}` {ratio(c, 'small'):.2f} and "
+                         f"{ratio(c, 'large'):.2f} (slope {c['implied_slope']:+.3f})"
+                         for c in group)
+
+    small, large = columns[0]["small"], columns[0]["large"]
+    noise = (f"each mean known to about {_limit_noise(small):.0%} (two standard errors of "
+             f"a mean of {small['rows']} errors)")
+    lines = ["* against the normal limit of the maximum-likelihood estimate (the asymptotic "
+             "check below), the fast columns' mean errors are, at the smallest sizes (n "
+             f"{small['n_from']} to {small['n_to']}) and at the largest (n {large['n_from']} "
+             f"to {large['n_to']}), these fractions of its prediction, with the slope "
+             f"between the two ends that the change of the fraction implies: {listed(columns)}; "
+             f"{noise};"]
+    above = [c for c in columns
+             if ratio(c, "small") - 1 > _limit_noise(c["small"])
+             and abs(ratio(c, "large") - 1) <= _limit_noise(c["large"])]
+    if above:
+        names = ", ".join(f"`{c['column']}`" for c in above)
+        lines.append(f"* {names}: above the limit at the smallest sizes by more than that, "
+                     "and within it at the largest, they approach their n^-1/2 curve from "
+                     "above: an excess of the error at small n (the normal limit's "
+                     "higher-order terms), which steepens the slope over the grid while the "
+                     "limit's rate stays -1/2;")
+    return lines
+
+
 def disagreement_text(s):
     """For a headline slope whose CI excludes the theory: the numbers that bear on why.
 
@@ -510,6 +577,8 @@ def disagreement_text(s):
     if faster:
         lines.append("* columns faster than their theory (CI excludes it): " + listed(faster)
                      + ";")
+        if row["slope"] < row["theory"]:
+            lines += _fast_limit_bullets(s, faster)
     unstated = [r for r in s["rows"] if r["theory"] is None and np.isfinite(r["slope"])]
     if unstated:
         lines.append("* the columns with no stated rate: " + listed(unstated) + ";")

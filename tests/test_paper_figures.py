@@ -1181,6 +1181,91 @@ def test_a_shallow_headline_is_read_against_the_normal_limit(pages):
     assert "normal limit" not in "\n".join(pages.fit_texts.disagreement_text(steep))
 
 
+def test_a_steep_headline_is_read_against_the_normal_limit(pages, scripts):
+    # A headline slope steeper than the theory's: a fast column above the normal limit at
+    # the smallest sizes (by more than two standard errors of its mean) and within noise
+    # of it at the largest approaches its curve from above; the fractions' change implies
+    # the slope between the ends.
+    import asymptotic_check
+
+    def rate(loss, slope, theory, within):
+        return {"loss": loss, "slope": slope, "theory": theory, "within_ci": within}
+
+    rows = [rate("d1", -0.517, -0.5, False), rate("pe_expert_coef_0", -0.518, -0.5, False),
+            rate("pe_expert_var_0", -0.52, -0.5, False),
+            rate("pe_expert_coef_1", -0.50, -0.5, True)]
+
+    def end(n, observed):
+        return {"n_from": n, "n_to": 2 * n, "rows": 400, "mean_log_n": float(np.log(n)),
+                "observed_mean": observed, "predicted_mean": 1.0}
+
+    def column(name, small, large):
+        entry = {"column": name, "small": end(100, small), "large": end(100_000, large)}
+        entry["implied_slope"] = asymptotic_check.implied_slope(entry["small"],
+                                                                entry["large"])
+        return entry
+
+    coef = column("pe_expert_coef_0", 1.11, 0.97)
+    # log(0.97 / 1.11) over three decades, on top of -1/2.
+    assert coef["implied_slope"] == pytest.approx(-0.5 + np.log(0.97 / 1.11)
+                                                  / np.log(1000.0))
+    section = {"by_loss": {r["loss"]: r for r in rows}, "rows": rows, "headline": "d1",
+               "fitcheck": None, "sensitivity": [],
+               "asymptotic": {"columns": [coef, column("pe_expert_var_0", 1.05, 0.97),
+                                          column("pe_expert_coef_1", 1.2, 1.0)]}}
+    text = "\n".join(pages.fit_texts.disagreement_text(section))
+    assert "**The headline slope is steeper than the theory's** (-0.517" in text
+    assert ("these fractions of its prediction, with the slope between the two ends that "
+            "the change of the fraction implies: `pe_expert_coef_0` 1.11 and 0.97 (slope "
+            "-0.520), `pe_expert_var_0` 1.05 and 0.97 (slope -0.511); each mean known to "
+            "about 8% (two standard errors of a mean of 400 errors);") in text
+    # 1.05 is within the noise of the limit at the smallest sizes: not an approach from
+    # above. A column at its theory is not among the fast ones.
+    assert "* `pe_expert_coef_0`: above the limit at the smallest sizes by more than " \
+           "that, and within it at the largest, they approach their n^-1/2 curve from " \
+           "above" in text
+    assert "`pe_expert_coef_1`" not in text.split("columns whose CI contains")[0]
+    # Beyond the noise at the largest sizes too: the numbers only, no approach.
+    far = dict(section, asymptotic={"columns": [column("pe_expert_coef_0", 1.3, 1.2)]})
+    text = "\n".join(pages.fit_texts.disagreement_text(far))
+    assert "1.30 and 1.20" in text and "curve from above" not in text
+    # Without the check, no such bullet.
+    assert "normal limit" not in "\n".join(pages.fit_texts.disagreement_text(
+        dict(section, asymptotic=None)))
+
+
+def test_the_asymptotic_check_compares_a_top_1_study_s_experts_only(scripts):
+    # A top-1 truth: the boundary's position is held, the gate's scale is a direction the
+    # density does not see (one expert selected, weight 1), so the gate has no normal
+    # limit; the experts keep theirs.
+    import asymptotic_check
+
+    from gmoe._observed_information import Parametrisation
+
+    truth = load_experiment(ROOT / "simulations" / "paper2-top1-exact.toml").truth
+    param = Parametrisation(truth)
+    vec = param.to_vector(truth)
+    X = gmoe.make_design(20_000, "normal", n_features=1, random_state=0)
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    info = asymptotic_check._score_outer_product(param, vec, X, y)
+    boundaries, gradient = asymptotic_check.selection_boundaries(
+        param, vec, float(X.min()), float(X.max()))
+    assert [b["x"] for b in boundaries] == [pytest.approx(0.32, abs=1e-12)]
+    covariance, held = asymptotic_check.limit_covariance(info, gradient)
+    gate = [i for i, name in enumerate(param.names) if name.startswith("gate")]
+    experts = [i for i, name in enumerate(param.names) if name.startswith("expert")]
+    assert len(gate) == 2 and len(experts) == 6
+    assert np.all(np.isnan(covariance[gate][:, gate]))
+    assert np.all(np.isfinite(covariance[np.ix_(experts, experts)]))
+    # The experts' limit is their information's inverse: the gate does not enter it.
+    np.testing.assert_allclose(covariance[np.ix_(experts, experts)],
+                               np.linalg.inv(info[np.ix_(experts, experts)]), rtol=1e-8)
+    # A full-rank information is inverted as it is.
+    full = np.diag([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(asymptotic_check.limit_covariance(
+        full, np.empty((0, 3)))[0], np.diag([1.0, 0.5, 0.25]))
+
+
 def test_the_fit_check_follows_each_studys_headline_loss(scripts):
     import check_fits
 
