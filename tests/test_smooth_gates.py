@@ -114,3 +114,24 @@ def test_activation_and_derivatives_share_work_to_the_bit(activation):
     assert np.array_equal(value, compute_activation(u, activation))
     expected_d1, expected_d2 = compute_activation_derivatives(u, activation)
     assert np.array_equal(d1, expected_d1) and np.array_equal(d2, expected_d2)
+
+
+def test_a_trial_step_out_of_the_domain_is_rejected_without_numpy_warnings():
+    # The gate M-step's step halving tries log tau + t * step; a long step makes tau
+    # underflow to 0 and the logits divide by it. The non-finite objective rejects that
+    # trial; numpy's divide-by-zero warning about it would only alarm the user.
+    import warnings
+
+    from gmoe.gates.base import backtrack
+
+    temperatures = {1.0: 0.0, 0.5: 0.0, 0.25: 0.5}
+
+    def evaluate(t):
+        logits = np.array([1.0, -1.0]) / temperatures[t]
+        return -float(np.sum(logits * logits)), t
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backtrack(evaluate, -100.0) == (-8.0, 0.25)
+    # Every trial below the objective: none accepted.
+    assert backtrack(lambda t: (-np.inf, t), 0.0, max_halvings=3) is None

@@ -604,11 +604,16 @@ def backtrack(evaluate, objective, max_halvings=40):
     -------
     tuple or None
         ``evaluate``'s result at the accepted step, or None if every step lowered the
-        objective (or gave a non-finite value).
+        objective (or gave a non-finite value; the floating-point warnings of such a trial
+        step are silenced, since rejecting it is the answer).
     """
     t = 1.0
     for _ in range(max_halvings):
-        result = evaluate(t)
+        # A trial step may leave the parameters' domain (a temperature exp(log tau) that
+        # underflows to 0, logits that overflow): its non-finite objective rejects it
+        # below, so numpy's warnings about it would only alarm the user.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            result = evaluate(t)
         if np.isfinite(result[0]) and result[0] >= objective:
             return result
         t *= 0.5
