@@ -298,7 +298,11 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
             return -np.inf, None
         if np.any(point.expert_var < var_floor):
             return -np.inf, None
-        value = value_of(point)
+        # The searches try long steps, which can leave the parameters' domain (a
+        # temperature underflowing to 0, logits overflowing): a non-finite L is no gain,
+        # and numpy's warnings about such a trial point would only alarm the user.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            value = value_of(point)
         return (value - log_lik if np.isfinite(value) else -np.inf), point
 
     negative = np.flatnonzero(eigval < -floor)[:_MAX_DIRECTIONS]
