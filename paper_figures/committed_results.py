@@ -37,7 +37,8 @@ def read_results(directory, name):
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic"),
                         ("split_cells", "splitcells"), ("truth_check", "truthcheck"),
-                        ("boundary_check", "boundarycheck")):
+                        ("boundary_check", "boundarycheck"),
+                        ("start_check", "startcheck")):
         extra = directory / f"{name}.{suffix}.json"
         if extra.exists():
             info[key] = json.loads(extra.read_text())

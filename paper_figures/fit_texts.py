@@ -67,6 +67,67 @@ def asymptotic_text(s):
     return lines
 
 
+def _start_check_columns(s):
+    """The columns the start check's summary quotes: the headline and the slow ones."""
+    slow = [r["loss"] for r in s["rows"] if r["loss"].startswith("pe_")
+            and np.isfinite(r["slope"]) and r["slope"] > -0.5
+            and (r["theory"] is None or r["within_ci"] is False)]
+    return [s["headline"], *slow]
+
+
+def start_check_text(s):
+    """What ``start_check.py`` found: refits from data-driven starts against the grid's."""
+    check = s.get("start_check")
+    if not check or not check.get("summary"):
+        return []
+    summary, stale = check["summary"], _stale(check, s)
+    kinds = " and ".join({"kmeans": "k-means", "random": "random"}.get(k, k)
+                         for k in check["strategies"])
+    sharpened = any(t.get("strategy") == "sharpened" or any(
+        note.startswith("sharpened") for note in t.get("notes", []))
+        for t in check["tasks"])
+    tau = check.get("truth_temperature")
+    parts = []
+    for end, label in (("small", "smallest"), ("large", "largest")):
+        e = summary.get(end)
+        if not e:
+            continue
+        said = (f"at the {label} sizes (n {e['n_from']} to {e['n_to']}), {e['higher']} of "
+                f"{e['tasks']} refits reach a higher log-likelihood than the grid's fit")
+        if e["higher"]:
+            said += (f" (by up to {e['largest_gain']:.3g}, median "
+                     f"{e['median_higher_gain']:.3g})")
+            if tau is not None:
+                said += (f", {e['hard_gate']} of them with a temperature below "
+                         f"{check.get('hard_gate', 1e-3):g} of the truth's")
+            if e["not_converged"]:
+                said += f" and {e['not_converged']} still rising when the refit stopped"
+        parts.append(said)
+    lines = [f"Start check (`python paper_figures/start_check.py {s['name']}`){stale}: the "
+             "grid's tasks refitted on their own data from the estimator's data-driven "
+             f"starts, which know nothing of the truth ({kinds}, {check['n_init']} each"
+             + (", and the grid's fit with its gate made hard, its temperature divided by "
+                "100" if sharpened else "")
+             + "), the best of them kept: " + "; ".join(parts) + "."]
+    small = summary.get("small")
+    if small and small["higher"]:
+        columns = [c for c in _start_check_columns(s) if small["grid_mean"].get(c) is not None
+                   and small["best_mean"].get(c) is not None]
+        changes = ", ".join(f"`{c}` {small['grid_mean'][c]:.3g} and {small['best_mean'][c]:.3g}"
+                            for c in columns)
+        lines[0] += (" At the smallest sizes, the mean errors of the grid's fits and of the "
+                     "best point found (the refit where it is higher, else the grid's fit): "
+                     f"{changes}.")
+        if small["hard_gate"]:
+            lines[0] += (" A gate whose temperature heads for 0 is a hard switch: where the "
+                         "switch can separate the two experts' rows, L rises as the gate "
+                         "sharpens, towards a supremum no finite parameter attains (as a "
+                         "logistic regression's with separated classes), and the "
+                         "maximum-likelihood estimate does not exist.")
+    lines.append("")
+    return lines
+
+
 def truth_check_text(s):
     """What ``truth_check.py`` found: fits whose log-likelihood is below the truth's."""
     check = s.get("truth_check")
@@ -414,6 +475,39 @@ def split_cells_text(s):
 _MEETS_LIMIT = 1.25
 
 
+def _anchoring_clause(s, below):
+    """Whether near-truth starts explain errors below the normal limit at small n.
+
+    From the start check's refits of the smallest sizes from data-driven starts: the slow
+    columns' mean errors at the best points found, as fractions of the limit's prediction.
+    """
+    check = s.get("start_check")
+    small = (check or {}).get("summary", {}).get("small")
+    if not small:
+        return "this check does not tell the two apart;"
+    columns = [c for c in below if small["best_mean"].get(c["column"]) is not None]
+    if not columns:
+        return "this check does not tell the two apart;"
+
+    def fraction(c, which):
+        return small[which][c["column"]] / c["small"]["predicted_mean"]
+
+    listed = ", ".join(f"`{c['column']}` {fraction(c, 'best_mean'):.2f} (the grid's "
+                       f"{fraction(c, 'grid_mean'):.2f})" for c in columns)
+    said = (f"the start check below tells them apart: refitted from data-driven starts, "
+            f"{small['higher']} of {small['tasks']} tasks there reach a higher maximum than "
+            "the grid's fit, and at the best points found the mean errors are these "
+            f"fractions of the limit's prediction: {listed}")
+    if all(fraction(c, "best_mean") < 1 / _MEETS_LIMIT for c in columns):
+        return (said + ". Still below the limit, the gap is not the starts' anchoring "
+                "alone, as far as these starts find: at these sizes the normal limit does "
+                "not describe the estimator;")
+    if all(fraction(c, "best_mean") >= 1 / _MEETS_LIMIT for c in columns):
+        return (said + ". At the limit there: the grid's small errors at these sizes are "
+                "those of fits that stay near their start, not the maximum's;")
+    return said + ";"
+
+
 def _normal_limit_bullets(s, slower):
     """For slow columns: their observed mean errors against the normal limit, at both ends.
 
@@ -450,7 +544,7 @@ def _normal_limit_bullets(s, slower):
             "smallest, they approach their n^-1/2 curve from below, so their slopes over "
             "the grid are shallower than the limit's. At the smallest sizes the normal limit "
             "need not describe the estimator, and fits started near the truth may also stay "
-            "nearer it than the maximum does; this check does not tell the two apart;")
+            "nearer it than the maximum does; " + _anchoring_clause(s, below))
 
     def listed(group):
         return ", ".join(f"`{c['column']}` {ratio(c, 'large'):.2f} and "

@@ -41,6 +41,7 @@ from fit_texts import (  # noqa: E402
     fitcheck_text,
     split_cells_text,
     spread_text,
+    start_check_text,
     truth_check_text,
 )
 from page_format import fmt_slope, loss_table, rst_literals, verdict  # noqa: E402
@@ -155,6 +156,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic"),
             "split_cells": info.get("split_cells"), "truth_check": info.get("truth_check"),
             "boundary_check": info.get("boundary_check"),
+            "start_check": info.get("start_check"),
             "other_builds": info.get("other_builds", []),
             "meta": info.get("meta", {}), "runs": info.get("runs", [])}
 
@@ -300,7 +302,8 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
         lines += other_build_text(s, results[s["name"]])
         lines += split_cells_text(s)
         lines += [fitcheck_text(s, results[s["name"]]), ""] + truth_check_text(s) \
-            + disagreement_text(s) + boundary_check_text(s) + asymptotic_text(s)
+            + disagreement_text(s) + boundary_check_text(s) + asymptotic_text(s) \
+            + start_check_text(s)
         for title, figure in extra_figures.get(s["name"], []):
             lines += [f"{title}", "", f"![{title}](figures/{figure})", ""]
         if s["name"] == "temperature":

@@ -1276,3 +1276,102 @@ def test_the_fit_check_follows_each_studys_headline_loss(scripts):
     assert headline("softmax-over-k3") == "d2"
     # A density study has no Voronoi loss: its Hellinger distance is the headline.
     assert headline("paper2-top1-over-density") == "hellinger"
+
+
+def _start_check_report(scripts):
+    """A start check's report of four small-size tasks and one large, built by hand."""
+    import start_check
+
+    def task(end, n, rep, grid_l, refit_l, temperature, converged=True, errors=(0.1, 0.2)):
+        return {"end": end, "n": n, "rep": rep, "grid_log_likelihood": grid_l,
+                "refit_log_likelihood": refit_l, "strategy": "kmeans", "converged": converged,
+                "temperature": temperature, "notes": [], "grid_reproduced": True,
+                "grid": {"d1": errors[0], "pe_temperature": errors[0]},
+                "refit": {"d1": errors[1], "pe_temperature": errors[1]}}
+
+    report = {"study": "s", "result_rows": 10, "strategies": ["kmeans", "random"],
+              "n_init": 10, "higher": start_check.HIGHER, "hard_gate": start_check.HARD_GATE,
+              "truth_temperature": 0.25, "columns": ["d1", "pe_temperature"],
+              "tasks": [task("small", 100, 0, -50.0, -47.0, 1e-6, converged=False),
+                        task("small", 100, 1, -50.0, -49.5, 0.2),
+                        # The same maximum (within 1e-3), and a lower one: the grid's kept.
+                        task("small", 200, 0, -80.0, -80.0 + 5e-4, 0.2),
+                        task("small", 200, 1, -80.0, -81.0, 0.2),
+                        task("large", 90000, 0, -4e4, -4e4, 0.25)]}
+    report["summary"] = start_check.summarise(report)
+    return start_check, report
+
+
+def test_the_start_check_counts_higher_maxima_and_hard_gates(scripts):
+    start_check, report = _start_check_report(scripts)
+    small, large = report["summary"]["small"], report["summary"]["large"]
+    assert (small["tasks"], small["higher"], small["hard_gate"], small["not_converged"]) \
+        == (4, 2, 1, 1)
+    assert small["largest_gain"] == 3.0 and small["median_higher_gain"] == 1.75
+    assert small["lowest_gain"] == -1.0
+    # The best point's errors: the refit's where it is higher, else the grid's.
+    assert small["grid_mean"]["d1"] == pytest.approx(0.1)
+    assert small["best_mean"]["d1"] == pytest.approx((0.2 + 0.2 + 0.1 + 0.1) / 4)
+    assert (large["tasks"], large["higher"]) == (1, 0)
+    # Every task of the smallest and largest 5 % of the sizes at the small end; the
+    # first replications only at the large end.
+    rows = [{"n": n, "rep": rep} for n in range(100, 4100, 100) for rep in range(3)]
+    tasks = start_check.checked_tasks(rows, 1)
+    assert tasks == [("small", 100, 0), ("small", 100, 1), ("small", 100, 2),
+                     ("small", 200, 0), ("small", 200, 1), ("small", 200, 2),
+                     ("large", 3900, 0), ("large", 4000, 0)]
+
+
+def test_the_page_says_what_the_start_check_found(scripts, pages):
+    _, report = _start_check_report(scripts)
+
+    def rate(loss, slope, theory, within):
+        return {"loss": loss, "slope": slope, "theory": theory, "within_ci": within}
+
+    rows = [rate("d1", -0.31, -0.5, False), rate("pe_temperature", -0.29, None, None)]
+    section = {"name": "s", "n_rows": 10, "rows": rows, "headline": "d1",
+               "start_check": report}
+    text = pages.fit_texts.start_check_text(section)[0]
+    assert text.startswith("Start check (`python paper_figures/start_check.py s`): the grid's "
+                           "tasks refitted on their own data from the estimator's "
+                           "data-driven starts, which know nothing of the truth (k-means and "
+                           "random, 10 each), the best of them kept: at the smallest sizes "
+                           "(n 100 to 200), 2 of 4 refits reach a higher log-likelihood than "
+                           "the grid's fit (by up to 3, median 1.75), 1 of them with a "
+                           "temperature below 0.001 of the truth's and 1 still rising when "
+                           "the refit stopped; at the largest sizes (n 90000 to 90000), 0 of "
+                           "1 refits reach a higher log-likelihood than the grid's fit.")
+    assert ("the mean errors of the grid's fits and of the best point found (the refit where "
+            "it is higher, else the grid's fit): `d1` 0.1 and 0.15, `pe_temperature` 0.1 and "
+            "0.15.") in text
+    assert "the maximum-likelihood estimate does not exist" in text
+    # No hard gate: no such sentence; no check: no paragraph; a stale one says so.
+    calm = json.loads(json.dumps(report))
+    calm["summary"]["small"]["hard_gate"] = 0
+    assert "does not exist" not in pages.fit_texts.start_check_text(
+        dict(section, start_check=calm))[0]
+    assert pages.fit_texts.start_check_text(dict(section, start_check=None)) == []
+    assert "(STALE" in pages.fit_texts.start_check_text(dict(section, n_rows=11))[0]
+
+    # The shallow headline's bullet reads the start check against the normal limit.
+    def column(name, small):
+        return {"column": name,
+                "large": {"n_from": 95, "n_to": 100, "observed_mean": 1.0,
+                          "predicted_mean": 1.0},
+                "small": {"n_from": 1, "n_to": 3, "observed_mean": small,
+                          "predicted_mean": 0.5}}
+
+    shallow = dict(section, by_loss={r["loss"]: r for r in rows}, fitcheck=None,
+                   sensitivity=[],
+                   asymptotic={"columns": [column("pe_temperature", 0.05)]})
+    text = "\n".join(pages.fit_texts.disagreement_text(shallow))
+    assert ("the start check below tells them apart: refitted from data-driven starts, 2 of "
+            "4 tasks there reach a higher maximum than the grid's fit, and at the best points "
+            "found the mean errors are these fractions of the limit's prediction: "
+            "`pe_temperature` 0.30 (the grid's 0.20). Still below the limit") in text
+    reached = json.loads(json.dumps(report))
+    reached["summary"]["small"]["best_mean"]["pe_temperature"] = 0.45
+    text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=reached)))
+    assert "`pe_temperature` 0.90 (the grid's 0.20). At the limit there" in text
+    text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=None)))
+    assert "this check does not tell the two apart;" in text

@@ -436,6 +436,32 @@ def test_run_task_other_families_and_starts(tmp_path, family):
         assert row["n_starts"] == 2
 
 
+def test_data_starts_join_the_near_truth_ones_and_the_best_is_kept(tmp_path):
+    # An activation gate on few rows, where the likelihood often has a higher maximum
+    # than the one near the truth: the data-driven starts are fitted besides the
+    # near-truth one, from the task's own seed, and the best log-likelihood is kept.
+    from gmoe import GaussianMoERegressor
+    from gmoe.simulation.tasks import task_data
+
+    activation = FAMILIES["activation"]
+    plain = load_experiment(tiny(tmp_path, "plain.toml", n_starts=1, **activation))
+    more = load_experiment(tiny(tmp_path, "more.toml", n_starts=1, **activation,
+                                start={"data_starts": {"kmeans": 3, "random": 2}}))
+    assert more.start["data_starts"] == {"kmeans": 3, "random": 2}
+    assert "data_starts" not in plain.start  # other studies' task hashes are unchanged
+    assert plain.task_sha256 != more.task_sha256
+    near = run_task(plain, 150, 0)
+    row = run_task(more, 150, 0)
+    assert row["status"] == "ok" and row["n_starts"] == 1 + 3 + 2
+    X, y, streams = task_data(more, 150, 0)
+    data = [GaussianMoERegressor(**more.estimator_params(), init_params=strategy,
+                                 n_init=count, random_state=streams.fit_seed).fit(X, y)
+            for strategy, count in (("kmeans", 3), ("random", 2))]
+    best = max([near["mean_log_likelihood"], *(est.lower_bound_ for est in data)])
+    assert row["mean_log_likelihood"] == best
+    assert _recomputed_metrics(more, row) == {c: row[c] for c in more.metric_columns()}
+
+
 def test_resuming_a_store_made_by_other_gmoe_sources_warns(tmp_path):
     from gmoe.exceptions import GMoEWarning
     from gmoe.simulation.store import code_sha256

@@ -113,6 +113,14 @@ MALFORMED = [
      ["[start] n_starts", "does not apply to kind='data'"]),
     ("[quick]\nn = [60]", "[quick]\nn = [60]\nn_init = 3",
      ["[quick] n_init", "applies to [start] kind='data'"]),
+    ('kind = "near_truth"', 'kind = "near_truth"\ndata_starts = { kmeans = 0 }',
+     ["[start] data_starts", "number of starts >= 1 for 'kmeans'", "int 0"]),
+    ('kind = "near_truth"', 'kind = "near_truth"\ndata_starts = { kmean = 3 }',
+     ["[start] data_starts", "'kmeans', 'random', 'short_em'", "got 'kmean'"]),
+    ('kind = "near_truth"', 'kind = "near_truth"\ndata_starts = 3',
+     ["[start] data_starts", "expected a table of initialisations", "int 3"]),
+    ('kind = "near_truth"', 'kind = "data"\ndata_starts = { kmeans = 3 }',
+     ["[start] data_starts", "does not apply to kind='data'"]),
     ("replications = 2", "replications = 0", ["[sizes] replications", ">= 1"]),
     ("n = [60, {", "n = [1, {", ["[sizes] n", ">= [fit] n_experts = 2"]),
     ('gating = "softmax"', 'gating = "temperature"',
@@ -220,6 +228,21 @@ def test_shipped_studies_load(name):
     else:
         assert len(exp.sizes) == 200 and exp.sizes[0] == 100 and exp.sizes[-1] == 100000
         assert exp.start["n_starts"] == 1 and "d1" in exp.metric_columns()
+
+
+def test_the_data_starts_study_is_activation_with_more_starts_on_its_own_tasks():
+    # Same truth, design, fit, seed and near-truth start: each task has activation's data
+    # and its near-truth fit among the 21, so the kept fit is at least as high. Its sizes
+    # and replications are some of activation's.
+    activation = load_experiment(REPO_SIMULATIONS / "activation.toml")
+    more = load_experiment(REPO_SIMULATIONS / "activation-data-starts.toml")
+    assert more.truth == activation.truth and more.design == activation.design
+    assert more.fit == activation.fit and more.seed == activation.seed
+    assert more.metrics == activation.metrics
+    assert {k: v for k, v in more.start.items() if k != "data_starts"} == activation.start
+    assert more.start["data_starts"] == {"kmeans": 10, "random": 10}
+    assert set(more.sizes) <= set(activation.sizes)
+    assert more.replications <= activation.replications
 
 
 def test_the_density_study_is_paper2_top1_over_on_other_sizes_with_densities_only():

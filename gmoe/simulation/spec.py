@@ -31,6 +31,7 @@ master seed (see :ref:`theory-protocols`)::
     [start]
     kind = "near_truth"                   # or "data" (init_params = "kmeans" | "random", n_init)
     n_starts = 1                          # near-truth starts per task, best log-likelihood kept
+    # data_starts = { kmeans = 10, random = 10 }   # optional: data-driven starts too, best kept
 
     [sizes]
     n = [{ linspace = [100, 900, 5] }, { linspace = [1000, 100000, 195] }]
@@ -460,7 +461,7 @@ _NEAR_TRUTH_DEFAULTS = {
 
 def _read_start(t, truth, fit):
     near_keys = ("n_starts", "assignment", "var_center", "protocol", "temperature_noise",
-                 "temperature_noise_exponent", *_NEAR_TRUTH_DEFAULTS)
+                 "temperature_noise_exponent", "data_starts", *_NEAR_TRUTH_DEFAULTS)
     data_keys = ("init_params", "n_init")
     t.check_keys(("kind", *near_keys, *data_keys))
     kind = t.string("kind", options=_START_KINDS)
@@ -496,7 +497,32 @@ def _read_start(t, truth, fit):
     out["temperature_noise_exponent"] = t.number("temperature_noise_exponent",
                                                  out["noise_exponent"], low=0.0)
     out["assignment"] = _read_assignment(t, truth.n_experts, fit["n_experts"])
+    if t.has("data_starts"):
+        # Only when given: the task definition (and the hash) of every other study stays.
+        out["data_starts"] = _read_data_starts(t)
     return out
+
+
+def _read_data_starts(t):
+    """``{strategy: n_init}`` of ``[start] data_starts``, in the file's order.
+
+    The estimator's data-driven starts fitted besides the near-truth ones; the best
+    log-likelihood of all is kept.
+    """
+    value = t.raw("data_starts")
+    strategies = ("kmeans", "random", "short_em")
+    if not isinstance(value, dict) or not value:
+        raise t.error("data_starts", f"expected a table of initialisations and their numbers "
+                                     f"of starts, e.g. {{ kmeans = 10, random = 10 }}, got "
+                                     f"{_describe(value)}.")
+    for key, count in value.items():
+        if key not in strategies:
+            raise t.error("data_starts", f"expected initialisations among "
+                                         f"{', '.join(map(repr, strategies))}, got {key!r}.")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise t.error("data_starts", f"expected a number of starts >= 1 for {key!r}, "
+                                         f"got {_describe(count)}.")
+    return dict(value)
 
 
 def _read_assignment(t, k_true, k_fit):
