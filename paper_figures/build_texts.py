@@ -199,3 +199,42 @@ def other_build_text(s, rows):
         text += f" Slopes over these tasks: {'; '.join(slopes)}."
         lines += [" ".join([text, *caveats]), ""]
     return lines
+
+
+def more_starts_text(s, results, base):
+    """Against a study whose tasks these are, with fewer starts: how often more starts
+    reached a higher maximum, and the headline's slopes over the common tasks.
+
+    ``base`` is the study with the same truth, data and near-truth start (the same task
+    seeds) whose kept fit is among this study's fits, so this study's is at least as high.
+    """
+    rows, base_rows = results.get(s["name"]), results.get(base)
+    if not rows or not base_rows:
+        return []
+    loss = s["headline"]
+    pairs, left_out = _paired_tasks(rows, base_rows, loss)
+    if len(pairs) < 10:
+        return []
+    gaps = np.array([n * (a["mean_log_likelihood"] - b["mean_log_likelihood"])
+                     for n, a, b in pairs])
+    higher = gaps > SAME_POINT_GAP
+    sizes = sorted({n for n, _, _ in pairs})
+    per_size = ", ".join(
+        f"n = {n}: {int(sum(h for (m, _, _), h in zip(pairs, higher, strict=True) if m == n))}"
+        f" of {sum(1 for m, _, _ in pairs if m == n)}" for n in sizes)
+    lower = int(np.sum(gaps < -SAME_POINT_GAP))
+    text = (f"Against `{base}`'s fits of the same tasks (the same data and near-truth start; "
+            f"{len(pairs)} tasks that both fitted to the stopping rule"
+            + (f", {left_out} more left out" if left_out else "")
+            + f"): the best of this study's starts is higher (by more than "
+            f"{SAME_POINT_GAP:g}) in {int(higher.sum())}"
+            + (f", by up to {gaps.max():.3g}" if higher.any() else "")
+            + f"; per size, {per_size}.")
+    if lower:
+        text += (f" In {lower} the near-truth fit alone is higher than the kept one: a fit "
+                 "from the same start that this run's EM took elsewhere.")
+    slopes = [f"{summary} {loss}: {_slope_text(pairs, loss, 2, summary)} from `{base}`'s fits, "
+              f"{_slope_text(pairs, loss, 1, summary)} from this study's"
+              for summary in ("mean", "geometric")]
+    text += f" Slopes over these tasks: {'; '.join(slopes)}."
+    return [text, ""]

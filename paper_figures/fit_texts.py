@@ -102,6 +102,9 @@ def start_check_text(s):
                          f"{check.get('hard_gate', 1e-3):g} of the truth's")
             if e["not_converged"]:
                 said += f" and {e['not_converged']} still rising when the refit stopped"
+        if e.get("grid_hard_gate"):
+            said += (f"; {e['grid_hard_gate']} of the grid's own fits there already have such "
+                     "a hard gate")
         parts.append(said)
     lines = [f"Start check (`python paper_figures/start_check.py {s['name']}`){stale}: the "
              "grid's tasks refitted on their own data from the estimator's data-driven "
@@ -118,12 +121,12 @@ def start_check_text(s):
         lines[0] += (" At the smallest sizes, the mean errors of the grid's fits and of the "
                      "best point found (the refit where it is higher, else the grid's fit): "
                      f"{changes}.")
-        if small["hard_gate"]:
-            lines[0] += (" A gate whose temperature heads for 0 is a hard switch: where the "
-                         "switch can separate the two experts' rows, L rises as the gate "
-                         "sharpens, towards a supremum no finite parameter attains (as a "
-                         "logistic regression's with separated classes), and the "
-                         "maximum-likelihood estimate does not exist.")
+    if any(e["hard_gate"] or e.get("grid_hard_gate") for e in summary.values()):
+        lines[0] += (" A gate whose temperature heads for 0 is a hard switch: where the "
+                     "switch can separate the two experts' rows, L rises as the gate "
+                     "sharpens, towards a supremum no finite parameter attains (as a "
+                     "logistic regression's with separated classes), and in those tasks the "
+                     "maximum-likelihood estimate does not exist.")
     lines.append("")
     return lines
 

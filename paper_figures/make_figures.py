@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from build_texts import other_build_text, restored_text  # noqa: E402
+from build_texts import more_starts_text, other_build_text, restored_text  # noqa: E402
 from committed_results import read_results  # noqa: E402
 from fit_texts import (  # noqa: E402
     asymptotic_text,
@@ -45,7 +45,7 @@ from fit_texts import (  # noqa: E402
     truth_check_text,
 )
 from page_format import fmt_slope, loss_table, rst_literals, verdict  # noqa: E402
-from study_claims import PUBLISHED_D1, STUDIES, headline_column  # noqa: E402
+from study_claims import MORE_STARTS_OF, PUBLISHED_D1, STUDIES, headline_column  # noqa: E402
 from supremum_report import (  # noqa: E402
     read_supremum_checks,
     supremum_figure,
@@ -300,6 +300,8 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
         lines += restored_text(s)
         lines += spread_text(s, results[s["name"]])
         lines += other_build_text(s, results[s["name"]])
+        if s["name"] in MORE_STARTS_OF:
+            lines += more_starts_text(s, results, MORE_STARTS_OF[s["name"]])
         lines += split_cells_text(s)
         lines += [fitcheck_text(s, results[s["name"]]), ""] + truth_check_text(s) \
             + disagreement_text(s) + boundary_check_text(s) + asymptotic_text(s) \
@@ -343,8 +345,10 @@ def write_rst(sections, extra_figures, path, results, checks=None):
         for caption, figure in extra_figures.get(s["name"], []):
             lines += [f".. figure:: ../paper_figures/figures/{figure}", "",
                       f"   {caption}", ""]
+        more_starts = (more_starts_text(s, results, MORE_STARTS_OF[s["name"]])
+                       if s["name"] in MORE_STARTS_OF else [])
         lines += [rst_literals(line) for line in restored_text(s)
-                  + other_build_text(s, results[s["name"]])]
+                  + other_build_text(s, results[s["name"]]) + more_starts]
     for report in (checks or {}).values():
         lines += supremum_rst(report)
     path.write_text("\n".join(lines) + "\n")

@@ -69,6 +69,11 @@ STUDIES = {
 }
 
 
+#: Studies that refit another study's tasks (its truth, data and near-truth start) with more
+#: starts, and that study.
+MORE_STARTS_OF = {"activation-data-starts": "activation"}
+
+
 def headline_column(columns):
     """The column a study's rate is headlined by, among its metric columns (in order).
 

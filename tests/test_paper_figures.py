@@ -1282,8 +1282,10 @@ def _start_check_report(scripts):
     """A start check's report of four small-size tasks and one large, built by hand."""
     import start_check
 
-    def task(end, n, rep, grid_l, refit_l, temperature, converged=True, errors=(0.1, 0.2)):
+    def task(end, n, rep, grid_l, refit_l, temperature, converged=True, errors=(0.1, 0.2),
+             grid_temperature=0.2):
         return {"end": end, "n": n, "rep": rep, "grid_log_likelihood": grid_l,
+                "grid_temperature": grid_temperature,
                 "refit_log_likelihood": refit_l, "strategy": "kmeans", "converged": converged,
                 "temperature": temperature, "notes": [], "grid_reproduced": True,
                 "grid": {"d1": errors[0], "pe_temperature": errors[0]},
@@ -1296,7 +1298,7 @@ def _start_check_report(scripts):
                         task("small", 100, 1, -50.0, -49.5, 0.2),
                         # The same maximum (within 1e-3), and a lower one: the grid's kept.
                         task("small", 200, 0, -80.0, -80.0 + 5e-4, 0.2),
-                        task("small", 200, 1, -80.0, -81.0, 0.2),
+                        task("small", 200, 1, -80.0, -81.0, 0.2, grid_temperature=1e-7),
                         task("large", 90000, 0, -4e4, -4e4, 0.25)]}
     report["summary"] = start_check.summarise(report)
     return start_check, report
@@ -1305,8 +1307,9 @@ def _start_check_report(scripts):
 def test_the_start_check_counts_higher_maxima_and_hard_gates(scripts):
     start_check, report = _start_check_report(scripts)
     small, large = report["summary"]["small"], report["summary"]["large"]
-    assert (small["tasks"], small["higher"], small["hard_gate"], small["not_converged"]) \
-        == (4, 2, 1, 1)
+    assert (small["tasks"], small["higher"], small["hard_gate"], small["not_converged"],
+            small["grid_hard_gate"]) == (4, 2, 1, 1, 1)
+    assert large["grid_hard_gate"] == 0
     assert small["largest_gain"] == 3.0 and small["median_higher_gain"] == 1.75
     assert small["lowest_gain"] == -1.0
     # The best point's errors: the refit's where it is higher, else the grid's.
@@ -1339,17 +1342,24 @@ def test_the_page_says_what_the_start_check_found(scripts, pages):
                            "(n 100 to 200), 2 of 4 refits reach a higher log-likelihood than "
                            "the grid's fit (by up to 3, median 1.75), 1 of them with a "
                            "temperature below 0.001 of the truth's and 1 still rising when "
-                           "the refit stopped; at the largest sizes (n 90000 to 90000), 0 of "
+                           "the refit stopped; 1 of the grid's own fits there already have "
+                           "such a hard gate; at the largest sizes (n 90000 to 90000), 0 of "
                            "1 refits reach a higher log-likelihood than the grid's fit.")
     assert ("the mean errors of the grid's fits and of the best point found (the refit where "
             "it is higher, else the grid's fit): `d1` 0.1 and 0.15, `pe_temperature` 0.1 and "
             "0.15.") in text
-    assert "the maximum-likelihood estimate does not exist" in text
+    assert "in those tasks the maximum-likelihood estimate does not exist" in text
     # No hard gate: no such sentence; no check: no paragraph; a stale one says so.
     calm = json.loads(json.dumps(report))
-    calm["summary"]["small"]["hard_gate"] = 0
+    calm["summary"]["small"].update(hard_gate=0, grid_hard_gate=0)
     assert "does not exist" not in pages.fit_texts.start_check_text(
         dict(section, start_check=calm))[0]
+    # The grid's own fits with a hard gate are counted too.
+    calm["summary"]["large"]["grid_hard_gate"] = 1
+    text = pages.fit_texts.start_check_text(dict(section, start_check=calm))[0]
+    assert ("0 of 1 refits reach a higher log-likelihood than the grid's fit; 1 of the "
+            "grid's own fits there already have such a hard gate.") in text
+    assert "does not exist" in text
     assert pages.fit_texts.start_check_text(dict(section, start_check=None)) == []
     assert "(STALE" in pages.fit_texts.start_check_text(dict(section, n_rows=11))[0]
 
@@ -1375,3 +1385,41 @@ def test_the_page_says_what_the_start_check_found(scripts, pages):
     assert "`pe_temperature` 0.90 (the grid's 0.20). At the limit there" in text
     text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=None)))
     assert "this check does not tell the two apart;" in text
+
+
+def test_the_page_compares_a_study_refitted_with_more_starts_task_by_task(pages):
+    # activation-data-starts refits activation's tasks (same data, same near-truth start)
+    # with more starts: the page counts the tasks where more starts reached a higher
+    # maximum and fits the headline's slope over the common tasks from either study's fits.
+    rng = np.random.default_rng(0)
+
+    def row(n, rep, log_lik, d1):
+        return {"n": n, "rep": rep, "status": "ok", "converged": 1.0,
+                "mean_log_likelihood": log_lik, "d1": d1, "hellinger": 0.01}
+
+    base, more = [], []
+    for n in (100, 1000, 10000):
+        for rep in range(6):
+            d1 = float(n ** -0.5 * rng.uniform(0.5, 1.5))
+            base.append(row(n, rep, -1.0, d1))
+            # At n = 100 two tasks reach a higher maximum (by 0.5 in total), with larger d1.
+            higher = n == 100 and rep < 2
+            more.append(row(n, rep, -1.0 + (0.5 / n if higher else 0.0),
+                            d1 * 3 if higher else d1))
+    section = {"name": "more", "headline": "d1"}
+    text = pages.build_texts.more_starts_text(section, {"more": more, "base": base},
+                                              "base")[0]
+    assert text.startswith("Against `base`'s fits of the same tasks (the same data and "
+                           "near-truth start; 18 tasks that both fitted to the stopping "
+                           "rule): the best of this study's starts is higher (by more than "
+                           "0.001) in 2, by up to 0.5; per size, n = 100: 2 of 6, n = 1000: "
+                           "0 of 6, n = 10000: 0 of 6.")
+    assert "near-truth fit alone is higher" not in text
+    # The slopes: from the base's fits and from this study's, which are steeper here.
+    slopes = text.split("Slopes over these tasks: ")[1]
+    assert slopes.startswith("mean d1: ") and "from `base`'s fits" in slopes
+    assert "from this study's; geometric d1: " in slopes
+    # Without the base's rows, or too few common tasks, nothing.
+    assert pages.build_texts.more_starts_text(section, {"more": more}, "base") == []
+    assert pages.build_texts.more_starts_text(section, {"more": more[:5], "base": base},
+                                              "base") == []
