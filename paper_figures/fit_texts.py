@@ -116,11 +116,16 @@ def start_check_text(s):
     if small and small["higher"]:
         columns = [c for c in _start_check_columns(s) if small["grid_mean"].get(c) is not None
                    and small["best_mean"].get(c) is not None]
-        changes = ", ".join(f"`{c}` {small['grid_mean'][c]:.3g} and {small['best_mean'][c]:.3g}"
-                            for c in columns)
+        def change(c):
+            said = f"`{c}` {small['grid_mean'][c]:.3g} and {small['best_mean'][c]:.3g}"
+            if "grid_median" in small:
+                said += (f" (medians {small['grid_median'][c]:.3g} and "
+                         f"{small['best_median'][c]:.3g})")
+            return said
+
         lines[0] += (" At the smallest sizes, the mean errors of the grid's fits and of the "
                      "best point found (the refit where it is higher, else the grid's fit): "
-                     f"{changes}.")
+                     f"{', '.join(change(c) for c in columns)}.")
     if any(e["hard_gate"] or e.get("grid_hard_gate") for e in summary.values()):
         lines[0] += (" A gate whose temperature heads for 0 is a hard switch: where the "
                      "switch can separate the two experts' rows, L rises as the gate "
@@ -485,22 +490,29 @@ def _anchoring_clause(s, below):
     columns' mean errors at the best points found, as fractions of the limit's prediction.
     """
     check = s.get("start_check")
-    small = (check or {}).get("summary", {}).get("small")
+    summary = (check or {}).get("summary", {})
+    small = summary.get("small")
     if not small:
         return "this check does not tell the two apart;"
     columns = [c for c in below if small["best_mean"].get(c["column"]) is not None]
     if not columns:
         return "this check does not tell the two apart;"
 
-    def fraction(c, which):
-        return small[which][c["column"]] / c["small"]["predicted_mean"]
+    def fraction(c, which, end="small"):
+        return summary[end][which][c["column"]] / c[end]["predicted_mean"]
 
-    listed = ", ".join(f"`{c['column']}` {fraction(c, 'best_mean'):.2f} (the grid's "
-                       f"{fraction(c, 'grid_mean'):.2f})" for c in columns)
+    def listed(end):
+        return ", ".join(f"`{c['column']}` {fraction(c, 'best_mean', end):.2f} (the grid's "
+                         f"{fraction(c, 'grid_mean', end):.2f})" for c in columns)
+
     said = (f"the start check below tells them apart: refitted from data-driven starts, "
             f"{small['higher']} of {small['tasks']} tasks there reach a higher maximum than "
             "the grid's fit, and at the best points found the mean errors are these "
-            f"fractions of the limit's prediction: {listed}")
+            f"fractions of the limit's prediction: {listed('small')}")
+    large = summary.get("large")
+    if large and large["higher"]:
+        said += (f" (at the largest sizes, {large['higher']} of {large['tasks']} tasks reach a "
+                 f"higher maximum, and the fractions are {listed('large')})")
     if all(fraction(c, "best_mean") < 1 / _MEETS_LIMIT for c in columns):
         return (said + ". Still below the limit, the gap is not the starts' anchoring "
                 "alone, as far as these starts find: at these sizes the normal limit does "

@@ -19,6 +19,7 @@ quotes.
 Usage::
 
     python paper_figures/start_check.py activation
+    python paper_figures/start_check.py activation --summary-only   # re-summarise only
 """
 
 import argparse
@@ -162,13 +163,13 @@ def check(name, rows, n_init, replications_at_large, log=print):
 
 
 def summarise(report):
-    """Per end: tasks, refits at a higher maximum, their gains, hard gates, mean errors.
+    """Per end: tasks, refits at a higher maximum, their gains, hard gates, errors.
 
     A hard gate is a temperature below :data:`HARD_GATE` times the truth's, counted among
     the higher refits and among the grid's own fits (this build's refit of them).
 
-    The mean errors are over the tasks refitted, of the grid's fits and of the best point
-    found (the refit where it is higher, else the grid's fit).
+    The errors' means and medians are over the tasks refitted, of the grid's fits and of
+    the best point found (the refit where it is higher, else the grid's fit).
     """
     tau = report.get("truth_temperature")
     summary = {}
@@ -191,6 +192,10 @@ def summarise(report):
             values = [v for v in values if v is not None]
             return float(np.mean(values)) if values else None
 
+        def median(values):
+            values = [v for v in values if v is not None]
+            return float(np.median(values)) if values else None
+
         summary[end] = {
             "tasks": len(tasks), "n_from": min(t["n"] for t in tasks),
             "n_to": max(t["n"] for t in tasks), "higher": len(higher),
@@ -201,7 +206,10 @@ def summarise(report):
             "grid_hard_gate": sum(1 for t in tasks if is_hard(t.get("grid_temperature"))),
             "not_converged": sum(1 for t in higher if not t["converged"]),
             "grid_mean": {c: mean(t["grid"][c] for t in tasks) for c in report["columns"]},
-            "best_mean": {c: mean(b[c] for b in best) for c in report["columns"]}}
+            "best_mean": {c: mean(b[c] for b in best) for c in report["columns"]},
+            "grid_median": {c: median(t["grid"][c] for t in tasks)
+                            for c in report["columns"]},
+            "best_median": {c: median(b[c] for b in best) for c in report["columns"]}}
     return summary
 
 
@@ -214,10 +222,15 @@ def main(argv=None):
     parser.add_argument("--replications", type=int, default=2,
                         help="replications refitted at each of the largest sizes (default 2)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="summarise the committed report again, without refitting")
     args = parser.parse_args(argv)
     for name in args.studies:
-        rows = committed_rows(args.results, name)
-        report = check(name, rows, args.n_init, args.replications)
+        if args.summary_only:
+            report = json.loads((args.results / f"{name}.startcheck.json").read_text())
+        else:
+            rows = committed_rows(args.results, name)
+            report = check(name, rows, args.n_init, args.replications)
         report["summary"] = summarise(report)
         (args.results / f"{name}.startcheck.json").write_text(json.dumps(report, indent=1)
                                                               + "\n")

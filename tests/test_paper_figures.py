@@ -1346,8 +1346,8 @@ def test_the_page_says_what_the_start_check_found(scripts, pages):
                            "such a hard gate; at the largest sizes (n 90000 to 90000), 0 of "
                            "1 refits reach a higher log-likelihood than the grid's fit.")
     assert ("the mean errors of the grid's fits and of the best point found (the refit where "
-            "it is higher, else the grid's fit): `d1` 0.1 and 0.15, `pe_temperature` 0.1 and "
-            "0.15.") in text
+            "it is higher, else the grid's fit): `d1` 0.1 and 0.15 (medians 0.1 and 0.15), "
+            "`pe_temperature` 0.1 and 0.15 (medians 0.1 and 0.15).") in text
     assert "in those tasks the maximum-likelihood estimate does not exist" in text
     # No hard gate: no such sentence; no check: no paragraph; a stale one says so.
     calm = json.loads(json.dumps(report))
@@ -1379,6 +1379,14 @@ def test_the_page_says_what_the_start_check_found(scripts, pages):
             "4 tasks there reach a higher maximum than the grid's fit, and at the best points "
             "found the mean errors are these fractions of the limit's prediction: "
             "`pe_temperature` 0.30 (the grid's 0.20). Still below the limit") in text
+    assert "at the largest sizes" not in text.split("tells them apart")[1].split(";")[0]
+    # Higher maxima at the largest sizes too: their fractions are given.
+    both = json.loads(json.dumps(report))
+    both["summary"]["large"].update(higher=1, best_mean={"pe_temperature": 1.2},
+                                    grid_mean={"pe_temperature": 0.9})
+    text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=both)))
+    assert ("(at the largest sizes, 1 of 1 tasks reach a higher maximum, and the fractions "
+            "are `pe_temperature` 1.20 (the grid's 0.90))") in text
     reached = json.loads(json.dumps(report))
     reached["summary"]["small"]["best_mean"]["pe_temperature"] = 0.45
     text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=reached)))
