@@ -83,6 +83,17 @@ def _truth_images(true):
     return [true, *true.symmetric_images()]
 
 
+def _fit_images(fit):
+    """The fit and its symmetric images: other parameters of exactly the same density.
+
+    A loss must not depend on which of them the optimiser returned. The mirror does not
+    leave a loss unchanged when applied to fit and truth together (it moves a gate-slope
+    error from one expert's weight to the other's), so the minimum over the truth's images
+    alone would depend on it: the losses take the minimum over both.
+    """
+    return [fit, *fit.symmetric_images()]
+
+
 def _linear_logits(measure):
     return measure.family.linear_logits
 
