@@ -102,6 +102,9 @@ def start_check_text(s):
                          f"{check.get('hard_gate', 1e-3):g} of the truth's")
             if e["not_converged"]:
                 said += f" and {e['not_converged']} still rising when the refit stopped"
+        if e.get("not_reproduced"):
+            said += (f" ({e['not_reproduced']} of the grid's fits, refitted by this build, not "
+                     "at the committed row's maximum)")
         if e.get("grid_hard_gate"):
             said += (f"; {e['grid_hard_gate']} of the grid's own fits there already have such "
                      "a hard gate")

@@ -1354,6 +1354,11 @@ def test_the_page_says_what_the_start_check_found(scripts, pages):
     calm["summary"]["small"].update(hard_gate=0, grid_hard_gate=0)
     assert "does not exist" not in pages.fit_texts.start_check_text(
         dict(section, start_check=calm))[0]
+    # A grid fit this build does not reproduce is counted.
+    calm["summary"]["small"]["not_reproduced"] = 1
+    assert ("(1 of the grid's fits, refitted by this build, not at the committed row's "
+            "maximum)") in pages.fit_texts.start_check_text(dict(section, start_check=calm))[0]
+    calm["summary"]["small"]["not_reproduced"] = 0
     # The grid's own fits with a hard gate are counted too.
     calm["summary"]["large"]["grid_hard_gate"] = 1
     text = pages.fit_texts.start_check_text(dict(section, start_check=calm))[0]
