@@ -70,8 +70,8 @@ def _check_pair(fit, true):
             )
 
 
-def _truth_images(true):
-    """The truth and its symmetric images (the two-expert tanh/sigmoid gate's mirror)."""
+def _check_truth(true):
+    """The truth, refused at a symmetric fixed point of its gate (two-expert tanh/sigmoid)."""
     if true.is_symmetric_fixed_point():
         raise ValueError(
             f"true is a symmetric fixed point of its gate ({true.family.describe()}): "
@@ -80,16 +80,19 @@ def _truth_images(true):
             "(see the Theory and conventions page of the documentation); choose another "
             "truth."
         )
-    return [true, *true.symmetric_images()]
+    return true
 
 
 def _fit_images(fit):
     """The fit and its symmetric images: other parameters of exactly the same density.
 
-    A loss must not depend on which of them the optimiser returned. The mirror does not
-    leave a loss unchanged when applied to fit and truth together (it moves a gate-slope
-    error from one expert's weight to the other's), so the minimum over the truth's images
-    alone would depend on it: the losses take the minimum over both.
+    A loss must not depend on which of them the optimiser returned, so the losses take
+    the one closest to the truth as given. Not the other way round (the truth's images
+    against the fit as returned): the mirror of a two-expert tanh/sigmoid gate does not
+    move whole atoms (it swaps the experts' gate slopes, not their weights), so a loss is
+    not unchanged when fit and truth are mirrored together, and the minimum over the
+    truth's images would still depend on the fit's representation; and against the truth
+    as given each per-cell error keeps naming the truth's own parameter.
     """
     return [fit, *fit.symmetric_images()]
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from ._cells import _check_pair, _fit_images, _Problem, _Side, _side, _truth_images
+from ._cells import _check_pair, _check_truth, _fit_images, _Problem, _Side, _side
 
 #: Grid points per interval and round of the search inside the intervals.
 _GRID = 17
@@ -337,18 +337,16 @@ def _align(fit_m, true_m, translation, scale):
         fit, true, (cells, beta1, beta0, _, _) = _top1(fit_m, true_m, translation)
         return _Alignment(fit, true, cells, beta1, beta0, None, None, False)
     best = None
-    for true_image, truth in enumerate(_truth_images(true_m)):
-        true = _side(truth, scale)
-        for fit_image, fitted in enumerate(_fit_images(fit_m)):
-            fit = _side(fitted, scale)
-            problem = _Problem(fit, true)
-            value, t1, s = _solve(problem, translation)
-            if best is None or value < best[0]:
-                cells = problem.masses(t1)[0]
-                # The normalised fit against the truth translated by s, as a shift of the
-                # fit.
-                beta0 = (fit.beta0 + fit.intercept_scale * (problem.log_factor - np.log(s))
-                         if s > 0 else np.full(fit.k, np.inf))
-                best = (value, _Alignment(fit, true, cells, fit.beta1 + t1, beta0, s,
-                                          problem.w, bool(true_image or fit_image)))
+    true = _side(_check_truth(true_m), scale)
+    for image, fitted in enumerate(_fit_images(fit_m)):
+        fit = _side(fitted, scale)
+        problem = _Problem(fit, true)
+        value, t1, s = _solve(problem, translation)
+        if best is None or value < best[0]:
+            cells = problem.masses(t1)[0]
+            # The normalised fit against the truth translated by s, as a shift of the fit.
+            beta0 = (fit.beta0 + fit.intercept_scale * (problem.log_factor - np.log(s))
+                     if s > 0 else np.full(fit.k, np.inf))
+            best = (value, _Alignment(fit, true, cells, fit.beta1 + t1, beta0, s, problem.w,
+                                      bool(image)))
     return best[1]

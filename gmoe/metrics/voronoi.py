@@ -51,11 +51,11 @@ from .._validation import check_option
 from ._cells import (
     _as_measure,
     _check_pair,
+    _check_truth,
     _fit_images,
     _Problem,
     _resolve_rbar,
     _side,
-    _truth_images,
 )
 from ._translation import _align, _is_top1, _solve, _top1
 
@@ -99,8 +99,8 @@ def voronoi_cells(fitted, true, *, translation="infimum", scale="identifiable"):
     for the temperature families); ``beta0`` never enters; ties go to the lower ``j``. A true
     atom may have an empty cell. For a top-1 truth the fit's gate is first aligned on the
     truth's by the least-squares scale (see :func:`voronoi_loss`). For a two-expert
-    tanh/sigmoid truth the cells are taken against whichever of the truth and its symmetric
-    image is closer (see the Theory and conventions page of the documentation).
+    tanh/sigmoid gate the cells are those of whichever of the fit and its symmetric image
+    is closer to the truth (see the Theory and conventions page of the documentation).
 
     Examples
     --------
@@ -214,9 +214,9 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
       as fully as one that holds all of it: such fits can have a large loss and a small
       Hellinger distance (the documentation's reproduction page, ``paper2-top1-over``
       section).
-    * Two-expert tanh/sigmoid gate: the minimum over the truth, the fit and their
-      symmetric images ``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)`` (each the same
-      density as its original); a truth that is its own image is rejected.
+    * Two-expert tanh/sigmoid gate: the minimum over the fit and its symmetric image
+      ``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)`` (the same density), against the
+      truth as given; a truth that is its own image is rejected.
 
     References
     ----------
@@ -287,11 +287,10 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
 
     n_sub = true_m.family.selected_experts()
     best = np.inf
-    for truth in _truth_images(true_m):
-        true_side = _side(truth, scale)
-        for fit in _fit_images(fit_m):
-            problem = _Problem(_side(fit, scale), true_side, exponent=exponent, n_sub=n_sub)
-            best = min(best, _solve(problem, translation)[0])
+    true_side = _side(_check_truth(true_m), scale)
+    for fit in _fit_images(fit_m):
+        problem = _Problem(_side(fit, scale), true_side, exponent=exponent, n_sub=n_sub)
+        best = min(best, _solve(problem, translation)[0])
     return _finite(best)
 
 
@@ -350,8 +349,8 @@ class ParameterErrors:
         ``|tau - tau*|`` on the compared scale (0 on the identifiable scale of the
         temperature gate), None for the families without temperature.
     symmetric_image : bool
-        Whether the symmetric image of the truth or of the fit (two-expert tanh/sigmoid
-        gate) was used; the errors are then those of the representations compared.
+        Whether the fit's symmetric image (two-expert tanh/sigmoid gate) was compared:
+        the errors are then those of the image, the same density.
     atom_errors : dict of str to ndarray of shape (k,)
         The same errors atom by atom (``'gate_coef'``, ``'gate_intercept'``,
         ``'expert_coef'``, ``'expert_intercept'``, ``'expert_var'``): fitted atom ``i``
@@ -419,8 +418,7 @@ def parameter_errors(fitted, true, *, translation="infimum", scale="identifiable
     -----
     The alignment is that of :func:`voronoi_cells`: for a top-1 truth, the least-squares
     scale and translation of the gate (weights are then not defined and reported as NaN);
-    for a two-expert tanh/sigmoid gate, the closest pair of the truth, the fit and their
-    symmetric images.
+    for a two-expert tanh/sigmoid gate, the closer of the fit and its symmetric image.
     As in :func:`voronoi_loss`, the fit's weights are normalised to the truth's total mass
     and the truth's weights translated by ``s = e^{t2}`` (when the weighted median defining
     ``s`` is an interval, the ``s`` closest to 1). ``weight`` is ``|W_j - s w*_j|`` with the
