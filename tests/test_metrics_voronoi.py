@@ -897,3 +897,22 @@ def test_a_fit_and_its_symmetric_image_have_the_same_losses(activation):
         assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, err_msg=name)
     # The fit as returned is the closer one; its mirror is compared through its image.
     assert a.symmetric_image is False and b.symmetric_image is True
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_the_truth_as_given_names_the_per_cell_errors(activation):
+    # A fit near the truth with its error on expert 1's gate slope. Mirroring fit and truth
+    # together would put that error on expert 0, whose weight is small, and give a ten
+    # times smaller D1 (as did 24 % of the activation study's fits under a minimum over
+    # every pairing): the truth is compared as given, so the error stays expert 1's.
+    true = tanh_truth(activation)
+    fit = true.replace(gate_coef=col([4.0034, -1.395]), gate_intercept=[-0.99, 0.0],
+                       temperature=0.267)
+    errors = parameter_errors(fit, true, translation="none")
+    assert errors.symmetric_image is False
+    assert_allclose(errors.gate_coef, [0.0034, 0.395], rtol=1e-9)
+    [mirror] = fit.symmetric_images()
+    [true_mirror] = true.symmetric_images()
+    # The pairing of both images is ten times smaller: not the loss.
+    assert voronoi_loss(mirror, true_mirror) < voronoi_loss(fit, true) / 5
+    assert voronoi_loss(mirror, true) == pytest.approx(voronoi_loss(fit, true), rel=1e-12)
