@@ -237,4 +237,20 @@ def more_starts_text(s, results, base):
               f"{_slope_text(pairs, loss, 1, summary)} from this study's"
               for summary in ("mean", "geometric")]
     text += f" Slopes over these tasks: {'; '.join(slopes)}."
+    table = {"n": np.array([n for n, _, _ in pairs], dtype=float)}
+    try:
+        fits = [fit_rate(dict(table, **{loss: np.array([p[side][loss] for p in pairs])}), loss)
+                for side in (2, 1)]
+    except ValueError:
+        return [text, ""]
+    (base_low, base_high), (low, high) = fits[0].conf_int, fits[1].conf_int
+    if low > base_high:
+        text += (" More starts leave the mean slope shallower, outside the other's interval: "
+                 "the near-truth start's staying near the truth does not explain a shallow "
+                 "slope here.")
+    elif high < base_low:
+        text += (" More starts make the mean slope steeper, outside the other's interval: the "
+                 "near-truth start's staying near the truth shapes the slope.")
+    else:
+        text += " The two mean slopes' intervals overlap."
     return [text, ""]

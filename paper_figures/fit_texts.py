@@ -512,6 +512,9 @@ def _anchoring_clause(s, below):
             f"{small['higher']} of {small['tasks']} tasks there reach a higher maximum than "
             "the grid's fit, and at the best points found the mean errors are these "
             f"fractions of the limit's prediction: {listed('small')}")
+    if small.get("hard_gate"):
+        said += (" (means, which a few hard gates, heading for tau -> 0 with unbounded gate "
+                 "slopes, can dominate: the start check gives medians too)")
     large = summary.get("large")
     if large and large["higher"]:
         said += (f" (at the largest sizes, {large['higher']} of {large['tasks']} tasks reach a "
