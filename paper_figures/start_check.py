@@ -20,7 +20,7 @@ quotes.
 Usage::
 
     python paper_figures/start_check.py activation
-    python paper_figures/start_check.py activation --summary-only   # re-summarise only
+    python paper_figures/start_check.py activation --summarise-only   # re-summarise only
 """
 
 import argparse
@@ -227,11 +227,11 @@ def main(argv=None):
     parser.add_argument("--replications", type=int, default=2,
                         help="replications refitted at each of the largest sizes (default 2)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
-    parser.add_argument("--summary-only", action="store_true",
+    parser.add_argument("--summarise-only", action="store_true",
                         help="summarise the committed report again, without refitting")
     args = parser.parse_args(argv)
     for name in args.studies:
-        if args.summary_only:
+        if args.summarise_only:
             report = json.loads((args.results / f"{name}.startcheck.json").read_text())
         else:
             rows = committed_rows(args.results, name)
