@@ -326,9 +326,14 @@ def check(name, rows, n_rows, seed=0):
                       and r.get(column) is not None]
             observed = float(np.mean([r[column] for r in picked]))
             predicted = float(np.mean([scale * np.sqrt(2.0 / np.pi / r["n"]) for r in picked]))
+            sds = np.array([scale / np.sqrt(r["n"]) for r in picked])
             entry[end] = {"n_from": int(chosen[0]), "n_to": int(chosen[-1]),
                           "rows": len(picked), "mean_log_n": float(np.mean(
                               [np.log(r["n"]) for r in picked])),
+                          # The standard error of the mean of |N(0, sd_i^2)| over the rows
+                          # (sizes differ), relative to its expectation, in the limit.
+                          "relative_se": float(np.sqrt(np.pi / 2.0 - 1.0)
+                                               * np.sqrt(np.sum(sds ** 2)) / np.sum(sds)),
                           "observed_mean": observed, "predicted_mean": predicted}
         entry["implied_slope"] = implied_slope(entry["small"], entry["large"])
         columns.append(entry)

@@ -228,7 +228,7 @@ def more_starts_text(s, results, base):
             + (f", {left_out} more left out" if left_out else "")
             + f"): the best of this study's starts is higher (by more than "
             f"{SAME_POINT_GAP:g}) in {int(higher.sum())}"
-            + (f", by up to {gaps.max():.3g}" if higher.any() else "")
+            + (f", by up to {gaps.max():.3g} in total log-likelihood" if higher.any() else "")
             + f"; per size, {per_size}.")
     if lower:
         text += (f" In {lower} the near-truth fit alone is higher than the kept one: a fit "

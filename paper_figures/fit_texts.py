@@ -96,7 +96,7 @@ def start_check_text(s):
                 f"{e['tasks']} refits reach a higher log-likelihood than the grid's fit")
         if e["higher"]:
             said += (f" (by up to {e['largest_gain']:.3g}, median "
-                     f"{e['median_higher_gain']:.3g})")
+                     f"{e['median_higher_gain']:.3g}, in total log-likelihood)")
             if tau is not None:
                 said += (f", {e['hard_gate']} of them with a temperature below "
                          f"{check.get('hard_gate', 1e-3):g} of the truth's")
@@ -133,8 +133,8 @@ def start_check_text(s):
         lines[0] += (" A gate whose temperature heads for 0 is a hard switch: where the "
                      "switch can separate the two experts' rows, L rises as the gate "
                      "sharpens, towards a supremum no finite parameter attains (as a "
-                     "logistic regression's with separated classes), and in those tasks the "
-                     "maximum-likelihood estimate does not exist.")
+                     "logistic regression's with separated classes), and in such tasks the "
+                     "maximum-likelihood estimate may not exist.")
     lines.append("")
     return lines
 
@@ -508,7 +508,7 @@ def _anchoring_clause(s, below):
         return ", ".join(f"`{c['column']}` {fraction(c, 'best_mean', end):.2f} (the grid's "
                          f"{fraction(c, 'grid_mean', end):.2f})" for c in columns)
 
-    said = (f"the start check below tells them apart: refitted from data-driven starts, "
+    said = (f"the start check below bears on this: refitted from data-driven starts, "
             f"{small['higher']} of {small['tasks']} tasks there reach a higher maximum than "
             "the grid's fit, and at the best points found the mean errors are these "
             f"fractions of the limit's prediction: {listed('small')}")
@@ -523,7 +523,7 @@ def _anchoring_clause(s, below):
         return (said + ". Still below the limit, the gap is not the starts' anchoring "
                 "alone, as far as these starts find: at these sizes the normal limit does "
                 "not describe the estimator;")
-    if all(fraction(c, "best_mean") >= 1 / _MEETS_LIMIT for c in columns):
+    if all(1 / _MEETS_LIMIT <= fraction(c, "best_mean") <= _MEETS_LIMIT for c in columns):
         return (said + ". At the limit there: the grid's small errors at these sizes are "
                 "those of fits that stay near their start, not the maximum's;")
     return said + ";"
@@ -593,7 +593,13 @@ _ABS_NORMAL_CV = float(np.sqrt(np.pi / 2.0 - 1.0))
 
 
 def _limit_noise(end):
-    """Two standard errors of an end's observed mean, relative to it (normal limit)."""
+    """Two standard errors of an end's observed mean, relative to it (normal limit).
+
+    From the check's own standard error, which weighs each row's size; else as if every
+    row had one size (smaller when the sizes differ).
+    """
+    if "relative_se" in end:
+        return 2.0 * end["relative_se"]
     return 2.0 * _ABS_NORMAL_CV / np.sqrt(end["rows"])
 
 
@@ -621,8 +627,9 @@ def _fast_limit_bullets(s, faster):
                          for c in group)
 
     small, large = columns[0]["small"], columns[0]["large"]
-    noise = (f"each mean known to about {_limit_noise(small):.0%} (two standard errors of "
-             f"a mean of {small['rows']} errors)")
+    noise = (f"each mean known to about {_limit_noise(small):.0%} at the smallest sizes and "
+             f"{_limit_noise(large):.0%} at the largest (two standard errors of a mean of "
+             f"{small['rows']} and {large['rows']} errors in the normal limit)")
     lines = ["* against the normal limit of the maximum-likelihood estimate (the asymptotic "
              "check below), the fast columns' mean errors are, at the smallest sizes (n "
              f"{small['n_from']} to {small['n_to']}) and at the largest (n {large['n_from']} "
@@ -636,9 +643,8 @@ def _fast_limit_bullets(s, faster):
         names = ", ".join(f"`{c['column']}`" for c in above)
         lines.append(f"* {names}: above the limit at the smallest sizes by more than that, "
                      "and within it at the largest, they approach their n^-1/2 curve from "
-                     "above: an excess of the error at small n (the normal limit's "
-                     "higher-order terms), which steepens the slope over the grid while the "
-                     "limit's rate stays -1/2;")
+                     "above: an excess of the error at small n, which steepens the slope "
+                     "over the grid while the limit's rate stays -1/2;")
     return lines
 
 

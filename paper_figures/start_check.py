@@ -165,7 +165,7 @@ def check(name, rows, n_init, replications_at_large, log=print):
             "tasks": report}
 
 
-def summarise(report):
+def summarise(report, rows=None):
     """Per end: tasks, refits at a higher maximum, their gains, hard gates, errors.
 
     A hard gate is a temperature below :data:`HARD_GATE` times the truth's, counted among
@@ -175,6 +175,15 @@ def summarise(report):
     the best point found (the refit where it is higher, else the grid's fit).
     """
     tau = report.get("truth_temperature")
+    if rows is not None:
+        # Against the committed rows as they are now (they may have been exported again
+        # since the refits ran).
+        committed = {(int(r["n"]), int(r["rep"])): r["mean_log_likelihood"] for r in rows}
+        for t in report["tasks"]:
+            mean = committed.get((t["n"], t["rep"]))
+            t["grid_reproduced"] = (mean is not None and t["grid_log_likelihood"] is not None
+                                    and abs(mean * t["n"] - t["grid_log_likelihood"])
+                                    <= report["higher"])
     summary = {}
     for end in ("small", "large"):
         tasks = [t for t in report["tasks"] if t["end"] == end
@@ -231,12 +240,13 @@ def main(argv=None):
                         help="summarise the committed report again, without refitting")
     args = parser.parse_args(argv)
     for name in args.studies:
+        rows = committed_rows(args.results, name)
         if args.summarise_only:
             report = json.loads((args.results / f"{name}.startcheck.json").read_text())
+            report["result_rows"] = len(rows)
         else:
-            rows = committed_rows(args.results, name)
             report = check(name, rows, args.n_init, args.replications)
-        report["summary"] = summarise(report)
+        report["summary"] = summarise(report, rows)
         (args.results / f"{name}.startcheck.json").write_text(json.dumps(report, indent=1)
                                                               + "\n")
         for end, s in report["summary"].items():

@@ -916,3 +916,25 @@ def test_the_truth_as_given_names_the_per_cell_errors(activation):
     # The pairing of both images is ten times smaller: not the loss.
     assert voronoi_loss(mirror, true_mirror) < voronoi_loss(fit, true) / 5
     assert voronoi_loss(mirror, true) == pytest.approx(voronoi_loss(fit, true), rel=1e-12)
+
+
+def test_an_over_specified_fit_of_the_truth_s_mirror_has_no_loss():
+    # A three-expert fit has no mirror of its own; the truth's mirror with one expert split
+    # in two is the truth's density, and the loss takes the truth's image for such a fit.
+    true = tanh_truth()
+    [mirror] = true.symmetric_images()
+    # Expert 0 split in two (its weight halved: the intercept, divided by tau in the
+    # logits, lowered by tau log 2); the last expert stays the gate's reference.
+    order = [0, 0, 1]
+    intercept = mirror.gate_intercept[order] - np.array([1.0, 1.0, 0.0]) * (
+        true.temperature * np.log(2.0))
+    split = MixingMeasure(mirror.gate_coef[order], intercept, mirror.expert_coef[order],
+                          mirror.expert_intercept[order], mirror.expert_var[order],
+                          gating="activation", temperature=true.temperature,
+                          activation="tanh")
+    X = np.linspace(0.0, 1.0, 50)[:, None]
+    y = np.linspace(-10.0, 10.0, 50)
+    assert_allclose(gmoe.conditional_log_density(split, X, y),
+                    gmoe.conditional_log_density(true, X, y), rtol=1e-9)
+    assert voronoi_loss(split, true, kind="over", rbar={2: 4.0}) == pytest.approx(0.0,
+                                                                                   abs=1e-9)

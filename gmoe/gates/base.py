@@ -453,8 +453,9 @@ class GatingFamily(ABC):
         Returns
         -------
         list of GateParams
-            Empty by default. Comparisons with a truth take the minimum over the truth
-            and its images.
+            Empty by default. Comparisons with a truth take the minimum over the fit
+            and its images, against the truth as given (over the truth's images for a
+            fit without any).
         """
         return []
 

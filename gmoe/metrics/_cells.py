@@ -83,18 +83,25 @@ def _check_truth(true):
     return true
 
 
-def _fit_images(fit):
-    """The fit and its symmetric images: other parameters of exactly the same density.
+def _pairings(fit, true):
+    """The (fit, truth, mirrored) pairs a loss takes its minimum over.
 
-    A loss must not depend on which of them the optimiser returned, so the losses take
-    the one closest to the truth as given. Not the other way round (the truth's images
-    against the fit as returned): the mirror of a two-expert tanh/sigmoid gate does not
-    move whole atoms (it swaps the experts' gate slopes, not their weights), so a loss is
-    not unchanged when fit and truth are mirrored together, and the minimum over the
-    truth's images would still depend on the fit's representation; and against the truth
-    as given each per-cell error keeps naming the truth's own parameter.
+    A two-expert tanh/sigmoid gate has a mirror image of exactly the same density. A loss
+    must not depend on which of the two the optimiser returned, so a fit that has an
+    image is compared through whichever of it and its image is closer to the truth as
+    given. Not the other way round (the truth's images against the fit as returned): the
+    mirror does not move whole atoms (it swaps the experts' gate slopes, not their
+    weights), so a loss is not unchanged when fit and truth are mirrored together, and a
+    minimum over the truth's images would still depend on the fit's representation; and
+    against the truth as given each per-cell error keeps naming the truth's own
+    parameter. A fit without an image (more experts than two) is compared with the truth
+    and the truth's image, either of which it may approximate.
     """
-    return [fit, *fit.symmetric_images()]
+    _check_truth(true)
+    fit_images = fit.symmetric_images()
+    if fit_images:
+        return [(fit, true, False), *((image, true, True) for image in fit_images)]
+    return [(fit, true, False), *((fit, image, True) for image in true.symmetric_images())]
 
 
 def _linear_logits(measure):

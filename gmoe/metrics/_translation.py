@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from ._cells import _check_pair, _check_truth, _fit_images, _Problem, _Side, _side
+from ._cells import _check_pair, _pairings, _Problem, _Side, _side
 
 #: Grid points per interval and round of the search inside the intervals.
 _GRID = 17
@@ -337,9 +337,8 @@ def _align(fit_m, true_m, translation, scale):
         fit, true, (cells, beta1, beta0, _, _) = _top1(fit_m, true_m, translation)
         return _Alignment(fit, true, cells, beta1, beta0, None, None, False)
     best = None
-    true = _side(_check_truth(true_m), scale)
-    for image, fitted in enumerate(_fit_images(fit_m)):
-        fit = _side(fitted, scale)
+    for fitted, truth, image in _pairings(fit_m, true_m):
+        fit, true = _side(fitted, scale), _side(truth, scale)
         problem = _Problem(fit, true)
         value, t1, s = _solve(problem, translation)
         if best is None or value < best[0]:

@@ -51,8 +51,7 @@ from .._validation import check_option
 from ._cells import (
     _as_measure,
     _check_pair,
-    _check_truth,
-    _fit_images,
+    _pairings,
     _Problem,
     _resolve_rbar,
     _side,
@@ -216,7 +215,8 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
       section).
     * Two-expert tanh/sigmoid gate: the minimum over the fit and its symmetric image
       ``(beta1_1, beta1_2) -> (-beta1_2, -beta1_1)`` (the same density), against the
-      truth as given; a truth that is its own image is rejected.
+      truth as given; a fit of more experts (no image) against the truth and the truth's
+      image; a truth that is its own image is rejected.
 
     References
     ----------
@@ -287,9 +287,9 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
 
     n_sub = true_m.family.selected_experts()
     best = np.inf
-    true_side = _side(_check_truth(true_m), scale)
-    for fit in _fit_images(fit_m):
-        problem = _Problem(_side(fit, scale), true_side, exponent=exponent, n_sub=n_sub)
+    for fit, truth, _ in _pairings(fit_m, true_m):
+        problem = _Problem(_side(fit, scale), _side(truth, scale), exponent=exponent,
+                           n_sub=n_sub)
         best = min(best, _solve(problem, translation)[0])
     return _finite(best)
 
@@ -349,8 +349,9 @@ class ParameterErrors:
         ``|tau - tau*|`` on the compared scale (0 on the identifiable scale of the
         temperature gate), None for the families without temperature.
     symmetric_image : bool
-        Whether the fit's symmetric image (two-expert tanh/sigmoid gate) was compared:
-        the errors are then those of the image, the same density.
+        Whether a symmetric image (two-expert tanh/sigmoid gate) was compared: the fit's
+        (the errors are then those of the image, the same density) or, for a fit of
+        more experts, the truth's.
     atom_errors : dict of str to ndarray of shape (k,)
         The same errors atom by atom (``'gate_coef'``, ``'gate_intercept'``,
         ``'expert_coef'``, ``'expert_intercept'``, ``'expert_var'``): fitted atom ``i``

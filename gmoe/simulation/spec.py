@@ -504,7 +504,7 @@ def _read_start(t, truth, fit):
 
 
 def _read_data_starts(t):
-    """``{strategy: n_init}`` of ``[start] data_starts``, in the file's order.
+    """``{strategy: n_init}`` of ``[start] data_starts``, in the order k-means, random, short EM.
 
     The estimator's data-driven starts fitted besides the near-truth ones; the best
     log-likelihood of all is kept.
@@ -522,7 +522,9 @@ def _read_data_starts(t):
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise t.error("data_starts", f"expected a number of starts >= 1 for {key!r}, "
                                          f"got {_describe(count)}.")
-    return dict(value)
+    # In a fixed order: the task hash ignores the file's, and the order decides which of
+    # two fits of equal likelihood is kept.
+    return {key: value[key] for key in strategies if key in value}
 
 
 def _read_assignment(t, k_true, k_fit):
