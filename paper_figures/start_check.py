@@ -172,7 +172,9 @@ def summarise(report, rows=None):
     the higher refits and among the grid's own fits (this build's refit of them).
 
     The errors' means and medians are over the tasks refitted, of the grid's fits and of
-    the best point found (the refit where it is higher, else the grid's fit).
+    the best point found (the refit where it is higher, else the grid's fit). With the
+    study's committed ``rows``, each task's ``grid_reproduced`` is first recomputed
+    against them.
     """
     tau = report.get("truth_temperature")
     if rows is not None:
