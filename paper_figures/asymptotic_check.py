@@ -245,6 +245,23 @@ def reference_cell_last(truth, cell):
                          expert_var=truth.expert_var[order]), order
 
 
+def end_sizes(sizes):
+    """The grid's smallest and largest sizes, :data:`_END_SHARE` of them at each end.
+
+    Parameters
+    ----------
+    sizes : array-like of int
+        The grid's distinct sizes, ascending.
+
+    Returns
+    -------
+    small, large : ndarray
+    """
+    sizes = np.asarray(sizes)
+    m = max(1, int(round(_END_SHARE * sizes.size)))
+    return sizes[:m], sizes[-m:]
+
+
 def implied_slope(small, large):
     """The slope between the grid's ends that the ratios to the normal limit imply.
 
@@ -303,8 +320,7 @@ def check(name, rows, n_rows, seed=0):
     seen_eigenvalues = np.linalg.eigvalsh(held)
     seen_eigenvalues = seen_eigenvalues[seen_eigenvalues > _UNSEEN * seen_eigenvalues[-1]]
     sizes = np.array(sorted({r["n"] for r in rows}))
-    m = max(1, int(round(_END_SHARE * sizes.size)))
-    ends = {"small": sizes[:m], "large": sizes[-m:]}
+    ends = dict(zip(("small", "large"), end_sizes(sizes), strict=True))
     columns, unidentified = [], []
     aligned_gate = [c for c in rows[0] if selection_only and c.startswith("pe_gate_")]
     for column in rows[0]:

@@ -36,16 +36,20 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from asymptotic_check import end_sizes  # noqa: E402
 from committed_results import committed_rows  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 from gmoe import GaussianMoERegressor  # noqa: E402
 from gmoe.simulation import fitted_measure, load_experiment, run_task  # noqa: E402
 from gmoe.simulation.store import code_sha256  # noqa: E402
-from gmoe.simulation.tasks import make_evaluation_design, task_data, task_metrics  # noqa: E402
+from gmoe.simulation.tasks import (  # noqa: E402
+    _fit_or_error,
+    make_evaluation_design,
+    task_data,
+    task_metrics,
+)
 
-#: Share of the grid's sizes at each end (as the asymptotic check's).
-END_SHARE = 0.05
 #: The data-driven initialisations tried, each with ``--n-init`` starts.
 STRATEGIES = ("kmeans", "random")
 #: A refit counts as a higher maximum when its total log-likelihood exceeds the grid fit's
@@ -61,27 +65,23 @@ HARD_GATE = 1e-3
 
 def checked_tasks(rows, replications_at_large):
     """The (end, n, rep) of the checked tasks: every task of the smallest sizes, the first
-    ``replications_at_large`` of each of the largest."""
-    sizes = sorted({r["n"] for r in rows})
-    m = max(1, int(round(END_SHARE * len(sizes))))
-    tasks = [("small", int(r["n"]), int(r["rep"])) for r in rows if r["n"] in sizes[:m]]
+    ``replications_at_large`` of each of the largest (the asymptotic check's ends)."""
+    small, large = (set(end.tolist()) for end in end_sizes(sorted({r["n"] for r in rows})))
+    tasks = [("small", int(r["n"]), int(r["rep"])) for r in rows if r["n"] in small]
     tasks += [("large", int(r["n"]), int(r["rep"])) for r in rows
-              if r["n"] in sizes[-m:] and r["rep"] < replications_at_large]
+              if r["n"] in large and r["rep"] < replications_at_large]
     return sorted(tasks, key=lambda t: (t[0] != "small", t[1], t[2]))
 
 
 def _fit_from(experiment, X, y, init, n_init, seed):
     """One estimator fitted from ``init`` (a strategy or a measure); (estimator, note)."""
-    est = GaussianMoERegressor(**experiment.estimator_params(), init_params=init,
-                               n_init=n_init, random_state=seed)
-    try:
-        with warnings.catch_warnings():
-            # Whether the kept start met the stopping rule is recorded by the caller.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X, y)
-    except Exception as err:  # recorded, never lost
-        return None, f"{type(err).__name__}: {err}"
-    return est, None
+    with warnings.catch_warnings():
+        # Whether the kept start met the stopping rule is recorded by the caller.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est, _, err = _fit_or_error(GaussianMoERegressor(
+            **experiment.estimator_params(), init_params=init, n_init=n_init,
+            random_state=seed), X, y)
+    return est, None if err is None else f"{type(err).__name__}: {err}"
 
 
 def refit(experiment, n, rep, n_init, grid_fit):

@@ -1196,7 +1196,9 @@ def test_a_steep_headline_is_read_against_the_normal_limit(pages, scripts):
             rate("pe_expert_coef_1", -0.50, -0.5, True)]
 
     def end(n, observed):
+        # relative_se: that of a mean of 400 errors of one normal law, sqrt(pi/2 - 1) / 20.
         return {"n_from": n, "n_to": 2 * n, "rows": 400, "mean_log_n": float(np.log(n)),
+                "relative_se": float(np.sqrt(np.pi / 2 - 1) / 20.0),
                 "observed_mean": observed, "predicted_mean": 1.0}
 
     def column(name, small, large):

@@ -167,18 +167,36 @@ def fit_near_truth_starts(experiment, X, y, streams, n):
             var_noise_exponent=start["var_noise_exponent"], var_center=start["var_center"],
             protocol=start["protocol"], temperature_noise=start["temperature_noise"],
             temperature_noise_exponent=start["temperature_noise_exponent"])
-        est = GaussianMoERegressor(**params, init_params=init, n_init=1,
-                                   random_state=streams.fit_seed)
-        t0 = time.perf_counter()
-        try:
-            est.fit(X, y)
-        except Exception as err:  # returned, never raised
-            # The traceback stays (for the error's text), its frames' arrays do not.
-            traceback.clear_frames(err.__traceback__)
-            results.append((None, time.perf_counter() - t0, err))
-            continue
-        results.append((est, est.fit_time_, None))
+        results.append(_fit_or_error(
+            GaussianMoERegressor(**params, init_params=init, n_init=1,
+                                 random_state=streams.fit_seed), X, y))
     return results
+
+
+def _fit_or_error(est, X, y):
+    """Fit ``est``; an error is returned, never raised.
+
+    So that one failed start costs a task nothing while another fit stands.
+
+    Parameters
+    ----------
+    est : GaussianMoERegressor
+        Not fitted yet.
+    X, y : ndarray
+
+    Returns
+    -------
+    tuple
+        ``(est, fit seconds, None)``, or ``(None, seconds spent, the exception)``.
+    """
+    t0 = time.perf_counter()
+    try:
+        est.fit(X, y)
+    except Exception as err:  # returned, never raised
+        # The traceback stays (for the error's text), its frames' arrays do not.
+        traceback.clear_frames(err.__traceback__)
+        return None, time.perf_counter() - t0, err
+    return est, est.fit_time_, None
 
 
 def _fit(experiment, X, y, streams, n):
@@ -200,16 +218,9 @@ def _fit(experiment, X, y, streams, n):
     for strategy, count in data_starts.items():
         # The estimator's own starts, which know nothing of the truth: where the
         # likelihood has a higher maximum away from the near-truth one, they can reach it.
-        est = GaussianMoERegressor(**experiment.estimator_params(), init_params=strategy,
-                                   n_init=count, random_state=streams.fit_seed)
-        t0 = time.perf_counter()
-        try:
-            est.fit(X, y)
-        except Exception as err:  # a note, never raised while another fit stands
-            traceback.clear_frames(err.__traceback__)
-            results.append((None, time.perf_counter() - t0, err))
-            continue
-        results.append((est, est.fit_time_, None))
+        results.append(_fit_or_error(
+            GaussianMoERegressor(**experiment.estimator_params(), init_params=strategy,
+                                 n_init=count, random_state=streams.fit_seed), X, y))
     labels = [f"start {j}" for j in range(start["n_starts"])] + [
         f"the {strategy} starts" for strategy in data_starts]
     notes = [f"{label} failed: {_error_text(error)}"
@@ -344,7 +355,8 @@ def run_task(experiment, n, rep):
     Draws ``X`` and ``y`` from the truth, fits from the experiment's start(s) (the best
     log-likelihood of ``n_starts`` near-truth starts and of any ``data_starts``, or the
     estimator's own ``n_init`` data-driven starts), and computes every metric column.
-    BLAS and numba run on one thread. Fit and metric failures are recorded in the row, never raised.
+    BLAS and numba run on one thread. Fit and metric failures are recorded in the row,
+    never raised.
 
     Parameters
     ----------
