@@ -53,7 +53,8 @@ STUDIES = {
                                       "the selected cells"),
     "topk-exact": Claim(OURS, "top-2 of 3 experts, exact-specified",
                         "D1 decays as n^-1/2 (as the softmax gate)"),
-    "topk-over": Claim(OURS, "top-2 truth, over-specified fit (k = 4, K = 3)",
+    "topk-over": Claim(OURS, "top-2 truth, over-specified fit (k = 4, K = 3), n from 1e3 "
+                                "to 1e5",
                        "D2 decays as n^-1/2 when the fitted K covers the selected cells"),
     "temperature": Claim(PAPER3, "temperature gate (tau held at its start), tau start "
                                  "noise 0.05 n^-0.083",
