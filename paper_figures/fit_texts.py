@@ -158,9 +158,16 @@ def truth_check_text(s):
                            for c in check["sizes"])
         refit = (f" The same tasks refitted by build {check['refit_code_sha256'][:12]} "
                  f"(`--refit`), below the truth's per size: {redone}.")
+    held = ""
+    assignment = check.get("assignment")
+    if assignment and len(set(assignment)) < len(assignment):
+        held = (" (the fitted model holds the truth: split onto the fit's atoms as "
+                f"{assignment}, each copy's gate intercept lowered by log m, it gives the "
+                "truth's log density on every checked task's data, to "
+                f"{check['largest_density_difference']:.1g} a row)")
     return [f"Likelihood against the truth's (`python paper_figures/truth_check.py "
             f"{s['name']}`){stale}: the maximum-likelihood estimate's log-likelihood is at "
-            "least the truth's on the same data. Fits below it, per size: "
+            f"least the truth's on the same data{held}. Fits below it, per size: "
             f"{'; '.join(parts)}. {verdict}{refit}", ""]
 
 

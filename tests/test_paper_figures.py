@@ -912,25 +912,41 @@ def test_every_committed_grid_can_be_restored(scripts, pages):
 
 
 def test_the_truth_check_runs_only_where_the_fitted_model_holds_the_truth(scripts):
-    # Exact-specified fits and over-specified softmax ones (an atom split in two) contain
-    # the truth, so their maximum is at least its log-likelihood; an over-specified top-K
-    # fit's selection changes with the added atom, and it is refused.
+    # The truth split onto the fit's atoms (each copy's intercept lowered by log m) is a
+    # point of an over-specified softmax fit, and of topk-over's top-3-of-4 fit (its added
+    # atom is always selected with its twin): their maximum is at least the truth's
+    # log-likelihood. paper2-top1-over's top-2 fit of a top-1 truth selects a second expert
+    # where the truth has one: refused on the data. Another family or fewer experts are
+    # refused before any data.
     import truth_check
 
-    def reason(name):
-        return truth_check._why_the_model_may_miss_the_truth(
-            load_experiment(ROOT / "simulations" / f"{name}.toml"))
+    def experiment(name):
+        return load_experiment(ROOT / "simulations" / f"{name}.toml")
 
-    assert reason("topk-exact") is None and reason("softmax-exact") is None
-    assert reason("softmax-over-k3") is None and reason("softmax-over-k4") is None
-    # topk-over's fit selects 3 experts, its truth 2: refused for that first.
-    assert "the fit selects 3 experts (affine selection), the truth 2" in reason("topk-over")
-    topk = load_experiment(ROOT / "simulations" / "topk-exact.toml")
-    over = dataclasses.replace(topk, fit=dict(topk.fit, n_experts=4))
-    assert "over-specified topk fit (4 experts against the truth's 3)" in \
-        truth_check._why_the_model_may_miss_the_truth(over)
-    with pytest.raises(SystemExit, match="topk-over: not checked"):
-        truth_check.check("topk-over", [])
+    def split_truth_difference(name, n=2000):
+        held, _ = truth_check.embedded_truth(experiment(name))
+        X, y, _ = truth_check.task_data(experiment(name), n, 0)
+        truth = experiment(name).truth
+        return np.max(np.abs(gmoe.conditional_log_density(held, X, y)
+                             - gmoe.conditional_log_density(truth, X, y)))
+
+    for name in ("topk-exact", "softmax-exact", "softmax-over-k3", "softmax-over-k4",
+                 "topk-over", "paper2-top1-over"):
+        assert truth_check._why_the_model_may_miss_the_truth(experiment(name)) is None
+    assert truth_check.embedded_truth(experiment("topk-over"))[1] == [0, 1, 2, 2]
+    assert truth_check.embedded_truth(experiment("softmax-over-k4"))[1] == [0, 1, 1, 1]
+    for name in ("softmax-over-k4", "topk-over"):
+        assert split_truth_difference(name) <= truth_check._SAME_DENSITY
+    assert split_truth_difference("paper2-top1-over") > 0.5
+    top1 = experiment("paper2-top1-over")
+    rows = [{"n": 1000, "rep": 0, "mean_log_likelihood": 0.0}]
+    with pytest.raises(SystemExit, match="paper2-top1-over: not checked: the fitted model "
+                                         "does not hold the truth on the data of n = 1000"):
+        truth_check.check("paper2-top1-over", rows)
+    fewer = dataclasses.replace(top1, fit=dict(top1.fit, n_experts=1))
+    assert "fewer experts (1)" in truth_check._why_the_model_may_miss_the_truth(fewer)
+    other = dataclasses.replace(top1, fit=dict(top1.fit, gating="softmax"))
+    assert "the fit's gate (softmax)" in truth_check._why_the_model_may_miss_the_truth(other)
 
 
 def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scripts,
