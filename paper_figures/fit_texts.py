@@ -161,10 +161,16 @@ def truth_check_text(s):
     held = ""
     assignment = check.get("assignment")
     if assignment and len(set(assignment)) < len(assignment):
-        held = (" (the fitted model holds the truth: split onto the fit's atoms as "
-                f"{assignment}, each copy's gate intercept lowered by log m, it gives the "
-                "truth's log density on every checked task's data, to "
-                f"{check['largest_density_difference']:.1g} a row)")
+        # An over-specified fit: say which of its points is the truth.
+        which = ("the study's start assignment" if check.get("assignment_from_start") else
+                 "for instance; the study's starts draw their own")
+        tau = check.get("intercept_temperature")
+        lowered = "log m" if tau is None else f"tau log m (tau = {tau:g}, the truth's)"
+        held = (" (the fitted model contains the truth: give fitted atom i the true atom "
+                f"a_i, here a = {assignment} ({which}), and lower each copy's gate "
+                f"intercept by {lowered}, m the copies of its atom; this reproduces the "
+                "truth's log density on every checked task's rows, within "
+                f"{check['largest_density_difference']:.1g} per row)")
     return [f"Likelihood against the truth's (`python paper_figures/truth_check.py "
             f"{s['name']}`){stale}: the maximum-likelihood estimate's log-likelihood is at "
             f"least the truth's on the same data{held}. Fits below it, per size: "

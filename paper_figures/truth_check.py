@@ -1,15 +1,18 @@
 """Compare a study's fits with the truth's own log-likelihood.
 
-Where the fitted model contains the truth (every exact-specified study; the
-over-specified softmax ones, an atom split in two; and an over-specified top-K fit whose
-selection still picks exactly the split truth's atoms on every row, which the script
-verifies on each checked task's data), the maximum-likelihood estimate's
+Where the fitted model contains the truth, the maximum-likelihood estimate's
 log-likelihood is at least the truth's on the same data, so a fit whose total
 log-likelihood is below the truth's has not reached the maximum: its losses measure where
-the optimiser stopped, not the estimator. This script regenerates each task's data (the
-grid's own draws), evaluates the truth's log-likelihood on it and compares it with the
-fit's (``mean_log_likelihood`` times n) at four sizes of the grid (the smallest, the first
-quartile, the median and the largest). It writes
+the optimiser stopped, not the estimator. Every exact-specified study's model contains
+the truth; an over-specified one contains it where the truth split among the fitted atoms
+(each true atom copied onto the atoms assigned to it, each copy's gate intercept lowered
+by log m, m its copies) is a point of the fitted model with the truth's density. That
+holds for a dense gate, and for a top-K gate only where the fit's selection picks exactly
+the copies of the truth's selected atoms on every row: the script verifies it on each
+checked task's data, and refuses a study where it fails. This script regenerates each
+task's data (the grid's own draws), evaluates the truth's log-likelihood on it and
+compares it with the fit's (``mean_log_likelihood`` times n) at four sizes of the grid
+(the smallest, the first quartile, the median and the largest). It writes
 ``paper_figures/results/NAME.truthcheck.json``, which ``make_figures.py`` quotes. With
 ``--refit`` it also refits those tasks with this build (the study's own starts) and counts
 the refits below the truth's log-likelihood, to see whether a change of the estimator
@@ -35,6 +38,7 @@ sys.path.insert(0, str(HERE))
 from committed_results import committed_rows  # noqa: E402
 
 import gmoe  # noqa: E402
+from gmoe.gates import gating_class, gating_options  # noqa: E402
 from gmoe.simulation import load_experiment, run_task  # noqa: E402
 from gmoe.simulation.start import make_near_truth_start  # noqa: E402
 from gmoe.simulation.store import code_sha256  # noqa: E402
@@ -63,8 +67,11 @@ def _why_the_model_may_miss_the_truth(experiment):
     """Why the fitted model cannot hold the truth, or None when it may.
 
     The comparison holds only where the truth is one of the fitted model's points. That
-    needs the truth's family and selection rule and at least its number of experts; whether
-    an over-specified fit holds it is then decided on the data (:func:`embedded_truth`).
+    needs the truth's family, selection rule and activation, at least its number of
+    experts, and, for an activation gate that holds its temperature rather than learning
+    it, the truth's temperature (the gate's scale is fixed, so no other parameter makes up
+    for another one). Whether an over-specified fit holds it is then decided on the data
+    (:func:`embedded_truth`, :func:`check`).
     """
     fit, truth = experiment.fit, experiment.truth
     if fit["gating"] != truth.gating:
@@ -72,38 +79,55 @@ def _why_the_model_may_miss_the_truth(experiment):
     if fit["n_experts"] < truth.n_experts:
         return (f"the fit has fewer experts ({fit['n_experts']}) than the truth "
                 f"({truth.n_experts})")
-    if fit["gating"] == "topk" and fit["topk_selection"] != truth.family.selection:
-        return (f"the fit selects by {fit['topk_selection']!r}, the truth by "
-                f"{truth.family.selection!r}")
+    options = truth.family.options()
+    for key, what in (("topk_selection", "selects by"), ("activation", "has the activation")):
+        if key in options and fit[key] != options[key]:
+            return f"the fit {what} {fit[key]!r}, the truth {options[key]!r}"
+    if gating_class(fit["gating"]).learns_temperature and not fit["learn_temperature"]:
+        noise = experiment.start.get("temperature_noise") or 0.0
+        held = truth.temperature if fit["temperature"] is None else fit["temperature"]
+        if noise > 0 or held != truth.temperature:
+            return (f"the fit holds its temperature (at {held!r}, start noise {noise!r}) "
+                    f"instead of learning it, and the truth's is {truth.temperature!r}")
     return None
 
 
 def embedded_truth(experiment):
     """The truth as a point of the fitted model, and the assignment that gives it.
 
-    Each true atom is copied onto the fitted atoms assigned to it (the study's start
-    assignment where it gives one, else the extra atoms on the last true atom), every copy
-    with the true expert and gate slope and the true gate intercept minus ``c log m``
-    (``m`` the copies, ``c`` the temperature where the gate has one): a near-truth start
-    without noise. For a dense gate its density is the truth's everywhere. For a top-K gate
-    it is where the fit's ``K`` selections pick, on each row, every copy of the truth's
-    selected atoms and nothing else (an over-specified top-K fit whose added atom is always
-    selected with its twin); elsewhere the selection picks another expert and the density
-    differs. :func:`check` compares the two on every checked task's data.
+    Each true atom is copied onto the fitted atoms assigned to it, every copy with the true
+    expert and gate slope and the true gate intercept minus ``c log m`` (``m`` the copies,
+    ``c`` the temperature where the gate has one): a near-truth start without noise, in
+    the fit's gating family. The assignment is the study's start assignment where it fixes
+    one, else the extra atoms on the last true atom. For a dense gate the density is the
+    truth's everywhere, whatever the assignment. For a top-K gate it is where the fit's
+    ``K`` selections pick, on each row, every copy of the truth's selected atoms and
+    nothing else (an over-specified top-K fit whose added atom is always selected with its
+    twin); elsewhere the selection picks another expert and the density differs (another
+    assignment might not: a study without one is then refused where it need not be).
+    :func:`check` compares the two on every checked task's data. A linear temperature
+    gate keeps the truth's temperature: the fit's held one gives the same density with
+    the gate rescaled.
 
     Returns
     -------
-    (MixingMeasure, list of int)
+    measure : MixingMeasure
+    assignment : list of int
+    from_start : bool
+        Whether the assignment is the study's own (else one chosen here).
     """
     fit, truth = experiment.fit, experiment.truth
     k, k_true = fit["n_experts"], truth.n_experts
-    assignment = experiment.start.get("assignment") or (
-        list(range(k_true)) + [k_true - 1] * (k - k_true))
-    measure = make_near_truth_start(
-        truth, k, 1, random_state=0, assignment=assignment, gate_noise=0.0,
-        expert_noise=0.0, var_noise=0.0, protocol="even",
-        top_k=fit["top_k"] if fit["gating"] == "topk" else None)
-    return measure, [int(a) for a in assignment]
+    assignment = experiment.start.get("assignment")
+    from_start = assignment is not None
+    if not from_start:
+        assignment = list(range(k_true)) + [k_true - 1] * (k - k_true)
+    measure = make_near_truth_start(truth, k, 1, random_state=0, assignment=assignment,
+                                    gate_noise=0.0, expert_noise=0.0, var_noise=0.0,
+                                    protocol="even")
+    options = {key: fit[key] for key in gating_options() if fit.get(key) is not None}
+    measure = measure.replace(gating=fit["gating"], **options)
+    return measure, [int(a) for a in assignment], from_start
 
 
 def check(name, rows, refit=False):
@@ -112,9 +136,8 @@ def check(name, rows, refit=False):
     Parameters
     ----------
     name : str
-        A study whose fitted model contains the truth: exact-specified, an
-        over-specified softmax fit, or an over-specified top-K fit whose selection picks
-        the split truth's atoms on every checked task's data (else SystemExit).
+        A study whose fitted model contains the truth (else SystemExit: see
+        :func:`_why_the_model_may_miss_the_truth` and :func:`embedded_truth`).
     rows : list of dict
         Its committed rows.
     refit : bool, default=False
@@ -126,32 +149,43 @@ def check(name, rows, refit=False):
         ``sizes``: per checked n, the tasks, how many fits are below the truth's
         log-likelihood, and the differences' least, median and largest; with ``refit``,
         ``refit_below`` and ``refit_least`` for this build's fits, and ``refit_code_sha256``;
-        ``assignment`` (:func:`embedded_truth`) and ``largest_density_difference``, the
-        largest per-row difference of its log density from the truth's.
+        ``assignment``, ``assignment_from_start`` and ``intercept_temperature`` (the
+        ``c`` of :func:`embedded_truth`, None for a gate without a temperature) and
+        ``largest_density_difference``, the largest per-row difference of its log density
+        from the truth's.
     """
     experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
     reason = _why_the_model_may_miss_the_truth(experiment)
     if reason:
         raise SystemExit(f"{name}: not checked: {reason}, so its maximum can be below the "
                          "truth's log-likelihood.")
-    held, assignment = embedded_truth(experiment)
+    held, assignment, from_start = embedded_truth(experiment)
     checked = checked_sizes(rows)
     report, largest_difference = [], 0.0
     for n in checked:
         gaps, refit_gaps = [], []
         for row in (r for r in rows if r["n"] == n and r["mean_log_likelihood"] is not None):
             X, y, _ = task_data(experiment, n, int(row["rep"]))
+            where = f"the data of n = {n}, rep = {row['rep']}"
+            floor = experiment.fit["reg_var"] * float(np.var(y))
+            if np.min(experiment.truth.expert_var) < floor:
+                raise SystemExit(
+                    f"{name}: not checked: a true variance is below the fit's variance "
+                    f"floor ({floor:.3g}, reg_var times the variance of y) on {where}, so "
+                    "the truth is not a point of the fitted model.")
             truth_rows = gmoe.conditional_log_density(experiment.truth, X, y)
             difference = float(np.max(np.abs(gmoe.conditional_log_density(held, X, y)
                                               - truth_rows)))
             if not difference <= _SAME_DENSITY:
+                cause = (" (the fit's selection picks another expert there)"
+                         if held.gating == "topk" else "")
                 raise SystemExit(
-                    f"{name}: not checked: the fitted model does not hold the truth on the "
-                    f"data of n = {n}, rep = {row['rep']}: the truth split into the fit's "
-                    f"atoms (assignment {assignment}, each copy's gate intercept lowered by "
-                    f"log m) differs from the truth's log density by {difference:.3g} on a "
-                    "row (its selection picks another expert there), so the maximum can be "
-                    "below the truth's log-likelihood.")
+                    f"{name}: not checked: the fitted model does not hold the truth on "
+                    f"{where}: the truth split onto the fit's atoms (assignment "
+                    f"{assignment}, each copy's gate intercept lowered by log m, times the "
+                    "temperature for a gate with one) differs from the truth's log density "
+                    f"by {difference:.3g} on a row{cause}, so the maximum can be below the "
+                    "truth's log-likelihood.")
             largest_difference = max(largest_difference, difference)
             truth = float(truth_rows.sum())
             gaps.append(row["mean_log_likelihood"] * n - truth)
@@ -170,7 +204,12 @@ def check(name, rows, refit=False):
                         refit_least=float(np.min(refit_gaps)))
         report.append(size)
     result = {"study": name, "result_rows": len(rows), "sizes": report,
-              "assignment": assignment, "largest_density_difference": largest_difference}
+              "assignment": assignment, "assignment_from_start": from_start,
+              # The copies' intercepts are lowered by this times log m (None: by log m).
+              "intercept_temperature": (float(experiment.truth.temperature)
+                                        if experiment.truth.family.uses_temperature
+                                        else None),
+              "largest_density_difference": largest_difference}
     if refit:
         result["refit_code_sha256"] = code_sha256()
     return result

@@ -916,37 +916,84 @@ def test_the_truth_check_runs_only_where_the_fitted_model_holds_the_truth(script
     # point of an over-specified softmax fit, and of topk-over's top-3-of-4 fit (its added
     # atom is always selected with its twin): their maximum is at least the truth's
     # log-likelihood. paper2-top1-over's top-2 fit of a top-1 truth selects a second expert
-    # where the truth has one: refused on the data. Another family or fewer experts are
+    # where the truth has one: refused on the data. Another family, selection rule or
+    # activation, fewer experts, or an activation gate held at another temperature are
     # refused before any data.
     import truth_check
 
     def experiment(name):
         return load_experiment(ROOT / "simulations" / f"{name}.toml")
 
-    def split_truth_difference(name, n=2000):
-        held, _ = truth_check.embedded_truth(experiment(name))
-        X, y, _ = truth_check.task_data(experiment(name), n, 0)
-        truth = experiment(name).truth
+    def split_truth_difference(exp, n=2000):
+        held, _, _ = truth_check.embedded_truth(exp)
+        X, y, _ = truth_check.task_data(exp, n, 0)
         return np.max(np.abs(gmoe.conditional_log_density(held, X, y)
-                             - gmoe.conditional_log_density(truth, X, y)))
+                             - gmoe.conditional_log_density(exp.truth, X, y)))
+
+    def reason(exp):
+        return truth_check._why_the_model_may_miss_the_truth(exp)
 
     for name in ("topk-exact", "softmax-exact", "softmax-over-k3", "softmax-over-k4",
-                 "topk-over", "paper2-top1-over"):
-        assert truth_check._why_the_model_may_miss_the_truth(experiment(name)) is None
-    assert truth_check.embedded_truth(experiment("topk-over"))[1] == [0, 1, 2, 2]
-    assert truth_check.embedded_truth(experiment("softmax-over-k4"))[1] == [0, 1, 1, 1]
-    for name in ("softmax-over-k4", "topk-over"):
-        assert split_truth_difference(name) <= truth_check._SAME_DENSITY
-    assert split_truth_difference("paper2-top1-over") > 0.5
-    top1 = experiment("paper2-top1-over")
+                 "topk-over", "paper2-top1-over", "activation", "temperature"):
+        assert reason(experiment(name)) is None, name
+    # topk-over's own start assignment; softmax-over-k4's starts draw theirs.
+    assert truth_check.embedded_truth(experiment("topk-over"))[1:] == ([0, 1, 2, 2], True)
+    assert truth_check.embedded_truth(experiment("softmax-over-k4"))[1:] == ([0, 1, 1, 1],
+                                                                             False)
+    for name in ("softmax-over-k4", "topk-over", "activation", "temperature"):
+        assert split_truth_difference(experiment(name)) <= truth_check._SAME_DENSITY, name
+    assert split_truth_difference(experiment("paper2-top1-over")) > 0.5
+    # The assignment is the start's: topk-over's extra atom in cell 0 instead of the
+    # always-selected reference cell is selected where cell 0 is not.
+    topk = experiment("topk-over")
+    moved = dataclasses.replace(topk, start=dict(topk.start, assignment=[0, 0, 1, 2]))
+    assert truth_check.embedded_truth(moved)[1] == [0, 0, 1, 2]
+    assert split_truth_difference(moved) > 0.5
     rows = [{"n": 1000, "rep": 0, "mean_log_likelihood": 0.0}]
     with pytest.raises(SystemExit, match="paper2-top1-over: not checked: the fitted model "
                                          "does not hold the truth on the data of n = 1000"):
         truth_check.check("paper2-top1-over", rows)
-    fewer = dataclasses.replace(top1, fit=dict(top1.fit, n_experts=1))
-    assert "fewer experts (1)" in truth_check._why_the_model_may_miss_the_truth(fewer)
-    other = dataclasses.replace(top1, fit=dict(top1.fit, gating="softmax"))
-    assert "the fit's gate (softmax)" in truth_check._why_the_model_may_miss_the_truth(other)
+    top1 = experiment("paper2-top1-over")
+    assert "fewer experts (1)" in reason(dataclasses.replace(
+        top1, fit=dict(top1.fit, n_experts=1)))
+    assert "the fit's gate (softmax)" in reason(dataclasses.replace(
+        top1, fit=dict(top1.fit, gating="softmax")))
+    assert "the fit selects by 'linear', the truth 'affine'" in reason(dataclasses.replace(
+        top1, fit=dict(top1.fit, topk_selection="linear")))
+    act = experiment("activation")
+    assert "the fit has the activation 'sigmoid', the truth 'tanh'" in reason(
+        dataclasses.replace(act, fit=dict(act.fit, activation="sigmoid")))
+    held_at = dict(act.fit, learn_temperature=False, temperature=0.5)
+    assert "holds its temperature (at 0.5" in reason(dataclasses.replace(act, fit=held_at))
+    noisy = dataclasses.replace(act, fit=dict(act.fit, learn_temperature=False),
+                                start=dict(act.start, temperature_noise=0.05))
+    assert "start noise 0.05" in reason(noisy)
+    # Held at the truth's own temperature, the activation gate still holds the truth.
+    at_truth = dataclasses.replace(act, fit=dict(act.fit, learn_temperature=False))
+    assert reason(at_truth) is None
+    assert split_truth_difference(at_truth) <= truth_check._SAME_DENSITY
+
+
+def test_the_truth_check_page_says_how_an_over_specified_fit_holds_the_truth(pages):
+    check = {"result_rows": 3, "assignment": [0, 1, 1], "assignment_from_start": False,
+             "largest_density_difference": 2.7e-15,
+             "sizes": [{"n": 100, "tasks": 3, "below": 0, "least": 1.0, "median": 2.0,
+                        "largest": 3.0}]}
+    text = " ".join(pages.fit_texts.truth_check_text(
+        {"name": "over", "truth_check": check, "n_rows": 3}))
+    assert "here a = [0, 1, 1] (for instance; the study's starts draw their own)" in text
+    assert "within 3e-15 per row" in text and "intercept by log m, m the copies" in text
+    tempered = " ".join(pages.fit_texts.truth_check_text(
+        {"name": "over", "truth_check": dict(check, intercept_temperature=0.25),
+         "n_rows": 3}))
+    assert "intercept by tau log m (tau = 0.25, the truth's)" in tempered
+    own = " ".join(pages.fit_texts.truth_check_text(
+        {"name": "over", "truth_check": dict(check, assignment_from_start=True),
+         "n_rows": 3}))
+    assert "(the study's start assignment)" in own
+    exact = " ".join(pages.fit_texts.truth_check_text(
+        {"name": "exact", "truth_check": dict(check, assignment=[0, 1]), "n_rows": 3}))
+    assert "contains the truth" not in exact
 
 
 def test_the_truth_check_finds_a_fit_below_the_truths_likelihood(tmp_path, scripts,
