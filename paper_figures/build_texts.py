@@ -17,7 +17,7 @@ _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", 
 def restored_text(s):
     """Which builds computed a grid's rows, when more than one did or it was restored."""
     meta = s.get("meta", {})
-    shares = row_builds(meta, s.get("runs", []))
+    shares = row_builds(meta, s.get("runs", []), s.get("n_rows"))
     restores = restore_chain(meta)
     if not restores and len(shares) < 2:
         return []

@@ -75,7 +75,7 @@ def restore_chain(meta):
     return chain
 
 
-def row_builds(meta, runs=()):
+def row_builds(meta, runs=(), total_rows=None):
     """Which build computed which of a grid's rows.
 
     A run records its build (``code_sha256``) since the stores keep it, and its rows are
@@ -93,7 +93,12 @@ def row_builds(meta, runs=()):
         decoded).
     runs : sequence of dict, default=()
         The grid's run records, oldest first (``run.json``'s ``runs``), with
-        ``tasks_stored`` and, where recorded, ``code_sha256``. They count every row.
+        ``tasks_stored`` and, where recorded, ``code_sha256``. They count every row, but
+        for rows restored without the records of their runs (see ``total_rows``).
+    total_rows : int, optional
+        The grid's rows. Where the runs count fewer, the rows they miss are the earliest
+        (restored from an export that carried no run records) and the restores name
+        their builds.
 
     Returns
     -------
@@ -124,6 +129,9 @@ def row_builds(meta, runs=()):
 
     counted = [(int(r.get("tasks_stored") or 0), r.get("code_sha256")) for r in runs]
     counted = [(rows, build) for rows, build in counted if rows > 0]
+    missing = 0 if total_rows is None else total_rows - sum(rows for rows, _ in counted)
+    if missing > 0 and counted:
+        counted.insert(0, (missing, None))  # restored rows whose runs were not kept
     shares, position = [], 0
     for rows, build in counted:
         shares += [[rows, build]] if build else by_restores(position, position + rows)

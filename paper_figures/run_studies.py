@@ -226,7 +226,7 @@ def restore(name, db, results, verify, log=print):
             raise SystemExit(f"{name}: expected the {info.get('rows')} rows that "
                              f"{run_path.name} counts in {csv_path.name}, got {len(rows)}.")
         build = meta.get("code_sha256")
-        shares = row_builds(meta, info.get("runs", []))
+        shares = row_builds(meta, info.get("runs", []), len(rows))
         counted = sum(count for count, _ in shares[:-1])
         shares[-1] = (len(rows) - counted, shares[-1][1])
         builds = ", ".join(f"{count} of {build_name(sha)}" for count, sha in shares if count)

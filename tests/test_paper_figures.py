@@ -839,6 +839,12 @@ def test_each_run_s_build_names_its_rows_where_the_restores_cannot(pages):
     spanning = [{"tasks_stored": 500}, {"tasks_stored": 40, "code_sha256": "b" * 64}]
     assert pages.committed_results.row_builds(meta, spanning) == [
         (420, "a" * 64), (80, "d" * 64), (None, "b" * 64)]
+    # Rows restored from an export that kept no run records: the runs count only the
+    # rows computed since, and the restore names the earlier rows' build.
+    since = [{"tasks_stored": 10, "code_sha256": "d" * 64}]
+    assert pages.committed_results.row_builds(meta, since, 430) == [(420, "a" * 64),
+                                                                    (None, "d" * 64)]
+    assert pages.committed_results.row_builds(meta, since, 10) == [(None, "d" * 64)]
     # A grid never restored but resumed by two builds says so; by one, nothing.
     two = [{"tasks_stored": 7, "code_sha256": "a" * 64},
            {"tasks_stored": 3, "code_sha256": "b" * 64}]
