@@ -344,6 +344,11 @@ def other_build_warning(check, s):
             f"grid ({grid[:12]}).")
 
 
+#: A loss whose largest 1 % of tasks hold at least this share of its sum is ruled by its
+#: tail: a single task can move the mean at a size by orders of magnitude.
+_DOMINANT_TAIL = 0.5
+
+
 def spread_text(s, rows):
     """For an over-specified study's D2: how far it spreads over the replications."""
     if not s.get("spread_headline"):
@@ -357,14 +362,20 @@ def spread_text(s, rows):
     share = float(np.sort(values)[-max(1, values.size // 100):].sum() / values.sum())
     per_size = s["replications"] if s["replications"] == s["min_replications"] else \
         f"{s['min_replications']}-{s['replications']}"
+    if share >= _DOMINANT_TAIL:
+        effect = ("so a single large one moves it by orders of magnitude: the mean's slope "
+                  "has a wide interval, and the geometric mean's (above) is the steadier "
+                  "estimate of the same rate")
+    else:
+        effect = (f"which spread {high / low:.3g}-fold from the 10 % to the 90 % quantile, so "
+                  "the larger ones weigh most in it: the geometric mean's slope (above) is "
+                  "the steadier estimate of the same rate")
     return [f"How the {s['headline']} of single fits spread: over all {values.size} tasks "
             f"the 10 %, 50 % and 90 % quantiles are {low:.3g}, {median:.3g} and {high:.3g} "
             f"(largest {values.max():.3g}), and the largest 1 % of the tasks hold "
             f"{100 * share:.0f} % of the sum. The mean at each n averages {per_size} such "
-            "values, so a single large one moves it by orders of magnitude: the "
-            "mean's slope has a wide interval, and the geometric mean's (above) is the "
-            "steadier estimate of the same rate. The density distances (Hellinger, TV) do "
-            "not depend on how the atoms are arranged and are the stable rates here."
+            f"values, {effect}. The density distances (Hellinger, TV) do not depend on how "
+            "the atoms are arranged and are the stable rates here."
             + _tail_text(s, rows), ""]
 
 
@@ -413,7 +424,8 @@ def _tail_text(s, rows):
 
     gate, expert = errors(tail, "gate_coef"), errors(tail, "expert_coef")
     return (f" Of the fits with a split cell, the largest 1 % by {s['headline']} "
-            f"({len(tail)} tasks) split {split_counts(tail)} (all {len(rows)}: "
+            f"({len(tail)} task{'s' if len(tail) > 1 else ''}) split {split_counts(tail)} "
+            f"(all {len(rows)}: "
             f"{split_counts(rows)}). Their split cells' gate slope is off by a median "
             f"{gate[0]:.3g} (range {gate[1]:.3g} - {gate[2]:.3g}; all tasks: "
             f"{errors(rows, 'gate_coef')[0]:.3g}) and their expert slope by {expert[0]:.3g} "

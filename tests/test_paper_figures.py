@@ -278,6 +278,21 @@ def test_the_tail_of_an_over_specified_loss_is_described(scripts, pages):
                                    [{"n": 1, "d2": 1.0, "hellinger": 0.1}] * 200) == ""
 
 
+def test_the_spread_text_says_what_the_tail_does_to_the_mean(pages):
+    # One task of 100 holding nearly all of D2's sum moves a size's mean by orders of
+    # magnitude; a spread of about 5 with no such task only weighs the larger values more.
+    section = {"spread_headline": True, "headline": "d2", "replications": 5,
+               "min_replications": 5}
+    ruled = [{"n": 100, "d2": 1e9 if i == 0 else 1.0 + i % 10} for i in range(100)]
+    text = " ".join(pages.fit_texts.spread_text(section, ruled))
+    assert "largest 1 % of the tasks hold 100 % of the sum" in text
+    assert "a single large one moves it by orders of magnitude" in text
+    even = [{"n": 100, "d2": 1.0 + i % 10} for i in range(100)]
+    text = " ".join(pages.fit_texts.spread_text(section, even))
+    assert "orders of magnitude" not in text
+    assert "which spread 4.79-fold from the 10 % to the 90 % quantile" in text
+
+
 def test_another_builds_fits_of_the_same_tasks_are_compared(scripts, pages):
     # 20 sizes x 10 replications. This grid: L = -1, d2 = n^-1/2 (1 + 0.001 (9 - rep)).
     # The other build reaches another point in replication 0 (2 log-likelihood units
