@@ -268,11 +268,11 @@ def fitcheck_text(s, rows=None):
     sizes = sorted({t["n"] for t in tasks})
     steps = max(t["n_iter"][1] for t in tasks)
     gains = [t["log_likelihood_gain"] for t in tasks]
-    # The command that reruns exactly these tasks (its defaults depend on the grid).
+    # The command that reruns exactly these tasks, every option spelled out (the script's
+    # default sizes depend on the grid, and its defaults may change).
     command = (f"python paper_figures/check_fits.py {s['name']} --sizes "
                f"{' '.join(map(str, sizes))} --replications "
-               f"{max(t['rep'] for t in tasks) + 1}"
-               + ("" if check["factor"] == 1000 else f" --factor {check['factor']:g}"))
+               f"{max(t['rep'] for t in tasks) + 1} --factor {check['factor']:g}")
     return (f"Fit check (`{command}`): "
             f"{len(tasks)} tasks (n = {', '.join(map(str, sizes))}) rerun from the same "
             f"data and starts with tol {check['tol'] / check['factor']:g} instead of "

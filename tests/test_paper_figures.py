@@ -446,7 +446,7 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
     # The page's command reruns exactly the checked tasks.
     assert pages.fit_texts.fitcheck_text(section).startswith(
         "Fit check (`python paper_figures/check_fits.py softmax-exact --sizes 300 "
-        "--replications 1`): 1 tasks (n = 300)")
+        "--replications 1 --factor 1000`): 1 tasks (n = 300)")
     section["meta"]["code_sha256"] = "0" * 64
     assert (f"The check ran on another build of gmoe (code hash {code_sha256()[:12]}) than "
             "the grid (000000000000).") in pages.fit_texts.fitcheck_text(section)
