@@ -7,7 +7,7 @@ same tasks can be committed beside it and compared (:func:`other_build_text`).
 
 import numpy as np
 from committed_results import build_name, restore_chain, row_builds
-from page_format import fmt_fit
+from page_format import count_of, fmt_fit
 
 from gmoe.simulation.rates import fit_rate
 
@@ -189,8 +189,8 @@ def other_build_text(s, rows):
         if len(pairs) >= 100:
             ranked = sorted(range(len(pairs)), key=lambda i: pairs[i][1][loss])
             tail = ranked[-(len(pairs) // 100):]
-            text += (f" Of the largest 1 % of this grid's {loss} among them ({len(tail)} "
-                     f"task{'s' if len(tail) > 1 else ''}), {int(moved[tail].sum())} are "
+            text += (f" Of the largest 1 % of this grid's {loss} among them ("
+                     f"{count_of(len(tail), 'task')}), {int(moved[tail].sum())} are "
                      "different points.")
         slopes = [f"{summary} {loss}: {_slope_text(pairs, loss, 1, summary)} from this "
                   f"grid's fits, {_slope_text(pairs, loss, 2, summary)} from build "

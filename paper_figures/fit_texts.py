@@ -6,7 +6,7 @@ split cells) or one property of the grid's losses; a check that was not run give
 """
 
 import numpy as np
-from page_format import fmt_median, fmt_sample_slope
+from page_format import count_of, fmt_median, fmt_sample_slope
 
 
 def _stale(check, s):
@@ -274,8 +274,8 @@ def fitcheck_text(s, rows=None):
                f"{' '.join(map(str, sizes))} --replications "
                f"{max(t['rep'] for t in tasks) + 1} --factor {check['factor']:g}")
     return (f"Fit check (`{command}`): "
-            f"{len(tasks)} tasks (n = {', '.join(map(str, sizes))}) rerun from the same "
-            f"data and starts with tol {check['tol'] / check['factor']:g} instead of "
+            f"{count_of(len(tasks), 'task')} (n = {', '.join(map(str, sizes))}) rerun from "
+            f"the same data and starts with tol {check['tol'] / check['factor']:g} instead of "
             f"{check['tol']:g} (up to {steps} EM steps): the total log-likelihood changed "
             f"by {min(gains):+.1e} to {max(gains):+.1e}, and {check['loss']} by at most "
             f"{check['max_relative_loss_change']:.1e} relative." + _smooth_gap_text(check)
@@ -429,7 +429,7 @@ def _tail_text(s, rows):
 
     gate, expert = errors(tail, "gate_coef"), errors(tail, "expert_coef")
     return (f" Of the fits with a split cell, the largest 1 % by {s['headline']} "
-            f"({len(tail)} task{'s' if len(tail) > 1 else ''}) split {split_counts(tail)} "
+            f"({count_of(len(tail), 'task')}) split {split_counts(tail)} "
             f"(all {len(rows)}: "
             f"{split_counts(rows)}). Their split cells' gate slope is off by a median "
             f"{gate[0]:.3g} (range {gate[1]:.3g} - {gate[2]:.3g}; all tasks: "
@@ -470,7 +470,8 @@ def split_cells_text(s):
                   if refitted and compared else "")
     lines = [f"Where a split cell's parameter errors come from (`python paper_figures/"
              f"split_cells.py {s['name']} --sizes {len(sizes)} --replications "
-             f"{check['replications']}`: {len(tasks)} tasks, {', '.join(origin)}; sizes "
+             f"{check['replications']}`: {count_of(len(tasks), 'task')}, "
+             f"{', '.join(origin)}; sizes "
              f"{sizes[0]} to {sizes[-1]}, replications 0-{check['replications'] - 1}"
              f"{build}{check_text}). A `[m=2]` column above is the larger of the two atoms' "
              "errors. The theory bounds each atom's error only through D2, where the atom's "

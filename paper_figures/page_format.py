@@ -36,6 +36,11 @@ def fmt_sample_slope(fit):
     return f"{fit['slope']:+.3f} [{fit['low']:+.3f}, {fit['high']:+.3f}] ({fit['cells']})"
 
 
+def count_of(number, noun):
+    """``number`` and ``noun``, plural unless ``number`` is 1: "1 task", "3 tasks"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def fmt_median(value):
     """A median to three digits, or a dash where there is none."""
     return "-" if value is None else f"{value:.3g}"

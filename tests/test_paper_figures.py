@@ -231,6 +231,9 @@ def test_the_supremum_check_is_reported(tmp_path, scripts, pages):
     assert ".. list-table::" in rst.read_text() and "   * - 400" in rst.read_text()
     # Markdown's code spans become reStructuredText literals; literals stay as they are.
     assert pages.page_format.rst_literals("`a.csv` and ``b``") == "``a.csv`` and ``b``"
+    # Counts of things read as English: one task, no tasks, many tasks.
+    assert [pages.page_format.count_of(k, "task") for k in (1, 0, 3)] == [
+        "1 task", "0 tasks", "3 tasks"]
     # The third table: what the kept fit's largest D2 terms are.
     atoms = best["atoms"]
     in_cell = [i for i, c in enumerate(atoms["cells"]) if c == atoms["d2_cell"]]
@@ -446,7 +449,7 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
     # The page's command reruns exactly the checked tasks.
     assert pages.fit_texts.fitcheck_text(section).startswith(
         "Fit check (`python paper_figures/check_fits.py softmax-exact --sizes 300 "
-        "--replications 1 --factor 1000`): 1 tasks (n = 300)")
+        "--replications 1 --factor 1000`): 1 task (n = 300)")
     section["meta"]["code_sha256"] = "0" * 64
     assert (f"The check ran on another build of gmoe (code hash {code_sha256()[:12]}) than "
             "the grid (000000000000).") in pages.fit_texts.fitcheck_text(section)
