@@ -511,6 +511,106 @@ def split_cells_text(s):
     return lines
 
 
+#: The layout of ``coselected_gates.py``'s report this page reads.
+COSELECTED_FORMAT = 1
+
+
+def _fmt_rate(rate):
+    """A ``coselected_gates.py`` rate: slope and interval, or a dash without one."""
+    if rate["slope"] is None:
+        return "-"
+    if not np.isfinite(rate["low"]):  # two sizes: no interval
+        return f"{rate['slope']:+.3f}"
+    return f"{rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}]"
+
+
+def _holds(rate, theory):
+    """Whether a rate's interval holds ``theory`` (None without an interval)."""
+    if rate["slope"] is None or not np.isfinite(rate["low"]):
+        return None
+    return rate["low"] <= theory <= rate["high"]
+
+
+def _pair_row(what, entry):
+    """A table row: a pair's (or a column's) rates and its mean error at the ends."""
+    return (f"| {what} | {_fmt_rate(entry['all'])} | {_fmt_rate(entry['upper'])} | "
+            f"{entry['low']:.3g} / {entry['high']:.3g} |")
+
+
+def coselected_text(s):
+    """What ``coselected_gates.py`` found: the gate compared where the truth selects both."""
+    check = s.get("coselected")
+    if check is None:
+        return []
+    if check.get("format") != COSELECTED_FORMAT:
+        raise SystemExit(f"{s['name']}.coselected.json is not of the layout this page reads "
+                         f"(format {COSELECTED_FORMAT}): run `python paper_figures/"
+                         f"coselected_gates.py {s['name']}`.")
+    reference, pairs = check["reference"], check["coselected"]
+    together = [e for e in pairs if "all" in e]
+    never = [e["cells"] for e in pairs if "all" not in e]
+    first = min(e["n_low"] for e in together)
+    last = max(e["n_high"] for e in together)
+    without = (f"; {count_of(check['without_fit'], 'row')} without a stored fit left out"
+               if check["without_fit"] else "")
+    lines = [f"Which cells the truth selects together (`python paper_figures/"
+             f"coselected_gates.py {s['name']}`, on the {count_of(check['tasks'], 'stored fit')}"
+             f"{without}{_stale(check, s)}): a top-{check['top_k']} gate compares two cells' "
+             "weights only where it selects both, so the data measure a pair of cells' gates "
+             "there and nowhere else. On the evaluation design the truth selects "
+             + ", ".join(f"cells {j} and {m} together at {100 * e['fraction']:.0f} % of the points"
+                         for e in together for j, m in [e["cells"]])
+             + ("" if not never else ", and never "
+                + " or ".join(f"cells {j} and {m}" for j, m in never)) + "."]
+    alone = sorted({j for pair in never if reference in pair for j in pair} - {reference})
+    if reference is not None and alone:
+        cells = " and ".join(str(j) for j in alone)
+        lines[-1] += (f" The per-cell gate columns above measure every cell against cell "
+                      f"{reference} (the one the alignment's translation fixes), so those "
+                      f"of {'cell' if len(alone) == 1 else 'cells'} {cells} compare "
+                      f"{'it' if len(alone) == 1 else 'each'} with a cell the truth never "
+                      "selects together with it: a "
+                      "comparison the data make only through the cells between them.")
+    for j, entry in check["split_cells"].items():
+        lines[-1] += (f" The fits split cell {j} among several atoms in "
+                      f"{count_of(entry['tasks'], 'task')}, so its fitted log-weight (the "
+                      "log-sum-exp of its atoms' logits) is a curve: its largest departure "
+                      "from its least-squares line on the design falls from "
+                      f"{entry['low']:.3g} at n = {entry['n_low']} to {entry['high']:.3g} "
+                      f"at {entry['n_high']} (slope {_fmt_rate(entry['all'])}); a "
+                      f"comparison that passes through cell {j} carries that departure.")
+    lines += ["", "The mean error of the fitted log-ratio of two cells' gate weights where "
+              "the truth selects both, |(L_j - L_l) - (l*_j - l*_l)| averaged over those "
+              "points (L_j the log-sum-exp of the logits of cell j's fitted atoms, l*_j the "
+              "truth's logit; it does not depend on the alignment), beside the columns of "
+              "the cells never selected with the reference. A cell's total gate weight at x "
+              "is a function of the density at x, so a pair's log-ratio can converge as "
+              "fast as the density, n^-1/2:", "",
+              f"| what | rate over all sizes | n >= {check['upper_from']:g} | mean at n = "
+              f"{first} / {last} |", "|---|---|---|---|"]
+    for entry in together:
+        j, m = entry["cells"]
+        lines.append(_pair_row(f"cells {j} and {m}", entry))
+    for column, entry in check["columns"].items():
+        lines.append(_pair_row(f"`{column}` (against cell {reference})", entry))
+    inside = [e for e in together if _holds(e["all"], -0.5)]
+    # Only a column slower than n^-1/2 asks for this explanation; one a little faster is
+    # the usual spread of a fitted slope about the rate it approaches.
+    slower = [c for c, e in check["columns"].items()
+              if _holds(e["all"], -0.5) is False and e["all"]["low"] > -0.5]
+    lines.append("")
+    if together and len(inside) == len(together):
+        lines.append("Every pair the truth selects together converges at a rate whose "
+                     "interval holds -1/2"
+                     + (f"; {'the column' if len(slower) == 1 else 'the columns'} slower "
+                        f"than it ({', '.join(f'`{c}`' for c in slower)}) "
+                        f"{'compares' if len(slower) == 1 else 'compare'} a cell with cell "
+                        f"{reference}, a pair the data compare only through other cells, "
+                        "not the gate where the data see it." if slower else "."))
+        lines.append("")
+    return lines
+
+
 #: An observed mean error within this factor of the normal limit's prediction is near it:
 #: the mean of a few hundred errors is known to about 4 %, and a column still approaching
 #: its limit at the grid's end stays a little below it.

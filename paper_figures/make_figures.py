@@ -37,6 +37,7 @@ from committed_results import read_results  # noqa: E402
 from fit_texts import (  # noqa: E402
     asymptotic_text,
     boundary_check_text,
+    coselected_text,
     disagreement_text,
     fitcheck_text,
     split_cells_text,
@@ -155,6 +156,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "min_replications": min(per_size.values()),
             "fitcheck": info.get("fitcheck"), "asymptotic": info.get("asymptotic"),
             "split_cells": info.get("split_cells"), "truth_check": info.get("truth_check"),
+            "coselected": info.get("coselected"),
             "boundary_check": info.get("boundary_check"),
             "start_check": info.get("start_check"),
             "other_builds": info.get("other_builds", []),
@@ -302,7 +304,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
         lines += other_build_text(s, results[s["name"]])
         if s["name"] in MORE_STARTS_OF:
             lines += more_starts_text(s, results, MORE_STARTS_OF[s["name"]])
-        lines += split_cells_text(s)
+        lines += split_cells_text(s) + coselected_text(s)
         lines += [fitcheck_text(s, results[s["name"]]), ""] + truth_check_text(s) \
             + disagreement_text(s) + boundary_check_text(s) + asymptotic_text(s) \
             + start_check_text(s)

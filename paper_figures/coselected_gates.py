@@ -1,0 +1,264 @@
+"""How well a top-K fit's gate compares the cells its truth selects together.
+
+A top-K truth selects ``K`` of its experts at each ``x``, so the data compare two cells'
+gates only where the truth selects both: there the ratio of their gate weights is
+``exp(l_j(x) - l_l(x))``, the difference of their logits. Where the truth never selects
+two cells together, their logits are compared only through a chain of other cells.
+
+The per-cell gate columns of a study (``pe_gate_intercept_j``, ``pe_gate_coef_j``,
+``pe_weight_j``) measure each cell against the cell the alignment's translation fixes (the
+one holding most of the truth's mass). When the truth never selects a cell together with
+that reference, its column measures a comparison the data make only through the chain;
+if a cell of the chain is split among several fitted atoms, its fitted log-weight
+``L(x) = logsumexp_i (beta1_i x + beta0_i)`` over its atoms is a curve, not a line, and the
+two lines extrapolated across it carry the split cell's slower errors.
+
+This script measures the gate without the alignment, on the study's stored fits (gmoe's
+store format 3 keeps every fit in the results' ``fitted`` column): for every pair of true
+cells the truth selects together somewhere on the evaluation design, the mean over those
+points of
+
+    | (L_j(x) - L_l(x)) - (l*_j(x) - l*_l(x)) |,
+
+``L_j`` the log-sum-exp of the logits of the fitted atoms in cell ``j`` (the cells of
+:func:`gmoe.metrics.parameter_errors`) and ``l*_j`` the truth's logit: the error of the
+fitted log-ratio of the two cells' gate weights where the data see it. The logits, not the
+fitted gate, are compared, so a fitted selection boundary a little off the truth's does
+not count as an infinite error: where the fit selects both cells the two are the same.
+It fits the rate of each pair's mean error (least squares on log n, with its 95 %
+t-interval, as the rate tables' mean rows), over all sizes and over the larger half of
+them, and the same for the study's gate columns of every cell the truth never selects
+together with the reference, and for each split cell the largest departure of its fitted
+log-weight from its least-squares affine fit on the design (how far it is from a line).
+
+It writes ``paper_figures/results/NAME.coselected.json``, which ``make_figures.py``
+quotes. Runs in seconds (it refits nothing).
+
+Usage::
+
+    python paper_figures/coselected_gates.py topk-over
+"""
+
+import argparse
+import json
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from scipy.special import logsumexp
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from committed_results import committed_rows  # noqa: E402
+
+from gmoe.metrics import parameter_errors  # noqa: E402
+from gmoe.simulation import fitted_measure, load_experiment, make_evaluation_design  # noqa: E402
+from gmoe.simulation.columns import _aligned_fields, study_setting  # noqa: E402
+from gmoe.simulation.rates import fit_rate  # noqa: E402
+
+#: The layout of the report this script writes (make_figures refuses another).
+FORMAT = 1
+#: The study's per-cell gate columns, reported for the cells never selected with the
+#: reference.
+GATE_COLUMNS = ("pe_gate_intercept", "pe_gate_coef", "pe_weight")
+
+
+def check_study(experiment):
+    """Raise SystemExit unless the study's truth selects K >= 2 experts with affine logits.
+
+    A top-1 truth selects one expert at each ``x``: no two cells are ever compared, and
+    only its selection regions are identified. A dense gate selects every pair everywhere.
+    """
+    family = experiment.truth.family
+    if family.name != "topk" or family.top_k < 2:
+        raise SystemExit(f"{experiment.name}: the truth's gate is {family.describe()}; this "
+                         "analysis is for a top-K truth with K >= 2 (a dense gate selects "
+                         "every pair of cells everywhere, a top-1 gate none).")
+
+
+def truth_logits(experiment, X):
+    """The truth's gate logits on ``X``, shape ``(n_points, k*)``."""
+    truth = experiment.truth
+    return X @ truth.gate_coef.T + truth.gate_intercept
+
+
+def coselected_pairs(experiment, X):
+    """Every pair of true cells and the points of ``X`` where the truth selects both.
+
+    Returns
+    -------
+    dict of (int, int) to ndarray of bool
+        For every pair ``j < m``, the mask of the design points whose active set holds both.
+    """
+    truth = experiment.truth
+    active = truth.family.active_mask(X, truth.gate_coef, truth.gate_intercept)
+    return {(j, m): active[:, j] & active[:, m]
+            for j, m in combinations(range(truth.n_experts), 2)}
+
+
+def reference_cell(experiment):
+    """The cell the alignment's translation fixes in the study's columns (None if none)."""
+    _, cell_atoms = study_setting(experiment)
+    cell, _ = _aligned_fields(experiment, cell_atoms, experiment.metrics["scales"][0])
+    return cell
+
+
+def cell_log_weights(experiment, measure, X):
+    """Each true cell's fitted log-weight on ``X``: the log-sum-exp of its atoms' logits.
+
+    Returns
+    -------
+    log_weight : ndarray of shape (n_points, k*)
+        ``-inf`` in the column of a cell that holds no fitted atom.
+    cells : ndarray of int of shape (k,)
+        The cell of each fitted atom (:func:`gmoe.metrics.parameter_errors`).
+    """
+    pe = parameter_errors(measure, experiment.truth,
+                          translation=experiment.metrics["translation"])
+    logits = X @ measure.gate_coef.T + measure.gate_intercept
+    out = np.full((X.shape[0], experiment.truth.n_experts), -np.inf)
+    for j in np.unique(pe.cells):
+        out[:, j] = logsumexp(logits[:, pe.cells == j], axis=1)
+    return out, pe.cells
+
+
+def departure_from_affine(values, X):
+    """The largest distance of ``values`` on ``X`` from their least-squares affine fit."""
+    design = np.column_stack([np.ones(X.shape[0]), X])
+    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+    return float(np.abs(values - design @ coef).max())
+
+
+def task_errors(experiment, measure, X, pairs, true_logits):
+    """One fit's error per co-selected pair and each split cell's departure from a line."""
+    log_weight, cells = cell_log_weights(experiment, measure, X)
+    errors = {}
+    for (j, m), mask in pairs.items():
+        if not mask.any():
+            continue
+        fitted = log_weight[mask, j] - log_weight[mask, m]
+        truth = true_logits[mask, j] - true_logits[mask, m]
+        # A cell with no fitted atom has no log-weight: its error is infinite, not a number.
+        errors[f"{j}-{m}"] = float(np.mean(np.abs(fitted - truth)))
+    counts = np.bincount(cells, minlength=experiment.truth.n_experts)
+    curvature = {str(j): departure_from_affine(log_weight[:, j], X)
+                 for j in np.flatnonzero(counts > 1)}
+    return errors, curvature
+
+
+def _rate(n, values, min_n=None):
+    """The mean rate of ``values`` (its slope, 95 % interval and sizes), or its absence."""
+    values = np.asarray(values, dtype=float)
+    try:
+        fit = fit_rate({"n": np.asarray(n, dtype=float), "v": values}, "v", min_n=min_n)
+    except ValueError as err:  # fewer than two sizes, a zero mean: no rate
+        return {"slope": None, "low": None, "high": None, "sizes": 0, "why": str(err)}
+    return {"slope": fit.slope, "low": float(fit.conf_int[0]), "high": float(fit.conf_int[1]),
+            "sizes": fit.n_points, "n_min": fit.n_min}
+
+
+def _levels(n, values):
+    """The mean of ``values`` at the smallest and at the largest size."""
+    n, values = np.asarray(n), np.asarray(values, dtype=float)
+    return {"n_low": int(n.min()), "low": float(values[n == n.min()].mean()),
+            "n_high": int(n.max()), "high": float(values[n == n.max()].mean())}
+
+
+def _summary(n, values, upper):
+    """Rates over all sizes and over the upper half, and the levels at the ends."""
+    return {"all": _rate(n, values), "upper": _rate(n, values, min_n=upper),
+            **_levels(n, values)}
+
+
+def analyse(experiment, rows):
+    """The report of a study's stored fits (see the module documentation).
+
+    Parameters
+    ----------
+    experiment : Experiment
+        A study whose truth is top-K with K >= 2.
+    rows : list of dict
+        Its committed result rows; those without a stored fit are counted and left out.
+
+    Returns
+    -------
+    dict
+        The JSON report.
+    """
+    check_study(experiment)
+    X = make_evaluation_design(experiment)
+    pairs = coselected_pairs(experiment, X)
+    true_logits = truth_logits(experiment, X)
+    reference = reference_cell(experiment)
+    with_fit = [(r, fitted_measure(experiment, r)) for r in rows]
+    without = sum(m is None for _, m in with_fit)
+    with_fit = [(r, m) for r, m in with_fit if m is not None]
+    if not with_fit:
+        raise SystemExit(f"{experiment.name}: none of its {len(rows)} result rows holds a "
+                         "stored fit (gmoe's store format 3); rerun its grid.")
+    n = np.array([r["n"] for r, _ in with_fit])
+    sizes = np.unique(n)
+    upper = float(sizes[len(sizes) // 2])  # the larger half of the sizes
+    per_task = [task_errors(experiment, m, X, pairs, true_logits) for _, m in with_fit]
+
+    def collect(key, which):
+        return np.array([task[which].get(key, np.nan) for task in per_task])
+
+    coselected = []
+    for (j, m), mask in pairs.items():
+        entry = {"cells": [j, m], "fraction": float(mask.mean())}
+        if mask.any():
+            values = collect(f"{j}-{m}", 0)
+            entry.update(_summary(n, values, upper), infinite=int(np.isinf(values).sum()))
+        coselected.append(entry)
+    split = {}
+    for j in sorted({key for _, curvature in per_task for key in curvature}, key=int):
+        values = collect(j, 1)
+        held = np.isfinite(values)
+        split[j] = {"tasks": int(held.sum()), **_summary(n[held], values[held], upper)}
+    columns = {}
+    if reference is not None:
+        for j in range(experiment.truth.n_experts):
+            never = j != reference and not pairs[tuple(sorted((j, reference)))].any()
+            for name in GATE_COLUMNS if never else ():
+                column = f"{name}_{j}"
+                values = np.array([np.nan if r.get(column) is None else r[column]
+                                   for r, _ in with_fit])
+                if np.isfinite(values).any():
+                    columns[column] = _summary(n, values, upper)
+    return {"format": FORMAT, "study": experiment.name, "result_rows": len(rows),
+            "without_fit": without, "tasks": len(with_fit), "sizes": len(sizes),
+            "upper_from": upper, "design_points": int(X.shape[0]),
+            "top_k": experiment.truth.family.top_k, "reference": reference,
+            "coselected": coselected, "split_cells": split, "columns": columns}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", help="a study of simulations/ whose truth is top-K, K >= 2")
+    parser.add_argument("--results", type=Path, default=HERE / "results",
+                        help="the committed results' directory (default: %(default)s)")
+    args = parser.parse_args(argv)
+    experiment = load_experiment(ROOT / "simulations" / f"{args.study}.toml")
+    check_study(experiment)
+    rows = committed_rows(args.results, args.study)
+    report = analyse(experiment, rows)
+    out = args.results / f"{args.study}.coselected.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"{args.study}: {report['tasks']} stored fits -> {out.name}")
+    for entry in report["coselected"]:
+        j, m = entry["cells"]
+        if "all" not in entry:
+            print(f"  cells {j} and {m}: never selected together")
+            continue
+        rate, high = entry["all"], entry["upper"]
+        print(f"  cells {j} and {m}: selected together on {entry['fraction']:.0%} of the "
+              f"design; slope {rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}],"
+              f" n >= {report['upper_from']:g}: {high['slope']:+.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""paper_figures/coselected_gates.py: a top-K gate measured where its truth selects two cells."""
+
+import csv
+import gzip
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gmoe.simulation import load_experiment, make_evaluation_design
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPK_OVER = ROOT / "simulations/topk-over.toml"
+
+
+@pytest.fixture(scope="module")
+def modules():
+    sys.path.insert(0, str(ROOT / "paper_figures"))
+    try:
+        import coselected_gates
+        import fit_texts
+        yield coselected_gates, fit_texts
+    finally:
+        sys.path.remove(str(ROOT / "paper_figures"))
+
+
+def _embedded_truth(truth, delta=0.0, spread=0.0):
+    """topk-over's truth as its k = 4 fit: cell 2 copied twice, each copy's weight halved.
+
+    The gate is translated so that the last atom's logit is 0 (the fit's convention), which
+    leaves every log-ratio of two atoms' weights as it was. ``delta`` is added to the gate
+    intercepts of cell 0 and (twice it) of cell 1; ``spread`` tilts the copies' gate slopes
+    apart by 2 spread, which bends cell 2's log-weight into log cosh(spread x) plus a line.
+    """
+    c, d = truth.gate_coef[:, 0] + spread, truth.gate_intercept + np.log(2)
+    gate_coef = [c[0], c[1], 2 * spread, 0.0]
+    gate_intercept = [d[0] + delta, d[1] + 2 * delta, 0.0, 0.0]
+    atoms = [0, 1, 2, 2]
+    return (gate_coef + gate_intercept + [truth.expert_coef[j, 0] for j in atoms]
+            + [truth.expert_intercept[j] for j in atoms] + [truth.expert_var[j] for j in atoms])
+
+
+def _rows(truth, sizes, replications, deltas, columns):
+    """Result rows holding ``_embedded_truth`` fits, off by ``deltas[n]`` at size n."""
+    return [{"n": n, "rep": rep, "fitted": json.dumps(_embedded_truth(truth, deltas[n])),
+             **{name: value(n) for name, value in columns.items()}}
+            for n in sizes for rep in range(replications)]
+
+
+def test_the_truth_selects_each_pair_where_both_are_in_its_top_k(modules):
+    # topk-over's truth: logits 6x - 4, -6x + 2 and 0 on [0, 1]; top 2 always holds cell 2
+    # (logit 0), with cell 0 where 6x - 4 > -6x + 2 (x > 1/2) and cell 1 below.
+    coselected_gates, _ = modules
+    experiment = load_experiment(TOPK_OVER)
+    X = make_evaluation_design(experiment)
+    pairs = coselected_gates.coselected_pairs(experiment, X)
+    assert set(pairs) == {(0, 1), (0, 2), (1, 2)}
+    assert not pairs[(0, 1)].any()
+    np.testing.assert_array_equal(pairs[(0, 2)], X[:, 0] > 0.5)
+    np.testing.assert_array_equal(pairs[(1, 2)], X[:, 0] < 0.5)
+    assert coselected_gates.reference_cell(experiment) == 1
+
+
+def test_the_truth_embedded_has_no_error_and_a_shifted_intercept_is_measured(modules):
+    coselected_gates, _ = modules
+    experiment = load_experiment(TOPK_OVER)
+    truth = experiment.truth
+    X = make_evaluation_design(experiment)
+    pairs = coselected_gates.coselected_pairs(experiment, X)
+    true_logits = coselected_gates.truth_logits(experiment, X)
+
+    def errors(vector):
+        from gmoe.simulation import fitted_measure
+        measure = fitted_measure(experiment, {"n": 1, "rep": 0, "fitted": json.dumps(vector)})
+        return coselected_gates.task_errors(experiment, measure, X, pairs, true_logits)
+
+    exact, curvature = errors(_embedded_truth(truth))
+    assert set(exact) == {"0-2", "1-2"}  # never selected together: no entry for 0-1
+    # The copies' log-sum-exp is the true line again, to round-off.
+    assert max(exact.values()) < 1e-12 and curvature["2"] < 1e-12
+    # Cell 0's intercept off by 0.3 and cell 1's by 0.6: each pair sees its own cell's.
+    shifted, _ = errors(_embedded_truth(truth, delta=0.3))
+    assert shifted["0-2"] == pytest.approx(0.3, abs=1e-12)
+    assert shifted["1-2"] == pytest.approx(0.6, abs=1e-12)
+    # Copies' slopes 2s apart: cell 2's log-weight is log cosh(s x) plus a line, whose
+    # departure from its least-squares line is measured.
+    _, bent = errors(_embedded_truth(truth, spread=3.0))
+    xs = X[:, 0]
+    assert bent["2"] == pytest.approx(
+        coselected_gates.departure_from_affine(np.log(np.cosh(3.0 * xs)), X), rel=1e-12)
+    assert bent["2"] > 0.1
+
+
+def test_the_departure_from_a_line_of_a_parabola(modules):
+    # x^2 on a fine grid of [0, 1]: its least-squares line is x - 1/6, so the largest
+    # departure is 1/6, at both ends (1/12 in the middle).
+    coselected_gates, _ = modules
+    X = np.linspace(0.0, 1.0, 20001)[:, None]
+    assert coselected_gates.departure_from_affine(X[:, 0] ** 2, X) == pytest.approx(
+        1 / 6, rel=1e-3)
+    assert coselected_gates.departure_from_affine(3 * X[:, 0] - 2, X) < 1e-12
+
+
+def _report(coselected_gates, experiment):
+    # Cell 0's intercept error falls as n^-1/2 (times a factor per size, so the fitted
+    # slope has a real interval); a weight column that falls as n^-0.3 and an intercept
+    # column at n^-1/2, as a grid would hold them.
+    sizes = [1000, 4000, 16000, 64000]
+    factor = dict(zip(sizes, [1.1, 0.9, 1.05, 0.95], strict=True))
+    deltas = {n: factor[n] * n ** -0.5 for n in sizes}
+    rows = _rows(experiment.truth, sizes, 2, deltas,
+                 {"pe_weight_0": lambda n: n ** -0.3,
+                  "pe_gate_intercept_0": lambda n: factor[n] * n ** -0.5,
+                  "pe_gate_coef_0": lambda n: None})
+    rows.append({"n": 1000, "rep": 7, "fitted": None})
+    return coselected_gates.analyse(experiment, rows)
+
+
+def test_the_rates_of_the_pairs_and_of_the_reference_columns(modules):
+    coselected_gates, _ = modules
+    experiment = load_experiment(TOPK_OVER)
+    report = _report(coselected_gates, experiment)
+    assert report["tasks"] == 8 and report["without_fit"] == 1 and report["result_rows"] == 9
+    assert report["reference"] == 1 and report["upper_from"] == 16000
+    by_pair = {tuple(e["cells"]): e for e in report["coselected"]}
+    assert "all" not in by_pair[(0, 1)] and by_pair[(0, 1)]["fraction"] == 0
+    pair = by_pair[(0, 2)]
+    assert pair["fraction"] == pytest.approx(0.5, abs=1e-3)
+    assert pair["all"]["low"] < -0.5 < pair["all"]["high"]
+    assert pair["low"] == pytest.approx(1.1 * 1000 ** -0.5, rel=1e-9)
+    assert pair["high"] == pytest.approx(0.95 * 64000 ** -0.5, rel=1e-9)
+    # Two sizes in the upper half: a slope without an interval.
+    assert pair["upper"]["sizes"] == 2 and np.isnan(pair["upper"]["low"])
+    assert by_pair[(1, 2)]["low"] == pytest.approx(2 * pair["low"], rel=1e-9)
+    assert by_pair[(1, 2)]["all"]["slope"] == pytest.approx(pair["all"]["slope"], abs=1e-9)
+    # The columns of cell 0 (never selected with the reference), those that hold a value.
+    assert set(report["columns"]) == {"pe_weight_0", "pe_gate_intercept_0"}
+    assert report["columns"]["pe_weight_0"]["all"]["slope"] == pytest.approx(-0.3, abs=1e-9)
+    assert report["split_cells"]["2"]["tasks"] == 8
+    assert report["split_cells"]["2"]["high"] < 1e-12  # the copies are the true line
+    json.dumps(report, allow_nan=True)  # the report is what the script writes
+
+
+def test_the_page_reports_the_pairs_and_the_slower_column(modules):
+    coselected_gates, fit_texts = modules
+    experiment = load_experiment(TOPK_OVER)
+    report = _report(coselected_gates, experiment)
+    section = {"name": "topk-over", "n_rows": 9, "coselected": report}
+    text = "\n".join(fit_texts.coselected_text(section))
+    assert "(`python paper_figures/coselected_gates.py topk-over`, on the 8 stored fits; " \
+           "1 row without a stored fit left out)" in text
+    assert "STALE" not in text
+    assert ("the truth selects cells 0 and 2 together at 50 % of the points, cells 1 and 2 "
+            "together at 50 % of the points, and never cells 0 and 1.") in text
+    assert "so those of cell 0 compare it with a cell the truth never selects" in text
+    assert "| what | rate over all sizes | n >= 16000 | mean at n = 1000 / 64000 |" in text
+    slope = report["coselected"][1]["all"]
+    assert (f"| cells 0 and 2 | {slope['slope']:+.3f} [{slope['low']:+.3f}, "
+            f"{slope['high']:+.3f}] |") in text
+    assert "| `pe_weight_0` (against cell 1) | -0.300 [-0.300, -0.300] |" in \
+        text.replace("+0.300", "-0.300")
+    assert ("Every pair the truth selects together converges at a rate whose interval holds "
+            "-1/2; the column slower than it (`pe_weight_0`) compares a cell with cell 1") in text
+    # A pair whose interval misses -1/2 keeps the sentence from speaking for every pair.
+    slow = {"slope": -0.3, "low": -0.35, "high": -0.25, "sizes": 4}
+    pairs = [dict(e, all=slow) if "all" in e else e for e in report["coselected"]]
+    text = "\n".join(fit_texts.coselected_text(
+        {**section, "coselected": {**report, "coselected": pairs}}))
+    assert "Every pair the truth selects together" not in text and "-0.300 [-0.350" in text
+    assert "STALE" in "\n".join(fit_texts.coselected_text({**section, "n_rows": 10}))
+    assert fit_texts.coselected_text({"name": "x"}) == []
+    with pytest.raises(SystemExit, match="coselected_gates.py topk-over"):
+        fit_texts.coselected_text({**section, "coselected": {**report, "format": 0}})
+
+
+def test_a_study_without_a_top_k_truth_of_two_is_refused(modules):
+    coselected_gates, _ = modules
+    for name in ("softmax-over-k3", "paper2-top1-exact"):
+        with pytest.raises(SystemExit, match="top-K truth with K >= 2"):
+            coselected_gates.check_study(load_experiment(ROOT / f"simulations/{name}.toml"))
+
+
+def test_the_committed_report_is_what_the_script_writes(tmp_path, modules):
+    # The committed topk-over report, recomputed from the committed results: the page's
+    # numbers are the script's on the results beside them.
+    coselected_gates, _ = modules
+    results = ROOT / "paper_figures/results"
+    shutil.copy(results / "topk-over.csv.gz", tmp_path)
+    coselected_gates.main(["topk-over", "--results", str(tmp_path)])
+    written = json.loads((tmp_path / "topk-over.coselected.json").read_text())
+    assert written == json.loads((results / "topk-over.coselected.json").read_text())
+    with gzip.open(results / "topk-over.csv.gz", "rt") as f:
+        assert written["result_rows"] == len(list(csv.DictReader(f)))
