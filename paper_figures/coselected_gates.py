@@ -1,35 +1,35 @@
 """How well a top-K fit's gate compares the cells its truth selects together.
 
-A top-K truth selects ``K`` of its experts at each ``x``, so the data compare two cells'
-gates only where the truth selects both: there the ratio of their gate weights is
-``exp(l_j(x) - l_l(x))``, the difference of their logits. Where the truth never selects
-two cells together, their logits are compared only through a chain of other cells.
+A top-K truth selects ``K`` of its experts at each ``x``, and the data identify the
+difference of two cells' logits only where it selects both: there the ratio of their gate
+weights is ``exp(l_j(x) - l_m(x))``. Two cells the truth never selects together are
+compared only through other cells.
 
 The per-cell gate columns of a study (``pe_gate_intercept_j``, ``pe_gate_coef_j``,
 ``pe_weight_j``) measure each cell against the cell the alignment's translation fixes (the
 one holding most of the truth's mass). When the truth never selects a cell together with
-that reference, its column measures a comparison the data make only through the chain;
-if a cell of the chain is split among several fitted atoms, its fitted log-weight
-``L(x) = logsumexp_i (beta1_i x + beta0_i)`` over its atoms is a curve, not a line, and the
-two lines extrapolated across it carry the split cell's slower errors.
+that reference, its columns measure a comparison the data make only through other cells.
 
-This script measures the gate without the alignment, on the study's stored fits (gmoe's
+This script measures the gate where the data see it, on the study's stored fits (gmoe's
 store format 3 keeps every fit in the results' ``fitted`` column): for every pair of true
 cells the truth selects together somewhere on the evaluation design, the mean over those
 points of
 
-    | (L_j(x) - L_l(x)) - (l*_j(x) - l*_l(x)) |,
+    | (L_j(x) - L_m(x)) - (l*_j(x) - l*_m(x)) |,
 
 ``L_j`` the log-sum-exp of the logits of the fitted atoms in cell ``j`` (the cells of
-:func:`gmoe.metrics.parameter_errors`) and ``l*_j`` the truth's logit: the error of the
-fitted log-ratio of the two cells' gate weights where the data see it. The logits, not the
-fitted gate, are compared, so a fitted selection boundary a little off the truth's does
-not count as an infinite error: where the fit selects both cells the two are the same.
+:func:`gmoe.metrics.parameter_errors`, as in the study's columns) and ``l*_j`` the truth's
+logit: the error of the fitted log-ratio of the two cells' total gate weights. It does not
+depend on the alignment's translation (only on the cells). The logits are compared, not the
+fitted gate: where the fit selects every atom of both cells the two are the same, and a
+fitted selection boundary a little off the truth's does not count as an infinite error.
+A fit that leaves a cell without an atom has no log-weight for it; the pairs of that cell
+leave the fit out, and the report counts it.
+
 It fits the rate of each pair's mean error (least squares on log n, with its 95 %
 t-interval, as the rate tables' mean rows), over all sizes and over the larger half of
 them, and the same for the study's gate columns of every cell the truth never selects
-together with the reference, and for each split cell the largest departure of its fitted
-log-weight from its least-squares affine fit on the design (how far it is from a line).
+together with the reference, which the page sets beside them.
 
 It writes ``paper_figures/results/NAME.coselected.json``, which ``make_figures.py``
 quotes. Runs in seconds (it refits nothing).
@@ -100,7 +100,11 @@ def coselected_pairs(experiment, X):
 
 
 def reference_cell(experiment):
-    """The cell the alignment's translation fixes in the study's columns (None if none)."""
+    """The cell the alignment's translation fixes in the study's columns (None if none).
+
+    The harness's own rule (``gmoe.simulation.columns``), so that the page names the cell
+    the columns are measured against.
+    """
     _, cell_atoms = study_setting(experiment)
     cell, _ = _aligned_fields(experiment, cell_atoms, experiment.metrics["scales"][0])
     return cell
@@ -109,68 +113,96 @@ def reference_cell(experiment):
 def cell_log_weights(experiment, measure, X):
     """Each true cell's fitted log-weight on ``X``: the log-sum-exp of its atoms' logits.
 
+    Parameters
+    ----------
+    experiment : Experiment
+        The study (its truth and alignment).
+    measure : MixingMeasure
+        A fit of the study, with affine logits.
+    X : ndarray of shape (n_points, n_features)
+
     Returns
     -------
-    log_weight : ndarray of shape (n_points, k*)
+    ndarray of shape (n_points, k*)
         ``-inf`` in the column of a cell that holds no fitted atom.
-    cells : ndarray of int of shape (k,)
-        The cell of each fitted atom (:func:`gmoe.metrics.parameter_errors`).
     """
-    pe = parameter_errors(measure, experiment.truth,
-                          translation=experiment.metrics["translation"])
+    # The cells the study's columns use (after the alignment), so that a pair's error and
+    # the columns beside it on the page speak of the same atoms.
+    cells = parameter_errors(measure, experiment.truth,
+                             translation=experiment.metrics["translation"]).cells
     logits = X @ measure.gate_coef.T + measure.gate_intercept
     out = np.full((X.shape[0], experiment.truth.n_experts), -np.inf)
-    for j in np.unique(pe.cells):
-        out[:, j] = logsumexp(logits[:, pe.cells == j], axis=1)
-    return out, pe.cells
+    for j in np.unique(cells):
+        out[:, j] = logsumexp(logits[:, cells == j], axis=1)
+    return out
 
 
-def departure_from_affine(values, X):
-    """The largest distance of ``values`` on ``X`` from their least-squares affine fit."""
-    design = np.column_stack([np.ones(X.shape[0]), X])
-    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
-    return float(np.abs(values - design @ coef).max())
+def pair_errors(experiment, measure, X, pairs, true_logits):
+    """One fit's mean log-ratio error over each pair's co-selected points.
 
+    Parameters
+    ----------
+    experiment : Experiment
+    measure : MixingMeasure
+        The fit.
+    X : ndarray of shape (n_points, n_features)
+        The evaluation design.
+    pairs : dict of (int, int) to ndarray of bool
+        :func:`coselected_pairs` on ``X``.
+    true_logits : ndarray of shape (n_points, k*)
+        :func:`truth_logits` on ``X``.
 
-def task_errors(experiment, measure, X, pairs, true_logits):
-    """One fit's error per co-selected pair and each split cell's departure from a line."""
-    log_weight, cells = cell_log_weights(experiment, measure, X)
+    Returns
+    -------
+    dict of str to float
+        ``"j-m"`` for every pair selected together somewhere; NaN where the fit leaves
+        either cell without an atom.
+    """
+    log_weight = cell_log_weights(experiment, measure, X)
     errors = {}
     for (j, m), mask in pairs.items():
         if not mask.any():
             continue
+        if np.isinf(log_weight[0, j]) or np.isinf(log_weight[0, m]):
+            errors[f"{j}-{m}"] = float("nan")  # an empty cell: no log-weight to compare
+            continue
         fitted = log_weight[mask, j] - log_weight[mask, m]
         truth = true_logits[mask, j] - true_logits[mask, m]
-        # A cell with no fitted atom has no log-weight: its error is infinite, not a number.
         errors[f"{j}-{m}"] = float(np.mean(np.abs(fitted - truth)))
-    counts = np.bincount(cells, minlength=experiment.truth.n_experts)
-    curvature = {str(j): departure_from_affine(log_weight[:, j], X)
-                 for j in np.flatnonzero(counts > 1)}
-    return errors, curvature
+    return errors
+
+
+def _finite_or_none(value):
+    """A float for the JSON report: None for NaN (two sizes give no interval)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _rate(n, values, min_n=None):
     """The mean rate of ``values`` (its slope, 95 % interval and sizes), or its absence."""
-    values = np.asarray(values, dtype=float)
     try:
-        fit = fit_rate({"n": np.asarray(n, dtype=float), "v": values}, "v", min_n=min_n)
+        fit = fit_rate({"n": n, "v": values}, "v", min_n=min_n)
     except ValueError as err:  # fewer than two sizes, a zero mean: no rate
         return {"slope": None, "low": None, "high": None, "sizes": 0, "why": str(err)}
-    return {"slope": fit.slope, "low": float(fit.conf_int[0]), "high": float(fit.conf_int[1]),
-            "sizes": fit.n_points, "n_min": fit.n_min}
-
-
-def _levels(n, values):
-    """The mean of ``values`` at the smallest and at the largest size."""
-    n, values = np.asarray(n), np.asarray(values, dtype=float)
-    return {"n_low": int(n.min()), "low": float(values[n == n.min()].mean()),
-            "n_high": int(n.max()), "high": float(values[n == n.max()].mean())}
+    return {"slope": fit.slope, "low": _finite_or_none(fit.conf_int[0]),
+            "high": _finite_or_none(fit.conf_int[1]), "sizes": fit.n_points}
 
 
 def _summary(n, values, upper):
-    """Rates over all sizes and over the upper half, and the levels at the ends."""
+    """Rates over all sizes and over the upper half, the means at the ends, the dropped.
+
+    Entries that are not finite (a fit with an empty cell, a row without the column) are
+    left out of every number and counted in ``left_out``.
+    """
+    n, values = np.asarray(n, dtype=float), np.asarray(values, dtype=float)
+    kept = np.isfinite(values)
+    n, values = n[kept], values[kept]
+    if not kept.any():
+        return {"left_out": int(kept.size)}
+    low, high = n.min(), n.max()
     return {"all": _rate(n, values), "upper": _rate(n, values, min_n=upper),
-            **_levels(n, values)}
+            "n_low": int(low), "low": float(values[n == low].mean()),
+            "n_high": int(high), "high": float(values[n == high].mean()),
+            "left_out": int((~kept).sum())}
 
 
 def analyse(experiment, rows):
@@ -187,6 +219,11 @@ def analyse(experiment, rows):
     -------
     dict
         The JSON report.
+
+    Raises
+    ------
+    SystemExit
+        If the study's truth is not top-K with K >= 2, or no row holds a stored fit.
     """
     check_study(experiment)
     X = make_evaluation_design(experiment)
@@ -202,38 +239,37 @@ def analyse(experiment, rows):
     n = np.array([r["n"] for r, _ in with_fit])
     sizes = np.unique(n)
     upper = float(sizes[len(sizes) // 2])  # the larger half of the sizes
-    per_task = [task_errors(experiment, m, X, pairs, true_logits) for _, m in with_fit]
-
-    def collect(key, which):
-        return np.array([task[which].get(key, np.nan) for task in per_task])
-
+    per_task = [pair_errors(experiment, m, X, pairs, true_logits) for _, m in with_fit]
     coselected = []
     for (j, m), mask in pairs.items():
         entry = {"cells": [j, m], "fraction": float(mask.mean())}
         if mask.any():
-            values = collect(f"{j}-{m}", 0)
-            entry.update(_summary(n, values, upper), infinite=int(np.isinf(values).sum()))
+            entry.update(_summary(n, [task[f"{j}-{m}"] for task in per_task], upper))
         coselected.append(entry)
-    split = {}
-    for j in sorted({key for _, curvature in per_task for key in curvature}, key=int):
-        values = collect(j, 1)
-        held = np.isfinite(values)
-        split[j] = {"tasks": int(held.sum()), **_summary(n[held], values[held], upper)}
     columns = {}
+    suffix = "" if experiment.metrics["scales"][0] == "identifiable" else "_raw"
     if reference is not None:
         for j in range(experiment.truth.n_experts):
             never = j != reference and not pairs[tuple(sorted((j, reference)))].any()
             for name in GATE_COLUMNS if never else ():
-                column = f"{name}_{j}"
-                values = np.array([np.nan if r.get(column) is None else r[column]
-                                   for r, _ in with_fit])
+                column = f"{name}_{j}{suffix}"
+                values = [np.nan if r.get(column) is None else r[column] for r, _ in with_fit]
                 if np.isfinite(values).any():
                     columns[column] = _summary(n, values, upper)
     return {"format": FORMAT, "study": experiment.name, "result_rows": len(rows),
             "without_fit": without, "tasks": len(with_fit), "sizes": len(sizes),
             "upper_from": upper, "design_points": int(X.shape[0]),
             "top_k": experiment.truth.family.top_k, "reference": reference,
-            "coselected": coselected, "split_cells": split, "columns": columns}
+            "coselected": coselected, "columns": columns}
+
+
+def _describe(rate):
+    """A rate for the terminal: slope and interval, or why there is none."""
+    if rate["slope"] is None:
+        return "no rate"
+    if rate["low"] is None:
+        return f"{rate['slope']:+.3f}"
+    return f"{rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}]"
 
 
 def main(argv=None):
@@ -243,21 +279,21 @@ def main(argv=None):
                         help="the committed results' directory (default: %(default)s)")
     args = parser.parse_args(argv)
     experiment = load_experiment(ROOT / "simulations" / f"{args.study}.toml")
-    check_study(experiment)
     rows = committed_rows(args.results, args.study)
     report = analyse(experiment, rows)
     out = args.results / f"{args.study}.coselected.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     print(f"{args.study}: {report['tasks']} stored fits -> {out.name}")
     for entry in report["coselected"]:
         j, m = entry["cells"]
         if "all" not in entry:
-            print(f"  cells {j} and {m}: never selected together")
+            print(f"  cells {j} and {m}: "
+                  + ("never selected together" if entry["fraction"] == 0 else
+                     f"no fit holds both ({entry['left_out']} left out)"))
             continue
-        rate, high = entry["all"], entry["upper"]
         print(f"  cells {j} and {m}: selected together on {entry['fraction']:.0%} of the "
-              f"design; slope {rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}],"
-              f" n >= {report['upper_from']:g}: {high['slope']:+.3f}")
+              f"design; slope {_describe(entry['all'])}, n >= {report['upper_from']:g}: "
+              f"{_describe(entry['upper'])}")
 
 
 if __name__ == "__main__":

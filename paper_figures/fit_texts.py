@@ -6,7 +6,7 @@ split cells) or one property of the grid's losses; a check that was not run give
 """
 
 import numpy as np
-from page_format import count_of, fmt_median, fmt_sample_slope
+from page_format import count_of, fmt_median, fmt_sample_slope, fmt_slope
 
 
 def _stale(check, s):
@@ -513,28 +513,61 @@ def split_cells_text(s):
 
 #: The layout of ``coselected_gates.py``'s report this page reads.
 COSELECTED_FORMAT = 1
+#: An interval wider than this says nothing about a rate of -1/2: it would hold the
+#: neighbouring rates -1/4 and -3/4 too.
+_INFORMATIVE_WIDTH = 0.5
 
 
 def _fmt_rate(rate):
     """A ``coselected_gates.py`` rate: slope and interval, or a dash without one."""
-    if rate["slope"] is None:
+    if rate is None or rate["slope"] is None:
         return "-"
-    if not np.isfinite(rate["low"]):  # two sizes: no interval
+    if rate["low"] is None:  # two sizes: no interval
         return f"{rate['slope']:+.3f}"
     return f"{rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}]"
 
 
-def _holds(rate, theory):
-    """Whether a rate's interval holds ``theory`` (None without an interval)."""
-    if rate["slope"] is None or not np.isfinite(rate["low"]):
+def _holds(rate, value):
+    """Whether a rate's interval holds ``value`` and is narrow enough to say so."""
+    if rate is None or rate["low"] is None:
         return None
-    return rate["low"] <= theory <= rate["high"]
+    if rate["high"] - rate["low"] > _INFORMATIVE_WIDTH:
+        return None
+    return rate["low"] <= value <= rate["high"]
 
 
 def _pair_row(what, entry):
-    """A table row: a pair's (or a column's) rates and its mean error at the ends."""
+    """A table row: a pair's (or a column's) rates, its mean at the ends, what it left out."""
+    if "all" not in entry:
+        return f"| {what} | - | - | - | {entry['left_out']} |"
     return (f"| {what} | {_fmt_rate(entry['all'])} | {_fmt_rate(entry['upper'])} | "
-            f"{entry['low']:.3g} / {entry['high']:.3g} |")
+            f"{entry['low']:.3g} / {entry['high']:.3g} | {entry['left_out']} |")
+
+
+def _weight_clause(s, check, column):
+    """Why a cell's weight column is slower than its intercept column, where it is.
+
+    For a cell of one atom ``|W_j - s w*_j| = s w*_j |e^delta - 1|``, ``delta`` the error of
+    the cell's normalised log-weight, whose size is ``pe_gate_intercept_j``: the two columns
+    measure one error, bent by the exponential and scaled by the alignment's ``s``.
+    """
+    intercept = column.replace("pe_weight_", "pe_gate_intercept_", 1)
+    weight, base = check["columns"][column], check["columns"].get(intercept)
+    if base is None or "all" not in base or not _holds(base["all"], -0.5):
+        return ""
+    geometric = (s.get("geometric") or {}).get(column)
+    geometric_text = ("" if geometric is None else
+                      f" The geometric-mean table above gives `{column}` "
+                      f"{fmt_slope(geometric)}.")
+    cell = column[len("pe_weight_"):].split("_")[0]
+    return (f" `{column}` is s w*_{cell} |e^d - 1|, where |d| is the error `{intercept}` "
+            f"reports and s the alignment's scale (cell {cell} holds one atom), so both "
+            f"columns measure one error; the intercept's decays at {_fmt_rate(base['all'])}. "
+            "The weight column's slope differs from it by the trend of their ratio, whose "
+            f"value from mean to mean moves from {weight['low'] / base['low']:.3g} at n = "
+            f"{weight['n_low']} to {weight['high'] / base['high']:.3g} at {weight['n_high']}"
+            ": e^d - 1 bends the large errors of small n (below |d| for d < 0, above it for "
+            f"d > 0), and s varies between fits.{geometric_text}")
 
 
 def coselected_text(s):
@@ -547,67 +580,64 @@ def coselected_text(s):
                          f"(format {COSELECTED_FORMAT}): run `python paper_figures/"
                          f"coselected_gates.py {s['name']}`.")
     reference, pairs = check["reference"], check["coselected"]
-    together = [e for e in pairs if "all" in e]
-    never = [e["cells"] for e in pairs if "all" not in e]
-    first = min(e["n_low"] for e in together)
-    last = max(e["n_high"] for e in together)
+    together = [e for e in pairs if e["fraction"] > 0]
+    never = [e["cells"] for e in pairs if e["fraction"] == 0]
+    measured = [e for e in together if "all" in e]
     without = (f"; {count_of(check['without_fit'], 'row')} without a stored fit left out"
                if check["without_fit"] else "")
     lines = [f"Which cells the truth selects together (`python paper_figures/"
              f"coselected_gates.py {s['name']}`, on the {count_of(check['tasks'], 'stored fit')}"
-             f"{without}{_stale(check, s)}): a top-{check['top_k']} gate compares two cells' "
-             "weights only where it selects both, so the data measure a pair of cells' gates "
-             "there and nowhere else. On the evaluation design the truth selects "
-             + ", ".join(f"cells {j} and {m} together at {100 * e['fraction']:.0f} % of the points"
-                         for e in together for j, m in [e["cells"]])
+             f"{without}{_stale(check, s)}): the data identify the difference of two cells' "
+             f"logits only where the top-{check['top_k']} gate selects both. On the "
+             "evaluation design the truth selects "
+             + ", ".join(f"cells {j} and {m} together at {100 * e['fraction']:.0f} % of the "
+                         "points" for e in together for j, m in [e["cells"]])
              + ("" if not never else ", and never "
                 + " or ".join(f"cells {j} and {m}" for j, m in never)) + "."]
     alone = sorted({j for pair in never if reference in pair for j in pair} - {reference})
     if reference is not None and alone:
-        cells = " and ".join(str(j) for j in alone)
-        lines[-1] += (f" The per-cell gate columns above measure every cell against cell "
+        one = len(alone) == 1
+        lines[-1] += (" The per-cell gate columns above measure every cell against cell "
                       f"{reference} (the one the alignment's translation fixes), so those "
-                      f"of {'cell' if len(alone) == 1 else 'cells'} {cells} compare "
-                      f"{'it' if len(alone) == 1 else 'each'} with a cell the truth never "
-                      "selects together with it: a "
-                      "comparison the data make only through the cells between them.")
-    for j, entry in check["split_cells"].items():
-        lines[-1] += (f" The fits split cell {j} among several atoms in "
-                      f"{count_of(entry['tasks'], 'task')}, so its fitted log-weight (the "
-                      "log-sum-exp of its atoms' logits) is a curve: its largest departure "
-                      "from its least-squares line on the design falls from "
-                      f"{entry['low']:.3g} at n = {entry['n_low']} to {entry['high']:.3g} "
-                      f"at {entry['n_high']} (slope {_fmt_rate(entry['all'])}); a "
-                      f"comparison that passes through cell {j} carries that departure.")
-    lines += ["", "The mean error of the fitted log-ratio of two cells' gate weights where "
-              "the truth selects both, |(L_j - L_l) - (l*_j - l*_l)| averaged over those "
-              "points (L_j the log-sum-exp of the logits of cell j's fitted atoms, l*_j the "
-              "truth's logit; it does not depend on the alignment), beside the columns of "
-              "the cells never selected with the reference. A cell's total gate weight at x "
-              "is a function of the density at x, so a pair's log-ratio can converge as "
-              "fast as the density, n^-1/2:", "",
+                      f"of {'cell' if one else 'cells'} "
+                      f"{' and '.join(str(j) for j in alone)} compare "
+                      f"{'it' if one else 'each'} with a cell the truth never selects "
+                      "together with it, a comparison the data make only through other "
+                      "cells.")
+    if not measured:
+        return lines + [""]
+    first = min(e["n_low"] for e in measured)
+    last = max(e["n_high"] for e in measured)
+    lines += ["", "Below, the mean error of the fitted log-ratio of two cells' total gate "
+              "weights where the truth selects both, |(L_j - L_m) - (l*_j - l*_m)| averaged "
+              "over those points (L_j the log-sum-exp of the logits of the fitted atoms in "
+              "cell j, l*_j the truth's logit); it does not depend on the alignment's "
+              "translation. We expect n^-1/2: a cell's total gate weight at x is its mass in "
+              "the mixture at x, which the density determines (the true experts are "
+              "distinct), and the density converges at n^-1/2."
+              + (" Beside them, the columns of the cells never selected together with cell "
+                 f"{reference}." if check["columns"] else "")
+              + " A fit that leaves a cell without an atom (or a row without the column) "
+              "is left out and counted:", "",
               f"| what | rate over all sizes | n >= {check['upper_from']:g} | mean at n = "
-              f"{first} / {last} |", "|---|---|---|---|"]
+              f"{first} / {last} | left out |", "|---|---|---|---|---|"]
     for entry in together:
         j, m = entry["cells"]
         lines.append(_pair_row(f"cells {j} and {m}", entry))
     for column, entry in check["columns"].items():
         lines.append(_pair_row(f"`{column}` (against cell {reference})", entry))
-    inside = [e for e in together if _holds(e["all"], -0.5)]
-    # Only a column slower than n^-1/2 asks for this explanation; one a little faster is
-    # the usual spread of a fitted slope about the rate it approaches.
-    slower = [c for c, e in check["columns"].items()
-              if _holds(e["all"], -0.5) is False and e["all"]["low"] > -0.5]
     lines.append("")
-    if together and len(inside) == len(together):
-        lines.append("Every pair the truth selects together converges at a rate whose "
-                     "interval holds -1/2"
-                     + (f"; {'the column' if len(slower) == 1 else 'the columns'} slower "
-                        f"than it ({', '.join(f'`{c}`' for c in slower)}) "
-                        f"{'compares' if len(slower) == 1 else 'compare'} a cell with cell "
-                        f"{reference}, a pair the data compare only through other cells, "
-                        "not the gate where the data see it." if slower else "."))
-        lines.append("")
+    verdicts = [_holds(e["all"], -0.5) for e in measured]
+    if len(measured) == len(together) and all(verdicts):
+        sentence = ("Every pair the truth selects together converges at a rate whose "
+                    "interval holds -1/2: the gate, where the data see it, converges as "
+                    "expected.")
+        # A weight column slower than -1/2 whose intercept column is not: say why.
+        for column, entry in check["columns"].items():
+            if (column.startswith("pe_weight_") and "all" in entry
+                    and _holds(entry["all"], -0.5) is False and entry["all"]["low"] > -0.5):
+                sentence += _weight_clause(s, check, column)
+        lines += [sentence, ""]
     return lines
 
 

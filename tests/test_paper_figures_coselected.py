@@ -64,87 +64,96 @@ def test_the_truth_selects_each_pair_where_both_are_in_its_top_k(modules):
     assert coselected_gates.reference_cell(experiment) == 1
 
 
+def _errors(coselected_gates, experiment, vector):
+    from gmoe.simulation import fitted_measure
+    X = make_evaluation_design(experiment)
+    measure = fitted_measure(experiment, {"n": 1, "rep": 0, "fitted": json.dumps(vector)})
+    return coselected_gates.pair_errors(
+        experiment, measure, X, coselected_gates.coselected_pairs(experiment, X),
+        coselected_gates.truth_logits(experiment, X))
+
+
 def test_the_truth_embedded_has_no_error_and_a_shifted_intercept_is_measured(modules):
     coselected_gates, _ = modules
     experiment = load_experiment(TOPK_OVER)
     truth = experiment.truth
-    X = make_evaluation_design(experiment)
-    pairs = coselected_gates.coselected_pairs(experiment, X)
-    true_logits = coselected_gates.truth_logits(experiment, X)
-
-    def errors(vector):
-        from gmoe.simulation import fitted_measure
-        measure = fitted_measure(experiment, {"n": 1, "rep": 0, "fitted": json.dumps(vector)})
-        return coselected_gates.task_errors(experiment, measure, X, pairs, true_logits)
-
-    exact, curvature = errors(_embedded_truth(truth))
+    exact = _errors(coselected_gates, experiment, _embedded_truth(truth))
     assert set(exact) == {"0-2", "1-2"}  # never selected together: no entry for 0-1
     # The copies' log-sum-exp is the true line again, to round-off.
-    assert max(exact.values()) < 1e-12 and curvature["2"] < 1e-12
+    assert max(exact.values()) < 1e-12
     # Cell 0's intercept off by 0.3 and cell 1's by 0.6: each pair sees its own cell's.
-    shifted, _ = errors(_embedded_truth(truth, delta=0.3))
+    shifted = _errors(coselected_gates, experiment, _embedded_truth(truth, delta=0.3))
     assert shifted["0-2"] == pytest.approx(0.3, abs=1e-12)
     assert shifted["1-2"] == pytest.approx(0.6, abs=1e-12)
-    # Copies' slopes 2s apart: cell 2's log-weight is log cosh(s x) plus a line, whose
-    # departure from its least-squares line is measured.
-    _, bent = errors(_embedded_truth(truth, spread=3.0))
-    xs = X[:, 0]
-    assert bent["2"] == pytest.approx(
-        coselected_gates.departure_from_affine(np.log(np.cosh(3.0 * xs)), X), rel=1e-12)
-    assert bent["2"] > 0.1
+    # Copies' slopes 2s apart: cell 2's log-weight is log cosh(s x) plus the true line, and
+    # each pair's error is the mean of log cosh(s x) over its half of the design.
+    bent = _errors(coselected_gates, experiment, _embedded_truth(truth, spread=3.0))
+    x = make_evaluation_design(experiment)[:, 0]
+    assert bent["0-2"] == pytest.approx(np.log(np.cosh(3.0 * x[x > 0.5])).mean(), rel=1e-12)
+    assert bent["1-2"] == pytest.approx(np.log(np.cosh(3.0 * x[x < 0.5])).mean(), rel=1e-12)
 
 
-def test_the_departure_from_a_line_of_a_parabola(modules):
-    # x^2 on a fine grid of [0, 1]: its least-squares line is x - 1/6, so the largest
-    # departure is 1/6, at both ends (1/12 in the middle).
+def test_a_fit_that_leaves_a_cell_empty_has_no_error_for_its_pairs(modules):
+    # All four atoms on cells 1 and 2 (cell 0's atom moved onto cell 1's expert): the pair
+    # (0, 2) has no log-weight for cell 0 and is NaN, not an infinite or made-up number.
     coselected_gates, _ = modules
-    X = np.linspace(0.0, 1.0, 20001)[:, None]
-    assert coselected_gates.departure_from_affine(X[:, 0] ** 2, X) == pytest.approx(
-        1 / 6, rel=1e-3)
-    assert coselected_gates.departure_from_affine(3 * X[:, 0] - 2, X) < 1e-12
+    experiment = load_experiment(TOPK_OVER)
+    truth = experiment.truth
+    vector = _embedded_truth(truth)
+    vector[8], vector[12] = truth.expert_coef[1, 0], truth.expert_intercept[1]
+    errors = _errors(coselected_gates, experiment, vector)
+    assert np.isnan(errors["0-2"]) and np.isfinite(errors["1-2"])
 
 
-def _report(coselected_gates, experiment):
+def _report(coselected_gates, experiment, empty_at=None):
     # Cell 0's intercept error falls as n^-1/2 (times a factor per size, so the fitted
     # slope has a real interval); a weight column that falls as n^-0.3 and an intercept
-    # column at n^-1/2, as a grid would hold them.
+    # column at n^-1/2, as a grid would hold them; one row without its fit, one without
+    # its weight column and (``empty_at``) one fit whose cell 0 is empty.
     sizes = [1000, 4000, 16000, 64000]
     factor = dict(zip(sizes, [1.1, 0.9, 1.05, 0.95], strict=True))
     deltas = {n: factor[n] * n ** -0.5 for n in sizes}
     rows = _rows(experiment.truth, sizes, 2, deltas,
-                 {"pe_weight_0": lambda n: n ** -0.3,
+                 {"pe_weight_0": lambda n: 0.02 * factor[n] * n ** -0.3,
                   "pe_gate_intercept_0": lambda n: factor[n] * n ** -0.5,
                   "pe_gate_coef_0": lambda n: None})
     rows.append({"n": 1000, "rep": 7, "fitted": None})
+    rows[1]["pe_weight_0"] = None
+    if empty_at is not None:
+        vector = _embedded_truth(experiment.truth, deltas[empty_at])
+        vector[8], vector[12] = experiment.truth.expert_coef[1, 0], \
+            experiment.truth.expert_intercept[1]
+        rows.append({"n": empty_at, "rep": 8, "fitted": json.dumps(vector)})
     return coselected_gates.analyse(experiment, rows)
 
 
 def test_the_rates_of_the_pairs_and_of_the_reference_columns(modules):
     coselected_gates, _ = modules
     experiment = load_experiment(TOPK_OVER)
-    report = _report(coselected_gates, experiment)
-    assert report["tasks"] == 8 and report["without_fit"] == 1 and report["result_rows"] == 9
+    report = _report(coselected_gates, experiment, empty_at=64000)
+    assert report["tasks"] == 9 and report["without_fit"] == 1 and report["result_rows"] == 10
     assert report["reference"] == 1 and report["upper_from"] == 16000
     by_pair = {tuple(e["cells"]): e for e in report["coselected"]}
     assert "all" not in by_pair[(0, 1)] and by_pair[(0, 1)]["fraction"] == 0
     pair = by_pair[(0, 2)]
     assert pair["fraction"] == pytest.approx(0.5, abs=1e-3)
-    assert pair["all"]["low"] < -0.5 < pair["all"]["high"]
+    assert pair["all"]["low"] < -0.5 < pair["all"]["high"] and pair["all"]["sizes"] == 4
+    # The fit with an empty cell 0 is left out of (0, 2), counted, and kept in (1, 2).
+    assert pair["left_out"] == 1 and by_pair[(1, 2)]["left_out"] == 0
     assert pair["low"] == pytest.approx(1.1 * 1000 ** -0.5, rel=1e-9)
     assert pair["high"] == pytest.approx(0.95 * 64000 ** -0.5, rel=1e-9)
-    # Two sizes in the upper half: a slope without an interval.
-    assert pair["upper"]["sizes"] == 2 and np.isnan(pair["upper"]["low"])
+    # Two sizes in the upper half: a slope without an interval (None, not NaN, in JSON).
+    assert pair["upper"]["sizes"] == 2 and pair["upper"]["low"] is None
     assert by_pair[(1, 2)]["low"] == pytest.approx(2 * pair["low"], rel=1e-9)
-    assert by_pair[(1, 2)]["all"]["slope"] == pytest.approx(pair["all"]["slope"], abs=1e-9)
-    # The columns of cell 0 (never selected with the reference), those that hold a value.
+    # The columns of cell 0 (never selected with the reference), those that hold a value;
+    # the row without its weight and the added fit (no columns) are left out of its rate.
     assert set(report["columns"]) == {"pe_weight_0", "pe_gate_intercept_0"}
-    assert report["columns"]["pe_weight_0"]["all"]["slope"] == pytest.approx(-0.3, abs=1e-9)
-    assert report["split_cells"]["2"]["tasks"] == 8
-    assert report["split_cells"]["2"]["high"] < 1e-12  # the copies are the true line
-    json.dumps(report, allow_nan=True)  # the report is what the script writes
+    weight = report["columns"]["pe_weight_0"]
+    assert weight["left_out"] == 2 and weight["all"]["slope"] == pytest.approx(-0.3, abs=0.05)
+    json.dumps(report, allow_nan=False)  # the report is valid JSON
 
 
-def test_the_page_reports_the_pairs_and_the_slower_column(modules):
+def test_the_page_reports_the_pairs_and_explains_the_slower_weight(modules):
     coselected_gates, fit_texts = modules
     experiment = load_experiment(TOPK_OVER)
     report = _report(coselected_gates, experiment)
@@ -156,20 +165,35 @@ def test_the_page_reports_the_pairs_and_the_slower_column(modules):
     assert ("the truth selects cells 0 and 2 together at 50 % of the points, cells 1 and 2 "
             "together at 50 % of the points, and never cells 0 and 1.") in text
     assert "so those of cell 0 compare it with a cell the truth never selects" in text
-    assert "| what | rate over all sizes | n >= 16000 | mean at n = 1000 / 64000 |" in text
+    assert ("| what | rate over all sizes | n >= 16000 | mean at n = 1000 / 64000 | left out |"
+            in text)
     slope = report["coselected"][1]["all"]
     assert (f"| cells 0 and 2 | {slope['slope']:+.3f} [{slope['low']:+.3f}, "
-            f"{slope['high']:+.3f}] |") in text
-    assert "| `pe_weight_0` (against cell 1) | -0.300 [-0.300, -0.300] |" in \
-        text.replace("+0.300", "-0.300")
+            f"{slope['high']:+.3f}] | ") in text
+    weight, intercept = (report["columns"][c] for c in ("pe_weight_0", "pe_gate_intercept_0"))
+    assert "| `pe_weight_0` (against cell 1) | " in text and " | 1 |" in text
     assert ("Every pair the truth selects together converges at a rate whose interval holds "
-            "-1/2; the column slower than it (`pe_weight_0`) compares a cell with cell 1") in text
-    # A pair whose interval misses -1/2 keeps the sentence from speaking for every pair.
-    slow = {"slope": -0.3, "low": -0.35, "high": -0.25, "sizes": 4}
-    pairs = [dict(e, all=slow) if "all" in e else e for e in report["coselected"]]
+            "-1/2") in text
+    # The weight column is slower than -1/2 and its intercept column is not: the page
+    # names the one error both measure and the trend of their ratio.
+    assert "`pe_weight_0` is s w*_0 |e^d - 1|, where |d| is the error `pe_gate_intercept_0`" \
+        in text
+    ratio = weight["low"] / intercept["low"], weight["high"] / intercept["high"]
+    assert f"moves from {ratio[0]:.3g} at n = 1000 to {ratio[1]:.3g} at 64000" in text
+    # With the geometric-mean rate of the section, the page quotes it.
+    geometric = {"slope": -0.45, "ci_low": -0.5, "ci_high": -0.4, "note": None}
     text = "\n".join(fit_texts.coselected_text(
-        {**section, "coselected": {**report, "coselected": pairs}}))
-    assert "Every pair the truth selects together" not in text and "-0.300 [-0.350" in text
+        {**section, "geometric": {"pe_weight_0": geometric}}))
+    assert "The geometric-mean table above gives `pe_weight_0` -0.450 [-0.500, -0.400]." in text
+    # A pair whose interval misses -1/2, or is too wide to tell, keeps the sentence (and
+    # the weight's explanation) off the page.
+    for rate in ({"slope": -0.3, "low": -0.35, "high": -0.25, "sizes": 4},
+                 {"slope": 7.3, "low": -10.8, "high": 25.5, "sizes": 4}):
+        pairs = [dict(e, all=rate) if "all" in e else e for e in report["coselected"]]
+        text = "\n".join(fit_texts.coselected_text(
+            {**section, "coselected": {**report, "coselected": pairs}}))
+        assert "Every pair the truth selects together" not in text
+        assert "|e^d - 1|" not in text and f"{rate['slope']:+.3f} [" in text
     assert "STALE" in "\n".join(fit_texts.coselected_text({**section, "n_rows": 10}))
     assert fit_texts.coselected_text({"name": "x"}) == []
     with pytest.raises(SystemExit, match="coselected_gates.py topk-over"):
