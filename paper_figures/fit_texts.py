@@ -6,7 +6,9 @@ split cells) or one property of the grid's losses; a check that was not run give
 """
 
 import numpy as np
-from page_format import count_of, fmt_median, fmt_sample_slope, fmt_slope
+from page_format import count_of, fmt_median, fmt_sample_slope, fmt_slope, loss_table
+
+from gmoe.simulation.rates import mean_loss_by_n, slope_sensitivity
 
 
 def _stale(check, s):
@@ -382,6 +384,58 @@ def spread_text(s, rows):
             f"values, {effect}. The density distances (Hellinger, TV) do not depend on how "
             "the atoms are arranged and are the stable rates here."
             + _tail_text(s, rows), ""]
+
+
+#: The density distances, whose rate is n^-1/2 in the limit for every study.
+DENSITY_LOSSES = ("hellinger", "tv")
+
+
+def density_text(s, rows):
+    """For density distances whose interval excludes n^-1/2: how their scaled mean moves.
+
+    Where the headline slope disagrees with its theory, ``disagreement_text`` lists these
+    columns with the rest, and this paragraph is not repeated.
+    """
+    headline = s["by_loss"][s["headline"]]
+    if headline["within_ci"] is False:
+        return []
+    outside = [s["by_loss"][name] for name in DENSITY_LOSSES
+               if name in s["by_loss"] and s["by_loss"][name]["theory"] is not None
+               and s["by_loss"][name]["within_ci"] is False]
+    if not outside:
+        return []
+    fast = all(r["slope"] < r["theory"] for r in outside)
+    slow = all(r["slope"] > r["theory"] for r in outside)
+    side = "fast" if fast else "slow" if slow else "both"
+    listed = ", ".join(f"`{r['loss']}` {fmt_slope(r)}" for r in outside)
+    lines = [f"**The density distances lie outside n^-1/2 on the {side} side** ({listed})"
+             + (". The maximum-likelihood estimate's expected density error does not fall "
+                "faster than n^-1/2 in the limit: a steeper slope over a finite grid says that "
+                "sqrt(n) times the error still moves at these sizes, or that the "
+                "replications' noise tilts the fit"
+                if fast else ": a slower decay than the theory's")
+             + ". sqrt(n) times the mean at each n (constant once the error follows its "
+             "limit), and the slope without the smallest sizes:"]
+    for r in outside:
+        table = loss_table(rows, r["loss"])
+        by_n = mean_loss_by_n(table, r["loss"])
+        scaled = np.sqrt(by_n.n) * by_n.mean
+        noise = 2 * np.nanmedian(by_n.se / by_n.mean)
+        top, bottom = int(np.argmax(scaled)), int(np.argmin(scaled))
+        inner = [f"largest {scaled[top]:.3g} (n = {by_n.n[top]:g})"
+                 for _ in [0] if 0 < top < scaled.size - 1]
+        inner += [f"smallest {scaled[bottom]:.3g} (n = {by_n.n[bottom]:g})"
+                  for _ in [0] if 0 < bottom < scaled.size - 1]
+        drops = slope_sensitivity(table, r["loss"], (0.25, 0.5))
+        lines.append(f"* `{r['loss']}`: {scaled[0]:.3g} at n = {by_n.n[0]:g}, "
+                     + "".join(f"{part}, " for part in inner)
+                     + f"{scaled[-1]:.3g} at n = {by_n.n[-1]:g} (each mean known to about "
+                     f"{100 * noise:.0f} %, two standard errors); without the smallest 25 % "
+                     "and 50 % of sizes "
+                     + " and ".join(f"{fit.slope:+.3f} (n >= {fit.n_min:g})" for fit in drops)
+                     + ";")
+    lines[-1] = lines[-1][:-1] + "."
+    return lines + [""]
 
 
 def _split_cells(row):

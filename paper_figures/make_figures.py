@@ -38,6 +38,7 @@ from fit_texts import (  # noqa: E402
     asymptotic_text,
     boundary_check_text,
     coselected_text,
+    density_text,
     disagreement_text,
     fitcheck_text,
     split_cells_text,
@@ -300,7 +301,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                       "estimate the same s):", "", "```",
                       format_rate_table(s["geometric_rows"]).rstrip("\n"), "```", ""]
         lines += restored_text(s)
-        lines += spread_text(s, results[s["name"]])
+        lines += spread_text(s, results[s["name"]]) + density_text(s, results[s["name"]])
         lines += other_build_text(s, results[s["name"]])
         if s["name"] in MORE_STARTS_OF:
             lines += more_starts_text(s, results, MORE_STARTS_OF[s["name"]])

@@ -1538,3 +1538,37 @@ def test_the_page_compares_a_study_refitted_with_more_starts_task_by_task(pages)
     assert pages.build_texts.more_starts_text(section, {"more": more}, "base") == []
     assert pages.build_texts.more_starts_text(section, {"more": more[:5], "base": base},
                                               "base") == []
+
+
+def test_density_distances_outside_their_rate_are_reported(pages):
+    # Hellinger 2 n^-0.6 (times a replication's factor): sqrt(n) times its mean falls, and
+    # the page quotes it at the first and last size, with the slopes without small n.
+    sizes, factors = [1000, 2000, 4000, 8000], [0.9, 1.0, 1.1]
+    rows = [{"n": n, "hellinger": 2 * f * n ** -0.6} for n in sizes for f in factors]
+
+    def rate(loss, slope, low, high, theory=-0.5):
+        return {"loss": loss, "slope": slope, "ci_low": low, "ci_high": high,
+                "theory": theory, "within_ci": low <= theory <= high if theory else None,
+                "note": None}
+
+    section = {"headline": "d2", "by_loss": {"d2": rate("d2", -0.5, -0.6, -0.4),
+                                             "hellinger": rate("hellinger", -0.6, -0.61, -0.59),
+                                             "tv": rate("tv", -0.5, -0.52, -0.48)}}
+    text = "\n".join(pages.fit_texts.density_text(section, rows))
+    assert "on the fast side** (`hellinger` -0.600 [-0.610, -0.590])." in text
+    assert "`tv`" not in text  # its interval holds -1/2
+    first, last = (np.sqrt(n) * 2 * n ** -0.6 for n in (1000, 8000))
+    assert f"* `hellinger`: {first:.3g} at n = 1000, {last:.3g} at n = 8000 (each mean" in text
+    assert "without the smallest 25 % and 50 % of sizes -0.600 (n >= 2000) and -0.600 " \
+           "(n >= 4000)." in text
+    # A slower density is a disagreement, said as such.
+    section["by_loss"]["hellinger"] = rate("hellinger", -0.4, -0.41, -0.39)
+    assert "on the slow side** (`hellinger` -0.400 [-0.410, -0.390]): a slower decay" in \
+        "\n".join(pages.fit_texts.density_text(section, rows))
+    # Nothing when every density holds -1/2, or when the headline's own disagreement
+    # paragraph already lists the columns.
+    section["by_loss"]["hellinger"] = rate("hellinger", -0.5, -0.51, -0.49)
+    assert pages.fit_texts.density_text(section, rows) == []
+    section["by_loss"]["hellinger"] = rate("hellinger", -0.6, -0.61, -0.59)
+    section["by_loss"]["d2"] = rate("d2", -0.7, -0.75, -0.65)
+    assert pages.fit_texts.density_text(section, rows) == []
