@@ -6,7 +6,14 @@ split cells) or one property of the grid's losses; a check that was not run give
 """
 
 import numpy as np
-from page_format import count_of, fmt_median, fmt_sample_slope, fmt_slope, loss_table
+from page_format import (
+    count_of,
+    fmt_fit,
+    fmt_median,
+    fmt_sample_slope,
+    fmt_slope,
+    loss_table,
+)
 
 from gmoe.simulation.rates import mean_loss_by_n, slope_sensitivity
 
@@ -390,52 +397,76 @@ def spread_text(s, rows):
 DENSITY_LOSSES = ("hellinger", "tv")
 
 
+def _scaled_ends(by_n):
+    """sqrt(n) times the mean over the smallest and the largest quarter of the sizes.
+
+    Returns ``((value, two standard errors, n from, n to), ...)`` for both ends: the average
+    of ``sqrt(n) mean(n)`` over the quarter's sizes, whose means are independent (each size
+    has its own replications); the error is NaN where a size has one replication.
+    """
+    scaled = np.sqrt(by_n.n) * by_n.mean
+    scaled_se = np.sqrt(by_n.n) * by_n.se
+    quarter = max(1, by_n.n.size // 4)
+    ends = []
+    for part in (slice(0, quarter), slice(by_n.n.size - quarter, by_n.n.size)):
+        ends.append((float(scaled[part].mean()),
+                     2 * float(np.sqrt(np.sum(scaled_se[part] ** 2))) / quarter,
+                     by_n.n[part][0], by_n.n[part][-1]))
+    return ends
+
+
+def _density_bullet(rows, r):
+    """One density column: its scaled mean at both ends, and its slopes without small n."""
+    table = loss_table(rows, r["loss"])
+    by_n = mean_loss_by_n(table, r["loss"])
+    (low, low_err, a, b), (high, high_err, c, d) = _scaled_ends(by_n)
+    text = f"* `{r['loss']}`: sqrt(n) times the mean is {low:.3g}"
+    if np.isfinite(low_err) and np.isfinite(high_err):
+        beyond = abs(high - low) > np.hypot(low_err, high_err)
+        text += (f" ± {low_err:.2g} over the smallest quarter of sizes (n = {a:g} to {b:g}) "
+                 f"and {high:.3g} ± {high_err:.2g} over the largest (n = {c:g} to {d:g}; two "
+                 "standard errors): a change "
+                 + ("beyond" if beyond else "within") + " their noise")
+    else:
+        text += (f" over the smallest quarter of sizes (n = {a:g} to {b:g}) and {high:.3g} over "
+                 f"the largest (n = {c:g} to {d:g})")
+    drops = [fit for fit in slope_sensitivity(table, r["loss"], (0.25, 0.5))
+             if fit.n_min > by_n.n[0]]  # a grid of few sizes may drop none
+    if drops:
+        text += "; without the smallest 25 % and 50 % of sizes " + " and ".join(
+            f"{fmt_fit(fit)} (n >= {fit.n_min:g}; "
+            + ("holds" if fit.conf_int[0] <= r["theory"] <= fit.conf_int[1] else "excludes")
+            + f" {r['theory']:+.3g})" for fit in drops)
+    return text + "."
+
+
 def density_text(s, rows):
     """For density distances whose interval excludes n^-1/2: how their scaled mean moves.
 
     Where the headline slope disagrees with its theory, ``disagreement_text`` lists these
     columns with the rest, and this paragraph is not repeated.
     """
-    headline = s["by_loss"][s["headline"]]
-    if headline["within_ci"] is False:
+    if s["by_loss"][s["headline"]].get("within_ci") is False:
         return []
     outside = [s["by_loss"][name] for name in DENSITY_LOSSES
                if name in s["by_loss"] and s["by_loss"][name]["theory"] is not None
-               and s["by_loss"][name]["within_ci"] is False]
-    if not outside:
-        return []
-    fast = all(r["slope"] < r["theory"] for r in outside)
-    slow = all(r["slope"] > r["theory"] for r in outside)
-    side = "fast" if fast else "slow" if slow else "both"
-    listed = ", ".join(f"`{r['loss']}` {fmt_slope(r)}" for r in outside)
-    lines = [f"**The density distances lie outside n^-1/2 on the {side} side** ({listed})"
-             + (". The maximum-likelihood estimate's expected density error does not fall "
-                "faster than n^-1/2 in the limit: a steeper slope over a finite grid says that "
-                "sqrt(n) times the error still moves at these sizes, or that the "
-                "replications' noise tilts the fit"
-                if fast else ": a slower decay than the theory's")
-             + ". sqrt(n) times the mean at each n (constant once the error follows its "
-             "limit), and the slope without the smallest sizes:"]
-    for r in outside:
-        table = loss_table(rows, r["loss"])
-        by_n = mean_loss_by_n(table, r["loss"])
-        scaled = np.sqrt(by_n.n) * by_n.mean
-        noise = 2 * np.nanmedian(by_n.se / by_n.mean)
-        top, bottom = int(np.argmax(scaled)), int(np.argmin(scaled))
-        inner = [f"largest {scaled[top]:.3g} (n = {by_n.n[top]:g})"
-                 for _ in [0] if 0 < top < scaled.size - 1]
-        inner += [f"smallest {scaled[bottom]:.3g} (n = {by_n.n[bottom]:g})"
-                  for _ in [0] if 0 < bottom < scaled.size - 1]
-        drops = slope_sensitivity(table, r["loss"], (0.25, 0.5))
-        lines.append(f"* `{r['loss']}`: {scaled[0]:.3g} at n = {by_n.n[0]:g}, "
-                     + "".join(f"{part}, " for part in inner)
-                     + f"{scaled[-1]:.3g} at n = {by_n.n[-1]:g} (each mean known to about "
-                     f"{100 * noise:.0f} %, two standard errors); without the smallest 25 % "
-                     "and 50 % of sizes "
-                     + " and ".join(f"{fit.slope:+.3f} (n >= {fit.n_min:g})" for fit in drops)
-                     + ";")
-    lines[-1] = lines[-1][:-1] + "."
-    return lines + [""]
+               and s["by_loss"][name].get("within_ci") is False]
+    lines = []
+    for fast in (True, False):
+        side = [r for r in outside if (r["slope"] < r["theory"]) == fast]
+        if not side:
+            continue
+        listed = ", ".join(f"`{r['loss']}` {fmt_slope(r)}" for r in side)
+        lines += [f"**The density distances' slopes exclude n^-1/2 on the "
+                  f"{'fast' if fast else 'slow'} side** ({listed})"
+                  + (". The maximum-likelihood estimate's expected density error does not "
+                     "fall faster than n^-1/2 in the limit, so over a finite grid this says "
+                     "that sqrt(n) times the error still falls at these sizes, or that the "
+                     "replications' noise tilts the fit"
+                     if fast else ": a slower decay than the theory's")
+                  + ". What the numbers say:"]
+        lines += [_density_bullet(rows, r) for r in side] + [""]
+    return lines
 
 
 def _split_cells(row):
@@ -617,11 +648,10 @@ def _weight_clause(s, check, column):
     return (f" `{column}` is s w*_{cell} |e^d - 1|, where |d| is the error `{intercept}` "
             f"reports and s the alignment's scale (cell {cell} holds one atom), so both "
             f"columns measure one error; the intercept's decays at {_fmt_rate(base['all'])}. "
-            "The weight column's slope differs from it by the trend of their ratio, whose "
-            f"value from mean to mean moves from {weight['low'] / base['low']:.3g} at n = "
-            f"{weight['n_low']} to {weight['high'] / base['high']:.3g} at {weight['n_high']}"
-            ": e^d - 1 bends the large errors of small n (below |d| for d < 0, above it for "
-            f"d > 0), and s varies between fits.{geometric_text}")
+            "The weight column's slope differs from it by the slope of the ratio of the two "
+            f"columns' means ({weight['low'] / base['low']:.3g} at n = {weight['n_low']}, "
+            f"{weight['high'] / base['high']:.3g} at {weight['n_high']}), which s |e^d - 1| / "
+            f"|d| sets, not by a slower error.{geometric_text}")
 
 
 def coselected_text(s):
@@ -684,8 +714,8 @@ def coselected_text(s):
     verdicts = [_holds(e["all"], -0.5) for e in measured]
     if len(measured) == len(together) and all(verdicts):
         sentence = ("Every pair the truth selects together converges at a rate whose "
-                    "interval holds -1/2: the gate, where the data see it, converges as "
-                    "expected.")
+                    "interval holds -1/2: the gate, where the data see it, is consistent "
+                    "with n^-1/2.")
         # A weight column slower than -1/2 whose intercept column is not: say why.
         for column, entry in check["columns"].items():
             if (column.startswith("pe_weight_") and "all" in entry

@@ -1542,31 +1542,47 @@ def test_the_page_compares_a_study_refitted_with_more_starts_task_by_task(pages)
 
 def test_density_distances_outside_their_rate_are_reported(pages):
     # Hellinger 2 n^-0.6 (times a replication's factor): sqrt(n) times its mean falls, and
-    # the page quotes it at the first and last size, with the slopes without small n.
-    sizes, factors = [1000, 2000, 4000, 8000], [0.9, 1.0, 1.1]
-    rows = [{"n": n, "hellinger": 2 * f * n ** -0.6} for n in sizes for f in factors]
+    # the page quotes it over the smallest and the largest quarter of the sizes, with its
+    # noise, and the slopes without small n with their intervals.
+    sizes, factors = [1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000], [0.9, 1.0, 1.1]
+    rows = [{"n": n, "hellinger": 2 * f * n ** -0.6, "tv": 2 * f * n ** -0.4}
+            for n in sizes for f in factors]
 
     def rate(loss, slope, low, high, theory=-0.5):
         return {"loss": loss, "slope": slope, "ci_low": low, "ci_high": high,
-                "theory": theory, "within_ci": low <= theory <= high if theory else None,
-                "note": None}
+                "theory": theory, "within_ci": low <= theory <= high, "note": None}
 
     section = {"headline": "d2", "by_loss": {"d2": rate("d2", -0.5, -0.6, -0.4),
                                              "hellinger": rate("hellinger", -0.6, -0.61, -0.59),
                                              "tv": rate("tv", -0.5, -0.52, -0.48)}}
     text = "\n".join(pages.fit_texts.density_text(section, rows))
-    assert "on the fast side** (`hellinger` -0.600 [-0.610, -0.590])." in text
+    assert "slopes exclude n^-1/2 on the fast side** (`hellinger` -0.600 [-0.610, -0.590])." \
+        in text
     assert "`tv`" not in text  # its interval holds -1/2
-    first, last = (np.sqrt(n) * 2 * n ** -0.6 for n in (1000, 8000))
-    assert f"* `hellinger`: {first:.3g} at n = 1000, {last:.3g} at n = 8000 (each mean" in text
-    assert "without the smallest 25 % and 50 % of sizes -0.600 (n >= 2000) and -0.600 " \
-           "(n >= 4000)." in text
-    # A slower density is a disagreement, said as such.
-    section["by_loss"]["hellinger"] = rate("hellinger", -0.4, -0.41, -0.39)
-    assert "on the slow side** (`hellinger` -0.400 [-0.410, -0.390]): a slower decay" in \
-        "\n".join(pages.fit_texts.density_text(section, rows))
+    first = np.mean([np.sqrt(n) * 2 * n ** -0.6 for n in sizes[:2]])
+    last = np.mean([np.sqrt(n) * 2 * n ** -0.6 for n in sizes[-2:]])
+    # Each size's standard error: the factors' standard deviation 0.1 over sqrt(3).
+    noise = [2 * np.sqrt(sum((np.sqrt(n) * 2 * n ** -0.6 * 0.1 / np.sqrt(3)) ** 2
+                             for n in part)) / 2 for part in (sizes[:2], sizes[-2:])]
+    assert (f"* `hellinger`: sqrt(n) times the mean is {first:.3g} ± {noise[0]:.2g} over the "
+            f"smallest quarter of sizes (n = 1000 to 2000) and {last:.3g} ± {noise[1]:.2g} over "
+            "the largest (n = 64000 to 128000; two standard errors): a change beyond their "
+            "noise; without the smallest 25 % and 50 % of sizes -0.600 [-0.600, -0.600] "
+            "(n >= 4000; excludes -0.5) and -0.600 [-0.600, -0.600] (n >= 16000; excludes "
+            "-0.5).") in text
+    # A slower density is a disagreement, said as such; a fast and a slow one get a
+    # paragraph each.
+    section["by_loss"]["tv"] = rate("tv", -0.4, -0.41, -0.39)
+    text = "\n".join(pages.fit_texts.density_text(section, rows))
+    assert "on the fast side** (`hellinger` -0.600 [-0.610, -0.590]). The maximum" in text
+    assert "on the slow side** (`tv` -0.400 [-0.410, -0.390]): a slower decay" in text
+    # One replication a size: no noise to quote, and no NaN on the page.
+    single = [r for r in rows if r["hellinger"] == 2 * r["n"] ** -0.6]
+    text = "\n".join(pages.fit_texts.density_text(section, single))
+    assert "nan" not in text and "two standard errors" not in text
     # Nothing when every density holds -1/2, or when the headline's own disagreement
     # paragraph already lists the columns.
+    section["by_loss"]["tv"] = rate("tv", -0.5, -0.52, -0.48)
     section["by_loss"]["hellinger"] = rate("hellinger", -0.5, -0.51, -0.49)
     assert pages.fit_texts.density_text(section, rows) == []
     section["by_loss"]["hellinger"] = rate("hellinger", -0.6, -0.61, -0.59)

@@ -179,7 +179,7 @@ def test_the_page_reports_the_pairs_and_explains_the_slower_weight(modules):
     assert "`pe_weight_0` is s w*_0 |e^d - 1|, where |d| is the error `pe_gate_intercept_0`" \
         in text
     ratio = weight["low"] / intercept["low"], weight["high"] / intercept["high"]
-    assert f"moves from {ratio[0]:.3g} at n = 1000 to {ratio[1]:.3g} at 64000" in text
+    assert f"columns' means ({ratio[0]:.3g} at n = 1000, {ratio[1]:.3g} at 64000)" in text
     # With the geometric-mean rate of the section, the page quotes it.
     geometric = {"slope": -0.45, "ci_low": -0.5, "ci_high": -0.4, "note": None}
     text = "\n".join(fit_texts.coselected_text(
