@@ -9,6 +9,11 @@ Newton decrement of the default fit along every move in which the log-likelihood
 (for a top-K gate, the experts' and the gate's that hold its selection boundaries), and
 writes ``paper_figures/results/NAME.fitcheck.json``, which ``make_figures.py`` quotes.
 
+A longer run can take long (an over-specified top-K fit on a ridge may use all of its
+``max_iter``), so every finished task is kept in ``NAME.fitcheck.partial.json`` beside it;
+a rerun with the same sizes, replications, factor and build resumes from there, and the
+finished check replaces it.
+
 Usage::
 
     python paper_figures/check_fits.py activation softmax-exact
@@ -60,13 +65,21 @@ def smooth_gap(experiment, n, rep, row):
     return float(smooth_decrement(fitted_measure(experiment, row), X, y, np.ones(n)))
 
 
-def check(experiment, sizes, replications, factor, log=print):
-    """Rerun ``sizes x replications`` tasks at the study's and at the tight settings."""
+def check(experiment, sizes, replications, factor, log=print, done=(), keep=None):
+    """Rerun ``sizes x replications`` tasks at the study's and at the tight settings.
+
+    ``done`` holds tasks already checked (a resumed check's), which are not rerun; ``keep``
+    is called with the list of finished tasks after each one (to save them).
+    """
     loss = headline_loss(experiment)
     tight = tightened(experiment, factor)
+    finished = {(t["n"], t["rep"]): t for t in done}
     tasks = []
     for n in sizes:
         for rep in range(replications):
+            if (int(n), rep) in finished:
+                tasks.append(finished[(int(n), rep)])
+                continue
             started = time.perf_counter()
             default, longer = run_task(experiment, n, rep), run_task(tight, n, rep)
             failed = [r for r in (default, longer) if r["status"] != "ok"]
@@ -82,6 +95,8 @@ def check(experiment, sizes, replications, factor, log=print):
                     "n_iter": [default["n_iter"], longer["n_iter"]],
                     "converged": [default["converged"], longer["converged"]]}
             tasks.append(task)
+            if keep is not None:
+                keep(tasks)
             log(f"  n={n:>6} rep={rep}: L gain {gain:+.2e}, {loss} {default[loss]:.5g} -> "
                 f"{longer[loss]:.5g} ({change:.1e} relative), smooth decrement "
                 f"{task['smooth_gap']:.1e}, EM steps {task['n_iter']}, "
@@ -92,6 +107,23 @@ def check(experiment, sizes, replications, factor, log=print):
             "max_log_likelihood_gain": max(t["log_likelihood_gain"] for t in tasks),
             "max_relative_loss_change": max(t["relative_loss_change"] for t in tasks),
             "max_smooth_gap": max(t["smooth_gap"] for t in tasks)}
+
+
+def resumable_tasks(partial, plan):
+    """The tasks a stopped check of the same plan (sizes, replications, factor, build) kept.
+
+    A partial file of another plan is not resumed (its tasks answer another question, or
+    were fitted by another build); it is replaced as the new check goes on.
+    """
+    if not partial.exists():
+        return []
+    try:
+        kept = json.loads(partial.read_text())
+    except ValueError:  # not JSON: a file this script did not finish writing
+        return []
+    if any(kept.get(key) != value for key, value in plan.items()):
+        return []
+    return kept.get("tasks", [])
 
 
 def main(argv=None):
@@ -111,10 +143,27 @@ def main(argv=None):
         print(f"{name}: {len(sizes)} sizes x {args.replications} replications, tol "
               f"{experiment.fit['tol']:g} against {experiment.fit['tol'] / args.factor:g}",
               flush=True)
-        report = check(experiment, sizes, args.replications, args.factor,
-                       log=lambda line: print(line, flush=True))
         args.results.mkdir(parents=True, exist_ok=True)
+        partial = args.results / f"{name}.fitcheck.partial.json"
+        plan = {"study": name, "sizes": [int(n) for n in sizes],
+                "replications": args.replications, "factor": args.factor,
+                "code_sha256": code_sha256()}
+        done = resumable_tasks(partial, plan)
+        if done:
+            print(f"{name}: resuming from {partial.name}: {len(done)} task(s) already checked",
+                  flush=True)
+
+        def keep(tasks, plan=plan, partial=partial):
+            # Written whole to a temporary file and renamed, so a stop mid-write keeps the
+            # previous state.
+            temporary = partial.with_suffix(".tmp")
+            temporary.write_text(json.dumps({**plan, "tasks": tasks}, indent=1) + "\n")
+            temporary.replace(partial)
+
+        report = check(experiment, sizes, args.replications, args.factor,
+                       log=lambda line: print(line, flush=True), done=done, keep=keep)
         (args.results / f"{name}.fitcheck.json").write_text(json.dumps(report, indent=1) + "\n")
+        partial.unlink(missing_ok=True)
         print(f"{name}: largest L gain {report['max_log_likelihood_gain']:.2e}, largest "
               f"relative change of {report['loss']} {report['max_relative_loss_change']:.1e}",
               flush=True)

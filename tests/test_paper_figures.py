@@ -1588,3 +1588,41 @@ def test_density_distances_outside_their_rate_are_reported(pages):
     section["by_loss"]["hellinger"] = rate("hellinger", -0.6, -0.61, -0.59)
     section["by_loss"]["d2"] = rate("d2", -0.7, -0.75, -0.65)
     assert pages.fit_texts.density_text(section, rows) == []
+
+
+def test_a_fit_check_keeps_its_finished_tasks_and_resumes(tmp_path, scripts):
+    # Each finished task is saved as it ends; a rerun of the same plan takes them from the
+    # partial file instead of refitting, another plan starts afresh, and the finished
+    # check replaces the partial file.
+    sys.path.insert(0, str(ROOT / "paper_figures"))
+    try:
+        import check_fits
+    finally:
+        sys.path.remove(str(ROOT / "paper_figures"))
+    from gmoe.simulation.store import code_sha256
+    plan = {"study": "softmax-exact", "sizes": [300], "replications": 2, "factor": 1000.0,
+            "code_sha256": code_sha256()}
+    kept = {"n": 300, "rep": 0, "log_likelihood_gain": 123.0, "loss": "d1",
+            "loss_default": 1.0, "loss_tight": 2.0, "relative_loss_change": 0.5,
+            "smooth_gap": 0.25, "n_iter": [1, 2], "converged": [True, True]}
+    partial = tmp_path / "softmax-exact.fitcheck.partial.json"
+    partial.write_text(json.dumps({**plan, "tasks": [kept]}))
+    args = ["softmax-exact", "--sizes", "300", "--replications", "2", "--results",
+            str(tmp_path)]
+    check_fits.main(args)
+    report = json.loads((tmp_path / "softmax-exact.fitcheck.json").read_text())
+    assert report["tasks"][0] == kept  # taken from the partial file, not refitted
+    assert report["tasks"][1]["rep"] == 1 and report["tasks"][1]["log_likelihood_gain"] < 1
+    assert report["max_log_likelihood_gain"] == 123.0 and not partial.exists()
+    # Another plan (here another factor) does not resume the partial file's tasks.
+    partial.write_text(json.dumps({**plan, "factor": 10.0, "tasks": [kept]}))
+    assert check_fits.resumable_tasks(partial, plan) == []
+    partial.write_text("{not json")
+    assert check_fits.resumable_tasks(partial, plan) == []
+    # check() hands the finished tasks to keep() after each task.
+    experiment = dataclasses.replace(load_experiment(ROOT / "simulations/softmax-exact.toml"),
+                                     sizes=[300])
+    snapshots = []
+    check_fits.check(experiment, [300], 2, 1000.0, log=lambda line: None,
+                     keep=lambda tasks: snapshots.append([t["rep"] for t in tasks]))
+    assert snapshots == [[0], [0, 1]]
