@@ -53,6 +53,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from committed_results import committed_rows  # noqa: E402
+from page_format import fmt_report_rate  # noqa: E402
 
 from gmoe.metrics import parameter_errors  # noqa: E402
 from gmoe.simulation import fitted_measure, load_experiment, make_evaluation_design  # noqa: E402
@@ -263,15 +264,6 @@ def analyse(experiment, rows):
             "coselected": coselected, "columns": columns}
 
 
-def _describe(rate):
-    """A rate for the terminal: slope and interval, or why there is none."""
-    if rate["slope"] is None:
-        return "no rate"
-    if rate["low"] is None:
-        return f"{rate['slope']:+.3f}"
-    return f"{rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}]"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("study", help="a study of simulations/ whose truth is top-K, K >= 2")
@@ -291,9 +283,9 @@ def main(argv=None):
                   + ("never selected together" if entry["fraction"] == 0 else
                      f"no fit holds both ({entry['left_out']} left out)"))
             continue
+        overall, upper = (fmt_report_rate(entry[key], "no rate") for key in ("all", "upper"))
         print(f"  cells {j} and {m}: selected together on {entry['fraction']:.0%} of the "
-              f"design; slope {_describe(entry['all'])}, n >= {report['upper_from']:g}: "
-              f"{_describe(entry['upper'])}")
+              f"design; slope {overall}, n >= {report['upper_from']:g}: {upper}")
 
 
 if __name__ == "__main__":

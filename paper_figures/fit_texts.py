@@ -10,6 +10,7 @@ from page_format import (
     count_of,
     fmt_fit,
     fmt_median,
+    fmt_report_rate,
     fmt_sample_slope,
     fmt_slope,
     loss_table,
@@ -603,15 +604,6 @@ COSELECTED_FORMAT = 1
 _INFORMATIVE_WIDTH = 0.5
 
 
-def _fmt_rate(rate):
-    """A ``coselected_gates.py`` rate: slope and interval, or a dash without one."""
-    if rate is None or rate["slope"] is None:
-        return "-"
-    if rate["low"] is None:  # two sizes: no interval
-        return f"{rate['slope']:+.3f}"
-    return f"{rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}]"
-
-
 def _holds(rate, value):
     """Whether a rate's interval holds ``value`` and is narrow enough to say so."""
     if rate is None or rate["low"] is None:
@@ -625,7 +617,7 @@ def _pair_row(what, entry):
     """A table row: a pair's (or a column's) rates, its mean at the ends, what it left out."""
     if "all" not in entry:
         return f"| {what} | - | - | - | {entry['left_out']} |"
-    return (f"| {what} | {_fmt_rate(entry['all'])} | {_fmt_rate(entry['upper'])} | "
+    return (f"| {what} | {fmt_report_rate(entry['all'])} | {fmt_report_rate(entry['upper'])} | "
             f"{entry['low']:.3g} / {entry['high']:.3g} | {entry['left_out']} |")
 
 
@@ -647,7 +639,7 @@ def _weight_clause(s, check, column):
     cell = column[len("pe_weight_"):].split("_")[0]
     return (f" `{column}` is s w*_{cell} |e^d - 1|, where |d| is the error `{intercept}` "
             f"reports and s the alignment's scale (cell {cell} holds one atom), so both "
-            f"columns measure one error; the intercept's decays at {_fmt_rate(base['all'])}. "
+            f"columns measure one error; the intercept's decays at {fmt_report_rate(base['all'])}. "
             "The weight column's slope differs from it by the slope of the ratio of the two "
             f"columns' means ({weight['low'] / base['low']:.3g} at n = {weight['n_low']}, "
             f"{weight['high'] / base['high']:.3g} at {weight['n_high']}), which s |e^d - 1| / "

@@ -36,6 +36,18 @@ def fmt_sample_slope(fit):
     return f"{fit['slope']:+.3f} [{fit['low']:+.3f}, {fit['high']:+.3f}] ({fit['cells']})"
 
 
+def fmt_report_rate(rate, missing="-"):
+    """A check report's rate (``slope``, ``low``, ``high``, None where absent) as text.
+
+    ``missing`` stands for a rate that was not fitted; a slope of two sizes has no interval.
+    """
+    if rate is None or rate["slope"] is None:
+        return missing
+    if rate["low"] is None:
+        return f"{rate['slope']:+.3f}"
+    return f"{rate['slope']:+.3f} [{rate['low']:+.3f}, {rate['high']:+.3f}]"
+
+
 def count_of(number, noun):
     """``number`` and ``noun``, plural unless ``number`` is 1: "1 task", "3 tasks"."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
