@@ -14,10 +14,22 @@ the information's eigenvalues, and per column the predicted and the observed mea
 the smallest and at the largest sizes of the grid, with the slope between the two ends that
 the change of their ratio implies, which ``make_figures.py`` quotes.
 
+The columns that depend on every parameter at once (``d1`` and the density distances
+``hellinger`` and ``tv``) have no closed form: their prediction is a Monte Carlo mean over
+``--draws`` parameter vectors drawn from the normal limit at a size ``--limit-size`` far
+beyond the grid, each scored by the grid's own metric code on the study's evaluation
+design, and scaled by ``sqrt(limit size / n)``: to first order in the parameters' error
+each of these columns is homogeneous of degree 1 (a weighted sum of absolute errors, or the
+square root of a quadratic form), so in the limit its mean is ``c / sqrt(n)``. This tests
+the fits' density error in its constant, not only in its rate: a consistent estimator that
+is not the maximum-likelihood estimate has a larger one.
+
 A top-K gate's selection boundaries are held (their positions converge at n^-1). With one
 expert selected (top-1) the gate matters only through its boundary: its errors, measured
 after a least-squares scale and shift of the fitted gate, are not compared; the experts'
-are.
+are, and the density distances (with the boundary held, its own error moves
+``E_X h`` by the share of the design it passes, of order n^-1); ``d1``, whose gate part is
+measured after that alignment, is not.
 
 Where the observed errors agree with the prediction at the largest sizes but stay below it
 at the small ones, the curve has not yet reached its n^-1/2 regime at the small sizes: a
@@ -47,6 +59,7 @@ from committed_results import committed_rows  # noqa: E402
 import gmoe  # noqa: E402
 from gmoe._observed_information import Parametrisation  # noqa: E402
 from gmoe.simulation import load_experiment  # noqa: E402
+from gmoe.simulation.tasks import make_evaluation_design, task_metrics  # noqa: E402
 
 #: Share of the grid's sizes, at each end, over which observed errors are averaged.
 _END_SHARE = 0.05
@@ -56,6 +69,13 @@ _END_SHARE = 0.05
 #: estimate along it: it is not identified by itself.
 _UNSEEN = 1e-12
 _LOADING = 1e-6
+#: The columns that depend on every parameter at once, predicted by Monte Carlo.
+WHOLE_MODEL_COLUMNS = ("d1", "hellinger", "tv")
+#: The size at which the Monte Carlo draws of the normal limit are scored: far enough
+#: beyond the grid that the columns are linear in the parameters' error (the constants at
+#: 1e6, 1e8 and 1e10 agree within the draws' noise for softmax-exact), near enough that the
+#: density distances (about 1e-4 here) stay well above their quadrature's tolerance.
+LIMIT_SIZE = 1e8
 
 
 def _parameter_of(column, names, order):
@@ -275,7 +295,91 @@ def implied_slope(small, large):
                  / (large["mean_log_n"] - small["mean_log_n"]))
 
 
-def check(name, rows, n_rows, seed=0):
+def _end_entry(rows, column, chosen, sd_at):
+    """Observed against predicted mean of ``column`` over the grid's rows at one end.
+
+    ``sd_at(n)`` is the prediction's mean at size ``n`` (proportional to n^-1/2); the
+    standard error of the observed mean is filled in by the caller, which knows the
+    column's spread.
+    """
+    picked = [r for r in rows if r["n"] in set(chosen.tolist()) and r.get(column) is not None]
+    return {"n_from": int(chosen[0]), "n_to": int(chosen[-1]), "rows": len(picked),
+            "mean_log_n": float(np.mean([np.log(r["n"]) for r in picked])),
+            "observed_mean": float(np.mean([r[column] for r in picked])),
+            "predicted_mean": float(np.mean([sd_at(r["n"]) for r in picked]))}, picked
+
+
+def _relative_se_of_mean(picked, cv):
+    """Standard error of a mean of the rows' values, relative to its expectation.
+
+    In the limit a row's value at size n has mean ``m / sqrt(n)`` and standard deviation
+    ``cv m / sqrt(n)``; the rows' sizes differ, so the mean's standard error relative to
+    its expectation is ``cv sqrt(sum 1/n) / sum n^-1/2``.
+    """
+    scales = np.array([1.0 / np.sqrt(r["n"]) for r in picked])
+    return float(cv * np.sqrt(np.sum(scales ** 2)) / np.sum(scales))
+
+
+def whole_model_limits(experiment, param, vec, covariance, columns, draws, limit_size,
+                       seed):
+    """The normal limit's mean of each whole-model column, by Monte Carlo.
+
+    Draws ``draws`` parameter vectors ``vec + Z / sqrt(limit_size)``, ``Z ~ N(0,
+    covariance)`` (the parameters the density does not see, NaN in ``covariance``, are
+    held at ``vec``), scores each with the grid's own metrics
+    (:func:`gmoe.simulation.tasks.task_metrics`) on the study's evaluation design, and
+    scales by ``sqrt(limit_size)``.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    param : Parametrisation
+    vec : ndarray
+        The truth's parameters.
+    covariance : ndarray
+        Per row, of the normal limit (:func:`limit_covariance`).
+    columns : list of str
+        The whole-model columns to predict.
+    draws : int
+    limit_size : float
+    seed : int
+
+    Returns
+    -------
+    dict
+        Per column: ``constant`` (the mean of ``sqrt(n)`` times the column in the limit),
+        ``cv`` (its draws' standard deviation over their mean) and ``mc_relative_se``
+        (the constant's own Monte Carlo standard error, relative).
+
+    Raises
+    ------
+    SystemExit
+        If a draw's metric fails.
+    """
+    seen = np.isfinite(np.diag(covariance))
+    eigval, eigvec = np.linalg.eigh(covariance[np.ix_(seen, seen)])
+    # A square root of the covariance; rank-deficient where a boundary is held.
+    root = eigvec * np.sqrt(np.clip(eigval, 0.0, None))
+    X_eval = make_evaluation_design(experiment)
+    rng = np.random.default_rng(seed)
+    values = {c: np.empty(draws) for c in columns}
+    for d in range(draws):
+        drawn = vec.copy()
+        drawn[seen] += root @ rng.standard_normal(int(seen.sum())) / np.sqrt(limit_size)
+        scored, notes = task_metrics(experiment, param.to_measure(drawn), X_eval)
+        if notes:
+            raise SystemExit(f"draw {d} of the normal limit: {'; '.join(notes)}")
+        for c in columns:
+            values[c][d] = scored[c] * np.sqrt(limit_size)
+    out = {}
+    for c, v in values.items():
+        cv = float(np.std(v, ddof=1) / np.mean(v))
+        out[c] = {"constant": float(np.mean(v)), "cv": cv,
+                  "mc_relative_se": cv / float(np.sqrt(draws))}
+    return out
+
+
+def check(name, rows, n_rows, seed=0, draws=4000, limit_size=LIMIT_SIZE):
     experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
     truth = experiment.truth
     if experiment.fit["n_experts"] != truth.n_experts or truth.n_features != 1:
@@ -338,27 +442,38 @@ def check(name, rows, n_rows, seed=0):
             scale *= truth.temperature
         entry = {"column": column, "parameter": pname, "asymptotic_sd_per_row": float(scale)}
         for end, chosen in ends.items():
-            picked = [r for r in rows if r["n"] in set(chosen.tolist())
-                      and r.get(column) is not None]
-            observed = float(np.mean([r[column] for r in picked]))
-            predicted = float(np.mean([scale * np.sqrt(2.0 / np.pi / r["n"]) for r in picked]))
-            sds = np.array([scale / np.sqrt(r["n"]) for r in picked])
-            entry[end] = {"n_from": int(chosen[0]), "n_to": int(chosen[-1]),
-                          "rows": len(picked), "mean_log_n": float(np.mean(
-                              [np.log(r["n"]) for r in picked])),
-                          # The standard error of the mean of |N(0, sd_i^2)| over the rows
-                          # (sizes differ), relative to its expectation, in the limit.
-                          "relative_se": float(np.sqrt(np.pi / 2.0 - 1.0)
-                                               * np.sqrt(np.sum(sds ** 2)) / np.sum(sds)),
-                          "observed_mean": observed, "predicted_mean": predicted}
+            entry[end], picked = _end_entry(
+                rows, column, chosen, lambda n, scale=scale: scale * np.sqrt(2.0 / np.pi / n))
+            # The error is |N(0, sd^2)| in the limit: its cv is sqrt(pi / 2 - 1).
+            entry[end]["relative_se"] = _relative_se_of_mean(picked, np.sqrt(np.pi / 2 - 1))
         entry["implied_slope"] = implied_slope(entry["small"], entry["large"])
         columns.append(entry)
+    # d1's gate part is measured after the top-1 gate's least-squares alignment, which the
+    # normal limit of no parametrisation describes (as the gate's own columns above).
+    whole = [c for c in WHOLE_MODEL_COLUMNS if c in rows[0]
+             and not (selection_only and c == "d1")]
+    limits = whole_model_limits(experiment, param, vec, covariance, whole, draws,
+                                limit_size, seed + 2) if whole else {}
+    whole_entries = []
+    for column, limit in limits.items():
+        entry = {"column": column, "parameter": None, "limit_constant": limit["constant"],
+                 "limit_cv": limit["cv"], "limit_mc_relative_se": limit["mc_relative_se"]}
+        for end, chosen in ends.items():
+            entry[end], picked = _end_entry(
+                rows, column, chosen, lambda n, c=limit["constant"]: c / np.sqrt(n))
+            # The observed mean's noise and the Monte Carlo constant's, together.
+            entry[end]["relative_se"] = float(np.hypot(
+                _relative_se_of_mean(picked, limit["cv"]), limit["mc_relative_se"]))
+        entry["implied_slope"] = implied_slope(entry["small"], entry["large"])
+        whole_entries.append(entry)
     return {"study": name, "rows_for_information": n_rows, "result_rows": len(rows),
             "information_eigenvalues": seen_eigenvalues.tolist(),
             "boundaries": [dict(b, leaves=order[b["leaves"]], enters=order[b["enters"]])
                            for b in boundaries],
-            "columns": columns, "unidentified": unidentified,
-            "aligned_gate": aligned_gate}
+            "columns": whole_entries + columns, "unidentified": unidentified,
+            "aligned_gate": aligned_gate,
+            "whole_model": {"draws": draws, "limit_size": limit_size,
+                            "columns": [e["column"] for e in whole_entries]}}
 
 
 def main(argv=None):
@@ -367,11 +482,15 @@ def main(argv=None):
     parser.add_argument("studies", nargs="+")
     parser.add_argument("--rows", type=int, default=2_000_000,
                         help="rows of the sample the information is estimated on")
+    parser.add_argument("--draws", type=int, default=4000,
+                        help="draws of the normal limit that predict d1, hellinger and tv")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    if args.draws < 2:
+        parser.error(f"--draws must be at least 2 (a mean and its spread); got {args.draws}")
     for name in args.studies:
         rows = committed_rows(args.results, name)
-        report = check(name, rows, args.rows)
+        report = check(name, rows, args.rows, draws=args.draws)
         (args.results / f"{name}.asymptotic.json").write_text(
             json.dumps(report, indent=1) + "\n")
         eig = report["information_eigenvalues"]

@@ -47,6 +47,17 @@ def asymptotic_text(s):
         lines.append(f"| {c['column']} | {c['small']['observed_mean']:.3g} | "
                      f"{c['small']['predicted_mean']:.3g} | {c['large']['observed_mean']:.3g} "
                      f"| {c['large']['predicted_mean']:.3g} |")
+    whole = check.get("whole_model", {})
+    if whole.get("columns"):
+        names = ", ".join(f"`{c}`" for c in whole["columns"])
+        lines += ["", f"{names} depend on every parameter at once: their prediction is the "
+                  f"mean of the grid's own metric over {whole['draws']} parameter vectors "
+                  "drawn from the normal limit at n = "
+                  f"{whole['limit_size']:.0e}, times sqrt({whole['limit_size']:.0e} / n) (to "
+                  "first order in the parameters' error each is homogeneous of degree 1, so "
+                  "its limit falls as n^-1/2). A fit that is consistent but not the "
+                  "maximum-likelihood estimate would have a larger constant, not only "
+                  "another slope."]
     for b in check.get("boundaries", []):
         lines += ["", f"The top-K selection changes at x = {b['x']:.4g} (expert {b['leaves']} "
                   f"leaves the selected set, expert {b['enters']} enters): the density jumps "
@@ -854,9 +865,20 @@ def _fast_limit_bullets(s, faster):
                          for c in group)
 
     small, large = columns[0]["small"], columns[0]["large"]
-    noise = (f"each mean known to about {_limit_noise(small):.0%} at the smallest sizes and "
-             f"{_limit_noise(large):.0%} at the largest (two standard errors of a mean of "
-             f"{small['rows']} and {large['rows']} errors in the normal limit)")
+    # Each column's noise: the whole-model columns spread less than |N(0, 1)| does.
+    spreads = {}
+    for c in columns:
+        key = (round(_limit_noise(c["small"]), 2), round(_limit_noise(c["large"]), 2))
+        spreads.setdefault(key, []).append(f"`{c['column']}`")
+    if len(spreads) == 1:
+        [(lo, hi)] = spreads
+        known = f"{lo:.0%} and {hi:.0%}"
+    else:
+        known = "; ".join(f"{', '.join(names)} {lo:.0%} and {hi:.0%}"
+                          for (lo, hi), names in spreads.items())
+    noise = (f"each mean known, at the smallest and at the largest sizes, to about {known} "
+             f"(two standard errors of a mean of {small['rows']} and {large['rows']} errors "
+             "in the normal limit)")
     lines = ["* against the normal limit of the maximum-likelihood estimate (the asymptotic "
              "check below), the fast columns' mean errors are, at the smallest sizes (n "
              f"{small['n_from']} to {small['n_to']}) and at the largest (n {large['n_from']} "

@@ -1133,6 +1133,42 @@ def test_the_information_leaves_out_rows_straddling_a_selection_boundary(scripts
     assert np.linalg.eigvalsh(info)[-1] < 1e3
 
 
+def test_the_normal_limits_monte_carlo_meets_the_closed_form_and_is_linear(scripts):
+    # The Monte Carlo that predicts d1 and the density distances, run on a per-cell column
+    # whose limit has a closed form (E|N(0, s^2)| = s sqrt(2 / pi)), must find it; and the
+    # limit size must be within the columns' linear regime: the same draws scored at sizes
+    # a hundredfold apart give the same constant.
+    import asymptotic_check
+
+    from gmoe._observed_information import Parametrisation
+
+    experiment = load_experiment(ROOT / "simulations" / "softmax-exact.toml")
+    truth = experiment.truth
+    param = Parametrisation(truth)  # its last expert is the cell the alignment fixes
+    vec = param.to_vector(truth)
+    X = np.linspace(0.0, 1.0, 200_000)[:, None]
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    info = asymptotic_check._score_outer_product(param, vec, X, y)
+    covariance, _ = asymptotic_check.limit_covariance(info, np.empty((0, vec.size)))
+    columns = ["pe_expert_coef_0", "pe_expert_var_1", "hellinger"]
+    draws = 1000
+    limits = asymptotic_check.whole_model_limits(experiment, param, vec, covariance,
+                                                 columns, draws, 1e8, seed=0)
+    for column, name in (("pe_expert_coef_0", "expert[0].coef[0]"),
+                         ("pe_expert_var_1", "expert[1].var")):
+        i = param.names.index(name)
+        exact = np.sqrt(covariance[i, i] * 2.0 / np.pi)
+        # Four of the Monte Carlo mean's standard errors (about 2.4% at 1000 draws).
+        assert limits[column]["constant"] == pytest.approx(
+            exact, rel=4 * limits[column]["mc_relative_se"])
+        assert limits[column]["cv"] == pytest.approx(np.sqrt(np.pi / 2 - 1), rel=0.1)
+    nearer = asymptotic_check.whole_model_limits(experiment, param, vec, covariance,
+                                                 ["hellinger"], draws, 1e6, seed=0)
+    # The same draws: only the distance's curvature in the error separates the two.
+    assert nearer["hellinger"]["constant"] == pytest.approx(
+        limits["hellinger"]["constant"], rel=0.01)
+
+
 def test_the_boundary_check_places_top1_fits_in_the_flat_interval_around_the_truth(scripts,
                                                                                   pages):
     # paper2-top1-exact at two small sizes: the rows are this build's own fits, so every
@@ -1310,15 +1346,28 @@ def test_a_steep_headline_is_read_against_the_normal_limit(pages, scripts):
     assert "**The headline slope is steeper than the theory's** (-0.517" in text
     assert ("these fractions of its prediction, with the slope between the two ends that "
             "the change of the fraction implies: `pe_expert_coef_0` 1.11 and 0.97 (slope "
-            "-0.520), `pe_expert_var_0` 1.05 and 0.97 (slope -0.511); each mean known to "
-            "about 8% at the smallest sizes and 8% at the largest (two standard errors of a "
-            "mean of 400 and 400 errors in the normal limit);") in text
+            "-0.520), `pe_expert_var_0` 1.05 and 0.97 (slope -0.511); each mean known, at "
+            "the smallest and at the largest sizes, to about 8% and 8% (two standard errors "
+            "of a mean of 400 and 400 errors in the normal limit);") in text
     # 1.05 is within the noise of the limit at the smallest sizes: not an approach from
     # above. A column at its theory is not among the fast ones.
     assert "* `pe_expert_coef_0`: above the limit at the smallest sizes by more than " \
            "that, and within it at the largest, they approach their n^-1/2 curve from " \
            "above" in text
     assert "`pe_expert_coef_1`" not in text.split("columns whose CI contains")[0]
+    # A column of another spread (a whole-model column, predicted by Monte Carlo) is given
+    # its own noise: each group of columns is named with its own.
+    density = column("hellinger", 1.06, 0.98)
+    for e in ("small", "large"):
+        density[e]["relative_se"] = 0.015
+    rows_with_density = rows + [rate("hellinger", -0.516, -0.5, False)]
+    mixed = dict(section, rows=rows_with_density,
+                 by_loss={r["loss"]: r for r in rows_with_density},
+                 asymptotic={"columns": [density, coef]})
+    text = "\n".join(pages.fit_texts.disagreement_text(mixed))
+    assert ("each mean known, at the smallest and at the largest sizes, to about "
+            "`hellinger` 3% and 3%; `pe_expert_coef_0` 8% and 8%") in text
+    assert "* `hellinger`, `pe_expert_coef_0`: above the limit" in text
     # Beyond the noise at the largest sizes too: the numbers only, no approach.
     far = dict(section, asymptotic={"columns": [column("pe_expert_coef_0", 1.3, 1.2)]})
     text = "\n".join(pages.fit_texts.disagreement_text(far))
