@@ -201,6 +201,30 @@ def other_build_text(s, rows):
     return lines
 
 
+def paired_slope_difference(pairs, loss):
+    """The difference of the two sides' mean slopes over the same tasks, with its interval.
+
+    The two slopes share their tasks, so their intervals are not independent: the
+    difference is the slope, on log n, of the log of the ratio of the two means at each n
+    (this side's over the other's), fitted as a rate with its own 95 % interval.
+
+    Returns
+    -------
+    (slope, low, high) or None
+        None with fewer than three sizes or a size whose mean is not positive.
+    """
+    sizes = sorted({n for n, _, _ in pairs})
+    ratio = []
+    for n in sizes:
+        this = np.mean([p[1][loss] for p in pairs if p[0] == n])
+        other = np.mean([p[2][loss] for p in pairs if p[0] == n])
+        ratio.append(this / other if other > 0 and this > 0 else np.nan)
+    if len(sizes) < 3 or not np.all(np.isfinite(ratio)):
+        return None
+    fit = fit_rate({"n": np.array(sizes, dtype=float), "ratio": np.array(ratio)}, "ratio")
+    return fit.slope, float(fit.conf_int[0]), float(fit.conf_int[1])
+
+
 def more_starts_text(s, results, base):
     """Against a study whose tasks these are, with fewer starts: how often more starts
     reached a higher maximum, and the headline's slopes over the common tasks.
@@ -237,20 +261,19 @@ def more_starts_text(s, results, base):
               f"{_slope_text(pairs, loss, 1, summary)} from this study's"
               for summary in ("mean", "geometric")]
     text += f" Slopes over these tasks: {'; '.join(slopes)}."
-    table = {"n": np.array([n for n, _, _ in pairs], dtype=float)}
-    try:
-        fits = [fit_rate(dict(table, **{loss: np.array([p[side][loss] for p in pairs])}), loss)
-                for side in (2, 1)]
-    except ValueError:
+    difference = paired_slope_difference(pairs, loss)
+    if difference is None:
         return [text, ""]
-    (base_low, base_high), (low, high) = fits[0].conf_int, fits[1].conf_int
-    if low > base_high:
-        text += (" More starts leave the mean slope shallower, outside the other's interval: "
-                 "the near-truth start's staying near the truth does not explain a shallow "
-                 "slope here.")
-    elif high < base_low:
-        text += (" More starts make the mean slope steeper, outside the other's interval: the "
-                 "near-truth start's staying near the truth shapes the slope.")
+    slope, low, high = difference
+    text += (" The two mean slopes come from the same tasks, so their difference is read "
+             "paired: the slope of the log of the ratio of this study's mean to "
+             f"`{base}`'s at each n is {slope:+.3f} [{low:+.3f}, {high:+.3f}].")
+    if low > 0:
+        text += (" More starts leave the mean slope shallower: the near-truth start's "
+                 "staying near the truth does not explain a shallow slope here.")
+    elif high < 0:
+        text += (" More starts make the mean slope steeper: the near-truth start's staying "
+                 "near the truth shapes the slope.")
     else:
-        text += " The two mean slopes' intervals overlap."
+        text += " More starts do not move the mean slope beyond that interval's noise."
     return [text, ""]

@@ -82,8 +82,10 @@ def asymptotic_text(s):
               "fitted slope is shallower than -1/2 although its limit is -1/2; one above it "
               "at the smallest sizes approaches from above, and its slope is steeper. A "
               "column below its prediction at the largest sizes too is smaller than the "
-              "maximum-likelihood estimate's error: its fits stopped nearer their start "
-              "than the maximum (the likelihood check above says whether they reached it).",
+              "maximum-likelihood estimate's error: its fits may have stopped nearer their "
+              "start than the maximum, or the limit may not yet describe the estimator (the "
+              "likelihood check above can show only that a fit fell short of the truth's "
+              "log-likelihood, not that it reached the maximum).",
               ""]
     return lines
 

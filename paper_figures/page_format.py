@@ -18,6 +18,10 @@ def verdict(row):
     """Where a rate row's theory lies against its interval, in words."""
     if row is None or row["theory"] is None or not np.isfinite(row["slope"]):
         return "no stated rate"
+    if row["within_ci"] and row["ci_high"] >= 0:
+        # An interval that also holds a flat curve does not show the loss decaying at all:
+        # holding the theory's rate is then no evidence for it.
+        return "inside the CI, which holds 0 too: no decay shown"
     return {True: "inside the CI", False: "outside the CI", None: "no CI"}[row["within_ci"]]
 
 

@@ -1133,6 +1133,18 @@ def test_the_information_leaves_out_rows_straddling_a_selection_boundary(scripts
     assert np.linalg.eigvalsh(info)[-1] < 1e3
 
 
+def test_a_theory_inside_an_interval_that_holds_zero_too_is_no_evidence_of_decay(pages):
+    def row(low, high, theory=-0.5):
+        return {"slope": (low + high) / 2, "ci_low": low, "ci_high": high, "theory": theory,
+                "within_ci": None if theory is None else low <= theory <= high, "note": ""}
+
+    verdict = pages.page_format.verdict
+    assert verdict(row(-0.6, -0.4)) == "inside the CI"
+    assert verdict(row(-1.6, 0.8)) == "inside the CI, which holds 0 too: no decay shown"
+    assert verdict(row(-0.45, -0.3)) == "outside the CI"
+    assert verdict(row(-0.6, -0.4, theory=None)) == "no stated rate"
+
+
 def test_the_normal_limits_monte_carlo_meets_the_closed_form_and_is_linear(scripts):
     # The Monte Carlo that predicts d1 and the density distances, run on a per-cell column
     # whose limit has a closed form (E|N(0, s^2)| = s sqrt(2 / pi)), must find it; and the
@@ -1576,9 +1588,25 @@ def test_the_page_compares_a_study_refitted_with_more_starts_task_by_task(pages)
                            "n = 100: 2 of 6, n = 1000: "
                            "0 of 6, n = 10000: 0 of 6.")
     assert "near-truth fit alone is higher" not in text
-    # Three times the error at n = 100 in a third of the tasks: a steeper slope, but the
-    # intervals overlap.
-    assert text.endswith("The two mean slopes' intervals overlap.")
+    # Three times the error at n = 100 in a third of the tasks: a steeper slope, read
+    # paired (the same tasks on both sides): the slope of the log of the ratio of the two
+    # means at each n, whose interval on three sizes still holds 0.
+    sizes = [100, 1000, 10000]
+    ratio = [np.mean([r["d1"] for r in more if r["n"] == n])
+             / np.mean([r["d1"] for r in base if r["n"] == n]) for n in sizes]
+    paired = np.polyfit(np.log(sizes), np.log(ratio), 1)[0]
+    assert paired < 0
+    assert (f"the slope of the log of the ratio of this study's mean to `base`'s at each n "
+            f"is {paired:+.3f} [") in text
+    assert text.endswith("More starts do not move the mean slope beyond that interval's "
+                         "noise.")
+    # The same errors times n^0.05 at every size: a difference the pairing pins exactly,
+    # though each side's own interval is wide.
+    drift = [dict(r, d1=r["d1"] * r["n"] ** 0.05) for r in base]
+    text = pages.build_texts.more_starts_text(section, {"more": drift, "base": base},
+                                              "base")[0]
+    assert "at each n is +0.050 [+0.050, +0.050]. More starts leave the mean slope " \
+           "shallower" in text
     # The slopes: from the base's fits and from this study's, which are steeper here.
     slopes = text.split("Slopes over these tasks: ")[1]
     assert slopes.startswith("mean d1: ") and "from `base`'s fits" in slopes
