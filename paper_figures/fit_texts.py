@@ -756,7 +756,8 @@ def _anchoring_clause(s, below):
 
     def listed(end):
         return ", ".join(f"`{c['column']}` {fraction(c, 'best_mean', end):.2f} (the grid's "
-                         f"{fraction(c, 'grid_mean', end):.2f})" for c in columns)
+                         f"{fraction(c, 'grid_mean', end):.2f} over the same tasks)"
+                         for c in columns)
 
     said = (f"the start check below bears on this: refitted from data-driven starts, "
             f"{small['higher']} of {small['tasks']} tasks there reach a higher maximum than "
@@ -765,17 +766,19 @@ def _anchoring_clause(s, below):
     if small.get("hard_gate"):
         said += (" (means, which a few hard gates, heading for tau -> 0 with unbounded gate "
                  "slopes, can dominate: the start check gives medians too)")
+    if all(fraction(c, "best_mean") < 1 / _MEETS_LIMIT for c in columns):
+        said += (". Still below the limit, the gap is not the starts' anchoring alone, as "
+                 "far as these starts find: at these sizes the normal limit does not "
+                 "describe the estimator")
+    elif all(1 / _MEETS_LIMIT <= fraction(c, "best_mean") <= _MEETS_LIMIT for c in columns):
+        said += (". At the limit there: the grid's small errors at these sizes are those of "
+                 "fits that stay near their start, not the maximum's")
     large = summary.get("large")
     if large and large["higher"]:
-        said += (f" (at the largest sizes, {large['higher']} of {large['tasks']} tasks reach a "
-                 f"higher maximum, and the fractions are {listed('large')})")
-    if all(fraction(c, "best_mean") < 1 / _MEETS_LIMIT for c in columns):
-        return (said + ". Still below the limit, the gap is not the starts' anchoring "
-                "alone, as far as these starts find: at these sizes the normal limit does "
-                "not describe the estimator;")
-    if all(1 / _MEETS_LIMIT <= fraction(c, "best_mean") <= _MEETS_LIMIT for c in columns):
-        return (said + ". At the limit there: the grid's small errors at these sizes are "
-                "those of fits that stay near their start, not the maximum's;")
+        said += (f". At the largest sizes, where the check refits "
+                 f"{count_of(large['tasks'], 'task')}, "
+                 f"{large['higher']} of them reach a higher maximum, and over those "
+                 f"{large['tasks']} the fractions are {listed('large')}")
     return said + ";"
 
 
@@ -808,16 +811,27 @@ def _normal_limit_bullets(s, slower):
         large, small = below[0]["large"], below[0]["small"]
         parts = ", ".join(f"`{c['column']}` {_limit_ratio(c, 'large'):.2f} and "
                           f"{_limit_ratio(c, 'small'):.2f}" for c in below)
+        # Near the limit is a factor; whether the rest of the gap is noise is said apart.
+        # (Checks written before the standard errors were kept have none: no clause.)
+        noise = ""
+        if all("relative_se" in c["large"] for c in below):
+            short = [c for c in below
+                     if 1 - _limit_ratio(c, "large") > _limit_noise(c["large"])]
+            short_names = ", ".join(f"`{c['column']}`" for c in short)
+            noise = (f" (each mean known there to about {_limit_noise(large):.0%}, two "
+                     "standard errors" + (f": {short_names} still below the limit by more "
+                                          "than that" if short else "") + ")")
         lines.append(
             "* against the normal limit of the maximum-likelihood estimate (the asymptotic "
             "check below), the slow columns' mean errors are, at the largest sizes (n "
             f"{large['n_from']} to {large['n_to']}) and at the smallest (n {small['n_from']} "
             f"to {small['n_to']}), these fractions of its prediction: {parts}. Within a "
-            f"factor {_MEETS_LIMIT:g} of the limit at the largest sizes and below it at the "
-            "smallest, they approach their n^-1/2 curve from below, so their slopes over "
-            "the grid are shallower than the limit's. At the smallest sizes the normal limit "
-            "need not describe the estimator, and fits started near the truth may also stay "
-            "nearer it than the maximum does; " + _anchoring_clause(s, below))
+            f"factor {_MEETS_LIMIT:g} of the limit at the largest sizes{noise} and further "
+            "below it at the smallest, the grid's fits approach their n^-1/2 curve from "
+            "below, so their slopes over the grid are shallower than the limit's. At the "
+            "smallest sizes the normal limit need not describe the estimator, and fits "
+            "started near the truth may also stay nearer it than the maximum does; "
+            + _anchoring_clause(s, below))
 
     def listed(group):
         return ", ".join(f"`{c['column']}` {_limit_ratio(c, 'large'):.2f} and "

@@ -1539,21 +1539,23 @@ def test_the_page_says_what_the_start_check_found(scripts, pages):
     assert ("the start check below bears on this: refitted from data-driven starts, 2 of "
             "4 tasks there reach a higher maximum than the grid's fit, and at the best points "
             "found the mean errors are these fractions of the limit's prediction: "
-            "`pe_temperature` 0.30 (the grid's 0.20) (means, which a few hard gates, heading "
-            "for tau -> 0 with unbounded gate slopes, can dominate: the start check gives "
-            "medians too). Still below the limit") in text
-    assert "at the largest sizes" not in text.split("bears on this")[1].split(";")[0]
+            "`pe_temperature` 0.30 (the grid's 0.20 over the same tasks) (means, which a few "
+            "hard gates, heading for tau -> 0 with unbounded gate slopes, can dominate: the "
+            "start check gives medians too). Still below the limit") in text
+    assert "At the largest sizes" not in text.split("bears on this")[1].split(";")[0]
     # Higher maxima at the largest sizes too: their fractions are given.
     both = json.loads(json.dumps(report))
     both["summary"]["large"].update(higher=1, best_mean={"pe_temperature": 1.2},
                                     grid_mean={"pe_temperature": 0.9})
     text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=both)))
-    assert ("(at the largest sizes, 1 of 1 tasks reach a higher maximum, and the fractions "
-            "are `pe_temperature` 1.20 (the grid's 0.90))") in text
+    # Over the tasks refitted there (fewer than the grid's at that end): said so.
+    assert ("estimator. At the largest sizes, where the check refits 1 task, 1 of them "
+            "reach a higher maximum, and over those 1 the fractions are `pe_temperature` "
+            "1.20 (the grid's 0.90 over the same tasks);") in text
     reached = json.loads(json.dumps(report))
     reached["summary"]["small"]["best_mean"]["pe_temperature"] = 0.45
     text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=reached)))
-    assert "`pe_temperature` 0.90 (the grid's 0.20) (means, " in text
+    assert "`pe_temperature` 0.90 (the grid's 0.20 over the same tasks) (means, " in text
     assert "medians too). At the limit there" in text
     text = "\n".join(pages.fit_texts.disagreement_text(dict(shallow, start_check=None)))
     assert "this check does not tell the two apart;" in text
