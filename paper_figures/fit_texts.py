@@ -913,6 +913,33 @@ def _fast_limit_bullets(s, faster):
     return lines
 
 
+def _sensitivity_bullet(row, sensitivity):
+    """The headline's slope without its smallest sizes, with intervals, and what it says.
+
+    A slope that moves towards the theory's beyond its noise as small n are dropped (the
+    interval without them excludes the slope over all sizes) points to a pre-asymptotic
+    regime; one that moves away does not; one whose intervals all hold the slope over all
+    sizes has not moved beyond its noise, and says neither.
+    """
+    parts = ", ".join(f"{d['slope']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] without the "
+                      f"smallest {d['fraction']:.0%} of sizes (n >= {d['n_min']:g})"
+                      for d in sensitivity)
+    moved = [d for d in sensitivity if not d["low"] <= row["slope"] <= d["high"]]
+    if not moved:
+        reading = ("each interval holds the slope over all sizes: dropping small n does not "
+                   "move it beyond its noise, so this does not show a pre-asymptotic regime "
+                   "(nor rule one out)")
+    elif all(abs(d["slope"] - row["theory"]) < abs(row["slope"] - row["theory"])
+             for d in moved):
+        reading = ("without the small sizes the slope moves towards the theory's beyond its "
+                   "noise: this points to a pre-asymptotic regime at small n")
+    else:
+        reading = ("without the small sizes the slope moves away from the theory's, or not "
+                   "consistently towards it, beyond its noise: this does not point to a "
+                   "pre-asymptotic regime at small n")
+    return f"* the slope over all sizes is {row['slope']:+.3f}; {parts}: {reading};"
+
+
 def disagreement_text(s):
     """For a headline slope whose CI excludes the theory: the numbers that bear on why.
 
@@ -950,11 +977,7 @@ def disagreement_text(s):
                      "is not what shapes the slope (a start in another basin would not show "
                      "there);")
     if s["sensitivity"]:
-        parts = ", ".join(f"{slope:+.3f} without the smallest {frac:.0%} of sizes (n >= "
-                          f"{n_min:g})" for frac, slope, n_min in s["sensitivity"])
-        lines.append(f"* the slope over all sizes is {row['slope']:+.3f}; {parts}: a "
-                     "slope that moves towards the theory's as small n are dropped points to "
-                     "a pre-asymptotic regime, one that stays put or moves away does not;")
+        lines.append(_sensitivity_bullet(row, s["sensitivity"]))
     if slower:
         lines.append("* other columns slower than their theory (CI excludes it): "
                      + listed(slower) + ";")

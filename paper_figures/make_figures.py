@@ -137,7 +137,9 @@ def study_section(name, claim, rows, info, fig_dir):
     if np.isfinite(by_loss[headline]["slope"]):
         for frac, fit in zip((0.25, 0.5), slope_sensitivity(table, headline, (0.25, 0.5)),
                              strict=True):
-            sensitivity.append((frac, fit.slope, fit.n_min))
+            sensitivity.append({"fraction": frac, "slope": fit.slope,
+                                "low": float(fit.conf_int[0]), "high": float(fit.conf_int[1]),
+                                "n_min": fit.n_min})
     planned = len(experiment.sizes) * experiment.replications
     per_size = Counter(r["n"] for r in rows)
     return {"name": name, "claim": claim, "rows": rate_rows, "by_loss": by_loss,
@@ -267,7 +269,7 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in sections:
         row = s["by_loss"][s["headline"]]
-        sens = " / ".join(f"{slope:+.3f}" for _, slope, _ in s["sensitivity"]) or "-"
+        sens = " / ".join(f"{d['slope']:+.3f}" for d in s["sensitivity"]) or "-"
         theory = "-" if row["theory"] is None else f"{row['theory']:+.3f} ({verdict(row)})"
         lines.append(f"| {s['name']} | {s['claim'].source} | {s['claim'].setting} | "
                      f"{s['claim'].claim} | {s['headline']} | {fmt_slope(row)} | {theory} | "

@@ -1145,6 +1145,26 @@ def test_a_theory_inside_an_interval_that_holds_zero_too_is_no_evidence_of_decay
     assert verdict(row(-0.6, -0.4, theory=None)) == "no stated rate"
 
 
+def test_dropping_small_sizes_is_read_against_the_slopes_intervals(pages):
+    bullet = pages.fit_texts._sensitivity_bullet
+    row = {"slope": -0.32, "theory": -0.5}
+
+    def drop(fraction, slope, low, high):
+        return {"fraction": fraction, "slope": slope, "low": low, "high": high,
+                "n_min": 1000 * fraction}
+
+    # Every interval holds the slope over all sizes: no movement beyond the noise.
+    still = bullet(row, [drop(0.25, -0.31, -0.35, -0.27), drop(0.5, -0.40, -0.50, -0.30)])
+    assert "-0.310 [-0.350, -0.270] without the smallest 25% of sizes (n >= 250)" in still
+    assert "does not move it beyond its noise" in still
+    # One interval excludes it, on the theory's side: towards the theory.
+    towards = bullet(row, [drop(0.25, -0.31, -0.35, -0.27), drop(0.5, -0.42, -0.52, -0.33)])
+    assert "moves towards the theory's beyond its noise" in towards
+    # Away from the theory beyond the noise.
+    away = bullet(row, [drop(0.25, -0.20, -0.25, -0.15)])
+    assert "moves away from the theory's" in away and "does not point" in away
+
+
 def test_the_normal_limits_monte_carlo_meets_the_closed_form_and_is_linear(scripts):
     # The Monte Carlo that predicts d1 and the density distances, run on a per-cell column
     # whose limit has a closed form (E|N(0, s^2)| = s sqrt(2 / pi)), must find it; and the
