@@ -61,7 +61,7 @@ from gmoe.simulation.columns import _aligned_fields, study_setting  # noqa: E402
 from gmoe.simulation.rates import fit_rate  # noqa: E402
 
 #: The layout of the report this script writes (make_figures refuses another).
-FORMAT = 1
+FORMAT = 2
 #: The study's per-cell gate columns, reported for the cells never selected with the
 #: reference.
 GATE_COLUMNS = ("pe_gate_intercept", "pe_gate_coef", "pe_weight")
@@ -178,10 +178,13 @@ def _finite_or_none(value):
     return float(value) if np.isfinite(value) else None
 
 
-def _rate(n, values, min_n=None):
-    """The mean rate of ``values`` (its slope, 95 % interval and sizes), or its absence."""
+def _rate(n, values, min_n=None, summary="mean"):
+    """The rate of ``values`` (its slope, 95 % interval and sizes), or its absence.
+
+    ``summary`` is the rate's summary over the replications at each n (``fit_rate``'s).
+    """
     try:
-        fit = fit_rate({"n": n, "v": values}, "v", min_n=min_n)
+        fit = fit_rate({"n": n, "v": values}, "v", min_n=min_n, summary=summary)
     except ValueError as err:  # fewer than two sizes, a zero mean: no rate
         return {"slope": None, "low": None, "high": None, "sizes": 0, "why": str(err)}
     return {"slope": fit.slope, "low": _finite_or_none(fit.conf_int[0]),
@@ -204,6 +207,30 @@ def _summary(n, values, upper):
             "n_low": int(low), "low": float(values[n == low].mean()),
             "n_high": int(high), "high": float(values[n == high].mean()),
             "left_out": int((~kept).sum())}
+
+
+def _per_fit_ratio(n, with_fit, weight_column):
+    """Rates of each fit's weight error over its intercept error, for one cell.
+
+    For a cell of one atom the weight error is ``s w* |e^d - 1|`` and the intercept error
+    ``|d|``: their ratio per fit, ``s w* |e^d - 1| / |d|``, is what bends one error into the
+    other. Its rate (mean and geometric mean over the fits at each n) says how much of the
+    two columns' difference in slope that factor makes; the geometric means' difference is
+    exactly its geometric rate (a geometric mean of ratios is the ratio of the geometric
+    means), the means' difference is not (a ratio of means is not a mean of ratios).
+    """
+    intercept_column = weight_column.replace("pe_weight_", "pe_gate_intercept_", 1)
+    ratio = []
+    for row, _ in with_fit:
+        weight, intercept = row.get(weight_column), row.get(intercept_column)
+        ratio.append(weight / intercept if weight is not None and intercept
+                     else np.nan)
+    ratio = np.asarray(ratio, dtype=float)
+    kept = np.isfinite(ratio)
+    return {"of": intercept_column, "left_out": int((~kept).sum()),
+            "mean": _rate(np.asarray(n, dtype=float)[kept], ratio[kept]),
+            "geometric": _rate(np.asarray(n, dtype=float)[kept], ratio[kept],
+                               summary="geometric")}
 
 
 def analyse(experiment, rows):
@@ -257,6 +284,9 @@ def analyse(experiment, rows):
                 values = [np.nan if r.get(column) is None else r[column] for r, _ in with_fit]
                 if np.isfinite(values).any():
                     columns[column] = _summary(n, values, upper)
+        for column, entry in columns.items():
+            if column.startswith("pe_weight_"):
+                entry["per_fit_ratio"] = _per_fit_ratio(n, with_fit, column)
     return {"format": FORMAT, "study": experiment.name, "result_rows": len(rows),
             "without_fit": without, "tasks": len(with_fit), "sizes": len(sizes),
             "upper_from": upper, "design_points": int(X.shape[0]),

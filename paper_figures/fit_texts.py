@@ -611,7 +611,7 @@ def split_cells_text(s):
 
 
 #: The layout of ``coselected_gates.py``'s report this page reads.
-COSELECTED_FORMAT = 1
+COSELECTED_FORMAT = 2
 #: An interval wider than this says nothing about a rate of -1/2: it would hold the
 #: neighbouring rates -1/4 and -3/4 too.
 _INFORMATIVE_WIDTH = 0.5
@@ -639,24 +639,50 @@ def _weight_clause(s, check, column):
 
     For a cell of one atom ``|W_j - s w*_j| = s w*_j |e^delta - 1|``, ``delta`` the error of
     the cell's normalised log-weight, whose size is ``pe_gate_intercept_j``: the two columns
-    measure one error, bent by the exponential and scaled by the alignment's ``s``.
+    measure one error, bent by the exponential and scaled by the alignment's ``s``. The
+    per-fit ratio of the two (``coselected_gates.py``) measures the bend: its geometric rate
+    is exactly the gap between the two columns' geometric-mean slopes; the means' gap is
+    the ratio's drift plus the columns' different spread over the fits.
     """
     intercept = column.replace("pe_weight_", "pe_gate_intercept_", 1)
     weight, base = check["columns"][column], check["columns"].get(intercept)
-    if base is None or "all" not in base or not _holds(base["all"], -0.5):
+    ratio = weight.get("per_fit_ratio")
+    if (base is None or "all" not in base or not _holds(base["all"], -0.5)
+            or "all" not in weight or weight["all"]["slope"] is None or ratio is None
+            or ratio["mean"]["slope"] is None or ratio["geometric"]["slope"] is None):
         return ""
-    geometric = (s.get("geometric") or {}).get(column)
-    geometric_text = ("" if geometric is None else
-                      f" The geometric-mean table above gives `{column}` "
-                      f"{fmt_slope(geometric)}.")
     cell = column[len("pe_weight_"):].split("_")[0]
-    return (f" `{column}` is s w*_{cell} |e^d - 1|, where |d| is the error `{intercept}` "
-            f"reports and s the alignment's scale (cell {cell} holds one atom), so both "
-            f"columns measure one error; the intercept's decays at {fmt_report_rate(base['all'])}. "
-            "The weight column's slope differs from it by the slope of the ratio of the two "
-            f"columns' means ({weight['low'] / base['low']:.3g} at n = {weight['n_low']}, "
-            f"{weight['high'] / base['high']:.3g} at {weight['n_high']}), which s |e^d - 1| / "
-            f"|d| sets, not by a slower error.{geometric_text}")
+    # Over the same sizes, the difference of two rates is the rate of their ratio.
+    gap = weight["all"]["slope"] - base["all"]["slope"]
+    geometric = s.get("geometric") or {}
+    geometric_gap = ""
+    if column in geometric and intercept in geometric:
+        geometric_gap = (f" (the gap between the two columns' geometric-mean slopes, "
+                         f"{geometric[column]['slope'] - geometric[intercept]['slope']:+.3f}, "
+                         "which it equals: a geometric mean of ratios is the ratio of the "
+                         "geometric means)")
+    return (f" `{column}` is, per fit, s w*_{cell} |e^d - 1|, where |d| is the error "
+            f"`{intercept}` reports and s the alignment's scale (cell {cell} holds one atom): "
+            "the two columns measure one error, the weight's bent by the exponential; the "
+            f"intercept's decays at {fmt_report_rate(base['all'])}, the weight's at "
+            f"{fmt_report_rate(weight['all'])}. Per fit their ratio, s w*_{cell} |e^d - 1| / "
+            f"|d|, rises at {fmt_report_rate(ratio['geometric'])} in geometric mean"
+            f"{geometric_gap} and at {fmt_report_rate(ratio['mean'])} in mean: a factor that "
+            "converges as the fit does (|e^d - 1| / |d| -> 1 as d -> 0), so it bends the "
+            "weight's slope at these sizes, not its rate in the limit."
+            + _gap_sentence(gap, ratio["mean"]))
+
+
+def _gap_sentence(gap, drift):
+    """The means' gap between the weight and intercept slopes against the ratio's drift."""
+    low, high = drift["low"], drift["high"]
+    if low is not None and low <= gap <= high:
+        return (f" The means' gap, {gap:+.3f}, is within the interval of that drift in mean: "
+                "the factor accounts for it.")
+    side = "larger" if gap > drift["slope"] else "smaller"
+    return (f" The means' gap, {gap:+.3f}, is {side} than that factor's drift in mean: the "
+            "rest is the two columns' different spread over the fits (a ratio of means is "
+            "not a mean of ratios), which these numbers do not take apart further.")
 
 
 def coselected_text(s):

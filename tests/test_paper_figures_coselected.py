@@ -150,6 +150,12 @@ def test_the_rates_of_the_pairs_and_of_the_reference_columns(modules):
     assert set(report["columns"]) == {"pe_weight_0", "pe_gate_intercept_0"}
     weight = report["columns"]["pe_weight_0"]
     assert weight["left_out"] == 2 and weight["all"]["slope"] == pytest.approx(-0.3, abs=0.05)
+    # Per fit, weight over intercept error is 0.02 n^0.2 exactly: both summaries' rate.
+    ratio = weight["per_fit_ratio"]
+    assert ratio["of"] == "pe_gate_intercept_0" and ratio["left_out"] == 2
+    for summary in ("mean", "geometric"):
+        assert ratio[summary]["slope"] == pytest.approx(0.2, abs=1e-9)
+    assert "per_fit_ratio" not in report["columns"]["pe_gate_intercept_0"]
     json.dumps(report, allow_nan=False)  # the report is valid JSON
 
 
@@ -175,16 +181,25 @@ def test_the_page_reports_the_pairs_and_explains_the_slower_weight(modules):
     assert ("Every pair the truth selects together converges at a rate whose interval holds "
             "-1/2") in text
     # The weight column is slower than -1/2 and its intercept column is not: the page
-    # names the one error both measure and the trend of their ratio.
-    assert "`pe_weight_0` is s w*_0 |e^d - 1|, where |d| is the error `pe_gate_intercept_0`" \
-        in text
-    ratio = weight["low"] / intercept["low"], weight["high"] / intercept["high"]
-    assert f"columns' means ({ratio[0]:.3g} at n = 1000, {ratio[1]:.3g} at 64000)" in text
-    # With the geometric-mean rate of the section, the page quotes it.
-    geometric = {"slope": -0.45, "ci_low": -0.5, "ci_high": -0.4, "note": None}
-    text = "\n".join(fit_texts.coselected_text(
-        {**section, "geometric": {"pe_weight_0": geometric}}))
-    assert "The geometric-mean table above gives `pe_weight_0` -0.450 [-0.500, -0.400]." in text
+    # names the one error both measure and the drift of their per-fit ratio.
+    assert ("`pe_weight_0` is, per fit, s w*_0 |e^d - 1|, where |d| is the error "
+            "`pe_gate_intercept_0` reports") in text
+    assert "Per fit their ratio, s w*_0 |e^d - 1| / |d|, rises at +0.200 [" in text
+    gap = weight["all"]["slope"] - intercept["all"]["slope"]
+    # Here the gap is the ratio's own drift (no spread): the factor accounts for it.
+    assert f"The means' gap, {gap:+.3f}, is within the interval of that drift in mean" in text
+    # With the section's geometric-mean rates, the page gives their gap, which the
+    # per-fit ratio's geometric rate equals.
+    geometric = {"pe_weight_0": {"slope": -0.45, "ci_low": -0.5, "ci_high": -0.4},
+                 "pe_gate_intercept_0": {"slope": -0.49, "ci_low": -0.55, "ci_high": -0.43}}
+    text = "\n".join(fit_texts.coselected_text({**section, "geometric": geometric}))
+    assert "(the gap between the two columns' geometric-mean slopes, +0.040, which it " \
+           "equals" in text
+    # A report written before the per-fit ratio was kept: no explanation.
+    old = {**report, "columns": {c: {k: v for k, v in e.items() if k != "per_fit_ratio"}
+                                 for c, e in report["columns"].items()}}
+    assert "|e^d - 1|" not in "\n".join(fit_texts.coselected_text(
+        {**section, "coselected": old}))
     # A pair whose interval misses -1/2, or is too wide to tell, keeps the sentence (and
     # the weight's explanation) off the page.
     for rate in ({"slope": -0.3, "low": -0.35, "high": -0.25, "sizes": 4},
@@ -218,3 +233,12 @@ def test_the_committed_report_is_what_the_script_writes(tmp_path, modules):
     assert written == json.loads((results / "topk-over.coselected.json").read_text())
     with gzip.open(results / "topk-over.csv.gz", "rt") as f:
         assert written["result_rows"] == len(list(csv.DictReader(f)))
+
+
+def test_the_means_gap_is_read_against_the_per_fit_ratios_drift(modules):
+    _, fit_texts = modules
+    drift = {"slope": 0.02, "low": 0.01, "high": 0.03, "sizes": 20}
+    assert "within the interval of that drift" in fit_texts._gap_sentence(0.025, drift)
+    larger = fit_texts._gap_sentence(0.121, drift)
+    assert "+0.121, is larger than that factor's drift in mean: the rest" in larger
+    assert "is smaller than" in fit_texts._gap_sentence(-0.05, drift)
