@@ -390,14 +390,28 @@ def spread_text(s, rows):
     share = float(np.sort(values)[-max(1, values.size // 100):].sum() / values.sum())
     per_size = s["replications"] if s["replications"] == s["min_replications"] else \
         f"{s['min_replications']}-{s['replications']}"
+    # The same rate only where the replications' spread keeps its shape as n grows (the
+    # geometric table's caption says so); the text carries that condition.
+    same_rate = ("the steadier estimate, of the same rate as long as the spread keeps its "
+                 "shape as n grows")
     if share >= _DOMINANT_TAIL:
         effect = ("so a single large one moves it by orders of magnitude: the mean's slope "
-                  "has a wide interval, and the geometric mean's (above) is the steadier "
-                  "estimate of the same rate")
+                  f"has a wide interval, and the geometric mean's (above) is {same_rate}")
     else:
-        effect = (f"which spread {high / low:.3g}-fold from the 10 % to the 90 % quantile, so "
-                  "the larger ones weigh most in it: the geometric mean's slope (above) is "
-                  "the steadier estimate of the same rate")
+        # Within a size: the pooled quantiles would add the decay across sizes.
+        by_size = {}
+        for r in rows:
+            value = r.get(s["headline"])
+            if value is not None and np.isfinite(value) and value > 0:
+                by_size.setdefault(r["n"], []).append(value)
+        folds = [np.divide(*np.quantile(v, [0.9, 0.1])) for v in by_size.values()
+                 if len(v) >= 5]
+        if not folds:
+            return []
+        effect = (f"which at a size spread a median {np.median(folds):.3g}-fold (from "
+                  f"{min(folds):.3g} to {max(folds):.3g} over the sizes) from their 10 % to "
+                  "their 90 % quantile, so the larger ones weigh most in it: the geometric "
+                  f"mean's slope (above) is {same_rate}")
     return [f"How the {s['headline']} of single fits spread: over all {values.size} tasks "
             f"the 10 %, 50 % and 90 % quantiles are {low:.3g}, {median:.3g} and {high:.3g} "
             f"(largest {values.max():.3g}), and the largest 1 % of the tasks hold "

@@ -290,10 +290,15 @@ def test_the_spread_text_says_what_the_tail_does_to_the_mean(pages):
     text = " ".join(pages.fit_texts.spread_text(section, ruled))
     assert "largest 1 % of the tasks hold 100 % of the sum" in text
     assert "a single large one moves it by orders of magnitude" in text
-    even = [{"n": 100, "d2": 1.0 + i % 10} for i in range(100)]
+    # Within each of two sizes the values spread 1.9 to 9.1 (a 4.79-fold); the second
+    # size's are 100 times smaller, which the pooled quantiles would count as spread.
+    even = [{"n": n, "d2": (1.0 + i % 10) * (1.0 if n == 100 else 0.01)}
+            for n in (100, 10_000) for i in range(100)]
     text = " ".join(pages.fit_texts.spread_text(section, even))
     assert "orders of magnitude" not in text
-    assert "which spread 4.79-fold from the 10 % to the 90 % quantile" in text
+    assert ("which at a size spread a median 4.79-fold (from 4.79 to 4.79 over the sizes) "
+            "from their 10 % to their 90 % quantile") in text
+    assert "of the same rate as long as the spread keeps its shape as n grows" in text
 
 
 def test_another_builds_fits_of_the_same_tasks_are_compared(scripts, pages):
