@@ -1730,3 +1730,33 @@ def test_a_fit_check_keeps_its_finished_tasks_and_resumes(tmp_path, scripts):
     check_fits.check(experiment, [300], 2, 1000.0, log=lambda line: None,
                      keep=lambda tasks: snapshots.append([t["rep"] for t in tasks]))
     assert snapshots == [[0], [0, 1]]
+
+
+def test_the_temperature_discussion_reads_its_numbers(scripts):
+    # Exact power laws with a small alternating factor (so every interval is real): the
+    # raw temperature follows the schedule, the fixed-noise one drifts just off flat, the
+    # identifiable D1 and the activation D1 fall at -1/2 and -0.32.
+    _, make_figures, _ = scripts
+    sizes = np.unique(np.round(np.logspace(2, 5, 12)).astype(int))
+
+    def rows(column, slope, scale=1.0):
+        return [{"n": int(n), column: scale * n ** slope * (1.02 if i % 2 else 0.98)}
+                for i, n in enumerate(sizes)]
+
+    results = {"temperature": rows("pe_temperature_raw", -0.083, 0.05)
+               + rows("d1", -0.5),
+               "temperature-fixed-noise": rows("pe_temperature_raw", -0.01, 0.05),
+               "activation": rows("d1", -0.32)}
+    text = "\n".join(make_figures.temperature_text(results))
+    assert "its CI contains the schedule (-0.083)" in text
+    # Off flat beyond the interval: said, and why it is no trend.
+    assert "its CI does NOT contain a flat curve (+0.000) (by " in text
+    assert "flat by construction, and a 95 % interval misses it 1 time in 20" in text
+    assert "gamma = (beta1, beta0) / tau: slope -0.499 [" in text
+    assert "at a slope the parametric rate's interval test rejects" in text
+    # An activation D1 at -1/2 and a flat fixed-noise curve: neither remark.
+    results["activation"] = rows("d1", -0.5)
+    results["temperature-fixed-noise"] = rows("pe_temperature_raw", 0.0, 0.05)
+    text = "\n".join(make_figures.temperature_text(results))
+    assert "interval test rejects" not in text and "by construction" not in text
+    assert "its D1 falls as a power of n over the grid." in text
