@@ -451,6 +451,16 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
     assert "another build" not in pages.fit_texts.fitcheck_text(section)
     assert (f"is at most {report['max_smooth_gap']:.1e}."
             in pages.fit_texts.fitcheck_text(section))
+    # A decrement above the tolerance is read against what the longer run gained there:
+    # far less (a move EM does not make), or as much (a fit stopped short).
+    ridge = json.loads(json.dumps(report))
+    ridge["tasks"][0].update(smooth_gap=0.18, log_likelihood_gain=6e-4)
+    text = pages.fit_texts._smooth_gap_text(ridge)
+    assert ("above the tolerance (0.0001) in 1 of 1 tasks (the largest at n = 300, "
+            "replication 0); their longer runs gained at most 6.0e-04 in log-likelihood, "
+            "far less than the decrement promises") in text
+    ridge["tasks"][0].update(log_likelihood_gain=0.1)
+    assert "the default fits stopped short there" in pages.fit_texts._smooth_gap_text(ridge)
     # The page's command reruns exactly the checked tasks.
     assert pages.fit_texts.fitcheck_text(section).startswith(
         "Fit check (`python paper_figures/check_fits.py softmax-exact --sizes 300 "
