@@ -373,7 +373,8 @@ def _against_grid(check, rows):
                 f"{len(pairs)} tasks.")
     worst = max(abs(row[loss] - task["loss_tight"]) / max(abs(task["loss_tight"]), 1e-300)
                 for task, row in pairs)
-    return (f" Its default fits are not all the grid's ({loss} equal to the last bit in "
+    which = " None of its default fits is" if same == 0 else " Its default fits are not all"
+    return (f"{which} the grid's ({loss} equal to the last bit in "
             f"{same} of {len(pairs)} tasks: another build refitted); the grid's own {loss} "
             f"differs from the longer runs' by at most {worst:.1e} relative.")
 
@@ -500,8 +501,10 @@ def density_text(s, rows):
         if not side:
             continue
         listed = ", ".join(f"`{r['loss']}` {fmt_slope(r)}" for r in side)
-        lines += [f"**The density distances' slopes exclude n^-1/2 on the "
-                  f"{'fast' if fast else 'slow'} side** ({listed})"
+        subject = ("The density distances' slopes exclude" if len(side) > 1 else
+                   f"The `{side[0]['loss']}` slope excludes")
+        lines += [f"**{subject} n^-1/2 on the {'fast' if fast else 'slow'} side** "
+                  f"({listed})"
                   + (". The maximum-likelihood estimate's expected density error does not "
                      "fall faster than n^-1/2 in the limit, so over a finite grid this says "
                      "that sqrt(n) times the error still falls at these sizes, or that the "
@@ -552,8 +555,11 @@ def _tail_text(s, rows):
 
     def split_counts(group):
         cells = sorted({j for r in group for j in _split_cells(r)})
-        return ", ".join(f"cell {j} in {sum(j in _split_cells(r) for r in group)}"
+        said = ", ".join(f"cell {j} in {sum(j in _split_cells(r) for r in group)}"
                          for j in cells)
+        both = sum(len(_split_cells(r)) > 1 for r in group)
+        # The counts per cell overlap where a fit splits several cells.
+        return said + (f"; {count_of(both, 'task')} split more than one" if both else "")
 
     gate, expert = errors(tail, "gate_coef"), errors(tail, "expert_coef")
     return (f" Of the fits with a split cell, the largest 1 % by {s['headline']} "

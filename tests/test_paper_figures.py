@@ -279,6 +279,10 @@ def test_the_tail_of_an_over_specified_loss_is_described(scripts, pages):
     assert "(all 199: cell 0 in 49," in pages.fit_texts._tail_text({"headline": "d2"}, rows)
     assert pages.fit_texts._tail_text({"headline": "d2"},
                                    [{"n": 1, "d2": 1.0, "hellinger": 0.1}] * 200) == ""
+    # A fit that splits both cells counts in both: the overlap is said.
+    rows[1] = dict(rows[1], atoms_0=2, atoms_1=2)
+    assert ("(all 199: cell 0 in 49, cell 1 in 151; 1 task split more than one)"
+            in pages.fit_texts._tail_text({"headline": "d2"}, rows))
 
 
 def test_the_spread_text_says_what_the_tail_does_to_the_mean(pages):
@@ -477,7 +481,7 @@ def test_a_fit_check_on_another_build_than_the_grid_is_flagged(tmp_path, scripts
             in pages.fit_texts.fitcheck_text(section, [row]))
     off = task["loss_tight"] * (1 + 2e-3)
     said = pages.fit_texts.fitcheck_text(section, [dict(row, d1=off)])
-    assert ("Its default fits are not all the grid's (d1 equal to the last bit in 0 of 1 "
+    assert ("None of its default fits is the grid's (d1 equal to the last bit in 0 of 1 "
             "tasks: another build refitted); the grid's own d1 differs from the longer runs' "
             "by at most 2.0e-03 relative.") in said
     assert "grid's own" not in pages.fit_texts.fitcheck_text(section, [dict(row, n=400)])
@@ -1670,8 +1674,8 @@ def test_density_distances_outside_their_rate_are_reported(pages):
                                              "hellinger": rate("hellinger", -0.6, -0.61, -0.59),
                                              "tv": rate("tv", -0.5, -0.52, -0.48)}}
     text = "\n".join(pages.fit_texts.density_text(section, rows))
-    assert "slopes exclude n^-1/2 on the fast side** (`hellinger` -0.600 [-0.610, -0.590])." \
-        in text
+    assert "**The `hellinger` slope excludes n^-1/2 on the fast side** (`hellinger` -0.600 " \
+        "[-0.610, -0.590])." in text
     assert "`tv`" not in text  # its interval holds -1/2
     first = np.mean([np.sqrt(n) * 2 * n ** -0.6 for n in sizes[:2]])
     last = np.mean([np.sqrt(n) * 2 * n ** -0.6 for n in sizes[-2:]])
