@@ -29,7 +29,8 @@ def restored_text(s):
         said.append(f"the rest by {build_name(shares[-1][1])}")
         origin = f"Its rows were computed by {len(shares)} builds of gmoe: {', '.join(said)}."
     if not restores:
-        return [f"The grid was resumed from its store after gmoe changed. {origin}", ""]
+        return [f"The grid was resumed from its store after gmoe changed. {origin}"
+                + _unchecked_resumes(len(shares) - 1, 0), ""]
     checked = [r.get("verified_rows", 0) for r in restores]
     times = {1: "once", 2: "twice"}.get(len(checked), f"{len(checked)} times")
     how = "(the largest size's last ones and a seeded random draw)"
@@ -44,7 +45,26 @@ def restored_text(s):
         check = (f"before going on, the continuing build recomputed earlier rows {how}: "
                  f"{', '.join(each)}. Every row recomputed matched to the last bit.")
     return [f"The grid was continued from its committed results {times} (`python "
-            f"paper_figures/run_studies.py {s['name']} --restore`); {check} {origin}", ""]
+            f"paper_figures/run_studies.py {s['name']} --restore`); {check} {origin}"
+            + _unchecked_resumes(len(shares) - 1, len(restores)), ""]
+
+
+def _unchecked_resumes(changes, restores):
+    """A sentence on the changes of build that no restore's recomputation checked.
+
+    A restore recomputes some earlier rows before going on; a grid resumed from its own
+    store after gmoe changed recomputes none, so its builds' rows are pooled unchecked.
+    """
+    # A restore need not change the build: at least this many changes had no check.
+    unchecked = changes - restores
+    if unchecked <= 0:
+        return ""
+    caveat = ("those builds share the task definition and the stopping rule, but whether "
+              "they reach the same maximum from the same start is not checked on these rows.")
+    if not restores:
+        return f" Resuming recomputes no earlier row: {caveat}"
+    return (f" At {unchecked} or more of its {changes} changes of build the grid was resumed "
+            f"from its own store, which recomputes no earlier row: {caveat}")
 
 
 #: Two fits of one task count as the same point when their total log-likelihoods agree

@@ -771,6 +771,14 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
                                             "runs": more})[0]
     assert ("Its rows were computed by 2 builds of gmoe: the first 4 by build ffffffffffff, "
             f"the rest by build {code_sha256()[:12]}.") in page
+    # Its one change of build came with the restore's check: no unchecked resume. A third
+    # build that resumed the store is one change no recomputation checked.
+    assert "resumed from its own store" not in page
+    third = [*more, {"tasks_stored": 2, "code_sha256": "9" * 64}]
+    page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"],
+                                            "runs": third})[0]
+    assert ("At 1 or more of its 2 changes of build the grid was resumed from its own "
+            "store, which recomputes no earlier row") in page
     # Without run records, the restores' account.
     page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"]})[0]
     assert (f"the first 4 by build ffffffffffff, the rest by build "
@@ -893,7 +901,10 @@ def test_each_run_s_build_names_its_rows_where_the_restores_cannot(pages):
                                             "runs": two})
     assert page[0] == ("The grid was resumed from its store after gmoe changed. Its rows were "
                        "computed by 2 builds of gmoe: the first 7 by build aaaaaaaaaaaa, the "
-                       "rest by build bbbbbbbbbbbb.")
+                       "rest by build bbbbbbbbbbbb. Resuming recomputes no earlier row: "
+                       "those builds share the task definition and the stopping rule, but "
+                       "whether they reach the same maximum from the same start is not "
+                       "checked on these rows.")
     assert pages.build_texts.restored_text(
         {"name": "g", "meta": {"code_sha256": "b" * 64}, "runs": two[1:]}) == []
 
