@@ -78,15 +78,20 @@ WHOLE_MODEL_COLUMNS = ("d1", "hellinger", "tv")
 LIMIT_SIZE = 1e8
 
 
-def _parameter_of(column, names, order):
+def _parameter_of(column, names, order, prefix="gate"):
     """The parameter (and whether it is log tau) a ``pe_`` column measures, or None.
 
-    ``order[p]`` is the study's cell of the parametrisation's expert ``p``.
+    ``order[p]`` is the study's cell of the parametrisation's expert ``p``; ``prefix`` the
+    gating family's name of its gate parameters (``gamma`` for the temperature gate's
+    identifiable ``(beta1, beta0) / tau``). Raw-scale columns (``_raw``) measure parameters
+    the information does not hold (the temperature gate's raw ones are not identified).
     """
+    if column.endswith("_raw"):
+        return None
     if column == "pe_temperature":
         return ("gate.log_temperature", True) if "gate.log_temperature" in names else None
-    for kind, template in (("gate_coef", "gate[{j}].coef[0]"),
-                           ("gate_intercept", "gate[{j}].intercept"),
+    for kind, template in (("gate_coef", prefix + "[{j}].coef[0]"),
+                           ("gate_intercept", prefix + "[{j}].intercept"),
                            ("expert_coef", "expert[{j}].coef[0]"),
                            ("expert_intercept", "expert[{j}].intercept"),
                            ("expert_var", "expert[{j}].var")):
@@ -389,6 +394,7 @@ def check(name, rows, n_rows, seed=0, draws=4000, limit_size=LIMIT_SIZE):
     # parametrisation's gate, and are not compared. Its experts' are.
     selection_only = truth.family.selection_only()
     pinned = [c for c in rows[0] if c.startswith("pe_gate_intercept_")
+              and not c.endswith("_raw")
               and all(r[c] is not None and abs(r[c]) < 1e-12 for r in rows)]
     if selection_only:
         reference, order = truth, list(range(truth.n_experts))
@@ -428,7 +434,7 @@ def check(name, rows, n_rows, seed=0, draws=4000, limit_size=LIMIT_SIZE):
     columns, unidentified = [], []
     aligned_gate = [c for c in rows[0] if selection_only and c.startswith("pe_gate_")]
     for column in rows[0]:
-        found = _parameter_of(column, param.names, order)
+        found = _parameter_of(column, param.names, order, param.family.parameter_prefix)
         if found is None:
             continue
         if selection_only and found[0].startswith("gate"):
