@@ -1195,6 +1195,26 @@ def test_dropping_small_sizes_is_read_against_the_slopes_intervals(pages):
     assert "moves away from the theory's" in away and "does not point" in away
 
 
+def test_the_asymptotic_check_reads_the_identifiable_columns_of_a_temperature_gate(scripts):
+    # The temperature gate's information holds gamma = (beta1, beta0) / tau under the
+    # family's prefix; its raw columns measure parameters that are not identified.
+    import asymptotic_check
+
+    from gmoe._observed_information import Parametrisation
+
+    truth = load_experiment(ROOT / "simulations" / "temperature.toml").truth
+    param = Parametrisation(truth)
+    names, prefix = param.names, param.family.parameter_prefix
+    assert prefix == "gamma"
+    assert asymptotic_check._parameter_of("pe_gate_coef_0", names, [0, 1], prefix) == \
+        ("gamma[0].coef[0]", False)
+    assert asymptotic_check._parameter_of("pe_gate_coef_0_raw", names, [0, 1], prefix) is None
+    assert asymptotic_check._parameter_of("pe_expert_var_1", names, [0, 1], prefix) == \
+        ("expert[1].var", False)
+    # With the softmax prefix the gate's names are not the temperature gate's.
+    assert asymptotic_check._parameter_of("pe_gate_coef_0", names, [0, 1]) is None
+
+
 def test_the_normal_limits_monte_carlo_meets_the_closed_form_and_is_linear(scripts):
     # The Monte Carlo that predicts d1 and the density distances, run on a per-cell column
     # whose limit has a closed form (E|N(0, s^2)| = s sqrt(2 / pi)), must find it; and the
