@@ -268,11 +268,11 @@ def temperature_text(results):
         "\"slower than any polynomial\" therefore holds for the raw parameters only in the "
         "trivial sense that they do not converge at all, and it does not hold for the "
         "identifiable ones. The activation gate has no such symmetry: its parameters are "
-        "identified, and its D1 falls as a power of n over the grid"
+        f"identified, and its D1's fitted slope over the grid is {show(activation)}"
         + ("" if activation is None or not np.isfinite(activation[1])
            or activation[1] <= -0.5 <= activation[2] else
-           ", at a slope the parametric rate's interval test rejects; its section below "
-           "reads that slope against the normal limit of its maximum-likelihood estimate")
+           ", an interval that excludes the parametric rate; its section below reads that "
+           "slope against the normal limit of its maximum-likelihood estimate")
         + ".", ""]
 
 

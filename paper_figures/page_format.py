@@ -21,7 +21,7 @@ def verdict(row):
     if row["within_ci"] and row["ci_high"] >= 0:
         # An interval that also holds a flat curve does not show the loss decaying at all:
         # holding the theory's rate is then no evidence for it.
-        return "inside the CI, which holds 0 too: no decay shown"
+        return "inside the CI of the mean, which holds 0 too: no decay shown by it"
     return {True: "inside the CI", False: "outside the CI", None: "no CI"}[row["within_ci"]]
 
 

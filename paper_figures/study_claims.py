@@ -63,9 +63,10 @@ STUDIES = {
                          "is held to gmoe's n^-1/2, not the paper's)"),
     "temperature-fixed-noise": Claim(PAPER3, "temperature gate, tau start noise 0.05 "
                                              "(fixed)",
-                                     "raw parameters converge slower than any polynomial (the "
-                         "headline, D1 on the identifiable scale gamma = beta / tau, "
-                         "is held to gmoe's n^-1/2, not the paper's)"),
+                                     "raw parameters converge slower than any "
+                                     "polynomial (the headline, D1 on the identifiable "
+                                     "scale gamma = beta / tau, is held to gmoe's n^-1/2, "
+                                     "not the paper's)"),
     "activation": Claim(PAPER3, "activation (tanh) dense-to-sparse gate, exact-specified",
                         "polynomial rates restored: D1 at n^-1/2"),
     "activation-data-starts": Claim(PAPER3, "activation's truth and data, the near-truth "

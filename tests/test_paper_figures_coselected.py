@@ -193,6 +193,15 @@ def test_the_page_reports_the_pairs_and_explains_the_slower_weight(modules):
     geometric = {"pe_weight_0": {"slope": -0.45, "ci_low": -0.5, "ci_high": -0.4},
                  "pe_gate_intercept_0": {"slope": -0.49, "ci_low": -0.55, "ci_high": -0.43}}
     text = "\n".join(fit_texts.coselected_text({**section, "geometric": geometric}))
+    # Here fits are left out of the weight's column and of the ratio: the rates rest on
+    # other fits, and the identity is not claimed.
+    assert "geometric-mean slopes" not in text
+    columns = {c: dict(e, left_out=0) for c, e in report["columns"].items()}
+    columns["pe_weight_0"]["per_fit_ratio"] = dict(
+        columns["pe_weight_0"]["per_fit_ratio"], left_out=0)
+    text = "\n".join(fit_texts.coselected_text({
+        **section, "geometric": geometric,
+        "coselected": {**report, "columns": columns}}))
     assert "(the gap between the two columns' geometric-mean slopes, +0.040, which it " \
            "equals" in text
     # A report written before the per-fit ratio was kept: no explanation.
