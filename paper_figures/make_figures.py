@@ -121,6 +121,38 @@ def temperature_figure(results, out):
     return True
 
 
+def normal_limit_figure(rows, check, out):
+    """sqrt(n) times each whole-model column's mean over its normal limit's constant, by n.
+
+    A curve at 1 has met the maximum-likelihood estimate's limit, constant and rate; one
+    that climbs towards it from below approaches from below (a shallower slope over the
+    grid), one that falls towards it from above approaches from above. The bars are two
+    standard errors of each size's mean. Returns False (no figure) without such columns.
+    """
+    entries = {c["column"]: c for c in check["columns"]}
+    columns = [c for c in (check.get("whole_model") or {}).get("columns", []) if c in entries]
+    if not columns:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, column in enumerate(columns):
+        constant = entries[column]["limit_constant"]
+        means = mean_loss_by_n(loss_table(rows, column), column)
+        scale = np.sqrt(means.n) / constant
+        ax.errorbar(means.n, means.mean * scale, yerr=2 * means.se * scale, fmt=".", ms=3,
+                    lw=0.6, color=f"C{i}", label=f"{column} (limit sqrt(n) x mean = "
+                                                 f"{constant:.3g})")
+    ax.axhline(1.0, color="0.3", lw=0.8, ls="--", label="normal limit of the MLE")
+    ax.set_xscale("log")
+    ax.set_xlabel("n")
+    ax.set_ylabel("sqrt(n) x mean / limit")
+    ax.set_title(f"{check['study']}: mean errors against the normal limit", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def study_section(name, claim, rows, info, fig_dir):
     """The numbers and figure files of one study."""
     experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
@@ -407,6 +439,12 @@ def main(argv=None):
     if temperature_figure(results, fig_dir / "temperature_vs_activation.png"):
         extra["temperature"] = [("Temperature against activation gate",
                                  "temperature_vs_activation.png")]
+    for s in sections:
+        out = fig_dir / f"{s['name']}_normal_limit.png"
+        if s.get("asymptotic") and normal_limit_figure(results[s["name"]], s["asymptotic"],
+                                                        out):
+            extra.setdefault(s["name"], []).append(("Mean errors against the normal limit",
+                                                   out.name))
     checks = read_supremum_checks(args.results)
     for name, report in checks.items():
         supremum_figure(report, fig_dir / f"{name}_starts.png")

@@ -1851,3 +1851,18 @@ def test_the_temperature_discussion_reads_its_numbers(scripts):
     text = "\n".join(make_figures.temperature_text(results))
     assert "excludes the parametric rate" not in text and "by construction" not in text
     assert "its D1's fitted slope over the grid is -0.499 [" in text
+
+
+def test_the_normal_limit_figure_is_drawn_for_whole_model_columns_only(tmp_path, scripts):
+    _, make_figures, _ = scripts
+    rows = [{"n": n, "rep": r, "hellinger": 1.02 / np.sqrt(n) * (1 + 0.01 * r)}
+            for n in (100, 1000, 10000) for r in range(4)]
+    check = {"study": "s", "columns": [{"column": "hellinger", "limit_constant": 1.02}],
+             "whole_model": {"columns": ["hellinger"]}}
+    out = tmp_path / "s_normal_limit.png"
+    assert make_figures.normal_limit_figure(rows, check, out)
+    assert out.stat().st_size > 0
+    # A check written before the whole-model columns were predicted: no figure.
+    assert not make_figures.normal_limit_figure(rows, {"study": "s", "columns": []},
+                                                tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
