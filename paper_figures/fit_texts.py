@@ -26,6 +26,37 @@ def _stale(check, s):
     return " (STALE: computed from another export of the results; rerun it)"
 
 
+def normal_limit_overview(sections):
+    """One paragraph for the page's top: the density errors against their normal limits.
+
+    For every study whose asymptotic check predicted its density distances: the observed
+    mean Hellinger distance over the limit's prediction at the largest sizes, with the
+    noise of that ratio. Empty when no study has such a check.
+    """
+    found = []
+    for s in sections:
+        check = s.get("asymptotic") or {}
+        entry = next((c for c in check.get("columns", []) if c["column"] == "hellinger"
+                      and "limit_constant" in c), None)
+        if entry is not None:
+            found.append((s["name"], _limit_ratio(entry, "large"),
+                          _limit_noise(entry["large"])))
+    if not found:
+        return []
+    listed = ", ".join(f"`{name}` {ratio:.2f} (± {noise:.2f})" for name, ratio, noise in found)
+    within = [name for name, ratio, noise in found if abs(ratio - 1) <= noise]
+    verdict = ("every one of them within the noise of 1" if len(within) == len(found) else
+               f"{len(within)} of {len(found)} within the noise of 1")
+    return [f"Against the maximum-likelihood estimate's normal limit (`python paper_figures/"
+            "asymptotic_check.py NAME` for each exact-specified study), the mean Hellinger "
+            "distance at the largest "
+            f"sizes is these fractions of the limit's prediction, constant included: {listed}"
+            f"; {verdict} (two standard errors). A regular estimator less accurate in this "
+            "distance than the maximum-likelihood estimate would sit above 1 in the limit. "
+            "The check also compares every parameter's error and D1 with the limit (the "
+            "figures 'Mean errors against the normal limit').", ""]
+
+
 def asymptotic_text(s):
     """What ``asymptotic_check.py`` found: predicted (I^-1 / n) against observed errors."""
     check = s["asymptotic"]

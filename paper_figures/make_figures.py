@@ -41,6 +41,7 @@ from fit_texts import (  # noqa: E402
     density_text,
     disagreement_text,
     fitcheck_text,
+    normal_limit_overview,
     split_cells_text,
     spread_text,
     start_check_text,
@@ -327,6 +328,9 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                      f"{s['claim'].claim} | {s['headline']} | {fmt_slope(row)} | {theory} | "
                      f"{sens} | {fmt_slope(s['geometric'].get(s['headline']))} | "
                      f"{_grid(s)} | {_run_time(s)} |")
+    lines += [""] + normal_limit_overview(sections)
+    if lines[-1] == "":
+        lines.pop()
     run = {s["name"] for s in sections}
     missing = [name for name in STUDIES if name not in run]
     waiting = [name for name in missing if name not in (checks or {})]
@@ -393,6 +397,7 @@ def write_rst(sections, extra_figures, path, results, checks=None):
                   f"     - {theory}",
                   f"     - {_run_time(s)}"]
     lines.append("")
+    lines += [rst_literals(line) for line in normal_limit_overview(sections)]
     for s in sections:
         title = f"{s['name']}"
         lines += [title, "-" * len(title), "", f"{s['claim'].setting}. Claim: "

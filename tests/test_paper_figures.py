@@ -1866,3 +1866,18 @@ def test_the_normal_limit_figure_is_drawn_for_whole_model_columns_only(tmp_path,
     assert not make_figures.normal_limit_figure(rows, {"study": "s", "columns": []},
                                                 tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_page_opens_with_the_density_errors_against_their_normal_limits(pages):
+    def section(name, observed, se=0.01):
+        end = {"observed_mean": observed, "predicted_mean": 1.0, "relative_se": se}
+        return {"name": name, "asymptotic": {"columns": [
+            {"column": "hellinger", "limit_constant": 1.0, "large": end}]}}
+
+    overview = pages.fit_texts.normal_limit_overview
+    text = overview([section("a", 1.01), section("b", 0.99), {"name": "c"}])[0]
+    assert "`a` 1.01 (± 0.02), `b` 0.99 (± 0.02); every one of them within the noise" in text
+    # One beyond its noise is counted, not hidden.
+    assert "1 of 2 within the noise of 1" in overview([section("a", 1.01),
+                                                       section("b", 1.10)])[0]
+    assert overview([{"name": "c"}, {"name": "d", "asymptotic": {"columns": []}}]) == []
