@@ -122,13 +122,16 @@ def temperature_figure(results, out):
     return True
 
 
-def normal_limit_figure(rows, check, out):
+def normal_limit_figure(rows, check, out, bins=20):
     """sqrt(n) times each whole-model column's mean over its normal limit's constant, by n.
 
     A curve at 1 has met the maximum-likelihood estimate's limit, constant and rate; one
     that climbs towards it from below approaches from below (a shallower slope over the
-    grid), one that falls towards it from above approaches from above. The bars are two
-    standard errors of each size's mean. Returns False (no figure) without such columns.
+    grid), one that falls towards it from above approaches from above. The sizes are
+    pooled into at most ``bins`` bins even in log n (a grid of 200 sizes would hide the
+    curve under its bars); each point is the mean of sqrt(n) x value / constant over the
+    bin's rows, at the bin's mean log n, with two standard errors. Returns False (no
+    figure) without such columns.
     """
     entries = {c["column"]: c for c in check["columns"]}
     columns = [c for c in (check.get("whole_model") or {}).get("columns", []) if c in entries]
@@ -137,11 +140,20 @@ def normal_limit_figure(rows, check, out):
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, column in enumerate(columns):
         constant = entries[column]["limit_constant"]
-        means = mean_loss_by_n(loss_table(rows, column), column)
-        scale = np.sqrt(means.n) / constant
-        ax.errorbar(means.n, means.mean * scale, yerr=2 * means.se * scale, fmt=".", ms=3,
-                    lw=0.6, color=f"C{i}", label=f"{column} (limit sqrt(n) x mean = "
-                                                 f"{constant:.3g})")
+        kept = [r for r in rows if r.get(column) is not None and np.isfinite(r[column])]
+        n = np.array([r["n"] for r in kept], dtype=float)
+        scaled = np.array([r[column] for r in kept]) * np.sqrt(n) / constant
+        edges = np.linspace(np.log(n.min()), np.log(n.max()), bins + 1)
+        which = np.clip(np.searchsorted(edges, np.log(n), side="right") - 1, 0, bins - 1)
+        centre, mean, error = [], [], []
+        for b in np.unique(which):
+            values = scaled[which == b]
+            centre.append(np.exp(np.log(n[which == b]).mean()))
+            mean.append(values.mean())
+            error.append(2 * values.std(ddof=1) / np.sqrt(values.size)
+                         if values.size > 1 else np.nan)
+        ax.errorbar(centre, mean, yerr=error, fmt="o-", ms=3, lw=0.8, capsize=2,
+                    color=f"C{i}", label=f"{column} (limit sqrt(n) x mean = {constant:.3g})")
     ax.axhline(1.0, color="0.3", lw=0.8, ls="--", label="normal limit of the MLE")
     ax.set_xscale("log")
     ax.set_xlabel("n")
