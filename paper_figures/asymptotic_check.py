@@ -302,10 +302,10 @@ def implied_slope(small, large):
                  / (large["mean_log_n"] - small["mean_log_n"]))
 
 
-def _end_entry(rows, column, chosen, sd_at):
+def _end_entry(rows, column, chosen, predicted_at):
     """Observed against predicted mean of ``column`` over the grid's rows at one end.
 
-    ``sd_at(n)`` is the prediction's mean at size ``n`` (proportional to n^-1/2); the
+    ``predicted_at(n)`` is the prediction's mean at size ``n`` (proportional to n^-1/2); the
     standard error of the observed mean is filled in by the caller, which knows the
     column's spread.
     """
@@ -313,7 +313,7 @@ def _end_entry(rows, column, chosen, sd_at):
     return {"n_from": int(chosen[0]), "n_to": int(chosen[-1]), "rows": len(picked),
             "mean_log_n": float(np.mean([np.log(r["n"]) for r in picked])),
             "observed_mean": float(np.mean([r[column] for r in picked])),
-            "predicted_mean": float(np.mean([sd_at(r["n"]) for r in picked]))}, picked
+            "predicted_mean": float(np.mean([predicted_at(r["n"]) for r in picked]))}, picked
 
 
 def _relative_se_of_mean(picked, cv):
@@ -501,6 +501,9 @@ def main(argv=None):
         parser.error(f"--draws must be at least 2 (a mean and its spread); got {args.draws}")
     for name in args.studies:
         rows = committed_rows(args.results, name)
+        # About a minute a study on two cores: say what runs.
+        print(f"{name}: the information on {args.rows} rows, then {args.draws} draws of the "
+              "normal limit for its whole-model columns ...", flush=True)
         report = check(name, rows, args.rows, draws=args.draws)
         (args.results / f"{name}.asymptotic.json").write_text(
             json.dumps(report, indent=1) + "\n")
