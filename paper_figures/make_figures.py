@@ -122,38 +122,65 @@ def temperature_figure(results, out):
     return True
 
 
+def limit_ratio_bins(rows, column, constant, bins=20):
+    """sqrt(n) x ``column`` / ``constant`` pooled into bins even in log n.
+
+    Each task is an independent draw, and in the normal limit sqrt(n) x value has one law
+    at every n, so a bin's rows can be pooled (a trend within a bin, which spans a factor
+    of about 1.4 in n for a grid of two decades, only widens its error).
+
+    Returns
+    -------
+    centre, mean, error : ndarray
+        Per non-empty bin: the geometric mean of its sizes, the mean ratio and two standard
+        errors of it (NaN for a bin of one row). Empty arrays without a finite value.
+    """
+    kept = [r for r in rows if r.get(column) is not None and np.isfinite(r[column])]
+    if not kept:
+        return np.empty(0), np.empty(0), np.empty(0)
+    n = np.array([r["n"] for r in kept], dtype=float)
+    scaled = np.array([r[column] for r in kept]) * np.sqrt(n) / constant
+    edges = np.linspace(np.log(n.min()), np.log(n.max()), bins + 1)
+    which = np.clip(np.searchsorted(edges, np.log(n), side="right") - 1, 0, bins - 1)
+    centre, mean, error = [], [], []
+    for b in np.unique(which):
+        values = scaled[which == b]
+        centre.append(np.exp(np.log(n[which == b]).mean()))
+        mean.append(values.mean())
+        error.append(2 * values.std(ddof=1) / np.sqrt(values.size) if values.size > 1
+                     else np.nan)
+    return np.array(centre), np.array(mean), np.array(error)
+
+
 def normal_limit_figure(rows, check, out, bins=20):
     """sqrt(n) times each whole-model column's mean over its normal limit's constant, by n.
 
     A curve at 1 has met the maximum-likelihood estimate's limit, constant and rate; one
     that climbs towards it from below approaches from below (a shallower slope over the
     grid), one that falls towards it from above approaches from above. The sizes are
-    pooled into at most ``bins`` bins even in log n (a grid of 200 sizes would hide the
-    curve under its bars); each point is the mean of sqrt(n) x value / constant over the
-    bin's rows, at the bin's mean log n, with two standard errors. Returns False (no
-    figure) without such columns.
+    pooled into at most ``bins`` bins even in log n (:func:`limit_ratio_bins`; a grid of
+    200 sizes would hide the curve under its bars), with two standard errors; the shaded
+    band is the Monte Carlo's own two standard errors of the constant. Returns False (no
+    figure) without such a column holding a value.
     """
     entries = {c["column"]: c for c in check["columns"]}
     columns = [c for c in (check.get("whole_model") or {}).get("columns", []) if c in entries]
-    if not columns:
+    drawn = []
+    for column in columns:
+        centre, mean, error = limit_ratio_bins(rows, column, entries[column]["limit_constant"],
+                                               bins)
+        if centre.size:
+            drawn.append((column, centre, mean, error))
+    if not drawn:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, column in enumerate(columns):
-        constant = entries[column]["limit_constant"]
-        kept = [r for r in rows if r.get(column) is not None and np.isfinite(r[column])]
-        n = np.array([r["n"] for r in kept], dtype=float)
-        scaled = np.array([r[column] for r in kept]) * np.sqrt(n) / constant
-        edges = np.linspace(np.log(n.min()), np.log(n.max()), bins + 1)
-        which = np.clip(np.searchsorted(edges, np.log(n), side="right") - 1, 0, bins - 1)
-        centre, mean, error = [], [], []
-        for b in np.unique(which):
-            values = scaled[which == b]
-            centre.append(np.exp(np.log(n[which == b]).mean()))
-            mean.append(values.mean())
-            error.append(2 * values.std(ddof=1) / np.sqrt(values.size)
-                         if values.size > 1 else np.nan)
+    for i, (column, centre, mean, error) in enumerate(drawn):
+        entry = entries[column]
         ax.errorbar(centre, mean, yerr=error, fmt="o-", ms=3, lw=0.8, capsize=2,
-                    color=f"C{i}", label=f"{column} (limit sqrt(n) x mean = {constant:.3g})")
+                    color=f"C{i}", label=f"{column} (limit sqrt(n) x mean = "
+                                         f"{entry['limit_constant']:.3g})")
+        band = 2 * entry.get("limit_mc_relative_se", 0.0)
+        ax.axhspan(1 - band, 1 + band, color=f"C{i}", alpha=0.08, lw=0)
     ax.axhline(1.0, color="0.3", lw=0.8, ls="--", label="normal limit of the MLE")
     ax.set_xscale("log")
     ax.set_xlabel("n")

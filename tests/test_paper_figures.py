@@ -1855,29 +1855,68 @@ def test_the_temperature_discussion_reads_its_numbers(scripts):
 
 def test_the_normal_limit_figure_is_drawn_for_whole_model_columns_only(tmp_path, scripts):
     _, make_figures, _ = scripts
-    rows = [{"n": n, "rep": r, "hellinger": 1.02 / np.sqrt(n) * (1 + 0.01 * r)}
+    # Rows exactly at the limit (sqrt(n) x value = constant) give ratio 1 and no spread in
+    # every bin; sizes a decade apart in 3 bins put each size in its own bin, and in 1 bin
+    # pool at their geometric mean.
+    rows = [{"n": n, "rep": r, "hellinger": 1.02 / np.sqrt(n), "d1": None}
             for n in (100, 1000, 10000) for r in range(4)]
-    check = {"study": "s", "columns": [{"column": "hellinger", "limit_constant": 1.02}],
-             "whole_model": {"columns": ["hellinger"]}}
+    centre, mean, error = make_figures.limit_ratio_bins(rows, "hellinger", 1.02, bins=3)
+    assert centre == pytest.approx([100, 1000, 10000])
+    assert mean == pytest.approx([1.0] * 3) and error == pytest.approx([0.0] * 3, abs=1e-12)
+    centre, _, _ = make_figures.limit_ratio_bins(rows, "hellinger", 1.02, bins=1)
+    assert centre == pytest.approx([1000])
+    # Twice the limit at n = 100 only: that bin's mean is 2, the others' 1.
+    doubled = [dict(r, hellinger=2 * r["hellinger"]) if r["n"] == 100 else r for r in rows]
+    _, mean, _ = make_figures.limit_ratio_bins(doubled, "hellinger", 1.02, bins=3)
+    assert mean == pytest.approx([2.0, 1.0, 1.0])
+    assert [a.size for a in make_figures.limit_ratio_bins(rows, "d1", 1.0)] == [0, 0, 0]
+    check = {"study": "s", "columns": [
+        {"column": "hellinger", "limit_constant": 1.02, "limit_mc_relative_se": 0.004},
+        {"column": "d1", "limit_constant": 6.9},
+        {"column": "pe_expert_var_0", "asymptotic_sd_per_row": 0.1}],
+        "whole_model": {"columns": ["hellinger", "d1"]}}
     out = tmp_path / "s_normal_limit.png"
     assert make_figures.normal_limit_figure(rows, check, out)
     assert out.stat().st_size > 0
-    # A check written before the whole-model columns were predicted: no figure.
+    # Only the whole-model columns are drawn: with none holding a value, no figure (a d1
+    # of no finite value, a parameter column that is not whole-model).
+    only = dict(check, whole_model={"columns": ["d1"]})
+    assert not make_figures.normal_limit_figure(rows, only, tmp_path / "none.png")
     assert not make_figures.normal_limit_figure(rows, {"study": "s", "columns": []},
                                                 tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
 
 
 def test_the_page_opens_with_the_density_errors_against_their_normal_limits(pages):
-    def section(name, observed, se=0.01):
-        end = {"observed_mean": observed, "predicted_mean": 1.0, "relative_se": se}
-        return {"name": name, "asymptotic": {"columns": [
-            {"column": "hellinger", "limit_constant": 1.0, "large": end}]}}
+    def section(name, observed, se=0.01, constant=1.0, d1=None, rows=80):
+        def entry(column, value):
+            end = {"observed_mean": value, "predicted_mean": 1.0, "relative_se": se,
+                   "n_from": 95407, "n_to": 100000}
+            return {"column": column, "limit_constant": constant, "large": end}
+
+        columns = [entry("hellinger", observed)] + ([entry("d1", d1)] if d1 else [])
+        columns.append({"column": "pe_expert_var_0", "large": {}})  # no limit constant
+        return {"name": name, "n_rows": 80, "headline": "d1",
+                "asymptotic": {"result_rows": rows, "columns": columns}}
 
     overview = pages.fit_texts.normal_limit_overview
-    text = overview([section("a", 1.01), section("b", 0.99), {"name": "c"}])[0]
-    assert "`a` 1.01 (± 0.02), `b` 0.99 (± 0.02); every one of them within the noise" in text
-    # One beyond its noise is counted, not hidden.
-    assert "1 of 2 within the noise of 1" in overview([section("a", 1.01),
-                                                       section("b", 1.10)])[0]
+    text = overview([section("a", 1.01), section("b", 0.99, constant=2.0, d1=0.87),
+                     {"name": "c", "headline": "d1"}, {"name": "o", "headline": "d2"}])[0]
+    assert ("the mean Hellinger distance at the largest sizes (n 95407 to 100000) is these "
+            "fractions of the limit's prediction, constant included: `a` 1.01 (± 0.02), "
+            "`b` 0.99 (± 0.02); every one of them within the noise of 1") in text
+    # Any whole-model column outside its noise is named; an exact study without a check
+    # is named (an over-specified one is not); distinct constants share nothing.
+    assert "Columns outside their noise at the largest sizes: `b` d1 0.87 (± 0.02)." in text
+    assert "Exact-specified studies without this check: `c`." in text and "`o`" not in text
+    assert "share one truth" not in text
+    # Two studies of one constant share one prediction; one beyond its noise is counted.
+    text = overview([section("a", 1.01), section("b", 1.10)])[0]
+    assert "1 of 2 within the noise of 1" in text
+    assert "`a`, `b` share one truth" in text
+    assert "No d1, Hellinger or TV column" not in text and "`b` hellinger 1.10" in text
+    # A check computed from another export of the results is marked stale here too.
+    assert "`a` (STALE" in overview([section("a", 1.0, rows=79)])[0]
+    assert "within the noise of 1 (two" in overview([section("a", 1.0)])[0]
     assert overview([{"name": "c"}, {"name": "d", "asymptotic": {"columns": []}}]) == []
+
