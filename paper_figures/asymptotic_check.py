@@ -309,7 +309,8 @@ def _end_entry(rows, column, chosen, predicted_at):
     standard error of the observed mean is filled in by the caller, which knows the
     column's spread.
     """
-    picked = [r for r in rows if r["n"] in set(chosen.tolist()) and r.get(column) is not None]
+    sizes = set(chosen.tolist())
+    picked = [r for r in rows if r["n"] in sizes and r.get(column) is not None]
     return {"n_from": int(chosen[0]), "n_to": int(chosen[-1]), "rows": len(picked),
             "mean_log_n": float(np.mean([np.log(r["n"]) for r in picked])),
             "observed_mean": float(np.mean([r[column] for r in picked])),

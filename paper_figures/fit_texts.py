@@ -35,7 +35,7 @@ def normal_limit_overview(sections):
     studies that share one prediction (one truth), and the exact-specified studies without
     a check. Empty when no study has such a check.
     """
-    found, outside, shared, unchecked = [], [], {}, []
+    found, outside, shared, unchecked, ends = [], [], {}, [], None
     for s in sections:
         check = s.get("asymptotic") or {}
         entries = [c for c in check.get("columns", []) if "limit_constant" in c]
@@ -44,6 +44,7 @@ def normal_limit_overview(sections):
             if s.get("headline") == "d1" and not check:
                 unchecked.append(s["name"])
             continue
+        ends = ends or hellinger["large"]  # every check averages over the same ends
         name = f"`{s['name']}`{_stale(check, s) if 'n_rows' in s else ''}"
         found.append((name, _limit_ratio(hellinger, "large"), _limit_noise(hellinger["large"])))
         shared.setdefault(round(hellinger["limit_constant"], 12), []).append(f"`{s['name']}`")
@@ -52,8 +53,6 @@ def normal_limit_overview(sections):
                     if abs(_limit_ratio(c, "large") - 1) > _limit_noise(c["large"])]
     if not found:
         return []
-    ends = next(c["large"] for s in sections for c in (s.get("asymptotic") or {}).get(
-        "columns", []) if "limit_constant" in c)
     listed = ", ".join(f"{name} {ratio:.2f} (± {noise:.2f})" for name, ratio, noise in found)
     within = sum(abs(ratio - 1) <= noise for _, ratio, noise in found)
     verdict = ("within the noise of 1" if within == len(found) == 1 else

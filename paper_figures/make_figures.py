@@ -367,9 +367,9 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
                      f"{s['claim'].claim} | {s['headline']} | {fmt_slope(row)} | {theory} | "
                      f"{sens} | {fmt_slope(s['geometric'].get(s['headline']))} | "
                      f"{_grid(s)} | {_run_time(s)} |")
-    lines += [""] + normal_limit_overview(sections)
-    if lines[-1] == "":
-        lines.pop()
+    overview = normal_limit_overview(sections)
+    if overview:
+        lines += ["", overview[0]]
     run = {s["name"] for s in sections}
     missing = [name for name in STUDIES if name not in run]
     waiting = [name for name in missing if name not in (checks or {})]
