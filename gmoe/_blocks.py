@@ -665,11 +665,13 @@ class RowBlocks(_BlockSource):
 def _weighted_column_sums_block(block, mean):
     """Weighted column sums of ``[Z, y]``, or of ``([Z, y] - mean)^2`` given ``mean``."""
     data = np.vstack([block.ZT[:-1], block.y])
-    if mean is not None:
-        data -= mean[:, None]
-        data *= data
-    data *= block.w
-    return data.sum(axis=1)
+    # Values beyond about 1e154 overflow here: the caller's conditioning reports them.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if mean is not None:
+            data -= mean[:, None]
+            data *= data
+        data *= block.w
+        return data.sum(axis=1)
 
 
 def _gram_and_range_block(block):

@@ -26,7 +26,7 @@ import numpy as np
 from ._blocks import inverse_scale
 from .exceptions import RankDeficientDesignWarning
 
-__all__ = ["Conditioning"]
+__all__ = ["Conditioning", "check_spread_representable"]
 
 # The weighted Gram matrix of the internal design (unit diagonal) is called numerically
 # rank-deficient when its condition number exceeds this: least squares through the normal
@@ -40,10 +40,41 @@ def _weighted_moments(values, sample_weight, total):
     Elementwise sums, not a BLAS matrix-vector product: for a few rows BLAS gains nothing,
     and its threads can cost milliseconds on a busy machine.
     """
-    mean = np.sum(values * sample_weight, axis=1) / total
-    centred = values - mean[:, None]
-    var = np.sum(centred * centred * sample_weight, axis=1) / total
-    return mean, np.sqrt(np.maximum(var, 0.0))
+    # Values beyond about 1e154 overflow here: Conditioning.from_moments reports them.
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.sum(values * sample_weight, axis=1) / total
+        centred = values - mean[:, None]
+        var = np.sum(centred * centred * sample_weight, axis=1) / total
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def check_spread_representable(X, y, conditioning):
+    """Raise when a column of ``X``, or ``y``, varies by less than float64 can scale.
+
+    The scaling squares the deviations: a spread below about 1e-154 squares to less than
+    the smallest normal number, so that a varying column would look constant (or be
+    scaled by a rounded-off deviation) and the fit would be silently wrong. Only such
+    columns are searched, so ordinary data cost nothing. (A spread beyond about 1e154
+    overflows, which :meth:`Conditioning.from_moments` reports.)
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    conditioning : Conditioning
+        Its scales (1 where the data's was 0).
+    """
+    tiny = np.finfo(np.float64).tiny
+    suspects = [(f"column {j} of X", X[:, j]) for j, s in enumerate(conditioning.x_scale)
+                if s * s < tiny or s == 1.0]
+    if conditioning.y_scale * conditioning.y_scale < tiny or conditioning.y_scale == 1.0:
+        suspects.append(("y", y))
+    for which, values in suspects:
+        spread = float(np.ptp(values))
+        if 0 < spread and spread * spread < tiny:
+            raise ValueError(
+                f"{which} varies by only {spread:.3g}, a spread whose square underflows "
+                "float64: rescale it (by a power of ten, say) before fitting.")
 
 
 class Conditioning:
@@ -113,6 +144,18 @@ class Conditioning:
         """
         x_mean = np.asarray(x_mean, dtype=np.float64)
         x_std = np.asarray(x_std, dtype=np.float64)
+        # The variances square the data: beyond about 1e154 they overflow, and the scaling
+        # (and so the fit) would be silently wrong.
+        overflowing = [f"column {j} of X" for j in range(x_mean.size)
+                       if not (np.isfinite(x_mean[j]) and np.isfinite(x_std[j]))]
+        if not (np.isfinite(y_mean) and np.isfinite(y_std)):
+            overflowing.append("y")
+        if overflowing:
+            verb, pronoun = ("holds", "it") if len(overflowing) == 1 else ("hold", "them")
+            raise ValueError(
+                f"{', '.join(overflowing)} {verb} values whose squares overflow float64 "
+                f"(beyond about 1e154 in magnitude): rescale {pronoun} (by a power of ten, "
+                "say) before fitting.")
         if centre_x:
             x_offset, x_scale = x_mean, x_std
         else:

@@ -23,7 +23,7 @@ log-gate at the new gate, when it computed it).
 import numpy as np
 
 from ._blocks import RowBlocks
-from ._conditioning import Conditioning
+from ._conditioning import Conditioning, check_spread_representable
 from ._em import _Params
 from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._starts import standardised_data
@@ -286,6 +286,8 @@ def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperat
         mean, std = rows.weighted_moments()
         conditioning = Conditioning.from_moments(mean[:-1], std[:-1], mean[-1], std[-1],
                                                  centre_x=centre_x, scale_x=scale_x)
+        if X is not None:
+            check_spread_representable(X, y, conditioning)
         rows.condition(conditioning.x_offset, conditioning.x_scale, conditioning.y_offset,
                        conditioning.y_scale)
         conditioning.report_rank(*rows.design_gram(), stacklevel=4)
@@ -293,6 +295,7 @@ def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperat
                 rows.target_variance())
     conditioning = Conditioning.from_data(X, y, sample_weight, centre_x=centre_x,
                                           scale_x=scale_x)
+    check_spread_representable(X, y, conditioning)
     Z = conditioning.transform_X(X)
     y_internal = conditioning.transform_y(y)
     conditioning.check_rank(Z, sample_weight, stacklevel=4)

@@ -91,3 +91,45 @@ def check_int_in_range(value, name, low, high):
     if not low <= value <= high:
         raise ValueError(f"{name} must be an integer in [{low}, {high}], got {name}={value}.")
     return int(value)
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Row weights as a C-contiguous float64 array of shape ``(n_samples,)``, checked.
+
+    ``None`` weighs every row 1 and a positive scalar weighs every row alike. Otherwise
+    the weights must be finite, non-negative, not all zero and one per row.
+
+    Parameters
+    ----------
+    sample_weight : array-like of shape (n_samples,), float or None
+    n_samples : int
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    if sample_weight is None:
+        return np.ones(n_samples)
+
+    def fail(received, shape=True):
+        expected = f"of shape ({n_samples},) " if shape else ""
+        raise ValueError(f"sample_weight must be an array {expected}of finite non-negative "
+                         f"weights with a positive sum, got {received}.")
+
+    try:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        fail(f"{type(sample_weight).__name__}: {sample_weight!r}")
+    if sw.ndim == 0:
+        if not (np.isfinite(sw) and sw > 0):
+            fail(f"the scalar {float(sw)!r}", shape=False)
+        return np.full(n_samples, float(sw))
+    if sw.shape != (n_samples,):
+        fail(f"an array of shape {sw.shape}")
+    if not np.all(np.isfinite(sw)):
+        fail("non-finite values")
+    if np.any(sw < 0):
+        fail(f"a negative value ({float(sw.min())!r})")
+    if not np.any(sw > 0):
+        fail("all zeros")
+    return np.ascontiguousarray(sw)

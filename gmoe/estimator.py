@@ -1,5 +1,6 @@
 """GaussianMoERegressor: maximum-likelihood fitting of a Gaussian mixture of experts by EM."""
 
+import contextlib
 import functools
 import itertools
 import numbers
@@ -20,7 +21,7 @@ from ._em import (
 )
 from ._passes import prepare
 from ._starts import STRATEGIES, draw_labels
-from ._validation import check_option
+from ._validation import check_option, check_sample_weight
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means
 from .gates import make_gating
@@ -251,9 +252,19 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                 what = "> 0" if positive else ">= 0"
                 raise ValueError(f"{name} must be a finite number {what}, got {name}={value!r}.")
 
+        def check_bool(name):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {name}={value!r}.")
+
         check_int("n_experts", 1)
         check_int("max_iter", 1)
         check_int("n_init", 1)
+        check_bool("learn_temperature")
+        check_bool("warm_start")
+        # verbose=True is the common spelling of verbose=1.
+        if not isinstance(self.verbose, (numbers.Integral, np.bool_)) or self.verbose < 0:
+            raise ValueError(f"verbose must be an integer >= 0, got verbose={self.verbose!r}.")
         check_real("tol", positive=False)
         check_real("reg_var", positive=False)
         check_option(self.on_degenerate, "on_degenerate", ("warn", "restart"))
@@ -272,30 +283,6 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                              f"{type(self.init_params).__name__}: {self.init_params!r}.")
         return family
 
-    def _check_sample_weight(self, sample_weight, n_samples):
-        if sample_weight is None:
-            return np.ones(n_samples)
-        sw = np.asarray(sample_weight, dtype=np.float64)
-        if sw.ndim == 0:
-            if not (np.isfinite(sw) and sw > 0):
-                self._raise_sample_weight(f"the scalar {float(sw)!r}")
-            return np.full(n_samples, float(sw))
-        if sw.shape != (n_samples,):
-            self._raise_sample_weight(f"an array of shape {sw.shape}", n_samples)
-        if not np.all(np.isfinite(sw)):
-            self._raise_sample_weight("non-finite values", n_samples)
-        if np.any(sw < 0):
-            self._raise_sample_weight(f"a negative value ({float(sw.min())!r})", n_samples)
-        if not np.any(sw > 0):
-            self._raise_sample_weight("all zeros", n_samples)
-        return np.ascontiguousarray(sw)
-
-    @staticmethod
-    def _raise_sample_weight(received, n_samples=None):
-        shape = f"of shape ({n_samples},) " if n_samples is not None else ""
-        raise ValueError(f"sample_weight must be an array {shape}of finite non-negative "
-                         f"weights with a positive sum, got {received}.")
-
     def _n_parameters(self):
         """Number of free parameters of the fitted model (for BIC/AIC)."""
         return self._count_parameters(self.mixing_measure_.family, self.n_features_in_)
@@ -304,19 +291,23 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         return family.learns_temperature and bool(self.learn_temperature)
 
     # --------------------------------------------------------------- starts
-    def _start_from_measure(self, family, n_features):
-        start = self.init_params
+    def _start_from_measure(self, start, name, family, n_features):
+        """A given start's parameters, checked against the estimator and the data.
+
+        ``start`` is ``init_params``, or the previous fit under ``warm_start``; ``name``
+        says which in the errors.
+        """
         if start.n_experts != self.n_experts or start.n_features != n_features:
             raise ValueError(
-                "init_params must have n_experts and n_features matching the estimator and X: "
+                f"{name} must have n_experts and n_features matching the estimator and X: "
                 f"expected ({self.n_experts}, {n_features}), got ({start.n_experts}, "
                 f"{start.n_features}).")
         if start.family != family:
-            raise ValueError(f"init_params must use the estimator's gating {family!r}, got "
+            raise ValueError(f"{name} must use the estimator's gating {family!r}, got "
                              f"{start.family!r}.")
         if start.is_symmetric_fixed_point():
             raise ValueError(
-                "init_params is a two-expert tanh/sigmoid gate with gate_coef[0] = "
+                f"{name} is a two-expert tanh/sigmoid gate with gate_coef[0] = "
                 "-gate_coef[1], a fixed point of the gate's symmetry where the Fisher "
                 "information is singular; perturb the gate slopes.")
         return _Params.from_measure(start)
@@ -375,9 +366,12 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         while len(start_log_liks) < n_starts and attempts < max_attempts:
             attempts += 1
             if warm:
-                params = conditioning.to_internal(_Params.from_measure(self.mixing_measure_))
+                params = conditioning.to_internal(self._start_from_measure(
+                    self.mixing_measure_, "warm_start=True's start (the previous fit)",
+                    family, n_features))
             elif isinstance(self.init_params, MixingMeasure):
-                params = conditioning.to_internal(self._start_from_measure(family, n_features))
+                params = conditioning.to_internal(self._start_from_measure(
+                    self.init_params, "init_params", family, n_features))
             else:
                 params = next(starts, None)
                 if params is None:  # 'short_em' ran out of candidates
@@ -448,91 +442,124 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             'temperature' gates).
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the rows in the log-likelihood.
+            Non-negative frequency weights of the rows in the log-likelihood: a weight of
+            2 counts a row twice (the fit equals the fit to repeated rows). ``tol`` is in
+            units of the weighted total log-likelihood, so weights must be on the scale of
+            counts: rescale importance weights to average 1.
 
         Returns
         -------
         self : GaussianMoERegressor
         """
-        started = time.perf_counter()
-        family = self._check_parameters()
-        # Read before BLAS is held to one thread: the caller's limits cap the default.
-        n_threads = _blocks.resolve_n_threads(self.n_threads)
-        rows = None
-        if _blocks.is_dask_array(X):
-            # Dask arrays stay where they are: every pass runs on their chunks (gmoe._dask).
-            from ._dask import DaskRowBlocks
+        # A fit that raises (bad input, an interrupt) leaves the previous fit as it was (a
+        # with block, not a wrapper, so that the warnings' stack levels stay the caller's).
+        with self._previous_fit_kept_on_error():
+            started = time.perf_counter()
+            family = self._check_parameters()
+            # Read before BLAS is held to one thread: the caller's limits cap the default.
+            n_threads = _blocks.resolve_n_threads(self.n_threads)
+            rows = None
+            if _blocks.is_dask_array(X):
+                # Dask arrays stay where they are: every pass runs on their chunks (gmoe._dask).
+                from ._dask import DaskRowBlocks
 
-            rows = DaskRowBlocks(X, y, sample_weight, self.n_experts, family)
-            self.n_features_in_ = rows.n_features
-            self.__dict__.pop("feature_names_in_", None)
-            X = y = sample_weight = None
-            n_samples, n_features = rows.n_samples, rows.n_features
-            n_used, y_constant = rows.n_positive, rows.y_range == 0
-        else:
-            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
-            X = np.ascontiguousarray(X)
-            y = np.ascontiguousarray(y, dtype=np.float64)
-            n_samples, n_features = X.shape
-            sample_weight = self._check_sample_weight(sample_weight, n_samples)
-            n_used, y_constant = int(np.count_nonzero(sample_weight)), np.ptp(y) == 0
-        if self.n_experts > n_samples:
-            raise ValueError(f"Expected n_samples >= n_experts, got n_experts={self.n_experts}, "
-                             f"n_samples={n_samples}.")
-        n_params = self._count_parameters(family, n_features)
-        if n_used < n_params:
-            warnings.warn(
-                f"Fewer samples with positive weight ({n_used}) than free parameters "
-                f"({n_params} for n_experts={self.n_experts}, n_features={n_features}): the "
-                "maximum-likelihood estimate is not unique and variances may sit at the floor. "
-                "Use fewer experts or more data.", DegenerateExpertWarning, stacklevel=2)
-        if y_constant:
-            warnings.warn("y is constant: every expert's variance sits at the floor "
-                          "reg_var (relative to 1); the likelihood is unbounded.",
-                          DegenerateExpertWarning, stacklevel=2)
-        with _single_threaded_blas():
-            # EM runs on a centred and scaled design and response (gmoe._conditioning), so
-            # that an affine rescaling of a column of X, or of y, gives the same fit; its
-            # passes walk the rows block by block where the gating family allows.
-            passes, conditioning, y_variance = prepare(
-                family, X, y, sample_weight, self.n_experts, n_threads=n_threads,
-                learn_temperature=self._learns_temperature(family),
-                gate_steps=family.newton_steps_per_iteration, rows=rows)
-            # The floor is relative to the variance of y, the same in either units.
-            var_floor = max(self.reg_var * y_variance, np.finfo(np.float64).tiny)
-            try:
-                best, start_log_liks = self._fit_starts(family, passes, n_features,
-                                                        sample_weight, var_floor, conditioning)
-                params, trace, converged, n_iter, degenerate, rule = best
-                decrement = rule.final(params)
-            finally:
-                passes.close()
-        shift = conditioning.log_lik_shift
-        self._set_fitted(family, conditioning.to_original(params), trace + shift, converged,
-                         n_iter, degenerate, np.asarray(start_log_liks) + shift)
-        self.convergence_gap_ = decrement.predicted_gain
-        if degenerate:
-            warnings.warn(
-                f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
-                "weight near 0). The fit is finite but the likelihood may be unbounded there; "
-                "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
-                DegenerateExpertWarning, stacklevel=2)
-        if not converged:
-            if decrement.converged(self.tol):
-                why = ("the last step still raised the log-likelihood by more than tol (a "
-                       "crawl, as along an over-specified fit's flat directions)")
-            elif decrement.curvature_gain <= self.tol:
-                why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
-                       f"{self.tol:g}")
+                rows = DaskRowBlocks(X, y, sample_weight, self.n_experts, family)
+                self.n_features_in_ = rows.n_features
+                self.__dict__.pop("feature_names_in_", None)
+                X = y = sample_weight = None
+                n_samples, n_features = rows.n_samples, rows.n_features
+                n_used, y_constant = rows.n_positive, rows.y_range == 0
+                total_weight = rows.total_weight
             else:
-                why = (f"the log-likelihood still rises by {decrement.curvature_gain:.3g} "
-                       "along a direction where it curves upward (a saddle or a plateau, as "
-                       "over-specified fits cross; top-K: gates that sharpen together)")
-            warnings.warn(
-                f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
-                "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
-        self.fit_time_ = time.perf_counter() - started
+                X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+                X = np.ascontiguousarray(X)
+                y = np.ascontiguousarray(y, dtype=np.float64)
+                n_samples, n_features = X.shape
+                sample_weight = check_sample_weight(sample_weight, n_samples)
+                n_used, y_constant = int(np.count_nonzero(sample_weight)), np.ptp(y) == 0
+                total_weight = float(np.sum(sample_weight))
+            if self.n_experts > n_samples:
+                raise ValueError(f"Expected n_samples >= n_experts, got n_experts="
+                                 f"{self.n_experts}, n_samples={n_samples}.")
+            n_params = self._count_parameters(family, n_features)
+            if n_used < n_params:
+                warnings.warn(
+                    f"Fewer samples with positive weight ({n_used}) than free parameters "
+                    f"({n_params} for n_experts={self.n_experts}, n_features={n_features}): the "
+                    "maximum-likelihood estimate is not unique and variances may sit at the floor. "
+                    "Use fewer experts or more data.", DegenerateExpertWarning, stacklevel=2)
+            elif total_weight < n_params:
+                # Frequency weights: tol is in units of the weighted total log-likelihood, so
+                # weights scaled far below counts make any step look converged.
+                warnings.warn(
+                    f"sample_weight sums to {total_weight:.3g}, less than the {n_params} free "
+                    "parameters: the weights count rows (a weight of 2 is a row seen twice), and "
+                    "tol is in units of the weighted total log-likelihood, so on this scale EM "
+                    "stops far from the maximum. Scale the weights to counts (e.g. to average 1).",
+                    DegenerateExpertWarning, stacklevel=2)
+            if y_constant:
+                warnings.warn("y is constant: every expert's variance sits at the floor "
+                              "reg_var (relative to 1); the likelihood is unbounded.",
+                              DegenerateExpertWarning, stacklevel=2)
+            with _single_threaded_blas():
+                # EM runs on a centred and scaled design and response (gmoe._conditioning), so
+                # that an affine rescaling of a column of X, or of y, gives the same fit; its
+                # passes walk the rows block by block where the gating family allows.
+                passes, conditioning, y_variance = prepare(
+                    family, X, y, sample_weight, self.n_experts, n_threads=n_threads,
+                    learn_temperature=self._learns_temperature(family),
+                    gate_steps=family.newton_steps_per_iteration, rows=rows)
+                # The floor is relative to the variance of y, the same in either units.
+                var_floor = max(self.reg_var * y_variance, np.finfo(np.float64).tiny)
+                try:
+                    best, start_log_liks = self._fit_starts(family, passes, n_features,
+                                                            sample_weight, var_floor, conditioning)
+                    params, trace, converged, n_iter, degenerate, rule = best
+                    decrement = rule.final(params)
+                finally:
+                    passes.close()
+            shift = conditioning.log_lik_shift
+            self._set_fitted(family, conditioning.to_original(params), trace + shift, converged,
+                             n_iter, degenerate, np.asarray(start_log_liks) + shift)
+            self.convergence_gap_ = decrement.predicted_gain
+            if degenerate:
+                warnings.warn(
+                    f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
+                    "weight near 0). The fit is finite but the likelihood may be unbounded there; "
+                    "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
+                    DegenerateExpertWarning, stacklevel=2)
+            if not converged:
+                if decrement.converged(self.tol):
+                    why = ("the last step still raised the log-likelihood by more than tol (a "
+                           "crawl, as along an over-specified fit's flat directions)")
+                elif decrement.curvature_gain <= self.tol:
+                    why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
+                           f"{self.tol:g}")
+                else:
+                    why = (f"the log-likelihood still rises by {decrement.curvature_gain:.3g} "
+                           "along a direction where it curves upward (a saddle or a plateau, as "
+                           "over-specified fits cross; top-K: gates that sharpen together)")
+                warnings.warn(
+                    f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
+                    "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
+            self.fit_time_ = time.perf_counter() - started
         return self
+
+    @contextlib.contextmanager
+    def _previous_fit_kept_on_error(self):
+        """Restore the fitted attributes (``name_``) as they were if the block raises."""
+        def fitted():
+            return [name for name in vars(self)
+                    if name.endswith("_") and not name.startswith("__")]
+
+        previous = {name: getattr(self, name) for name in fitted()}
+        try:
+            yield
+        except BaseException:
+            for name in fitted():
+                delattr(self, name)
+            vars(self).update(previous)
+            raise
 
     def _count_parameters(self, family, n_features):
         k = self.n_experts
@@ -671,7 +698,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             ``sum_i w_i log p(y_i | x_i)``.
         """
         log_lik = self.score_samples(X, y)
-        sample_weight = self._check_sample_weight(sample_weight, log_lik.shape[0])
+        sample_weight = check_sample_weight(sample_weight, log_lik.shape[0])
         return float(np.dot(sample_weight, log_lik))
 
     def bic(self, X, y):
@@ -723,7 +750,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return sample_moe(self.mixing_measure_, self._check_X(X), random_state=random_state)
+        X = self._check_X(X)
+        return sample_moe(self.mixing_measure_, X, random_state=random_state)
 
     def predict_distribution(self, X, *, chunk_size=None):
         """The predictive mixture ``p(y | x)`` at every row of ``X``.
@@ -741,8 +769,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         """
         from .predictive import predictive_distribution
 
-        return predictive_distribution(self.mixing_measure_, self._check_X(X),
-                                       chunk_size=chunk_size)
+        X = self._check_X(X)
+        return predictive_distribution(self.mixing_measure_, X, chunk_size=chunk_size)
 
     def align_to(self, reference):
         """Relabel the fitted experts to match ``reference`` (in place; same density).
@@ -796,5 +824,5 @@ def log_likelihood_scorer(estimator, X, y, sample_weight=None):
     log_lik = estimator.score_samples(X, y)
     if sample_weight is None:
         return float(np.mean(log_lik))
-    sample_weight = np.asarray(sample_weight, dtype=np.float64)
+    sample_weight = check_sample_weight(sample_weight, log_lik.shape[0])
     return float(np.dot(sample_weight, log_lik) / sample_weight.sum())

@@ -394,6 +394,16 @@ def compute_var_floor(y, sample_weight, reg_var):
     return reg_var * v
 
 
+def _empty_expert_guard(weight_sums):
+    """What is added to every expert's total weight, so that one that lost all is defined.
+
+    10 eps (as scikit-learn's mixtures add) for weights on the scale of counts; when the
+    weights' total is below 1 (frequency weights scaled down) the guard shrinks with it,
+    or it would outweigh the experts themselves and move every mean and variance.
+    """
+    return 10 * np.finfo(np.float64).eps * min(1.0, float(np.sum(weight_sums)))
+
+
 def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
     """Weighted least squares for every expert (the experts' M-step), expert-major.
 
@@ -423,8 +433,8 @@ def fit_experts_expert_major(ZT, y, weights, var_floor, workspace=None):
     weighted_design = workspace.get("weighted_design", ZT.shape)
     weighted_y = workspace.get("weighted_y", y.shape)
     resid = workspace.get("resid", y.shape)
-    # 10 eps guards an expert that lost all its weight (as scikit-learn's mixtures do).
-    weight_sums = weights.sum(axis=1) + 10 * np.finfo(np.float64).eps
+    weight_sums = weights.sum(axis=1)
+    weight_sums = weight_sums + _empty_expert_guard(weight_sums)
     coef = np.zeros((n_experts, n_features))
     intercept = np.zeros(n_experts)
     var = np.empty(n_experts)
@@ -609,8 +619,7 @@ def fit_experts_blocks(blocks, var_floor, statistics=None):
         statistics = blocks.reduce(expert_block_statistics)
     rhs, weight_sums, gram_upper = statistics
     grams = unpack_upper(gram_upper, n_cols)
-    # 10 eps guards an expert that lost all its weight (as scikit-learn's mixtures do).
-    weight_sums = weight_sums + 10 * np.finfo(np.float64).eps
+    weight_sums = weight_sums + _empty_expert_guard(weight_sums)
     n_experts = weight_sums.shape[0]
     theta = np.zeros((n_experts, n_cols))
     for j in range(n_experts):

@@ -149,7 +149,9 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     cv : int, default=5
         Number of KFold splits (shuffled) for ``criterion='cv'``.
     sample_weight : array-like of shape (n_samples,), default=None
-        Frequency weights of the rows, used in every fit and criterion.
+        Frequency weights of the rows (a weight of 2 counts a row twice), used in every
+        fit and criterion; BIC's sample size is their sum, so they must be on the scale of
+        counts.
     **estimator_params
         Passed to :class:`~gmoe.GaussianMoERegressor` (``gating``, ``tol``, ...).
 
@@ -162,8 +164,8 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     Notes
     -----
     Ties go to the smaller number of experts. A candidate whose fit raises is kept in
-    the table with its error and NaN criteria. With one expert the gate is identically 1
-    and carries no free parameter, whatever the family.
+    the table with its error and NaN criteria, and a warning names it. With one expert
+    the gate is identically 1 and carries no free parameter, whatever the family.
 
     Examples
     --------
@@ -226,6 +228,12 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     if not np.any(np.isfinite(values)):
         raise ValueError("Every candidate fit failed; see the errors: "
                          + "; ".join(f"n_experts={r['n_experts']}: {r['error']}" for r in table))
+    failed = [row for row in table if row["error"] is not None]
+    if failed:
+        warnings.warn(
+            "These candidates could not be fitted and are left out of the choice: "
+            + "; ".join(f"n_experts={r['n_experts']}: {r['error']}" for r in failed),
+            UserWarning, stacklevel=2)
     sign = -1.0 if criterion == "cv" else 1.0
     order = sorted((sign * v, k) for v, k in zip(values, candidates, strict=True)
                    if np.isfinite(v))

@@ -1,0 +1,165 @@
+"""Input the estimator must refuse, or warn about, rather than fit silently wrong."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import NotFittedError
+
+import gmoe
+from gmoe.exceptions import DegenerateExpertWarning
+from gmoe.selection import select_n_experts
+
+TRUTH = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]], [15.0, -5.0],
+                           [0.09, 0.16])
+
+
+@pytest.fixture(scope="module")
+def data():
+    X = gmoe.make_design(300, "uniform", random_state=0)
+    return X, gmoe.sample_moe(TRUTH, X, random_state=1)
+
+
+def _fit(X, y, sample_weight=None, **params):
+    return gmoe.GaussianMoERegressor(2, n_init=1, random_state=0, **params).fit(
+        X, y, sample_weight=sample_weight)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0
+def test_weights_scaled_far_below_counts_keep_em_monotone_and_reach_the_same_maximum(data):
+    # With tol=0 and enough steps the fit's maximum does not depend on the weights' scale;
+    # an absolute guard on the experts' weight sums used to outweigh weights of 1e-20 and
+    # make the log-likelihood fall.
+    X, y = data
+    plain = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0, tol=0.0,
+                                      max_iter=60).fit(X, y)
+    with pytest.warns(DegenerateExpertWarning, match="sample_weight sums to 3e-18"):
+        tiny = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0, tol=0.0,
+                                         max_iter=60).fit(X, y, sample_weight=np.full(300, 1e-20))
+    assert np.all(np.diff(tiny.lower_bounds_) >= -1e-12)
+    assert_allclose(tiny.lower_bound_, plain.lower_bound_, rtol=1e-9)
+    assert_allclose(tiny.mixing_measure_.to_vector(), plain.mixing_measure_.to_vector(),
+                    rtol=1e-5, atol=1e-6)  # both stopped by max_iter on the same path
+
+
+def test_weights_on_the_scale_of_counts_do_not_warn(data):
+    X, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateExpertWarning)
+        _fit(X, y, sample_weight=np.full(300, 0.5))  # 150 "rows": well above 8 parameters
+
+
+def test_unit_weights_fit_bit_for_bit_as_no_weights(data):
+    X, y = data
+    assert_array_equal(_fit(X, y).mixing_measure_.to_vector(),
+                       gmoe.GaussianMoERegressor(2, n_init=1, random_state=0)
+                       .fit(X, y, sample_weight=np.ones(300)).mixing_measure_.to_vector())
+
+
+@pytest.mark.parametrize(("scale", "message"), [
+    (1e155, "column 0 of X holds values whose squares overflow"),
+    (1e-300, "column 0 of X varies by only 9.97e-301"),
+])
+def test_a_column_beyond_float64s_squares_is_refused(data, scale, message):
+    X, y = data
+    with pytest.raises(ValueError, match=message):
+        _fit(X * scale, y)
+
+
+@pytest.mark.parametrize("gating", ["softmax", "topk"])
+@pytest.mark.parametrize(("scale", "message"), [
+    (1e155, "y holds values whose squares overflow"), (1e-300, "y varies by only")])
+def test_a_response_beyond_float64s_squares_is_refused(data, gating, scale, message):
+    # 'softmax' scales block by block, top-K on the whole array: both paths check.
+    X, y = data
+    with pytest.raises(ValueError, match=message):
+        _fit(X, y * scale, gating=gating, top_k=1)
+
+
+def test_large_but_representable_scales_still_fit_as_the_original(data):
+    X, y = data
+    base, scaled = _fit(X, y), _fit(X * 1e150, y)
+    assert_allclose(scaled.lower_bound_, base.lower_bound_, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("param", "value", "message"), [
+    ("learn_temperature", "no", "learn_temperature must be True or False, got "
+                                "learn_temperature='no'"),
+    ("warm_start", "yes", "warm_start must be True or False"),
+    ("verbose", -1, "verbose must be an integer >= 0, got verbose=-1"),
+    ("verbose", "x", "verbose must be an integer >= 0"),
+])
+def test_flags_of_the_wrong_type_are_refused(data, param, value, message):
+    X, y = data
+    with pytest.raises(ValueError, match=message):
+        _fit(X, y, **{param: value})
+
+
+def test_verbose_true_means_one(data, capsys):
+    X, y = data
+    _fit(X, y, verbose=True)
+    assert "start 1: mean log-likelihood" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["sample", "predict_distribution"])
+def test_unfitted_estimator_raises_not_fitted(data, method):
+    with pytest.raises(NotFittedError):
+        getattr(gmoe.GaussianMoERegressor(2), method)(data[0])
+
+
+def test_a_refit_that_raises_keeps_the_previous_fit(data):
+    X, y = data
+    est = _fit(X, y)
+    before = pickle.dumps(est)
+    two_columns = np.column_stack([X, X ** 2])
+    with pytest.raises(ValueError, match="n_samples >= n_experts"):
+        est.fit(two_columns[:1], y[:1])
+    with pytest.raises(ValueError, match="sample_weight must be"):
+        est.fit(two_columns, y, sample_weight=-np.ones(300))
+    assert est.n_features_in_ == 1
+    assert pickle.dumps(est) == before
+    assert_array_equal(est.predict(X), pickle.loads(before).predict(X))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"gating": "temperature"}, "must use the estimator's gating TemperatureGating"),
+    ({"gating": "activation"}, "must use the estimator's gating ActivationGating"),
+    ({"n_experts": 3}, r"must have n_experts .* expected \(3, 1\), got \(2, 1\)"),
+])
+def test_warm_start_from_an_incompatible_fit_is_refused(data, change, message):
+    X, y = data
+    est = _fit(X, y, warm_start=True)
+    est.set_params(**change)
+    with pytest.raises(ValueError, match="warm_start=True's start .the previous fit. " + message):
+        est.fit(X, y)
+    assert est.mixing_measure_.n_experts == 2  # the previous fit is kept
+
+
+def test_warm_start_on_new_features_is_refused(data):
+    X, y = data
+    est = _fit(X, y, warm_start=True)
+    with pytest.raises(ValueError, match=r"expected \(2, 2\), got \(2, 1\)"):
+        est.fit(np.column_stack([X, X ** 2]), y)
+    assert est.n_features_in_ == 1
+
+
+@pytest.mark.parametrize(("weights", "received"), [
+    (np.zeros(300), "all zeros"), (np.full(300, np.nan), "non-finite values"),
+    (-np.ones(300), "a negative value"), (np.ones(3), r"an array of shape \(3,\)")])
+def test_scorer_checks_its_weights(data, weights, received):
+    X, y = data
+    est = _fit(X, y)
+    with pytest.raises(ValueError, match=r"sample_weight must be an array of shape \(300,\) "
+                                         r".*got " + received):
+        gmoe.log_likelihood_scorer(est, X, y, sample_weight=weights)
+
+
+def test_selection_warns_of_a_candidate_that_could_not_be_fitted(data):
+    X, y = data
+    with pytest.warns(UserWarning, match=r"left out of the choice: n_experts=1: top_k must"):
+        result = select_n_experts(X, y, [1, 2], n_init=1, random_state=0, gating="topk",
+                                  top_k=2)
+    assert result.n_experts == 2
+    assert result.table[0]["error"] is not None
