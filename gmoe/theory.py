@@ -210,6 +210,10 @@ def theory(setting, loss, *, m=None, rbar=None):
     if kind in ("hellinger", "tv"):
         return Theory(_HALF, "density rate n^-1/2", True)
     if setting == "temperature-raw":
+        if kind in ("weights", "expert_intercept", "expert_coef", "expert_var"):
+            # The gate's scale symmetry moves (beta1, beta0, tau) only: the weights
+            # exp(beta0 / tau) = exp(gamma0) and the experts are the identifiable model's.
+            return theory("temperature", kind, m=m, rbar=rbar)
         return Theory(
             None,
             "raw (beta1, beta0, tau) are not identified: the estimate is set by the start and "
@@ -292,17 +296,20 @@ def theoretical_slope(setting, loss, *, m=None, rbar=None):
     softmax-, topk-, activation-exact -1/2          -1/2       -1/2           -1/2
     softmax-, topk-over (cell of m)   -1/2          -1/2       -1/(2 rbar(m)) -1/rbar(m)
     temperature (on gamma)            -1/2          as softmax as softmax     as softmax
-    temperature-raw                   -1/2          None       None           None
+    temperature-raw                   -1/2          as softmax beta1: None;   as softmax
+                                                               b as softmax
     activation-over                   -1/2          None       None           None
     ================================= ============= ========== ============== ==========
 
     ``voronoi`` and ``D2`` decay as ``n^-1/2`` wherever the theory holds; ``D1`` in an
     over-specified setting is dominated by its exponent-1 ``beta1`` and ``b`` terms,
-    ``n^-1/(2 rbar)``. None means: for ``temperature-raw``, the raw parameters are not
-    identified, so their estimates are set by the start and not consistent (report the
-    curve, fit no slope); for ``activation-over``, the rates are polynomial but their
-    exponents are not established. The table states no rate for ``beta0`` and ``tau``
-    (None, except that on the raw temperature scale they are not consistent either). For
+    ``n^-1/(2 rbar)``. None means: for ``temperature-raw``, the raw gate parameters
+    (and so D1 and D2 on that scale) are not identified, so their estimates are set by the
+    start and not consistent (report the curve, fit no slope), while the weights
+    ``exp(beta0 / tau)`` and the experts are the identifiable model's; for
+    ``activation-over``, the rates are polynomial but their exponents are not established.
+    The table states no rate for ``beta0`` and ``tau`` (None, except that on the raw
+    temperature scale they are not consistent either). For
     ``topk-over`` the density rate holds only if the fitted ``K`` covers the selected true
     cells. Aliases of the losses: ``beta1``, ``beta0``, ``b``, ``a``, ``nu``, ``tau``,
     ``weight``, ``total_variation``, with an optional ``_error`` suffix.

@@ -107,3 +107,16 @@ def test_register_gating_checks_its_arguments():
         register_gating("x", object)
     with pytest.raises(ValueError, match="must equal the registered name 'other'"):
         register_gating("other", SquaredFeatureSoftmax)
+
+
+def test_a_relabelled_fit_of_a_new_family_has_the_same_voronoi_loss(registered):
+    # Relabelling the experts re-pins the gate at another reference expert: a common
+    # translation of the slopes, which this family's gate does not see. The loss must
+    # not see it either (it once did for families without linear logits in x).
+    from gmoe.alignment import permute_experts
+
+    truth = _truth(registered)
+    relabelled = permute_experts(truth, [1, 0])
+    assert not np.array_equal(relabelled.gate_coef, truth.gate_coef)
+    assert gmoe.metrics.voronoi_loss(relabelled, truth) == pytest.approx(0.0, abs=1e-12)
+    assert gmoe.metrics.voronoi_loss(relabelled, truth, translation="none") > 1.0

@@ -44,11 +44,21 @@ def test_theory_over_defaults_and_rbar():
 def test_theory_none_where_no_polynomial_rate():
     for loss in ("voronoi", "weights", "gate_coef", "expert_intercept", "expert_coef",
                  "expert_var"):
-        assert theoretical_slope("temperature-raw", loss) is None
         assert theoretical_slope("activation-over", loss) is None
+    for loss in ("voronoi", "D1", "gate_coef", "gate_intercept", "temperature"):
+        assert theoretical_slope("temperature-raw", loss) is None
     for setting in ("temperature-raw", "activation-over"):
         assert theoretical_slope(setting, "hellinger") == -0.5  # the density still converges
         assert theoretical_slope(setting, "tv") == -0.5
+
+
+def test_raw_temperature_weights_and_experts_are_the_identifiable_models():
+    # The gate's scale symmetry moves (beta1, beta0, tau) only: the weights exp(beta0/tau)
+    # and the experts are the same numbers on either scale, and so have the same rates.
+    for loss in ("weights", "expert_intercept", "expert_coef", "expert_var"):
+        assert theoretical_slope("temperature-raw", loss) == -0.5
+        assert theoretical_slope("temperature-raw", loss, m=3) == theoretical_slope(
+            "temperature", loss, m=3)
 
 
 def test_theory_aliases_and_errors():

@@ -55,7 +55,8 @@ print(X.shape, y.shape, np.bincount(labels))
 # %%
 # Fit
 # ---
-# Three k-means starts on the standardised ``(x, y)``; the best log-likelihood is kept.
+# Three starts from random partitions of the rows (``init_params='random'``, the
+# default); the best log-likelihood is kept.
 est = gmoe.GaussianMoERegressor(n_experts=2, n_init=3, random_state=0)
 est.fit(X, y)
 print(f"converged: {est.converged_} after {est.n_iter_} iterations, "

@@ -142,7 +142,11 @@ def _side(measure, scale):
     return _Side(beta1=np.asarray(beta1), beta0=np.asarray(beta0),
                  intercept_scale=1.0 if tau is None else float(tau),
                  a=measure.expert_coef, b=measure.expert_intercept, nu=measure.expert_var,
-                 tau=tau, translatable=linear)
+                 tau=tau,
+                 # A family that pins the reference slope says a common translation of
+                 # the slopes leaves its gate unchanged (a softmax over any fixed feature
+                 # map); linear logits have the symmetry whether they pin it or not.
+                 translatable=linear or measure.family.pins_reference_coef)
 
 
 def _resolve_rbar(rbar, family):

@@ -313,8 +313,10 @@ def write_study_plots(rows, experiment, outdir, *, name=None):
     -----
     The plotted columns are those with a fitted rate, headline (D1 or D2) first; the
     columns whose theory says a slope would be meaningless (the raw-scale columns of the
-    temperature family, which are not consistent; the errors fixed by the alignment) are
-    left out. Each column's theory line is the column's own
+    temperature gate, which are not consistent; the errors fixed by the alignment) are
+    left out, and so is a raw-scale column equal to its identifiable-scale twin (the
+    experts and weights, which the gate's symmetry does not move). Each column's theory
+    line is the column's own
     (:attr:`~gmoe.simulation.columns.MetricColumn.theory`).
     """
     from .plots import write_report
@@ -329,7 +331,11 @@ def write_study_plots(rows, experiment, outdir, *, name=None):
     table = {"n": np.array([r["n"] for r in rows], dtype=np.float64)}
     plotted = []
     for column in schema:
-        table[column.name] = _column_values(rows, column.name)
+        values = _column_values(rows, column.name)
+        twin = column.name.removesuffix("_raw") if column.scale == "raw" else None
+        if twin in table and np.array_equal(table[twin], values, equal_nan=True):
+            continue  # the same numbers on both scales (the experts): drawn once
+        table[column.name] = values
         try:
             fit_rate(table, column.name)
         except ValueError:
