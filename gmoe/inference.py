@@ -252,14 +252,24 @@ class MoEResults:
         \qquad \bar s_i = \sum_j r_{ij} s_{ij}.
 
     The covariance is its inverse, through a Cholesky factorisation. It is meaningful at
-    a maximum: fit with a tight ``tol`` (``max |score|`` is in the summary). In an
-    over-specified model (two experts estimating one component) the information is
-    singular or indefinite and the usual asymptotics do not apply; standard errors are
-    then NaN. At the symmetric point ``beta1_1 = -beta1_2`` of a two-expert tanh/sigmoid
-    gate the *Fisher* information is singular while the observed one can look healthy
-    (its curvature along ``beta1_1 = beta1_2`` is a mean-zero sum): that point is
-    detected explicitly (``MixingMeasure.is_symmetric_fixed_point``) and also gives NaN.
-    EM can end exactly there even when the truth is not symmetric.
+    a maximum: fit with a tight ``tol`` (``max |score|`` is in the summary). Standard
+    errors are NaN only when the information is found singular or not positive definite
+    (``rcond``; a collapsed expert gives non-finite entries). An over-specified model
+    (more experts than components) is singular only at its exact over-specified optimum
+    (two experts equal, or one of weight 0). A fit of finite data stops near that point,
+    not on it (typically an extra expert of small weight and variance on a few rows):
+    its information is nearly singular yet passes the ``rcond`` test, and the standard
+    errors are finite, large and invalid, because the normal limit they rest on does not
+    hold for over-specified models (the estimates converge more slowly than
+    ``n^{-1/2}``). Nothing cheap in the information flags this reliably (fitting 3
+    experts to 2-expert data, ``min_eigenvalue`` ranged over 1e-3 to 5e-2, against 6e-2
+    for the 2-expert fit), so choose the number of experts first
+    (:func:`gmoe.selection.select_n_experts`). At the symmetric point
+    ``beta1_1 = -beta1_2`` of a two-expert tanh/sigmoid gate the *Fisher* information is
+    singular while the observed one can look healthy (its curvature along
+    ``beta1_1 = beta1_2`` is a mean-zero sum): that point is detected explicitly
+    (``MixingMeasure.is_symmetric_fixed_point``) and also gives NaN. EM can end exactly
+    there even when the truth is not symmetric.
 
     Examples
     --------

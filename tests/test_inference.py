@@ -286,6 +286,26 @@ def test_over_specified_fit_with_duplicate_experts_warns_and_gives_nan():
     assert "singular (NaN)" in str(res.summary())
 
 
+def test_over_specified_fit_near_its_optimum_has_finite_invalid_errors():
+    # What the Notes say: a 3-expert fit of 2-expert data stops near the singular point
+    # (an extra expert of small weight), so the information passes the rcond test and the
+    # standard errors come out finite, and several times the 2-expert fit's.
+    truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]], [1.0, -1.0],
+                               [0.05, 0.05])
+    X = gmoe.make_design(500, "uniform", random_state=0)
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    common = dict(n_init=3, random_state=1, tol=1e-8, max_iter=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        over = gmoe.GaussianMoERegressor(3, **common).fit(X, y)
+        exact = gmoe.GaussianMoERegressor(2, **common).fit(X, y)
+        res_over, res_exact = MoEResults(over, X, y), MoEResults(exact, X, y)
+    assert over.converged_ and np.min(over.predict_proba(X).mean(axis=0)) < 0.1
+    assert not res_over.is_singular and res_over.min_eigenvalue > res_over.rcond
+    assert np.all(np.isfinite(res_over.bse))
+    assert np.max(res_over.bse) > 3.0 * np.max(res_exact.bse)
+
+
 def test_symmetric_activation_point_is_singular():
     # tanh, k = 2, beta1_1 = -beta1_2: the gate is its own symmetric image and
     # the Fisher information is singular; the observed one need not be, so it is checked.
