@@ -10,8 +10,8 @@ def _describe(value):
     return f"array of shape {arr.shape}"
 
 
-def check_float_array(value, name, *, ndim, shape=None, finite=True):
-    """Return ``value`` as a C-contiguous float64 array, checked.
+def check_float_array(value, name, *, ndim, shape=None, finite=True, contiguous=True):
+    """Return ``value`` as a float64 array (C-contiguous by default), checked.
 
     Parameters
     ----------
@@ -24,6 +24,9 @@ def check_float_array(value, name, *, ndim, shape=None, finite=True):
         Required shape; ``None`` entries are free.
     finite : bool, default=True
         Reject NaN and infinite entries.
+    contiguous : bool, default=True
+        Return a C-contiguous array; with False, ``np.asarray(value, dtype=np.float64)``
+        itself (no copy of a strided or Fortran-ordered input).
     """
     try:
         arr = np.array(value, dtype=np.float64, copy=None)
@@ -57,7 +60,23 @@ def check_float_array(value, name, *, ndim, shape=None, finite=True):
         raise ValueError(
             f"{name} must contain only finite values, got {arr[tuple(bad)]} at index {where}."
         )
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr) if contiguous else arr
+
+
+def check_variances(arr, name):
+    """Return the float array ``arr`` after checking that every entry is > 0.
+
+    Parameters
+    ----------
+    arr : ndarray
+        Already checked by :func:`check_float_array` (float64, no NaN).
+    name : str
+        Parameter name used in error messages.
+    """
+    if np.any(arr <= 0):
+        j = int(np.argmax(arr <= 0))
+        raise ValueError(f"{name} must hold variances > 0, got {name}[{j}]={float(arr[j])!r}.")
+    return arr
 
 
 def check_positive_scalar(value, name, *, allow_none=False):

@@ -25,7 +25,7 @@ from ._validation import check_option, check_sample_weight
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means
 from .gates import make_gating
-from .model import MixingMeasure, compute_e_step, sample_moe
+from .model import MixingMeasure, _e_step_arrays, sample_moe
 from .utils import check_random_state
 
 __all__ = ["GaussianMoERegressor", "log_likelihood_scorer"]
@@ -645,7 +645,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         """Responsibilities (``output=0``) or log-likelihoods (``output=1``) of every row."""
         m = self.mixing_measure_
         return _blocks.evaluate_in_chunks(
-            lambda rows, ys: compute_e_step(rows, ys, self._log_gate(rows), m.expert_coef,
+            lambda rows, ys: _e_step_arrays(rows, ys, self._log_gate(rows), m.expert_coef,
                                             m.expert_intercept, m.expert_var)[output], (X, y))
 
     def predict_responsibilities(self, X, y):

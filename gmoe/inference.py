@@ -50,7 +50,7 @@ from ._observed_information import Parametrisation as _Parametrisation
 from ._observed_information import (
     compute_log_likelihood_derivatives as _compute_log_likelihood_derivatives,
 )
-from .exceptions import SingularInformationWarning
+from .exceptions import DegenerateExpertWarning, SingularInformationWarning
 from .model import MixingMeasure
 from .utils import check_random_state
 
@@ -252,14 +252,24 @@ class MoEResults:
         \qquad \bar s_i = \sum_j r_{ij} s_{ij}.
 
     The covariance is its inverse, through a Cholesky factorisation. It is meaningful at
-    a maximum: fit with a tight ``tol`` (``max |score|`` is in the summary). In an
-    over-specified model (two experts estimating one component) the information is
-    singular or indefinite and the usual asymptotics do not apply; standard errors are
-    then NaN. At the symmetric point ``beta1_1 = -beta1_2`` of a two-expert tanh/sigmoid
-    gate the *Fisher* information is singular while the observed one can look healthy
-    (its curvature along ``beta1_1 = beta1_2`` is a mean-zero sum): that point is
-    detected explicitly (``MixingMeasure.is_symmetric_fixed_point``) and also gives NaN.
-    EM can end exactly there even when the truth is not symmetric.
+    a maximum: fit with a tight ``tol`` (``max |score|`` is in the summary). Standard
+    errors are NaN only when the information is found singular or not positive definite
+    (``rcond``; a collapsed expert gives non-finite entries). An over-specified model
+    (more experts than components) is singular only at its exact over-specified optimum
+    (two experts equal, or one of weight 0). A fit of finite data stops near that point,
+    not on it (typically an extra expert of small weight and variance on a few rows):
+    its information is nearly singular yet passes the ``rcond`` test, and the standard
+    errors are finite, large and invalid, because the normal limit they rest on does not
+    hold for over-specified models (the estimates converge more slowly than
+    ``n^{-1/2}``). Nothing cheap in the information flags this reliably (fitting 3
+    experts to 2-expert data, ``min_eigenvalue`` ranged over 1e-3 to 5e-2, against 6e-2
+    for the 2-expert fit), so choose the number of experts first
+    (:func:`gmoe.selection.select_n_experts`). At the symmetric point
+    ``beta1_1 = -beta1_2`` of a two-expert tanh/sigmoid gate the *Fisher* information is
+    singular while the observed one can look healthy (its curvature along
+    ``beta1_1 = beta1_2`` is a mean-zero sum): that point is detected explicitly
+    (``MixingMeasure.is_symmetric_fixed_point``) and also gives NaN. EM can end exactly
+    there even when the truth is not symmetric.
 
     Examples
     --------
@@ -498,6 +508,14 @@ class BootstrapResults:
         Whether each replicate's EM met ``tol``.
     n_failed : int
         Replicates whose fit raised (their rows are NaN).
+    degenerate : ndarray of bool of shape (n_boot,)
+        Whether each replicate's refit has collapsed experts (variance at the floor or
+        weight near 0: a non-empty ``degenerate_experts_``, which its
+        :class:`~gmoe.exceptions.DegenerateExpertWarning` names). Such rows are kept in
+        ``replicates``, ``bse`` and :meth:`conf_int`, which they can shrink (a collapsed
+        variance barely moves between replicates).
+    n_degenerate : int
+        ``degenerate.sum()``; :func:`bootstrap` warns when it is positive.
     bse : ndarray of shape (n_params,)
         Standard deviation of the replicates (ddof=1), over the successful ones.
     kind : {'nonparametric', 'parametric'}
@@ -505,12 +523,16 @@ class BootstrapResults:
         The seed of each replicate's resample.
     """
 
-    def __init__(self, params, param_names, replicates, converged, n_failed, kind, seeds):
+    def __init__(self, params, param_names, replicates, converged, n_failed, kind, seeds,
+                 degenerate=None):
         self.params = params
         self.param_names = param_names
         self.replicates = replicates
         self.converged = converged
         self.n_failed = int(n_failed)
+        self.degenerate = (np.zeros(replicates.shape[0], dtype=bool) if degenerate is None
+                           else np.asarray(degenerate, dtype=bool))
+        self.n_degenerate = int(self.degenerate.sum())
         self.kind = kind
         self.seeds = seeds
         ok = np.all(np.isfinite(replicates), axis=1)
@@ -555,13 +577,14 @@ class BootstrapResults:
                     self.params, self.bse, ci[:, 0], ci[:, 1], strict=True), strict=True)]
         info = [("bootstrap", self.kind), ("replicates", str(self.n_boot)),
                 ("failed", str(self.n_failed)),
-                ("not converged", str(int(np.sum(~self.converged))))]
+                ("not converged", str(int(np.sum(~self.converged)))),
+                ("degenerate", str(self.n_degenerate))]
         return MoESummary("Gaussian mixture of experts: bootstrap results", info, columns,
                           rows)
 
     def __repr__(self):
         return (f"BootstrapResults(kind={self.kind!r}, n_boot={self.n_boot}, "
-                f"n_failed={self.n_failed})")
+                f"n_failed={self.n_failed}, n_degenerate={self.n_degenerate})")
 
 
 def _bootstrap_one(estimator, X, y, sample_weight, kind, seed, param):
@@ -584,10 +607,14 @@ def _bootstrap_one(estimator, X, y, sample_weight, kind, seed, param):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             refit.fit(Xb, yb, sample_weight=wb)
-        aligned, _ = align_to(refit.mixing_measure_, reference)
-        return param.to_vector(aligned), bool(refit.converged_), False
+        aligned, perm = align_to(refit.mixing_measure_, reference)
+        # The experts that the refit's DegenerateExpertWarning names, read from the fit
+        # rather than from the silenced warnings (the same under any joblib backend), and
+        # labelled as in the aligned replicate.
+        collapsed = [j for j in range(len(perm)) if perm[j] in refit.degenerate_experts_]
+        return param.to_vector(aligned), bool(refit.converged_), False, collapsed
     except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-        return np.full(param.size, np.nan), False, True
+        return np.full(param.size, np.nan), False, True, []
 
 
 def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weight=None,
@@ -627,6 +654,11 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
     well separated (an over-specified model) the labels of a replicate can still be
     ambiguous, and per-expert intervals mean little. Replicates whose EM does not meet
     ``tol`` are kept (see ``converged``); fits that raise give NaN rows (``n_failed``).
+    Replicates whose refit has collapsed experts are kept too and counted
+    (``degenerate``, ``n_degenerate``), with one
+    :class:`~gmoe.exceptions.DegenerateExpertWarning` for all of them (the refits' own
+    warnings are silenced): a collapsed expert varies little between replicates, so its
+    standard errors and intervals come out too small (zero-width for a constant ``y``).
     """
     from joblib import Parallel, delayed
 
@@ -649,5 +681,15 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
     replicates = np.vstack([o[0] for o in out])
     converged = np.array([o[1] for o in out], dtype=bool)
     n_failed = sum(o[2] for o in out)
+    degenerate = np.array([bool(o[3]) for o in out], dtype=bool)
+    if degenerate.any():
+        b = int(np.argmax(degenerate))
+        warnings.warn(
+            f"{int(degenerate.sum())} of {len(out)} bootstrap replicates have collapsed "
+            f"experts (variance at the floor or weight near 0; replicate {b}: experts "
+            f"{out[b][3]}). They are kept in replicates, bse and conf_int, which they can "
+            "make too small (a collapsed expert varies little between replicates); see "
+            "BootstrapResults.degenerate. Use fewer experts or a larger reg_var.",
+            DegenerateExpertWarning, stacklevel=2)
     return BootstrapResults(param.to_vector(measure), list(param.names), replicates,
-                            converged, n_failed, kind, seeds)
+                            converged, n_failed, kind, seeds, degenerate)

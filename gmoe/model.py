@@ -9,7 +9,12 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 
 from ._expert_major import e_step_from_means
-from ._validation import check_float_array, check_option, check_positive_scalar
+from ._validation import (
+    check_float_array,
+    check_option,
+    check_positive_scalar,
+    check_variances,
+)
 from .experts import GAUSSIAN_LINEAR, ExpertParams
 from .gates import GateParams, make_gating
 from .utils import check_random_state
@@ -100,13 +105,8 @@ class MixingMeasure:
                                            shape=shape_k)
         expert_intercept = check_float_array(expert_intercept, "expert_intercept", ndim=1,
                                              shape=shape_k)
-        expert_var = check_float_array(expert_var, "expert_var", ndim=1, shape=shape_k)
-        if np.any(expert_var <= 0):
-            j = int(np.argmax(expert_var <= 0))
-            raise ValueError(
-                "expert_var must hold variances > 0, got "
-                f"expert_var[{j}]={float(expert_var[j])!r}."
-            )
+        expert_var = check_variances(
+            check_float_array(expert_var, "expert_var", ndim=1, shape=shape_k), "expert_var")
         family = make_gating(gating, top_k=top_k, topk_selection=topk_selection,
                              activation=activation, n_experts=n_experts)
         if family.uses_temperature:
@@ -448,11 +448,13 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var):
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-    y : ndarray of shape (n_samples,)
-    log_gate : ndarray of shape (n_samples, n_experts)
-    expert_coef : ndarray of shape (n_experts, n_features)
-    expert_intercept, expert_var : ndarray of shape (n_experts,)
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    log_gate : array-like of shape (n_samples, n_experts)
+        Log-gates; ``-inf`` marks an expert outside a row's selection (top-K).
+    expert_coef : array-like of shape (n_experts, n_features)
+    expert_intercept, expert_var : array-like of shape (n_experts,)
+        Expert intercepts and variances (all > 0).
 
     Returns
     -------
@@ -460,7 +462,51 @@ def compute_e_step(X, y, log_gate, expert_coef, expert_intercept, expert_var):
         Responsibilities ``r_ij``; rows sum to 1.
     log_lik : ndarray of shape (n_samples,)
         ``log p(y_i | x_i)``.
+
+    Raises
+    ------
+    ValueError
+        When an argument's shape does not match (``n_samples`` is read from ``X``,
+        ``n_experts`` from ``expert_coef``), an entry is NaN or infinite (``log_gate`` may
+        be ``-inf``), or a variance is not > 0.
     """
+    return _e_step_arrays(*_check_e_step_arrays(X, y, log_gate, expert_coef,
+                                                expert_intercept, expert_var))
+
+
+def _check_e_step_arrays(X, y, log_gate, expert_coef, expert_intercept, expert_var):
+    """:func:`compute_e_step`'s arguments as float64 arrays, checked, in their layout."""
+    # The kernels index every array by the shapes of X and expert_coef without bounds
+    # checks: a short array would be read past its end. The layout is kept (no
+    # contiguous copy), so a checked call computes what the unchecked one does.
+    as_given = dict(contiguous=False)
+    X = check_float_array(X, "X", ndim=2, **as_given)
+    n_samples, n_features = X.shape
+    expert_coef = check_float_array(expert_coef, "expert_coef", ndim=2,
+                                    shape=(None, n_features), **as_given)
+    n_experts = expert_coef.shape[0]
+    if n_experts < 1:
+        raise ValueError("expert_coef must have shape (n_experts, n_features) with "
+                         f"n_experts >= 1, got shape {expert_coef.shape}.")
+    y = check_float_array(y, "y", ndim=1, shape=(n_samples,), **as_given)
+    log_gate = check_float_array(log_gate, "log_gate", ndim=2, shape=(n_samples, n_experts),
+                                 finite=False, **as_given)
+    bad = np.isnan(log_gate) | (log_gate == np.inf)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError("log_gate must hold log-probabilities (finite, or -inf for an "
+                         f"expert outside the selection), got {log_gate[where]} at index "
+                         f"{where}.")
+    expert_intercept = check_float_array(expert_intercept, "expert_intercept", ndim=1,
+                                         shape=(n_experts,), **as_given)
+    expert_var = check_variances(check_float_array(expert_var, "expert_var", ndim=1,
+                                                   shape=(n_experts,), **as_given),
+                                 "expert_var")
+    return X, y, log_gate, expert_coef, expert_intercept, expert_var
+
+
+def _e_step_arrays(X, y, log_gate, expert_coef, expert_intercept, expert_var):
+    """:func:`compute_e_step` without the checks, for arrays already known to fit."""
     as_float = dict(dtype=np.float64)
     X = np.asarray(X, **as_float)
     # Expert-major: (n_experts, n_samples). The row-major log-gate is read through its
@@ -493,7 +539,8 @@ def e_step(measure, X, y):
     X, y = _check_Xy(measure, X, y)
     log_gate = measure.family.log_gate(X, measure.gate_coef, measure.gate_intercept,
                                        measure.temperature)
-    return compute_e_step(X, y, log_gate, measure.expert_coef, measure.expert_intercept,
+    # X and y are checked above and the parameters by MixingMeasure.
+    return _e_step_arrays(X, y, log_gate, measure.expert_coef, measure.expert_intercept,
                           measure.expert_var)
 
 

@@ -221,3 +221,63 @@ def test_activation_values():
 def test_make_gating_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         make_gating(**kwargs)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((0,), "top_k must be an integer >= 1, got top_k=0."),
+    ((-1, "affine"), "top_k must be an integer >= 1, got top_k=-1."),
+    ((1.5,), "top_k must be an integer >= 1, got top_k=1.5."),
+    ((True,), "top_k must be an integer >= 1, got top_k=True."),
+    (("2",), "top_k must be an integer >= 1, got top_k='2'."),
+    ((1, "x"), "selection must be one of ['affine', 'linear'], got selection='x'."),
+])
+def test_topk_instance_checks_its_options(args, message):
+    # An instance reaches the fit without from_options: 'x' used to fit linear selection,
+    # 0 to end in a FloatingPointError about the start, 1.5 in a bare TypeError.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TopKGating(*args)
+
+
+def test_topk_instance_top_k_is_a_python_int():
+    family = TopKGating(np.int64(2), "linear")
+    assert type(family.top_k) is int and family == TopKGating(2, "linear")
+
+
+@pytest.mark.parametrize("n_experts", [2, 3])
+def test_topk_instance_is_checked_against_n_experts_as_the_name_is(n_experts):
+    with pytest.raises(ValueError) as by_name:
+        make_gating("topk", top_k=n_experts + 1, n_experts=n_experts)
+    with pytest.raises(ValueError) as by_instance:
+        make_gating(TopKGating(n_experts + 1), n_experts=n_experts)
+    assert str(by_instance.value) == str(by_name.value) == (
+        f"top_k must be an integer in [1, {n_experts}], got top_k={n_experts + 1}.")
+    assert make_gating(TopKGating(n_experts), n_experts=n_experts) == TopKGating(n_experts)
+    assert make_gating(TopKGating(n_experts + 1)) == TopKGating(n_experts + 1)  # k unknown
+
+
+def test_topk_instance_meets_the_number_of_experts_in_fit_and_measure():
+    X = np.linspace(0.0, 1.0, 40)[:, None]
+    y = np.sin(6.0 * X[:, 0])
+    message = re.escape("top_k must be an integer in [1, 3], got top_k=4.")
+    with pytest.raises(ValueError, match=message):
+        gmoe.GaussianMoERegressor(3, gating=TopKGating(4), n_init=1).fit(X, y)
+    message = re.escape("top_k must be an integer in [1, 2], got top_k=3.")
+    with pytest.raises(ValueError, match=message):
+        gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]], [1.0, -1.0],
+                           [0.05, 0.05], gating=TopKGating(3))
+
+
+def test_topk_instance_fits_as_the_name_does():
+    # The gate's boundary at x = 0: linear selection can place it.
+    truth = gmoe.MixingMeasure([[4.0], [0.0]], [0.0, 0.0], [[-2.0], [2.0]], [1.0, -1.0],
+                               [0.05, 0.05])
+    X = gmoe.make_design(200, "uniform", low=-1.0, high=1.0, random_state=0)
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    common = dict(n_init=1, random_state=0, max_iter=50)
+    by_name = gmoe.GaussianMoERegressor(2, gating="topk", top_k=1, topk_selection="linear",
+                                        **common).fit(X, y)
+    by_instance = gmoe.GaussianMoERegressor(2, gating=TopKGating(1, "linear"),
+                                            **common).fit(X, y)
+    assert by_instance.mixing_measure_.topk_selection == "linear"
+    assert_array_equal(by_instance.mixing_measure_.to_vector(),
+                       by_name.mixing_measure_.to_vector())

@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
 
 import gmoe
-from gmoe.exceptions import SingularInformationWarning
+from gmoe.exceptions import DegenerateExpertWarning, SingularInformationWarning
 from gmoe.inference import (
     BootstrapResults,
     MoEResults,
@@ -286,6 +286,26 @@ def test_over_specified_fit_with_duplicate_experts_warns_and_gives_nan():
     assert "singular (NaN)" in str(res.summary())
 
 
+def test_over_specified_fit_near_its_optimum_has_finite_invalid_errors():
+    # What the Notes say: a 3-expert fit of 2-expert data stops near the singular point
+    # (an extra expert of small weight), so the information passes the rcond test and the
+    # standard errors come out finite, and several times the 2-expert fit's.
+    truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]], [1.0, -1.0],
+                               [0.05, 0.05])
+    X = gmoe.make_design(500, "uniform", random_state=0)
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    common = dict(n_init=3, random_state=1, tol=1e-8, max_iter=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        over = gmoe.GaussianMoERegressor(3, **common).fit(X, y)
+        exact = gmoe.GaussianMoERegressor(2, **common).fit(X, y)
+        res_over, res_exact = MoEResults(over, X, y), MoEResults(exact, X, y)
+    assert over.converged_ and np.min(over.predict_proba(X).mean(axis=0)) < 0.1
+    assert not res_over.is_singular and res_over.min_eigenvalue > res_over.rcond
+    assert np.all(np.isfinite(res_over.bse))
+    assert np.max(res_over.bse) > 3.0 * np.max(res_exact.bse)
+
+
 def test_symmetric_activation_point_is_singular():
     # tanh, k = 2, beta1_1 = -beta1_2: the gate is its own symmetric image and
     # the Fisher information is singular; the observed one need not be, so it is checked.
@@ -405,9 +425,12 @@ def small_fit():
 
 def test_bootstrap_nonparametric(small_fit):
     est, X, y = small_fit
-    boot = bootstrap(est, X, y, n_boot=24, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateExpertWarning)
+        boot = bootstrap(est, X, y, n_boot=24, random_state=0)
     res = MoEResults(est, X, y)
     assert isinstance(boot, BootstrapResults)
+    assert boot.n_degenerate == 0 and boot.degenerate.shape == (24,)
     assert boot.param_names == res.param_names
     assert_array_equal(boot.params, res.params)
     assert boot.replicates.shape == (24, len(res.params)) and boot.n_failed == 0
@@ -434,6 +457,27 @@ def test_bootstrap_parametric_and_parallel(small_fit):
     assert serial.kind == "parametric"
     assert_allclose(parallel.replicates, serial.replicates, rtol=1e-12)
     assert np.all(np.isfinite(serial.bse))
+
+
+def test_bootstrap_counts_and_reports_collapsed_replicates():
+    # Constant y: every refit's variances sit at the floor, so the replicates agree to
+    # ~1e-16 and the intervals have zero width; the refits' warnings are silenced, so
+    # only the count and one warning tell.
+    X, _ = _data(TRUTH_2, 120, 51)
+    y = np.full(X.shape[0], 3.0)
+    with pytest.warns(DegenerateExpertWarning):
+        est = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)
+    message = (r"3 of 3 bootstrap replicates have collapsed experts \(.*replicate 0: "
+               r"experts \[0, 1\]\)")
+    with pytest.warns(DegenerateExpertWarning, match=message):
+        serial = bootstrap(est, X, y, n_boot=3, random_state=0)
+    assert serial.n_degenerate == 3 and serial.degenerate.tolist() == [True] * 3
+    assert serial.n_failed == 0 and np.all(serial.bse < 1e-8)
+    assert "degenerate: 3" in str(serial.summary()) and "n_degenerate=3" in repr(serial)
+    with joblib.parallel_config(backend="threading"), pytest.warns(DegenerateExpertWarning):
+        parallel = bootstrap(est, X, y, n_boot=3, random_state=0, n_jobs=2)
+    assert_array_equal(parallel.replicates, serial.replicates)
+    assert_array_equal(parallel.degenerate, serial.degenerate)
 
 
 def test_bootstrap_topk():

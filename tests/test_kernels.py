@@ -123,6 +123,65 @@ def test_e_step_accepts_non_contiguous_input(global_random_seed):
     ref.assert_e_step_close(resp, log_lik, X, y, log_gate, coef, intercept, var)
 
 
+def _valid_e_step_args():
+    """Five rows, two experts, one feature: compute_e_step's six arguments."""
+    X = np.linspace(0.0, 1.0, 5)[:, None]
+    y = np.array([0.1, -0.2, 0.3, 0.0, 1.0])
+    return dict(X=X, y=y, log_gate=np.log(np.full((5, 2), 0.5)),
+                expert_coef=np.array([[1.0], [2.0]]), expert_intercept=np.zeros(2),
+                expert_var=np.ones(2))
+
+
+# Each bad argument replaces one of _valid_e_step_args(); the kernels index every array by
+# the shapes of X and expert_coef, so a short array was read past its end (garbage such as
+# 3e+169) and a short intercept was broadcast.
+BAD_E_STEP_ARGS = [
+    ("y", np.zeros(3), r"y must have shape \(5,\), got shape \(3,\)"),
+    ("y", np.zeros(8), r"y must have shape \(5,\), got shape \(8,\)"),
+    ("y", np.zeros((5, 1)), r"y must be a 1-D array, got a 2-D array of shape \(5, 1\)"),
+    ("y", [np.nan, 0.0, 0.0, 0.0, 0.0], "y must contain only finite values, got nan"),
+    ("log_gate", np.log(np.full((3, 2), 0.5)),
+     r"log_gate must have shape \(5, 2\), got shape \(3, 2\)"),
+    ("log_gate", np.log(np.full((5, 3), 1 / 3)),
+     r"log_gate must have shape \(5, 2\), got shape \(5, 3\)"),
+    ("log_gate", np.full((5, 2), np.nan), r"log_gate must hold log-probabilities .* got nan"),
+    ("log_gate", np.full((5, 2), np.inf), r"log_gate must hold log-probabilities .* got inf"),
+    ("expert_coef", np.ones((2, 2)),
+     r"expert_coef must have shape \(\?, 1\), got shape \(2, 2\)"),
+    ("expert_coef", np.ones((0, 1)), "expert_coef must have shape .* n_experts >= 1"),
+    ("expert_intercept", np.zeros(1),
+     r"expert_intercept must have shape \(2,\), got shape \(1,\)"),
+    ("expert_intercept", [0.0, np.inf], "expert_intercept must contain only finite values"),
+    ("expert_var", np.ones(1), r"expert_var must have shape \(2,\), got shape \(1,\)"),
+    ("expert_var", [-1.0, 1.0], r"expert_var must hold variances > 0, got expert_var\[0\]=-1.0"),
+    ("expert_var", [1.0, 0.0], r"expert_var must hold variances > 0, got expert_var\[1\]=0.0"),
+    ("expert_var", [1.0, np.nan], "expert_var must contain only finite values, got nan"),
+    ("X", np.zeros(5), "X must be a 2-D array, got a 1-D array"),
+    ("X", np.full((5, 1), np.inf), "X must contain only finite values, got inf"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "match"), BAD_E_STEP_ARGS,
+                         ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(BAD_E_STEP_ARGS)])
+def test_e_step_rejects_bad_arguments(name, value, match):
+    args = _valid_e_step_args() | {name: value}
+    with pytest.raises(ValueError, match=match):
+        gmoe.compute_e_step(**args)
+
+
+def test_e_step_checks_leave_the_result_unchanged(global_random_seed):
+    # The checks keep each array's layout: the public function's bits are the kernels'
+    # on the same (here strided and Fortran-ordered) arrays.
+    from gmoe.model import _e_step_arrays
+    rng = np.random.default_rng(global_random_seed)
+    X, y, log_gate, coef, intercept, var = _make_case("mixed", 40, 3, 2, rng)
+    args = (np.asfortranarray(X), y, np.repeat(log_gate, 2, axis=1)[:, ::2], coef, intercept,
+            var)
+    for checked, unchecked in zip(gmoe.compute_e_step(*args), _e_step_arrays(*args),
+                                  strict=True):
+        assert_array_equal(checked, unchecked)
+
+
 # --------------------------------------------------------------- E-step: properties
 _finite = dict(allow_nan=False, allow_infinity=False)
 

@@ -5,6 +5,7 @@ mixtures, and the previous numpy implementation (``tests/_metrics_oracle.py``).
 """
 
 import re
+import warnings
 from types import SimpleNamespace
 
 import _metrics_oracle as oracle
@@ -404,6 +405,47 @@ def test_rows_that_miss_the_tolerance_are_reported(monkeypatch):
     with pytest.warns(RuntimeWarning, match="did not reach its tolerance on 2 of 2"):
         value = hellinger(g1, g2, X)
     assert value == pytest.approx(np.sqrt(1 - np.exp(-1 / 8)), abs=1e-14)
+
+
+@pytest.mark.parametrize("metric", [hellinger, total_variation])
+def test_components_too_narrow_for_their_mean_are_reported(metric):
+    # sd 1e-18 at mean 4, where float64 numbers are 8.9e-16 apart (888 sds): the window
+    # mu +- 10 sd collapses and the spike drops out of the integrals (h came back 0.71 and
+    # TV 0.63 instead of about 1, without a warning).
+    wide, spike = one_expert(0.0, 4.0, 0.05), one_expert(0.0, 4.0, 1e-36)
+    X = np.zeros((3, 1))
+    message = f"{metric.__name__}: on 3 of 3 design rows .* rounded by up to 888 of its"
+    with pytest.warns(RuntimeWarning, match=message):
+        metric(wide, spike, X)
+    with pytest.warns(RuntimeWarning, match=message):
+        metric(spike, wide, X)
+
+
+@pytest.mark.parametrize("metric", [hellinger, total_variation])
+def test_narrow_components_are_reported_past_the_threshold_only(metric):
+    # At mean 4 the numbers are 8.88e-16 apart: 2e-6 sds warns, 8.9e-7 does not.
+    X = np.zeros((1, 1))
+    with pytest.warns(RuntimeWarning, match="rounded by up to 2e-06 of its"):
+        metric(one_expert(0.0, 4.0, 1.0), one_expert(0.0, 4.0, (np.spacing(4.0) / 2e-6) ** 2),
+               X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metric(one_expert(0.0, 4.0, 1.0), one_expert(0.0, 4.0, 1e-18), X)
+
+
+@pytest.mark.parametrize("metric", [hellinger, total_variation])
+def test_small_variances_alone_are_not_reported(metric):
+    # Near mean 0 the numbers are as fine as the component: the distances are scale-free.
+    X = np.zeros((2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny = metric(one_expert(0.0, 0.0, 1e-36), one_expert(0.0, 1e-18, 4e-36), X)
+        # A component outside the top-K selection is dropped, however narrow.
+        unselected = MixingMeasure(col([0.0, 0.0]), [-1.0, 0.0], col([0.0, 0.0]), [4.0, 4.0],
+                                   [1e-36, 0.05], gating="topk", top_k=1)
+        assert metric(unselected, one_expert(0.0, 4.0, 0.05), X) == 0.0
+    assert tiny == pytest.approx(metric(one_expert(0.0, 0.0, 1.0), one_expert(0.0, 1.0, 4.0),
+                                        X), rel=1e-9)
 
 
 # ----------------------------------------------------------------- design handling

@@ -126,7 +126,8 @@ def make_gating(gating="softmax", *, n_experts=None, **options):
     gating : str or GatingFamily, default='softmax'
         A registered name (:func:`available_gatings`) or a family instance.
     n_experts : int, optional
-        When given, options are checked against it (``top_k <= n_experts``).
+        When given, options are checked against it (``top_k <= n_experts``), those of an
+        instance too (:meth:`GatingFamily.check_n_experts`).
     **options
         The gating options of :class:`~gmoe.GaussianMoERegressor` (``top_k``,
         ``topk_selection``, ``activation``); each family reads those it uses. Ignored
@@ -137,6 +138,8 @@ def make_gating(gating="softmax", *, n_experts=None, **options):
     GatingFamily
     """
     if isinstance(gating, GatingFamily):
+        if n_experts is not None:
+            gating.check_n_experts(n_experts)
         return gating
     if not isinstance(gating, str) or gating not in _REGISTRY:
         raise ValueError(f"gating must be one of {sorted(_REGISTRY)} or a GatingFamily instance, "

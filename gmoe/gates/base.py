@@ -233,6 +233,25 @@ class GatingFamily(ABC):
         """
         return cls()
 
+    def check_n_experts(self, n_experts):
+        """Check the family's options against a number of experts (none by default).
+
+        :meth:`from_options` checks them when given ``n_experts``; an instance passed as
+        ``gating=`` is checked by this wherever it meets a number of experts
+        (:func:`~gmoe.gates.make_gating` with ``n_experts``: the estimator's fit and
+        :class:`~gmoe.MixingMeasure`).
+
+        Parameters
+        ----------
+        n_experts : int
+
+        Raises
+        ------
+        ValueError
+            When an option does not fit ``n_experts``, with :meth:`from_options`'s message.
+        """
+        return None
+
     def options(self):
         """The family's structural options, as keyword arguments of :meth:`from_options`.
 

@@ -65,15 +65,30 @@ def compute_topk_mask(scores, top_k):
                                               order="C"), top_k).T
 
 
+def _check_top_k(top_k, n_experts=None):
+    """``top_k`` as an int in ``[1, n_experts]`` (``>= 1`` when ``n_experts`` is None)."""
+    if n_experts is not None:
+        return check_int_in_range(top_k, "top_k", 1, n_experts)
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got top_k={top_k!r}.")
+    return int(top_k)
+
+
 class TopKGating(GatingFamily):
     """Top-K sparse softmax: softmax of the logits over the ``top_k`` best-scored experts.
 
     Parameters
     ----------
     top_k : int
-        Number of active experts per input, ``1 <= top_k``.
+        Number of active experts per input, ``1 <= top_k``; checked against the number of
+        experts wherever the family meets one (:meth:`check_n_experts`).
     selection : {'affine', 'linear'}, default='affine'
         Selection score: ``beta1^T x + beta0`` or ``beta1^T x`` (ties to the lower index).
+
+    Raises
+    ------
+    ValueError
+        When ``top_k`` is not an integer >= 1 or ``selection`` is not one of the above.
     """
 
     name = "topk"
@@ -84,8 +99,10 @@ class TopKGating(GatingFamily):
     FIT_MAY_CHANGE = ("top_k",)
 
     def __init__(self, top_k, selection="affine"):
-        self.top_k = top_k
-        self.selection = selection
+        # Checked here, not only in from_options: an instance passed as gating= reaches
+        # the fit directly, where any selection but 'affine' would count as linear.
+        self.top_k = _check_top_k(top_k)
+        self.selection = check_option(selection, "selection", TOPK_SELECTIONS)
 
     @property
     def selection_uses_intercept(self):
@@ -119,9 +136,21 @@ class TopKGating(GatingFamily):
         if top_k is None:
             raise ValueError("top_k must be an integer in [1, n_experts] for gating='topk', "
                              "got top_k=None.")
-        high = n_experts if n_experts is not None else np.iinfo(np.int64).max
-        check_int_in_range(top_k, "top_k", 1, high)
-        return cls(int(top_k), topk_selection)
+        return cls(_check_top_k(top_k, n_experts), topk_selection)
+
+    def check_n_experts(self, n_experts):
+        """Check ``top_k <= n_experts``, with :meth:`from_options`'s message.
+
+        Parameters
+        ----------
+        n_experts : int
+
+        Raises
+        ------
+        ValueError
+            When ``top_k > n_experts``.
+        """
+        _check_top_k(self.top_k, n_experts)
 
     def options(self):  # noqa: D102 (inherited)
         return {"top_k": self.top_k, "topk_selection": self.selection}
