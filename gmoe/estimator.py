@@ -3,7 +3,6 @@
 import contextlib
 import functools
 import itertools
-import numbers
 import time
 import warnings
 
@@ -19,12 +18,12 @@ from ._em import (
     _Params,
     _single_threaded_blas,
 )
+from ._estimator_parameters import check_parameters
 from ._passes import prepare
-from ._starts import STRATEGIES, draw_labels
-from ._validation import check_option, check_sample_weight
+from ._starts import draw_labels
+from ._validation import check_sample_weight
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means
-from .gates import make_gating
 from .model import MixingMeasure, _e_step_arrays, sample_moe
 from .utils import check_random_state
 
@@ -241,49 +240,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
 
     # ------------------------------------------------------------ validation
     def _check_parameters(self):
-        def check_int(name, low):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}.")
-
-        def check_real(name, *, positive):
-            value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
-                and np.isfinite(value) and (value > 0 if positive else value >= 0)
-            if not ok:
-                what = "> 0" if positive else ">= 0"
-                raise ValueError(f"{name} must be a finite number {what}, got {name}={value!r}.")
-
-        def check_bool(name):
-            value = getattr(self, name)
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {name}={value!r}.")
-
-        check_int("n_experts", 1)
-        check_int("max_iter", 1)
-        check_int("n_init", 1)
-        check_bool("learn_temperature")
-        check_bool("warm_start")
-        # verbose=True is the common spelling of verbose=1.
-        if not isinstance(self.verbose, (numbers.Integral, np.bool_)) or self.verbose < 0:
-            raise ValueError(f"verbose must be an integer >= 0, got verbose={self.verbose!r}.")
-        check_real("tol", positive=False)
-        check_real("reg_var", positive=False)
-        check_option(self.on_degenerate, "on_degenerate", ("warn", "restart"))
-        if self.acceleration is not None and self.acceleration != "squarem":
-            raise ValueError("acceleration must be 'squarem' or None, got "
-                             f"acceleration={self.acceleration!r}.")
-        family = make_gating(self.gating, top_k=self.top_k, topk_selection=self.topk_selection,
-                             activation=self.activation, n_experts=self.n_experts)
-        if family.uses_temperature:
-            check_real("temperature", positive=True)
-        if isinstance(self.init_params, str):
-            check_option(self.init_params, "init_params", STRATEGIES)
-        elif not isinstance(self.init_params, MixingMeasure):
-            raise ValueError("init_params must be 'random', 'kmeans', 'short_em' or a "
-                             "MixingMeasure, got "
-                             f"{type(self.init_params).__name__}: {self.init_params!r}.")
-        return family
+        """Every constructor parameter checked; returns the gating family they name."""
+        return check_parameters(self)
 
     def _n_parameters(self):
         """Number of free parameters of the fitted model (for BIC/AIC)."""
