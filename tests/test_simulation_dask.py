@@ -50,6 +50,15 @@ def test_dask_client_stores_the_joblib_numbers(tmp_path, cluster, experiment):
     assert meta["task_sha256"] == experiment.task_sha256
 
 
+def test_a_dask_parallel_config_is_recorded_as_dask(tmp_path, cluster, experiment):
+    from joblib import parallel_config
+
+    with distributed.Client(cluster) as client, parallel_config(backend="dask",
+                                                                client=client):
+        summary = run_experiment(experiment, tmp_path / "config.sqlite", progress=False)
+    assert summary.backend == "dask" and summary.tasks_stored == 6
+
+
 def test_cli_scheduler_address_resumes(tmp_path, cluster, experiment, capsys):
     db = tmp_path / "cli.sqlite"
     # Part of the grid locally, the rest on the cluster by address: one store, no duplicate.

@@ -127,6 +127,17 @@ def test_one_and_two_workers_store_identical_numbers(tmp_path, reference):
     assert os.getpid() not in {r["worker_pid"] for r in rows}  # ran in worker processes
 
 
+def test_the_summary_names_a_callers_joblib_backend(tmp_path, reference):
+    from joblib import parallel_config
+
+    exp = load_experiment(tiny(tmp_path))
+    with parallel_config(backend="threading"):
+        summary = run_experiment(exp, tmp_path / "threads.sqlite", n_jobs=2, progress=False)
+    assert summary.backend == "threading"
+    rows, _ = read_rows(tmp_path / "threads.sqlite")
+    assert comparable(rows) == comparable(reference[0])
+
+
 def test_run_task_is_deterministic(tmp_path, reference):
     exp = load_experiment(tiny(tmp_path))
     row = run_task(exp, 90, 1)

@@ -110,7 +110,8 @@ class RunSummary:
     n_jobs : int
         Workers used (with Dask: the cluster's worker threads when the run began).
     backend : str
-        ``'loky'`` (local joblib workers) or ``'dask'``.
+        ``'loky'`` (local joblib workers), ``'dask'``, or the joblib backend that a
+        caller's ``parallel_config`` chose (``'threading'``, ...).
     times : TaskTimes or None
         Per-task medians of this run's rows (None when it stored none).
     times_by_n : dict of int to TaskTimes
@@ -130,6 +131,18 @@ class RunSummary:
     metric_seconds: float = 0.0
     times: TaskTimes | None = None
     times_by_n: dict | None = None
+
+
+def _active_backend_name():
+    """The joblib backend the tasks will run on: 'loky' unless a parallel_config says else.
+
+    A caller's ``with parallel_config(backend="dask")`` sends the tasks to Dask without
+    ``client``; the run's summary should say so.
+    """
+    from joblib.parallel import get_active_backend
+
+    name = type(get_active_backend()[0]).__name__.removesuffix("Backend").lower()
+    return "dask" if name.startswith("dask") else name
 
 
 def _dask_client(stack, client, scheduler):
@@ -272,6 +285,7 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
             workers, parallel_jobs = max(1, cores), -1
         else:
             workers = parallel_jobs = max(1, min(effective_n_jobs(n_jobs), len(todo)))
+        backend = "dask" if use_dask else _active_backend_name()
     except BaseException:
         stack.close()
         store.close()
@@ -319,7 +333,7 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     return RunSummary(db_path=db_path, tasks_total=len(tasks), tasks_before=before,
                       tasks_stored=stored, failures=failures, wall_seconds=wall,
                       fit_seconds=fit_seconds, task_seconds=task_seconds, n_jobs=workers,
-                      backend="dask" if use_dask else "loky", metric_seconds=metric_seconds,
+                      backend=backend, metric_seconds=metric_seconds,
                       times=TaskTimes.of(timings) if timings else None,
                       times_by_n={n: TaskTimes.of(r for r in timings if r["n"] == n)
                                   for n in sorted({r["n"] for r in timings})})
