@@ -410,7 +410,11 @@ class _BlockSource:
         constant : list of int
             Columns of ``X`` constant over the rows of positive weight.
         """
-        upper, low, high = self.reduce(_gram_and_range_block)
+        parts = self.map_blocks(_gram_and_range_block)
+        upper = sum_in_order([part[0] for part in parts])
+        # Not a sum of the blocks' ranges: that calls a column constant if each block is.
+        low = np.min([part[1] for part in parts], axis=0)
+        high = np.max([part[2] for part in parts], axis=0)
         gram = unpack_upper(upper[None], self.n_features + 1)[0] / self.total_weight
         return gram, [j for j in range(self.n_features) if not high[j] > low[j]]
 

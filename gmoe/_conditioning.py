@@ -26,7 +26,7 @@ import numpy as np
 from ._blocks import inverse_scale
 from .exceptions import RankDeficientDesignWarning
 
-__all__ = ["Conditioning", "check_spread_representable"]
+__all__ = ["Conditioning", "check_spread_representable", "finite_moments"]
 
 # The weighted Gram matrix of the internal design (unit diagonal) is called numerically
 # rank-deficient when its condition number exceeds this: least squares through the normal
@@ -48,33 +48,74 @@ def _weighted_moments(values, sample_weight, total):
         return mean, np.sqrt(np.maximum(var, 0.0))
 
 
-def check_spread_representable(X, y, conditioning):
-    """Raise when a column of ``X``, or ``y``, varies by less than float64 can scale.
+def finite_moments(mean, std, values, sample_weight):
+    """``mean`` and ``std`` of the rows of ``values`` (d, n), recomputed where not finite.
 
-    The scaling squares the deviations: a spread below about 1e-154 squares to less than
-    the smallest normal number, so that a varying column would look constant (or be
-    scaled by a rounded-off deviation) and the fit would be silently wrong. Only such
-    columns are searched, so ordinary data cost nothing. (A spread beyond about 1e154
-    overflows, which :meth:`Conditioning.from_moments` reports.)
+    The plain moments square the data: beyond about 1e154 (less for many rows or large
+    weights) the sums overflow, and a zero-weight row holding a huge value makes them NaN.
+    Such rows are recomputed over the rows of positive weight, scaled by their largest
+    magnitude before squaring; the others are returned as they are, bit for bit.
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-    y : ndarray of shape (n_samples,)
-    conditioning : Conditioning
-        Its scales (1 where the data's was 0).
+    mean, std : ndarray of shape (d,)
+        The plain weighted moments.
+    values : ndarray of shape (d, n)
+    sample_weight : ndarray of shape (n,)
+
+    Returns
+    -------
+    mean, std : ndarray of shape (d,)
     """
-    tiny = np.finfo(np.float64).tiny
-    suspects = [(f"column {j} of X", X[:, j]) for j, s in enumerate(conditioning.x_scale)
-                if s * s < tiny or s == 1.0]
-    if conditioning.y_scale * conditioning.y_scale < tiny or conditioning.y_scale == 1.0:
-        suspects.append(("y", y))
-    for which, values in suspects:
-        spread = float(np.ptp(values))
-        if 0 < spread and spread * spread < tiny:
+    bad = ~(np.isfinite(mean) & np.isfinite(std))
+    if not bad.any():
+        return mean, std
+    mean, std = mean.copy(), std.copy()
+    used = sample_weight > 0
+    q = sample_weight[used] / np.sum(sample_weight[used])
+    for j in np.flatnonzero(bad):
+        v = values[j, used]
+        scale = float(np.max(np.abs(v))) or 1.0
+        u = v / scale
+        centred = u - np.dot(q, u)
+        mean[j] = np.dot(q, u) * scale
+        std[j] = np.sqrt(np.dot(q, centred * centred)) * scale
+    return mean, std
+
+
+def check_spread_representable(conditioning, positive_ranges):
+    """Raise when a column of ``X``, or ``y``, has a spread float64 cannot scale by.
+
+    A spread below about 1e-154 squares to less than the smallest normal number, so that
+    a varying column would look constant (or be scaled by a rounded-off deviation) and
+    the fit would be silently wrong; a ``y`` whose standard deviation is beyond about
+    1e154 has variances that overflow. Only the columns whose scale is suspect (below
+    about 1e-154, or 1: the stand-in for a zero deviation) have their ranges computed.
+
+    Parameters
+    ----------
+    conditioning : Conditioning
+    positive_ranges : callable
+        Returns the range of every column of ``[X, y]`` over the rows of positive weight,
+        an ndarray of shape (n_features + 1,).
+    """
+    # Square roots of float64's extremes: a scale beyond them squares out of range.
+    smallest, largest = np.sqrt(np.finfo(np.float64).tiny), np.sqrt(np.finfo(np.float64).max)
+    if conditioning.y_scale > largest:
+        raise ValueError(
+            f"y has a standard deviation of {conditioning.y_scale:.3g}, whose square (the "
+            "scale of the experts' variances) overflows float64: rescale y (by a power of "
+            "ten, say) before fitting.")
+    scales = np.r_[conditioning.x_scale, conditioning.y_scale]
+    if not np.any((scales < smallest) | (scales == 1.0)):
+        return
+    for j, spread in enumerate(positive_ranges()):
+        if 0 < spread < smallest:
+            which = "y" if j == scales.size - 1 else f"column {j} of X"
             raise ValueError(
-                f"{which} varies by only {spread:.3g}, a spread whose square underflows "
-                "float64: rescale it (by a power of ten, say) before fitting.")
+                f"{which} varies by only {spread:.3g} over the rows of positive weight, a "
+                "spread whose square underflows float64: rescale it (by a power of ten, "
+                "say) before fitting.")
 
 
 class Conditioning:
@@ -122,8 +163,10 @@ class Conditioning:
         Conditioning
         """
         total = float(np.sum(sample_weight))
-        x_mean, x_std = _weighted_moments(X.T, sample_weight, total)
-        y_mean, y_std = _weighted_moments(y[None, :], sample_weight, total)
+        x_mean, x_std = finite_moments(*_weighted_moments(X.T, sample_weight, total), X.T,
+                                       sample_weight)
+        y_mean, y_std = finite_moments(*_weighted_moments(y[None, :], sample_weight, total),
+                                       y[None, :], sample_weight)
         return cls.from_moments(x_mean, x_std, float(y_mean[0]), float(y_std[0]),
                                 centre_x=centre_x, scale_x=scale_x)
 
@@ -144,8 +187,8 @@ class Conditioning:
         """
         x_mean = np.asarray(x_mean, dtype=np.float64)
         x_std = np.asarray(x_std, dtype=np.float64)
-        # The variances square the data: beyond about 1e154 they overflow, and the scaling
-        # (and so the fit) would be silently wrong.
+        # Moments that overflowed (from_data recomputes them; a Dask array's are refused
+        # here): the scaling, and so the fit, would be silently wrong.
         overflowing = [f"column {j} of X" for j in range(x_mean.size)
                        if not (np.isfinite(x_mean[j]) and np.isfinite(x_std[j]))]
         if not (np.isfinite(y_mean) and np.isfinite(y_std)):
@@ -155,7 +198,7 @@ class Conditioning:
             raise ValueError(
                 f"{', '.join(overflowing)} {verb} values whose squares overflow float64 "
                 f"(beyond about 1e154 in magnitude): rescale {pronoun} (by a power of ten, "
-                "say) before fitting.")
+                "say) before fitting, or fit the data as NumPy arrays.")
         if centre_x:
             x_offset, x_scale = x_mean, x_std
         else:

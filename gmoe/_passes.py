@@ -23,7 +23,7 @@ log-gate at the new gate, when it computed it).
 import numpy as np
 
 from ._blocks import RowBlocks
-from ._conditioning import Conditioning, check_spread_representable
+from ._conditioning import Conditioning, check_spread_representable, finite_moments
 from ._em import _Params
 from ._expert_major import Workspace, e_step_columns, transposed_design
 from ._starts import standardised_data
@@ -250,6 +250,31 @@ class StandardisedRows:
         return self.rows.nearest_centre(self.mean, self.scale, centres, weights)
 
 
+def _range_block(block):
+    """Each column's least and greatest value of ``[Z, y]`` over the rows of positive weight."""
+    used = np.vstack([block.ZT[:-1], block.y])[:, block.w > 0]
+    if used.shape[1] == 0:
+        return np.full(used.shape[0], np.inf), np.full(used.shape[0], -np.inf)
+    return used.min(axis=1), used.max(axis=1)
+
+
+def _block_ranges(rows):
+    """The range of every column of ``[X, y]`` over the rows of positive weight.
+
+    Read from a block source before it is conditioned: its blocks hold the user's units.
+    """
+    parts = rows.map_blocks(_range_block)
+    return (np.max([part[1] for part in parts], axis=0)
+            - np.min([part[0] for part in parts], axis=0))
+
+
+def _positive_ranges(X, y, sample_weight):
+    """The range of every column of ``[X, y]`` over the rows of positive weight."""
+    used = sample_weight > 0
+    data = np.column_stack([X, y]) if used.all() else np.column_stack([X[used], y[used]])
+    return np.ptp(data, axis=0)
+
+
 def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperature,
             gate_steps, rows=None):
     """The conditioning and the passes of a fit.
@@ -284,10 +309,11 @@ def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperat
         if rows is None:
             rows = RowBlocks(X, y, sample_weight, n_experts, n_threads)
         mean, std = rows.weighted_moments()
+        if X is not None:
+            mean, std = finite_moments(mean, std, np.vstack([X.T, y]), sample_weight)
         conditioning = Conditioning.from_moments(mean[:-1], std[:-1], mean[-1], std[-1],
                                                  centre_x=centre_x, scale_x=scale_x)
-        if X is not None:
-            check_spread_representable(X, y, conditioning)
+        check_spread_representable(conditioning, lambda: _block_ranges(rows))
         rows.condition(conditioning.x_offset, conditioning.x_scale, conditioning.y_offset,
                        conditioning.y_scale)
         conditioning.report_rank(*rows.design_gram(), stacklevel=4)
@@ -295,7 +321,7 @@ def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperat
                 rows.target_variance())
     conditioning = Conditioning.from_data(X, y, sample_weight, centre_x=centre_x,
                                           scale_x=scale_x)
-    check_spread_representable(X, y, conditioning)
+    check_spread_representable(conditioning, lambda: _positive_ranges(X, y, sample_weight))
     Z = conditioning.transform_X(X)
     y_internal = conditioning.transform_y(y)
     conditioning.check_rank(Z, sample_weight, stacklevel=4)

@@ -482,27 +482,28 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             self._set_fitted(family, conditioning.to_original(params), trace + shift, converged,
                              n_iter, degenerate, np.asarray(start_log_liks) + shift)
             self.convergence_gap_ = decrement.predicted_gain
-            if degenerate:
-                warnings.warn(
-                    f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
-                    "weight near 0). The fit is finite but the likelihood may be unbounded there; "
-                    "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
-                    DegenerateExpertWarning, stacklevel=2)
-            if not converged:
-                if decrement.converged(self.tol):
-                    why = ("the last step still raised the log-likelihood by more than tol (a "
-                           "crawl, as along an over-specified fit's flat directions)")
-                elif decrement.curvature_gain <= self.tol:
-                    why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
-                           f"{self.tol:g}")
-                else:
-                    why = (f"the log-likelihood still rises by {decrement.curvature_gain:.3g} "
-                           "along a direction where it curves upward (a saddle or a plateau, as "
-                           "over-specified fits cross; top-K: gates that sharpen together)")
-                warnings.warn(
-                    f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
-                    "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
             self.fit_time_ = time.perf_counter() - started
+        # Warned once the fit is kept: a warning turned into an error must not undo it.
+        if degenerate:
+            warnings.warn(
+                f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
+                "weight near 0). The fit is finite but the likelihood may be unbounded there; "
+                "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
+                DegenerateExpertWarning, stacklevel=2)
+        if not converged:
+            if decrement.converged(self.tol):
+                why = ("the last step still raised the log-likelihood by more than tol (a "
+                       "crawl, as along an over-specified fit's flat directions)")
+            elif decrement.curvature_gain <= self.tol:
+                why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
+                       f"{self.tol:g}")
+            else:
+                why = (f"the log-likelihood still rises by {decrement.curvature_gain:.3g} "
+                       "along a direction where it curves upward (a saddle or a plateau, as "
+                       "over-specified fits cross; top-K: gates that sharpen together)")
+            warnings.warn(
+                f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
+                "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
         return self
 
     @contextlib.contextmanager

@@ -213,7 +213,11 @@ def theory(setting, loss, *, m=None, rbar=None):
         if kind in ("weights", "expert_intercept", "expert_coef", "expert_var"):
             # The gate's scale symmetry moves (beta1, beta0, tau) only: the weights
             # exp(beta0 / tau) = exp(gamma0) and the experts are the identifiable model's.
-            return theory("temperature", kind, m=m, rbar=rbar)
+            # The raw Voronoi cells use the raw beta1, so they are gamma's (and these
+            # errors the same numbers) while tau stays near the truth's scale.
+            same = theory("temperature", kind, m=m, rbar=rbar)
+            return same._replace(reason=same.reason + " (raw scale: the weights and experts "
+                                 "are gamma's while the raw cells are)")
         return Theory(
             None,
             "raw (beta1, beta0, tau) are not identified: the estimate is set by the start and "
@@ -306,7 +310,9 @@ def theoretical_slope(setting, loss, *, m=None, rbar=None):
     ``n^-1/(2 rbar)``. None means: for ``temperature-raw``, the raw gate parameters
     (and so D1 and D2 on that scale) are not identified, so their estimates are set by the
     start and not consistent (report the curve, fit no slope), while the weights
-    ``exp(beta0 / tau)`` and the experts are the identifiable model's; for
+    ``exp(beta0 / tau)`` and the experts are the identifiable model's (their errors are
+    the same numbers while the raw Voronoi cells, which use the raw ``beta1``, are
+    gamma's: for a ``tau`` near the truth's scale); for
     ``activation-over``, the rates are polynomial but their exponents are not established.
     The table states no rate for ``beta0`` and ``tau`` (None, except that on the raw
     temperature scale they are not consistent either). For

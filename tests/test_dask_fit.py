@@ -67,6 +67,12 @@ def test_dask_y_may_be_numpy_and_x_column_chunked(client):
     (lambda X, y: (da.from_array(X, chunks=(500, 2)), y[:-1]), "y must be 1-D with 3000 rows"),
     (lambda X, y: (da.from_array(np.where(X > 0.5, np.nan, X), chunks=(500, 2)), y),
      "must be finite"),
+    # Scales float64 cannot square: refused as on NumPy arrays, not fitted silently wrong.
+    (lambda X, y: (da.from_array(X * 1e-300, chunks=(500, 2)), y),
+     "column 0 of X varies by only"),
+    (lambda X, y: (da.from_array(X, chunks=(500, 2)), y * 1e-300), "y varies by only"),
+    (lambda X, y: (da.from_array(X * 1e155, chunks=(500, 2)), y),
+     "column 0 of X, column 1 of X hold values whose squares overflow"),
 ])
 def test_dask_bad_input_raises(client, make, match):
     X, y = _data(n=3000)

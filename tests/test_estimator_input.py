@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 import gmoe
 from gmoe.exceptions import DegenerateExpertWarning
@@ -51,37 +51,70 @@ def test_weights_on_the_scale_of_counts_do_not_warn(data):
         _fit(X, y, sample_weight=np.full(300, 0.5))  # 150 "rows": well above 8 parameters
 
 
-def test_unit_weights_fit_bit_for_bit_as_no_weights(data):
+def test_a_warning_raised_as_an_error_keeps_the_finished_fit(data):
     X, y = data
-    assert_array_equal(_fit(X, y).mixing_measure_.to_vector(),
-                       gmoe.GaussianMoERegressor(2, n_init=1, random_state=0)
-                       .fit(X, y, sample_weight=np.ones(300)).mixing_measure_.to_vector())
+    est = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0, max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning):
+            est.fit(X, y)
+    assert est.n_iter_ == 2 and np.isfinite(est.lower_bound_)
 
 
-@pytest.mark.parametrize(("scale", "message"), [
-    (1e155, "column 0 of X holds values whose squares overflow"),
-    (1e-300, "column 0 of X varies by only 9.97e-301"),
-])
-def test_a_column_beyond_float64s_squares_is_refused(data, scale, message):
+def test_a_column_whose_spread_underflows_is_refused(data):
     X, y = data
-    with pytest.raises(ValueError, match=message):
-        _fit(X * scale, y)
+    with pytest.raises(ValueError, match="column 0 of X varies by only 9.97e-301"):
+        _fit(X * 1e-300, y)
 
 
 @pytest.mark.parametrize("gating", ["softmax", "topk"])
 @pytest.mark.parametrize(("scale", "message"), [
-    (1e155, "y holds values whose squares overflow"), (1e-300, "y varies by only")])
+    (1e155, r"y has a standard deviation of 3.98e\+155, whose square"),
+    (1e-300, "y varies by only")])
 def test_a_response_beyond_float64s_squares_is_refused(data, gating, scale, message):
-    # 'softmax' scales block by block, top-K on the whole array: both paths check.
+    # 'softmax' scales block by block, top-K on the whole array: both paths check. The
+    # experts' variances are in y's units squared: beyond about 1e154 they overflow.
     X, y = data
     with pytest.raises(ValueError, match=message):
         _fit(X, y * scale, gating=gating, top_k=1)
 
 
-def test_large_but_representable_scales_still_fit_as_the_original(data):
+# Top-1 on this truth collapses an expert, alike at every scale: the test compares fits.
+@pytest.mark.filterwarnings("ignore::gmoe.exceptions.DegenerateExpertWarning")
+@pytest.mark.parametrize("gating", ["softmax", "topk"])
+@pytest.mark.parametrize(("x_scale", "y_scale", "weight"), [
+    (1e155, 1.0, 1.0),    # X's squares overflow: its moments are recomputed scaled
+    (1e150, 1.0, 1e8),    # so do weighted sums of squares well below 1e154
+    (1.0, 1e153, 1.0)])   # y's sum of squares overflows, its variance does not
+def test_large_but_representable_scales_fit_as_the_original(data, gating, x_scale, y_scale,
+                                                             weight):
     X, y = data
-    base, scaled = _fit(X, y), _fit(X * 1e150, y)
-    assert_allclose(scaled.lower_bound_, base.lower_bound_, rtol=1e-9)
+    w = np.full(300, weight)
+    base = _fit(X, y, sample_weight=w, gating=gating, top_k=1)
+    scaled = _fit(X * x_scale, y * y_scale, sample_weight=w, gating=gating, top_k=1)
+    # The fit is invariant to the scales up to rounding: the log-likelihood shifts by
+    # -log(y_scale) per row.
+    assert_allclose(scaled.lower_bound_ + np.log(y_scale), base.lower_bound_, rtol=1e-7)
+
+
+def test_a_huge_constant_column_is_fitted_as_a_constant(data):
+    X, y = data
+    base = _fit(X, y)
+    with pytest.warns(UserWarning, match=r"column\(s\) \[1\] are constant"):
+        wide = _fit(np.column_stack([X, np.full(300, 1e300)]), y)
+    assert_allclose(wide.lower_bound_, base.lower_bound_, rtol=1e-9)
+
+
+def test_a_spread_on_rows_of_zero_weight_only_is_ignored(data):
+    # Rows of zero weight do not enter the likelihood; neither may they enter the scaling
+    # checks (the column is constant over the rows that count).
+    X, y = data
+    X_odd, w = np.column_stack([X, np.full(300, 0.5)]), np.ones(300)
+    X_odd[0, 1], w[0] = 0.5 + 1e-170, 0.0
+    with pytest.warns(UserWarning, match=r"column\(s\) \[1\] are constant"):
+        kept = _fit(X_odd, y, sample_weight=w)
+    dropped = _fit(X[1:], y[1:])
+    assert_allclose(kept.lower_bound_, dropped.lower_bound_, rtol=1e-9)
 
 
 @pytest.mark.parametrize(("param", "value", "message"), [

@@ -113,6 +113,25 @@ def test_temperature_raw_columns_get_no_slope():
     assert "not identified" in text
 
 
+def test_the_plots_draw_a_raw_column_equal_to_its_identifiable_twin_once(tmp_path):
+    from gmoe.simulation.report import write_study_plots
+
+    exp = load_experiment(_REPO_SIMULATIONS / "temperature.toml")
+    rng = np.random.default_rng(0)
+    rows = [{"n": n, "status": "ok", "converged": 1, "fit_seconds": 0.1,
+             **{c: float(rng.uniform(0.5, 1.5) * n ** -0.5) for c in exp.metric_columns()}}
+            for n in (100, 400, 1600, 6400) for _ in range(3)]
+    for row in rows:  # the experts' raw columns equal their twins, the weight's does not
+        for c in exp.metric_columns():
+            if c.startswith("pe_expert_") and c.endswith("_raw"):
+                row[c] = row[c.removesuffix("_raw")]
+    report = write_study_plots(rows, exp, tmp_path)
+    drawn = [r["loss"] for r in report.rows]
+    assert "pe_expert_coef_0" in drawn and "pe_expert_coef_0_raw" not in drawn
+    assert "pe_weight_0_raw" in drawn  # its own numbers here, so its own panel
+    assert not any(name.startswith(("d1_raw", "pe_gate_coef_0_raw")) for name in drawn)
+
+
 def test_columns_fixed_by_the_alignment_get_no_slope(stored):
     # pe_gate_intercept_1 holds rounding noise (~1e-17): its "rate" would be noise.
     tmp, exp = stored

@@ -329,11 +329,13 @@ def write_study_plots(rows, experiment, outdir, *, name=None):
     if headline is not None:
         schema = [headline, *(c for c in schema if c is not headline)]
     table = {"n": np.array([r["n"] for r in rows], dtype=np.float64)}
+    names = {c.name for c in schema}
     plotted = []
     for column in schema:
         values = _column_values(rows, column.name)
         twin = column.name.removesuffix("_raw") if column.scale == "raw" else None
-        if twin in table and np.array_equal(table[twin], values, equal_nan=True):
+        if twin in names and np.array_equal(_column_values(rows, twin), values,
+                                            equal_nan=True):
             continue  # the same numbers on both scales (the experts): drawn once
         table[column.name] = values
         try:
