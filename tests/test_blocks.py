@@ -186,6 +186,21 @@ def test_block_design_is_the_conditioned_design(n_features, global_random_seed):
         assert_array_equal(block.ZT, expected[:, start:stop])  # the same two roundings
 
 
+def test_a_column_constant_within_each_block_is_not_called_constant(monkeypatch):
+    # Sorted data with as many repeats as a block holds: each block sees one value. The
+    # column's range is the blocks' least minimum to greatest maximum, not a sum of ranges.
+    import gmoe._blocks as blocks_module
+
+    monkeypatch.setattr(blocks_module, "block_rows", lambda n_features, n_experts: 50)
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(size=200), np.repeat([0.0, 1.0, 2.0, 3.0], 50)])
+    rows = RowBlocks(X, rng.normal(size=200), np.ones(200), 2)
+    assert len(rows._bounds) == 4
+    assert rows.design_gram()[1] == []
+    X[:, 1] = 5.0
+    assert RowBlocks(X, rng.normal(size=200), np.ones(200), 2).design_gram()[1] == [1]
+
+
 def test_experts_m_step_is_weighted_least_squares(global_random_seed):
     rng = np.random.default_rng(global_random_seed)
     X, y, w, resp = _data(rng)
