@@ -127,6 +127,18 @@ def test_a_file_that_is_not_the_experiments_rows_is_refused(grid, tmp_path, edit
         read_csv_rows(bad, experiment)
 
 
+def test_rows_of_the_quick_grid_are_named_as_such(grid, tmp_path):
+    # The rows of a --quick run, restored as the full grid's: the message says how.
+    experiment, _, exported = grid
+    quick = experiment.quick_variant()
+    n = next(n for n in quick.sizes if n not in experiment.sizes)
+    bad = _rewrite(exported, tmp_path / "quick.csv",
+                   lambda h, r: (h, [dict(r[0], n=str(n), spawn_key=f"{n},0"), *r[1:]]))
+    with pytest.raises(RestoreError, match=fr"n = {n}, .* \(a task of the study's --quick "
+                                           r"grid: restore these rows with --quick\)"):
+        read_csv_rows(bad, experiment)
+
+
 def _cut(text):
     return text[:-7]  # inside the last row's last field
 

@@ -81,6 +81,19 @@ def _read_text(path):
     return text
 
 
+def _quick_hint(experiment, row):
+    """A hint when a row that the full grid refuses is a task of the study's quick grid."""
+    if experiment.is_quick:
+        return ""
+    try:
+        quick = experiment.quick_variant()
+    except ValueError:  # the study has no quick grid
+        return ""
+    if row["n"] in set(quick.sizes) and 0 <= row["rep"] < quick.replications:
+        return " (a task of the study's --quick grid: restore these rows with --quick)"
+    return ""
+
+
 def read_csv_rows(csv_path, experiment):
     """The typed rows of a CSV of a store's rows (``export_csv``'s format, or gzipped).
 
@@ -145,7 +158,7 @@ def read_csv_rows(csv_path, experiment):
                     f"below {experiment.replications}, spawn key 'n,rep', each task once), "
                     f"got seed {row['seed_entropy']}, n = {row['n']}, replication "
                     f"{row['rep']}, spawn key {row['spawn_key']!r}"
-                    + (" again" if key in seen else "") + ".")
+                    + (" again" if key in seen else "") + _quick_hint(experiment, row) + ".")
             seen.add(key)
             rows.append(row)
     except csv.Error as err:
