@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from _study import write_study
 
-from gmoe.simulation import load_experiment, run_task
+from gmoe.simulation import ExperimentError, load_experiment, run_task
 from gmoe.simulation.columns import PARAMETER_FIELDS, MetricColumn, build_columns, cell_theory
 from gmoe.simulation.report import study_rate_rows
 from gmoe.simulation.tasks import BASE_COLUMNS
@@ -123,13 +123,17 @@ def test_user_rbar_reaches_the_theory(tmp_path):
     assert theory["pe_gate_coef_0"] == -1 / 10 and theory["pe_expert_coef_0"] == -1 / 5
 
 
-def test_unknown_rbar_fits_the_slope_without_theory(tmp_path):
-    # Four atoms in a cell: rbar(4) is unknown. The column still gets a slope, no theory.
-    exp = load(tmp_path, fit={"n_experts": 5}, metrics={"voronoi": ["over"]},
+def test_a_cell_size_without_an_exponent_is_refused_and_a_given_one_is_used(tmp_path):
+    # Five experts for two true ones can put four in a cell, whose loss needs rbar(4):
+    # without it such tasks would fail and the means rest silently on the others.
+    with pytest.raises(ExperimentError, match=r"\[metrics\] rbar: .* can put 4 in one "
+                                              r"cell, and rbar has none for \[4\]"):
+        load(tmp_path, fit={"n_experts": 5}, metrics={"voronoi": ["over"]})
+    exp = load(tmp_path, fit={"n_experts": 5}, metrics={"voronoi": ["over"],
+                                                        "rbar": {"4": 8.0}},
                start={"assignment": [0, 0, 0, 0, 1]})
     gate = next(c for c in exp.metric_schema() if c.name == "pe_gate_coef_0")
-    assert gate.theory.slope is None and gate.theory.fit_slope
-    assert "rbar(4) is unknown" in gate.theory.reason
+    assert gate.theory.slope == -1 / 16
 
 
 def test_activation_over_has_no_d2_rate(tmp_path):
@@ -138,6 +142,18 @@ def test_activation_over_has_no_d2_rate(tmp_path):
     d2 = exp.metric_schema()[0]
     assert d2.name == "d2" and d2.theory.slope is None and d2.theory.fit_slope
     assert "not established" in d2.theory.reason
+
+
+@pytest.mark.parametrize("truth", [
+    {"gating": "temperature", "temperature": 0.25, "gate_coef": [[6.25], [0.0]],
+     "gate_intercept": [-2.0, 0.0]}, ACTIVATION])
+def test_a_fit_temperature_other_than_the_near_truth_starts_is_refused(tmp_path, truth):
+    # The near-truth starts carry the truth's temperature; a [fit] temperature would be
+    # silently ignored by them.
+    with pytest.raises(ExperimentError, match=r"\[fit\] temperature: 'near_truth' starts "
+                                              r"take the truth's temperature=0.25, got 1.0"):
+        load(tmp_path, truth=truth, fit={"temperature": 1.0})
+    assert load(tmp_path, truth=truth).fit["temperature"] == 0.25  # inherited
 
 
 def test_temperature_columns(tmp_path):

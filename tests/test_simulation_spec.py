@@ -135,6 +135,16 @@ MALFORMED = [
      ["[truth]", "gate_intercept[-1]"]),
     ('[metrics.evaluation]\nkind = "uniform"\nn = 40', "evaluation = 3",
      ["[metrics.evaluation]", "expected a table", "int 3"]),
+    # Settings that would be ignored (and still change the task hash) are refused.
+    ('[design]\nkind = "uniform"', '[design]\nkind = "normal"\nlow = 5.0',
+     ["[design] low", "does not apply to kind='normal'"]),
+    ('[metrics.evaluation]\nkind = "uniform"',
+     '[metrics.evaluation]\nkind = "normal"\nhigh = 2.0',
+     ["[metrics.evaluation] high", "does not apply to kind='normal'"]),
+    ('kind = "near_truth"', 'kind = "near_truth"\ntemperature_noise_exponent = 0.5',
+     ["[start] temperature_noise_exponent", "does not apply to gating='softmax'"]),
+    ("hellinger = true", "hellinger = true\nrbar = { 2 = 4.0 }",
+     ["[metrics] rbar", "applies to voronoi 'over'"]),
 ]
 
 

@@ -80,6 +80,7 @@ from pathlib import Path
 
 from ..gates import available_gatings, gating_class, gating_options, make_gating
 from ..model import MixingMeasure
+from ..theory import DEFAULT_RBAR
 from ._toml import ExperimentError, _describe, _Table, parse_sizes
 from .columns import build_columns
 from .start import START_PROTOCOLS
@@ -406,6 +407,7 @@ def _fit_family(fit):
 def _read_design(t, truth):
     t.check_keys(("kind", "low", "high", "n_features"))
     kind = t.string("kind", "grid", options=_DESIGN_KINDS)
+    _refuse_bounds_of_normal(t, kind)
     low = t.number("low", 0.0)
     high = t.number("high", 1.0)
     if kind != "normal" and not low < high:
@@ -485,14 +487,23 @@ def _read_start(t, truth, fit):
             raise ExperimentError(
                 f"{t.path}: [fit] {key}: 'near_truth' starts need the truth's "
                 f"{key}={value!r}, got {fit[key]!r}.")
+    # A near-truth start carries the truth's temperature (perturbed by temperature_noise),
+    # which the fit holds or learns from: another [fit] temperature would be ignored by
+    # those starts and used only by any data-driven ones, which then fit another model.
+    if truth.family.uses_temperature and fit["temperature"] != truth.temperature:
+        raise ExperimentError(
+            f"{t.path}: [fit] temperature: 'near_truth' starts take the truth's "
+            f"temperature={truth.temperature!r}, got {fit['temperature']!r}; remove it (it "
+            "defaults to the truth's).")
     out = {"kind": kind, "n_starts": t.integer("n_starts", 1, low=1),
            "var_center": t.string("var_center", "truth", options=_VAR_CENTERS),
            "protocol": t.string("protocol", "even", options=START_PROTOCOLS)}
     for key, default in _NEAR_TRUTH_DEFAULTS.items():
         out[key] = t.number(key, default, low=0.0)
-    if t.has("temperature_noise") and not truth.family.uses_temperature:
-        raise t.error("temperature_noise", f"does not apply to gating={truth.gating!r}, "
-                                           "which has no temperature; remove it.")
+    for key in ("temperature_noise", "temperature_noise_exponent"):
+        if t.has(key) and not truth.family.uses_temperature:
+            raise t.error(key, f"does not apply to gating={truth.gating!r}, which has no "
+                               "temperature; remove it.")
     out["temperature_noise"] = t.number("temperature_noise", 0.0, low=0.0)
     out["temperature_noise_exponent"] = t.number("temperature_noise_exponent",
                                                  out["noise_exponent"], low=0.0)
@@ -569,6 +580,11 @@ def _read_metrics(t, truth, fit, design):
         raise t.error("voronoi", f"'over' (D2) is for over-specified fits ([fit] n_experts > "
                                  f"{k_true}), got n_experts={k}; use 'exact' (D1).")
     rbar = _read_rbar(t)
+    if rbar and "over" not in voronoi:
+        raise t.error("rbar", "applies to voronoi 'over' (D2, an over-specified fit), got "
+                              f"voronoi={_describe(voronoi)}; remove it.")
+    if "over" in voronoi:
+        _check_rbar_covers_the_cells(t, rbar, truth, fit)
     if "over" in voronoi and not _fit_family(fit).over_specified_exponents_known() \
             and not rbar:
         raise t.error("rbar", f"required with voronoi 'over' for gating={fit['gating']!r}: "
@@ -630,10 +646,39 @@ def _read_rbar(t):
     return out
 
 
+def _refuse_bounds_of_normal(t, kind):
+    """``low`` and ``high`` bound a grid or uniform design; normal draws have none."""
+    for key in ("low", "high"):
+        if kind == "normal" and t.has(key):
+            raise t.error(key, "does not apply to kind='normal' (standard normal draws); "
+                               "remove it.")
+
+
+def _check_rbar_covers_the_cells(t, rbar, truth, fit):
+    """Every cell size a fit can form needs an exponent rbar(m), given or known.
+
+    Without one the loss of a fit that forms such a cell cannot be computed: its task
+    would fail, and the means over n would silently rest on the others. The cells are
+    the fit's at its end (a start's assignment does not fix them): up to k - k* + 1
+    atoms in one.
+    """
+    k, k_true = fit["n_experts"], truth.n_experts
+    sizes = set(range(2, k - k_true + 2))
+    known = DEFAULT_RBAR if _fit_family(fit).over_specified_exponents_known() else {}
+    missing = sorted(m for m in sizes if m >= 2 and m not in rbar and m not in known)
+    if missing and known:  # a family without known exponents is reported below
+        raise t.error("rbar", f"needs an exponent for every cell size a fit can form: "
+                              f"{k} fitted experts for {k_true} true ones can put "
+                              f"{max(sizes)} in one cell, and rbar has none for "
+                              f"{missing}; give e.g. rbar = {{ {missing[0]} = "
+                              f"{2.0 * missing[0]:.1f} }}.")
+
+
 def _read_evaluation(t, design):
     t.check_keys(("kind", "n", "low", "high"))
     kind = t.string("kind", "grid" if design["n_features"] == 1 else "uniform",
                  options=_DESIGN_KINDS)
+    _refuse_bounds_of_normal(t, kind)
     low = t.number("low", design["low"])
     high = t.number("high", design["high"])
     if kind != "normal" and not low < high:
