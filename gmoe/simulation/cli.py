@@ -39,6 +39,7 @@ from .restore import read_csv_rows, restore_store, verify_rows
 from .runner import default_db_path, run_experiment
 from .spec import ExperimentError, load_experiment
 from .store import StoreError, export_csv, read_rows, read_runs
+from .tasks import TaskMemoryError
 
 __all__ = ["builtin_studies_dir", "find_experiment", "main", "search_dirs"]
 
@@ -284,10 +285,18 @@ def _cmd_run(args):
           f"{len(experiment.tasks())} tasks ({len(experiment.sizes)} sizes x "
           f"{experiment.replications} replications) -> {db_path}", flush=True)
     started = time.perf_counter()
-    summary = run_experiment(experiment, db_path, n_jobs=args.n_jobs,
-                             progress=not args.no_progress, force_new=args.force_new,
-                             progress_every=args.progress_every,
-                             log=lambda m: print(m, flush=True), scheduler=args.scheduler)
+    try:
+        summary = run_experiment(experiment, db_path, n_jobs=args.n_jobs,
+                                 progress=not args.no_progress, force_new=args.force_new,
+                                 progress_every=args.progress_every,
+                                 log=lambda m: print(m, flush=True),
+                                 scheduler=args.scheduler)
+    except TaskMemoryError as err:
+        raise _CommandError(
+            f"{err}; the run stopped. The rows stored in {db_path} are kept and running "
+            "the command again resumes, but this task needs that memory: free it (fewer "
+            f"--n-jobs, another machine) or take n = {err.n} out of "
+            f"{'[quick] n' if experiment.is_quick else '[sizes] n'} first.") from None
     wall = time.perf_counter() - started
     where = "Dask worker threads" if summary.backend == "dask" else "workers"
     print(f"stored {summary.tasks_stored} rows ({summary.failures} not ok) with "
@@ -453,6 +462,8 @@ def main(argv=None):
         return 1
     except sqlite3.Error as err:  # a store that broke after it was opened
         return _fail(f"result store: {err}")
+    except MemoryError as err:  # a task that `restore` re-runs, say (TaskMemoryError)
+        return _fail(str(err) or "out of memory")
     except OSError as err:  # an output that failed after the checks (disk full, say)
         where = f": {err.filename}" if err.filename else ""
         return _fail(f"{err.strerror or err}{where}")
