@@ -26,6 +26,7 @@ status 2; nothing is run or written when a store or an output directory cannot b
 """
 
 import argparse
+import json
 import os
 import sqlite3
 import sys
@@ -38,7 +39,14 @@ from .report import study_report, write_study_plots
 from .restore import read_csv_rows, restore_store, verify_rows
 from .runner import default_db_path, run_experiment
 from .spec import ExperimentError, load_experiment
-from .store import StoreError, export_csv, read_rows, read_runs
+from .store import (
+    StoreError,
+    StoreMismatchError,
+    describe_changes,
+    export_csv,
+    read_rows,
+    read_runs,
+)
 from .tasks import TaskMemoryError
 
 __all__ = ["builtin_studies_dir", "find_experiment", "main", "search_dirs"]
@@ -211,12 +219,54 @@ def _time_lines(summary):
     return lines
 
 
+def _other_grid(experiment, meta):
+    """The file's other grid (full or quick) when the store holds its task definition.
+
+    The two grids of one file may differ in what a task computes (``[quick]`` can set
+    ``n_starts`` or ``n_init``), so a store run with ``--quick`` has another task hash than
+    the full grid, yet holds the same study. Returns ``"full"`` or ``"quick"``, or None
+    when the store belongs to neither.
+    """
+    try:
+        full = load_experiment(experiment.path)
+    except ExperimentError:
+        return None  # the file changed or vanished since: no grid to match
+    grids = {"full": full, "quick": full.quick_variant() if full.quick is not None else None}
+    for name, grid in grids.items():
+        if grid is not None and grid.task_sha256 == meta.get("task_sha256"):
+            return name
+    return None
+
+
+def _foreign_store(experiment, db_path, meta):
+    """The refusal of a store of another experiment: both hashes and what changed."""
+    try:
+        stored = json.loads(meta.get("task_definition") or "{}")
+    except json.JSONDecodeError:
+        stored = {}
+    changes = (describe_changes(stored, experiment.task_definition()) if stored else [])
+    return StoreMismatchError(
+        f"{db_path} holds results of another task definition than {experiment.path} "
+        f"(task hash {meta['task_sha256'][:12]} in the store, "
+        f"{experiment.task_sha256[:12]} in the file; changed: "
+        f"{'; '.join(changes or ['not recorded in the store'])}): its rates would be "
+        "reported under this file's truth and theory. Report it with the experiment file "
+        f"that wrote it ({meta.get('experiment_path', 'recorded nowhere')}), or give "
+        "this experiment's store with --db PATH.")
+
+
 def _report_text(experiment, db_path, show_all=False, out_dir=None, summary="mean"):
     rows, meta = read_rows(db_path)
     notes = []
-    if meta.get("task_sha256") != experiment.task_sha256:
-        notes.append(f"warning: {db_path} was written for another task definition than "
-                     f"{experiment.path} (see `gmoe-sim run`); showing the stored rows.")
+    if meta["task_sha256"] != experiment.task_sha256:
+        # Only the file's other grid may be shown (as before, every stored row): another
+        # experiment's numbers would be printed and plotted against this file's theory.
+        grid = _other_grid(experiment, meta)
+        if grid is None:
+            raise _foreign_store(experiment, db_path, meta)
+        notes.append(f"note: {db_path} was written by the {grid} grid of {experiment.path}, "
+                     "whose tasks differ from this one's only in the [quick] starts; "
+                     "showing the stored rows.")
         keep = rows
     else:
         grid = set(experiment.tasks())
