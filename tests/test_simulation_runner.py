@@ -17,6 +17,7 @@ from _study import DROP, write_study
 
 import gmoe.simulation.tasks as tasks_module
 from gmoe.simulation import (
+    ExperimentError,
     ResultStore,
     StoreMismatchError,
     export_csv,
@@ -479,6 +480,55 @@ def test_cli_errors(tmp_path, monkeypatch, capsys):
     assert main(["run", str(path), "--quick", "--db", str(tmp_path / "x.sqlite"),
                  "--no-progress"]) == 2
     assert "--force-new" in capsys.readouterr().err
+
+
+KILLING_CLI = """
+import os, signal, sys
+import gmoe.simulation.runner as runner
+from gmoe.simulation.cli import main
+
+def dies(experiment, n, rep, _task=runner.run_task):
+    if (n, rep) == (60, 1):  # the last task: killed as the kernel kills for memory
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _task(experiment, n, rep)
+
+runner.run_task = dies
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_killed_worker_stops_the_run_with_one_line_and_the_rows_kept(tmp_path):
+    path = tiny(tmp_path, sizes=[60, 90], replications=2)
+    db = tmp_path / "killed.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLING_CLI, "run", str(path), "--db", str(db), "--n-jobs",
+         "2", "--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("gmoe-sim: error:")]
+    assert "a worker process of the run died (exit codes {SIGKILL(-9)})" in line
+    assert f"The rows stored in {db} are kept: running the command again resumes" in line
+    [run] = read_runs(db)
+    assert run["status"] == "failed" and run["tasks_stored"] == _count(db) <= 3
+    summary = run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
+    assert summary.tasks_before + summary.tasks_stored == 4
+
+
+def test_a_sample_size_too_large_for_the_store_is_refused_before_any_task(tmp_path,
+                                                                        capsys):
+    # SQLite's INTEGER is signed 64-bit: n = 1e19 used to raise OverflowError at its
+    # row's insert, after every task before it had run.
+    path = tiny(tmp_path, sizes=[60, 1e19], replications=1)
+    db = tmp_path / "huge.sqlite"
+    with pytest.raises(ExperimentError, match=r"\[sizes\] n: expected sample sizes of at "
+                       r"most 9223372036854775807 .* got 10000000000000000000\."):
+        run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
+    assert not db.exists()
+    assert main(["run", str(path), "--db", str(db), "--n-jobs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gmoe-sim: error: {path}: [sizes] n: expected") and err.count("\n") == 1
+    assert not db.exists()
 
 
 FAMILIES = {

@@ -28,10 +28,12 @@ status 2; nothing is run or written when a store or an output directory cannot b
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import tempfile
 import time
+from concurrent.futures import BrokenExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -347,6 +349,16 @@ def _cmd_run(args):
             "the command again resumes, but this task needs that memory: free it (fewer "
             f"--n-jobs, another machine) or take n = {err.n} out of "
             f"{'[quick] n' if experiment.is_quick else '[sizes] n'} first.") from None
+    except BrokenExecutor as err:
+        # joblib's TerminatedWorkerError: a worker was killed (often by the kernel, for
+        # memory); its own message is a paragraph on tracebacks, not what to do next.
+        codes = re.search(r"exit codes of the workers are (\{.*?\})", str(err))
+        raise _CommandError(
+            "a worker process of the run died"
+            + (f" (exit codes {codes.group(1)})" if codes else "")
+            + f", killed or out of memory; the run stopped. The rows stored in {db_path} "
+            "are kept: running the command again resumes (with fewer --n-jobs if memory "
+            "ran out).") from None
     wall = time.perf_counter() - started
     where = "Dask worker threads" if summary.backend == "dask" else "workers"
     print(f"stored {summary.tasks_stored} rows ({summary.failures} not ok) with "
@@ -495,8 +507,9 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status: 0 on success, 2 on an error in the experiment, the store or an output
-        (one line on standard error, no traceback), 130 when interrupted.
+        Exit status: 0 on success, 2 on an error in the experiment, the store or an output,
+        or when a run stops because a task ran out of memory or a worker process died (one
+        line on standard error, no traceback), 130 when interrupted.
     """
     args = _parser().parse_args(argv)
     command = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,

@@ -82,6 +82,7 @@ import numpy as np
 
 from ..exceptions import GMoEWarning
 from .lock import LockBusyError, WriterLock, describe_owner
+from .spec import ExperimentError
 from .tasks import BASE_COLUMNS
 
 __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", "export_csv",
@@ -89,6 +90,8 @@ __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", 
 
 #: Format of the store; 2 added ``results.metric_seconds``, 3 ``results.fitted``.
 SCHEMA_VERSION = 3
+#: The largest value of SQLite's INTEGER (signed 64-bit), the type of ``n`` and ``rep``.
+_SQLITE_INT_MAX = 2**63 - 1
 _ADVICE = ("Run with --force-new to move the old results aside and start again, or give "
            "another --db PATH to keep both.")
 
@@ -222,6 +225,7 @@ class ResultStore:
     """
 
     def __init__(self, path, experiment, *, force_new=False):
+        _check_storable(experiment)
         self.path = Path(path)
         self.experiment = experiment
         self.columns = [name for name, _ in BASE_COLUMNS] + experiment.metric_columns()
@@ -584,6 +588,25 @@ class ResultStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_storable(experiment):
+    """Raise ExperimentError when a task's ``(n, rep)`` does not fit SQLite's INTEGER.
+
+    Checked before the store is opened: otherwise the first such row would raise only
+    once its task had run (OverflowError at the insert), after every task before it.
+    """
+    largest = max(experiment.sizes, default=0)
+    if largest > _SQLITE_INT_MAX:
+        key = "[quick] n" if experiment.is_quick else "[sizes] n"
+        raise ExperimentError(f"{experiment.path}: {key}: expected sample sizes of at most "
+                              f"{_SQLITE_INT_MAX} (2**63 - 1, what the result store can "
+                              f"hold), got {largest}.")
+    if experiment.replications - 1 > _SQLITE_INT_MAX:
+        key = "[quick] replications" if experiment.is_quick else "[sizes] replications"
+        raise ExperimentError(f"{experiment.path}: {key}: expected at most "
+                              f"{_SQLITE_INT_MAX + 1} (what the result store can hold), got "
+                              f"{experiment.replications}.")
 
 
 def _check_integrity(conn):
