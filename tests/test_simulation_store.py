@@ -272,6 +272,35 @@ def test_a_closed_store_is_free_again(tmp_path):
     assert (tmp_path / "free.sqlite.lock").exists()  # kept: deleting it would be a race
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges")
+def test_every_path_to_one_store_takes_one_lock(tmp_path):
+    # Locking the path as typed let a run on link.sqlite write s.sqlite beside a live run
+    # on s.sqlite, and mark that live run interrupted.
+    exp = load_experiment(mini(tmp_path))
+    db = tmp_path / "s.sqlite"
+    (tmp_path / "link.sqlite").symlink_to("s.sqlite")
+    (tmp_path / "dir-link").symlink_to(tmp_path, target_is_directory=True)
+    with ResultStore(db, exp) as first:
+        first.begin_run(n_jobs=1, tasks_planned=4)
+        for other in (tmp_path / "link.sqlite", tmp_path / "dir-link" / "s.sqlite"):
+            with pytest.raises(StoreBusyError, match="in use by another run"):
+                ResultStore(other, exp)
+        assert [r["status"] for r in read_runs(db)] == ["running"]  # not marked
+    assert not (tmp_path / "link.sqlite.lock").exists()
+    # Through the link, the store is the same file, resumed, its lock the same.
+    with ResultStore(tmp_path / "link.sqlite", exp) as second:
+        assert second.interrupted_runs == 1  # the first never recorded its end
+        with pytest.raises(StoreBusyError):
+            ResultStore(db, exp)
+    # --force-new through the link moves the store aside, and the link leads to the new one.
+    other = load_experiment(mini(tmp_path, "other", seed=8))
+    with ResultStore(tmp_path / "link.sqlite", other, force_new=True) as third:
+        assert third.moved_to.parent == tmp_path and third.moved_to.name.startswith(
+            "s.sqlite.replaced-")
+    assert (tmp_path / "link.sqlite").is_symlink()
+    assert read_meta(db)["task_sha256"] == other.task_sha256
+
+
 # ------------------------------------------------------------------------------ errors
 @contextlib.contextmanager
 def read_only(path):

@@ -28,7 +28,8 @@ Tables
 One writer at a time
 --------------------
 A :class:`ResultStore` holds the store's writer lock (:mod:`gmoe.simulation.lock`, the
-file ``<store>.lock`` beside it) from the moment it opens until it closes. A second run on
+file ``<store>.lock`` beside it, symbolic links resolved) from the moment it opens until
+it closes. A second run on
 a store in use is refused at once with :class:`StoreBusyError`, whatever its experiment,
 before it reads or creates anything. Under the lock, checking the stored task
 definition, creating the tables and marking dead runs are one SQLite transaction
@@ -81,7 +82,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import GMoEWarning
-from .lock import LockBusyError, WriterLock, describe_owner
+from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
 from .spec import ExperimentError
 from .tasks import BASE_COLUMNS
 
@@ -196,7 +197,8 @@ class ResultStore:
         The experiment whose results it holds.
     force_new : bool, default=False
         When the file holds another task definition, or is not a readable store, move it
-        aside (to ``<path>.replaced-<time>``) and start a new store instead of raising.
+        aside (to ``<path>.replaced-<time>``, beside the file a symbolic link leads to) and
+        start a new store instead of raising.
 
     Attributes
     ----------
@@ -243,7 +245,9 @@ class ResultStore:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a result store; give a file "
                              "path to --db.")
-        self._lock = WriterLock(self.path.with_name(self.path.name + ".lock"))
+        # The file the path leads to: its lock, opened and moved aside through any link.
+        self._file = self.path.resolve()
+        self._lock = WriterLock(store_lock_path(self.path))
         try:
             self._lock.acquire(experiment=experiment.name, store=str(self.path))
         except LockBusyError as err:
@@ -268,7 +272,7 @@ class ResultStore:
         """Check and create the store in one transaction; move it aside when asked."""
         for attempt in range(2):
             try:
-                self.conn = sqlite3.connect(self.path, timeout=60.0)
+                self.conn = sqlite3.connect(self._file, timeout=60.0)
                 # IMMEDIATE takes SQLite's write lock before the first read: what the check
                 # sees is what the creation builds on (the writer lock already keeps other
                 # runs out; this also covers any other program writing the file).
@@ -288,9 +292,9 @@ class ResultStore:
             if not force_new or attempt:
                 raise StoreMismatchError(problem)
             self.file_changed = False
-            self.moved_to = self.path.with_name(
-                f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.path.rename(self.moved_to)
+            self.moved_to = self._file.with_name(
+                f"{self._file.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            self._file.rename(self.moved_to)
 
     def _check_existing(self):
         """None when the file may be resumed (or is empty), else the reason it may not."""
