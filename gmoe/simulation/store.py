@@ -37,7 +37,8 @@ definition, creating the tables and marking dead runs are one SQLite transaction
 ends, however it ends, so a ``runs`` record still ``'running'`` when the next run opens
 the store belongs to a process that is gone: it is marked ``'interrupted'``. Readers
 (:func:`read_rows`, :func:`read_meta`, :func:`export_csv`) take no lock; SQLite lets them
-read while a run writes.
+read while a run writes. A reader that finds the unfinished commit of a killed run rolls
+it back under the writer lock, as the next run would (:mod:`gmoe.simulation.recovery`).
 
 Resume and the two hashes
 -------------------------
@@ -83,6 +84,7 @@ import numpy as np
 
 from ..exceptions import GMoEWarning
 from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
+from .recovery import RecoveryError, connect_read_only
 from .spec import ExperimentError
 from .tasks import BASE_COLUMNS
 
@@ -642,10 +644,11 @@ def _reading(db_path):
     if db_path.is_dir():
         raise StoreError(f"{db_path} is a directory, not a result store.")
     try:
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True,
-                               timeout=60.0)
+        conn = connect_read_only(db_path)  # a killed run's unfinished commit rolled back
     except sqlite3.Error as err:
         raise StoreError(f"cannot open the result store {db_path} ({err}).") from None
+    except RecoveryError as err:
+        raise StoreError(str(err)) from None
     try:
         tables = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
