@@ -89,6 +89,39 @@ def test_report_without_store_is_an_error(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "results" / "mini").exists()
 
 
+def test_report_refuses_a_store_of_another_experiment(stored, tmp_path, capsys):
+    # Another experiment's rows would be printed and plotted under this file's theory.
+    tmp, exp = stored
+    other = write_study(tmp_path, "other.toml", **{**STUDY, "fit": {"max_iter": 99}})
+    out = tmp_path / "plots"
+    assert main(["report", str(other), "--db", str(tmp / "results" / "mini.sqlite"),
+                 "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    err = captured.err
+    assert "holds results of another task definition than" in err
+    assert f"task hash {exp.task_sha256[:12]} in the store" in err
+    assert f"{load_experiment(other).task_sha256[:12]} in the file" in err
+    assert "changed: fit.max_iter: 100 -> 99)" in err and str(exp.path) in err
+    assert not out.exists()  # no plots of the wrong study
+
+
+def test_report_shows_the_other_grid_of_the_same_file(tmp_path, capsys):
+    # [quick] may change the starts, hence the task hash: a store of the full grid read
+    # with --quick is the same study, shown as before with a note.
+    path = write_study(tmp_path, "grids.toml", seed=5, sizes=[60, 120], replications=1,
+                       n_starts=2, quick={"n": [60, 120], "replications": 1, "n_starts": 1})
+    full = load_experiment(path)
+    assert full.task_sha256 != full.quick_variant().task_sha256
+    db = tmp_path / "full.sqlite"
+    run_experiment(full, db, n_jobs=1, progress=False)
+    assert main(["report", str(path), "--quick", "--db", str(db), "--out",
+                 str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {db} was written by the full grid of {path}" in out
+    assert "2 tasks over 2 sample sizes" in out and (tmp_path / "p").is_dir()
+
+
 @pytest.mark.parametrize("name, setting, cells", [
     ("softmax-exact", "softmax-exact", [1, 1]),
     ("softmax-over-k3", "softmax-over", [2, 2]),

@@ -22,7 +22,8 @@ from gmoe.simulation import (
     run_experiment,
 )
 from gmoe.simulation.cli import main
-from gmoe.simulation.store import StoreError, read_runs
+from gmoe.simulation.lock import WriterLock, store_lock_path
+from gmoe.simulation.store import StoreBusyError, StoreError, read_runs
 from gmoe.simulation.tasks import TIMING_COLUMNS
 
 
@@ -206,6 +207,60 @@ def test_restoring_never_merges_into_an_existing_store(grid, tmp_path):
         restore_store(target, experiment, read_csv_rows(exported, experiment), source={})
 
 
+def test_a_store_made_while_restoring_is_neither_overwritten_nor_started(grid, tmp_path,
+                                                                        monkeypatch):
+    # restore used to check that the store did not exist, then os.replace its file there:
+    # a store made in between was overwritten. Now the destination's writer lock keeps
+    # runs out, and the final hard link refuses a file another program made meanwhile.
+    experiment, _, exported = grid
+    rows = read_csv_rows(exported, experiment)
+    target = tmp_path / "raced.sqlite"
+    real_restore = ResultStore.restore
+    refused = []
+
+    def restore_while_another_writes(store, *args, **kwargs):
+        with pytest.raises(StoreBusyError, match="in use by another run"):
+            ResultStore(target, experiment)  # a run started now is refused
+        refused.append(True)
+        target.write_bytes(b"another program's file")
+        return real_restore(store, *args, **kwargs)
+
+    monkeypatch.setattr(ResultStore, "restore", restore_while_another_writes)
+    with pytest.raises(FileExistsError, match="appeared while the rows were restored"):
+        restore_store(target, experiment, rows, source={})
+    assert refused and target.read_bytes() == b"another program's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raced.sqlite", "raced.sqlite.lock"]
+
+
+def test_a_restore_is_refused_while_a_run_holds_the_destination(grid, tmp_path):
+    experiment, _, exported = grid
+    target = tmp_path / "busy.sqlite"
+    lock = WriterLock(store_lock_path(target))
+    lock.acquire(experiment="another")
+    try:
+        with pytest.raises(StoreBusyError, match=f"{target} is in use by a run \\(pid "):
+            restore_store(target, experiment, read_csv_rows(exported, experiment), source={})
+    finally:
+        lock.release()
+    assert not target.exists()
+
+
+def test_without_hard_links_the_lock_alone_guards_the_final_step(grid, tmp_path,
+                                                                 monkeypatch):
+    experiment, db, exported = grid
+
+    def no_hard_links(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(restore_module.os, "link", no_hard_links)
+    target = tmp_path / "replaced.sqlite"
+    assert restore_store(target, experiment, read_csv_rows(exported, experiment),
+                         source={}) == 4
+    assert read_rows(target)[0] == read_rows(db)[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replaced.sqlite",
+                                                          "replaced.sqlite.lock"]
+
+
 def test_a_rerun_reproduces_a_stored_row_and_names_a_changed_one(grid):
     experiment, db, _ = grid
     row = read_rows(db)[0][0]
@@ -237,7 +292,9 @@ def test_a_failed_restore_leaves_no_store(grid, tmp_path):
     with pytest.raises(StoreError, match="UNIQUE constraint failed: results.n, results.rep"):
         restore_store(target, experiment, broken, runs=[{"status": "finished"}],
                       source={"file": "x"})
-    assert list(tmp_path.iterdir()) == []  # neither the store nor its temporary files
+    # Neither the store nor its temporary files; the lock file stays, as every store's
+    # does (deleting a lock file lets two processes hold "the" lock: see lock.py).
+    assert [p.name for p in tmp_path.iterdir()] == ["broken.sqlite.lock"]
 
 
 def test_none_an_empty_text_and_nan_are_one_missing_value(grid, monkeypatch):

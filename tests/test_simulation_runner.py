@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from _study import DROP, write_study
 
 import gmoe.simulation.tasks as tasks_module
 from gmoe.simulation import (
+    ExperimentError,
     ResultStore,
     StoreMismatchError,
     export_csv,
@@ -274,6 +276,68 @@ def test_failed_fit_and_metric_are_recorded(tmp_path, monkeypatch):
     assert rows[60]["hellinger"] is None and rows[60]["d1"] is not None
 
 
+def test_running_out_of_memory_stops_the_run_and_is_never_stored(tmp_path, monkeypatch,
+                                                                 capsys):
+    # A MemoryError says nothing of the task's numbers: stored as 'fit_failed' it would stay
+    # for good (a resumed run never recomputes a stored task). The run stops instead,
+    # naming the task, keeping the rows stored before it; the next run computes it.
+    calls = []
+
+    def hellinger_out_of_memory(*args, **kwargs):
+        calls.append(None)
+        if len(calls) >= 2:  # from the second task on: (60, 0) after (90, 0), largest n first
+            raise MemoryError("simulated: Unable to allocate 7.28 TiB")
+        return real_hellinger(*args, **kwargs)
+
+    real_hellinger = tasks_module.hellinger
+    monkeypatch.setattr(tasks_module, "hellinger", hellinger_out_of_memory)
+    path = tiny(tmp_path, sizes=[60, 90], replications=2)
+    db = tmp_path / "memory.sqlite"
+    with pytest.raises(tasks_module.TaskMemoryError) as info:
+        run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
+    assert (info.value.n, info.value.rep) == (60, 0)
+    assert "task (n = 60, replication 0) ran out of memory" in str(info.value)
+    assert "MemoryError: simulated: Unable to allocate 7.28 TiB" in str(info.value)
+    assert [(r["n"], r["rep"], r["status"]) for r in read_rows(db)[0]] == [(90, 0, "ok")]
+    assert [(r["status"], r["tasks_stored"]) for r in read_runs(db)] == [("failed", 1)]
+    # The command line: one line naming the task and what to do, exit status 2.
+    assert main(["run", str(path), "--db", str(db), "--n-jobs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("gmoe-sim: error: task (n = 60, replication 0) ran out of memory")
+    assert "are kept and running the command again resumes" in err
+    assert "take n = 60 out of [sizes] n first" in err
+    # With the memory back, a rerun computes the task that failed and the rest.
+    monkeypatch.setattr(tasks_module, "hellinger", real_hellinger)
+    summary = run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
+    assert summary.tasks_before == 1 and summary.tasks_stored == 3
+    assert {r["status"] for r in read_rows(db)[0]} == {"ok"}
+
+
+def test_a_start_or_a_metric_out_of_memory_is_raised_not_noted(tmp_path, monkeypatch):
+    # Where other errors become a note in the row (a failed start among several, a failed
+    # metric), a MemoryError stops the task, pickled back intact from a worker process.
+    class OutOfMemory(tasks_module.GaussianMoERegressor):
+        def fit(self, X, y, sample_weight=None):
+            raise MemoryError("simulated")
+
+    exp = load_experiment(tiny(tmp_path, n_starts=3, sizes=[60], replications=1))
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks_module, "GaussianMoERegressor", OutOfMemory)
+        with pytest.raises(tasks_module.TaskMemoryError) as info:
+            run_task(exp, 60, 0)
+    err = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(err, MemoryError) and (err.n, err.rep) == (60, 0)
+    assert str(err) == str(info.value) and "MemoryError: simulated" in err.detail
+
+    def tv_out_of_memory(*args, **kwargs):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(tasks_module, "total_variation", tv_out_of_memory)
+    with pytest.raises(tasks_module.TaskMemoryError, match=r"n = 60, replication 0"):
+        run_task(exp, 60, 0)
+
+
 def test_a_task_refitted_alone_keeps_its_best_start(tmp_path, reference):
     # task_data and fit_near_truth_starts draw what run_task draws: the row's fit is the
     # best of the starts refitted from them, start by start.
@@ -416,6 +480,55 @@ def test_cli_errors(tmp_path, monkeypatch, capsys):
     assert main(["run", str(path), "--quick", "--db", str(tmp_path / "x.sqlite"),
                  "--no-progress"]) == 2
     assert "--force-new" in capsys.readouterr().err
+
+
+KILLING_CLI = """
+import os, signal, sys
+import gmoe.simulation.runner as runner
+from gmoe.simulation.cli import main
+
+def dies(experiment, n, rep, _task=runner.run_task):
+    if (n, rep) == (60, 1):  # the last task: killed as the kernel kills for memory
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _task(experiment, n, rep)
+
+runner.run_task = dies
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_killed_worker_stops_the_run_with_one_line_and_the_rows_kept(tmp_path):
+    path = tiny(tmp_path, sizes=[60, 90], replications=2)
+    db = tmp_path / "killed.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLING_CLI, "run", str(path), "--db", str(db), "--n-jobs",
+         "2", "--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("gmoe-sim: error:")]
+    assert "a worker process of the run died (exit codes {SIGKILL(-9)})" in line
+    assert f"The rows stored in {db} are kept: running the command again resumes" in line
+    [run] = read_runs(db)
+    assert run["status"] == "failed" and run["tasks_stored"] == _count(db) <= 3
+    summary = run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
+    assert summary.tasks_before + summary.tasks_stored == 4
+
+
+def test_a_sample_size_too_large_for_the_store_is_refused_before_any_task(tmp_path,
+                                                                        capsys):
+    # SQLite's INTEGER is signed 64-bit: n = 1e19 used to raise OverflowError at its
+    # row's insert, after every task before it had run.
+    path = tiny(tmp_path, sizes=[60, 1e19], replications=1)
+    db = tmp_path / "huge.sqlite"
+    with pytest.raises(ExperimentError, match=r"\[sizes\] n: expected sample sizes of at "
+                       r"most 9223372036854775807 .* got 10000000000000000000\."):
+        run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
+    assert not db.exists()
+    assert main(["run", str(path), "--db", str(db), "--n-jobs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gmoe-sim: error: {path}: [sizes] n: expected") and err.count("\n") == 1
+    assert not db.exists()
 
 
 FAMILIES = {

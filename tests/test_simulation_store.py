@@ -24,6 +24,7 @@ from gmoe.simulation import (
     run_experiment,
 )
 from gmoe.simulation.cli import builtin_studies_dir, main, search_dirs
+from gmoe.simulation.lock import WriterLock, store_lock_path
 from gmoe.simulation.store import (
     SCHEMA_VERSION,
     StoreBusyError,
@@ -272,6 +273,35 @@ def test_a_closed_store_is_free_again(tmp_path):
     assert (tmp_path / "free.sqlite.lock").exists()  # kept: deleting it would be a race
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges")
+def test_every_path_to_one_store_takes_one_lock(tmp_path):
+    # Locking the path as typed let a run on link.sqlite write s.sqlite beside a live run
+    # on s.sqlite, and mark that live run interrupted.
+    exp = load_experiment(mini(tmp_path))
+    db = tmp_path / "s.sqlite"
+    (tmp_path / "link.sqlite").symlink_to("s.sqlite")
+    (tmp_path / "dir-link").symlink_to(tmp_path, target_is_directory=True)
+    with ResultStore(db, exp) as first:
+        first.begin_run(n_jobs=1, tasks_planned=4)
+        for other in (tmp_path / "link.sqlite", tmp_path / "dir-link" / "s.sqlite"):
+            with pytest.raises(StoreBusyError, match="in use by another run"):
+                ResultStore(other, exp)
+        assert [r["status"] for r in read_runs(db)] == ["running"]  # not marked
+    assert not (tmp_path / "link.sqlite.lock").exists()
+    # Through the link, the store is the same file, resumed, its lock the same.
+    with ResultStore(tmp_path / "link.sqlite", exp) as second:
+        assert second.interrupted_runs == 1  # the first never recorded its end
+        with pytest.raises(StoreBusyError):
+            ResultStore(db, exp)
+    # --force-new through the link moves the store aside, and the link leads to the new one.
+    other = load_experiment(mini(tmp_path, "other", seed=8))
+    with ResultStore(tmp_path / "link.sqlite", other, force_new=True) as third:
+        assert third.moved_to.parent == tmp_path and third.moved_to.name.startswith(
+            "s.sqlite.replaced-")
+    assert (tmp_path / "link.sqlite").is_symlink()
+    assert read_meta(db)["task_sha256"] == other.task_sha256
+
+
 # ------------------------------------------------------------------------------ errors
 @contextlib.contextmanager
 def read_only(path):
@@ -370,6 +400,70 @@ def test_report_and_export_from_a_read_only_directory(tmp_path, store, capsys):
         assert main(["export", str(spec), "--db", db]) == 2
         line = one_error_line(capsys.readouterr().err)
         assert f"cannot write the CSV file in {shelf}" in line and "--csv PATH" in line
+
+
+# A process killed inside a commit, after SQLite wrote changed pages to the store itself
+# (a one-page cache spills them): the store and its hot journal, as a killed run leaves them.
+KILLED_IN_A_COMMIT = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("PRAGMA cache_size = 1")
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("UPDATE results SET d1 = -1.0, error = hex(randomblob(300))")
+conn.execute("INSERT INTO runs (status) VALUES ('half-written')")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _killed_in_a_commit(source, db):
+    shutil.copy(source, db)
+    proc = subprocess.run([sys.executable, "-c", KILLED_IN_A_COMMIT, str(db)])
+    assert proc.returncode == -signal.SIGKILL
+    journal = db.with_name(db.name + "-journal")
+    assert journal.stat().st_size > 0
+    return journal
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_store_left_mid_commit_is_rolled_back_by_its_reader(tmp_path, store, capsys):
+    # A read-only connection cannot undo a hot journal ("attempt to write a readonly
+    # database"): report and export failed until a run opened the store.
+    spec, source = store
+    db = tmp_path / "hot.sqlite"
+    journal = _killed_in_a_commit(source, db)
+    assert main(["export", str(spec), "--db", str(db), "--csv", str(tmp_path / "r.csv")]) == 0
+    assert not journal.exists()
+    # Rolled back to the last complete commit: every committed row, nothing half-written.
+    assert read_rows(db)[0] == read_rows(source)[0]
+    assert read_runs(db) == read_runs(source)
+    assert main(["report", str(spec), "--db", str(db), "--out", str(tmp_path / "p")]) == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_store_left_mid_commit_that_cannot_be_rolled_back_here(tmp_path, store, capsys):
+    spec, source = store
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    db = shelf / "hot.sqlite"
+    journal = _killed_in_a_commit(source, db)
+    with read_only(shelf):
+        assert main(["report", str(spec), "--db", str(db), "--out", str(tmp_path / "p")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"{db} holds the unfinished commit of a run that was killed" in line
+        assert "hot.sqlite-journal" in line and "run `gmoe-sim run` on the store again" in line
+        assert journal.exists()  # left as it was
+    # A run holds the store (it rolls the commit back as it opens it): read again later.
+    lock = WriterLock(store_lock_path(db))
+    lock.acquire(experiment="mini")
+    try:
+        assert main(["export", str(spec), "--db", str(db), "--csv", str(tmp_path / "r.csv")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert "unfinished commit" in line and "read it again in a moment" in line
+        assert journal.exists()
+    finally:
+        lock.release()
+    assert read_rows(db)[0] == read_rows(source)[0]  # the lock free: rolled back now
+    assert not journal.exists()
 
 
 def _damage(source, target, how):

@@ -50,6 +50,7 @@ from .store import (
     read_runs,
 )
 from .tasks import (
+    TaskMemoryError,
     fit_near_truth_starts,
     fitted_measure,
     make_evaluation_design,
@@ -68,6 +69,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "StoreMismatchError",
+    "TaskMemoryError",
     "TaskTimes",
     "default_db_path",
     "draw_assignment",

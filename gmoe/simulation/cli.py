@@ -26,11 +26,14 @@ status 2; nothing is run or written when a store or an output directory cannot b
 """
 
 import argparse
+import json
 import os
+import re
 import sqlite3
 import sys
 import tempfile
 import time
+from concurrent.futures import BrokenExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -38,7 +41,15 @@ from .report import study_report, write_study_plots
 from .restore import read_csv_rows, restore_store, verify_rows
 from .runner import default_db_path, run_experiment
 from .spec import ExperimentError, load_experiment
-from .store import StoreError, export_csv, read_rows, read_runs
+from .store import (
+    StoreError,
+    StoreMismatchError,
+    describe_changes,
+    export_csv,
+    read_rows,
+    read_runs,
+)
+from .tasks import TaskMemoryError
 
 __all__ = ["builtin_studies_dir", "find_experiment", "main", "search_dirs"]
 
@@ -210,12 +221,54 @@ def _time_lines(summary):
     return lines
 
 
+def _other_grid(experiment, meta):
+    """The file's other grid (full or quick) when the store holds its task definition.
+
+    The two grids of one file may differ in what a task computes (``[quick]`` can set
+    ``n_starts`` or ``n_init``), so a store run with ``--quick`` has another task hash than
+    the full grid, yet holds the same study. Returns ``"full"`` or ``"quick"``, or None
+    when the store belongs to neither.
+    """
+    try:
+        full = load_experiment(experiment.path)
+    except ExperimentError:
+        return None  # the file changed or vanished since: no grid to match
+    grids = {"full": full, "quick": full.quick_variant() if full.quick is not None else None}
+    for name, grid in grids.items():
+        if grid is not None and grid.task_sha256 == meta.get("task_sha256"):
+            return name
+    return None
+
+
+def _foreign_store(experiment, db_path, meta):
+    """The refusal of a store of another experiment: both hashes and what changed."""
+    try:
+        stored = json.loads(meta.get("task_definition") or "{}")
+    except json.JSONDecodeError:
+        stored = {}
+    changes = (describe_changes(stored, experiment.task_definition()) if stored else [])
+    return StoreMismatchError(
+        f"{db_path} holds results of another task definition than {experiment.path} "
+        f"(task hash {meta['task_sha256'][:12]} in the store, "
+        f"{experiment.task_sha256[:12]} in the file; changed: "
+        f"{'; '.join(changes or ['not recorded in the store'])}): its rates would be "
+        "reported under this file's truth and theory. Report it with the experiment file "
+        f"that wrote it ({meta.get('experiment_path', 'recorded nowhere')}), or give "
+        "this experiment's store with --db PATH.")
+
+
 def _report_text(experiment, db_path, show_all=False, out_dir=None, summary="mean"):
     rows, meta = read_rows(db_path)
     notes = []
-    if meta.get("task_sha256") != experiment.task_sha256:
-        notes.append(f"warning: {db_path} was written for another task definition than "
-                     f"{experiment.path} (see `gmoe-sim run`); showing the stored rows.")
+    if meta["task_sha256"] != experiment.task_sha256:
+        # Only the file's other grid may be shown (as before, every stored row): another
+        # experiment's numbers would be printed and plotted against this file's theory.
+        grid = _other_grid(experiment, meta)
+        if grid is None:
+            raise _foreign_store(experiment, db_path, meta)
+        notes.append(f"note: {db_path} was written by the {grid} grid of {experiment.path}, "
+                     "whose tasks differ from this one's only in the [quick] starts; "
+                     "showing the stored rows.")
         keep = rows
     else:
         grid = set(experiment.tasks())
@@ -284,10 +337,28 @@ def _cmd_run(args):
           f"{len(experiment.tasks())} tasks ({len(experiment.sizes)} sizes x "
           f"{experiment.replications} replications) -> {db_path}", flush=True)
     started = time.perf_counter()
-    summary = run_experiment(experiment, db_path, n_jobs=args.n_jobs,
-                             progress=not args.no_progress, force_new=args.force_new,
-                             progress_every=args.progress_every,
-                             log=lambda m: print(m, flush=True), scheduler=args.scheduler)
+    try:
+        summary = run_experiment(experiment, db_path, n_jobs=args.n_jobs,
+                                 progress=not args.no_progress, force_new=args.force_new,
+                                 progress_every=args.progress_every,
+                                 log=lambda m: print(m, flush=True),
+                                 scheduler=args.scheduler)
+    except TaskMemoryError as err:
+        raise _CommandError(
+            f"{err}; the run stopped. The rows stored in {db_path} are kept and running "
+            "the command again resumes, but this task needs that memory: free it (fewer "
+            f"--n-jobs, another machine) or take n = {err.n} out of "
+            f"{'[quick] n' if experiment.is_quick else '[sizes] n'} first.") from None
+    except BrokenExecutor as err:
+        # joblib's TerminatedWorkerError: a worker was killed (often by the kernel, for
+        # memory); its own message is a paragraph on tracebacks, not what to do next.
+        codes = re.search(r"exit codes of the workers are (\{.*?\})", str(err))
+        raise _CommandError(
+            "a worker process of the run died"
+            + (f" (exit codes {codes.group(1)})" if codes else "")
+            + f", killed or out of memory; the run stopped. The rows stored in {db_path} "
+            "are kept: running the command again resumes (with fewer --n-jobs if memory "
+            "ran out).") from None
     wall = time.perf_counter() - started
     where = "Dask worker threads" if summary.backend == "dask" else "workers"
     print(f"stored {summary.tasks_stored} rows ({summary.failures} not ok) with "
@@ -436,8 +507,9 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status: 0 on success, 2 on an error in the experiment, the store or an output
-        (one line on standard error, no traceback), 130 when interrupted.
+        Exit status: 0 on success, 2 on an error in the experiment, the store or an output,
+        or when a run stops because a task ran out of memory or a worker process died (one
+        line on standard error, no traceback), 130 when interrupted.
     """
     args = _parser().parse_args(argv)
     command = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
@@ -453,6 +525,8 @@ def main(argv=None):
         return 1
     except sqlite3.Error as err:  # a store that broke after it was opened
         return _fail(f"result store: {err}")
+    except MemoryError as err:  # a task that `restore` re-runs, say (TaskMemoryError)
+        return _fail(str(err) or "out of memory")
     except OSError as err:  # an output that failed after the checks (disk full, say)
         where = f": {err.filename}" if err.filename else ""
         return _fail(f"{err.strerror or err}{where}")

@@ -15,7 +15,9 @@ on the host that wrote the record (a store can be opened from another machine, o
 shared file system or after copying it) and would be fooled by process-id reuse; the lock
 needs neither. The lock file holds, as JSON, who holds the lock, only to name the owner
 in the refusal message; it is never deleted (deleting a lock file while another process
-waits on it lets two processes hold "the" lock on two different files).
+waits on it lets two processes hold "the" lock on two different files). For the same
+reason it lies beside the file a store's path leads to, symbolic links resolved
+(:func:`store_lock_path`): every path to one store names one lock file.
 """
 
 import json
@@ -25,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["LockBusyError", "WriterLock"]
+__all__ = ["LockBusyError", "WriterLock", "store_lock_path"]
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -61,6 +63,26 @@ else:
 
     def _unlock(fh):
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def store_lock_path(db_path):
+    """The writer lock file of the store at ``db_path``: ``<store>.lock`` beside it.
+
+    Symbolic links are resolved first (the store's name, or a directory on its path):
+    locking ``link.sqlite.lock`` for a link to ``s.sqlite`` would let two runs write one
+    store, and the second would mark the first's live run interrupted.
+
+    Parameters
+    ----------
+    db_path : str or pathlib.Path
+        The store, as given (it need not exist yet).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    real = Path(db_path).resolve()
+    return real.with_name(real.name + ".lock")
 
 
 class LockBusyError(RuntimeError):

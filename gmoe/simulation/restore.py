@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import ResultStore, StoreError, _sql_value
+from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
+from .store import ResultStore, StoreBusyError, StoreError, _sql_value
 from .tasks import BASE_COLUMNS, TIMING_COLUMNS, run_task
 
 __all__ = ["RestoreError", "read_csv_rows", "rerun_differences", "restore_store",
@@ -171,7 +172,11 @@ def restore_store(db_path, experiment, rows, *, runs=(), source):
 
     The store is built in a temporary file beside ``db_path`` and moved there only once
     every row is stored: a restore that fails leaves no store behind (a half-made one
-    would be resumed as if the grid had not begun).
+    would be resumed as if the grid had not begun). Throughout, the restore holds the
+    destination's writer lock (:mod:`gmoe.simulation.lock`), so that no run starts a
+    store there meanwhile, and the final step is a hard link, which fails rather than
+    replace a file that appeared there all the same (written by another program); where
+    the file system has no hard links, the lock alone guards that step.
 
     Parameters
     ----------
@@ -195,22 +200,57 @@ def restore_store(db_path, experiment, rows, *, runs=(), source):
     Raises
     ------
     FileExistsError
-        If ``db_path`` exists.
+        If ``db_path`` exists, or appears while the rows are restored (it is left as it
+        is).
+    StoreBusyError
+        If a run holds the destination's writer lock.
     StoreError
         If the store cannot be written, or a row cannot be stored (a task twice, no value
         where the store needs one); nothing is left at ``db_path``.
     """
     db_path = Path(db_path)
+    lock = WriterLock(store_lock_path(db_path))
+    try:
+        lock.acquire(experiment=experiment.name, store=str(db_path), purpose="restore")
+    except LockBusyError as err:
+        raise StoreBusyError(f"{db_path} is in use by a run ({describe_owner(err.owner)}): "
+                             "restoring writes a new store and never merges into one; let "
+                             "the run finish and keep its store, or give another "
+                             "path.") from None
+    except OSError as err:
+        raise StoreError(f"cannot open {lock.path} ({getattr(err, 'strerror', None) or err}), "
+                         "the lock file of the result store: check that its directory is "
+                         "writable, or give another path.") from None
+    try:
+        return _restore_locked(db_path, experiment, rows, runs, source)
+    finally:
+        lock.release()
+
+
+def _restore_locked(db_path, experiment, rows, runs, source):
+    """:func:`restore_store` once the destination's writer lock is held."""
+    exists = (f"{db_path} exists: restoring writes a new store and never merges into "
+              "one; move it aside or give another path.")
     if db_path.exists():
-        raise FileExistsError(f"{db_path} exists: restoring writes a new store and never "
-                              "merges into one; move it aside or give another path.")
-    partial = db_path.with_name(f".{db_path.name}.restoring-{os.getpid()}")
+        raise FileExistsError(exists)
+    target = db_path.resolve()  # the file a symbolic link leads to, as a run writes it
+    partial = target.with_name(f".{target.name}.restoring-{os.getpid()}")
     try:
         with ResultStore(partial, experiment) as store:
             count = store.restore(rows, runs=runs, source=source)
-        os.replace(partial, db_path)
+        try:
+            # Unlike os.replace, a link never overwrites: a store another program made
+            # meanwhile stays as it is.
+            os.link(partial, target)
+        except FileExistsError:
+            raise FileExistsError(exists.replace(" exists:", " appeared while the rows were "
+                                                 "restored (it is left as it is):")) from None
+        except OSError:  # no hard links here (some network or FAT file systems)
+            if target.exists():  # only a program that ignores the lock could have made it
+                raise FileExistsError(exists) from None
+            os.replace(partial, target)
     finally:
-        for leftover in (partial, partial.with_name(partial.name + ".lock")):
+        for leftover in (partial, store_lock_path(partial)):
             leftover.unlink(missing_ok=True)
     return count
 

@@ -28,7 +28,8 @@ Tables
 One writer at a time
 --------------------
 A :class:`ResultStore` holds the store's writer lock (:mod:`gmoe.simulation.lock`, the
-file ``<store>.lock`` beside it) from the moment it opens until it closes. A second run on
+file ``<store>.lock`` beside it, symbolic links resolved) from the moment it opens until
+it closes. A second run on
 a store in use is refused at once with :class:`StoreBusyError`, whatever its experiment,
 before it reads or creates anything. Under the lock, checking the stored task
 definition, creating the tables and marking dead runs are one SQLite transaction
@@ -36,7 +37,8 @@ definition, creating the tables and marking dead runs are one SQLite transaction
 ends, however it ends, so a ``runs`` record still ``'running'`` when the next run opens
 the store belongs to a process that is gone: it is marked ``'interrupted'``. Readers
 (:func:`read_rows`, :func:`read_meta`, :func:`export_csv`) take no lock; SQLite lets them
-read while a run writes.
+read while a run writes. A reader that finds the unfinished commit of a killed run rolls
+it back under the writer lock, as the next run would (:mod:`gmoe.simulation.recovery`).
 
 Resume and the two hashes
 -------------------------
@@ -81,7 +83,9 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import GMoEWarning
-from .lock import LockBusyError, WriterLock, describe_owner
+from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
+from .recovery import RecoveryError, connect_read_only
+from .spec import ExperimentError
 from .tasks import BASE_COLUMNS
 
 __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", "export_csv",
@@ -89,6 +93,8 @@ __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", 
 
 #: Format of the store; 2 added ``results.metric_seconds``, 3 ``results.fitted``.
 SCHEMA_VERSION = 3
+#: The largest value of SQLite's INTEGER (signed 64-bit), the type of ``n`` and ``rep``.
+_SQLITE_INT_MAX = 2**63 - 1
 _ADVICE = ("Run with --force-new to move the old results aside and start again, or give "
            "another --db PATH to keep both.")
 
@@ -193,7 +199,8 @@ class ResultStore:
         The experiment whose results it holds.
     force_new : bool, default=False
         When the file holds another task definition, or is not a readable store, move it
-        aside (to ``<path>.replaced-<time>``) and start a new store instead of raising.
+        aside (to ``<path>.replaced-<time>``, beside the file a symbolic link leads to) and
+        start a new store instead of raising.
 
     Attributes
     ----------
@@ -222,6 +229,7 @@ class ResultStore:
     """
 
     def __init__(self, path, experiment, *, force_new=False):
+        _check_storable(experiment)
         self.path = Path(path)
         self.experiment = experiment
         self.columns = [name for name, _ in BASE_COLUMNS] + experiment.metric_columns()
@@ -239,7 +247,9 @@ class ResultStore:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a result store; give a file "
                              "path to --db.")
-        self._lock = WriterLock(self.path.with_name(self.path.name + ".lock"))
+        # The file the path leads to: its lock, opened and moved aside through any link.
+        self._file = self.path.resolve()
+        self._lock = WriterLock(store_lock_path(self.path))
         try:
             self._lock.acquire(experiment=experiment.name, store=str(self.path))
         except LockBusyError as err:
@@ -264,7 +274,7 @@ class ResultStore:
         """Check and create the store in one transaction; move it aside when asked."""
         for attempt in range(2):
             try:
-                self.conn = sqlite3.connect(self.path, timeout=60.0)
+                self.conn = sqlite3.connect(self._file, timeout=60.0)
                 # IMMEDIATE takes SQLite's write lock before the first read: what the check
                 # sees is what the creation builds on (the writer lock already keeps other
                 # runs out; this also covers any other program writing the file).
@@ -284,9 +294,9 @@ class ResultStore:
             if not force_new or attempt:
                 raise StoreMismatchError(problem)
             self.file_changed = False
-            self.moved_to = self.path.with_name(
-                f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.path.rename(self.moved_to)
+            self.moved_to = self._file.with_name(
+                f"{self._file.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            self._file.rename(self.moved_to)
 
     def _check_existing(self):
         """None when the file may be resumed (or is empty), else the reason it may not."""
@@ -586,6 +596,25 @@ class ResultStore:
         self.close()
 
 
+def _check_storable(experiment):
+    """Raise ExperimentError when a task's ``(n, rep)`` does not fit SQLite's INTEGER.
+
+    Checked before the store is opened: otherwise the first such row would raise only
+    once its task had run (OverflowError at the insert), after every task before it.
+    """
+    largest = max(experiment.sizes, default=0)
+    if largest > _SQLITE_INT_MAX:
+        key = "[quick] n" if experiment.is_quick else "[sizes] n"
+        raise ExperimentError(f"{experiment.path}: {key}: expected sample sizes of at most "
+                              f"{_SQLITE_INT_MAX} (2**63 - 1, what the result store can "
+                              f"hold), got {largest}.")
+    if experiment.replications - 1 > _SQLITE_INT_MAX:
+        key = "[quick] replications" if experiment.is_quick else "[sizes] replications"
+        raise ExperimentError(f"{experiment.path}: {key}: expected at most "
+                              f"{_SQLITE_INT_MAX + 1} (what the result store can hold), got "
+                              f"{experiment.replications}.")
+
+
 def _check_integrity(conn):
     """Raise sqlite3.DatabaseError when SQLite's quick check finds damage (truncation)."""
     problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
@@ -615,10 +644,11 @@ def _reading(db_path):
     if db_path.is_dir():
         raise StoreError(f"{db_path} is a directory, not a result store.")
     try:
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True,
-                               timeout=60.0)
+        conn = connect_read_only(db_path)  # a killed run's unfinished commit rolled back
     except sqlite3.Error as err:
         raise StoreError(f"cannot open the result store {db_path} ({err}).") from None
+    except RecoveryError as err:
+        raise StoreError(str(err)) from None
     try:
         tables = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -2,7 +2,10 @@
 
 A task never raises for a failed fit or metric: the row's ``status`` says what happened
 (``'ok'``, ``'fit_failed'``, ``'metric_failed'``) and ``error`` holds the error text, so
-that one bad replication cannot stop a run of thousands.
+that one bad replication cannot stop a run of thousands. Running out of memory is the
+exception: it says nothing about the task's numbers (the same task fits on a machine with
+more memory, or with fewer workers beside it), so it is never stored as a result; the
+task raises :class:`TaskMemoryError` and the run stops, keeping the rows stored so far.
 """
 
 import json
@@ -21,7 +24,8 @@ from ..model import MixingMeasure, make_design, sample_moe
 from .seeds import evaluation_seed_sequence, task_streams
 from .start import make_near_truth_start
 
-__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "fit_near_truth_starts", "fitted_measure",
+__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "TaskMemoryError", "fit_near_truth_starts",
+           "fitted_measure",
            "make_evaluation_design", "run_task", "single_threaded", "task_data",
            "task_metrics"]
 
@@ -55,6 +59,38 @@ TIMING_COLUMNS = ("fit_seconds", "metric_seconds", "task_seconds", "worker_pid",
                   "finished_at")
 
 _MAX_TEXT = 2000
+
+
+class TaskMemoryError(MemoryError):
+    """Task ``(n, rep)`` ran out of memory; raised, never stored as a failed row.
+
+    A row stored for it would be kept for good (a resumed run never recomputes a stored
+    task), although the task may well succeed where more memory is free.
+
+    Parameters
+    ----------
+    n : int
+        The task's sample size.
+    rep : int
+        The task's replication.
+    detail : str
+        The original error's text (type, message and where it was raised).
+
+    Attributes
+    ----------
+    n, rep : int
+    detail : str
+    """
+
+    def __init__(self, n, rep, detail):
+        self.n, self.rep, self.detail = int(n), int(rep), str(detail)
+        super().__init__(f"task (n = {self.n}, replication {self.rep}) ran out of memory "
+                         f"({self.detail})")
+
+    def __reduce__(self):
+        # Raised in a worker process and pickled back to the runner: rebuild it from its
+        # fields (the default would call __init__ with the message alone).
+        return type(self), (self.n, self.rep, self.detail)
 
 
 @contextmanager
@@ -192,6 +228,8 @@ def _fit_or_error(est, X, y):
     t0 = time.perf_counter()
     try:
         est.fit(X, y)
+    except MemoryError:
+        raise  # not a property of this start: see TaskMemoryError
     except Exception as err:  # returned, never raised
         # The traceback stays (for the error's text), its frames' arrays do not.
         traceback.clear_frames(err.__traceback__)
@@ -257,6 +295,8 @@ def task_metrics(experiment, fitted, X_eval):
         names = [c.name for c in columns]
         try:
             values.update(compute())
+        except MemoryError:
+            raise  # not a property of this fit: see TaskMemoryError
         except Exception as err:  # recorded in the row, never raised
             values.update({name: np.nan for name in names})
             notes.append(f"{', '.join(names)}: {_error_text(err)}")
@@ -356,7 +396,7 @@ def run_task(experiment, n, rep):
     log-likelihood of ``n_starts`` near-truth starts and of any ``data_starts``, or the
     estimator's own ``n_init`` data-driven starts), and computes every metric column.
     BLAS and numba run on one thread. Fit and metric failures are recorded in the row,
-    never raised.
+    never raised; running out of memory is raised (:class:`TaskMemoryError`).
 
     Parameters
     ----------
@@ -371,7 +411,25 @@ def run_task(experiment, n, rep):
     dict
         One value per column of :data:`BASE_COLUMNS` and of
         ``experiment.metric_columns()``; NaN where undefined.
+
+    Raises
+    ------
+    TaskMemoryError
+        The task ran out of memory anywhere (data, fits, metrics); nothing is returned,
+        so that the task stays to be run rather than stored as failed.
     """
+    try:
+        return _run_task(experiment, n, rep)
+    except TaskMemoryError:
+        raise
+    except MemoryError as err:
+        # The bare error does not say which task of thousands; its frames go (from None)
+        # so that what the failed task allocated is freed before the run stops.
+        raise TaskMemoryError(n, rep, _error_text(err)) from None
+
+
+def _run_task(experiment, n, rep):
+    """:func:`run_task` without the naming of a memory error."""
     started = time.perf_counter()
     row = {name: None for name, _ in BASE_COLUMNS}
     row.update({c: np.nan for c in experiment.metric_columns()})
@@ -382,6 +440,8 @@ def run_task(experiment, n, rep):
         try:
             X, y, streams = task_data(experiment, n, rep)
             est, fit_seconds, n_fits, notes = _fit(experiment, X, y, streams, int(n))
+        except MemoryError:
+            raise  # not a property of the task: run_task raises TaskMemoryError
         except Exception as err:  # recorded in the row, never raised
             row.update(status="fit_failed", error=_error_text(err))
             est = None
