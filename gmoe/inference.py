@@ -221,7 +221,9 @@ class MoEResults:
     is_singular : bool
         Whether the information was found singular or not positive definite.
     min_eigenvalue : float
-        Smallest eigenvalue of the information's correlation form.
+        Smallest eigenvalue of the information's correlation form, with the intercepts
+        of a centred design (so that a design far from 0 is not taken for a singular
+        model; see Notes).
     llf : float
         The (weighted) log-likelihood.
     nobs : int
@@ -251,7 +253,11 @@ class MoEResults:
             + \sum_j r_{ij} s_{ij} s_{ij}^\top - \bar s_i \bar s_i^\top \Big],
         \qquad \bar s_i = \sum_j r_{ij} s_{ij}.
 
-    The covariance is its inverse, through a Cholesky factorisation. It is meaningful at
+    The covariance is its inverse, through a Cholesky factorisation, taken with the
+    intercepts of the design centred at its weighted mean ``m`` (``beta0_c = beta0 +
+    beta1 . m``, a map of determinant 1, undone on the covariance; the gate's only where
+    its family absorbs a shift of ``x``): far from 0 the raw slopes and intercepts are
+    nearly collinear, and the ``rcond`` test would flag a regular model. It is meaningful at
     a maximum: fit with a tight ``tol`` (``max |score|`` is in the summary). Standard
     errors are NaN only when the information is found singular or not positive definite
     (``rcond``; a collapsed expert gives non-finite entries). An over-specified model
@@ -314,8 +320,14 @@ class MoEResults:
         self.llf, self.score, self.hessian = _compute_log_likelihood_derivatives(
             param, self.params, X, y, sw)
         self.information = -self.hessian
-        self._cov, self.is_singular, self.min_eigenvalue, why = _invert_information(
-            self.information, self.param_names, rcond)
+        # The singularity test and the inverse are taken on the intercepts of a centred
+        # design (the same model, reparametrised by a unimodular map): on a design far
+        # from 0 the raw intercepts and slopes are nearly collinear, which a test in the
+        # raw coordinates would take for a singular model.
+        J = _centring_jacobian(param, measure, X, sw)
+        cov, self.is_singular, self.min_eigenvalue, why = _invert_information(
+            J.T @ self.information @ J, self.param_names, rcond)
+        self._cov = J @ cov @ J.T
         scale = max(1.0, float(np.max(np.abs(measure.gate_coef))))
         if measure.is_symmetric_fixed_point(atol=_SYMMETRIC_ATOL * scale):
             # The observed information can be positive definite there, but the Fisher
@@ -419,6 +431,36 @@ class MoEResults:
 def _check_alpha(alpha):
     if not (isinstance(alpha, numbers.Real) and 0 < alpha < 1):
         raise ValueError(f"alpha must be a number in (0, 1), got alpha={alpha!r}.")
+
+
+def _centring_jacobian(param, measure, X, sample_weight):
+    """``J`` with ``theta = J theta_c``: the parameters in terms of those of a centred design.
+
+    With ``x = m + x_c`` (``m`` the weighted mean of ``X``) an affine predictor
+    ``beta1 . x + beta0`` is ``beta1 . x_c + (beta0 + beta1 . m)``: only the intercepts
+    change, ``beta0 = beta0_c - beta1 . m``, for every expert's mean and for the gate's
+    logits where the family allows the shift (``centres_design``). ``J`` is the identity
+    plus those ``-m`` entries (determinant 1), and the identity itself when ``m = 0``.
+    """
+    size = len(param.names)
+    m = np.asarray(sample_weight @ X / np.sum(sample_weight), dtype=np.float64)
+    J = np.eye(size)
+    if not np.any(m):
+        return J
+    pairs = []
+    for block in param.expert_idx:  # the expert family's names: coef[f]..., intercept, ...
+        names = [param.names[i] for i in block]
+        pairs.append((next(i for i, name in zip(block, names, strict=True)
+                            if name.endswith(".intercept")),
+                      [i for i, name in zip(block, names, strict=True) if ".coef[" in name]))
+    if measure.family.centres_design:
+        pairs += [(param.gate_int_idx[j], param.gate_coef_idx[j])
+                  for j in range(param.gate_int_idx.shape[0])]
+    for intercept, coefs in pairs:
+        for f, coef in enumerate(coefs):
+            if intercept >= 0 and coef >= 0:
+                J[intercept, coef] = -m[f]
+    return J
 
 
 def _invert_information(info, names, rcond):

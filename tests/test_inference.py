@@ -632,3 +632,29 @@ def test_linear_gate_derivatives_decline_other_models():
             assert compute_linear_gate_derivatives(_Parametrisation(measure, learn), measure,
                                                    rows) is None
             assert linear_gate_log_likelihood(measure, rows) is None
+
+
+def test_a_design_far_from_zero_is_not_taken_for_a_singular_model():
+    # X = u + 1e5: the same model as on u, reparametrised (intercepts beta0 - beta1 1e5).
+    # Its raw slopes and intercepts are nearly collinear; the test for singularity must
+    # not see that, and the slopes' standard errors are the offset-free fit's.
+    truth = gmoe.MixingMeasure([[3.0], [0.0]], [0.3, 0.0], [[2.0], [-1.5]], [1.0, -1.0],
+                               [0.25, 0.3])
+    rng = np.random.default_rng(21)
+    u = rng.uniform(-2, 2, (800, 1))
+    y = gmoe.sample_moe(truth, u, random_state=rng)
+    results = []
+    for X in (u, u + 1e5):
+        est = gmoe.GaussianMoERegressor(2, n_init=3, random_state=0, tol=1e-10).fit(X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SingularInformationWarning)
+            results.append(gmoe.fit_results(est, X, y))
+    plain, offset = results
+    assert not offset.is_singular
+    slopes = [i for i, name in enumerate(plain.param_names) if ".coef[" in name]
+    # rtol: the two fits stop at 1e-10 from the same maximum by different rounding.
+    assert_allclose(offset.bse[slopes], plain.bse[slopes], rtol=1e-4)
+    # An intercept's error at the offset is the slope's error times the offset, as the
+    # delta method of beta0 = beta0_c - 1e5 beta1 gives (the centred intercept's is small).
+    gate = plain.param_names.index("gate[0].intercept")
+    assert offset.bse[gate] == pytest.approx(1e5 * offset.bse[gate - 1], rel=1e-3)
