@@ -938,3 +938,16 @@ def test_an_over_specified_fit_of_the_truth_s_mirror_has_no_loss():
                     gmoe.conditional_log_density(true, X, y), rtol=1e-9)
     assert voronoi_loss(split, true, kind="over", rbar={2: 4.0}) == pytest.approx(0.0,
                                                                                    abs=1e-9)
+
+
+def test_a_true_mass_beyond_float64_is_refused_by_name():
+    # exp(beta0 / tau) weighs every term: exp(-800) underflows to 0, which made the
+    # cells' scale infimum divide by zero. exp(-700) is still a float64 and works.
+    def truth(tau):
+        return gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]],
+                                  [15.0, -5.0], [0.09, 0.16], gating="temperature",
+                                  temperature=tau)
+
+    with pytest.raises(ValueError, match=r"atom 0's is exp\(-800\), beyond float64"):
+        gmoe.metrics.voronoi_loss(truth(0.01), truth(0.01))
+    assert gmoe.metrics.voronoi_loss(truth(8.0 / 700), truth(8.0 / 700)) == 0.0

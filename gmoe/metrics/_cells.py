@@ -149,6 +149,23 @@ def _side(measure, scale):
                  translatable=linear or measure.family.pins_reference_coef)
 
 
+def _check_true_masses(true, wstar):
+    """The truth's masses ``exp(beta0 / tau)`` must be positive float64 numbers.
+
+    Every term of a Voronoi loss is weighted by a mass, and the cells' scale infimum
+    divides by them: a mass that underflows to 0 or overflows makes the loss undefined.
+    """
+    bad = np.flatnonzero(~(np.isfinite(wstar) & (wstar > 0)))
+    if bad.size:
+        logs = true.beta0 / true.intercept_scale
+        raise ValueError(
+            "the truth's masses exp(beta0 / tau) weigh every term of a Voronoi loss, but "
+            + ", ".join(f"atom {j}'s is exp({logs[j]:.6g})" for j in bad)
+            + ", beyond float64 (an exponent outside about -745 to 709). Re-base the truth "
+            "on another reference expert if that brings every exponent into range, or "
+            "compare the densities (hellinger, total_variation).")
+
+
 def _resolve_rbar(rbar, family):
     """A function m -> rbar(m) (m >= 2) that raises a ValueError when unknown."""
     if rbar is not None and not (callable(rbar) or isinstance(rbar, Mapping)):
@@ -302,6 +319,7 @@ class _Problem:
         self.dtau = 0.0 if fit.tau is None else abs(fit.tau - true.tau)
         self.expert_dist = self.da + self.db + self.dnu
         self.wstar = true.weights
+        _check_true_masses(true, self.wstar)
         # The fit's weights normalised to the truth's total mass (label-free, module doc).
         self.w = np.ones(fit.k) if unit_weights else _normalised_weights(fit, self.wstar.sum())
         self.rows = np.arange(fit.k)
