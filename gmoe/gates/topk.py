@@ -138,19 +138,8 @@ class TopKGating(GatingFamily):
                              "got top_k=None.")
         return cls(_check_top_k(top_k, n_experts), topk_selection)
 
-    def check_n_experts(self, n_experts):
-        """Check ``top_k <= n_experts``, with :meth:`from_options`'s message.
-
-        Parameters
-        ----------
-        n_experts : int
-
-        Raises
-        ------
-        ValueError
-            When ``top_k > n_experts``.
-        """
-        _check_top_k(self.top_k, n_experts)
+    def check_n_experts(self, n_experts):  # noqa: D102 (inherited)
+        _check_top_k(self.top_k, n_experts)  # top_k <= n_experts, from_options' message
 
     def options(self):  # noqa: D102 (inherited)
         return {"top_k": self.top_k, "topk_selection": self.selection}
