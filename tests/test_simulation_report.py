@@ -244,3 +244,16 @@ def test_per_cell_slopes_are_fitted_per_number_of_atoms():
     # The pooled column's mean is dominated by the slow replications: it hides the
     # parametric rate of the single-atom ones.
     assert out["pe_gate_coef_0"]["slope"] > -0.3
+
+
+def test_the_mean_table_says_when_a_mean_rests_on_fewer_tasks():
+    from gmoe.simulation.report import format_report
+
+    rows = [{"n": 100, "status": "ok", "converged": 1, "fit_seconds": 0.1, "d2": 1.0},
+            {"n": 100, "status": "ok", "converged": 1, "fit_seconds": 0.1, "d2": 3.0},
+            {"n": 100, "status": "metric_failed", "converged": 1, "fit_seconds": 0.1,
+             "d2": None}]
+    text = format_report(rows, ["d2"])
+    assert "3 tasks over 1 sample sizes; 1 not ok (fit or metric failed): each mean is " \
+           "over the tasks that have its value" in text
+    assert "2" in text.splitlines()[1].split()[2]  # the 'ok' count: 2 of 3

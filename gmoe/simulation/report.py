@@ -91,7 +91,9 @@ def format_report(rows, columns, *, title=""):
     total = sum(e["tasks"] for e in table)
     bad = total - sum(e["ok"] for e in table)
     lines.append(f"{total} tasks over {len(table)} sample sizes; {bad} not ok "
-                 f"(fit or metric failed).")
+                 f"(fit or metric failed)"
+                 + (": each mean is over the tasks that have its value, fewer than the "
+                    "size's tasks where 'ok' is." if bad else "."))
     return "\n".join(lines)
 
 
