@@ -92,8 +92,8 @@ def format_report(rows, columns, *, title=""):
     bad = total - sum(e["ok"] for e in table)
     lines.append(f"{total} tasks over {len(table)} sample sizes; {bad} not ok "
                  f"(fit or metric failed)"
-                 + (": each mean is over the tasks that have its value, fewer than the "
-                    "size's tasks where 'ok' is." if bad else "."))
+                 + (": each mean is over the tasks that have its value (fewer than "
+                    "'tasks' where 'ok' is less)." if bad else "."))
     return "\n".join(lines)
 
 
