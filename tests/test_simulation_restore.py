@@ -4,6 +4,7 @@ import csv
 import gzip
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +127,20 @@ def test_a_file_that_is_not_the_experiments_rows_is_refused(grid, tmp_path, edit
     bad = _rewrite(exported, tmp_path / "bad.csv", edit)
     with pytest.raises(RestoreError, match=expected):
         read_csv_rows(bad, experiment)
+
+
+def test_rows_exported_under_another_task_definition_are_refused(grid, tmp_path):
+    # export_csv writes the store's task definition beside the rows; an edited study
+    # file (here max_iter) would otherwise take rows it did not compute.
+    experiment, _, exported = grid
+    assert json.loads(Path(f"{exported}.task.json").read_text())["task_sha256"] \
+        == experiment.task_sha256
+    edited = load_experiment(write_study(tmp_path, seed=11, sizes=[60, 90], replications=2,
+                                         fit={"max_iter": 9}))
+    with pytest.raises(RestoreError, match=r"grid.csv: its rows were computed under another "
+                                           r"task definition .*changed: .*max_iter"):
+        read_csv_rows(exported, edited)
+    assert len(read_csv_rows(exported, experiment)) == 4
 
 
 def test_rows_of_the_quick_grid_are_named_as_such(grid, tmp_path):

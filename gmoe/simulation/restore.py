@@ -18,6 +18,7 @@ the same code on the same numerical stack gives the same row bit for bit.
 import csv
 import gzip
 import io
+import json
 import os
 import zlib
 from pathlib import Path
@@ -25,7 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
-from .store import ResultStore, StoreBusyError, StoreError, _sql_value
+from .store import (
+    ResultStore,
+    StoreBusyError,
+    StoreError,
+    _sql_value,
+    describe_changes,
+    task_path,
+)
 from .tasks import BASE_COLUMNS, TIMING_COLUMNS, run_task
 
 __all__ = ["RestoreError", "read_csv_rows", "rerun_differences", "restore_store",
@@ -82,6 +90,32 @@ def _read_text(path):
     return text
 
 
+def _check_exported_task(path, experiment):
+    """Refuse rows exported from a store of another task definition than ``experiment``.
+
+    :func:`~gmoe.simulation.export_csv` writes the definition beside the CSV; a CSV
+    without one (an earlier export, a file written by hand) is checked row by row only.
+    """
+    sidecar = task_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        task = json.loads(sidecar.read_text(encoding="utf-8"))
+        stored = task["task_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RestoreError(f"{sidecar.name}: not the task definition export_csv writes "
+                           f"({err}).") from None
+    if stored != experiment.task_sha256:
+        changes = describe_changes(task.get("task_definition", {}),
+                                   experiment.task_definition())
+        quick = "" if experiment.is_quick else " (rows of a --quick grid need --quick)"
+        raise RestoreError(
+            f"{path.name}: its rows were computed under another task definition than "
+            f"{experiment.path.name}{' [quick]' if experiment.is_quick else ''} (task hash "
+            f"{stored[:12]} in {sidecar.name}, {experiment.task_sha256[:12]} in the file; "
+            f"changed: {'; '.join(changes) or '?'}){quick}.")
+
+
 def _quick_hint(experiment, row):
     """A hint when a row that the full grid refuses is a task of the study's quick grid."""
     if experiment.is_quick:
@@ -126,6 +160,7 @@ def read_csv_rows(csv_path, experiment):
         ``"n,rep"``, a task twice). The message names the file and the line.
     """
     path = Path(csv_path)
+    _check_exported_task(path, experiment)
     types = _sql_types(experiment)
     reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
     try:

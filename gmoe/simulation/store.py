@@ -760,6 +760,9 @@ def read_runs(db_path):
 def export_csv(db_path, csv_path):
     """Write every row of a result store to a CSV file (NULL as an empty field).
 
+    Beside it, ``<csv>.task.json`` holds the store's task definition and hash, which
+    :func:`~gmoe.simulation.read_csv_rows` compares with the experiment it restores into.
+
     Parameters
     ----------
     db_path : str or pathlib.Path
@@ -781,4 +784,13 @@ def export_csv(db_path, csv_path):
         writer.writeheader()
         for row in rows:
             writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
+    task = {"task_sha256": meta["task_sha256"],
+            "task_definition": json.loads(meta.get("task_definition", "{}"))}
+    task_path(csv_path).write_text(json.dumps(task, indent=1, sort_keys=True) + "\n",
+                                   encoding="utf-8")
     return len(rows)
+
+
+def task_path(csv_path):
+    """Where :func:`export_csv` writes the task definition of a CSV's rows."""
+    return Path(f"{csv_path}.task.json")
