@@ -948,6 +948,7 @@ def test_a_true_mass_beyond_float64_is_refused_by_name():
                                   [15.0, -5.0], [0.09, 0.16], gating="temperature",
                                   temperature=tau)
 
-    with pytest.raises(ValueError, match=r"atom 0's is exp\(-800\), beyond float64"):
-        gmoe.metrics.voronoi_loss(truth(0.01), truth(0.01))
+    for tau, exponent in ((0.01, "-800"), (8.0 / 740, "-740")):  # -740: subnormal
+        with pytest.raises(ValueError, match=fr"atom 0's is exp\({exponent}\), beyond"):
+            gmoe.metrics.voronoi_loss(truth(tau), truth(tau))
     assert gmoe.metrics.voronoi_loss(truth(8.0 / 700), truth(8.0 / 700)) == 0.0

@@ -136,6 +136,13 @@ def test_a_cell_size_without_an_exponent_is_refused_and_a_given_one_is_used(tmp_
     assert gate.theory.slope == -1 / 16
 
 
+def test_an_unknown_familys_rbar_must_cover_every_cell_size(tmp_path):
+    # Four experts for two: cells of 2 and 3 atoms; rbar(3) is not given, nor known.
+    with pytest.raises(ExperimentError, match=r"rbar has none for \[3\]"):
+        load(tmp_path, truth=ACTIVATION, fit={"n_experts": 4},
+             metrics={"voronoi": ["over"], "rbar": {"2": 4.0}})
+
+
 def test_activation_over_has_no_d2_rate(tmp_path):
     exp = load(tmp_path, truth=ACTIVATION, fit={"n_experts": 3},
                metrics={"voronoi": ["over"], "rbar": {"2": 4.0}})

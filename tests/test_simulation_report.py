@@ -249,11 +249,16 @@ def test_per_cell_slopes_are_fitted_per_number_of_atoms():
 def test_the_mean_table_says_when_a_mean_rests_on_fewer_tasks():
     from gmoe.simulation.report import format_report
 
-    rows = [{"n": 100, "status": "ok", "converged": 1, "fit_seconds": 0.1, "d2": 1.0},
-            {"n": 100, "status": "ok", "converged": 1, "fit_seconds": 0.1, "d2": 3.0},
-            {"n": 100, "status": "metric_failed", "converged": 1, "fit_seconds": 0.1,
-             "d2": None}]
-    text = format_report(rows, ["d2"])
-    assert "3 tasks over 1 sample sizes; 1 not ok (fit or metric failed): each mean is " \
-           "over the tasks that have its value" in text
-    assert "2" in text.splitlines()[1].split()[2]  # the 'ok' count: 2 of 3
+    def row(status, d2, hellinger):
+        return {"n": 100, "status": status, "converged": 1, "fit_seconds": 0.1, "d2": d2,
+                "hellinger": hellinger}
+
+    # A failed metric keeps the others' values; an ok row can lack one (NaN stored NULL).
+    rows = [row("ok", 1.0, 0.1), row("ok", None, 0.2), row("metric_failed", 3.0, 0.3)]
+    text = format_report(rows, ["d2", "hellinger"])
+    assert "Without a value in some tasks, so averaged over fewer than 'tasks' at some " \
+           "sizes: d2." in text
+    table_row = text.splitlines()[1].split()
+    assert table_row[:3] == ["100", "3", "2"] and float(table_row[4]) == 2.0  # (1 + 3) / 2
+    full = format_report([row("ok", 1.0, 0.1), row("ok", 3.0, 0.2)], ["d2", "hellinger"])
+    assert "Without a value" not in full

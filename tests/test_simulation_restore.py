@@ -141,6 +141,12 @@ def test_rows_exported_under_another_task_definition_are_refused(grid, tmp_path)
                                            r"task definition .*changed: .*max_iter"):
         read_csv_rows(exported, edited)
     assert len(read_csv_rows(exported, experiment)) == 4
+    # Gzipped after the export, the rows still find their task definition.
+    zipped = tmp_path / "grid.csv.gz"
+    zipped.write_bytes(gzip.compress(exported.read_bytes()))
+    (tmp_path / "grid.csv.task.json").write_bytes(Path(f"{exported}.task.json").read_bytes())
+    with pytest.raises(RestoreError, match="changed: .*max_iter"):
+        read_csv_rows(zipped, edited)
 
 
 def test_rows_of_the_quick_grid_are_named_as_such(grid, tmp_path):
@@ -153,6 +159,12 @@ def test_rows_of_the_quick_grid_are_named_as_such(grid, tmp_path):
     with pytest.raises(RestoreError, match=fr"n = {n}, .* \(a task of the study's --quick "
                                            r"grid: restore these rows with --quick\)"):
         read_csv_rows(bad, experiment)
+    # Not for a row that --quick would refuse too (another seed).
+    other = _rewrite(exported, tmp_path / "other.csv", lambda h, r: (
+        h, [dict(r[0], n=str(n), spawn_key=f"{n},0", seed_entropy="12"), *r[1:]]))
+    with pytest.raises(RestoreError) as info:
+        read_csv_rows(other, experiment)
+    assert "--quick" not in str(info.value)
 
 
 def _cut(text):

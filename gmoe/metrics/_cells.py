@@ -155,13 +155,15 @@ def _check_true_masses(true, wstar):
     Every term of a Voronoi loss is weighted by a mass, and the cells' scale infimum
     divides by them: a mass that underflows to 0 or overflows makes the loss undefined.
     """
-    bad = np.flatnonzero(~(np.isfinite(wstar) & (wstar > 0)))
+    # Subnormal masses lose digits and overflow the divisions: the normal range only.
+    bad = np.flatnonzero(~(np.isfinite(wstar) & (wstar >= np.finfo(np.float64).tiny)))
     if bad.size:
         logs = true.beta0 / true.intercept_scale
         raise ValueError(
             "the truth's masses exp(beta0 / tau) weigh every term of a Voronoi loss, but "
             + ", ".join(f"atom {j}'s is exp({logs[j]:.6g})" for j in bad)
-            + ", beyond float64 (an exponent outside about -745 to 709). Re-base the truth "
+            + ", beyond float64's normal range (an exponent outside about -708 to 709). "
+            "Re-base the truth "
             "on another reference expert if that brings every exponent into range, or "
             "compare the densities (hellinger, total_variation).")
 

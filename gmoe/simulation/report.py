@@ -91,9 +91,11 @@ def format_report(rows, columns, *, title=""):
     total = sum(e["tasks"] for e in table)
     bad = total - sum(e["ok"] for e in table)
     lines.append(f"{total} tasks over {len(table)} sample sizes; {bad} not ok "
-                 f"(fit or metric failed)"
-                 + (": each mean is over the tasks that have its value (fewer than "
-                    "'tasks' where 'ok' is less)." if bad else "."))
+                 f"(fit or metric failed).")
+    short = [c for c in columns if np.isnan(_column_values(rows, c)).any()]
+    if short:
+        lines.append(f"Without a value in some tasks, so averaged over fewer than 'tasks' "
+                     f"at some sizes: {', '.join(short)}.")
     return "\n".join(lines)
 
 

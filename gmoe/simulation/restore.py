@@ -97,6 +97,8 @@ def _check_exported_task(path, experiment):
     without one (an earlier export, a file written by hand) is checked row by row only.
     """
     sidecar = task_path(path)
+    if not sidecar.is_file() and path.suffix == ".gz":  # gzipped after the export
+        sidecar = task_path(path.with_suffix(""))
     if not sidecar.is_file():
         return
     try:
@@ -108,7 +110,13 @@ def _check_exported_task(path, experiment):
     if stored != experiment.task_sha256:
         changes = describe_changes(task.get("task_definition", {}),
                                    experiment.task_definition())
-        quick = "" if experiment.is_quick else " (rows of a --quick grid need --quick)"
+        quick = ""
+        if not experiment.is_quick:
+            try:
+                if experiment.quick_variant().task_sha256 == stored:
+                    quick = " (these are the rows of its --quick grid: add --quick)"
+            except ValueError:  # the study has no quick grid
+                pass
         raise RestoreError(
             f"{path.name}: its rows were computed under another task definition than "
             f"{experiment.path.name}{' [quick]' if experiment.is_quick else ''} (task hash "
@@ -117,8 +125,13 @@ def _check_exported_task(path, experiment):
 
 
 def _quick_hint(experiment, row):
-    """A hint when a row that the full grid refuses is a task of the study's quick grid."""
-    if experiment.is_quick:
+    """A hint when a row that the full grid refuses is a task of the study's quick grid.
+
+    Only for a row whose seed and spawn key are right: its size or replication alone put
+    it outside the grid.
+    """
+    if experiment.is_quick or row["seed_entropy"] != str(experiment.seed) \
+            or row["spawn_key"] != f"{row['n']},{row['rep']}":
         return ""
     try:
         quick = experiment.quick_variant()
@@ -194,7 +207,7 @@ def read_csv_rows(csv_path, experiment):
                     f"below {experiment.replications}, spawn key 'n,rep', each task once), "
                     f"got seed {row['seed_entropy']}, n = {row['n']}, replication "
                     f"{row['rep']}, spawn key {row['spawn_key']!r}"
-                    + (" again" if key in seen else "") + _quick_hint(experiment, row) + ".")
+                    + (" again" if key in seen else _quick_hint(experiment, row)) + ".")
             seen.add(key)
             rows.append(row)
     except csv.Error as err:

@@ -655,18 +655,19 @@ def _refuse_bounds_of_normal(t, kind):
 
 
 def _check_rbar_covers_the_cells(t, rbar, truth, fit):
-    """Every cell size a fit can form needs an exponent rbar(m), given or known.
+    """The cell sizes a fit near the truth forms need an exponent rbar(m), given or known.
 
     Without one the loss of a fit that forms such a cell cannot be computed: its task
-    would fail, and the means over n would silently rest on the others. The cells are
-    the fit's at its end (a start's assignment does not fix them): up to k - k* + 1
-    atoms in one.
+    would fail, and the means over n would rest on the others. A fit near the truth has
+    every true atom's cell non-empty, so up to k - k* + 1 atoms in one; a fit that
+    leaves a cell empty can put more in another, and where that size has no exponent
+    its task is stored as a failed metric (the report counts it).
     """
     k, k_true = fit["n_experts"], truth.n_experts
     sizes = set(range(2, k - k_true + 2))
     known = DEFAULT_RBAR if _fit_family(fit).over_specified_exponents_known() else {}
     missing = sorted(m for m in sizes if m >= 2 and m not in rbar and m not in known)
-    if missing and known:  # a family without known exponents is reported below
+    if missing and (known or rbar):  # none at all, unknown family: the error below
         raise t.error("rbar", f"needs an exponent for every cell size a fit can form: "
                               f"{k} fitted experts for {k_true} true ones can put "
                               f"{max(sizes)} in one cell, and rbar has none for "
