@@ -164,7 +164,8 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     Notes
     -----
     Ties go to the smaller number of experts. A candidate whose fit raises is kept in
-    the table with its error and NaN criteria, and a warning names it. With one expert
+    the table with its error and NaN criteria, and a warning names it; a fit's own
+    warnings are issued at the caller's line, prefixed ``n_experts=k:``. With one expert
     the gate is identically 1 and carries no free parameter, whatever the family.
 
     Examples
@@ -208,7 +209,13 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
         row = dict.fromkeys(_COLUMNS, np.nan)
         row.update(n_experts=int(k), converged=False, n_iter=0, error=None)
         try:
-            est = GaussianMoERegressor(**params).fit(X, y, sample_weight=sample_weight)
+            # The fit's warnings are shown at the caller's line, naming the candidate.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                est = GaussianMoERegressor(**params).fit(X, y, sample_weight=sample_weight)
+            for warning in caught:
+                warnings.warn(f"n_experts={int(k)}: {warning.message}", warning.category,
+                              stacklevel=2)
             log_lik = float(np.dot(sw, est.score_samples(X, y)))
             p = _n_params(est, X.shape[1])
             entropy = _entropy(est, X, y, sw)

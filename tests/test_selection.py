@@ -149,3 +149,11 @@ def test_bic_picks_the_true_number_of_experts(truth):
         warnings.simplefilter("ignore")
         result = select_n_experts(X, y, n_experts=range(1, 6), n_init=3, random_state=0)
     assert result.n_experts == truth.n_experts, str(result)
+
+
+def test_a_candidates_warnings_name_it_and_point_at_the_callers_line():
+    X = gmoe.make_design(300, "uniform", random_state=0)
+    y = X[:, 0] + np.random.default_rng(0).normal(scale=0.1, size=300)
+    with pytest.warns(ConvergenceWarning, match=r"^n_experts=2: EM did not converge") as rec:
+        select_n_experts(X, y, [1, 2], n_init=1, random_state=0, max_iter=2)
+    assert {w.filename for w in rec} == {__file__}
