@@ -49,7 +49,7 @@ def _weighted_moments(values, sample_weight, total):
 
 
 def finite_moments(mean, std, values, sample_weight):
-    """``mean`` and ``std`` of the rows of ``values`` (d, n), recomputed where not finite.
+    """``mean`` and ``std`` of the rows of ``values()`` (d, n), recomputed where not finite.
 
     The plain moments square the data: beyond about 1e154 (less for many rows or large
     weights) the sums overflow, and a zero-weight row holding a huge value makes them NaN.
@@ -60,7 +60,9 @@ def finite_moments(mean, std, values, sample_weight):
     ----------
     mean, std : ndarray of shape (d,)
         The plain weighted moments.
-    values : ndarray of shape (d, n)
+    values : callable
+        Returns the data, an ndarray of shape (d, n); called only when a moment is not
+        finite (on the block path it is a copy of the design).
     sample_weight : ndarray of shape (n,)
 
     Returns
@@ -71,6 +73,7 @@ def finite_moments(mean, std, values, sample_weight):
     if not bad.any():
         return mean, std
     mean, std = mean.copy(), std.copy()
+    values = values()
     used = sample_weight > 0
     q = sample_weight[used] / np.sum(sample_weight[used])
     for j in np.flatnonzero(bad):
@@ -163,10 +166,10 @@ class Conditioning:
         Conditioning
         """
         total = float(np.sum(sample_weight))
-        x_mean, x_std = finite_moments(*_weighted_moments(X.T, sample_weight, total), X.T,
-                                       sample_weight)
+        x_mean, x_std = finite_moments(*_weighted_moments(X.T, sample_weight, total),
+                                       lambda: X.T, sample_weight)
         y_mean, y_std = finite_moments(*_weighted_moments(y[None, :], sample_weight, total),
-                                       y[None, :], sample_weight)
+                                       lambda: y[None, :], sample_weight)
         return cls.from_moments(x_mean, x_std, float(y_mean[0]), float(y_std[0]),
                                 centre_x=centre_x, scale_x=scale_x)
 

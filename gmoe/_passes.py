@@ -310,7 +310,8 @@ def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperat
             rows = RowBlocks(X, y, sample_weight, n_experts, n_threads)
         mean, std = rows.weighted_moments()
         if X is not None:
-            mean, std = finite_moments(mean, std, np.vstack([X.T, y]), sample_weight)
+            mean, std = finite_moments(mean, std, lambda: np.vstack([X.T, y]),
+                                       sample_weight)
         conditioning = Conditioning.from_moments(mean[:-1], std[:-1], mean[-1], std[-1],
                                                  centre_x=centre_x, scale_x=scale_x)
         check_spread_representable(conditioning, lambda: _block_ranges(rows))

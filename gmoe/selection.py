@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._validation import check_sample_weight
 from .estimator import GaussianMoERegressor
 from .utils import check_random_state
 
@@ -196,8 +197,7 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array, got a {X.ndim}-D array of shape {X.shape}. "
                          "Reshape your data with X.reshape(-1, 1) if it has a single feature.")
-    sw = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight,
-                                                                       dtype=np.float64)
+    sw = check_sample_weight(sample_weight, X.shape[0])
     total_weight = float(sw.sum())
     rng = check_random_state(random_state)
     seeds = rng.integers(0, np.iinfo(np.int32).max, size=len(candidates))

@@ -25,9 +25,8 @@ from .seeds import evaluation_seed_sequence, task_streams
 from .start import make_near_truth_start
 
 __all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "TaskMemoryError", "fit_near_truth_starts",
-           "fitted_measure",
-           "make_evaluation_design", "run_task", "single_threaded", "task_data",
-           "task_metrics"]
+           "fitted_measure", "make_evaluation_design", "run_task", "single_threaded",
+           "task_data", "task_metrics"]
 
 #: Columns every result row has, before the experiment's metric columns (name, SQL type).
 BASE_COLUMNS = (
