@@ -157,3 +157,11 @@ def test_a_candidates_warnings_name_it_and_point_at_the_callers_line():
     with pytest.warns(ConvergenceWarning, match=r"^n_experts=2: EM did not converge") as rec:
         select_n_experts(X, y, [1, 2], n_init=1, random_state=0, max_iter=2)
     assert {w.filename for w in rec} == {__file__}
+
+
+def test_bad_sample_weight_is_named_once():
+    X = gmoe.make_design(300, "uniform", random_state=0)
+    y = X[:, 0]
+    with pytest.raises(ValueError, match=r"sample_weight must be an array of shape \(300,\)"
+                                         r".*got an array of shape \(3,\)"):
+        select_n_experts(X, y, [1, 2], n_init=1, random_state=0, sample_weight=np.ones(3))
