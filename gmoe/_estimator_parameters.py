@@ -13,7 +13,30 @@ from ._validation import check_option
 from .gates import make_gating
 from .model import MixingMeasure
 
-__all__ = ["check_parameters"]
+__all__ = ["check_fitted_temperature", "check_parameters"]
+
+
+def check_fitted_temperature(family, temperature, name):
+    """Refuse a temperature below the smallest one ``family`` can fit at.
+
+    Parameters
+    ----------
+    family : GatingFamily
+    temperature : float
+    name : str
+        What the temperature is called in the message.
+
+    Raises
+    ------
+    ValueError
+        When ``temperature < family.smallest_fitted_temperature``.
+    """
+    smallest = family.smallest_fitted_temperature
+    if temperature < smallest:
+        raise ValueError(
+            f"{name} must be at least {smallest:g} for gating={family.name!r} (the fit's "
+            f"Newton steps scale as 1/temperature**2 and overflow below that), got "
+            f"{name}={temperature!r}.")
 
 
 def check_parameters(estimator):
@@ -71,6 +94,7 @@ def check_parameters(estimator):
                          activation=estimator.activation, n_experts=estimator.n_experts)
     if family.uses_temperature:
         check_real("temperature", positive=True)
+        check_fitted_temperature(family, estimator.temperature, "temperature")
     if isinstance(estimator.init_params, str):
         check_option(estimator.init_params, "init_params", STRATEGIES)
     elif not isinstance(estimator.init_params, MixingMeasure):

@@ -18,7 +18,7 @@ from ._em import (
     _Params,
     _single_threaded_blas,
 )
-from ._estimator_parameters import check_parameters
+from ._estimator_parameters import check_fitted_temperature, check_parameters
 from ._passes import prepare
 from ._starts import draw_labels
 from ._validation import check_sample_weight
@@ -75,7 +75,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
     temperature : float, default=1.0
         Temperature ``tau`` of the temperature families. For 'temperature' it is held
         at this value (or at the start's, when ``init_params`` is a MixingMeasure): the
-        data determine only ``gamma = (beta1, beta0) / tau``.
+        data determine only ``gamma = (beta1, beta0) / tau``. 'activation' starts from
+        it and needs it at least 1e-100.
     learn_temperature : bool, default=True
         Whether the activation gate learns ``tau``; ignored by the other families.
     tol : float, default=1e-4
@@ -265,6 +266,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         if start.family != family:
             raise ValueError(f"{name} must use the estimator's gating {family!r}, got "
                              f"{start.family!r}.")
+        if family.uses_temperature:
+            check_fitted_temperature(family, start.temperature, f"{name}'s temperature")
         if start.is_symmetric_fixed_point():
             raise ValueError(
                 f"{name} is a two-expert tanh/sigmoid gate with gate_coef[0] = "

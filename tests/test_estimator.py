@@ -362,6 +362,9 @@ def test_pickle_clone_pipeline_and_grid_search():
         ({"gating": "activation", "activation": "relu"}, "activation must be one of"),
         ({"gating": "temperature", "temperature": 0.0}, "temperature must be a finite number"),
         ({"gating": "activation", "temperature": -1.0}, "temperature must be a finite number"),
+        ({"gating": "activation", "temperature": 1e-160},
+         "temperature must be at least 1e-100 for gating='activation' (the fit's Newton "
+         "steps scale as 1/temperature**2 and overflow below that), got temperature=1e-160"),
         ({"tol": -1.0}, "tol must be a finite number >= 0, got tol=-1.0"),
         ({"reg_var": float("nan")}, "reg_var must be a finite number"),
         ({"init_params": "pca"}, "init_params must be one of"),
@@ -376,6 +379,26 @@ def test_bad_parameters_raise_at_fit(params, match):
     y = gmoe.sample_moe(TRUTH_52, X, random_state=1)
     est = gmoe.GaussianMoERegressor(**params)  # __init__ never validates
     with pytest.raises(ValueError, match=re.escape(match)):
+        est.fit(X, y)
+
+
+def test_activation_fits_down_to_its_smallest_temperature_and_checks_a_given_start():
+    # Below the bound the Newton curvature overflowed into a LinAlgError; at it, the
+    # fit is the hard gate's fit, as at any small temperature.
+    X = gmoe.make_design(200, "uniform", random_state=0)
+    y = gmoe.sample_moe(TRUTH_52, X, random_state=1)
+    fits = [gmoe.GaussianMoERegressor(2, gating="activation", temperature=tau,
+                                      learn_temperature=False, random_state=0).fit(X, y)
+            for tau in (1e-100, 1e-50)]
+    assert np.isfinite(fits[0].lower_bound_)
+    assert fits[0].lower_bound_ == pytest.approx(fits[1].lower_bound_, rel=1e-8)
+    start = fits[0].mixing_measure_
+    cold = gmoe.MixingMeasure(start.gate_coef, start.gate_intercept, start.expert_coef,
+                              start.expert_intercept, start.expert_var, gating="activation",
+                              activation="tanh", temperature=1e-160)
+    est = gmoe.GaussianMoERegressor(2, gating="activation", init_params=cold)
+    with pytest.raises(ValueError, match=re.escape(
+            "init_params's temperature must be at least 1e-100 for gating='activation'")):
         est.fit(X, y)
 
 

@@ -112,6 +112,11 @@ class ActivationGating(SmoothGatingFamily):
     centres_design = False
     scales_design = True
     learns_temperature = True
+    # The gate's score scales as 1/tau and its curvature as 1/tau**2 (the slopes sit inside
+    # sigma, so tau cannot be folded into them as the temperature gate does): below about
+    # 1e-150 the curvature of the M-step's Newton steps overflows float64. 1e-100 leaves
+    # that much room for the sum over rows and the design's spread.
+    smallest_fitted_temperature = 1e-100
     OPTIONS = ("activation",)
 
     def __init__(self, activation):

@@ -180,6 +180,8 @@ class GatingFamily(ABC):
         Whether the logits are ``beta1_j^T x + beta0_j`` up to a common scale.
     learns_temperature : bool
         Whether the temperature can be estimated.
+    smallest_fitted_temperature : float
+        The smallest temperature a fit accepts (0: any positive one).
     newton_steps_per_iteration : int
         Newton steps of the gate's M-step per EM iteration.
     fits_on_blocks : bool
@@ -212,6 +214,8 @@ class GatingFamily(ABC):
     # translation of the slopes then leaves the gate unchanged, and the over-specified
     # Voronoi exponents of the theory apply).
     linear_logits = False
+    # The smallest temperature a fit accepts; 0 accepts any positive one.
+    smallest_fitted_temperature = 0.0
 
     # ------------------------------------------------------------------ options
     @classmethod
