@@ -21,6 +21,8 @@ def restored_text(s):
     restores = restore_chain(meta)
     if not restores and len(shares) < 2:
         return []
+    checked_text, covered = _build_check_text(s, shares)
+    checked_builds = len({build for _, build in shares} & covered)
     if len(shares) == 1:
         origin = "All its rows were computed by one build of gmoe."
     else:
@@ -28,9 +30,10 @@ def restored_text(s):
         said += [f"the next {rows} by {build_name(build)}" for rows, build in shares[1:-1]]
         said.append(f"the rest by {build_name(shares[-1][1])}")
         origin = f"Its rows were computed by {len(shares)} builds of gmoe: {', '.join(said)}."
+    origin += checked_text
     if not restores:
         return [f"The grid was resumed from its store after gmoe changed. {origin}"
-                + _unchecked_resumes(len(shares) - 1, 0), ""]
+                + _unchecked_resumes(len(shares) - 1, 0, checked_builds), ""]
     checked = [r.get("verified_rows", 0) for r in restores]
     times = {1: "once", 2: "twice"}.get(len(checked), f"{len(checked)} times")
     how = "(the largest size's last ones and a seeded random draw)"
@@ -46,17 +49,51 @@ def restored_text(s):
                  f"{', '.join(each)}. Every row recomputed matched to the last bit.")
     return [f"The grid was continued from its committed results {times} (`python "
             f"paper_figures/run_studies.py {s['name']} --restore`); {check} {origin}"
-            + _unchecked_resumes(len(shares) - 1, len(restores)), ""]
+            + _unchecked_resumes(len(shares) - 1, len(restores), checked_builds), ""]
 
 
-def _unchecked_resumes(changes, restores):
-    """A sentence on the changes of build that no restore's recomputation checked.
+def _build_check_text(s, shares):
+    """What ``build_check.py`` found, and the builds whose rows it covers (with its own).
+
+    Returns ``("", set())`` when the study has no build check.
+    """
+    report = s.get("build_check")
+    if not report:
+        return "", set()
+    checked = [row for build in report["builds"] for row in build["checked"]]
+    covered = {report["code_sha256"]} | {build["code_sha256"] for build in report["builds"]}
+    per_build = sorted({len(build["checked"]) for build in report["builds"]})
+    each = (f"{per_build[0]} rows" if len(per_build) == 1
+            else f"{per_build[0]} to {per_build[-1]} rows")
+    differ = [(build["code_sha256"], row) for build in report["builds"]
+              for row in build["checked"] if row["differences"]]
+    if not differ:
+        found = f"all {len(checked)} reproduced every number to the last bit."
+    else:
+        listed = "; ".join(
+            f"{build_name(build)}'s n = {row['n']}, replication {row['rep']} "
+            f"({', '.join(column for column, _, _ in row['differences'][:4])})"
+            for build, row in differ)
+        found = f"{len(differ)} of the {len(checked)} differ: {listed}."
+    later = [build for _, build in shares if build not in covered]
+    since = (f" Rows of {count_of(len(later), 'later build')} came after the check."
+             if later else "")
+    return (f" A build check (`python paper_figures/build_check.py {s['name']}`) reran "
+            f"{each} of each of the {len(report['builds'])} other builds with "
+            f"{build_name(report['code_sha256'])} (the last replication at the largest size "
+            f"the build reached, and a seeded draw of the rest): {found}{since}"), covered
+
+
+def _unchecked_resumes(changes, restores, checked_builds=0):
+    """A sentence on the changes of build that no recomputation checked.
 
     A restore recomputes some earlier rows before going on; a grid resumed from its own
-    store after gmoe changed recomputes none, so its builds' rows are pooled unchecked.
+    store after gmoe changed recomputes none, so its builds' rows are pooled unchecked,
+    but for the builds a build check reran rows of (``checked_builds``, with the checking
+    one: each of them but one accounts for a change of build).
     """
     # A restore need not change the build: at least this many changes had no check.
-    unchecked = changes - restores
+    unchecked = changes - max(restores, checked_builds - 1)
     if unchecked <= 0:
         return ""
     caveat = ("those builds share the task definition and the stopping rule, but whether "

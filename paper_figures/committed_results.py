@@ -38,7 +38,8 @@ def read_results(directory, name):
     for key, suffix in (("fitcheck", "fitcheck"), ("asymptotic", "asymptotic"),
                         ("split_cells", "splitcells"), ("truth_check", "truthcheck"),
                         ("boundary_check", "boundarycheck"),
-                        ("start_check", "startcheck"), ("coselected", "coselected")):
+                        ("start_check", "startcheck"), ("coselected", "coselected"),
+                        ("build_check", "buildcheck")):
         extra = directory / f"{name}.{suffix}.json"
         if extra.exists():
             info[key] = json.loads(extra.read_text())

@@ -234,6 +234,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "coselected": info.get("coselected"),
             "boundary_check": info.get("boundary_check"),
             "start_check": info.get("start_check"),
+            "build_check": info.get("build_check"),
             "other_builds": info.get("other_builds", []),
             "meta": info.get("meta", {}), "runs": info.get("runs", [])}
 

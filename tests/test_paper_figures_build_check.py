@@ -1,0 +1,127 @@
+"""paper_figures/build_check.py: another build's rows of a grid rerun by this one."""
+
+import csv
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gmoe.simulation import load_experiment, run_experiment
+from gmoe.simulation.store import code_sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def modules():
+    sys.path.insert(0, str(ROOT / "paper_figures"))
+    try:
+        import build_check
+        import build_texts
+        import run_studies
+        yield build_check, build_texts, run_studies
+    finally:
+        sys.path.remove(str(ROOT / "paper_figures"))
+
+
+def _two_build_grid(tmp_path, run_studies):
+    """A tiny grid's committed results whose first 3 of 6 rows claim another build."""
+    from _study import write_study
+
+    root = tmp_path / "checkout"
+    (root / "simulations").mkdir(parents=True)
+    toml = write_study(root / "simulations", "tiny.toml", seed=3, sizes=[60, 75, 90],
+                       replications=2)
+    db = tmp_path / "tiny.sqlite"
+    run_experiment(load_experiment(toml), db, n_jobs=1, progress=False)
+    results = root / "results"
+    run_studies.export("tiny", db, results)
+    run_json = results / "tiny.run.json"
+    info = json.loads(run_json.read_text())
+    info["runs"] = [{"tasks_stored": 3, "code_sha256": "f" * 64},
+                    {"tasks_stored": 3, "code_sha256": code_sha256()}]
+    run_json.write_text(json.dumps(info))
+    return root, results
+
+
+def test_another_builds_rows_are_rerun_and_a_changed_number_is_found(tmp_path, modules,
+                                                                     monkeypatch):
+    build_check, _, run_studies = modules
+    root, results = _two_build_grid(tmp_path, run_studies)
+    monkeypatch.setattr(build_check, "ROOT", root)
+    with gzip.open(results / "tiny.csv.gz", "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    first_three = sorted(rows, key=lambda r: float(r["finished_at"]))[:3]
+    said = []
+    report = build_check.check("tiny", results, per_build=2, log=said.append)
+    # Only the other build's rows are rerun: its row at the largest size it reached, then
+    # one drawn from the rest of its rows.
+    assert report["code_sha256"] == code_sha256() and report["result_rows"] == 6
+    [other] = report["builds"]
+    assert other["code_sha256"] == "f" * 64 and other["rows"] == 3
+    own_rows = {(int(r["n"]), int(r["rep"])) for r in first_three}
+    checked = [(c["n"], c["rep"]) for c in other["checked"]]
+    assert len(checked) == 2 and set(checked) <= own_rows
+    assert checked[0][0] == max(n for n, _ in own_rows)
+    assert all(c["differences"] == [] for c in other["checked"])
+    assert len(said) == 2 and all(line.endswith(": reproduced") for line in said)
+    # A stored number that this build does not compute is found and named.
+    for row in rows:
+        if (int(row["n"]), int(row["rep"])) == checked[0]:
+            row["mean_log_likelihood"] = repr(float(row["mean_log_likelihood"]) + 1e-12)
+    with gzip.open(results / "tiny.csv.gz", "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = build_check.check("tiny", results, per_build=1, log=said.append)
+    [changed] = report["builds"][0]["checked"]
+    assert [column for column, _, _ in changed["differences"]] == ["mean_log_likelihood"]
+    assert said[-1].startswith(f"tiny: build ffffffffffff, n = {checked[0][0]}, ")
+    assert "1 columns differ (mean_log_likelihood:" in said[-1]
+
+
+def _report(own, *others, differ=None):
+    return {"code_sha256": own, "result_rows": 10,
+            "builds": [{"code_sha256": build, "rows": 5,
+                        "checked": [{"n": 100, "rep": 1,
+                                     "differences": ([["d2", "1.0", "2.0"]]
+                                                     if build == differ else [])},
+                                    {"n": 50, "rep": 0, "differences": []}]}
+                       for build in others]}
+
+
+def test_the_page_says_what_the_build_check_found(modules):
+    _, build_texts, _ = modules
+    runs = [{"tasks_stored": 4, "code_sha256": "a" * 64},
+            {"tasks_stored": 3, "code_sha256": "b" * 64},
+            {"tasks_stored": 3, "code_sha256": "c" * 64}]
+    study = {"name": "g", "meta": {"code_sha256": "c" * 64}, "runs": runs}
+    unchecked = build_texts.restored_text(study)[0]
+    assert "Resuming recomputes no earlier row" in unchecked
+    # Every build's rows rerun by the grid's last build, all reproduced: no caveat left.
+    page = build_texts.restored_text(
+        dict(study, build_check=_report("c" * 64, "a" * 64, "b" * 64)))[0]
+    assert ("A build check (`python paper_figures/build_check.py g`) reran 2 rows of each "
+            "of the 2 other builds with build cccccccccccc (the last replication at the "
+            "largest size the build reached, and a seeded draw of the rest): all 4 "
+            "reproduced every number to the last bit.") in page
+    assert "recomputes no earlier row" not in page
+    # A difference is named, with its build, task and columns.
+    page = build_texts.restored_text(
+        dict(study, build_check=_report("c" * 64, "a" * 64, "b" * 64,
+                                        differ="b" * 64)))[0]
+    assert ("1 of the 4 differ: build bbbbbbbbbbbb's n = 100, replication 1 (d2).") in page
+    # A check by a build that computed no rows covers all three.
+    page = build_texts.restored_text(
+        dict(study, build_check=_report("e" * 64, "a" * 64, "b" * 64, "c" * 64)))[0]
+    assert "each of the 3 other builds with build eeeeeeeeeeee" in page
+    assert "recomputes no earlier row" not in page
+    # A build that resumed the grid after the check is not covered by it.
+    later = dict(study, runs=[*runs, {"tasks_stored": 2, "code_sha256": "d" * 64}],
+                 meta={"code_sha256": "d" * 64},
+                 build_check=_report("c" * 64, "a" * 64, "b" * 64))
+    page = build_texts.restored_text(later)[0]
+    assert "Rows of 1 later build came after the check." in page
+    assert "Resuming recomputes no earlier row" in page
