@@ -152,3 +152,27 @@ def check_sample_weight(sample_weight, n_samples):
     if not np.any(sw > 0):
         fail("all zeros")
     return np.ascontiguousarray(sw)
+
+
+def rows_with_weight(X, y, sample_weight):
+    """The rows of positive weight (all of the arrays when every weight is positive).
+
+    A row of weight 0 is not in the likelihood; left out, its values (any finite ones,
+    however large) enter no sum, and a fit equals the fit to the other rows alone.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    sample_weight : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    X, y, sample_weight : ndarray
+        C-contiguous.
+    """
+    keep = sample_weight > 0
+    if keep.all():
+        return X, y, sample_weight
+    return (np.ascontiguousarray(X[keep]), np.ascontiguousarray(y[keep]),
+            np.ascontiguousarray(sample_weight[keep]))

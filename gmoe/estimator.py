@@ -21,7 +21,7 @@ from ._em import (
 from ._estimator_parameters import check_fitted_temperature, check_parameters
 from ._passes import prepare
 from ._starts import draw_labels
-from ._validation import check_sample_weight
+from ._validation import check_sample_weight, rows_with_weight
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means
 from .model import MixingMeasure, _e_step_arrays, sample_moe
@@ -408,7 +408,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             Non-negative frequency weights of the rows in the log-likelihood: a weight of
             2 counts a row twice (the fit equals the fit to repeated rows). ``tol`` is in
             units of the weighted total log-likelihood, so weights must be on the scale of
-            counts: rescale importance weights to average 1.
+            counts: rescale importance weights to average 1. A row of weight 0 is left
+            out (the fit is that of the other rows).
 
         Returns
         -------
@@ -439,7 +440,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                 y = np.ascontiguousarray(y, dtype=np.float64)
                 n_samples, n_features = X.shape
                 sample_weight = check_sample_weight(sample_weight, n_samples)
-                n_used, y_constant = int(np.count_nonzero(sample_weight)), np.ptp(y) == 0
+                X, y, sample_weight = rows_with_weight(X, y, sample_weight)
+                n_used, y_constant = len(y), np.ptp(y) == 0
                 total_weight = float(np.sum(sample_weight))
             if self.n_experts > n_samples:
                 raise ValueError(f"Expected n_samples >= n_experts, got n_experts="

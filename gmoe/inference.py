@@ -50,6 +50,7 @@ from ._observed_information import Parametrisation as _Parametrisation
 from ._observed_information import (
     compute_log_likelihood_derivatives as _compute_log_likelihood_derivatives,
 )
+from ._validation import check_sample_weight, rows_with_weight
 from .exceptions import DegenerateExpertWarning, SingularInformationWarning
 from .model import MixingMeasure
 from .utils import check_random_state
@@ -84,17 +85,7 @@ def _check_data(measure, X, y, sample_weight):
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got shape {y.shape}.")
     if not np.all(np.isfinite(y)):
         raise ValueError("y must hold finite values only, got NaN or infinite entries.")
-    if sample_weight is None:
-        return X, y, np.ones(X.shape[0])
-    sw = np.asarray(sample_weight, dtype=np.float64)
-    if sw.ndim == 0:
-        sw = np.full(X.shape[0], float(sw))
-    if sw.shape != (X.shape[0],) or not np.all(np.isfinite(sw)) or np.any(sw < 0) \
-            or not np.any(sw > 0):
-        raise ValueError(
-            f"sample_weight must be an array of shape ({X.shape[0]},) of finite non-negative "
-            f"weights with a positive sum, got an array of shape {sw.shape}.")
-    return X, y, sw
+    return X, y, check_sample_weight(sample_weight, X.shape[0])
 
 
 def _feature_names(estimator, n_features):
@@ -227,7 +218,7 @@ class MoEResults:
     llf : float
         The (weighted) log-likelihood.
     nobs : int
-        Number of rows.
+        Number of rows (those of weight 0 too, which enter no other number).
     wnobs : float
         Sum of the sample weights (``nobs`` without weights); used by :attr:`bic`.
     df_model : int
@@ -314,6 +305,7 @@ class MoEResults:
         self._param = param
         self.nobs = int(X.shape[0])
         self.wnobs = float(sw.sum())
+        X, y, sw = rows_with_weight(X, y, sw)
         self.df_model = param.size
         self.converged = None if estimator is None else bool(estimator.converged_)
         self.rcond = float(rcond)

@@ -117,6 +117,24 @@ def test_a_spread_on_rows_of_zero_weight_only_is_ignored(data):
     assert_allclose(kept.lower_bound_, dropped.lower_bound_, rtol=1e-9)
 
 
+def test_a_row_of_weight_zero_is_left_out_whatever_its_values(data):
+    # A row of weight 0 is not in the likelihood: the fit and its standard errors are
+    # those of the other rows, bit for bit, even where its values (1e300) would overflow
+    # every sum they entered (it made the start's log-likelihood infinite).
+    X, y = data
+    X_odd = np.vstack([[[1e300]], X[:1], X])
+    y_odd = np.r_[y[0], 1e300, y]
+    w = np.r_[0.0, 0.0, np.ones(300)]
+    kept, dropped = _fit(X_odd, y_odd, sample_weight=w), _fit(X, y)
+    assert_array_equal(kept.mixing_measure_.to_vector(), dropped.mixing_measure_.to_vector())
+    assert kept.lower_bound_ == dropped.lower_bound_
+    results = gmoe.fit_results(kept, X_odd, y_odd, sample_weight=w)
+    expected = gmoe.fit_results(dropped, X, y)
+    assert np.all(np.isfinite(results.bse))
+    assert_array_equal(results.bse, expected.bse)
+    assert (results.nobs, results.wnobs) == (302, 300.0)
+
+
 @pytest.mark.parametrize(("param", "value", "message"), [
     ("learn_temperature", "no", "learn_temperature must be True or False, got "
                                 "learn_temperature='no'"),
