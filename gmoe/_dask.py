@@ -20,16 +20,20 @@ import dask.array as da
 import numpy as np
 
 from ._blocks import RowBlocks, _BlockSource, sum_in_order
+from ._validation import rows_with_weight
 
 __all__ = ["DaskRowBlocks"]
 
 
 def _chunk_rows(X, y, w, storage, n_experts, transform):
-    """An in-memory block source on one chunk (one thread: Dask runs chunks in parallel)."""
+    """An in-memory block source on one chunk's rows of positive weight (one thread).
+
+    Dask runs the chunks in parallel; rows of weight 0 are left out, as in memory.
+    """
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     w = np.ones(y.shape[0]) if w is None else np.ascontiguousarray(w, dtype=np.float64)
-    rows = RowBlocks(X, y, w, n_experts, 1, storage=storage)
+    rows = RowBlocks(*rows_with_weight(X, y, w), n_experts, 1, storage=storage)
     rows.condition(*transform)
     return rows
 
@@ -67,7 +71,10 @@ def _chunk_take_positive(X, y, w, transform, ranks, mean, scale):
 def _chunk_summary(y, w):
     """Partial sums of the fit's first checks on one chunk."""
     w = np.ones(y.shape[0]) if w is None else w
-    return np.array([np.count_nonzero(w), w.sum(), y.min(), y.max()])
+    y = y[w > 0]
+    if y.size == 0:
+        return np.array([0.0, 0.0, np.inf, -np.inf])
+    return np.array([y.size, w.sum(), y.min(), y.max()])
 
 
 def _chunk_target_sums(X, y, w, transform, mean):

@@ -30,10 +30,15 @@ def _data(n=12_000, seed=0):
     return X, gmoe.sample_moe(TRUTH, X, random_state=seed + 1)
 
 
-@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("weighted", [False, True, "zeros"],
+                         ids=["unweighted", "weighted", "rows of weight 0"])
 def test_dask_fit_equals_the_in_memory_fit(client, weighted):
     X, y = _data()
     w = np.random.default_rng(3).uniform(0.5, 2.0, len(y)) if weighted else None
+    if weighted == "zeros":
+        # Rows of weight 0 are left out, whatever their values (these would overflow).
+        w[[10, 4999, 5000, 11000]] = 0.0
+        X[10, 0], y[4999], X[11000, 1] = 1e300, -1e300, 1e300
     options = dict(n_init=1, tol=1e-10, max_iter=300, random_state=0)
     memory = gmoe.GaussianMoERegressor(2, **options).fit(X, y, sample_weight=w)
     # Chunks of different sizes, none a multiple of the in-memory block.
