@@ -77,3 +77,28 @@ def test_client_and_scheduler_are_exclusive(tmp_path, cluster, experiment):
     with distributed.Client(cluster) as client, pytest.raises(ValueError, match="either"):
         run_experiment(experiment, tmp_path / "x.sqlite", client=client,
                        scheduler=cluster.scheduler_address, progress=False)
+
+
+def test_a_killed_dask_worker_stops_the_cli_with_one_line(tmp_path, experiment, monkeypatch,
+                                                          capsys):
+    # dask.distributed gives up on a task whose workers keep dying (killed, or out of
+    # memory) with KilledWorker; the command says so in one line, as for joblib's workers.
+    import gmoe.simulation.cli as cli
+    from distributed.scheduler import KilledWorker
+
+    def killed(*args, **kwargs):
+        raise KilledWorker(task="run_task-1", last_worker=None, allowed_failures=3)
+
+    monkeypatch.setattr(cli, "run_experiment", killed)
+    db = tmp_path / "killed.sqlite"
+    assert main(["run", str(experiment.path), "--db", str(db), "--scheduler",
+                 "tcp://127.0.0.1:1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("gmoe-sim: error: 4 Dask workers died running one task of the run (killed, or "
+            f"out of memory); the run stopped. The rows stored in {db} are kept: running the "
+            "command again resumes (with more memory per worker if it ran out).") in err
+    # Any other error is not taken for it.
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["run", str(experiment.path), "--db", str(db), "--no-progress"])

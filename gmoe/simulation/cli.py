@@ -359,6 +359,14 @@ def _cmd_run(args):
             + f", killed or out of memory; the run stopped. The rows stored in {db_path} "
             "are kept: running the command again resumes (with fewer --n-jobs if memory "
             "ran out).") from None
+    except Exception as err:
+        if not _is_killed_dask_worker(err):
+            raise
+        raise _CommandError(
+            f"{err.allowed_failures + 1} Dask workers died running one task of the run "
+            "(killed, or out of memory); the run stopped. The rows stored in "
+            f"{db_path} are kept: running the command again resumes (with more memory per "
+            "worker if it ran out).") from None
     wall = time.perf_counter() - started
     where = "Dask worker threads" if summary.backend == "dask" else "workers"
     print(f"stored {summary.tasks_stored} rows ({summary.failures} not ok) with "
@@ -367,6 +375,16 @@ def _cmd_run(args):
         print(line)
     print(_report_text(experiment, db_path, out_dir=out_dir))
     return 0
+
+
+def _is_killed_dask_worker(err):
+    """Whether ``err`` is dask.distributed's ``KilledWorker`` (a task's workers all died).
+
+    Looked up among the modules already imported: only a run on a Dask cluster, which
+    imported ``distributed``, can raise it, and importing it for every command is slow.
+    """
+    killed = getattr(sys.modules.get("distributed"), "KilledWorker", None)
+    return killed is not None and isinstance(err, killed)
 
 
 def _cmd_report(args):
