@@ -83,8 +83,9 @@ def test_a_killed_dask_worker_stops_the_cli_with_one_line(tmp_path, experiment, 
                                                           capsys):
     # dask.distributed gives up on a task whose workers keep dying (killed, or out of
     # memory) with KilledWorker; the command says so in one line, as for joblib's workers.
-    import gmoe.simulation.cli as cli
     from distributed.scheduler import KilledWorker
+
+    import gmoe.simulation.cli as cli
 
     def killed(*args, **kwargs):
         raise KilledWorker(task="run_task-1", last_worker=None, allowed_failures=3)
