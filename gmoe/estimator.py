@@ -78,7 +78,9 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         data determine only ``gamma = (beta1, beta0) / tau``. 'activation' starts from
         it and needs it at least 1e-100.
     learn_temperature : bool, default=True
-        Whether the activation gate learns ``tau``; ignored by the other families.
+        Whether the activation gate learns ``tau``; ignored by the other families and by
+        the identity activation (its ``tau`` is the temperature gate's, redundant with a
+        common scale of the gate parameters).
     tol : float, default=1e-4
         Stop when the predicted gain to the maximum, the Newton decrement
         ``g' I^{-1} g / 2`` of the total (weighted) log-likelihood ``L`` (``g`` its

@@ -145,6 +145,10 @@ MALFORMED = [
      ["[start] temperature_noise_exponent", "does not apply to gating='softmax'"]),
     ("hellinger = true", "hellinger = true\nrbar = { 2 = 4.0 }",
      ["[metrics] rbar", "applies to voronoi 'over'"]),
+    ("max_iter = 100", 'max_iter = 100\ngating = "activation"\nactivation = "identity"\n'
+                       "learn_temperature = true",
+     ["[fit] learn_temperature", "does not apply to gating='activation', "
+      "activation='identity', which does not learn a temperature"]),
 ]
 
 

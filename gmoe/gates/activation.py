@@ -111,7 +111,6 @@ class ActivationGating(SmoothGatingFamily):
     # sigma(beta1^T x) has no intercept inside sigma: a shift of x cannot be absorbed.
     centres_design = False
     scales_design = True
-    learns_temperature = True
     # The gate's score scales as 1/tau and its curvature as 1/tau**2 (the slopes sit inside
     # sigma, so tau cannot be folded into them as the temperature gate does): below about
     # 1e-150 the curvature of the M-step's Newton steps overflows float64. 1e-100 leaves
@@ -275,6 +274,17 @@ class ActivationGating(SmoothGatingFamily):
         """
         return self._has_mirror(params) and bool(
             np.allclose(params.coef[0], -params.coef[1], rtol=0, atol=atol))
+
+    @property
+    def learns_temperature(self):
+        """Whether ``tau`` can be learned: not with the identity activation.
+
+        Its logits ``(beta1^T x + beta0) / tau`` are the temperature gate's, whose ``tau``
+        the data cannot tell from a common scale of ``(beta1, beta0)``: learned, ``tau``
+        drifts along a flat ridge of the likelihood and its information is singular. It is
+        held at its start, as the temperature gate's is.
+        """
+        return self.activation != "identity"
 
     @property
     def linear_logits(self):

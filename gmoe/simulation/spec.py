@@ -272,7 +272,7 @@ class Experiment:
         params.update({key: fit[key] for key in family_class.OPTIONS})
         if family_class.uses_temperature:
             params["temperature"] = fit["temperature"]
-        if family_class.learns_temperature:
+        if fit["learn_temperature"] is not None:  # the family can learn tau
             params["learn_temperature"] = fit["learn_temperature"]
         return params
 
@@ -439,16 +439,18 @@ def _read_fit(t, truth):
     elif family_class.uses_temperature:
         inherit = {"temperature": truth.temperature or 1.0}
     options = _read_gate_options(t, gating, n_experts, inherit=inherit)
-    if t.has("learn_temperature") and not family_class.learns_temperature:
-        raise t.error("learn_temperature", f"does not apply to gating={gating!r}, which "
-                                           "does not learn a temperature; remove it.")
+    family = family_class.from_options(n_experts=n_experts, **options)
+    if t.has("learn_temperature") and not family.learns_temperature:
+        raise t.error("learn_temperature", f"does not apply to gating={gating!r}"
+                      + "".join(f", {key}={value!r}" for key, value in family.options().items())
+                      + ", which does not learn a temperature; remove it.")
     return {
         "n_experts": n_experts,
         "gating": gating,
         **{key: options.get(key) for key in gating_options()},
         "temperature": options.get("temperature"),
         "learn_temperature": t.boolean("learn_temperature", True)
-        if family_class.learns_temperature else None,
+        if family.learns_temperature else None,
         "tol": t.number("tol", 1e-4, low=0.0),
         "max_iter": t.integer("max_iter", 500, low=1),
         "reg_var": t.number("reg_var", 1e-6, low=0.0),
