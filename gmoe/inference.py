@@ -13,14 +13,14 @@ log-likelihood
 
 .. math::
 
-    L(\theta) = \sum_i w_i \log \sum_j g_{ij} \, \mathcal{N}(y_i \mid \mu_{ij}, \nu_j),
+    L(\theta) = \sum_i \omega_i \log \sum_j g_{ij} \, \mathcal{N}(y_i \mid \mu_{ij}, \nu_j),
 
 computed by the exact identity (``l_ij = log g_ij + log N_ij``, ``s_ij`` its gradient,
 ``r_ij`` the responsibilities)
 
 .. math::
 
-    \nabla^2 L = \sum_i w_i \Big[ \sum_j r_{ij} \nabla^2 l_{ij}
+    \nabla^2 L = \sum_i \omega_i \Big[ \sum_j r_{ij} \nabla^2 l_{ij}
         + \sum_j r_{ij} s_{ij} s_{ij}^\top
         - \Big(\sum_j r_{ij} s_{ij}\Big)\Big(\sum_j r_{ij} s_{ij}\Big)^\top \Big].
 
@@ -32,7 +32,9 @@ Parameters (their names in :attr:`MoEResults.param_names`):
   named ``gamma[j].coef[m]`` and ``gamma[j].intercept`` (``tau`` itself is not
   identifiable); for ``'activation'`` every slope ``gate[j].coef[m]``, the intercepts
   of all experts but the last, and ``gate.log_temperature`` when the temperature is
-  learned (``se(tau) = tau * se(log tau)`` by the delta method);
+  learned (``se(tau) = tau * se(log tau)`` by the delta method; the identity activation
+  holds ``tau``, and a common translation of its slopes leaves its density unchanged, so
+  its information is singular: fit ``'temperature'`` for its standard errors);
 * every expert's ``expert[j].coef[m]``, ``expert[j].intercept`` and variance
   ``expert[j].var``. The variance is parametrised directly (``nu`` is a variance
   everywhere). At a maximum the score is zero, so the information on ``log nu`` is
@@ -182,10 +184,11 @@ class MoEResults:
     y : array-like of shape (n_samples,)
     sample_weight : array-like of shape (n_samples,), default=None
         The weights used in the fit, treated as frequency weights:
-        ``L = sum_i w_i log p(y_i | x_i)``.
+        ``L = sum_i omega_i log p(y_i | x_i)``.
     learn_temperature : bool, default=None
-        Whether ``log tau`` of an activation gate is a parameter. None: the estimator's
-        ``learn_temperature`` (True for a MixingMeasure).
+        Whether ``log tau`` of an activation gate is a parameter (never for the identity
+        activation, whose ``tau`` is held). None: the estimator's ``learn_temperature``
+        (True for a MixingMeasure).
     rcond : float, default=1e-10
         The information is treated as singular when the smallest eigenvalue of its
         correlation form (``D^{-1/2} I D^{-1/2}``, ``D`` its diagonal) is below ``rcond``.
@@ -240,7 +243,7 @@ class MoEResults:
 
     .. math::
 
-        \nabla^2 L = \sum_i w_i \Big[ \sum_j r_{ij} \nabla^2 l_{ij}
+        \nabla^2 L = \sum_i \omega_i \Big[ \sum_j r_{ij} \nabla^2 l_{ij}
             + \sum_j r_{ij} s_{ij} s_{ij}^\top - \bar s_i \bar s_i^\top \Big],
         \qquad \bar s_i = \sum_j r_{ij} s_{ij}.
 
