@@ -107,6 +107,7 @@ THEORY_LOSSES = (
     "expert_coef",
     "expert_var",
     "temperature",
+    "boundary",
 )
 """The losses known to :func:`theory` (aliases in the Notes of :func:`theoretical_slope`)."""
 
@@ -121,6 +122,7 @@ _LOSS_ALIASES = {
     "expert_coef": "expert_coef", "a": "expert_coef",
     "expert_var": "expert_var", "nu": "expert_var",
     "temperature": "temperature", "tau": "temperature",
+    "boundary": "boundary", "boundary_error": "boundary",
 }
 
 
@@ -209,6 +211,13 @@ def theory(setting, loss, *, m=None, rbar=None):
     base, _, variant = setting.partition("-")
     if kind in ("hellinger", "tv"):
         return Theory(_HALF, "density rate n^-1/2", True)
+    if kind == "boundary":
+        if setting != "topk-exact":
+            return NO_THEORY._replace(reason=f"{setting}: no stated rate for the boundaries")
+        # A top-1 truth's conditional density jumps at each boundary: a change point,
+        # located to within the spacing of the design's points there.
+        return Theory(-1.0, "top-K exact: the selection boundaries are change points, "
+                            "estimated at n^-1", True)
     if setting == "temperature-raw":
         if kind in ("weights", "expert_intercept", "expert_coef", "expert_var"):
             # The gate's scale symmetry moves (beta1, beta0, tau) only: the weights
@@ -273,7 +282,8 @@ def theoretical_slope(setting, loss, *, m=None, rbar=None):
         ``'D2'``, ``'hellinger'``, ``'tv'``, ``'weights'`` (``|W_j - w*_j|``),
         ``'gate_coef'`` (``beta1``), ``'gate_intercept'`` (``beta0``),
         ``'expert_intercept'`` (``b``), ``'expert_coef'`` (``a``), ``'expert_var'``
-        (``nu``) or ``'temperature'`` (``tau``), case-insensitive.
+        (``nu``), ``'temperature'`` (``tau``) or ``'boundary'`` (the boundary error of a
+        top-1 gate), case-insensitive.
     m : int, default=None
         Number of fitted atoms in the cell studied, for the over-specified settings
         (default 2). For ``'temperature'``, ``m >= 2`` selects the over-specified rates.
@@ -315,7 +325,9 @@ def theoretical_slope(setting, loss, *, m=None, rbar=None):
     gamma's: for a ``tau`` near the truth's scale); for
     ``activation-over``, the rates are polynomial but their exponents are not established.
     The table states no rate for ``beta0`` and ``tau`` (None, except that on the raw
-    temperature scale they are not consistent either). For
+    temperature scale they are not consistent either). The boundary error of a top-1
+    gate, exact-specified, decays as ``n^-1``: a boundary is a change point of the
+    conditional density (the loss bounds the rescaled gate at ``n^-1/2`` only). For
     ``topk-over`` the density rate holds only if the fitted ``K`` covers the selected true
     cells. Aliases of the losses: ``beta1``, ``beta0``, ``b``, ``a``, ``nu``, ``tau``,
     ``weight``, ``total_variation``, with an optional ``_error`` suffix.

@@ -111,3 +111,14 @@ def test_intercept_and_temperature_have_no_stated_rate():
 def test_singleton_cell_reason_names_the_cell():
     expected = theory("softmax-over", "gate_coef", m=1)
     assert expected.slope == -0.5 and "one fitted atom" in expected.reason
+
+
+def test_a_top1_boundary_is_a_change_point():
+    # The conditional density jumps at a top-1 boundary: located to within the spacing of
+    # the design's points, n^-1, faster than the loss's n^-1/2 bound on the rescaled gate.
+    assert theoretical_slope("topk-exact", "boundary") == -1.0
+    assert theoretical_slope("topk-exact", "boundary_error") == -1.0
+    assert theoretical_slope("topk-exact", "gate_coef") == -0.5
+    for setting in ("topk-over", "softmax-exact"):
+        assert theoretical_slope(setting, "boundary") is None
+        assert "no stated rate for the boundaries" in theory(setting, "boundary").reason

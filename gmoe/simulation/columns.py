@@ -167,7 +167,7 @@ _TEMPERATURE_IDENTIFIABLE = Theory(None, "0 by construction: the identifiable sc
 def _column_theory(experiment, field, cell, scale, setting, cell_atoms):
     """The theory of one column in the study's setting (never raises)."""
     if field == "boundary":
-        return NO_THEORY
+        return theory(setting, "boundary")
     if scale == "raw" and setting == "temperature":
         setting = "temperature-raw"
     over = max(cell_atoms) > 1
