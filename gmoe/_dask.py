@@ -153,6 +153,13 @@ class DaskRowBlocks(_BlockSource):
                                for y, w in zip(self._y, self._w, strict=True)))
         self._positive_per_chunk = [int(p[0]) for p in parts]
         self.n_positive = sum(self._positive_per_chunk)
+        # A chunk of weight 0 throughout has no row in the fit (rows of weight 0 are left
+        # out): its passes would be empty, so the chunk is left out with them.
+        keep = [i for i, count in enumerate(self._positive_per_chunk) if count > 0]
+        if len(keep) < len(parts):
+            self._X, self._y, self._w, self._storage, self._positive_per_chunk = (
+                [column[i] for i in keep] for column in (
+                    self._X, self._y, self._w, self._storage, self._positive_per_chunk))
         if self.n_positive == 0:
             raise ValueError("sample_weight must be an array of finite non-negative weights "
                              "with a positive sum, got all zeros.")

@@ -176,3 +176,25 @@ def rows_with_weight(X, y, sample_weight):
         return X, y, sample_weight
     return (np.ascontiguousarray(X[keep]), np.ascontiguousarray(y[keep]),
             np.ascontiguousarray(sample_weight[keep]))
+
+
+def weighted_total(sample_weight, values):
+    """``sum_i w_i v_i`` over the rows of positive weight.
+
+    A row of weight 0 adds nothing, even where its value is not finite (the log density
+    of a row far beyond float64's reach, which the fit left out). With every weight
+    positive this is ``np.dot(sample_weight, values)``, to the last bit.
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_samples,)
+    values : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    float
+    """
+    positive = sample_weight > 0
+    if positive.all():
+        return float(np.dot(sample_weight, values))
+    return float(np.dot(sample_weight[positive], values[positive]))

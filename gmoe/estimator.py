@@ -21,7 +21,7 @@ from ._em import (
 from ._estimator_parameters import check_fitted_temperature, check_parameters
 from ._passes import prepare
 from ._starts import draw_labels
-from ._validation import check_sample_weight, rows_with_weight
+from ._validation import check_sample_weight, rows_with_weight, weighted_total
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means
 from .model import MixingMeasure, _e_step_arrays, sample_moe
@@ -448,6 +448,9 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             if self.n_experts > n_samples:
                 raise ValueError(f"Expected n_samples >= n_experts, got n_experts="
                                  f"{self.n_experts}, n_samples={n_samples}.")
+            if self.n_experts > n_used:  # rows of weight 0 are left out
+                raise ValueError(f"Expected at least n_experts rows of positive weight, got "
+                                 f"n_experts={self.n_experts} and {n_used} such rows.")
             n_params = self._count_parameters(family, n_features)
             if n_used < n_params:
                 warnings.warn(
@@ -667,7 +670,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         """
         log_lik = self.score_samples(X, y)
         sample_weight = check_sample_weight(sample_weight, log_lik.shape[0])
-        return float(np.dot(sample_weight, log_lik))
+        return weighted_total(sample_weight, log_lik)
 
     def bic(self, X, y):
         """Bayesian information criterion ``-2 L + p log n`` (lower is better).
@@ -793,4 +796,4 @@ def log_likelihood_scorer(estimator, X, y, sample_weight=None):
     if sample_weight is None:
         return float(np.mean(log_lik))
     sample_weight = check_sample_weight(sample_weight, log_lik.shape[0])
-    return float(np.dot(sample_weight, log_lik) / sample_weight.sum())
+    return weighted_total(sample_weight, log_lik) / float(sample_weight.sum())

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_sample_weight
+from ._validation import check_sample_weight, weighted_total
 from .estimator import GaussianMoERegressor
 from .utils import check_random_state
 
@@ -111,7 +111,7 @@ def _entropy(est, X, y, sample_weight):
     resp = est.predict_responsibilities(X, y)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(resp > 0, resp * np.log(resp), 0.0)
-    return float(-np.dot(sample_weight, terms.sum(axis=1))) + 0.0  # no "-0"
+    return -weighted_total(sample_weight, terms.sum(axis=1)) + 0.0  # no "-0"
 
 
 def _cv_log_lik(params, X, y, sample_weight, n_splits, seed):
@@ -126,7 +126,7 @@ def _cv_log_lik(params, X, y, sample_weight, n_splits, seed):
             warnings.simplefilter("ignore")
             est.fit(X[train], y[train], sample_weight=sample_weight[train])
         w = sample_weight[test]
-        scores.append(float(np.dot(w, est.score_samples(X[test], y[test])) / w.sum()))
+        scores.append(weighted_total(w, est.score_samples(X[test], y[test])) / float(w.sum()))
     return float(np.mean(scores))
 
 
@@ -202,6 +202,7 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     rng = check_random_state(random_state)
     seeds = rng.integers(0, np.iinfo(np.int32).max, size=len(candidates))
 
+    key = "cv_log_lik" if criterion == "cv" else criterion
     table, estimators = [], {}
     for k, seed in zip(candidates, seeds, strict=True):
         params = dict(estimator_params, n_experts=int(k), n_init=n_init,
@@ -216,7 +217,7 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
             for warning in caught:
                 warnings.warn(f"n_experts={int(k)}: {warning.message}", warning.category,
                               stacklevel=2)
-            log_lik = float(np.dot(sw, est.score_samples(X, y)))
+            log_lik = weighted_total(sw, est.score_samples(X, y))
             p = _n_params(est, X.shape[1])
             entropy = _entropy(est, X, y, sw)
             bic = -2.0 * log_lik + p * np.log(total_weight)
@@ -228,9 +229,10 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
             estimators[int(k)] = est
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
             row["error"] = str(err)
+        if row["error"] is None and not np.isfinite(row[key]):
+            row["error"] = f"the fit's {key} is {float(row[key])}, not a finite number"
         table.append(row)
 
-    key = "cv_log_lik" if criterion == "cv" else criterion
     values = np.array([row[key] for row in table], dtype=np.float64)
     if not np.any(np.isfinite(values)):
         raise ValueError("Every candidate fit failed; see the errors: "

@@ -36,8 +36,10 @@ def test_dask_fit_equals_the_in_memory_fit(client, weighted):
     X, y = _data()
     w = np.random.default_rng(3).uniform(0.5, 2.0, len(y)) if weighted else None
     if weighted == "zeros":
-        # Rows of weight 0 are left out, whatever their values (these would overflow).
-        w[[10, 4999, 5000, 11000]] = 0.0
+        # Rows of weight 0 are left out, whatever their values (these would overflow),
+        # and so is the third chunk, all of whose rows weigh 0.
+        w[[10, 4999, 11000]] = 0.0
+        w[9000:12000] = 0.0
         X[10, 0], y[4999], X[11000, 1] = 1e300, -1e300, 1e300
     options = dict(n_init=1, tol=1e-10, max_iter=300, random_state=0)
     memory = gmoe.GaussianMoERegressor(2, **options).fit(X, y, sample_weight=w)

@@ -1,6 +1,7 @@
 """Input the estimator must refuse, or warn about, rather than fit silently wrong."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -133,6 +134,28 @@ def test_a_row_of_weight_zero_is_left_out_whatever_its_values(data):
     assert np.all(np.isfinite(results.bse))
     assert_array_equal(results.bse, expected.bse)
     assert (results.nobs, results.wnobs) == (302, 300.0)
+    # So is every number the package computes from weighted rows.
+    assert kept.log_likelihood(X_odd, y_odd, w) == dropped.log_likelihood(X, y)
+    assert gmoe.log_likelihood_scorer(kept, X_odd, y_odd, sample_weight=w) == \
+        gmoe.log_likelihood_scorer(dropped, X, y, sample_weight=np.ones(300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chosen = select_n_experts(X_odd, y_odd, [1, 2], sample_weight=w, n_init=1,
+                                  random_state=0, criterion="icl")
+        plain = select_n_experts(X, y, [1, 2], n_init=1, random_state=0, criterion="icl")
+    icl = [row["icl"] for row in chosen.table]
+    assert np.all(np.isfinite(icl))
+    assert_array_equal(icl, [row["icl"] for row in plain.table])
+
+
+def test_fewer_rows_of_positive_weight_than_experts_is_refused(data):
+    X, y = data
+    w = np.zeros(300)
+    w[:2] = 1.0
+    with pytest.raises(ValueError, match=re.escape(
+            "Expected at least n_experts rows of positive weight, got n_experts=3 and 2 "
+            "such rows.")):
+        gmoe.GaussianMoERegressor(3, init_params="kmeans").fit(X, y, sample_weight=w)
 
 
 @pytest.mark.parametrize(("param", "value", "message"), [

@@ -122,6 +122,18 @@ def test_failed_candidate_is_reported():
     assert "error:" in str(result)
 
 
+def test_a_candidate_whose_criterion_is_not_finite_is_named(monkeypatch):
+    # A fit whose criterion cannot be computed is named with what went wrong, not "None".
+    import gmoe.selection as selection
+
+    monkeypatch.setattr(selection, "_entropy", lambda *args: np.nan)
+    X, y = _data(TRUTH_2, 200, 0)
+    with pytest.raises(ValueError, match=re.escape(
+            "Every candidate fit failed; see the errors: n_experts=1: the fit's icl is nan, "
+            "not a finite number; n_experts=2: the fit's icl is nan")):
+        select_n_experts(X, y, [1, 2], criterion="icl", n_init=1, random_state=0)
+
+
 def test_bad_input():
     X, y = _data(TRUTH_2, 50, 8)
     with pytest.raises(ValueError, match=re.escape("criterion must be one of")):
