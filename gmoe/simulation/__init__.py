@@ -14,7 +14,7 @@ Examples
 >>> exp = load_experiment("simulations/softmax-exact.toml").quick_variant()  # doctest: +SKIP
 >>> run_experiment(exp, "results/softmax-exact-quick.sqlite", n_jobs=2)  # doctest: +SKIP
 
-On a Dask cluster (joblib's Dask backend; same seeds, same store):
+On a Dask cluster (same seeds, same store):
 
 >>> from dask.distributed import Client  # doctest: +SKIP
 >>> with Client("tcp://scheduler:8786") as client:  # doctest: +SKIP

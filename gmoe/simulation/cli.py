@@ -483,8 +483,7 @@ def _parser():
     where.add_argument("--n-jobs", type=_n_jobs, default=-1, metavar="N",
                        help="local parallel workers (default -1: every core)")
     where.add_argument("--scheduler", metavar="ADDR",
-                       help="run on the Dask cluster of this scheduler (tcp://host:8786) "
-                            "through joblib's Dask backend")
+                       help="run on the Dask cluster of this scheduler (tcp://host:8786)")
     plots(run)
     run.add_argument("--force-new", action="store_true",
                      help="move aside a store of another task definition and start afresh")

@@ -1,8 +1,8 @@
 """Run an experiment's tasks in parallel (joblib) and store each row as it arrives.
 
 Locally the tasks run in joblib's default (loky) worker processes; given a
-:class:`dask.distributed.Client` or a scheduler address they run on that Dask cluster
-through joblib's Dask backend. Either way the rows come back to this process, which writes
+:class:`dask.distributed.Client` or a scheduler address they run on that Dask cluster,
+one future per task. Either way the rows come back to this process, which writes
 them to the same SQLite store, and each task draws from its own seed, so the stored numbers
 do not depend on the backend.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs, parallel_config
+from joblib import Parallel, delayed, effective_n_jobs
 from tqdm.auto import tqdm
 
 from .store import ResultStore
@@ -159,6 +159,25 @@ def _dask_client(stack, client, scheduler):
     return stack.enter_context(Client(scheduler))
 
 
+def _dask_rows(client, experiment, todo):
+    """The tasks' rows as they finish on the cluster: one future per task, in ``todo``'s order.
+
+    Submitted to the client directly rather than through joblib's Dask backend, which
+    waits forever when a worker dies: a future re-raises the cluster's ``KilledWorker``
+    instead. The tasks still queued are cancelled when the caller stops reading.
+    """
+    from distributed import as_completed
+
+    # The experiment goes with each task (it is small): data scattered to a worker would be
+    # lost with it, and every task still queued would fail on its loss.
+    futures = [client.submit(run_task, experiment, n, rep, pure=False) for n, rep in todo]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.cancel(futures)
+
+
 def progress_line(name, done, total, stored, seconds, failures=0):
     """One line on a run's progress: tasks stored, this run's pace, the time left at it.
 
@@ -218,8 +237,10 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     log : callable, optional
         Called with one-line messages (resuming, file changed, moved store).
     client : dask.distributed.Client, optional
-        Run the tasks on this client's cluster (joblib's Dask backend) instead of local
-        workers; ``n_jobs`` is then ignored. The client is left open.
+        Run the tasks on this client's cluster (one future per task) instead of local
+        workers; ``n_jobs`` is then ignored. The client is left open. A task whose
+        workers died (killed, or out of memory) stops the run with the cluster's
+        ``KilledWorker``, the rows stored kept.
     scheduler : str, optional
         Address of a Dask scheduler (``tcp://host:8786``): as ``client``, with a client
         connected for the run and closed afterwards.
@@ -278,7 +299,6 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     try:
         if use_dask:
             dask_client = _dask_client(stack, client, scheduler)
-            stack.enter_context(parallel_config(backend="dask", client=dask_client))
             cores = sum(dask_client.ncores().values())
             log(f"running on the Dask cluster at {dask_client.scheduler.address} "
                 f"({cores} worker threads)")
@@ -298,9 +318,12 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     started = last_line = time.perf_counter()
     try:
         if todo:
-            parallel = Parallel(n_jobs=parallel_jobs, return_as="generator_unordered",
-                                batch_size=1)
-            rows = parallel(delayed(run_task)(experiment, n, rep) for n, rep in todo)
+            if use_dask:
+                rows = _dask_rows(dask_client, experiment, todo)
+            else:
+                parallel = Parallel(n_jobs=parallel_jobs, return_as="generator_unordered",
+                                    batch_size=1)
+                rows = parallel(delayed(run_task)(experiment, n, rep) for n, rep in todo)
             with tqdm(total=len(todo), disable=not progress, unit="task", mininterval=1.0,
                       desc=experiment.name + (" (quick)" if experiment.is_quick else "")) \
                     as bar:
