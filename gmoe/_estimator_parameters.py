@@ -34,9 +34,9 @@ def check_fitted_temperature(family, temperature, name):
     smallest = family.smallest_fitted_temperature
     if temperature < smallest:
         raise ValueError(
-            f"{name} must be at least {smallest:g} for gating={family.name!r} (the fit's "
-            f"Newton steps scale as 1/temperature**2 and overflow below that), got "
-            f"{name}={temperature!r}.")
+            f"{name} must be at least {smallest:g} for gating={family.name!r} (the "
+            f"curvature of the fit's Newton steps scales as 1/temperature**2 and overflows "
+            f"below that), got {name}={temperature!r}.")
 
 
 def check_parameters(estimator):

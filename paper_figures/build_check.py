@@ -69,7 +69,7 @@ def sample(rows, count, seed):
     count : int
         How many (all of them when there are fewer).
     seed : int
-        Seed of the draw (with the build's first row, the same rows for the same file).
+        Seed of the draw (the same rows for the same file and seed).
 
     Returns
     -------
@@ -145,6 +145,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     for name in args.studies:
         report = check(name, args.results, args.per_build, args.seed)
+        if not report["builds"]:
+            print(f"{name}: every row was computed by this build "
+                  f"({build_name(report['code_sha256'])}): nothing to check")
+            continue
         (args.results / f"{name}.buildcheck.json").write_text(json.dumps(report, indent=1)
                                                               + "\n")
         rerun = sum(len(b["checked"]) for b in report["builds"])

@@ -55,11 +55,19 @@ def restored_text(s):
 def _build_check_text(s, shares):
     """What ``build_check.py`` found, and the builds whose rows it covers (with its own).
 
-    Returns ``("", set())`` when the study has no build check.
+    Returns ``("", set())`` when the study has no build check, and covers nothing when
+    the check is out of date: a build it checked now holds fewer rows, or none (a build
+    that computed more rows since is still the build that was checked).
     """
     report = s.get("build_check")
-    if not report:
+    if not report or not report["builds"]:
         return "", set()
+    now = {build: rows for rows, build in shares}  # None: the last build's, the rest
+    if any(build["code_sha256"] not in now or (now[build["code_sha256"]] or np.inf)
+           < build["rows"] for build in report["builds"]):
+        return (f" The build check (`python paper_figures/build_check.py {s['name']}`) is "
+                f"out of date: it split {report['result_rows']} rows among the builds, "
+                "and the grid's rows have changed since; it does not cover them."), set()
     checked = [row for build in report["builds"] for row in build["checked"]]
     covered = {report["code_sha256"]} | {build["code_sha256"] for build in report["builds"]}
     per_build = sorted({len(build["checked"]) for build in report["builds"]})

@@ -83,7 +83,7 @@ def _why_the_model_may_miss_the_truth(experiment):
     for key, what in (("topk_selection", "selects by"), ("activation", "has the activation")):
         if key in options and fit[key] != options[key]:
             return f"the fit {what} {fit[key]!r}, the truth {options[key]!r}"
-    if fit["learn_temperature"] is False:  # None: the fitted gate has no tau to learn
+    if fit["learn_temperature"] is False:  # None: the fitted gate holds tau in any case
         noise = experiment.start.get("temperature_noise") or 0.0
         held = truth.temperature if fit["temperature"] is None else fit["temperature"]
         if noise > 0 or held != truth.temperature:

@@ -363,8 +363,9 @@ def test_pickle_clone_pipeline_and_grid_search():
         ({"gating": "temperature", "temperature": 0.0}, "temperature must be a finite number"),
         ({"gating": "activation", "temperature": -1.0}, "temperature must be a finite number"),
         ({"gating": "activation", "temperature": 1e-160},
-         "temperature must be at least 1e-100 for gating='activation' (the fit's Newton "
-         "steps scale as 1/temperature**2 and overflow below that), got temperature=1e-160"),
+         "temperature must be at least 1e-100 for gating='activation' (the curvature of "
+         "the fit's Newton steps scales as 1/temperature**2 and overflows below that), got "
+         "temperature=1e-160"),
         ({"tol": -1.0}, "tol must be a finite number >= 0, got tol=-1.0"),
         ({"reg_var": float("nan")}, "reg_var must be a finite number"),
         ({"init_params": "pca"}, "init_params must be one of"),

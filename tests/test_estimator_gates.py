@@ -76,9 +76,11 @@ def test_activation_gate_derivatives_match_finite_differences(activation, learn)
     X = rng.normal(size=(n, d))
     resp = rng.dirichlet(np.ones(k), size=n) * rng.uniform(0.5, 2.0, size=(n, 1))
     family = ActivationGating(activation)
-    # The identity activation holds tau (the temperature gate's, redundant with a common
-    # scale of the gate parameters).
-    learn = learn and activation != "identity"
+    if activation == "identity":
+        # It holds tau (the temperature gate's, redundant with a common scale of the gate
+        # parameters): asked to learn it, its layout has no tau.
+        assert GateLayout(family, k, d, learn).tau_idx is None
+        learn = False
     data = GateData.from_rows(X, resp, learn_temperature=learn)
     layout = GateLayout(family, k, d, learn)
     assert layout.size == k * d + k - 1 + (1 if learn else 0)

@@ -82,9 +82,12 @@ def test_another_builds_rows_are_rerun_and_a_changed_number_is_found(tmp_path, m
     assert "1 columns differ (mean_log_likelihood:" in said[-1]
 
 
+ROWS = {"a" * 64: 4, "b" * 64: 3, "c" * 64: 3}
+
+
 def _report(own, *others, differ=None):
     return {"code_sha256": own, "result_rows": 10,
-            "builds": [{"code_sha256": build, "rows": 5,
+            "builds": [{"code_sha256": build, "rows": ROWS[build],
                         "checked": [{"n": 100, "rep": 1,
                                      "differences": ([["d2", "1.0", "2.0"]]
                                                      if build == differ else [])},
@@ -125,3 +128,13 @@ def test_the_page_says_what_the_build_check_found(modules):
     page = build_texts.restored_text(later)[0]
     assert "Rows of 1 later build came after the check." in page
     assert "Resuming recomputes no earlier row" in page
+    # A check of other rows than a build now holds (a grid restored or rerun since) is
+    # out of date and covers nothing; a check with no other build says nothing.
+    stale = _report("c" * 64, "a" * 64, "b" * 64)
+    stale["builds"][0]["rows"] = 5
+    page = build_texts.restored_text(dict(study, build_check=stale))[0]
+    assert ("The build check (`python paper_figures/build_check.py g`) is out of date: it "
+            "split 10 rows among the builds") in page
+    assert "Resuming recomputes no earlier row" in page
+    assert build_texts.restored_text(dict(study, build_check=_report("c" * 64)))[0] == \
+        build_texts.restored_text(study)[0]

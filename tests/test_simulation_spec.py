@@ -149,6 +149,10 @@ MALFORMED = [
                        "learn_temperature = true",
      ["[fit] learn_temperature", "does not apply to gating='activation', "
       "activation='identity', which does not learn a temperature"]),
+    ("max_iter = 100", 'max_iter = 100\ngating = "activation"\nactivation = "tanh"\n'
+                       "temperature = 1e-120",
+     ["[fit] temperature", "expected at least 1e-100 for gating='activation'",
+      "got 1e-120."]),
 ]
 
 

@@ -440,6 +440,14 @@ def _read_fit(t, truth):
         inherit = {"temperature": truth.temperature or 1.0}
     options = _read_gate_options(t, gating, n_experts, inherit=inherit)
     family = family_class.from_options(n_experts=n_experts, **options)
+    held = options.get("temperature")
+    if family.uses_temperature and held is not None \
+            and held < family.smallest_fitted_temperature:
+        raise t.error("temperature", f"expected at least {family.smallest_fitted_temperature:g} "
+                                     f"for gating={gating!r} (the fit's curvature scales as "
+                                     f"1/temperature**2), got {held!r}"
+                                     + ("" if t.has("temperature") else " (the truth's)")
+                                     + ".")
     if t.has("learn_temperature") and not family.learns_temperature:
         raise t.error("learn_temperature", f"does not apply to gating={gating!r}"
                       + "".join(f", {key}={value!r}" for key, value in family.options().items())
