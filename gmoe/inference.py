@@ -675,7 +675,7 @@ def _bootstrap_one(estimator, X, y, sample_weight, kind, seed, param):
 
 
 def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weight=None,
-              random_state=None, n_jobs=None):
+              random_state=None, n_jobs=None, verbose=0):
     """Bootstrap standard errors and percentile intervals for a fitted estimator.
 
     Every replicate refits a clone of ``estimator`` with ``init_params`` set to the fitted
@@ -700,6 +700,9 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
         Seeds the resamples; replicate ``b`` gets its own stream.
     n_jobs : int, default=None
         Parallel replicates through joblib (None: 1).
+    verbose : int, default=0
+        Progress messages on stderr, as joblib's ``Parallel(verbose=...)``: 0 none, 1 and
+        up the replicates done and the time elapsed and left, more often as it grows.
 
     Returns
     -------
@@ -733,7 +736,9 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
     param = _Parametrisation(measure, learn, _feature_names(estimator, measure.n_features))
     rng = check_random_state(random_state)
     seeds = rng.integers(0, np.iinfo(np.int64).max, size=int(n_boot))
-    out = Parallel(n_jobs=n_jobs)(
+    if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
+        raise ValueError(f"verbose must be an integer >= 0, got verbose={verbose!r}.")
+    out = Parallel(n_jobs=n_jobs, verbose=int(verbose))(
         delayed(_bootstrap_one)(estimator, X, y, sw, kind, int(s), param) for s in seeds)
     replicates = np.vstack([o[0] for o in out])
     converged = np.array([o[1] for o in out], dtype=bool)

@@ -501,6 +501,19 @@ def test_bootstrap_bad_input(small_fit):
         bootstrap(est, X, y, n_boot=1)
     with pytest.raises(ValueError, match="needs a fitted estimator"):
         bootstrap(est.mixing_measure_, X, y)
+    with pytest.raises(ValueError, match=re.escape("verbose must be an integer >= 0, got "
+                                                   "verbose=-1.")):
+        bootstrap(est, X, y, verbose=-1)
+
+
+def test_bootstrap_shows_its_progress(small_fit, capfd):
+    # A bootstrap refits n_boot times: with verbose it says how far it has got.
+    est, X, y = small_fit
+    quiet = bootstrap(est, X, y, n_boot=4, random_state=0)
+    assert capfd.readouterr().err == ""
+    loud = bootstrap(est, X, y, n_boot=4, random_state=0, verbose=10)
+    assert "Done   4 out of   4" in capfd.readouterr().err
+    np.testing.assert_array_equal(loud.replicates, quiet.replicates)
 
 
 # ---------------------------------------------------------------------- slow acceptance
