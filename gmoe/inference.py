@@ -326,6 +326,13 @@ class MoEResults:
             param, param.to_vector(centred), X - centre, y, sw)
         cov, self.is_singular, self.min_eigenvalue, why = _invert_information(
             -hessian_c, self.param_names, rcond)
+        if why is not None and measure.family.linear_logits \
+                and not measure.family.pins_reference_coef:
+            # The identity activation: its slopes are free, but the softmax absorbs a
+            # common translation of them, as the temperature gate's.
+            why += (" Here the cause is the model's: the identity activation's logits are "
+                    "linear, so a common translation of its gate slopes leaves the density "
+                    "unchanged; fit gating='temperature', which pins the last expert's slope.")
         # Back to the raw parameters: theta = J theta_c, so the gradient is J^-T g_c, the
         # Hessian J^-T H_c J^-1 and the covariance J C_c J^T.
         J_inv = 2.0 * np.eye(J.shape[0]) - J  # J = I + N with N^2 = 0

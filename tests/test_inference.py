@@ -241,6 +241,19 @@ def test_activation_results_from_a_fit():
         assert np.all(np.isfinite(res.bse)) and np.all(res.bse > 0)
 
 
+def test_the_identity_activations_singular_information_names_its_cause():
+    # Its logits are the temperature gate's with every slope free: a common translation of
+    # the slopes is a flat direction, and the warning says so and what to fit instead.
+    X, y = _data(TRUTH_2, 500, 11)
+    est = gmoe.GaussianMoERegressor(2, gating="activation", activation="identity",
+                                    random_state=0).fit(X, y)
+    with pytest.warns(SingularInformationWarning, match=re.escape(
+            "a common translation of its gate slopes leaves the density unchanged; fit "
+            "gating='temperature'")):
+        res = MoEResults(est, X, y)
+    assert res.is_singular and "gate.log_temperature" not in res.param_names
+
+
 def test_topk_has_no_analytic_standard_errors():
     truth = gmoe.MixingMeasure([[2.0], [0.0]], [0.5, 0.0], [[2.0], [-1.5]], [1.0, -1.0],
                                [0.25, 0.49], gating="topk", top_k=1)
