@@ -240,7 +240,10 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
         Run the tasks on this client's cluster (one future per task) instead of local
         workers; ``n_jobs`` is then ignored. The client is left open. A task whose
         workers died (killed, or out of memory) stops the run with the cluster's
-        ``KilledWorker``, the rows stored kept.
+        ``KilledWorker``, the rows stored kept. Prefer this to a caller's
+        ``parallel_config(backend="dask")``, which runs the tasks through joblib's Dask
+        backend: there a worker's death leaves the run waiting (interrupt it; the rows
+        stored are kept).
     scheduler : str, optional
         Address of a Dask scheduler (``tcp://host:8786``): as ``client``, with a client
         connected for the run and closed afterwards.
