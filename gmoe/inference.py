@@ -309,7 +309,9 @@ class MoEResults:
         self.nobs = int(X.shape[0])
         self.wnobs = float(sw.sum())
         X, y, sw = rows_with_weight(X, y, sw)
-        self.df_model = param.size
+        # The parameters the data identify, as the estimator's BIC counts them.
+        self.df_model = param.size - (measure.family.n_flat_directions(
+            measure.n_experts, measure.n_features) if measure.n_experts > 1 else 0)
         self.converged = None if estimator is None else bool(estimator.converged_)
         self.rcond = float(rcond)
         # The derivatives, the singularity test and the inverse are computed on a centred

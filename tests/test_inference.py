@@ -252,6 +252,30 @@ def test_the_identity_activations_singular_information_names_its_cause():
             "gating='temperature'")):
         res = MoEResults(est, X, y)
     assert res.is_singular and "gate.log_temperature" not in res.param_names
+    # BIC counts the identified parameters: the temperature gate's, one slope fewer.
+    assert res.df_model == est._n_parameters() == len(res.params) - 1
+    temp = gmoe.GaussianMoERegressor(2, gating="temperature", random_state=0).fit(X, y)
+    assert est._n_parameters() == temp._n_parameters()
+
+
+@pytest.mark.parametrize(("options", "flat"), [
+    ({"top_k": 1}, 1),                              # a common scale of the gate
+    ({"top_k": 1, "topk_selection": "linear"}, 3),  # ... and the 2 free intercepts
+    ({"top_k": 2}, 0),
+])
+def test_a_top1_gates_flat_directions_are_not_counted(options, flat):
+    # With one selected expert only the regions count: the directions along which no
+    # density changes, checked here, are left out of the parameter count of BIC.
+    X, y = _data(TRUTH_2, 300, 5)
+    est = gmoe.GaussianMoERegressor(3, gating="topk", random_state=0, **options).fit(X, y)
+    measure = est.mixing_measure_
+    free = 2 * (1 + 1) + 3 * (1 + 2)  # softmax's: 2 gate slopes and intercepts, 3 experts
+    assert est._n_parameters() == free - flat
+    if options["top_k"] == 1:
+        scaled = measure.replace(gate_coef=7.0 * measure.gate_coef,
+                                 gate_intercept=7.0 * measure.gate_intercept)
+        assert_array_equal(gmoe.conditional_log_density(scaled, X, y),
+                           gmoe.conditional_log_density(measure, X, y))
 
 
 def test_topk_has_no_analytic_standard_errors():

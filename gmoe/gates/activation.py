@@ -286,6 +286,20 @@ class ActivationGating(SmoothGatingFamily):
         """
         return self.activation != "identity"
 
+    def n_flat_directions(self, n_experts, n_features):
+        """The identity activation: a common translation of its free slopes (``d``).
+
+        Parameters
+        ----------
+        n_experts : int
+        n_features : int
+
+        Returns
+        -------
+        int
+        """
+        return n_features if self.activation == "identity" and n_experts > 1 else 0
+
     @property
     def linear_logits(self):
         """Only the identity activation has linear logits (the temperature gate's)."""

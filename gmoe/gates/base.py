@@ -393,7 +393,10 @@ class GatingFamily(ABC):
         return None
 
     def n_free_parameters(self, n_experts, n_features, learn_temperature=False):
-        """Number of free gate parameters under the identifiability convention.
+        """Number of gate parameters the data identify (what BIC and AIC count).
+
+        The free ones under the identifiability convention, less the directions among
+        them along which no density changes (:meth:`n_flat_directions`).
 
         Parameters
         ----------
@@ -408,7 +411,25 @@ class GatingFamily(ABC):
         """
         coef_free, intercept_free = self.free_parameters(n_experts, n_features)
         tau = 1 if (learn_temperature and self.learns_temperature) else 0
-        return int(coef_free.sum() + intercept_free.sum()) + tau
+        return (int(coef_free.sum() + intercept_free.sum()) + tau
+                - self.n_flat_directions(n_experts, n_features))
+
+    def n_flat_directions(self, n_experts, n_features):
+        """Directions of the free gate parameters that change no density (0 here).
+
+        A symmetry the convention does not pin: the data cannot estimate a parameter along
+        it, so a parameter count for BIC leaves it out.
+
+        Parameters
+        ----------
+        n_experts : int
+        n_features : int
+
+        Returns
+        -------
+        int
+        """
+        return 0
 
     def free_parameters(self, n_experts, n_features):
         """Which gate slopes and intercepts are free (the rest are pinned to 0).
