@@ -247,11 +247,17 @@ class PredictiveMixture:
     def _logpdf_block(self, y, rows):
         # y: (r, m); components (r, m, k) in the log domain, max-shifted log-sum-exp.
         resid = y[:, :, None] - self.means[rows, None, :]
-        log_comp = self.log_weights[rows, None, :] - 0.5 * (
-            _LOG_2PI + self._log_var[rows, None, :] + resid * resid / self.variances[rows, None, :])
-        # Every row has an active expert and y is finite, so the maximum is finite.
+        with np.errstate(over="ignore"):  # a squared residual beyond float64: density 0
+            log_comp = self.log_weights[rows, None, :] - 0.5 * (
+                _LOG_2PI + self._log_var[rows, None, :]
+                + resid * resid / self.variances[rows, None, :])
+        # Every row has an active expert and y is finite, so the maximum is finite unless
+        # y lies so far out that every component's density underflows to 0: its log
+        # density is then -inf (the shift is 0 there, not -inf - -inf).
         top = log_comp.max(axis=2)
-        return top + np.log(np.sum(np.exp(log_comp - top[:, :, None]), axis=2))
+        top = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):
+            return top + np.log(np.sum(np.exp(log_comp - top[:, :, None]), axis=2))
 
     def logpdf(self, y):
         """Log predictive density ``log p(y | x_i)``.

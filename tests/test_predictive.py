@@ -131,6 +131,17 @@ def test_logpdf_far_in_the_tails_is_finite(measure):
     assert np.all(np.isfinite(out)) and np.all(out < -1e5)
 
 
+def test_logpdf_beyond_float64s_reach_is_minus_infinity(measure):
+    # A squared residual that overflows: the density is 0 and its log -inf, as
+    # conditional_log_density says, not NaN from -inf - -inf.
+    X = _design(measure, 2)
+    y = np.array([1e160, -1e200])
+    mix = predictive_distribution(measure, X)
+    assert_array_equal(mix.logpdf(y), [-np.inf, -np.inf])
+    assert_array_equal(mix.pdf(y), [0.0, 0.0])
+    assert_array_equal(conditional_log_density(measure, X, y), [-np.inf, -np.inf])
+
+
 def test_pdf_integrates_to_one(measure):
     X = _design(measure, 5, seed=3)
     mix = predictive_distribution(measure, X)
