@@ -661,12 +661,19 @@ def _bootstrap_one(estimator, X, y, sample_weight, kind, seed, param):
 
     reference = estimator.mixing_measure_
     rng = np.random.default_rng(seed)
-    if kind == "nonparametric":
+    counted = np.any(sample_weight != 1.0)
+    if kind == "nonparametric" and not counted:
         rows = rng.integers(0, X.shape[0], size=X.shape[0])
         Xb, yb, wb = X[rows], y[rows], sample_weight[rows]
+    elif kind == "nonparametric":
+        # Frequency weights: a resample of the rows they count, as counts per row.
+        total = max(1, int(round(float(sample_weight.sum()))))
+        Xb, yb = X, y
+        wb = rng.multinomial(total, sample_weight / sample_weight.sum()).astype(np.float64)
     else:
-        Xb, wb = X, sample_weight
-        yb = sample_moe(reference, X, random_state=rng)
+        # A row of weight w is w observations, each with its own draw of y.
+        Xb, wb = np.repeat(X, sample_weight.astype(np.int64), axis=0), None
+        yb = sample_moe(reference, Xb, random_state=rng)
     refit = clone(estimator).set_params(init_params=reference, n_init=1, warm_start=False,
                                         verbose=0)
     try:
@@ -704,7 +711,10 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
         'nonparametric' resamples rows (with their weights) with replacement;
         'parametric' keeps ``X`` and draws ``y`` from the fitted model.
     sample_weight : array-like of shape (n_samples,), default=None
-        The weights used in the fit.
+        The weights used in the fit: frequency weights, as there. 'nonparametric' draws
+        ``round(sum w)`` rows with probabilities ``w / sum w`` (the rows the weights
+        count); 'parametric' draws ``w_i`` values of ``y`` at each ``x_i``, so it needs
+        whole-number weights.
     random_state : int, RandomState instance, Generator or None, default=None
         Seeds the resamples; replicate ``b`` gets its own stream.
     n_jobs : int, default=None
@@ -741,6 +751,10 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got n_boot={n_boot!r}.")
     X, y, sw = _check_data(measure, X, y, sample_weight)
+    if kind == "parametric" and np.any(sw != np.round(sw)):
+        raise ValueError("sample_weight must hold whole numbers for kind='parametric' (a "
+                         "row of weight w is w observations, each drawn anew), got "
+                         f"{float(sw[np.flatnonzero(sw != np.round(sw))[0]])!r}.")
     learn = bool(getattr(estimator, "learn_temperature", True))
     param = _Parametrisation(measure, learn, _feature_names(estimator, measure.n_features))
     rng = check_random_state(random_state)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
+from sklearn.base import clone
 
 import gmoe
 from gmoe.exceptions import DegenerateExpertWarning, SingularInformationWarning
@@ -541,6 +542,31 @@ def test_bootstrap_bad_input(small_fit):
     with pytest.raises(ValueError, match=re.escape("verbose must be an integer >= 0, got "
                                                    "verbose=-1.")):
         bootstrap(est, X, y, verbose=-1)
+
+
+@pytest.mark.parametrize("kind", ["nonparametric", "parametric"])
+def test_a_weighted_bootstrap_resamples_the_rows_its_weights_count(small_fit, kind):
+    # Weights of 2 are every row seen twice: the fit's standard errors shrink by sqrt(2),
+    # and so must the bootstrap's (it kept them, drawing n rows whatever their weights).
+    est, X, y = small_fit
+    twice = clone(est).fit(X, y, sample_weight=np.full(len(y), 2.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        once = bootstrap(est, X, y, n_boot=60, kind=kind, random_state=0)
+        doubled = bootstrap(twice, X, y, n_boot=60, kind=kind, random_state=0,
+                            sample_weight=np.full(len(y), 2.0))
+    ratio = np.median(doubled.bse / once.bse)
+    # The median over 8 parameters of a ratio of two 60-replicate SDs: about 1/sqrt(2)
+    # give or take 10%.
+    assert 0.6 < ratio < 0.82, ratio
+
+
+def test_a_parametric_bootstrap_needs_whole_number_weights(small_fit):
+    est, X, y = small_fit
+    with pytest.raises(ValueError, match=re.escape(
+            "sample_weight must hold whole numbers for kind='parametric' (a row of weight w "
+            "is w observations, each drawn anew), got 0.5.")):
+        bootstrap(est, X, y, kind="parametric", sample_weight=np.full(len(y), 0.5))
 
 
 def test_bootstrap_shows_its_progress(small_fit, capfd):
