@@ -290,7 +290,10 @@ class MoEResults:
     def __init__(self, model, X, y, sample_weight=None, *, learn_temperature=None,
                  rcond=_DEFAULT_RCOND):
         measure, estimator = _check_fitted_estimator(model)
-        if not measure.family.differentiable:
+        selected = measure.family.selected_experts()
+        # A top-K gate that selects every expert is the softmax gate: differentiable.
+        if not measure.family.differentiable and (selected is None
+                                                  or selected < measure.n_experts):
             raise ValueError(_not_differentiable_message(
                 "MoEResults has no analytic standard errors", measure.gating))
         if not (isinstance(rcond, numbers.Real) and 0 <= rcond < 1):

@@ -287,6 +287,19 @@ def test_topk_has_no_analytic_standard_errors():
         MoEResults(truth, X, y)
 
 
+def test_a_topk_gate_selecting_every_expert_has_the_softmax_standard_errors():
+    # top_k = n_experts selects every expert everywhere: the softmax gate, differentiable.
+    X, y = _data(TRUTH_2, 400, 1)
+    dense = gmoe.GaussianMoERegressor(2, tol=1e-10, random_state=0).fit(X, y)
+    topk = gmoe.GaussianMoERegressor(2, gating="topk", top_k=2, tol=1e-10,
+                                     random_state=0).fit(X, y).align_to(dense)
+    res, expected = MoEResults(topk, X, y), MoEResults(dense, X, y)
+    assert res.param_names == expected.param_names
+    # Two fits to tol 1e-10 of one maximum: their parameters agree to ~1e-6.
+    assert_allclose(res.params, expected.params, rtol=1e-5, atol=1e-6)
+    assert_allclose(res.bse, expected.bse, rtol=1e-5)
+
+
 def test_bad_input():
     X, y = _data(TRUTH_2, 50, 1)
     with pytest.raises(ValueError, match="rcond must be"):
