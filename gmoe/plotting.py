@@ -226,8 +226,9 @@ def plot_log_likelihood_trace(lower_bounds, ax=None):
 
     Parameters
     ----------
-    lower_bounds : array-like of shape (n_iter,) or fitted estimator
-        The trace (an estimator is read through its ``lower_bounds_``).
+    lower_bounds : array-like of shape (n_iter + 1,) or fitted estimator
+        The trace, the start's value first (an estimator is read through its
+        ``lower_bounds_``): entry ``t`` is plotted at EM iteration ``t``, the start at 0.
     ax : matplotlib Axes, default=None
 
     Returns
@@ -241,7 +242,7 @@ def plot_log_likelihood_trace(lower_bounds, ax=None):
     if trace.shape[0] == 0:
         raise ValueError("lower_bounds must hold at least one value, got an empty array.")
     ax = _get_ax(ax)
-    ax.plot(np.arange(1, trace.shape[0] + 1), trace, marker=".", label="mean log-likelihood")
+    ax.plot(np.arange(trace.shape[0]), trace, marker=".", label="mean log-likelihood")
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("mean log-likelihood")
     return ax

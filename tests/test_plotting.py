@@ -131,7 +131,7 @@ def test_plot_log_likelihood_trace():
     ax = plot_log_likelihood_trace(trace)
     assert len(ax.lines) == 1
     x, yv = ax.lines[0].get_data()
-    assert_allclose(x, [1, 2, 3, 4])
+    assert_allclose(x, [0, 1, 2, 3])  # the start, then each EM step
     assert_allclose(yv, trace)
     assert ax.get_xlabel() == "EM iteration"
     est = types.SimpleNamespace(lower_bounds_=np.array(trace))
