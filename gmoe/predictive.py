@@ -407,7 +407,9 @@ class PredictiveMixture:
         ndarray of shape (n_samples,) or (n_samples, m)
             ``x`` with ``|F_i(x) - q| <= 1e-12 min(q, 1 - q)``, or, where the CDF rises
             by more than that from one float to the next (a near-degenerate expert), the
-            float at which it crosses ``q``.
+            float at which it crosses ``q``. Tail probabilities below the smallest normal
+            float (about 2.2e-308) are subnormal and carry fewer digits: there the
+            guarantee is only to the precision of ``q`` itself.
         """
         arr = np.asarray(q, dtype=np.float64)
         if np.any(np.isnan(arr)) or np.any((arr < 0.0) | (arr > 1.0)):
