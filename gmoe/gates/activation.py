@@ -286,18 +286,8 @@ class ActivationGating(SmoothGatingFamily):
         """
         return self.activation != "identity"
 
-    def n_flat_directions(self, n_experts, n_features):
-        """The identity activation: a common translation of its free slopes (``d``).
-
-        Parameters
-        ----------
-        n_experts : int
-        n_features : int
-
-        Returns
-        -------
-        int
-        """
+    def n_flat_directions(self, n_experts, n_features):  # noqa: D102 (inherited)
+        # The identity activation: a common translation of its free slopes.
         return n_features if self.activation == "identity" and n_experts > 1 else 0
 
     @property

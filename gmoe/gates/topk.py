@@ -379,24 +379,12 @@ class TopKGating(GatingFamily):
             return super().logit_derivatives(X, params, learn_temperature)
         return SoftmaxGating().logit_derivatives(X, params, learn_temperature)
 
-    def n_flat_directions(self, n_experts, n_features):
-        """A top-1 gate: its common scale, and with linear selection its intercepts.
-
-        With one selected expert only the selection regions matter: a common positive
-        scale of the gate leaves them unchanged, and linear selection scores ignore
-        ``beta0``. (With more experts, each boundary's pair can also have a scale of its
-        own in one feature (see :ref:`theory-identifiability`); those depend on where the
-        boundaries lie and are not counted.)
-
-        Parameters
-        ----------
-        n_experts : int
-        n_features : int
-
-        Returns
-        -------
-        int
-        """
+    def n_flat_directions(self, n_experts, n_features):  # noqa: D102 (inherited)
+        # With one selected expert only the selection regions matter: a common positive
+        # scale of the gate leaves them unchanged, and linear selection scores ignore
+        # beta0. (With more experts, each boundary's pair can also have a scale of its
+        # own in one feature (see the theory's identifiability section); those depend on
+        # where the boundaries lie and are not counted.)
         if self.top_k != 1 or n_experts < 2:
             return 0
         return 1 + (n_experts - 1 if self.selection == "linear" else 0)
