@@ -5,7 +5,7 @@ metrics; a convergence-rate simulation harness.
 """
 
 from . import alignment, metrics
-from .estimator import GaussianMoERegressor, log_likelihood_scorer
+from .estimator import GaussianMoERegressor
 from .exceptions import (
     DegenerateExpertWarning,
     GMoEWarning,
@@ -22,6 +22,7 @@ from .model import (
     sample_moe,
 )
 from .predictive import PredictiveMixture, predictive_distribution
+from .scoring import log_likelihood_scorer
 from .selection import SelectionResult, select_n_experts
 
 __version__ = "0.1.0.dev0"

@@ -25,6 +25,7 @@ from ._validation import check_sample_weight, rows_with_weight, weighted_total
 from .exceptions import DegenerateExpertWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means
 from .model import MixingMeasure, _e_step_arrays, sample_moe
+from .scoring import log_likelihood_scorer  # noqa: F401 (also gmoe.estimator's)
 from .utils import check_random_state
 
 __all__ = ["GaussianMoERegressor", "log_likelihood_scorer"]
@@ -672,7 +673,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         sample_weight = check_sample_weight(sample_weight, log_lik.shape[0])
         return weighted_total(sample_weight, log_lik)
 
-    def bic(self, X, y):
+    def bic(self, X, y, sample_weight=None):
         """Bayesian information criterion ``-2 L + p log n`` (lower is better).
 
         Parameters
@@ -681,16 +682,20 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             Input data.
         y : array-like of shape (n_samples,)
             Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Frequency weights, as in :meth:`fit`: ``L`` is weighted and ``n`` their sum.
 
         Returns
         -------
         float
-            The BIC, with ``p`` the number of free parameters and ``n = n_samples``.
+            The BIC, with ``p`` the number of parameters the data identify and ``n`` the
+            number of rows (the weights' sum).
         """
-        log_lik = self.log_likelihood(X, y)
-        return -2.0 * log_lik + self._n_parameters() * np.log(np.asarray(X).shape[0])
+        weights = check_sample_weight(sample_weight, np.asarray(X).shape[0])
+        log_lik = self.log_likelihood(X, y, weights)
+        return -2.0 * log_lik + self._n_parameters() * np.log(weights.sum())
 
-    def aic(self, X, y):
+    def aic(self, X, y, sample_weight=None):
         """Akaike information criterion ``-2 L + 2 p`` (lower is better).
 
         Parameters
@@ -699,13 +704,15 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             Input data.
         y : array-like of shape (n_samples,)
             Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Frequency weights, as in :meth:`fit` (``L`` is weighted).
 
         Returns
         -------
         float
-            The AIC, with ``p`` the number of free parameters.
+            The AIC, with ``p`` the number of parameters the data identify.
         """
-        return -2.0 * self.log_likelihood(X, y) + 2.0 * self._n_parameters()
+        return -2.0 * self.log_likelihood(X, y, sample_weight) + 2.0 * self._n_parameters()
 
     def sample(self, X, random_state=None):
         """Draw ``y`` from the fitted conditional density at every row of ``X``.
@@ -770,30 +777,3 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
-
-def log_likelihood_scorer(estimator, X, y, sample_weight=None):
-    """Mean conditional log-likelihood, a scorer for model selection (higher is better).
-
-    Use as ``GridSearchCV(est, grid, scoring=gmoe.log_likelihood_scorer)``.
-
-    Parameters
-    ----------
-    estimator : GaussianMoERegressor
-        A fitted estimator (anything with ``score_samples(X, y)``).
-    X : array-like of shape (n_samples, n_features)
-        Input data.
-    y : array-like of shape (n_samples,)
-        Target values.
-    sample_weight : array-like of shape (n_samples,), default=None
-        Weight of each row; ``None`` gives the plain mean.
-
-    Returns
-    -------
-    float
-        The (weighted) mean of ``log p(y_i | x_i)``.
-    """
-    log_lik = estimator.score_samples(X, y)
-    if sample_weight is None:
-        return float(np.mean(log_lik))
-    sample_weight = check_sample_weight(sample_weight, log_lik.shape[0])
-    return weighted_total(sample_weight, log_lik) / float(sample_weight.sum())

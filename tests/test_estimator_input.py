@@ -148,6 +148,17 @@ def test_a_row_of_weight_zero_is_left_out_whatever_its_values(data):
     assert_array_equal(icl, [row["icl"] for row in plain.table])
 
 
+def test_bic_and_aic_take_frequency_weights(data):
+    # A weight of 2 is a row seen twice: the criteria of the data written out twice.
+    X, y = data
+    est = _fit(X, y)
+    twice = np.vstack([X, X]), np.r_[y, y]
+    w = np.full(len(y), 2.0)
+    assert est.bic(X, y, w) == pytest.approx(est.bic(*twice), rel=1e-12)
+    assert est.aic(X, y, w) == pytest.approx(est.aic(*twice), rel=1e-12)
+    assert est.bic(X, y) == est.bic(X, y, np.ones(len(y)))
+
+
 def test_fewer_rows_of_positive_weight_than_experts_is_refused(data):
     X, y = data
     w = np.zeros(300)
