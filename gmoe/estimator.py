@@ -455,18 +455,20 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             n_params = self._count_parameters(family, n_features)
             if n_used < n_params:
                 warnings.warn(
-                    f"Fewer samples with positive weight ({n_used}) than free parameters "
-                    f"({n_params} for n_experts={self.n_experts}, n_features={n_features}): the "
+                    f"Fewer samples with positive weight ({n_used}) than parameters to "
+                    f"estimate ({n_params} for n_experts={self.n_experts}, n_features="
+                    f"{n_features}): the "
                     "maximum-likelihood estimate is not unique and variances may sit at the floor. "
                     "Use fewer experts or more data.", DegenerateExpertWarning, stacklevel=2)
             elif total_weight < n_params:
                 # Frequency weights: tol is in units of the weighted total log-likelihood, so
                 # weights scaled far below counts make any step look converged.
                 warnings.warn(
-                    f"sample_weight sums to {total_weight:.3g}, less than the {n_params} free "
-                    "parameters: the weights count rows (a weight of 2 is a row seen twice), and "
-                    "tol is in units of the weighted total log-likelihood, so on this scale EM "
-                    "stops far from the maximum. Scale the weights to counts (e.g. to average 1).",
+                    f"sample_weight sums to {total_weight:.3g}, less than the {n_params} "
+                    "parameters to estimate: the weights count rows (a weight of 2 is a row "
+                    "seen twice), and tol is in units of the weighted total log-likelihood, so "
+                    "on this scale EM stops far from the maximum. Scale the weights to counts "
+                    "(e.g. to average 1).",
                     DegenerateExpertWarning, stacklevel=2)
             if y_constant:
                 warnings.warn("y is constant: every expert's variance sits at the floor "

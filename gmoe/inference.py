@@ -5,8 +5,8 @@ and never mixed into it) holds the maximum-likelihood estimates on the identifia
 (:ref:`theory-identifiability`), their covariance from the observed information, Wald
 confidence intervals, z-tests, information criteria and a printable summary.
 :func:`bootstrap` refits on resampled data and reports bootstrap standard errors and
-percentile intervals; it is the only option for the top-K gate, whose log-likelihood is
-not differentiable in the gate.
+percentile intervals; it is the only option for a top-K gate that selects fewer than all
+its experts, whose log-likelihood is not differentiable in the gate.
 
 The observed information is the negative of the **analytic** Hessian of the observed
 log-likelihood
@@ -177,7 +177,8 @@ class MoEResults:
     Parameters
     ----------
     model : GaussianMoERegressor or MixingMeasure
-        A fitted estimator (any gating family but 'topk'), or a model to evaluate the
+        A fitted estimator (any gating family but a 'topk' gate that selects fewer than
+        all its experts), or a model to evaluate the
         information at (for instance a truth, to get its Fisher information on a design).
     X : array-like of shape (n_samples, n_features)
         The data the model was fitted to.
@@ -312,9 +313,11 @@ class MoEResults:
         self.nobs = int(X.shape[0])
         self.wnobs = float(sw.sum())
         X, y, sw = rows_with_weight(X, y, sw)
-        # The parameters the data identify, as the estimator's BIC counts them.
-        self.df_model = param.size - (measure.family.n_flat_directions(
-            measure.n_experts, measure.n_features) if measure.n_experts > 1 else 0)
+        # The parameters the data identify, as the estimator's BIC counts them (one
+        # expert: a constant gate, none of its parameters).
+        self.df_model = param.size - (param.n_gate if measure.n_experts == 1 else
+                                      measure.family.n_flat_directions(
+                                          measure.n_experts, measure.n_features))
         self.converged = None if estimator is None else bool(estimator.converged_)
         self.rcond = float(rcond)
         # The derivatives, the singularity test and the inverse are computed on a centred
@@ -543,7 +546,7 @@ def fit_results(estimator, X, y, sample_weight=None, **kwargs):
     Parameters
     ----------
     estimator : GaussianMoERegressor
-        Fitted (any gating but 'topk').
+        Fitted (any gating but a 'topk' gate that selects fewer than all its experts).
     X : array-like of shape (n_samples, n_features)
     y : array-like of shape (n_samples,)
     sample_weight : array-like of shape (n_samples,), default=None
@@ -753,7 +756,14 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
                          f"kind={kind!r}.")
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got n_boot={n_boot!r}.")
+    if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
+        raise ValueError(f"verbose must be an integer >= 0, got verbose={verbose!r}.")
     X, y, sw = _check_data(measure, X, y, sample_weight)
+    if np.any(sw != 1.0) and round(float(sw.sum())) < measure.n_experts:
+        raise ValueError(
+            f"sample_weight must sum to at least n_experts ({measure.n_experts}) for a "
+            "bootstrap: frequency weights count rows, and a replicate draws as many rows "
+            f"as they count; got a sum of {float(sw.sum())!r}. Scale them to counts.")
     if kind == "parametric" and np.any(sw != np.round(sw)):
         raise ValueError("sample_weight must hold whole numbers for kind='parametric' (a "
                          "row of weight w is w observations, each drawn anew), got "
@@ -762,8 +772,6 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
     param = _Parametrisation(measure, learn, _feature_names(estimator, measure.n_features))
     rng = check_random_state(random_state)
     seeds = rng.integers(0, np.iinfo(np.int64).max, size=int(n_boot))
-    if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
-        raise ValueError(f"verbose must be an integer >= 0, got verbose={verbose!r}.")
     out = Parallel(n_jobs=n_jobs, verbose=int(verbose))(
         delayed(_bootstrap_one)(estimator, X, y, sw, kind, int(s), param) for s in seeds)
     replicates = np.vstack([o[0] for o in out])

@@ -126,8 +126,10 @@ def _cv_log_lik(params, X, y, sample_weight, n_splits, seed):
             warnings.simplefilter("ignore")
             est.fit(X[train], y[train], sample_weight=sample_weight[train])
         w = sample_weight[test]
+        if not np.any(w > 0):  # a fold of rows of weight 0 holds nothing to score
+            continue
         scores.append(weighted_total(w, est.score_samples(X[test], y[test])) / float(w.sum()))
-    return float(np.mean(scores))
+    return float(np.mean(scores)) if scores else np.nan
 
 
 def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,

@@ -215,8 +215,9 @@ def theory(setting, loss, *, m=None, rbar=None):
         if setting != "topk-exact":
             return NO_THEORY._replace(reason=f"{setting}: no stated rate for the boundaries")
         # A top-1 truth's conditional density jumps at each boundary: a change point,
-        # located to within the spacing of the design's points there.
-        return Theory(-1.0, "top-K exact: the selection boundaries are change points, "
+        # located to within the spacing of the design's points there. (With more experts
+        # selected the density is continuous there: the boundary loss is top-1's.)
+        return Theory(-1.0, "top-1 exact: the selection boundaries are change points, "
                             "estimated at n^-1", True)
     if setting == "temperature-raw":
         if kind in ("weights", "expert_intercept", "expert_coef", "expert_var"):
@@ -327,7 +328,8 @@ def theoretical_slope(setting, loss, *, m=None, rbar=None):
     The table states no rate for ``beta0`` and ``tau`` (None, except that on the raw
     temperature scale they are not consistent either). The boundary error of a top-1
     gate, exact-specified, decays as ``n^-1``: a boundary is a change point of the
-    conditional density (the loss bounds the rescaled gate at ``n^-1/2`` only). For
+    conditional density (the loss bounds the rescaled gate at ``n^-1/2`` only); the
+    boundary loss is that of a top-1 gate. For
     ``topk-over`` the density rate holds only if the fitted ``K`` covers the selected true
     cells. Aliases of the losses: ``beta1``, ``beta0``, ``b``, ``a``, ``nu``, ``tau``,
     ``weight``, ``total_variation``, with an optional ``_error`` suffix.

@@ -62,9 +62,18 @@ def _build_check_text(s, shares):
     report = s.get("build_check")
     if not report or not report["builds"]:
         return "", set()
-    now = {build: rows for rows, build in shares}  # None: the last build's, the rest
-    if any(build["code_sha256"] not in now or (now[build["code_sha256"]] or np.inf)
-           < build["rows"] for build in report["builds"]):
+    # Share by share (a build can compute rows twice, around another), the last share
+    # being the rest of the rows.
+    known = sum(rows for rows, _ in shares if rows is not None)
+    now, then = {}, {}
+    for rows, build in shares:
+        rest = s["n_rows"] - known if s.get("n_rows") is not None else np.inf
+        now.setdefault(build, []).append(rest if rows is None else rows)
+    for build in report["builds"]:
+        then.setdefault(build["code_sha256"], []).append(build["rows"])
+    if any(len(now.get(build, ())) < len(rows)
+           or any(a < b for a, b in zip(now[build], rows, strict=False))
+           for build, rows in then.items()):
         return (f" The build check (`python paper_figures/build_check.py {s['name']}`) is "
                 f"out of date: it split {report['result_rows']} rows among the builds, "
                 "and the grid's rows have changed since; it does not cover them."), set()

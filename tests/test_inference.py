@@ -260,13 +260,14 @@ def test_the_identity_activations_singular_information_names_its_cause():
 
 
 @pytest.mark.parametrize(("options", "flat"), [
-    ({"top_k": 1}, 1),                              # a common scale of the gate
-    ({"top_k": 1, "topk_selection": "linear"}, 3),  # ... and the 2 free intercepts
+    ({"top_k": 1}, 2),                              # 4 gate parameters, 2 boundaries
+    ({"top_k": 1, "topk_selection": "linear"}, 4),  # regions x < 0, x > 0: nothing
     ({"top_k": 2}, 0),
 ])
 def test_a_top1_gates_flat_directions_are_not_counted(options, flat):
-    # With one selected expert only the regions count: the directions along which no
-    # density changes, checked here, are left out of the parameter count of BIC.
+    # With one selected expert only the regions count; in one feature they are intervals,
+    # identified by their boundary points. The directions along which no density changes
+    # (a common scale, checked here, and each boundary's own) are left out of BIC's count.
     X, y = _data(TRUTH_2, 300, 5)
     est = gmoe.GaussianMoERegressor(3, gating="topk", random_state=0, **options).fit(X, y)
     measure = est.mixing_measure_
@@ -572,6 +573,24 @@ def test_a_weighted_bootstrap_resamples_the_rows_its_weights_count(small_fit, ki
     # The median over 8 parameters of a ratio of two 60-replicate SDs: about 1/sqrt(2)
     # give or take 10%.
     assert 0.6 < ratio < 0.82, ratio
+
+
+def test_a_weighted_bootstrap_needs_weights_that_count_enough_rows(small_fit):
+    # Weights summing to 1 (probabilities) would refit every replicate on one row.
+    est, X, y = small_fit
+    with pytest.raises(ValueError, match=re.escape(
+            "sample_weight must sum to at least n_experts (2) for a bootstrap")):
+        bootstrap(est, X, y, sample_weight=np.full(len(y), 1.0 / len(y)))
+
+
+def test_one_expert_has_no_gate_parameter_in_either_count():
+    X, y = _data(TRUTH_2, 200, 2)
+    for options in ({"gating": "activation", "activation": "tanh"},
+                    {"gating": "activation", "activation": "identity"}, {}):
+        est = gmoe.GaussianMoERegressor(1, **options).fit(X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert MoEResults(est, X, y).df_model == est._n_parameters() == 3
 
 
 def test_a_parametric_bootstrap_needs_whole_number_weights(small_fit):

@@ -138,3 +138,13 @@ def test_the_page_says_what_the_build_check_found(modules):
     assert "Resuming recomputes no earlier row" in page
     assert build_texts.restored_text(dict(study, build_check=_report("c" * 64)))[0] == \
         build_texts.restored_text(study)[0]
+    # A build that computed rows twice, around another, is compared share by share; the
+    # last share is the rest of the grid's rows.
+    again = dict(study, runs=[*runs, {"tasks_stored": 2, "code_sha256": "a" * 64}],
+                 meta={"code_sha256": "a" * 64}, n_rows=12)
+    report = _report("a" * 64, "b" * 64, "c" * 64)
+    page = build_texts.restored_text(dict(again, build_check=report))[0]
+    assert "all 4 reproduced" in page and "out of date" not in page
+    shrunk = dict(again, n_rows=11, runs=[*runs[:2], {"tasks_stored": 2, "code_sha256": "c" * 64},
+                                          {"tasks_stored": 2, "code_sha256": "a" * 64}])
+    assert "is out of date" in build_texts.restored_text(dict(shrunk, build_check=report))[0]

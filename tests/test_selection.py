@@ -134,6 +134,19 @@ def test_a_candidate_whose_criterion_is_not_finite_is_named(monkeypatch):
         select_n_experts(X, y, [1, 2], criterion="icl", n_init=1, random_state=0)
 
 
+def test_cross_validation_skips_folds_that_hold_only_rows_of_weight_0():
+    # 8 rows of positive weight among 200: some folds score nothing (0 / 0 raised).
+    X, y = _data(TRUTH_2, 200, 0)
+    w = np.zeros(200)
+    w[::25] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed in (1, 2):
+            result = select_n_experts(X, y, [1], criterion="cv", cv=5, sample_weight=w,
+                                      n_init=1, random_state=seed)
+            assert np.isfinite(result.table[0]["cv_log_lik"])
+
+
 def test_bad_input():
     X, y = _data(TRUTH_2, 50, 8)
     with pytest.raises(ValueError, match=re.escape("criterion must be one of")):

@@ -122,3 +122,14 @@ def test_a_top1_boundary_is_a_change_point():
     for setting in ("topk-over", "softmax-exact"):
         assert theoretical_slope(setting, "boundary") is None
         assert "no stated rate for the boundaries" in theory(setting, "boundary").reason
+    # A study's boundary column quotes it for a top-1 truth only: with more experts
+    # selected the density is continuous where the largest gate changes hands.
+    from types import SimpleNamespace
+
+    from gmoe.gates import TopKGating
+    from gmoe.simulation.columns import _column_theory
+
+    for top_k, slope in ((1, -1.0), (2, None)):
+        study = SimpleNamespace(truth=SimpleNamespace(family=TopKGating(top_k)))
+        assert _column_theory(study, "boundary", None, "identifiable", "topk-exact",
+                              (1, 1, 1)).slope == slope

@@ -380,14 +380,20 @@ class TopKGating(GatingFamily):
         return SoftmaxGating().logit_derivatives(X, params, learn_temperature)
 
     def n_flat_directions(self, n_experts, n_features):  # noqa: D102 (inherited)
-        # With one selected expert only the selection regions matter: a common positive
-        # scale of the gate leaves them unchanged, and linear selection scores ignore
-        # beta0. (With more experts, each boundary's pair can also have a scale of its
-        # own in one feature (see the theory's identifiability section); those depend on
-        # where the boundaries lie and are not counted.)
+        # With one selected expert only the selection regions matter. In one feature they
+        # are intervals: their k - 1 boundary points are all the data identify (when every
+        # expert's region appears), and linear selection's regions are x < 0 and x > 0
+        # whatever the gate, so nothing is. In more features a common positive scale of
+        # the gate leaves the regions unchanged (and linear selection ignores beta0); where
+        # boundaries do not meet, each can have a scale of its own too, which depends on
+        # where they lie and is not counted (the count is then an upper bound).
         if self.top_k != 1 or n_experts < 2:
             return 0
-        return 1 + (n_experts - 1 if self.selection == "linear" else 0)
+        linear = self.selection == "linear"
+        if n_features == 1:
+            free = 2 * (n_experts - 1)  # the non-reference experts' slopes and intercepts
+            return free if linear else free - (n_experts - 1)
+        return 1 + (n_experts - 1 if linear else 0)
 
     def selected_experts(self):
         """``top_k``.

@@ -167,6 +167,11 @@ _TEMPERATURE_IDENTIFIABLE = Theory(None, "0 by construction: the identifiable sc
 def _column_theory(experiment, field, cell, scale, setting, cell_atoms):
     """The theory of one column in the study's setting (never raises)."""
     if field == "boundary":
+        # A change point only where one expert is selected: with more, the density is
+        # continuous where the largest gate changes hands.
+        if not experiment.truth.family.selection_only():
+            return NO_THEORY._replace(reason="no stated rate for the boundary of a gate "
+                                             "that selects several experts")
         return theory(setting, "boundary")
     if scale == "raw" and setting == "temperature":
         setting = "temperature-raw"

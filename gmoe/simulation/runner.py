@@ -319,6 +319,7 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     timings = []
     status = "failed"
     started = last_line = time.perf_counter()
+    rows = None
     try:
         if todo:
             if use_dask:
@@ -352,6 +353,10 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
         status = "interrupted"
         raise
     finally:
+        if use_dask and rows is not None:
+            # Cancels the tasks still queued on the cluster, whatever stopped the loop,
+            # and before the client it needs is closed.
+            rows.close()
         wall = time.perf_counter() - started
         store.end_run(run_id, status=status, tasks_stored=stored, wall_seconds=wall)
         store.close()
