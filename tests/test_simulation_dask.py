@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 from _study import DROP, write_study
@@ -130,3 +131,31 @@ def test_a_killed_dask_worker_stops_the_run_with_one_line_and_the_rows_kept(tmp_
     assert 0 < len(rows) < 6 and (240, 1) not in {(r["n"], r["rep"]) for r in rows}
     summary = run_experiment(experiment, db, n_jobs=1, progress=False)
     assert summary.tasks_before + summary.tasks_stored == 6
+
+
+def test_a_run_stopped_by_an_error_cancels_the_tasks_left_on_the_cluster(tmp_path, experiment,
+                                                                         monkeypatch):
+    # Every task is submitted at once: an error while storing a row (a full disk) must not
+    # leave the rest of the grid computing on the cluster while its traceback is alive.
+    import gmoe.simulation.runner as runner
+
+    calls, original = [], runner.ResultStore.insert
+
+    def full_disk(self, row):
+        calls.append(row)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        return original(self, row)
+
+    monkeypatch.setattr(runner.ResultStore, "insert", full_disk)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with pytest.raises(OSError, match="No space left") as kept:  # its traceback lives
+            run_experiment(experiment, tmp_path / "full.sqlite", client=client,
+                           progress=False)
+        # Cancelling is a message to the scheduler: give it a moment.
+        deadline = time.monotonic() + 10.0
+        while cluster.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert kept.value is not None and len(cluster.scheduler.tasks) == 0
