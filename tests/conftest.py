@@ -12,7 +12,10 @@ Build generators locally with ``np.random.default_rng(global_random_seed)``; nev
 module level.
 """
 
+import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +57,14 @@ def pytest_generate_tests(metafunc):
     if "global_random_seed" in metafunc.fixturenames:
         seeds = _parse_seeds(os.environ.get(_SEED_ENV))
         metafunc.parametrize("global_random_seed", seeds)
+
+
+@pytest.fixture(scope="module")
+def paper_figures_import():
+    """``import_module`` for paper_figures/'s scripts, on the path while a module's tests run."""
+    path = str(Path(__file__).resolve().parent.parent / "paper_figures")
+    sys.path.insert(0, path)
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(path)

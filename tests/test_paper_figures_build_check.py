@@ -3,7 +3,6 @@
 import csv
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def modules():
-    sys.path.insert(0, str(ROOT / "paper_figures"))
-    try:
-        import build_check
-        import build_texts
-        import run_studies
-        yield build_check, build_texts, run_studies
-    finally:
-        sys.path.remove(str(ROOT / "paper_figures"))
+def modules(paper_figures_import):
+    return tuple(paper_figures_import(name)
+                 for name in ("build_check", "build_texts", "run_studies"))
 
 
 def _two_build_grid(tmp_path, run_studies):

@@ -422,12 +422,13 @@ class GatingFamily(ABC):
 
         Parameters
         ----------
-        n_experts : int
-        n_features : int
+        n_experts, n_features : int
+            The model's size.
 
         Returns
         -------
         int
+            How many such directions (their dimension).
         """
         return 0
 
