@@ -145,6 +145,20 @@ def _active_backend_name():
     return "dask" if name.startswith("dask") else name
 
 
+def _client_of_a_dask_parallel_config():
+    """The client of a caller's ``parallel_config(backend="dask")``, or None.
+
+    The run then submits its tasks to that client one future per task, as with
+    ``client=``, rather than through joblib's Dask backend, which waits forever when a
+    worker dies.
+    """
+    from joblib.parallel import get_active_backend
+
+    if _active_backend_name() != "dask":
+        return None
+    return getattr(get_active_backend()[0], "client", None)
+
+
 def _dask_client(stack, client, scheduler):
     """The client to run on: ``client``, or a new one connected to ``scheduler``."""
     if client is not None and scheduler is not None:
@@ -240,10 +254,8 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
         Run the tasks on this client's cluster (one future per task) instead of local
         workers; ``n_jobs`` is then ignored. The client is left open. A task whose
         workers died (killed, or out of memory) stops the run with the cluster's
-        ``KilledWorker``, the rows stored kept. Prefer this to a caller's
-        ``parallel_config(backend="dask")``, which runs the tasks through joblib's Dask
-        backend: there a worker's death leaves the run waiting (interrupt it; the rows
-        stored are kept).
+        ``KilledWorker``, the rows stored kept. A caller's
+        ``parallel_config(backend="dask")`` runs the tasks the same way, on its client.
     scheduler : str, optional
         Address of a Dask scheduler (``tcp://host:8786``): as ``client``, with a client
         connected for the run and closed afterwards.
@@ -297,6 +309,8 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
     before = len(tasks) - len(todo)
     if before:
         log(f"resuming {db_path}: {before} of {len(tasks)} tasks already stored")
+    if client is None and scheduler is None:
+        client = _client_of_a_dask_parallel_config()
     use_dask = client is not None or scheduler is not None
     stack = ExitStack()
     try:
