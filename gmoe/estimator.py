@@ -633,9 +633,18 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples, n_experts)
+            NaN, with a warning, on a row whose ``y`` is so far from every expert that its
+            density underflows to 0 under all of them (``score_samples`` is -inf there).
         """
         X, y = self._check_Xy(X, y)
-        return self._e_step_rows(X, y, 0)
+        resp = self._e_step_rows(X, y, 0)
+        lost = np.flatnonzero(resp.sum(axis=1) == 0)
+        if lost.size:
+            resp[lost] = np.nan
+            warnings.warn(f"{lost.size} row(s) have no responsibilities (NaN), the first "
+                          f"y[{lost[0]}] = {float(y[lost[0]])!r}: its density underflows to 0 "
+                          "under every expert.", UserWarning, stacklevel=2)
+        return resp
 
     def score_samples(self, X, y):
         """Conditional log-density ``log p(y_i | x_i)`` of every row.

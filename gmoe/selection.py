@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_sample_weight, weighted_total
+from ._validation import check_sample_weight, rows_with_weight, weighted_total
 from .estimator import GaussianMoERegressor
 from .utils import check_random_state
 
@@ -108,6 +108,9 @@ def _n_params(est, n_features):
 
 
 def _entropy(est, X, y, sample_weight):
+    # Over the rows of positive weight only: a row of weight 0 adds nothing, and one far
+    # beyond every expert's reach has no responsibilities at all.
+    X, y, sample_weight = rows_with_weight(X, y, sample_weight)
     resp = est.predict_responsibilities(X, y)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(resp > 0, resp * np.log(resp), 0.0)

@@ -139,13 +139,29 @@ def test_a_row_of_weight_zero_is_left_out_whatever_its_values(data):
     assert gmoe.log_likelihood_scorer(kept, X_odd, y_odd, sample_weight=w) == \
         gmoe.log_likelihood_scorer(dropped, X, y, sample_weight=np.ones(300))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", UserWarning)  # none about the rows of weight 0...
+        warnings.simplefilter("ignore", DegenerateExpertWarning)  # ... but the fits' own
+        warnings.simplefilter("ignore", ConvergenceWarning)
         chosen = select_n_experts(X_odd, y_odd, [1, 2], sample_weight=w, n_init=1,
                                   random_state=0, criterion="icl")
         plain = select_n_experts(X, y, [1, 2], n_init=1, random_state=0, criterion="icl")
     icl = [row["icl"] for row in chosen.table]
     assert np.all(np.isfinite(icl))
     assert_array_equal(icl, [row["icl"] for row in plain.table])
+
+
+def test_responsibilities_of_a_y_beyond_every_experts_reach_are_nan_and_said(data):
+    # Its density underflows to 0 under every expert: no posterior to normalise (the rows
+    # came back as zeros that did not sum to 1).
+    X, y = data
+    est = _fit(X, y)
+    with pytest.warns(UserWarning, match=re.escape(
+            "1 row(s) have no responsibilities (NaN), the first y[1] = 1e+160: its density "
+            "underflows to 0 under every expert.")):
+        resp = est.predict_responsibilities(X[:3], np.r_[y[0], 1e160, y[2]])
+    assert np.all(np.isnan(resp[1]))
+    assert_allclose(resp[[0, 2]].sum(axis=1), 1.0)
+    assert_array_equal(resp[[0, 2]], est.predict_responsibilities(X[[0, 2]], y[[0, 2]]))
 
 
 def test_bic_and_aic_take_frequency_weights(data):
