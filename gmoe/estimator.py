@@ -634,7 +634,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_experts)
             NaN, with a warning, on a row whose ``y`` is so far from every expert that its
-            density underflows to 0 under all of them (``score_samples`` is -inf there).
+            log density is -inf under all of them (beyond float64's reach;
+            ``score_samples`` is -inf there).
         """
         X, y = self._check_Xy(X, y)
         resp = self._e_step_rows(X, y, 0)
@@ -642,8 +643,9 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         if lost.size:
             resp[lost] = np.nan
             warnings.warn(f"{lost.size} row(s) have no responsibilities (NaN), the first "
-                          f"y[{lost[0]}] = {float(y[lost[0]])!r}: its density underflows to 0 "
-                          "under every expert.", UserWarning, stacklevel=2)
+                          f"y[{lost[0]}] = {float(y[lost[0]])!r}: its log density is -inf "
+                          "under every expert (beyond float64's reach of all of them).",
+                          UserWarning, stacklevel=2)
         return resp
 
     def score_samples(self, X, y):

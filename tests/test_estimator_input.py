@@ -156,8 +156,8 @@ def test_responsibilities_of_a_y_beyond_every_experts_reach_are_nan_and_said(dat
     X, y = data
     est = _fit(X, y)
     with pytest.warns(UserWarning, match=re.escape(
-            "1 row(s) have no responsibilities (NaN), the first y[1] = 1e+160: its density "
-            "underflows to 0 under every expert.")):
+            "1 row(s) have no responsibilities (NaN), the first y[1] = 1e+160: its log density "
+            "is -inf under every expert (beyond float64's reach of all of them).")):
         resp = est.predict_responsibilities(X[:3], np.r_[y[0], 1e160, y[2]])
     assert np.all(np.isnan(resp[1]))
     assert_allclose(resp[[0, 2]].sum(axis=1), 1.0)

@@ -54,6 +54,21 @@ def test_dask_client_stores_the_joblib_numbers(tmp_path, cluster, experiment):
     assert meta["task_sha256"] == experiment.task_sha256
 
 
+def test_a_dask_parallel_config_by_scheduler_address_runs_on_its_own_client(tmp_path,
+                                                                              cluster,
+                                                                              experiment):
+    # joblib makes that client with set_as_default=False: not the default client that
+    # distributed's as_completed falls back to.
+    from joblib import parallel_config
+
+    local = run_experiment(experiment, tmp_path / "local.sqlite", n_jobs=1, progress=False)
+    with parallel_config(backend="dask", scheduler_host=cluster.scheduler_address):
+        summary = run_experiment(experiment, tmp_path / "host.sqlite", progress=False)
+    assert summary.backend == "dask" and summary.tasks_stored == local.tasks_stored == 6
+    assert _comparable(read_rows(tmp_path / "host.sqlite")[0]) == \
+        _comparable(read_rows(tmp_path / "local.sqlite")[0])
+
+
 def test_a_dask_parallel_config_is_recorded_as_dask(tmp_path, cluster, experiment):
     from joblib import parallel_config
 

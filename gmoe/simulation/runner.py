@@ -186,7 +186,9 @@ def _dask_rows(client, experiment, todo):
     # lost with it, and every task still queued would fail on its loss.
     futures = [client.submit(run_task, experiment, n, rep, pure=False) for n, rep in todo]
     try:
-        for future in as_completed(futures):
+        # On the client's own loop: a client made with set_as_default=False (joblib's, for
+        # a parallel_config's scheduler_host) is not the default client as_completed finds.
+        for future in as_completed(futures, loop=client.loop):
             yield future.result()
     finally:
         client.cancel(futures)
