@@ -22,7 +22,7 @@ from ._estimator_parameters import check_fitted_temperature, check_parameters
 from ._passes import prepare
 from ._starts import draw_labels
 from ._validation import check_sample_weight, rows_with_weight, weighted_total
-from .exceptions import DegenerateExpertWarning
+from .exceptions import DegenerateExpertWarning, GMoEWarning
 from .experts import GAUSSIAN_LINEAR, compute_expert_means
 from .model import MixingMeasure, _e_step_arrays, sample_moe
 from .scoring import log_likelihood_scorer  # noqa: F401 (also gmoe.estimator's)
@@ -645,7 +645,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             warnings.warn(f"{lost.size} row(s) have no responsibilities (NaN), the first "
                           f"y[{lost[0]}] = {float(y[lost[0]])!r}: its log density is -inf "
                           "under every expert (beyond float64's reach of all of them).",
-                          UserWarning, stacklevel=2)
+                          GMoEWarning, stacklevel=2)
         return resp
 
     def score_samples(self, X, y):
