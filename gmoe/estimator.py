@@ -23,8 +23,8 @@ from ._passes import prepare
 from ._starts import draw_labels
 from ._validation import check_sample_weight, rows_with_weight, weighted_total
 from .exceptions import DegenerateExpertWarning, GMoEWarning
-from .experts import GAUSSIAN_LINEAR, compute_expert_means
-from .model import MixingMeasure, _e_step_arrays, sample_moe
+from .experts import compute_expert_means
+from .model import MixingMeasure, _e_step_arrays, count_parameters, sample_moe
 from .scoring import log_likelihood_scorer  # noqa: F401 (also gmoe.estimator's)
 from .utils import check_random_state
 
@@ -536,11 +536,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             raise
 
     def _count_parameters(self, family, n_features):
-        k = self.n_experts
-        # One expert has a constant gate: no gate parameter at all.
-        gate = 0 if k == 1 else family.n_free_parameters(
-            k, n_features, learn_temperature=self._learns_temperature(family))
-        return gate + k * GAUSSIAN_LINEAR.n_parameters_per_expert(n_features)
+        return count_parameters(family, self.n_experts, n_features,
+                                self._learns_temperature(family))
 
     def _set_fitted(self, family, params, trace, converged, n_iter, degenerate, start_log_liks):
         self._set_measure(params.to_measure(family))

@@ -54,7 +54,7 @@ from ._observed_information import (
 )
 from ._validation import check_sample_weight, rows_with_weight
 from .exceptions import DegenerateExpertWarning, SingularInformationWarning
-from .model import MixingMeasure
+from .model import MixingMeasure, count_parameters
 from .utils import check_random_state
 
 __all__ = ["BootstrapResults", "MoEResults", "bootstrap", "fit_results"]
@@ -313,11 +313,9 @@ class MoEResults:
         self.nobs = int(X.shape[0])
         self.wnobs = float(sw.sum())
         X, y, sw = rows_with_weight(X, y, sw)
-        # The parameters the data identify, as the estimator's BIC counts them (one
-        # expert: a constant gate, none of its parameters).
-        self.df_model = param.size - (param.n_gate if measure.n_experts == 1 else
-                                      measure.family.n_flat_directions(
-                                          measure.n_experts, measure.n_features))
+        # The parameters the data identify, as the estimator's BIC counts them.
+        self.df_model = count_parameters(measure.family, measure.n_experts,
+                                         measure.n_features, param.learn_temperature)
         self.converged = None if estimator is None else bool(estimator.converged_)
         self.rcond = float(rcond)
         # The derivatives, the singularity test and the inverse are computed on a centred

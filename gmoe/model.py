@@ -505,6 +505,28 @@ def _check_e_step_arrays(X, y, log_gate, expert_coef, expert_intercept, expert_v
     return X, y, log_gate, expert_coef, expert_intercept, expert_var
 
 
+def count_parameters(family, n_experts, n_features, learn_temperature=False):
+    """The parameters the data identify in a model of this size: what BIC and AIC count.
+
+    The gate's (:meth:`~gmoe.gates.GatingFamily.n_free_parameters`; none for one expert,
+    whose gate is constant) and every expert's.
+
+    Parameters
+    ----------
+    family : GatingFamily
+    n_experts, n_features : int
+    learn_temperature : bool, default=False
+        Whether the temperature is estimated (where the family can learn it).
+
+    Returns
+    -------
+    int
+    """
+    gate = 0 if n_experts == 1 else family.n_free_parameters(
+        n_experts, n_features, learn_temperature=learn_temperature)
+    return gate + n_experts * GAUSSIAN_LINEAR.n_parameters_per_expert(n_features)
+
+
 def _e_step_arrays(X, y, log_gate, expert_coef, expert_intercept, expert_var):
     """:func:`compute_e_step` without the checks, for arrays already known to fit."""
     as_float = dict(dtype=np.float64)

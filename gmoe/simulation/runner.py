@@ -321,9 +321,9 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
             cores = sum(dask_client.ncores().values())
             log(f"running on the Dask cluster at {dask_client.scheduler.address} "
                 f"({cores} worker threads)")
-            workers, parallel_jobs = max(1, cores), -1
+            workers = max(1, cores)
         else:
-            workers = parallel_jobs = max(1, min(effective_n_jobs(n_jobs), len(todo)))
+            workers = max(1, min(effective_n_jobs(n_jobs), len(todo)))
         backend = "dask" if use_dask else _active_backend_name()
     except BaseException:
         stack.close()
@@ -341,7 +341,7 @@ def run_experiment(experiment, db_path=None, *, n_jobs=-1, progress=True, force_
             if use_dask:
                 rows = _dask_rows(dask_client, experiment, todo)
             else:
-                parallel = Parallel(n_jobs=parallel_jobs, return_as="generator_unordered",
+                parallel = Parallel(n_jobs=workers, return_as="generator_unordered",
                                     batch_size=1)
                 rows = parallel(delayed(run_task)(experiment, n, rep) for n, rep in todo)
             with tqdm(total=len(todo), disable=not progress, unit="task", mininterval=1.0,
