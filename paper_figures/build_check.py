@@ -10,12 +10,23 @@ longest fits, where two builds part first) and a seeded draw of its other rows, 
 compares every column but the timings to the last bit. It writes
 ``paper_figures/results/NAME.buildcheck.json``, which ``make_figures.py`` quotes.
 
+A grid's store does not outlive its machine: a grid continued on another machine is
+restored from its committed results, and the restore recomputes a few rows first. Another
+machine's numerical stack (its BLAS kernels, chosen by processor) can compute a task's
+numbers differently in the last digits; the restore then refuses to go on unless told to
+recompute none (``--verify 0``). With ``--machine`` this script measures what that pools:
+it reruns, here, a seeded sample of the rows computed before the grid's last restore and
+records, row by row, the columns that differ, how far apart the stored and recomputed
+total log-likelihoods are (the same maximum or another) and each column's relative
+difference. It writes ``NAME.machinecheck.json``, which the page quotes too.
+
 Which build computed which row comes from the grid's run records (see
 ``committed_results.row_builds``), in the order the rows were finished.
 
 Usage::
 
     python paper_figures/build_check.py softmax-over-k4 --per-build 2
+    python paper_figures/build_check.py softmax-over-k4 --machine --rows 24
 """
 
 import argparse
@@ -29,9 +40,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from committed_results import build_name, read_results, row_builds  # noqa: E402
+from committed_results import build_name, read_results, restore_chain, row_builds  # noqa: E402
 
 from gmoe.simulation import load_experiment, read_csv_rows, rerun_differences  # noqa: E402
+from gmoe.simulation.columns import build_columns  # noqa: E402
 from gmoe.simulation.store import code_sha256  # noqa: E402
 
 
@@ -134,6 +146,103 @@ def check(name, results, per_build=2, seed=0, log=print):
     return report
 
 
+def relative_difference(stored, recomputed):
+    """How far a recomputed value is from the stored one, relative to the stored one.
+
+    Numbers compare as ``|a - b| / |a|``; the fitted parameters (a JSON list) as the
+    largest absolute difference over the largest stored magnitude. None where the two
+    are not numbers (a warning's text, a missing value): the column differs, by no
+    measure.
+    """
+    try:
+        a = np.asarray(json.loads(stored) if isinstance(stored, str) else stored, float)
+        b = np.asarray(json.loads(recomputed) if isinstance(recomputed, str) else recomputed,
+                       float)
+    except (TypeError, ValueError):
+        return None
+    if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return None
+    scale = np.max(np.abs(a)) if a.size else 0.0
+    gap = np.max(np.abs(a - b)) if a.size else 0.0
+    return float(gap / scale) if scale > 0 else (0.0 if gap == 0 else None)
+
+
+def earlier_machine_rows(rows, info):
+    """The rows a grid computed before its last restore, in the order they finished.
+
+    A restore rebuilds a store that its machine lost, so these rows were computed in
+    another store, on another machine or an earlier one; the rest, in this store.
+    Empty for a grid never restored.
+    """
+    chain = restore_chain(info.get("meta", {}))
+    if not chain:
+        return []
+    return sorted(rows, key=lambda r: r["finished_at"])[:chain[-1]["rows"]]
+
+
+def check_machine(name, results, count=24, seed=0, log=print):
+    """Rerun ``count`` rows computed before the grid's last restore, here.
+
+    Parameters
+    ----------
+    name : str
+        The study.
+    results : pathlib.Path
+        The directory of committed results.
+    count : int, default=24
+        Rows rerun: the last replication at the largest size those rows reached, and a
+        seeded draw of the rest.
+    seed : int, default=0
+        Seed of the draw.
+    log : callable, default=print
+        Called with a line per row rerun.
+
+    Returns
+    -------
+    dict
+        ``code_sha256`` (this build), ``result_rows``, ``restored_rows`` (the rows
+        computed before the last restore) and ``checked``: per row rerun, its ``n``,
+        ``rep``, ``differences`` (``[column, stored, recomputed]`` as text),
+        ``log_likelihood_gap`` (recomputed minus stored total log-likelihood, n times
+        the mean's) and ``relative`` (each differing column's
+        :func:`relative_difference`); and ``loss_columns``, the study's losses.
+    """
+    if count < 1:
+        raise SystemExit(f"--rows must be at least 1, got {count}.")
+    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+    _, info = read_results(results, name)
+    if info is None:
+        raise SystemExit(f"{name}: no committed results in {results}.")
+    rows = read_csv_rows(results / f"{name}.csv.gz", experiment)
+    earlier = earlier_machine_rows(rows, info)
+    if not earlier:
+        raise SystemExit(f"{name}: the grid was never restored from its committed results: "
+                         "every row was computed in one store, and there is no earlier "
+                         "machine to compare with.")
+    # The losses: the metric columns but the per-expert parameter errors and atom counts.
+    losses = [c.name for c in build_columns(experiment) if c.cell is None
+              and c.field not in ("temperature",)]
+    report = {"study": name, "result_rows": len(rows), "code_sha256": code_sha256(),
+              "restored_rows": len(earlier), "loss_columns": losses, "checked": []}
+    for row in sample(earlier, count, seed):
+        differences = rerun_differences(experiment, row)
+        recomputed = {column: b for column, _, b in differences}
+        stored_mean = row["mean_log_likelihood"]
+        fresh_mean = recomputed.get("mean_log_likelihood", stored_mean)
+        gap = (row["n"] * (fresh_mean - stored_mean)
+               if stored_mean is not None and fresh_mean is not None else None)
+        report["checked"].append({
+            "n": int(row["n"]), "rep": int(row["rep"]),
+            "differences": [[c, repr(a), repr(b)] for c, a, b in differences],
+            "log_likelihood_gap": None if gap is None else float(gap),
+            "relative": {c: relative_difference(a, b) for c, a, b in differences}})
+        log(f"{name}: n = {row['n']}, rep = {row['rep']}: "
+            + ("reproduced" if not differences else
+               f"{len(differences)} columns differ, the total log-likelihood by "
+               + ("an unknown amount" if gap is None else f"{gap:.3g}")))
+    return report
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,7 +251,22 @@ def main(argv=None):
     parser.add_argument("--per-build", type=int, default=2,
                         help="rows rerun per build (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    parser.add_argument("--machine", action="store_true",
+                        help="rerun rows computed before the grid's last restore (on an "
+                             "earlier machine) instead of other builds' rows")
+    parser.add_argument("--rows", type=int, default=24,
+                        help="with --machine: rows rerun (default 24)")
     args = parser.parse_args(argv)
+    if args.machine:
+        for name in args.studies:
+            report = check_machine(name, args.results, args.rows, args.seed)
+            (args.results / f"{name}.machinecheck.json").write_text(
+                json.dumps(report, indent=1) + "\n")
+            same = sum(not c["differences"] for c in report["checked"])
+            print(f"{name}: {len(report['checked'])} of the {report['restored_rows']} rows "
+                  f"computed before the last restore rerun here: {same} reproduced to the "
+                  "last bit")
+        return 0
     for name in args.studies:
         report = check(name, args.results, args.per_build, args.seed)
         if not report["builds"]:

@@ -49,7 +49,8 @@ def restored_text(s):
                  f"{', '.join(each)}. Every row recomputed matched to the last bit.")
     return [f"The grid was continued from its committed results {times} (`python "
             f"paper_figures/run_studies.py {s['name']} --restore`); {check} {origin}"
-            + _unchecked_resumes(len(shares) - 1, len(restores), checked_builds), ""]
+            + _unchecked_resumes(len(shares) - 1, len(restores), checked_builds)
+            + _machine_check_text(s, restores[-1]["rows"]), ""]
 
 
 def _build_check_text(s, shares):
@@ -99,6 +100,70 @@ def _build_check_text(s, shares):
             f"{each} of each of the {len(report['builds'])} other builds with "
             f"{build_name(report['code_sha256'])} (the last replication at the largest size "
             f"the build reached, and a seeded draw of the rest): {found}{since}"), covered
+
+
+def _machine_check_text(s, restored_rows):
+    """What ``build_check.py --machine`` found: earlier rows rerun on the grid's machine.
+
+    Empty without a machine check; out of date when the grid was restored again since
+    (the rows before its last restore are others).
+    """
+    report = s.get("machine_check")
+    if not report:
+        return ""
+    command = f"`python paper_figures/build_check.py {s['name']} --machine`"
+    if report["restored_rows"] != restored_rows:
+        return (f" The machine check ({command}) is out of date: it reran rows of the "
+                f"{report['restored_rows']} computed before a restore, and the grid was "
+                f"restored again since, after {restored_rows} rows; it does not cover them.")
+    checked = report["checked"]
+    differ = [row for row in checked if row["differences"]]
+    said = (f" A machine check ({command}) reran {len(checked)} of the {restored_rows} rows "
+            f"computed before the last restore on the grid's machine, with "
+            f"{build_name(report['code_sha256'])} (the last replication at the largest size "
+            "they reached, and a seeded draw of the rest): ")
+    if not differ:
+        return said + f"all {len(checked)} reproduced every number to the last bit."
+    said += (f"{len(checked) - len(differ)} reproduced every number to the last bit and "
+             f"{len(differ)} differ (two machines' numerical stacks round differently). ")
+    gaps = [row["log_likelihood_gap"] for row in differ]
+    elsewhere = [row for row, gap in zip(differ, gaps, strict=True)
+                 if gap is None or abs(gap) > SAME_POINT_GAP]
+    if elsewhere:
+        said += (f"{len(elsewhere)} of them reached another point (total log-likelihoods "
+                 f"more than {SAME_POINT_GAP:g} apart): " + "; ".join(
+                     f"n = {row['n']}, replication {row['rep']} ("
+                     + ("unknown" if row["log_likelihood_gap"] is None
+                        else f"{row['log_likelihood_gap']:+.3g}") + ")"
+                     for row in elsewhere) + ". ")
+    same = [row for row in differ if row not in elsewhere]
+    if same:
+        gap = max(abs(row["log_likelihood_gap"]) for row in same)
+        said += (f"{'All' if len(same) == len(differ) else len(same)} of them reached the "
+                 f"same maximum (total log-likelihoods at most {gap:.2g} apart, below the "
+                 f"{SAME_POINT_GAP:g} at which two fits count as one point)")
+        steps = sum(any(c == "n_iter" for c, _, _ in row["differences"]) for row in same)
+        largest = _largest_relative(same, report.get("loss_columns", ()))
+        if largest:
+            said += "; the largest relative differences are " + ", ".join(
+                f"{value:.2g} in {'the fitted parameters' if column == 'fitted' else column}"
+                for column, value in largest)
+        said += (f"; {count_of(steps, 'fit')} took another number of EM steps: the "
+                 "stopping rule ends a fit near, not at, its maximum, and where the "
+                 "likelihood is flat that leaves the parameters this much room."
+                 if steps else ".")
+    return said.rstrip()
+
+
+def _largest_relative(rows, losses):
+    """The largest relative differences of the fitted parameters and of the losses."""
+    columns = ("fitted", *losses)
+    largest = {}
+    for row in rows:
+        for column, value in row["relative"].items():
+            if column in columns and value is not None:
+                largest[column] = max(value, largest.get(column, 0.0))
+    return [(column, largest[column]) for column in columns if column in largest]
 
 
 def _unchecked_resumes(changes, restores, checked_builds=0):

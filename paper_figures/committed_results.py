@@ -39,7 +39,7 @@ def read_results(directory, name):
                         ("split_cells", "splitcells"), ("truth_check", "truthcheck"),
                         ("boundary_check", "boundarycheck"),
                         ("start_check", "startcheck"), ("coselected", "coselected"),
-                        ("build_check", "buildcheck")):
+                        ("build_check", "buildcheck"), ("machine_check", "machinecheck")):
         extra = directory / f"{name}.{suffix}.json"
         if extra.exists():
             info[key] = json.loads(extra.read_text())

@@ -235,6 +235,7 @@ def study_section(name, claim, rows, info, fig_dir):
             "boundary_check": info.get("boundary_check"),
             "start_check": info.get("start_check"),
             "build_check": info.get("build_check"),
+            "machine_check": info.get("machine_check"),
             "other_builds": info.get("other_builds", []),
             "meta": info.get("meta", {}), "runs": info.get("runs", [])}
 

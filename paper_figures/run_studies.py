@@ -27,6 +27,11 @@ the runs that computed them) and runs the rest of the grid. A sample of the rows
 is first re-run, and the restore is refused unless every recomputed row equals its
 stored one, timings aside: the grid goes on only where this build, on this machine,
 computes the same numbers (another build of gmoe or another NumPy may not).
+Another machine can round differently: its BLAS kernels, chosen by processor, change a
+fit's last digits. There the grid can go on only with ``--verify 0``, pooling two
+machines' rows; then ``python paper_figures/build_check.py NAME --machine`` reruns a
+sample of the earlier rows on the new machine and records how far each lands from its
+stored fit, which the page quotes.
 Committed rows are never lost: without ``--restore``, a study whose store is missing but
 whose rows are committed is refused before anything runs, and an export that would drop
 committed tasks (a store not restored, a quick grid) is refused too.
@@ -67,6 +72,7 @@ from gmoe.simulation import (  # noqa: E402
     restore_store,
     verify_rows,
 )
+from gmoe.simulation.restore import RestoreError  # noqa: E402
 from gmoe.simulation.store import StoreError, code_sha256, read_runs  # noqa: E402
 
 
@@ -232,7 +238,13 @@ def restore(name, db, results, verify, log=print):
         builds = ", ".join(f"{count} of {build_name(sha)}" for count, sha in shares if count)
         log(f"{name}: {len(rows)} rows ({builds}; this is {code_sha256()[:12]}): "
             f"re-running {min(verify, len(rows))} of them")
-        verified = verify_rows(experiment, rows, verify, log=log)
+        try:
+            verified = verify_rows(experiment, rows, verify, log=log)
+        except RestoreError as err:
+            raise SystemExit(
+                f"{name}: {err} If only the machine changed (the same build rounding "
+                "otherwise), the grid can go on with --verify 0; then measure what that "
+                f"pools with `python paper_figures/build_check.py {name} --machine`.") from None
         source = {"file": csv_path.name, "rows": len(rows), "code_sha256": build,
                   "verified_rows": len(verified)}
         if meta.get("restored_from"):  # an earlier restore: keep which build computed what

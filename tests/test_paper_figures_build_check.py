@@ -141,3 +141,123 @@ def test_the_page_says_what_the_build_check_found(modules):
     shrunk = dict(again, n_rows=11, runs=[*runs[:2], {"tasks_stored": 2, "code_sha256": "c" * 64},
                                           {"tasks_stored": 2, "code_sha256": "a" * 64}])
     assert "is out of date" in build_texts.restored_text(dict(shrunk, build_check=report))[0]
+
+
+def _restored_grid(tmp_path, run_studies, restored_rows):
+    """A tiny grid's committed results whose first ``restored_rows`` rows were restored."""
+    root, results = _two_build_grid(tmp_path, run_studies)
+    run_json = results / "tiny.run.json"
+    info = json.loads(run_json.read_text())
+    info["meta"]["restored_from"] = {"rows": restored_rows, "code_sha256": code_sha256(),
+                                     "verified_rows": 0, "file": "tiny.csv.gz"}
+    run_json.write_text(json.dumps(info))
+    return root, results
+
+
+def test_rows_from_before_the_last_restore_are_rerun_and_their_differences_measured(
+        tmp_path, modules, monkeypatch):
+    build_check, _, run_studies = modules
+    root, results = _restored_grid(tmp_path, run_studies, restored_rows=4)
+    monkeypatch.setattr(build_check, "ROOT", root)
+    with gzip.open(results / "tiny.csv.gz", "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    earlier = {(int(r["n"]), int(r["rep"]))
+               for r in sorted(rows, key=lambda r: float(r["finished_at"]))[:4]}
+    said = []
+    report = build_check.check_machine("tiny", results, count=3, log=said.append)
+    assert report["restored_rows"] == 4 and report["result_rows"] == 6
+    assert report["loss_columns"] == ["d1", "hellinger", "tv"]
+    checked = [(c["n"], c["rep"]) for c in report["checked"]]
+    # Only rows computed before the restore, the largest size's last replication first.
+    assert len(checked) == 3 and set(checked) <= earlier
+    largest = max(n for n, _ in earlier)
+    assert checked[0] == (largest, max(rep for n, rep in earlier if n == largest))
+    assert all(c["differences"] == [] and c["relative"] == {}
+               and c["log_likelihood_gap"] == 0.0 for c in report["checked"])
+    assert all(line.endswith(": reproduced") for line in said)
+    # Stored numbers another machine computed otherwise: each difference is measured.
+    n, rep = checked[0]
+    for row in rows:
+        if (int(row["n"]), int(row["rep"])) == (n, rep):
+            stored_mean = float(row["mean_log_likelihood"])
+            row["mean_log_likelihood"] = repr(stored_mean * (1 + 1e-9))
+            row["d1"] = repr(float(row["d1"]) * (1 + 1e-6))
+    with gzip.open(results / "tiny.csv.gz", "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    [changed] = build_check.check_machine("tiny", results, count=1, log=said.append)["checked"]
+    assert [c for c, _, _ in changed["differences"]] == ["mean_log_likelihood", "d1"]
+    assert changed["log_likelihood_gap"] == pytest.approx(-n * stored_mean * 1e-9, rel=1e-3)
+    assert changed["relative"]["d1"] == pytest.approx(1e-6, rel=1e-3)
+    assert changed["relative"]["mean_log_likelihood"] == pytest.approx(1e-9, rel=1e-3)
+    assert "2 columns differ, the total log-likelihood by " in said[-1]
+    # A grid never restored has no earlier machine's rows.
+    _, plain = _two_build_grid(tmp_path / "plain", run_studies)
+    with pytest.raises(SystemExit, match="never restored"):
+        build_check.check_machine("tiny", plain, count=2)
+
+
+def test_relative_differences_of_numbers_parameter_lists_and_text(modules):
+    build_check, _, _ = modules
+    assert build_check.relative_difference(2.0, 2.002) == pytest.approx(1e-3)
+    assert build_check.relative_difference(5, 6) == pytest.approx(0.2)
+    # The fitted parameters: the largest change over the largest stored magnitude.
+    assert build_check.relative_difference("[10.0, -1.0]", "[10.0, -1.5]") == \
+        pytest.approx(0.05)
+    assert build_check.relative_difference("[1.0]", "[1.0, 2.0]") is None
+    assert build_check.relative_difference("overflow", "") is None
+    assert build_check.relative_difference(None, 1.0) is None
+    assert build_check.relative_difference(0.0, 0.0) == 0.0
+    assert build_check.relative_difference(0.0, 1e-300) is None
+
+
+def _machine_report(restored_rows=40, gaps=(0.0, 2e-5, 7e-5), steps=(False, False, True)):
+    checked = []
+    for i, (gap, step) in enumerate(zip(gaps, steps, strict=True)):
+        differences = [] if gap == 0.0 else [["mean_log_likelihood", "-0.4", "-0.41"],
+                                            ["d2", "1.0", "1.0004"],
+                                            ["fitted", "[1.0]", "[1.001]"]]
+        if step:
+            differences.append(["n_iter", "140", "141"])
+        checked.append({"n": 100 * (i + 1), "rep": i, "differences": differences,
+                        "log_likelihood_gap": gap,
+                        "relative": {} if gap == 0.0 else {"d2": 4e-4 * (i + 1),
+                                                           "fitted": 1e-3,
+                                                           "mean_log_likelihood": 1e-9}})
+    return {"code_sha256": "c" * 64, "result_rows": 60, "restored_rows": restored_rows,
+            "loss_columns": ["d2", "hellinger"], "checked": checked}
+
+
+def test_the_page_says_what_the_machine_check_found(modules):
+    _, build_texts, _ = modules
+    meta = {"code_sha256": "c" * 64,
+            "restored_from": {"rows": 40, "code_sha256": "c" * 64, "verified_rows": 0}}
+    study = {"name": "g", "meta": meta}
+    assert "machine check" not in build_texts.restored_text(study)[0]
+    page = build_texts.restored_text(dict(study, machine_check=_machine_report()))[0]
+    assert ("A machine check (`python paper_figures/build_check.py g --machine`) reran 3 of "
+            "the 40 rows computed before the last restore on the grid's machine, with build "
+            "cccccccccccc (the last replication at the largest size they reached, and a "
+            "seeded draw of the rest): 1 reproduced every number to the last bit and 2 "
+            "differ") in page
+    assert ("All of them reached the same maximum (total log-likelihoods at most 7e-05 "
+            "apart, below the 0.001 at which two fits count as one point); the largest "
+            "relative differences are 0.001 in the fitted parameters, 0.0012 in d2; 1 fit "
+            "took another number of EM steps") in page
+    # A fit that landed elsewhere is named with its gap.
+    far = _machine_report(gaps=(0.0, 2e-5, -0.5))
+    page = build_texts.restored_text(dict(study, machine_check=far))[0]
+    assert ("1 of them reached another point (total log-likelihoods more than 0.001 apart): "
+            "n = 300, replication 2 (-0.5). 1 of them reached the same maximum") in page
+    # Every row reproduced.
+    same = _machine_report(gaps=(0.0, 0.0), steps=(False, False))
+    page = build_texts.restored_text(dict(study, machine_check=same))[0]
+    assert page.endswith("seeded draw of the rest): all 2 reproduced every number to the "
+                         "last bit.")
+    # Restored again since: the rows before the last restore are others.
+    stale = _machine_report(restored_rows=30)
+    page = build_texts.restored_text(dict(study, machine_check=stale))[0]
+    assert ("The machine check (`python paper_figures/build_check.py g --machine`) is out "
+            "of date: it reran rows of the 30 computed before a restore, and the grid was "
+            "restored again since, after 40 rows") in page
