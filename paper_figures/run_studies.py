@@ -242,9 +242,8 @@ def restore(name, db, results, verify, log=print):
             verified = verify_rows(experiment, rows, verify, log=log)
         except RestoreError as err:
             raise SystemExit(
-                f"{name}: {err} If only the machine changed (the same build rounding "
-                "otherwise), the grid can go on with --verify 0; then measure what that "
-                f"pools with `python paper_figures/build_check.py {name} --machine`.") from None
+                f"{name}: {err} Having gone on so, measure what that pools with `python "
+                f"paper_figures/build_check.py {name} --machine`.") from None
         source = {"file": csv_path.name, "rows": len(rows), "code_sha256": build,
                   "verified_rows": len(verified)}
         if meta.get("restored_from"):  # an earlier restore: keep which build computed what

@@ -826,7 +826,8 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     run_studies.export("tiny", db, results)
     refused(r"task \(n = 90, replication 1\) gives other numbers here \(d1: ")
     # ... which names the way on when only the machine changed.
-    refused(r"go on with --verify 0; then measure what that pools with `python "
+    refused(r"where only the machine changed, --verify 0 goes on, pooling two machines' "
+            r"roundings. Having gone on so, measure what that pools with `python "
             r"paper_figures/build_check.py tiny --machine`")
     # Rows of another task definition than the study file's.
     info = json.loads(run_json.read_text())

@@ -21,6 +21,7 @@ from gmoe.simulation import (
     rerun_differences,
     restore_store,
     run_experiment,
+    verify_rows,
 )
 from gmoe.simulation.cli import main
 from gmoe.simulation.lock import WriterLock, store_lock_path
@@ -296,6 +297,29 @@ def test_a_rerun_reproduces_a_stored_row_and_names_a_changed_one(grid):
                    fit_seconds=123.0)  # one unit in the last place counts; a timing never
     assert [c for c, _, _ in rerun_differences(experiment, changed)] == \
         ["mean_log_likelihood"]
+
+
+def test_a_row_not_reproduced_refuses_the_restore_saying_how_far_its_fit_moved(grid):
+    experiment, db, _ = grid
+    rows = read_rows(db)[0]
+    # The stored fit's log-likelihood a rounding away: the message gives the total gap
+    # (n times the mean's) and the way on where only the machine changed.
+    moved = [dict(row, mean_log_likelihood=row["mean_log_likelihood"] + 1e-9)
+             for row in rows]
+    with pytest.raises(RestoreError) as info:
+        verify_rows(experiment, moved, 1)
+    n = max(row["n"] for row in rows)
+    message = str(info.value)
+    gap = float(message.split("moved by ")[1].split(")")[0])
+    assert gap == pytest.approx(-n * 1e-9, rel=1e-6)
+    assert "where only the machine changed, --verify 0 goes on" in message
+    # Another column only: no gap to give.
+    other = [dict(row, d1=row["d1"] * 2) for row in rows]
+    with pytest.raises(RestoreError) as info:
+        verify_rows(experiment, other, 1)
+    assert "moved by" not in str(info.value) and "(d1: " in str(info.value)
+    assert verify_rows(experiment, rows, 1) == [(n, max(r["rep"] for r in rows
+                                                       if r["n"] == n))]
 
 
 def test_a_column_added_since_is_not_compared_where_the_row_predates_it(grid):

@@ -18,7 +18,8 @@ Without ``--quick``, ``report`` and ``export`` use the quick store when it is th
 one, and report the grid of the run that wrote the store (quick or full). ``restore``
 rebuilds a missing store from an exported CSV (plain or gzipped) after re-running ``K``
 of its rows (default 6; ``--verify 0`` skips the check, for rows this very build
-computed), so that ``run`` goes on where the grid stopped on another machine.
+computed, on this machine or on one that rounds otherwise), so that ``run`` goes on where
+the grid stopped on another machine.
 
 Every error (a bad experiment file, a store in use, of another experiment, truncated or
 unreadable, a directory that cannot be written) is one line on standard error and exit

@@ -351,6 +351,20 @@ def rerun_differences(experiment, row):
             and not _same(row[c], fresh.get(c))]
 
 
+def _gap_text(row, differences):
+    """How far the recomputed total log-likelihood is from the stored one, as text.
+
+    Two roundings of one fit land a hair apart; another build or task definition, as
+    often as not, far: the number lets the reader tell which.
+    """
+    fresh = {c: b for c, _, b in differences}.get("mean_log_likelihood")
+    stored = row.get("mean_log_likelihood")
+    if fresh is None or _missing(fresh) or _missing(stored):
+        return ""
+    return (f"; the total log-likelihood, n times the mean, moved by "
+            f"{row['n'] * (fresh - stored):+.3g}")
+
+
 def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
     """Re-run a sample of stored rows; raise unless every one is reproduced.
 
@@ -403,10 +417,12 @@ def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
             listed = "; ".join(f"{c}: {a!r} -> {b!r}" for c, a, b in differences[:4])
             raise RestoreError(
                 f"task (n = {row['n']}, replication {row['rep']}) gives other numbers here "
-                f"({listed}): another build of gmoe, another numerical stack or another "
+                f"({listed}{_gap_text(row, differences)}): another build of gmoe, another "
+                "numerical stack (another machine's BLAS can round otherwise) or another "
                 "task definition computed the rows, and resuming would mix two kinds of "
                 "results. Rerun the grid from scratch, or resume where the rows were "
-                "computed.")
+                "computed; where only the machine changed, --verify 0 goes on, pooling "
+                "two machines' roundings.")
         checked.append((row["n"], row["rep"]))
         if log is not None:
             log(f"  n = {row['n']}, replication {row['rep']}: reproduced")
