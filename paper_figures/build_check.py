@@ -15,13 +15,16 @@ restored from its committed results, and the restore recomputes a few rows first
 machine's numerical stack (its BLAS kernels, chosen by processor) can compute a task's
 numbers differently in the last digits; the restore then refuses to go on unless told to
 recompute none (``--verify 0``). With ``--machine`` this script measures what that pools:
-it reruns, here, a seeded sample of the rows computed before the grid's last restore and
-records, row by row, the columns that differ, how far apart the stored and recomputed
-total log-likelihoods are (the same maximum or another) and each column's relative
-difference. It writes ``NAME.machinecheck.json``, which the page quotes too.
+run with the build that computed them, it reruns here a seeded sample of that build's
+rows from before the grid's last restore and records, row by row, the columns that
+differ, how far apart the stored and recomputed total log-likelihoods are (the same
+point or another) and each column's relative difference, with the processor and BLAS it
+ran on. It writes ``NAME.machinecheck.json``, which the page quotes too.
 
 Which build computed which row comes from the grid's run records (see
-``committed_results.row_builds``), in the order the rows were finished.
+``committed_results.row_builds``), in the order the rows were finished. Run the build
+check on the machine that computed the rows it reruns: elsewhere a row can differ by the
+machine's rounding, not the build's (which ``--machine`` measures).
 
 Usage::
 
@@ -31,10 +34,12 @@ Usage::
 
 import argparse
 import json
+import platform
 import sys
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -147,12 +152,13 @@ def check(name, results, per_build=2, seed=0, log=print):
 
 
 def relative_difference(stored, recomputed):
-    """How far a recomputed value is from the stored one, relative to the stored one.
+    """How far a recomputed value is from the stored one, relative to their size.
 
-    Numbers compare as ``|a - b| / |a|``; the fitted parameters (a JSON list) as the
-    largest absolute difference over the largest stored magnitude. None where the two
-    are not numbers (a warning's text, a missing value): the column differs, by no
-    measure.
+    Numbers, and the fitted parameters (a JSON list) element by element, compare as
+    ``|a - b| / max(|a|, |b|)`` (0 where both are 0); a list gives its largest element's,
+    so that a small parameter (a variance) moved by much is not hidden by a large one (a
+    gate slope). None where the two are not numbers alike (a warning's text, a missing
+    or non-finite value): the column differs, by no measure.
     """
     try:
         a = np.asarray(json.loads(stored) if isinstance(stored, str) else stored, float)
@@ -162,26 +168,70 @@ def relative_difference(stored, recomputed):
         return None
     if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         return None
-    scale = np.max(np.abs(a)) if a.size else 0.0
-    gap = np.max(np.abs(a - b)) if a.size else 0.0
-    return float(gap / scale) if scale > 0 else (0.0 if gap == 0 else None)
+    scale = np.maximum(np.abs(a), np.abs(b))
+    gaps = np.divide(np.abs(a - b), scale, out=np.zeros_like(scale), where=scale > 0)
+    return float(np.max(gaps)) if gaps.size else 0.0
 
 
-def earlier_machine_rows(rows, info):
-    """The rows a grid computed before its last restore, in the order they finished.
+def machine_description():
+    """The processor and the BLAS (with the kernels it chose) that this check runs on.
 
-    A restore rebuilds a store that its machine lost, so these rows were computed in
-    another store, on another machine or an earlier one; the rest, in this store.
-    Empty for a grid never restored.
+    Two machines round one fit otherwise mostly through the BLAS kernels, which
+    OpenBLAS picks by processor: the page names them.
     """
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            processor = next((line.split(":", 1)[1].strip() for line in f
+                              if line.startswith("model name")), processor)
+    except OSError:
+        pass
+    blas = [f"{lib['internal_api']} {lib['version']}"
+            + (f" ({lib['architecture']} kernels)" if lib.get("architecture") else "")
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return {"processor": processor, "architecture": platform.machine(),
+            "numpy": np.__version__, "blas": ", ".join(blas) or "no BLAS found"}
+
+
+def last_restore(info):
+    """The grid's last restore (``rows``, ``code_sha256``, ``verified_rows``) and count."""
     chain = restore_chain(info.get("meta", {}))
     if not chain:
+        return None, 0
+    link = chain[-1]
+    return {key: link.get(key) for key in ("rows", "code_sha256", "verified_rows")}, \
+        len(chain)
+
+
+def rows_before_restore(rows, info, build):
+    """The rows ``build`` computed before the grid's last restore, oldest first.
+
+    A restore rebuilds a store its machine lost: those rows were computed in another
+    store, mostly on another machine. Only the checking build's own rows are taken, so
+    that a difference is the machine's and not a build's (the build check compares
+    builds, on the machine that computed their rows).
+    """
+    restore, _ = last_restore(info)
+    if restore is None:
         return []
-    return sorted(rows, key=lambda r: r["finished_at"])[:chain[-1]["rows"]]
+    before = {id(r) for r in sorted(rows, key=lambda r: r["finished_at"])[:restore["rows"]]}
+    return [r for b, part in rows_by_build(rows, info) if b == build
+            for r in part if id(r) in before]
+
+
+def _total_gap(row, fresh):
+    """Recomputed minus stored total log-likelihood (n times the mean's); None if unknown."""
+    stored = row.get("mean_log_likelihood")
+    recomputed = fresh.get("mean_log_likelihood", stored)
+    try:
+        gap = row["n"] * (float(recomputed) - float(stored))
+    except (TypeError, ValueError):
+        return None
+    return float(gap) if np.isfinite(gap) else None
 
 
 def check_machine(name, results, count=24, seed=0, log=print):
-    """Rerun ``count`` rows computed before the grid's last restore, here.
+    """Rerun, here, ``count`` rows this build computed before the grid's last restore.
 
     Parameters
     ----------
@@ -200,12 +250,14 @@ def check_machine(name, results, count=24, seed=0, log=print):
     Returns
     -------
     dict
-        ``code_sha256`` (this build), ``result_rows``, ``restored_rows`` (the rows
-        computed before the last restore) and ``checked``: per row rerun, its ``n``,
-        ``rep``, ``differences`` (``[column, stored, recomputed]`` as text),
-        ``log_likelihood_gap`` (recomputed minus stored total log-likelihood, n times
-        the mean's) and ``relative`` (each differing column's
-        :func:`relative_difference`); and ``loss_columns``, the study's losses.
+        ``code_sha256`` (this build), ``machine`` (:func:`machine_description`),
+        ``result_rows``, ``restore`` and ``restores`` (:func:`last_restore`),
+        ``build_rows`` (this build's rows before it), ``loss_columns`` (the study's
+        losses) and ``checked``: per row rerun, its ``n``, ``rep``, ``status`` (stored,
+        recomputed), ``differences`` (``[column, stored, recomputed]`` as text),
+        ``log_likelihood_gap`` (recomputed minus stored total log-likelihood; None where
+        either is missing) and ``relative`` (each differing column's
+        :func:`relative_difference`).
     """
     if count < 1:
         raise SystemExit(f"--rows must be at least 1, got {count}.")
@@ -214,27 +266,32 @@ def check_machine(name, results, count=24, seed=0, log=print):
     if info is None:
         raise SystemExit(f"{name}: no committed results in {results}.")
     rows = read_csv_rows(results / f"{name}.csv.gz", experiment)
-    earlier = earlier_machine_rows(rows, info)
+    restore, restores = last_restore(info)
+    if restore is None or not restore["rows"]:
+        raise SystemExit(f"{name}: no rows were restored from the committed results: every "
+                         "row was computed in this grid's one store, and there is no "
+                         "earlier machine to compare with.")
+    own = code_sha256()
+    earlier = rows_before_restore(rows, info, own)
     if not earlier:
-        raise SystemExit(f"{name}: the grid was never restored from its committed results: "
-                         "every row was computed in one store, and there is no earlier "
-                         "machine to compare with.")
+        raise SystemExit(f"{name}: {build_name(own)} computed none of the rows before the "
+                         "last restore; run the check with the build that did, so that a "
+                         "difference is the machine's and not a build's.")
     # The losses: the metric columns but the per-expert parameter errors and atom counts.
     losses = [c.name for c in build_columns(experiment) if c.cell is None
-              and c.field not in ("temperature",)]
-    report = {"study": name, "result_rows": len(rows), "code_sha256": code_sha256(),
-              "restored_rows": len(earlier), "loss_columns": losses, "checked": []}
+              and c.field != "temperature"]
+    report = {"study": name, "result_rows": len(rows), "code_sha256": own,
+              "machine": machine_description(), "restore": restore, "restores": restores,
+              "build_rows": len(earlier), "loss_columns": losses, "checked": []}
     for row in sample(earlier, count, seed):
         differences = rerun_differences(experiment, row)
-        recomputed = {column: b for column, _, b in differences}
-        stored_mean = row["mean_log_likelihood"]
-        fresh_mean = recomputed.get("mean_log_likelihood", stored_mean)
-        gap = (row["n"] * (fresh_mean - stored_mean)
-               if stored_mean is not None and fresh_mean is not None else None)
+        fresh = {column: b for column, _, b in differences}
+        gap = _total_gap(row, fresh)
         report["checked"].append({
             "n": int(row["n"]), "rep": int(row["rep"]),
+            "status": [row["status"], fresh.get("status", row["status"])],
             "differences": [[c, repr(a), repr(b)] for c, a, b in differences],
-            "log_likelihood_gap": None if gap is None else float(gap),
+            "log_likelihood_gap": gap,
             "relative": {c: relative_difference(a, b) for c, a, b in differences}})
         log(f"{name}: n = {row['n']}, rep = {row['rep']}: "
             + ("reproduced" if not differences else
@@ -248,25 +305,31 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("studies", nargs="+")
     parser.add_argument("--results", type=Path, default=HERE / "results")
-    parser.add_argument("--per-build", type=int, default=2,
+    parser.add_argument("--per-build", type=int,
                         help="rows rerun per build (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     parser.add_argument("--machine", action="store_true",
-                        help="rerun rows computed before the grid's last restore (on an "
-                             "earlier machine) instead of other builds' rows")
-    parser.add_argument("--rows", type=int, default=24,
+                        help="rerun the rows this build computed before the grid's last "
+                             "restore (on an earlier machine) instead of other builds' rows")
+    parser.add_argument("--rows", type=int,
                         help="with --machine: rows rerun (default 24)")
     args = parser.parse_args(argv)
+    if args.machine and args.per_build is not None:
+        parser.error("--per-build counts other builds' rows: --machine takes --rows")
+    if not args.machine and args.rows is not None:
+        parser.error("--rows counts the rows of --machine: the build check takes --per-build")
     if args.machine:
         for name in args.studies:
-            report = check_machine(name, args.results, args.rows, args.seed)
+            report = check_machine(name, args.results,
+                                   24 if args.rows is None else args.rows, args.seed)
             (args.results / f"{name}.machinecheck.json").write_text(
                 json.dumps(report, indent=1) + "\n")
             same = sum(not c["differences"] for c in report["checked"])
-            print(f"{name}: {len(report['checked'])} of the {report['restored_rows']} rows "
-                  f"computed before the last restore rerun here: {same} reproduced to the "
-                  "last bit")
+            print(f"{name}: {len(report['checked'])} of the {report['build_rows']} rows "
+                  f"{build_name(report['code_sha256'])} computed before the last restore "
+                  f"rerun here: {same} reproduced to the last bit")
         return 0
+    args.per_build = 2 if args.per_build is None else args.per_build
     for name in args.studies:
         report = check(name, args.results, args.per_build, args.seed)
         if not report["builds"]:

@@ -49,8 +49,9 @@ def restored_text(s):
                  f"{', '.join(each)}. Every row recomputed matched to the last bit.")
     return [f"The grid was continued from its committed results {times} (`python "
             f"paper_figures/run_studies.py {s['name']} --restore`); {check} {origin}"
-            + _unchecked_resumes(len(shares) - 1, len(restores), checked_builds)
-            + _machine_check_text(s, restores[-1]["rows"]), ""]
+            + _unchecked_resumes(len(shares) - 1, sum(bool(c) for c in checked),
+                                 checked_builds, restored=True)
+            + _machine_check_text(s, restores[-1], len(restores)), ""]
 
 
 def _build_check_text(s, shares):
@@ -102,56 +103,62 @@ def _build_check_text(s, shares):
             f"the build reached, and a seeded draw of the rest): {found}{since}"), covered
 
 
-def _machine_check_text(s, restored_rows):
-    """What ``build_check.py --machine`` found: earlier rows rerun on the grid's machine.
+def _machine_check_text(s, restore, restores):
+    """What ``build_check.py --machine`` found: a build's earlier rows rerun elsewhere.
 
-    Empty without a machine check; out of date when the grid was restored again since
-    (the rows before its last restore are others).
+    ``restore`` is the grid's last restore (``restored_from``) and ``restores`` their
+    number. Empty without a machine check; out of date when the check measured the rows
+    before another restore than that one.
     """
     report = s.get("machine_check")
     if not report:
         return ""
     command = f"`python paper_figures/build_check.py {s['name']} --machine`"
-    if report["restored_rows"] != restored_rows:
-        return (f" The machine check ({command}) is out of date: it reran rows of the "
-                f"{report['restored_rows']} computed before a restore, and the grid was "
-                f"restored again since, after {restored_rows} rows; it does not cover them.")
+    now = {key: restore.get(key) for key in ("rows", "code_sha256", "verified_rows")}
+    if report["restore"] != now or report["restores"] != restores:
+        return (f" The machine check ({command}) is out of date: it measured the rows from "
+                "before another restore than the grid's last one, and does not cover "
+                "those.")
+    machine = report["machine"]
     checked = report["checked"]
     differ = [row for row in checked if row["differences"]]
-    said = (f" A machine check ({command}) reran {len(checked)} of the {restored_rows} rows "
-            f"computed before the last restore on the grid's machine, with "
-            f"{build_name(report['code_sha256'])} (the last replication at the largest size "
-            "they reached, and a seeded draw of the rest): ")
+    said = (f" A machine check ({command}) reran {len(checked)} of the "
+            f"{report['build_rows']} rows that {build_name(report['code_sha256'])} "
+            f"computed before the last restore, with that build, on {machine['processor']} "
+            f"with {machine['blas']} (the last replication at the largest size they reached, "
+            "and a seeded draw of the rest): ")
     if not differ:
         return said + f"all {len(checked)} reproduced every number to the last bit."
-    said += (f"{len(checked) - len(differ)} reproduced every number to the last bit and "
-             f"{len(differ)} differ (two machines' numerical stacks round differently). ")
-    gaps = [row["log_likelihood_gap"] for row in differ]
-    elsewhere = [row for row, gap in zip(differ, gaps, strict=True)
-                 if gap is None or abs(gap) > SAME_POINT_GAP]
+    reproduced = len(checked) - len(differ)
+    said += (f"{reproduced or 'none'} reproduced every number to the last bit and "
+             f"{len(differ)} did not, the two machines rounding otherwise. ")
+    failed = [row for row in differ if row["log_likelihood_gap"] is None]
+    elsewhere = [row for row in differ if row not in failed
+                 and abs(row["log_likelihood_gap"]) > SAME_POINT_GAP]
+    same = [row for row in differ if row not in failed and row not in elsewhere]
+    if failed:
+        said += (f"{len(failed)} gave no log-likelihood to compare: " + "; ".join(
+            f"n = {row['n']}, replication {row['rep']} ({row['status'][0]} stored, "
+            f"{row['status'][1]} here)" for row in failed) + ". ")
     if elsewhere:
-        said += (f"{len(elsewhere)} of them reached another point (total log-likelihoods "
-                 f"more than {SAME_POINT_GAP:g} apart): " + "; ".join(
-                     f"n = {row['n']}, replication {row['rep']} ("
-                     + ("unknown" if row["log_likelihood_gap"] is None
-                        else f"{row['log_likelihood_gap']:+.3g}") + ")"
-                     for row in elsewhere) + ". ")
-    same = [row for row in differ if row not in elsewhere]
+        said += (f"{len(elsewhere)} reached another point (total log-likelihoods more than "
+                 f"{SAME_POINT_GAP:g} apart): " + "; ".join(
+                     f"n = {row['n']}, replication {row['rep']} "
+                     f"({row['log_likelihood_gap']:+.3g})" for row in elsewhere) + ". ")
     if same:
         gap = max(abs(row["log_likelihood_gap"]) for row in same)
         said += (f"{'All' if len(same) == len(differ) else len(same)} of them reached the "
-                 f"same maximum (total log-likelihoods at most {gap:.2g} apart, below the "
-                 f"{SAME_POINT_GAP:g} at which two fits count as one point)")
-        steps = sum(any(c == "n_iter" for c, _, _ in row["differences"]) for row in same)
-        largest = _largest_relative(same, report.get("loss_columns", ()))
+                 f"same log-likelihood within {SAME_POINT_GAP:g} (at most {gap:.2g} apart)")
+        largest = _largest_relative(same, report["loss_columns"])
         if largest:
-            said += "; the largest relative differences are " + ", ".join(
-                f"{value:.2g} in {'the fitted parameters' if column == 'fitted' else column}"
-                for column, value in largest)
-        said += (f"; {count_of(steps, 'fit')} took another number of EM steps: the "
-                 "stopping rule ends a fit near, not at, its maximum, and where the "
-                 "likelihood is flat that leaves the parameters this much room."
-                 if steps else ".")
+            said += ("; their largest relative differences are " + ", ".join(
+                f"{value:.2g} in {'a fitted parameter' if column == 'fitted' else column}"
+                for column, value in largest))
+        steps = sum(any(c == "n_iter" for c, _, _ in row["differences"]) for row in same)
+        said += (f"; {count_of(steps, 'fit')} of them stopped after another number of EM "
+                 "steps: the stopping rule ends a fit near, not at, its maximum, and two "
+                 "roundings of one fit can stop a step apart, where the likelihood is flat "
+                 "at different parameters." if steps else ".")
     return said.rstrip()
 
 
@@ -166,13 +173,15 @@ def _largest_relative(rows, losses):
     return [(column, largest[column]) for column in columns if column in largest]
 
 
-def _unchecked_resumes(changes, restores, checked_builds=0):
+def _unchecked_resumes(changes, restores, checked_builds=0, restored=False):
     """A sentence on the changes of build that no recomputation checked.
 
-    A restore recomputes some earlier rows before going on; a grid resumed from its own
-    store after gmoe changed recomputes none, so its builds' rows are pooled unchecked,
+    A restore recomputes some earlier rows before going on (``restores`` counts those that
+    did); a grid resumed from its own store after gmoe changed, or restored with
+    ``--verify 0``, recomputes none, so its builds' rows are pooled unchecked,
     but for the builds a build check reran rows of (``checked_builds``, with the checking
-    one: each of them but one accounts for a change of build).
+    one: each of them but one accounts for a change of build). ``restored`` says whether
+    the grid was restored at all.
     """
     # A restore need not change the build: at least this many changes had no check.
     unchecked = changes - max(restores, checked_builds - 1)
@@ -180,10 +189,11 @@ def _unchecked_resumes(changes, restores, checked_builds=0):
         return ""
     caveat = ("those builds share the task definition and the stopping rule, but whether "
               "they reach the same maximum from the same start is not checked on these rows.")
-    if not restores:
+    if not restores and not restored:
         return f" Resuming recomputes no earlier row: {caveat}"
     return (f" At {unchecked} or more of its {changes} changes of build the grid was resumed "
-            f"from its own store, which recomputes no earlier row: {caveat}")
+            f"from its own store (or restored with --verify 0), which recomputes no earlier "
+            f"row: {caveat}")
 
 
 #: Two fits of one task count as the same point when their total log-likelihoods agree

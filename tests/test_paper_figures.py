@@ -785,7 +785,7 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"],
                                             "runs": third})[0]
     assert ("At 1 or more of its 2 changes of build the grid was resumed from its own "
-            "store, which recomputes no earlier row") in page
+            "store (or restored with --verify 0), which recomputes no earlier row") in page
     # Without run records, the restores' account.
     page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"]})[0]
     assert (f"the first 4 by build ffffffffffff, the rest by build "
@@ -826,8 +826,8 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     run_studies.export("tiny", db, results)
     refused(r"task \(n = 90, replication 1\) gives other numbers here \(d1: ")
     # ... which names the way on when only the machine changed.
-    refused(r"where only the machine changed, --verify 0 goes on, pooling two machines' "
-            r"roundings. Having gone on so, measure what that pools with `python "
+    refused(r"where only the machine changed, --verify 0 \(count=0\) goes on, pooling two "
+            r"machines' roundings. Having gone on so, measure what that pools with `python "
             r"paper_figures/build_check.py tiny --machine`")
     # Rows of another task definition than the study file's.
     info = json.loads(run_json.read_text())

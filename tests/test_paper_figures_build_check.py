@@ -144,7 +144,11 @@ def test_the_page_says_what_the_build_check_found(modules):
 
 
 def _restored_grid(tmp_path, run_studies, restored_rows):
-    """A tiny grid's committed results whose first ``restored_rows`` rows were restored."""
+    """A tiny grid whose first 3 rows claim another build and the first few were restored.
+
+    Of the ``restored_rows`` rows computed before the restore, the ones past the third are
+    this build's.
+    """
     root, results = _two_build_grid(tmp_path, run_studies)
     run_json = results / "tiny.run.json"
     info = json.loads(run_json.read_text())
@@ -154,65 +158,114 @@ def _restored_grid(tmp_path, run_studies, restored_rows):
     return root, results
 
 
-def test_rows_from_before_the_last_restore_are_rerun_and_their_differences_measured(
-        tmp_path, modules, monkeypatch):
-    build_check, _, run_studies = modules
-    root, results = _restored_grid(tmp_path, run_studies, restored_rows=4)
-    monkeypatch.setattr(build_check, "ROOT", root)
+def _rewrite_rows(results, change):
+    """Apply ``change(row)`` to every committed row of the tiny grid."""
     with gzip.open(results / "tiny.csv.gz", "rt", newline="") as f:
         rows = list(csv.DictReader(f))
-    earlier = {(int(r["n"]), int(r["rep"]))
-               for r in sorted(rows, key=lambda r: float(r["finished_at"]))[:4]}
-    said = []
-    report = build_check.check_machine("tiny", results, count=3, log=said.append)
-    assert report["restored_rows"] == 4 and report["result_rows"] == 6
-    assert report["loss_columns"] == ["d1", "hellinger", "tv"]
-    checked = [(c["n"], c["rep"]) for c in report["checked"]]
-    # Only rows computed before the restore, the largest size's last replication first.
-    assert len(checked) == 3 and set(checked) <= earlier
-    largest = max(n for n, _ in earlier)
-    assert checked[0] == (largest, max(rep for n, rep in earlier if n == largest))
-    assert all(c["differences"] == [] and c["relative"] == {}
-               and c["log_likelihood_gap"] == 0.0 for c in report["checked"])
-    assert all(line.endswith(": reproduced") for line in said)
-    # Stored numbers another machine computed otherwise: each difference is measured.
-    n, rep = checked[0]
     for row in rows:
-        if (int(row["n"]), int(row["rep"])) == (n, rep):
-            stored_mean = float(row["mean_log_likelihood"])
-            row["mean_log_likelihood"] = repr(stored_mean * (1 + 1e-9))
-            row["d1"] = repr(float(row["d1"]) * (1 + 1e-6))
+        change(row)
     with gzip.open(results / "tiny.csv.gz", "wt", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    [changed] = build_check.check_machine("tiny", results, count=1, log=said.append)["checked"]
+    return rows
+
+
+def test_this_build_s_rows_from_before_the_last_restore_are_rerun_and_measured(
+        tmp_path, modules, monkeypatch):
+    build_check, _, run_studies = modules
+    root, results = _restored_grid(tmp_path, run_studies, restored_rows=5)
+    monkeypatch.setattr(build_check, "ROOT", root)
+    rows = _rewrite_rows(results, lambda row: None)
+    order = sorted(rows, key=lambda r: float(r["finished_at"]))
+    # Rows 4 and 5 of 6: this build's, before the restore (the first 3 are another's).
+    mine = {(int(r["n"]), int(r["rep"])) for r in order[3:5]}
+    said = []
+    report = build_check.check_machine("tiny", results, count=3, log=said.append)
+    assert report["build_rows"] == 2 and report["result_rows"] == 6
+    assert report["restore"] == {"rows": 5, "code_sha256": code_sha256(), "verified_rows": 0}
+    assert report["restores"] == 1 and report["loss_columns"] == ["d1", "hellinger", "tv"]
+    assert set(report["machine"]) == {"processor", "architecture", "numpy", "blas"}
+    assert {(c["n"], c["rep"]) for c in report["checked"]} == mine
+    assert all(c["differences"] == [] and c["relative"] == {} and c["status"] == ["ok", "ok"]
+               and c["log_likelihood_gap"] == 0.0 for c in report["checked"])
+    assert len(said) == 2 and all(line.endswith(": reproduced") for line in said)
+    # Stored numbers the machine does not compute: each difference is measured.
+    first = (report["checked"][0]["n"], report["checked"][0]["rep"])
+
+    def moved(row):
+        if (int(row["n"]), int(row["rep"])) == first:
+            row["mean_log_likelihood"] = repr(float(row["mean_log_likelihood"]) * (1 + 1e-9))
+            row["d1"] = repr(float(row["d1"]) * (1 + 1e-6))
+
+    stored = {(int(r["n"]), int(r["rep"])): float(r["mean_log_likelihood"]) for r in rows}
+    _rewrite_rows(results, moved)
+    changed = build_check.check_machine("tiny", results, count=2,
+                                        log=said.append)["checked"][0]
     assert [c for c, _, _ in changed["differences"]] == ["mean_log_likelihood", "d1"]
-    assert changed["log_likelihood_gap"] == pytest.approx(-n * stored_mean * 1e-9, rel=1e-3)
+    assert changed["log_likelihood_gap"] == pytest.approx(-first[0] * stored[first] * 1e-9,
+                                                          rel=1e-3)
     assert changed["relative"]["d1"] == pytest.approx(1e-6, rel=1e-3)
-    assert changed["relative"]["mean_log_likelihood"] == pytest.approx(1e-9, rel=1e-3)
-    assert "2 columns differ, the total log-likelihood by " in said[-1]
-    # A grid never restored has no earlier machine's rows.
+    assert "2 columns differ, the total log-likelihood by " in said[-2]
+    # A fit stored as failed (no log-likelihood): no gap, and the statuses say why.
+    _rewrite_rows(results, lambda row: row.update(status="fit_failed", mean_log_likelihood="")
+                  if (int(row["n"]), int(row["rep"])) == first else None)
+    failed = build_check.check_machine("tiny", results, count=2, log=said.append)["checked"][0]
+    assert failed["log_likelihood_gap"] is None and failed["status"] == ["fit_failed", "ok"]
+    assert "the total log-likelihood by an unknown amount" in said[-2]
+
+
+def test_the_machine_check_needs_rows_of_its_own_build_from_before_a_restore(
+        tmp_path, modules, monkeypatch):
+    build_check, _, run_studies = modules
+    # Only the other build's rows came before the restore: a difference would be a build's.
+    root, results = _restored_grid(tmp_path / "other", run_studies, restored_rows=3)
+    monkeypatch.setattr(build_check, "ROOT", root)
+    with pytest.raises(SystemExit, match=f"{code_sha256()[:12]} computed none of the rows "
+                                         "before the last restore; run the check with the "
+                                         "build that did"):
+        build_check.check_machine("tiny", results, count=2)
+    # A grid never restored, or restored before any row, has no earlier machine's rows.
     _, plain = _two_build_grid(tmp_path / "plain", run_studies)
-    with pytest.raises(SystemExit, match="never restored"):
+    with pytest.raises(SystemExit, match="no rows were restored"):
         build_check.check_machine("tiny", plain, count=2)
+    _, empty = _restored_grid(tmp_path / "empty", run_studies, restored_rows=0)
+    with pytest.raises(SystemExit, match="no rows were restored"):
+        build_check.check_machine("tiny", empty, count=2)
+
+
+def test_the_machine_check_s_command_writes_the_report_the_page_reads(
+        tmp_path, modules, monkeypatch, capsys):
+    build_check, _, run_studies = modules
+    root, results = _restored_grid(tmp_path, run_studies, restored_rows=5)
+    monkeypatch.setattr(build_check, "ROOT", root)
+    assert build_check.main(["tiny", "--machine", "--rows", "1", "--results",
+                             str(results)]) == 0
+    report = json.loads((results / "tiny.machinecheck.json").read_text())
+    assert len(report["checked"]) == 1 and report["build_rows"] == 2
+    assert "tiny: 1 of the 2 rows" in capsys.readouterr().out
+    for wrong in (["--machine", "--per-build", "2"], ["--rows", "3"]):
+        with pytest.raises(SystemExit):
+            build_check.main(["tiny", *wrong, "--results", str(results)])
+        assert "--machine" in capsys.readouterr().err
 
 
 def test_relative_differences_of_numbers_parameter_lists_and_text(modules):
     build_check, _, _ = modules
-    assert build_check.relative_difference(2.0, 2.002) == pytest.approx(1e-3)
-    assert build_check.relative_difference(5, 6) == pytest.approx(0.2)
-    # The fitted parameters: the largest change over the largest stored magnitude.
-    assert build_check.relative_difference("[10.0, -1.0]", "[10.0, -1.5]") == \
-        pytest.approx(0.05)
+    assert build_check.relative_difference(2.0, 2.002) == pytest.approx(1e-3, rel=1e-3)
+    assert build_check.relative_difference(5, 6) == pytest.approx(1 / 6)
+    # The fitted parameters element by element: a small variance moved by half counts
+    # as much as it moved, beside a gate slope of 1e6.
+    assert build_check.relative_difference("[1e6, 0.002]", "[1e6, 0.003]") == \
+        pytest.approx(1 / 3)
+    assert build_check.relative_difference("[0.0, 1.0]", "[0.0, 1.0]") == 0.0
     assert build_check.relative_difference("[1.0]", "[1.0, 2.0]") is None
     assert build_check.relative_difference("overflow", "") is None
     assert build_check.relative_difference(None, 1.0) is None
-    assert build_check.relative_difference(0.0, 0.0) == 0.0
-    assert build_check.relative_difference(0.0, 1e-300) is None
+    assert build_check.relative_difference(1.0, float("nan")) is None
 
 
-def _machine_report(restored_rows=40, gaps=(0.0, 2e-5, 7e-5), steps=(False, False, True)):
+def _machine_report(gaps=(0.0, 2e-5, 7e-5), steps=(False, False, True), **restore):
     checked = []
     for i, (gap, step) in enumerate(zip(gaps, steps, strict=True)):
         differences = [] if gap == 0.0 else [["mean_log_likelihood", "-0.4", "-0.41"],
@@ -221,12 +274,15 @@ def _machine_report(restored_rows=40, gaps=(0.0, 2e-5, 7e-5), steps=(False, Fals
         if step:
             differences.append(["n_iter", "140", "141"])
         checked.append({"n": 100 * (i + 1), "rep": i, "differences": differences,
-                        "log_likelihood_gap": gap,
+                        "status": ["ok", "ok"], "log_likelihood_gap": gap,
                         "relative": {} if gap == 0.0 else {"d2": 4e-4 * (i + 1),
                                                            "fitted": 1e-3,
                                                            "mean_log_likelihood": 1e-9}})
-    return {"code_sha256": "c" * 64, "result_rows": 60, "restored_rows": restored_rows,
-            "loss_columns": ["d2", "hellinger"], "checked": checked}
+    return {"code_sha256": "c" * 64, "result_rows": 60, "build_rows": 25,
+            "restore": {"rows": 40, "code_sha256": "c" * 64, "verified_rows": 0, **restore},
+            "restores": 1, "loss_columns": ["d2", "hellinger"], "checked": checked,
+            "machine": {"processor": "AMD EPYC", "architecture": "x86_64", "numpy": "2.4.6",
+                        "blas": "openblas 0.3.31 (Haswell kernels)"}}
 
 
 def test_the_page_says_what_the_machine_check_found(modules):
@@ -237,27 +293,50 @@ def test_the_page_says_what_the_machine_check_found(modules):
     assert "machine check" not in build_texts.restored_text(study)[0]
     page = build_texts.restored_text(dict(study, machine_check=_machine_report()))[0]
     assert ("A machine check (`python paper_figures/build_check.py g --machine`) reran 3 of "
-            "the 40 rows computed before the last restore on the grid's machine, with build "
-            "cccccccccccc (the last replication at the largest size they reached, and a "
-            "seeded draw of the rest): 1 reproduced every number to the last bit and 2 "
-            "differ") in page
-    assert ("All of them reached the same maximum (total log-likelihoods at most 7e-05 "
-            "apart, below the 0.001 at which two fits count as one point); the largest "
-            "relative differences are 0.001 in the fitted parameters, 0.0012 in d2; 1 fit "
-            "took another number of EM steps") in page
-    # A fit that landed elsewhere is named with its gap.
-    far = _machine_report(gaps=(0.0, 2e-5, -0.5))
+            "the 25 rows that build cccccccccccc computed before the last restore, with that "
+            "build, on AMD EPYC with openblas 0.3.31 (Haswell kernels) (the last "
+            "replication at the largest size they reached, and a seeded draw of the rest): "
+            "1 reproduced every number to the last bit and 2 did not, the two machines "
+            "rounding otherwise.") in page
+    assert ("All of them reached the same log-likelihood within 0.001 (at most 7e-05 "
+            "apart); their largest relative differences are 0.001 in a fitted parameter, "
+            "0.0012 in d2; 1 fit of them stopped after another number of EM steps") in page
+    # No step changed: no word on the stopping rule.
+    calm = _machine_report(steps=(False, False, False))
+    page = build_texts.restored_text(dict(study, machine_check=calm))[0]
+    assert "EM steps" not in page and page.endswith("0.0012 in d2.")
+    # A fit that landed elsewhere is named with its gap, a failed one with its statuses.
+    far = _machine_report(gaps=(0.5, 2e-5, -0.5), steps=(False, False, False))
+    far["checked"][0]["log_likelihood_gap"] = None
+    far["checked"][0]["status"] = ["ok", "fit_failed"]
     page = build_texts.restored_text(dict(study, machine_check=far))[0]
-    assert ("1 of them reached another point (total log-likelihoods more than 0.001 apart): "
-            "n = 300, replication 2 (-0.5). 1 of them reached the same maximum") in page
+    assert ("none reproduced every number to the last bit and 3 did not, the two machines "
+            "rounding otherwise. 1 gave no log-likelihood to compare: n = 100, replication 0 "
+            "(ok stored, fit_failed here). 1 reached another point (total log-likelihoods "
+            "more than 0.001 apart): n = 300, replication 2 (-0.5). 1 of them reached the "
+            "same log-likelihood within 0.001") in page
     # Every row reproduced.
     same = _machine_report(gaps=(0.0, 0.0), steps=(False, False))
     page = build_texts.restored_text(dict(study, machine_check=same))[0]
     assert page.endswith("seeded draw of the rest): all 2 reproduced every number to the "
                          "last bit.")
-    # Restored again since: the rows before the last restore are others.
-    stale = _machine_report(restored_rows=30)
-    page = build_texts.restored_text(dict(study, machine_check=stale))[0]
-    assert ("The machine check (`python paper_figures/build_check.py g --machine`) is out "
-            "of date: it reran rows of the 30 computed before a restore, and the grid was "
-            "restored again since, after 40 rows") in page
+    # Restored again since (another restore, or the same count by another build).
+    for stale in (_machine_report(rows=30), _machine_report(code_sha256="d" * 64),
+                  dict(_machine_report(), restores=2)):
+        page = build_texts.restored_text(dict(study, machine_check=stale))[0]
+        assert ("The machine check (`python paper_figures/build_check.py g --machine`) is "
+                "out of date: it measured the rows from before another restore than the "
+                "grid's last one") in page
+
+
+def test_a_restore_that_recomputed_nothing_checks_no_change_of_build(modules):
+    _, build_texts, _ = modules
+    # The build changed at a restore with --verify 0: nothing checked that change.
+    meta = {"code_sha256": "c" * 64,
+            "restored_from": {"rows": 40, "code_sha256": "b" * 64, "verified_rows": 0}}
+    page = build_texts.restored_text({"name": "g", "meta": meta})[0]
+    assert ("At 1 or more of its 1 changes of build the grid was resumed from its own store "
+            "(or restored with --verify 0), which recomputes no earlier row") in page
+    verified = dict(meta, restored_from=dict(meta["restored_from"], verified_rows=6))
+    assert "recomputes no earlier row" not in \
+        build_texts.restored_text({"name": "g", "meta": verified})[0]

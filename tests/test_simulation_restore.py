@@ -312,7 +312,11 @@ def test_a_row_not_reproduced_refuses_the_restore_saying_how_far_its_fit_moved(g
     message = str(info.value)
     gap = float(message.split("moved by ")[1].split(")")[0])
     assert gap == pytest.approx(-n * 1e-9, rel=1e-6)
-    assert "where only the machine changed, --verify 0 goes on" in message
+    assert "where only the machine changed, --verify 0 (count=0) goes on" in message
+    # A fit that failed on one side: its statuses, not a gap.
+    failed = [dict(row, status="fit_failed", mean_log_likelihood=None) for row in rows]
+    with pytest.raises(RestoreError, match="the fit's status: fit_failed stored, ok here"):
+        verify_rows(experiment, failed, 1)
     # Another column only: no gap to give.
     other = [dict(row, d1=row["d1"] * 2) for row in rows]
     with pytest.raises(RestoreError) as info:

@@ -354,11 +354,14 @@ def rerun_differences(experiment, row):
 def _gap_text(row, differences):
     """How far the recomputed total log-likelihood is from the stored one, as text.
 
-    Two roundings of one fit land a hair apart; another build or task definition, as
-    often as not, far: the number lets the reader tell which.
+    It tells a fit of the same point rounded otherwise (a hair apart) from a fit of
+    another point, though not why the fit moved; a fit that failed on one side gives the
+    two statuses instead.
     """
-    fresh = {c: b for c, _, b in differences}.get("mean_log_likelihood")
-    stored = row.get("mean_log_likelihood")
+    changed = {c: b for c, _, b in differences}
+    if "status" in changed:
+        return f"; the fit's status: {row['status']} stored, {changed['status']} here"
+    fresh, stored = changed.get("mean_log_likelihood"), row.get("mean_log_likelihood")
     if fresh is None or _missing(fresh) or _missing(stored):
         return ""
     return (f"; the total log-likelihood, n times the mean, moved by "
@@ -421,8 +424,8 @@ def verify_rows(experiment, rows, count=6, *, seed=0, log=None):
                 "numerical stack (another machine's BLAS can round otherwise) or another "
                 "task definition computed the rows, and resuming would mix two kinds of "
                 "results. Rerun the grid from scratch, or resume where the rows were "
-                "computed; where only the machine changed, --verify 0 goes on, pooling "
-                "two machines' roundings.")
+                "computed; where only the machine changed, --verify 0 (count=0) goes on, "
+                "pooling two machines' roundings.")
         checked.append((row["n"], row["rep"]))
         if log is not None:
             log(f"  n = {row['n']}, replication {row['rep']}: reproduced")
