@@ -219,6 +219,24 @@ def rows_before_restore(rows, info, build):
             for r in part if id(r) in before]
 
 
+def loss_spread(rows, losses):
+    """Each loss's spread across replications: the median over sizes of std / mean.
+
+    What a machine's rounding moves a loss by is to be read against this.
+    """
+    spread = {}
+    for loss in losses:
+        by_size = {}
+        for row in rows:
+            value = row.get(loss)
+            if value is not None and np.isfinite(value):
+                by_size.setdefault(row["n"], []).append(value)
+        ratios = [np.std(v, ddof=1) / abs(np.mean(v)) for v in by_size.values()
+                  if len(v) > 2 and np.mean(v) != 0]
+        spread[loss] = float(np.median(ratios)) if ratios else None
+    return spread
+
+
 def _total_gap(row, fresh):
     """Recomputed minus stored total log-likelihood (n times the mean's); None if unknown."""
     stored = row.get("mean_log_likelihood")
@@ -253,8 +271,9 @@ def check_machine(name, results, count=24, seed=0, log=print):
         ``code_sha256`` (this build), ``machine`` (:func:`machine_description`),
         ``result_rows``, ``restore`` and ``restores`` (:func:`last_restore`),
         ``build_rows`` (this build's rows before it), ``loss_columns`` (the study's
-        losses) and ``checked``: per row rerun, its ``n``, ``rep``, ``status`` (stored,
-        recomputed), ``differences`` (``[column, stored, recomputed]`` as text),
+        losses), ``loss_spread`` (:func:`loss_spread` over every row) and ``checked``:
+        per row rerun, its ``n``, ``rep``, ``status`` (stored, recomputed),
+        ``differences`` (``[column, stored, recomputed]`` as text),
         ``log_likelihood_gap`` (recomputed minus stored total log-likelihood; None where
         either is missing) and ``relative`` (each differing column's
         :func:`relative_difference`).
@@ -282,7 +301,8 @@ def check_machine(name, results, count=24, seed=0, log=print):
               and c.field != "temperature"]
     report = {"study": name, "result_rows": len(rows), "code_sha256": own,
               "machine": machine_description(), "restore": restore, "restores": restores,
-              "build_rows": len(earlier), "loss_columns": losses, "checked": []}
+              "build_rows": len(earlier), "loss_columns": losses,
+              "loss_spread": loss_spread(rows, losses), "checked": []}
     for row in sample(earlier, count, seed):
         differences = rerun_differences(experiment, row)
         fresh = {column: b for column, _, b in differences}

@@ -151,26 +151,36 @@ def _machine_check_text(s, restore, restores):
                  f"same log-likelihood within {SAME_POINT_GAP:g} (at most {gap:.2g} apart)")
         largest = _largest_relative(same, report["loss_columns"])
         if largest:
-            said += ("; their largest relative differences are " + ", ".join(
-                f"{value:.2g} in {'a fitted parameter' if column == 'fitted' else column}"
-                for column, value in largest))
+            said += ("; their losses differ by at most " + ", ".join(
+                f"{value:.2g} ({column})" for column, value in largest) + " relative")
+            spread = report.get("loss_spread", {})
+            known = [(column, spread[column]) for column, _ in largest
+                     if spread.get(column) is not None]
+            if known:
+                said += (", against a spread across replications of " + ", ".join(
+                    f"{value:.2g} ({column})" for column, value in known)
+                    + " (the median over sizes of the standard deviation over the mean)")
         steps = sum(any(c == "n_iter" for c, _, _ in row["differences"]) for row in same)
-        said += (f"; {count_of(steps, 'fit')} of them stopped after another number of EM "
-                 "steps: the stopping rule ends a fit near, not at, its maximum, and two "
-                 "roundings of one fit can stop a step apart, where the likelihood is flat "
-                 "at different parameters." if steps else ".")
+        said += (f"; {steps} of them stopped after another number of EM steps: the "
+                 "stopping rule ends a fit near, not at, its maximum, and two roundings of "
+                 "one fit can stop a step apart, where the likelihood is flat at different "
+                 "parameters." if steps else ".")
     return said.rstrip()
 
 
 def _largest_relative(rows, losses):
-    """The largest relative differences of the fitted parameters and of the losses."""
-    columns = ("fitted", *losses)
+    """The largest relative difference of each loss (the numbers the figures are of).
+
+    The fitted parameters' differences stay in the report: on a flat likelihood a
+    parameter near 0 can change sign between two roundings of one fit, which a relative
+    difference makes look large and the losses do not feel.
+    """
     largest = {}
     for row in rows:
         for column, value in row["relative"].items():
-            if column in columns and value is not None:
+            if column in losses and value is not None:
                 largest[column] = max(value, largest.get(column, 0.0))
-    return [(column, largest[column]) for column in columns if column in largest]
+    return [(column, largest[column]) for column in losses if column in largest]
 
 
 def _unchecked_resumes(changes, restores, checked_builds=0, restored=False):

@@ -185,6 +185,9 @@ def test_this_build_s_rows_from_before_the_last_restore_are_rerun_and_measured(
     assert report["build_rows"] == 2 and report["result_rows"] == 6
     assert report["restore"] == {"rows": 5, "code_sha256": code_sha256(), "verified_rows": 0}
     assert report["restores"] == 1 and report["loss_columns"] == ["d1", "hellinger", "tv"]
+    # The losses' spread across replications, from every row (3 sizes x 2 replications:
+    # too few per size for a spread).
+    assert report["loss_spread"] == {"d1": None, "hellinger": None, "tv": None}
     assert set(report["machine"]) == {"processor", "architecture", "numpy", "blas"}
     assert {(c["n"], c["rep"]) for c in report["checked"]} == mine
     assert all(c["differences"] == [] and c["relative"] == {} and c["status"] == ["ok", "ok"]
@@ -281,6 +284,7 @@ def _machine_report(gaps=(0.0, 2e-5, 7e-5), steps=(False, False, True), **restor
     return {"code_sha256": "c" * 64, "result_rows": 60, "build_rows": 25,
             "restore": {"rows": 40, "code_sha256": "c" * 64, "verified_rows": 0, **restore},
             "restores": 1, "loss_columns": ["d2", "hellinger"], "checked": checked,
+            "loss_spread": {"d2": 4.6, "hellinger": None},
             "machine": {"processor": "AMD EPYC", "architecture": "x86_64", "numpy": "2.4.6",
                         "blas": "openblas 0.3.31 (Haswell kernels)"}}
 
@@ -299,12 +303,18 @@ def test_the_page_says_what_the_machine_check_found(modules):
             "1 reproduced every number to the last bit and 2 did not, the two machines "
             "rounding otherwise.") in page
     assert ("All of them reached the same log-likelihood within 0.001 (at most 7e-05 "
-            "apart); their largest relative differences are 0.001 in a fitted parameter, "
-            "0.0012 in d2; 1 fit of them stopped after another number of EM steps") in page
-    # No step changed: no word on the stopping rule.
+            "apart); their losses differ by at most 0.0012 (d2) relative, against a spread "
+            "across replications of 4.6 (d2) (the median over sizes of the standard "
+            "deviation over the mean); 1 of them stopped after another number of EM "
+            "steps") in page
+    # No step changed: no word on the stopping rule; no loss differs: no loss named.
     calm = _machine_report(steps=(False, False, False))
     page = build_texts.restored_text(dict(study, machine_check=calm))[0]
-    assert "EM steps" not in page and page.endswith("0.0012 in d2.")
+    assert "EM steps" not in page and page.endswith("standard deviation over the mean).")
+    for row in calm["checked"]:
+        row["relative"].pop("d2", None)
+    page = build_texts.restored_text(dict(study, machine_check=calm))[0]
+    assert page.endswith("(at most 7e-05 apart).")
     # A fit that landed elsewhere is named with its gap, a failed one with its statuses.
     far = _machine_report(gaps=(0.5, 2e-5, -0.5), steps=(False, False, False))
     far["checked"][0]["log_likelihood_gap"] = None
@@ -340,3 +350,12 @@ def test_a_restore_that_recomputed_nothing_checks_no_change_of_build(modules):
     verified = dict(meta, restored_from=dict(meta["restored_from"], verified_rows=6))
     assert "recomputes no earlier row" not in \
         build_texts.restored_text({"name": "g", "meta": verified})[0]
+
+
+def test_a_loss_s_spread_is_the_median_over_sizes_of_its_coefficient_of_variation(modules):
+    build_check, _, _ = modules
+    rows = ([{"n": 10, "d2": v} for v in (1.0, 2.0, 3.0)]          # cv 0.5
+            + [{"n": 20, "d2": v} for v in (2.0, 2.0, 2.0, None)]   # cv 0, None left out
+            + [{"n": 30, "d2": v} for v in (1.0, 1.0, 4.0)]         # cv 1.0
+            + [{"n": 40, "d2": v} for v in (5.0, 6.0)])             # too few
+    assert build_check.loss_spread(rows, ["d2"]) == {"d2": pytest.approx(0.5)}
