@@ -356,8 +356,10 @@ def write_markdown(sections, extra_figures, path, results, checks=None):
              "in `paper_figures/results/` (written by `python paper_figures/run_studies.py`, "
              "which runs every study's full grid with `gmoe-sim run NAME --n-jobs 2` on the "
              "2-core machine; a grid stopped part way goes on, on any machine, with "
-             "`python paper_figures/run_studies.py NAME --restore`). No number below is "
-             "typed by hand.", "",
+             "`python paper_figures/run_studies.py NAME --restore`, and on one that rounds "
+             "otherwise with `--verify 0`, then measured by `python "
+             "paper_figures/build_check.py NAME --machine`). No number below is typed by "
+             "hand.", "",
              "| study | source | setting | claim | loss | our slope [95% CI] | theory | "
              "drop 25% / 50% of sizes | geometric-mean slope | grid | run time |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
