@@ -45,11 +45,27 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from committed_results import build_name, read_results, restore_chain, row_builds  # noqa: E402
+from committed_results import (  # noqa: E402
+    build_name,
+    read_results,
+    restore_chain,
+    restore_link,
+    row_builds,
+)
 
 from gmoe.simulation import load_experiment, read_csv_rows, rerun_differences  # noqa: E402
 from gmoe.simulation.columns import build_columns  # noqa: E402
 from gmoe.simulation.store import code_sha256  # noqa: E402
+
+
+def _load(name, results):
+    """The study's experiment, committed rows (in the store's types, so that a row
+    compares as it was stored) and run information; SystemExit if none are committed."""
+    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
+    _, info = read_results(results, name)
+    if info is None:
+        raise SystemExit(f"{name}: no committed results in {results}.")
+    return experiment, read_csv_rows(results / f"{name}.csv.gz", experiment), info
 
 
 def rows_by_build(rows, info):
@@ -125,12 +141,7 @@ def check(name, results, per_build=2, seed=0, log=print):
     """
     if per_build < 1:
         raise SystemExit(f"--per-build must be at least 1, got {per_build}.")
-    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
-    _, info = read_results(results, name)
-    if info is None:
-        raise SystemExit(f"{name}: no committed results in {results}.")
-    # The store's types (integers as integers), so that a row compares as it was stored.
-    rows = read_csv_rows(results / f"{name}.csv.gz", experiment)
+    experiment, rows, info = _load(name, results)
     own = code_sha256()
     report = {"study": name, "result_rows": len(rows), "code_sha256": own, "builds": []}
     for build, part in rows_by_build(rows, info):
@@ -198,9 +209,7 @@ def last_restore(info):
     chain = restore_chain(info.get("meta", {}))
     if not chain:
         return None, 0
-    link = chain[-1]
-    return {key: link.get(key) for key in ("rows", "code_sha256", "verified_rows")}, \
-        len(chain)
+    return restore_link(chain[-1]), len(chain)
 
 
 def rows_before_restore(rows, info, build):
@@ -280,11 +289,7 @@ def check_machine(name, results, count=24, seed=0, log=print):
     """
     if count < 1:
         raise SystemExit(f"--rows must be at least 1, got {count}.")
-    experiment = load_experiment(ROOT / "simulations" / f"{name}.toml")
-    _, info = read_results(results, name)
-    if info is None:
-        raise SystemExit(f"{name}: no committed results in {results}.")
-    rows = read_csv_rows(results / f"{name}.csv.gz", experiment)
+    experiment, rows, info = _load(name, results)
     restore, restores = last_restore(info)
     if restore is None or not restore["rows"]:
         raise SystemExit(f"{name}: no rows were restored from the committed results: every "
@@ -294,8 +299,9 @@ def check_machine(name, results, count=24, seed=0, log=print):
     earlier = rows_before_restore(rows, info, own)
     if not earlier:
         raise SystemExit(f"{name}: {build_name(own)} computed none of the rows before the "
-                         "last restore; run the check with the build that did, so that a "
-                         "difference is the machine's and not a build's.")
+                         "last restore (or the records do not say: a restore by gmoe-sim "
+                         "records no build); run the check with the build that did, so that "
+                         "a difference is the machine's and not a build's.")
     # The losses: the metric columns but the per-expert parameter errors and atom counts.
     losses = [c.name for c in build_columns(experiment) if c.cell is None
               and c.field != "temperature"]

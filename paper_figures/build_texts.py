@@ -6,7 +6,7 @@ same tasks can be committed beside it and compared (:func:`other_build_text`).
 """
 
 import numpy as np
-from committed_results import build_name, restore_chain, row_builds
+from committed_results import build_name, restore_chain, restore_link, row_builds
 from page_format import count_of, fmt_fit
 
 from gmoe.simulation.rates import fit_rate
@@ -50,7 +50,7 @@ def restored_text(s):
     return [f"The grid was continued from its committed results {times} (`python "
             f"paper_figures/run_studies.py {s['name']} --restore`); {check} {origin}"
             + _unchecked_resumes(len(shares) - 1, sum(bool(c) for c in checked),
-                                 checked_builds, restored=True)
+                                 checked_builds, unverified=not all(checked))
             + _machine_check_text(s, restores[-1], len(restores)), ""]
 
 
@@ -114,32 +114,37 @@ def _machine_check_text(s, restore, restores):
     if not report:
         return ""
     command = f"`python paper_figures/build_check.py {s['name']} --machine`"
-    now = {key: restore.get(key) for key in ("rows", "code_sha256", "verified_rows")}
-    if report["restore"] != now or report["restores"] != restores:
+    if report["restore"] != restore_link(restore) or report["restores"] != restores:
         return (f" The machine check ({command}) is out of date: it measured the rows from "
                 "before another restore than the grid's last one, and does not cover "
                 "those.")
     machine = report["machine"]
     checked = report["checked"]
     differ = [row for row in checked if row["differences"]]
-    said = (f" A machine check ({command}) reran {len(checked)} of the "
-            f"{report['build_rows']} rows that {build_name(report['code_sha256'])} "
-            f"computed before the last restore, with that build, on {machine['processor']} "
-            f"with {machine['blas']} (the last replication at the largest size they reached, "
-            "and a seeded draw of the rest): ")
+    rows = "the row" if report["build_rows"] == 1 else f"{len(checked)} of the " \
+        f"{report['build_rows']} rows"
+    earlier = "an earlier machine" if restores == 1 else "earlier machines"
+    said = (f" A machine check ({command}) reran {rows} that "
+            f"{build_name(report['code_sha256'])} computed before the last restore (on "
+            f"{earlier}), with that build, on {machine['processor']} with "
+            f"{machine['blas']} (the last replication at the largest size they reached, and "
+            "a seeded draw of the rest): ")
     if not differ:
-        return said + f"all {len(checked)} reproduced every number to the last bit."
+        return said + ("it reproduced every number to the last bit." if len(checked) == 1
+                       else f"all {len(checked)} reproduced every number to the last bit.")
     reproduced = len(checked) - len(differ)
     said += (f"{reproduced or 'none'} reproduced every number to the last bit and "
-             f"{len(differ)} did not, the two machines rounding otherwise. ")
+             f"{len(differ)} did not. ")
     failed = [row for row in differ if row["log_likelihood_gap"] is None]
     elsewhere = [row for row in differ if row not in failed
                  and abs(row["log_likelihood_gap"]) > SAME_POINT_GAP]
     same = [row for row in differ if row not in failed and row not in elsewhere]
     if failed:
         said += (f"{len(failed)} gave no log-likelihood to compare: " + "; ".join(
-            f"n = {row['n']}, replication {row['rep']} ({row['status'][0]} stored, "
-            f"{row['status'][1]} here)" for row in failed) + ". ")
+            f"n = {row['n']}, replication {row['rep']} ("
+            + (f"{row['status'][0]} stored, {row['status'][1]} here"
+               if row["status"][0] != row["status"][1] else "a log-likelihood missing")
+            + ")" for row in failed) + ". ")
     if elsewhere:
         said += (f"{len(elsewhere)} reached another point (total log-likelihoods more than "
                  f"{SAME_POINT_GAP:g} apart): " + "; ".join(
@@ -147,11 +152,14 @@ def _machine_check_text(s, restore, restores):
                      f"({row['log_likelihood_gap']:+.3g})" for row in elsewhere) + ". ")
     if same:
         gap = max(abs(row["log_likelihood_gap"]) for row in same)
-        said += (f"{'All' if len(same) == len(differ) else len(same)} of them reached the "
-                 f"same log-likelihood within {SAME_POINT_GAP:g} (at most {gap:.2g} apart)")
+        who = ("It" if len(differ) == 1 else "All of them" if len(same) == len(differ)
+               else f"{len(same)} of them")
+        said += (f"{who} reached the same log-likelihood within {SAME_POINT_GAP:g} ("
+                 + (f"at most {gap:.2g} apart" if gap else "the same to the last bit")
+                 + "), the machines rounding otherwise")
         largest = _largest_relative(same, report["loss_columns"])
         if largest:
-            said += ("; their losses differ by at most " + ", ".join(
+            said += ("; the losses differ by at most " + ", ".join(
                 f"{value:.2g} ({column})" for column, value in largest) + " relative")
             spread = report.get("loss_spread", {})
             known = [(column, spread[column]) for column, _ in largest
@@ -161,7 +169,7 @@ def _machine_check_text(s, restore, restores):
                     f"{value:.2g} ({column})" for column, value in known)
                     + " (the median over sizes of the standard deviation over the mean)")
         steps = sum(any(c == "n_iter" for c, _, _ in row["differences"]) for row in same)
-        said += (f"; {steps} of them stopped after another number of EM steps: the "
+        said += (f"; {steps} of {len(same)} stopped after another number of EM steps: the "
                  "stopping rule ends a fit near, not at, its maximum, and two roundings of "
                  "one fit can stop a step apart, where the likelihood is flat at different "
                  "parameters." if steps else ".")
@@ -183,15 +191,15 @@ def _largest_relative(rows, losses):
     return [(column, largest[column]) for column in losses if column in largest]
 
 
-def _unchecked_resumes(changes, restores, checked_builds=0, restored=False):
+def _unchecked_resumes(changes, restores, checked_builds=0, unverified=False):
     """A sentence on the changes of build that no recomputation checked.
 
     A restore recomputes some earlier rows before going on (``restores`` counts those that
     did); a grid resumed from its own store after gmoe changed, or restored with
     ``--verify 0``, recomputes none, so its builds' rows are pooled unchecked,
     but for the builds a build check reran rows of (``checked_builds``, with the checking
-    one: each of them but one accounts for a change of build). ``restored`` says whether
-    the grid was restored at all.
+    one: each of them but one accounts for a change of build). ``unverified`` says
+    whether a restore recomputed none.
     """
     # A restore need not change the build: at least this many changes had no check.
     unchecked = changes - max(restores, checked_builds - 1)
@@ -199,11 +207,14 @@ def _unchecked_resumes(changes, restores, checked_builds=0, restored=False):
         return ""
     caveat = ("those builds share the task definition and the stopping rule, but whether "
               "they reach the same maximum from the same start is not checked on these rows.")
-    if not restores and not restored:
+    how = ("resumed from its own store or restored with --verify 0, which recompute"
+           if unverified else "resumed from its own store, which recomputes")
+    if not restores and not unverified:
         return f" Resuming recomputes no earlier row: {caveat}"
-    return (f" At {unchecked} or more of its {changes} changes of build the grid was resumed "
-            f"from its own store (or restored with --verify 0), which recomputes no earlier "
-            f"row: {caveat}")
+    if changes == 1:
+        return f" At its one change of build the grid was {how} no earlier row: {caveat}"
+    return (f" At {unchecked} or more of its {changes} changes of build the grid was {how} "
+            f"no earlier row: {caveat}")
 
 
 #: Two fits of one task count as the same point when their total log-likelihoods agree

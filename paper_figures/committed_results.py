@@ -67,6 +67,11 @@ def committed_rows(directory, name):
     return rows
 
 
+def restore_link(link):
+    """What identifies one restore: the rows it restored, its build, the rows it reran."""
+    return {key: link.get(key) for key in ("rows", "code_sha256", "verified_rows")}
+
+
 def restore_chain(meta):
     """A grid's restores, oldest first (each ``restored_from`` keeps the one before it)."""
     chain, source = [], meta.get("restored_from")

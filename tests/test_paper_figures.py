@@ -785,7 +785,7 @@ def test_a_grid_is_restored_from_its_committed_results(tmp_path, scripts, monkey
     page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"],
                                             "runs": third})[0]
     assert ("At 1 or more of its 2 changes of build the grid was resumed from its own "
-            "store (or restored with --verify 0), which recomputes no earlier row") in page
+            "store, which recomputes no earlier row") in page
     # Without run records, the restores' account.
     page = pages.build_texts.restored_text({"name": "tiny", "meta": exported["meta"]})[0]
     assert (f"the first 4 by build ffffffffffff, the rest by build "

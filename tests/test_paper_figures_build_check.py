@@ -225,8 +225,8 @@ def test_the_machine_check_needs_rows_of_its_own_build_from_before_a_restore(
     root, results = _restored_grid(tmp_path / "other", run_studies, restored_rows=3)
     monkeypatch.setattr(build_check, "ROOT", root)
     with pytest.raises(SystemExit, match=f"{code_sha256()[:12]} computed none of the rows "
-                                         "before the last restore; run the check with the "
-                                         "build that did"):
+                                         r"before the last restore \(or the records do not "
+                                         "say.*run the check with the build that did"):
         build_check.check_machine("tiny", results, count=2)
     # A grid never restored, or restored before any row, has no earlier machine's rows.
     _, plain = _two_build_grid(tmp_path / "plain", run_studies)
@@ -247,10 +247,12 @@ def test_the_machine_check_s_command_writes_the_report_the_page_reads(
     report = json.loads((results / "tiny.machinecheck.json").read_text())
     assert len(report["checked"]) == 1 and report["build_rows"] == 2
     assert "tiny: 1 of the 2 rows" in capsys.readouterr().out
-    for wrong in (["--machine", "--per-build", "2"], ["--rows", "3"]):
+    for wrong, message in ((["--machine", "--per-build", "2"],
+                            "--per-build counts other builds' rows: --machine takes --rows"),
+                           (["--rows", "3"], "--rows counts the rows of --machine")):
         with pytest.raises(SystemExit):
             build_check.main(["tiny", *wrong, "--results", str(results)])
-        assert "--machine" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
 
 
 def test_relative_differences_of_numbers_parameter_lists_and_text(modules):
@@ -297,16 +299,15 @@ def test_the_page_says_what_the_machine_check_found(modules):
     assert "machine check" not in build_texts.restored_text(study)[0]
     page = build_texts.restored_text(dict(study, machine_check=_machine_report()))[0]
     assert ("A machine check (`python paper_figures/build_check.py g --machine`) reran 3 of "
-            "the 25 rows that build cccccccccccc computed before the last restore, with that "
-            "build, on AMD EPYC with openblas 0.3.31 (Haswell kernels) (the last "
-            "replication at the largest size they reached, and a seeded draw of the rest): "
-            "1 reproduced every number to the last bit and 2 did not, the two machines "
-            "rounding otherwise.") in page
-    assert ("All of them reached the same log-likelihood within 0.001 (at most 7e-05 "
-            "apart); their losses differ by at most 0.0012 (d2) relative, against a spread "
-            "across replications of 4.6 (d2) (the median over sizes of the standard "
-            "deviation over the mean); 1 of them stopped after another number of EM "
-            "steps") in page
+            "the 25 rows that build cccccccccccc computed before the last restore (on an "
+            "earlier machine), with that build, on AMD EPYC with openblas 0.3.31 (Haswell "
+            "kernels) (the last replication at the largest size they reached, and a seeded "
+            "draw of the rest): 1 reproduced every number to the last bit and 2 did not. "
+            "All of them reached the same log-likelihood within 0.001 (at most 7e-05 "
+            "apart), the machines rounding otherwise; the losses differ by at most 0.0012 "
+            "(d2) relative, against a spread across replications of 4.6 (d2) (the median "
+            "over sizes of the standard deviation over the mean); 1 of 2 stopped after "
+            "another number of EM steps") in page
     # No step changed: no word on the stopping rule; no loss differs: no loss named.
     calm = _machine_report(steps=(False, False, False))
     page = build_texts.restored_text(dict(study, machine_check=calm))[0]
@@ -314,22 +315,41 @@ def test_the_page_says_what_the_machine_check_found(modules):
     for row in calm["checked"]:
         row["relative"].pop("d2", None)
     page = build_texts.restored_text(dict(study, machine_check=calm))[0]
-    assert page.endswith("(at most 7e-05 apart).")
+    assert page.endswith("(at most 7e-05 apart), the machines rounding otherwise.")
+    # One row rerun, which differs only in its parameters: singular, "the same to the bit".
+    one = _machine_report(gaps=(0.0,), steps=(False,))
+    one["build_rows"] = 1
+    one["checked"][0]["differences"] = [["fitted", "[1.0]", "[1.001]"]]
+    page = build_texts.restored_text(dict(study, machine_check=one))[0]
+    assert "reran the row that build cccccccccccc computed" in page
+    assert ("none reproduced every number to the last bit and 1 did not. It reached the "
+            "same log-likelihood within 0.001 (the same to the last bit), the machines "
+            "rounding otherwise.") in page
     # A fit that landed elsewhere is named with its gap, a failed one with its statuses.
     far = _machine_report(gaps=(0.5, 2e-5, -0.5), steps=(False, False, False))
     far["checked"][0]["log_likelihood_gap"] = None
     far["checked"][0]["status"] = ["ok", "fit_failed"]
     page = build_texts.restored_text(dict(study, machine_check=far))[0]
-    assert ("none reproduced every number to the last bit and 3 did not, the two machines "
-            "rounding otherwise. 1 gave no log-likelihood to compare: n = 100, replication 0 "
-            "(ok stored, fit_failed here). 1 reached another point (total log-likelihoods "
-            "more than 0.001 apart): n = 300, replication 2 (-0.5). 1 of them reached the "
-            "same log-likelihood within 0.001") in page
+    assert ("none reproduced every number to the last bit and 3 did not. 1 gave no "
+            "log-likelihood to compare: n = 100, replication 0 (ok stored, fit_failed here). "
+            "1 reached another point (total log-likelihoods more than 0.001 apart): n = 300, "
+            "replication 2 (-0.5). 1 of them reached the same log-likelihood within 0.001") \
+        in page
+    # Both fits ok, but no log-likelihood on one side: said so, not as a failure.
+    far["checked"][0]["status"] = ["ok", "ok"]
+    page = build_texts.restored_text(dict(study, machine_check=far))[0]
+    assert "n = 100, replication 0 (a log-likelihood missing)" in page
     # Every row reproduced.
     same = _machine_report(gaps=(0.0, 0.0), steps=(False, False))
     page = build_texts.restored_text(dict(study, machine_check=same))[0]
     assert page.endswith("seeded draw of the rest): all 2 reproduced every number to the "
                          "last bit.")
+    # After two restores the rows before the last may come from several machines.
+    twice = {"name": "g", "meta": {"code_sha256": "c" * 64, "restored_from": dict(
+        meta["restored_from"], earlier={"rows": 10, "code_sha256": "c" * 64,
+                                        "verified_rows": 6})}}
+    page = build_texts.restored_text(dict(twice, machine_check=dict(same, restores=2)))[0]
+    assert "computed before the last restore (on earlier machines)" in page
     # Restored again since (another restore, or the same count by another build).
     for stale in (_machine_report(rows=30), _machine_report(code_sha256="d" * 64),
                   dict(_machine_report(), restores=2)):
@@ -345,8 +365,8 @@ def test_a_restore_that_recomputed_nothing_checks_no_change_of_build(modules):
     meta = {"code_sha256": "c" * 64,
             "restored_from": {"rows": 40, "code_sha256": "b" * 64, "verified_rows": 0}}
     page = build_texts.restored_text({"name": "g", "meta": meta})[0]
-    assert ("At 1 or more of its 1 changes of build the grid was resumed from its own store "
-            "(or restored with --verify 0), which recomputes no earlier row") in page
+    assert ("At its one change of build the grid was resumed from its own store or "
+            "restored with --verify 0, which recompute no earlier row") in page
     verified = dict(meta, restored_from=dict(meta["restored_from"], verified_rows=6))
     assert "recomputes no earlier row" not in \
         build_texts.restored_text({"name": "g", "meta": verified})[0]
@@ -356,6 +376,6 @@ def test_a_loss_s_spread_is_the_median_over_sizes_of_its_coefficient_of_variatio
     build_check, _, _ = modules
     rows = ([{"n": 10, "d2": v} for v in (1.0, 2.0, 3.0)]          # cv 0.5
             + [{"n": 20, "d2": v} for v in (2.0, 2.0, 2.0, None)]   # cv 0, None left out
-            + [{"n": 30, "d2": v} for v in (1.0, 1.0, 4.0)]         # cv 1.0
+            + [{"n": 30, "d2": v} for v in (1.0, 1.0, 4.0)]         # cv 0.87
             + [{"n": 40, "d2": v} for v in (5.0, 6.0)])             # too few
     assert build_check.loss_spread(rows, ["d2"]) == {"d2": pytest.approx(0.5)}
