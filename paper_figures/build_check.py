@@ -212,18 +212,16 @@ def last_restore(info):
     return restore_link(chain[-1]), len(chain)
 
 
-def rows_before_restore(rows, info, build):
-    """The rows ``build`` computed before the grid's last restore, oldest first.
+def rows_before_restore(rows, info, build, restored):
+    """The rows ``build`` computed among the first ``restored`` to finish, oldest first.
 
-    A restore rebuilds a store its machine lost: those rows were computed in another
-    store, mostly on another machine. Only the checking build's own rows are taken, so
-    that a difference is the machine's and not a build's (the build check compares
-    builds, on the machine that computed their rows).
+    ``restored`` is the rows of the grid's last restore (:func:`last_restore`). A restore
+    rebuilds a store its machine lost: those rows were computed in another store, mostly
+    on another machine. Only the checking build's own rows are taken, so that a
+    difference is the machine's and not a build's (the build check compares builds, on
+    the machine that computed their rows).
     """
-    restore, _ = last_restore(info)
-    if restore is None:
-        return []
-    before = {id(r) for r in sorted(rows, key=lambda r: r["finished_at"])[:restore["rows"]]}
+    before = {id(r) for r in sorted(rows, key=lambda r: r["finished_at"])[:restored]}
     return [r for b, part in rows_by_build(rows, info) if b == build
             for r in part if id(r) in before]
 
@@ -296,7 +294,7 @@ def check_machine(name, results, count=24, seed=0, log=print):
                          "row was computed in this grid's one store, and there is no "
                          "earlier machine to compare with.")
     own = code_sha256()
-    earlier = rows_before_restore(rows, info, own)
+    earlier = rows_before_restore(rows, info, own, restore["rows"])
     if not earlier:
         raise SystemExit(f"{name}: {build_name(own)} computed none of the rows before the "
                          "last restore (or the records do not say: a restore by gmoe-sim "
