@@ -14,9 +14,15 @@ The maps, for ``x = m + s * z`` and ``y = m_y + s_y * y_z``:
 
 The gate's map moves ``beta1 . m`` into the intercept, which only gates whose every
 ``beta1 . x`` is followed by ``+ beta0`` allow. The activation gate ``sigma(beta1 . x)``
-and the top-K selection score ``beta1 . x`` (``topk_selection='linear'``) have no
-intercept there: for them ``m = 0`` (the design is scaled, not centred). Each gating
-family says which it is (:attr:`gmoe.gates.GatingFamily.centres_design`).
+(but for the identity ``sigma``) and the top-K selection score ``beta1 . x``
+(``topk_selection='linear'``) have no intercept there: for them ``m = 0`` (the design is
+scaled, not centred). Each gating family says which it is
+(:attr:`gmoe.gates.GatingFamily.centres_design`).
+
+The reference expert (the last) keeps its gate intercept at 0 in both units: where its
+slope is free (the identity activation), the map gives it ``beta1_ref . m``, and every
+intercept is re-based by that common shift, which the softmax absorbs. Where the
+reference's slope is pinned to 0 the shift is 0 and the re-basing changes no bit.
 """
 
 import warnings
@@ -32,6 +38,14 @@ __all__ = ["Conditioning", "check_spread_representable", "finite_moments"]
 # rank-deficient when its condition number exceeds this: least squares through the normal
 # equations then keeps fewer than about 6 of the 16 significant digits.
 _MAX_GRAM_CONDITION = 1e10
+
+
+def _rebased(gate_intercept):
+    """The gate's intercepts shifted together so that the reference's (the last) is 0.
+
+    A common shift of every logit leaves the softmax (and a top-K selection) unchanged.
+    """
+    return gate_intercept - gate_intercept[-1]
 
 
 def _weighted_moments(values, sample_weight, total):
@@ -240,7 +254,7 @@ class Conditioning:
         intercept = (params.expert_intercept + params.expert_coef @ m - my) / sy
         return params._replace(
             gate_coef=params.gate_coef * s,
-            gate_intercept=params.gate_intercept + params.gate_coef @ m,
+            gate_intercept=_rebased(params.gate_intercept + params.gate_coef @ m),
             expert_coef=coef, expert_intercept=intercept,
             expert_var=params.expert_var / (sy * sy))
 
@@ -251,7 +265,7 @@ class Conditioning:
         coef = params.expert_coef * sy / s
         return params._replace(
             gate_coef=gate_coef,
-            gate_intercept=params.gate_intercept - gate_coef @ m,
+            gate_intercept=_rebased(params.gate_intercept - gate_coef @ m),
             expert_coef=coef,
             expert_intercept=sy * params.expert_intercept + my - coef @ m,
             expert_var=params.expert_var * (sy * sy))

@@ -57,9 +57,9 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
     variance floor; the gate's M-step is Newton ascent of its concave objective with step
     halving, warm-started, so the log-likelihood never decreases. EM runs on a centred
     and scaled copy of ``X`` and ``y`` and maps the parameters back, so an affine
-    rescaling of a column gives the same fit (the activation gate and the linear top-K
-    selection, which have no intercept inside ``sigma`` or the selection score, are
-    scaled but not centred).
+    rescaling of a column gives the same fit (the activation gate, but for the identity
+    activation, and the linear top-K selection, which have no intercept inside ``sigma``
+    or the selection score, are scaled but not centred).
 
     Parameters
     ----------

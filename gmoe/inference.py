@@ -456,8 +456,12 @@ def _design_centre(measure, X, sample_weight):
 
     The experts' means always do, but the gate and the experts share one design: a
     family whose gate cannot be re-based (the activation gate) is not centred at all.
+    Nor is one whose reference slope is free (the identity activation): centred, its
+    reference's intercept would leave 0, where no parameter vector holds it; its
+    information is singular anyway (a common translation of its slopes is flat).
     """
-    if not measure.family.centres_design:
+    family = measure.family
+    if not (family.centres_design and family.pins_reference_coef):
         return np.zeros(X.shape[1])
     return np.asarray(sample_weight @ X / np.sum(sample_weight), dtype=np.float64)
 

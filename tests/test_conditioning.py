@@ -88,6 +88,8 @@ def test_first_em_step_from_the_truth_does_not_decrease_the_log_likelihood():
     ("softmax", {}),
     ("temperature", {"temperature": 0.5}),
     ("topk", {"top_k": 1}),
+    # Linear logits with a free reference slope: centred, then re-based on the way back.
+    ("activation", {"activation": "identity", "temperature": 0.5}),
 ])
 def test_affine_rescaling_of_x_gives_the_same_fit(transform, gating, options):
     U, y = _data(400, 5)
@@ -177,8 +179,40 @@ def test_can_centre_only_where_every_beta1_x_has_an_intercept():
     assert make_gating("temperature").centres_design
     assert make_gating("topk", top_k=1, topk_selection="affine").centres_design
     assert not make_gating("topk", top_k=1, topk_selection="linear").centres_design
-    for activation in ("tanh", "sigmoid", "gelu", "identity"):
+    for activation in ("tanh", "sigmoid", "gelu"):
         assert not make_gating("activation", activation=activation).centres_design
+    # Its logits are the temperature gate's (with a free reference slope).
+    assert make_gating("activation", activation="identity").centres_design
+
+
+def test_a_free_reference_slope_keeps_the_reference_intercept_at_zero():
+    # The identity activation's reference (the last expert) has a slope; centring moves
+    # beta1_ref . m into its intercept, and the maps re-base every intercept by it.
+    rng = np.random.default_rng(3)
+    X = rng.normal(40.0, 3.0, size=(60, 2))
+    y = rng.normal(2.0, 4.0, size=60)
+    w = np.ones(60)
+    cond = Conditioning.from_data(X, y, w, centre_x=True)
+    options = dict(gating="activation", activation="identity", temperature=0.5)
+    measure = gmoe.MixingMeasure([[1.0, -2.0], [0.4, 0.7]], [0.3, 0.0],
+                                 [[0.5, 1.5], [-1.0, 2.0]], [1.0, -2.0], [0.7, 1.3],
+                                 **options)
+    params = _Params.from_measure(measure)
+    internal = cond.to_internal(params)
+    assert internal.gate_intercept[-1] == 0.0
+    internal_measure = gmoe.MixingMeasure(internal.gate_coef, internal.gate_intercept,
+                                          internal.expert_coef, internal.expert_intercept,
+                                          internal.expert_var, **options)
+    assert_allclose(
+        gmoe.conditional_log_density(measure, X, y),
+        gmoe.conditional_log_density(internal_measure, cond.transform_X(X),
+                                     cond.transform_y(y)) + cond.log_lik_shift,
+        rtol=1e-12, atol=1e-12)
+    back = cond.to_original(internal)
+    assert back.gate_intercept[-1] == 0.0
+    # x ~ 40 costs about a digit and a half of the intercepts to beta1 . m's cancellation.
+    assert_allclose(back.gate_intercept, params.gate_intercept, rtol=0, atol=1e-12)
+    assert_allclose(back.gate_coef, params.gate_coef, rtol=1e-13)
 
 
 def test_collinear_columns_warn():

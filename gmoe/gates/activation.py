@@ -108,8 +108,6 @@ class ActivationGating(SmoothGatingFamily):
     name = "activation"
     uses_temperature = True
     pins_reference_coef = False
-    # sigma(beta1^T x) has no intercept inside sigma: a shift of x cannot be absorbed.
-    centres_design = False
     scales_design = True
     # The gate's score scales as 1/tau and its curvature as 1/tau**2 (the slopes sit inside
     # sigma, so tau cannot be folded into them as the temperature gate does): below about
@@ -274,6 +272,18 @@ class ActivationGating(SmoothGatingFamily):
         """
         return self._has_mirror(params) and bool(
             np.allclose(params.coef[0], -params.coef[1], rtol=0, atol=atol))
+
+    @property
+    def centres_design(self):
+        """Only the identity activation's gate absorbs a shift of ``x`` in ``beta0``.
+
+        ``sigma(beta1^T x)`` has no intercept inside ``sigma``: for a curved ``sigma`` a
+        shift of ``x`` is a different model. The identity's logits are linear, so the fit
+        runs on a centred design, as the temperature gate's does (its reference's free
+        slope makes the intercepts re-based on the way back; see
+        :mod:`gmoe._conditioning`).
+        """
+        return self.activation == "identity"
 
     @property
     def learns_temperature(self):
