@@ -34,7 +34,8 @@ slope of the atom the alignment's translation carries onto the truth's is 0 up t
 round-off: that error is left out.
 
 It writes ``paper_figures/results/NAME.splitcells.json`` (every task's fit and the
-summary) as the tasks finish; a rerun with the same sample resumes it, and
+summary) as the tasks finish; a rerun resumes it (with more replications, as a grid
+grows, it computes only the new tasks), and
 ``--summarise-only`` recomputes the summary from the fits it holds (no refit), which
 ``make_figures.py`` quotes.
 
@@ -259,6 +260,39 @@ def _write(out, report):
     tmp.replace(out)  # never a half-written report
 
 
+def reusable_tasks(old, report, grid_rows):
+    """The tasks of an earlier report that this one would compute again, as they are.
+
+    A task is a function of its ``(n, rep)``, the grid's row and the code: an earlier
+    report of the same format, sizes and code keeps every task of this sample (a rerun
+    with more replications, as a grid grows, computes only the new ones) whose grid row
+    is unchanged (the same D2, or still none).
+
+    Parameters
+    ----------
+    old : dict
+        The earlier report, as written.
+    report : dict
+        The new report: its ``format``, ``sizes``, ``replications`` and ``code_sha256``.
+    grid_rows : dict
+        The grid's rows by ``(n, rep)``.
+
+    Returns
+    -------
+    list of dict
+    """
+    if (old.get("format"), old.get("sizes"), old.get("code_sha256")) != (
+            report["format"], report["sizes"], report["code_sha256"]):
+        return []
+
+    def unchanged(task):
+        row = grid_rows.get((task["n"], task["rep"]))
+        return task.get("grid_d2") == (None if row is None else row.get("d2"))
+
+    return [task for task in old["tasks"]
+            if task["rep"] < report["replications"] and unchanged(task)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,12 +340,10 @@ def main(argv=None):
               "replications": args.replications, "code_sha256": code_sha256(),
               "tasks": [], "summary": None}
     if out.exists():
-        old = json.loads(out.read_text())
-        if (old.get("format"), old.get("sizes"), old.get("replications"),
-                old.get("code_sha256")) == (FORMAT, sizes, args.replications,
-                                            report["code_sha256"]):
-            report["tasks"] = old["tasks"]
-            print(f"resuming {out.name}: {len(old['tasks'])} tasks done", flush=True)
+        report["tasks"] = reusable_tasks(json.loads(out.read_text()), report, grid_rows)
+        if report["tasks"]:
+            print(f"resuming {out.name}: {len(report['tasks'])} of its tasks are in this "
+                  "sample", flush=True)
     done = {(t["n"], t["rep"]) for t in report["tasks"]}
     planned = len(sizes) * args.replications
     started = time.perf_counter()

@@ -692,6 +692,27 @@ def test_a_split_cell_run_keeps_its_finished_tasks_and_resumes(tmp_path, split_c
     report = json.loads(path.read_text())
     assert len(calls) == 2 and len(report["tasks"]) == 4
     assert report["summary"]["tasks"]["used"] == 4
+    # A grid grown by a replication: only the new replication's tasks are computed.
+    calls[:] = []
+    assert split_cells.main(args[:-4] + ["--replications", "3", "--results",
+                                         str(tmp_path)]) == 0
+    assert sorted(rep for _, rep in calls) == [2, 2]
+    assert len(json.loads(path.read_text())["tasks"]) == 6
+
+
+def test_a_split_cell_rerun_keeps_only_the_tasks_it_would_compute_alike(split_cells):
+    report = {"format": split_cells.FORMAT, "sizes": [1000, 2000], "replications": 2,
+              "code_sha256": "abc"}
+    tasks = [{"n": n, "rep": rep, "grid_d2": d2}
+             for n, rep, d2 in [(1000, 0, 0.5), (1000, 1, None), (2000, 0, 0.25),
+                                (2000, 2, 0.125)]]
+    old = {**report, "replications": 3, "tasks": tasks}
+    rows = {(1000, 0): {"d2": 0.5}, (2000, 0): {"d2": 0.3}}
+    # Replication 2 is outside the sample; (2000, 0)'s grid row changed its D2.
+    assert split_cells.reusable_tasks(old, report, rows) == tasks[:2]
+    for key, other in (("sizes", [1000]), ("code_sha256", "def"),
+                       ("format", split_cells.FORMAT - 1)):
+        assert split_cells.reusable_tasks({**old, key: other}, report, rows) == []
 
 
 def test_a_split_cell_check_reads_the_fits_the_grid_stored(split_cells):
