@@ -217,8 +217,8 @@ class MoEResults:
         Whether the information was found singular or not positive definite.
     min_eigenvalue : float
         Smallest eigenvalue of the information's correlation form, with the intercepts
-        of a centred design (so that a design far from 0 is not taken for a singular
-        model; see Notes).
+        of a centred design where the family allows it (so that a design far from 0 is
+        not taken for a singular model; see Notes).
     llf : float
         The (weighted) log-likelihood.
     nobs : int

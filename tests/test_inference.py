@@ -593,6 +593,27 @@ def test_one_expert_has_no_gate_parameter_in_either_count():
             assert MoEResults(est, X, y).df_model == est._n_parameters() == 3
 
 
+def test_one_experts_standard_errors_are_the_same_under_every_gate():
+    # A lone expert's gate is 1 whatever its parameters: none is in the table (the
+    # activation gate's free slope and learned temperature were, with a zero information
+    # that set every standard error to NaN), and every gate gives the linear regression's.
+    X, y = _data(TRUTH_2, 200, 3)
+    tables = []
+    for options in ({}, {"gating": "activation", "activation": "tanh"},
+                    {"gating": "activation", "activation": "identity"},
+                    {"gating": "temperature", "temperature": 0.5}):
+        est = gmoe.GaussianMoERegressor(1, **options).fit(X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            results = MoEResults(est, X, y)
+        tables.append((results.param_names, results.bse))
+    for names, bse in tables:
+        assert names == ["expert[0].coef[0]", "expert[0].intercept", "expert[0].var"]
+        assert np.all(np.isfinite(bse))
+        # The fits differ only in their EM's rounding.
+        assert_allclose(bse, tables[0][1], rtol=1e-6)
+
+
 def test_a_parametric_bootstrap_needs_whole_number_weights(small_fit):
     est, X, y = small_fit
     with pytest.raises(ValueError, match=re.escape(

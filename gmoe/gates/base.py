@@ -435,6 +435,8 @@ class GatingFamily(ABC):
     def free_parameters(self, n_experts, n_features):
         """Which gate slopes and intercepts are free (the rest are pinned to 0).
 
+        None of a lone expert's: its gate is 1 whatever they are.
+
         Parameters
         ----------
         n_experts : int
@@ -445,7 +447,8 @@ class GatingFamily(ABC):
         coef_free : ndarray of bool, shape (n_experts, n_features)
         intercept_free : ndarray of bool, shape (n_experts,)
         """
-        coef_free = np.ones((n_experts, n_features), dtype=bool)
+        alone = n_experts == 1
+        coef_free = np.full((n_experts, n_features), not alone)
         if self.pins_reference_coef:
             coef_free[-1] = False
         intercept_free = np.ones(n_experts, dtype=bool)

@@ -32,7 +32,8 @@ class GateLayout:
     family : GatingFamily
     n_experts, n_features : int
     learn_temperature : bool, default=False
-        Whether ``log tau`` is a parameter (only for families that learn it).
+        Whether ``log tau`` is a parameter (only for families that learn it, and never
+        for a lone expert, whose gate is 1 at any ``tau``).
     """
 
     def __init__(self, family, n_experts, n_features, learn_temperature=False):
@@ -50,7 +51,7 @@ class GateLayout:
                 self.intercept_idx[j] = pos
                 pos += 1
         self.tau_idx = None
-        if learn_temperature and family.learns_temperature:
+        if learn_temperature and family.learns_temperature and n_experts > 1:
             self.tau_idx = pos
             pos += 1
         self.size = pos
@@ -402,6 +403,8 @@ class SmoothGatingFamily(GatingFamily):
     def m_step(self, data, params, *, tol=1e-10):  # noqa: D102 (inherited)
         k, d = data.weighted_resp.shape[0], data.ZT.shape[0] - 1
         layout = GateLayout(self, k, d, data.learn_temperature)
+        if layout.size == 0:  # a lone expert: its gate is 1, nothing to fit
+            return params, None
         held_tau = params.temperature
         vector = layout.pack(params)
         objective, grad, hess = self.gate_derivatives(data, params, layout)
