@@ -17,7 +17,8 @@ The gate's map moves ``beta1 . m`` into the intercept, which only gates whose ev
 (but for the identity ``sigma``) and the top-K selection score ``beta1 . x``
 (``topk_selection='linear'``) have no intercept there: for them ``m = 0`` (the design is
 scaled, not centred). Each gating family says which it is
-(:attr:`gmoe.gates.GatingFamily.centres_design`).
+(:attr:`gmoe.gates.GatingFamily.centres_design`); a lone expert, whose gate is 1
+whatever ``x`` is, is centred in every family.
 
 The reference expert (the last) keeps its gate intercept at 0 in both units: where its
 slope is free (the identity activation), the map gives it ``beta1_ref . m``, and every

@@ -325,8 +325,11 @@ class MoEResults:
         # formed there and centred afterwards has lost its digits to cancellation.
         centre = _design_centre(measure, X, sw)
         J = _centring_jacobian(param, centre)
+        # (A lone expert's gate is 1 whatever its parameters, none of them free: left as is.)
+        gate_intercept = (measure.gate_intercept if measure.n_experts == 1
+                          else measure.gate_intercept + measure.gate_coef @ centre)
         centred = measure.replace(
-            gate_intercept=measure.gate_intercept + measure.gate_coef @ centre,
+            gate_intercept=gate_intercept,
             expert_intercept=measure.expert_intercept + measure.expert_coef @ centre)
         self.llf, score_c, hessian_c = _compute_log_likelihood_derivatives(
             param, param.to_vector(centred), X - centre, y, sw)
@@ -458,10 +461,12 @@ def _design_centre(measure, X, sample_weight):
     family whose gate cannot be re-based (the activation gate) is not centred at all.
     Nor is one whose reference slope is free (the identity activation): centred, its
     reference's intercept would leave 0, where no parameter vector holds it; its
-    information is singular anyway (a common translation of its slopes is flat).
+    information is singular anyway (a common translation of its slopes is flat). A lone
+    expert's design is centred in every family: it has no gate parameter.
     """
     family = measure.family
-    if not (family.centres_design and family.pins_reference_coef):
+    alone = measure.n_experts == 1  # no gate parameter: the gate is 1 whatever x is
+    if not (alone or (family.centres_design and family.pins_reference_coef)):
         return np.zeros(X.shape[1])
     return np.asarray(sample_weight @ X / np.sum(sample_weight), dtype=np.float64)
 

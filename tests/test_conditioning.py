@@ -244,3 +244,32 @@ def test_well_conditioned_design_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RankDeficientDesignWarning)
         gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(OFFSET + SPREAD * U, y)
+
+
+@pytest.mark.parametrize("options", [
+    {"gating": "activation", "activation": "tanh"},
+    {"gating": "topk", "top_k": 1, "topk_selection": "linear"},
+    {"gating": "softmax"},
+], ids=["tanh", "topk-linear", "softmax"])
+def test_a_lone_expert_is_centred_whatever_its_gate(options):
+    # A lone expert's gate is 1 whatever x is, so its design is centred in every family:
+    # uncentred at x ~ 1e8, the families that cannot centre their gate fitted a slope of
+    # 0.07 for the least squares' 1.99, reported as converged.
+    rng = np.random.default_rng(0)
+    u = rng.uniform(-1.0, 1.0, size=(300, 1))
+    y = 2.0 * u[:, 0] + 1.0 + rng.normal(0.0, 0.1, size=300)
+    X = u + 1e8
+    stored = X[:, 0] - 1e8  # exact (Sterbenz): the u that X holds, to its rounding
+    slope, intercept = np.linalg.lstsq(np.column_stack([stored, np.ones(300)]), y,
+                                       rcond=None)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RankDeficientDesignWarning)
+        est = gmoe.GaussianMoERegressor(1, n_init=1, random_state=0, **options).fit(X, y)
+    # x ~ 1e8 leaves the slope about 8 of its 16 digits (the mean's cancellation), and a
+    # prediction a x + b in user units an absolute error of about 1e8 * 1e-16 * |a|.
+    assert est.expert_coef_[0, 0] == pytest.approx(slope, rel=1e-7)
+    assert_allclose(est.predict(X), slope * stored + intercept, rtol=0, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = gmoe.fit_results(est, X, y)
+    assert np.all(np.isfinite(results.bse))
