@@ -5,6 +5,7 @@ experts or a gate by cross-validation needs the held-out log-likelihood instead.
 """
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
 from ._validation import check_sample_weight, weighted_total
 
@@ -14,12 +15,15 @@ __all__ = ["log_likelihood_scorer"]
 def log_likelihood_scorer(estimator, X, y, sample_weight=None):
     """Mean conditional log-likelihood, a scorer for model selection (higher is better).
 
-    Use as ``GridSearchCV(est, grid, scoring=gmoe.log_likelihood_scorer)``.
+    Use as ``GridSearchCV(est, grid, scoring=gmoe.log_likelihood_scorer)``; ``est`` may
+    be a :class:`~sklearn.pipeline.Pipeline` ending in the regressor (its other steps
+    transform ``X``, which is what the regressor's log-likelihood is of).
 
     Parameters
     ----------
-    estimator : GaussianMoERegressor
-        A fitted estimator (anything with ``score_samples(X, y)``).
+    estimator : GaussianMoERegressor or Pipeline
+        A fitted estimator (anything with ``score_samples(X, y)``), or a fitted
+        pipeline whose last step is one.
     X : array-like of shape (n_samples, n_features)
         Input data.
     y : array-like of shape (n_samples,)
@@ -32,6 +36,11 @@ def log_likelihood_scorer(estimator, X, y, sample_weight=None):
     float
         The (weighted) mean of ``log p(y_i | x_i)``.
     """
+    if isinstance(estimator, Pipeline):
+        # A pipeline's score_samples takes X alone: transform X by the steps before the
+        # regressor, then ask the regressor.
+        X = estimator[:-1].transform(X) if len(estimator) > 1 else X
+        estimator = estimator[-1]
     log_lik = estimator.score_samples(X, y)
     if sample_weight is None:
         return float(np.mean(log_lik))

@@ -349,6 +349,19 @@ def test_pickle_clone_pipeline_and_grid_search():
         warnings.simplefilter("ignore", ConvergenceWarning)
         search.fit(X, y)
     assert search.best_params_ == {"n_experts": 2}
+    # A pipeline is scored by its regressor's log-likelihood of the transformed X (a
+    # pipeline's own score_samples takes X alone: every candidate failed to score, and
+    # the search kept the first).
+    search = GridSearchCV(make_pipeline(StandardScaler(), gmoe.GaussianMoERegressor(
+        n_init=1, random_state=0)), {"gaussianmoeregressor__n_experts": [1, 2]},
+        scoring=gmoe.log_likelihood_scorer, cv=3, error_score="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert search.best_params_ == {"gaussianmoeregressor__n_experts": 2}
+    scaled = StandardScaler().fit(X)
+    assert gmoe.log_likelihood_scorer(pipe, X, y) == pytest.approx(
+        gmoe.log_likelihood_scorer(pipe[-1], scaled.transform(X), y), rel=1e-12)
 
 
 # -------------------------------------------------------------------------- bad input
