@@ -43,7 +43,7 @@ import numpy as np
 truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]], [1.0, -1.0],
                            [0.05, 0.05])
 X = gmoe.make_design({n}, "uniform", random_state=0)
-y = gmoe.sample_moe(truth, X, random_state=0)
+y = gmoe.sample_moe(truth, X, random_state=1)
 before_fit = time.perf_counter()
 est = gmoe.GaussianMoERegressor(2, n_init={n_init}, random_state=0).fit(X, y)
 done = time.perf_counter()

@@ -60,7 +60,7 @@ def scenarios(n, seed):
     """``(name, fit, truth)`` of every scenario."""
     truth = softmax_truth()
     X = make_design(n, "uniform", random_state=seed)
-    y = sample_moe(truth, X, random_state=seed)
+    y = sample_moe(truth, X, random_state=seed + 1)
     exact = GaussianMoERegressor(2, init_params=truth, n_init=1, random_state=seed).fit(X, y)
     yield "softmax, exact (EM fit, k=2)", exact.mixing_measure_, truth
     start = make_near_truth_start(truth, 3, n, random_state=seed)

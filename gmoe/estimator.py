@@ -212,7 +212,7 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
     >>> truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]],
     ...                            [1.0, -1.0], [0.05, 0.05])
     >>> X = gmoe.make_design(2000, "uniform", random_state=0)
-    >>> y = gmoe.sample_moe(truth, X, random_state=0)
+    >>> y = gmoe.sample_moe(truth, X, random_state=1)
     >>> est = gmoe.GaussianMoERegressor(n_experts=2, random_state=0).fit(X, y)
     >>> est.converged_
     True

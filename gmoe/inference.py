@@ -279,7 +279,7 @@ class MoEResults:
     >>> truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]],
     ...                            [1.0, -1.0], [0.05, 0.05])
     >>> X = gmoe.make_design(1000, "uniform", random_state=0)
-    >>> y = gmoe.sample_moe(truth, X, random_state=0)
+    >>> y = gmoe.sample_moe(truth, X, random_state=1)
     >>> est = gmoe.GaussianMoERegressor(n_experts=2, tol=1e-10, random_state=0).fit(X, y)
     >>> res = MoEResults(est, X, y)
     >>> res.param_names[:3]

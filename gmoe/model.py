@@ -632,6 +632,9 @@ def sample_moe(measure, X, *, random_state=None, return_labels=False):
     measure : MixingMeasure
     X : array-like of shape (n_samples, n_features)
     random_state : int, Generator, RandomState or None
+        The draws' seed. Not the seed that drew ``X``: the same integer seed for
+        :func:`make_design` and here makes each row's expert a function of its ``x``
+        (the same uniforms choose both); use another seed, or pass one Generator to both.
     return_labels : bool, default=False
         Also return the index of the expert that generated each row.
 

@@ -181,7 +181,7 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     >>> truth = gmoe.MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]],
     ...                            [1.0, -1.0], [0.05, 0.05])
     >>> X = gmoe.make_design(1000, "uniform", random_state=0)
-    >>> y = gmoe.sample_moe(truth, X, random_state=0)
+    >>> y = gmoe.sample_moe(truth, X, random_state=1)
     >>> select_n_experts(X, y, n_experts=[1, 2, 3], n_init=2, random_state=0).n_experts
     2
     """
