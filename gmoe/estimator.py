@@ -358,6 +358,10 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                       f"{result[3]} iterations, converged={result[2]}")
             if best is None or result[1][-1] > best[1][-1]:
                 best = result
+        if best is None and fallback is None:  # no start at all: every short run failed
+            raise FloatingPointError(
+                "init_params='short_em' found no start: every short EM run overflowed. "
+                "Check X and y for extreme values, or use init_params='kmeans'.")
         if best is None:
             # Every start degenerated under on_degenerate="restart": report the first one.
             warnings.warn("Every start had a collapsing expert; keeping the first start's fit. "
@@ -379,10 +383,13 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         run for ``_SHORT_EM_STEPS`` EM steps without the stopping rule; their end points,
         by log-likelihood, are the starts (the caller runs the first ``n_init`` to
         convergence, and takes the next ones when a run is discarded). A short run that
-        collapses (under ``on_degenerate='restart'``) is dropped.
+        collapses (under ``on_degenerate='restart'``) is dropped; if every one does, the
+        first one's start is the only start (its full run collapses too, and the caller
+        keeps it with a warning, as for the other kinds of start).
         """
         data = passes.standardised()
         short = []
+        first_collapsed = None
         kinds = ("kmeans", "random")
         for index in range(_SHORT_RUNS_PER_START * self.n_init):
             kind = kinds[index % 2]
@@ -391,9 +398,14 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
                                              self._initial_temperature(family))
             try:
                 result = run(params, max_iter=_SHORT_EM_STEPS, stop=False)
-            except (_DegenerateRun, FloatingPointError):
+            except _DegenerateRun:
+                first_collapsed = params if first_collapsed is None else first_collapsed
+                continue
+            except FloatingPointError:
                 continue
             short.append((result[1][-1], index, result[0]))
+        if not short and first_collapsed is not None:
+            return iter([first_collapsed])
         short.sort(key=lambda item: (-item[0], item[1]))
         return iter([params for _, _, params in short])
 

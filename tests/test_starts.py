@@ -124,6 +124,21 @@ def test_short_em_with_restart_drops_collapsing_short_runs():
     assert np.all(np.isfinite(est.mixing_measure_.to_vector()))
 
 
+def test_short_em_with_restart_keeps_a_start_when_every_short_run_collapses():
+    # 8 rows for 3 experts: every short run collapses. It crashed (no start to fall back
+    # on); now the first short run's start is run and kept with a warning, as the other
+    # kinds of start are.
+    rng = np.random.default_rng(13)
+    X = rng.uniform(-1.0, 1.0, size=(8, 1))
+    y = X[:, 0] + rng.normal(0.0, 0.2, size=8)
+    est = gmoe.GaussianMoERegressor(3, init_params="short_em", n_init=2, random_state=0,
+                                    on_degenerate="restart")
+    with pytest.warns(DegenerateExpertWarning, match="Every start had a collapsing"):
+        est.fit(X, y)
+    assert est.degenerate_experts_
+    assert np.all(np.isfinite(est.mixing_measure_.to_vector()))
+
+
 def test_bad_init_params_message_names_every_strategy():
     X, y = _crossing_lines(n=50)
     with pytest.raises(ValueError, match=re.escape(
