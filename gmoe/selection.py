@@ -172,7 +172,9 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     Ties go to the smaller number of experts. A candidate whose fit raises is kept in
     the table with its error and NaN criteria, and a warning names it; a fit's own
     warnings are issued at the caller's line, prefixed ``n_experts=k:``. With one expert
-    the gate is identically 1 and carries no free parameter, whatever the family.
+    the gate is identically 1 and carries no free parameter, whatever the family. A
+    top-K gate's ``top_k`` is capped at each candidate's number of experts (a candidate
+    with fewer experts than ``top_k`` selects every one of them).
 
     Examples
     --------
@@ -212,6 +214,8 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     for k, seed in zip(candidates, seeds, strict=True):
         params = dict(estimator_params, n_experts=int(k), n_init=n_init,
                       random_state=int(seed))
+        if isinstance(params.get("top_k"), numbers.Integral) and params["top_k"] > k:
+            params["top_k"] = int(k)  # every expert selected: a top-K gate of k experts
         row = dict.fromkeys(_COLUMNS, np.nan)
         row.update(n_experts=int(k), converged=False, n_iter=0, error=None)
         try:

@@ -111,6 +111,19 @@ def test_estimator_params_are_passed():
     assert est.gating == "temperature" and est.temperature == 0.5 and est.max_iter == 5
 
 
+def test_a_top_k_larger_than_a_candidate_is_capped_at_its_experts():
+    # top_k=2 with one expert was refused ("top_k must be ... in [1, 1]"), so the default
+    # candidates range(1, 6) always lost k = 1.
+    X, y = _data(TRUTH_2, 200, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = select_n_experts(X, y, n_experts=[1, 3], n_init=1, random_state=0,
+                                  gating="topk", top_k=2, max_iter=50)
+    assert [row["error"] for row in result.table] == [None, None]
+    assert [row["n_params"] for row in result.table][0] == 3  # no gate parameter
+    assert result.best_estimator.top_k == (1 if result.n_experts == 1 else 2)
+
+
 def test_failed_candidate_is_reported():
     X, y = _data(TRUTH_2, 30, 7)
     with warnings.catch_warnings():
