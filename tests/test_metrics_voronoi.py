@@ -952,3 +952,29 @@ def test_a_true_mass_beyond_float64_is_refused_by_name():
         with pytest.raises(ValueError, match=fr"atom 0's is exp\({exponent}\), beyond"):
             gmoe.metrics.voronoi_loss(truth(tau), truth(tau))
     assert gmoe.metrics.voronoi_loss(truth(8.0 / 700), truth(8.0 / 700)) == 0.0
+
+
+@pytest.mark.parametrize("activation", ["tanh", "gelu"])
+def test_a_lone_experts_gate_slope_and_temperature_are_not_compared(activation):
+    # A lone expert's gate is 1 whatever its slope and temperature: two one-expert models
+    # of the same expert are the same density (Hellinger 0), and their losses are 0
+    # (they were 5 from the slopes alone, 6 with the temperatures).
+    options = dict(gating="activation", activation=activation)
+    a = MixingMeasure([[0.0]], [0.0], [[1.0]], [0.5], [0.2], temperature=1.0, **options)
+    b = MixingMeasure([[5.0]], [0.0], [[1.0]], [0.5], [0.2], temperature=7.0, **options)
+    X = np.linspace(-3.0, 3.0, 61)[:, None]
+    assert gmoe.metrics.hellinger(a, b, X) == pytest.approx(0.0, abs=1e-12)
+    for fit, truth in ((a, b), (b, a)):
+        assert voronoi_loss(fit, truth) == 0.0
+        assert voronoi_loss(fit, truth, rbar=2) == 0.0
+        errors = parameter_errors(fit, truth)
+        assert errors.gate_coef[0] == 0.0 and errors.temperature is None
+    # Against a lone true expert, two fitted atoms of the same expert cost only their
+    # slopes' spread about a common translation (as for the softmax gate), not their
+    # distance to the truth's arbitrary slope.
+    fit = MixingMeasure([[5.0], [7.0]], [0.0, 0.0], [[1.0], [1.0]], [0.5, 0.5], [0.2, 0.2],
+                        temperature=1.0, **options)
+    rbar = {2: 4}  # the softmax gate's exponent of a two-atom cell (any would do here)
+    spread = voronoi_loss(fit, a, rbar=rbar)
+    assert voronoi_loss(fit, b, rbar=rbar) == pytest.approx(spread, rel=1e-9)
+    assert 0.0 < spread < voronoi_loss(fit, a, rbar=rbar, translation="none")

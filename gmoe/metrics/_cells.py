@@ -119,7 +119,7 @@ class _Side:
     b: np.ndarray            # (k,)
     nu: np.ndarray           # (k,)
     tau: float | None        # compared temperature, None when not part of the atom
-    translatable: bool       # beta1 has the translation symmetry
+    translatable: bool       # beta1 has the translation symmetry (or means nothing)
 
     @property
     def weights(self):
@@ -133,7 +133,11 @@ class _Side:
 def _side(measure, scale):
     """Parameters of ``measure`` on the identifiable (gamma) or raw scale."""
     beta1, beta0 = measure.gate_coef, measure.gate_intercept
-    tau = measure.temperature if measure.family.uses_temperature else None
+    # A lone expert's gate is 1 whatever its slope and temperature: neither is compared
+    # (its slope is free to translate, and its temperature is left out).
+    alone = measure.n_experts == 1
+    uses_tau = measure.family.uses_temperature and not alone
+    tau = measure.temperature if uses_tau else None
     linear = _linear_logits(measure)
     if scale == "identifiable" and tau is not None and linear:
         # temperature (and identity activation): the model is the softmax model in
@@ -146,7 +150,7 @@ def _side(measure, scale):
                  # A family that pins the reference slope says a common translation of
                  # the slopes leaves its gate unchanged (a softmax over any fixed feature
                  # map); linear logits have the symmetry whether they pin it or not.
-                 translatable=linear or measure.family.pins_reference_coef)
+                 translatable=linear or measure.family.pins_reference_coef or alone)
 
 
 def _check_true_masses(true, wstar):
@@ -318,7 +322,7 @@ class _Problem:
         self.da = np.linalg.norm(fit.a[:, None, :] - true.a[None, :, :], axis=2)
         self.db = np.abs(fit.b[:, None] - true.b[None, :])
         self.dnu = np.abs(fit.nu[:, None] - true.nu[None, :])
-        self.dtau = 0.0 if fit.tau is None else abs(fit.tau - true.tau)
+        self.dtau = 0.0 if fit.tau is None or true.tau is None else abs(fit.tau - true.tau)
         self.expert_dist = self.da + self.db + self.dnu
         self.wstar = true.weights
         _check_true_masses(true, self.wstar)

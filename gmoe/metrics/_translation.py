@@ -260,7 +260,8 @@ def _solve(problem, translation):
     if translation == "none":
         value, s = problem.value(zero, scale_free=False)
         return value, zero, s
-    if not problem.fit.translatable:
+    # A lone true atom's slope means nothing, as a lone fitted atom's does.
+    if not (problem.fit.translatable or problem.true.translatable and problem.true.k == 1):
         value, s = problem.value(zero)
         return value, zero, s
     t1, value = _search_t1(problem)

@@ -456,7 +456,8 @@ def parameter_errors(fitted, true, *, translation="infimum", scale="identifiable
         expert_coef=_cell_max(expert_coef, cells, n_true),
         expert_intercept=_cell_max(expert_intercept, cells, n_true),
         expert_var=_cell_max(expert_var, cells, n_true),
-        temperature=None if fit.tau is None else abs(fit.tau - true_side.tau),
+        temperature=(None if fit.tau is None or true_side.tau is None
+                     else abs(fit.tau - true_side.tau)),
         symmetric_image=al.symmetric_image,
         atom_errors={"gate_coef": gate_coef, "gate_intercept": gate_intercept,
                      "expert_coef": expert_coef, "expert_intercept": expert_intercept,
