@@ -293,8 +293,10 @@ def compute_newton_decrement(measure, X, y, sample_weight, *, learn_temperature=
     def gain_at(candidate):
         """Rise of L at a parameter vector, and its measure (-inf when not allowed)."""
         try:
-            point = rebuild(param.to_measure(candidate))
-        except ValueError:  # a variance through 0
+            # (A long step in log tau overflows its exp: the measure then refuses tau.)
+            with np.errstate(over="ignore"):
+                point = rebuild(param.to_measure(candidate))
+        except ValueError:  # a variance through 0, a temperature out of range
             return -np.inf, None
         if np.any(point.expert_var < var_floor):
             return -np.inf, None

@@ -5,11 +5,14 @@ from the family's row-major :meth:`logit_derivatives` and contracts it with ``ei
 M-step works expert by expert with one weighted matrix product per pair of experts.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 from scipy.special import log_softmax
 
+import gmoe
 from gmoe.gates import ActivationGating, GateData, GateLayout, GateParams, SmoothGatingFamily
 
 
@@ -135,3 +138,15 @@ def test_a_trial_step_out_of_the_domain_is_rejected_without_numpy_warnings():
         assert backtrack(evaluate, -100.0) == (-8.0, 0.25)
     # Every trial below the objective: none accepted.
     assert backtrack(lambda t: (-np.inf, t), 0.0, max_halvings=3) is None
+
+
+def test_a_long_trial_step_in_log_tau_raises_no_numpy_warning():
+    # The stopping rule's curvature search tries long steps; one in log tau overflowed
+    # exp and leaked numpy's bare "overflow encountered in exp" (constant y, 12 rows).
+    X = np.random.default_rng(0).uniform(-1.0, 1.0, size=(12, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gmoe.GaussianMoERegressor(2, gating="activation", random_state=0).fit(
+            X, np.full(12, 3.0))
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert caught  # the constant y is reported, by gmoe's own warnings
