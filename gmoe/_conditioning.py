@@ -318,12 +318,22 @@ class Conditioning:
         scaled = gram / np.sqrt(np.outer(diag, diag))
         eig = np.linalg.eigvalsh(scaled)
         condition = np.inf if eig[0] <= 0 else float(eig[-1] / eig[0])
-        if constant:
+        if constant and self.centred:
             warnings.warn(
                 f"X is rank-deficient: column(s) {constant} are constant over the rows with "
                 "positive weight, so they are collinear with the intercepts; their "
                 "coefficients are not determined by the data (the fit sets them to 0). "
                 "Drop those columns.", RankDeficientDesignWarning, stacklevel=stacklevel)
+        elif constant:
+            # Uncentred, a constant column is no longer 0: for this gate it is the only
+            # intercept inside the activation or the selection score.
+            warnings.warn(
+                f"X is rank-deficient: column(s) {constant} are constant over the rows with "
+                "positive weight. In the experts' means they are collinear with the "
+                "intercepts (the fit splits the two by least squares' minimum-norm "
+                "solution), but this gate has no intercept inside its activation or "
+                "selection score, where such a column acts as one: keep it if that is "
+                "meant, else drop it.", RankDeficientDesignWarning, stacklevel=stacklevel)
         elif condition > _MAX_GRAM_CONDITION:
             if self.centred:
                 why = ("some columns of X are (nearly) linear combinations of the others; drop "

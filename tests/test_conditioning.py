@@ -232,6 +232,15 @@ def test_constant_column_warns_and_gets_no_coefficient():
     assert_allclose(est.gate_coef_[:, 1], 0.0, atol=1e-12)
 
 
+def test_a_constant_column_of_an_uncentred_gate_is_named_as_its_intercept():
+    U, y = _data(300, 9)
+    X = np.column_stack([U[:, 0] - 0.3, np.ones(300)])
+    with pytest.warns(RankDeficientDesignWarning, match="acts as one: keep it if that is "
+                                                        "meant"):
+        gmoe.GaussianMoERegressor(2, gating="activation", n_init=1, random_state=0,
+                                  max_iter=5).fit(X, y)
+
+
 def test_uncentrable_design_with_a_large_offset_warns():
     U, y = _data(300, 10)
     with pytest.warns(RankDeficientDesignWarning, match="scaled but not centred"):
