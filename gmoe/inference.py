@@ -514,8 +514,10 @@ def _invert_information(info, names, rcond):
         return nan, True, np.nan, (
             f"The observed information is not positive definite: its diagonal is <= 0 for "
             f"{bad} (the log-likelihood does not curve down along them). Standard errors "
-            "are set to NaN. The fit is not at a maximum (check converged_ and refit with "
-            "a smaller tol) or the parameter is not identified by the data.")
+            "are set to NaN. The parameter is not identified by the data (the coefficient "
+            "of a constant column of X; an expert whose variance sits at its floor, see "
+            "degenerate_experts_), or the fit is not at a maximum (check converged_ and "
+            "refit with a smaller tol).")
     scale = 1.0 / np.sqrt(diag)
     corr = info * scale[:, None] * scale[None, :]
     eigval, eigvec = np.linalg.eigh(corr)

@@ -790,3 +790,17 @@ def test_a_design_far_from_zero_is_not_taken_for_a_singular_model():
     # delta method of beta0 = beta0_c - 1e5 beta1 gives (the centred intercept's is small).
     gate = plain.param_names.index("gate[0].intercept")
     assert offset.bse[gate] == pytest.approx(1e5 * offset.bse[gate - 1], rel=1e-3)
+
+
+def test_a_parameter_the_data_do_not_identify_is_named_with_its_likely_cause():
+    X, y = _data(TRUTH_2, 300, 5)
+    X = np.column_stack([X, np.full(300, 2.0)])  # a constant column: no information
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = gmoe.GaussianMoERegressor(2, n_init=1, random_state=0).fit(X, y)
+    with pytest.warns(SingularInformationWarning, match=re.escape(
+            "The parameter is not identified by the data (the coefficient of a constant "
+            "column of X")) as caught:
+        results = MoEResults(est, X, y)
+    assert "coef[1]" in str(caught[0].message)
+    assert np.all(np.isnan(results.bse))
