@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from _study import study_text
+from _study import DROP, study_text
 
 from gmoe.simulation import ExperimentError, load_experiment, parse_sizes
 
@@ -26,6 +26,20 @@ def load_text(tmp_path, text):
 
 
 # ------------------------------------------------------------------------- sizes
+@pytest.mark.parametrize("design, expected", [
+    ({"kind": "normal", "low": DROP, "high": DROP}, {"kind": "normal", "low": 0.0,
+                                                     "high": 1.0}),
+    ({"kind": "uniform", "low": -2.0, "high": 2.0}, {"kind": "grid", "low": -2.0,
+                                                      "high": 2.0}),
+])
+def test_the_evaluation_design_defaults_to_the_designs_law(tmp_path, design, expected):
+    # A normal design without [metrics.evaluation] was scored on a grid over [0, 1], the
+    # bounds a normal design does not use.
+    text = study_text(design=design, metrics={"evaluation": DROP})
+    evaluation = load_text(tmp_path, text).metrics["evaluation"]
+    assert {key: evaluation[key] for key in expected} == expected
+
+
 def test_parse_sizes_spec_grid():
     # paper 1's reference protocol: 5 values from 100 to 900, then 195 from 1000 to 100000.
     sizes = parse_sizes([{"linspace": [100, 900, 5]}, {"linspace": [1000, 100000, 195]}])

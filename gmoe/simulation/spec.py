@@ -687,8 +687,13 @@ def _check_rbar_covers_the_cells(t, rbar, truth, fit):
 
 def _read_evaluation(t, design):
     t.check_keys(("kind", "n", "low", "high"))
-    kind = t.string("kind", "grid" if design["n_features"] == 1 else "uniform",
-                 options=_DESIGN_KINDS)
+    # By default the design's own law (a grid for one feature on a bounded design): a
+    # normal design's unused bounds would otherwise make a grid on [0, 1].
+    if design["kind"] == "normal":
+        default_kind = "normal"
+    else:
+        default_kind = "grid" if design["n_features"] == 1 else "uniform"
+    kind = t.string("kind", default_kind, options=_DESIGN_KINDS)
     _refuse_bounds_of_normal(t, kind)
     low = t.number("low", design["low"])
     high = t.number("high", design["high"])
