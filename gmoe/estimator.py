@@ -529,6 +529,17 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             warnings.warn(
                 f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
                 "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
+        measure = self.mixing_measure_
+        if measure.is_symmetric_fixed_point(
+                atol=1e-7 * max(1.0, float(np.max(np.abs(measure.gate_coef))))):
+            warnings.warn(
+                "The fit is at the symmetric point of its two-expert "
+                f"{measure.family.describe()} gate, gate_coef[0] = -gate_coef[1]: EM "
+                "cannot leave that set once on it, so this may not be the maximum; the "
+                "information is singular there (no standard errors), and neither a warm "
+                "start nor bootstrap() can start from it. Refit with more starts (n_init), "
+                "another random_state, or a learned temperature.", GMoEWarning,
+                stacklevel=2)
         return self
 
     @contextlib.contextmanager

@@ -53,7 +53,7 @@ from ._observed_information import (
     compute_log_likelihood_derivatives as _compute_log_likelihood_derivatives,
 )
 from ._validation import check_sample_weight, rows_with_weight
-from .exceptions import DegenerateExpertWarning, SingularInformationWarning
+from .exceptions import DegenerateExpertWarning, GMoEWarning, SingularInformationWarning
 from .model import MixingMeasure, count_parameters
 from .utils import check_random_state
 
@@ -700,9 +700,9 @@ def _bootstrap_one(estimator, X, y, sample_weight, kind, seed, param):
         # rather than from the silenced warnings (the same under any joblib backend), and
         # labelled as in the aligned replicate.
         collapsed = [j for j in range(len(perm)) if perm[j] in refit.degenerate_experts_]
-        return param.to_vector(aligned), bool(refit.converged_), False, collapsed
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-        return np.full(param.size, np.nan), False, True, []
+        return param.to_vector(aligned), bool(refit.converged_), None, collapsed
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
+        return np.full(param.size, np.nan), False, f"{type(err).__name__}: {err}", []
 
 
 def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weight=None,
@@ -747,7 +747,8 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
     Alignment matches experts by their parameters; when the experts of the fit are not
     well separated (an over-specified model) the labels of a replicate can still be
     ambiguous, and per-expert intervals mean little. Replicates whose EM does not meet
-    ``tol`` are kept (see ``converged``); fits that raise give NaN rows (``n_failed``).
+    ``tol`` are kept (see ``converged``); fits that raise give NaN rows (``n_failed``,
+    with a warning quoting the first error).
     Replicates whose refit has collapsed experts are kept too and counted
     (``degenerate``, ``n_degenerate``), with one
     :class:`~gmoe.exceptions.DegenerateExpertWarning` for all of them (the refits' own
@@ -785,7 +786,13 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
         delayed(_bootstrap_one)(estimator, X, y, sw, kind, int(s), param) for s in seeds)
     replicates = np.vstack([o[0] for o in out])
     converged = np.array([o[1] for o in out], dtype=bool)
-    n_failed = sum(o[2] for o in out)
+    failures = [o[2] for o in out if o[2] is not None]
+    if failures:
+        warnings.warn(
+            f"{len(failures)} of {len(out)} bootstrap replicates failed to fit and are NaN "
+            f"rows of replicates (left out of bse and conf_int); the first: {failures[0]}",
+            GMoEWarning, stacklevel=2)
+    n_failed = len(failures)
     degenerate = np.array([bool(o[3]) for o in out], dtype=bool)
     if degenerate.any():
         b = int(np.argmax(degenerate))

@@ -804,3 +804,26 @@ def test_a_parameter_the_data_do_not_identify_is_named_with_its_likely_cause():
         results = MoEResults(est, X, y)
     assert "coef[1]" in str(caught[0].message)
     assert np.all(np.isnan(results.bse))
+
+
+def test_a_fit_at_the_tanh_gates_symmetric_point_says_so_and_bootstrap_names_why_it_fails():
+    # A held temperature of 1 and one start: EM ends on the invariant set
+    # gate_coef[0] = -gate_coef[1] of a two-expert tanh gate. It was reported as a plain
+    # converged fit, and bootstrap() returned NaN rows without a word.
+    truth = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]],
+                               [15.0, -5.0], [0.09, 0.16])
+    X = np.linspace(0.0, 1.0, 300)[:, None]
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    est = gmoe.GaussianMoERegressor(2, gating="activation", activation="tanh",
+                                    temperature=1.0, learn_temperature=False, n_init=1,
+                                    random_state=1)
+    with pytest.warns(gmoe.GMoEWarning, match="at the symmetric point of its two-expert "
+                                              r"activation \(tanh\) gate"):
+        est.fit(X, y)
+    assert est.mixing_measure_.is_symmetric_fixed_point()
+    with pytest.warns(gmoe.GMoEWarning, match=re.escape(
+            "3 of 3 bootstrap replicates failed to fit and are NaN rows of replicates "
+            "(left out of bse and conf_int); the first: ValueError: init_params is a "
+            "two-expert tanh/sigmoid gate")):
+        boot = bootstrap(est, X, y, n_boot=3, random_state=0)
+    assert boot.n_failed == 3
