@@ -66,7 +66,8 @@ def unpack(vector, like, learn_temperature, var_floor, gate_scale=1.0):
 
     gate_coef = take(k * d).reshape(k, d) * gate_scale
     gate_intercept = take(k) * gate_scale
-    temperature = float(np.exp(take(1)[0])) if learn_temperature else like.temperature
+    with np.errstate(over="ignore"):  # an extrapolated log tau may overflow: refused later
+        temperature = float(np.exp(take(1)[0])) if learn_temperature else like.temperature
     expert_coef = take(k * d).reshape(k, d).copy()
     expert_intercept = take(k).copy()
     with np.errstate(over="ignore"):
@@ -88,6 +89,9 @@ class Squarem:
     gate_scale : float, default=1.0
         Divides the gate parameters in the vector (the held ``tau`` of the temperature
         gate).
+    smallest_temperature : float, default=0.0
+        An extrapolated learned ``tau`` at or below it is not tried (the family's
+        ``smallest_fitted_temperature``).
 
     Attributes
     ----------
@@ -97,8 +101,9 @@ class Squarem:
         Cycles run, and cycles that kept the plain EM iterate.
     """
 
-    def __init__(self, learn_temperature, var_floor, gate_scale=1.0):
+    def __init__(self, learn_temperature, var_floor, gate_scale=1.0, smallest_temperature=0.0):
         self.learn_temperature = bool(learn_temperature)
+        self.smallest_temperature = float(smallest_temperature)
         self.gate_scale = float(gate_scale)
         self.var_floor = float(var_floor)
         self.step_max = 1.0
@@ -109,7 +114,8 @@ class Squarem:
     def extrapolate(self, params0, params1, params2):
         """The extrapolated iterate ``u'`` from ``u0, F(u0), F(F(u0))``, or None.
 
-        None when it is not finite (the cycle then keeps ``params2``).
+        None when it is not finite, its temperature included (the cycle then keeps
+        ``params2``).
         """
         self.n_cycles += 1
         u0, u1, u2 = (pack(p, self.learn_temperature, self.gate_scale)
@@ -123,7 +129,15 @@ class Squarem:
         u = u0 - 2.0 * alpha * r + alpha * alpha * v
         if not np.all(np.isfinite(u)):
             return None
-        return unpack(u, params2, self.learn_temperature, self.var_floor, self.gate_scale)
+        extrapolated = unpack(u, params2, self.learn_temperature, self.var_floor,
+                              self.gate_scale)
+        # A long step in log tau can overflow tau, or take it below what the family fits
+        # (the activation gate's curvature overflows there): no point to try.
+        if self.learn_temperature and not (
+                self.smallest_temperature < extrapolated.temperature < np.inf
+                and extrapolated.temperature > 0.0):
+            return None
+        return extrapolated
 
     def accept(self):
         """The stabilised point was kept: lengthen the steps if the longest was taken."""

@@ -94,7 +94,8 @@ class EMRunMixin:
             gate_scale = 1.0
             if params.gate.temperature is not None and identifiable.temperature:
                 gate_scale = params.gate.temperature / identifiable.temperature
-            squarem = Squarem(self._learns_temperature(family), var_floor, gate_scale)
+            squarem = Squarem(self._learns_temperature(family), var_floor, gate_scale,
+                              family.smallest_fitted_temperature)
         state, log_lik = passes.e_step(params)
         if not np.isfinite(log_lik):
             raise FloatingPointError("the start has a non-finite log-likelihood")

@@ -150,3 +150,30 @@ def test_a_long_trial_step_in_log_tau_raises_no_numpy_warning():
             X, np.full(12, 3.0))
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert caught  # the constant y is reported, by gmoe's own warnings
+
+
+def test_a_learned_temperature_far_from_its_start_fits_without_numpy_errors():
+    # gelu started at tau = 1e6: a SQUAREM extrapolation took log tau to 1e-272, below
+    # the gate's smallest fitted temperature, where its curvature overflowed and the
+    # M-step's eigendecomposition raised LinAlgError (after numpy's overflow warnings).
+    truth = gmoe.MixingMeasure([[25.0], [0.0]], [-8.0, 0.0], [[-20.0], [20.0]],
+                               [15.0, -5.0], [0.09, 0.16])
+    X = np.linspace(0.0, 1.0, 300)[:, None]
+    y = gmoe.sample_moe(truth, X, random_state=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = gmoe.GaussianMoERegressor(2, gating="activation", activation="gelu",
+                                        temperature=1e6, n_init=2, random_state=0).fit(X, y)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    softmax = gmoe.GaussianMoERegressor(2, n_init=2, random_state=0).fit(X, y)
+    # The gelu gate is as flexible as the truth's here: the same maximum, to EM's tol.
+    assert est.lower_bound_ == pytest.approx(softmax.lower_bound_, abs=1e-3)
+
+
+def test_gelu_derivatives_stay_finite_far_out():
+    from gmoe.gates.activation import compute_activation_derivatives
+
+    u = np.array([-1e200, -50.0, 50.0, 1e200])
+    d1, d2 = compute_activation_derivatives(u, "gelu")
+    assert_allclose(d1, [0.0, 0.0, 1.0, 1.0], atol=1e-300)
+    assert_allclose(d2, 0.0, atol=1e-300)
