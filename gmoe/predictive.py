@@ -471,19 +471,20 @@ class PredictiveMixture:
         else:
             m, shape = int(size), (self.n_samples, int(size))
         rng = check_random_state(random_state)
-        out = np.empty((self.n_samples, m))
+        # Every row's uniforms, then every row's normals (held in ``out``), drawn before
+        # the blocks: the draws do not depend on chunk_size.
+        uniform = rng.random((self.n_samples, m))
+        out = rng.standard_normal((self.n_samples, m))
         cumulative = np.cumsum(self.weights, axis=1)
         for rows in self._blocks(m):
-            r = rows.stop - rows.start
             cum = cumulative[rows]
             # u in (0, 1]: the first expert whose cumulative weight reaches u * total is
             # never one of weight 0 (an inactive top-K expert).
-            u = (1.0 - rng.random((r, m))) * cum[:, -1:]
+            u = (1.0 - uniform[rows]) * cum[:, -1:]
             labels = np.minimum(np.sum(cum[:, None, :] < u[:, :, None], axis=2),
                                 self.n_experts - 1)
             row_idx = np.arange(rows.start, rows.stop)[:, None]
-            out[rows] = self.means[row_idx, labels] \
-                + self._std[row_idx, labels] * rng.standard_normal((r, m))
+            out[rows] = self.means[row_idx, labels] + self._std[row_idx, labels] * out[rows]
         return out.reshape(shape)
 
 
