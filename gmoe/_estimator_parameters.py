@@ -16,8 +16,13 @@ from .model import MixingMeasure
 __all__ = ["check_fitted_temperature", "check_parameters"]
 
 
+# Beyond this the gate's parameters (the temperature gate's beta = tau * gamma, the
+# activation gate's intercepts) overflow float64 for any gamma of order 1e8.
+LARGEST_FITTED_TEMPERATURE = 1e300
+
+
 def check_fitted_temperature(family, temperature, name):
-    """Refuse a temperature below the smallest one ``family`` can fit at.
+    """Refuse a temperature outside the range ``family`` can fit at.
 
     Parameters
     ----------
@@ -29,14 +34,21 @@ def check_fitted_temperature(family, temperature, name):
     Raises
     ------
     ValueError
-        When ``temperature < family.smallest_fitted_temperature``.
+        When ``temperature < family.smallest_fitted_temperature`` or above
+        :data:`LARGEST_FITTED_TEMPERATURE`.
     """
     smallest = family.smallest_fitted_temperature
     if temperature < smallest:
         raise ValueError(
-            f"{name} must be at least {smallest:g} for gating={family.name!r} (the "
-            f"curvature of the fit's Newton steps scales as 1/temperature**2 and overflows "
-            f"below that), got {name}={temperature!r}.")
+            f"{name} must be at least {smallest:g} for gating={family.name!r} (below "
+            "that the fit's arithmetic breaks down: a subnormal temperature drops the "
+            "gate's digits, and the activation gate's curvature, which scales as "
+            f"1/temperature**2, overflows), got {name}={temperature!r}.")
+    if temperature > LARGEST_FITTED_TEMPERATURE:
+        raise ValueError(
+            f"{name} must be at most {LARGEST_FITTED_TEMPERATURE:g} for "
+            f"gating={family.name!r} (the gate's parameters scale with it and overflow "
+            f"float64 beyond that), got {name}={temperature!r}.")
 
 
 def check_parameters(estimator):

@@ -376,9 +376,16 @@ def test_pickle_clone_pipeline_and_grid_search():
         ({"gating": "temperature", "temperature": 0.0}, "temperature must be a finite number"),
         ({"gating": "activation", "temperature": -1.0}, "temperature must be a finite number"),
         ({"gating": "activation", "temperature": 1e-160},
-         "temperature must be at least 1e-100 for gating='activation' (the curvature of "
-         "the fit's Newton steps scales as 1/temperature**2 and overflows below that), got "
-         "temperature=1e-160"),
+         "temperature must be at least 1e-100 for gating='activation' (below that the "
+         "fit's arithmetic breaks down: a subnormal temperature drops the gate's digits, "
+         "and the activation gate's curvature, which scales as 1/temperature**2, "
+         "overflows), got temperature=1e-160"),
+        ({"gating": "temperature", "temperature": 5e-324},
+         "temperature must be at least 2.22507e-308 for gating='temperature'"),
+        ({"gating": "temperature", "temperature": 1e306},
+         "temperature must be at most 1e+300 for gating='temperature' (the gate's "
+         "parameters scale with it and overflow float64 beyond that), got "
+         "temperature=1e+306"),
         ({"tol": -1.0}, "tol must be a finite number >= 0, got tol=-1.0"),
         ({"reg_var": float("nan")}, "reg_var must be a finite number"),
         ({"init_params": "pca"}, "init_params must be one of"),

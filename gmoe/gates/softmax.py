@@ -145,6 +145,8 @@ class TemperatureGating(SoftmaxGating):
     name = "temperature"
     uses_temperature = True
     parameter_prefix = "gamma"
+    # beta = tau * gamma: a subnormal tau keeps fewer digits of the gate than float64's.
+    smallest_fitted_temperature = float(np.finfo(np.float64).tiny)
 
     def _scale(self, params):
         return params.temperature
