@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _blocks
@@ -19,6 +18,7 @@ from ._em import (
     _single_threaded_blas,
 )
 from ._estimator_parameters import check_fitted_temperature, check_parameters
+from ._fit_warnings import warn_about_the_fit
 from ._passes import prepare
 from ._starts import draw_labels
 from ._validation import check_sample_weight, rows_with_weight, weighted_total
@@ -509,37 +509,8 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
             self.convergence_gap_ = decrement.predicted_gain
             self.fit_time_ = time.perf_counter() - started
         # Warned once the fit is kept: a warning turned into an error must not undo it.
-        if degenerate:
-            warnings.warn(
-                f"Experts {degenerate} collapsed (variance at the floor reg_var * var(y) or "
-                "weight near 0). The fit is finite but the likelihood may be unbounded there; "
-                "use fewer experts, a larger reg_var, or on_degenerate='restart'.",
-                DegenerateExpertWarning, stacklevel=2)
-        if not converged:
-            if decrement.converged(self.tol):
-                why = ("the last step still raised the log-likelihood by more than tol (a "
-                       "crawl, as along an over-specified fit's flat directions)")
-            elif decrement.curvature_gain <= self.tol:
-                why = (f"the predicted gain to the maximum is {decrement.gap:.3g} > tol="
-                       f"{self.tol:g}")
-            else:
-                why = (f"the log-likelihood still rises by {decrement.curvature_gain:.3g} "
-                       "along a direction where it curves upward (a saddle or a plateau, as "
-                       "over-specified fits cross; top-K: gates that sharpen together)")
-            warnings.warn(
-                f"EM did not converge in max_iter={self.max_iter} iterations: {why}. Increase "
-                "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=2)
-        measure = self.mixing_measure_
-        if measure.is_symmetric_fixed_point(
-                atol=1e-7 * max(1.0, float(np.max(np.abs(measure.gate_coef))))):
-            warnings.warn(
-                "The fit is at the symmetric point of its two-expert "
-                f"{measure.family.describe()} gate, gate_coef[0] = -gate_coef[1]: EM "
-                "cannot leave that set once on it, so this may not be the maximum; the "
-                "information is singular there (no standard errors), and neither a warm "
-                "start nor bootstrap() can start from it. Refit with more starts (n_init), "
-                "another random_state, or a learned temperature.", GMoEWarning,
-                stacklevel=2)
+        warn_about_the_fit(self.mixing_measure_, degenerate, converged, decrement, self.tol,
+                           self.max_iter, stacklevel=3)
         return self
 
     @contextlib.contextmanager

@@ -325,11 +325,9 @@ class MoEResults:
         # formed there and centred afterwards has lost its digits to cancellation.
         centre = _design_centre(measure, X, sw)
         J = _centring_jacobian(param, centre)
-        # (A lone expert's gate is 1 whatever its parameters, none of them free: left as is.)
-        gate_intercept = (measure.gate_intercept if measure.n_experts == 1
-                          else measure.gate_intercept + measure.gate_coef @ centre)
+        gate_shift = 0 if measure.n_experts == 1 else measure.gate_coef @ centre  # alone: 1
         centred = measure.replace(
-            gate_intercept=gate_intercept,
+            gate_intercept=measure.gate_intercept + gate_shift,
             expert_intercept=measure.expert_intercept + measure.expert_coef @ centre)
         self.llf, score_c, hessian_c = _compute_log_likelihood_derivatives(
             param, param.to_vector(centred), X - centre, y, sw)
@@ -337,8 +335,7 @@ class MoEResults:
             -hessian_c, self.param_names, rcond)
         if why is not None and measure.family.linear_logits \
                 and not measure.family.pins_reference_coef:
-            # The identity activation: its slopes are free, but the softmax absorbs a
-            # common translation of them, as the temperature gate's.
+            # The identity activation: free slopes, but a common translation is flat.
             why += (" Here the cause is the model's: the identity activation's logits are "
                     "linear, so a common translation of its gate slopes leaves the density "
                     "unchanged; fit gating='temperature', which pins the last expert's slope.")
@@ -458,15 +455,13 @@ def _design_centre(measure, X, sample_weight):
     """The weighted mean of ``X``, where the gate absorbs a shift of ``x``; else 0.
 
     The experts' means always do, but the gate and the experts share one design: a
-    family whose gate cannot be re-based (the activation gate) is not centred at all.
-    Nor is one whose reference slope is free (the identity activation): centred, its
-    reference's intercept would leave 0, where no parameter vector holds it; its
-    information is singular anyway (a common translation of its slopes is flat). A lone
-    expert's design is centred in every family: it has no gate parameter.
+    family whose gate cannot be re-based (the activation gate) is not centred, nor one
+    whose reference slope is free (the identity activation: its reference's intercept
+    would leave 0, and its information is singular anyway). A lone expert, with no gate
+    parameter, is centred in every family.
     """
     family = measure.family
-    alone = measure.n_experts == 1  # no gate parameter: the gate is 1 whatever x is
-    if not (alone or (family.centres_design and family.pins_reference_coef)):
+    if not (measure.n_experts == 1 or (family.centres_design and family.pins_reference_coef)):
         return np.zeros(X.shape[1])
     return np.asarray(sample_weight @ X / np.sum(sample_weight), dtype=np.float64)
 
@@ -788,11 +783,9 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
     converged = np.array([o[1] for o in out], dtype=bool)
     failures = [o[2] for o in out if o[2] is not None]
     if failures:
-        warnings.warn(
-            f"{len(failures)} of {len(out)} bootstrap replicates failed to fit and are NaN "
-            f"rows of replicates (left out of bse and conf_int); the first: {failures[0]}",
-            GMoEWarning, stacklevel=2)
-    n_failed = len(failures)
+        warnings.warn(f"{len(failures)} of {len(out)} bootstrap replicates failed to fit and "
+                      "are NaN rows of replicates (left out of bse and conf_int); the first: "
+                      f"{failures[0]}", GMoEWarning, stacklevel=2)
     degenerate = np.array([bool(o[3]) for o in out], dtype=bool)
     if degenerate.any():
         b = int(np.argmax(degenerate))
@@ -804,4 +797,4 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
             "BootstrapResults.degenerate. Use fewer experts or a larger reg_var.",
             DegenerateExpertWarning, stacklevel=2)
     return BootstrapResults(param.to_vector(measure), list(param.names), replicates,
-                            converged, n_failed, kind, seeds, degenerate)
+                            converged, len(failures), kind, seeds, degenerate)
