@@ -62,10 +62,10 @@ def compute_activation_derivatives(u, activation):
         d1 = s * (1.0 - s)
         return d1, d1 * (1.0 - 2.0 * s)
     if activation == "gelu":
-        phi = _INV_SQRT_2PI * np.exp(-0.5 * u * u)
         # Beyond |u| ~ 39 phi is 0, and beyond ~1e154 u * u overflows: the products
         # phi * u and phi * u^2 are 0 there (0 * inf would be NaN).
         with np.errstate(over="ignore", invalid="ignore"):
+            phi = _INV_SQRT_2PI * np.exp(-0.5 * u * u)
             d1 = ndtr(u) + np.where(phi > 0, u * phi, 0.0)
             d2 = np.where(phi > 0, phi * (2.0 - u * u), 0.0)
         return d1, d2
