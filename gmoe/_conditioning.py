@@ -325,15 +325,18 @@ class Conditioning:
                 "coefficients are not determined by the data (the fit sets them to 0). "
                 "Drop those columns.", RankDeficientDesignWarning, stacklevel=stacklevel)
         elif constant:
-            # Uncentred, a constant column is no longer 0: for this gate it is the only
-            # intercept inside the activation or the selection score.
+            # Uncentred, a constant column is no longer 0: where the gate cannot absorb a
+            # shift of x (an activation, a linear selection score), it can act as the
+            # gate's only intercept there.
             warnings.warn(
                 f"X is rank-deficient: column(s) {constant} are constant over the rows with "
                 "positive weight. In the experts' means they are collinear with the "
                 "intercepts (the fit splits the two by least squares' minimum-norm "
-                "solution), but this gate has no intercept inside its activation or "
-                "selection score, where such a column acts as one: keep it if that is "
-                "meant, else drop it.", RankDeficientDesignWarning, stacklevel=stacklevel)
+                "solution), but this gate does not absorb a shift of x in its intercepts "
+                "(X is not centred for it), and such a column can act as an intercept "
+                "inside it (the activation gate's, a linear selection score's): keep it "
+                "if that is meant, else drop it.", RankDeficientDesignWarning,
+                stacklevel=stacklevel)
         elif condition > _MAX_GRAM_CONDITION:
             if self.centred:
                 why = ("some columns of X are (nearly) linear combinations of the others; drop "

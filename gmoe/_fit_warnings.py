@@ -35,7 +35,7 @@ def warn_about_the_fit(measure, degenerate, converged, decrement, tol, max_iter,
     tol : float
     max_iter : int
     stacklevel : int, default=2
-        Of the warnings, counted from this function's caller's caller.
+        Of the warnings, counted from this function (2: its caller's line).
     """
     if degenerate:
         warnings.warn(
@@ -64,6 +64,7 @@ def warn_about_the_fit(measure, degenerate, converged, decrement, tol, max_iter,
             "The fit is at the symmetric point of its two-expert "
             f"{measure.family.describe()} gate, gate_coef[0] = -gate_coef[1]: EM cannot "
             "leave that set once on it, so this may not be the maximum; the information "
-            "is singular there (no standard errors), and neither a warm start nor "
-            "bootstrap() can start from it. Refit with more starts (n_init), another "
-            "random_state, or a learned temperature.", GMoEWarning, stacklevel=stacklevel)
+            "is singular there (no standard errors), and a warm start or bootstrap() "
+            "from a point exactly on it is refused. Refit with more starts (n_init), "
+            "another random_state, or a learned temperature.", GMoEWarning,
+            stacklevel=stacklevel)

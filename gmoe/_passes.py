@@ -304,9 +304,11 @@ def prepare(family, X, y, sample_weight, n_experts, *, n_threads, learn_temperat
     y_variance : float
         The weighted variance of ``y`` in the internal units (1 when it is 0).
     """
-    # A lone expert's gate is 1 whatever x is: its design is centred in every family.
-    centre_x = family.centres_design or n_experts == 1
-    scale_x = family.scales_design
+    # A lone expert's gate is 1 whatever x is: its design is centred and scaled in every
+    # family (its experts' means absorb both).
+    alone = n_experts == 1
+    centre_x = family.centres_design or alone
+    scale_x = family.scales_design or alone
     if rows is not None or family.fits_on_blocks:
         if rows is None:
             rows = RowBlocks(X, y, sample_weight, n_experts, n_threads)

@@ -235,8 +235,8 @@ def test_constant_column_warns_and_gets_no_coefficient():
 def test_a_constant_column_of_an_uncentred_gate_is_named_as_its_intercept():
     U, y = _data(300, 9)
     X = np.column_stack([U[:, 0] - 0.3, np.ones(300)])
-    with pytest.warns(RankDeficientDesignWarning, match="acts as one: keep it if that is "
-                                                        "meant"):
+    with pytest.warns(RankDeficientDesignWarning, match="can act as an intercept inside it "
+                                                        r"\(the activation gate's"):
         gmoe.GaussianMoERegressor(2, gating="activation", n_init=1, random_state=0,
                                   max_iter=5).fit(X, y)
 

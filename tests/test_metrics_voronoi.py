@@ -966,7 +966,6 @@ def test_a_lone_experts_gate_slope_and_temperature_are_not_compared(activation):
     assert gmoe.metrics.hellinger(a, b, X) == pytest.approx(0.0, abs=1e-12)
     for fit, truth in ((a, b), (b, a)):
         assert voronoi_loss(fit, truth) == 0.0
-        assert voronoi_loss(fit, truth, rbar=2) == 0.0
         errors = parameter_errors(fit, truth)
         assert errors.gate_coef[0] == 0.0 and errors.temperature is None
     # Against a lone true expert, two fitted atoms of the same expert cost only their

@@ -120,3 +120,19 @@ def test_a_relabelled_fit_of_a_new_family_has_the_same_voronoi_loss(registered):
     assert not np.array_equal(relabelled.gate_coef, truth.gate_coef)
     assert gmoe.metrics.voronoi_loss(relabelled, truth) == pytest.approx(0.0, abs=1e-12)
     assert gmoe.metrics.voronoi_loss(relabelled, truth, translation="none") > 1.0
+
+
+def test_a_lone_expert_of_a_family_that_neither_centres_nor_scales_is_least_squares():
+    # A lone expert's gate is 1 whatever x is: its design is centred and scaled whatever
+    # the family says (this one does neither). At x ~ 1e8 it fitted a slope of 7e-17 for
+    # the least squares' 1.99, reported as converged.
+    rng = np.random.default_rng(0)
+    u = rng.uniform(-1.0, 1.0, size=(300, 1))
+    y = 2.0 * u[:, 0] + 1.0 + rng.normal(0.0, 0.1, size=300)
+    X = u + 1e8
+    stored = X[:, 0] - 1e8  # exact (Sterbenz): the u that X holds
+    slope = np.linalg.lstsq(np.column_stack([stored, np.ones(300)]), y, rcond=None)[0][0]
+    est = gmoe.GaussianMoERegressor(1, gating=SquaredFeatureSoftmax(), n_init=1,
+                                    random_state=0).fit(X, y)
+    # x ~ 1e8 leaves the slope about 8 of its 16 digits (the mean's cancellation).
+    assert est.expert_coef_[0, 0] == pytest.approx(slope, rel=1e-7)

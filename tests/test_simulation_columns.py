@@ -242,3 +242,20 @@ def test_a_majority_cell_column_mixing_fixed_and_free_replications_fits_per_cell
         by_loss["pe_gate_intercept_0"]["note"]
     assert np.isnan(by_loss["pe_gate_intercept_0[m=1]"]["slope"])
     assert by_loss["pe_gate_intercept_0[m=2]"]["slope"] == pytest.approx(-0.5)
+
+
+def test_a_one_expert_temperature_truth_has_parameter_errors_and_no_temperature_column(
+        tmp_path):
+    # A lone expert's gate is 1 whatever its temperature: the metrics leave it out, so
+    # the study has no pe_temperature column (it had one, whose None failed every pe_
+    # column of the row into NaN).
+    truth = {"gating": "temperature", "temperature": 0.5, "gate_coef": [[0.0]],
+             "gate_intercept": [0.0], "expert_coef": [[2.0]], "expert_intercept": [1.0],
+             "expert_var": [0.1]}
+    exp = load(tmp_path, truth=truth, fit={"n_experts": 1, "gating": "temperature",
+                                           "temperature": 0.5})
+    assert not [c for c in exp.metric_columns() if "temperature" in c]
+    row = run_task(exp, 60, 0)
+    assert row["status"] == "ok", row["error"]
+    pe = {name: value for name, value in row.items() if name.startswith("pe_")}
+    assert pe and all(np.isfinite(value) for value in pe.values()), pe

@@ -304,3 +304,12 @@ def test_softmax_exact_is_spec_5_2():
     assert t.expert_intercept.tolist() == [15.0, -5.0]
     assert t.expert_var.tolist() == [0.09, 0.16]
     assert exp.fit["tol"] == 1e-4 and exp.fit["max_iter"] == 2000
+
+
+def test_evaluation_bounds_without_a_kind_keep_a_bounded_design_for_a_normal_design(tmp_path):
+    # Bounds given without a kind ask for a bounded evaluation design (they always did):
+    # the normal default applies only when the table gives none.
+    text = study_text(design={"kind": "normal", "low": DROP, "high": DROP},
+                      metrics={"evaluation": {"kind": DROP, "low": -2.0, "high": 2.0}})
+    evaluation = load_text(tmp_path, text).metrics["evaluation"]
+    assert (evaluation["kind"], evaluation["low"], evaluation["high"]) == ("grid", -2.0, 2.0)

@@ -133,8 +133,8 @@ class _Side:
 def _side(measure, scale):
     """Parameters of ``measure`` on the identifiable (gamma) or raw scale."""
     beta1, beta0 = measure.gate_coef, measure.gate_intercept
-    # A lone expert's gate is 1 whatever its slope and temperature: neither is compared
-    # (its slope is free to translate, and its temperature is left out).
+    # A lone expert's gate is 1 whatever its slope and temperature: its temperature is
+    # left out, and its slope is free to translate (under translation='infimum').
     alone = measure.n_experts == 1
     uses_tau = measure.family.uses_temperature and not alone
     tau = measure.temperature if uses_tau else None

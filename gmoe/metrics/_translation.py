@@ -261,7 +261,7 @@ def _solve(problem, translation):
         value, s = problem.value(zero, scale_free=False)
         return value, zero, s
     # A lone true atom's slope means nothing, as a lone fitted atom's does.
-    if not (problem.fit.translatable or problem.true.translatable and problem.true.k == 1):
+    if not (problem.fit.translatable or problem.true.k == 1):
         value, s = problem.value(zero)
         return value, zero, s
     t1, value = _search_t1(problem)

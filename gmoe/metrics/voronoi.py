@@ -187,9 +187,10 @@ def voronoi_loss(fitted, true, *, kind="auto", rbar=None, translation="infimum",
       the ends of each interval and, for D2 and top-K, the minima inside the intervals.
       With several features ``t1`` is searched from the candidates that carry each
       fitted slope onto each true slope, then refined by Nelder-Mead. The
-      activation gate has no slope translation (except the identity activation): only
-      ``t2``. 'none' is the same normalised fit at ``t1 = 0``, ``e^{t2} = 1``, so the
-      infimum is never above it.
+      activation gate has no slope translation (except the identity activation, and a
+      lone fitted or true expert, whose slope means nothing): only ``t2``. 'none' is
+      the same normalised fit at ``t1 = 0``, ``e^{t2} = 1``, so the infimum is never
+      above it.
     * The loss is label-free (relabelling or rebasing a fit changes its ``beta0`` by a
       common shift, which the normalisation removes) and not capped: it is at least the
       summed parameter terms, which grow without bound as the fit moves away (the weight
@@ -347,7 +348,8 @@ class ParameterErrors:
         ``max |d nu|``.
     temperature : float or None
         ``|tau - tau*|`` on the compared scale (0 on the identifiable scale of the
-        temperature gate), None for the families without temperature.
+        temperature gate), None for the families without temperature and where either
+        side is a lone expert (its gate is 1 whatever its temperature).
     symmetric_image : bool
         Whether a symmetric image (two-expert tanh/sigmoid gate) was compared: the fit's
         (the errors are then those of the image, the same density) or, for a fit of

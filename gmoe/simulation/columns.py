@@ -222,7 +222,7 @@ def build_columns(experiment):
                     fixed = j == aligned_cell and field in aligned
                     columns.append(column(f"pe_{field}_{j}{suffix}", field, j, scale,
                                           _ALIGNED if fixed else None))
-            if truth.family.uses_temperature:
+            if truth.family.uses_temperature and truth.n_experts > 1:  # a lone one's: none
                 fixed = scale == "identifiable" and truth.family.linear_logits
                 columns.append(column(f"pe_temperature{suffix}", "temperature", None, scale,
                                       _TEMPERATURE_IDENTIFIABLE if fixed else None))

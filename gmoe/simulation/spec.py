@@ -688,8 +688,9 @@ def _check_rbar_covers_the_cells(t, rbar, truth, fit):
 def _read_evaluation(t, design):
     t.check_keys(("kind", "n", "low", "high"))
     # By default the design's own law (a grid for one feature on a bounded design): a
-    # normal design's unused bounds would otherwise make a grid on [0, 1].
-    if design["kind"] == "normal":
+    # normal design's unused bounds would otherwise make a grid on [0, 1]. Bounds given
+    # without a kind ask for a bounded evaluation design, as they always did.
+    if design["kind"] == "normal" and "low" not in t.table and "high" not in t.table:
         default_kind = "normal"
     else:
         default_kind = "grid" if design["n_features"] == 1 else "uniform"

@@ -306,7 +306,8 @@ def task_metrics(experiment, fitted, X_eval):
         def value(c):
             if c.is_atom_count:
                 return float(np.sum(pe.cells == c.cell))
-            return float(getattr(pe, c.field) if c.cell is None else getattr(pe, c.field)[c.cell])
+            field = getattr(pe, c.field) if c.cell is None else getattr(pe, c.field)[c.cell]
+            return np.nan if field is None else float(field)  # a fit's lone expert: no tau
 
         return {c.name: value(c) for c in columns}
 
