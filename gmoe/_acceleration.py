@@ -89,7 +89,7 @@ class Squarem:
     gate_scale : float, default=1.0
         Divides the gate parameters in the vector (the held ``tau`` of the temperature
         gate).
-    smallest_temperature : float, default=0.0
+    smallest_temperature : float, default=0.0 (>= 0)
         An extrapolated learned ``tau`` at or below it is not tried (the family's
         ``smallest_fitted_temperature``).
 
@@ -134,8 +134,7 @@ class Squarem:
         # A long step in log tau can overflow tau, or take it below what the family fits
         # (the activation gate's curvature overflows there): no point to try.
         if self.learn_temperature and not (
-                self.smallest_temperature < extrapolated.temperature < np.inf
-                and extrapolated.temperature > 0.0):
+                self.smallest_temperature < extrapolated.temperature < np.inf):
             return None
         return extrapolated
 

@@ -11,10 +11,29 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .exceptions import DegenerateExpertWarning, GMoEWarning
 
-__all__ = ["warn_about_the_fit"]
+__all__ = ["at_symmetric_point", "warn_about_the_fit"]
 
-# gate_coef[0] = -gate_coef[1] to this relative tolerance counts as the symmetric point.
+# A two-expert tanh/sigmoid gate is at its symmetric point when |beta1_1 + beta1_2| is
+# below this times max(1, max |beta1|) (EM lands on that point exactly when it goes there).
 _SYMMETRIC_RTOL = 1e-7
+
+
+def at_symmetric_point(measure):
+    """Whether ``measure``'s two-expert tanh/sigmoid gate has ``beta1_1 = -beta1_2``.
+
+    To the relative tolerance a fit that went there reaches (the fit's warning and the
+    standard errors' test share it).
+
+    Parameters
+    ----------
+    measure : MixingMeasure
+
+    Returns
+    -------
+    bool
+    """
+    scale = max(1.0, float(np.max(np.abs(measure.gate_coef))))
+    return measure.is_symmetric_fixed_point(atol=_SYMMETRIC_RTOL * scale)
 
 
 def warn_about_the_fit(measure, degenerate, converged, decrement, tol, max_iter, *,
@@ -56,8 +75,7 @@ def warn_about_the_fit(measure, degenerate, converged, decrement, tol, max_iter,
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations: {why}. Increase "
             "max_iter or tol, or check the data.", ConvergenceWarning, stacklevel=stacklevel)
-    scale = max(1.0, float(np.max(np.abs(measure.gate_coef))))
-    if measure.is_symmetric_fixed_point(atol=_SYMMETRIC_RTOL * scale):
+    if at_symmetric_point(measure):
         # The set is invariant under EM (theory page, identifiability): a start's path
         # that reaches it stays, wherever the maximum is.
         warnings.warn(

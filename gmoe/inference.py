@@ -48,6 +48,7 @@ import numpy as np
 import scipy.linalg
 from scipy import stats
 
+from ._fit_warnings import at_symmetric_point
 from ._observed_information import Parametrisation as _Parametrisation
 from ._observed_information import (
     compute_log_likelihood_derivatives as _compute_log_likelihood_derivatives,
@@ -62,10 +63,6 @@ __all__ = ["BootstrapResults", "MoEResults", "bootstrap", "fit_results"]
 # The information is called singular when the smallest eigenvalue of its correlation form
 # (unit diagonal, so the test does not depend on the parameters' units) is below this.
 _DEFAULT_RCOND = 1e-10
-# A two-expert tanh/sigmoid gate is at its symmetric point when |beta1_1 + beta1_2| is
-# below this times max(1, max |beta1|) (EM lands on that point exactly when it goes there).
-_SYMMETRIC_ATOL = 1e-7
-
 
 # --------------------------------------------------------------------------------------
 # Inputs.
@@ -346,8 +343,7 @@ class MoEResults:
         self.hessian = J_inv.T @ hessian_c @ J_inv
         self.information = -self.hessian
         self._cov = J @ cov @ J.T
-        scale = max(1.0, float(np.max(np.abs(measure.gate_coef))))
-        if measure.is_symmetric_fixed_point(atol=_SYMMETRIC_ATOL * scale):
+        if at_symmetric_point(measure):
             # The observed information can be positive definite there, but the Fisher
             # information is singular: the direction beta1_1 = beta1_2 changes the
             # density only at second order, so Wald standard errors are not valid.
