@@ -25,6 +25,7 @@ import numpy as np
 
 from ._validation import check_sample_weight, rows_with_weight, weighted_total
 from .estimator import GaussianMoERegressor
+from .gates import GatingFamily
 from .utils import check_random_state
 
 __all__ = ["SelectionResult", "select_n_experts"]
@@ -135,6 +136,23 @@ def _cv_log_lik(params, X, y, sample_weight, n_splits, seed):
     return float(np.mean(scores)) if scores else np.nan
 
 
+def _cap_top_k(params, n_experts):
+    """Cap a top-K option at ``n_experts`` in place: all ``k`` experts selected is top-``k``.
+
+    The option is capped both where it is given by name (``top_k=``) and where it is an
+    option of a family instance passed as ``gating=`` (rebuilt through its ``options``).
+    """
+    if isinstance(params.get("top_k"), numbers.Integral) and params["top_k"] > n_experts:
+        params["top_k"] = n_experts
+    gating = params.get("gating")
+    if isinstance(gating, GatingFamily):
+        options = gating.options()
+        top_k = options.get("top_k")
+        if isinstance(top_k, numbers.Integral) and top_k > n_experts:
+            params["gating"] = type(gating).from_options(
+                n_experts=n_experts, **dict(options, top_k=n_experts))
+
+
 def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
                      random_state=None, cv=5, sample_weight=None, **estimator_params):
     """Fit each candidate number of experts and choose one by an information criterion.
@@ -173,8 +191,9 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     the table with its error and NaN criteria, and a warning names it; a fit's own
     warnings are issued at the caller's line, prefixed ``n_experts=k:``. With one expert
     the gate is identically 1 and carries no free parameter, whatever the family. A
-    top-K gate's ``top_k`` is capped at each candidate's number of experts (a candidate
-    with fewer experts than ``top_k`` selects every one of them).
+    top-K gate's ``top_k`` (given by name or as a family instance's option) is capped at
+    each candidate's number of experts (a candidate with fewer experts than ``top_k``
+    selects every one of them).
 
     Examples
     --------
@@ -214,8 +233,7 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     for k, seed in zip(candidates, seeds, strict=True):
         params = dict(estimator_params, n_experts=int(k), n_init=n_init,
                       random_state=int(seed))
-        if isinstance(params.get("top_k"), numbers.Integral) and params["top_k"] > k:
-            params["top_k"] = int(k)  # every expert selected: a top-K gate of k experts
+        _cap_top_k(params, int(k))
         row = dict.fromkeys(_COLUMNS, np.nan)
         row.update(n_experts=int(k), converged=False, n_iter=0, error=None)
         try:

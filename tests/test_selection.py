@@ -10,6 +10,7 @@ from scipy.stats import entropy
 from sklearn.exceptions import ConvergenceWarning
 
 import gmoe
+from gmoe.gates import TopKGating
 from gmoe.selection import SelectionResult, select_n_experts
 
 TRUTH_2 = gmoe.MixingMeasure([[2.0], [0.0]], [0.5, 0.0], [[2.0], [-1.5]], [1.0, -1.0],
@@ -203,3 +204,19 @@ def test_bad_sample_weight_is_named_once():
     with pytest.raises(ValueError, match=r"sample_weight must be an array of shape \(300,\)"
                                          r".*got an array of shape \(3,\)"):
         select_n_experts(X, y, [1, 2], n_init=1, random_state=0, sample_weight=np.ones(3))
+
+
+def test_a_top_k_gate_instance_is_capped_too():
+    # gating=TopKGating(2) with a one-expert candidate was refused ("top_k must be ... in
+    # [1, 1]"): only the top_k= keyword was capped.
+    X, y = _data(TRUTH_2, 200, 8)
+    gate = TopKGating(2, selection="linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = select_n_experts(X, y, n_experts=[1, 3], n_init=1, random_state=0,
+                                  gating=gate, max_iter=50)
+    assert [row["error"] for row in result.table] == [None, None]
+    assert result.estimators[1].mixing_measure_.family.top_k == 1
+    assert result.estimators[1].mixing_measure_.family.selection == "linear"
+    assert result.estimators[3].mixing_measure_.family.top_k == 2
+    assert gate.top_k == 2  # the caller's instance is not changed

@@ -518,12 +518,19 @@ def test_a_killed_worker_stops_the_run_with_one_line_and_the_rows_kept(tmp_path)
 def test_a_sample_size_too_large_for_the_store_is_refused_before_any_task(tmp_path,
                                                                         capsys):
     # SQLite's INTEGER is signed 64-bit: n = 1e19 used to raise OverflowError at its
-    # row's insert, after every task before it had run.
+    # row's insert, after every task before it had run. Loading the file refuses it (it
+    # used to pass until a store was opened), and so does a store given it in code.
     path = tiny(tmp_path, sizes=[60, 1e19], replications=1)
     db = tmp_path / "huge.sqlite"
-    with pytest.raises(ExperimentError, match=r"\[sizes\] n: expected sample sizes of at "
-                       r"most 9223372036854775807 .* got 10000000000000000000\."):
-        run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
+    message = (r"\[sizes\] n: expected sample sizes of at most 9223372036854775807 .* got "
+               r"10000000000000000000\.")
+    with pytest.raises(ExperimentError, match=message):
+        load_experiment(path)
+    built = dataclasses.replace(load_experiment(tiny(tmp_path, "ok.toml", sizes=[60],
+                                                     replications=1)),
+                                sizes=(60, 10**19))
+    with pytest.raises(ExperimentError, match=message):
+        run_experiment(built, db, n_jobs=1, progress=False)
     assert not db.exists()
     assert main(["run", str(path), "--db", str(db), "--n-jobs", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -15,6 +15,9 @@ import numpy as np
 __all__ = ["ExperimentError", "parse_sizes"]
 
 _REQUIRED = object()
+#: The largest sample size or replication number a result store can hold: SQLite's
+#: INTEGER, the type of ``n`` and ``rep``, is signed 64-bit.
+LARGEST_STORABLE_INTEGER = 2**63 - 1
 
 
 class ExperimentError(ValueError):
@@ -196,7 +199,7 @@ def parse_sizes(value, *, where="n", path="<sizes>"):
     Returns
     -------
     tuple of int
-        Sorted, distinct, all >= 1.
+        Sorted, distinct, all in ``[1, 2**63 - 1]`` (what the result store can hold).
 
     Raises
     ------
@@ -246,4 +249,9 @@ def parse_sizes(value, *, where="n", path="<sizes>"):
                            f"[start, stop, num]}} / {{logspace = [...]}}, got "
                            f"{_describe(item)}.")
             sizes.append(size)
+    largest = max(sizes)
+    if largest > LARGEST_STORABLE_INTEGER:
+        # Refused here, not only when a store is opened, so that checking a file finds it.
+        raise fail(f"expected sample sizes of at most {LARGEST_STORABLE_INTEGER} (2**63 - 1, "
+                   f"what the result store can hold), got {largest}.")
     return tuple(sorted(set(sizes)))

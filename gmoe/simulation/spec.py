@@ -81,7 +81,7 @@ from pathlib import Path
 from ..gates import available_gatings, gating_class, gating_options, make_gating
 from ..model import MixingMeasure
 from ..theory import DEFAULT_RBAR
-from ._toml import ExperimentError, _describe, _Table, parse_sizes
+from ._toml import LARGEST_STORABLE_INTEGER, ExperimentError, _describe, _Table, parse_sizes
 from .columns import build_columns
 from .start import START_PROTOCOLS
 
@@ -318,7 +318,8 @@ def load_experiment(path):
     sizes_table.check_keys(("n", "replications"))
     sizes = parse_sizes(sizes_table.raw("n"), where="[sizes] n", path=str(path))
     _check_min_size(sizes_table, sizes, fit)
-    replications = sizes_table.integer("replications", low=1)
+    replications = sizes_table.integer("replications", low=1,
+                                        high=LARGEST_STORABLE_INTEGER + 1)
     metrics = _read_metrics(top.sub("metrics"), truth, fit, design)
     quick = None
     if top.has("quick"):
@@ -708,7 +709,8 @@ def _read_evaluation(t, design):
 def _read_quick(t, fit, start):
     t.check_keys(("n", "replications", "n_starts", "n_init"))
     out = {"sizes": parse_sizes(t.raw("n"), where="[quick] n", path=str(t.path)),
-           "replications": t.integer("replications", low=1)}
+           "replications": t.integer("replications", low=1,
+                                           high=LARGEST_STORABLE_INTEGER + 1)}
     _check_min_size(t, out["sizes"], fit)
     for key, kind in (("n_starts", "near_truth"), ("n_init", "data")):
         if t.has(key):

@@ -83,6 +83,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import GMoEWarning
+from ._toml import LARGEST_STORABLE_INTEGER
 from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
 from .recovery import RecoveryError, connect_read_only
 from .spec import ExperimentError
@@ -93,8 +94,6 @@ __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", 
 
 #: Format of the store; 2 added ``results.metric_seconds``, 3 ``results.fitted``.
 SCHEMA_VERSION = 3
-#: The largest value of SQLite's INTEGER (signed 64-bit), the type of ``n`` and ``rep``.
-_SQLITE_INT_MAX = 2**63 - 1
 _ADVICE = ("Run with --force-new to move the old results aside and start again, or give "
            "another --db PATH to keep both.")
 
@@ -599,20 +598,21 @@ class ResultStore:
 def _check_storable(experiment):
     """Raise ExperimentError when a task's ``(n, rep)`` does not fit SQLite's INTEGER.
 
+    A loaded study file has been checked already; this guards an experiment built in code.
     Checked before the store is opened: otherwise the first such row would raise only
     once its task had run (OverflowError at the insert), after every task before it.
     """
     largest = max(experiment.sizes, default=0)
-    if largest > _SQLITE_INT_MAX:
+    if largest > LARGEST_STORABLE_INTEGER:
         key = "[quick] n" if experiment.is_quick else "[sizes] n"
         raise ExperimentError(f"{experiment.path}: {key}: expected sample sizes of at most "
-                              f"{_SQLITE_INT_MAX} (2**63 - 1, what the result store can "
+                              f"{LARGEST_STORABLE_INTEGER} (2**63 - 1, what the result store can "
                               f"hold), got {largest}.")
-    if experiment.replications - 1 > _SQLITE_INT_MAX:
+    if experiment.replications - 1 > LARGEST_STORABLE_INTEGER:
         key = "[quick] replications" if experiment.is_quick else "[sizes] replications"
         raise ExperimentError(f"{experiment.path}: {key}: expected at most "
-                              f"{_SQLITE_INT_MAX + 1} (what the result store can hold), got "
-                              f"{experiment.replications}.")
+                              f"{LARGEST_STORABLE_INTEGER + 1} (what the result store can "
+                              f"hold), got {experiment.replications}.")
 
 
 def _check_integrity(conn):
