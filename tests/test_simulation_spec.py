@@ -163,6 +163,18 @@ MALFORMED = [
                        "learn_temperature = true",
      ["[fit] learn_temperature", "does not apply to gating='activation', "
       "activation='identity', which does not learn a temperature"]),
+    # A truth of fewer experts than it lists used to load, and the report quoted the
+    # rates of its number of experts: two equal experts, or a top-1 expert never selected.
+    ("expert_coef = [[-20.0], [20.0]]\nexpert_intercept = [15.0, -5.0]\n"
+     "expert_var = [0.09, 0.16]",
+     "expert_coef = [[-20.0], [-20.0]]\nexpert_intercept = [15.0, 15.0]\n"
+     "expert_var = [0.09, 0.09]",
+     ["[truth] expert_coef", "experts 0 and 1 are equal", "not identifiable"]),
+    ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\ngate_intercept = [-8.0, 0.0]',
+     'gating = "topk"\ntop_k = 1\ngate_coef = [[25.0], [0.0]]\n'
+     "gate_intercept = [-30.0, 0.0]",
+     ["[truth] gate_coef", "expert(s) [0] have gate weight 0 at every one of 4096 points "
+      "of the design (uniform)", "not identifiable"]),
     ("max_iter = 100", 'max_iter = 100\ngating = "activation"\nactivation = "tanh"\n'
                        "temperature = 1e-120",
      ["[fit] temperature", "expected at least 1e-100 for gating='activation'",

@@ -78,8 +78,10 @@ import math
 import tomllib
 from pathlib import Path
 
+import numpy as np
+
 from ..gates import available_gatings, gating_class, gating_options, make_gating
-from ..model import MixingMeasure
+from ..model import MixingMeasure, make_design
 from ..theory import DEFAULT_RBAR
 from ._toml import LARGEST_STORABLE_INTEGER, ExperimentError, _describe, _Table, parse_sizes
 from .columns import build_columns
@@ -310,8 +312,10 @@ def load_experiment(path):
     top.check_keys(_TOP_KEYS)
     description = top.string("description", "")
     seed = top.integer("seed", low=0)
-    truth = _read_truth(top.sub("truth"))
+    truth_table = top.sub("truth")
+    truth = _read_truth(truth_table)
     design = _read_design(top.sub("design", required=False), truth)
+    _check_truth_identifiable(truth_table, truth, design)
     fit = _read_fit(top.sub("fit"), truth)
     start = _read_start(top.sub("start"), truth, fit)
     sizes_table = top.sub("sizes")
@@ -365,6 +369,40 @@ def _read_truth(t):
                                    "(singular Fisher information; see Identifiability on the "
                                    "documentation's theory page); choose another.")
     return truth
+
+
+#: Design points on which every expert of a truth must have positive gate weight.
+_ACTIVITY_POINTS = 4096
+
+
+def _check_truth_identifiable(t, truth, design):
+    """Refuse a truth that is a model of fewer experts than it lists.
+
+    Two equal experts, or an expert whose gate weight is 0 at every design point (a top-K
+    expert never selected), make the same densities as a truth without one of them: its
+    parameters are not identifiable and the rates quoted for its number of experts do not
+    apply. The design's law is probed on ``_ACTIVITY_POINTS`` points (a grid, or draws
+    from a fixed seed), so the check is the same on every run.
+    """
+    experts = np.column_stack([truth.expert_coef, truth.expert_intercept, truth.expert_var])
+    for i in range(truth.n_experts):
+        for j in range(i + 1, truth.n_experts):
+            if np.array_equal(experts[i], experts[j]):
+                raise t.error("expert_coef", f"experts {i} and {j} are equal (the same "
+                                             "expert_coef, expert_intercept and expert_var): "
+                                             "the truth is then a model of fewer experts "
+                                             "and not identifiable (see Identifiability on "
+                                             "the documentation's theory page); make them "
+                                             "differ.")
+    X = make_design(_ACTIVITY_POINTS, design["kind"], low=design["low"], high=design["high"],
+                    n_features=design["n_features"], random_state=0)
+    silent = np.flatnonzero(~np.any(np.isfinite(truth.log_gate(X)), axis=0))
+    if silent.size:
+        raise t.error("gate_coef", f"expert(s) {silent.tolist()} have gate weight 0 at every "
+                                   f"one of {_ACTIVITY_POINTS} points of the design "
+                                   f"({design['kind']}): never selected, they are not "
+                                   "identifiable (see Identifiability on the documentation's "
+                                   "theory page); change the gate or the design.")
 
 
 def _read_gate_options(t, gating, n_experts, *, inherit=None):
