@@ -55,7 +55,7 @@ from ._observed_information import (
 )
 from ._validation import check_sample_weight, rows_with_weight
 from .exceptions import DegenerateExpertWarning, GMoEWarning, SingularInformationWarning
-from .model import MixingMeasure, count_parameters
+from .model import MixingMeasure, check_design_of, count_parameters
 from .utils import check_random_state
 
 __all__ = ["BootstrapResults", "MoEResults", "bootstrap", "fit_results"]
@@ -77,8 +77,8 @@ def _check_fitted_estimator(estimator):
     return estimator.mixing_measure_, estimator
 
 
-def _check_data(measure, X, y, sample_weight):
-    X = measure.check_X(X)
+def _check_data(model, X, y, sample_weight):
+    X = check_design_of(model, X)  # an estimator's feature names are checked too
     y = np.asarray(y, dtype=np.float64)
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got shape {y.shape}.")
@@ -299,7 +299,7 @@ class MoEResults:
         if learn_temperature is None:
             learn_temperature = True if estimator is None else bool(
                 getattr(estimator, "learn_temperature", True))
-        X, y, sw = _check_data(measure, X, y, sample_weight)
+        X, y, sw = _check_data(model, X, y, sample_weight)
         param = _Parametrisation(measure, learn_temperature,
                                  _feature_names(estimator, measure.n_features))
         self.measure = measure
@@ -759,7 +759,7 @@ def bootstrap(estimator, X, y, n_boot=200, kind="nonparametric", *, sample_weigh
         raise ValueError(f"n_boot must be an integer >= 2, got n_boot={n_boot!r}.")
     if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral) or verbose < 0:
         raise ValueError(f"verbose must be an integer >= 0, got verbose={verbose!r}.")
-    X, y, sw = _check_data(measure, X, y, sample_weight)
+    X, y, sw = _check_data(estimator, X, y, sample_weight)
     if np.any(sw != 1.0) and round(float(sw.sum())) < measure.n_experts:
         raise ValueError(
             f"sample_weight must sum to at least n_experts ({measure.n_experts}) for a "

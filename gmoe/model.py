@@ -6,7 +6,9 @@ draw data from ``G``.
 """
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import validate_data
 
 from ._expert_major import e_step_from_means
 from ._validation import (
@@ -22,6 +24,7 @@ from .utils import check_random_state
 __all__ = [
     "MixingMeasure",
     "as_measure",
+    "check_design_of",
     "conditional_log_density",
     "compute_e_step",
     "e_step",
@@ -404,6 +407,29 @@ class MixingMeasure:
         self.__dict__.update(state)
 
 
+def check_design_of(obj, X):
+    """``X`` checked against a model as the model's own methods check it.
+
+    A fitted scikit-learn estimator validates ``X`` itself (``n_features_in_``, and the
+    names and order of the columns when it was fitted on a DataFrame: swapped columns would
+    otherwise be read as the features they replace); a :class:`MixingMeasure` has no
+    feature names and checks the number of columns.
+
+    Parameters
+    ----------
+    obj : MixingMeasure or fitted estimator
+    X : array-like of shape (n_samples, n_features)
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features)
+    """
+    measure = as_measure(obj)
+    if obj is not measure and isinstance(obj, BaseEstimator):
+        X = validate_data(obj, X, reset=False, dtype=np.float64, ensure_min_samples=0)
+    return measure.check_X(X)
+
+
 def as_measure(obj, name="measure"):
     """``obj`` as a :class:`MixingMeasure`: itself, or a fitted estimator's ``mixing_measure_``.
 
@@ -546,8 +572,9 @@ def e_step(measure, X, y):
 
     Parameters
     ----------
-    measure : MixingMeasure
-        The model ``G``.
+    measure : MixingMeasure or fitted estimator
+        The model ``G`` (an estimator is read through its ``mixing_measure_`` and checks
+        ``X`` as its own methods do).
     X : array-like of shape (n_samples, n_features)
         Input data.
     y : array-like of shape (n_samples,)
@@ -558,6 +585,8 @@ def e_step(measure, X, y):
     resp : ndarray of shape (n_samples, n_experts)
     log_lik : ndarray of shape (n_samples,)
     """
+    X = check_design_of(measure, X)
+    measure = as_measure(measure)
     X, y = _check_Xy(measure, X, y)
     log_gate = measure.family.log_gate(X, measure.gate_coef, measure.gate_intercept,
                                        measure.temperature)
@@ -571,8 +600,9 @@ def conditional_log_density(measure, X, y):
 
     Parameters
     ----------
-    measure : MixingMeasure
-        The model ``G``.
+    measure : MixingMeasure or fitted estimator
+        The model ``G`` (an estimator is read through its ``mixing_measure_`` and checks
+        ``X`` as its own methods do).
     X : array-like of shape (n_samples, n_features)
         Input data.
     y : array-like of shape (n_samples,)

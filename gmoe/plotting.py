@@ -14,7 +14,7 @@ import numpy as np
 
 from ._validation import check_float_array
 from .experts import compute_expert_means
-from .model import as_measure, e_step
+from .model import as_measure, check_design_of, e_step
 from .predictive import predictive_distribution
 
 __all__ = [
@@ -78,8 +78,8 @@ def _range_grid(x, n_grid):
     return np.linspace(lo, hi, int(n_grid))
 
 
-def _check_data(measure, X, y, *, y_required=False):
-    X = measure.check_X(X)
+def _check_data(model, X, y, *, y_required=False):
+    X = check_design_of(model, X)  # an estimator's feature names are checked too
     if X.shape[0] == 0:
         raise ValueError("X must have at least one row, got 0.")
     if y is None:
@@ -119,7 +119,7 @@ def plot_experts(measure, X, y=None, *, feature=None, fixed=None, n_grid=200, ax
         With one line ``"expert j"`` and one band per expert (and the scatter ``"data"``).
     """
     m = as_measure(measure)
-    X, y = _check_data(m, X, y)
+    X, y = _check_data(measure, X, y)
     column = _check_feature(m, feature)
     x_line = _range_grid(X[:, column], n_grid)
     X_line, column = _line_design(m, x_line, column, fixed)
@@ -203,7 +203,7 @@ def plot_predictive(measure, X, y=None, level=0.9, *, feature=None, fixed=None, 
         its interval covers the gap between them.
     """
     m = as_measure(measure)
-    X, y = _check_data(m, X, y)
+    X, y = _check_data(measure, X, y)
     column = _check_feature(m, feature)
     x_line = _range_grid(X[:, column], n_grid)
     X_line, column = _line_design(m, x_line, column, fixed)
@@ -273,7 +273,7 @@ def plot_responsibilities(measure, X, y, *, feature=None, ax=None):
     from matplotlib.lines import Line2D
 
     m = as_measure(measure)
-    X, y = _check_data(m, X, y, y_required=True)
+    X, y = _check_data(measure, X, y, y_required=True)
     column = _check_feature(m, feature)
     resp, _ = e_step(m, X, y)
     palette = np.array([to_rgb(f"C{j}") for j in range(m.n_experts)])

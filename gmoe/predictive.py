@@ -24,7 +24,7 @@ from scipy.special import ndtr, ndtri
 from ._blocks import evaluate_in_chunks
 from ._validation import check_float_array
 from .experts import compute_expert_means
-from .model import as_measure
+from .model import as_measure, check_design_of
 from .utils import check_random_state
 
 __all__ = ["PredictiveMixture", "predictive_distribution"]
@@ -517,8 +517,8 @@ def predictive_distribution(measure, X, *, chunk_size=None):
     >>> bool(np.all(lower < mix.median()) and np.all(mix.median() < upper))
     True
     """
+    X = check_design_of(measure, X)  # an estimator's feature names are checked too
     measure = as_measure(measure)
-    X = measure.check_X(X)
     # Row chunks: the mixture's arrays are the only ones for every row at once.
     log_gate, means = evaluate_in_chunks(
         lambda rows: (measure.log_gate(rows),

@@ -187,7 +187,7 @@ def test_results_attributes(softmax_fit):
 
 
 def test_results_use_feature_names():
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas")  # a test dependency; optional for users
     X, y = _data(TRUTH_2, 300, 5)
     frame = pd.DataFrame({"dose": X[:, 0]})
     est = _fit(TRUTH_2, frame, y)

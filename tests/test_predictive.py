@@ -448,3 +448,43 @@ def test_unfitted_estimator_message():
 
     with pytest.raises(NotFittedError, match="is not fitted yet"):
         predictive_distribution(Estimator(), np.zeros((2, 1)))
+
+
+def test_every_function_given_an_estimator_checks_its_feature_names():
+    # An estimator fitted on a DataFrame refuses swapped columns in its own methods, but
+    # these functions checked only the number of columns: the predictive means, standard
+    # errors and bootstrap were silently those of the features swapped.
+    pd = pytest.importorskip("pandas")  # a test dependency; optional for users
+    from gmoe import GaussianMoERegressor, e_step, make_design
+    from gmoe.inference import MoEResults, bootstrap
+    from gmoe.metrics import boundary_error, hellinger, total_variation
+    from gmoe.plotting import plot_experts, plot_predictive, plot_responsibilities
+
+    truth = MixingMeasure([[3.0, -2.0], [0.0, 0.0]], [0.5, 0.0], [[2.0, 1.0], [0.3, -2.0]],
+                          [3.0, 0.0], [0.25, 0.36])
+    X = make_design(200, "uniform", n_features=2, random_state=0)
+    y = sample_moe(truth, X, random_state=1)
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    swapped = frame[["b", "a"]]
+    est = GaussianMoERegressor(2, random_state=0, max_iter=50).fit(frame, y)
+    calls = {
+        "predictive_distribution": lambda Z: predictive_distribution(est, Z),
+        "conditional_log_density": lambda Z: conditional_log_density(est, Z, y),
+        "e_step": lambda Z: e_step(est, Z, y),
+        "MoEResults": lambda Z: MoEResults(est, Z, y),
+        "bootstrap": lambda Z: bootstrap(est, Z, y, n_boot=2, random_state=0),
+        "hellinger": lambda Z: hellinger(truth, est, Z),
+        "total_variation": lambda Z: total_variation(est, truth, Z),
+        "boundary_error": lambda Z: boundary_error(est, truth, Z),
+        "plot_experts": lambda Z: plot_experts(est, Z, y, feature=0),
+        "plot_predictive": lambda Z: plot_predictive(est, Z, y, feature=0),
+        "plot_responsibilities": lambda Z: plot_responsibilities(est, Z, y, feature=0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="feature names should match"):
+            call(swapped)
+            pytest.fail(f"{name} accepted swapped columns")
+    # With the columns in order the functions agree with the estimator's own methods.
+    assert_allclose(conditional_log_density(est, frame, y), est.score_samples(frame, y),
+                    rtol=1e-12)
+    assert_allclose(predictive_distribution(est, frame).mean, est.predict(frame), rtol=1e-12)

@@ -7,6 +7,7 @@ fit and the truth select their experts.
 import numpy as np
 
 from .._validation import check_float_array, check_option
+from ..model import check_design_of
 from ._cells import _as_measure, _check_pair, _linear_logits
 from .voronoi import voronoi_cells
 
@@ -92,6 +93,8 @@ def boundary_error(fitted, true, X, *, kind="fraction"):
     fit_m, true_m = _as_measure(fitted, "fitted"), _as_measure(true, "true")
     check_option(kind, "kind", _BOUNDARY_KINDS)
     _check_pair(fit_m, true_m)
+    for model in (fitted, true):  # a fitted estimator checks its feature names too
+        check_design_of(model, X)
     X = check_float_array(X, "X", ndim=2, shape=(None, true_m.n_features))
     if X.shape[0] == 0:
         raise ValueError("X must hold at least one row, got 0 rows.")

@@ -31,7 +31,7 @@ from .._kernels._density import (
     total_variation_rows_into,
 )
 from .._validation import check_float_array, check_int_in_range
-from ..model import make_design
+from ..model import check_design_of, make_design
 from ._cells import _as_measure
 
 __all__ = ["hellinger", "total_variation"]
@@ -143,6 +143,9 @@ def _prepare(g1, g2, X, n_mc, design, random_state):
     if X is None:
         n_mc = check_int_in_range(n_mc, "n_mc", 1, np.iinfo(np.int64).max)
         X = make_design(n_mc, design, n_features=d, random_state=random_state)
+    else:
+        for model in (g1, g2):  # a fitted estimator checks its feature names too
+            check_design_of(model, X)
     X = check_float_array(X, "X", ndim=2, shape=(None, d))
     if X.shape[0] == 0:
         raise ValueError("X must hold at least one row, got 0 rows.")
