@@ -1,6 +1,7 @@
 import math
 import re
 import sqlite3
+import warnings
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from gmoe.simulation.rates import (
     RateFit,
+    _ols,
     bootstrap_slope,
     fit_rate,
     format_rate_table,
@@ -137,7 +139,7 @@ def test_geometric_summary_of_a_power_law_and_its_errors():
     pair = {"n": [10, 10, 20], "D1": [1.0, 4.0, 1.0]}
     assert_allclose(fit_rate(pair, "D1", summary="geometric").slope, -1.0, rtol=1e-12)
     assert_allclose(fit_rate(pair, "D1").slope, np.log(1 / 2.5) / np.log(2), rtol=1e-12)
-    with pytest.raises(ValueError, match="entries equal to 0"):
+    with pytest.raises(ValueError, match="1 entries <= 0"):
         fit_rate({"n": [10, 20, 20], "D1": [1.0, 0.0, 1.0]}, "D1", summary="geometric")
     for call in (lambda: fit_rate(table, "D1", summary="median"),
                  lambda: rate_table(table, ["D1"], summary="median"),
@@ -362,3 +364,24 @@ def test_malformed_tables():
         fit_rate(_power_law(1.0, -0.5), "D1", alpha=1.5)
     with pytest.raises(ValueError, match="n_boot must be a positive integer"):
         bootstrap_slope(_power_law(1.0, -0.5), "D1", n_boot=0)
+
+
+def test_losses_near_the_float_maximum_keep_their_mean_slope():
+    # Their sum overflowed: the mean slope came out -inf with R^2 = 1 and the bootstrap
+    # interval NaN, with only RuntimeWarnings. Every value is finite, so the mean exists.
+    n = np.repeat([100.0, 1000.0, 10000.0], 3)
+    huge = np.array([1e308, 1.5e308, 1.2e308, 1e300, 2e300, 1.1e300, 1e290, 3e290, 1e290])
+    table = {"n": n, "L": huge}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_rate(table, "L")
+        boot = bootstrap_slope(table, "L", n_boot=200, random_state=0)
+    # The same losses in units of 1e-290 (exact powers of ten aside) have the same slope.
+    expected = fit_rate({"n": n, "L": huge / 1e290}, "L")
+    assert fit.slope == pytest.approx(expected.slope, rel=1e-12)
+    assert fit.r_squared == pytest.approx(expected.r_squared, rel=1e-12) and fit.r_squared < 1
+    assert fit.C == np.inf  # exp(intercept) is beyond the largest float; said as such
+    low, high = boot.conf_int
+    assert np.isfinite(low) and low < fit.slope < high
+    # A tss that is NaN is no perfect fit.
+    assert np.isnan(_ols(np.log([1.0, 2.0, 3.0]), np.array([0.0, np.nan, 1.0]), 0.05)[3])

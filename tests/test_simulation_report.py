@@ -41,6 +41,15 @@ def test_cli_report_fits_the_geometric_mean_on_request(stored, monkeypatch, caps
     assert f"slope d1: {slope:+.3f}" in out and "geometric mean ~" in out
     with pytest.raises(ValueError, match="summary must be one of"):
         study_report(rows, exp, summary="median")
+    # The slope table written beside it fits the geometric mean too (it used to hold the
+    # mean's slopes, unlabelled, next to a printed report of the geometric ones).
+    assert main(["report", "mini", "--summary", "geometric", "--out", "geometric"]) == 0
+    capsys.readouterr()
+    text = (tmp / "geometric" / "mini_slopes.txt").read_text()
+    assert "Slopes of the geometric mean of each loss" in text
+    [d1_row] = [line for line in text.splitlines() if line.split()[:1] == ["d1"]]
+    assert float(d1_row.split()[1]) == pytest.approx(slope, abs=5e-4)
+    assert slope != pytest.approx(fit_rate(table, "d1").slope, abs=5e-3)  # a real check
 
 
 def test_cli_report_writes_plots_and_slope_table(stored, monkeypatch, capsys):
@@ -262,3 +271,20 @@ def test_the_mean_table_says_when_a_mean_rests_on_fewer_tasks():
     assert table_row[:3] == ["100", "3", "2"] and float(table_row[4]) == 2.0  # (1 + 3) / 2
     full = format_report([row("ok", 1.0, 0.1), row("ok", 3.0, 0.2)], ["d2", "hellinger"])
     assert "Without a value" not in full
+
+
+def test_a_row_without_a_slope_still_counts_its_sizes_and_dropped_entries():
+    # Such rows said "sizes 0, dropped 0" whatever their values (the committed
+    # reproduction page showed it for a weight error with values at every size).
+    from gmoe.simulation.report import _rate_row
+    from gmoe.theory import NO_THEORY
+
+    n = np.repeat([100.0, 200.0, 400.0], 3)
+    zeros = np.array([0, 0, np.nan, 0, 0, 0, 0, 0, np.nan])
+    row = _rate_row(n, zeros, "x", NO_THEORY, 0.05)
+    assert np.isnan(row["slope"]) and row["note"] == "no rate: identically 0"
+    assert (row["n_points"], row["n_dropped"]) == (3, 2)
+    some_zero = np.array([1e-3, 2e-3, 0, 1e-3, 1e-3, np.nan, 5e-4, 4e-4, 3e-4])
+    row = _rate_row(n, some_zero, "x", NO_THEORY, 0.05, summary="geometric")
+    assert np.isnan(row["slope"]) and "some entries are 0" in row["note"]
+    assert (row["n_points"], row["n_dropped"]) == (3, 1)

@@ -286,7 +286,7 @@ def _report_text(experiment, db_path, show_all=False, out_dir=None, summary="mea
     text = study_report(keep, experiment, columns=columns, title=title, summary=summary)
     parts = [text, *notes]
     if out_dir is not None and keep:
-        written = write_study_plots(keep, experiment, out_dir)
+        written = write_study_plots(keep, experiment, out_dir, summary=summary)
         if written is None:
             parts.append("no plot: a rate needs two sample sizes with a value.")
         else:

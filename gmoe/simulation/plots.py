@@ -43,7 +43,7 @@ def _slope_label(slope):
     return f"n^{slope:.3g}"
 
 
-def plot_rate(table, loss, *, fit=None, theory=None, ax=None, label=None):
+def plot_rate(table, loss, *, fit=None, theory=None, ax=None, label=None, summary="mean"):
     """Mean loss against sample size on log-log axes, with the fitted and theoretical rates.
 
     Parameters
@@ -63,6 +63,9 @@ def plot_rate(table, loss, *, fit=None, theory=None, ax=None, label=None):
         Where to draw; a new figure's Axes when None.
     label : str, default=None
         Label of the mean curve; defaults to ``loss``.
+    summary : {'mean', 'geometric'}, default='mean'
+        The curve and the fitted line of the mean loss, or of its geometric mean (see
+        :func:`~gmoe.simulation.rates.fit_rate`).
 
     Returns
     -------
@@ -71,24 +74,27 @@ def plot_rate(table, loss, *, fit=None, theory=None, ax=None, label=None):
     Notes
     -----
     The band is mean +- 2 standard errors over the replications; its lower edge is clipped
-    at 1/100 of the mean so that it stays on the log axis. Sizes with one replication have
-    no band.
+    at 1/100 of the mean so that it stays on the log axis. For the geometric mean it is
+    ``exp(mean log +- 2 SE)``. Sizes with one replication have no band.
     """
-    summary = mean_loss_by_n(table, loss)
+    by_n = mean_loss_by_n(table, loss, summary=summary)
     if fit is None:
-        fit = fit_rate(table, loss)
+        fit = fit_rate(table, loss, summary=summary)
     elif fit is not False and not isinstance(fit, RateFit):
         raise ValueError(f"fit must be a RateFit, False or None, got {fit!r}.")
     ax = _get_ax(ax)
-    n, mean = summary.n, summary.mean
+    n, mean = by_n.n, by_n.mean
     positive = mean > 0  # log axis: a zero mean cannot be drawn
-    se = np.nan_to_num(summary.se)
+    se = np.nan_to_num(by_n.se)
     (mean_line,) = ax.plot(n[positive], mean[positive], marker="o", markersize=3,
                            label=label if label is not None else loss)
     color = mean_line.get_color()
-    lower = np.maximum(mean - 2 * se, _BAND_FLOOR * mean)
-    ax.fill_between(n[positive], lower[positive], (mean + 2 * se)[positive], color=color,
-                    alpha=0.2, linewidth=0)
+    if summary == "geometric":  # se is the standard error of the mean log
+        lower, upper = mean * np.exp(-2 * se), mean * np.exp(2 * se)
+    else:
+        lower, upper = np.maximum(mean - 2 * se, _BAND_FLOOR * mean), mean + 2 * se
+    ax.fill_between(n[positive], lower[positive], upper[positive], color=color, alpha=0.2,
+                    linewidth=0)
     grid = np.geomspace(n[0], n[-1], 100)
     anchor = mean[positive][0] if np.any(positive) else None
     if fit is not False:
@@ -102,7 +108,7 @@ def plot_rate(table, loss, *, fit=None, theory=None, ax=None, label=None):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("sample size n")
-    ax.set_ylabel(loss)
+    ax.set_ylabel(loss if summary == "mean" else f"{loss} (geometric mean)")
     ax.legend(loc="best", fontsize="small")
     return ax
 
@@ -113,7 +119,7 @@ def _panel_theory(setting, loss, m, rbar, theories):
 
 
 def plot_parameter_rates(table, losses, *, setting=None, ncols=2, fig=None, min_n=None,
-                         m=None, rbar=None, theories=None):
+                         m=None, rbar=None, theories=None, summary="mean"):
     """One rate panel per loss (per-parameter rates), as :func:`plot_rate` draws them.
 
     Parameters
@@ -136,6 +142,8 @@ def plot_parameter_rates(table, losses, *, setting=None, ncols=2, fig=None, min_
         Passed to :func:`~gmoe.theory.theoretical_slope`.
     theories : mapping of str to gmoe.theory.Theory, optional
         The theory of the losses it names, in place of the setting's lookup by name.
+    summary : {'mean', 'geometric'}, default='mean'
+        As in :func:`plot_rate`.
 
     Returns
     -------
@@ -158,8 +166,8 @@ def plot_parameter_rates(table, losses, *, setting=None, ncols=2, fig=None, min_
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, loss in zip(axes, losses, strict=False):
         theory, fit_slope = _panel_theory(setting, loss, m, rbar, theories)
-        fit = fit_rate(table, loss, min_n=min_n) if fit_slope else False
-        plot_rate(table, loss, fit=fit, theory=theory, ax=ax)
+        fit = fit_rate(table, loss, min_n=min_n, summary=summary) if fit_slope else False
+        plot_rate(table, loss, fit=fit, theory=theory, ax=ax, summary=summary)
         ax.set_title(loss)
     for ax in axes[len(losses):]:
         fig.delaxes(ax)
@@ -191,7 +199,7 @@ class RateReport:
 
 
 def write_report(table, losses, outdir, *, setting=None, name="study", min_n=None, m=None,
-                 rbar=None, theories=None, dpi=150):
+                 rbar=None, theories=None, dpi=150, summary="mean"):
     """Write the rate plots and the slope table of a study.
 
     Parameters
@@ -216,6 +224,9 @@ def write_report(table, losses, outdir, *, setting=None, name="study", min_n=Non
         :func:`~gmoe.simulation.rates.rate_table`).
     dpi : int, default=150
         Resolution of the PNGs.
+    summary : {'mean', 'geometric'}, default='mean'
+        Fit and draw the mean loss or its geometric mean (see
+        :func:`~gmoe.simulation.rates.fit_rate`); the slope table's first line names it.
 
     Returns
     -------
@@ -229,13 +240,15 @@ def write_report(table, losses, outdir, *, setting=None, name="study", min_n=Non
         raise ValueError("losses must name at least one loss column, got an empty list.")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    rows = rate_table(table, losses, setting, min_n=min_n, m=m, rbar=rbar, theories=theories)
+    rows = rate_table(table, losses, setting, min_n=min_n, m=m, rbar=rbar, theories=theories,
+                      summary=summary)
 
     headline = losses[0]
     theory, fit_slope = _panel_theory(setting, headline, m, rbar, theories)
-    fit = fit_rate(table, headline, min_n=min_n) if fit_slope else False
+    fit = fit_rate(table, headline, min_n=min_n, summary=summary) if fit_slope else False
     figure = Figure(figsize=(6, 4.5))
-    ax = plot_rate(table, headline, fit=fit, theory=theory, ax=figure.add_subplot())
+    ax = plot_rate(table, headline, fit=fit, theory=theory, ax=figure.add_subplot(),
+                   summary=summary)
     ax.set_title(name if setting is None else f"{name} ({setting})")
     figure.tight_layout()
     rate_plot = outdir / f"{name}_rate.png"
@@ -244,22 +257,26 @@ def write_report(table, losses, outdir, *, setting=None, name="study", min_n=Non
     ncols = min(2, len(losses))
     panels_fig = Figure(figsize=(4.5 * ncols, 3.5 * math.ceil(len(losses) / ncols)))
     plot_parameter_rates(table, losses, setting=setting, ncols=ncols, fig=panels_fig,
-                         min_n=min_n, m=m, rbar=rbar, theories=theories)
+                         min_n=min_n, m=m, rbar=rbar, theories=theories, summary=summary)
     panels = outdir / f"{name}_panels.png"
     panels_fig.savefig(panels, dpi=dpi)
 
-    text = [f"{name}" + ("" if setting is None else f" (setting: {setting})"), "",
+    what = "mean" if summary == "mean" else "geometric mean"
+    text = [f"{name}" + ("" if setting is None else f" (setting: {setting})"),
+            f"Slopes of the {what} of each loss over the replications, on log n.", "",
             format_rate_table(rows)]
     if fit_slope:
         text.append(f"Sensitivity of the {headline} slope to dropping the smallest sample sizes:")
         restricted = _restrict(table, min_n)
         n_sizes = mean_loss_by_n(restricted, headline).n.size
         fractions = [f for f in _DROP_FRACTIONS if n_sizes - math.floor(f * n_sizes) >= 2]
-        for frac, sfit in zip(fractions, slope_sensitivity(restricted, headline, fractions),
-                              strict=True):
+        for frac, sfit in zip(fractions, slope_sensitivity(restricted, headline, fractions,
+                                                           summary=summary), strict=True):
             low, high = sfit.conf_int
+            interval = (f"[{low:.3f}, {high:.3f}]" if np.isfinite(low) and np.isfinite(high)
+                        else "no CI")  # two sizes: the line fits them exactly
             text.append(f"  drop {frac:>4.0%}: n >= {sfit.n_min:<8g} slope {sfit.slope:.3f} "
-                        f"[{low:.3f}, {high:.3f}] ({sfit.n_points} sizes)")
+                        f"{interval} ({sfit.n_points} sizes)")
     slope_table = outdir / f"{name}_slopes.txt"
     slope_table.write_text("\n".join(text) + "\n")
     return RateReport(rate_plot=rate_plot, panels=panels, slope_table=slope_table, rows=rows)

@@ -148,15 +148,27 @@ class LossByN(NamedTuple):
 def _group(n, values):
     sizes, inverse = np.unique(n, return_inverse=True)
     count = np.bincount(inverse, minlength=sizes.size)
-    mean = np.bincount(inverse, weights=values, minlength=sizes.size) / count
-    sq = np.bincount(inverse, weights=(values - mean[inverse]) ** 2, minlength=sizes.size)
+    scale = np.ones(sizes.size)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.bincount(inverse, weights=values, minlength=sizes.size) / count
+        sq = np.bincount(inverse, weights=(values - mean[inverse]) ** 2, minlength=sizes.size)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sq))):
+        # Finite values near the float maximum overflow their sum (a diverged fit's loss):
+        # sum them in units of each size's largest |value| instead.
+        np.maximum.at(scale, inverse, np.abs(values))
+        scale[scale == 0] = 1.0
+        unit = values / scale[inverse]
+        mean_unit = np.bincount(inverse, weights=unit, minlength=sizes.size) / count
+        mean = mean_unit * scale
+        sq = np.bincount(inverse, weights=(unit - mean_unit[inverse]) ** 2,
+                         minlength=sizes.size)
     se = np.full(sizes.size, np.nan)
     many = count > 1
-    se[many] = np.sqrt(sq[many] / (count[many] - 1) / count[many])
+    se[many] = scale[many] * np.sqrt(sq[many] / (count[many] - 1) / count[many])
     return LossByN(sizes, mean, se, count)
 
 
-def mean_loss_by_n(table, loss):
+def mean_loss_by_n(table, loss, *, summary="mean"):
     """Mean loss over replications at each sample size, with its standard error.
 
     Parameters
@@ -166,6 +178,10 @@ def mean_loss_by_n(table, loss):
         the column ``loss``.
     loss : str
         Name of the loss column. Non-finite entries (failed fits) are dropped.
+    summary : {'mean', 'geometric'}, default='mean'
+        'geometric': the geometric mean ``exp(mean log(loss))`` in place of the mean, and
+        the standard error of the mean ``log(loss)`` in place of the mean's (as
+        :func:`fit_rate` fits them).
 
     Returns
     -------
@@ -177,12 +193,28 @@ def mean_loss_by_n(table, loss):
     Raises
     ------
     ValueError
-        If the column is missing or not numeric, or no finite entry is left.
+        If the column is missing or not numeric, or no finite entry is left; for the
+        geometric summary, if an entry is 0 or negative.
     """
+    _check_summary(summary)
     n, values, _ = _loss_values(table, loss)
     if n.size == 0:
         raise ValueError(f"column {loss!r} has no finite entry (every fit failed?).")
+    if summary == "geometric":
+        return _geometric_group(loss, n, values)
     return _group(n, values)
+
+
+def _geometric_group(loss, n, values):
+    """Per-size geometric means, with the standard errors of the mean logs."""
+    if np.any(values <= 0):
+        raise ValueError(
+            f"column {loss!r} has {np.count_nonzero(values <= 0)} entries <= 0; its "
+            "geometric mean needs positive entries (log of 0 is undefined). Use "
+            "summary='mean'."
+        )
+    logs = _group(n, np.log(values))
+    return LossByN(logs.n, np.exp(logs.mean), logs.se, logs.count)
 
 
 # --------------------------------------------------------------------------------------
@@ -234,8 +266,11 @@ class RateFit:
 
     @property
     def C(self):  # the papers' name for the constant
-        """The constant ``C = exp(intercept)``."""
-        return math.exp(self.intercept)
+        """The constant ``C = exp(intercept)`` (inf beyond the largest float)."""
+        try:
+            return math.exp(self.intercept)
+        except OverflowError:
+            return math.inf
 
     @property
     def legend(self):
@@ -312,13 +347,7 @@ def _summary_for_fit(table, loss, min_n, summary="mean"):
         keep = n >= min_n
         n, values = n[keep], values[keep]
     if summary == "geometric":
-        if np.any(values == 0):
-            raise ValueError(
-                f"column {loss!r} has {np.count_nonzero(values == 0)} entries equal to 0; "
-                "its geometric mean is 0 there and log of it undefined. Use summary='mean'."
-            )
-        logs = _group(n, np.log(values))
-        grouped = LossByN(logs.n, np.exp(logs.mean), logs.se, logs.count)
+        grouped = _geometric_group(loss, n, values)
     else:
         grouped = _group(n, values)
     if grouped.n.size < 2:
@@ -346,7 +375,7 @@ def _ols(log_n, log_mean, alpha):
     results = sm.OLS(log_mean, sm.add_constant(log_n, has_constant="add")).fit()
     low, high = results.conf_int(alpha=alpha)[1]
     tss = np.sum((log_mean - log_mean.mean()) ** 2)
-    r_squared = 1.0 - results.ssr / tss if tss > 0 else 1.0
+    r_squared = 1.0 - results.ssr / tss if tss != 0 else 1.0  # NaN stays NaN
     return float(results.params[1]), float(results.params[0]), (float(low), float(high)), float(
         r_squared
     )
@@ -549,11 +578,20 @@ def bootstrap_slope(table, loss, n_boot=1000, *, min_n=None, alpha=0.05, random_
     means = np.empty((n_boot, grouped.n.size))
     for j, size in enumerate(grouped.n):
         group = values[n == size]
-        means[:, j] = group[rng.integers(0, group.size, size=(n_boot, group.size))].mean(axis=1)
-    if geometric:
-        log_means = means
-    else:
-        log_means = np.log(means[np.all(means > 0, axis=1)])
+        draws = group[rng.integers(0, group.size, size=(n_boot, group.size))]
+        with np.errstate(over="ignore", divide="ignore"):
+            mean = draws.mean(axis=1)
+            if geometric:
+                means[:, j] = mean  # of the logs already
+            elif np.all(np.isfinite(mean)):
+                means[:, j] = np.log(mean)  # a resample of zeros only: -inf, dropped below
+            else:
+                # Values near the float maximum (a diverged fit's loss) overflow their
+                # sum: average them in units of the size's largest value instead.
+                scale = float(np.max(group))
+                means[:, j] = np.log(scale) + np.log((draws / scale).mean(axis=1))
+    # The log means of the resamples; those with a mean of 0 somewhere have no slope.
+    log_means = means if geometric else means[np.all(np.isfinite(means), axis=1)]
     x = np.log(grouped.n) - np.log(grouped.n).mean()
     slopes = (log_means - log_means.mean(axis=1, keepdims=True)) @ x / (x @ x)
     if slopes.size:

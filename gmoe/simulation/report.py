@@ -111,10 +111,13 @@ def _column_values(rows, column):
                     dtype=np.float64)
 
 
-def _nan_row(column, reason):
+def _nan_row(column, reason, n, values):
+    """A row with no slope, but the sizes and dropped entries of its values (as fitted)."""
+    finite = np.isfinite(values)
     return {"loss": column, "slope": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-            "C": np.nan, "r_squared": np.nan, "n_points": 0, "n_dropped": 0, "theory": None,
-            "within_ci": None, "note": reason}
+            "C": np.nan, "r_squared": np.nan, "n_points": int(np.unique(n[finite]).size),
+            "n_dropped": int(np.count_nonzero(~finite)), "theory": None, "within_ci": None,
+            "note": reason}
 
 
 def _schema(experiment, columns):
@@ -182,7 +185,8 @@ def study_rate_rows(rows, columns, experiment, *, alpha=0.05, summary="mean"):
             # a mean over both kinds of replications is no loss to fit.
             out.append(_nan_row(column.name, "no rate over all replications: the alignment "
                                 f"fixes this error where the cell holds m = "
-                                f"{', '.join(fixed)} atom(s); see the per-cell rows"))
+                                f"{', '.join(fixed)} atom(s); see the per-cell rows",
+                                n, values))
         else:
             out.append(_rate_row(n, values, column.name, column.theory, alpha, summary))
         for m, expected in by_m.items():
@@ -209,7 +213,7 @@ def _rate_row(n, values, name, expected, alpha, summary="mean"):
             reason = f"no rate: mean 0 at {len(zero)} of {sizes.size} sizes"
         else:
             reason = f"no rate: {err}"
-        return _nan_row(name, reason)
+        return _nan_row(name, reason, n, values)
 
 
 def _headline(schema):
@@ -296,7 +300,7 @@ def study_report(rows, experiment, *, columns=None, title="", alpha=0.05, summar
     return "\n".join(lines)
 
 
-def write_study_plots(rows, experiment, outdir, *, name=None):
+def write_study_plots(rows, experiment, outdir, *, name=None, summary="mean"):
     """Write the rate plots and slope table of a stored study (:func:`plots.write_report`).
 
     Parameters
@@ -307,6 +311,8 @@ def write_study_plots(rows, experiment, outdir, *, name=None):
     outdir : str or pathlib.Path
     name : str, optional
         File stem; default the experiment's name (``-quick`` appended for a quick run).
+    summary : {'mean', 'geometric'}, default='mean'
+        Fit and draw the mean loss or its geometric mean (as :func:`study_report`).
 
     Returns
     -------
@@ -343,7 +349,7 @@ def write_study_plots(rows, experiment, outdir, *, name=None):
             continue  # the same numbers on both scales (the experts): drawn once
         table[column.name] = values
         try:
-            fit_rate(table, column.name)
+            fit_rate(table, column.name, summary=summary)
         except ValueError:
             continue
         plotted.append(column)
@@ -351,4 +357,4 @@ def write_study_plots(rows, experiment, outdir, *, name=None):
         return None
     m = max(cell_atoms) if max(cell_atoms) > 1 else None
     return write_report(table, [c.name for c in plotted], outdir, setting=setting, name=name,
-                        m=m, theories={c.name: c.theory for c in plotted})
+                        m=m, theories={c.name: c.theory for c in plotted}, summary=summary)
