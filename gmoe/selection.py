@@ -136,6 +136,11 @@ def _cv_log_lik(params, X, y, sample_weight, n_splits, seed):
     return float(np.mean(scores)) if scores else np.nan
 
 
+def _derived_seed(base, key):
+    """An int32 seed for ``key``, from ``base``: independent streams for different keys."""
+    return int(np.random.SeedSequence([base, key]).generate_state(1)[0] >> 1)
+
+
 def _cap_top_k(params, n_experts):
     """Cap a top-K option at ``n_experts`` in place: all ``k`` experts selected is top-``k``.
 
@@ -169,7 +174,10 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
     n_init : int, default=5
         Starts per fit (the best log-likelihood is kept).
     random_state : int, RandomState instance, Generator or None, default=None
-        Seeds every fit and the folds; the same value gives the same result.
+        Seeds every fit and the folds; the same value gives the same result. A candidate's
+        fits are seeded by its number of experts, not by its place in ``n_experts``, and
+        every candidate is scored on the same folds: the comparison is paired, and a
+        candidate's row does not depend on which others are listed.
     cv : int, default=5
         Number of KFold splits (shuffled) for ``criterion='cv'``.
     sample_weight : array-like of shape (n_samples,), default=None
@@ -225,8 +233,9 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
                          "Reshape your data with X.reshape(-1, 1) if it has a single feature.")
     sw = check_sample_weight(sample_weight, X.shape[0])
     total_weight = float(sw.sum())
-    rng = check_random_state(random_state)
-    seeds = rng.integers(0, np.iinfo(np.int32).max, size=len(candidates))
+    base = int(check_random_state(random_state).integers(0, np.iinfo(np.int32).max))
+    seeds = [_derived_seed(base, k) for k in candidates]
+    fold_seed = _derived_seed(base, 0)  # no candidate has 0 experts
 
     key = "cv_log_lik" if criterion == "cv" else criterion
     table, estimators = [], {}
@@ -252,7 +261,7 @@ def select_n_experts(X, y, n_experts=range(1, 6), criterion="bic", *, n_init=5,
                        icl=bic + 2.0 * entropy, entropy=entropy,
                        converged=bool(est.converged_), n_iter=int(est.n_iter_))
             if criterion == "cv":
-                row["cv_log_lik"] = _cv_log_lik(params, X, y, sw, cv, int(seed))
+                row["cv_log_lik"] = _cv_log_lik(params, X, y, sw, cv, fold_seed)
             estimators[int(k)] = est
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
             row["error"] = str(err)

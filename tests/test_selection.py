@@ -220,3 +220,18 @@ def test_a_top_k_gate_instance_is_capped_too():
     assert result.estimators[1].mixing_measure_.family.selection == "linear"
     assert result.estimators[3].mixing_measure_.family.top_k == 2
     assert gate.top_k == 2  # the caller's instance is not changed
+
+
+def test_a_candidates_row_does_not_depend_on_the_other_candidates():
+    # Seeds were drawn by position and each candidate had its own folds: the k = 2 row
+    # changed with the list around it, and the cross-validated comparison was unpaired.
+    X, y = _data(TRUTH_2, 150, 12)
+    kwargs = dict(criterion="cv", n_init=1, cv=3, random_state=4, max_iter=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = select_n_experts(X, y, n_experts=[1, 2, 3], **kwargs)
+        other = select_n_experts(X, y, n_experts=[3, 2], **kwargs)
+    rows = [{r["n_experts"]: r for r in result.table} for result in (one, other)]
+    for k in (2, 3):
+        for key in ("log_lik", "bic", "cv_log_lik"):
+            assert rows[0][k][key] == rows[1][k][key], (k, key)
