@@ -148,9 +148,11 @@ def _like(experiment):
 
 
 def _rate(n, values):
-    """The geometric-mean rate of ``values`` (NaN entries left out), as the rate tables'.
+    """The geometric-mean rate of ``values``, as the rate tables'.
 
-    A dict of the slope, its 95% interval, the cells and sizes it rests on; NaN slope where
+    NaN entries are left out, and so are entries of exactly 0, which a geometric mean
+    cannot hold (the rate tables refuse such a column instead); ``cells`` counts the
+    entries kept. A dict of the slope, its 95% interval and that count; NaN slope where
     fewer than two sizes have a value.
     """
     values = np.asarray(values, dtype=float)
