@@ -408,12 +408,15 @@ class MixingMeasure:
 
 
 def check_design_of(obj, X):
-    """``X`` checked against a model as the model's own methods check it.
+    """``X`` checked against a model: its columns, and a fitted estimator's feature names.
 
-    A fitted scikit-learn estimator validates ``X`` itself (``n_features_in_``, and the
-    names and order of the columns when it was fitted on a DataFrame: swapped columns would
-    otherwise be read as the features they replace); a :class:`MixingMeasure` has no
-    feature names and checks the number of columns.
+    A fitted scikit-learn estimator validates ``X`` as its ``predict`` does
+    (``n_features_in_``, and the names and order of the columns when it was fitted on a
+    DataFrame: swapped columns would otherwise be read as the features they replace). As
+    there, an array without names given to an estimator fitted with them (or the reverse)
+    warns. Unlike there, ``X`` may have 0 rows. A :class:`MixingMeasure` has no feature
+    names and checks the number of columns only, as does an object that is not a
+    scikit-learn estimator.
 
     Parameters
     ----------

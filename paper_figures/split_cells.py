@@ -150,10 +150,10 @@ def _like(experiment):
 def _rate(n, values):
     """The geometric-mean rate of ``values``, as the rate tables'.
 
-    NaN entries are left out, and so are entries of exactly 0, which a geometric mean
-    cannot hold (the rate tables refuse such a column instead); ``cells`` counts the
-    entries kept. A dict of the slope, its 95% interval and that count; NaN slope where
-    fewer than two sizes have a value.
+    NaN entries are left out, and so are entries that are not positive (0: a distance
+    here is never negative), which a geometric mean cannot hold (the rate tables refuse
+    such a column instead); ``cells`` counts the entries kept. A dict of the slope, its
+    95% interval and that count; NaN slope where fewer than two sizes have a value.
     """
     values = np.asarray(values, dtype=float)
     finite = np.isfinite(values) & (values > 0)

@@ -1,6 +1,7 @@
 import re
 import time
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -484,6 +485,13 @@ def test_every_function_given_an_estimator_checks_its_feature_names():
         with pytest.raises(ValueError, match="feature names should match"):
             call(swapped)
             pytest.fail(f"{name} accepted swapped columns")
+    # As the estimator's predict: an array without names warns; a measure has no names.
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        predictive_distribution(est, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predictive_distribution(est.mixing_measure_, swapped)
+        MoEResults(est.mixing_measure_, frame, y)
     # With the columns in order the functions agree with the estimator's own methods.
     assert_allclose(conditional_log_density(est, frame, y), est.score_samples(frame, y),
                     rtol=1e-12)

@@ -139,3 +139,18 @@ def test_plot_bad_input():
         plot_parameter_rates(table, [])
     with pytest.raises(ValueError, match="table has no column 'D9'"):
         plot_parameter_rates(table, ["D1", "D9"], fig=Figure())
+
+
+def test_plot_rate_refuses_a_fit_of_the_other_summary():
+    # A mean fit drawn over the geometric-mean curve would mislabel the plot.
+    from gmoe.simulation.rates import fit_rate
+
+    n = np.repeat([100.0, 200.0, 400.0], 2)
+    table = {"n": n, "L": np.array([1.0, 3.0, 0.6, 2.0, 0.4, 1.5])}
+    fig = Figure()
+    with pytest.raises(ValueError, match="summary='geometric'.*summary='mean'"):
+        plot_rate(table, "L", fit=fit_rate(table, "L"), summary="geometric",
+                  ax=fig.add_subplot())
+    ax = plot_rate(table, "L", fit=fit_rate(table, "L", summary="geometric"),
+                   summary="geometric", ax=fig.add_subplot())
+    assert ax.get_ylabel() == "L (geometric mean)"

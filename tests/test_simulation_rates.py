@@ -381,6 +381,8 @@ def test_losses_near_the_float_maximum_keep_their_mean_slope():
     assert fit.slope == pytest.approx(expected.slope, rel=1e-12)
     assert fit.r_squared == pytest.approx(expected.r_squared, rel=1e-12) and fit.r_squared < 1
     assert fit.C == np.inf  # exp(intercept) is beyond the largest float; said as such
+    [row] = rate_table(table, ["L"])
+    assert format_rate_table([row]).splitlines()[2].split()[4] == "inf"  # not "-" (NaN)
     low, high = boot.conf_int
     assert np.isfinite(low) and low < fit.slope < high
     # A tss that is NaN is no perfect fit.

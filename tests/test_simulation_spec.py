@@ -169,12 +169,12 @@ MALFORMED = [
      "expert_var = [0.09, 0.16]",
      "expert_coef = [[-20.0], [-20.0]]\nexpert_intercept = [15.0, 15.0]\n"
      "expert_var = [0.09, 0.09]",
-     ["[truth] expert_coef", "experts 0 and 1 are equal", "not identifiable"]),
+     ["[truth] expert_coef", "experts 0 and 1 are equal", "assume distinct experts"]),
     ('gating = "softmax"\ngate_coef = [[25.0], [0.0]]\ngate_intercept = [-8.0, 0.0]',
      'gating = "topk"\ntop_k = 1\ngate_coef = [[25.0], [0.0]]\n'
      "gate_intercept = [-30.0, 0.0]",
      ["[truth] gate_coef", "expert(s) [0] have gate weight 0 at every one of 4096 points "
-      "of the design (uniform)", "not identifiable"]),
+      "of the design (uniform)", "cannot identify them"]),
     ("max_iter = 100", 'max_iter = 100\ngating = "activation"\nactivation = "tanh"\n'
                        "temperature = 1e-120",
      ["[fit] temperature", "expected at least 1e-100 for gating='activation'",

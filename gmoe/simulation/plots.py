@@ -82,6 +82,9 @@ def plot_rate(table, loss, *, fit=None, theory=None, ax=None, label=None, summar
         fit = fit_rate(table, loss, summary=summary)
     elif fit is not False and not isinstance(fit, RateFit):
         raise ValueError(f"fit must be a RateFit, False or None, got {fit!r}.")
+    elif fit is not False and fit.summary != summary:
+        raise ValueError(f"fit must be a fit of the curve drawn (summary={summary!r}), got a "
+                         f"fit with summary={fit.summary!r}.")
     ax = _get_ax(ax)
     n, mean = by_n.n, by_n.mean
     positive = mean > 0  # log axis: a zero mean cannot be drawn
@@ -226,7 +229,7 @@ def write_report(table, losses, outdir, *, setting=None, name="study", min_n=Non
         Resolution of the PNGs.
     summary : {'mean', 'geometric'}, default='mean'
         Fit and draw the mean loss or its geometric mean (see
-        :func:`~gmoe.simulation.rates.fit_rate`); the slope table's first line names it.
+        :func:`~gmoe.simulation.rates.fit_rate`); the slope table's second line names it.
 
     Returns
     -------

@@ -706,8 +706,10 @@ def _fmt(value, spec):
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float) and not np.isfinite(value):
+    if isinstance(value, float) and np.isnan(value):
         return "-"
+    if isinstance(value, float) and np.isinf(value):
+        return "inf" if value > 0 else "-inf"  # e.g. a C beyond the largest float
     return format(value, spec)
 
 
