@@ -458,6 +458,12 @@ def as_measure(obj, name="measure"):
     measure = getattr(obj, "mixing_measure_", None)
     if isinstance(measure, MixingMeasure):
         return measure
+    if hasattr(obj, "steps") and hasattr(obj, "named_steps"):
+        # A Pipeline, fitted or not, has no mixing_measure_ of its own.
+        raise ValueError(f"{name} must be a MixingMeasure or a fitted estimator with a "
+                         "mixing_measure_ attribute, got a Pipeline: pass its last step "
+                         "(pipeline[-1]) and X transformed by the others "
+                         "(pipeline[:-1].transform(X)).")
     if hasattr(type(obj), "fit"):
         raise NotFittedError(
             f"This {type(obj).__name__} instance is not fitted yet (it has no "

@@ -496,3 +496,22 @@ def test_every_function_given_an_estimator_checks_its_feature_names():
     assert_allclose(conditional_log_density(est, frame, y), est.score_samples(frame, y),
                     rtol=1e-12)
     assert_allclose(predictive_distribution(est, frame).mean, est.predict(frame), rtol=1e-12)
+
+
+def test_a_pipeline_is_refused_with_what_to_pass_instead():
+    # A fitted Pipeline was called "not fitted yet" (it has no mixing_measure_ itself).
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from gmoe import GaussianMoERegressor, make_design
+
+    truth = MixingMeasure([[4.0], [0.0]], [-2.0, 0.0], [[-2.0], [2.0]], [1.0, -1.0],
+                          [0.05, 0.05])
+    X = make_design(200, "uniform", random_state=0)
+    y = sample_moe(truth, X, random_state=1)
+    pipe = make_pipeline(StandardScaler(), GaussianMoERegressor(2, random_state=0,
+                                                                max_iter=30)).fit(X, y)
+    with pytest.raises(ValueError, match=r"got a Pipeline: pass its last step"):
+        predictive_distribution(pipe, X)
+    mix = predictive_distribution(pipe[-1], pipe[:-1].transform(X))
+    assert_allclose(mix.mean, pipe.predict(X), rtol=1e-12)
