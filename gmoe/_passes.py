@@ -80,7 +80,8 @@ class ArrayPasses:
         weighted_resp *= self.sample_weight
         experts, _ = GAUSSIAN_LINEAR.m_step(self.ZT, self.y, weighted_resp, var_floor,
                                             self.workspace)
-        data = GateData(self.ZT, self.sample_weight, weighted_resp, workspace=self.workspace)
+        data = GateData(self.ZT, self.sample_weight, weighted_resp,
+                        learn_temperature=self.learn_temperature, workspace=self.workspace)
         return _Params(self.family.initial_gate(data, temperature), experts.coef,
                        experts.intercept, experts.var)
 

@@ -177,3 +177,74 @@ def test_gelu_derivatives_stay_finite_far_out():
     d1, d2 = compute_activation_derivatives(u, "gelu")
     assert_allclose(d1, [0.0, 0.0, 1.0, 1.0], atol=1e-300)
     assert_allclose(d2, 0.0, atol=1e-300)
+
+
+def _step_responsibilities(x, centre, sharpness=8.0):
+    # Two experts' responsibilities switching at ``centre``: what a start's labels give.
+    right = 1.0 / (1.0 + np.exp(-sharpness * (x - centre)))
+    return np.column_stack([right, 1.0 - right])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
+def test_the_start_on_a_design_far_from_zero_is_the_linearised_softmax_fit(activation):
+    # On x in [30, 31] the softmax fit mapped through sigma'(0) put every row in the
+    # activation's tails (or moved the logits by far more than their spread): the start's
+    # gate was nothing like the softmax fit's. Scaled towards the linear regime, it is.
+    from gmoe.gates import SoftmaxGating
+    from gmoe.gates.activation import compute_activation_derivatives
+
+    x = np.linspace(30.0, 31.0, 400)
+    X = x[:, None]
+    resp = _step_responsibilities(x, 30.5)
+    family = ActivationGating(activation)
+    start = family.initial_gate(GateData.from_rows(X, resp, learn_temperature=True), 1.0)
+    softmax = SoftmaxGating().initial_gate(GateData.from_rows(X, resp))
+    gate = np.exp(family.log_gate(X, start.coef, start.intercept, start.temperature))
+    softmax_gate = np.exp(SoftmaxGating().log_gate(X, softmax.coef, softmax.intercept))
+    # The start keeps the largest scale whose Q is within 1e-3 per row of the best scale's,
+    # which costs it a little of the linear regime's agreement (the old start was off by 0.5).
+    assert_allclose(gate, softmax_gate, atol=0.03)
+    assert start.temperature < 1e-3
+    # With tau held the start keeps it, and scores the labels at least as well as the
+    # plain linearisation (here far better: tanh(30 beta) saturates unless beta ~ 0).
+    held_data = GateData.from_rows(X, resp, learn_temperature=False)
+    held = family.initial_gate(held_data, 1.0)
+    assert held.temperature == 1.0
+    slope = compute_activation_derivatives(np.zeros(1), activation)[0][0]
+    plain = GateParams(softmax.coef / slope, softmax.intercept, 1.0)
+    assert family.gate_objective(held_data, held) > family.gate_objective(held_data, plain)
+
+
+def test_the_start_near_zero_is_the_plain_linearisation():
+    # Where the linearised slopes keep every logit linear to 1e-3, nothing is scaled.
+    from gmoe.gates import SoftmaxGating
+
+    x = np.linspace(-0.1, 0.1, 400)
+    resp = _step_responsibilities(x, 0.0, sharpness=0.05)
+    data = GateData.from_rows(x[:, None], resp, learn_temperature=True)
+    start = ActivationGating("tanh").initial_gate(data, 1.0)
+    softmax = SoftmaxGating().initial_gate(GateData.from_rows(x[:, None], resp))
+    assert start.temperature == 1.0
+    assert_allclose(start.coef, softmax.coef, rtol=1e-12)  # tanh'(0) = 1
+    assert_allclose(start.intercept, softmax.intercept, rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
+def test_an_activation_gate_fits_a_design_far_from_zero(activation):
+    # x in [30, 31]: every start's gate was constant on the design and EM collapsed an
+    # expert in two steps (mean log-likelihood -1.25 against the softmax fit's -0.56).
+    rng = np.random.default_rng(0)
+    x = rng.uniform(30.0, 31.0, 2000)
+    right = rng.random(x.size) < 1.0 / (1.0 + np.exp(-8.0 * (x - 30.5)))
+    y = np.where(right, 2.0 * (x - 30.5) + 1.0, -1.5 * (x - 30.5) - 1.0)
+    y = y + rng.normal(0.0, 0.3, x.size)
+    X = x[:, None]
+    softmax = gmoe.GaussianMoERegressor(2, n_init=2, random_state=0).fit(X, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = gmoe.GaussianMoERegressor(2, gating="activation", activation=activation,
+                                        n_init=2, max_iter=2000, random_state=0).fit(X, y)
+    assert not [w for w in caught if "collapsed" in str(w.message)]
+    # The activation gate contains the softmax gate as its limit tau -> 0, along a ridge
+    # EM climbs slowly: at least the softmax maximum, less what is left of that climb.
+    assert est.lower_bound_ > softmax.lower_bound_ - 1e-3

@@ -101,6 +101,12 @@ def _activation_and_derivatives(u, activation, out=None):
     return value, d1, d2
 
 
+# How close to the linearised softmax fit (in logit units, on every row) the start's
+# smallest scale is: well below the logits' own resolution in Q.
+_LINEARISATION_ERROR = 1e-3
+_OBJECTIVE_SLACK = 1e-3
+
+
 class ActivationGating(SmoothGatingFamily):
     """Activation dense-to-sparse gate: logits ``(sigma(beta1_i^T x) + beta0_i) / tau``.
 
@@ -228,11 +234,26 @@ class ActivationGating(SmoothGatingFamily):
         ``beta1_1 = -beta1_2`` of tanh/sigmoid, which EM never leaves; the linearisation
         ``sigma(u) ~ sigma(0) + sigma'(0) u`` of the fitted softmax gate is a start off it.
 
+        The linearisation holds only where ``u = beta1^T x`` is small. On a design far
+        from 0 (``x`` in [30, 31], say) the mapped logits ``c^T x + d`` are differences of
+        large terms: the activation's curvature then moves them by far more than their
+        spread over the design, or puts every row in its flat tails, where the start's
+        gate is constant and EM collapses an expert in a few steps. The start is
+        therefore scaled towards the linear regime: of the scales ``s = 1, 1/2, 1/4, ...``
+        down to the first whose logits are within 1e-3 of the linearisation on every row
+        (the bound ``|sigma''| <= 1``), the one whose gate objective ``Q`` (the
+        responsibilities' log-likelihood under the gate) is highest is kept, ``s = 1`` on
+        a tie. ``(beta1, beta0)`` are scaled by ``s``, and so is ``tau`` when it is
+        learned: the logits then tend to the softmax fit's as ``s`` shrinks (up to a
+        constant common to all experts); with ``tau`` held, to ``s`` times them, the same
+        boundaries with a flatter gate.
+
         Parameters
         ----------
         data : GateData
+            With ``learn_temperature`` as the fit will have it.
         temperature : float or None, default=None
-            Temperature ``tau`` the gate is fitted at.
+            Temperature ``tau`` the gate is fitted at (the start's, when it is learned).
 
         Returns
         -------
@@ -240,7 +261,36 @@ class ActivationGating(SmoothGatingFamily):
         """
         start = SoftmaxGating.initial_gate(self, data, temperature)
         slope_at_zero = compute_activation_derivatives(np.zeros(1), self.activation)[0][0]
-        return GateParams(start.coef / slope_at_zero, start.intercept, temperature)
+        linearised = GateParams(start.coef / slope_at_zero, start.intercept, temperature)
+        if self.activation == "identity":  # linear logits: nothing saturates
+            return linearised
+        return self._least_saturated_scale(data, linearised)
+
+    def _least_saturated_scale(self, data, params):
+        """``params`` scaled by the power of 1/2 whose gate objective is highest."""
+        # The largest |u| over the design, expert by expert (one sample-sized row at a time).
+        largest_u = max((float(np.max(np.abs(coef @ data.ZT[:-1]), initial=0.0))
+                         for coef in params.coef), default=0.0)
+        # At scale s the logits' linearisation error is at most s * largest_u**2 / (2 tau)
+        # (|sigma''| <= 1; tau scaled too, or held, which only shrinks it): halve until it
+        # is within _LINEARISATION_ERROR, 64 times at most.
+        needed = largest_u ** 2 / (2.0 * params.temperature * _LINEARISATION_ERROR)
+        halvings = int(min(64, max(0, np.ceil(np.log2(needed))))) if needed > 1 else 0
+        scales_temperature = data.learn_temperature and self.learns_temperature
+        trials = [(params, self.gate_objective(data, params))]
+        for halving in range(1, halvings + 1):
+            scale = 0.5 ** halving
+            temperature = params.temperature * scale if scales_temperature \
+                else params.temperature
+            if temperature < self.smallest_fitted_temperature:
+                break
+            trial = GateParams(params.coef * scale, params.intercept * scale, temperature)
+            trials.append((trial, self.gate_objective(data, trial)))
+        # The largest scale within _OBJECTIVE_SLACK per unit weight of the best: the
+        # activation's curvature kept where it costs nothing (EM moves tau slowly).
+        best = max(objective for _, objective in trials)
+        slack = _OBJECTIVE_SLACK * float(np.sum(data.weighted_resp))
+        return next(trial for trial, objective in trials if objective >= best - slack)
 
     # ----------------------------------------------------------- identifiability
     def _has_mirror(self, params):
