@@ -248,3 +248,21 @@ def test_an_activation_gate_fits_a_design_far_from_zero(activation):
     # The activation gate contains the softmax gate as its limit tau -> 0, along a ridge
     # EM climbs slowly: at least the softmax maximum, less what is left of that climb.
     assert est.lower_bound_ > softmax.lower_bound_ - 1e-3
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_a_learned_temperature_started_far_too_high_reaches_the_maximum(activation):
+    # temperature=1e6: the linearised start's slopes (c tau / sigma'(0)) saturated every
+    # row, and EM stopped at a flat gate (mean log-likelihood -0.878 against -0.634).
+    truth = gmoe.MixingMeasure([[4.0], [-1.0]], [-0.9, 0.0], [[-20.0], [20.0]],
+                               [15.0, -5.0], [0.09, 0.16], gating="activation",
+                               activation="tanh", temperature=0.25)
+    X = np.linspace(0.0, 1.0, 1000)[:, None]
+    y = gmoe.sample_moe(truth, X, random_state=1)
+
+    def fit(temperature):
+        return gmoe.GaussianMoERegressor(2, gating="activation", activation=activation,
+                                         temperature=temperature, random_state=0).fit(X, y)
+
+    # Both stop within tol (1e-4 in total log-likelihood) of the same maximum.
+    assert fit(1e6).lower_bound_ == pytest.approx(fit(1.0).lower_bound_, abs=1e-6)
