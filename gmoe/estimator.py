@@ -77,8 +77,9 @@ class GaussianMoERegressor(RegressorMixin, EMRunMixin, BaseEstimator):
         Temperature ``tau`` of the temperature families. For 'temperature' it is held
         at this value (or at the start's, when ``init_params`` is a MixingMeasure): the
         data determine only ``gamma = (beta1, beta0) / tau``. 'activation' starts from
-        it (from a power of 1/2 times it when it is learned and the design is far from 0;
-        see the user guide's starts) and needs it at least 1e-100.
+        it (from a power of 1/2 times it when it is learned and the start saturates the
+        activation, as on a design far from 0; see the user guide's starts) and needs it
+        at least 1e-100.
     learn_temperature : bool, default=True
         Whether the activation gate learns ``tau``; ignored by the other families and by
         the identity activation (its ``tau`` is the temperature gate's, redundant with a

@@ -13,6 +13,8 @@ reported by :meth:`ActivationGating.symmetric_images`, and its fixed point
 :meth:`ActivationGating.is_symmetric_fixed_point`.
 """
 
+import math
+
 import numpy as np
 from scipy.special import expit, ndtr
 
@@ -104,7 +106,10 @@ def _activation_and_derivatives(u, activation, out=None):
 # How close to the linearised softmax fit (in logit units, on every row) the start's
 # smallest scale is: well below the logits' own resolution in Q.
 _LINEARISATION_ERROR = 1e-3
-_OBJECTIVE_SLACK = 1e-3
+# The share of the softmax fit's gain over a constant gate that a scaled start must keep.
+_SHARE_KEPT = 0.5
+# Scales tried at most (each a pass over the rows).
+_MOST_SCALES = 64
 
 
 class ActivationGating(SmoothGatingFamily):
@@ -235,18 +240,18 @@ class ActivationGating(SmoothGatingFamily):
         ``sigma(u) ~ sigma(0) + sigma'(0) u`` of the fitted softmax gate is a start off it.
 
         The linearisation holds only where ``u = beta1^T x`` is small. On a design far
-        from 0 (``x`` in [30, 31], say) the mapped logits ``c^T x + d`` are differences of
-        large terms: the activation's curvature then moves them by far more than their
-        spread over the design, or puts every row in its flat tails, where the start's
-        gate is constant and EM collapses an expert in a few steps. The start is
-        therefore scaled towards the linear regime: of the scales ``s = 1, 1/2, 1/4, ...``
-        down to the first whose logits are within 1e-3 of the linearisation on every row
-        (the bound ``|sigma''| <= 1``), the one whose gate objective ``Q`` (the
-        responsibilities' log-likelihood under the gate) is highest is kept, ``s = 1`` on
-        a tie. ``(beta1, beta0)`` are scaled by ``s``, and so is ``tau`` when it is
-        learned: the logits then tend to the softmax fit's as ``s`` shrinks (up to a
-        constant common to all experts); with ``tau`` held, to ``s`` times them, the same
-        boundaries with a flatter gate.
+        from 0 (``x`` in [30, 31], say), or with a temperature far too high, the mapped
+        slopes put every row in the activation's flat tails, and the start's gate fits the
+        labels worse than a constant gate: EM then collapses an expert in a few steps.
+        Such a start (and only such a one: elsewhere the start is the linearisation, as it
+        always was) is scaled towards the linear regime: ``(beta1, beta0)``, and ``tau``
+        when it is learned, are multiplied by the largest power of 1/2 whose gate keeps
+        at least half of the softmax fit's gain in ``Q`` (the responsibilities'
+        log-likelihood under the gate) over a constant gate. As the scale shrinks, the
+        logits tend to the softmax fit's (up to a constant common to the experts) with
+        ``tau`` learned, and to the scale times them with ``tau`` held. The scales tried
+        stop where every logit is within 1e-3 of that limit (by ``|sigma''| <= 1``); if
+        none keeps half the gain, the best one tried is taken.
 
         Parameters
         ----------
@@ -267,30 +272,58 @@ class ActivationGating(SmoothGatingFamily):
         return self._least_saturated_scale(data, linearised)
 
     def _least_saturated_scale(self, data, params):
-        """``params`` scaled by the power of 1/2 whose gate objective is highest."""
+        """``params``, or ``params`` scaled towards the linear regime if they saturate."""
+        constant, softmax = self._reference_objectives(data, params)
+        gain = softmax - constant
+
+        def captured(trial):  # the share of the softmax fit's gain the trial's gate has
+            return (self.gate_objective(data, trial) - constant) / gain if gain > 0 else 1.0
+
+        if captured(params) >= 0.0:  # not worse than a constant gate: the start as it is
+            return params
         # The largest |u| over the design, expert by expert (one sample-sized row at a time).
         largest_u = max((float(np.max(np.abs(coef @ data.ZT[:-1]), initial=0.0))
                          for coef in params.coef), default=0.0)
+        if not 0.0 < largest_u < np.inf:
+            return params
         # At scale s the logits' linearisation error is at most s * largest_u**2 / (2 tau)
-        # (|sigma''| <= 1; tau scaled too, or held, which only shrinks it): halve until it
-        # is within _LINEARISATION_ERROR, 64 times at most.
-        needed = largest_u ** 2 / (2.0 * params.temperature * _LINEARISATION_ERROR)
-        halvings = int(min(64, max(0, np.ceil(np.log2(needed))))) if needed > 1 else 0
+        # (|sigma''| <= 1; tau scaled too, or held, which only shrinks it): the scales go
+        # down until it is within _LINEARISATION_ERROR (in logs: largest_u**2 overflows
+        # past 1e154), in at most _MOST_SCALES steps of a power of 1/2 each.
+        halvings = math.ceil(2.0 * math.log2(largest_u) - math.log2(
+            2.0 * params.temperature * _LINEARISATION_ERROR))
+        step = max(1, math.ceil(halvings / _MOST_SCALES))
         scales_temperature = data.learn_temperature and self.learns_temperature
-        trials = [(params, self.gate_objective(data, params))]
-        for halving in range(1, halvings + 1):
+        best, best_share = params, -np.inf
+        for halving in range(step, halvings + step, step):
             scale = 0.5 ** halving
             temperature = params.temperature * scale if scales_temperature \
                 else params.temperature
             if temperature < self.smallest_fitted_temperature:
                 break
             trial = GateParams(params.coef * scale, params.intercept * scale, temperature)
-            trials.append((trial, self.gate_objective(data, trial)))
-        # The largest scale within _OBJECTIVE_SLACK per unit weight of the best: the
-        # activation's curvature kept where it costs nothing (EM moves tau slowly).
-        best = max(objective for _, objective in trials)
-        slack = _OBJECTIVE_SLACK * float(np.sum(data.weighted_resp))
-        return next(trial for trial, objective in trials if objective >= best - slack)
+            share = captured(trial)
+            if share >= _SHARE_KEPT:  # the largest such scale keeps most of sigma's curvature
+                return trial
+            if share > best_share:
+                best, best_share = trial, share
+        return best
+
+    def _reference_objectives(self, data, params):
+        """The gate objectives of the best constant gate and of the softmax fit.
+
+        The constant gate gives each expert its share of the weight; the softmax fit's
+        logits are the linearised slopes times ``sigma'(0)``, over ``tau``.
+        """
+        weights = np.sum(data.weighted_resp, axis=1)
+        shares = weights[weights > 0] / np.sum(weights)
+        constant = float(np.sum(weights[weights > 0] * np.log(shares)))
+        slope_at_zero = compute_activation_derivatives(np.zeros(1), self.activation)[0][0]
+        logits = (slope_at_zero * params.coef) @ data.ZT[:-1]
+        logits += params.intercept[:, None]
+        logits /= params.temperature
+        softmax, _ = self._objective_columns(data, logits, "gate_softmax_log_gate")
+        return constant, softmax
 
     # ----------------------------------------------------------- identifiability
     def _has_mirror(self, params):
