@@ -18,7 +18,7 @@ from ._validation import (
     check_variances,
 )
 from .experts import GAUSSIAN_LINEAR, ExpertParams
-from .gates import GateParams, make_gating
+from .gates import GateParams, gating_options, make_gating
 from .utils import check_random_state
 
 __all__ = [
@@ -31,10 +31,6 @@ __all__ = [
     "make_design",
     "sample_moe",
 ]
-
-
-# The gating options MixingMeasure accepts besides ``gating`` and ``temperature``.
-_FAMILY_OPTIONS = ("top_k", "topk_selection", "activation")
 
 
 def _frozen(arr):
@@ -83,6 +79,9 @@ class MixingMeasure:
     rebase : bool, default=False
         Translate the gate parameters so that the identifiability convention holds
         instead of raising when it does not. The density is unchanged.
+    **family_options
+        Options of a gating family added with :func:`gmoe.gates.register_gating` (its
+        ``OPTIONS``), for ``gating`` given by name.
 
     Notes
     -----
@@ -93,7 +92,12 @@ class MixingMeasure:
 
     def __init__(self, gate_coef, gate_intercept, expert_coef, expert_intercept, expert_var, *,
                  gating="softmax", temperature=None, top_k=None, topk_selection="affine",
-                 activation=None, rebase=False):
+                 activation=None, rebase=False, **family_options):
+        unknown = [key for key in family_options if key not in gating_options()]
+        if unknown:
+            raise TypeError(f"MixingMeasure got an unexpected keyword argument {unknown[0]!r} "
+                            f"(the registered gating families' options are "
+                            f"{list(gating_options())}).")
         expert_coef = check_float_array(expert_coef, "expert_coef", ndim=2)
         n_experts, n_features = expert_coef.shape
         if n_experts < 1 or n_features < 1:
@@ -111,7 +115,7 @@ class MixingMeasure:
         expert_var = check_variances(
             check_float_array(expert_var, "expert_var", ndim=1, shape=shape_k), "expert_var")
         family = make_gating(gating, top_k=top_k, topk_selection=topk_selection,
-                             activation=activation, n_experts=n_experts)
+                             activation=activation, n_experts=n_experts, **family_options)
         if family.uses_temperature:
             if temperature is None:
                 raise ValueError("temperature must be a positive number for "
@@ -215,7 +219,7 @@ class MixingMeasure:
         fields = dict(gate_coef=self.gate_coef, gate_intercept=self.gate_intercept,
                       expert_coef=self.expert_coef, expert_intercept=self.expert_intercept,
                       expert_var=self.expert_var, **self._options())
-        if "gating" not in changes and any(key in changes for key in _FAMILY_OPTIONS):
+        if "gating" not in changes and any(key in changes for key in gating_options()):
             # A changed family option (top_k, activation, ...) rebuilds the family by name.
             fields.update(gating=self.gating, **self.family.options())
         fields.update(changes)

@@ -38,7 +38,6 @@ sys.path.insert(0, str(HERE))
 from committed_results import committed_rows  # noqa: E402
 
 import gmoe  # noqa: E402
-from gmoe.gates import gating_options  # noqa: E402
 from gmoe.simulation import load_experiment, run_task  # noqa: E402
 from gmoe.simulation.start import make_near_truth_start  # noqa: E402
 from gmoe.simulation.store import code_sha256  # noqa: E402
@@ -125,8 +124,7 @@ def embedded_truth(experiment):
     measure = make_near_truth_start(truth, k, 1, random_state=0, assignment=assignment,
                                     gate_noise=0.0, expert_noise=0.0, var_noise=0.0,
                                     protocol="even")
-    options = {key: fit[key] for key in gating_options() if fit.get(key) is not None}
-    measure = measure.replace(gating=fit["gating"], **options)
+    measure = measure.replace(gating=experiment.fit_family())
     return measure, [int(a) for a in assignment], from_start
 
 

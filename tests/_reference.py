@@ -1,6 +1,6 @@
 """Vectorised numpy/scipy references for the kernels and the gates.
 
-Written independently of ``gmoe/_kernels`` and ``gmoe/gating.py``: expert log-densities by
+Written independently of ``gmoe/_kernels`` and ``gmoe/gates/``: expert log-densities by
 ``scipy.stats.norm.logpdf``, log-gates by ``scipy.special.log_softmax``, the top-K active set
 by ranks (no sort), the E-step by ``scipy.special.logsumexp`` over a BLAS matmul. Nothing
 here imports ``gmoe``, so the benchmark can use it too.

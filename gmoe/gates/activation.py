@@ -157,9 +157,6 @@ class ActivationGating(SmoothGatingFamily):
         check_option(activation, "activation", ACTIVATIONS)
         return cls(activation)
 
-    def options(self):  # noqa: D102 (inherited)
-        return {"activation": self.activation}
-
     def describe(self):  # noqa: D102 (inherited)
         return f"activation ({self.activation})"
 

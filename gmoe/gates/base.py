@@ -234,8 +234,15 @@ class GatingFamily(ABC):
         Returns
         -------
         GatingFamily
+
+        Notes
+        -----
+        By default the family is built as ``cls(**given)`` from the options it declares in
+        :attr:`OPTIONS` that are given and not None; a family that validates its options,
+        or gives them defaults that depend on ``n_experts``, overrides this.
         """
-        return cls()
+        return cls(**{key: options[key] for key in cls.OPTIONS
+                      if options.get(key) is not None})
 
     def check_n_experts(self, n_experts):
         """Check the family's options against a number of experts (none by default).
@@ -259,11 +266,28 @@ class GatingFamily(ABC):
     def options(self):
         """The family's structural options, as keyword arguments of :meth:`from_options`.
 
+        Two families are equal when their classes and options are (:meth:`__eq__`): every
+        option that changes the model must be here. By default each name in
+        :attr:`OPTIONS` is read from the attribute of the same name; a family that stores
+        an option under another name overrides this.
+
         Returns
         -------
         dict
+
+        Raises
+        ------
+        AttributeError
+            If an option of :attr:`OPTIONS` has no attribute of its name (and this is not
+            overridden): equality would otherwise ignore it.
         """
-        return {}
+        missing = [key for key in self.OPTIONS if not hasattr(self, key)]
+        if missing:
+            raise AttributeError(
+                f"{type(self).__name__} declares OPTIONS {self.OPTIONS} but has no "
+                f"attribute {missing[0]!r}: store each option as an attribute of its name "
+                "or override options(), so that families with different options differ.")
+        return {key: getattr(self, key) for key in self.OPTIONS}
 
     # --------------------------------------------------------------- evaluation
     @abstractmethod
@@ -573,7 +597,9 @@ class GatingFamily(ABC):
         Returns
         -------
         str
-            ``'<name>-exact'`` or ``'<name>-over'`` by default.
+            ``'<name>-exact'`` or ``'<name>-over'`` by default. A setting that is not one
+            of :data:`gmoe.theory.SETTINGS` (a family the rate theorems do not cover)
+            is reported with no theory: its slopes are fitted, none is expected.
         """
         return f"{self.name}-{'over' if over_specified else 'exact'}"
 

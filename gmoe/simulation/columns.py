@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..theory import NO_THEORY, Theory, theory
+from ..theory import NO_THEORY, SETTINGS, Theory, theory
 
 __all__ = ["PARAMETER_FIELDS", "MetricColumn", "build_columns", "cell_theory",
            "study_setting"]
@@ -166,6 +166,9 @@ _TEMPERATURE_IDENTIFIABLE = Theory(None, "0 by construction: the identifiable sc
 
 def _column_theory(experiment, field, cell, scale, setting, cell_atoms):
     """The theory of one column in the study's setting (never raises)."""
+    if setting not in SETTINGS:  # a registered family the rate theorems do not cover
+        return NO_THEORY._replace(reason=f"no theory: no stated rates for the {setting!r} "
+                                         "setting")
     if field == "boundary":
         # A change point only where one expert is selected: with more, the density is
         # continuous where the largest gate changes hands.

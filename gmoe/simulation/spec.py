@@ -80,6 +80,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..estimator import GaussianMoERegressor
 from ..gates import available_gatings, gating_class, gating_options, make_gating
 from ..model import MixingMeasure, make_design
 from ..theory import DEFAULT_RBAR
@@ -216,6 +217,8 @@ class Experiment:
             "topk_selection": truth.topk_selection,
             "activation": truth.activation,
         }
+        for key, value in truth.family.options().items():  # a registered family's own
+            truth_dict.setdefault(key, value)
         metrics = copy.deepcopy(self.metrics)
         metrics["rbar"] = {str(k): v for k, v in sorted(metrics["rbar"].items())}
         return {"format": TASK_FORMAT_VERSION, "seed": self.seed, "truth": truth_dict,
@@ -258,6 +261,15 @@ class Experiment:
         """
         return [c.name for c in self.metric_schema() if not c.is_parameter_error]
 
+    def fit_family(self):
+        """The gating family the fits use, with its options.
+
+        Returns
+        -------
+        GatingFamily
+        """
+        return _fit_family(self.fit)
+
     def estimator_params(self):
         """Keyword arguments of :class:`~gmoe.GaussianMoERegressor` shared by every fit.
 
@@ -271,7 +283,10 @@ class Experiment:
                       max_iter=fit["max_iter"], reg_var=fit["reg_var"],
                       on_degenerate="warn")
         family_class = gating_class(fit["gating"])
-        params.update({key: fit[key] for key in family_class.OPTIONS})
+        if set(family_class.OPTIONS) <= _ESTIMATOR_PARAMETERS:
+            params.update({key: fit[key] for key in family_class.OPTIONS})
+        else:  # a family registered with options of its own: given as an instance
+            params["gating"] = self.fit_family()
         if family_class.uses_temperature:
             params["temperature"] = fit["temperature"]
         if fit["learn_temperature"] is not None:  # the family can learn tau
@@ -342,7 +357,7 @@ def _check_min_size(table, sizes, fit):
 
 def _read_truth(t):
     t.check_keys(("gating", "gate_coef", "gate_intercept", "expert_coef", "expert_intercept",
-                  "expert_var", "temperature", "top_k", "topk_selection", "activation"))
+                  "expert_var", "temperature", *gating_options()))
     gating = t.string("gating", "softmax", options=available_gatings())
     expert_coef = t.matrix("expert_coef")
     k, d = expert_coef.shape
@@ -439,9 +454,17 @@ def _read_gate_options(t, gating, n_experts, *, inherit=None):
     return out
 
 
+#: The estimator's constructor arguments: a family's options among them are passed by name.
+_ESTIMATOR_PARAMETERS = frozenset(GaussianMoERegressor().get_params())
+
+#: Gating options every parsed ``[fit]`` records, None where they do not apply.
+_RECORDED_OPTIONS = ("top_k", "topk_selection", "activation")
+
+
 def _fit_family(fit):
     """The gating family of a parsed ``[fit]`` table."""
-    options = {key: fit[key] for key in gating_options() if fit.get(key) is not None}
+    options = {key: fit[key] for key in gating_class(fit["gating"]).OPTIONS
+               if fit.get(key) is not None}
     return make_gating(fit["gating"], n_experts=fit["n_experts"], **options)
 
 
@@ -465,8 +488,8 @@ def _read_design(t, truth):
 
 
 def _read_fit(t, truth):
-    t.check_keys(("n_experts", "gating", "top_k", "topk_selection", "activation",
-                  "temperature", "learn_temperature", "tol", "max_iter", "reg_var"))
+    t.check_keys(("n_experts", "gating", *gating_options(), "temperature",
+                  "learn_temperature", "tol", "max_iter", "reg_var"))
     n_experts = t.integer("n_experts", low=1)
     if n_experts < truth.n_experts:
         raise t.error("n_experts", f"expected at least the truth's {truth.n_experts} experts "
@@ -496,7 +519,11 @@ def _read_fit(t, truth):
     return {
         "n_experts": n_experts,
         "gating": gating,
-        **{key: options.get(key) for key in gating_options()},
+        # The built-in families' options always (task definitions have held them since
+        # the first stores), and the family's own: registering a family elsewhere must not
+        # change every study's task definition.
+        **{key: options.get(key) for key in _RECORDED_OPTIONS},
+        **{key: options[key] for key in family_class.OPTIONS},
         "temperature": options.get("temperature"),
         "learn_temperature": t.boolean("learn_temperature", True)
         if family.learns_temperature else None,

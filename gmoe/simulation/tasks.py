@@ -18,7 +18,6 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..estimator import GaussianMoERegressor
-from ..gates import gating_class
 from ..metrics import boundary_error, hellinger, parameter_errors, total_variation, voronoi_loss
 from ..model import MixingMeasure, make_design, sample_moe
 from .seeds import evaluation_seed_sequence, task_streams
@@ -360,12 +359,11 @@ def fitted_measure(experiment, row):
         return None
     params = experiment.estimator_params()
     k, d = params["n_experts"], experiment.design["n_features"]
-    family = gating_class(params["gating"])
+    family = experiment.fit_family()
     # A template of the fit's shape and family; from_vector takes every value from the row.
     like = MixingMeasure(np.zeros((k, d)), np.zeros(k), np.zeros((k, d)), np.zeros(k),
-                         np.ones(k), gating=params["gating"],
-                         temperature=1.0 if family.uses_temperature else None,
-                         **{key: params[key] for key in family.OPTIONS})
+                         np.ones(k), gating=family,
+                         temperature=1.0 if family.uses_temperature else None)
     expected = like.to_vector().size
     shown = repr(stored if len(str(stored)) <= 60 else str(stored)[:57] + "...")
 
