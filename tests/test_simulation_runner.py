@@ -250,6 +250,15 @@ def test_changed_task_definition_is_refused(tmp_path):
     assert len(list(tmp_path.glob("refuse.sqlite.replaced-*"))) == 1
 
 
+def _replace_distance(monkeypatch, key, function):
+    """The harness's distance ``key`` replaced by ``function`` (its one entry)."""
+    from gmoe.simulation import distances
+
+    monkeypatch.setattr(distances, "DESIGN_DISTANCES", tuple(
+        distances.DesignDistance(d.key, d.column, function) if d.key == key else d
+        for d in distances.DESIGN_DISTANCES))
+
+
 def test_failed_fit_and_metric_are_recorded(tmp_path, monkeypatch):
     class Failing(tasks_module.GaussianMoERegressor):
         def fit(self, X, y, sample_weight=None):
@@ -261,7 +270,7 @@ def test_failed_fit_and_metric_are_recorded(tmp_path, monkeypatch):
         raise ValueError("simulated metric failure")
 
     monkeypatch.setattr(tasks_module, "GaussianMoERegressor", Failing)
-    monkeypatch.setattr(tasks_module, "hellinger", broken_hellinger)
+    _replace_distance(monkeypatch, "hellinger", broken_hellinger)
     exp = load_experiment(tiny(tmp_path, sizes=[60, 90], replications=1))
     summary = run_experiment(exp, tmp_path / "fail.sqlite", n_jobs=1, progress=False)
     assert summary.tasks_stored == 2 and summary.failures == 2
@@ -289,8 +298,8 @@ def test_running_out_of_memory_stops_the_run_and_is_never_stored(tmp_path, monke
             raise MemoryError("simulated: Unable to allocate 7.28 TiB")
         return real_hellinger(*args, **kwargs)
 
-    real_hellinger = tasks_module.hellinger
-    monkeypatch.setattr(tasks_module, "hellinger", hellinger_out_of_memory)
+    from gmoe.metrics import hellinger as real_hellinger
+    _replace_distance(monkeypatch, "hellinger", hellinger_out_of_memory)
     path = tiny(tmp_path, sizes=[60, 90], replications=2)
     db = tmp_path / "memory.sqlite"
     with pytest.raises(tasks_module.TaskMemoryError) as info:
@@ -308,7 +317,7 @@ def test_running_out_of_memory_stops_the_run_and_is_never_stored(tmp_path, monke
     assert "are kept and running the command again resumes" in err
     assert "take n = 60 out of [sizes] n first" in err
     # With the memory back, a rerun computes the task that failed and the rest.
-    monkeypatch.setattr(tasks_module, "hellinger", real_hellinger)
+    _replace_distance(monkeypatch, "hellinger", real_hellinger)
     summary = run_experiment(load_experiment(path), db, n_jobs=1, progress=False)
     assert summary.tasks_before == 1 and summary.tasks_stored == 3
     assert {r["status"] for r in read_rows(db)[0]} == {"ok"}
@@ -333,7 +342,7 @@ def test_a_start_or_a_metric_out_of_memory_is_raised_not_noted(tmp_path, monkeyp
     def tv_out_of_memory(*args, **kwargs):
         raise MemoryError("simulated")
 
-    monkeypatch.setattr(tasks_module, "total_variation", tv_out_of_memory)
+    _replace_distance(monkeypatch, "total_variation", tv_out_of_memory)
     with pytest.raises(tasks_module.TaskMemoryError, match=r"n = 60, replication 0"):
         run_task(exp, 60, 0)
 
@@ -678,3 +687,38 @@ def test_the_command_line_prints_progress_lines(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", str(path), "--progress-every", "0"])
     assert "expected a number of seconds > 0, got '0'" in capsys.readouterr().err
+
+
+def test_a_distance_added_in_one_entry_is_read_recorded_and_reported(tmp_path, monkeypatch):
+    # One DesignDistance: its [metrics] key is accepted, its column made, computed on the
+    # evaluation design for every task and reported (with no stated rate: the rate table
+    # does not name it). Nothing else in the harness is told.
+    from gmoe import predictive_distribution
+    from gmoe.simulation import distances, study_report
+
+    def mean_gap(fitted, truth, X):  # the mean absolute gap of the conditional means
+        return float(np.mean(np.abs(predictive_distribution(fitted, X).mean
+                                    - predictive_distribution(truth, X).mean)))
+
+    monkeypatch.setattr(distances, "DESIGN_DISTANCES", (
+        *distances.DESIGN_DISTANCES, distances.DesignDistance("mean_gap", "mean_gap", mean_gap)))
+    exp = load_experiment(tiny(tmp_path, sizes=[60, 120], replications=1,
+                               metrics={"mean_gap": True}))
+    assert exp.metrics["mean_gap"] is True and "mean_gap" in exp.summary_columns()
+    run_experiment(exp, tmp_path / "gap.sqlite", n_jobs=1, progress=False)
+    rows = read_rows(tmp_path / "gap.sqlite")[0]
+    X_eval = tasks_module.make_evaluation_design(exp)
+    assert len(rows) == 2
+    for row in rows:  # the stored fit's distance on the evaluation design, to the bit
+        assert row["mean_gap"] == mean_gap(fitted_measure(exp, row), exp.truth, X_eval) > 0
+    assert "no stated rate for mean_gap" in study_report(rows, exp)
+    # Without the entry, the key is unknown.
+    monkeypatch.undo()
+    with pytest.raises(ExperimentError, match="unknown key 'mean_gap'"):
+        load_experiment(tiny(tmp_path, name="other.toml", metrics={"mean_gap": True}))
+    # Nor does the entry change the task definition of a study that does not record it.
+    plain = tiny(tmp_path, name="plain.toml")
+    before = load_experiment(plain).task_sha256
+    monkeypatch.setattr(distances, "DESIGN_DISTANCES", (
+        *distances.DESIGN_DISTANCES, distances.DesignDistance("mean_gap", "mean_gap", mean_gap)))
+    assert load_experiment(plain).task_sha256 == before

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..theory import NO_THEORY, SETTINGS, Theory, theory
+from ..theory import NO_THEORY, SETTINGS, THEORY_LOSSES, Theory, theory
+from . import distances as _distances
 
 __all__ = ["PARAMETER_FIELDS", "MetricColumn", "build_columns", "cell_theory",
            "study_setting"]
@@ -62,7 +63,8 @@ class MetricColumn:
     field : str
         What it holds: ``'d1'``, ``'d2'`` (Voronoi losses), a field of
         :data:`PARAMETER_FIELDS` or ``'temperature'`` (a parameter error),
-        ``'hellinger'``, ``'tv'`` or ``'boundary'``.
+        the column of a distance of :data:`~gmoe.simulation.distances.DESIGN_DISTANCES`
+        (``'hellinger'``, ``'tv'``) or ``'boundary'``.
     cell : int or None
         The true cell of a per-cell parameter error, else None.
     scale : {'identifiable', 'raw'} or None
@@ -166,6 +168,9 @@ _TEMPERATURE_IDENTIFIABLE = Theory(None, "0 by construction: the identifiable sc
 
 def _column_theory(experiment, field, cell, scale, setting, cell_atoms):
     """The theory of one column in the study's setting (never raises)."""
+    recorded_distances = [d.column for d in _distances.DESIGN_DISTANCES]
+    if field in recorded_distances and field not in THEORY_LOSSES:
+        return NO_THEORY._replace(reason=f"no theory: no stated rate for {field}")
     if setting not in SETTINGS:  # a registered family the rate theorems do not cover
         return NO_THEORY._replace(reason=f"no theory: no stated rates for the {setting!r} "
                                          "setting")
@@ -232,10 +237,8 @@ def build_columns(experiment):
             if scale == metrics["scales"][0] and experiment.fit["n_experts"] > truth.n_experts:
                 columns += [column(f"atoms_{j}", "atoms", j, scale, _ATOM_COUNT)
                             for j in range(truth.n_experts)]
-    if metrics["hellinger"]:
-        columns.append(column("hellinger", "hellinger"))
-    if metrics["total_variation"]:
-        columns.append(column("tv", "tv"))
+    columns += [column(d.column, d.column) for d in _distances.DESIGN_DISTANCES
+                if metrics.get(d.key, False)]
     if metrics["boundary_error"]:
         columns.append(column("boundary", "boundary"))
     return tuple(columns)

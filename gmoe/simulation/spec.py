@@ -84,6 +84,7 @@ from ..estimator import GaussianMoERegressor
 from ..gates import available_gatings, gating_class, gating_options, make_gating
 from ..model import MixingMeasure, make_design
 from ..theory import DEFAULT_RBAR
+from . import distances as _distances
 from ._toml import LARGEST_STORABLE_INTEGER, ExperimentError, _describe, _Table, parse_sizes
 from .columns import build_columns
 from .start import START_PROTOCOLS
@@ -641,7 +642,8 @@ def _read_assignment(t, k_true, k_fit):
 
 def _read_metrics(t, truth, fit, design):
     t.check_keys(("voronoi", "rbar", "translation", "scales", "parameter_errors",
-                  "hellinger", "total_variation", "boundary_error", "evaluation"))
+                  *(d.key for d in _distances.DESIGN_DISTANCES), "boundary_error",
+                  "evaluation"))
     voronoi = t.raw("voronoi", [])
     if isinstance(voronoi, str):
         voronoi = [voronoi]
@@ -674,7 +676,8 @@ def _read_metrics(t, truth, fit, design):
         raise t.error("voronoi" if voronoi else "parameter_errors",
                       f"Voronoi losses and parameter errors compare models of one gating "
                       f"family, but [fit] gating={fit['gating']!r} differs from [truth] "
-                      f"gating={truth.gating!r}; record hellinger / total_variation only.")
+                      f"gating={truth.gating!r}; record "
+                      f"{' / '.join(d.key for d in _distances.DESIGN_DISTANCES)} only.")
     scales = t.raw("scales", ["identifiable"])
     if not isinstance(scales, list) or not scales or any(s not in _SCALES for s in scales) \
             or len(set(scales)) != len(scales):
@@ -690,16 +693,19 @@ def _read_metrics(t, truth, fit, design):
     if boundary and fit["gating"] != truth.gating:
         raise t.error("boundary_error", "needs the fit and the truth in one gating family.")
     evaluation = _read_evaluation(t.sub("evaluation", required=False), design)
-    hellinger = t.boolean("hellinger", False)
-    total_variation = t.boolean("total_variation", False)
-    if not (voronoi or parameter_errors or hellinger or total_variation or boundary):
-        raise ExperimentError(f"{t.path}: [metrics]: records nothing; set at least one of "
-                              "voronoi, parameter_errors, hellinger, total_variation, "
-                              "boundary_error.")
+    distances = {d.key: t.boolean(d.key, False) for d in _distances.DESIGN_DISTANCES}
+    if not (voronoi or parameter_errors or any(distances.values()) or boundary):
+        raise ExperimentError(
+            f"{t.path}: [metrics]: records nothing; set at least one of voronoi, "
+            f"parameter_errors, {', '.join(distances)}, boundary_error.")
     return {"voronoi": list(voronoi), "rbar": rbar,
             "translation": t.string("translation", "infimum", options=_TRANSLATIONS),
             "scales": list(scales), "parameter_errors": parameter_errors,
-            "hellinger": hellinger, "total_variation": total_variation,
+            # The first distances always (task definitions have held them since the first
+            # stores), the others when recorded: adding a distance to the harness must not
+            # change the task definition of a study that does not record it.
+            **{key: value for key, value in distances.items()
+               if value or key in ("hellinger", "total_variation")},
             "boundary_error": boundary, "evaluation": evaluation}
 
 

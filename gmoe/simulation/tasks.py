@@ -18,8 +18,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..estimator import GaussianMoERegressor
-from ..metrics import boundary_error, hellinger, parameter_errors, total_variation, voronoi_loss
+from ..metrics import boundary_error, parameter_errors, voronoi_loss
 from ..model import MixingMeasure, make_design, sample_moe
+from . import distances as _distances
 from .seeds import evaluation_seed_sequence, task_streams
 from .start import make_near_truth_start
 
@@ -322,8 +323,8 @@ def task_metrics(experiment, fitted, X_eval):
         if cells:
             attempt(cells, lambda cells=cells, scale=scale: parameter_errors_of(cells, scale))
     boundary_kind = cfg["boundary_error"] or "fraction"
-    distances = {"hellinger": hellinger, "tv": total_variation,
-                 "boundary": lambda f, t, X: boundary_error(f, t, X, kind=boundary_kind)}
+    distances = {d.column: d.function for d in _distances.DESIGN_DISTANCES}
+    distances["boundary"] = lambda f, t, X: boundary_error(f, t, X, kind=boundary_kind)
     for col in (c for c in schema if c.field in distances):
         attempt([col], lambda col=col: {col.name: distances[col.field](fitted, truth, X_eval)})
     return values, notes
