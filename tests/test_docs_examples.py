@@ -102,6 +102,11 @@ BLOCKS = {
          "local cluster in test_simulation_dask.py"),
     ],
     "contributing/adding_a_gate.rst": [("from gmoe.gates import register_gating", None)],
+    "contributing/adding_a_metric.rst": [
+        ("DESIGN_DISTANCES = (",
+         "the module's table with a hypothetical entry; test_simulation_runner.py adds a "
+         "distance to it and runs a study"),
+    ],
 }
 
 
