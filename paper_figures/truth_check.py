@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 from committed_results import committed_rows  # noqa: E402
 
 import gmoe  # noqa: E402
+from gmoe.gates import gating_options  # noqa: E402
 from gmoe.simulation import load_experiment, run_task  # noqa: E402
 from gmoe.simulation.start import make_near_truth_start  # noqa: E402
 from gmoe.simulation.store import code_sha256  # noqa: E402
@@ -124,7 +125,9 @@ def embedded_truth(experiment):
     measure = make_near_truth_start(truth, k, 1, random_state=0, assignment=assignment,
                                     gate_noise=0.0, expert_noise=0.0, var_noise=0.0,
                                     protocol="even")
-    measure = measure.replace(gating=experiment.fit_family())
+    # Not Experiment.fit_family: the grid's own build, which may predate it, runs this too.
+    options = {key: fit[key] for key in gating_options() if fit.get(key) is not None}
+    measure = measure.replace(gating=fit["gating"], **options)
     return measure, [int(a) for a in assignment], from_start
 
 
