@@ -97,7 +97,9 @@ class MixingMeasure:
         if unknown:
             raise TypeError(f"MixingMeasure got an unexpected keyword argument {unknown[0]!r} "
                             f"(the registered gating families' options are "
-                            f"{list(gating_options())}).")
+                            f"{list(gating_options())}; a family of your own takes its "
+                            "options by name once registered with "
+                            "gmoe.gates.register_gating).")
         expert_coef = check_float_array(expert_coef, "expert_coef", ndim=2)
         n_experts, n_features = expert_coef.shape
         if n_experts < 1 or n_features < 1:
@@ -116,6 +118,11 @@ class MixingMeasure:
             check_float_array(expert_var, "expert_var", ndim=1, shape=shape_k), "expert_var")
         family = make_gating(gating, top_k=top_k, topk_selection=topk_selection,
                              activation=activation, n_experts=n_experts, **family_options)
+        for key in family_options:  # never silently dropped (an instance holds its own)
+            if not isinstance(gating, str) or key not in family.OPTIONS:
+                raise ValueError(f"{key} does not apply to gating={gating!r}"
+                                 + ("" if isinstance(gating, str) else
+                                    " (a family instance holds its own options)") + ".")
         if family.uses_temperature:
             if temperature is None:
                 raise ValueError("temperature must be a positive number for "

@@ -245,3 +245,57 @@ voronoi = ["exact"]
     # No rate theorem covers this gate: the report says so, not that a setting is invalid.
     assert "no stated rates for the 'power-softmax-exact' setting" in report
     assert "must be one of" not in report
+
+
+def test_an_option_is_never_dropped_silently(registered_with_option):
+    # Given to a family that does not read it, or beside an instance (which holds its
+    # own), it was ignored: MixingMeasure(gating="softmax", power=3) was a softmax gate.
+    with pytest.raises(ValueError, match="power does not apply to gating='softmax'"):
+        _power_truth(gating="softmax", power=3)
+    with pytest.raises(ValueError, match="a family instance holds its own options"):
+        _power_truth(gating=PowerFeatureSoftmax(3), power=4)
+
+
+def test_a_study_with_a_bad_option_value_names_the_file_and_the_table(
+        registered_with_option, tmp_path):
+    # A family that does not validate its options: the study's loading still reports the
+    # failure as an ExperimentError of the file and its [truth] (it leaked numpy's
+    # TypeError), and a constructor that refuses the options names the key.
+    from gmoe.simulation import ExperimentError, load_experiment
+
+    text = f"""
+seed = 1
+[truth]
+gating = "{registered_with_option}"
+power = "abc"
+gate_coef = [[6.0], [0.0]]
+gate_intercept = [-1.5, 0.0]
+expert_coef = [[-3.0], [3.0]]
+expert_intercept = [1.0, -1.0]
+expert_var = [0.09, 0.16]
+[fit]
+n_experts = 2
+[start]
+kind = "near_truth"
+[sizes]
+n = [200]
+replications = 1
+[metrics]
+voronoi = ["exact"]
+"""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ExperimentError, match=r"bad.toml: \[truth\] gating: the truth's gate "
+                                              r"cannot be evaluated .*TypeError"):
+        load_experiment(path)
+
+    class Strict(PowerFeatureSoftmax):
+        def __init__(self, power):
+            if not isinstance(power, int):
+                raise TypeError(f"power must be an integer, got {power!r}")
+            self.power = power
+
+    gmoe.gates._REGISTRY[registered_with_option] = type(
+        "StrictPower", (Strict,), {"name": registered_with_option})
+    with pytest.raises(ExperimentError, match=r"\[truth\] power: power must be an integer"):
+        load_experiment(path)

@@ -722,3 +722,21 @@ def test_a_distance_added_in_one_entry_is_read_recorded_and_reported(tmp_path, m
     monkeypatch.setattr(distances, "DESIGN_DISTANCES", (
         *distances.DESIGN_DISTANCES, distances.DesignDistance("mean_gap", "mean_gap", mean_gap)))
     assert load_experiment(plain).task_sha256 == before
+
+
+def test_a_distance_named_like_another_key_or_column_is_refused(tmp_path, monkeypatch):
+    from gmoe.simulation import distances
+
+    path = tiny(tmp_path)
+    shipped = distances.DESIGN_DISTANCES
+    entry = shipped[0]
+    for clash, match in ((distances.DesignDistance("voronoi", "x", entry.function),
+                          "repeats a key of \\[metrics\\]"),
+                         (distances.DesignDistance("x", "tv", entry.function),
+                          "columns repeat \\['tv'\\]")):
+        monkeypatch.setattr(distances, "DESIGN_DISTANCES", (*shipped, clash))
+        text = path.read_text() if clash.key == "voronoi" else path.read_text().replace(
+            "total_variation = true", f"total_variation = true\n{clash.key} = true")
+        (tmp_path / "clash.toml").write_text(text)
+        with pytest.raises((ExperimentError, ValueError), match=match):
+            load_experiment(tmp_path / "clash.toml").metric_schema()

@@ -241,6 +241,12 @@ def build_columns(experiment):
                 if metrics.get(d.key, False)]
     if metrics["boundary_error"]:
         columns.append(column("boundary", "boundary"))
+    names = [c.name for c in columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # a distance of gmoe.simulation.distances named like another column
+        raise ValueError(f"the study's metric columns repeat {repeated}: each entry of "
+                         "gmoe.simulation.distances.DESIGN_DISTANCES needs a column of its "
+                         "own.")
     return tuple(columns)
 
 

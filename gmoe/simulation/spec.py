@@ -413,7 +413,12 @@ def _check_truth_identifiable(t, truth, design):
                                              "differ.")
     X = make_design(_ACTIVITY_POINTS, design["kind"], low=design["low"], high=design["high"],
                     n_features=design["n_features"], random_state=0)
-    silent = np.flatnonzero(~np.any(np.isfinite(truth.log_gate(X)), axis=0))
+    try:
+        log_gate = truth.log_gate(X)
+    except (ValueError, TypeError) as err:  # a family of one's own that does not validate
+        raise t.error("gating", f"the truth's gate cannot be evaluated on the design "
+                                f"({type(err).__name__}: {err}); check its options.") from err
+    silent = np.flatnonzero(~np.any(np.isfinite(log_gate), axis=0))
     if silent.size:
         raise t.error("gate_coef", f"expert(s) {silent.tolist()} have gate weight 0 at every "
                                    f"one of {_ACTIVITY_POINTS} points of the design "
@@ -448,7 +453,7 @@ def _read_gate_options(t, gating, n_experts, *, inherit=None):
     try:
         family = make_gating(gating, n_experts=n_experts,
                              **{k: v for k, v in given.items() if v is not None})
-    except ValueError as err:
+    except (ValueError, TypeError) as err:  # TypeError: a family's constructor refused
         key = next((k for k in family_class.OPTIONS if str(err).startswith(k)), "gating")
         raise t.error(key, str(err)) from err
     out.update(family.options())
@@ -640,10 +645,13 @@ def _read_assignment(t, k_true, k_fit):
     return list(value)
 
 
+#: The keys of [metrics] besides the distances of gmoe.simulation.distances.
+_METRIC_KEYS = ("voronoi", "rbar", "translation", "scales", "parameter_errors",
+                "boundary_error", "evaluation")
+
+
 def _read_metrics(t, truth, fit, design):
-    t.check_keys(("voronoi", "rbar", "translation", "scales", "parameter_errors",
-                  *(d.key for d in _distances.DESIGN_DISTANCES), "boundary_error",
-                  "evaluation"))
+    t.check_keys((*_METRIC_KEYS, *(d.key for d in _distances.DESIGN_DISTANCES)))
     voronoi = t.raw("voronoi", [])
     if isinstance(voronoi, str):
         voronoi = [voronoi]
@@ -693,7 +701,12 @@ def _read_metrics(t, truth, fit, design):
     if boundary and fit["gating"] != truth.gating:
         raise t.error("boundary_error", "needs the fit and the truth in one gating family.")
     evaluation = _read_evaluation(t.sub("evaluation", required=False), design)
-    distances = {d.key: t.boolean(d.key, False) for d in _distances.DESIGN_DISTANCES}
+    keys = [d.key for d in _distances.DESIGN_DISTANCES]
+    if len(set(keys)) != len(keys) or set(keys) & set(_METRIC_KEYS):
+        raise ExperimentError("gmoe.simulation.distances.DESIGN_DISTANCES repeats a key of "
+                              f"[metrics] ({', '.join(_METRIC_KEYS)} and its own): each "
+                              "entry needs a key of its own.")
+    distances = {key: t.boolean(key, False) for key in keys}
     if not (voronoi or parameter_errors or any(distances.values()) or boundary):
         raise ExperimentError(
             f"{t.path}: [metrics]: records nothing; set at least one of voronoi, "
