@@ -5,6 +5,8 @@ This is the contributor page's example ("Adding a gating family"): a softmax ove
 feature map ``phi(x) = x**2`` (elementwise). Nothing below touches gmoe's internals.
 """
 
+import inspect
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -195,14 +197,10 @@ def test_an_option_without_its_attribute_is_refused_not_ignored():
         _ = Forgetful(2) == Forgetful(4)
 
 
-def test_a_study_of_a_family_with_an_option_runs(registered_with_option, tmp_path):
-    from gmoe.simulation import load_experiment, run_experiment
-
-    path = tmp_path / "power.toml"
-    path.write_text(f"""
+_POWER_STUDY = """
 seed = 1
 [truth]
-gating = "{registered_with_option}"
+gating = "{gating}"
 power = 2
 gate_coef = [[6.0], [0.0]]
 gate_intercept = [-1.5, 0.0]
@@ -222,7 +220,14 @@ n = [200, 400]
 replications = 1
 [metrics]
 voronoi = ["exact"]
-""")
+"""
+
+
+def test_a_study_of_a_family_with_an_option_runs(registered_with_option, tmp_path):
+    from gmoe.simulation import load_experiment, run_experiment
+
+    path = tmp_path / "power.toml"
+    path.write_text(_POWER_STUDY.format(gating=registered_with_option))
     experiment = load_experiment(path)
     # The fit inherits the truth's option; the estimator, which has no 'power' argument,
     # is given the family itself; the task definition holds the option.
@@ -299,3 +304,71 @@ voronoi = ["exact"]
         "StrictPower", (Strict,), {"name": registered_with_option})
     with pytest.raises(ExperimentError, match=r"\[truth\] power: power must be an integer"):
         load_experiment(path)
+
+
+def test_gmoe_sim_runs_a_study_of_a_family_registered_by_an_imported_module(
+        tmp_path, monkeypatch, capsys):
+    # gmoe-sim knew only gmoe's families: a study file naming one of one's own was refused.
+    # --import loads the module that registers it (from the current directory); the
+    # worker processes find the family by importing that module again.
+    import sys
+
+    from joblib.externals.loky import get_reusable_executor
+
+    from gmoe.simulation.cli import main
+
+    (tmp_path / "cube_gates.py").write_text(
+        "from tests_power import PowerFeatureSoftmax\n"
+        "from gmoe.gates import register_gating\n\n\n"
+        "class CubeSoftmax(PowerFeatureSoftmax):\n"
+        "    name = 'cube-softmax'\n\n\n"
+        "register_gating(CubeSoftmax.name, CubeSoftmax)\n")
+    (tmp_path / "tests_power.py").write_text(
+        "import numpy as np\nfrom gmoe.gates import SmoothGatingFamily\n\n\n"
+        + inspect.getsource(PowerFeatureSoftmax))
+    (tmp_path / "cube.toml").write_text(_POWER_STUDY.format(gating="cube-softmax"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    # Workers left by earlier tests were started without this directory on their path;
+    # gmoe-sim's own process starts its workers after the import.
+    get_reusable_executor().shutdown(wait=True)
+    try:
+        assert main(["run", "cube.toml", "--n-jobs", "1", "--no-progress"]) == 2
+        assert "unknown key 'power' in [truth]" in capsys.readouterr().err
+        assert main(["run", "cube.toml", "--import", "cube_gates", "--n-jobs", "2",
+                     "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert "2 tasks over 2 sample sizes; 0 not ok" in out
+        assert main(["report", "cube.toml", "--import", "no_such_module"]) == 2
+        assert "--import no_such_module: ModuleNotFoundError" in capsys.readouterr().err
+    finally:
+        gmoe.gates._REGISTRY.pop("cube-softmax", None)
+        for name in ("cube_gates", "tests_power"):
+            sys.modules.pop(name, None)
+
+
+def test_gmoe_sim_says_why_a_worker_could_not_read_its_task(tmp_path, monkeypatch, capsys):
+    # Workers started before a family's module was on their path cannot unpickle a task
+    # of its study: loky's BrokenProcessPool. It was reported as a worker killed or out
+    # of memory; the worker's own error and what to do are said instead.
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+
+    from gmoe.simulation import cli
+
+    def unreadable(*args, **kwargs):
+        error = BrokenProcessPool("A task has failed to un-serialize. Please ensure that "
+                                  "the arguments of the function are all picklable.")
+        error.__cause__ = RuntimeError('\n"""\nTraceback (most recent call last):\n'
+                                       "  File \"queues.py\", line 122, in get\n"
+                                       "ModuleNotFoundError: No module named 'my_gates'\n"
+                                       '"""')
+        raise error
+
+    monkeypatch.setattr(cli, "run_experiment", unreadable)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study.toml").write_text(_POWER_STUDY.format(gating="softmax")
+                                         .replace("power = 2\n", ""))
+    assert cli.main(["run", "study.toml", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "could not read its task (ModuleNotFoundError: No module named 'my_gates')" in err
+    assert "register it in a module given with --import" in err

@@ -5,6 +5,7 @@
     gmoe-sim list
     gmoe-sim run NAME [--quick] [--n-jobs N | --scheduler ADDR] [--db PATH] [--out DIR]
                       [--force-new] [--no-progress] [--progress-every SECONDS]
+                      [--import MODULE]
     gmoe-sim report NAME [--quick] [--db PATH] [--out DIR] [--all] [--summary geometric]
     gmoe-sim export NAME [--quick] [--db PATH] [--csv PATH]
     gmoe-sim restore NAME --csv PATH [--quick] [--db PATH] [--verify K]
@@ -19,7 +20,9 @@ one, and report the grid of the run that wrote the store (quick or full). ``rest
 rebuilds a missing store from an exported CSV (plain or gzipped) after re-running ``K``
 of its rows (default 6; ``--verify 0`` skips the check, for rows this very build
 computed, on this machine or on one that rounds otherwise), so that ``run`` goes on where
-the grid stopped on another machine.
+the grid stopped on another machine. Every study command takes ``--import MODULE``
+(repeatable): a module to import first, such as one that registers a gating family of
+one's own, whose name the study file then uses.
 
 Every error (a bad experiment file, a store in use, of another experiment, truncated or
 unreadable, a directory that cannot be written) is one line on standard error and exit
@@ -27,6 +30,7 @@ status 2; nothing is run or written when a store or an output directory cannot b
 """
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -351,6 +355,16 @@ def _cmd_run(args):
             f"--n-jobs, another machine) or take n = {err.n} out of "
             f"{'[quick] n' if experiment.is_quick else '[sizes] n'} first.") from None
     except BrokenExecutor as err:
+        if "un-serialize" in str(err):  # loky: a worker could not unpickle a task
+            # The worker's traceback, as text: its last line naming an error says why.
+            cause = [line.strip() for line in str(err.__cause__ or "").splitlines()
+                     if re.match(r"\s*\w+(Error|Exception)\b", line)]
+            raise _CommandError(
+                "a worker process could not read its task"
+                + (f" ({cause[-1]})" if cause else "")
+                + "; the run stopped. A gating family of one's own must be importable by "
+                "the workers: register it in a module given with --import. The rows "
+                f"stored in {db_path} are kept.") from None
         # joblib's TerminatedWorkerError: a worker was killed (often by the kernel, for
         # memory); its own message is a paragraph on tracebacks, not what to do next.
         codes = re.search(r"exit codes of the workers are (\{.*?\})", str(err))
@@ -471,6 +485,11 @@ def _parser():
                             "export: the default when the store was written by a quick run)")
         p.add_argument("--db", metavar="PATH",
                        help="result store (default results/NAME[-quick].sqlite)")
+        p.add_argument("--import", dest="imports", action="append", default=[],
+                       metavar="MODULE",
+                       help="import this Python module first (the current directory is "
+                            "searched): one that registers a gating family of your own, "
+                            "say; repeatable")
         return p
 
     def plots(p):
@@ -533,6 +552,7 @@ def main(argv=None):
     command = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report,
                "export": _cmd_export, "restore": _cmd_restore}[args.command]
     try:
+        _import_modules(getattr(args, "imports", []))
         return command(args)
     except (ExperimentError, StoreError, FileNotFoundError, _CommandError) as err:
         return _fail(err)
@@ -552,6 +572,21 @@ def main(argv=None):
         print("gmoe-sim: interrupted; finished tasks are stored, run again to resume.",
               file=sys.stderr)
         return 130
+
+
+def _import_modules(names):
+    """Import the ``--import`` modules, the current directory first on the path.
+
+    A module that registers a gating family at import makes the family's name known to
+    the study file; the worker processes import it again when they unpickle the study.
+    """
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 (any failure of the user's module: one line)
+            raise _CommandError(f"--import {name}: {type(err).__name__}: {err}") from err
 
 
 def _fail(message):
