@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..metrics import hellinger, total_variation
 
-__all__ = ["DESIGN_DISTANCES", "DesignDistance"]
+__all__ = ["DESIGN_DISTANCES", "DesignDistance", "distance_keys"]
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,28 @@ DESIGN_DISTANCES = (
     DesignDistance("hellinger", "hellinger", hellinger),
     DesignDistance("total_variation", "tv", total_variation),
 )
+
+
+def distance_keys(reserved):
+    """The ``[metrics]`` keys of :data:`DESIGN_DISTANCES`, checked against each other.
+
+    Parameters
+    ----------
+    reserved : sequence of str
+        The other keys of ``[metrics]``.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        If two entries share a key, or an entry has a reserved one.
+    """
+    keys = [d.key for d in DESIGN_DISTANCES]
+    if len(set(keys)) != len(keys) or set(keys) & set(reserved):
+        raise ValueError(f"gmoe.simulation.distances.DESIGN_DISTANCES repeats a key of "
+                         f"[metrics] ({', '.join(reserved)} and its own): each entry needs "
+                         "a key of its own.")
+    return keys

@@ -525,9 +525,8 @@ def _read_fit(t, truth):
     return {
         "n_experts": n_experts,
         "gating": gating,
-        # The built-in families' options always (task definitions have held them since
-        # the first stores), and the family's own: registering a family elsewhere must not
-        # change every study's task definition.
+        # The built-in families' options always (as in the first stores), and the family's
+        # own: registering a family leaves the other studies' task definitions.
         **{key: options.get(key) for key in _RECORDED_OPTIONS},
         **{key: options[key] for key in family_class.OPTIONS},
         "temperature": options.get("temperature"),
@@ -701,12 +700,7 @@ def _read_metrics(t, truth, fit, design):
     if boundary and fit["gating"] != truth.gating:
         raise t.error("boundary_error", "needs the fit and the truth in one gating family.")
     evaluation = _read_evaluation(t.sub("evaluation", required=False), design)
-    keys = [d.key for d in _distances.DESIGN_DISTANCES]
-    if len(set(keys)) != len(keys) or set(keys) & set(_METRIC_KEYS):
-        raise ExperimentError("gmoe.simulation.distances.DESIGN_DISTANCES repeats a key of "
-                              f"[metrics] ({', '.join(_METRIC_KEYS)} and its own): each "
-                              "entry needs a key of its own.")
-    distances = {key: t.boolean(key, False) for key in keys}
+    distances = {key: t.boolean(key, False) for key in _distances.distance_keys(_METRIC_KEYS)}
     if not (voronoi or parameter_errors or any(distances.values()) or boundary):
         raise ExperimentError(
             f"{t.path}: [metrics]: records nothing; set at least one of voronoi, "
@@ -714,9 +708,8 @@ def _read_metrics(t, truth, fit, design):
     return {"voronoi": list(voronoi), "rbar": rbar,
             "translation": t.string("translation", "infimum", options=_TRANSLATIONS),
             "scales": list(scales), "parameter_errors": parameter_errors,
-            # The first distances always (task definitions have held them since the first
-            # stores), the others when recorded: adding a distance to the harness must not
-            # change the task definition of a study that does not record it.
+            # The first two always (as in the first stores), others when recorded: a new
+            # distance leaves the task definition of a study that does not record it.
             **{key: value for key, value in distances.items()
                if value or key in ("hellinger", "total_variation")},
             "boundary_error": boundary, "evaluation": evaluation}
