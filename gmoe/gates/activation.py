@@ -266,11 +266,11 @@ class ActivationGating(SmoothGatingFamily):
         linearised = GateParams(start.coef / slope_at_zero, start.intercept, temperature)
         if self.activation == "identity":  # linear logits: nothing saturates
             return linearised
-        return self._least_saturated_scale(data, linearised)
+        return self._least_saturated_scale(data, linearised, start)
 
-    def _least_saturated_scale(self, data, params):
+    def _least_saturated_scale(self, data, params, softmax_fit):
         """``params``, or ``params`` scaled towards the linear regime if they saturate."""
-        constant, softmax = self._reference_objectives(data, params)
+        constant, softmax = self._reference_objectives(data, softmax_fit)
         gain = softmax - constant
 
         def captured(trial):  # the share of the softmax fit's gain the trial's gate has
@@ -306,19 +306,18 @@ class ActivationGating(SmoothGatingFamily):
                 best, best_share = trial, share
         return best
 
-    def _reference_objectives(self, data, params):
+    def _reference_objectives(self, data, softmax_fit):
         """The gate objectives of the best constant gate and of the softmax fit.
 
         The constant gate gives each expert its share of the weight; the softmax fit's
-        logits are the linearised slopes times ``sigma'(0)``, over ``tau``.
+        logits are linear, ``(beta1^T x + beta0) / tau`` in its parameters.
         """
         weights = np.sum(data.weighted_resp, axis=1)
         shares = weights[weights > 0] / np.sum(weights)
         constant = float(np.sum(weights[weights > 0] * np.log(shares)))
-        slope_at_zero = compute_activation_derivatives(np.zeros(1), self.activation)[0][0]
-        logits = (slope_at_zero * params.coef) @ data.ZT[:-1]
-        logits += params.intercept[:, None]
-        logits /= params.temperature
+        logits = softmax_fit.coef @ data.ZT[:-1]
+        logits += softmax_fit.intercept[:, None]
+        logits /= softmax_fit.temperature
         softmax, _ = self._objective_columns(data, logits, "gate_softmax_log_gate")
         return constant, softmax
 
