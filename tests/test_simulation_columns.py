@@ -5,9 +5,14 @@ import pytest
 from _study import write_study
 
 from gmoe.simulation import ExperimentError, load_experiment, run_task
-from gmoe.simulation.columns import PARAMETER_FIELDS, MetricColumn, build_columns, cell_theory
+from gmoe.simulation.columns import (
+    BASE_COLUMNS,
+    PARAMETER_FIELDS,
+    MetricColumn,
+    build_columns,
+    cell_theory,
+)
 from gmoe.simulation.report import study_rate_rows
-from gmoe.simulation.tasks import BASE_COLUMNS
 
 # Cell 0 holding most of the mass: w* = (e^2, 1), expert 0's gate weight 0.88 at x = 0 and
 # 0.05 at x = 1 (a gate steep enough to be learnt from a few dozen points).

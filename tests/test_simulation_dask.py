@@ -9,7 +9,7 @@ from _study import DROP, write_study
 
 from gmoe.simulation import load_experiment, read_rows, run_experiment
 from gmoe.simulation.cli import main
-from gmoe.simulation.tasks import TIMING_COLUMNS
+from gmoe.simulation.columns import TIMING_COLUMNS
 
 distributed = pytest.importorskip("distributed")
 

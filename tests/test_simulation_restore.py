@@ -24,9 +24,9 @@ from gmoe.simulation import (
     verify_rows,
 )
 from gmoe.simulation.cli import main
+from gmoe.simulation.columns import TIMING_COLUMNS
 from gmoe.simulation.lock import WriterLock, store_lock_path
 from gmoe.simulation.store import StoreBusyError, StoreError, read_runs
-from gmoe.simulation.tasks import TIMING_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ from gmoe.simulation import (
     task_metrics,
 )
 from gmoe.simulation.cli import main
+from gmoe.simulation.columns import TIMING_COLUMNS
 from gmoe.simulation.store import read_runs
-from gmoe.simulation.tasks import TIMING_COLUMNS
 
 SIZES = [60, 90, 130, 200]
 REPS = 3
@@ -724,7 +724,7 @@ def test_a_distance_added_in_one_entry_is_read_recorded_and_reported(tmp_path, m
     assert load_experiment(plain).task_sha256 == before
 
 
-def test_a_distance_named_like_another_key_or_column_is_refused(tmp_path, monkeypatch):
+def test_a_distance_named_like_another_key_or_column_or_a_base_column_is_refused(tmp_path, monkeypatch):
     from gmoe.simulation import distances
 
     path = tiny(tmp_path)
@@ -733,7 +733,10 @@ def test_a_distance_named_like_another_key_or_column_is_refused(tmp_path, monkey
     for clash, match in ((distances.DesignDistance("voronoi", "x", entry.function),
                           "repeats a key of \\[metrics\\]"),
                          (distances.DesignDistance("x", "tv", entry.function),
-                          "columns repeat \\['tv'\\]")):
+                          "columns repeat \\['tv'\\]"),
+                         # a row's bookkeeping: the distance would overwrite its status
+                         (distances.DesignDistance("x", "status", entry.function),
+                          "columns repeat \\['status'\\]")):
         monkeypatch.setattr(distances, "DESIGN_DISTANCES", (*shipped, clash))
         text = path.read_text() if clash.key == "voronoi" else path.read_text().replace(
             "total_variation = true", f"total_variation = true\n{clash.key} = true")

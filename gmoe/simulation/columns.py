@@ -1,4 +1,7 @@
-"""The metric columns of a study: one list, read by the spec, the tasks and the reports.
+"""The result columns of a study: one list, read by the spec, the tasks and the reports.
+
+Every result row starts with the bookkeeping of :data:`BASE_COLUMNS` (the task, its
+status, the fit's log-likelihood and parameters, timings).
 
 Every value a task records beyond its bookkeeping is a :class:`MetricColumn`: its name in
 the result store, the quantity it holds (``field``), the true cell and the parameter scale
@@ -42,8 +45,37 @@ import numpy as np
 from ..theory import NO_THEORY, SETTINGS, THEORY_LOSSES, Theory, theory
 from . import distances as _distances
 
-__all__ = ["PARAMETER_FIELDS", "MetricColumn", "build_columns", "cell_theory",
-           "study_setting"]
+__all__ = ["BASE_COLUMNS", "PARAMETER_FIELDS", "TIMING_COLUMNS", "MetricColumn",
+           "build_columns", "cell_theory", "study_setting"]
+
+#: Columns every result row has, before the experiment's metric columns (name, SQL type).
+BASE_COLUMNS = (
+    ("n", "INTEGER NOT NULL"),
+    ("rep", "INTEGER NOT NULL"),
+    ("seed_entropy", "TEXT NOT NULL"),
+    ("spawn_key", "TEXT NOT NULL"),
+    ("status", "TEXT NOT NULL"),
+    ("error", "TEXT"),
+    ("mean_log_likelihood", "REAL"),
+    ("n_iter", "INTEGER"),
+    ("converged", "INTEGER"),
+    ("convergence_gap", "REAL"),  # the fit's predicted gain to the maximum (total L units)
+    ("n_starts", "INTEGER"),  # near-truth starts fitted, or the estimator's n_init
+    ("degenerate_experts", "TEXT"),
+    ("warnings", "TEXT"),
+    ("fit_seconds", "REAL"),
+    ("metric_seconds", "REAL"),  # the metrics and their evaluation design
+    ("task_seconds", "REAL"),
+    ("worker_pid", "INTEGER"),
+    ("finished_at", "REAL"),
+    # The kept fit's parameters (MixingMeasure.to_vector order) as a JSON list of floats,
+    # exact to the bit: a metric added later is computed from the stored fits
+    # (fitted_measure) instead of refitting the grid.
+    ("fitted", "TEXT"),
+)
+#: Columns that vary from run to run (timings, process): excluded when comparing results.
+TIMING_COLUMNS = ("fit_seconds", "metric_seconds", "task_seconds", "worker_pid",
+                  "finished_at")
 
 #: The per-cell fields of :class:`gmoe.metrics.ParameterErrors` recorded as columns.
 PARAMETER_FIELDS = ("weight", "gate_coef", "gate_intercept", "expert_coef",
@@ -241,12 +273,15 @@ def build_columns(experiment):
                 if metrics.get(d.key, False)]
     if metrics["boundary_error"]:
         columns.append(column("boundary", "boundary"))
-    names = [c.name for c in columns]
+    # A distance of gmoe.simulation.distances named like another column, or like a row's
+    # bookkeeping ("status", "fitted"...), would overwrite it in the rows and the store.
+    names = [name for name, _ in BASE_COLUMNS] + [c.name for c in columns]
     repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:  # a distance of gmoe.simulation.distances named like another column
-        raise ValueError(f"the study's metric columns repeat {repeated}: each entry of "
+    if repeated:
+        raise ValueError(f"the study's result columns repeat {repeated}: each entry of "
                          "gmoe.simulation.distances.DESIGN_DISTANCES needs a column of its "
-                         "own.")
+                         "own, unlike the other metrics' and those of "
+                         "gmoe.simulation.columns.BASE_COLUMNS.")
     return tuple(columns)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .columns import BASE_COLUMNS, TIMING_COLUMNS
 from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
 from .store import (
     ResultStore,
@@ -34,7 +35,7 @@ from .store import (
     describe_changes,
     task_path,
 )
-from .tasks import BASE_COLUMNS, TIMING_COLUMNS, run_task
+from .tasks import run_task
 
 __all__ = ["RestoreError", "read_csv_rows", "rerun_differences", "restore_store",
            "verify_rows"]

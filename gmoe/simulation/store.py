@@ -84,10 +84,10 @@ import numpy as np
 
 from ..exceptions import GMoEWarning
 from ._toml import LARGEST_STORABLE_INTEGER
+from .columns import BASE_COLUMNS
 from .lock import LockBusyError, WriterLock, describe_owner, store_lock_path
 from .recovery import RecoveryError, connect_read_only
 from .spec import ExperimentError
-from .tasks import BASE_COLUMNS
 
 __all__ = ["ResultStore", "StoreBusyError", "StoreError", "StoreMismatchError", "export_csv",
            "read_meta", "read_rows", "read_runs"]

@@ -21,41 +21,13 @@ from ..estimator import GaussianMoERegressor
 from ..metrics import boundary_error, parameter_errors, voronoi_loss
 from ..model import MixingMeasure, make_design, sample_moe
 from . import distances as _distances
+from .columns import BASE_COLUMNS
 from .seeds import evaluation_seed_sequence, task_streams
 from .start import make_near_truth_start
 
-__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "TaskMemoryError", "fit_near_truth_starts",
+__all__ = ["TaskMemoryError", "fit_near_truth_starts",
            "fitted_measure", "make_evaluation_design", "run_task", "single_threaded",
            "task_data", "task_metrics"]
-
-#: Columns every result row has, before the experiment's metric columns (name, SQL type).
-BASE_COLUMNS = (
-    ("n", "INTEGER NOT NULL"),
-    ("rep", "INTEGER NOT NULL"),
-    ("seed_entropy", "TEXT NOT NULL"),
-    ("spawn_key", "TEXT NOT NULL"),
-    ("status", "TEXT NOT NULL"),
-    ("error", "TEXT"),
-    ("mean_log_likelihood", "REAL"),
-    ("n_iter", "INTEGER"),
-    ("converged", "INTEGER"),
-    ("convergence_gap", "REAL"),  # the fit's predicted gain to the maximum (total L units)
-    ("n_starts", "INTEGER"),  # near-truth starts fitted, or the estimator's n_init
-    ("degenerate_experts", "TEXT"),
-    ("warnings", "TEXT"),
-    ("fit_seconds", "REAL"),
-    ("metric_seconds", "REAL"),  # the metrics and their evaluation design
-    ("task_seconds", "REAL"),
-    ("worker_pid", "INTEGER"),
-    ("finished_at", "REAL"),
-    # The kept fit's parameters (MixingMeasure.to_vector order) as a JSON list of floats,
-    # exact to the bit: a metric added later is computed from the stored fits
-    # (fitted_measure) instead of refitting the grid.
-    ("fitted", "TEXT"),
-)
-#: Columns that vary from run to run (timings, process): excluded when comparing results.
-TIMING_COLUMNS = ("fit_seconds", "metric_seconds", "task_seconds", "worker_pid",
-                  "finished_at")
 
 _MAX_TEXT = 2000
 
@@ -408,7 +380,7 @@ def run_task(experiment, n, rep):
     Returns
     -------
     dict
-        One value per column of :data:`BASE_COLUMNS` and of
+        One value per column of :data:`~gmoe.simulation.columns.BASE_COLUMNS` and of
         ``experiment.metric_columns()``; NaN where undefined.
 
     Raises
