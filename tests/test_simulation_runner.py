@@ -724,7 +724,7 @@ def test_a_distance_added_in_one_entry_is_read_recorded_and_reported(tmp_path, m
     assert load_experiment(plain).task_sha256 == before
 
 
-def test_a_distance_named_like_another_key_or_column_or_a_base_column_is_refused(tmp_path, monkeypatch):
+def test_a_distance_named_like_a_key_a_metric_or_a_base_column_is_refused(tmp_path, monkeypatch):
     from gmoe.simulation import distances
 
     path = tiny(tmp_path)
