@@ -736,7 +736,10 @@ def test_a_distance_named_like_a_key_a_metric_or_a_base_column_is_refused(tmp_pa
                           "columns repeat \\['tv'\\]"),
                          # a row's bookkeeping: the distance would overwrite its status
                          (distances.DesignDistance("x", "status", entry.function),
-                          "columns repeat \\['status'\\]")):
+                          "columns repeat \\['status'\\]"),
+                         # the same in the store, whose column names ignore case
+                         (distances.DesignDistance("x", "Status", entry.function),
+                          "columns repeat \\['Status'\\]")):
         monkeypatch.setattr(distances, "DESIGN_DISTANCES", (*shipped, clash))
         text = path.read_text() if clash.key == "voronoi" else path.read_text().replace(
             "total_variation = true", f"total_variation = true\n{clash.key} = true")

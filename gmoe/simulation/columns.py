@@ -1,4 +1,4 @@
-"""The result columns of a study: one list, read by the spec, the tasks and the reports.
+"""The columns of a study's result rows, read by the spec, the tasks, the store and reports.
 
 Every result row starts with the bookkeeping of :data:`BASE_COLUMNS` (the task, its
 status, the fit's log-likelihood and parameters, timings).
@@ -274,9 +274,10 @@ def build_columns(experiment):
     if metrics["boundary_error"]:
         columns.append(column("boundary", "boundary"))
     # A distance of gmoe.simulation.distances named like another column, or like a row's
-    # bookkeeping ("status", "fitted"...), would overwrite it in the rows and the store.
-    names = [name for name, _ in BASE_COLUMNS] + [c.name for c in columns]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    # bookkeeping ("status", "fitted"...), would overwrite it in the rows and the store;
+    # SQLite's column names ignore case, so "Status" would too.
+    names = [name.lower() for name, _ in BASE_COLUMNS] + [c.name.lower() for c in columns]
+    repeated = sorted({c.name for c in columns if names.count(c.name.lower()) > 1})
     if repeated:
         raise ValueError(f"the study's result columns repeat {repeated}: each entry of "
                          "gmoe.simulation.distances.DESIGN_DISTANCES needs a column of its "
