@@ -281,8 +281,8 @@ def build_columns(experiment):
     if repeated:
         raise ValueError(f"the study's result columns repeat {repeated}: each entry of "
                          "gmoe.simulation.distances.DESIGN_DISTANCES needs a column of its "
-                         "own, unlike the other metrics' and those of "
-                         "gmoe.simulation.columns.BASE_COLUMNS.")
+                         "own, distinct in any case of its letters from the other metrics' "
+                         "and from gmoe.simulation.columns.BASE_COLUMNS.")
     return tuple(columns)
 
 
