@@ -539,9 +539,15 @@ def _density_bullet(rows, r):
     text = f"* `{r['loss']}`: sqrt(n) times the mean is {low:.3g}"
     if np.isfinite(low_err) and np.isfinite(high_err):
         beyond = abs(high - low) > np.hypot(low_err, high_err)
+        # As many decimals as the errors' second digit, so that a reader can see the
+        # difference that "beyond" or "within" is said of.
+        smallest_err = min(low_err, high_err)
+        places = (max(0, 1 - int(np.floor(np.log10(smallest_err)))) if smallest_err > 0
+                  else 3)
+        text = f"* `{r['loss']}`: sqrt(n) times the mean is {low:.{places}f}"
         text += (f" ± {low_err:.2g} over the smallest quarter of sizes (n = {a:g} to {b:g}) "
-                 f"and {high:.3g} ± {high_err:.2g} over the largest (n = {c:g} to {d:g}; two "
-                 "standard errors): a change "
+                 f"and {high:.{places}f} ± {high_err:.2g} over the largest "
+                 f"(n = {c:g} to {d:g}; two standard errors): a change "
                  + ("beyond" if beyond else "within") + " their noise")
     else:
         text += (f" over the smallest quarter of sizes (n = {a:g} to {b:g}) and {high:.3g} over "
