@@ -536,7 +536,7 @@ def _density_bullet(rows, r):
     table = loss_table(rows, r["loss"])
     by_n = mean_loss_by_n(table, r["loss"])
     (low, low_err, a, b), (high, high_err, c, d) = _scaled_ends(by_n)
-    text = f"* `{r['loss']}`: sqrt(n) times the mean is {low:.3g}"
+    head = f"* `{r['loss']}`: sqrt(n) times the mean is"
     if np.isfinite(low_err) and np.isfinite(high_err):
         beyond = abs(high - low) > np.hypot(low_err, high_err)
         # As many decimals as the errors' second digit, so that a reader can see the
@@ -544,14 +544,13 @@ def _density_bullet(rows, r):
         smallest_err = min(low_err, high_err)
         places = (max(0, 1 - int(np.floor(np.log10(smallest_err)))) if smallest_err > 0
                   else 3)
-        text = f"* `{r['loss']}`: sqrt(n) times the mean is {low:.{places}f}"
-        text += (f" ± {low_err:.2g} over the smallest quarter of sizes (n = {a:g} to {b:g}) "
-                 f"and {high:.{places}f} ± {high_err:.2g} over the largest "
-                 f"(n = {c:g} to {d:g}; two standard errors): a change "
-                 + ("beyond" if beyond else "within") + " their noise")
+        text = (f"{head} {low:.{places}f} ± {low_err:.2g} over the smallest quarter of sizes "
+                f"(n = {a:g} to {b:g}) and {high:.{places}f} ± {high_err:.2g} over the largest "
+                f"(n = {c:g} to {d:g}; two standard errors): a change "
+                + ("beyond" if beyond else "within") + " their noise")
     else:
-        text += (f" over the smallest quarter of sizes (n = {a:g} to {b:g}) and {high:.3g} over "
-                 f"the largest (n = {c:g} to {d:g})")
+        text = (f"{head} {low:.3g} over the smallest quarter of sizes (n = {a:g} to {b:g}) and "
+                f"{high:.3g} over the largest (n = {c:g} to {d:g})")
     drops = [fit for fit in slope_sensitivity(table, r["loss"], (0.25, 0.5))
              if fit.n_min > by_n.n[0]]  # a grid of few sizes may drop none
     if drops:
