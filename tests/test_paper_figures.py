@@ -1790,6 +1790,14 @@ def test_density_distances_outside_their_rate_are_reported(pages):
             "noise; without the smallest 25 % and 50 % of sizes -0.600 [-0.600, -0.600] "
             "(n >= 4000; excludes -0.5) and -0.600 [-0.600, -0.600] (n >= 16000; excludes "
             "-0.5).") in text
+    # Ten times less spread: the errors are 0.0079 and 0.0052, and the two ends are printed
+    # to the errors' second digit (the fourth decimal), not to three significant digits.
+    tight = [{"n": n, "hellinger": 2 * (1 + (f - 1) / 10) * n ** -0.6, "tv": 2 * f * n ** -0.4}
+             for n in sizes for f in factors]
+    tight_text = "\n".join(pages.fit_texts.density_text(section, tight))
+    assert (f"sqrt(n) times the mean is {first:.4f} ± 0.0079 over the smallest quarter of "
+            f"sizes (n = 1000 to 2000) and {last:.4f} ± 0.0052 over the largest") in tight_text
+    assert f"{first:.4f}" == "0.9688"  # the value the line above checks, which .3g rounds
     # A slower density is a disagreement, said as such; a fast and a slow one get a
     # paragraph each.
     section["by_loss"]["tv"] = rate("tv", -0.4, -0.41, -0.39)
